@@ -1,0 +1,124 @@
+// Typed errors of both services, defined once. Every failure a client reports is a RemoteError
+// with a stable `code`; fuse/errno.ts maps codes to errno. Messages never contain tokens or
+// passwords: `path` is the request path without its query string.
+
+export interface ErrorContext {
+  status?: number;
+  method?: string;
+  /** Request path without query string (no secrets), or the remote file path. */
+  path?: string;
+  cause?: unknown;
+}
+
+export class RemoteError extends Error {
+  readonly code: string;
+  readonly status?: number;
+  readonly method?: string;
+  readonly path?: string;
+  /** Whether repeating the same request may succeed (used by retry). */
+  readonly retryable: boolean;
+
+  constructor(code: string, message: string, ctx: ErrorContext = {}, retryable = false) {
+    super(message, ctx.cause !== undefined ? { cause: ctx.cause } : undefined);
+    this.name = 'RemoteError';
+    this.code = code;
+    this.status = ctx.status;
+    this.method = ctx.method;
+    this.path = ctx.path;
+    this.retryable = retryable;
+  }
+
+  override toString(): string {
+    const where = this.method && this.path ? ` (${this.method} ${this.path})` : this.path ? ` (${this.path})` : '';
+    const st = this.status ? ` [${this.status}]` : '';
+    return `${this.name} ${this.code}${st}: ${this.message}${where}`;
+  }
+}
+
+function def(code: string, defaultStatus: number | undefined, retryable = false) {
+  const C = class extends RemoteError {
+    static readonly code = code;
+    constructor(message: string = code, ctx: ErrorContext = {}) {
+      super(code, message, { status: defaultStatus, ...ctx }, retryable);
+    }
+  };
+  Object.defineProperty(C, 'name', { value: code.toLowerCase().replace(/(^|_)(\w)/g, (_, __, c: string) => c.toUpperCase()) + 'Error' });
+  return C;
+}
+
+// Maxxo error codes (status from the Maxxo table).
+export const ErrUnknown = def('ERR_UNKNOWN', 500, true);
+export const AlreadyContact = def('ALREADY_CONTACT', 202);
+export const UserNotFound = def('USER_NOT_FOUND', 404);
+export const ContactNotFound = def('CONTACT_NOT_FOUND', 404);
+export const MethodNotAllowed = def('METHOD_NOT_ALLOWED', 405);
+export const NoPermission = def('NO_PERMISSION', 401);
+export const AuthFailed = def('AUTH_FAILED', 403);
+export const TokenCannotBeGenerated = def('TOKEN_CANNOT_BE_GENERATED', 500, true);
+export const NotificationNotFound = def('NOTIFICATION_NOT_FOUND', 404);
+export const NotificationAlreadyRead = def('NOTIFICATION_ALREADY_READ', 202);
+export const MethodBadRequest = def('METHOD_BAD_REQUEST', 400);
+export const MessageNotFound = def('MESSAGE_NOT_FOUND', 404);
+export const MessageAlreadyProcessed = def('MESSAGE_ALREADY_PROCESSED', 202);
+export const MessageAlreadyRead = def('MESSAGE_ALREADY_READ', 202);
+export const InvalidPhoto = def('INVALID_PHOTO', 400);
+export const InvalidEmail = def('INVALID_EMAIL', 400);
+export const EmailAlreadyExist = def('EMAIL_ALREADY_EXIST', 400);
+export const WrongCurrentPassword = def('WRONG_CURRENT_PASSWORD', 400);
+export const InvalidNewPassword = def('INVALID_NEW_PASSWORD', 400);
+export const QuotaExceeded = def('QUOTA_EXCEEDED', 403);
+export const FileNotFound = def('FILE_NOT_FOUND', 404);
+
+// Generic conditions, shared by both services and the vfs.
+export const NotFound = def('NOT_FOUND', 404);
+export const AlreadyExists = def('ALREADY_EXISTS', 403);
+export const NotADirectory = def('NOT_A_DIRECTORY', 400);
+export const IsADirectory = def('IS_A_DIRECTORY', 400);
+export const NotEmpty = def('NOT_EMPTY', 400);
+export const Forbidden = def('FORBIDDEN', 403);
+export const BadRequest = def('BAD_REQUEST', 400);
+export const Unauthorized = def('UNAUTHORIZED', 401);
+export const RangeNotSatisfiable = def('RANGE_NOT_SATISFIABLE', 416);
+export const PolicyFileTooLarge = def('POLICY_FILE_TOO_LARGE', 413);
+export const PolicyExcludedExtension = def('POLICY_EXCLUDED_EXTENSION', 403);
+export const RateLimited = def('RATE_LIMITED', 429, true);
+export const ServerError = def('SERVER_ERROR', 500, true);
+export const ServiceUnavailable = def('SERVICE_UNAVAILABLE', 503, true);
+export const BadGateway = def('BAD_GATEWAY', 502, true);
+export const GatewayTimeout = def('GATEWAY_TIMEOUT', 504, true);
+export const Timeout = def('TIMEOUT', undefined, true);
+export const NetworkError = def('NETWORK_ERROR', undefined, true);
+export const Cancelled = def('CANCELLED', undefined);
+/** The server answered something we cannot understand (malformed JSON, wrong types). */
+export const BadResponse = def('BAD_RESPONSE', undefined, true);
+export const InvalidName = def('INVALID_NAME', 400);
+export const ReadOnly = def('READ_ONLY', undefined);
+export const NoSpace = def('NO_SPACE', undefined);
+export const Unsupported = def('UNSUPPORTED', undefined);
+/** rsync data-plane failure that is not one of the above. */
+export const TransferFailed = def('TRANSFER_FAILED', undefined, true);
+
+const byCode = new Map<string, new (message?: string, ctx?: ErrorContext) => RemoteError>();
+for (const C of [ErrUnknown, AlreadyContact, UserNotFound, ContactNotFound, MethodNotAllowed, NoPermission,
+  AuthFailed, TokenCannotBeGenerated, NotificationNotFound, NotificationAlreadyRead, MethodBadRequest,
+  MessageNotFound, MessageAlreadyProcessed, MessageAlreadyRead, InvalidPhoto, InvalidEmail, EmailAlreadyExist,
+  WrongCurrentPassword, InvalidNewPassword, QuotaExceeded, FileNotFound, NotFound, AlreadyExists, NotADirectory,
+  IsADirectory, NotEmpty, Forbidden, BadRequest, Unauthorized, RangeNotSatisfiable, PolicyFileTooLarge,
+  PolicyExcludedExtension, RateLimited, ServerError, ServiceUnavailable, BadGateway, GatewayTimeout, Timeout,
+  NetworkError, Cancelled, BadResponse, InvalidName, ReadOnly, NoSpace, Unsupported, TransferFailed]) {
+  byCode.set(C.code, C);
+}
+
+/**
+ * The typed error for a service error code. Unknown codes keep the server's text as the code,
+ * so nothing the server said is lost.
+ */
+export function errorFromCode(code: string, message?: string, ctx: ErrorContext = {}): RemoteError {
+  const C = byCode.get(code);
+  if (C) return new C(message ?? code, ctx);
+  return new RemoteError(code, message ?? code, ctx, (ctx.status ?? 0) >= 500);
+}
+
+export function isRemoteError(e: unknown, code?: string): e is RemoteError {
+  return e instanceof RemoteError && (code === undefined || e.code === code);
+}

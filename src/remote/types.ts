@@ -1,0 +1,99 @@
+// The one interface the drive (vfs/) uses to reach a storage service.
+// Paths are mount-relative POSIX paths: "/" is the top of the drive, "/a/b.txt" a file in it.
+// Components are plain names (never "", ".", "..", nor containing "/" or NUL): clients drop
+// or reject anything else the server sends, so vfs can trust every name it is handed.
+
+export type EntryType = 'file' | 'dir';
+
+export interface RemoteEntry {
+  /** Single path component. */
+  name: string;
+  type: EntryType;
+  /** Bytes; 0 for folders when the service does not say. */
+  size: number;
+  /** Modification time in ms since the epoch, when the service reports one. */
+  mtimeMs?: number;
+  /** Server revision of the content, when the service has one (vBoxx `rev`). */
+  rev?: string;
+}
+
+export interface ListResult {
+  entries: RemoteEntry[];
+  /** Opaque listing version for cheap revalidation (vBoxx `hash`). */
+  hash?: string;
+  /** True when the caller passed `hash` and the server answered "not modified": entries is empty then. */
+  unchanged?: boolean;
+}
+
+export interface StatFs {
+  /** Total bytes the account may use; null when unlimited. */
+  total: number | null;
+  /** Bytes in use. */
+  used: number;
+}
+
+export interface Capabilities {
+  /** read(path, offset, length) is available and cheap (HTTP Range). */
+  rangedReads: boolean;
+  /** list() accepts a hash and can answer "unchanged". */
+  listingRevalidation: boolean;
+  /** Entries carry a server revision (`rev`). */
+  serverRevision: boolean;
+  /** Entries carry a modification time. */
+  mtime: boolean;
+  /** stat() of many paths in one request (statMany). */
+  batchStat: boolean;
+  /** shareLink() is available. */
+  shareLinks: boolean;
+  /** The service can create empty folders (both can; kept for remotes that cannot). */
+  emptyFolders: boolean;
+}
+
+/** Priority classes for the request queue: higher runs first. */
+export const Priority = {
+  interactive: 10,
+  normal: 5,
+  background: 0,
+} as const;
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  priority?: number;
+}
+
+export interface TransferOptions extends CallOptions {
+  /** Called with the number of bytes transferred so far (monotonic). */
+  onProgress?: (bytes: number) => void;
+}
+
+export interface Remote {
+  readonly kind: 'maxxo' | 'vboxx' | 'memory';
+  readonly capabilities: Capabilities;
+
+  /** Children of a folder. Throws NotFound for a missing folder, NotADirectory for a file. */
+  list(dir: string, opts?: CallOptions & { hash?: string }): Promise<ListResult>;
+  /** One entry, or null when it does not exist. stat('/') is the top folder. */
+  stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null>;
+  /** Many entries in one request where the service allows it (Maxxo /ops/filesize). */
+  statMany?(paths: string[], opts?: CallOptions): Promise<(RemoteEntry | null)[]>;
+  /** Ranged read (capabilities.rangedReads). May return fewer bytes only at end of file. */
+  read?(path: string, offset: number, length: number, opts?: CallOptions): Promise<Buffer>;
+  /**
+   * Whole-file download into localFile (created or truncated). Writes in place so that a reader
+   * may follow the bytes as they arrive; onProgress reports how many are there.
+   */
+  download(path: string, localFile: string, opts?: TransferOptions): Promise<void>;
+  /** Upload localFile's bytes to path, creating or replacing it; creates missing parents. */
+  upload(localFile: string, path: string, opts?: TransferOptions): Promise<RemoteEntry>;
+  /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
+  checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
+  mkdir(path: string, opts?: CallOptions): Promise<void>;
+  /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
+  move(from: string, to: string, opts?: CallOptions): Promise<void>;
+  /** Delete files or folders (folders recursively). */
+  remove(paths: string[], opts?: CallOptions): Promise<void>;
+  statfs(opts?: CallOptions): Promise<StatFs>;
+  shareLink?(path: string, opts?: CallOptions): Promise<{ url: string; expires?: string | null }>;
+  /** Releases sockets and child processes. */
+  close(): Promise<void>;
+}
