@@ -1,0 +1,110 @@
+// The contract between the FUSE adapter (fuse/) and the core (vfs/). Everything here is in
+// path terms, FUSE-free. Failures are thrown as the typed errors of remote/errors.ts
+// (NotFound, AlreadyExists, NotEmpty, IsADirectory, NotADirectory, PolicyFileTooLarge, ...);
+// fuse/errno.ts is the one table that turns their codes into errno values.
+import type { Logger } from '../log.js';
+
+export interface Attr {
+  type: 'file' | 'dir';
+  size: number;
+  /** Permission bits only (e.g. 0o644); the adapter adds S_IFREG/S_IFDIR. */
+  perm: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  atimeMs: number;
+  nlink: number;
+}
+
+export interface FsStats {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail: number;
+  namemax: number;
+}
+
+export interface UploadFailure {
+  path: string;
+  error: string;
+  attempts: number;
+  atMs: number;
+}
+
+export interface DriveStatus {
+  /** Uploads, renames and deletes not yet confirmed by the server. */
+  pending: number;
+  /** Bytes of those pending uploads. */
+  pendingBytes: number;
+  failures: UploadFailure[];
+  cacheBytes: number;
+  dirtyBytes: number;
+}
+
+export interface VfsOptions {
+  /** Identifies the account: cache and journal live under cacheDir/<accountId>/. */
+  accountId: string;
+  /** Default: $XDG_CACHE_HOME/cloudmount or ~/.cache/cloudmount. */
+  cacheDir: string;
+  /** Upper bound of cached clean content (bytes); dirty data is never evicted. */
+  cacheMaxBytes: number;
+  attrTtlMs: number;
+  dirTtlMs: number;
+  negativeTtlMs: number;
+  /** Initial read-ahead window (doubles on sequential reads up to readAheadMaxBytes). */
+  readAheadBytes: number;
+  readAheadMaxBytes: number;
+  /** Parallel ranged reads per file. */
+  readParallel: number;
+  /** Delay between close() and the start of the upload; 0 = upload before close() returns. */
+  writebackDelayMs: number;
+  readOnly: boolean;
+  uid: number;
+  gid: number;
+  /** Upper bound for one vfs operation that waits on the server (then EIO / Timeout). */
+  opTimeoutMs: number;
+  log: Logger;
+}
+
+export interface VfsApi {
+  getattr(path: string): Promise<Attr>;
+  fgetattr(path: string, fh: number): Promise<Attr>;
+  /** Names plus the attributes of each, so `ls -l` costs one listing call. */
+  readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }>;
+  opendir(path: string): Promise<number>;
+  releasedir(path: string, fh: number): Promise<void>;
+  /** flags as open(2) (O_RDONLY/O_WRONLY/O_RDWR, O_TRUNC, O_APPEND...). Returns a handle. */
+  open(path: string, flags: number): Promise<number>;
+  create(path: string, mode: number, flags: number): Promise<number>;
+  /** Fills buf[0..n) from position; returns n (0 at end of file). */
+  read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  flush(path: string, fh: number): Promise<void>;
+  release(path: string, fh: number): Promise<void>;
+  fsync(path: string, fh: number, datasync: boolean): Promise<void>;
+  truncate(path: string, size: number): Promise<void>;
+  ftruncate(path: string, fh: number, size: number): Promise<void>;
+  unlink(path: string): Promise<void>;
+  mkdir(path: string, mode: number): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  statfs(path: string): Promise<FsStats>;
+  utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  access(path: string, mode: number): Promise<void>;
+  getxattr(path: string, name: string): Promise<Buffer>;
+  listxattr(path: string): Promise<string[]>;
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  removexattr(path: string, name: string): Promise<void>;
+
+  /** Replays the write-back journal left by an earlier run; called once before the mount goes live. */
+  start(): Promise<void>;
+  /** Waits until every pending upload, rename and delete reached the server (or finally failed). */
+  flushAll(opts?: { signal?: AbortSignal }): Promise<void>;
+  status(): DriveStatus;
+  /** flushAll, then release caches and the remote; `force` skips the flush (journal kept). */
+  close(opts?: { force?: boolean }): Promise<void>;
+}
