@@ -14,6 +14,11 @@ export interface EmulatorOptions {
   /** Start the rsync daemon for Maxxo's data plane (tests of the vBoxx side may skip it). */
   rsync: boolean;
   quiet: boolean;
+  /**
+   * Port Maxxo /slice advertises as rsync_port instead of the daemon's own (the benchmark puts a
+   * delay proxy in front of the daemon). Read per request, so it may be set after start.
+   */
+  advertiseRsyncPort?: number;
 }
 
 export interface EmulatorContext {
