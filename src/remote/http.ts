@@ -1,0 +1,455 @@
+/**
+ * Shared HTTP core of both clients (Maxxo and vBoxx).
+ *
+ *   const http = new HttpClient({ baseUrl: 'http://127.0.0.1:8080/api/1', concurrency: 8, log });
+ *   http.auth = { apply, refresh, isAuthFailure };          // optional, see AuthHook
+ *   http.mapError = (status, data, ctx) => RemoteError;     // optional, service error bodies -> typed errors
+ *   const { status, headers, body } = await http.request({ method: 'GET', path: encodePathSegments(p), signal });
+ *   const { data } = await http.json<T>({ method: 'POST', path: '/ops/filesize', form: { 'files[]': [...] }, idempotent: true });
+ *
+ * - One keep-alive undici Pool (connections = concurrency) and one p-queue per HttpClient (= per account):
+ *   bounded concurrency, optional rate limit (requests/s, sliding window), priorities (types.ts Priority).
+ *   A queue slot is held until the response body is fully read or destroyed, so the bound counts
+ *   streaming downloads too: callers of request() MUST consume or destroy `body`.
+ * - `path` is already percent-encoded (url.ts) and relative to the base URL's path prefix; `query` is encoded here.
+ * - Timeouts: connect and response headers within timeoutMs (never beyond the retry budget), body idle timeoutMs.
+ * - Retries (only for idempotent requests; default: GET/HEAD): connection errors, timeouts, 429, 500, 502, 503,
+ *   504 and (json()) bodies cut short, with full-jitter exponential backoff, honouring Retry-After, bounded by
+ *   maxAttempts and maxRetryTimeMs. Non-idempotent requests retry only when the server certainly did not act
+ *   (connect failure, 429). A 429 pauses the whole queue for Retry-After. Then a typed RemoteError.
+ * - Auth: on isAuthFailure(status, data) the hook's refresh() runs once per request (concurrent callers share
+ *   one in-flight refresh) and the request is repeated with apply() run again.
+ * - Cancel: `signal` aborts waiting, backoff and the transfer (socket released) -> Cancelled.
+ * - Errors carry method and path without the query string; no token or password ever in messages.
+ */
+import { Pool } from 'undici';
+import { PassThrough } from 'node:stream';
+import PQueue from 'p-queue';
+import type { Readable } from 'node:stream';
+import type { IncomingHttpHeaders } from 'node:http';
+import { splitBase, encodeQuery, encodeForm, type Query } from './url.js';
+import {
+  RemoteError, Cancelled, Timeout, NetworkError, BadResponse, RateLimited, ServerError, ServiceUnavailable,
+  BadGateway, GatewayTimeout, BadRequest, Unauthorized, Forbidden, NotFound, RangeNotSatisfiable,
+  type ErrorContext,
+} from './errors.js';
+import { Priority } from './types.js';
+import { redact, silentLogger, type Logger } from '../log.js';
+
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
+
+export interface RequestSpec {
+  method: HttpMethod;
+  /** Already percent-encoded path below the base URL's prefix, starting with '/'. */
+  path: string;
+  query?: Query;
+  headers?: Record<string, string>;
+  /** application/x-www-form-urlencoded; arrays repeat the key as given (e.g. 'file[]'). */
+  form?: Record<string, string | number | boolean | Array<string | number>>;
+  /** Raw body; a factory so a retry can re-create the stream. */
+  body?: Buffer | string | (() => Readable);
+  /** May be repeated freely (default: GET/HEAD true, others false). */
+  idempotent?: boolean;
+  /** Queue priority (higher first); default Priority.normal. */
+  priority?: number;
+  signal?: AbortSignal;
+  /** Overrides the client's timeoutMs for this request. */
+  timeoutMs?: number;
+  /** Skip the auth hook (the login request itself). */
+  noAuth?: boolean;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** undici body stream; consume or destroy it (it holds a queue slot until closed). */
+  body: Readable;
+}
+
+export interface JsonResponse<T> {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** Parsed body; null when the body was empty (e.g. 304). */
+  data: T;
+}
+
+export interface AuthHook {
+  /** Adds credentials (token header, session_token query); may log in lazily. */
+  apply(spec: RequestSpec): RequestSpec | Promise<RequestSpec>;
+  /** Gets fresh credentials (re-login). Throws the typed error when that fails. */
+  refresh(): Promise<void>;
+  /** Whether this error answer means "credentials no longer valid". */
+  isAuthFailure(status: number, data: unknown): boolean;
+}
+
+/** Maps a service error answer to a typed error; return undefined for the default by status. */
+export type ErrorMapper = (status: number, data: unknown, ctx: ErrorContext) => RemoteError | undefined;
+
+export interface HttpClientOptions {
+  /** Base URL incl. optional path prefix, e.g. http://127.0.0.1:8080/api/1 */
+  baseUrl: string;
+  concurrency?: number;
+  /** Requests per second, 0 = unlimited. */
+  rateLimit?: number;
+  timeoutMs?: number;
+  maxAttempts?: number;
+  maxRetryTimeMs?: number;
+  backoffBaseMs?: number;
+  backoffCapMs?: number;
+  ca?: string | Buffer;
+  log?: Logger;
+  auth?: AuthHook;
+  mapError?: ErrorMapper;
+}
+
+const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
+const MAX_ERROR_BODY = 64 * 1024;
+
+/** Internal: one failed attempt with what the retry loop needs to decide. */
+class AttemptFailure extends Error {
+  constructor(
+    readonly error: RemoteError,
+    readonly transient: boolean,
+    /** The server certainly did not act on the request (connect failure, 429). */
+    readonly notActed: boolean,
+    readonly retryAfterMs?: number,
+    readonly authFailure = false,
+  ) { super(error.message); }
+}
+
+export class HttpClient {
+  readonly origin: string;
+  readonly prefix: string;
+  auth?: AuthHook;
+  mapError?: ErrorMapper;
+  /** Requests dispatched and not yet finished (body not closed). */
+  inFlight = 0;
+  /** Highest inFlight seen. */
+  maxInFlight = 0;
+  /** Counters for tests and the bench. */
+  readonly counters = { requests: 0, retries: 0, refreshes: 0, pauses: 0 };
+
+  private readonly pool: Pool;
+  private readonly queue: PQueue;
+  private readonly log: Logger;
+  private readonly timeoutMs: number;
+  private readonly maxAttempts: number;
+  private readonly maxRetryTimeMs: number;
+  private readonly backoffBaseMs: number;
+  private readonly backoffCapMs: number;
+  private authGen = 0;
+  private refreshing?: Promise<void>;
+  private pausedUntil = 0;
+  private resumeTimer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(opts: HttpClientOptions) {
+    const { origin, prefix } = splitBase(opts.baseUrl);
+    this.origin = origin;
+    this.prefix = prefix;
+    const concurrency = Math.max(1, Math.floor(opts.concurrency ?? 8));
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.maxAttempts = Math.max(1, opts.maxAttempts ?? 5);
+    this.maxRetryTimeMs = opts.maxRetryTimeMs ?? 60_000;
+    this.backoffBaseMs = opts.backoffBaseMs ?? 100;
+    this.backoffCapMs = opts.backoffCapMs ?? 5_000;
+    this.log = opts.log ?? silentLogger;
+    this.auth = opts.auth;
+    this.mapError = opts.mapError;
+    this.pool = new Pool(origin, {
+      connections: concurrency,
+      connectTimeout: this.timeoutMs,
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+      keepAliveTimeout: 30_000,
+      // TLS is verified by default; `ca` adds a private CA.
+      ...(origin.startsWith('https:') ? { connect: { rejectUnauthorized: true, ...(opts.ca ? { ca: opts.ca } : {}) } } : {}),
+    });
+    const rate = opts.rateLimit ?? 0;
+    this.queue = new PQueue({
+      concurrency,
+      // Sliding window, 10% wider than a second: connection set-up skews arrival times at the server,
+      // and a server counting fixed one-second windows must never see more than `rate` in one.
+      ...(rate > 0 ? { intervalCap: Math.max(1, Math.floor(rate)), interval: 1100, strict: true } : {}),
+    });
+  }
+
+  /** Request whose body the caller streams. Errors (status >= 400) are thrown as typed errors. */
+  async request(spec: RequestSpec): Promise<HttpResponse> {
+    return this.run(spec, async (res, ctx) => {
+      // Errors while the caller streams the body arrive typed too (Cancelled, Timeout, NetworkError).
+      const raw = res.body;
+      const out = new PassThrough({ highWaterMark: 64 * 1024 });
+      raw.on('error', (e) => out.destroy(this.transportFailure(e, ctx, spec.signal, true).error));
+      out.on('close', () => { if (!raw.destroyed) raw.destroy(); });
+      raw.pipe(out);
+      return { status: res.status, headers: res.headers, body: out };
+    });
+  }
+
+  /** Request with a JSON answer. Malformed JSON -> BadResponse; a body cut short is retried when idempotent. */
+  async json<T = unknown>(spec: RequestSpec): Promise<JsonResponse<T>> {
+    return this.run(spec, async (res, ctx) => {
+      let text: string;
+      try {
+        text = await (res.body as Readable & { text(): Promise<string> }).text();
+        res.body.destroy();
+      } catch (e) {
+        throw this.transportFailure(e, ctx, spec.signal, true);
+      }
+      if (text.trim() === '') return { status: res.status, headers: res.headers, data: null as T };
+      try {
+        return { status: res.status, headers: res.headers, data: JSON.parse(text) as T };
+      } catch {
+        throw new AttemptFailure(new BadResponse('malformed JSON in response', { ...ctx, status: res.status }), false, false);
+      }
+    });
+  }
+
+  /** Queue waiting + running sizes (for tests and status). */
+  get queued(): number { return this.queue.size; }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    this.queue.clear();
+    await this.pool.destroy().catch(() => {});
+  }
+
+  // ---- internals ----
+
+  private async run<T>(spec: RequestSpec, consume: (res: HttpResponse, ctx: ErrorContext) => Promise<T>): Promise<T> {
+    const ctx: ErrorContext = { method: spec.method, path: this.prefix + spec.path };
+    const idempotent = spec.idempotent ?? (spec.method === 'GET' || spec.method === 'HEAD');
+    const start = Date.now();
+    const deadline = start + this.maxRetryTimeMs;
+    let attempt = 0;
+    let refreshed = false;
+    for (;;) {
+      if (spec.signal?.aborted) throw new Cancelled('request cancelled', ctx);
+      if (this.closed) throw new Cancelled('client closed', ctx);
+      attempt++;
+      const gen = this.authGen;
+      let sent = spec;
+      if (this.auth && !spec.noAuth) sent = await this.auth.apply(spec);
+      try {
+        return await this.attempt(sent, ctx, deadline, consume);
+      } catch (e) {
+        if (!(e instanceof AttemptFailure)) {
+          if (e instanceof RemoteError) throw e;
+          throw new NetworkError(redact(String((e as Error)?.message ?? e)), { ...ctx, cause: e });
+        }
+        if (e.authFailure && this.auth && !refreshed) {
+          refreshed = true;
+          attempt--;
+          await this.refreshAuth(gen);
+          continue;
+        }
+        const f = e;
+        const canRetry = f.transient && (idempotent || f.notActed);
+        if (!canRetry || attempt >= this.maxAttempts) throw f.error;
+        let delay = Math.random() * Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** (attempt - 1));
+        if (f.retryAfterMs !== undefined) delay = Math.max(delay, f.retryAfterMs);
+        if (Date.now() + delay > deadline) throw f.error;
+        if (f.error.status === 429) this.pauseQueue(delay);
+        this.counters.retries++;
+        this.log.debug(`http: retry ${ctx.method} ${ctx.path} after ${f.error.code} in ${Math.round(delay)} ms (attempt ${attempt + 1}/${this.maxAttempts})`);
+        await sleep(delay, spec.signal).catch(() => { throw new Cancelled('request cancelled', ctx); });
+      }
+    }
+  }
+
+  /** Shared re-login: one refresh at a time; callers that sent with stale credentials just repeat. */
+  private async refreshAuth(genSeen: number): Promise<void> {
+    if (this.authGen !== genSeen) return;
+    if (!this.refreshing) {
+      this.counters.refreshes++;
+      this.refreshing = (async () => {
+        try { await this.auth!.refresh(); this.authGen++; } finally { this.refreshing = undefined; }
+      })();
+    }
+    await this.refreshing;
+  }
+
+  private pauseQueue(ms: number): void {
+    const until = Date.now() + ms;
+    if (until <= this.pausedUntil) return;
+    this.pausedUntil = until;
+    this.counters.pauses++;
+    this.queue.pause();
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    this.resumeTimer = setTimeout(() => { this.resumeTimer = undefined; if (!this.closed) this.queue.start(); }, ms);
+    this.log.debug(`http: rate limited, queue paused for ${Math.round(ms)} ms`);
+  }
+
+  /** One attempt through the queue: dispatch, check status, consume while holding the slot. */
+  private attempt<T>(spec: RequestSpec, ctx: ErrorContext, deadline: number,
+    consume: (res: HttpResponse, ctx: ErrorContext) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const task = async () => {
+        this.inFlight++;
+        if (this.inFlight > this.maxInFlight) this.maxInFlight = this.inFlight;
+        this.counters.requests++;
+        let released = false;
+        const release = () => { if (!released) { released = true; this.inFlight--; } };
+        let res: HttpResponse;
+        try {
+          res = await this.dispatch(spec, ctx, deadline);
+        } catch (e) {
+          release();
+          throw e;
+        }
+        const closed = new Promise<void>((r) => {
+          if (res.body.destroyed) return r();
+          res.body.once('close', () => r());
+        }).then(release);
+        try {
+          if (res.status >= 400) {
+            const data = await readErrorBody(res.body);
+            throw this.statusFailure(spec, res, data, ctx);
+          }
+          const out = await consume(res, ctx);
+          // A body already read to the end frees its slot before the caller continues (exact counters).
+          if (res.body.readableEnded || res.body.destroyed) release();
+          resolve(out);
+        } catch (e) {
+          if (!res.body.destroyed) res.body.destroy();
+          release();
+          throw e;
+        }
+        // Hold the slot until the caller has read (or destroyed) the body.
+        await closed;
+      };
+      this.queue.add(task, { priority: spec.priority ?? Priority.normal, signal: spec.signal })
+        .catch((e) => reject(spec.signal?.aborted ? new AttemptFailure(new Cancelled('request cancelled', ctx), false, false) : e));
+    });
+  }
+
+  private async dispatch(spec: RequestSpec, ctx: ErrorContext, deadline: number): Promise<HttpResponse> {
+    const q = encodeQuery(spec.query);
+    const headers: Record<string, string> = { ...(spec.headers ?? {}) };
+    let body: Buffer | string | Readable | undefined;
+    if (spec.form) {
+      body = encodeForm(spec.form);
+      headers['content-type'] ??= 'application/x-www-form-urlencoded';
+    } else if (typeof spec.body === 'function') {
+      body = spec.body();
+    } else {
+      body = spec.body;
+    }
+    const timeout = spec.timeoutMs ?? this.timeoutMs;
+    // Never wait for headers beyond the total retry budget: a stalled server fails within the bound.
+    const headersTimeout = Math.max(1, Math.min(timeout, deadline - Date.now()));
+    try {
+      const r = await this.pool.request({
+        path: this.prefix + spec.path + (q ? '?' + q : ''),
+        method: spec.method,
+        headers,
+        body,
+        signal: spec.signal,
+        headersTimeout,
+        bodyTimeout: timeout,
+      });
+      return { status: r.statusCode, headers: r.headers, body: r.body as unknown as Readable };
+    } catch (e) {
+      if (body && typeof body === 'object' && 'destroy' in body) (body as Readable).destroy();
+      throw this.transportFailure(e, ctx, spec.signal, false);
+    }
+  }
+
+  private statusFailure(spec: RequestSpec, res: HttpResponse, data: unknown, ctx: ErrorContext): AttemptFailure {
+    const status = res.status;
+    const c: ErrorContext = { ...ctx, status };
+    const error = this.mapError?.(status, data, c) ?? defaultError(status, data, c);
+    const auth = !spec.noAuth && !!this.auth && this.auth.isAuthFailure(status, data);
+    return new AttemptFailure(error, TRANSIENT_STATUS.has(status), status === 429,
+      TRANSIENT_STATUS.has(status) ? parseRetryAfter(res.headers['retry-after']) : undefined, auth);
+  }
+
+  private transportFailure(e: unknown, ctx: ErrorContext, signal: AbortSignal | undefined, inBody: boolean): AttemptFailure {
+    if (e instanceof AttemptFailure) return e;
+    if (signal?.aborted) return new AttemptFailure(new Cancelled('request cancelled', ctx), false, false);
+    const code = (e as { code?: string })?.code ?? '';
+    const name = (e as { name?: string })?.name ?? '';
+    const msg = redact(String((e as Error)?.message ?? e));
+    switch (code) {
+      case 'UND_ERR_CONNECT_TIMEOUT':
+        return new AttemptFailure(new Timeout('connect timed out', { ...ctx, cause: e }), true, true);
+      case 'UND_ERR_HEADERS_TIMEOUT':
+        return new AttemptFailure(new Timeout('no response from server in time', { ...ctx, cause: e }), true, false);
+      case 'UND_ERR_BODY_TIMEOUT':
+        return new AttemptFailure(new Timeout('response body stalled', { ...ctx, cause: e }), true, false);
+      case 'ECONNREFUSED': case 'ENOTFOUND': case 'EAI_AGAIN': case 'EHOSTUNREACH': case 'ENETUNREACH':
+        return new AttemptFailure(new NetworkError(`cannot connect: ${code}`, { ...ctx, cause: e }), true, true);
+    }
+    if (name === 'AbortError' || code === 'UND_ERR_ABORTED') {
+      return new AttemptFailure(new Cancelled('request cancelled', { ...ctx, cause: e }), false, false);
+    }
+    if (code === 'UND_ERR_INVALID_ARG') {
+      return new AttemptFailure(new RemoteError('INVALID_REQUEST', msg, { ...ctx, cause: e }), false, false);
+    }
+    return new AttemptFailure(new NetworkError(inBody ? `response cut short: ${msg}` : msg, { ...ctx, cause: e }), true, false);
+  }
+}
+
+/** Retry-After as delta-seconds or HTTP date -> ms (undefined when absent or unparsable). */
+export function parseRetryAfter(v: string | string[] | undefined): number | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  if (!s) return undefined;
+  if (/^\s*\d+(\.\d+)?\s*$/.test(s)) return Math.max(0, Number(s) * 1000);
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) return undefined;
+  return Math.max(0, t - Date.now());
+}
+
+async function readErrorBody(body: Readable): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const c of body) {
+      const b = Buffer.isBuffer(c) ? c : Buffer.from(c);
+      if (n < MAX_ERROR_BODY) chunks.push(b);
+      n += b.length;
+    }
+  } catch {
+    // A broken error body still leaves the status to go by.
+  }
+  const text = Buffer.concat(chunks).toString('utf8').slice(0, MAX_ERROR_BODY);
+  try { return JSON.parse(text); } catch { return text || undefined; }
+}
+
+/** Default typed error by HTTP status; the server's text is kept (redacted) as message. */
+export function defaultError(status: number, data: unknown, ctx: ErrorContext): RemoteError {
+  let text: string | undefined;
+  if (typeof data === 'string') text = data.slice(0, 200);
+  else if (data && typeof data === 'object') {
+    const d = data as Record<string, unknown>;
+    for (const k of ['message', 'error', 'error_description']) {
+      if (typeof d[k] === 'string') { text = d[k] as string; break; }
+    }
+  }
+  const msg = redact(text ?? `HTTP ${status}`);
+  switch (status) {
+    case 400: return new BadRequest(msg, ctx);
+    case 401: return new Unauthorized(msg, ctx);
+    case 403: return new Forbidden(msg, ctx);
+    case 404: return new NotFound(msg, ctx);
+    case 416: return new RangeNotSatisfiable(msg, ctx);
+    case 429: return new RateLimited(msg, ctx);
+    case 500: return new ServerError(msg, ctx);
+    case 502: return new BadGateway(msg, ctx);
+    case 503: return new ServiceUnavailable(msg, ctx);
+    case 504: return new GatewayTimeout(msg, ctx);
+  }
+  return new RemoteError(`HTTP_${status}`, msg, ctx, status >= 500);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
