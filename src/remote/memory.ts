@@ -1,0 +1,404 @@
+// An in-memory Remote for unit tests of vfs/ and fuse/: a file tree in a Map, with switchable
+// capabilities (ranged reads like vBoxx or whole-file downloads like Maxxo, listing hash, statMany),
+// per-method call counters, injectable latency and failures, and gates that hold a call until the
+// test releases it (to observe ordering and in-flight states).
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import {
+  AlreadyExists, Cancelled, IsADirectory, NotADirectory, NotFound, PolicyExcludedExtension,
+  PolicyFileTooLarge, QuotaExceeded, RemoteError,
+} from './errors.js';
+import type {
+  CallOptions, Capabilities, ListResult, Remote, RemoteEntry, StatFs, TransferOptions,
+} from './types.js';
+
+export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'upload' | 'checkUpload'
+  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
+
+export interface MemoryRemoteOptions {
+  /** true: read() exists (vBoxx-like); false: whole-file download only (Maxxo-like). Default true. */
+  rangedReads?: boolean;
+  /** list() honours `hash` and answers unchanged. Default true. */
+  listingRevalidation?: boolean;
+  /** statMany() exists. Default false. */
+  batchStat?: boolean;
+  /** shareLink() exists. Default true. */
+  shareLinks?: boolean;
+  /** Entries carry `rev`. Default true. */
+  serverRevision?: boolean;
+  /** Milliseconds added to every call (default 0). */
+  latencyMs?: number;
+  /** download() writes in chunks of this many bytes, waiting downloadChunkDelayMs between them. */
+  downloadChunkBytes?: number;
+  downloadChunkDelayMs?: number;
+  /** move() onto an existing path replaces it (true) or throws AlreadyExists (false, default). */
+  moveReplaces?: boolean;
+  /** Policy checked by checkUpload() and upload(); absent = no checkUpload method at all. */
+  policy?: { maxFileSize?: number | null; excludedExtensions?: string[]; quota?: number | null };
+  /** statfs total; null = unlimited. Default 1 GiB. */
+  total?: number | null;
+}
+
+interface Node {
+  type: 'file' | 'dir';
+  data: Buffer;
+  mtimeMs: number;
+  rev: number;
+}
+
+export interface Failure {
+  /** Method to fail. */
+  method: MemoryMethod;
+  /** Error to throw (default ServerError-like retryable RemoteError). */
+  error?: Error;
+  /** How many calls fail (default 1; Infinity = until cleared). */
+  times?: number;
+  /** Only calls whose first path argument satisfies this. */
+  match?: (path: string) => boolean;
+}
+
+const SEP = '/';
+
+function norm(p: string): string {
+  if (!p.startsWith(SEP)) p = SEP + p;
+  if (p.length > 1 && p.endsWith(SEP)) p = p.slice(0, -1);
+  return p;
+}
+function parentOf(p: string): string {
+  const i = p.lastIndexOf(SEP);
+  return i <= 0 ? SEP : p.slice(0, i);
+}
+function baseOf(p: string): string {
+  return p.slice(p.lastIndexOf(SEP) + 1);
+}
+function under(p: string, dir: string): boolean {
+  return dir === SEP ? p !== SEP : p.startsWith(dir + SEP);
+}
+
+export class MemoryRemote implements Remote {
+  readonly kind = 'memory' as const;
+  readonly capabilities: Capabilities;
+  /** Calls per method (including failed ones). */
+  readonly calls: Record<MemoryMethod, number>;
+  /** Every call in order, as "method path[ path2]" strings, for ordering assertions. */
+  readonly log: string[] = [];
+  latencyMs: number;
+  private readonly nodes = new Map<string, Node>();
+  private readonly failures: Failure[] = [];
+  private readonly gates = new Map<MemoryMethod, { promise: Promise<void>; release: () => void; waiting: number }>();
+  private revCounter = 1;
+  private readonly opts: MemoryRemoteOptions;
+  private readonly links = new Map<string, string>();
+  closed = false;
+
+  // Methods that exist only with their capability are set up in the constructor so that
+  // `remote.read === undefined` on a Maxxo-like instance, exactly as vfs sees a real client.
+  read?: (path: string, offset: number, length: number, opts?: CallOptions) => Promise<Buffer>;
+  statMany?: (paths: string[], opts?: CallOptions) => Promise<(RemoteEntry | null)[]>;
+  shareLink?: (path: string, opts?: CallOptions) => Promise<{ url: string; expires?: string | null }>;
+  checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
+
+  constructor(opts: MemoryRemoteOptions = {}) {
+    this.opts = opts;
+    this.latencyMs = opts.latencyMs ?? 0;
+    this.capabilities = {
+      rangedReads: opts.rangedReads ?? true,
+      listingRevalidation: opts.listingRevalidation ?? true,
+      serverRevision: opts.serverRevision ?? true,
+      mtime: true,
+      batchStat: opts.batchStat ?? false,
+      shareLinks: opts.shareLinks ?? true,
+      emptyFolders: true,
+    };
+    this.calls = {
+      list: 0, stat: 0, statMany: 0, read: 0, download: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
+      remove: 0, statfs: 0, shareLink: 0, close: 0,
+    };
+    this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
+    if (this.capabilities.rangedReads) this.read = (p, o, l, c) => this.doRead(p, o, l, c);
+    if (this.capabilities.batchStat) this.statMany = (ps, c) => this.doStatMany(ps, c);
+    if (this.capabilities.shareLinks) this.shareLink = (p, c) => this.doShareLink(p, c);
+    if (opts.policy) this.checkUpload = (p, s, c) => this.doCheckUpload(p, s, c);
+  }
+
+  // ---- test helpers (no counters, no latency) ----
+
+  /** Creates or replaces a file (parents created). */
+  putFile(path: string, data: Buffer | string, mtimeMs = Date.now()): void {
+    path = norm(path);
+    this.mkdirp(parentOf(path));
+    this.nodes.set(path, { type: 'file', data: Buffer.from(data), mtimeMs, rev: this.revCounter++ });
+    this.touchDir(parentOf(path));
+  }
+  mkdirp(path: string): void {
+    path = norm(path);
+    if (this.nodes.has(path)) return;
+    this.mkdirp(parentOf(path));
+    this.nodes.set(path, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
+    this.touchDir(parentOf(path));
+  }
+  getFile(path: string): Buffer | undefined {
+    const n = this.nodes.get(norm(path));
+    return n && n.type === 'file' ? n.data : undefined;
+  }
+  has(path: string): boolean {
+    return this.nodes.has(norm(path));
+  }
+  typeOf(path: string): 'file' | 'dir' | undefined {
+    return this.nodes.get(norm(path))?.type;
+  }
+  /** Deletes without counting (simulates another client). */
+  deleteExternal(path: string): void {
+    path = norm(path);
+    for (const k of [...this.nodes.keys()]) if (k === path || under(k, path)) this.nodes.delete(k);
+    this.touchDir(parentOf(path));
+  }
+  /** All paths, sorted (for assertions). */
+  paths(): string[] {
+    return [...this.nodes.keys()].sort();
+  }
+  resetCalls(): void {
+    for (const k of Object.keys(this.calls) as MemoryMethod[]) this.calls[k] = 0;
+    this.log.length = 0;
+  }
+  /** Makes the next matching calls fail. */
+  failNext(f: Failure): void {
+    this.failures.push({ times: 1, ...f });
+  }
+  clearFailures(): void {
+    this.failures.length = 0;
+  }
+  /** Holds every call of `method` (after counting) until the returned release() is called. */
+  hold(method: MemoryMethod): () => void {
+    let release!: () => void;
+    const promise = new Promise<void>((r) => { release = r; });
+    const g = { promise, release: () => { this.gates.delete(method); release(); }, waiting: 0 };
+    this.gates.set(method, g);
+    return g.release;
+  }
+  /** Number of calls currently waiting at a hold() gate of `method`. */
+  held(method: MemoryMethod): number {
+    return this.gates.get(method)?.waiting ?? 0;
+  }
+
+  // ---- Remote ----
+
+  async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
+    dir = norm(dir);
+    await this.enter('list', dir, opts);
+    const n = this.nodes.get(dir);
+    if (!n) throw new NotFound('no such folder', { path: dir });
+    if (n.type !== 'dir') throw new NotADirectory('not a folder', { path: dir });
+    const entries: RemoteEntry[] = [];
+    for (const [p, c] of this.nodes) {
+      if (p !== SEP && parentOf(p) === dir) entries.push(this.entryOf(p, c));
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    if (!this.capabilities.listingRevalidation) return { entries };
+    const h = createHash('sha1');
+    for (const e of entries) h.update(`${e.name}\0${e.type}\0${e.size}\0${e.rev}\0${e.mtimeMs}\n`);
+    const hash = h.digest('hex');
+    if (opts.hash && opts.hash === hash) return { entries: [], hash, unchanged: true };
+    return { entries, hash };
+  }
+
+  async stat(path: string, opts: CallOptions = {}): Promise<RemoteEntry | null> {
+    path = norm(path);
+    await this.enter('stat', path, opts);
+    const n = this.nodes.get(path);
+    return n ? this.entryOf(path, n) : null;
+  }
+
+  private async doStatMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
+    await this.enter('statMany', paths.join(','), opts);
+    return paths.map((p) => {
+      p = norm(p);
+      const n = this.nodes.get(p);
+      return n ? this.entryOf(p, n) : null;
+    });
+  }
+
+  private async doRead(path: string, offset: number, length: number, opts: CallOptions = {}): Promise<Buffer> {
+    path = norm(path);
+    await this.enter('read', path, opts);
+    const n = this.fileNode(path);
+    if (offset > n.data.length) return Buffer.alloc(0);
+    return Buffer.from(n.data.subarray(offset, Math.min(n.data.length, offset + length)));
+  }
+
+  async download(path: string, localFile: string, opts: TransferOptions = {}): Promise<void> {
+    path = norm(path);
+    await this.enter('download', path, opts);
+    const data = Buffer.from(this.fileNode(path).data);
+    // In place: open with truncation, keep the inode, so a reader of the file follows the bytes.
+    const fh = await fsp.open(localFile, 'w', 0o600);
+    try {
+      const chunk = this.opts.downloadChunkBytes ?? (data.length || 1);
+      let done = 0;
+      while (done < data.length) {
+        if (opts.signal?.aborted) throw new Cancelled('download aborted', { path });
+        const n = Math.min(chunk, data.length - done);
+        await fh.write(data, done, n, done);
+        done += n;
+        opts.onProgress?.(done);
+        if (done < data.length && this.opts.downloadChunkDelayMs) await sleep(this.opts.downloadChunkDelayMs);
+      }
+      if (data.length === 0) opts.onProgress?.(0);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
+    path = norm(path);
+    await this.enter('upload', path, opts);
+    const data = await fsp.readFile(localFile);
+    if (opts.signal?.aborted) throw new Cancelled('upload aborted', { path });
+    this.policyCheck(path, data.length);
+    const existing = this.nodes.get(path);
+    if (existing && existing.type === 'dir') throw new IsADirectory('is a folder', { path });
+    this.mkdirp(parentOf(path));
+    const node: Node = { type: 'file', data, mtimeMs: Date.now(), rev: this.revCounter++ };
+    this.nodes.set(path, node);
+    this.touchDir(parentOf(path));
+    opts.onProgress?.(data.length);
+    return this.entryOf(path, node);
+  }
+
+  private async doCheckUpload(path: string, size: number, opts: CallOptions = {}): Promise<void> {
+    path = norm(path);
+    await this.enter('checkUpload', path, opts);
+    this.policyCheck(path, size);
+  }
+
+  async mkdir(path: string, opts: CallOptions = {}): Promise<void> {
+    path = norm(path);
+    await this.enter('mkdir', path, opts);
+    if (this.nodes.has(path)) throw new AlreadyExists('already exists', { path });
+    this.mkdirp(path);
+  }
+
+  async move(from: string, to: string, opts: CallOptions = {}): Promise<void> {
+    from = norm(from); to = norm(to);
+    await this.enter('move', `${from} ${to}`, opts);
+    const n = this.nodes.get(from);
+    if (!n) throw new NotFound('source does not exist', { path: from });
+    if (from === to) return;
+    if (under(to, from)) throw new RemoteError('BAD_REQUEST', 'cannot move a folder into itself', { path: to, status: 400 });
+    const tp = this.nodes.get(parentOf(to));
+    if (!tp) throw new NotFound('target folder does not exist', { path: to });
+    if (tp.type !== 'dir') throw new NotADirectory('target parent is a file', { path: to });
+    if (this.nodes.has(to)) {
+      if (!this.opts.moveReplaces) throw new AlreadyExists('target exists', { path: to });
+      this.deleteExternal(to);
+    }
+    const moved: [string, Node][] = [];
+    for (const [k, v] of this.nodes) if (k === from || under(k, from)) moved.push([k, v]);
+    for (const [k] of moved) this.nodes.delete(k);
+    for (const [k, v] of moved) this.nodes.set(to + k.slice(from.length), v);
+    this.touchDir(parentOf(from));
+    this.touchDir(parentOf(to));
+  }
+
+  async remove(paths: string[], opts: CallOptions = {}): Promise<void> {
+    const ps = paths.map(norm);
+    await this.enter('remove', ps.join(' '), opts);
+    for (const p of ps) if (!this.nodes.has(p)) throw new NotFound('does not exist', { path: p });
+    for (const p of ps) this.deleteExternal(p);
+  }
+
+  async statfs(opts: CallOptions = {}): Promise<StatFs> {
+    await this.enter('statfs', '/', opts);
+    let used = 0;
+    for (const n of this.nodes.values()) used += n.data.length;
+    return { total: this.opts.total === undefined ? 1024 ** 3 : this.opts.total, used };
+  }
+
+  private async doShareLink(path: string, opts: CallOptions = {}): Promise<{ url: string; expires?: string | null }> {
+    path = norm(path);
+    await this.enter('shareLink', path, opts);
+    if (!this.nodes.has(path)) throw new NotFound('does not exist', { path });
+    let url = this.links.get(path);
+    if (!url) {
+      url = `https://share.example/s/${createHash('sha1').update(path).digest('hex').slice(0, 12)}`;
+      this.links.set(path, url);
+    }
+    return { url, expires: null };
+  }
+
+  async close(): Promise<void> {
+    this.calls.close++;
+    this.closed = true;
+  }
+
+  // ---- internals ----
+
+  private async enter(method: MemoryMethod, path: string, opts: CallOptions): Promise<void> {
+    this.calls[method]++;
+    this.log.push(`${method} ${path}`);
+    if (opts.signal?.aborted) throw new Cancelled('aborted', { path });
+    if (this.latencyMs > 0) await sleep(this.latencyMs, opts.signal);
+    const g = this.gates.get(method);
+    if (g) {
+      g.waiting++;
+      try { await abortable(g.promise, opts.signal); } finally { g.waiting--; }
+    }
+    const first = path.split(' ')[0]!.split(',')[0]!;
+    for (let i = 0; i < this.failures.length; i++) {
+      const f = this.failures[i]!;
+      if (f.method !== method) continue;
+      if (f.match && !f.match(first)) continue;
+      f.times = (f.times ?? 1) - 1;
+      if (f.times <= 0) this.failures.splice(i, 1);
+      throw f.error ?? new RemoteError('SERVER_ERROR', `injected failure of ${method}`, { path: first, status: 500 }, true);
+    }
+  }
+
+  private fileNode(path: string): Node {
+    const n = this.nodes.get(path);
+    if (!n) throw new NotFound('does not exist', { path });
+    if (n.type !== 'file') throw new IsADirectory('is a folder', { path });
+    return n;
+  }
+
+  private entryOf(path: string, n: Node): RemoteEntry {
+    const e: RemoteEntry = { name: path === SEP ? '' : baseOf(path), type: n.type, size: n.type === 'file' ? n.data.length : 0, mtimeMs: n.mtimeMs };
+    if (this.capabilities.serverRevision) e.rev = String(n.rev);
+    return e;
+  }
+
+  private touchDir(dir: string): void {
+    const d = this.nodes.get(dir);
+    if (d) { d.mtimeMs = Date.now(); d.rev = this.revCounter++; }
+  }
+
+  private policyCheck(path: string, size: number): void {
+    const pol = this.opts.policy;
+    if (!pol) return;
+    const name = baseOf(path).toLowerCase();
+    for (const e of pol.excludedExtensions ?? []) {
+      if (name.endsWith(e.toLowerCase())) throw new PolicyExcludedExtension(`files ending in ${e} are excluded`, { path });
+    }
+    if (pol.maxFileSize != null && size > pol.maxFileSize) throw new PolicyFileTooLarge('file too large', { path });
+    if (pol.quota != null) {
+      let used = 0;
+      for (const [p, n] of this.nodes) if (p !== path) used += n.data.length;
+      if (used + size > pol.quota) throw new QuotaExceeded('quota exceeded', { path });
+    }
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return abortable(new Promise((r) => setTimeout(r, ms)), signal);
+}
+
+function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new Cancelled('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Cancelled('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e) => { signal.removeEventListener('abort', onAbort); reject(e); });
+  });
+}
