@@ -341,7 +341,7 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
       const reqHost = (req.headers.host ?? '127.0.0.1').replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
       const bindHost = ctx.rsync?.host ?? ctx.opts.host;
       const ip = bindHost === '0.0.0.0' || bindHost === '::' ? reqHost : bindHost;
-      const port = ctx.rsync?.port ?? 873;
+      const port = ctx.opts.advertiseRsyncPort ?? ctx.rsync?.port ?? 873;
       const body: Record<string, unknown> = {
         ip, tracker: `http://${req.headers.host ?? ip}/announce`, login: user.login, rsync: user.rsync_password,
       };
