@@ -1,0 +1,332 @@
+// FUSE ops -> VfsApi calls. Translation only: mode bits, times, uid/gid, callback shapes and
+// errno (through errno.ts). Semantics live in vfs/; nothing here decides what an op means.
+import fs from 'node:fs';
+import type { Attr, FsStats, VfsApi } from '../vfs/api.js';
+import type { Logger } from '../log.js';
+import { errno, toErrno } from './errno.js';
+
+const S_IFREG = fs.constants.S_IFREG;
+const S_IFDIR = fs.constants.S_IFDIR;
+/** st_blksize: programs size their I/O buffers from it (cp, stdio); matches the 128 KiB libfuse 2 max_write. */
+const BLKSIZE = 128 * 1024;
+/**
+ * fuse-native passes times as milliseconds; libfuse 2 turns UTIME_NOW/UTIME_OMIT into
+ * {tv_sec: 0, tv_nsec: 2^30-1 | 2^30-2}, which arrive here as 1073 ms.
+ */
+const UTIME_SPECIAL_MS = 1073;
+
+export interface AdapterOptions {
+  uid: number;
+  gid: number;
+  log: Logger;
+  /** Answer EIO when a vfs call has not settled after this long (vfs opTimeoutMs + margin). */
+  opBoundMs: number;
+  /** Same for calls that wait for uploads to reach the server (flush, release, fsync). */
+  longOpBoundMs: number;
+  /** Log every op at info level (mount -o debug). */
+  debug?: boolean;
+}
+
+/** Ops whose vfs call may wait for a whole upload. */
+export const LONG_OPS = new Set(['flush', 'release', 'fsync', 'fsyncdir']);
+
+export interface FuseStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  blksize: number;
+  blocks: number;
+  mtime: number;
+  atime: number;
+  ctime: number;
+}
+
+export function toStat(a: Attr, uid: number, gid: number): FuseStat {
+  return {
+    mode: (a.type === 'dir' ? S_IFDIR : S_IFREG) | (a.perm & 0o7777),
+    uid,
+    gid,
+    size: a.size,
+    nlink: a.nlink || (a.type === 'dir' ? 2 : 1),
+    blksize: BLKSIZE,
+    blocks: Math.ceil(a.size / 512),
+    mtime: a.mtimeMs,
+    atime: a.atimeMs,
+    ctime: a.ctimeMs,
+  };
+}
+
+export interface FuseStatfs extends FsStats {
+  fsid: number;
+  flag: number;
+}
+
+/** fuse-native hands statfs to C as uint32s: scale the block size up until the counts fit. */
+export function toStatfs(s: FsStats): FuseStatfs {
+  let { frsize, blocks, bfree, bavail } = s;
+  let bsize = s.bsize;
+  if (!frsize) frsize = bsize || 4096;
+  while (blocks > 0xffffffff) {
+    frsize *= 2;
+    bsize = Math.max(bsize, frsize);
+    blocks = Math.floor(blocks / 2);
+    bfree = Math.floor(bfree / 2);
+    bavail = Math.floor(bavail / 2);
+  }
+  const u32 = (n: number) => Math.max(0, Math.min(0xffffffff, Math.floor(n)));
+  return {
+    bsize: u32(bsize), frsize: u32(frsize), blocks: u32(blocks), bfree: u32(bfree), bavail: u32(bavail),
+    files: u32(s.files), ffree: u32(s.ffree), favail: u32(s.favail), namemax: u32(s.namemax || 255),
+    fsid: 0, flag: 0,
+  };
+}
+
+function fixTime(ms: number): number {
+  return ms === UTIME_SPECIAL_MS ? Date.now() : ms;
+}
+
+type Cb = (...args: any[]) => void;
+export type FuseOps = Record<string, (...args: any[]) => void>;
+
+/**
+ * The ops object for fuse-native. Callback conventions follow node_modules/fuse-native/index.js:
+ * most ops answer cb(errOrZero, result); read/write answer cb(bytes) or cb(-errno).
+ */
+export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
+  const { uid, gid, log } = o;
+
+  /**
+   * Runs one vfs call and answers the kernel exactly once: with its result, its errno, or EIO
+   * when it outlives our bound (fuse-native's own timeout is set above this, so its ETIMEDOUT
+   * never wins). The vfs call may still settle later; that answer is dropped.
+   */
+  function run<T>(op: string, path: string, call: () => Promise<T>, ok: (v: T) => void, fail: (errNeg: number) => void): void {
+    let done = false;
+    const bound = LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      log.warn(`${op} ${path}: no answer from the drive after ${bound} ms, answered EIO`);
+      fail(-errno.EIO);
+    }, bound);
+    let p: Promise<T>;
+    try {
+      p = call();
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (v) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        try {
+          ok(v);
+        } catch (e) {
+          log.error(`${op} ${path}: answering the kernel failed: ${(e as Error).message}`);
+          fail(-errno.EIO);
+        }
+      },
+      (e) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        const n = toErrno(e, log, op);
+        if (log.level === 'debug' || log.level === 'trace') log.debug(`${op} ${path}: errno ${n} (${(e as Error)?.message ?? e})`);
+        fail(-n);
+      },
+    );
+  }
+
+  /** Ops answering cb(0) or cb(-errno). */
+  const voidOp = (op: string, path: string, cb: Cb, call: () => Promise<unknown>) =>
+    run(op, path, call, () => cb(0), (n) => cb(n));
+
+  const trace = (op: string, ...args: unknown[]) => {
+    if (o.debug) log.info(`fuse ${op} ${args.map((a) => (typeof a === 'string' ? JSON.stringify(a) : String(a))).join(' ')}`);
+    else if (log.level === 'trace') log.trace(`fuse ${op} ${args.map((a) => (typeof a === 'string' ? JSON.stringify(a) : String(a))).join(' ')}`);
+  };
+
+  return {
+    init(cb: Cb) {
+      cb(0);
+    },
+
+    getattr(path: string, cb: Cb) {
+      trace('getattr', path);
+      run('getattr', path, () => vfs.getattr(path), (a) => cb(0, toStat(a, uid, gid)), (n) => cb(n));
+    },
+
+    fgetattr(path: string, fh: number, cb: Cb) {
+      trace('fgetattr', path, fh);
+      run('fgetattr', path, () => vfs.fgetattr(path, fh), (a) => cb(0, toStat(a, uid, gid)), (n) => cb(n));
+    },
+
+    readdir(path: string, cb: Cb) {
+      trace('readdir', path);
+      run('readdir', path, () => vfs.readdir(path), ({ names, attrs }) => {
+        const dot: FuseStat = { mode: S_IFDIR | 0o755, uid, gid, size: 0, nlink: 2, blksize: BLKSIZE, blocks: 0, mtime: 0, atime: 0, ctime: 0 };
+        const outNames = ['.', '..'];
+        const outStats: FuseStat[] = [dot, dot];
+        for (const name of names) {
+          const a = attrs.get(name);
+          outNames.push(name);
+          // libfuse 2 uses only the type bits of these (d_type); a missing attr still lists the name.
+          outStats.push(a ? toStat(a, uid, gid) : { ...dot, mode: S_IFREG | 0o644, nlink: 1 });
+        }
+        cb(0, outNames, outStats);
+      }, (n) => cb(n));
+    },
+
+    opendir(path: string, _flags: number, cb: Cb) {
+      trace('opendir', path);
+      run('opendir', path, () => vfs.opendir(path), (fh) => cb(0, fh), (n) => cb(n));
+    },
+
+    releasedir(path: string, fh: number, cb: Cb) {
+      trace('releasedir', path, fh);
+      voidOp('releasedir', path, cb, () => vfs.releasedir(path, fh));
+    },
+
+    fsyncdir(_path: string, _datasync: number, _fh: number, cb: Cb) {
+      // Folder changes are journalled in order with the uploads; nothing separate to sync.
+      cb(0);
+    },
+
+    open(path: string, flags: number, cb: Cb) {
+      trace('open', path, flags.toString(8));
+      run('open', path, () => vfs.open(path, flags), (fh) => cb(0, fh), (n) => cb(n));
+    },
+
+    create(path: string, mode: number, cb: Cb) {
+      trace('create', path, mode.toString(8));
+      // fuse-native does not pass create's open flags on; the kernel applies O_APPEND/O_EXCL
+      // itself, so read-write is the right handle for any of them.
+      const flags = fs.constants.O_CREAT | fs.constants.O_RDWR;
+      run('create', path, () => vfs.create(path, mode & 0o7777, flags), (fh) => cb(0, fh), (n) => cb(n));
+    },
+
+    read(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+      trace('read', path, fh, len, pos);
+      run('read', path, () => vfs.read(path, fh, buf, len, pos), (n) => cb(n), (n) => cb(n));
+    },
+
+    write(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+      trace('write', path, fh, len, pos);
+      run('write', path, () => vfs.write(path, fh, buf, len, pos), (n) => cb(n), (n) => cb(n));
+    },
+
+    flush(path: string, fh: number, cb: Cb) {
+      trace('flush', path, fh);
+      voidOp('flush', path, cb, () => vfs.flush(path, fh));
+    },
+
+    release(path: string, fh: number, cb: Cb) {
+      trace('release', path, fh);
+      voidOp('release', path, cb, () => vfs.release(path, fh));
+    },
+
+    fsync(path: string, datasync: number, fh: number, cb: Cb) {
+      trace('fsync', path, fh, datasync);
+      voidOp('fsync', path, cb, () => vfs.fsync(path, fh, !!datasync));
+    },
+
+    truncate(path: string, size: number, cb: Cb) {
+      trace('truncate', path, size);
+      voidOp('truncate', path, cb, () => vfs.truncate(path, size));
+    },
+
+    ftruncate(path: string, fh: number, size: number, cb: Cb) {
+      trace('ftruncate', path, fh, size);
+      voidOp('ftruncate', path, cb, () => vfs.ftruncate(path, fh, size));
+    },
+
+    unlink(path: string, cb: Cb) {
+      trace('unlink', path);
+      voidOp('unlink', path, cb, () => vfs.unlink(path));
+    },
+
+    mkdir(path: string, mode: number, cb: Cb) {
+      trace('mkdir', path, mode.toString(8));
+      voidOp('mkdir', path, cb, () => vfs.mkdir(path, mode & 0o7777));
+    },
+
+    rmdir(path: string, cb: Cb) {
+      trace('rmdir', path);
+      voidOp('rmdir', path, cb, () => vfs.rmdir(path));
+    },
+
+    rename(from: string, to: string, cb: Cb) {
+      trace('rename', from, to);
+      voidOp('rename', from, cb, () => vfs.rename(from, to));
+    },
+
+    statfs(path: string, cb: Cb) {
+      trace('statfs', path);
+      run('statfs', path, () => vfs.statfs(path), (s) => cb(0, toStatfs(s)), (n) => cb(n));
+    },
+
+    utimens(path: string, atime: number, mtime: number, cb: Cb) {
+      trace('utimens', path, atime, mtime);
+      // fuse-native 2.2.6 passes atime in both slots (see native-notes/fuse.md): the value we get
+      // is the only time we know, so it sets both.
+      const t = fixTime(mtime);
+      voidOp('utimens', path, cb, () => vfs.utimens(path, fixTime(atime), t));
+    },
+
+    chmod(path: string, mode: number, cb: Cb) {
+      trace('chmod', path, mode.toString(8));
+      voidOp('chmod', path, cb, () => vfs.chmod(path, mode & 0o7777));
+    },
+
+    chown(path: string, _uid: number, _gid: number, cb: Cb) {
+      // Neither service has owners: accepted quietly (cp -p, rsync -o), but only for paths that exist.
+      trace('chown', path);
+      voidOp('chown', path, cb, () => vfs.getattr(path));
+    },
+
+    access(path: string, mode: number, cb: Cb) {
+      trace('access', path, mode);
+      voidOp('access', path, cb, () => vfs.access(path, mode));
+    },
+
+    getxattr(path: string, name: string, _position: number, cb: Cb) {
+      trace('getxattr', path, name);
+      run('getxattr', path, () => vfs.getxattr(path, name), (v) => cb(0, v), (n) => cb(n));
+    },
+
+    listxattr(path: string, cb: Cb) {
+      trace('listxattr', path);
+      run('listxattr', path, () => vfs.listxattr(path), (names) => cb(0, names), (n) => cb(n));
+    },
+
+    setxattr(path: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) {
+      trace('setxattr', path, name);
+      // value is native memory that fuse-native detaches once we answer: the vfs gets a copy.
+      const copy = Buffer.from(value);
+      voidOp('setxattr', path, cb, () => vfs.setxattr(path, name, copy, flags));
+    },
+
+    removexattr(path: string, name: string, cb: Cb) {
+      trace('removexattr', path, name);
+      voidOp('removexattr', path, cb, () => vfs.removexattr(path, name));
+    },
+
+    // Neither service has links or special files; POSIX answers EPERM for a file system that
+    // does not support the kind of node asked for (link(2), symlink(2), mknod(2)).
+    link(_from: string, _to: string, cb: Cb) {
+      cb(-errno.EPERM);
+    },
+    symlink(_from: string, _to: string, cb: Cb) {
+      cb(-errno.EPERM);
+    },
+    mknod(_path: string, _mode: number, _dev: number, cb: Cb) {
+      cb(-errno.EPERM);
+    },
+    readlink(_path: string, cb: Cb) {
+      cb(-errno.EINVAL);
+    },
+  };
+}

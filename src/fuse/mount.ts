@@ -1,0 +1,403 @@
+// Mount lifecycle: mountpoint checks (stale mounts of a crashed run are cleaned, live ones and
+// non-empty folders refused), journal replay before the mount goes live, kernel options, clean
+// unmount (flush, EBUSY retries, then lazy) and signal handling.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Remote } from '../remote/types.js';
+import type { DriveStatus, VfsApi, VfsOptions } from '../vfs/api.js';
+import { Vfs, defaultVfsOptions } from '../vfs/vfs.js';
+import type { Logger } from '../log.js';
+import { createOps } from './adapter.js';
+import { createFuse, type FuseInstance } from './native.js';
+
+const IS_MAC = process.platform === 'darwin';
+
+export interface MountOptions extends Partial<VfsOptions> {
+  accountId: string;
+  /** allow_other: other users may use the mount (root, or user_allow_other in /etc/fuse.conf). */
+  allowOther?: boolean;
+  /** Log every FUSE op (at info level). */
+  debug?: boolean;
+  /** libfuse's own -o debug (very verbose, to stderr). */
+  fuseDebug?: boolean;
+  /** Kernel dentry cache, seconds (default 1). */
+  entryTimeoutS?: number;
+  /** Kernel attribute cache, seconds (default 1). */
+  attrTimeoutS?: number;
+  /** Kernel cache of "no such file", seconds (default 0: the vfs keeps its own negative cache). */
+  negativeTimeoutS?: number;
+  /** Keep page cache across opens (only safe when nobody else changes the files). */
+  kernelCache?: boolean;
+  /** Mount over a non-empty folder (hides its content while mounted). */
+  allowNonEmpty?: boolean;
+  /** Create the mountpoint folder when missing. */
+  createMountpoint?: boolean;
+  /** Largest write the kernel sends (libfuse 2 caps it at 128 KiB). */
+  maxWrite?: number;
+  maxRead?: number;
+  /** Added to opTimeoutMs for the adapter's own EIO bound. */
+  opMarginMs?: number;
+  /** Bound for flush/release/fsync, which wait for uploads. */
+  longOpTimeoutMs?: number;
+  /** How long unmount retries while the mount is busy before it detaches lazily. */
+  unmountBusyMs?: number;
+  /** Bound for the mount to come up. */
+  mountTimeoutMs?: number;
+}
+
+export interface MountedDrive {
+  mountpoint: string;
+  vfs: VfsApi;
+  /** Waits until every pending upload, rename and delete reached the server. */
+  flush(): Promise<void>;
+  status(): DriveStatus;
+  /** Flush, unmount (retrying while busy, then lazily), close. force: detach now, keep the journal. */
+  unmount(opts?: { force?: boolean }): Promise<void>;
+  /** Settles once the drive is unmounted and closed, whoever unmounted it. */
+  readonly closed: Promise<void>;
+}
+
+export class MountError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MountError';
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, _stdout, stderr) => {
+      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
+      if (!e) return resolve({ code: 0, stderr: String(stderr) });
+      if (e.code === 'ENOENT') return resolve({ code: 127, stderr: `${cmd}: not found` });
+      resolve({ code: typeof e.code === 'number' ? e.code : 1, stderr: String(stderr || e.message) });
+    });
+  });
+}
+
+/** Lazy unmount: detaches even while busy or dead. Never throws. */
+export async function lazyUnmount(mnt: string): Promise<boolean> {
+  if (IS_MAC) {
+    const r = await run('diskutil', ['unmount', 'force', mnt]);
+    if (r.code === 0) return true;
+    return (await run('umount', ['-f', mnt])).code === 0;
+  }
+  let r = await run('fusermount', ['-uz', mnt]);
+  if (r.code === 127) r = await run('fusermount3', ['-uz', mnt]);
+  if (r.code !== 0 && process.getuid?.() === 0) r = await run('umount', ['-l', mnt]);
+  return r.code === 0;
+}
+
+/** Clean unmount, retried while the mount is busy; lazy after busyMs. */
+export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Promise<void> {
+  const deadline = Date.now() + busyMs;
+  for (;;) {
+    let r = IS_MAC ? await run('umount', [mnt]) : await run('fusermount', ['-u', mnt]);
+    if (r.code === 127 && !IS_MAC) r = await run('fusermount3', ['-u', mnt]);
+    if (r.code === 0) return;
+    if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountpoint(mnt))) return;
+    if (/busy/i.test(r.stderr) && Date.now() < deadline) {
+      await sleep(200);
+      continue;
+    }
+    log?.warn(`unmount ${mnt}: ${r.stderr.trim() || 'failed'}; detaching lazily`);
+    if (await lazyUnmount(mnt)) return;
+    throw new MountError(`cannot unmount ${mnt}: ${r.stderr.trim()}`);
+  }
+}
+
+interface MountEntry {
+  source: string;
+  target: string;
+  fstype: string;
+  options: string;
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount table entries (Linux /proc/mounts; empty elsewhere). */
+export async function mountTable(): Promise<MountEntry[]> {
+  if (IS_MAC) return [];
+  let text: string;
+  try {
+    text = await fsp.readFile('/proc/self/mounts', 'utf8');
+  } catch {
+    return [];
+  }
+  return text.split('\n').filter(Boolean).map((line) => {
+    const [source, target, fstype, options] = line.split(' ');
+    return { source: unescapeMount(source), target: unescapeMount(target), fstype, options };
+  });
+}
+
+async function findMount(mnt: string): Promise<MountEntry | undefined> {
+  const all = await mountTable();
+  // The last entry for a target is the one on top.
+  for (let i = all.length - 1; i >= 0; i--) if (all[i].target === mnt) return all[i];
+  return undefined;
+}
+
+async function isMountpoint(mnt: string): Promise<boolean> {
+  return (await findMount(mnt)) !== undefined;
+}
+
+/** A stat that cannot hang the caller on a hung mount (the libuv thread stays stuck, we don't). */
+async function statBounded(p: string, ms = 5000): Promise<fs.Stats> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error('stat timed out'), { code: 'ETIMEDOUT' })), ms);
+  });
+  try {
+    return await Promise.race([fsp.stat(p), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const HUNG_HELP = (mnt: string) =>
+  `${mnt} does not answer: a hung FUSE mount. Recover with: ` +
+  `mount -t fusectl none /sys/fs/fuse/connections (once); echo 1 > /sys/fs/fuse/connections/N/abort ` +
+  `(N = the mount's device minor, see "mountpoint -d ${mnt}"); fusermount -uz ${mnt}`;
+
+/** Resolves the mountpoint without touching the mount itself (it may be dead). */
+async function resolveMountpoint(mountpoint: string): Promise<string> {
+  const abs = path.resolve(mountpoint);
+  const parent = path.dirname(abs);
+  try {
+    return path.join(await fsp.realpath(parent), path.basename(abs));
+  } catch {
+    return abs;
+  }
+}
+
+async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): Promise<void> {
+  let st: fs.Stats | undefined;
+  try {
+    st = await statBounded(mnt);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
+      // A FUSE mount whose process is gone: what a crash or kill -9 leaves behind.
+      const entry = await findMount(mnt);
+      log.warn(`${mnt}: stale mount of a crashed run${entry ? ` (${entry.source})` : ''}; cleaning it`);
+      if (!(await lazyUnmount(mnt))) throw new MountError(`${mnt} is a dead FUSE mount and "fusermount -uz ${mnt}" failed`);
+      st = await statBounded(mnt).catch(() => undefined);
+    } else if (code === 'ETIMEDOUT') {
+      throw new MountError(HUNG_HELP(mnt));
+    } else if (code === 'ENOENT') {
+      if (!opts.createMountpoint) throw new MountError(`mountpoint ${mnt} does not exist`);
+      await fsp.mkdir(mnt, { recursive: true });
+      st = await fsp.stat(mnt);
+    } else {
+      throw new MountError(`mountpoint ${mnt}: ${(e as Error).message}`);
+    }
+  }
+  if (!st) throw new MountError(`mountpoint ${mnt} is not usable after cleaning a stale mount`);
+  const live = await findMount(mnt);
+  if (live) throw new MountError(`${mnt} is already mounted (${live.fstype} ${live.source}); unmount it first`);
+  if (!st.isDirectory()) throw new MountError(`mountpoint ${mnt} is not a folder`);
+  if (!opts.allowNonEmpty) {
+    const names = await fsp.readdir(mnt);
+    if (names.length) throw new MountError(`mountpoint ${mnt} is not empty (use the nonempty option to mount over it)`);
+  }
+  if (opts.allowOther && process.getuid?.() !== 0) {
+    const conf = await fsp.readFile('/etc/fuse.conf', 'utf8').catch(() => '');
+    if (!/^\s*user_allow_other\s*$/m.test(conf)) {
+      throw new MountError('allow_other needs "user_allow_other" in /etc/fuse.conf (or mounting as root)');
+    }
+  }
+}
+
+/** -o option value: commas and whitespace would split the option string. */
+function optValue(s: string): string {
+  return s.replace(/[,\s\\]/g, '_');
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export async function mountDrive(remote: Remote, mountpoint: string, opts: MountOptions): Promise<MountedDrive> {
+  if (!opts.accountId) throw new MountError('accountId is required');
+  const vopts: VfsOptions = { ...defaultVfsOptions(opts.accountId), ...definedOnly(opts) } as VfsOptions;
+  const log = vopts.log;
+  const mnt = await resolveMountpoint(mountpoint);
+  await prepareMountpoint(mnt, opts, log);
+
+  const vfs: VfsApi = new Vfs(remote, vopts);
+  // Journal replay first: uploads a crashed run left are queued before any program sees the drive.
+  await vfs.start();
+
+  const opBoundMs = vopts.opTimeoutMs + (opts.opMarginMs ?? 5000);
+  const longOpBoundMs = opts.longOpTimeoutMs ?? Math.max(10 * 60_000, 10 * vopts.opTimeoutMs);
+  const ops = createOps(vfs, { uid: vopts.uid, gid: vopts.gid, log, opBoundMs, longOpBoundMs, debug: !!opts.debug });
+  // fuse-native's timer answers ETIMEDOUT; it must only ever fire after ours answered EIO.
+  const nativeMargin = 10_000;
+  const timeout = {
+    default: opBoundMs + nativeMargin,
+    flush: longOpBoundMs + nativeMargin,
+    release: longOpBoundMs + nativeMargin,
+    fsync: longOpBoundMs + nativeMargin,
+    fsyncdir: longOpBoundMs + nativeMargin,
+  };
+  const extra = [
+    'big_writes',
+    `max_write=${opts.maxWrite ?? 1024 * 1024}`,
+    `negative_timeout=${opts.negativeTimeoutS ?? 0}`,
+    // Programs keep files open after unlink (editors, rm of an open log): libfuse renames them
+    // to .fuse_hidden* until release, which is what a network drive can express.
+  ];
+  if (vopts.readOnly) extra.push('ro');
+  if (opts.allowNonEmpty && !IS_MAC) extra.push('nonempty');
+  let forceNext = false;
+  const busyMs = opts.unmountBusyMs ?? 5000;
+  const fuse: FuseInstance = createFuse(mnt, ops, {
+    fsname: `cloudmount:${optValue(opts.accountId)}`,
+    subtype: 'cloudmount',
+    entryTimeout: opts.entryTimeoutS ?? 1,
+    attrTimeout: opts.attrTimeoutS ?? 1,
+    maxRead: opts.maxRead ?? 1024 * 1024,
+    defaultPermissions: true,
+    allowOther: !!opts.allowOther,
+    kernelCache: !!opts.kernelCache,
+    debug: !!opts.fuseDebug,
+    timeout,
+  }, {
+    extraOptions: extra,
+    unmountFn: async (m) => {
+      if (forceNext) {
+        if (!(await lazyUnmount(m))) throw new MountError(`cannot detach ${m}`);
+        return;
+      }
+      await unmountPath(m, busyMs, log);
+    },
+  });
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new MountError(`mount of ${mnt} did not come up within ${opts.mountTimeoutMs ?? 30_000} ms`)), opts.mountTimeoutMs ?? 30_000);
+      fuse.mount((err) => {
+        clearTimeout(t);
+        if (err) reject(new MountError(`mount of ${mnt} failed: ${err.message} (options ${fuse._fuseOptions()})`));
+        else resolve();
+      });
+    });
+  } catch (e) {
+    await lazyUnmount(mnt).catch(() => {});
+    await vfs.close({ force: true }).catch(() => {});
+    throw e;
+  }
+  log.info(`mounted ${mnt} (${fuse._fuseOptions()})`);
+
+  let state: 'mounted' | 'unmounting' | 'closed' = 'mounted';
+  let closing: Promise<void> | undefined;
+  let flushAbort: AbortController | undefined;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+
+  const fuseUnmount = () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+
+  // Someone ran fusermount -u / umount: the drive still has to deliver pending uploads.
+  const watch = IS_MAC ? undefined : setInterval(() => {
+    if (state !== 'mounted') return;
+    void isMountpoint(mnt).then((still) => {
+      if (still || state !== 'mounted') return;
+      state = 'unmounting';
+      log.warn(`${mnt} was unmounted from outside; delivering pending changes and closing`);
+      closing = vfs.close().catch((e) => log.error(`close after external unmount: ${(e as Error).message}`))
+        .finally(() => {
+          state = 'closed';
+          resolveClosed();
+        });
+    });
+  }, 2000);
+  watch?.unref();
+
+  async function unmount(o: { force?: boolean } = {}): Promise<void> {
+    if (o.force) {
+      forceNext = true;
+      flushAbort?.abort();
+      if (state === 'closed') return;
+      state = 'unmounting';
+      if (watch) clearInterval(watch);
+      await lazyUnmount(mnt);
+      try {
+        await fuseUnmount();
+      } catch {
+        // Already detached by the lazy unmount above.
+      }
+      await vfs.close({ force: true }).catch((e) => log.error(`force close: ${(e as Error).message}`));
+      state = 'closed';
+      resolveClosed();
+      return;
+    }
+    if (closing) return closing;
+    state = 'unmounting';
+    closing = (async () => {
+      flushAbort = new AbortController();
+      try {
+        await vfs.flushAll({ signal: flushAbort.signal });
+      } catch (e) {
+        if (forceNext) return;
+        log.warn(`flush before unmount: ${(e as Error).message}`);
+      }
+      if (forceNext) return;
+      if (watch) clearInterval(watch);
+      await fuseUnmount();
+      if (forceNext) return;
+      await vfs.close();
+      state = 'closed';
+      resolveClosed();
+    })();
+    return closing;
+  }
+
+  return {
+    mountpoint: mnt,
+    vfs,
+    flush: () => vfs.flushAll(),
+    status: () => vfs.status(),
+    unmount,
+    closed,
+  };
+}
+
+/**
+ * SIGINT/SIGTERM: flush, unmount cleanly, exit 0. A second signal while that runs: cut loose
+ * (lazy unmount, journal kept for the next mount) and exit 1. Returns the uninstaller.
+ */
+export function installSignalHandlers(
+  drive: MountedDrive,
+  o: { log?: Logger; exit?: (code: number) => void } = {},
+): () => void {
+  const exit = o.exit ?? ((code: number) => process.exit(code));
+  let count = 0;
+  const handler = (sig: NodeJS.Signals) => {
+    count++;
+    if (count === 1) {
+      o.log?.info(`${sig}: flushing and unmounting ${drive.mountpoint} (again to force)`);
+      drive.unmount().then(
+        () => exit(0),
+        (e) => {
+          o.log?.error(`unmount ${drive.mountpoint}: ${(e as Error).message}`);
+          drive.unmount({ force: true }).finally(() => exit(1));
+        },
+      );
+    } else if (count === 2) {
+      o.log?.warn(`${sig} again: detaching ${drive.mountpoint} now; pending changes stay in the journal`);
+      drive.unmount({ force: true }).finally(() => exit(1));
+    }
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+}
