@@ -95,6 +95,8 @@ export const InvalidName = def('INVALID_NAME', 400);
 export const ReadOnly = def('READ_ONLY', undefined);
 export const NoSpace = def('NO_SPACE', undefined);
 export const Unsupported = def('UNSUPPORTED', undefined);
+/** A move the service cannot do in one step (vBoxx: between roots); maps to EXDEV so mv copies. */
+export const CrossDevice = def('CROSS_DEVICE', undefined);
 /** The extended attribute does not exist (ENODATA). */
 export const NoXattr = def('NO_XATTR', undefined);
 /** rsync data-plane failure that is not one of the above. */
@@ -107,7 +109,7 @@ for (const C of [ErrUnknown, AlreadyContact, UserNotFound, ContactNotFound, Meth
   WrongCurrentPassword, InvalidNewPassword, QuotaExceeded, FileNotFound, NotFound, AlreadyExists, NotADirectory,
   IsADirectory, NotEmpty, Forbidden, BadRequest, Unauthorized, RangeNotSatisfiable, PolicyFileTooLarge,
   PolicyExcludedExtension, RateLimited, ServerError, ServiceUnavailable, BadGateway, GatewayTimeout, Timeout,
-  NetworkError, Cancelled, BadResponse, InvalidName, ReadOnly, NoSpace, Unsupported, NoXattr, TransferFailed]) {
+  NetworkError, Cancelled, BadResponse, InvalidName, ReadOnly, NoSpace, Unsupported, NoXattr, CrossDevice, TransferFailed]) {
   byCode.set(C.code, C);
 }
 
