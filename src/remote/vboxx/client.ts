@@ -1,0 +1,653 @@
+// Typed client of the vBoxxCloud API v1 (Dropbox v1 style) on the shared HTTP core.
+// Paths given to this class are root-relative ("/docs/a.txt"); the root is a numeric id.
+// The session token travels as a query parameter, so nothing here ever logs a full URL:
+// errors and log lines carry the request path without its query.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, stat as fsStat } from 'node:fs/promises';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js';
+import { encodePathSegments } from '../url.js';
+import {
+  AuthFailed, BadRequest, BadResponse, Cancelled, NotFound, RemoteError, type ErrorContext,
+} from '../errors.js';
+import { Priority } from '../types.js';
+import { silentLogger, type Logger } from '../../log.js';
+import type { ClientOptions } from '../options.js';
+import { vboxxError, isInvalidLogin, serverMessage, type EndpointKind } from './errors.js';
+import {
+  parseAccountInfo, parseChunkState, parseMetadata, parsePaged, parsePolicy, parseShareLink, expectObject, isObj,
+  type ChunkState, type Json, type Paged, type VboxxAccountInfo, type VboxxMetadata, type VboxxPolicy,
+  type VboxxShareLink,
+} from './wire.js';
+import type {
+  Activity, ActivityCreate, ActivityEntity, ActivityType, CreateResult, Machine, MachineUpdate, Organization,
+  OrganizationCreate, OrganizationUpdate, OrgSubList, PageOptions, Person, PersonCreate, PersonFull, PersonUpdate,
+  PolicyUpdate, Root, RootCreate, RootUpdate,
+} from './management-types.js';
+
+export interface VboxxClientConfig extends ClientOptions {
+  /** Files larger than this go through chunked upload (default 8 MiB). */
+  chunkThreshold?: number;
+  /** Size of one chunk of a chunked upload (default 8 MiB). */
+  chunkSize?: number;
+  /** Backoff tuning passed to the HTTP core (tests shorten it). */
+  backoffBaseMs?: number;
+  backoffCapMs?: number;
+}
+
+export interface Call {
+  signal?: AbortSignal;
+  priority?: number;
+}
+
+export interface Transfer extends Call {
+  onProgress?: (bytes: number) => void;
+}
+
+export type MetadataResult =
+  | { unchanged: true }
+  | { unchanged: false; meta: VboxxMetadata };
+
+export interface UploadOptions extends Transfer {
+  /** Replace an existing file (default true). */
+  overwrite?: boolean;
+  parentRev?: string;
+}
+
+const MiB = 1024 * 1024;
+type FormValue = string | number | boolean | undefined | null;
+
+/** The error a response was mapped to, with what the server said beyond the message. */
+export type DetailedError = RemoteError & { details?: Json };
+
+/** Which kind of endpoint a request path is, for the status -> error decision. */
+function endpointKind(path: string | undefined): EndpointKind {
+  const p = path ?? '';
+  if (p.startsWith('/1/auth')) return 'auth';
+  if (/^\/1\/fileops\/(create_folder|move|copy)/.test(p)) return 'fileops-target';
+  if (p.startsWith('/1/fileops/')) return 'fileops';
+  if (p.startsWith('/1/files_put/') || p.startsWith('/1/chunked_upload') || p.startsWith('/1/commit_chunked_upload/')) return 'upload';
+  if (p.startsWith('/1/files/')) return 'files';
+  if (p.startsWith('/1/metadata/')) return 'metadata';
+  if (p.startsWith('/1/management/')) return 'management';
+  return 'other';
+}
+
+function rootSeg(root: number | string): string {
+  const s = String(root);
+  if (!/^\d+$/.test(s)) throw new BadRequest(`invalid root id ${JSON.stringify(s).slice(0, 40)}`);
+  return s;
+}
+
+/** "/a b/c" -> "a%20b/c" (no leading slash); "/" -> "". */
+function relPath(path: string): string {
+  if (typeof path !== 'string' || path.includes('\0')) throw new BadRequest('invalid path');
+  const parts = path.split('/').filter((s) => s !== '' && s !== '.');
+  if (parts.includes('..')) throw new BadRequest('path traversal refused');
+  return encodePathSegments(parts.join('/'));
+}
+
+function cleanForm(f: Record<string, FormValue>): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [k, v] of Object.entries(f)) if (v !== undefined && v !== null) out[k] = v;
+  return out;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve, reject) => {
+  if (signal?.aborted) return reject(new Cancelled('cancelled'));
+  const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+  const onAbort = () => { clearTimeout(t); reject(new Cancelled('cancelled')); };
+  signal?.addEventListener('abort', onAbort, { once: true });
+});
+
+export class VboxxClient {
+  readonly http: HttpClient;
+  readonly log: Logger;
+  readonly chunkThreshold: number;
+  readonly chunkSize: number;
+  /** Logins performed (tests check that a revoked token leads to exactly one more). */
+  logins = 0;
+  private readonly user: string;
+  // Kept in a closure-like private field; never part of any message or toString().
+  #password: string;
+  #token?: string;
+  private loggingIn?: Promise<void>;
+  private readonly maxAttempts: number;
+  private readonly backoffBaseMs: number;
+
+  constructor(opts: VboxxClientConfig) {
+    if (!opts || typeof opts.server !== 'string') throw new TypeError('vboxx: server URL is required');
+    if (typeof opts.user !== 'string' || opts.user === '') throw new TypeError('vboxx: user name is required');
+    if (typeof opts.password !== 'string') throw new TypeError('vboxx: password is required');
+    this.user = opts.user;
+    this.#password = opts.password;
+    this.log = opts.log ?? silentLogger;
+    this.chunkThreshold = opts.chunkThreshold ?? 8 * MiB;
+    this.chunkSize = Math.max(1, opts.chunkSize ?? 8 * MiB);
+    this.maxAttempts = Math.max(1, opts.maxAttempts ?? 5);
+    this.backoffBaseMs = opts.backoffBaseMs ?? 100;
+    const httpOpts: HttpClientOptions = {
+      // The API lives under /1 on the service's host; paths below carry the /1 themselves so that
+      // errors show the familiar /1/... path.
+      baseUrl: opts.server,
+      concurrency: opts.concurrency ?? 8,
+      rateLimit: opts.rateLimit ?? 0,
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      maxAttempts: this.maxAttempts,
+      maxRetryTimeMs: opts.maxRetryTimeMs ?? 60_000,
+      ...(opts.backoffBaseMs !== undefined ? { backoffBaseMs: opts.backoffBaseMs } : {}),
+      ...(opts.backoffCapMs !== undefined ? { backoffCapMs: opts.backoffCapMs } : {}),
+      ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+      log: this.log,
+    };
+    this.http = new HttpClient(httpOpts);
+    this.http.mapError = (status, data, ctx) => {
+      const kind = endpointKind(ctx.path?.slice(this.http.prefix.length));
+      const err = vboxxError(kind, status, data, ctx) as DetailedError;
+      if (isObj(data)) {
+        const { message: _m, status_code: _s, code: _c, ...rest } = data;
+        if (Object.keys(rest).length) Object.defineProperty(err, 'details', { value: rest, enumerable: false });
+      }
+      return err;
+    };
+    this.http.auth = {
+      apply: async (spec) => {
+        if (!this.#token) await this.login(spec.signal);
+        return { ...spec, query: { ...(spec.query ?? {}), session_token: this.#token } };
+      },
+      refresh: async () => {
+        this.#token = undefined;
+        this.log.info('vboxx: session expired, logging in again');
+        await this.login();
+      },
+      isAuthFailure: (status) => status === 401,
+    };
+  }
+
+  toString(): string { return `VboxxClient(${this.http.origin}${this.http.prefix}, user=${this.user})`; }
+  toJSON(): Json { return { server: this.http.origin + this.http.prefix, user: this.user }; }
+
+  get loggedIn(): boolean { return this.#token !== undefined; }
+
+  // ---- auth ----
+
+  /** Logs in (POST /1/auth); concurrent callers share one login. AuthFailed is not retried. */
+  login(signal?: AbortSignal): Promise<void> {
+    if (!this.loggingIn) {
+      this.loggingIn = (async () => {
+        try {
+          const { data } = await this.http.json<unknown>({
+            method: 'POST', path: '/1/auth', form: { username: this.user, password: this.#password },
+            noAuth: true, idempotent: true, priority: Priority.interactive, ...(signal ? { signal } : {}),
+          });
+          const ctx: ErrorContext = { method: 'POST', path: this.http.prefix + '/1/auth' };
+          const o = expectObject(data, 'auth answer', ctx);
+          if (o.success !== true || typeof o.session_token !== 'string' || o.session_token === '') {
+            const msg = serverMessage(o, 'login refused');
+            if (o.success === false) throw new AuthFailed(isInvalidLogin(msg) ? 'Invalid username or password' : msg, ctx);
+            throw new BadResponse('auth answer has no session_token', ctx);
+          }
+          this.#token = o.session_token;
+          this.logins++;
+          this.log.debug(`vboxx: logged in as ${this.user}`);
+        } finally {
+          this.loggingIn = undefined;
+        }
+      })();
+    }
+    return this.loggingIn;
+  }
+
+  /** Forgets the session token (the service has no logout call in API v1). */
+  logout(): void { this.#token = undefined; }
+
+  async close(): Promise<void> {
+    this.#token = undefined;
+    await this.http.close();
+  }
+
+  // ---- plumbing ----
+
+  private async getJson(spec: RequestSpec): Promise<{ status: number; data: unknown; headers: Record<string, unknown> }> {
+    const r = await this.http.json<unknown>(spec);
+    return { status: r.status, data: r.data, headers: r.headers as Record<string, unknown> };
+  }
+
+  private ctx(method: string, path: string): ErrorContext {
+    return { method, path: this.http.prefix + path };
+  }
+
+  /**
+   * Runs a mutation that the HTTP core must not repeat blindly (POST fileops, commit). When an
+   * attempt fails in a way that may or may not have reached the server, it is repeated, and a
+   * "conflict" answer after such a repeat is checked with `reconcile` (did our first attempt
+   * do it?) instead of being reported.
+   */
+  private async mutate<T>(call: () => Promise<T>, reconcile: (err: RemoteError) => Promise<T | undefined>, signal?: AbortSignal): Promise<T> {
+    let uncertain = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (e) {
+        if (!(e instanceof RemoteError)) throw e;
+        if (uncertain && (e.code === 'ALREADY_EXISTS' || e.code === 'NOT_FOUND')) {
+          const ok = await reconcile(e);
+          if (ok !== undefined) return ok;
+        }
+        if (!e.retryable || attempt >= this.maxAttempts || signal?.aborted) throw e;
+        uncertain = true;
+        const cap = this.backoffBaseMs * 2 ** (attempt - 1);
+        await sleep(Math.random() * cap, signal);
+      }
+    }
+  }
+
+  // ---- account ----
+
+  async accountInfo(o: Call = {}): Promise<VboxxAccountInfo> {
+    const path = '/1/account/info/';
+    const { data } = await this.getJson({ method: 'GET', path, ...o });
+    return parseAccountInfo(data, this.ctx('GET', path), this.log);
+  }
+
+  // ---- files ----
+
+  /**
+   * Metadata of a file or folder (with its contents unless list=false). With `hash`, a folder
+   * that has not changed answers 304 and this returns {unchanged: true}.
+   */
+  async metadata(root: number | string, path: string, o: Call & { hash?: string; list?: boolean } = {}): Promise<MetadataResult> {
+    const p = `/1/metadata/${rootSeg(root)}/${relPath(path)}`;
+    const query: Record<string, string> = {};
+    if (o.hash) query.hash = o.hash;
+    if (o.list === false) query.list = 'false';
+    const { status, data } = await this.getJson({ method: 'GET', path: p, query, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    if (status === 304) return { unchanged: true };
+    const meta = parseMetadata(data, this.ctx('GET', p), this.log);
+    if (meta.is_deleted === true) throw new NotFound('file was deleted', { ...this.ctx('GET', p), status: 404 });
+    return { unchanged: false, meta };
+  }
+
+  /**
+   * GET /1/files with an optional byte range. The caller must consume or destroy `body`.
+   * `partial` is true when the server honoured the range (206).
+   */
+  async openFile(root: number | string, path: string, o: Call & { offset?: number; length?: number } = {}):
+    Promise<{ status: number; partial: boolean; body: Readable; size?: number; rev?: string }> {
+    const p = `/1/files/${rootSeg(root)}/${relPath(path)}`;
+    const headers: Record<string, string> = {};
+    const off = o.offset ?? 0;
+    if (!Number.isSafeInteger(off) || off < 0) throw new BadRequest('invalid offset');
+    if (o.length !== undefined) {
+      if (!Number.isSafeInteger(o.length) || o.length <= 0) throw new BadRequest('invalid length');
+      headers.range = `bytes=${off}-${off + o.length - 1}`;
+    } else if (off > 0) {
+      headers.range = `bytes=${off}-`;
+    }
+    const r = await this.http.request({ method: 'GET', path: p, headers, signal: o.signal, priority: o.priority ?? Priority.normal });
+    let size: number | undefined;
+    const cr = r.headers['content-range'];
+    const m = typeof cr === 'string' ? /\/(\d+)\s*$/.exec(cr) : null;
+    if (m) size = Number(m[1]);
+    else if (r.status === 200 && typeof r.headers['content-length'] === 'string') size = Number(r.headers['content-length']);
+    const meta = r.headers['x-dropbox-metadata'] ?? r.headers['x-vboxx-metadata'];
+    let rev: string | undefined;
+    if (typeof meta === 'string') {
+      try { const j = JSON.parse(meta); if (j && (typeof j.rev === 'string' || typeof j.rev === 'number')) rev = String(j.rev); } catch { /* optional header */ }
+    }
+    return { status: r.status, partial: r.status === 206, body: r.body, ...(size !== undefined ? { size } : {}), ...(rev !== undefined ? { rev } : {}) };
+  }
+
+  /**
+   * Bytes [offset, offset+length) of a file; fewer only at end of file, empty past it. A body
+   * cut short is fetched again from where it stopped (bounded attempts).
+   */
+  async readRange(root: number | string, path: string, offset: number, length: number, o: Call = {}): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new BadRequest('invalid offset');
+    if (!Number.isSafeInteger(length) || length < 0) throw new BadRequest('invalid length');
+    if (length === 0) return Buffer.alloc(0);
+    const parts: Buffer[] = [];
+    let got = 0;
+    for (let attempt = 1; ; attempt++) {
+      let r;
+      try {
+        r = await this.openFile(root, path, { offset: offset + got, length: length - got, signal: o.signal, priority: o.priority ?? Priority.interactive });
+      } catch (e) {
+        if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE') return Buffer.concat(parts, got);
+        throw e;
+      }
+      // A server that ignores Range answers 200 with the whole file: skip to the offset.
+      let skip = r.partial ? 0 : offset + got;
+      try {
+        for await (const c of r.body) {
+          let b = c as Buffer;
+          if (skip > 0) {
+            if (b.length <= skip) { skip -= b.length; continue; }
+            b = b.subarray(skip);
+            skip = 0;
+          }
+          const want = length - got;
+          if (b.length > want) b = b.subarray(0, want);
+          parts.push(b);
+          got += b.length;
+          if (got >= length) { r.body.destroy(); break; }
+        }
+        return Buffer.concat(parts, got);
+      } catch (e) {
+        r.body.destroy();
+        if (o.signal?.aborted) throw new Cancelled('read cancelled', this.ctx('GET', `/1/files/${root}/…`));
+        if (attempt >= this.maxAttempts) throw new RemoteError('NETWORK_ERROR', `read cut short: ${(e as Error).message}`, this.ctx('GET', '/1/files'), true);
+        this.log.debug(`vboxx: ranged read cut short after ${got} bytes, resuming`);
+      }
+    }
+  }
+
+  /**
+   * Whole file into localFile (created or truncated), streamed: never whole in memory. A body
+   * cut short resumes with a Range request from the bytes already written.
+   */
+  async download(root: number | string, path: string, localFile: string, o: Transfer = {}): Promise<{ bytes: number; rev?: string }> {
+    const fh = await open(localFile, 'w', 0o600);
+    await fh.close();
+    let written = 0;
+    let rev: string | undefined;
+    for (let attempt = 1; ; attempt++) {
+      if (o.signal?.aborted) throw new Cancelled('download cancelled', { path });
+      const r = await this.openFile(root, path, { offset: written, signal: o.signal, priority: o.priority ?? Priority.background });
+      if (rev === undefined) rev = r.rev;
+      if (written > 0 && !r.partial) {
+        // The server ignored our Range: start over from byte 0.
+        written = 0;
+      }
+      const start = written;
+      const counter = new Transform({
+        transform: (chunk: Buffer, _enc, cb) => {
+          written += chunk.length;
+          try { o.onProgress?.(written); } catch { /* progress callbacks must not break the transfer */ }
+          cb(null, chunk);
+        },
+      });
+      try {
+        await pipeline(r.body, counter, createWriteStream(localFile, { flags: start === 0 ? 'w' : 'r+', start, mode: 0o600 }),
+          ...(o.signal ? [{ signal: o.signal }] as const : []));
+        return { bytes: written, ...(rev !== undefined ? { rev } : {}) };
+      } catch (e) {
+        r.body.destroy();
+        if (o.signal?.aborted) throw new Cancelled('download cancelled', this.ctx('GET', '/1/files'));
+        if (e instanceof RemoteError && !e.retryable) throw e;
+        if (attempt >= this.maxAttempts) {
+          throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${(e as Error).message}`, this.ctx('GET', '/1/files'), true);
+        }
+        this.log.debug(`vboxx: download cut short after ${written} bytes, resuming`);
+        await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
+      }
+    }
+  }
+
+  /** PUT /1/files_put from a file (re-opened for every attempt) or a buffer. */
+  async filesPut(root: number | string, path: string, source: string | Buffer, o: UploadOptions = {}): Promise<VboxxMetadata> {
+    const p = `/1/files_put/${rootSeg(root)}/${relPath(path)}`;
+    const size = typeof source === 'string' ? (await fsStat(source)).size : source.length;
+    let best = 0;
+    const progress = (n: number) => { if (n > best) { best = n; try { o.onProgress?.(n); } catch { /* ignore */ } } };
+    const body = typeof source === 'string'
+      ? () => countingStream(createReadStream(source), progress)
+      : () => countingStream(bufferStream(source), progress);
+    const { data } = await this.getJson({
+      method: 'PUT', path: p, body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+      query: { overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
+      // Same bytes to the same path with overwrite: repeating is harmless.
+      idempotent: o.overwrite !== false, signal: o.signal, priority: o.priority ?? Priority.background,
+    });
+    return parseMetadata(data, this.ctx('PUT', p), this.log);
+  }
+
+  /** PUT /1/chunked_upload: one chunk at `offset`; returns the server's state. */
+  async uploadChunk(chunk: Buffer, state: { upload_id?: string; offset: number }, o: Call = {}): Promise<ChunkState> {
+    const path = '/1/chunked_upload';
+    const { data } = await this.getJson({
+      method: 'PUT', path, body: chunk, headers: { 'content-type': 'application/octet-stream' },
+      query: { ...(state.upload_id ? { upload_id: state.upload_id } : {}), offset: state.offset },
+      // A repeat of a chunk that did land gets an offset mismatch that tells us where to go on.
+      idempotent: state.upload_id !== undefined, signal: o.signal, priority: o.priority ?? Priority.background,
+    });
+    return parseChunkState(data, this.ctx('PUT', path));
+  }
+
+  /** POST /1/commit_chunked_upload/<root>/<path>. */
+  async commitChunkedUpload(root: number | string, path: string, uploadId: string, o: UploadOptions & { expectBytes?: number } = {}): Promise<VboxxMetadata> {
+    const p = `/1/commit_chunked_upload/${rootSeg(root)}/${relPath(path)}`;
+    return this.mutate(async () => {
+      const { data } = await this.getJson({
+        method: 'POST', path: p, form: cleanForm({ upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', parent_rev: o.parentRev }),
+        signal: o.signal, priority: o.priority ?? Priority.background,
+      });
+      return parseMetadata(data, this.ctx('POST', p), this.log);
+    }, async () => {
+      // The upload id is gone when our earlier attempt committed it: accept the file if it is there.
+      const m = await this.metadata(root, path, { list: false, signal: o.signal }).catch(() => null);
+      if (m && !m.unchanged && !m.meta.is_dir && (o.expectBytes === undefined || m.meta.bytes === o.expectBytes)) return m.meta;
+      return undefined;
+    }, o.signal);
+  }
+
+  /**
+   * Chunked upload of a file: chunks of chunkSize read from disk one at a time. A failed chunk is
+   * resent from the offset the server reports, so a lost answer never duplicates bytes.
+   */
+  async chunkedUpload(root: number | string, path: string, localFile: string, o: UploadOptions = {}): Promise<VboxxMetadata> {
+    const size = (await fsStat(localFile)).size;
+    const fh = await open(localFile, 'r');
+    try {
+      let state: { upload_id?: string; offset: number } = { offset: 0 };
+      let failures = 0;
+      const buf = Buffer.allocUnsafe(Math.min(this.chunkSize, Math.max(1, size)));
+      do {
+        if (o.signal?.aborted) throw new Cancelled('upload cancelled', { path });
+        const want = Math.min(this.chunkSize, size - state.offset);
+        const { bytesRead } = await fh.read(buf, 0, want, state.offset);
+        if (bytesRead !== want) throw new RemoteError('TRANSFER_FAILED', 'local file changed size during upload', { path }, false);
+        try {
+          const next = await this.uploadChunk(Buffer.from(buf.subarray(0, bytesRead)), state, o);
+          if (state.upload_id && next.upload_id !== state.upload_id) throw new BadResponse('chunked upload id changed', { path });
+          if (next.offset !== state.offset + bytesRead) throw new BadResponse(`chunked upload offset ${next.offset}, expected ${state.offset + bytesRead}`, { path });
+          state = next;
+          failures = 0;
+          try { o.onProgress?.(state.offset); } catch { /* ignore */ }
+        } catch (e) {
+          const d = (e as DetailedError).details;
+          if (e instanceof RemoteError && e.code === 'BAD_REQUEST' && d && typeof d.offset === 'number' && d.offset >= 0 && d.offset <= size) {
+            // The server already has more (or less) than we thought: continue from its offset.
+            this.log.debug(`vboxx: chunked upload resumes at server offset ${d.offset}`);
+            state = { upload_id: typeof d.upload_id === 'string' ? d.upload_id : state.upload_id, offset: d.offset };
+            if (++failures > this.maxAttempts) throw e;
+            continue;
+          }
+          throw e;
+        }
+      } while (state.offset < size);
+      if (!state.upload_id) throw new BadResponse('chunked upload returned no upload id', { path });
+      return await this.commitChunkedUpload(root, path, state.upload_id, { ...o, expectBytes: size });
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** files_put below the chunk threshold, chunked upload above it. */
+  async upload(root: number | string, path: string, localFile: string, o: UploadOptions = {}): Promise<VboxxMetadata> {
+    const size = (await fsStat(localFile)).size;
+    if (size > this.chunkThreshold) return this.chunkedUpload(root, path, localFile, o);
+    return this.filesPut(root, path, localFile, o);
+  }
+
+  // ---- fileops ----
+
+  private fileop(op: 'create_folder' | 'delete' | 'move' | 'copy', form: Record<string, FormValue>, o: Call,
+    reconcile: (err: RemoteError) => Promise<VboxxMetadata | undefined>): Promise<VboxxMetadata> {
+    const p = `/1/fileops/${op}`;
+    return this.mutate(async () => {
+      const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(form), signal: o.signal, priority: o.priority ?? Priority.interactive });
+      return parseMetadata(data, this.ctx('POST', p), this.log);
+    }, reconcile, o.signal);
+  }
+
+  private async metaOrNull(root: number | string, path: string, signal?: AbortSignal): Promise<VboxxMetadata | null> {
+    try {
+      const r = await this.metadata(root, path, { list: false, ...(signal ? { signal } : {}) });
+      return r.unchanged ? null : r.meta;
+    } catch (e) {
+      if (e instanceof RemoteError && e.code === 'NOT_FOUND') return null;
+      throw e;
+    }
+  }
+
+  /** Creates a folder; AlreadyExists when something is there. */
+  createFolder(root: number | string, path: string, o: Call = {}): Promise<VboxxMetadata> {
+    return this.fileop('create_folder', { root: rootSeg(root), path: '/' + relPathPlain(path) }, o, async (e) => {
+      const m = e.code === 'ALREADY_EXISTS' ? await this.metaOrNull(root, path, o.signal) : null;
+      return m?.is_dir ? m : undefined;
+    });
+  }
+
+  /** Deletes a file or (recursively) a folder; NotFound when nothing is there. */
+  delete(root: number | string, path: string, o: Call = {}): Promise<VboxxMetadata> {
+    return this.fileop('delete', { root: rootSeg(root), path: '/' + relPathPlain(path) }, o, async (e) => {
+      if (e.code !== 'NOT_FOUND') return undefined;
+      return { path: '/' + relPathPlain(path), is_dir: false, bytes: 0, is_deleted: true };
+    });
+  }
+
+  /** Moves within one root; AlreadyExists when the target exists, NotFound when the source is missing. */
+  move(root: number | string, from: string, to: string, o: Call = {}): Promise<VboxxMetadata> {
+    return this.fileop('move', { root: rootSeg(root), from_path: '/' + relPathPlain(from), to_path: '/' + relPathPlain(to) }, o, async (e) => {
+      if (e.code !== 'NOT_FOUND') return undefined;
+      // Source gone after a repeat: our first attempt moved it if the target is there now.
+      return (await this.metaOrNull(root, to, o.signal)) ?? undefined;
+    });
+  }
+
+  /** Copies within one root; AlreadyExists when the target exists. */
+  copy(root: number | string, from: string, to: string, o: Call = {}): Promise<VboxxMetadata> {
+    return this.fileop('copy', { root: rootSeg(root), from_path: '/' + relPathPlain(from), to_path: '/' + relPathPlain(to) }, o, async (e) => {
+      if (e.code !== 'ALREADY_EXISTS') return undefined;
+      const src = await this.metaOrNull(root, from, o.signal);
+      const dst = await this.metaOrNull(root, to, o.signal);
+      return src && dst && src.is_dir === dst.is_dir && src.bytes === dst.bytes ? dst : undefined;
+    });
+  }
+
+  /** Share link of a root, folder or file. */
+  async createLink(root: number | string, path: string, o: Call = {}): Promise<VboxxShareLink> {
+    const p = `/1/shares/create_link/${rootSeg(root)}/${relPath(path)}`;
+    // Creating a link twice yields two equally good links: safe to repeat.
+    const { data } = await this.getJson({ method: 'POST', path: p, idempotent: true, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    return parseShareLink(data, this.ctx('POST', p));
+  }
+
+  // ---- management ----
+
+  private async mgmtGet<T = Json>(path: string, o: Call): Promise<T> {
+    const p = `/1/management/${path}`;
+    const { data } = await this.getJson({ method: 'GET', path: p, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    return expectObject(data, path.split('/')[0] ?? 'answer', this.ctx('GET', p)) as T;
+  }
+
+  private async mgmtPost<T = CreateResult>(path: string, form: object, o: Call): Promise<T> {
+    const p = `/1/management/${path}`;
+    // Creations are not repeated on doubt (a second person/org would be created); updates are.
+    const idempotent = /\/update\/$/.test('/' + path);
+    const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(form as Record<string, FormValue>), idempotent, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    const obj = expectObject(data, 'management answer', this.ctx('POST', p));
+    if (typeof obj.code === 'string' && obj.code === 'error') {
+      throw vboxxError('management', typeof obj.status_code === 'number' ? obj.status_code : 500, obj, this.ctx('POST', p));
+    }
+    return obj as T;
+  }
+
+  private async paged<T>(base: string, key: string, o: Call & PageOptions): Promise<Paged<T>> {
+    const first = Math.max(1, Math.floor(o.page ?? 1));
+    const url = (n: number) => (n === 1 && o.page === undefined ? base : `${base}page/${n}/`);
+    const p0 = `/1/management/${url(first)}`;
+    const pg = parsePaged<T>(await this.mgmtGet(url(first), o), key, this.ctx('GET', p0), this.log);
+    if (!o.all) return pg;
+    const items = [...pg.items];
+    // Bounded by the page count of the first answer: a server that keeps inventing pages
+    // cannot keep us looping.
+    const last = Math.min(pg.total_pages, first + 100_000);
+    for (let n = first + 1; n <= last; n++) {
+      const next = parsePaged<T>(await this.mgmtGet(`${base}page/${n}/`, o), key, this.ctx('GET', `/1/management/${base}page/${n}/`), this.log);
+      if (next.items.length === 0) break;
+      items.push(...next.items);
+    }
+    return { items, page: first, total_pages: pg.total_pages, total: pg.total, raw: pg.raw };
+  }
+
+  /** The current user (/person/). */
+  person(o: Call = {}): Promise<Person> { return this.mgmtGet<Person>('person/', o); }
+  personById(id: number, o: Call = {}): Promise<Person> { return this.mgmtGet<Person>(`person/${idSeg(id)}/`, o); }
+  personFull(id: number, o: Call = {}): Promise<PersonFull> { return this.mgmtGet<PersonFull>(`person/${idSeg(id)}/full/`, o); }
+  createPerson(p: PersonCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('person/create/', p, o); }
+  updatePerson(p: PersonUpdate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('person/update/', p, o); }
+
+  organization(id: number, o: Call = {}): Promise<Organization> { return this.mgmtGet<Organization>(`organization/${idSeg(id)}/`, o); }
+  createOrganization(p: OrganizationCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('organization/create/', p, o); }
+  updateOrganization(p: OrganizationUpdate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('organization/update/', p, o); }
+  /** Organizations, roots, machines or persons under an organization, 10 per page; `all` follows every page. */
+  organizationList<T = Json>(id: number, kind: OrgSubList, o: Call & PageOptions = {}): Promise<Paged<T>> {
+    if (!['organizations', 'roots', 'machines', 'persons'].includes(kind)) throw new BadRequest(`unknown list ${String(kind)}`);
+    return this.paged<T>(`organization/${idSeg(id)}/${kind}/`, kind, o);
+  }
+
+  policy(id: number, o: Call = {}): Promise<VboxxPolicy> {
+    return this.mgmtGet(`policy/${idSeg(id)}/`, o).then((d) => parsePolicy(d, this.ctx('GET', `/1/management/policy/${id}/`)));
+  }
+  updatePolicy(p: PolicyUpdate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('policy/update/', p, o); }
+
+  root(id: number, o: Call = {}): Promise<Root> { return this.mgmtGet<Root>(`root/${idSeg(id)}/`, o); }
+  createRoot(p: RootCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('root/create/', p, o); }
+  updateRoot(p: RootUpdate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('root/update/', p, o); }
+
+  machine(id: number, o: Call = {}): Promise<Machine> { return this.mgmtGet<Machine>(`machine/${idSeg(id)}/`, o); }
+  updateMachine(p: MachineUpdate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('machine/update/', p, o); }
+
+  async activityTypes(o: Call = {}): Promise<ActivityType[]> {
+    const p = '/1/management/activity/types/';
+    const { data } = await this.getJson({ method: 'GET', path: p, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    if (!Array.isArray(data)) throw new BadResponse('malformed server answer: activity types is not an array', this.ctx('GET', p));
+    return data.filter((t): t is ActivityType => isObj(t) && typeof t.id === 'number' && typeof t.activity === 'string');
+  }
+  activities(entity: ActivityEntity, id: number, o: Call & PageOptions = {}): Promise<Paged<Activity>> {
+    if (entity !== 'organization' && entity !== 'person') throw new BadRequest(`unknown entity type ${String(entity)}`);
+    return this.paged<Activity>(`activity/${entity}/${idSeg(id)}/`, 'activities', o);
+  }
+  activity(id: number, o: Call = {}): Promise<Activity> { return this.mgmtGet<Activity>(`activity/${idSeg(id)}/`, o); }
+  createActivity(p: ActivityCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('activity/create/', p, o); }
+}
+
+function idSeg(id: number): string {
+  if (!Number.isSafeInteger(id) || id < 0) throw new BadRequest(`invalid id ${String(id).slice(0, 20)}`);
+  return String(id);
+}
+
+/** Root-relative path as plain text for form fields ("a b/c", no leading slash). */
+function relPathPlain(path: string): string {
+  if (typeof path !== 'string' || path.includes('\0')) throw new BadRequest('invalid path');
+  const parts = path.split('/').filter((s) => s !== '' && s !== '.');
+  if (parts.includes('..')) throw new BadRequest('path traversal refused');
+  return parts.join('/');
+}
+
+function countingStream(src: Readable, progress: (n: number) => void): Readable {
+  let n = 0;
+  const t = new Transform({ transform(chunk: Buffer, _e, cb) { n += chunk.length; progress(n); cb(null, chunk); } });
+  src.on('error', (e) => t.destroy(e));
+  t.on('close', () => { if (!src.destroyed) src.destroy(); });
+  return src.pipe(t);
+}
+
+function bufferStream(b: Buffer): Readable {
+  // A stream (not the Buffer itself) so progress is reported the same way for both sources.
+  return Readable.from([b], { objectMode: false });
+}
+
