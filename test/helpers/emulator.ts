@@ -14,3 +14,41 @@ export async function serverStats(url: string): Promise<Record<string, number>> 
 export async function resetStats(url: string): Promise<void> {
   await fetch(`${url}/_emulator/stats/reset`, { method: 'POST' });
 }
+
+/** Changes fault injection of a running server (in-process or child). */
+export async function setFaults(url: string, f: { failRate?: number; latencyMs?: number; rateLimit?: number }): Promise<void> {
+  const body = new URLSearchParams();
+  for (const [k, v] of Object.entries(f)) if (v !== undefined) body.set(k, String(v));
+  const r = await fetch(`${url}/_emulator/faults`, { method: 'POST', body });
+  if (!r.ok) throw new Error(`faults: HTTP ${r.status}`);
+}
+
+export const MAXXO_DEMO = { email: 'demo@maxxo.test', password: 'demo-password' } as const;
+export const MAXXO_FRIEND = { email: 'friend@maxxo.test', password: 'friend-password' } as const;
+
+/** A Maxxo token for email/password (GET /api/1/auth/token); throws on failure. */
+export async function maxxoToken(url: string, email: string = MAXXO_DEMO.email, password: string = MAXXO_DEMO.password): Promise<string> {
+  const q = new URLSearchParams({ email, password });
+  const r = await fetch(`${url}/api/1/auth/token?${q}`);
+  const b = (await r.json()) as { token?: string; error?: string };
+  if (!r.ok || !b.token) throw new Error(`maxxo auth failed: ${r.status} ${b.error ?? ''}`);
+  return b.token;
+}
+
+/**
+ * Creates a Maxxo account on a running server (in-process or child) through the emulator's
+ * control route; quota and receivingQuota in bytes. Its rsync module exists from then on.
+ */
+export async function createMaxxoAccount(url: string, a: {
+  email: string; password: string; fullname?: string; quota?: number; receivingQuota?: number; acceptAll?: boolean;
+}): Promise<{ email: string; login: string }> {
+  const body = new URLSearchParams({ email: a.email, password: a.password });
+  if (a.fullname) body.set('fullname', a.fullname);
+  if (a.quota !== undefined) body.set('quota', String(a.quota));
+  if (a.receivingQuota !== undefined) body.set('receiving_quota', String(a.receivingQuota));
+  if (a.acceptAll) body.set('accept_all', '1');
+  const r = await fetch(`${url}/_emulator/maxxo/users`, { method: 'POST', body });
+  const b = (await r.json()) as { email: string; login: string; error?: string };
+  if (!r.ok) throw new Error(`create maxxo account: ${r.status} ${b.error ?? ''}`);
+  return b;
+}
