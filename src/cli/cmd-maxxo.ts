@@ -1,0 +1,2 @@
+import type { CmdDef } from './args.js';
+export const maxxoCommands: CmdDef[] = [];

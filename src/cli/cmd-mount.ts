@@ -1,0 +1,328 @@
+// mount / unmount / status / share: the drive's lifecycle as seen from the command line.
+import { spawn } from 'node:child_process';
+import { openSync, closeSync, writeSync, createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { bool, list, str, UsageError, type CmdDef, type Parsed } from './args.js';
+import { parseMountOptions, mountOptionsHelp } from './mountopts.js';
+import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemoteError, passwordFor, type Target } from './target.js';
+import { readPasswordFile } from './password.js';
+import { log, CliError, setVerbosity } from './context.js';
+import {
+  alive, canonicalMountpoint, findByMountpoint, findByPath, kernelMounts, listRecords, readRecord, removeRecord,
+  writeRecord, type MountRecord,
+} from './registry.js';
+import { lazyUnmount, run } from './fusermount.js';
+import { createProgress } from './progress.js';
+import { formatTable, humanBytes, out, printJson } from './output.js';
+import { logDir, privateDir } from './paths.js';
+import type { Remote } from '../remote/types.js';
+
+const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export const mountCommandOptions = [
+  { name: 'server', value: 'URL', desc: 'Service base URL (with maxxo|vboxx)' },
+  { name: 'email', value: 'EMAIL', desc: 'Maxxo e-mail (with maxxo)' },
+  { name: 'username', value: 'USER', desc: 'vBoxx username (with vboxx)' },
+  { name: 'password-file', value: 'FILE', desc: 'Read the password from FILE (else saved, CLOUDMOUNT_PASSWORD, prompt)' },
+  { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount only this root instead of all roots as folders' },
+  { name: 'daemon', short: 'd', desc: 'Detach into the background once mounted' },
+  { name: 'o', short: 'o', value: 'OPTS', desc: 'Mount options, comma-separated (see below); may repeat', repeat: true },
+];
+
+function resolveMountTarget(p: Parsed): Target {
+  const first = p.args[0]!;
+  if (first === 'maxxo' || first === 'vboxx') return targetFromFlags(first, p);
+  if (str(p, 'server') || str(p, 'email') || str(p, 'username')) {
+    throw new UsageError(`'${first}' is taken as a saved account name; --server/--email/--username go with maxxo|vboxx`);
+  }
+  return targetFromSaved(first);
+}
+
+/** The daemon child gets the password on stdin, never in argv or the environment. */
+function readStdinPassword(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const s = createReadStream('', { fd: 0, encoding: 'utf8' });
+    s.on('data', (d) => { buf += d; });
+    s.on('end', () => resolve(buf.split('\n')[0] ?? ''));
+    s.on('error', reject);
+  });
+}
+
+function notifyParent(line: string): void {
+  if (process.env[DAEMON_ENV] !== '1') return;
+  try { writeSync(3, line + '\n'); closeSync(3); } catch { /* parent gone */ }
+}
+
+async function checkMountpoint(mp: string): Promise<void> {
+  try {
+    const st = await stat(mp);
+    if (!st.isDirectory()) throw new CliError(`mountpoint ${mp} is not a directory`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (e instanceof CliError) throw e;
+    // A dead FUSE mount from a crashed run: the drive layer detects and clears it.
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') return;
+    if (code === 'ENOENT') throw new CliError(`mountpoint ${mp} does not exist (mkdir -p ${mp})`);
+    throw new CliError(`mountpoint ${mp}: ${code ?? (e as Error).message}`);
+  }
+}
+
+async function spawnDaemon(p: Parsed, password: string, mountpoint: string): Promise<number> {
+  privateDir(logDir());
+  const logFile = join(logDir(), `mount-${mountpoint.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^_+/, '')}.log`);
+  const fd = openSync(logFile, 'a', 0o600);
+  const argv = process.argv.slice(1).filter((a) => a !== '--daemon' && a !== '-d');
+  const env: NodeJS.ProcessEnv = { ...process.env, [DAEMON_ENV]: '1' };
+  delete env.CLOUDMOUNT_PASSWORD;
+  const child = spawn(process.execPath, argv, { detached: true, stdio: ['pipe', fd, fd, 'pipe'], env });
+  closeSync(fd);
+  child.stdin!.end(password + '\n');
+  const status = child.stdio[3] as NodeJS.ReadableStream;
+  const line = await new Promise<string>((resolve) => {
+    let buf = '';
+    status.setEncoding('utf8');
+    status.on('data', (d: string) => { buf += d; const i = buf.indexOf('\n'); if (i >= 0) resolve(buf.slice(0, i)); });
+    status.on('end', () => resolve(buf));
+    child.on('exit', (code) => setTimeout(() => resolve(buf || `error exited with code ${code}`), 200));
+  });
+  (status as unknown as { destroy(): void }).destroy();
+  child.unref();
+  if (line.startsWith('mounted')) {
+    out(`mounted ${mountpoint} in the background (pid ${child.pid}, log ${logFile}); unmount with: cloudmount unmount ${mountpoint}\n`);
+    return 0;
+  }
+  throw new CliError(`${line.replace(/^error\s*/, '') || 'mount failed'} (log: ${logFile})`);
+}
+
+async function runMount(p: Parsed): Promise<number> {
+  const settings = parseMountOptions(list(p, 'o'));
+  const t = resolveMountTarget(p);
+  const root = str(p, 'root') ?? settings.root ?? t.root;
+  if (root !== undefined && t.kind !== 'vboxx') throw new UsageError('--root applies to vboxx only');
+  t.root = root;
+  if (settings.debug) setVerbosity(Math.max(p.verbose, 2));
+  const mountpoint = canonicalMountpoint(p.args[1]!);
+  const isChild = process.env[DAEMON_ENV] === '1';
+  try {
+    await checkMountpoint(mountpoint);
+    const busy = findByMountpoint(mountpoint);
+    if (busy && busy.pid !== process.pid) throw new CliError(`${mountpoint} is already mounted by cloudmount (pid ${busy.pid})`);
+    const id = accountId({ kind: t.kind, server: t.server, user: t.root ? `${t.user}#root=${t.root}` : t.user });
+    const same = listRecords().find((r) => r.accountId === id && r.pid !== process.pid);
+    if (same) throw new CliError(`this account is already mounted at ${same.mountpoint} (pid ${same.pid}); one mount per account keeps its write-back journal consistent`);
+
+    let password: string;
+    if (isChild) password = await readStdinPassword();
+    else if (settings.passwordFile && !str(p, 'password-file')) password = readPasswordFile(settings.passwordFile, (m) => log.warn(m));
+    else password = await passwordFor(t, p);
+    if (!password) throw new CliError('empty password');
+
+    if (bool(p, 'daemon') && !isChild) return await spawnDaemon(p, password, mountpoint);
+    return await mountForeground(t, password, mountpoint, id, settings);
+  } catch (e) {
+    if (isChild) notifyParent(`error ${e instanceof Error ? e.message : String(e)}`);
+    throw e;
+  }
+}
+
+async function mountForeground(t: Target, password: string, mountpoint: string, id: string,
+  settings: ReturnType<typeof parseMountOptions>): Promise<number> {
+  const remote: Remote = await createRemote(t, password, settings.client);
+  // A wrong password is a clear error here, not an EIO from the first `ls`.
+  try { await remote.statfs(); } catch (e) { await remote.close().catch(() => {}); explainRemoteError(e, t); }
+
+  const now = new Date().toISOString();
+  const rec: MountRecord = {
+    pid: process.pid, mountpoint, kind: t.kind, name: t.name, server: t.server, user: t.user, accountId: id,
+    root: t.root, readOnly: !!settings.vfs.readOnly, startedAt: now, updatedAt: now, state: 'mounting',
+  };
+  writeRecord(rec);
+  const { mountDrive } = await import('../fuse/mount.js');
+  let drive: Awaited<ReturnType<typeof mountDrive>>;
+  try {
+    drive = await mountDrive(remote, mountpoint, { ...settings.vfs, accountId: id, allowOther: settings.allowOther, debug: settings.debug, log });
+  } catch (e) {
+    removeRecord(process.pid);
+    await remote.close().catch(() => {});
+    throw new CliError(`mount of ${mountpoint} failed: ${(e as Error).message}`);
+  }
+  rec.state = 'mounted';
+  const refresh = () => {
+    try { rec.status = drive.status(); } catch { /* keep the last one */ }
+    rec.updatedAt = new Date().toISOString();
+    try { writeRecord(rec); } catch (e) { log.warn(`cannot update ${mountpoint} status: ${(e as Error).message}`); }
+  };
+  refresh();
+  notifyParent(`mounted ${process.pid}`);
+  if (process.env[DAEMON_ENV] !== '1') {
+    process.stderr.write(`mounted ${t.kind} ${t.user} at ${mountpoint}; Ctrl-C or \`cloudmount unmount ${mountpoint}\` unmounts\n`);
+  } else {
+    log.info(`mounted ${t.kind} ${t.user} at ${mountpoint}`);
+  }
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false;
+    let lostChecks = 0;
+    const timer = setInterval(() => {
+      refresh();
+      // Someone ran `fusermount -u` behind our back: flush what is pending and leave.
+      if (!stopping && process.platform === 'linux' && !kernelMounts().some((m) => m.mountpoint === mountpoint)) {
+        if (++lostChecks >= 2) { log.warn(`${mountpoint} was unmounted from outside; flushing and exiting`); void stop('unmounted', false); }
+      } else lostChecks = 0;
+    }, 1000);
+    const stop = async (why: string, force: boolean) => {
+      if (stopping && !force) return;
+      stopping = true;
+      rec.state = 'unmounting';
+      refresh();
+      log.info(`${why}: ${force ? 'cutting loose' : 'flushing and unmounting'} ${mountpoint}`);
+      let code = 0;
+      try {
+        await drive.unmount({ force });
+      } catch (e) {
+        log.error(`unmount of ${mountpoint}: ${(e as Error).message}`);
+        const r = await lazyUnmount(mountpoint);
+        if (r.code !== 0) log.error(`fusermount -uz ${mountpoint}: ${r.stderr.trim()}`);
+        code = 1;
+      }
+      const failures = rec.status?.failures.length ?? 0;
+      try { rec.status = drive.status(); } catch { /* closed */ }
+      if (force && (rec.status?.pending ?? 0) > 0) log.warn(`${rec.status!.pending} pending changes kept in the journal; replayed at the next mount`);
+      if (failures) { log.error(`${failures} upload(s) failed; see the log above`); code = code || 1; }
+      clearInterval(timer);
+      removeRecord(process.pid);
+      resolve(code);
+    };
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals === 1) void stop(sig, false);
+      else if (signals === 2) { process.stderr.write('second signal: unmounting without waiting for uploads (journal kept)\n'); void stop(sig, true); }
+      else { removeRecord(process.pid); process.exit(130); }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', onSignal);
+    process.on('exit', () => removeRecord(process.pid));
+  });
+}
+
+function recordLine(r: MountRecord): Record<string, unknown> {
+  const s = r.status;
+  return {
+    mountpoint: r.mountpoint, kind: r.kind, account: r.name ?? r.user, pid: r.pid, state: r.state,
+    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)})` : '-',
+    failures: s ? s.failures.length : '-',
+    cache: s ? humanBytes(s.cacheBytes) : '-',
+  };
+}
+
+async function runUnmount(p: Parsed): Promise<number> {
+  const mp = canonicalMountpoint(p.args[0]!);
+  const force = bool(p, 'force');
+  const rec = findByMountpoint(mp);
+  if (!rec) {
+    const k = kernelMounts().find((m) => m.mountpoint === mp);
+    if (k && /cloudmount/.test(`${k.type} ${k.source}`)) {
+      if (!force) throw new CliError(`${mp} is a cloudmount mount with no live process (crashed?); detach it with: cloudmount unmount --force ${mp}`);
+      const r = await lazyUnmount(mp);
+      if (r.code !== 0) throw new CliError(`fusermount -uz ${mp} failed: ${r.stderr.trim()}`);
+      out(`detached ${mp}; pending changes stay in the journal and are replayed at the next mount of that account\n`);
+      return 0;
+    }
+    throw new CliError(k ? `${mp} is a ${k.type} mount, not a cloudmount mount` : `${mp} is not a cloudmount mount`);
+  }
+  if (force) {
+    const r = await lazyUnmount(mp);
+    if (r.code !== 0) log.warn(`fusermount -uz ${mp}: ${r.stderr.trim()}`);
+    try { process.kill(rec.pid, 'SIGKILL'); } catch { /* gone already */ }
+    for (let i = 0; i < 50 && alive(rec.pid); i++) await sleep(100);
+    removeRecord(rec.pid, rec.slot);
+    const pending = rec.status?.pending ?? 0;
+    out(`forced unmount of ${mp} (pid ${rec.pid} killed); ${pending ? `${pending} pending change(s) are` : 'anything not yet uploaded is'} kept in the journal and replayed at the next mount of this account\n`);
+    return 0;
+  }
+  try { process.kill(rec.pid, 'SIGTERM'); } catch (e) { throw new CliError(`cannot signal pid ${rec.pid}: ${(e as NodeJS.ErrnoException).code}`); }
+  const bar = createProgress(`unmounting ${mp}`, { unit: 'items' });
+  let maxPending = 0;
+  let last: MountRecord | undefined = rec;
+  while (alive(rec.pid)) {
+    const now = readRecord(rec.pid, rec.slot);
+    if (now) last = now;
+    const pending = last?.status?.pending ?? 0;
+    maxPending = Math.max(maxPending, pending);
+    if (maxPending > 0) bar.update(maxPending - pending, maxPending, `uploads done, ${humanBytes(last?.status?.pendingBytes ?? 0)} to go`);
+    await sleep(200);
+  }
+  const failures = last?.status?.failures ?? [];
+  bar.done(`unmounted ${mp}`);
+  if (failures.length) {
+    for (const f of failures) process.stderr.write(`  upload failed: ${f.path}: ${f.error}\n`);
+    throw new CliError(`${failures.length} upload(s) failed before unmount; they stay in the journal for the next mount`);
+  }
+  return 0;
+}
+
+async function runStatus(p: Parsed): Promise<number> {
+  const recs = listRecords();
+  if (bool(p, 'json')) { printJson({ mounts: recs }); return 0; }
+  if (!recs.length) { out('no cloudmount mounts\n'); return 0; }
+  out(formatTable(recs.map(recordLine), ['mountpoint', 'kind', 'account', 'pid', 'state', 'pending', 'failures', 'cache']));
+  for (const r of recs) {
+    for (const f of r.status?.failures ?? []) out(`${r.mountpoint}: upload of ${f.path} failed after ${f.attempts} attempt(s): ${f.error}\n`);
+  }
+  return 0;
+}
+
+async function runShare(p: Parsed): Promise<number> {
+  const path = p.args[0]!;
+  const found = findByPath(path);
+  if (!found) throw new CliError(`${path} is not inside a cloudmount mount`);
+  if (found.rec.kind !== 'vboxx') throw new CliError(`share links are a vBoxx feature; ${found.rec.mountpoint} is a ${found.rec.kind} mount`);
+  // Ask the mount itself (a child process: the xattr goes through the kernel to its process).
+  const r = await run('getfattr', ['--only-values', '-n', 'user.cloudmount.share_link', '--', canonicalMountpoint(path)], { timeoutMs: 60_000 });
+  if (r.code !== 0) {
+    const msg = r.stderr.replace(/^getfattr: /, '').trim();
+    throw new CliError(`no share link for ${path}: ${msg || `getfattr exited ${r.code}`}`);
+  }
+  const url = r.stdout.trim();
+  if (bool(p, 'json')) printJson({ path, url });
+  else out(url + '\n');
+  return 0;
+}
+
+export const mountCommands: CmdDef[] = [
+  {
+    path: ['mount'], args: 'maxxo|vboxx|NAME MOUNTPOINT', minArgs: 2, maxArgs: 2,
+    summary: 'Mount an account (or the saved account NAME) at MOUNTPOINT.',
+    details: 'Runs in the foreground until Ctrl-C, SIGTERM or `cloudmount unmount`, which flush pending uploads\n' +
+      'and unmount; --daemon detaches once the drive is mounted.\n\n' + mountOptionsHelp(),
+    options: mountCommandOptions,
+    run: runMount,
+  },
+  {
+    path: ['unmount'], args: 'MOUNTPOINT', minArgs: 1, maxArgs: 1,
+    summary: 'Flush pending uploads and unmount a cloudmount drive.',
+    details: 'Waits (with progress) until every pending upload reached the server and the mount process ended.\n' +
+      '--force detaches at once (fusermount -uz) and kills the mount process; pending changes stay in the\n' +
+      'write-back journal and are replayed at the next mount of the same account.',
+    options: [{ name: 'force', short: 'f', desc: 'Do not wait for uploads: detach and kill (journal kept)' }],
+    run: runUnmount,
+  },
+  {
+    path: ['status'], args: '', minArgs: 0, maxArgs: 0,
+    summary: 'Show live mounts: pending uploads, failures and cache use.',
+    options: [{ name: 'json', desc: 'Print JSON instead of a table' }],
+    run: runStatus,
+  },
+  {
+    path: ['share'], args: 'PATH', minArgs: 1, maxArgs: 1,
+    summary: 'Print the share link of a file or folder inside a mounted vBoxx drive.',
+    details: 'Same as `getfattr -n user.cloudmount.share_link PATH`.',
+    options: [{ name: 'json', desc: 'Print JSON instead of the bare URL' }],
+    run: runShare,
+  },
+];

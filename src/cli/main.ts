@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// Entry point of the `cloudmount` command: finds the command, parses its flags, runs it, and
+// turns every failure into one line on stderr: exit 2 for usage errors, 1 for runtime failures.
+import { formatGroupHelp, formatHelp, parseArgs, UsageError, type CmdDef } from './args.js';
+import { CliError, setVerbosity, log } from './context.js';
+import { commands, groups } from './commands.js';
+import { isRemoteError } from '../remote/errors.js';
+import { redact } from '../log.js';
+
+const TOP_SUMMARY = 'cloudmount mounts a Maxxo or vBoxxCloud storage account as a drive (FUSE), and runs the services\' account commands.';
+
+function findCommand(argv: string[]): { cmd?: CmdDef; rest: string[]; prefix: string[] } {
+  // Command words come first; the longest defined path wins ("maxxo contacts add").
+  const words: string[] = [];
+  for (const a of argv) { if (a.startsWith('-')) break; words.push(a); }
+  for (let n = Math.min(words.length, 4); n > 0; n--) {
+    const path = words.slice(0, n);
+    const cmd = commands.find((c) => c.path.length === n && c.path.every((w, i) => w === path[i]));
+    if (cmd) return { cmd, rest: argv.slice(n), prefix: path };
+  }
+  // Longest prefix that is a group, for a helpful listing.
+  for (let n = Math.min(words.length, 3); n > 0; n--) {
+    const path = words.slice(0, n);
+    if (groups[path.join(' ')]) return { rest: argv.slice(n), prefix: path };
+  }
+  return { rest: argv, prefix: [] };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { cmd, rest, prefix } = findCommand(argv);
+  if (!cmd) {
+    const wantsHelp = rest.includes('--help') || rest.includes('-h') || (prefix.length === 0 && rest[0] === 'help');
+    const key = prefix.join(' ');
+    const summary = prefix.length ? groups[key]! : TOP_SUMMARY;
+    if (prefix.length === 0 && rest[0] === 'help' && rest[1]) return main([...rest.slice(1), '--help']);
+    if (wantsHelp || (rest.length === 0 && prefix.length > 0) || argv.length === 0) {
+      process.stdout.write(formatGroupHelp(prefix, commands, summary));
+      return argv.length === 0 ? 2 : 0;
+    }
+    if (prefix.length === 0 && (rest[0] === '--version' || rest[0] === '-V')) {
+      process.stdout.write('cloudmount 0.1.0\n');
+      return 0;
+    }
+    const bad = rest.find((a) => !a.startsWith('-')) ?? rest[0] ?? '';
+    process.stderr.write(`cloudmount: unknown command '${[...prefix, bad].join(' ').trim()}'\n` +
+      `Run \`cloudmount ${[...prefix, '--help'].join(' ')}\` for the list of commands.\n`);
+    return 2;
+  }
+  const name = cmd.path.join(' ');
+  try {
+    if (cmd.passthrough) return (await cmd.run({ args: rest, opts: {}, verbose: 0 })) ?? 0;
+    const parsed = parseArgs(cmd, rest);
+    if (parsed.help) { process.stdout.write(formatHelp(cmd)); return 0; }
+    setVerbosity(parsed.verbose);
+    return (await cmd.run(parsed)) ?? 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`cloudmount ${name}: ${e.message}\nRun \`cloudmount ${name} --help\` for usage.\n`);
+      return 2;
+    }
+    if (e instanceof CliError) {
+      process.stderr.write(`cloudmount ${name}: ${redact(e.message)}\n`);
+      return e.exitCode;
+    }
+    if (isRemoteError(e)) {
+      process.stderr.write(`cloudmount ${name}: ${redact(`${e.code}: ${e.message}`)}\n`);
+      return 1;
+    }
+    const err = e as NodeJS.ErrnoException;
+    process.stderr.write(`cloudmount ${name}: ${redact(err?.message ?? String(e))}\n`);
+    log.debug(redact(err?.stack ?? ''));
+    return 1;
+  }
+}
+
+// Run when executed, not when imported by a test.
+const invoked = process.argv[1] ?? '';
+if (/[\\/]cli[\\/]main\.js$/.test(invoked)) {
+  // Long-running commands (mount, demo, serve) resolve only when they are done.
+  main(process.argv.slice(2)).then((code) => process.exit(code), (e) => {
+    process.stderr.write(`cloudmount: ${redact(String((e as Error)?.message ?? e))}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,113 @@
+// `-o opt,opt=val` mount options in the sshfs/rclone style -> vfs and client settings.
+import { UsageError } from './args.js';
+import { parseDuration, parseSize } from './output.js';
+import type { VfsOptions } from '../vfs/api.js';
+import type { ClientOptions } from '../remote/options.js';
+
+export interface MountSettings {
+  vfs: Partial<VfsOptions>;
+  client: Partial<ClientOptions>;
+  allowOther: boolean;
+  debug: boolean;
+  /** -o password_file=F (for fstab lines, where no flag can be given). */
+  passwordFile?: string;
+  root?: string;
+}
+
+/** The table the help text, README and the parser share. */
+export const mountOptionTable: Array<{ name: string; value?: string; desc: string }> = [
+  { name: 'cache_dir', value: 'DIR', desc: 'On-disk cache and write-back journal (default $XDG_CACHE_HOME/cloudmount)' },
+  { name: 'cache_size', value: 'SIZE', desc: 'Bound of cached clean data, e.g. 10G (dirty data is never evicted)' },
+  { name: 'attr_timeout', value: 'SEC', desc: 'How long file attributes are cached' },
+  { name: 'dir_timeout', value: 'SEC', desc: 'How long directory listings are cached' },
+  { name: 'negative_timeout', value: 'SEC', desc: 'How long "does not exist" answers are cached' },
+  { name: 'read_ahead', value: 'SIZE', desc: 'Initial read-ahead window (doubles on sequential reads)' },
+  { name: 'read_ahead_max', value: 'SIZE', desc: 'Largest read-ahead window' },
+  { name: 'concurrency', value: 'N', desc: 'Parallel requests to the service' },
+  { name: 'rate_limit', value: 'N', desc: 'Requests per second (0 = unlimited)' },
+  { name: 'writeback_delay', value: 'SEC', desc: 'Delay between close() and upload (0 = upload before close returns)' },
+  { name: 'timeout', value: 'SEC', desc: 'Per-request timeout; an operation gives EIO after its retries' },
+  { name: 'allow_other', desc: 'Let other users access the mount (needs user_allow_other in /etc/fuse.conf)' },
+  { name: 'ro', desc: 'Mount read-only' },
+  { name: 'rw', desc: 'Mount read-write (the default)' },
+  { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount one root (same as --root)' },
+  { name: 'password_file', value: 'FILE', desc: 'Read the password from FILE (for fstab lines)' },
+  { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
+];
+
+/** Options mount(8) and fstab pass along that mean nothing to us. */
+const IGNORED = new Set(['defaults', 'auto', 'noauto', 'user', 'users', 'nouser', 'nofail', '_netdev', 'exec', 'noexec',
+  'suid', 'nosuid', 'dev', 'nodev', 'atime', 'noatime', 'relatime', 'sync', 'async', 'daemon', 'foreground']);
+
+export function parseMountOptions(specs: string[]): MountSettings {
+  const s: MountSettings = { vfs: {}, client: {}, allowOther: false, debug: false };
+  for (const spec of specs) {
+    for (const raw of spec.split(',')) {
+      const item = raw.trim();
+      if (!item) continue;
+      const eq = item.indexOf('=');
+      const key = eq < 0 ? item : item.slice(0, eq);
+      const val = eq < 0 ? undefined : item.slice(eq + 1);
+      if (IGNORED.has(key) || key.startsWith('x-')) continue;
+      const need = () => {
+        if (val === undefined || val === '') throw new UsageError(`-o ${key} needs a value (${key}=...)`);
+        return val;
+      };
+      const size = () => {
+        const n = parseSize(need());
+        if (n === undefined) throw new UsageError(`-o ${key}=${val}: not a size (e.g. 512M, 10G)`);
+        return n;
+      };
+      const dur = () => {
+        const n = parseDuration(need());
+        if (n === undefined) throw new UsageError(`-o ${key}=${val}: not a duration in seconds (e.g. 1, 0.5, 30s, 500ms)`);
+        return n;
+      };
+      const count = (min: number) => {
+        const v = need();
+        if (!/^\d+$/.test(v) || Number(v) < min) throw new UsageError(`-o ${key}=${v}: expected a whole number >= ${min}`);
+        return Number(v);
+      };
+      const flag = () => { if (val !== undefined) throw new UsageError(`-o ${key} takes no value`); };
+      switch (key) {
+        case 'cache_dir': s.vfs.cacheDir = need(); break;
+        case 'cache_size': s.vfs.cacheMaxBytes = size(); break;
+        case 'attr_timeout': s.vfs.attrTtlMs = dur(); break;
+        case 'dir_timeout': s.vfs.dirTtlMs = dur(); break;
+        case 'negative_timeout': s.vfs.negativeTtlMs = dur(); break;
+        case 'read_ahead': s.vfs.readAheadBytes = size(); break;
+        case 'read_ahead_max': s.vfs.readAheadMaxBytes = size(); break;
+        case 'concurrency': s.client.concurrency = count(1); break;
+        case 'rate_limit': s.client.rateLimit = count(0); break;
+        case 'writeback_delay': s.vfs.writebackDelayMs = dur(); break;
+        case 'timeout': {
+          const ms = dur();
+          if (ms <= 0) throw new UsageError('-o timeout must be > 0');
+          s.client.timeoutMs = ms;
+          break;
+        }
+        case 'allow_other': flag(); s.allowOther = true; break;
+        case 'ro': flag(); s.vfs.readOnly = true; break;
+        case 'rw': flag(); s.vfs.readOnly = false; break;
+        case 'root': s.root = need(); break;
+        case 'password_file': s.passwordFile = need(); break;
+        case 'debug': flag(); s.debug = true; break;
+        default: {
+          const known = mountOptionTable.map((o) => o.name).join(', ');
+          throw new UsageError(`unknown mount option -o ${key} (known: ${known})`);
+        }
+      }
+    }
+  }
+  if (s.vfs.readAheadBytes !== undefined && s.vfs.readAheadMaxBytes !== undefined && s.vfs.readAheadMaxBytes < s.vfs.readAheadBytes) {
+    throw new UsageError('-o read_ahead_max must not be smaller than read_ahead');
+  }
+  return s;
+}
+
+export function mountOptionsHelp(): string {
+  const labels = mountOptionTable.map((o) => (o.value ? `${o.name}=${o.value}` : o.name));
+  const w = Math.max(...labels.map((l) => l.length)) + 2;
+  return 'Mount options (-o, comma-separated, may repeat):\n' +
+    mountOptionTable.map((o, i) => `  ${labels[i]!.padEnd(w)}${o.desc}`).join('\n');
+}
