@@ -52,3 +52,39 @@ export async function createMaxxoAccount(url: string, a: {
   if (!r.ok) throw new Error(`create maxxo account: ${r.status} ${b.error ?? ''}`);
   return b;
 }
+
+export interface MaxxoReply {
+  status: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+  headers: Headers;
+}
+
+type FormInput = Record<string, string | string[]> | Array<[string, string]>;
+
+function toSearch(f: FormInput): URLSearchParams {
+  const u = new URLSearchParams();
+  const entries = Array.isArray(f) ? f : Object.entries(f);
+  for (const [k, v] of entries) for (const x of Array.isArray(v) ? v : [v]) u.append(k, x);
+  return u;
+}
+
+/**
+ * One Maxxo API call: `path` is below /api/1 (e.g. "ops/list"); query and form accept repeated
+ * PHP-style keys (`{'file[]': ['a', 'b']}`); multipart sends a FormData as is.
+ */
+export async function maxxoCall(url: string, method: string, path: string, o: {
+  token?: string; query?: FormInput; form?: FormInput; multipart?: FormData; headers?: Record<string, string>;
+} = {}): Promise<MaxxoReply> {
+  const headers: Record<string, string> = { ...(o.headers ?? {}) };
+  if (o.token) headers.token = o.token;
+  const q = o.query ? `?${toSearch(o.query)}` : '';
+  let body: BodyInit | undefined;
+  if (o.form) body = toSearch(o.form);
+  else if (o.multipart) body = o.multipart;
+  const r = await fetch(`${url}/api/1/${path}${q}`, { method, headers, body });
+  const text = await r.text();
+  let parsed: unknown = text;
+  try { parsed = text ? JSON.parse(text) : undefined; } catch { /* keep text */ }
+  return { status: r.status, body: parsed, headers: r.headers };
+}
