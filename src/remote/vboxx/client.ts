@@ -420,7 +420,9 @@ export class VboxxClient {
     const p = `/1/commit_chunked_upload/${rootSeg(root)}/${relPath(path)}`;
     return this.mutate(async () => {
       const { data } = await this.getJson({
-        method: 'POST', path: p, form: cleanForm({ upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', parent_rev: o.parentRev }),
+        // Query, not form: like files_put, the commit is addressed by path and its parameters are
+        // plain (Dropbox v1 takes them either way; the reference server reads no body here).
+        method: 'POST', path: p, query: { upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
         signal: o.signal, priority: o.priority ?? Priority.background,
       });
       return parseMetadata(data, this.ctx('POST', p), this.log);

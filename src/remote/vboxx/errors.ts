@@ -49,7 +49,8 @@ export function vboxxError(kind: EndpointKind, status: number, body: unknown, ct
   const msg = serverMessage(body, `HTTP ${st}`);
   const c: ErrorContext = { ...ctx, status: st };
 
-  if (kind === 'auth' && (isInvalidLogin(msg) || st === 401 || st === 403)) return new AuthFailed(msg, c);
+  // Missing credentials (400) are as final as wrong ones: never retried, one clear error.
+  if (kind === 'auth' && (isInvalidLogin(msg) || st === 400 || st === 401 || st === 403)) return new AuthFailed(msg, c);
   if (st === 401) return new Unauthorized(msg, c);
   if (st === 404) return new NotFound(msg, c);
   if (st === 413) return new PolicyFileTooLarge(msg, c);
@@ -60,7 +61,8 @@ export function vboxxError(kind: EndpointKind, status: number, body: unknown, ct
     if (mentionsQuota(msg)) return new QuotaExceeded(msg, c);
     if (mentionsExtension(msg)) return new PolicyExcludedExtension(msg, c);
     if (mentionsTooLarge(msg)) return new PolicyFileTooLarge(msg, c);
-    if (kind === 'fileops-target') return new AlreadyExists(msg, c);
+    // On create_folder/move/copy a 403 means "target exists", unless the server says otherwise.
+    if (kind === 'fileops-target' && !/no access|permission|not allowed|into itself|root folder/i.test(msg)) return new AlreadyExists(msg, c);
     return new Forbidden(msg, c);
   }
   if (st === 400 || st === 409 || st === 422) {

@@ -136,6 +136,8 @@ export interface RootCreate {
   default?: boolean;
   description?: string;
   dept_share?: boolean;
+  /** Server extension: a backup root (account info type "backup"). */
+  backup?: boolean;
 }
 
 export interface RootUpdate {
