@@ -1,2 +1,247 @@
-import type { CmdDef } from './args.js';
-export const vboxxCommands: CmdDef[] = [];
+// `cloudmount vboxx ...`: account info, share links and the management API, each mapped onto
+// one VboxxClient method; tables by default, --json for scripts.
+import { bool, int, intArg, str, UsageError, type CmdDef, type OptDef, type Parsed } from './args.js';
+import { connectOptions, resolveTarget, passwordFor, explainRemoteError, clientOptions } from './target.js';
+import { formatRecord, formatTable, humanBytes, out, printJson, type Row } from './output.js';
+import { parseFields, fieldList, type FieldSpec } from './fields.js';
+import { readPasswordFile } from './password.js';
+import { log } from './context.js';
+import type { VboxxClient, VboxxRemote, Paged } from '../remote/vboxx/index.js';
+
+const jsonOpt: OptDef = { name: 'json', desc: 'Print JSON instead of a table' };
+const pageOpts: OptDef[] = [
+  { name: 'page', value: 'N', desc: 'Page to show (10 items per page; default 1)' },
+  { name: 'all', desc: 'Follow every page and show all items' },
+];
+const newPwOpt: OptDef = { name: 'new-password-file', value: 'FILE', desc: 'Read the new person\'s password from FILE (never from argv)' };
+
+type Ctx = { client: VboxxClient; remote: VboxxRemote; p: Parsed };
+
+async function withVboxx(p: Parsed, fn: (c: Ctx) => Promise<void>): Promise<number> {
+  const t = resolveTarget('vboxx', p);
+  const password = await passwordFor(t, p);
+  const { createVboxxRemote } = await import('../remote/vboxx/index.js');
+  const remote = createVboxxRemote({ ...clientOptions(t, password), root: str(p, 'root') ?? t.root });
+  try {
+    await fn({ client: remote.client, remote, p });
+  } catch (e) {
+    explainRemoteError(e, t);
+  } finally {
+    await remote.close().catch(() => {});
+  }
+  return 0;
+}
+
+function vcmd(path: string[], args: string, summary: string, options: OptDef[], min: number, max: number,
+  fn: (c: Ctx) => Promise<void>, details?: string): CmdDef {
+  return {
+    path: ['vboxx', ...path], args, summary, details, minArgs: min, maxArgs: max,
+    options: [...options, ...connectOptions('vboxx'), jsonOpt],
+    run: (p) => withVboxx(p, fn),
+  };
+}
+
+function show(p: Parsed, obj: unknown, columns?: string[]): void {
+  if (bool(p, 'json')) return printJson(obj);
+  if (Array.isArray(obj)) return out(formatTable(obj as Row[], columns));
+  out(formatRecord(obj as Row));
+}
+
+function showPaged<T>(p: Parsed, pg: Paged<T>, columns: string[], what: string): void {
+  if (bool(p, 'json')) return printJson({ page: pg.page, total_pages: pg.total_pages, total: pg.total, items: pg.items });
+  out(formatTable(pg.items as unknown as Row[], columns));
+  if (!bool(p, 'all') && pg.total_pages > 1) {
+    out(`page ${pg.page} of ${pg.total_pages}${pg.total !== null ? ` (${pg.total} ${what})` : ''}; --page N or --all for more\n`);
+  }
+}
+
+const pageArgs = (p: Parsed) => {
+  const page = int(p, 'page');
+  if (page !== undefined && page < 1) throw new UsageError('--page starts at 1');
+  if (page !== undefined && bool(p, 'all')) throw new UsageError('--page and --all exclude each other');
+  return { ...(page !== undefined ? { page } : {}), all: bool(p, 'all') };
+};
+
+const id = (p: Parsed, i = 0, what = 'ID') => intArg(p.args[i]!, what);
+
+function orgId(p: Parsed): number {
+  const v = int(p, 'org');
+  if (v === undefined) throw new UsageError('--org ID is required');
+  return v;
+}
+
+function newPassword(p: Parsed): string | undefined {
+  const f = str(p, 'new-password-file');
+  return f ? readPasswordFile(f, (m) => log.warn(m)) : undefined;
+}
+
+const orgOpt: OptDef = { name: 'org', value: 'ID', desc: 'Organization whose items to list' };
+const throttleFields: FieldSpec[] = [
+  { name: 'bandwidth_throttle', type: 'int' }, { name: 'throttle_exception_dow', type: 'dow' },
+  { name: 'throttle_exception_days', type: 'str' }, { name: 'throttle_exception_start', type: 'str' },
+  { name: 'throttle_exception_end', type: 'str' }, { name: 'throttle_exception_throttle', type: 'int' },
+];
+const F = {
+  personCreate: [
+    { name: 'company_id', type: 'int', required: true }, { name: 'first_name', type: 'str', required: true },
+    { name: 'last_name', type: 'str', required: true }, { name: 'email', type: 'str', required: true },
+    { name: 'username', type: 'str' }, { name: 'space_quota', type: 'int' }, { name: 'mobile_phone', type: 'str' },
+    { name: 'mobile_service_provider_id', type: 'int' }, { name: 'site_admin', type: 'bool' },
+    { name: 'system_admin', type: 'bool' }, { name: 'create_root', type: 'bool' },
+  ] as FieldSpec[],
+  personUpdate: [
+    { name: 'first_name', type: 'str' }, { name: 'last_name', type: 'str' }, { name: 'company_id', type: 'int' },
+    { name: 'space_quota', type: 'int' }, { name: 'mobile_phone', type: 'str' }, { name: 'mobile_service_provider_id', type: 'int' },
+    { name: 'system_admin', type: 'bool' }, { name: 'site_admin', type: 'bool' },
+  ] as FieldSpec[],
+  orgCreate: [
+    { name: 'name', type: 'str', required: true }, { name: 'contact_email', type: 'str', required: true },
+    { name: 'slug', type: 'str', required: true }, { name: 'policy', type: 'str', required: true },
+    { name: 'parent_id', type: 'int', required: true }, { name: 'hostname', type: 'str' }, { name: 'description', type: 'str' },
+    ...throttleFields,
+  ] as FieldSpec[],
+  orgUpdate: [
+    { name: 'name', type: 'str' }, { name: 'description', type: 'str' }, { name: 'contact_email', type: 'str' },
+    { name: 'slug', type: 'str' }, { name: 'policy', type: 'str' }, { name: 'hostname', type: 'str' }, ...throttleFields,
+  ] as FieldSpec[],
+  policyUpdate: [
+    { name: 'space_quota', type: 'int' }, { name: 'max_file_size', type: 'int' }, { name: 'purge_deleted', type: 'bool' },
+    { name: 'trim_revisions', type: 'bool' }, { name: 'excluded_extensions', type: 'str' }, { name: 'user_purge_deleted', type: 'bool' },
+    { name: 'purge_deleted_frequency', type: 'int' }, { name: 'user_trim_revisions', type: 'bool' },
+    { name: 'user_create_backups', type: 'bool' }, { name: 'trim_revisions_x', type: 'int' },
+  ] as FieldSpec[],
+  rootCreate: [
+    { name: 'company_id', type: 'int', required: true }, { name: 'name', type: 'str', required: true },
+    { name: 'person_id', type: 'int' }, { name: 'default', type: 'bool' }, { name: 'description', type: 'str' },
+    { name: 'dept_share', type: 'bool' },
+  ] as FieldSpec[],
+  rootUpdate: [
+    { name: 'company_id', type: 'int' }, { name: 'name', type: 'str' }, { name: 'description', type: 'str' },
+    { name: 'person_id', type: 'int' }, { name: 'default', type: 'bool' },
+  ] as FieldSpec[],
+  machineUpdate: throttleFields,
+  activityCreate: [
+    { name: 'activity_type_id', type: 'int', required: true }, { name: 'actor_id', type: 'int', required: true },
+    { name: 'actor_type', type: 'str', required: true }, { name: 'acted_on_id', type: 'int', required: true },
+    { name: 'acted_on_type', type: 'str', required: true }, { name: 'actor_text', type: 'str' },
+    { name: 'acted_on_text', type: 'str' }, { name: 'data_text', type: 'str' },
+  ] as FieldSpec[],
+};
+
+function fieldsHelp(specs: FieldSpec[]): string {
+  return `Fields (FIELD=VALUE; * = required): ${fieldList(specs)}`;
+}
+
+function updateFields(p: Parsed, specs: FieldSpec[]): Record<string, string | number | boolean> {
+  const f = parseFields(p.args.slice(1), specs, { secret: ['password'], requireAll: false });
+  return f;
+}
+
+function created(p: Parsed, r: Record<string, unknown>, what: string): void {
+  if (bool(p, 'json')) return printJson(r);
+  out(`${what} ${r.id ?? ''} (${r.code ?? 'ok'})\n`);
+}
+
+const personCols = ['id', 'first_name', 'last_name', 'email', 'username'];
+const orgCols = ['id', 'parent_id', 'name', 'slug', 'email', 'active'];
+const rootCols = ['root_id', 'name', 'company_name', 'username', 'file_count', 'physical_space', 'dept_share', 'backup'];
+const activityCols = ['id', 'created', 'actor_text', 'action_text', 'acted_on_type', 'acted_on_text'];
+
+export const vboxxCommands: CmdDef[] = [
+  vcmd(['info'], '', 'Show the account: user, space usage and quota, roots.', [], 0, 0, async ({ client, p }) => {
+    const a = await client.accountInfo();
+    if (bool(p, 'json')) return printJson(a);
+    out(formatRecord({
+      id: a.id, name: a.display_name ?? [a.first_name, a.last_name].filter(Boolean).join(' '), email: a.email,
+      used: `${humanBytes(a.space_usage)} (${a.space_usage} bytes)`, quota: a.space_quota === null ? 'unlimited' : `${humanBytes(a.space_quota)} (${a.space_quota} bytes)`,
+      default_root: a.root_id,
+    }));
+    out('\n' + formatTable(a.roots.map((r) => ({ id: r.id, name: r.name, type: r.type, used: humanBytes(r.space_used ?? 0) })), ['id', 'name', 'type', 'used']));
+  }),
+  vcmd(['share'], 'PATH', 'Create a share link for PATH (/<root name>/path, or a path in --root).',
+    [{ name: 'root', value: 'ID|NAME', desc: 'PATH is inside this root (as `mount --root`)' }], 1, 1, async ({ remote, p }) => {
+      const path = p.args[0]!.startsWith('/') ? p.args[0]! : '/' + p.args[0]!;
+      const link = await remote.shareLink(path);
+      if (bool(p, 'json')) return printJson({ path, ...link });
+      out(link.url + '\n');
+    }, 'Without --root the first path component names a root, as in a mount of all roots.'),
+
+  // person
+  vcmd(['admin', 'person', 'get'], '[ID]', 'Show a person (without ID: yourself).',
+    [{ name: 'full', desc: 'Include the organization instead of its id' }], 0, 1, async ({ client, p }) => {
+      if (!p.args.length) { if (bool(p, 'full')) throw new UsageError('--full needs an ID'); return show(p, await client.person()); }
+      show(p, bool(p, 'full') ? await client.personFull(id(p)) : await client.personById(id(p)));
+    }),
+  vcmd(['admin', 'person', 'list'], '', 'List the persons of an organization.', [orgOpt, ...pageOpts], 0, 0, async ({ client, p }) => {
+    showPaged(p, await client.organizationList(orgId(p), 'persons', pageArgs(p)), personCols, 'persons');
+  }),
+  vcmd(['admin', 'person', 'create'], 'FIELD=VALUE...', 'Create a person.', [newPwOpt], 1, Infinity, async ({ client, p }) => {
+    const f = parseFields(p.args, F.personCreate, { secret: ['password'] });
+    const pw = newPassword(p);
+    if (!pw) throw new UsageError('--new-password-file FILE is required (the password never goes on the command line)');
+    created(p, await client.createPerson({ ...(f as any), password: pw }), 'created person');
+  }, fieldsHelp(F.personCreate)),
+  vcmd(['admin', 'person', 'update'], 'ID FIELD=VALUE...', 'Update a person.', [newPwOpt], 1, Infinity, async ({ client, p }) => {
+    const f = updateFields(p, F.personUpdate);
+    const pw = newPassword(p);
+    if (!Object.keys(f).length && !pw) throw new UsageError(`nothing to update (fields: ${fieldList(F.personUpdate)})`);
+    created(p, await client.updatePerson({ id: id(p), ...(f as any), ...(pw ? { password: pw } : {}) }), 'updated person');
+  }, fieldsHelp(F.personUpdate)),
+
+  // organization
+  vcmd(['admin', 'org', 'get'], 'ID', 'Show an organization.', [], 1, 1, async ({ client, p }) => show(p, await client.organization(id(p)))),
+  vcmd(['admin', 'org', 'list'], 'ID', 'List the organizations under organization ID.', pageOpts, 1, 1, async ({ client, p }) => {
+    showPaged(p, await client.organizationList(id(p), 'organizations', pageArgs(p)), orgCols, 'organizations');
+  }),
+  vcmd(['admin', 'org', 'create'], 'FIELD=VALUE...', 'Create an organization.', [], 1, Infinity, async ({ client, p }) => {
+    created(p, await client.createOrganization(parseFields(p.args, F.orgCreate) as any), 'created organization');
+  }, fieldsHelp(F.orgCreate)),
+  vcmd(['admin', 'org', 'update'], 'ID FIELD=VALUE...', 'Update an organization.', [], 2, Infinity, async ({ client, p }) => {
+    created(p, await client.updateOrganization({ id: id(p), ...(updateFields(p, F.orgUpdate) as any) }), 'updated organization');
+  }, fieldsHelp(F.orgUpdate)),
+
+  // policy
+  vcmd(['admin', 'policy', 'get'], 'ID', 'Show the policy of organization ID.', [], 1, 1, async ({ client, p }) => show(p, await client.policy(id(p)))),
+  vcmd(['admin', 'policy', 'update'], 'ID FIELD=VALUE...', 'Update the policy of organization ID.', [], 2, Infinity, async ({ client, p }) => {
+    created(p, await client.updatePolicy({ id: id(p), ...(updateFields(p, F.policyUpdate) as any) }), 'updated policy');
+  }, fieldsHelp(F.policyUpdate)),
+
+  // root
+  vcmd(['admin', 'root', 'get'], 'ID', 'Show a root.', [], 1, 1, async ({ client, p }) => show(p, await client.root(id(p)))),
+  vcmd(['admin', 'root', 'list'], '', 'List the roots of an organization.', [orgOpt, ...pageOpts], 0, 0, async ({ client, p }) => {
+    showPaged(p, await client.organizationList(orgId(p), 'roots', pageArgs(p)), rootCols, 'roots');
+  }),
+  vcmd(['admin', 'root', 'create'], 'FIELD=VALUE...', 'Create a root.', [], 1, Infinity, async ({ client, p }) => {
+    created(p, await client.createRoot(parseFields(p.args, F.rootCreate) as any), 'created root');
+  }, fieldsHelp(F.rootCreate)),
+  vcmd(['admin', 'root', 'update'], 'ID FIELD=VALUE...', 'Update a root.', [], 2, Infinity, async ({ client, p }) => {
+    created(p, await client.updateRoot({ id: id(p), ...(updateFields(p, F.rootUpdate) as any) }), 'updated root');
+  }, fieldsHelp(F.rootUpdate)),
+
+  // machine
+  vcmd(['admin', 'machine', 'get'], 'ID', 'Show a machine.', [], 1, 1, async ({ client, p }) => show(p, await client.machine(id(p)))),
+  vcmd(['admin', 'machine', 'list'], '', 'List the machines of an organization.', [orgOpt, ...pageOpts], 0, 0, async ({ client, p }) => {
+    showPaged(p, await client.organizationList(orgId(p), 'machines', pageArgs(p)), ['id', 'name', 'hostname', 'bandwidth_throttle'], 'machines');
+  }),
+  vcmd(['admin', 'machine', 'update'], 'ID FIELD=VALUE...', 'Update a machine\'s bandwidth settings.', [], 2, Infinity, async ({ client, p }) => {
+    created(p, await client.updateMachine({ id: id(p), ...(updateFields(p, F.machineUpdate) as any) }), 'updated machine');
+  }, fieldsHelp(F.machineUpdate)),
+
+  // activity
+  vcmd(['admin', 'activity', 'get'], 'ID', 'Show one activity.', [], 1, 1, async ({ client, p }) => show(p, await client.activity(id(p)))),
+  vcmd(['admin', 'activity', 'list'], '', 'List the activities of a person or an organization.',
+    [{ name: 'person', value: 'ID', desc: 'Activities of this person' }, { name: 'org', value: 'ID', desc: 'Activities of this organization' }, ...pageOpts],
+    0, 0, async ({ client, p }) => {
+      const person = int(p, 'person');
+      const org = int(p, 'org');
+      if ((person === undefined) === (org === undefined)) throw new UsageError('give exactly one of --person ID or --org ID');
+      const pg = person !== undefined ? await client.activities('person', person, pageArgs(p)) : await client.activities('organization', org!, pageArgs(p));
+      showPaged(p, pg, activityCols, 'activities');
+    }),
+  vcmd(['admin', 'activity', 'create'], 'FIELD=VALUE...', 'Record an activity.', [], 1, Infinity, async ({ client, p }) => {
+    created(p, await client.createActivity(parseFields(p.args, F.activityCreate) as any), 'created activity');
+  }, fieldsHelp(F.activityCreate)),
+  vcmd(['admin', 'activity', 'types'], '', 'List the activity types.', [], 0, 0, async ({ client, p }) => {
+    show(p, await client.activityTypes(), ['id', 'activity', 'machine_scope', 'user_scope', 'system_scope']);
+  }),
+];
