@@ -59,6 +59,8 @@ const BY_CODE: Record<string, ErrnoName> = {
   READ_ONLY: 'EROFS',
   NO_SPACE: 'ENOSPC',
   UNSUPPORTED: 'ENOTSUP',
+  // mv falls back to copy + delete on EXDEV, which is what a move between vBoxx roots needs.
+  CROSS_DEVICE: 'EXDEV',
   METHOD_NOT_ALLOWED: 'ENOTSUP',
   NO_XATTR: 'ENODATA',
   INVALID_NAME: 'EINVAL',

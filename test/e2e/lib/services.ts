@@ -1,0 +1,215 @@
+// Shared setup of the e2e tests: reference servers in a child process, drives of either service
+// mounted in another child process, and small async helpers (the test process must never block
+// on the mount with sync fs: see emu-child.ts).
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
+
+export type Kind = 'maxxo' | 'vboxx';
+export const KINDS: Kind[] = ['maxxo', 'vboxx'];
+
+export const DEMO: Record<Kind, { user: string; password: string }> = {
+  maxxo: { user: 'demo@maxxo.test', password: 'demo-password' },
+  vboxx: { user: 'demo', password: 'demo-password' },
+};
+
+const EMU_CHILD = fileURLToPath(new URL('./emu-child.js', import.meta.url));
+
+export interface Servers {
+  url: string;
+  dataDir: string;
+  sql<T = unknown>(sql: string, params?: unknown[]): Promise<T>;
+  maxxoFolder(email?: string): Promise<string>;
+  stats(): Promise<Record<string, number>>;
+  resetStats(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startServers(): Promise<Servers> {
+  const child: ChildProcess = spawn(process.execPath, [EMU_CHILD], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let buf = '';
+  let nextId = 1;
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let onReady!: (info: { url: string; dataDir: string }) => void;
+  let onFail!: (e: Error) => void;
+  const ready = new Promise<{ url: string; dataDir: string }>((res, rej) => {
+    onReady = res;
+    onFail = rej;
+  });
+  child.on('exit', (code) => {
+    onFail(new Error(`emulator child exited (${code})`));
+    for (const p of pending.values()) p.reject(new Error('emulator child exited'));
+  });
+  child.stdout!.on('data', (d) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.startsWith('READY ')) onReady(JSON.parse(line.slice(6)));
+      else if (line.startsWith('RESULT ')) {
+        const r = JSON.parse(line.slice(7)) as { id: number; ok: boolean; value?: unknown; error?: string };
+        const p = pending.get(r.id);
+        pending.delete(r.id);
+        if (r.ok) p?.resolve(r.value);
+        else p?.reject(new Error(r.error));
+      }
+    }
+  });
+  const info = await ready;
+  const call = (cmd: Record<string, unknown>) =>
+    new Promise<unknown>((resolve, reject) => {
+      const id = nextId++;
+      pending.set(id, { resolve, reject });
+      child.stdin!.write(JSON.stringify({ ...cmd, id }) + '\n');
+    });
+  return {
+    url: info.url,
+    dataDir: info.dataDir,
+    sql: (sql, params = []) => call({ op: 'sql', sql, params }) as Promise<any>,
+    maxxoFolder: (email = DEMO.maxxo.user) => call({ op: 'maxxoFolder', email }) as Promise<string>,
+    async stats() {
+      const r = await fetch(`${info.url}/_emulator/stats`);
+      return (await r.json()) as Record<string, number>;
+    },
+    async resetStats() {
+      await fetch(`${info.url}/_emulator/stats/reset`, { method: 'POST' });
+    },
+    async close() {
+      if (child.exitCode !== null) return;
+      child.stdin!.end();
+      await new Promise<void>((r) => {
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          r();
+        }, 10_000);
+        child.once('exit', () => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    },
+  };
+}
+
+export interface Drive extends MountHandle {
+  kind: Kind;
+  /** Folder inside the mount where the account's files are (vBoxx: the "Files" root). */
+  base: string;
+  /** Absolute path under base. */
+  p(...parts: string[]): string;
+}
+
+export interface DriveOptions {
+  cacheDir?: string;
+  root?: string;
+  vfs?: ChildConfig['vfs'];
+  mount?: ChildConfig['mount'];
+  logLevel?: string;
+}
+
+/** Mounts the demo account of `kind` in a child process; torn down with the test. */
+export async function mountService(t: ExecutionContext, s: Servers, kind: Kind, o: DriveOptions = {}): Promise<Drive> {
+  const mnt = tempDir(t, `cm-mnt-${kind}-`);
+  const cacheDir = o.cacheDir ?? tempDir(t, `cm-cache-${kind}-`);
+  const h = await mountChild(t, {
+    kind,
+    server: s.url,
+    user: DEMO[kind].user,
+    password: DEMO[kind].password,
+    root: o.root,
+    mountpoint: mnt,
+    accountId: `${kind}-demo`,
+    cacheDir,
+    vfs: { writebackDelayMs: 100, opTimeoutMs: 30_000, attrTtlMs: 1000, dirTtlMs: 5000, negativeTtlMs: 500, ...(o.vfs ?? {}) },
+    mount: o.mount,
+    client: { timeoutMs: 20_000, maxRetryTimeMs: 25_000 },
+    logLevel: o.logLevel ?? 'warn',
+  });
+  const base = kind === 'vboxx' && !o.root ? path.join(h.mnt, 'Files') : h.mnt;
+  return { ...h, kind, base, p: (...parts: string[]) => path.join(base, ...parts) };
+}
+
+let seq = 0;
+/** A unique folder name for one test (tests of a file share one server). */
+export function uniq(prefix = 't'): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
+}
+
+export function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export async function sha256File(file: string): Promise<string> {
+  return sha256(await fsp.readFile(file));
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program (never a shell string with user data), without blocking the test process. */
+export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const c = execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as any).code === 'number' ? (err as any).code : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+    if (opts.input !== undefined) c.stdin!.end(opts.input);
+  });
+}
+
+/** Runs a bash script with positional arguments ($1...): data stays out of the script text. */
+export function sh(script: string, args: string[] = [], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return run('bash', ['-c', script, 'sh', ...args], opts);
+}
+
+/** Expects an fs promise to fail with `code`. */
+export async function errCode(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'OK';
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? String(e);
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls until fn() is truthy (bounded). */
+export async function eventually<T>(fn: () => Promise<T>, ms = 20_000, step = 200): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => undefined as T);
+    if (v || Date.now() > end) return v;
+    await sleep(step);
+  }
+}
+
+/** Deterministic pseudo-random bytes. */
+export function randomBytesSeeded(n: number, seed = 1): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+/** Sum of the server's request counters whose route matches re. */
+export function countRoutes(stats: Record<string, number>, re: RegExp): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(stats)) if (re.test(k)) n += v;
+  return n;
+}

@@ -1,0 +1,202 @@
+// Mounts a drive in a child process (test/helpers/mount-child.ts) for an e2e test, and makes
+// sure no mount outlives the test: teardown sends SIGTERM (clean unmount), waits, then falls back
+// to `fusermount -uz` + SIGKILL. The test process itself may then use fs freely.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import type { VfsOptions, DriveStatus } from '../../src/vfs/api.js';
+import type { MountOptions } from '../../src/fuse/mount.js';
+
+export type RemoteKind = 'memory' | 'maxxo' | 'vboxx';
+
+export interface ChildConfig {
+  kind: RemoteKind;
+  server?: string;
+  user?: string;
+  /** Travels on the child's stdin only. */
+  password?: string;
+  /** vBoxx: mount one root. */
+  root?: string;
+  mountpoint: string;
+  accountId: string;
+  cacheDir: string;
+  vfs?: Partial<Omit<VfsOptions, 'log'>>;
+  mount?: Partial<Omit<MountOptions, 'log' | 'accountId'>>;
+  client?: { timeoutMs?: number; maxAttempts?: number; maxRetryTimeMs?: number; concurrency?: number };
+  logLevel?: string;
+}
+
+export interface MountHandle {
+  mnt: string;
+  cacheDir: string;
+  cfg: ChildConfig;
+  child: ChildProcess;
+  /** Waits until the drive delivered every pending change to the server. */
+  flush(): Promise<void>;
+  status(): Promise<DriveStatus>;
+  /** SIGTERM: the child flushes, unmounts cleanly and exits; resolves with its exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL: leaves a dead mount behind, like a crash. */
+  kill9(): Promise<void>;
+  /** Everything the child wrote to stderr so far (its log). */
+  stderr(): string;
+}
+
+const CHILD = fileURLToPath(new URL('./mount-child.js', import.meta.url));
+const live = new Set<string>();
+const children = new Set<ChildProcess>();
+
+function mountedPaths(): Set<string> {
+  try {
+    const text = fs.readFileSync('/proc/self/mounts', 'utf8');
+    return new Set(text.split('\n').filter(Boolean).map((l) => l.split(' ')[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))));
+  } catch {
+    return new Set();
+  }
+}
+
+export function isMounted(mnt: string): boolean {
+  return mountedPaths().has(mnt);
+}
+
+function forceUnmount(mnt: string): void {
+  if (!isMounted(mnt)) return;
+  try {
+    execFileSync('fusermount', ['-uz', mnt], { stdio: 'ignore', timeout: 10_000 });
+  } catch {
+    try {
+      execFileSync('umount', ['-l', mnt], { stdio: 'ignore', timeout: 10_000 });
+    } catch {
+      // nothing more we can do from here
+    }
+  }
+}
+
+// Last resort if the test process dies without teardown (ava timeout, crash).
+process.on('exit', () => {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  for (const m of live) forceUnmount(m);
+});
+
+/** A fresh temp dir (removed at teardown). */
+export function tempDir(t: ExecutionContext, prefix = 'cm-e2e-'): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => {
+    if (!isMounted(d)) fs.rmSync(d, { recursive: true, force: true });
+  });
+  return d;
+}
+
+const waitExit = (c: ChildProcess, ms: number) =>
+  new Promise<boolean>((resolve) => {
+    if (c.exitCode !== null || c.signalCode !== null) return resolve(true);
+    const t = setTimeout(() => resolve(false), ms);
+    c.once('exit', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+
+/**
+ * Spawns the mount child and resolves once the drive is live. Registers teardown on t, so the
+ * mount goes away even when the test fails.
+ */
+export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { timeoutMs?: number } = {}): Promise<MountHandle> {
+  fs.mkdirSync(cfg.mountpoint, { recursive: true });
+  const child = spawn(process.execPath, [CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.add(child);
+  live.add(cfg.mountpoint);
+  let err = '';
+  let out = '';
+  const waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  child.stderr!.on('data', (d) => {
+    err += d;
+    if (err.length > 200_000) err = err.slice(-100_000);
+  });
+  child.stdout!.on('data', (d) => {
+    out += d;
+    let nl: number;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      const line = out.slice(0, nl);
+      out = out.slice(nl + 1);
+      const i = waiters.findIndex((w) => w.re.test(line));
+      if (i >= 0) {
+        const w = waiters.splice(i, 1)[0]!;
+        w.resolve(line.match(w.re)!);
+      }
+    }
+  });
+  child.stdin!.on('error', () => {});
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
+    children.delete(child);
+    resolve(code);
+  }));
+  const waitLine = (re: RegExp, ms: number, what: string) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${what}: no answer from the mount child in ${ms} ms; stderr:\n${err}`)), ms);
+      waiters.push({ re, resolve: (m) => { clearTimeout(timer); resolve(m[0]!); } });
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`${what}: mount child exited (${code}); stderr:\n${err}`));
+      });
+    });
+
+  let stopped = false;
+  const stop = async (): Promise<number | null> => {
+    if (stopped || child.exitCode !== null) return child.exitCode;
+    stopped = true;
+    child.kill('SIGTERM');
+    const ok = await waitExit(child, 90_000);
+    if (!ok) {
+      forceUnmount(cfg.mountpoint);
+      child.kill('SIGKILL');
+      await waitExit(child, 10_000);
+    }
+    return child.exitCode;
+  };
+
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) await stop();
+    forceUnmount(cfg.mountpoint);
+    live.delete(cfg.mountpoint);
+  });
+
+  const ready = waitLine(/^(MOUNTED|ERROR) /, opts.timeoutMs ?? 60_000, 'mount');
+  child.stdin!.write(JSON.stringify(cfg) + '\n');
+  const line = await ready;
+  if (line.startsWith('ERROR ')) throw new Error(`mount failed: ${line.slice(6)}\n${err}`);
+
+  return {
+    mnt: cfg.mountpoint,
+    cacheDir: cfg.cacheDir,
+    cfg,
+    child,
+    async flush() {
+      const p = waitLine(/^(FLUSHED|FLUSH_ERROR)/, 120_000, 'flush');
+      child.stdin!.write('FLUSH\n');
+      const l = await p;
+      if (l.startsWith('FLUSH_ERROR')) throw new Error(`flush: ${l}`);
+    },
+    async status() {
+      const p = waitLine(/^STATUS /, 30_000, 'status');
+      child.stdin!.write('STATUS\n');
+      return JSON.parse((await p).slice(7)) as DriveStatus;
+    },
+    stop,
+    async kill9() {
+      stopped = true;
+      child.kill('SIGKILL');
+      await waitExit(child, 10_000);
+    },
+    stderr: () => err,
+  };
+}
