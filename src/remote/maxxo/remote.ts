@@ -1,0 +1,375 @@
+// Maxxo as a Remote: control plane through MaxxoClient, file bytes through rsync against the
+// slice's daemon (rsync://LOGIN@IP:PORT/LOGIN/<path>).
+//
+// Decisions where the Maxxo text is silent:
+// - Mount paths "/a/b" are sent as "a/b" (relative to the user's top folder, as in the spec's
+//   examples); the top folder itself as "/".
+// - stat() uses /ops/filesize. It tells files from folders by the row's `type` when the server
+//   sends one (the reference server does); otherwise the parent folder is listed to find out.
+// - move/remove are not repeated blindly (a lost answer may hide a done move): after a transient
+//   failure the paths are checked with filesize and only what is left is done again.
+// - mkdir: the parent must exist (NotFound) and the path must not (AlreadyExists); then an empty
+//   folder is pushed with rsync. upload creates missing parents (--mkpath).
+// - download truncates localFile, then `rsync --append-verify` writes it in place: the file only
+//   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
+//   (onProgress reports the size on disk, polled while rsync runs).
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, open, stat as fsStat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
+import PQueue from 'p-queue';
+import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions } from '../types.js';
+import { Priority } from '../types.js';
+import {
+  RemoteError, NotFound, NotADirectory, IsADirectory, AlreadyExists, NotEmpty, InvalidName, BadRequest, TransferFailed,
+  Cancelled, isRemoteError, type ErrorContext,
+} from '../errors.js';
+import type { ClientOptions } from '../options.js';
+import { validName } from '../names.js';
+import { pathParts } from '../url.js';
+import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
+import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
+import { silentLogger, type Logger } from '../../log.js';
+
+export interface MaxxoRemoteOptions extends ClientOptions {
+  /** rsync binary (default: `rsync` from PATH). */
+  rsyncPath?: string;
+  /** Extra rsync arguments (tests and benchmarks, e.g. --bwlimit). */
+  rsyncExtraArgs?: string[];
+  /** Parallel rsync transfers (default: min(concurrency, 4)). */
+  transfers?: number;
+  /** How often download progress is sampled from the file size (ms, default 50). */
+  progressIntervalMs?: number;
+}
+
+const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
+
+export class MaxxoRemote implements Remote {
+  readonly kind = 'maxxo' as const;
+  readonly capabilities: Capabilities = {
+    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: false,
+    batchStat: true, shareLinks: false, emptyFolders: true,
+  };
+  readonly client: MaxxoClient;
+  /** Running rsync children (tests check that cancel really ends them). */
+  readonly children = new Set<ChildProcess>();
+  /** rsync runs started, retries included. */
+  rsyncRuns = 0;
+  private readonly log: Logger;
+  private readonly transfers: PQueue;
+  private readonly opts: MaxxoRemoteOptions;
+  private slicePromise?: Promise<MaxxoSlice>;
+  private closed = false;
+
+  constructor(opts: MaxxoRemoteOptions) {
+    this.opts = opts;
+    this.client = new MaxxoClient(opts);
+    this.log = opts.log ?? silentLogger;
+    this.transfers = new PQueue({ concurrency: Math.max(1, opts.transfers ?? Math.min(opts.concurrency ?? 8, 4)) });
+  }
+
+  toString(): string { return `MaxxoRemote(${this.client.http.origin})`; }
+  toJSON(): unknown { return { kind: 'maxxo', server: this.client.http.origin }; }
+
+  // ---- metadata ----
+
+  async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
+    const wire = toWire(dir);
+    let rows;
+    try {
+      rows = await this.client.list(wire, opts);
+    } catch (e) {
+      if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound(`no such folder`, { ...errCtx(e), path: dir });
+      if (isRemoteError(e, 'METHOD_BAD_REQUEST')) {
+        const st = await this.stat(dir, opts).catch(() => undefined);
+        if (st && st.type === 'file') throw new NotADirectory('not a folder', { ...errCtx(e), path: dir });
+      }
+      throw e;
+    }
+    const entries: RemoteEntry[] = [];
+    const seen = new Set<string>();
+    for (const r of rows) {
+      const name = r.file.slice(r.file.lastIndexOf('/') + 1);
+      if (!validName(name) || seen.has(name)) {
+        this.log.warn(`maxxo: listing of ${JSON.stringify(dir)} has an unusable entry name ${JSON.stringify(r.file.slice(0, 300))}: dropped`);
+        continue;
+      }
+      seen.add(name);
+      entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
+    }
+    return { entries };
+  }
+
+  async stat(path: string, opts: CallOptions = {}): Promise<RemoteEntry | null> {
+    return (await this.statMany([path], opts))[0]!;
+  }
+
+  async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
+    if (paths.length === 0) return [];
+    const wires = paths.map(toWire);
+    const rows = await this.client.filesize(wires, opts);
+    const out: (RemoteEntry | null)[] = rows.map((r, i) => this.entryOf(paths[i]!, r));
+    // Rows without `type` (a server that does not send it): the parent listing tells folders apart.
+    const untyped = rows.map((r, i) => (r.size >= 0 && !r.type && pathParts(paths[i]!).length > 0 ? i : -1)).filter((i) => i >= 0);
+    if (untyped.length) {
+      const byParent = new Map<string, number[]>();
+      for (const i of untyped) {
+        const parent = parentOf(paths[i]!);
+        byParent.set(parent, [...(byParent.get(parent) ?? []), i]);
+      }
+      await Promise.all([...byParent].map(async ([parent, idx]) => {
+        const listing = await this.list(parent, opts).catch(() => undefined);
+        for (const i of idx) {
+          const name = pathParts(paths[i]!).pop()!;
+          const e = listing?.entries.find((x) => x.name === name);
+          if (e) out[i] = { ...e };
+        }
+      }));
+    }
+    return out;
+  }
+
+  private entryOf(path: string, r: MaxxoSizeRow): RemoteEntry | null {
+    if (r.size < 0) return null;
+    const parts = pathParts(path);
+    if (parts.length === 0) return { name: '', type: 'dir', size: 0 };
+    return { name: parts[parts.length - 1]!, type: r.type === 'd' ? 'dir' : 'file', size: r.size };
+  }
+
+  async move(from: string, to: string, opts: CallOptions = {}): Promise<void> {
+    const src = toWire(from);
+    const dst = toWire(to);
+    if (pathParts(from).length === 0 || pathParts(to).length === 0) throw new BadRequest('cannot move the top folder', { path: from });
+    await this.safely(opts, async () => {
+      try {
+        await this.client.move(src, dst, opts);
+      } catch (e) {
+        if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound('no such file or folder', { ...errCtx(e), path: from });
+        if (isRemoteError(e, 'METHOD_BAD_REQUEST')) throw await this.explainMoveRefusal(from, to, e, opts);
+        throw e;
+      }
+    }, async () => {
+      const [a, b] = await this.statMany([from, to], opts);
+      return a === null && b !== null;
+    });
+  }
+
+  /** METHOD_BAD_REQUEST from ops/move -> what rename(2) would say. */
+  private async explainMoveRefusal(from: string, to: string, e: RemoteError, opts: CallOptions): Promise<RemoteError> {
+    const toParts = pathParts(to);
+    const fromParts = pathParts(from);
+    const ctx = { ...errCtx(e), path: to };
+    if (toParts.length > fromParts.length && fromParts.every((p, i) => toParts[i] === p)) {
+      return new BadRequest('cannot move a folder into itself', ctx);
+    }
+    const [a, b] = await this.statMany([from, to], opts).catch(() => [undefined, undefined]);
+    if (a && b) {
+      if (a.type === 'dir' && b.type === 'dir') return new NotEmpty('destination folder is not empty', ctx);
+      if (a.type === 'file' && b.type === 'dir') return new IsADirectory('destination is a folder', ctx);
+      if (a.type === 'dir' && b.type === 'file') return new NotADirectory('destination is not a folder', ctx);
+      return new AlreadyExists('destination exists', ctx);
+    }
+    return e;
+  }
+
+  async remove(paths: string[], opts: CallOptions = {}): Promise<void> {
+    if (paths.length === 0) return;
+    if (paths.some((p) => pathParts(p).length === 0)) throw new BadRequest('cannot delete the top folder', { path: '/' });
+    let left = paths;
+    await this.safely(opts, async () => {
+      try {
+        await this.client.delete(left.map(toWire), opts);
+      } catch (e) {
+        if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound('no such file or folder', { ...errCtx(e), path: left[0] });
+        throw e;
+      }
+    }, async () => {
+      const st = await this.statMany(left, opts);
+      left = left.filter((_, i) => st[i] !== null);
+      return left.length === 0;
+    });
+  }
+
+  /**
+   * Runs a non-idempotent operation; after a transient failure, `done()` checks whether it took
+   * effect anyway (answer lost) and the operation is repeated only if not, within the retry bounds.
+   */
+  private async safely(opts: CallOptions, op: () => Promise<void>, done: () => Promise<boolean>): Promise<void> {
+    const max = Math.max(1, this.opts.maxAttempts ?? 5);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (e) {
+        if (!(e instanceof RemoteError) || !e.retryable || attempt >= max || opts.signal?.aborted) throw e;
+        let finished = false;
+        try { finished = await done(); } catch { throw e; }
+        if (finished) return;
+        await sleep(backoff(attempt), opts.signal);
+      }
+    }
+  }
+
+  async statfs(opts: CallOptions = {}): Promise<StatFs> {
+    const q = await this.client.quota(opts);
+    return { total: q.quota > 0 ? q.quota : null, used: Math.max(0, q.normal) };
+  }
+
+  // ---- data plane ----
+
+  async mkdir(path: string, opts: CallOptions = {}): Promise<void> {
+    const parts = pathParts(path);
+    toWire(path);
+    if (parts.length === 0) throw new AlreadyExists('the top folder exists', { path });
+    const parent = parentOf(path);
+    const [self, par] = await this.statMany([path, parent], opts);
+    if (self) throw new AlreadyExists('already exists', { path });
+    if (!par) throw new NotFound('parent folder does not exist', { path: parent });
+    if (par.type !== 'dir') throw new NotADirectory('parent is not a folder', { path: parent });
+    const empty = await mkdtemp(join(tmpdir(), 'cloudmount-mkdir-'));
+    try {
+      await this.rsync(path, opts, (url) => ['-d', empty + '/', `${url}/${parts.join('/')}/`], undefined);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
+  }
+
+  async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
+    const parts = pathParts(path);
+    toWire(path);
+    if (parts.length === 0) throw new IsADirectory('cannot upload onto the top folder', { path });
+    const local = resolvePath(localFile);
+    const st = await fsStat(local);
+    if (!st.isFile()) throw new BadRequest('upload source is not a regular file', { path });
+    let last = -1;
+    const onLine = (l: string) => {
+      const n = parseProgress(l);
+      if (n !== undefined && n > last) { last = n; opts.onProgress?.(n); }
+    };
+    // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
+    await this.rsync(path, opts, (url) => ['-I', '--mkpath', '--info=progress2', '--outbuf=L', local, `${url}/${parts.join('/')}`], onLine);
+    const e = await this.stat(path, opts);
+    if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
+    if (e.size > last) opts.onProgress?.(e.size);
+    return e;
+  }
+
+  async download(path: string, localFile: string, opts: TransferOptions = {}): Promise<void> {
+    const parts = pathParts(path);
+    toWire(path);
+    if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path });
+    const local = resolvePath(localFile);
+    await (await open(local, 'w')).close();
+    let reported = 0;
+    const poll = async () => {
+      try {
+        const s = await fsStat(local);
+        if (s.size > reported) { reported = s.size; opts.onProgress?.(s.size); }
+      } catch { /* not there yet */ }
+    };
+    const timer = setInterval(() => { void poll(); }, this.opts.progressIntervalMs ?? 50);
+    try {
+      const r = await this.rsync(path, opts,
+        (url) => ['-I', '--append-verify', `${url}/${escapeSource(parts.join('/'))}`, local], undefined);
+      const dirErr = skippedDirectory(r, { path });
+      if (dirErr) throw dirErr;
+    } finally {
+      clearInterval(timer);
+    }
+    await poll();
+  }
+
+  /**
+   * One rsync transfer through the transfer queue with bounded retries: transient exit codes are
+   * repeated with backoff; an auth failure refreshes the slice (new Cloudstore password) once.
+   */
+  private async rsync(path: string, opts: CallOptions, args: (url: string) => string[],
+    onLine: ((l: string) => void) | undefined): Promise<RsyncResult> {
+    const ctx: ErrorContext = { path };
+    const max = Math.max(1, this.opts.maxAttempts ?? 5);
+    const deadline = Date.now() + (this.opts.maxRetryTimeMs ?? 60_000);
+    const secs = Math.max(1, Math.ceil((this.opts.timeoutMs ?? 30_000) / 1000));
+    let reSliced = false;
+    for (let attempt = 1; ; attempt++) {
+      if (this.closed) throw new Cancelled('remote closed', ctx);
+      const slice = await this.slice(opts);
+      const host = slice.ip.includes(':') ? `[${slice.ip}]` : slice.ip;
+      const url = `rsync://${slice.login}@${host}:${slice.port}/${slice.login}`;
+      const argv = ['-s', '--no-motd', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
+      this.rsyncRuns++;
+      const r = await this.transfers.add(() => runRsync({
+        args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
+      }, ctx), { priority: opts.priority ?? Priority.background, signal: opts.signal })
+        .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
+      if (r.code === 0) return r;
+      const f = rsyncFailure(r, ctx, slice.rsync);
+      if (f.authFailed && !reSliced) {
+        reSliced = true;
+        this.slicePromise = undefined;
+        attempt--;
+        continue;
+      }
+      const delay = backoff(attempt);
+      if (!f.transient || attempt >= max || Date.now() + delay > deadline) throw f.error;
+      this.log.debug(`maxxo: rsync transfer failed (${f.error.code}), retrying (attempt ${attempt + 1}/${max})`);
+      await sleep(delay, opts.signal).catch(() => { throw new Cancelled('transfer cancelled', ctx); });
+    }
+  }
+
+  /** The slice (rsync host, login, password), fetched once and cached. */
+  private slice(opts: CallOptions): Promise<MaxxoSlice> {
+    if (!this.slicePromise) {
+      const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).then((s) => {
+        if (!SAFE_LOGIN.test(s.login) || /[/@\s]/.test(s.ip)) throw new RemoteError('BAD_RESPONSE', 'unusable slice login or address', { path: '/api/1/slice' });
+        return s;
+      });
+      this.slicePromise = p;
+      p.catch(() => { if (this.slicePromise === p) this.slicePromise = undefined; });
+    }
+    return this.slicePromise;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.transfers.clear();
+    for (const c of this.children) c.kill('SIGTERM');
+    await this.client.close();
+  }
+}
+
+export function createMaxxoRemote(opts: MaxxoRemoteOptions): MaxxoRemote {
+  return new MaxxoRemote(opts);
+}
+
+/** Mount path -> Maxxo path ("/" for the top). Refuses components that are not plain names. */
+function toWire(path: string): string {
+  const parts = pathParts(path);
+  for (const p of path.split('/')) {
+    if (p === '..' || p.includes('\0')) throw new InvalidName('invalid path component', { path });
+  }
+  for (const p of parts) if (!validName(p)) throw new InvalidName('invalid path component', { path });
+  return parts.length ? parts.join('/') : '/';
+}
+
+function parentOf(path: string): string {
+  const parts = pathParts(path);
+  parts.pop();
+  return '/' + parts.join('/');
+}
+
+function errCtx(e: RemoteError): ErrorContext {
+  return { status: e.status, method: e.method };
+}
+
+function backoff(attempt: number): number {
+  return Math.random() * Math.min(5000, 200 * 2 ** (attempt - 1));
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,120 @@
+// The real `rsync` binary against the slice's rsync daemon (Maxxo data plane).
+// The Cloudstore password goes to the child in RSYNC_PASSWORD only (never argv, never logs), in a
+// minimal environment so nothing of ours (RSYNC_RSH, RSYNC_PROXY, ...) changes how rsync behaves.
+import { spawn, type ChildProcess } from 'node:child_process';
+import {
+  RemoteError, AuthFailed, NotFound, IsADirectory, NoSpace, Cancelled, TransferFailed, Timeout, type ErrorContext,
+} from '../errors.js';
+import { redact } from '../../log.js';
+
+export interface RsyncRun {
+  args: string[];
+  password: string;
+  signal?: AbortSignal;
+  /** Every line (split on \r and \n) rsync writes to stdout, e.g. --info=progress2 updates. */
+  onLine?: (line: string) => void;
+  /** Track the child (tests, close()). */
+  children?: Set<ChildProcess>;
+  rsyncPath?: string;
+}
+
+export interface RsyncResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+
+const KILL_GRACE_MS = 2000;
+
+/** Runs rsync; resolves with its exit status (never rejects except Cancelled on abort). */
+export function runRsync(run: RsyncRun, ctx: ErrorContext): Promise<RsyncResult> {
+  return new Promise((resolve, reject) => {
+    if (run.signal?.aborted) return reject(new Cancelled('transfer cancelled', ctx));
+    const child = spawn(run.rsyncPath ?? 'rsync', run.args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', RSYNC_PASSWORD: run.password },
+    });
+    run.children?.add(child);
+    let stdout = '';
+    let stderr = '';
+    let partial = '';
+    let killTimer: NodeJS.Timeout | undefined;
+    let cancelled = false;
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => {
+      if (stdout.length < 16384) stdout += d;
+      if (!run.onLine) return;
+      partial += d;
+      const parts = partial.split(/[\r\n]/);
+      partial = parts.pop() ?? '';
+      for (const l of parts) if (l.trim()) run.onLine(l);
+    });
+    child.stderr!.on('data', (d: string) => { if (stderr.length < 16384) stderr += d; });
+    const onAbort = () => {
+      cancelled = true;
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
+    };
+    run.signal?.addEventListener('abort', onAbort, { once: true });
+    child.once('error', (e) => {
+      run.signal?.removeEventListener('abort', onAbort);
+      run.children?.delete(child);
+      reject(new TransferFailed(`cannot run rsync: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { ...ctx, cause: e }));
+    });
+    child.once('close', (code, sig) => {
+      if (killTimer) clearTimeout(killTimer);
+      run.signal?.removeEventListener('abort', onAbort);
+      run.children?.delete(child);
+      if (partial.trim() && run.onLine) run.onLine(partial);
+      if (cancelled) return reject(new Cancelled('transfer cancelled', ctx));
+      resolve({ code, signal: sig, stdout, stderr });
+    });
+  });
+}
+
+/** Exit codes worth repeating: protocol start (non-auth), socket I/O, data stream, timeouts. */
+const TRANSIENT = new Set([5, 10, 12, 30, 35]);
+
+export interface RsyncFailure { error: RemoteError; transient: boolean; authFailed: boolean }
+
+/** Typed error for a failed rsync run; `secret` is scrubbed from the text it quotes. */
+export function rsyncFailure(r: RsyncResult, ctx: ErrorContext, secret: string): RsyncFailure {
+  const text = r.stderr + '\n' + r.stdout;
+  const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+  // The most telling line: rsync's own complaint, not its trailing "rsync error: ... (code N)".
+  const telling = lines.find((l) => /^(@ERROR|rsync: |ERROR)/.test(l)) ?? lines[lines.length - 1] ?? '';
+  let detail = telling.replace(/^rsync:\s*/, '').slice(0, 300);
+  if (secret) detail = detail.split(secret).join('***');
+  detail = redact(detail);
+  const msg = `rsync failed (exit ${r.code ?? r.signal})${detail ? ': ' + detail : ''}`;
+  if (/auth failed/i.test(text)) return { error: new AuthFailed('rsync authentication failed', ctx), transient: false, authFailed: true };
+  if (/No space left on device|Disk quota exceeded/i.test(text)) return { error: new NoSpace(msg, ctx), transient: false, authFailed: false };
+  if ((r.code === 23 || r.code === 11) && /No such file or directory/.test(text)) {
+    return { error: new NotFound(msg, ctx), transient: false, authFailed: false };
+  }
+  if (r.code === 30 || r.code === 35) return { error: new Timeout(msg, ctx), transient: true, authFailed: false };
+  const transient = r.code !== null && TRANSIENT.has(r.code);
+  return { error: transient ? new TransferFailed(msg, ctx) : new RemoteError('TRANSFER_FAILED', msg, ctx, false), transient, authFailed: false };
+}
+
+/** A successful download run that only said "skipping directory": the source is a folder. */
+export function skippedDirectory(r: RsyncResult, ctx: ErrorContext): RemoteError | undefined {
+  return /skipping directory/.test(r.stdout + r.stderr) ? new IsADirectory('is a folder', ctx) : undefined;
+}
+
+/**
+ * Remote source path for the daemon: it glob-expands sources, so `* ? [` are escaped. A name that
+ * has both wildcards and a backslash cannot be escaped in a way rsync's receiver accepts; its
+ * backslashes become `?` (matching any one character, in practice only the backslash itself).
+ */
+export function escapeSource(path: string): string {
+  if (!/[*?[]/.test(path)) return path;
+  let out = '';
+  for (const c of path) out += c === '\\' ? '?' : c === '*' || c === '?' || c === '[' ? '\\' + c : c;
+  return out;
+}
+
+/** Progress line of --info=progress2: "  1,234,567  12%  1.23MB/s  0:00:01 ..." -> bytes. */
+export function parseProgress(line: string): number | undefined {
+  const m = /^\s*([\d,.]+)\s+\d+%/.exec(line);
+  if (!m) return undefined;
+  const n = Number(m[1]!.replace(/[,.]/g, ''));
+  return Number.isFinite(n) ? n : undefined;
+}
