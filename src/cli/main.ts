@@ -26,7 +26,22 @@ function findCommand(argv: string[]): { cmd?: CmdDef; rest: string[]; prefix: st
   return { rest: argv, prefix: [] };
 }
 
+/** The command reference of the README: every command's help, verbatim. */
+async function markdownReference(): Promise<string> {
+  const parts: string[] = [];
+  for (const c of commands.filter((x) => !x.hidden)) {
+    let help = formatHelp(c);
+    if (c.passthrough) help = (await import('../emulator/main.js')).SERVE_HELP;
+    parts.push(`#### \`cloudmount ${c.path.join(' ')}\`\n\n\`\`\`text\n${help}\`\`\`\n`);
+  }
+  return parts.join('\n');
+}
+
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'help' && argv[1] === '--markdown' && argv.length === 2) {
+    process.stdout.write(await markdownReference());
+    return 0;
+  }
   const { cmd, rest, prefix } = findCommand(argv);
   if (!cmd) {
     const wantsHelp = rest.includes('--help') || rest.includes('-h') || (prefix.length === 0 && rest[0] === 'help');

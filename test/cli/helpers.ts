@@ -1,0 +1,88 @@
+// Runs the compiled CLI as a child process with its own HOME/XDG dirs, so tests never share
+// saved accounts, caches or the mount registry. Always async: the reference server may run in
+// the test process and must keep answering while the CLI talks to it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/test/cli -> dist/src/cli/main.js */
+export const CLI = join(here, '..', '..', 'src', 'cli', 'main.js');
+export const REPO = join(here, '..', '..', '..');
+
+export interface Home {
+  dir: string;
+  env: NodeJS.ProcessEnv;
+  /** Writes a 0600 password file and returns its path. */
+  pwFile(password: string, mode?: number): string;
+}
+
+export function makeHome(): Home {
+  const dir = mkdtempSync(join(tmpdir(), 'cloudmount-cli-'));
+  for (const d of ['config', 'cache', 'run', 'home']) mkdirSync(join(dir, d), { recursive: true, mode: 0o700 });
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: join(dir, 'home'),
+    XDG_CONFIG_HOME: join(dir, 'config'),
+    XDG_CACHE_HOME: join(dir, 'cache'),
+    XDG_RUNTIME_DIR: join(dir, 'run'),
+    LANG: 'C.UTF-8',
+  };
+  let n = 0;
+  return {
+    dir, env,
+    pwFile(password, mode = 0o600) {
+      const p = join(dir, `pw-${++n}`);
+      writeFileSync(p, password + '\n', { mode });
+      return p;
+    },
+  };
+}
+
+export interface Result { code: number | null; stdout: string; stderr: string }
+
+export function cli(args: string[], o: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: o.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], cwd: o.cwd });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const t = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+    child.on('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }); });
+    child.stdin.end(o.input ?? '');
+  });
+}
+
+/** A long-running CLI child (mount in the foreground). */
+export function cliSpawn(args: string[], o: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [CLI, ...args], { env: o.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], cwd: o.cwd });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.stdin!.end();
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  return { child, output: () => out, exited };
+}
+
+export function readJson(p: string): any {
+  return JSON.parse(readFileSync(p, 'utf8'));
+}
+
+export function isMounted(mp: string): boolean {
+  if (!existsSync('/proc/mounts')) return false;
+  return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mp);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
