@@ -1,0 +1,835 @@
+// scripts/bench: our mount (Maxxo and vBoxx) against `rclone mount` (vfs-cache-mode writes and
+// full) on the same tree, behind the same delay proxy, in the same run. Every server and mount
+// runs in its own process; every workload runs in a child process (src/bench/workload.ts); the
+// harness itself never touches a mount synchronously. Whatever happens (failure, Ctrl-C), every
+// mount is unmounted and every process it started is stopped.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManifest } from './tree.js';
+import type { Job, JobResult } from './workload.js';
+import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS } from './report.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '..', '..', '..');
+const WORKLOAD = join(here, 'workload.js');
+const PROXY = join(here, 'delay-proxy.js');
+const SERVE = join(here, 'serve.js');
+const CLI = join(repo, 'dist', 'src', 'cli', 'main.js');
+
+const MAXXO_EMAIL = 'demo@maxxo.test';
+const MAXXO_PASSWORD = 'demo-password';
+const VBOXX_USER = 'demo';
+const VBOXX_PASSWORD = 'demo-password';
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+interface Args {
+  quick: boolean;
+  rttMs: number;
+  only: Set<string> | null;
+  columns: ColumnId[];
+  keep: boolean;
+  dropCaches: boolean;
+  out: string | null;
+  workDir: string | null;
+  verbose: boolean;
+  ourOpts: string[];
+}
+
+const USAGE = `Usage: scripts/bench [options]
+  --quick            small sizes for a smoke run (64 MiB big file, 20 x 1 MiB, 4 x 100 small files)
+  --rtt-ms N         round-trip time the delay proxy adds (default 20: 10 ms each way)
+  --only ROWS        comma-separated row ids to run (their phase runs whole); ids: ${rowDefs(fullSizes).map((r) => r.id).join(', ')}
+  --columns COLS     comma-separated subset of: ${COLUMNS.join(', ')}
+  --keep             keep the work folder (trees, caches, logs) and print where it is
+  --no-drop-caches   do not drop the kernel page cache before cold runs
+  --out FILE         JSON results file (default .bench/results-<date>.json)
+  --work-dir DIR     parent of the work folder (default the system temp dir)
+  -o OPTS            extra -o options for our mounts (may repeat)
+  -v                 log every step
+`;
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
+    workDir: null, verbose: false, ourOpts: [],
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i]!;
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${k} needs a value`);
+      return v;
+    };
+    switch (k) {
+      case '--quick': a.quick = true; break;
+      case '--rtt-ms': {
+        const v = Number(val());
+        if (!Number.isFinite(v) || v < 0 || v > 10_000) throw new Error('--rtt-ms wants a number of ms between 0 and 10000');
+        a.rttMs = v;
+        break;
+      }
+      case '--only': a.only = new Set(val().split(',').map((s) => s.trim()).filter(Boolean)); break;
+      case '--columns': {
+        const cols = val().split(',').map((s) => s.trim()).filter(Boolean);
+        for (const c of cols) if (!COLUMNS.includes(c as ColumnId)) throw new Error(`unknown column ${c} (known: ${COLUMNS.join(', ')})`);
+        a.columns = COLUMNS.filter((c) => cols.includes(c));
+        break;
+      }
+      case '--keep': a.keep = true; break;
+      case '--no-drop-caches': a.dropCaches = false; break;
+      case '--out': a.out = val(); break;
+      case '--work-dir': a.workDir = val(); break;
+      case '-o': a.ourOpts.push(val()); break;
+      case '-v': case '--verbose': a.verbose = true; break;
+      case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
+      default: throw new Error(`unknown option ${k}\n${USAGE}`);
+    }
+  }
+  if (a.only) {
+    const known = new Set(rowDefs(fullSizes).map((r) => r.id));
+    for (const r of a.only) if (!known.has(r)) throw new Error(`unknown row ${r} (known: ${[...known].join(', ')})`);
+  }
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process and mount bookkeeping: everything started is registered here and torn down in cleanup().
+
+const started = new Set<ChildProcess>();
+const mounted = new Set<string>();
+let verbose = false;
+const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
+const vlog = (m: string) => { if (verbose) log(m); };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount point -> "major:minor" of the FUSE connection, from our mountinfo. */
+function mountTable(): Map<string, string> {
+  const m = new Map<string, string>();
+  try {
+    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const f = line.split(' ');
+      if (f.length > 5) m.set(unescapeMount(f[4]!), f[2]!);
+    }
+  } catch { /* not Linux */ }
+  return m;
+}
+const isMounted = (mnt: string) => mountTable().has(mnt);
+
+/** Cuts a hung FUSE connection loose (needs root), so processes blocked in it return. */
+function abortFuse(mnt: string): void {
+  const dev = mountTable().get(mnt);
+  if (!dev) return;
+  const minor = dev.split(':')[1];
+  try {
+    if (!existsSync('/sys/fs/fuse/connections') || readdirSync('/sys/fs/fuse/connections').length === 0) {
+      spawnSync('mount', ['-t', 'fusectl', 'none', '/sys/fs/fuse/connections'], { stdio: 'ignore', timeout: 5000 });
+    }
+    writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
+  } catch { /* not root or no fusectl */ }
+}
+
+function forceUnmount(mnt: string): void {
+  if (!isMounted(mnt)) return;
+  spawnSync('fusermount', ['-uz', mnt], { stdio: 'ignore', timeout: 10_000 });
+  if (isMounted(mnt)) spawnSync('umount', ['-l', mnt], { stdio: 'ignore', timeout: 10_000 });
+}
+
+function killGroup(p: ChildProcess, sig: NodeJS.Signals): void {
+  if (p.pid === undefined || p.exitCode !== null || p.signalCode !== null) return;
+  try { process.kill(-p.pid, sig); } catch { try { p.kill(sig); } catch { /* gone */ } }
+}
+
+const exited = (p: ChildProcess) => p.exitCode !== null || p.signalCode !== null;
+
+function waitExit(p: ChildProcess, ms: number): Promise<boolean> {
+  if (exited(p)) return Promise.resolve(true);
+  return new Promise((res) => {
+    const t = setTimeout(() => res(false), ms);
+    p.once('exit', () => { clearTimeout(t); res(true); });
+  });
+}
+
+let cleaning: Promise<void> | null = null;
+function cleanup(): Promise<void> {
+  if (cleaning) return cleaning;
+  cleaning = (async () => {
+    for (const m of mounted) forceUnmount(m);
+    for (const p of started) killGroup(p, 'SIGTERM');
+    await Promise.all([...started].map((p) => waitExit(p, 5000)));
+    for (const p of started) killGroup(p, 'SIGKILL');
+    for (const m of mounted) { abortFuse(m); forceUnmount(m); }
+  })();
+  return cleaning;
+}
+
+/** Starts a long-lived helper in its own process group (so Ctrl-C reaches only us, and we stop it in order). */
+function startProc(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logFile?: string; stdinPipe?: boolean } = {}): ChildProcess {
+  const p = spawn(cmd, args, {
+    detached: true,
+    stdio: [opts.stdinPipe === false ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+  });
+  started.add(p);
+  p.once('exit', () => started.delete(p));
+  let errTail = '';
+  p.stderr!.on('data', (b: Buffer) => {
+    errTail = (errTail + b.toString()).slice(-8000);
+    if (verbose) process.stderr.write(`[${cmd.split('/').pop()}] ${b}`);
+  });
+  (p as any).errTail = () => errTail;
+  if (opts.logFile) {
+    const f = opts.logFile;
+    p.stderr!.on('data', (b: Buffer) => { try { writeFileSync(f, b, { flag: 'a' }); } catch { /* best effort */ } });
+  }
+  return p;
+}
+const errTail = (p: ChildProcess): string => ((p as any).errTail?.() ?? '').trim().split('\n').slice(-8).join('\n');
+
+/** First stdout line that parses as JSON. */
+function firstJsonLine<T>(p: ChildProcess, what: string, ms = 30_000): Promise<T> {
+  return new Promise((res, rej) => {
+    const rl = createInterface({ input: p.stdout! });
+    const t = setTimeout(() => { rl.close(); rej(new Error(`${what}: no answer within ${ms / 1000} s\n${errTail(p)}`)); }, ms);
+    rl.on('line', (line) => {
+      try {
+        const v = JSON.parse(line) as T;
+        clearTimeout(t);
+        rl.close();
+        res(v);
+      } catch { /* not ours */ }
+    });
+    p.once('exit', (code) => { clearTimeout(t); rej(new Error(`${what} exited (${code}) before it was ready\n${errTail(p)}`)); });
+  });
+}
+
+async function startProxy(targetHost: string, targetPort: number, delayMs: number): Promise<{ port: number; proc: ChildProcess }> {
+  const proc = startProc(process.execPath, [PROXY, '--target', `${targetHost}:${targetPort}`, '--delay-ms', String(delayMs)]);
+  const { port } = await firstJsonLine<{ port: number }>(proc, 'delay proxy');
+  return { port, proc };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function waitPort(port: number, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.once('connect', () => { s.destroy(); res(true); });
+      s.once('error', () => res(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`nothing listens on port ${port} after ${ms / 1000} s`);
+    await sleep(100);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads in child processes
+
+async function runWorkload(job: Job, opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; mnt?: string } = {}): Promise<JobResult> {
+  const timeoutMs = opts.timeoutMs ?? 15 * 60_000;
+  vlog(`workload ${JSON.stringify(job)}`);
+  const p = spawn(process.execPath, [WORKLOAD, JSON.stringify(job)], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) },
+  });
+  started.add(p);
+  let out = '';
+  let err = '';
+  p.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+  p.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  const done = await waitExit(p, timeoutMs);
+  if (!done) {
+    p.kill('SIGKILL');
+    // A workload stuck in a FUSE request only returns once the connection is aborted.
+    if (opts.mnt) abortFuse(opts.mnt);
+    await waitExit(p, 10_000);
+    started.delete(p);
+    throw new Error(`${job.op} did not finish within ${timeoutMs / 1000} s`);
+  }
+  started.delete(p);
+  if (p.exitCode !== 0) throw new Error(`${job.op} failed: ${err.trim().split('\n').slice(-3).join(' | ') || `exit ${p.exitCode}`}`);
+  const line = out.trim().split('\n').pop() ?? '';
+  return JSON.parse(line) as JobResult;
+}
+
+function dropCaches(args: Args): void {
+  if (!args.dropCaches || process.getuid?.() !== 0) return;
+  // No mount of ours is up here, so sync cannot block on one.
+  spawnSync('sync', [], { stdio: 'ignore', timeout: 60_000 });
+  try { writeFileSync('/proc/sys/vm/drop_caches', '3'); } catch { /* not allowed in this container */ }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory of a mount: VmHWM of its main process, and the sampled peak of its whole process tree.
+
+function procStatus(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  try {
+    for (const l of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+      const i = l.indexOf(':');
+      if (i > 0) out[l.slice(0, i)] = l.slice(i + 1).trim();
+    }
+  } catch { /* gone */ }
+  return out;
+}
+const kib = (v: string | undefined) => (v ? Number(v.split(/\s+/)[0]) : 0);
+
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(d), ppid);
+    } catch { /* gone */ }
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const [c, pp] of parent) if (pp === out[i]) out.push(c);
+  return out;
+}
+
+class RssSampler {
+  peakTreeKiB = 0;
+  private timer: NodeJS.Timeout;
+  constructor(private pid: number) {
+    this.timer = setInterval(() => this.sample(), 100);
+    this.sample();
+  }
+  private sample() {
+    let sum = 0;
+    for (const p of descendants(this.pid)) sum += kib(procStatus(p).VmRSS);
+    if (sum > this.peakTreeKiB) this.peakTreeKiB = sum;
+  }
+  stop(): { hwmMiB: number; treePeakMiB: number } {
+    clearInterval(this.timer);
+    this.sample();
+    return { hwmMiB: kib(procStatus(this.pid).VmHWM) / 1024, treePeakMiB: this.peakTreeKiB / 1024 };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Columns: how each side mounts, and how the harness sees the server's copy of the tree.
+
+interface Mount {
+  mnt: string;
+  /** The folder that holds `bench/` inside the mount. */
+  top: string;
+  proc: ChildProcess;
+  pid: number;
+  mountSeconds: number;
+  unmount(): Promise<number>;
+}
+
+interface ServerView {
+  /** Size of a file on the server, null when it is not there. */
+  size(rel: string): Promise<number | null>;
+  /** Number of (non-hidden) entries of a folder, null when it is not there. */
+  count(rel: string): Promise<number | null>;
+  sha256(rel: string): Promise<string | null>;
+}
+
+interface Column {
+  id: ColumnId;
+  mount(mnt: string, cacheDir: string): Promise<Mount>;
+  server: ServerView;
+  /** One raw transfer of the big file through the proxy. */
+  wire(scratch: string, bytes: number): Promise<JobResult>;
+}
+
+function localView(base: string): ServerView {
+  return {
+    async size(rel) { try { return statSync(join(base, rel)).size; } catch { return null; } },
+    async count(rel) { try { return readdirSync(join(base, rel)).filter((n) => !n.startsWith('.')).length; } catch { return null; } },
+    async sha256(rel) {
+      try {
+        const h = createHash('sha256');
+        for await (const c of createReadStream(join(base, rel))) h.update(c as Buffer);
+        return h.digest('hex');
+      } catch { return null; }
+    },
+  };
+}
+
+async function waitMounted(mnt: string, proc: ChildProcess, what: string, ms = 90_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!isMounted(mnt)) {
+    if (exited(proc)) throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}) before mounting\n${errTail(proc)}`);
+    if (Date.now() > end) throw new Error(`${what} did not mount within ${ms / 1000} s\n${errTail(proc)}`);
+    await sleep(20);
+  }
+}
+
+async function stopMount(mnt: string, proc: ChildProcess, graceMs: number): Promise<number> {
+  const t0 = performance.now();
+  // SIGTERM asks both our mount and rclone for a clean unmount (ours flushes pending uploads first).
+  killGroup(proc, 'SIGTERM');
+  const ok = await waitExit(proc, graceMs);
+  const secs = (performance.now() - t0) / 1000;
+  if (!ok) log(`${mnt}: no clean exit within ${graceMs / 1000} s; forcing`);
+  forceUnmount(mnt);
+  if (!ok) { killGroup(proc, 'SIGKILL'); await waitExit(proc, 5000); abortFuse(mnt); forceUnmount(mnt); }
+  mounted.delete(mnt);
+  return secs;
+}
+
+function isolatedEnv(home: string): NodeJS.ProcessEnv {
+  // A private HOME and XDG dirs: no user config, cache or saved account is read or touched.
+  for (const d of ['config', 'cache', 'run']) mkdirSync(join(home, d), { recursive: true, mode: 0o700 });
+  return {
+    PATH: process.env.PATH, LANG: 'C', HOME: home,
+    XDG_CONFIG_HOME: join(home, 'config'), XDG_CACHE_HOME: join(home, 'cache'), XDG_RUNTIME_DIR: join(home, 'run'),
+  };
+}
+
+function ourMount(kind: 'maxxo' | 'vboxx', serverUrl: string, home: string, extraOpts: string[], root?: string) {
+  return async (mnt: string, cacheDir: string): Promise<Mount> => {
+    if (!existsSync(CLI)) throw new Error(`our CLI is not built (${CLI} missing)`);
+    const env = { ...isolatedEnv(home), CLOUDMOUNT_PASSWORD: kind === 'maxxo' ? MAXXO_PASSWORD : VBOXX_PASSWORD };
+    const o = [`cache_dir=${cacheDir}`, ...(root ? [`root=${root}`] : []), ...extraOpts].join(',');
+    const args = [CLI, 'mount', kind, mnt, '--server', serverUrl,
+      ...(kind === 'maxxo' ? ['--email', MAXXO_EMAIL] : ['--username', VBOXX_USER]), '-o', o];
+    const t0 = performance.now();
+    const proc = startProc(process.execPath, args, { env, logFile: join(home, `mount-${kind}.log`) });
+    mounted.add(mnt);
+    await waitMounted(mnt, proc, `cloudmount mount ${kind}`);
+    return {
+      mnt, top: mnt, proc, pid: proc.pid!, mountSeconds: (performance.now() - t0) / 1000,
+      unmount: () => stopMount(mnt, proc, 300_000),
+    };
+  };
+}
+
+function rcloneMount(mode: 'writes' | 'full', webdavUrl: string, home: string) {
+  return async (mnt: string, cacheDir: string): Promise<Mount> => {
+    const env = isolatedEnv(home);
+    const conf = join(home, 'rclone.conf');
+    writeFileSync(conf, '', { mode: 0o600 });
+    const args = ['mount', `:webdav:${mode}`, mnt, '--config', conf, '--webdav-url', webdavUrl,
+      '--vfs-cache-mode', mode, '--cache-dir', cacheDir, '--log-level', 'NOTICE'];
+    const t0 = performance.now();
+    const proc = startProc('rclone', args, { env: { ...env, RCLONE_CONFIG: conf }, logFile: join(home, `rclone-mount-${mode}.log`) });
+    mounted.add(mnt);
+    await waitMounted(mnt, proc, `rclone mount (${mode})`);
+    return {
+      mnt, top: mnt, proc, pid: proc.pid!, mountSeconds: (performance.now() - t0) / 1000,
+      unmount: () => stopMount(mnt, proc, 300_000),
+    };
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// vBoxx over its API (direct to the server, not through the proxy): the tree goes in with
+// files_put, and the harness checks what the server holds.
+
+class VboxxApi {
+  token = '';
+  rootId = 0;
+  constructor(public url: string) {}
+
+  async login(): Promise<void> {
+    const r = await fetch(`${this.url}/1/auth`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ username: VBOXX_USER, password: VBOXX_PASSWORD }).toString(),
+    });
+    const j = (await r.json()) as { session_token?: string; message?: string };
+    if (!j.session_token) throw new Error(`vBoxx auth failed: ${j.message ?? r.status}`);
+    this.token = j.session_token;
+    const info = (await (await fetch(this.q('/1/account/info/'))).json()) as { root_id?: number };
+    if (!info.root_id) throw new Error('vBoxx account/info has no root_id');
+    this.rootId = info.root_id;
+  }
+  enc(rel: string): string { return rel.split('/').map(encodeURIComponent).join('/'); }
+  q(path: string, extra: Record<string, string> = {}): string {
+    return `${this.url}${path}?${new URLSearchParams({ session_token: this.token, ...extra })}`;
+  }
+  fileUrl(rel: string): string { return this.q(`/1/files/${this.rootId}/${this.enc(rel)}`); }
+
+  put(rel: string, file: string): Promise<void> {
+    const size = statSync(file).size;
+    const u = new URL(this.q(`/1/files_put/${this.rootId}/${this.enc(rel)}`, { overwrite: 'true' }));
+    return new Promise((res, rej) => {
+      const req = http.request(u, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': size } }, (r) => {
+        let body = '';
+        r.on('data', (c) => { body += c; });
+        r.on('end', () => (r.statusCode === 200 ? res() : rej(new Error(`files_put ${rel}: ${r.statusCode} ${body.slice(0, 200)}`))));
+      });
+      req.on('error', rej);
+      createReadStream(file).pipe(req);
+    });
+  }
+
+  async meta(rel: string): Promise<{ bytes: number; is_dir: boolean; contents?: Array<{ path: string }> } | null> {
+    const r = await fetch(this.q(`/1/metadata/${this.rootId}/${this.enc(rel)}`));
+    if (r.status === 404) return null;
+    if (r.status !== 200) throw new Error(`metadata ${rel}: ${r.status}`);
+    return (await r.json()) as any;
+  }
+
+  view(): ServerView {
+    return {
+      size: async (rel) => { const m = await this.meta(rel); return m && !m.is_dir ? m.bytes : null; },
+      count: async (rel) => { const m = await this.meta(rel); return m?.is_dir ? (m.contents ?? []).length : null; },
+      sha256: async (rel) => {
+        const r = await fetch(this.fileUrl(rel));
+        if (r.status !== 200 || !r.body) return null;
+        const h = createHash('sha256');
+        for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) h.update(c);
+        return h.digest('hex');
+      },
+    };
+  }
+
+  /** Uploads every file under base/bench, a few at a time. */
+  async uploadTree(base: string): Promise<void> {
+    const files: string[] = [];
+    const walk = (rel: string) => {
+      for (const e of readdirSync(join(base, rel), { withFileTypes: true })) {
+        const r = `${rel}/${e.name}`;
+        if (e.isDirectory()) walk(r); else files.push(r);
+      }
+    };
+    walk(T.top);
+    // Big files first so they are not the tail.
+    files.sort((a, b) => statSync(join(base, b)).size - statSync(join(base, a)).size);
+    let next = 0;
+    const worker = async () => {
+      while (next < files.length) {
+        const f = files[next++]!;
+        await this.put(f, join(base, f));
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+  }
+}
+
+async function maxxoSlice(url: string): Promise<{ login: string; rsync: string; ip: string; rsync_port?: number }> {
+  const t = (await (await fetch(`${url}/api/1/auth/token?${new URLSearchParams({ email: MAXXO_EMAIL, password: MAXXO_PASSWORD })}`)).json()) as { token?: string };
+  if (!t.token) throw new Error('Maxxo auth failed');
+  const s = await (await fetch(`${url}/api/1/slice`, { headers: { token: t.token } })).json();
+  return s as any;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases: each runs on a fresh mount with a fresh cache; rows of a phase share that mount.
+
+type Phase = 'find' | 'small' | 'big' | 'write' | 'wire';
+const PHASES: Phase[] = ['wire', 'find', 'small', 'big', 'write'];
+
+interface Ctx {
+  args: Args;
+  sizes: Sizes;
+  manifest: TreeManifest;
+  work: string;
+  results: Results;
+}
+
+function record(ctx: Ctx, col: ColumnId, row: string, value: number | null, extra: Record<string, unknown> = {}): void {
+  const r = (ctx.results.rows[row] ??= {});
+  r[col] = { seconds: value, ...extra };
+  const shown = value === null ? 'failed' : `${value.toFixed(3)} s`;
+  log(`${col.padEnd(13)} ${row.padEnd(14)} ${shown}${extra.error ? `  (${String(extra.error).split('\n')[0]})` : ''}`);
+}
+
+function fail(ctx: Ctx, col: ColumnId, rows: string[], e: unknown): void {
+  const msg = (e as Error)?.message ?? String(e);
+  for (const r of rows) if (!ctx.results.rows[r]?.[col]) record(ctx, col, r, null, { error: msg });
+}
+
+async function pollUntil(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = performance.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (performance.now() > end) return false;
+    await sleep(20);
+  }
+}
+
+async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
+  const { sizes, manifest } = ctx;
+  const rowsOf = rowDefs(sizes).filter((r) => r.phase === phase).map((r) => r.id);
+  if (phase === 'wire') {
+    try {
+      dropCaches(ctx.args);
+      const r = await col.wire(join(ctx.work, 'scratch'), sizes.bigBytes);
+      record(ctx, col.id, 'wire', r.seconds, { mibPerSec: sizes.bigBytes / MiB / r.seconds });
+    } catch (e) { fail(ctx, col.id, rowsOf, e); }
+    return;
+  }
+  const mnt = join(ctx.work, 'mnt', `${col.id}-${phase}`);
+  const cache = join(ctx.work, 'cache', `${col.id}-${phase}`);
+  mkdirSync(mnt, { recursive: true });
+  mkdirSync(cache, { recursive: true });
+  dropCaches(ctx.args);
+  let m: Mount | undefined;
+  try {
+    m = await col.mount(mnt, cache);
+    const p = (rel: string) => join(m!.top, rel);
+    const w = (job: Job) => runWorkload(job, { mnt });
+    (ctx.results.mounts[col.id] ??= {})[phase] = { mountSeconds: m.mountSeconds };
+    if (phase === 'find') {
+      for (const row of ['find_cold', 'find_warm']) {
+        const r = await w({ op: 'find', dir: p(T.top) });
+        const ok = r.entries === manifest.findEntries;
+        record(ctx, col.id, row, r.seconds, { entries: r.entries, ...(ok ? {} : { error: `find printed ${r.entries} entries, expected ${manifest.findEntries}` }) });
+      }
+    } else if (phase === 'small') {
+      const ls = await w({ op: 'lsl', dir: p(T.smallDir(T.lsDir)) });
+      record(ctx, col.id, 'ls_l', ls.seconds, { entries: ls.entries, ...(ls.entries === sizes.smallPerDir ? {} : { error: `ls -l listed ${ls.entries}` }) });
+      const cs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)) });
+      const csOk = cs.bytes === sizes.smallPerDir * sizes.smallBytes;
+      record(ctx, col.id, 'cat_small', cs.seconds, { bytes: cs.bytes, ...(csOk ? {} : { error: `read ${cs.bytes} bytes` }) });
+      const cm = await w({ op: 'catdir', dir: p(T.medium) });
+      const cmOk = cm.bytes === sizes.mediumCount * sizes.mediumBytes;
+      record(ctx, col.id, 'cat_medium', cm.seconds, { bytes: cm.bytes, ...(cmOk ? {} : { error: `read ${cm.bytes} bytes` }) });
+      // Untimed: the bytes were the right ones.
+      const hs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)), hash: true });
+      const hm = await w({ op: 'catdir', dir: p(T.medium), hash: true });
+      if (hs.sha256 !== manifest.small[T.catDir]) ctx.results.rows.cat_small![col.id]!.error = 'content differs from the tree';
+      if (hm.sha256 !== manifest.medium) ctx.results.rows.cat_medium![col.id]!.error = 'content differs from the tree';
+    } else if (phase === 'big') {
+      const sampler = new RssSampler(m.pid);
+      const cold = await w({ op: 'read', file: p(T.big) }).finally(() => { ctx.results.rss[col.id] = sampler.stop(); });
+      record(ctx, col.id, 'read_cold', cold.seconds, { bytes: cold.bytes, mibPerSec: sizes.bigBytes / MiB / cold.seconds,
+        ...(cold.bytes === sizes.bigBytes ? {} : { error: `read ${cold.bytes} bytes` }) });
+      const warm = await w({ op: 'read', file: p(T.big) });
+      record(ctx, col.id, 'read_warm', warm.seconds, { bytes: warm.bytes, mibPerSec: sizes.bigBytes / MiB / warm.seconds });
+      const h = await w({ op: 'read', file: p(T.big), hash: true });
+      if (h.sha256 !== manifest.big) ctx.results.rows.read_cold![col.id]!.error = 'content differs from the tree';
+    } else if (phase === 'write') {
+      const wr = await w({ op: 'write', file: p(T.write), bytes: sizes.writeBytes });
+      const tDone = performance.now();
+      record(ctx, col.id, 'write_fsync', wr.seconds, { writeSeconds: wr.writeSeconds, fsyncSeconds: wr.fsyncSeconds });
+      // When did the server have all of it? (Ours promises: when fsync returned.)
+      const has = async () => (await col.server.size(T.write)) === sizes.writeBytes;
+      const onServerAtReturn = await has();
+      const ok = onServerAtReturn || await pollUntil(has, 600_000);
+      const serverSecs = onServerAtReturn ? wr.seconds : wr.seconds + (performance.now() - tDone) / 1000;
+      record(ctx, col.id, 'write_server', ok ? serverSecs : null, { onServerWhenFsyncReturned: onServerAtReturn, ...(ok ? {} : { error: 'never reached the server' }) });
+      if (ok) {
+        // rclone's local backend writes in place while a PUT runs: wait until the bytes settle.
+        await pollUntil(async () => (await col.server.sha256(T.write)) === wr.sha256, 60_000);
+        if ((await col.server.sha256(T.write)) !== wr.sha256) ctx.results.rows.write_server![col.id]!.error = 'server copy differs from what was written';
+      }
+
+      const cr = await w({ op: 'create', dir: p(T.created), count: sizes.createCount, bytes: sizes.createBytes, name: 'c' });
+      const cDone = performance.now();
+      record(ctx, col.id, 'create', cr.seconds);
+      const all = async () => (await col.server.count(T.created)) === sizes.createCount;
+      const cAtReturn = await all();
+      const cOk = cAtReturn || await pollUntil(all, 600_000);
+      record(ctx, col.id, 'create_server', cOk ? (cAtReturn ? cr.seconds : cr.seconds + (performance.now() - cDone) / 1000) : null,
+        { onServerWhenCloseReturned: cAtReturn, ...(cOk ? {} : { error: 'not all on the server' }) });
+
+      const rn = await w({ op: 'rename', from: p(T.smallDir(T.renameDir)), to: p(T.renamed) });
+      record(ctx, col.id, 'rename', rn.seconds);
+      const rm = await w({ op: 'rmrf', dir: p(T.renamed) });
+      record(ctx, col.id, 'rmrf', rm.seconds);
+    }
+  } catch (e) {
+    fail(ctx, col.id, rowsOf, e);
+  } finally {
+    if (m) {
+      try {
+        const secs = await m.unmount();
+        ((ctx.results.mounts[col.id] ??= {})[phase] ??= {}).unmountSeconds = secs;
+      } catch (e) { log(`unmount ${mnt}: ${(e as Error).message}`); }
+    } else {
+      forceUnmount(mnt);
+      mounted.delete(mnt);
+    }
+    rmSync(cache, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function ensureRclone(): void {
+  if (spawnSync('sh', ['-c', 'command -v rclone'], { stdio: 'ignore' }).status === 0) return;
+  if (process.getuid?.() !== 0 || spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status !== 0) {
+    throw new Error('rclone is not installed (apt-get install rclone)');
+  }
+  log('installing rclone (apt-get)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  const r = spawnSync('apt-get', ['install', '-y', '-qq', 'rclone'], { stdio: 'inherit', env });
+  if (r.status !== 0) throw new Error('apt-get install rclone failed');
+}
+
+function machine(): Record<string, unknown> {
+  const cpu = os.cpus()[0]?.model ?? 'unknown';
+  return {
+    nproc: os.cpus().length, cpu, memGiB: Math.round(os.totalmem() / 1024 ** 3 * 10) / 10,
+    kernel: os.release(), node: process.version,
+    rclone: (spawnSync('rclone', ['version'], { encoding: 'utf8' }).stdout ?? '').split('\n')[0] ?? '',
+  };
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  verbose = args.verbose;
+  const sizes = args.quick ? quickSizes : fullSizes;
+  const delayMs = args.rttMs / 2;
+  const wantRclone = args.columns.some((c) => c.startsWith('rclone'));
+  if (wantRclone) ensureRclone();
+  if (!existsSync('/dev/fuse')) throw new Error('/dev/fuse is missing: this machine cannot mount FUSE filesystems');
+
+  const parent = args.workDir ?? os.tmpdir();
+  mkdirSync(parent, { recursive: true });
+  const work = mkdtempSync(join(parent, 'cloudmount-bench-'));
+  log(`work folder ${work}${args.keep ? ' (kept)' : ''}`);
+  const onSignal = (sig: string) => {
+    log(`${sig}: tearing down`);
+    void cleanup().finally(() => {
+      if (!args.keep) rmSync(work, { recursive: true, force: true });
+      process.exit(130);
+    });
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGHUP', () => onSignal('SIGHUP'));
+
+  const date = new Date().toISOString();
+  const results: Results = {
+    date, command: `scripts/bench ${process.argv.slice(2).join(' ')}`.trim(), machine: machine(), rttMs: args.rttMs,
+    sizes, columns: args.columns, rows: {}, rss: {}, mounts: {}, notes: [],
+  };
+  try {
+    log(`generating the tree (${(fullSizes === sizes ? 'full' : 'quick')} sizes)`);
+    const master = join(work, 'master');
+    const t0 = performance.now();
+    const manifest = generateTree(master, sizes);
+    vlog(`tree: ${manifest.totalBytes / MiB} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const ctx: Ctx = { args, sizes, manifest, work, results };
+    const columns: Column[] = [];
+
+    // Our side: one reference server for both services, a proxy for its HTTP port and one for
+    // the rsync daemon, which /slice then advertises.
+    const ours = args.columns.filter((c) => c === 'maxxo' || c === 'vboxx');
+    if (ours.length) {
+      const dataDir = join(work, 'server');
+      const serve = startProc(process.execPath, [SERVE, '--data-dir', dataDir], { logFile: join(work, 'serve.log') });
+      const info = await firstJsonLine<{ url: string; port: number; rsyncHost: string | null; rsyncPort: number | null; filesDir: string }>(serve, 'reference server');
+      const httpProxy = await startProxy('127.0.0.1', info.port, delayMs);
+      const proxied = `http://127.0.0.1:${httpProxy.port}`;
+      vlog(`reference server ${info.url}, through the proxy ${proxied}`);
+      if (ours.includes('maxxo')) {
+        if (!info.rsyncPort) throw new Error('the reference server runs no rsync daemon');
+        const rsyncProxy = await startProxy(info.rsyncHost ?? '127.0.0.1', info.rsyncPort, delayMs);
+        serve.stdin!.write(`${JSON.stringify({ advertiseRsyncPort: rsyncProxy.port })}\n`);
+        const slice = await maxxoSlice(info.url);
+        if (slice.rsync_port !== rsyncProxy.port) throw new Error(`/slice advertises rsync port ${slice.rsync_port}, not the proxy's ${rsyncProxy.port}`);
+        const userDir = join(info.filesDir, 'maxxo', slice.login);
+        cpSync(join(master, T.top), join(userDir, T.top), { recursive: true });
+        columns.push({
+          id: 'maxxo',
+          mount: ourMount('maxxo', proxied, join(work, 'home-maxxo'), args.ourOpts),
+          server: localView(userDir),
+          wire: async (scratch, bytes) => {
+            mkdirSync(scratch, { recursive: true });
+            const dest = join(scratch, 'wire-maxxo.bin');
+            try {
+              return await runWorkload({ op: 'rsync', dest, expect: bytes }, {
+                env: { BENCH_URL: `rsync://${slice.login}@127.0.0.1:${rsyncProxy.port}/${slice.login}/${T.big}`, RSYNC_PASSWORD: slice.rsync },
+              });
+            } finally { rmSync(dest, { force: true }); }
+          },
+        });
+      }
+      if (ours.includes('vboxx')) {
+        const api = new VboxxApi(info.url);
+        await api.login();
+        log('uploading the tree to the vBoxx reference server');
+        await api.uploadTree(master);
+        columns.push({
+          id: 'vboxx',
+          mount: ourMount('vboxx', proxied, join(work, 'home-vboxx'), args.ourOpts, String(api.rootId)),
+          server: api.view(),
+          wire: (_scratch, bytes) => runWorkload({ op: 'get', expect: bytes }, {
+            env: { BENCH_URL: `${proxied}/1/files/${api.rootId}/${api.enc(T.big)}?session_token=${encodeURIComponent(api.token)}` },
+          }),
+        });
+      }
+    }
+
+    // rclone side: `rclone serve webdav` over a folder with one copy of the tree per mode.
+    const rcloneCols = args.columns.filter((c): c is 'rclone-writes' | 'rclone-full' => c.startsWith('rclone'));
+    if (rcloneCols.length) {
+      const base = join(work, 'webdav');
+      for (const c of rcloneCols) cpSync(join(master, T.top), join(base, c.slice(7), T.top), { recursive: true });
+      const home = join(work, 'home-rclone');
+      const env = isolatedEnv(home);
+      const conf = join(home, 'rclone.conf');
+      writeFileSync(conf, '', { mode: 0o600 });
+      const port = await freePort();
+      startProc('rclone', ['serve', 'webdav', base, '--addr', `127.0.0.1:${port}`, '--config', conf, '--log-level', 'NOTICE'],
+        { env: { ...env, RCLONE_CONFIG: conf }, logFile: join(work, 'rclone-serve.log') });
+      await waitPort(port, 30_000);
+      const proxy = await startProxy('127.0.0.1', port, delayMs);
+      const url = `http://127.0.0.1:${proxy.port}`;
+      for (const c of rcloneCols) {
+        const mode = c.slice(7) as 'writes' | 'full';
+        columns.push({
+          id: c,
+          mount: rcloneMount(mode, url, join(work, `home-${c}`)),
+          server: localView(join(base, mode)),
+          wire: (_s, bytes) => runWorkload({ op: 'get', expect: bytes }, { env: { BENCH_URL: `${url}/${mode}/${T.big}` } }),
+        });
+      }
+    }
+
+    const wanted = (phase: Phase) => rowDefs(sizes).some((r) => r.phase === phase && (!args.only || args.only.has(r.id)));
+    for (const phase of PHASES) {
+      if (!wanted(phase)) continue;
+      log(`phase ${phase}`);
+      for (const col of columns) {
+        if (phase === 'wire' && col.id === 'rclone-full' && columns.some((c) => c.id === 'rclone-writes')) continue;
+        await runPhase(ctx, col, phase);
+      }
+    }
+    // One wire figure serves both rclone modes (same server, same proxy).
+    const wr = results.rows.wire;
+    if (wr?.['rclone-writes'] && args.columns.includes('rclone-full')) wr['rclone-full'] = wr['rclone-writes'];
+  } finally {
+    await cleanup();
+    const outFile = args.out ?? join(repo, '.bench', `results-${date.slice(0, 19).replace(/[:T]/g, '-')}.json`);
+    mkdirSync(dirname(outFile), { recursive: true });
+    writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);
+    process.stdout.write(`\n${formatTable(results)}\n\nJSON: ${outFile}\n`);
+    if (args.keep) log(`kept ${work}`);
+    else rmSync(work, { recursive: true, force: true });
+    const left = [...mountTable().keys()].filter((m) => m.startsWith(work));
+    if (left.length) log(`WARNING: mounts still present: ${left.join(', ')}`);
+  }
+  return 0;
+}
+
+main().then((code) => process.exit(code), async (e) => {
+  log(`failed: ${(e as Error)?.stack ?? e}`);
+  await cleanup();
+  process.exit(1);
+});

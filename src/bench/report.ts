@@ -1,0 +1,142 @@
+// Rows, targets and the printed table of the benchmark (Markdown, so it can go into the README).
+import type { Sizes } from './tree.js';
+import { MiB } from './tree.js';
+
+export const COLUMNS = ['maxxo', 'vboxx', 'rclone-writes', 'rclone-full'] as const;
+export type ColumnId = (typeof COLUMNS)[number];
+const OURS: ColumnId[] = ['maxxo', 'vboxx'];
+const RCLONE: ColumnId[] = ['rclone-writes', 'rclone-full'];
+const TITLE: Record<ColumnId, string> = {
+  maxxo: 'ours Maxxo', vboxx: 'ours vBoxx', 'rclone-writes': 'rclone writes', 'rclone-full': 'rclone full',
+};
+
+export interface RowDef {
+  id: string;
+  phase: 'wire' | 'find' | 'small' | 'big' | 'write';
+  label: string;
+  /** Target for ours / best rclone mode (issue 6), when there is one. */
+  target?: number;
+}
+
+const n = (x: number) => x.toLocaleString('en-US');
+const size = (b: number) => (b >= MiB ? `${b / MiB} MiB` : `${b / 1024} KiB`);
+
+export function rowDefs(s: Sizes): RowDef[] {
+  const findEntries = 3 + s.mediumCount + 1 + s.dirs * (1 + s.smallPerDir);
+  return [
+    { id: 'wire', phase: 'wire', label: `raw wire: one transfer of ${size(s.bigBytes)}` },
+    { id: 'find_cold', phase: 'find', label: `find, cold (${n(findEntries)} entries)`, target: 0.5 },
+    { id: 'find_warm', phase: 'find', label: 'find, warm', target: 1 },
+    { id: 'ls_l', phase: 'small', label: `ls -l of ${n(s.smallPerDir)} files, cold` },
+    { id: 'cat_small', phase: 'small', label: `cat ${n(s.smallPerDir)} x ${size(s.smallBytes)}, cold`, target: 0.15 },
+    { id: 'cat_medium', phase: 'small', label: `cat ${n(s.mediumCount)} x ${size(s.mediumBytes)}, cold`, target: 0.8 },
+    { id: 'read_cold', phase: 'big', label: `sequential read ${size(s.bigBytes)}, cold`, target: 0.6 },
+    { id: 'read_warm', phase: 'big', label: `re-read ${size(s.bigBytes)}`, target: 0.2 },
+    { id: 'write_fsync', phase: 'write', label: `write ${size(s.writeBytes)} + fsync, returned` },
+    { id: 'write_server', phase: 'write', label: `write ${size(s.writeBytes)} + fsync, on the server`, target: 1 },
+    { id: 'create', phase: 'write', label: `create ${n(s.createCount)} x ${size(s.createBytes)}, returned`, target: 1 },
+    { id: 'create_server', phase: 'write', label: `create ${n(s.createCount)}, all on the server` },
+    { id: 'rename', phase: 'write', label: `rename a folder of ${n(s.smallPerDir)} files`, target: 1 },
+    { id: 'rmrf', phase: 'write', label: `rm -rf a folder of ${n(s.smallPerDir)} files` },
+  ];
+}
+
+export interface Cell {
+  seconds: number | null;
+  error?: string;
+  [k: string]: unknown;
+}
+
+export interface Results {
+  date: string;
+  command: string;
+  machine: Record<string, unknown>;
+  rttMs: number;
+  sizes: Sizes;
+  columns: ColumnId[];
+  rows: Record<string, Partial<Record<ColumnId, Cell>>>;
+  rss: Partial<Record<ColumnId, { hwmMiB: number; treePeakMiB: number }>>;
+  mounts: Partial<Record<ColumnId, Record<string, { mountSeconds?: number; unmountSeconds?: number }>>>;
+  notes: string[];
+}
+
+const ok = (c: Cell | undefined): c is Cell & { seconds: number } => !!c && c.seconds !== null && !c.error;
+
+/** Smallest time of the rclone modes that ran cleanly on this row. */
+export function bestRclone(r: Partial<Record<ColumnId, Cell>> | undefined): number | null {
+  const t = RCLONE.map((c) => r?.[c]).filter(ok).map((c) => c.seconds);
+  return t.length ? Math.min(...t) : null;
+}
+
+export function ratio(results: Results, row: string, col: ColumnId): number | null {
+  const r = results.rows[row];
+  const mine = r?.[col];
+  const best = bestRclone(r);
+  if (!ok(mine) || best === null || best <= 0) return null;
+  return mine.seconds / best;
+}
+
+function secs(c: Cell | undefined): string {
+  if (!c) return '';
+  if (c.seconds === null) return 'failed';
+  const v = c.seconds < 10 ? c.seconds.toFixed(3) : c.seconds.toFixed(1);
+  return c.error ? `${v} (!)` : v;
+}
+
+function mark(v: number | null, target: number | undefined, higherIsBetter = false): string {
+  if (v === null) return '';
+  const s = v.toFixed(2);
+  if (target === undefined) return s;
+  const good = higherIsBetter ? v >= target : v <= target;
+  return `${s} ${good ? '✓' : '✗'}`;
+}
+
+export function formatTable(res: Results): string {
+  const cols = COLUMNS.filter((c) => res.columns.includes(c));
+  const ours = OURS.filter((c) => cols.includes(c));
+  const head = ['', ...cols.map((c) => `${TITLE[c]} (s)`), ...ours.map((c) => `${TITLE[c]} / best rclone`), 'target'];
+  const lines: string[][] = [];
+  for (const def of rowDefs(res.sizes)) {
+    const r = res.rows[def.id];
+    if (!r) continue;
+    lines.push([
+      def.label,
+      ...cols.map((c) => secs(r[c])),
+      ...ours.map((c) => (def.id === 'wire' ? '' : mark(ratio(res, def.id, c), def.target))),
+      def.target !== undefined ? `<= ${def.target}` : '',
+    ]);
+  }
+  // Sequential read against the wire: our cold read should reach half of the raw transfer rate.
+  const wire = res.rows.wire;
+  const cold = res.rows.read_cold;
+  if (wire && cold) {
+    const frac = (c: ColumnId) => {
+      const w = wire[c];
+      const r = cold[c];
+      return ok(w) && ok(r) ? w.seconds / r.seconds : null;
+    };
+    lines.push(['cold read speed / wire speed', ...cols.map(() => ''), ...ours.map((c) => mark(frac(c), 0.5, true)), '>= 0.5']);
+    lines.push(['(same, rclone: writes / full)', ...cols.map((c) => (RCLONE.includes(c) ? (frac(c)?.toFixed(2) ?? '') : '')), ...ours.map(() => ''), '']);
+  }
+  if (Object.keys(res.rss).length) {
+    const mib = (v: number | undefined) => (v === undefined ? '' : `${v.toFixed(0)} MiB`);
+    lines.push(['peak RSS of the mount process during the cold read', ...cols.map((c) => mib(res.rss[c]?.hwmMiB)),
+      ...ours.map((c) => { const v = res.rss[c]?.hwmMiB; return v === undefined ? '' : (v <= 150 ? '✓' : '✗'); }), '<= 150 MiB']);
+    lines.push(['peak RSS with child processes (sampled)', ...cols.map((c) => mib(res.rss[c]?.treePeakMiB)), ...ours.map(() => ''), '']);
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length), 3));
+  const fmt = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  const m = res.machine;
+  const failures = Object.entries(res.rows).flatMap(([row, r]) =>
+    Object.entries(r ?? {}).filter(([, c]) => c?.error).map(([col, c]) => `- ${row} / ${col}: ${String(c!.error).split('\n')[0]}`));
+  return [
+    `${res.date.slice(0, 16).replace('T', ' ')} UTC; ${m.nproc} CPUs (${m.cpu}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, ${m.rclone}; ` +
+      `RTT ${res.rttMs} ms through the delay proxy; command: \`${res.command}\``,
+    '',
+    fmt(head),
+    sep,
+    ...lines.map(fmt),
+    ...(failures.length ? ['', 'Failures and checks that did not hold ((!) above):', ...failures] : []),
+  ].join('\n');
+}
