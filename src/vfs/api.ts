@@ -67,6 +67,12 @@ export interface VfsOptions {
   /** Upper bound for one vfs operation that waits on the server (then EIO / Timeout). */
   opTimeoutMs: number;
   log: Logger;
+  /** Granularity of ranged fetches and of the cached-range bookkeeping (default 256 KiB). */
+  readBlockBytes?: number;
+  /** Attempts per upload before it is reported as failed (default 5). */
+  uploadAttempts?: number;
+  /** First retry delay of a failed upload, doubling per attempt (default 500 ms). */
+  uploadBackoffMs?: number;
 }
 
 export interface VfsApi {

@@ -1,0 +1,1474 @@
+// The FUSE-free core of the drive: metadata caches, open handles, the on-disk content cache with
+// read-ahead, and the write-back journal/upload queue. Semantics are DESIGN.md's "Semantics".
+//
+// Design decisions (why):
+// - Namespace changes (mkdir, rmdir, unlink, rename) go to the server before the call returns, so
+//   the program gets the server's verdict (EEXIST, ENOTEMPTY, EXDEV...) and the cached view never
+//   has to replay a tree of pending namespace edits. Only file *content* is written back later.
+//   Ordering against pending uploads is kept by the journal: a delete cancels the pending upload
+//   (durably) before the server delete is sent, a rename retargets pending uploads to the new name
+//   after in-flight uploads of the source were stopped, so nothing is overtaken or resurrected.
+// - A file's content is fetched whole before its first write, so every dirty cache file is a
+//   complete copy that can be uploaded as is, also after a crash.
+// - One content object (Obj) per path owns one cache file and one fd shared by all handles; reads
+//   and writes go straight between the caller's buffer and that fd.
+import { randomUUID } from 'node:crypto';
+import fs, { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { createLogger } from '../log.js';
+import {
+  AlreadyExists, BadRequest, BadResponse, Cancelled, IsADirectory, NoXattr, NotADirectory, NotEmpty,
+  NotFound, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
+} from '../remote/errors.js';
+import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
+import type { Attr, DriveStatus, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
+import { Journal } from './journal.js';
+import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
+import { RangeSet } from './ranges.js';
+
+export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
+
+const O_ACCMODE = 3;
+const O_RDONLY = 0;
+const O_CREAT = fs.constants.O_CREAT;
+const O_EXCL = fs.constants.O_EXCL;
+const O_TRUNC = fs.constants.O_TRUNC;
+const O_APPEND = fs.constants.O_APPEND;
+const W_OK = 2;
+const MiB = 1024 * 1024;
+
+export function defaultVfsOptions(accountId: string): VfsOptions {
+  const xdg = process.env.XDG_CACHE_HOME;
+  const base = xdg && xdg.startsWith('/') ? xdg : join(os.homedir(), '.cache');
+  return {
+    accountId,
+    cacheDir: join(base, 'cloudmount'),
+    cacheMaxBytes: 2 * 1024 * MiB,
+    attrTtlMs: 10_000,
+    dirTtlMs: 30_000,
+    negativeTtlMs: 5_000,
+    readAheadBytes: 1 * MiB,
+    readAheadMaxBytes: 32 * MiB,
+    readParallel: 4,
+    writebackDelayMs: 2_000,
+    readOnly: false,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    opTimeoutMs: 60_000,
+    log: createLogger('warn'),
+  };
+}
+
+/** Account ids become one directory name: anything but a plain safe name is escaped. */
+function safeComponent(id: string): string {
+  let s = id.replace(/[^A-Za-z0-9._@+-]/g, (c) => '_' + c.charCodeAt(0).toString(16));
+  if (s === '' || s.startsWith('.')) s = '_' + s;
+  return s.slice(0, 200);
+}
+
+interface AttrSlot { entry: RemoteEntry | null; expires: number }
+interface DirSlot { entries: Map<string, RemoteEntry>; hash?: string; expires: number }
+interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
+
+const MUTATION = Symbol('mutation');
+const CLOSING = Symbol('closing');
+
+/** One content object: the cache file of one path and everything in flight for it. */
+class Obj {
+  fd = -1;
+  fdOpening: Promise<void> | null = null;
+  refs = 0;
+  writers = 0;
+  readonly ranges = new RangeSet();
+  /** Bumped whenever cached bytes are thrown away, so a fetch started before drops its result. */
+  epoch = 0;
+  /** Server identity the clean content belongs to (null: never on the server as far as we know). */
+  ident: RemoteEntry | null = null;
+  gen = 0;
+  uploadedGen = 0;
+  journaledGen = 0;
+  /** Journal record of the newest closed content not yet confirmed by the server. */
+  pendingUid: string | null = null;
+  timer: NodeJS.Timeout | null = null;
+  uploading: Promise<void> | null = null;
+  uploadAbort: AbortController | null = null;
+  /** An upload was attempted: the server may hold the path even though no upload succeeded. */
+  attempted = false;
+  onServer: boolean;
+  localMtime = 0;
+  refused: RemoteError | null = null;
+  unlinked = false;
+  metaOnDisk = false;
+  /** The upload task waits at a namespace barrier and has sent nothing. */
+  parked = false;
+  // ranged fetches
+  readonly inflight = new Map<number, Promise<void>>();
+  inflightCount = 0;
+  // whole-file download
+  download: Promise<void> | null = null;
+  dlAbort: AbortController | null = null;
+  downloaded = 0;
+  dlWaiters: { need: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+
+  constructor(public readonly id: string, public path: string, public size: number, onServer: boolean) {
+    this.onServer = onServer;
+  }
+
+  get dirty(): boolean { return this.gen !== this.uploadedGen; }
+  /** Local state overrides what the server says about this path. */
+  get authoritative(): boolean {
+    return this.gen !== this.uploadedGen || this.pendingUid !== null || this.uploading !== null || !this.onServer;
+  }
+  get complete(): boolean { return this.ranges.covers(0, this.size); }
+}
+
+interface Handle {
+  obj: Obj;
+  writable: boolean;
+  append: boolean;
+  nextPos: number;
+  window: number;
+  raEnd: number;
+}
+
+interface Barrier { paths: string[]; promise: Promise<void> }
+
+function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) { reject(signal.reason); return; }
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+function errText(e: unknown): string {
+  if (e instanceof RemoteError) return e.toString();
+  return e instanceof Error ? e.message : String(e);
+}
+function sameIdent(a: RemoteEntry | null, b: RemoteEntry): boolean {
+  if (!a || a.type !== 'file' || a.size !== b.size) return false;
+  if (a.rev !== undefined && b.rev !== undefined) return a.rev === b.rev;
+  return a.mtimeMs === b.mtimeMs;
+}
+
+const ROOT_ENTRY: RemoteEntry = { name: '', type: 'dir', size: 0 };
+
+export class Vfs implements VfsApi {
+  private readonly log;
+  private readonly root: string;
+  private readonly dataDir: string;
+  private readonly journal: Journal;
+  private readonly attrs: LRUCache<string, AttrSlot>;
+  private readonly dirs: LRUCache<string, DirSlot>;
+  private readonly dirEpoch = new Map<string, number>();
+  private readonly localAttrs = new Map<string, LocalAttrs>();
+  /** Content objects by current path; Map order is LRU order (touched on open). */
+  private readonly objs = new Map<string, Obj>();
+  /** Objects whose local state overrides the server (dirty, pending, local-only). */
+  private readonly localObjs = new Set<Obj>();
+  private readonly handles = new Map<number, Handle>();
+  private readonly dirHandles = new Set<number>();
+  private nextFh = 1;
+  private readonly statInflight = new Map<string, Promise<RemoteEntry | null>>();
+  private readonly listInflight = new Map<string, Promise<DirSlot>>();
+  private statBatch: { paths: string[]; waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]> } | null = null;
+  private readonly barriers = new Set<Barrier>();
+  private readonly failures = new Map<string, UploadFailure>();
+  private readonly shareLinks = new Map<string, string>();
+  private statfsCache: { value: FsStats; expires: number } | null = null;
+  private cacheBytes = 0;
+  private evicting = false;
+  private startP: Promise<void> | null = null;
+  private closed = false;
+  private readonly mountTime = Date.now();
+  private readonly blockBytes: number;
+  private readonly uploadAttempts: number;
+  private readonly uploadBackoffMs: number;
+
+  constructor(private readonly remote: Remote, private readonly opts: VfsOptions) {
+    this.log = opts.log;
+    this.root = join(opts.cacheDir, safeComponent(opts.accountId));
+    this.dataDir = join(this.root, 'data');
+    this.journal = new Journal(join(this.root, 'journal'));
+    this.attrs = new LRUCache({ max: 200_000 });
+    this.dirs = new LRUCache({ max: 20_000 });
+    this.blockBytes = Math.max(64 * 1024, Math.min(opts.readAheadBytes, opts.readBlockBytes ?? 256 * 1024));
+    this.uploadAttempts = Math.max(1, opts.uploadAttempts ?? 5);
+    this.uploadBackoffMs = Math.max(0, opts.uploadBackoffMs ?? 500);
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  start(): Promise<void> {
+    this.startP ??= this.doStart();
+    return this.startP;
+  }
+
+  private async doStart(): Promise<void> {
+    await fsp.mkdir(this.opts.cacheDir, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    await fsp.chmod(this.root, 0o700);
+    await fsp.chmod(this.dataDir, 0o700);
+    const pending = await this.journal.open();
+    const pendingIds = new Set(pending.map((p) => p.id));
+    const names = await fsp.readdir(this.dataDir);
+    const metas = new Set(names.filter((n) => n.endsWith('.meta')).map((n) => n.slice(0, -5)));
+    // clean content kept by an earlier run, reused while the server's identity is unchanged
+    for (const id of metas) {
+      const metaFile = join(this.dataDir, id + '.meta');
+      try {
+        if (pendingIds.has(id)) { await fsp.rm(metaFile, { force: true }); continue; }
+        const m = JSON.parse(await fsp.readFile(metaFile, 'utf8')) as { path: string; ident: RemoteEntry; ranges: [number, number][] };
+        if (typeof m.path !== 'string' || !m.ident || this.objs.has(m.path)) throw new Error('stale');
+        const o = new Obj(id, m.path, m.ident.size, true);
+        o.ident = m.ident;
+        for (const [s, e] of m.ranges) o.ranges.add(s, Math.min(e, o.size));
+        o.metaOnDisk = true;
+        this.cacheBytes += o.ranges.bytes;
+        this.objs.set(o.path, o);
+      } catch {
+        await fsp.rm(metaFile, { force: true });
+        await fsp.rm(join(this.dataDir, id), { force: true });
+      }
+    }
+    // closed files whose upload was not confirmed: they are the local truth until uploaded
+    for (const p of pending) {
+      const file = join(this.dataDir, p.id);
+      let size: number;
+      try { size = (await fsp.stat(file)).size; } catch {
+        const f: UploadFailure = { path: p.path, error: 'cache file of a pending upload is missing', attempts: 0, atMs: Date.now() };
+        this.failures.set(p.path, f);
+        this.log.error(`pending upload of ${p.path} cannot be replayed: its cache file is missing`);
+        continue;
+      }
+      const old = this.objs.get(p.path);
+      if (old) this.dropObj(old);
+      // whether an earlier attempt reached the server is unknown: treat as possibly there
+      const o = new Obj(p.id, p.path, size, true);
+      o.attempted = true;
+      o.gen = 1; o.journaledGen = 1; o.uploadedGen = 0;
+      o.pendingUid = p.uid;
+      o.localMtime = Date.now();
+      o.ranges.add(0, size);
+      this.cacheBytes += size;
+      this.objs.set(o.path, o);
+      this.localObjs.add(o);
+    }
+    // cache files nobody refers to (crash while writing an unclosed file, or before meta was written)
+    const known = new Set<string>();
+    for (const o of this.objs.values()) known.add(o.id);
+    for (const n of names) {
+      const id = n.endsWith('.meta') ? n.slice(0, -5) : n;
+      if (!known.has(id)) await fsp.rm(join(this.dataDir, n), { force: true });
+    }
+    if (pending.length > 0) this.log.info(`replaying ${pending.length} pending upload(s) from the journal`);
+    for (const o of this.localObjs) this.schedule(o, 0);
+    this.maybeEvict();
+  }
+
+  async flushAll(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const work: Promise<unknown>[] = [];
+    for (const o of [...this.localObjs]) {
+      if (o.pendingUid !== null && !o.unlinked) work.push(this.uploadUntilClean(o).catch(() => {}));
+    }
+    const all = Promise.all(work);
+    if (!opts.signal) { await all; return; }
+    const signal = opts.signal;
+    if (signal.aborted) throw new Cancelled('flush aborted');
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(new Cancelled('flush aborted'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      all.then(() => { signal.removeEventListener('abort', onAbort); resolve(); }, reject);
+    });
+  }
+
+  status(): DriveStatus {
+    let pendingBytes = 0;
+    for (const p of this.journal.pending.values()) pendingBytes += p.size;
+    let dirtyBytes = 0;
+    for (const o of this.localObjs) if (o.dirty) dirtyBytes += o.size;
+    return {
+      pending: this.journal.pending.size,
+      pendingBytes,
+      failures: [...this.failures.values()],
+      cacheBytes: this.cacheBytes,
+      dirtyBytes,
+    };
+  }
+
+  async close(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    if (this.startP) await this.startP.catch(() => {});
+    if (!opts.force) await this.flushAll();
+    this.closed = true;
+    const settle: Promise<unknown>[] = [];
+    for (const o of this.objs.values()) {
+      if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+      o.uploadAbort?.abort(CLOSING);
+      o.dlAbort?.abort(CLOSING);
+      if (o.uploading) settle.push(o.uploading.catch(() => {}));
+      if (o.download) settle.push(o.download.catch(() => {}));
+      for (const p of o.inflight.values()) settle.push(p.catch(() => {}));
+    }
+    await Promise.all(settle);
+    for (const o of this.objs.values()) {
+      if (!o.authoritative && o.ranges.bytes > 0) await this.writeMeta(o).catch(() => {});
+      if (o.fd >= 0) { try { fs.closeSync(o.fd); } catch { /* already closed */ } o.fd = -1; }
+    }
+    this.handles.clear();
+    await this.journal.close().catch(() => {});
+    await this.remote.close();
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  /** Runs fn with an AbortSignal and fails with Timeout after opTimeoutMs even if fn ignores it. */
+  private bounded<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, ms = this.opts.opTimeoutMs): Promise<T> {
+    const ac = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const t = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new Timeout(`${what} did not finish within ${ms} ms`);
+        ac.abort(err);
+        reject(err);
+      }, ms);
+    });
+    return Promise.race([fn(ac.signal), t]).finally(() => clearTimeout(timer));
+  }
+
+  /** Waits for p for at most opTimeoutMs. */
+  private within<T>(what: string, p: Promise<T>): Promise<T> {
+    return this.bounded(what, () => p);
+  }
+
+  private assertWritable(): void {
+    if (this.opts.readOnly) throw new ReadOnly('the drive is mounted read-only');
+  }
+
+  private handle(fh: number): Handle {
+    const h = this.handles.get(fh);
+    if (!h) throw new BadRequest(`unknown file handle ${fh}`);
+    return h;
+  }
+
+  private file(o: Obj): string {
+    return join(this.dataDir, o.id);
+  }
+
+  private bumpDir(dir: string): void {
+    this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
+  }
+
+  private markLocal(o: Obj): void {
+    if (o.authoritative && !o.unlinked) this.localObjs.add(o); else this.localObjs.delete(o);
+  }
+
+  private toAttr(path: string, e: RemoteEntry, o?: Obj): Attr {
+    const la = this.localAttrs.get(path);
+    const isDir = e.type === 'dir';
+    let mtimeMs: number;
+    let size: number;
+    if (o && o.authoritative) {
+      size = o.size;
+      mtimeMs = la?.mtimeMs ?? (o.localMtime || e.mtimeMs || this.mountTime);
+    } else {
+      size = isDir ? 4096 : (o && o.refs > 0 ? o.size : e.size);
+      mtimeMs = la?.mtimeMs ?? e.mtimeMs ?? this.mountTime;
+    }
+    return {
+      type: e.type,
+      size,
+      perm: la?.perm ?? (isDir ? 0o755 : 0o644),
+      mtimeMs,
+      ctimeMs: la?.ctimeMs ?? mtimeMs,
+      atimeMs: la?.atimeMs ?? mtimeMs,
+      nlink: isDir ? 2 : 1,
+    };
+  }
+
+  private localEntry(o: Obj): RemoteEntry {
+    return { name: baseOf(o.path), type: 'file', size: o.size, mtimeMs: o.localMtime || undefined };
+  }
+
+  // ------------------------------------------------------------------ metadata
+
+  /** What the drive shows at path: local state first, then caches, then the server. */
+  private async lookup(path: string): Promise<RemoteEntry | null> {
+    if (path === '/') return ROOT_ENTRY;
+    const o = this.objs.get(path);
+    if (o && o.authoritative) return this.localEntry(o);
+    const now = Date.now();
+    const a = this.attrs.get(path);
+    if (a && a.expires > now) return a.entry;
+    const d = this.dirs.get(parentOf(path));
+    if (d && d.expires > now) return d.entries.get(baseOf(path)) ?? null;
+    let p = this.statInflight.get(path);
+    if (!p) {
+      p = this.fetchStat(path).finally(() => this.statInflight.delete(path));
+      this.statInflight.set(path, p);
+    }
+    return p;
+  }
+
+  private async fetchStat(path: string): Promise<RemoteEntry | null> {
+    const epoch = this.dirEpoch.get(parentOf(path)) ?? 0;
+    let e: RemoteEntry | null;
+    try {
+      e = this.remote.statMany && this.remote.capabilities.batchStat
+        ? await this.batchedStat(path)
+        : await this.bounded(`stat ${path}`, (signal) => this.remote.stat(path, { signal, priority: Priority.interactive }));
+    } catch (err) {
+      // a parent that is a file reads as "no such entry" below it
+      if (isRemoteError(err, 'NOT_A_DIRECTORY') || isRemoteError(err, 'NOT_FOUND')) e = null; else throw err;
+    }
+    // our own change raced this request: its answer may predate the change, so do not cache it
+    if ((this.dirEpoch.get(parentOf(path)) ?? 0) === epoch) {
+      this.attrs.set(path, { entry: e, expires: Date.now() + (e ? this.opts.attrTtlMs : this.opts.negativeTtlMs) });
+    }
+    const o = this.objs.get(path);
+    if (o && o.authoritative) return this.localEntry(o);
+    return e;
+  }
+
+  private batchedStat(path: string): Promise<RemoteEntry | null> {
+    return new Promise((resolve, reject) => {
+      let b = this.statBatch;
+      if (!b) {
+        b = this.statBatch = { paths: [], waiters: new Map() };
+        setTimeout(() => this.runStatBatch(b!), 2);
+      }
+      let w = b.waiters.get(path);
+      if (!w) { w = []; b.waiters.set(path, w); b.paths.push(path); }
+      w.push({ resolve, reject });
+      if (b.paths.length >= 200) this.runStatBatch(b);
+    });
+  }
+
+  private runStatBatch(b: NonNullable<Vfs['statBatch']>): void {
+    if (this.statBatch !== b) return;
+    this.statBatch = null;
+    const paths = b.paths;
+    this.bounded(`stat of ${paths.length} paths`, (signal) => this.remote.statMany!(paths, { signal, priority: Priority.interactive }))
+      .then((res) => {
+        if (!Array.isArray(res) || res.length !== paths.length) throw new BadResponse('statMany answered a different number of entries');
+        paths.forEach((p, i) => { for (const w of b.waiters.get(p)!) w.resolve(res[i] ?? null); });
+      })
+      .catch((err) => { for (const ws of b.waiters.values()) for (const w of ws) w.reject(err); });
+  }
+
+  /** A directory's listing, from cache, revalidated by hash, or fetched. */
+  private async listing(dir: string, force = false): Promise<DirSlot> {
+    const d = this.dirs.get(dir);
+    if (d && !force && d.expires > Date.now()) return d;
+    let p = this.listInflight.get(dir);
+    if (!p) {
+      p = this.fetchListing(dir, d).finally(() => this.listInflight.delete(dir));
+      this.listInflight.set(dir, p);
+    }
+    return p;
+  }
+
+  private async fetchListing(dir: string, old: DirSlot | undefined): Promise<DirSlot> {
+    const epoch = this.dirEpoch.get(dir) ?? 0;
+    const useHash = !!(old?.hash && this.remote.capabilities.listingRevalidation);
+    const r = await this.bounded(`list ${dir}`, (signal) =>
+      this.remote.list(dir, { signal, priority: Priority.interactive, ...(useHash ? { hash: old!.hash } : {}) }));
+    const changedMeanwhile = (this.dirEpoch.get(dir) ?? 0) !== epoch;
+    if (r.unchanged && useHash && !changedMeanwhile) {
+      old!.expires = Date.now() + this.opts.dirTtlMs;
+      this.dirs.set(dir, old!);
+      return old!;
+    }
+    if (r.unchanged) {
+      // the server says unchanged, but our copy was edited meanwhile: fetch it in full
+      return this.fetchListing(dir, undefined);
+    }
+    const entries = new Map<string, RemoteEntry>();
+    for (const e of r.entries) entries.set(e.name, e);
+    const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + this.opts.dirTtlMs };
+    if (!changedMeanwhile) {
+      this.dirs.set(dir, slot);
+      this.attrs.set(dir, { entry: { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + this.opts.dirTtlMs });
+    } else {
+      const cur = this.dirs.get(dir);
+      if (cur) return cur;
+    }
+    return slot;
+  }
+
+  /** Reflects one of our own changes in the cached parent listing (kept fresh: it is still right). */
+  private setInParent(path: string, e: RemoteEntry | null): void {
+    const dir = parentOf(path);
+    this.bumpDir(dir);
+    const d = this.dirs.get(dir);
+    if (d) {
+      if (e) d.entries.set(baseOf(path), { ...e, name: baseOf(path) }); else d.entries.delete(baseOf(path));
+    }
+    if (e) this.attrs.set(path, { entry: { ...e, name: baseOf(path) }, expires: Date.now() + this.opts.attrTtlMs });
+    else this.attrs.set(path, { entry: null, expires: Date.now() + this.opts.negativeTtlMs });
+  }
+
+  /** Forgets cached metadata of path and everything below it. */
+  private forgetTree(path: string): void {
+    for (const k of [...this.attrs.keys()]) if (k === path || isUnder(k, path)) this.attrs.delete(k);
+    for (const k of [...this.dirs.keys()]) if (k === path || isUnder(k, path)) { this.dirs.delete(k); this.bumpDir(k); }
+    for (const k of [...this.shareLinks.keys()]) if (k === path || isUnder(k, path)) this.shareLinks.delete(k);
+  }
+
+  private async existing(path: string): Promise<RemoteEntry> {
+    const e = await this.lookup(path);
+    if (!e) throw new NotFound('no such file or directory', { path });
+    return e;
+  }
+
+  private async parentDir(path: string): Promise<void> {
+    if (path === '/') throw new BadRequest('the top folder cannot be changed', { path });
+    const pe = await this.lookup(parentOf(path));
+    if (!pe) throw new NotFound('parent folder does not exist', { path });
+    if (pe.type !== 'dir') throw new NotADirectory('parent is not a folder', { path });
+  }
+
+  /** Children of dir as the drive shows them: server listing plus local-only files. */
+  private async children(dir: string, force = false): Promise<Map<string, { e: RemoteEntry; o?: Obj }>> {
+    const d = await this.listing(dir, force);
+    const out = new Map<string, { e: RemoteEntry; o?: Obj }>();
+    for (const [name, e] of d.entries) {
+      const p = joinPath(dir, name);
+      const o = this.objs.get(p);
+      out.set(name, { e, o });
+    }
+    for (const o of this.localObjs) {
+      if (!o.unlinked && parentOf(o.path) === dir && o.path !== '/') {
+        const name = baseOf(o.path);
+        out.set(name, { e: out.get(name)?.e ?? this.localEntry(o), o });
+      }
+    }
+    return out;
+  }
+
+  async getattr(path: string): Promise<Attr> {
+    path = normPath(path);
+    const e = await this.existing(path);
+    return this.toAttr(path, e, this.objs.get(path));
+  }
+
+  async fgetattr(path: string, fh: number): Promise<Attr> {
+    const h = this.handles.get(fh);
+    if (!h) return this.getattr(path);
+    const o = h.obj;
+    const base: RemoteEntry = o.ident && !o.authoritative ? o.ident : this.localEntry(o);
+    return this.toAttr(o.path, base, o);
+  }
+
+  async readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }> {
+    path = normPath(path);
+    const e = await this.existing(path);
+    if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    const kids = await this.children(path);
+    const names: string[] = [];
+    const attrs = new Map<string, Attr>();
+    for (const [name, { e: ce, o }] of kids) {
+      names.push(name);
+      attrs.set(name, this.toAttr(joinPath(path, name), ce, o));
+    }
+    return { names, attrs };
+  }
+
+  async opendir(path: string): Promise<number> {
+    path = normPath(path);
+    const e = await this.existing(path);
+    if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    const fh = this.nextFh++;
+    this.dirHandles.add(fh);
+    return fh;
+  }
+
+  async releasedir(_path: string, fh: number): Promise<void> {
+    this.dirHandles.delete(fh);
+  }
+
+  async access(path: string, mode: number): Promise<void> {
+    path = normPath(path);
+    await this.existing(path);
+    if ((mode & W_OK) && this.opts.readOnly) throw new ReadOnly('the drive is mounted read-only', { path });
+  }
+
+  async statfs(_path: string): Promise<FsStats> {
+    const c = this.statfsCache;
+    if (c && c.expires > Date.now()) return c.value;
+    const s = await this.bounded('statfs', (signal) => this.remote.statfs({ signal, priority: Priority.interactive }));
+    const bsize = 4096;
+    const total = s.total ?? 2 ** 50;
+    const blocks = Math.max(1, Math.ceil(total / bsize));
+    const bfree = Math.max(0, Math.floor((total - s.used) / bsize));
+    const value: FsStats = {
+      bsize, frsize: bsize, blocks, bfree, bavail: bfree,
+      files: 1_000_000, ffree: 1_000_000, favail: 1_000_000, namemax: 255,
+    };
+    this.statfsCache = { value, expires: Date.now() + this.opts.attrTtlMs };
+    return value;
+  }
+
+  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    await this.existing(path);
+    const la = this.localAttrs.get(path) ?? {};
+    la.atimeMs = atimeMs;
+    la.mtimeMs = mtimeMs;
+    la.ctimeMs = Date.now();
+    this.localAttrs.set(path, la);
+  }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    await this.existing(path);
+    const la = this.localAttrs.get(path) ?? {};
+    la.perm = mode & 0o7777;
+    la.ctimeMs = Date.now();
+    this.localAttrs.set(path, la);
+  }
+
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    path = normPath(path);
+    await this.existing(path);
+    if (name !== SHARE_LINK_XATTR || !this.remote.capabilities.shareLinks || !this.remote.shareLink) {
+      throw new NoXattr(`no attribute ${name}`, { path });
+    }
+    let url = this.shareLinks.get(path);
+    if (!url) {
+      const o = this.objs.get(path);
+      // a link to content the server has not got yet would share the wrong bytes
+      if (o && o.pendingUid !== null) await this.within(`upload of ${path}`, this.uploadUntilClean(o));
+      const r = await this.bounded(`share link ${path}`, (signal) => this.remote.shareLink!(path, { signal, priority: Priority.interactive }));
+      url = r.url;
+      this.shareLinks.set(path, url);
+    }
+    return Buffer.from(url, 'utf8');
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    path = normPath(path);
+    await this.existing(path);
+    return this.remote.capabilities.shareLinks && this.remote.shareLink ? [SHARE_LINK_XATTR] : [];
+  }
+
+  async setxattr(path: string, _name: string, _value: Buffer, _flags: number): Promise<void> {
+    throw new Unsupported('extended attributes cannot be set on this drive', { path });
+  }
+
+  async removexattr(path: string, _name: string): Promise<void> {
+    throw new Unsupported('extended attributes cannot be removed on this drive', { path });
+  }
+
+  // ------------------------------------------------------------------ namespace changes
+
+  async mkdir(path: string, mode: number): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    await this.parentDir(path);
+    if (await this.lookup(path)) throw new AlreadyExists('already exists', { path });
+    await this.bounded(`mkdir ${path}`, (signal) => this.remote.mkdir(path, { signal, priority: Priority.interactive }));
+    const now = Date.now();
+    this.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
+    this.dirs.set(path, { entries: new Map(), expires: now + this.opts.dirTtlMs });
+    this.bumpDir(path);
+    if (mode && (mode & 0o7777) !== 0o755) this.localAttrs.set(path, { perm: mode & 0o7777 });
+    else this.localAttrs.delete(path);
+  }
+
+  async rmdir(path: string): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    if (path === '/') throw new BadRequest('cannot remove the top folder', { path });
+    const e = await this.existing(path);
+    if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    // the server deletes folders recursively: only a fresh listing may say "empty"
+    const kids = await this.children(path, true);
+    if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
+    await this.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
+    this.forgetTree(path);
+    this.setInParent(path, null);
+    this.localAttrs.delete(path);
+  }
+
+  async unlink(path: string): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    const e = await this.existing(path);
+    if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
+    await this.withBarrier([path], async () => {
+      const o = this.objs.get(path);
+      if (o) await this.stopUpload(o);
+      // durable first: after a crash the upload must not come back
+      await this.journal.cancel(path);
+      const localOnly = !!o && !o.onServer && !o.attempted;
+      if (!localOnly) {
+        try {
+          await this.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
+        } catch (err) {
+          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.attempted || !o.onServer))) throw err;
+        }
+      }
+      if (o) this.detach(o);
+      this.failures.delete(path);
+      this.localAttrs.delete(path);
+      this.shareLinks.delete(path);
+      this.setInParent(path, null);
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    from = normPath(from);
+    to = normPath(to);
+    this.assertWritable();
+    if (from === '/' || to === '/') throw new BadRequest('the top folder cannot be renamed', { path: from });
+    const src = await this.existing(from);
+    if (from === to) return;
+    if (isUnder(to, from)) throw new BadRequest('cannot move a folder into itself', { path: to });
+    await this.parentDir(to);
+    const dst = await this.lookup(to);
+    if (dst) {
+      if (src.type === 'dir' && dst.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
+      if (src.type !== 'dir' && dst.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
+      if (dst.type === 'dir' && (await this.children(to, true)).size > 0) throw new NotEmpty('target folder is not empty', { path: to });
+    }
+    await this.withBarrier([from, to], async () => {
+      const moving = [...this.objs.values()].filter((o) => o.path === from || isUnder(o.path, from));
+      const replaced = this.objs.get(to);
+      for (const o of moving) await this.stopUpload(o);
+      if (replaced) await this.stopUpload(replaced);
+      const so = this.objs.get(from);
+      const srcLocalOnly = src.type === 'file' && !!so && !so.onServer && !so.attempted;
+      if (dst) await this.journal.cancel(to);
+      const jr = this.journal.rename(from, to);
+      // local view first, so a close() journaling meanwhile already records the new name
+      if (replaced) this.detach(replaced);
+      this.rekey(from, to, moving);
+      try {
+        await jr;
+        if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
+      } catch (err) {
+        const movedBack = [...this.objs.values()].filter((o) => o.path === to || isUnder(o.path, to));
+        this.rekey(to, from, movedBack);
+        await this.journal.rename(to, from).catch(() => {});
+        throw err;
+      }
+      this.forgetTree(from);
+      this.forgetTree(to);
+      this.setInParent(from, null);
+      this.setInParent(to, { ...src, name: baseOf(to) });
+    });
+    for (const o of this.localObjs) {
+      if ((o.path === to || isUnder(o.path, to)) && o.pendingUid !== null && !o.timer && !o.uploading) {
+        this.schedule(o, this.opts.writebackDelayMs);
+      }
+    }
+  }
+
+  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined): Promise<void> {
+    const move = () => this.bounded(`move ${from} -> ${to}`, (signal) => this.remote.move(from, to, { signal, priority: Priority.interactive }));
+    try {
+      await move();
+    } catch (err) {
+      if (isRemoteError(err, 'ALREADY_EXISTS') && dst) {
+        // POSIX rename replaces the target; the service would not, so remove it first
+        await this.bounded(`remove ${to}`, (signal) => this.remote.remove([to], { signal, priority: Priority.interactive }));
+        await move();
+        return;
+      }
+      // a file whose pending upload never reached the server has nothing to move there
+      if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.pendingUid !== null) return;
+      throw err;
+    }
+  }
+
+  /** Moves local state (objects, local attributes, failures) from `from` to `to`. */
+  private rekey(from: string, to: string, objs: Obj[]): void {
+    for (const o of objs) if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    for (const o of objs) {
+      o.path = rebase(o.path, from, to);
+      const prev = this.objs.get(o.path);
+      if (prev && prev !== o) this.detach(prev);
+      this.objs.set(o.path, o);
+      o.metaOnDisk = false;
+    }
+    for (const m of [this.localAttrs, this.failures] as Map<string, unknown>[]) {
+      const moved: [string, unknown][] = [];
+      for (const [k, v] of m) if (k === from || isUnder(k, from)) moved.push([k, v]);
+      for (const [k] of moved) m.delete(k);
+      for (const [k, v] of moved) {
+        const nk = rebase(k, from, to);
+        if (m === this.failures) (v as UploadFailure).path = nk;
+        m.set(nk, v);
+      }
+    }
+  }
+
+  private async withBarrier<T>(paths: string[], fn: () => Promise<T>): Promise<T> {
+    // one namespace change at a time per path: wait for barriers that cover ours
+    for (;;) {
+      const busy = [...this.barriers].find((b) => b.paths.some((bp) => paths.some((p) => p === bp || isUnder(p, bp) || isUnder(bp, p))));
+      if (!busy) break;
+      await busy.promise.catch(() => {});
+    }
+    let release!: () => void;
+    const b: Barrier = { paths, promise: new Promise<void>((r) => { release = r; }) };
+    this.barriers.add(b);
+    try {
+      return await fn();
+    } finally {
+      this.barriers.delete(b);
+      release();
+    }
+  }
+
+  private async waitBarriers(o: Obj): Promise<void> {
+    if (this.barriers.size === 0) return;
+    o.parked = true;
+    try {
+      for (;;) {
+        const b = [...this.barriers].find((x) => x.paths.some((bp) => o.path === bp || isUnder(o.path, bp)));
+        if (!b) return;
+        await b.promise;
+      }
+    } finally {
+      o.parked = false;
+    }
+  }
+
+  /** Stops a pending/in-flight upload of o (it stays pending) and waits until it settled. */
+  private async stopUpload(o: Obj): Promise<void> {
+    if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+    // an upload parked at our own barrier has sent nothing; waiting for it would deadlock
+    if (o.uploading && !o.parked) {
+      o.uploadAbort?.abort(MUTATION);
+      await o.uploading.catch(() => {});
+    }
+  }
+
+  /** The path no longer names o (deleted or replaced); its bytes go once the last handle closes. */
+  private detach(o: Obj): void {
+    if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+    o.unlinked = true;
+    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.localObjs.delete(o);
+    if (o.refs === 0) this.destroy(o);
+  }
+
+  private destroy(o: Obj): void {
+    o.epoch++;
+    o.dlAbort?.abort(MUTATION);
+    this.cacheBytes -= o.ranges.bytes;
+    o.ranges.clear();
+    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.localObjs.delete(o);
+    const close = () => {
+      if (o.fd >= 0 && o.inflightCount === 0 && !o.download) { const fd = o.fd; o.fd = -1; fs.close(fd, () => {}); }
+    };
+    close();
+    const file = this.file(o);
+    const settle = [...o.inflight.values(), ...(o.download ? [o.download] : [])].map((p) => p.catch(() => {}));
+    Promise.all(settle).then(() => {
+      close();
+      return Promise.all([fsp.rm(file, { force: true }), fsp.rm(file + '.meta', { force: true })]);
+    }).catch((e) => this.log.warn(`cache cleanup of ${o.path}: ${errText(e)}`));
+  }
+
+  private dropObj(o: Obj): void {
+    this.destroy(o);
+  }
+
+  // ------------------------------------------------------------------ open / create / release
+
+  private async openFd(o: Obj): Promise<void> {
+    if (o.fd >= 0) return;
+    if (!o.fdOpening) {
+      o.fdOpening = (async () => {
+        o.fd = await new Promise<number>((resolve, reject) =>
+          fs.open(this.file(o), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+      })().finally(() => { o.fdOpening = null; });
+    }
+    await o.fdOpening;
+  }
+
+  private touchLru(o: Obj): void {
+    if (this.objs.get(o.path) === o) { this.objs.delete(o.path); this.objs.set(o.path, o); }
+  }
+
+  async open(path: string, flags: number): Promise<number> {
+    path = normPath(path);
+    await this.start();
+    const writable = (flags & O_ACCMODE) !== O_RDONLY;
+    if (writable || (flags & O_TRUNC)) this.assertWritable();
+    const e = await this.lookup(path);
+    if (!e) {
+      if (flags & O_CREAT) return this.create(path, 0o644, flags);
+      throw new NotFound('no such file', { path });
+    }
+    if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
+    if ((flags & O_CREAT) && (flags & O_EXCL)) throw new AlreadyExists('already exists', { path });
+    let o = this.objs.get(path);
+    if (o && !o.authoritative && !sameIdent(o.ident, e)) {
+      // the server has other content now: cached bytes are stale
+      await this.resetContent(o, e);
+    }
+    if (!o) {
+      o = new Obj(randomUUID(), path, e.size, true);
+      o.ident = { ...e };
+      this.objs.set(path, o);
+    }
+    return this.openObj(o, flags, writable);
+  }
+
+  private async openObj(o: Obj, flags: number, writable: boolean): Promise<number> {
+    o.refs++;
+    if (writable) o.writers++;
+    try {
+      await this.openFd(o);
+      this.touchLru(o);
+      if (writable && (flags & O_TRUNC) && (o.size > 0 || !o.dirty)) await this.truncateObj(o, 0);
+    } catch (err) {
+      o.refs--;
+      if (writable) o.writers--;
+      this.afterRelease(o);
+      throw err;
+    }
+    const fh = this.nextFh++;
+    this.handles.set(fh, {
+      obj: o, writable, append: !!(flags & O_APPEND), nextPos: 0, window: this.opts.readAheadBytes, raEnd: 0,
+    });
+    return fh;
+  }
+
+  async create(path: string, mode: number, flags: number): Promise<number> {
+    path = normPath(path);
+    await this.start();
+    this.assertWritable();
+    await this.parentDir(path);
+    const e = await this.lookup(path);
+    if (e) {
+      if (flags & O_EXCL) throw new AlreadyExists('already exists', { path });
+      if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
+      return this.open(path, flags & ~O_CREAT);
+    }
+    const stale = this.objs.get(path);
+    if (stale) this.detach(stale);
+    const o = new Obj(randomUUID(), path, 0, false);
+    o.gen = 1;
+    o.localMtime = Date.now();
+    this.objs.set(path, o);
+    this.markLocal(o);
+    this.attrs.delete(path);
+    this.bumpDir(parentOf(path));
+    const perm = mode & 0o7777;
+    if (perm && perm !== 0o644) this.localAttrs.set(path, { perm }); else this.localAttrs.delete(path);
+    // even O_RDONLY|O_CREAT made a file: the handle commits it like a writer
+    return this.openObj(o, flags & ~O_TRUNC, true);
+  }
+
+  async flush(_path: string, fh: number): Promise<void> {
+    const h = this.handle(fh);
+    if (!h.writable) return;
+    const o = h.obj;
+    if (o.unlinked || !o.dirty) return;
+    await this.commitClose(o);
+    if (this.opts.writebackDelayMs === 0) {
+      await this.within(`upload of ${o.path}`, this.uploadUntilClean(o));
+    } else {
+      this.schedule(o, this.opts.writebackDelayMs);
+    }
+  }
+
+  async release(_path: string, fh: number): Promise<void> {
+    const h = this.handles.get(fh);
+    if (!h) return;
+    this.handles.delete(fh);
+    const o = h.obj;
+    o.refs--;
+    if (h.writable) o.writers--;
+    if (h.writable && !o.unlinked && o.gen !== o.journaledGen && o.writers === 0) {
+      if (o.refused) {
+        this.discardLocal(o);
+      } else {
+        // flush was skipped or failed: the content still has to be kept
+        try { await this.commitClose(o); } catch (err) {
+          if (o.refused) this.discardLocal(o);
+          else this.log.error(`keeping ${o.path} failed: ${errText(err)}`);
+        }
+      }
+    }
+    if (!o.unlinked && o.writers === 0 && o.pendingUid !== null && !o.timer && !o.uploading) {
+      this.schedule(o, this.opts.writebackDelayMs);
+    }
+    this.afterRelease(o);
+  }
+
+  private afterRelease(o: Obj): void {
+    if (o.refs > 0) return;
+    if (o.unlinked) { this.destroy(o); return; }
+    if (o.fd >= 0 && o.inflightCount === 0 && !o.download && !o.uploading) {
+      const fd = o.fd; o.fd = -1; fs.close(fd, () => {});
+    }
+    if (!o.authoritative && o.ranges.bytes > 0 && !o.metaOnDisk) {
+      this.writeMeta(o).catch((e) => this.log.debug(`cache index of ${o.path}: ${errText(e)}`));
+    }
+    this.maybeEvict();
+  }
+
+  /** A refused (policy) file cannot reach the server: the server's state is shown again. */
+  private discardLocal(o: Obj): void {
+    this.log.warn(`${o.path}: ${errText(o.refused)}; local changes discarded`);
+    this.detach(o);
+    this.attrs.delete(o.path);
+    this.bumpDir(parentOf(o.path));
+  }
+
+  private async writeMeta(o: Obj): Promise<void> {
+    if (!o.ident || o.authoritative) return;
+    const m = { path: o.path, ident: o.ident, ranges: o.ranges.toPairs() };
+    const tmp = this.file(o) + '.meta.tmp';
+    await fsp.writeFile(tmp, JSON.stringify(m), { mode: 0o600 });
+    await fsp.rename(tmp, this.file(o) + '.meta');
+    o.metaOnDisk = true;
+  }
+
+  // ------------------------------------------------------------------ content
+
+  /** Forgets cached bytes (server content changed or O_TRUNC). Waits for fetches to settle. */
+  private async quiesce(o: Obj): Promise<void> {
+    o.epoch++;
+    if (o.download) { o.dlAbort?.abort(MUTATION); await o.download.catch(() => {}); }
+    if (o.inflightCount > 0) await Promise.all([...o.inflight.values()].map((p) => p.catch(() => {})));
+  }
+
+  private async resetContent(o: Obj, e: RemoteEntry): Promise<void> {
+    await this.quiesce(o);
+    this.cacheBytes -= o.ranges.bytes;
+    o.ranges.clear();
+    o.ident = { ...e };
+    o.size = e.size;
+    if (o.metaOnDisk) { o.metaOnDisk = false; await fsp.rm(this.file(o) + '.meta', { force: true }); }
+    if (o.fd >= 0) await new Promise<void>((r, j) => fs.ftruncate(o.fd, 0, (err) => (err ? j(err) : r())));
+    else await fsp.truncate(this.file(o), 0).catch(() => {});
+  }
+
+  private async beforeModify(o: Obj): Promise<void> {
+    if (!o.dirty && o.metaOnDisk) {
+      // a clean index entry for bytes that are about to change would serve them after a crash
+      o.metaOnDisk = false;
+      await fsp.rm(this.file(o) + '.meta', { force: true });
+    }
+  }
+
+  private modified(o: Obj): void {
+    o.gen++;
+    o.localMtime = Date.now();
+    const la = this.localAttrs.get(o.path);
+    if (la && la.mtimeMs !== undefined) { la.mtimeMs = undefined; }
+    this.markLocal(o);
+  }
+
+  private async truncateObj(o: Obj, size: number): Promise<void> {
+    if (size > 0 && !o.complete) await this.ensureWhole(o);
+    await this.beforeModify(o);
+    if (size === 0) await this.quiesce(o);
+    await new Promise<void>((r, j) => fs.ftruncate(o.fd, size, (err) => (err ? j(err) : r())));
+    const before = o.ranges.bytes;
+    if (size < o.size) o.ranges.truncate(size); else o.ranges.add(o.size, size);
+    this.cacheBytes += o.ranges.bytes - before;
+    o.size = size;
+    this.modified(o);
+  }
+
+  async read(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    const h = this.handle(fh);
+    const o = h.obj;
+    const size = o.size;
+    if (position >= size || length <= 0) return 0;
+    let end = position + length;
+    if (end > size) end = size;
+    const seq = position === h.nextPos;
+    if (!seq) { h.window = this.opts.readAheadBytes; h.raEnd = 0; }
+    h.nextPos = end;
+    if (!o.ranges.covers(position, end)) {
+      if (this.remote.read && this.remote.capabilities.rangedReads) {
+        end = await this.fillRanged(o, h, position, end, seq);
+      } else {
+        await this.ensureDownloaded(o, end);
+        if (o.size < end) end = Math.max(position, o.size);
+      }
+    } else if (seq && !o.dirty && this.remote.read && this.remote.capabilities.rangedReads) {
+      this.readAhead(o, h, end);
+    }
+    let n = 0;
+    const want = end - position;
+    while (n < want) {
+      const r = await pread(o.fd, buf, n, want - n, position + n);
+      if (r === 0) break;
+      n += r;
+    }
+    return n;
+  }
+
+  async write(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    const h = this.handle(fh);
+    if (!h.writable) throw new BadRequest('file not open for writing');
+    this.assertWritable();
+    const o = h.obj;
+    if (!o.complete) await this.ensureWhole(o);
+    if (!o.dirty) await this.beforeModify(o);
+    if (h.append) position = o.size;
+    let n = 0;
+    while (n < length) n += await pwrite(o.fd, buf, n, length - n, position + n);
+    const end = position + length;
+    if (end > o.size || position > o.size) {
+      const before = o.ranges.bytes;
+      o.ranges.add(Math.min(position, o.size), end);
+      this.cacheBytes += o.ranges.bytes - before;
+      o.size = end;
+    }
+    o.gen++;
+    o.localMtime = Date.now();
+    if (!this.localObjs.has(o)) {
+      this.markLocal(o);
+      const la = this.localAttrs.get(o.path);
+      if (la) la.mtimeMs = undefined;
+    }
+    return length;
+  }
+
+  async ftruncate(_path: string, fh: number, size: number): Promise<void> {
+    const h = this.handle(fh);
+    this.assertWritable();
+    if (size < 0) throw new BadRequest('negative size');
+    await this.truncateObj(h.obj, size);
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    if (size < 0) throw new BadRequest('negative size', { path });
+    const fh = await this.open(path, size === 0 ? (1 | O_TRUNC) : 2);
+    try {
+      if (size > 0) await this.ftruncate(path, fh, size);
+      await this.flush(path, fh);
+    } finally {
+      await this.release(path, fh);
+    }
+  }
+
+  async fsync(_path: string, fh: number, _datasync: boolean): Promise<void> {
+    const h = this.handle(fh);
+    const o = h.obj;
+    if (o.unlinked) return;
+    if (h.writable && o.dirty && o.gen !== o.journaledGen) await this.commitClose(o);
+    if (o.pendingUid !== null) await this.within(`upload of ${o.path}`, this.uploadUntilClean(o));
+  }
+
+  /** Whole content present locally (before the first write, so the dirty file is complete). */
+  private async ensureWhole(o: Obj): Promise<void> {
+    if (o.complete) return;
+    if (this.remote.read && this.remote.capabilities.rangedReads) {
+      for (let guard = 0; !o.complete && guard < 3; guard++) {
+        const start = o.ranges.contiguousEnd(0);
+        await this.fetchRequired(o, start, o.size, 64 * MiB);
+        if (!o.complete && o.ranges.contiguousEnd(0) === start) break;
+      }
+      if (!o.complete) throw new BadResponse('the server sent less content than the file size', { path: o.path });
+    } else {
+      await this.ensureDownloaded(o, o.size);
+    }
+  }
+
+  /** Ranged remotes: makes [start, end) present; returns how far the bytes from start are present. */
+  private async fillRanged(o: Obj, h: Handle, start: number, end: number, seq: boolean): Promise<number> {
+    const waits = this.startRequired(o, start, end, 8 * MiB);
+    if (seq) this.readAhead(o, h, end);
+    await this.within(`read of ${o.path}`, Promise.all(waits));
+    if (o.ranges.covers(start, end)) return end;
+    const have = Math.min(end, o.ranges.contiguousEnd(start));
+    if (have > start) return have;
+    throw new BadResponse('the server sent less content than the file size', { path: o.path });
+  }
+
+  private async fetchRequired(o: Obj, start: number, end: number, maxReq: number): Promise<void> {
+    await this.within(`read of ${o.path}`, Promise.all(this.startRequired(o, start, end, maxReq)));
+  }
+
+  /** Starts fetches of the missing blocks of [start, end), joins fetches in flight. */
+  private startRequired(o: Obj, start: number, end: number, maxReq: number): Promise<void>[] {
+    const B = this.blockBytes;
+    const waits: Promise<void>[] = [];
+    let b = Math.floor(start / B);
+    const last = Math.floor((end - 1) / B);
+    while (b <= last) {
+      const inf = o.inflight.get(b);
+      if (inf) { waits.push(inf); b++; continue; }
+      if (this.blockHeld(o, b)) { b++; continue; }
+      let e = b + 1;
+      while (e <= last && (e - b) * B < maxReq && !o.inflight.has(e) && !this.blockHeld(o, e)) e++;
+      waits.push(this.fetchRun(o, b * B, Math.min(e * B, o.size), Priority.interactive));
+      b = e;
+    }
+    return waits;
+  }
+
+  private blockHeld(o: Obj, b: number): boolean {
+    const s = b * this.blockBytes;
+    return o.ranges.covers(s, Math.min(s + this.blockBytes, o.size));
+  }
+
+  /** Sequential reader: keeps up to `window` bytes ahead in flight, the window doubling each round. */
+  private readAhead(o: Obj, h: Handle, from: number): void {
+    const B = this.blockBytes;
+    const target = Math.min(o.size, from + h.window);
+    // refill only when half the window is consumed, so requests stay large
+    if (h.raEnd >= target || h.raEnd - from > h.window / 2 || o.inflightCount >= this.opts.readParallel) return;
+    const reqBytes = Math.max(B, Math.floor(h.window / this.opts.readParallel));
+    let s = Math.floor(Math.max(from, h.raEnd) / B) * B;
+    while (s < target && o.inflightCount < this.opts.readParallel) {
+      const b = s / B;
+      if (o.inflight.has(b) || this.blockHeld(o, b)) { s += B; continue; }
+      let e = s + B;
+      while (e < target && e - s < reqBytes && !o.inflight.has(e / B) && !this.blockHeld(o, e / B)) e += B;
+      this.fetchRun(o, s, Math.min(e, o.size), Priority.normal).catch(() => { /* a reader that needs it fetches again */ });
+      s = e;
+    }
+    h.raEnd = Math.min(s, target);
+    if (h.window < this.opts.readAheadMaxBytes) h.window = Math.min(h.window * 2, this.opts.readAheadMaxBytes);
+  }
+
+  private fetchRun(o: Obj, s: number, e: number, priority: number): Promise<void> {
+    const B = this.blockBytes;
+    const epoch = o.epoch;
+    const path = o.path;
+    const p = (async () => {
+      if (o.fd < 0) await this.openFd(o);
+      const data = await this.bounded(`read of ${path}`, (signal) => this.remote.read!(path, s, e - s, { signal, priority }));
+      if (o.epoch !== epoch) return;
+      let n = 0;
+      while (n < data.length) n += await pwrite(o.fd, data, n, data.length - n, s + n);
+      if (o.epoch !== epoch) return;
+      const before = o.ranges.bytes;
+      o.ranges.add(s, Math.min(s + data.length, o.size));
+      this.cacheBytes += o.ranges.bytes - before;
+      o.metaOnDisk = false;
+    })().finally(() => {
+      for (let b = s / B; b * B < e; b++) if (o.inflight.get(b) === p) o.inflight.delete(b);
+      o.inflightCount--;
+      if (o.refs === 0) this.afterRelease(o);
+      else if (this.cacheBytes > this.opts.cacheMaxBytes) this.maybeEvict();
+    });
+    for (let b = s / B; b * B < e; b++) o.inflight.set(b, p);
+    o.inflightCount++;
+    return p;
+  }
+
+  /** Non-ranged remotes: the whole file streams into the cache file; reads follow its progress. */
+  private async ensureDownloaded(o: Obj, need: number): Promise<void> {
+    if (o.complete) return;
+    if (!o.download) this.startDownload(o);
+    if (o.downloaded >= need) return;
+    await this.within(`read of ${o.path}`, new Promise<void>((resolve, reject) => {
+      o.dlWaiters.push({ need, resolve, reject });
+    }));
+  }
+
+  private startDownload(o: Obj): void {
+    const ac = new AbortController();
+    o.dlAbort = ac;
+    o.downloaded = 0;
+    const epoch = o.epoch;
+    const path = o.path;
+    const wake = () => {
+      const still: typeof o.dlWaiters = [];
+      for (const w of o.dlWaiters) if (w.need <= o.downloaded) w.resolve(); else still.push(w);
+      o.dlWaiters = still;
+    };
+    o.download = (async () => {
+      if (o.fd < 0) await this.openFd(o);
+      await this.remote.download(path, this.file(o), {
+        signal: ac.signal,
+        priority: Priority.interactive,
+        onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(); } },
+      });
+      if (o.epoch !== epoch) throw new Cancelled('download superseded', { path });
+      // the client may have replaced the file instead of writing in place: follow the new inode
+      const [a, b] = await Promise.all([fsp.stat(this.file(o)), new Promise<fs.Stats>((r, j) => fs.fstat(o.fd, (err, st) => (err ? j(err) : r(st))))]);
+      if (a.ino !== b.ino) {
+        const old = o.fd;
+        o.fd = -1;
+        fs.close(old, () => {});
+        await this.openFd(o);
+      }
+      const before = o.ranges.bytes;
+      o.size = a.size;
+      if (o.ident) o.ident.size = a.size;
+      o.ranges.clear();
+      o.ranges.add(0, a.size);
+      this.cacheBytes += o.ranges.bytes - before;
+      o.downloaded = a.size;
+      o.metaOnDisk = false;
+    })();
+    o.download.then(() => {
+      for (const w of o.dlWaiters) w.resolve();
+      o.dlWaiters = [];
+    }, (err) => {
+      for (const w of o.dlWaiters) w.reject(err);
+      o.dlWaiters = [];
+    }).finally(() => {
+      o.download = null;
+      o.dlAbort = null;
+      if (o.refs === 0) this.afterRelease(o);
+      else this.maybeEvict();
+    });
+  }
+
+  /** LRU eviction of clean content, never of dirty, pending or open objects. */
+  private maybeEvict(): void {
+    if (this.evicting || this.cacheBytes <= this.opts.cacheMaxBytes) return;
+    this.evicting = true;
+    try {
+      for (const o of [...this.objs.values()]) {
+        if (this.cacheBytes <= this.opts.cacheMaxBytes) break;
+        if (o.refs > 0 || o.authoritative || o.inflightCount > 0 || o.download || o.ranges.bytes === 0) continue;
+        this.destroy(o);
+      }
+    } finally {
+      this.evicting = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ write-back
+
+  /**
+   * close()/fsync() of changed content: policy check (so EFBIG/EPERM/EDQUOT reach the program),
+   * data made durable, then the durable journal record.
+   */
+  private async commitClose(o: Obj): Promise<void> {
+    if (o.gen === o.journaledGen || o.unlinked) return;
+    const gen = o.gen;
+    if (this.remote.checkUpload) {
+      try {
+        await this.bounded(`policy check of ${o.path}`, (signal) => this.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
+        o.refused = null;
+      } catch (err) {
+        if (isRemoteError(err) && !err.retryable) o.refused = err;
+        throw err;
+      }
+    }
+    await new Promise<void>((r, j) => fs.ftruncate(o.fd, o.size, (err) => (err ? j(err) : r())));
+    await new Promise<void>((r, j) => fs.fdatasync(o.fd, (err) => (err ? j(err) : r())));
+    if (o.unlinked || o.journaledGen >= gen) return;
+    const uid = randomUUID();
+    o.pendingUid = uid;
+    o.journaledGen = gen;
+    this.markLocal(o);
+    await this.journal.upload({ uid, path: o.path, id: o.id, size: o.size });
+  }
+
+  private schedule(o: Obj, delayMs: number): void {
+    if (this.closed || o.unlinked) return;
+    if (o.timer) clearTimeout(o.timer);
+    o.timer = setTimeout(() => {
+      o.timer = null;
+      // still being written by someone: the last close schedules again
+      if (o.writers > 0 && o.gen !== o.journaledGen) return;
+      this.runUpload(o).catch(() => { /* recorded in failures */ });
+    }, delayMs);
+  }
+
+  /** Uploads until the newest closed content of o is on the server; throws the final failure. */
+  private async uploadUntilClean(o: Obj): Promise<void> {
+    for (let guard = 0; o.pendingUid !== null && !o.unlinked && !this.closed; guard++) {
+      if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+      await this.runUpload(o);
+      if (guard > 50) throw new Timeout('upload kept being superseded', { path: o.path });
+    }
+  }
+
+  private runUpload(o: Obj): Promise<void> {
+    if (o.uploading) return o.uploading;
+    const p = this.doUpload(o).then(() => {
+      // closed again while this upload ran: that newer content goes after its own delay
+      if (o.uploading === p) o.uploading = null;
+      if (o.pendingUid !== null && !o.unlinked && !o.timer && !this.closed) this.schedule(o, this.opts.writebackDelayMs);
+    }).finally(() => {
+      if (o.uploading === p) o.uploading = null;
+      this.markLocal(o);
+      if (o.refs === 0) this.afterRelease(o);
+    });
+    o.uploading = p;
+    this.markLocal(o);
+    return p;
+  }
+
+  private async doUpload(o: Obj): Promise<void> {
+    await this.waitBarriers(o);
+    const uid = o.pendingUid;
+    if (uid === null || o.unlinked || this.closed) return;
+    const gen = o.journaledGen;
+    let attempts = 0;
+    for (;;) {
+      await this.waitBarriers(o);
+      if (o.pendingUid !== uid || o.unlinked || this.closed) return;
+      const path = o.path;
+      const ac = new AbortController();
+      o.uploadAbort = ac;
+      attempts++;
+      try {
+        if (this.remote.checkUpload) await this.remote.checkUpload(path, o.size, { signal: ac.signal, priority: Priority.background });
+        o.attempted = true;
+        const entry = await this.remote.upload(this.file(o), path, { signal: ac.signal, priority: Priority.background });
+        o.uploadAbort = null;
+        if (o.unlinked) return;
+        this.uploaded(o, uid, gen, path, entry);
+        return;
+      } catch (err) {
+        o.uploadAbort = null;
+        if (ac.signal.aborted && (ac.signal.reason === MUTATION || ac.signal.reason === CLOSING)) return;
+        const retryable = isRemoteError(err) ? err.retryable : false;
+        if (!retryable || attempts >= this.uploadAttempts) {
+          const f: UploadFailure = { path, error: errText(err), attempts, atMs: Date.now() };
+          this.failures.set(path, f);
+          this.log.error(`upload of ${path} failed after ${attempts} attempt(s), kept for a later retry: ${f.error}`);
+          throw err;
+        }
+        const delay = Math.min(30_000, this.uploadBackoffMs * 2 ** (attempts - 1)) * (0.75 + Math.random() * 0.5);
+        this.log.warn(`upload of ${path} failed (attempt ${attempts}), retrying in ${Math.round(delay)} ms: ${errText(err)}`);
+        const sleeper = new AbortController();
+        o.uploadAbort = sleeper;
+        try { await sleep(delay, sleeper.signal); } catch { o.uploadAbort = null; return; }
+        o.uploadAbort = null;
+      }
+    }
+  }
+
+  private uploaded(o: Obj, uid: string, gen: number, path: string, entry: RemoteEntry): void {
+    o.onServer = true;
+    o.uploadedGen = gen;
+    this.failures.delete(path);
+    if (o.pendingUid === uid) {
+      o.pendingUid = null;
+      this.journal.done(uid).catch((e) => this.log.warn(`journal: ${errText(e)}`));
+    }
+    if (o.path !== path) return;
+    const e: RemoteEntry = { ...entry, name: baseOf(path), type: 'file' };
+    if (!o.dirty) o.ident = { ...e };
+    this.setInParent(path, e);
+  }
+}
