@@ -230,6 +230,16 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   const mnt = await resolveMountpoint(mountpoint);
   await prepareMountpoint(mnt, opts, log);
 
+  // One cheap authenticated call, so a wrong password or an unreachable server is a clear error
+  // here instead of EACCES/EIO on the first ls.
+  try {
+    await remote.statfs();
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? '';
+    if (/AUTH_FAILED|UNAUTHORIZED|NO_PERMISSION|FORBIDDEN/.test(code)) throw new MountError(`login to the ${remote.kind} account failed (${code}): check user and password`);
+    throw new MountError(`the ${remote.kind} service is not usable: ${(e as Error).message}`);
+  }
+
   const vfs: VfsApi = new Vfs(remote, vopts);
   // Journal replay first: uploads a crashed run left are queued before any program sees the drive.
   await vfs.start();

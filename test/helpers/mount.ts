@@ -111,7 +111,11 @@ const waitExit = (c: ChildProcess, ms: number) =>
  * mount goes away even when the test fails.
  */
 export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { timeoutMs?: number } = {}): Promise<MountHandle> {
-  fs.mkdirSync(cfg.mountpoint, { recursive: true });
+  try {
+    fs.mkdirSync(cfg.mountpoint, { recursive: true });
+  } catch {
+    // A dead mount left by a killed child (ENOTCONN): the drive itself must clean it.
+  }
   const child = spawn(process.execPath, [CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(child);
   live.add(cfg.mountpoint);
@@ -143,7 +147,7 @@ export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { 
   const waitLine = (re: RegExp, ms: number, what: string) =>
     new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${what}: no answer from the mount child in ${ms} ms; stderr:\n${err}`)), ms);
-      waiters.push({ re, resolve: (m) => { clearTimeout(timer); resolve(m[0]!); } });
+      waiters.push({ re, resolve: (m) => { clearTimeout(timer); resolve(m.input!); } });
       void exited.then((code) => {
         clearTimeout(timer);
         reject(new Error(`${what}: mount child exited (${code}); stderr:\n${err}`));

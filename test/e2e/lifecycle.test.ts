@@ -1,0 +1,109 @@
+// Mount lifecycle: kill -9 during writes and remount (journal replay, stale mount cleaned),
+// SIGTERM flushes and unmounts, busy unmount, refused mountpoints.
+import test from 'ava';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { isMounted, mountChild, tempDir } from '../helpers/mount.js';
+import {
+  startServers, mountService, KINDS, uniq, run, sha256, randomBytesSeeded, errCode, DEMO,
+  type Servers,
+} from './lib/services.js';
+
+let servers: Servers;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.close();
+});
+
+for (const kind of KINDS) {
+  test.serial(`${kind}: kill -9 during writes, remount with the same cache: every closed file reaches the server`, async (t) => {
+    const cacheDir = tempDir(t, 'cm-cache-crash-');
+    // Uploads wait 5 s after close, so the kill finds them still pending in the journal.
+    const d = await mountService(t, servers, kind, { cacheDir, vfs: { writebackDelayMs: 5000 } });
+    const rel = uniq('crash');
+    const dir = d.p(rel);
+    await fsp.mkdir(dir);
+    const files = new Map<string, Buffer>();
+    for (let i = 0; i < 12; i++) files.set(`small-${i}.txt`, Buffer.from(`closed file ${i}\n`.repeat(i + 1)));
+    files.set('big.bin', randomBytesSeeded(3 * 1024 * 1024, 5));
+    for (const [n, b] of files) await fsp.writeFile(path.join(dir, n), b);
+    // A writer still busy when the driver dies: its file was never closed, so no promise about it.
+    const writer = run('dd', ['if=/dev/zero', `of=${path.join(dir, 'open-while-killed.bin')}`, 'bs=64k', 'count=100000'], { timeoutMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const before = await d.status();
+    t.true(before.pending > 0, 'uploads were still pending when killed');
+    await d.kill9();
+    await writer;
+    t.true(isMounted(d.mnt), 'kill -9 leaves a dead mount behind');
+    t.is(await errCode(fsp.stat(d.mnt)), 'ENOTCONN');
+
+    // Same mountpoint, same cache: the stale mount is cleaned and the journal replayed.
+    const d2 = await mountChild(t, { ...d.cfg, mountpoint: d.mnt });
+    await d2.flush();
+    t.deepEqual((await d2.status()).failures, []);
+
+    const fresh = await mountService(t, servers, kind);
+    const fdir = fresh.p(rel);
+    for (const [n, b] of files) {
+      const got = await fsp.readFile(path.join(fdir, n));
+      t.is(sha256(got), sha256(b), n);
+    }
+  });
+}
+
+test.serial('SIGTERM flushes pending uploads, unmounts and exits 0', async (t) => {
+  const d = await mountService(t, servers, 'maxxo', { vfs: { writebackDelayMs: 10_000 } });
+  const rel = uniq('term');
+  await fsp.mkdir(d.p(rel));
+  await fsp.writeFile(d.p(rel, 'a.txt'), 'delivered at unmount');
+  t.true((await d.status()).pending > 0);
+  t.is(await d.stop(), 0);
+  t.false(isMounted(d.mnt));
+  const fresh = await mountService(t, servers, 'maxxo');
+  t.is(await fsp.readFile(fresh.p(rel, 'a.txt'), 'utf8'), 'delivered at unmount');
+});
+
+test.serial('unmount of a busy mount retries, then detaches lazily', async (t) => {
+  const d = await mountService(t, servers, 'vboxx', { mount: { unmountBusyMs: 1000 } });
+  const f = d.p(uniq('busy') + '.txt');
+  await fsp.writeFile(f, 'x');
+  const h = await fsp.open(f, 'r');
+  try {
+    t.is(await d.stop(), 0);
+    t.false(isMounted(d.mnt));
+  } finally {
+    await h.close().catch(() => {});
+  }
+});
+
+test.serial('refuses a non-empty mountpoint and a live mount', async (t) => {
+  const mnt = tempDir(t, 'cm-mnt-nonempty-');
+  await fsp.writeFile(path.join(mnt, 'precious.txt'), 'do not hide me');
+  const cfg = {
+    kind: 'vboxx' as const, server: servers.url, user: DEMO.vboxx.user, password: DEMO.vboxx.password,
+    mountpoint: mnt, accountId: 'vboxx-demo', cacheDir: tempDir(t, 'cm-cache-'),
+  };
+  const e1 = await t.throwsAsync(mountChild(t, cfg));
+  t.regex(e1!.message, /not empty/);
+  t.false(isMounted(mnt));
+
+  const d = await mountService(t, servers, 'vboxx');
+  const e2 = await t.throwsAsync(mountChild(t, { ...cfg, mountpoint: d.mnt, cacheDir: tempDir(t, 'cm-cache-') }));
+  t.regex(e2!.message, /already mounted/);
+  t.true((await fsp.readdir(d.mnt)).includes('Files'), 'the first mount still works');
+
+  const e3 = await t.throwsAsync(mountChild(t, { ...cfg, mountpoint: path.join(mnt, 'missing', 'deeper'), cacheDir: tempDir(t, 'cm-cache-') }));
+  t.regex(e3!.message, /does not exist|ENOENT/);
+});
+
+test.serial('wrong password: a clear error, no mount left', async (t) => {
+  const mnt = tempDir(t, 'cm-mnt-badpw-');
+  const e = await t.throwsAsync(mountChild(t, {
+    kind: 'maxxo', server: servers.url, user: DEMO.maxxo.user, password: 'wrong-password',
+    mountpoint: mnt, accountId: 'maxxo-bad', cacheDir: tempDir(t, 'cm-cache-'),
+  }));
+  t.notRegex(e!.message, /wrong-password/, 'the password never appears in errors');
+  t.false(isMounted(mnt));
+});

@@ -1,0 +1,78 @@
+// `ls -l` of a folder with 1,000 files costs ONE listing call at the server (counted by the
+// reference server), with no per-entry stat: readdir fills the attribute cache.
+import test from 'ava';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
+import { startServers, mountService, KINDS, uniq, run, countRoutes, DEMO, type Servers, type Kind } from './lib/services.js';
+
+let servers: Servers;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.close();
+});
+
+const N = 1000;
+const sizeOf = (i: number) => (i * 37) % 5000;
+
+/** Creates N files straight on the server side (not through a mount: that is what we measure). */
+async function seed(kind: Kind, rel: string): Promise<void> {
+  if (kind === 'maxxo') {
+    const dir = path.join(await servers.maxxoFolder(), rel);
+    await fsp.mkdir(dir, { recursive: true });
+    for (let i = 0; i < N; i++) await fsp.writeFile(path.join(dir, `file ${i}.txt`), Buffer.alloc(sizeOf(i), 97));
+    return;
+  }
+  const remote = createVboxxRemote({ server: servers.url, user: DEMO.vboxx.user, password: DEMO.vboxx.password });
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'cm-seed-'));
+  try {
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < N) {
+        const i = next++;
+        const local = path.join(tmp, String(i));
+        await fsp.writeFile(local, Buffer.alloc(sizeOf(i), 97));
+        await remote.upload(local, `/Files/${rel}/file ${i}.txt`);
+      }
+    }));
+  } finally {
+    await remote.close();
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+const LIST_ROUTE: Record<Kind, RegExp> = { maxxo: /ops\/list/, vboxx: /metadata/ };
+const STAT_ROUTE: Record<Kind, RegExp> = { maxxo: /ops\/filesize/, vboxx: /^$/ };
+
+for (const kind of KINDS) {
+  test.serial(`${kind}: ls -l of ${N} files costs one listing call`, async (t) => {
+    const rel = uniq('many');
+    await seed(kind, rel);
+    const d = await mountService(t, servers, kind);
+    const dir = d.p(rel);
+    // Look the folder itself up first: `ls -l dir` then costs the listing and nothing per entry.
+    t.true((await fsp.stat(dir)).isDirectory());
+    await servers.resetStats();
+    const r = await run('ls', ['-l', '--time-style=+%s', dir], { timeoutMs: 120_000 });
+    t.is(r.code, 0, r.stderr);
+    const stats = await servers.stats();
+    const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('-'));
+    t.is(lines.length, N);
+    const line7 = lines.find((l) => l.endsWith(' file 7.txt'))!;
+    t.is(Number(line7.trim().split(/\s+/)[4]), sizeOf(7));
+    const listing = countRoutes(stats, LIST_ROUTE[kind]);
+    const perEntry = countRoutes(stats, STAT_ROUTE[kind]);
+    const total = countRoutes(stats, /^(?!.*_emulator)/);
+    t.is(listing, 1, JSON.stringify(stats));
+    t.is(perEntry, 0, JSON.stringify(stats));
+    t.true(total <= 2, JSON.stringify(stats));
+    // A second ls -l within the listing TTL costs nothing at all.
+    await servers.resetStats();
+    const r2 = await run('ls', ['-l', dir]);
+    t.is(r2.code, 0);
+    t.is(countRoutes(await servers.stats(), /^(?!.*_emulator)/), 0);
+  });
+}
