@@ -406,14 +406,8 @@ export class Vfs implements VfsApi {
 
   /** What the drive shows at path: local state first, then caches, then the server. */
   private async lookup(path: string): Promise<RemoteEntry | null> {
-    if (path === '/') return ROOT_ENTRY;
-    const o = this.objs.get(path);
-    if (o && o.authoritative) return this.localEntry(o);
-    const now = Date.now();
-    const a = this.attrs.get(path);
-    if (a && a.expires > now) return a.entry;
-    const d = this.dirs.get(parentOf(path));
-    if (d && d.expires > now) return d.entries.get(baseOf(path)) ?? null;
+    const known = this.peek(path);
+    if (known !== undefined) return known;
     let p = this.statInflight.get(path);
     if (!p) {
       p = this.fetchStat(path).finally(() => this.statInflight.delete(path));
@@ -527,6 +521,26 @@ export class Vfs implements VfsApi {
     for (const k of [...this.shareLinks.keys()]) if (k === path || isUnder(k, path)) this.shareLinks.delete(k);
   }
 
+  /** What the caches alone know: an entry, null (known missing), or undefined (ask the server). */
+  private peek(path: string): RemoteEntry | null | undefined {
+    if (path === '/') return ROOT_ENTRY;
+    const o = this.objs.get(path);
+    if (o && o.authoritative) return this.localEntry(o);
+    const now = Date.now();
+    const a = this.attrs.get(path);
+    if (a && a.expires > now) return a.entry;
+    const d = this.dirs.get(parentOf(path));
+    if (d && d.expires > now) return d.entries.get(baseOf(path)) ?? null;
+    return undefined;
+  }
+
+  /** A folder about to be listed: unknown ones are checked by the listing itself (one call, not two). */
+  private checkDirCached(path: string): void {
+    const e = this.peek(path);
+    if (e === null) throw new NotFound('no such folder', { path });
+    if (e && e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+  }
+
   private async existing(path: string): Promise<RemoteEntry> {
     const e = await this.lookup(path);
     if (!e) throw new NotFound('no such file or directory', { path });
@@ -574,8 +588,7 @@ export class Vfs implements VfsApi {
 
   async readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }> {
     path = normPath(path);
-    const e = await this.existing(path);
-    if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    this.checkDirCached(path);
     const kids = await this.children(path);
     const names: string[] = [];
     const attrs = new Map<string, Attr>();
@@ -588,8 +601,9 @@ export class Vfs implements VfsApi {
 
   async opendir(path: string): Promise<number> {
     path = normPath(path);
-    const e = await this.existing(path);
-    if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    this.checkDirCached(path);
+    // the listing readdir will want anyway also proves the folder exists
+    await this.listing(path);
     const fh = this.nextFh++;
     this.dirHandles.add(fh);
     return fh;
