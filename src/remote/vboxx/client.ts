@@ -12,7 +12,7 @@ import {
   AuthFailed, BadRequest, BadResponse, Cancelled, NotFound, RemoteError, type ErrorContext,
 } from '../errors.js';
 import { Priority } from '../types.js';
-import { silentLogger, type Logger } from '../../log.js';
+import { redact, silentLogger, type Logger } from '../../log.js';
 import type { ClientOptions } from '../options.js';
 import { vboxxError, isInvalidLogin, serverMessage, type EndpointKind } from './errors.js';
 import {
@@ -271,10 +271,11 @@ export class VboxxClient {
 
   /**
    * GET /1/files with an optional byte range. The caller must consume or destroy `body`.
-   * `partial` is true when the server honoured the range (206).
+   * `partial` is true when the server honoured the range (206). `etag` identifies the content
+   * version, so a resumed transfer can tell it still gets the same file (If-Range).
    */
-  async openFile(root: number | string, path: string, o: Call & { offset?: number; length?: number } = {}):
-    Promise<{ status: number; partial: boolean; body: Readable; size?: number; rev?: string }> {
+  async openFile(root: number | string, path: string, o: Call & { offset?: number; length?: number; ifRange?: string } = {}):
+    Promise<{ status: number; partial: boolean; body: Readable; size?: number; rev?: string; etag?: string }> {
     const p = `/1/files/${rootSeg(root)}/${relPath(path)}`;
     const headers: Record<string, string> = {};
     const off = o.offset ?? 0;
@@ -285,40 +286,54 @@ export class VboxxClient {
     } else if (off > 0) {
       headers.range = `bytes=${off}-`;
     }
+    if (headers.range && o.ifRange) headers['if-range'] = o.ifRange;
     const r = await this.http.request({ method: 'GET', path: p, headers, signal: o.signal, priority: o.priority ?? Priority.normal });
     let size: number | undefined;
     const cr = r.headers['content-range'];
-    const m = typeof cr === 'string' ? /\/(\d+)\s*$/.exec(cr) : null;
-    if (m) size = Number(m[1]);
+    const m = typeof cr === 'string' ? /^bytes\s+(\d+)-\d+\/(\d+)\s*$/.exec(cr) : null;
+    if (r.status === 206 && (!m || Number(m[1]) !== off)) {
+      // A 206 for other bytes than asked would be written at the wrong place.
+      r.body.destroy();
+      throw new BadResponse('ranged answer does not start at the requested offset', this.ctx('GET', p));
+    }
+    if (m) size = Number(m[2]);
     else if (r.status === 200 && typeof r.headers['content-length'] === 'string') size = Number(r.headers['content-length']);
-    const meta = r.headers['x-dropbox-metadata'] ?? r.headers['x-vboxx-metadata'];
+    const meta = r.headers['x-vboxx-metadata'] ?? r.headers['x-dropbox-metadata'];
     let rev: string | undefined;
     if (typeof meta === 'string') {
       try { const j = JSON.parse(meta); if (j && (typeof j.rev === 'string' || typeof j.rev === 'number')) rev = String(j.rev); } catch { /* optional header */ }
     }
-    return { status: r.status, partial: r.status === 206, body: r.body, ...(size !== undefined ? { size } : {}), ...(rev !== undefined ? { rev } : {}) };
+    const etag = typeof r.headers.etag === 'string' ? r.headers.etag : undefined;
+    return {
+      status: r.status, partial: r.status === 206, body: r.body,
+      ...(size !== undefined ? { size } : {}), ...(rev !== undefined ? { rev } : {}), ...(etag !== undefined ? { etag } : {}),
+    };
   }
 
   /**
    * Bytes [offset, offset+length) of a file; fewer only at end of file, empty past it. A body
-   * cut short is fetched again from where it stopped (bounded attempts).
+   * cut short is fetched again from where it stopped, when the server vouches (206 + same ETag)
+   * that the bytes so far belong to the same version; otherwise from the start (bounded attempts).
    */
   async readRange(root: number | string, path: string, offset: number, length: number, o: Call = {}): Promise<Buffer> {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new BadRequest('invalid offset');
     if (!Number.isSafeInteger(length) || length < 0) throw new BadRequest('invalid length');
     if (length === 0) return Buffer.alloc(0);
-    const parts: Buffer[] = [];
+    let parts: Buffer[] = [];
     let got = 0;
+    let etag: string | undefined;
     for (let attempt = 1; ; attempt++) {
       let r;
       try {
-        r = await this.openFile(root, path, { offset: offset + got, length: length - got, signal: o.signal, priority: o.priority ?? Priority.interactive });
+        r = await this.openFile(root, path, { offset: offset + got, length: length - got, signal: o.signal, priority: o.priority ?? Priority.interactive, ...(got > 0 && etag ? { ifRange: etag } : {}) });
       } catch (e) {
-        if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE') return Buffer.concat(parts, got);
+        if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE' && got === 0) return Buffer.alloc(0);
         throw e;
       }
+      if (got > 0 && (!r.partial || !r.etag || r.etag !== etag)) { parts = []; got = 0; r.body.destroy(); continue; }
+      etag = r.partial ? r.etag : undefined;
       // A server that ignores Range answers 200 with the whole file: skip to the offset.
-      let skip = r.partial ? 0 : offset + got;
+      let skip = r.partial ? 0 : offset;
       try {
         for await (const c of r.body) {
           let b = c as Buffer;
@@ -336,48 +351,57 @@ export class VboxxClient {
         return Buffer.concat(parts, got);
       } catch (e) {
         r.body.destroy();
-        if (o.signal?.aborted) throw new Cancelled('read cancelled', this.ctx('GET', `/1/files/${root}/…`));
-        if (attempt >= this.maxAttempts) throw new RemoteError('NETWORK_ERROR', `read cut short: ${(e as Error).message}`, this.ctx('GET', '/1/files'), true);
-        this.log.debug(`vboxx: ranged read cut short after ${got} bytes, resuming`);
+        if (o.signal?.aborted) throw new Cancelled('read cancelled', this.ctx('GET', '/1/files'));
+        if (!etag) { parts = []; got = 0; }
+        if (attempt >= this.maxAttempts) throw new RemoteError('NETWORK_ERROR', `read cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
+        this.log.debug(`vboxx: ranged read cut short after ${got} bytes, retrying`);
+        await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
       }
     }
   }
 
   /**
    * Whole file into localFile (created or truncated), streamed: never whole in memory. A body
-   * cut short resumes with a Range request from the bytes already written.
+   * cut short resumes with Range + If-Range from the bytes already written when the server gave
+   * an ETag; without one (or when the file changed) it starts over.
    */
   async download(root: number | string, path: string, localFile: string, o: Transfer = {}): Promise<{ bytes: number; rev?: string }> {
     const fh = await open(localFile, 'w', 0o600);
     await fh.close();
     let written = 0;
     let rev: string | undefined;
+    let etag: string | undefined;
+    let reported = 0;
     for (let attempt = 1; ; attempt++) {
-      if (o.signal?.aborted) throw new Cancelled('download cancelled', { path });
-      const r = await this.openFile(root, path, { offset: written, signal: o.signal, priority: o.priority ?? Priority.background });
-      if (rev === undefined) rev = r.rev;
-      if (written > 0 && !r.partial) {
-        // The server ignored our Range: start over from byte 0.
-        written = 0;
-      }
+      if (o.signal?.aborted) throw new Cancelled('download cancelled', this.ctx('GET', '/1/files'));
+      const r = await this.openFile(root, path, { offset: written, signal: o.signal, priority: o.priority ?? Priority.background, ...(written > 0 && etag ? { ifRange: etag } : {}) });
+      if (written > 0 && (!r.partial || r.etag !== etag)) written = 0;
+      etag = r.etag;
+      rev = r.rev ?? rev;
       const start = written;
       const counter = new Transform({
         transform: (chunk: Buffer, _enc, cb) => {
           written += chunk.length;
-          try { o.onProgress?.(written); } catch { /* progress callbacks must not break the transfer */ }
+          // Monotonic even when a retry starts over: report only new highs.
+          if (written > reported) {
+            reported = written;
+            try { o.onProgress?.(written); } catch { /* progress callbacks must not break the transfer */ }
+          }
           cb(null, chunk);
         },
       });
       try {
         await pipeline(r.body, counter, createWriteStream(localFile, { flags: start === 0 ? 'w' : 'r+', start, mode: 0o600 }),
           ...(o.signal ? [{ signal: o.signal }] as const : []));
+        if (r.size !== undefined && written !== r.size) throw new Error(`got ${written} of ${r.size} bytes`);
         return { bytes: written, ...(rev !== undefined ? { rev } : {}) };
       } catch (e) {
         r.body.destroy();
         if (o.signal?.aborted) throw new Cancelled('download cancelled', this.ctx('GET', '/1/files'));
         if (e instanceof RemoteError && !e.retryable) throw e;
+        if (!etag) written = 0;
         if (attempt >= this.maxAttempts) {
-          throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${(e as Error).message}`, this.ctx('GET', '/1/files'), true);
+          throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
         }
         this.log.debug(`vboxx: download cut short after ${written} bytes, resuming`);
         await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
@@ -625,6 +649,10 @@ export class VboxxClient {
   }
   activity(id: number, o: Call = {}): Promise<Activity> { return this.mgmtGet<Activity>(`activity/${idSeg(id)}/`, o); }
   createActivity(p: ActivityCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('activity/create/', p, o); }
+}
+
+function redactMsg(e: unknown): string {
+  return redact(String((e as Error)?.message ?? e)).slice(0, 200);
 }
 
 function idSeg(id: number): string {
