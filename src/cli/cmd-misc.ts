@@ -58,7 +58,14 @@ async function runDemo(p: Parsed): Promise<number> {
   const { mountDrive } = await import('../fuse/mount.js');
 
   const work = await mkdtemp(join(tmpdir(), 'cloudmount-demo-'));
-  const emu = await createEmulator({ demo: true, quiet: !(p.verbose >= 2), port, dataDir: join(work, 'server') });
+  let emu: Awaited<ReturnType<typeof createEmulator>>;
+  try {
+    emu = await createEmulator({ demo: true, quiet: !(p.verbose >= 2), port, dataDir: join(work, 'server') });
+  } catch (e) {
+    await rm(work, { recursive: true, force: true }).catch(() => {});
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`cannot start the reference servers: ${code === 'EADDRINUSE' ? `port ${port} is in use (EADDRINUSE)` : (e as Error).message}`);
+  }
   process.stderr.write(`reference servers listening on ${emu.url}\n`);
   const drives: DemoDrive[] = [];
   let exitCode = 0;
