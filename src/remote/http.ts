@@ -321,7 +321,7 @@ export class HttpClient {
         // Hold the slot until the caller has read (or destroyed) the body.
         await closed;
       };
-      this.queue.add(task, { priority: spec.priority ?? Priority.normal, signal: spec.signal })
+      enqueue(this.queue, task, spec.priority ?? Priority.normal, spec.signal)
         .catch((e) => reject(spec.signal?.aborted ? new AttemptFailure(new Cancelled('request cancelled', ctx), false, false) : e));
     });
   }
@@ -391,6 +391,22 @@ export class HttpClient {
     }
     return new AttemptFailure(new NetworkError(inBody ? `response cut short: ${msg}` : msg, { ...ctx, cause: e }), true, false);
   }
+}
+
+/**
+ * p-queue add() whose signal only removes a task still waiting: p-queue would also reject a running
+ * task on abort and free its slot at once, while the work (socket, child process) is still ending.
+ * A started task handles the signal itself and keeps its slot until it has really finished.
+ */
+export function enqueue<T>(queue: PQueue, fn: () => Promise<T>, priority: number, signal?: AbortSignal): Promise<T> {
+  if (!signal) return queue.add(fn, { priority }) as Promise<T>;
+  const waiting = new AbortController();
+  let started = false;
+  const onAbort = () => { if (!started) waiting.abort(signal.reason); };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return (queue.add(() => { started = true; return fn(); }, { priority, signal: waiting.signal }) as Promise<T>)
+    .finally(() => signal.removeEventListener('abort', onAbort));
 }
 
 /** Retry-After as delta-seconds or HTTP date -> ms (undefined when absent or unparsable). */

@@ -27,6 +27,7 @@ import {
 import type { ClientOptions } from '../options.js';
 import { validName } from '../names.js';
 import { pathParts } from '../url.js';
+import { enqueue } from '../http.js';
 import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
 import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -291,14 +292,14 @@ export class MaxxoRemote implements Remote {
     let reSliced = false;
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new Cancelled('remote closed', ctx);
+      if (opts.signal?.aborted) throw new Cancelled('transfer cancelled', ctx);
       const slice = await this.slice(opts);
       const host = slice.ip.includes(':') ? `[${slice.ip}]` : slice.ip;
       const url = `rsync://${slice.login}@${host}:${slice.port}/${slice.login}`;
       const argv = ['-s', '--no-motd', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
-      this.rsyncRuns++;
-      const r = await this.transfers.add(() => runRsync({
+      const r = await enqueue(this.transfers, () => { this.rsyncRuns++; return runRsync({
         args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-      }, ctx), { priority: opts.priority ?? Priority.background, signal: opts.signal })
+      }, ctx); }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       if (r.code === 0) return r;
       const f = rsyncFailure(r, ctx, slice.rsync);
