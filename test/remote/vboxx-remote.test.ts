@@ -1,0 +1,231 @@
+// VboxxRemote: the account as a drive (roots as top-level folders, --root), policy checks before
+// any byte moves, hostile and malformed server answers.
+import test from 'ava';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { startEmulator, serverStats } from '../helpers/emulator.js';
+import type { Emulator } from '../../src/emulator/server.js';
+import {
+  createVboxxRemote, VboxxRemote, VboxxClient, mapRoots, sanitizeRootName, parseExtensions, type VboxxRemoteOptions,
+} from '../../src/remote/vboxx/index.js';
+import { RemoteError } from '../../src/remote/errors.js';
+import { createLogger } from '../../src/log.js';
+
+let emu: Emulator;
+const dir = mkdtempSync(join(tmpdir(), 'vboxx-remote-'));
+const warnings: string[] = [];
+const toClose: Array<{ close(): Promise<void> | void }> = [];
+
+test.before(async () => { emu = await startEmulator({ rsync: false }); });
+test.after.always(async () => {
+  for (const c of toClose.reverse()) await c.close();
+  await emu?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function remote(extra: Partial<VboxxRemoteOptions> = {}, server = emu.url): VboxxRemote {
+  const r = new VboxxRemote({ server, user: 'demo', password: 'demo-password', backoffBaseMs: 5,
+    log: createLogger('warn', (l) => warnings.push(l)), ...extra });
+  toClose.push(r);
+  return r;
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try { await p; return 'OK'; } catch (e) {
+    if (e instanceof RemoteError) return e.code;
+    throw e;
+  }
+}
+
+test('root names become unique single components, deterministically', (t) => {
+  t.is(sanitizeRootName('C:\\Projects\\x', 4), 'C:_Projects_x');
+  t.is(sanitizeRootName('a/b', 1), 'a_b');
+  t.is(sanitizeRootName('..', 7), '__');
+  t.is(sanitizeRootName('', 9), 'root-9');
+  t.is(sanitizeRootName('tab\there\u0000', 9), 'tabhere');
+  const roots = [
+    { id: 6, name: 'Files' }, { id: 1, name: 'Files' }, { id: 3, name: 'C:\\Projects\\dropdav' },
+    { id: 5, name: 'C:/Projects/dropdav' }, { id: 2, name: 'Team Share 1' },
+  ];
+  const m = mapRoots(roots);
+  t.deepEqual(m.map((r) => [r.id, r.name]), [
+    [1, 'Files'], [2, 'Team Share 1'], [3, 'C:_Projects_dropdav'], [5, 'C:_Projects_dropdav (5)'], [6, 'Files (6)'],
+  ]);
+  t.deepEqual(mapRoots([...roots].reverse()), m, 'order of the answer does not matter');
+  t.deepEqual(parseExtensions('*.mp3, *.OGG,.exe'), ['.mp3', '.ogg', '.exe']);
+});
+
+test('list / stat: roots at the top, folders below, unicode and spaces', async (t) => {
+  const r = remote();
+  t.is(r.kind, 'vboxx');
+  t.true(r.capabilities.rangedReads && r.capabilities.listingRevalidation && !r.capabilities.batchStat);
+  const top = await r.list('/');
+  t.deepEqual(top.entries.map((e) => [e.name, e.type]), [['Files', 'dir'], ['Team Share', 'dir']]);
+  const docs = await r.list('/Files/documents');
+  const cafe = docs.entries.find((e) => e.name === 'Café Menü.txt')!;
+  t.is(cafe.type, 'file');
+  t.true(cafe.size > 0);
+  t.true(cafe.mtimeMs! > 1_600_000_000_000);
+  t.is(typeof cafe.rev, 'string');
+  t.deepEqual(await r.list('/Files/documents', { hash: docs.hash! }), { entries: [], unchanged: true, hash: docs.hash });
+  const deep = await r.list('/Files/documents/projects/2024');
+  t.true(deep.entries.some((e) => e.name === 'notes with spaces.txt'));
+  t.deepEqual(await r.stat('/'), { name: '/', type: 'dir', size: 0 });
+  t.is((await r.stat('/Team Share'))?.type, 'dir');
+  t.is((await r.stat('/Files/Ünïcödé Földer/naïve résumé.txt'))?.name, 'naïve résumé.txt');
+  t.is(await r.stat('/Files/nope'), null);
+  t.is(await r.stat('/No Such Root/x'), null);
+  t.is(await code(r.list('/Files/readme.txt')), 'NOT_A_DIRECTORY');
+  t.is(await code(r.list('/Files/missing')), 'NOT_FOUND');
+  t.is(await code(r.list('/Nope')), 'NOT_FOUND');
+  t.is(await code(r.list('/Files/../x')), 'BAD_REQUEST');
+});
+
+test('root option: by id or by name the one root is the top', async (t) => {
+  const byName = remote({ root: 'Team Share' });
+  t.deepEqual((await byName.list('/')).entries.map((e) => e.name).sort(), ['Shared Plans', 'welcome.txt']);
+  const id = (await byName.listRoots())[0]!.id;
+  const byId = createVboxxRemote({ server: emu.url, user: 'demo', password: 'demo-password', root: String(id) });
+  toClose.push(byId);
+  t.is((await byId.read('/welcome.txt', 0, 6)).toString(), 'Shared');
+  t.is((await byId.stat('/'))?.type, 'dir');
+  const bad = remote({ root: 'Nope' });
+  const e = await t.throwsAsync(bad.list('/')) as RemoteError;
+  t.is(e.code, 'NOT_FOUND');
+  t.regex(e.message, /Files/, 'names the roots there are');
+});
+
+test('read, download, upload round-trip with unicode and spaces; chunked above the threshold', async (t) => {
+  const r = remote({ chunkThreshold: 256 * 1024, chunkSize: 128 * 1024 });
+  const data = randomBytes(700 * 1024);
+  const src = join(dir, 'src.bin');
+  writeFileSync(src, data);
+  const path = '/Files/drive test/sp ace & ünï #1.bin';
+  const e = await r.upload(src, path);
+  t.is(e.name, 'sp ace & ünï #1.bin');
+  t.is(e.size, data.length);
+  t.is(e.type, 'file');
+  t.truthy(e.rev);
+  t.true((await r.read(path, 1000, 5000)).equals(data.subarray(1000, 6000)));
+  t.is((await r.read(path, data.length, 10)).length, 0);
+  const out = join(dir, 'out.bin');
+  await r.download(path, out);
+  t.true(readFileSync(out).equals(data));
+  const listed = await r.list('/Files/drive test');
+  t.deepEqual(listed.entries.map((x) => x.name), ['sp ace & ünï #1.bin']);
+  t.true(((await serverStats(emu.url))['POST /1/commit_chunked_upload/*'] ?? 0) >= 1);
+  t.is(await code(r.read('/Files', 0, 1)), 'BAD_REQUEST');
+});
+
+test('mkdir, move, remove, statfs, share link; top level and cross-root rules', async (t) => {
+  const r = remote();
+  await r.mkdir('/Files/m dir');
+  t.is((await r.stat('/Files/m dir'))?.type, 'dir');
+  t.is(await code(r.mkdir('/Files/m dir')), 'ALREADY_EXISTS');
+  const f = join(dir, 'm.txt');
+  writeFileSync(f, 'move me');
+  await r.upload(f, '/Files/m dir/a.txt');
+  await r.upload(f, '/Files/m dir/b.txt');
+  t.is(await code(r.move('/Files/m dir/a.txt', '/Files/m dir/b.txt')), 'ALREADY_EXISTS');
+  await r.move('/Files/m dir/a.txt', '/Files/m dir/c.txt');
+  t.is(await r.stat('/Files/m dir/a.txt'), null);
+  t.is(await code(r.move('/Files/m dir/c.txt', '/Team Share/c.txt')), 'CROSS_DEVICE');
+  t.is(await code(r.mkdir('/New Root')), 'FORBIDDEN');
+  t.is(await code(r.remove(['/Files'])), 'FORBIDDEN');
+  t.is(await code(r.move('/Files', '/Other')), 'FORBIDDEN');
+  await r.remove(['/Files/m dir/b.txt', '/Files/m dir/c.txt']);
+  t.deepEqual((await r.list('/Files/m dir')).entries, []);
+  await r.remove(['/Files/m dir']);
+  t.is(await r.stat('/Files/m dir'), null);
+  t.is(await code(r.remove(['/Files/m dir'])), 'NOT_FOUND');
+  const fs = await r.statfs();
+  t.is(fs.total, null);
+  t.true(fs.used > 0);
+  const link = await r.shareLink('/Files/readme.txt');
+  t.is(await (await fetch(link.url)).text(), 'Welcome to the vBoxxCloud demo account.\n');
+  t.is(await code(r.shareLink('/')), 'FORBIDDEN');
+  t.is(await code(r.shareLink('/Files/none')), 'NOT_FOUND');
+});
+
+test.serial('checkUpload refuses by policy and quota before any byte moves', async (t) => {
+  const a = new VboxxClient({ server: emu.url, user: 'admin', password: 'admin-password' });
+  toClose.push(a);
+  const slug = `chk-${randomBytes(3).toString('hex')}`;
+  const org = await a.createOrganization({ name: slug, contact_email: 'c@x.test', slug, policy: '{}', parent_id: 1 });
+  await a.updatePolicy({ id: org.id, max_file_size: 2, excluded_extensions: '*.mp3,*.ogg' });
+  const person = await a.createPerson({ company_id: org.id, first_name: 'C', last_name: 'U', email: `${slug}@x.test`, username: slug,
+    password: 'pw-chk-1', create_root: true, space_quota: 3 * 1024 * 1024 });
+  const r = remote({ user: slug, password: 'pw-chk-1' });
+  const rootName = (await r.list('/')).entries[0]!.name;
+  const putsBefore = (await serverStats(emu.url))['PUT /1/files_put/*'] ?? 0;
+  t.is(await code(r.checkUpload(`/${rootName}/song.Mp3`, 10)), 'POLICY_EXCLUDED_EXTENSION');
+  t.is(await code(r.checkUpload(`/${rootName}/big.bin`, 2 * 1024 * 1024 + 1)), 'POLICY_FILE_TOO_LARGE');
+  t.is(await code(r.checkUpload(`/${rootName}/ok.bin`, 2 * 1024 * 1024)), 'OK');
+  const two = join(dir, 'two-mb.bin');
+  writeFileSync(two, Buffer.alloc(2 * 1024 * 1024));
+  const mp3 = join(dir, 'x.mp3');
+  writeFileSync(mp3, 'x');
+  t.is(await code(r.upload(mp3, `/${rootName}/x.mp3`)), 'POLICY_EXCLUDED_EXTENSION');
+  t.is(((await serverStats(emu.url))['PUT /1/files_put/*'] ?? 0) - putsBefore, 0, 'refused before any byte moved');
+  await r.upload(two, `/${rootName}/first.bin`);
+  t.is(await code(r.checkUpload(`/${rootName}/second.bin`, 2 * 1024 * 1024)), 'QUOTA_EXCEEDED', 'person quota from account info');
+  t.is(await code(r.checkUpload(`/${rootName}/first.bin`, 2 * 1024 * 1024)), 'OK', 'replacing a file gives its bytes back');
+
+  // Policy unreadable (here: gone): fall back to account info, and to the server's own refusals.
+  emu.ctx.db.prepare('DELETE FROM vboxx_policies WHERE company_id = ?').run(org.id);
+  const r2 = remote({ user: slug, password: 'pw-chk-1' });
+  t.is(await code(r2.checkUpload(`/${rootName}/song.mp3`, 10)), 'OK', 'no policy to go by');
+  t.is(await code(r2.checkUpload(`/${rootName}/second.bin`, 2 * 1024 * 1024)), 'QUOTA_EXCEEDED');
+  t.is(typeof person.id, 'number');
+});
+
+/** A server that answers with hostile names and malformed shapes. */
+async function hostileServer(): Promise<string> {
+  const entry = (path: string, extra: object = {}) => ({ path, is_dir: false, bytes: 3, rev: 1, modified_unix_timestamp: 1700000000, ...extra });
+  const srv = createServer((req, res) => {
+    const url = req.url ?? '';
+    const json = (o: unknown, status = 200) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(typeof o === 'string' ? o : JSON.stringify(o)); };
+    if (url.startsWith('/1/auth')) return json({ success: true, session_token: 'hostile-token' });
+    if (url.startsWith('/1/account/info')) {
+      return json({ space_usage: 10, space_quota: 100, roots: [
+        { id: 1, name: 'C:\\Projects\\x' }, { id: 2, name: '..' }, { id: 3, name: 'a/b' }, { id: 4, name: 'Bad' }, { id: 5, name: 'Junk' },
+        { id: 'x', name: 'nope' }, 'garbage',
+      ] });
+    }
+    if (url.startsWith('/1/metadata/1/')) {
+      return json({ path: '/', is_dir: true, bytes: 0, hash: 'h', contents: [
+        entry('/ok.txt'), entry('/..'), entry('/.'), entry('/a\u0000b'), entry('/sub/deep.txt'), entry('/' + 'n'.repeat(300)),
+        entry('/neg.txt', { bytes: -5 }), entry('/str.txt', { bytes: '12' }), entry('/dir?', { is_dir: 'yes' }), 42, null,
+        entry('/ok.txt'), { ...entry('/folder'), is_dir: true, bytes: 0 },
+      ] });
+    }
+    if (url.startsWith('/1/metadata/4/')) return json({ path: 5, is_dir: true });
+    if (url.startsWith('/1/metadata/5/')) return json('{"path": "/", "is_dir": tru');
+    json({ status_code: 404, message: 'nope', code: 'error' }, 404);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  toClose.push({ close: () => new Promise<void>((r) => srv.close(() => r())) });
+  return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+}
+
+test('hostile names are dropped with a warning; malformed answers are errors, never crashes', async (t) => {
+  const url = await hostileServer();
+  const r = remote({ maxAttempts: 1 }, url);
+  const top = await r.list('/');
+  t.deepEqual(top.entries.map((e) => e.name), ['C:_Projects_x', '__', 'a_b', 'Bad', 'Junk']);
+  const n = warnings.length;
+  const l = await r.list('/C:_Projects_x');
+  t.deepEqual(l.entries.map((e) => [e.name, e.type, e.size]), [['ok.txt', 'file', 3], ['folder', 'dir', 0]]);
+  t.is(l.entries[0]!.mtimeMs, 1_700_000_000_000);
+  t.is(l.entries[0]!.rev, '1');
+  t.true(warnings.length - n >= 8, 'each dropped entry was warned about');
+  t.false(warnings.join('\n').includes('hostile-token'));
+  t.is(await code(r.list('/Bad')), 'BAD_RESPONSE');
+  t.is(await code(r.list('/Junk')), 'BAD_RESPONSE');
+  t.is(await code(r.stat('/Bad/x')), 'BAD_RESPONSE');
+  t.deepEqual(await r.statfs(), { total: 100, used: 10 });
+});
