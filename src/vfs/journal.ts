@@ -28,6 +28,8 @@ export class Journal {
   private fh: fsp.FileHandle | null = null;
   private queue: { line: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private writing: Promise<void> | null = null;
+  /** Cleared synchronously when drain() finds the queue empty, so no append is ever stranded. */
+  private draining = false;
   private records = 0;
 
   constructor(private readonly file: string, private readonly compactAfter = 1000) {}
@@ -77,7 +79,7 @@ export class Journal {
   }
 
   async close(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.draining) await this.writing;
     if (this.fh) { await this.fh.close(); this.fh = null; }
   }
 
@@ -111,12 +113,20 @@ export class Journal {
     const line = JSON.stringify(rec) + '\n';
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ line, resolve, reject });
-      if (!this.writing) this.writing = this.drain().finally(() => { this.writing = null; });
+      if (!this.draining) {
+        this.draining = true;
+        this.writing = this.drainLoop();
+      }
     });
   }
 
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
+  /**
+   * There is no await between the last queue check and clearing `draining`: an append that runs
+   * after it (e.g. the continuation of a caller just resolved) starts a new drain.
+   */
+  private async drainLoop(): Promise<void> {
+    for (;;) {
+      if (this.queue.length === 0) { this.draining = false; return; }
       const batch = this.queue;
       this.queue = [];
       try {

@@ -767,20 +767,27 @@ export class Vfs implements VfsApi {
       if (replaced) await this.stopUpload(replaced);
       const so = this.objs.get(from);
       const srcLocalOnly = src.type === 'file' && !!so && !so.onServer && !so.attempted;
+      const replacedPending = replaced ? this.journal.forPath(to) : undefined;
       if (dst) await this.journal.cancel(to);
       const jr = this.journal.rename(from, to);
       // local view first, so a close() journaling meanwhile already records the new name
-      if (replaced) this.detach(replaced);
+      if (replaced) { this.objs.delete(to); this.localObjs.delete(replaced); }
       this.rekey(from, to, moving);
       try {
         await jr;
         if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
       } catch (err) {
-        const movedBack = [...this.objs.values()].filter((o) => o.path === to || isUnder(o.path, to));
-        this.rekey(to, from, movedBack);
+        this.rekey(to, from, moving);
         await this.journal.rename(to, from).catch(() => {});
+        if (replaced) {
+          // the target was not replaced after all: its own pending content is kept
+          this.objs.set(to, replaced);
+          this.markLocal(replaced);
+          if (replacedPending) await this.journal.upload(replacedPending).catch(() => {});
+        }
         throw err;
       }
+      if (replaced) this.detach(replaced);
       this.forgetTree(from);
       this.forgetTree(to);
       this.setInParent(from, null);
@@ -818,7 +825,11 @@ export class Vfs implements VfsApi {
       const prev = this.objs.get(o.path);
       if (prev && prev !== o) this.detach(prev);
       this.objs.set(o.path, o);
-      o.metaOnDisk = false;
+      if (o.metaOnDisk) {
+        // the index names the old path; it is written again at the next release
+        o.metaOnDisk = false;
+        fsp.rm(this.file(o) + '.meta', { force: true }).catch(() => {});
+      }
     }
     for (const m of [this.localAttrs, this.failures] as Map<string, unknown>[]) {
       const moved: [string, unknown][] = [];
@@ -870,7 +881,8 @@ export class Vfs implements VfsApi {
     // an upload parked at our own barrier has sent nothing; waiting for it would deadlock
     if (o.uploading && !o.parked) {
       o.uploadAbort?.abort(MUTATION);
-      await o.uploading.catch(() => {});
+      // a client that ignores the abort must not make us overtake its upload: fail (EIO) instead
+      await this.within(`stopping the upload of ${o.path}`, o.uploading.catch(() => {}));
     }
   }
 
@@ -1197,10 +1209,12 @@ export class Vfs implements VfsApi {
   private async ensureWhole(o: Obj): Promise<void> {
     if (o.complete) return;
     if (this.remote.read && this.remote.capabilities.rangedReads) {
-      for (let guard = 0; !o.complete && guard < 3; guard++) {
+      // a window of readParallel requests at a time keeps memory bounded for huge files
+      const req = 8 * MiB;
+      for (let stalls = 0; !o.complete && stalls < 3;) {
         const start = o.ranges.contiguousEnd(0);
-        await this.fetchRequired(o, start, o.size, 64 * MiB);
-        if (!o.complete && o.ranges.contiguousEnd(0) === start) break;
+        await this.fetchRequired(o, start, Math.min(o.size, start + req * this.opts.readParallel), req);
+        if (o.ranges.contiguousEnd(0) === start) stalls++;
       }
       if (!o.complete) throw new BadResponse('the server sent less content than the file size', { path: o.path });
     } else {
@@ -1381,8 +1395,12 @@ export class Vfs implements VfsApi {
         await this.bounded(`policy check of ${o.path}`, (signal) => this.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
         o.refused = null;
       } catch (err) {
-        if (isRemoteError(err) && !err.retryable) o.refused = err;
-        throw err;
+        if (!isRemoteError(err) || !err.retryable) {
+          if (isRemoteError(err)) o.refused = err;
+          throw err;
+        }
+        // the service is unreachable now: keep the content; the upload checks the policy again
+        this.log.warn(`policy check of ${o.path} not possible now (${errText(err)}); checked again before the upload`);
       }
     }
     await new Promise<void>((r, j) => fs.ftruncate(o.fd, o.size, (err) => (err ? j(err) : r())));

@@ -1,0 +1,64 @@
+import test from 'ava';
+import { appendFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Journal } from '../../src/vfs/journal.js';
+import { tempDir } from './helpers.js';
+
+test('journal: uploads, done, cancel of a folder, rename retargets; state survives reopen', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file);
+  t.deepEqual(await j.open(), []);
+  await j.upload({ uid: 'u1', path: '/a', id: 'i1', size: 1 });
+  await j.upload({ uid: 'u2', path: '/d/b', id: 'i2', size: 2 });
+  await j.upload({ uid: 'u3', path: '/d/c', id: 'i3', size: 3 });
+  await j.upload({ uid: 'u4', path: '/e/x', id: 'i4', size: 4 });
+  await j.done('u1');
+  await j.rename('/d', '/dd');
+  await j.cancel('/e');
+  // a newer upload of the same path supersedes the older one
+  await j.upload({ uid: 'u5', path: '/dd/c', id: 'i3', size: 30 });
+  await j.close();
+  appendFileSync(file, '{"t":"d","ui');
+  const j2 = new Journal(file);
+  const p = await j2.open();
+  t.deepEqual(p.map((x) => [x.uid, x.path, x.size]).sort(), [['u2', '/dd/b', 2], ['u5', '/dd/c', 30]]);
+  await j2.close();
+});
+
+test('journal: rename onto a path drops what was pending there', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file);
+  await j.open();
+  await j.upload({ uid: 'a', path: '/tmp', id: '1', size: 1 });
+  await j.upload({ uid: 'b', path: '/target', id: '2', size: 2 });
+  await j.rename('/tmp', '/target');
+  t.deepEqual([...j.pending.values()].map((x) => [x.uid, x.path]), [['a', '/target']]);
+  await j.close();
+});
+
+test('journal: compacts to the live records when it grows', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file, 20);
+  await j.open();
+  for (let i = 0; i < 100; i++) {
+    await j.upload({ uid: `u${i}`, path: `/f${i}`, id: `i${i}`, size: i });
+    if (i !== 50) await j.done(`u${i}`);
+  }
+  await j.close();
+  const lines = readFileSync(file, 'utf8').trim().split('\n');
+  t.true(lines.length < 30, `journal lines: ${lines.length}`);
+  const j2 = new Journal(file);
+  t.deepEqual((await j2.open()).map((x) => x.uid), ['u50']);
+  await j2.close();
+});
+
+test('journal: concurrent appends are group-committed and all durable', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file);
+  await j.open();
+  await Promise.all(Array.from({ length: 200 }, (_, i) => j.upload({ uid: `u${i}`, path: `/f${i}`, id: `${i}`, size: i })));
+  await j.close();
+  const j2 = new Journal(file);
+  t.is((await j2.open()).length, 200);
+  await j2.close();
+});
