@@ -6,6 +6,7 @@
 // Run as a program: node dist/src/bench/delay-proxy.js --target HOST:PORT [--listen HOST:PORT]
 //   [--delay-ms N | --rtt-ms N]; prints one JSON line {"host","port"} when listening, and exits
 // on SIGTERM/SIGINT or when its stdin closes (so it never outlives the harness that started it).
+// The line "stats" on stdin answers one JSON line of its counters.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
@@ -195,9 +196,19 @@ async function main(argv: string[]): Promise<void> {
   const stop = () => { void proxy.close().finally(() => process.exit(0)); };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Control lines on stdin: "stats" -> one JSON line of the counters so far.
+  let pending = '';
+  process.stdin.on('data', (b: Buffer) => {
+    pending += b.toString();
+    let i: number;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, i).trim();
+      pending = pending.slice(i + 1);
+      if (line === 'stats') process.stdout.write(`${JSON.stringify(proxy.stats)}\n`);
+    }
+  });
   process.stdin.on('end', stop);
   process.stdin.on('error', stop);
-  process.stdin.resume();
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -216,10 +216,67 @@ function firstJsonLine<T>(p: ChildProcess, what: string, ms = 30_000): Promise<T
   });
 }
 
-async function startProxy(targetHost: string, targetPort: number, delayMs: number): Promise<{ port: number; proc: ChildProcess }> {
+/** JSON lines from a child's stdout, handed out in order. */
+class JsonLines {
+  private lines: unknown[] = [];
+  private waiters: Array<(v: unknown) => void> = [];
+  constructor(p: ChildProcess) {
+    createInterface({ input: p.stdout! }).on('line', (line) => {
+      let v: unknown;
+      try { v = JSON.parse(line); } catch { return; }
+      const w = this.waiters.shift();
+      if (w) w(v); else this.lines.push(v);
+    });
+  }
+  next<T>(ms: number, what: string): Promise<T> {
+    if (this.lines.length) return Promise.resolve(this.lines.shift() as T);
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => { this.waiters = this.waiters.filter((w) => w !== done); rej(new Error(`${what}: no answer`)); }, ms);
+      const done = (v: unknown) => { clearTimeout(t); res(v as T); };
+      this.waiters.push(done);
+    });
+  }
+}
+
+interface ProxyStats { connections: number; bytesUp: number; bytesDown: number }
+interface Proxy { port: number; proc: ChildProcess; stats(): Promise<ProxyStats> }
+
+async function startProxy(targetHost: string, targetPort: number, delayMs: number): Promise<Proxy> {
   const proc = startProc(process.execPath, [PROXY, '--target', `${targetHost}:${targetPort}`, '--delay-ms', String(delayMs)]);
-  const { port } = await firstJsonLine<{ port: number }>(proc, 'delay proxy');
-  return { port, proc };
+  const out = new JsonLines(proc);
+  const { port } = await Promise.race([
+    out.next<{ port: number }>(30_000, 'delay proxy'),
+    new Promise<never>((_, rej) => proc.once('exit', (c) => rej(new Error(`delay proxy exited (${c})\n${errTail(proc)}`)))),
+  ]);
+  return {
+    port, proc,
+    stats: () => { proc.stdin!.write('stats\n'); return out.next<ProxyStats>(10_000, 'delay proxy stats'); },
+  };
+}
+
+/** What went over the wire during one row: per proxy, and per server route when we run the server. */
+interface Counters {
+  proxies: Record<string, ProxyStats>;
+  routes?: Record<string, number>;
+}
+
+function diffCounters(a: Counters, b: Counters): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(b.proxies)) {
+    const o = a.proxies[k];
+    if (!o) continue;
+    out[k] = { connections: v.connections - o.connections, bytesUp: v.bytesUp - o.bytesUp, bytesDown: v.bytesDown - o.bytesDown };
+  }
+  if (a.routes && b.routes) {
+    const r: Record<string, number> = {};
+    for (const [k, v] of Object.entries(b.routes)) {
+      const d = v - (a.routes[k] ?? 0);
+      if (d > 0) r[k] = d;
+    }
+    out.requests = r;
+    out.requestTotal = Object.values(r).reduce((x, y) => x + y, 0);
+  }
+  return out;
 }
 
 function freePort(): Promise<number> {
@@ -359,6 +416,7 @@ interface Column {
   server: ServerView;
   /** One raw transfer of the big file through the proxy. */
   wire(scratch: string, bytes: number): Promise<JobResult>;
+  counters(): Promise<Counters>;
 }
 
 function localView(base: string): ServerView {
@@ -550,7 +608,7 @@ interface Ctx {
 
 function record(ctx: Ctx, col: ColumnId, row: string, value: number | null, extra: Record<string, unknown> = {}): void {
   const r = (ctx.results.rows[row] ??= {});
-  r[col] = { seconds: value, ...extra };
+  r[col] = { ...r[col], seconds: value, ...extra };
   const shown = value === null ? 'failed' : `${value.toFixed(3)} s`;
   log(`${col.padEnd(13)} ${row.padEnd(14)} ${shown}${extra.error ? `  (${String(extra.error).split('\n')[0]})` : ''}`);
 }
@@ -572,11 +630,21 @@ async function pollUntil(check: () => Promise<boolean>, ms: number): Promise<boo
 async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
   const { sizes, manifest } = ctx;
   const rowsOf = rowDefs(sizes).filter((r) => r.phase === phase).map((r) => r.id);
+  // Counters around each row: taken outside the timed part (the workload times itself).
+  let before: Counters | null = null;
+  const mark = async () => { before = await col.counters().catch(() => null); };
+  const wire = async (row: string) => {
+    const after = await col.counters().catch(() => null);
+    if (before && after) record(ctx, col.id, row, ctx.results.rows[row]?.[col.id]?.seconds ?? null, { wire: diffCounters(before, after) });
+    await mark();
+  };
   if (phase === 'wire') {
     try {
       dropCaches(ctx.args);
+      await mark();
       const r = await col.wire(join(ctx.work, 'scratch'), sizes.bigBytes);
       record(ctx, col.id, 'wire', r.seconds, { mibPerSec: sizes.bigBytes / MiB / r.seconds });
+      await wire('wire');
     } catch (e) { fail(ctx, col.id, rowsOf, e); }
     return;
   }
@@ -588,6 +656,7 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
   let m: Mount | undefined;
   try {
     m = await col.mount(mnt, cache);
+    await mark();
     const p = (rel: string) => join(m!.top, rel);
     const w = (job: Job) => runWorkload(job, { mnt });
     (ctx.results.mounts[col.id] ??= {})[phase] = { mountSeconds: m.mountSeconds };
@@ -596,16 +665,20 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
         const r = await w({ op: 'find', dir: p(T.top) });
         const ok = r.entries === manifest.findEntries;
         record(ctx, col.id, row, r.seconds, { entries: r.entries, ...(ok ? {} : { error: `find printed ${r.entries} entries, expected ${manifest.findEntries}` }) });
+        await wire(row);
       }
     } else if (phase === 'small') {
       const ls = await w({ op: 'lsl', dir: p(T.smallDir(T.lsDir)) });
       record(ctx, col.id, 'ls_l', ls.seconds, { entries: ls.entries, ...(ls.entries === sizes.smallPerDir ? {} : { error: `ls -l listed ${ls.entries}` }) });
+      await wire('ls_l');
       const cs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)) });
       const csOk = cs.bytes === sizes.smallPerDir * sizes.smallBytes;
       record(ctx, col.id, 'cat_small', cs.seconds, { bytes: cs.bytes, ...(csOk ? {} : { error: `read ${cs.bytes} bytes` }) });
+      await wire('cat_small');
       const cm = await w({ op: 'catdir', dir: p(T.medium) });
       const cmOk = cm.bytes === sizes.mediumCount * sizes.mediumBytes;
       record(ctx, col.id, 'cat_medium', cm.seconds, { bytes: cm.bytes, ...(cmOk ? {} : { error: `read ${cm.bytes} bytes` }) });
+      await wire('cat_medium');
       // Untimed: the bytes were the right ones.
       const hs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)), hash: true });
       const hm = await w({ op: 'catdir', dir: p(T.medium), hash: true });
@@ -616,8 +689,10 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
       const cold = await w({ op: 'read', file: p(T.big) }).finally(() => { ctx.results.rss[col.id] = sampler.stop(); });
       record(ctx, col.id, 'read_cold', cold.seconds, { bytes: cold.bytes, mibPerSec: sizes.bigBytes / MiB / cold.seconds,
         ...(cold.bytes === sizes.bigBytes ? {} : { error: `read ${cold.bytes} bytes` }) });
+      await wire('read_cold');
       const warm = await w({ op: 'read', file: p(T.big) });
       record(ctx, col.id, 'read_warm', warm.seconds, { bytes: warm.bytes, mibPerSec: sizes.bigBytes / MiB / warm.seconds });
+      await wire('read_warm');
       const h = await w({ op: 'read', file: p(T.big), hash: true });
       if (h.sha256 !== manifest.big) ctx.results.rows.read_cold![col.id]!.error = 'content differs from the tree';
     } else if (phase === 'write') {
@@ -630,6 +705,7 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
       const ok = onServerAtReturn || await pollUntil(has, 600_000);
       const serverSecs = onServerAtReturn ? wr.seconds : wr.seconds + (performance.now() - tDone) / 1000;
       record(ctx, col.id, 'write_server', ok ? serverSecs : null, { onServerWhenFsyncReturned: onServerAtReturn, ...(ok ? {} : { error: 'never reached the server' }) });
+      await wire('write_server');
       if (ok) {
         // rclone's local backend writes in place while a PUT runs: wait until the bytes settle.
         await pollUntil(async () => (await col.server.sha256(T.write)) === wr.sha256, 60_000);
@@ -644,11 +720,14 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
       const cOk = cAtReturn || await pollUntil(all, 600_000);
       record(ctx, col.id, 'create_server', cOk ? (cAtReturn ? cr.seconds : cr.seconds + (performance.now() - cDone) / 1000) : null,
         { onServerWhenCloseReturned: cAtReturn, ...(cOk ? {} : { error: 'not all on the server' }) });
+      await wire('create_server');
 
       const rn = await w({ op: 'rename', from: p(T.smallDir(T.renameDir)), to: p(T.renamed) });
       record(ctx, col.id, 'rename', rn.seconds);
+      await wire('rename');
       const rm = await w({ op: 'rmrf', dir: p(T.renamed) });
       record(ctx, col.id, 'rmrf', rm.seconds);
+      await wire('rmrf');
     }
   } catch (e) {
     fail(ctx, col.id, rowsOf, e);
@@ -736,6 +815,7 @@ async function main(): Promise<number> {
       const info = await firstJsonLine<{ url: string; port: number; rsyncHost: string | null; rsyncPort: number | null; filesDir: string }>(serve, 'reference server');
       const httpProxy = await startProxy('127.0.0.1', info.port, delayMs);
       const proxied = `http://127.0.0.1:${httpProxy.port}`;
+      const emuStats = async () => (await (await fetch(`${info.url}/_emulator/stats`)).json()) as Record<string, number>;
       vlog(`reference server ${info.url}, through the proxy ${proxied}`);
       if (ours.includes('maxxo')) {
         if (!info.rsyncPort) throw new Error('the reference server runs no rsync daemon');
@@ -749,6 +829,7 @@ async function main(): Promise<number> {
           id: 'maxxo',
           mount: ourMount('maxxo', proxied, join(work, 'home-maxxo'), args.ourOpts),
           server: localView(userDir),
+          counters: async () => ({ proxies: { http: await httpProxy.stats(), rsync: await rsyncProxy.stats() }, routes: await emuStats() }),
           wire: async (scratch, bytes) => {
             mkdirSync(scratch, { recursive: true });
             const dest = join(scratch, 'wire-maxxo.bin');
@@ -769,6 +850,7 @@ async function main(): Promise<number> {
           id: 'vboxx',
           mount: ourMount('vboxx', proxied, join(work, 'home-vboxx'), args.ourOpts, String(api.rootId)),
           server: api.view(),
+          counters: async () => ({ proxies: { http: await httpProxy.stats() }, routes: await emuStats() }),
           wire: (_scratch, bytes) => runWorkload({ op: 'get', expect: bytes }, {
             env: { BENCH_URL: `${proxied}/1/files/${api.rootId}/${api.enc(T.big)}?session_token=${encodeURIComponent(api.token)}` },
           }),
@@ -797,6 +879,7 @@ async function main(): Promise<number> {
           id: c,
           mount: rcloneMount(mode, url, join(work, `home-${c}`)),
           server: localView(join(base, mode)),
+          counters: async () => ({ proxies: { http: await proxy.stats() } }),
           wire: (_s, bytes) => runWorkload({ op: 'get', expect: bytes }, { env: { BENCH_URL: `${url}/${mode}/${T.big}` } }),
         });
       }

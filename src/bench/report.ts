@@ -124,19 +124,53 @@ export function formatTable(res: Results): string {
       ...ours.map((c) => { const v = res.rss[c]?.hwmMiB; return v === undefined ? '' : (v <= 150 ? '✓' : '✗'); }), '<= 150 MiB']);
     lines.push(['peak RSS with child processes (sampled)', ...cols.map((c) => mib(res.rss[c]?.treePeakMiB)), ...ours.map(() => ''), '']);
   }
-  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length), 3));
-  const fmt = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
   const m = res.machine;
+  const traffic = trafficTable(res, cols);
   const failures = Object.entries(res.rows).flatMap(([row, r]) =>
     Object.entries(r ?? {}).filter(([, c]) => c?.error).map(([col, c]) => `- ${row} / ${col}: ${String(c!.error).split('\n')[0]}`));
   return [
     `${res.date.slice(0, 16).replace('T', ' ')} UTC; ${m.nproc} CPUs (${m.cpu}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, ${m.rclone}; ` +
       `RTT ${res.rttMs} ms through the delay proxy; command: \`${res.command}\``,
     '',
-    fmt(head),
-    sep,
-    ...lines.map(fmt),
+    ...markdown(head, lines),
+    ...(traffic.length ? ['', 'Traffic per row (through the delay proxy; ours: server requests by route in the JSON):', '', ...traffic] : []),
     ...(failures.length ? ['', 'Failures and checks that did not hold ((!) above):', ...failures] : []),
   ].join('\n');
+}
+
+function markdown(head: string[], lines: string[][]): string[] {
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length), 3));
+  const fmt = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  return [fmt(head), sep, ...lines.map(fmt)];
+}
+
+interface Wire {
+  http?: { connections: number; bytesUp: number; bytesDown: number };
+  rsync?: { connections: number; bytesUp: number; bytesDown: number };
+  requestTotal?: number;
+}
+
+/** Requests, connections and bytes each row cost: what bounds a row at a given RTT. */
+function trafficTable(res: Results, cols: ColumnId[]): string[] {
+  const lines: string[][] = [];
+  const mb = (b: number) => (b >= 10 * MiB ? `${(b / MiB).toFixed(0)} MiB` : b >= MiB ? `${(b / MiB).toFixed(1)} MiB` : `${(b / 1024).toFixed(0)} KiB`);
+  for (const def of rowDefs(res.sizes)) {
+    const r = res.rows[def.id];
+    if (!r) continue;
+    const cells = cols.map((c) => {
+      const w = r[c]?.wire as Wire | undefined;
+      if (!w) return '';
+      const parts: string[] = [];
+      if (w.requestTotal !== undefined) parts.push(`${w.requestTotal} req`);
+      if (w.rsync && w.rsync.connections) parts.push(`${w.rsync.connections} rsync`);
+      const conn = (w.http?.connections ?? 0) + (w.rsync?.connections ?? 0);
+      parts.push(`${conn} conn`);
+      const bytes = (w.http?.bytesDown ?? 0) + (w.http?.bytesUp ?? 0) + (w.rsync?.bytesDown ?? 0) + (w.rsync?.bytesUp ?? 0);
+      parts.push(mb(bytes));
+      return parts.join(', ');
+    });
+    if (cells.some((c) => c)) lines.push([def.label, ...cells]);
+  }
+  return lines.length ? markdown(['', ...cols.map((c) => TITLE[c])], lines) : [];
 }
