@@ -83,6 +83,19 @@ export function toStatfs(s: FsStats): FuseStatfs {
   };
 }
 
+/** NAME_MAX, also what statfs reports as namemax. */
+const NAME_MAX = 255;
+
+/**
+ * The kernel never checks FUSE names against NAME_MAX (it passes up to 1024 bytes): a longer
+ * component is refused here, before any lookup, as POSIX has ENAMETOOLONG win over ENOENT.
+ */
+export function nameTooLong(p: string | undefined): boolean {
+  if (!p) return false;
+  for (const c of p.split('/')) if (c.length > NAME_MAX / 4 && Buffer.byteLength(c) > NAME_MAX) return true;
+  return false;
+}
+
 function fixTime(ms: number): number {
   return ms === UTIME_SPECIAL_MS ? Date.now() : ms;
 }
@@ -102,7 +115,8 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
    * when it outlives our bound (fuse-native's own timeout is set above this, so its ETIMEDOUT
    * never wins). The vfs call may still settle later; that answer is dropped.
    */
-  function run<T>(op: string, path: string, call: () => Promise<T>, ok: (v: T) => void, fail: (errNeg: number) => void): void {
+  function run<T>(op: string, path: string, call: () => Promise<T>, ok: (v: T) => void, fail: (errNeg: number) => void, to?: string): void {
+    if (nameTooLong(path) || nameTooLong(to)) return fail(-errno.ENAMETOOLONG);
     let done = false;
     const bound = LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs;
     const timer = setTimeout(() => {
@@ -141,8 +155,8 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
   }
 
   /** Ops answering cb(0) or cb(-errno). */
-  const voidOp = (op: string, path: string, cb: Cb, call: () => Promise<unknown>) =>
-    run(op, path, call, () => cb(0), (n) => cb(n));
+  const voidOp = (op: string, path: string, cb: Cb, call: () => Promise<unknown>, to?: string) =>
+    run(op, path, call, () => cb(0), (n) => cb(n), to);
 
   const trace = (op: string, ...args: unknown[]) => {
     if (o.debug) log.info(`fuse ${op} ${args.map((a) => (typeof a === 'string' ? JSON.stringify(a) : String(a))).join(' ')}`);
@@ -260,7 +274,7 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
 
     rename(from: string, to: string, cb: Cb) {
       trace('rename', from, to);
-      voidOp('rename', from, cb, () => vfs.rename(from, to));
+      voidOp('rename', from, cb, () => vfs.rename(from, to), to);
     },
 
     statfs(path: string, cb: Cb) {

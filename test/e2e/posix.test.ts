@@ -55,7 +55,7 @@ for (const kind of KINDS) {
     t.is(await errCode(fsp.rmdir(p('missing'))), 'ENOENT');
     t.is(await errCode(fsp.rmdir(p('file'))), 'ENOTDIR');
     t.is(await errCode(fsp.rmdir(p('file', 'x'))), 'ENOTDIR', 'through a file');
-    t.is(await errCode(fsp.rmdir(p('empty', '.'))), 'EINVAL', 'dot');
+    t.is(await errCode(fsp.rmdir(p('empty') + '/.')), 'EINVAL', 'dot');
     t.is(await errCode(fsp.rmdir(p('empty'))), 'OK');
     t.is(await errCode(fsp.stat(p('empty'))), 'ENOENT');
     t.is(await errCode(fsp.rmdir(p(long))), 'ENAMETOOLONG');

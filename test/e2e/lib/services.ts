@@ -128,7 +128,7 @@ export async function mountService(t: ExecutionContext, s: Servers, kind: Kind, 
     vfs: { writebackDelayMs: 100, opTimeoutMs: 30_000, attrTtlMs: 1000, dirTtlMs: 5000, negativeTtlMs: 500, ...(o.vfs ?? {}) },
     mount: o.mount,
     client: { timeoutMs: 20_000, maxRetryTimeMs: 25_000 },
-    logLevel: o.logLevel ?? 'warn',
+    logLevel: o.logLevel ?? process.env.CM_E2E_LOG ?? 'warn',
   });
   const base = kind === 'vboxx' && !o.root ? path.join(h.mnt, 'Files') : h.mnt;
   return { ...h, kind, base, p: (...parts: string[]) => path.join(base, ...parts) };
@@ -173,7 +173,11 @@ export function sh(script: string, args: string[] = [], opts: { cwd?: string; ti
 /** Expects an fs promise to fail with `code`. */
 export async function errCode(p: Promise<unknown>): Promise<string> {
   try {
-    await p;
+    const v = await p;
+    // A FileHandle left open would be closed by GC after the mount is gone, killing the worker.
+    if (v && typeof (v as { close?: unknown }).close === 'function' && typeof (v as { fd?: unknown }).fd === 'number') {
+      await (v as { close(): Promise<void> }).close().catch(() => {});
+    }
     return 'OK';
   } catch (e) {
     return (e as NodeJS.ErrnoException).code ?? String(e);
