@@ -43,6 +43,7 @@ interface Args {
   workDir: string | null;
   verbose: boolean;
   ourOpts: string[];
+  readme: boolean;
 }
 
 const USAGE = `Usage: scripts/bench [options]
@@ -55,13 +56,14 @@ const USAGE = `Usage: scripts/bench [options]
   --out FILE         JSON results file (default .bench/results-<date>.json)
   --work-dir DIR     parent of the work folder (default the system temp dir)
   -o OPTS            extra -o options for our mounts (may repeat)
+  --readme           put the table into README.md between <!-- bench-table --> and <!-- /bench-table -->
   -v                 log every step
 `;
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [],
+    workDir: null, verbose: false, ourOpts: [], readme: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -90,6 +92,7 @@ function parseArgs(argv: string[]): Args {
       case '--out': a.out = val(); break;
       case '--work-dir': a.workDir = val(); break;
       case '-o': a.ourOpts.push(val()); break;
+      case '--readme': a.readme = true; break;
       case '-v': case '--verbose': a.verbose = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
       default: throw new Error(`unknown option ${k}\n${USAGE}`);
@@ -768,6 +771,22 @@ function machine(): Record<string, unknown> {
   };
 }
 
+/** Replaces only the bench block of the README (other sections belong to their authors). */
+function updateReadme(table: string): void {
+  const file = join(repo, 'README.md');
+  const open = '<!-- bench-table -->';
+  const close = '<!-- /bench-table -->';
+  let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const block = `${open}\n${table}\n${close}`;
+  const a = text.indexOf(open);
+  const b = text.indexOf(close);
+  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + close.length);
+  else if (a >= 0) text = text.slice(0, a) + block + text.slice(a + open.length);
+  else text = `${text.trimEnd()}\n\n## Benchmarks\n\n${block}\n`;
+  writeFileSync(file, text);
+  log('README.md bench table updated');
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   verbose = args.verbose;
@@ -902,7 +921,9 @@ async function main(): Promise<number> {
     const outFile = args.out ?? join(repo, '.bench', `results-${date.slice(0, 19).replace(/[:T]/g, '-')}.json`);
     mkdirSync(dirname(outFile), { recursive: true });
     writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);
-    process.stdout.write(`\n${formatTable(results)}\n\nJSON: ${outFile}\n`);
+    const table = formatTable(results);
+    process.stdout.write(`\n${table}\n\nJSON: ${outFile}\n`);
+    if (args.readme) updateReadme(table);
     if (args.keep) log(`kept ${work}`);
     else rmSync(work, { recursive: true, force: true });
     const left = [...mountTable().keys()].filter((m) => m.startsWith(work));
