@@ -110,6 +110,34 @@ test.serial('a 20% fault rate heals for idempotent calls, uploads and fileops', 
   t.true(c.http.counters.retries > 0);
 });
 
+test.serial('lost answers: a chunk resumes from the server offset, a lost commit is reconciled', async (t) => {
+  const { emu } = await emulator();
+  // Lets the server act on a request and then cuts the connection instead of answering.
+  const drop = new Map<string, number>([['/1/chunked_upload', 2], ['/1/commit_chunked_upload/', 1]]);
+  const seen = new Map<string, number>();
+  emu.app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    for (const [prefix, nth] of drop) {
+      if (!(req.url ?? '').startsWith(prefix)) continue;
+      const n = (seen.get(prefix) ?? 0) + 1;
+      seen.set(prefix, n);
+      if (n === nth) (res as any).end = function () { res.socket?.destroy(); return res; };
+    }
+  });
+  const c = client(emu.url, { chunkSize: 64 * 1024, chunkThreshold: 64 * 1024 });
+  const root = await rootOf(c);
+  const src = join(dir, 'lost.bin');
+  const data = randomBytes(64 * 1024 * 4 + 100);
+  writeFileSync(src, data);
+  const before = logLines.length;
+  const m = await c.upload(root, '/lost/answers.bin', src);
+  t.is(m.bytes, data.length);
+  t.true(logLines.slice(before).some((l) => /resumes at server offset 131072/.test(l)), 'continued from the server offset');
+  t.is(seen.get('/1/commit_chunked_upload/'), 2, 'the commit was repeated once');
+  const back = join(dir, 'lost-back.bin');
+  await c.download(root, '/lost/answers.bin', back);
+  t.true(readFileSync(back).equals(data), 'no byte duplicated or lost');
+});
+
 test.serial('429 with Retry-After pauses the queue instead of hammering; a client rate limit avoids 429', async (t) => {
   const { emu, w } = await emulator({ rateLimit: 5 });
   const c = client(emu.url, { concurrency: 8, maxRetryTimeMs: 60_000, maxAttempts: 20 });

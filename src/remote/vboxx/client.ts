@@ -130,7 +130,8 @@ export class VboxxClient {
     const httpOpts: HttpClientOptions = {
       // The API lives under /1 on the service's host; paths below carry the /1 themselves so that
       // errors show the familiar /1/... path.
-      baseUrl: opts.server,
+      // Accept "https://host/1" too: the paths below carry the version themselves.
+      baseUrl: opts.server.replace(/\/+$/, '').replace(/\/1$/, ''),
       concurrency: opts.concurrency ?? 8,
       rateLimit: opts.rateLimit ?? 0,
       timeoutMs: opts.timeoutMs ?? 30_000,
