@@ -103,6 +103,9 @@ export interface HttpClientOptions {
 }
 
 const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
+const TLS_CODES = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_UNTRUSTED', 'CERT_REVOKED',
+  'HOSTNAME_MISMATCH']);
 const MAX_ERROR_BODY = 64 * 1024;
 
 /** Internal: one failed attempt with what the retry loop needs to decide. */
@@ -382,6 +385,10 @@ export class HttpClient {
         return new AttemptFailure(new Timeout('response body stalled', { ...ctx, cause: e }), true, false);
       case 'ECONNREFUSED': case 'ENOTFOUND': case 'EAI_AGAIN': case 'EHOSTUNREACH': case 'ENETUNREACH':
         return new AttemptFailure(new NetworkError(`cannot connect: ${code}`, { ...ctx, cause: e }), true, true);
+    }
+    if (TLS_CODES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_')) {
+      // An untrusted certificate does not heal by repeating: a clear, final error.
+      return new AttemptFailure(new RemoteError('TLS_ERROR', `TLS certificate not accepted: ${code}`, { ...ctx, cause: e }, false), false, true);
     }
     if (name === 'AbortError' || code === 'UND_ERR_ABORTED') {
       return new AttemptFailure(new Cancelled('request cancelled', { ...ctx, cause: e }), false, false);

@@ -1,6 +1,11 @@
 // HttpClient against a small node:http server whose behaviour each test scripts.
 import test from 'ava';
 import http from 'node:http';
+import https from 'node:https';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { HttpClient, parseRetryAfter } from '../../src/remote/http.js';
@@ -374,3 +379,34 @@ test('mapError hook turns service error bodies into typed errors', async (t) => 
   t.is(e!.code, 'CONTACT_NOT_FOUND');
   t.is(e!.status, 404);
 });
+
+test('https: TLS verified by default (untrusted -> TLS_ERROR, not retried); `ca` trusts a private CA', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cm-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ossl = (...a: string[]) => execFileSync('openssl', a, { cwd: dir, stdio: 'ignore' });
+  ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=cloudmount test CA');
+  ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1');
+  writeSanConfig(dir);
+  ossl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf');
+  let hits = 0;
+  const server = https.createServer({ key: readFileSync(join(dir, 'srv.key')), cert: readFileSync(join(dir, 'srv.pem')) },
+    (_q, res) => { hits++; json(res, 200, { tls: true }); });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => { server.closeAllConnections(); server.close(() => r(undefined)); }));
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const untrusting = client(url);
+  t.teardown(() => untrusting.close());
+  const e = await t.throwsAsync(untrusting.json({ method: 'GET', path: '/x' }), { instanceOf: RemoteError });
+  t.is(e!.code, 'TLS_ERROR');
+  t.false(e!.retryable);
+  t.is(untrusting.counters.retries, 0);
+  const trusting = client(url, { ca: readFileSync(join(dir, 'ca.pem')) });
+  t.teardown(() => trusting.close());
+  t.deepEqual((await trusting.json({ method: 'GET', path: '/x' })).data, { tls: true });
+  t.is(hits, 1);
+});
+
+function writeSanConfig(dir: string) {
+  // subjectAltName: modern TLS checks the IP against SANs, not the CN.
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName = IP:127.0.0.1\n');
+}
