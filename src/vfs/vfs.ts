@@ -38,6 +38,8 @@ const O_TRUNC = fs.constants.O_TRUNC;
 const O_APPEND = fs.constants.O_APPEND;
 const W_OK = 2;
 const MiB = 1024 * 1024;
+/** After an upload finally failed with a transient error, it is tried again this much later. */
+const RETRY_LATER_MS = 60_000;
 
 export function defaultVfsOptions(accountId: string): VfsOptions {
   const xdg = process.env.XDG_CACHE_HOME;
@@ -1439,6 +1441,13 @@ export class Vfs implements VfsApi {
       // closed again while this upload ran: that newer content goes after its own delay
       if (o.uploading === p) o.uploading = null;
       if (o.pendingUid !== null && !o.unlinked && !o.timer && !this.closed) this.schedule(o, this.opts.writebackDelayMs);
+    }, (err) => {
+      // a transient failure (network, server) is tried again later; a refusal waits for a new close
+      if (o.uploading === p) o.uploading = null;
+      if (isRemoteError(err) && err.retryable && o.pendingUid !== null && !o.unlinked && !o.timer && !this.closed) {
+        this.schedule(o, RETRY_LATER_MS);
+      }
+      throw err;
     }).finally(() => {
       if (o.uploading === p) o.uploading = null;
       this.markLocal(o);

@@ -392,3 +392,24 @@ test('close() of the drive flushes pending uploads; close({force}) keeps them in
   t.is(remote.getFile('/p2')!.toString(), 'two');
   t.true(v3 instanceof Vfs);
 });
+
+test('a transient policy-check failure at close keeps the file; the upload checks again and succeeds', async (t) => {
+  const { remote, vfs } = await setup(t, { policy: { maxFileSize: 1000 } }, { writebackDelayMs: 60_000 });
+  remote.failNext({ method: 'checkUpload', times: 1 });
+  await writeFile(vfs, '/net.txt', 'kept');
+  t.is(vfs.status().pending, 1);
+  await vfs.flushAll();
+  t.is(remote.getFile('/net.txt')!.toString(), 'kept');
+});
+
+test('an upload that failed is tried again in the background and then leaves the failure list', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 1, uploadAttempts: 2 });
+  remote.failNext({ method: 'upload', times: 2 });
+  await writeFile(vfs, '/later.txt', 'eventually');
+  await until(() => vfs.status().failures.length === 1, 'failure reported');
+  t.false(remote.has('/later.txt'));
+  // the background retry is a minute away; flushAll (as unmount does) retries at once
+  await vfs.flushAll();
+  t.is(remote.getFile('/later.txt')!.toString(), 'eventually');
+  t.deepEqual(vfs.status().failures, []);
+});
