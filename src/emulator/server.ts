@@ -59,6 +59,11 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
     // Maxxo and vBoxx paths may carry encoded slashes and unicode; we decode ourselves.
     routerOptions: { maxParamLength: 8192, ignoreDuplicateSlashes: false },
     forceCloseConnections: true,
+    // Fastify's own answer to a malformed URL echoes the URL, which may carry a session token.
+    frameworkErrors: (err, _req, reply) => {
+      const status = (err as { statusCode?: number }).statusCode ?? 400;
+      (reply as any).code(status).send({ error: 'BAD_REQUEST', status_code: status, message: 'malformed request URL', code: 'error' });
+    },
   });
   await app.register(formbody);
   await app.register(multipart, { limits: { fileSize: 16 * 1024 * 1024, files: 1 } });
