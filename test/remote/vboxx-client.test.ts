@@ -59,6 +59,10 @@ test('login: lazy, once; wrong password is AuthFailed, not retried, without the 
   await Promise.all([c.accountInfo(), c.accountInfo(), c.accountInfo()]);
   t.is(c.logins, 1);
   t.true(c.loggedIn);
+  c.logout();
+  t.false(c.loggedIn);
+  await c.accountInfo();
+  t.is(c.logins, 2, 'logout forgets the session; the next call logs in again');
 
   const bad = client('demo', 'wrong-pass');
   const e = await t.throwsAsync(bad.accountInfo()) as RemoteError;

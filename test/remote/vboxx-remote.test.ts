@@ -119,6 +119,14 @@ test('read, download, upload round-trip with unicode and spaces; chunked above t
   t.deepEqual(listed.entries.map((x) => x.name), ['sp ace & ünï #1.bin']);
   t.true(((await serverStats(emu.url))['POST /1/commit_chunked_upload/*'] ?? 0) >= 1);
   t.is(await code(r.read('/Files', 0, 1)), 'BAD_REQUEST');
+  const empty = join(dir, 'empty');
+  writeFileSync(empty, '');
+  const z = await r.upload(empty, '/Files/drive test/empty file');
+  t.is(z.size, 0);
+  const zout = join(dir, 'zout');
+  await r.download('/Files/drive test/empty file', zout);
+  t.is(readFileSync(zout).length, 0);
+  t.is((await r.read('/Files/drive test/empty file', 0, 10)).length, 0);
 });
 
 test('mkdir, move, remove, statfs, share link; top level and cross-root rules', async (t) => {
