@@ -16,7 +16,11 @@
  * - Retries (only for idempotent requests; default: GET/HEAD): connection errors, timeouts, 429, 500, 502, 503,
  *   504 and (json()) bodies cut short, with full-jitter exponential backoff, honouring Retry-After, bounded by
  *   maxAttempts and maxRetryTimeMs. Non-idempotent requests retry only when the server certainly did not act
- *   (connect failure, 429). A 429 pauses the whole queue for Retry-After. Then a typed RemoteError.
+ *   (connect failure, 429). A 429 pauses the whole queue for Retry-After (at most maxRetryTimeMs). Then a typed
+ *   RemoteError (mapError hook or by status; an untrusted TLS certificate is a final TLS_ERROR).
+ * - request() bodies are wrapped so that stream errors arrive typed too (Cancelled, Timeout, NetworkError).
+ * - Counters for tests: inFlight, maxInFlight, counters.{requests,retries,refreshes,pauses}.
+ * - enqueue(queue, fn, priority, signal): the p-queue helper used here, exported for other queues (rsync).
  * - Auth: on isAuthFailure(status, data) the hook's refresh() runs once per request (concurrent callers share
  *   one in-flight refresh) and the request is repeated with apply() run again.
  * - Cancel: `signal` aborts waiting, backoff and the transfer (socket released) -> Cancelled.
@@ -251,11 +255,13 @@ export class HttpClient {
         }
         const f = e;
         const canRetry = f.transient && (idempotent || f.notActed);
-        if (!canRetry || attempt >= this.maxAttempts) throw f.error;
         let delay = Math.random() * Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** (attempt - 1));
         if (f.retryAfterMs !== undefined) delay = Math.max(delay, f.retryAfterMs);
+        // The server asked everyone to slow down: hold the whole queue, even when this request gives
+        // up, but never longer than one request's retry budget (a queued call must not wait forever).
+        if (f.error.status === 429) this.pauseQueue(Math.min(delay, this.maxRetryTimeMs));
+        if (!canRetry || attempt >= this.maxAttempts) throw f.error;
         if (Date.now() + delay > deadline) throw f.error;
-        if (f.error.status === 429) this.pauseQueue(delay);
         this.counters.retries++;
         this.log.debug(`http: retry ${ctx.method} ${ctx.path} after ${f.error.code} in ${Math.round(delay)} ms (attempt ${attempt + 1}/${this.maxAttempts})`);
         await sleep(delay, spec.signal).catch(() => { throw new Cancelled('request cancelled', ctx); });
