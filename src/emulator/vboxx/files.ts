@@ -18,7 +18,8 @@ export type Handler = (req: FastifyRequest, reply: FastifyReply) => unknown;
 
 /** Registers path for the given methods; other methods answer 405 (HEAD follows GET). */
 export function route(inst: FastifyInstance, methods: string[], path: string, handler: Handler): void {
-  const all = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH'];
+  // HEAD is ours too: Fastify's automatic HEAD would rewrite Content-Length of a file to 0.
+  const all = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'];
   const h = async (req: FastifyRequest, reply: FastifyReply) => {
     const m = req.method === 'HEAD' ? 'GET' : req.method;
     if (!methods.includes(m)) return sendError(reply, 405, `method ${req.method} not allowed here`);
@@ -310,6 +311,6 @@ export async function serveFile(v: Vboxx, req: FastifyRequest, reply: FastifyRep
   const length = size === 0 ? 0 : end - start + 1;
   reply.header('content-length', String(length));
   if (r) { reply.code(206); reply.header('content-range', `bytes ${start}-${end}/${size}`); }
-  if (req.method === 'HEAD' || length === 0) { await fh.close(); return reply.send(''); }
+  if (req.method === 'HEAD' || length === 0) { await fh.close(); return reply.send(); }
   return reply.send(fh.createReadStream({ start, end, highWaterMark: HWM }));
 }
