@@ -149,11 +149,11 @@ test('unmount of something that is not a cloudmount mount fails clearly', async 
   t.regex(st.stdout, /no cloudmount mounts/);
 });
 
-test('SIGINT unmounts a foreground mount; a second mount on the same place is refused', async (t) => {
+test('SIGINT unmounts a foreground mount (-vv log free of the password); a second mount on the same place is refused', async (t) => {
   const h = makeHome();
   const mp = mountpoint(t);
   const env = { ...h.env, CLOUDMOUNT_PASSWORD: 'demo-password' };
-  const m = cliSpawn(['mount', 'vboxx', mp, '--server', emu.url, '--username', 'demo', '--root', 'Files'], { env });
+  const m = cliSpawn(['mount', 'vboxx', mp, '--server', emu.url, '--username', 'demo', '--root', 'Files', '-vv'], { env });
   killOnTeardown(t, () => m.child.pid);
   await waitFor(() => /mounted vboxx/.test(m.output()) || m.child.exitCode !== null, 60_000, 'mounted');
   t.true(isMounted(mp), m.output());
@@ -166,6 +166,8 @@ test('SIGINT unmounts a foreground mount; a second mount on the same place is re
   t.is(await m.exited, 0);
   t.false(isMounted(mp));
   t.deepEqual(registry(h), []);
+  t.regex(m.output(), /DEBUG/, '-vv logs');
+  t.false(m.output().includes('demo-password'), 'the password is not in the -vv log');
 });
 
 test('unmount --force cuts loose at once and says the journal is kept', async (t) => {
