@@ -91,7 +91,7 @@ for (const kind of KINDS) {
     t.is(await fsp.readFile(path.join(froot, 'moved', 'sub', 'b.txt'), 'utf8'), 'B1 B2');
   });
 
-  test.serial('delete after pending uploads is never overtaken (nothing resurrected)', async (t) => {
+  test.serial(`${kind}: delete after pending uploads is never overtaken (nothing resurrected)`, async (t) => {
     // A long write-back delay keeps the uploads pending while rm -r runs.
     const d = await mountService(t, servers, kind, { vfs: { writebackDelayMs: 1500 } });
     const root = d.p(uniq('rmpending'));

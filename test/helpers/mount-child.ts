@@ -69,8 +69,10 @@ async function main() {
       process.stdout.write(`STATUS ${JSON.stringify(drive.status())}\n`);
     }
   }
-  // stdin closed: the test process is gone; don't outlive it with a mount.
-  await drive.unmount().catch(() => drive.unmount({ force: true }));
+  // stdin closed: the test process is gone (and likely its servers): don't outlive it with a
+  // mount, nor wait long for uploads that cannot arrive.
+  const bounded = new Promise<void>((_, reject) => setTimeout(() => reject(new Error('unmount timed out')), 20_000).unref());
+  await Promise.race([drive.unmount(), bounded]).catch(() => drive.unmount({ force: true }));
   process.exit(0);
 }
 

@@ -170,7 +170,14 @@ export function sh(script: string, args: string[] = [], opts: { cwd?: string; ti
   return run('bash', ['-c', script, 'sh', ...args], opts);
 }
 
-/** Expects an fs promise to fail with `code`. */
+/** The errno name of a failed fs call (Node has no name for a few, e.g. EDQUOT). */
+export function codeOf(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.errno === -122 || /system error -122/.test(String(err?.code))) return 'EDQUOT';
+  return err?.code ?? String(e);
+}
+
+/** The errno name an fs promise fails with, or 'OK'. */
 export async function errCode(p: Promise<unknown>): Promise<string> {
   try {
     const v = await p;
@@ -180,7 +187,7 @@ export async function errCode(p: Promise<unknown>): Promise<string> {
     }
     return 'OK';
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? String(e);
+    return codeOf(e);
   }
 }
 
