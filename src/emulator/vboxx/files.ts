@@ -86,6 +86,27 @@ export function registerFileRoutes(api: FastifyInstance, v: Vboxx): void {
     return { url: `${baseUrl(req)}/s/${id}`, expires };
   });
 
+  route(api, ['POST', 'PUT'], '/commit_chunked_upload/*', async (req) => {
+    const q = params(req);
+    const p = v.personForToken(q.session_token);
+    const { rootSeg, rest } = splitRaw(req, '/commit_chunked_upload/');
+    const root = v.rootFor(p, rootSeg);
+    const path = v.decodePath(rest);
+    if (path === '') fail(400, 'a file path is required');
+    const id = need(q, 'upload_id');
+    const u = v.st.upload.get(id);
+    if (!u || u.person_id !== p.id || u.expires < Date.now()) return fail(404, 'unknown or expired upload_id');
+    if (v.busyUploads.has(id)) fail(409, 'a chunk of this upload is still in progress');
+    const opts = writeOptions(q);
+    const file = join(v.uploadDir, id);
+    const size = (await stat(file).catch(() => ({ size: 0 }))).size;
+    // Not in the raw context: the fields may come as a form body (Dropbox v1) or in the query.
+    // placeFile renames the upload file into the root, so a refused commit leaves it for a retry.
+    const n = v.placeFile(root, path, file, size, opts);
+    v.ctx.db.prepare('DELETE FROM vboxx_uploads WHERE id = ?').run(id);
+    return v.entry(n);
+  });
+
   route(api, ['POST', 'GET'], '/fileops/create_folder', async (req) => {
     const q = params(req);
     const p = who(req);
@@ -114,7 +135,6 @@ export function registerFileRoutes(api: FastifyInstance, v: Vboxx): void {
 
 /** Routes whose body is raw file bytes: they live in a context where no parser touches the body. */
 export function registerRawRoutes(raw: FastifyInstance, v: Vboxx): void {
-  const busy = new Set<string>();
 
   route(raw, ['PUT', 'POST'], '/files_put/*', async (req, reply) => {
     const q = params(req);
@@ -156,10 +176,10 @@ export function registerRawRoutes(raw: FastifyInstance, v: Vboxx): void {
       id = newToken(32);
     }
     if (offset !== cur) fail(400, `wrong offset ${offset}, the upload is at offset ${cur}`, { upload_id: id, offset: cur });
-    if (busy.has(id)) fail(409, 'another chunk of this upload is in progress');
+    if (v.busyUploads.has(id)) fail(409, 'another chunk of this upload is in progress');
     const max = v.maxFileBytes(p.company_id);
     const file = join(v.uploadDir, id);
-    busy.add(id);
+    v.busyUploads.add(id);
     try {
       if (!q.upload_id) {
         v.ctx.db.prepare('INSERT INTO vboxx_uploads (id, person_id, offset, created, expires) VALUES (?, ?, 0, ?, ?)')
@@ -177,29 +197,10 @@ export function registerRawRoutes(raw: FastifyInstance, v: Vboxx): void {
       }
       return { upload_id: id, offset: size, expires: new Date(expires).toISOString() };
     } finally {
-      busy.delete(id);
+      v.busyUploads.delete(id);
     }
   });
 
-  route(raw, ['POST', 'PUT'], '/commit_chunked_upload/*', async (req) => {
-    const q = params(req);
-    const p = v.personForToken(q.session_token);
-    const { rootSeg, rest } = splitRaw(req, '/commit_chunked_upload/');
-    const root = v.rootFor(p, rootSeg);
-    const path = v.decodePath(rest);
-    if (path === '') fail(400, 'a file path is required');
-    const id = need(q, 'upload_id');
-    const u = v.st.upload.get(id);
-    if (!u || u.person_id !== p.id || u.expires < Date.now()) return fail(404, 'unknown or expired upload_id');
-    if (busy.has(id)) fail(409, 'a chunk of this upload is still in progress');
-    const opts = writeOptions(q);
-    const file = join(v.uploadDir, id);
-    const size = (await stat(file).catch(() => ({ size: 0 }))).size;
-    // placeFile renames the upload file into the root, so a refused commit leaves it for a retry.
-    const n = v.placeFile(root, path, file, size, opts);
-    v.ctx.db.prepare('DELETE FROM vboxx_uploads WHERE id = ?').run(id);
-    return v.entry(n);
-  });
 }
 
 /** Raw share links: a file streams, a folder answers a JSON listing; no session needed. */

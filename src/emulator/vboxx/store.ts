@@ -24,6 +24,8 @@ export class Vboxx {
   readonly base: string;
   readonly tmpDir: string;
   readonly uploadDir: string;
+  /** Chunked uploads with a chunk being received right now (one at a time per upload). */
+  readonly busyUploads = new Set<string>();
 
   constructor(public ctx: EmulatorContext) {
     initSchema(ctx.db);
