@@ -4,7 +4,7 @@
 // harness itself never touches a mount synchronously. Whatever happens (failure, Ctrl-C), every
 // mount is unmounted and every process it started is stopped.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, cpSync, linkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
@@ -13,7 +13,7 @@ import { join, resolve, dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManifest } from './tree.js';
+import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManifest, fullScale, quickScale, generateScaleTree, S, type ScaleSizes } from './tree.js';
 import type { Job, JobResult } from './workload.js';
 import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS } from './report.js';
 
@@ -44,18 +44,21 @@ interface Args {
   verbose: boolean;
   ourOpts: string[];
   readme: boolean;
+  scaling: boolean;
 }
 
 const USAGE = `Usage: scripts/bench [options]
   --quick            small sizes for a smoke run (64 MiB big file, 20 x 1 MiB, 4 x 100 small files)
   --rtt-ms N         round-trip time the delay proxy adds (default 20: 10 ms each way)
-  --only ROWS        comma-separated row ids to run (their phase runs whole); ids: ${rowDefs(fullSizes).map((r) => r.id).join(', ')}
+  --only ROWS        comma-separated row ids to run (their phase runs whole); ids: ${rowDefs(fullSizes, fullScale).map((r) => r.id).join(', ')}
   --columns COLS     comma-separated subset of: ${COLUMNS.join(', ')}
   --keep             keep the work folder (trees, caches, logs) and print where it is
   --no-drop-caches   do not drop the kernel page cache before cold runs
   --out FILE         JSON results file (default .bench/results-<date>.json)
   --work-dir DIR     parent of the work folder (default the system temp dir)
   -o OPTS            extra -o options for our mounts (may repeat)
+  --scaling          also the scaling rows: ls -l and find over 1,000 / 10,000 / 100,000 entries,
+                     sequential read of 4 GiB (quick: 100 / 1,000 / 10,000 and 256 MiB)
   --readme           put the table into README.md between <!-- bench-table --> and <!-- /bench-table -->
   -v                 log every step
 `;
@@ -63,7 +66,7 @@ const USAGE = `Usage: scripts/bench [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [], readme: false,
+    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -93,13 +96,15 @@ function parseArgs(argv: string[]): Args {
       case '--work-dir': a.workDir = val(); break;
       case '-o': a.ourOpts.push(val()); break;
       case '--readme': a.readme = true; break;
+      case '--scaling': a.scaling = true; break;
       case '-v': case '--verbose': a.verbose = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
       default: throw new Error(`unknown option ${k}\n${USAGE}`);
     }
   }
   if (a.only) {
-    const known = new Set(rowDefs(fullSizes).map((r) => r.id));
+    const known = new Set(rowDefs(fullSizes, fullScale).map((r) => r.id));
+    if ([...a.only].some((r) => r.startsWith('scale_'))) a.scaling = true;
     for (const r of a.only) if (!known.has(r)) throw new Error(`unknown row ${r} (known: ${[...known].join(', ')})`);
   }
   return a;
@@ -565,8 +570,26 @@ class VboxxApi {
     };
   }
 
-  /** Uploads every file under base/bench, a few at a time. */
-  async uploadTree(base: string): Promise<void> {
+  /** Raises the organization's max_file_size (as the demo system admin) so a big scaling file fits. */
+  async allowFileSize(bytes: number): Promise<void> {
+    const r = await fetch(`${this.url}/1/auth`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ username: 'admin', password: 'admin-password' }).toString(),
+    });
+    const admin = ((await r.json()) as { session_token?: string }).session_token;
+    if (!admin) throw new Error('vBoxx admin auth failed');
+    const me = (await (await fetch(this.q('/1/management/person/'))).json()) as { company_id?: number };
+    if (!me.company_id) throw new Error('vBoxx: no company_id for the demo user');
+    const mb = Math.ceil(bytes / MiB) + 1;
+    const u = await fetch(`${this.url}/1/management/policy/update/`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ session_token: admin, id: String(me.company_id), max_file_size: String(mb) }).toString(),
+    });
+    if (u.status !== 200) throw new Error(`vBoxx policy update: ${u.status} ${await u.text()}`);
+  }
+
+  /** Uploads every file under base/top, a few at a time. */
+  async uploadTree(base: string, top: string, parallel = 8): Promise<void> {
     const files: string[] = [];
     const walk = (rel: string) => {
       for (const e of readdirSync(join(base, rel), { withFileTypes: true })) {
@@ -574,7 +597,7 @@ class VboxxApi {
         if (e.isDirectory()) walk(r); else files.push(r);
       }
     };
-    walk(T.top);
+    walk(top);
     // Big files first so they are not the tail.
     files.sort((a, b) => statSync(join(base, b)).size - statSync(join(base, a)).size);
     let next = 0;
@@ -584,7 +607,7 @@ class VboxxApi {
         await this.put(f, join(base, f));
       }
     };
-    await Promise.all(Array.from({ length: 8 }, worker));
+    await Promise.all(Array.from({ length: parallel }, worker));
   }
 }
 
@@ -598,12 +621,13 @@ async function maxxoSlice(url: string): Promise<{ login: string; rsync: string; 
 // ---------------------------------------------------------------------------------------------
 // Phases: each runs on a fresh mount with a fresh cache; rows of a phase share that mount.
 
-type Phase = 'find' | 'small' | 'big' | 'write' | 'wire';
-const PHASES: Phase[] = ['wire', 'find', 'small', 'big', 'write'];
+type Phase = 'find' | 'small' | 'big' | 'write' | 'wire' | 'scale';
+const PHASES: Phase[] = ['wire', 'find', 'small', 'big', 'write', 'scale'];
 
 interface Ctx {
   args: Args;
   sizes: Sizes;
+  scale?: { sizes: ScaleSizes; big: string };
   manifest: TreeManifest;
   work: string;
   results: Results;
@@ -630,7 +654,64 @@ async function pollUntil(check: () => Promise<boolean>, ms: number): Promise<boo
   }
 }
 
+/** Runs fn on a fresh mount with a fresh cache; rows fail together if the mount does. */
+async function withMount(ctx: Ctx, col: Column, tag: string, rows: string[], fn: (m: Mount) => Promise<void>): Promise<void> {
+  const mnt = join(ctx.work, 'mnt', `${col.id}-${tag}`);
+  const cache = join(ctx.work, 'cache', `${col.id}-${tag}`);
+  mkdirSync(mnt, { recursive: true });
+  mkdirSync(cache, { recursive: true });
+  dropCaches(ctx.args);
+  let m: Mount | undefined;
+  try {
+    m = await col.mount(mnt, cache);
+    (ctx.results.mounts[col.id] ??= {})[tag] = { mountSeconds: m.mountSeconds };
+    await fn(m);
+  } catch (e) {
+    fail(ctx, col.id, rows, e);
+  } finally {
+    if (m) {
+      try { ctx.results.mounts[col.id]![tag]!.unmountSeconds = await m.unmount(); } catch (e) { log(`unmount ${mnt}: ${(e as Error).message}`); }
+    } else {
+      forceUnmount(mnt);
+      mounted.delete(mnt);
+    }
+    rmSync(cache, { recursive: true, force: true });
+  }
+}
+
+async function runScale(ctx: Ctx, col: Column): Promise<void> {
+  const sc = ctx.scale!;
+  const one = async (row: string, tag: string, job: (top: string) => Job, check: (r: JobResult) => string | null) => {
+    await withMount(ctx, col, tag, [row], async (m) => {
+      const before = await col.counters().catch(() => null);
+      const r = await runWorkload(job(m.top), { mnt: m.mnt });
+      const err = check(r);
+      record(ctx, col.id, row, r.seconds, { entries: r.entries, bytes: r.bytes, ...(err ? { error: err } : {}) });
+      const after = await col.counters().catch(() => null);
+      if (before && after) ctx.results.rows[row]![col.id]!.wire = diffCounters(before, after);
+    });
+  };
+  for (const c of sc.sizes.counts) {
+    await one(`scale_ls_${c}`, `scale-ls-${c}`, (top) => ({ op: 'lsl', dir: join(top, S.dir(c)) }),
+      (r) => (r.entries === c ? null : `ls -l listed ${r.entries}`));
+    await one(`scale_find_${c}`, `scale-find-${c}`, (top) => ({ op: 'find', dir: join(top, S.dir(c)) }),
+      (r) => (r.entries === c + 1 ? null : `find printed ${r.entries}`));
+  }
+  await one('scale_read', 'scale-read', (top) => ({ op: 'read', file: join(top, S.big), hash: true }),
+    (r) => (r.bytes !== sc.sizes.bigBytes ? `read ${r.bytes} bytes` : r.sha256 !== sc.big ? 'content differs' : null));
+}
+
+/** Hard links of a read-only tree (the scaling tree is never written to). */
+function linkTree(src: string, dst: string): void {
+  mkdirSync(dst, { recursive: true });
+  for (const e of readdirSync(src, { withFileTypes: true })) {
+    if (e.isDirectory()) linkTree(join(src, e.name), join(dst, e.name));
+    else linkSync(join(src, e.name), join(dst, e.name));
+  }
+}
+
 async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
+  if (phase === 'scale') return runScale(ctx, col);
   const { sizes, manifest } = ctx;
   const rowsOf = rowDefs(sizes).filter((r) => r.phase === phase).map((r) => r.id);
   // Counters around each row: taken outside the timed part (the workload times itself).
@@ -638,7 +719,8 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
   const mark = async () => { before = await col.counters().catch(() => null); };
   const wire = async (row: string) => {
     const after = await col.counters().catch(() => null);
-    if (before && after) record(ctx, col.id, row, ctx.results.rows[row]?.[col.id]?.seconds ?? null, { wire: diffCounters(before, after) });
+    const cell = ctx.results.rows[row]?.[col.id];
+    if (before && after && cell) cell.wire = diffCounters(before, after);
     await mark();
   };
   if (phase === 'wire') {
@@ -766,7 +848,7 @@ function machine(): Record<string, unknown> {
   const cpu = os.cpus()[0]?.model ?? 'unknown';
   return {
     nproc: os.cpus().length, cpu, memGiB: Math.round(os.totalmem() / 1024 ** 3 * 10) / 10,
-    kernel: os.release(), node: process.version,
+    kernel: os.release(), node: process.version, loadAvgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
     rclone: (spawnSync('rclone', ['version'], { encoding: 'utf8' }).stdout ?? '').split('\n')[0] ?? '',
   };
 }
@@ -823,6 +905,13 @@ async function main(): Promise<number> {
     const manifest = generateTree(master, sizes);
     vlog(`tree: ${manifest.totalBytes / MiB} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const ctx: Ctx = { args, sizes, manifest, work, results };
+    const scaleMaster = join(work, 'scale-master');
+    if (args.scaling) {
+      const sc = args.quick ? quickScale : fullScale;
+      log(`generating the scaling tree (${sc.counts.join(' / ')} entries, ${sc.bigBytes / MiB} MiB file)`);
+      ctx.scale = { sizes: sc, big: generateScaleTree(scaleMaster, sc).big };
+      results.scale = sc;
+    }
     const columns: Column[] = [];
 
     // Our side: one reference server for both services, a proxy for its HTTP port and one for
@@ -844,6 +933,7 @@ async function main(): Promise<number> {
         if (slice.rsync_port !== rsyncProxy.port) throw new Error(`/slice advertises rsync port ${slice.rsync_port}, not the proxy's ${rsyncProxy.port}`);
         const userDir = join(info.filesDir, 'maxxo', slice.login);
         cpSync(join(master, T.top), join(userDir, T.top), { recursive: true });
+        if (ctx.scale) linkTree(join(scaleMaster, S.top), join(userDir, S.top));
         columns.push({
           id: 'maxxo',
           mount: ourMount('maxxo', proxied, join(work, 'home-maxxo'), args.ourOpts),
@@ -864,7 +954,12 @@ async function main(): Promise<number> {
         const api = new VboxxApi(info.url);
         await api.login();
         log('uploading the tree to the vBoxx reference server');
-        await api.uploadTree(master);
+        await api.uploadTree(master, T.top);
+        if (ctx.scale) {
+          await api.allowFileSize(ctx.scale.sizes.bigBytes);
+          log('uploading the scaling tree to the vBoxx reference server');
+          await api.uploadTree(scaleMaster, S.top, 16);
+        }
         columns.push({
           id: 'vboxx',
           mount: ourMount('vboxx', proxied, join(work, 'home-vboxx'), args.ourOpts, String(api.rootId)),
@@ -881,7 +976,10 @@ async function main(): Promise<number> {
     const rcloneCols = args.columns.filter((c): c is 'rclone-writes' | 'rclone-full' => c.startsWith('rclone'));
     if (rcloneCols.length) {
       const base = join(work, 'webdav');
-      for (const c of rcloneCols) cpSync(join(master, T.top), join(base, c.slice(7), T.top), { recursive: true });
+      for (const c of rcloneCols) {
+        cpSync(join(master, T.top), join(base, c.slice(7), T.top), { recursive: true });
+        if (ctx.scale) linkTree(join(scaleMaster, S.top), join(base, c.slice(7), S.top));
+      }
       const home = join(work, 'home-rclone');
       const env = isolatedEnv(home);
       const conf = join(home, 'rclone.conf');
@@ -904,7 +1002,7 @@ async function main(): Promise<number> {
       }
     }
 
-    const wanted = (phase: Phase) => rowDefs(sizes).some((r) => r.phase === phase && (!args.only || args.only.has(r.id)));
+    const wanted = (phase: Phase) => rowDefs(sizes, ctx.scale?.sizes).some((r) => r.phase === phase && (!args.only || args.only.has(r.id)));
     for (const phase of PHASES) {
       if (!wanted(phase)) continue;
       log(`phase ${phase}`);
@@ -918,6 +1016,7 @@ async function main(): Promise<number> {
     if (wr?.['rclone-writes'] && args.columns.includes('rclone-full')) wr['rclone-full'] = wr['rclone-writes'];
   } finally {
     await cleanup();
+    results.machine.loadAvgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
     const outFile = args.out ?? join(repo, '.bench', `results-${date.slice(0, 19).replace(/[:T]/g, '-')}.json`);
     mkdirSync(dirname(outFile), { recursive: true });
     writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);

@@ -1,5 +1,5 @@
 // Rows, targets and the printed table of the benchmark (Markdown, so it can go into the README).
-import type { Sizes } from './tree.js';
+import type { Sizes, ScaleSizes } from './tree.js';
 import { MiB } from './tree.js';
 
 export const COLUMNS = ['maxxo', 'vboxx', 'rclone-writes', 'rclone-full'] as const;
@@ -12,7 +12,7 @@ const TITLE: Record<ColumnId, string> = {
 
 export interface RowDef {
   id: string;
-  phase: 'wire' | 'find' | 'small' | 'big' | 'write';
+  phase: 'wire' | 'find' | 'small' | 'big' | 'write' | 'scale';
   label: string;
   /** Target for ours / best rclone mode (issue 6), when there is one. */
   target?: number;
@@ -21,7 +21,20 @@ export interface RowDef {
 const n = (x: number) => x.toLocaleString('en-US');
 const size = (b: number) => (b >= MiB ? `${b / MiB} MiB` : `${b / 1024} KiB`);
 
-export function rowDefs(s: Sizes): RowDef[] {
+/** Scaling rows (--scaling): how time grows with entries per folder and with file size. */
+export function scaleRowDefs(sc: ScaleSizes): RowDef[] {
+  return [
+    ...sc.counts.map((c) => ({ id: `scale_ls_${c}`, phase: 'scale' as const, label: `scaling: ls -l of ${n(c)} entries, cold` })),
+    ...sc.counts.map((c) => ({ id: `scale_find_${c}`, phase: 'scale' as const, label: `scaling: find over ${n(c)} entries, cold` })),
+    { id: 'scale_read', phase: 'scale', label: `scaling: sequential read ${size(sc.bigBytes)}, cold` },
+  ];
+}
+
+export function rowDefs(s: Sizes, sc?: ScaleSizes): RowDef[] {
+  return [...baseRowDefs(s), ...(sc ? scaleRowDefs(sc) : [])];
+}
+
+function baseRowDefs(s: Sizes): RowDef[] {
   const findEntries = 3 + s.mediumCount + 1 + s.dirs * (1 + s.smallPerDir);
   return [
     { id: 'wire', phase: 'wire', label: `raw wire: one transfer of ${size(s.bigBytes)}` },
@@ -53,6 +66,7 @@ export interface Results {
   machine: Record<string, unknown>;
   rttMs: number;
   sizes: Sizes;
+  scale?: ScaleSizes;
   columns: ColumnId[];
   rows: Record<string, Partial<Record<ColumnId, Cell>>>;
   rss: Partial<Record<ColumnId, { hwmMiB: number; treePeakMiB: number }>>;
@@ -96,7 +110,7 @@ export function formatTable(res: Results): string {
   const ours = OURS.filter((c) => cols.includes(c));
   const head = ['', ...cols.map((c) => `${TITLE[c]} (s)`), ...ours.map((c) => `${TITLE[c]} / best rclone`), 'target'];
   const lines: string[][] = [];
-  for (const def of rowDefs(res.sizes)) {
+  for (const def of rowDefs(res.sizes, res.scale)) {
     const r = res.rows[def.id];
     if (!r) continue;
     lines.push([
@@ -130,13 +144,16 @@ export function formatTable(res: Results): string {
     Object.entries(r ?? {}).filter(([, c]) => c?.error).map(([col, c]) => `- ${row} / ${col}: ${String(c!.error).split('\n')[0]}`));
   return [
     `${res.date.slice(0, 16).replace('T', ' ')} UTC; ${m.nproc} CPUs (${m.cpu}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, ${m.rclone}; ` +
-      `RTT ${res.rttMs} ms through the delay proxy; command: \`${res.command}\``,
+      `RTT ${res.rttMs} ms through the delay proxy; load average ${fmtLoad(m.loadAvgAtStart)} at start, ${fmtLoad(m.loadAvgAtEnd)} at end; ` +
+      `command: \`${res.command}\``,
     '',
     ...markdown(head, lines),
     ...(traffic.length ? ['', 'Traffic per row (through the delay proxy; ours: server requests by route in the JSON):', '', ...traffic] : []),
     ...(failures.length ? ['', 'Failures and checks that did not hold ((!) above):', ...failures] : []),
   ].join('\n');
 }
+
+const fmtLoad = (v: unknown) => (Array.isArray(v) ? v.map((x) => Number(x).toFixed(1)).join('/') : '?');
 
 function markdown(head: string[], lines: string[][]): string[] {
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length), 3));
@@ -155,7 +172,7 @@ interface Wire {
 function trafficTable(res: Results, cols: ColumnId[]): string[] {
   const lines: string[][] = [];
   const mb = (b: number) => (b >= 10 * MiB ? `${(b / MiB).toFixed(0)} MiB` : b >= MiB ? `${(b / MiB).toFixed(1)} MiB` : `${(b / 1024).toFixed(0)} KiB`);
-  for (const def of rowDefs(res.sizes)) {
+  for (const def of rowDefs(res.sizes, res.scale)) {
     const r = res.rows[def.id];
     if (!r) continue;
     const cells = cols.map((c) => {

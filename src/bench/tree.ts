@@ -99,3 +99,29 @@ export function generateTree(base: string, sizes: Sizes): TreeManifest {
   const totalBytes = sizes.bigBytes + sizes.mediumCount * sizes.mediumBytes + sizes.dirs * sizes.smallPerDir * sizes.smallBytes;
   return { sizes, big: big.digest('hex'), medium: medium.digest('hex'), small, findEntries, totalBytes };
 }
+
+/** Scaling rows: folders of N empty entries (listing cost only) and one large file. */
+export interface ScaleSizes {
+  counts: number[];
+  bigBytes: number;
+}
+export const fullScale: ScaleSizes = { counts: [1_000, 10_000, 100_000], bigBytes: 4 * 1024 * MiB };
+export const quickScale: ScaleSizes = { counts: [100, 1_000, 10_000], bigBytes: 256 * MiB };
+
+export const S = {
+  top: 'scale',
+  dir: (n: number) => `scale/n${n}`,
+  name: (i: number) => `e${String(i).padStart(6, '0')}`,
+  big: 'scale/big.bin',
+};
+
+export function generateScaleTree(base: string, sizes: ScaleSizes): { big: string } {
+  for (const n of sizes.counts) {
+    const dir = join(base, S.dir(n));
+    mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < n; i++) closeSync(openSync(join(dir, S.name(i)), 'w', 0o644));
+  }
+  const h = createHash('sha256');
+  writeRandomFile(join(base, S.big), sizes.bigBytes, h, Buffer.allocUnsafe(4 * MiB));
+  return { big: h.digest('hex') };
+}
