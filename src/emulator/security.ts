@@ -12,6 +12,8 @@ export function verifyPassword(password: string, stored: string): boolean {
   const [kind, saltB64, hashB64] = stored.split('$');
   if (kind !== 'scrypt' || !saltB64 || !hashB64) return false;
   const want = Buffer.from(hashB64, 'base64');
+  // A truncated record must never verify: an empty hash would compare equal to anything.
+  if (want.length !== 32) return false;
   const got = scryptSync(password, Buffer.from(saltB64, 'base64'), want.length);
   return timingSafeEqual(want, got);
 }
