@@ -186,6 +186,8 @@ function cleanup(): Promise<void> {
 
 /** Starts a long-lived helper in its own process group (so Ctrl-C reaches only us, and we stop it in order). */
 function startProc(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logFile?: string; stdinPipe?: boolean } = {}): ChildProcess {
+  // Once teardown began, nothing new may start (the run loop may still be unwinding).
+  if (cleaning) throw new Error('stopping');
   const p = spawn(cmd, args, {
     detached: true,
     stdio: [opts.stdinPipe === false ? 'ignore' : 'pipe', 'pipe', 'pipe'],
@@ -317,6 +319,7 @@ async function waitPort(port: number, ms: number): Promise<void> {
 
 async function runWorkload(job: Job, opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; mnt?: string } = {}): Promise<JobResult> {
   const timeoutMs = opts.timeoutMs ?? 15 * 60_000;
+  if (cleaning) throw new Error('stopping');
   vlog(`workload ${JSON.stringify(job)}`);
   const p = spawn(process.execPath, [WORKLOAD, JSON.stringify(job)], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) },
