@@ -81,15 +81,22 @@ export interface UploadedFile { field: string; data: Buffer; truncated: boolean;
 
 const MAX_FORM = 1024 * 1024;
 
+const MAX_DRAIN = 64 * 1024 * 1024;
+
+/**
+ * Reads a raw body up to limit. An oversized body is still drained before the 400: answering
+ * while the client is still sending leaves it (undici) waiting forever on a half-read socket.
+ */
 async function readStream(s: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of s) {
     const b = Buffer.isBuffer(c) ? c : Buffer.from(c);
     n += b.length;
-    if (n > limit) throw bad();
-    chunks.push(b);
+    if (n <= limit) chunks.push(b);
+    else if (n > MAX_DRAIN) break; // past any sane form: drop the connection instead
   }
+  if (n > limit) throw bad();
   return Buffer.concat(chunks);
 }
 
