@@ -73,6 +73,11 @@ export interface VfsOptions {
   uploadAttempts?: number;
   /** First retry delay of a failed upload, doubling per attempt (default 500 ms). */
   uploadBackoffMs?: number;
+  /**
+   * listxattr names user.cloudmount.share_link (default false: programs copying all attributes
+   * would create a public link of every file they copy; getxattr by name works either way).
+   */
+  listShareLinkXattr?: boolean;
 }
 
 export interface VfsApi {

@@ -387,7 +387,10 @@ export class Vfs implements VfsApi {
       mtimeMs = la?.mtimeMs ?? (o.localMtime || e.mtimeMs || this.mountTime);
     } else {
       size = isDir ? 4096 : (o && o.refs > 0 ? o.size : e.size);
-      mtimeMs = la?.mtimeMs ?? e.mtimeMs ?? this.mountTime;
+      // Our own upload must not move the mtime a program saw while the file was local:
+      // editors (vim E949 "file changed while writing") compare it before they save.
+      const own = o && o.localMtime && !isDir && sameIdent(o.ident, e) ? o.localMtime : undefined;
+      mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? this.mountTime;
     }
     return {
       type: e.type,
@@ -679,7 +682,10 @@ export class Vfs implements VfsApi {
   async listxattr(path: string): Promise<string[]> {
     path = normPath(path);
     await this.existing(path);
-    return this.remote.capabilities.shareLinks && this.remote.shareLink ? [SHARE_LINK_XATTR] : [];
+    // Not listed by default: programs that copy every listed attribute (vim's write-rename,
+    // cp -a, rsync -X, file managers) would read it, which creates a public share link of each
+    // file they touch, and then fail setting it on the copy. `getfattr -n NAME` still works.
+    return this.opts.listShareLinkXattr && this.remote.capabilities.shareLinks && this.remote.shareLink ? [SHARE_LINK_XATTR] : [];
   }
 
   async setxattr(path: string, _name: string, _value: Buffer, _flags: number): Promise<void> {
@@ -1089,6 +1095,7 @@ export class Vfs implements VfsApi {
     o.ranges.clear();
     o.ident = { ...e };
     o.size = e.size;
+    o.localMtime = 0;
     if (o.metaOnDisk) { o.metaOnDisk = false; await fsp.rm(this.file(o) + '.meta', { force: true }); }
     if (o.fd >= 0) await new Promise<void>((r, j) => fs.ftruncate(o.fd, 0, (err) => (err ? j(err) : r())));
     else await fsp.truncate(this.file(o), 0).catch(() => {});

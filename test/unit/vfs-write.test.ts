@@ -413,3 +413,19 @@ test('an upload that failed is tried again in the background and then leaves the
   t.is(remote.getFile('/later.txt')!.toString(), 'eventually');
   t.deepEqual(vfs.status().failures, []);
 });
+
+test('our own upload does not move the mtime programs saw (editors compare it before saving)', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 60, attrTtlMs: 10, dirTtlMs: 10 });
+  await writeFile(vfs, '/ed.txt', 'text');
+  const m1 = (await vfs.getattr('/ed.txt')).mtimeMs;
+  await until(() => vfs.status().pending === 0, 'upload');
+  await sleep(30);
+  t.is((await vfs.getattr('/ed.txt')).mtimeMs, m1);
+  t.is((await vfs.readdir('/')).attrs.get('ed.txt')!.mtimeMs, m1);
+  // a change by someone else shows the server's mtime
+  remote.putFile('/ed.txt', 'other text', 1_000_000);
+  await sleep(30);
+  t.is((await vfs.getattr('/ed.txt')).mtimeMs, 1_000_000);
+  t.is((await readAll(vfs, '/ed.txt')).toString(), 'other text');
+  t.is((await vfs.getattr('/ed.txt')).mtimeMs, 1_000_000);
+});
