@@ -55,11 +55,18 @@ test.serial('admin person: get self and by id, list with paging, create (passwor
 
   const pw = h.pwFile('new-person-pw');
   const created: number[] = [];
-  for (let i = 0; i < 11; i++) {
-    const r = await admin('admin', 'person', 'create', '--new-password-file', pw, '--json',
-      `company_id=${org}`, `first_name=P${i}`, 'last_name=Test', `email=p${i}@vboxx.test`, `username=p${i}`);
-    t.is(r.code, 0, r.stderr);
-    created.push(json(r).id);
+  const r0 = await admin('admin', 'person', 'create', '--new-password-file', pw, '--json',
+    `company_id=${org}`, 'first_name=P0', 'last_name=Test', 'email=p0@vboxx.test', 'username=p0');
+  t.is(r0.code, 0, r0.stderr);
+  created.push(json(r0).id);
+  // Ten more straight through the API (setup only), so the organization has more than one page.
+  const auth = await (await fetch(`${emu.url}/1/auth?username=admin&password=admin-password`, { method: 'POST' })).json() as { session_token: string };
+  for (let i = 1; i <= 10; i++) {
+    const res = await fetch(`${emu.url}/1/management/person/create/?session_token=${auth.session_token}`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ company_id: String(org), first_name: `P${i}`, last_name: 'Test', email: `p${i}@vboxx.test`, username: `p${i}`, password: 'x-password' }).toString(),
+    });
+    t.is(res.status, 200);
   }
   // The new person can log in with the password from the file.
   t.is((await vb('p0', 'new-person-pw', 'info')).code, 0);
