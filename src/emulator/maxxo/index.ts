@@ -14,7 +14,17 @@
 //   becomes one message (destination = the folder's name), each file of a non-folder entry one
 //   message (destination = the file's name). Accepting puts it at the receiver's top folder,
 //   as "name (2).ext" when the name is taken.
-// - notifications/list and inbox/list show what is not yet read/processed.
+// - notifications/list and inbox/list show what is not yet read/processed; inbox `size` is a
+//   string, as in the spec's example.
+// - contacts/add: any unknown email -> USER_NOT_FOUND and nothing added; yourself -> 400; one
+//   already a contact -> ALREADY_CONTACT 202 (the others are added). Contacts are one-way.
+// - settings/update also takes `email` (INVALID_EMAIL, EMAIL_ALREADY_EXIST, both in the table);
+//   new_password needs current_password (else WRONG_CURRENT_PASSWORD) and 6+ characters.
+//   Nothing is changed when any field is refused; existing tokens stay valid.
+// - user-photo/update answers {"photo": URL}; photos are served at /photos/NAME without a token.
+// - Parameters: GET reads the query; POST reads query and body (urlencoded, multipart, JSON or an
+//   untyped body read as urlencoded), body winning; `x`, `x[]` and `x[N]` all fill list x.
+// - /slice with --no-rsync still answers (rsync_port absent = 873, where nothing listens).
 // - Unknown resource under /api: 404 {"error":"METHOD_NOT_FOUND"}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
