@@ -111,13 +111,18 @@ function checkMeta(v: unknown): string | null {
 }
 
 function normalizeMeta(v: Json): VboxxMetadata {
-  const m = { ...v } as VboxxMetadata;
-  m.bytes = (v.bytes as number | undefined) ?? 0;
-  if (v.rev === null || v.rev === undefined) delete m.rev;
-  else m.rev = String(v.rev);
-  if (v.hash === null) delete m.hash;
-  if (v.modified_unix_timestamp === null) delete m.modified_unix_timestamp;
-  delete m.contents;
+  // Only the fields the drive uses are kept: a 10,000-entry listing is copied field by field,
+  // and anything else the server adds is of no use downstream.
+  const m: VboxxMetadata = { path: v.path as string, is_dir: v.is_dir as boolean, bytes: (v.bytes as number | undefined) ?? 0 };
+  if (v.rev !== null && v.rev !== undefined) m.rev = String(v.rev);
+  if (typeof v.modified_unix_timestamp === 'number') m.modified_unix_timestamp = v.modified_unix_timestamp;
+  if (typeof v.hash === 'string') m.hash = v.hash;
+  if (typeof v.root === 'number') m.root = v.root;
+  if (typeof v.is_deleted === 'boolean') m.is_deleted = v.is_deleted;
+  if (typeof v.modified === 'string' || typeof v.modified === 'number') m.modified = v.modified;
+  if (typeof v.client_mtime === 'string' || typeof v.client_mtime === 'number') m.client_mtime = v.client_mtime;
+  if (typeof v.icon === 'string') m.icon = v.icon;
+  if (typeof v.size === 'string') m.size = v.size;
   return m;
 }
 
