@@ -351,15 +351,26 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
     state = 'unmounting';
     closing = (async () => {
       flushAbort = new AbortController();
+      // Tell whoever waits what they wait for (and why an unmount can take long).
+      const progress = setInterval(() => {
+        const st = vfs.status();
+        log.warn(`unmount of ${mnt}: waiting for ${st.pending} pending change(s), ${st.pendingBytes} bytes, to reach the server` +
+          (st.failures.length ? ` (${st.failures.length} failed: ${st.failures.slice(-1)[0]!.error})` : ''));
+      }, 10_000);
+      progress.unref();
       try {
         await vfs.flushAll({ signal: flushAbort.signal });
       } catch (e) {
         if (forceNext) return;
         log.warn(`flush before unmount: ${(e as Error).message}`);
+      } finally {
+        clearInterval(progress);
       }
+      const t0 = Date.now();
       if (forceNext) return;
       if (watch) clearInterval(watch);
       await fuseUnmount();
+      if (Date.now() - t0 > 3000) log.warn(`unmount of ${mnt} took ${Date.now() - t0} ms (busy)`);
       if (forceNext) return;
       await vfs.close();
       state = 'closed';

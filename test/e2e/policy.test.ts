@@ -102,8 +102,10 @@ test.serial('share link xattr on vBoxx returns a working link', async (t) => {
   t.regex(url, /^https?:\/\//);
   const again = await run('getfattr', ['--only-values', '-n', 'user.cloudmount.share_link', f]);
   t.is(again.code, 0);
+  // Not listed by default (vfs: copying programs would create a public link of every file they
+  // touch), but listing works.
   const list = await run('getfattr', ['-m', '-', f]);
-  t.regex(list.stdout, /user\.cloudmount\.share_link/);
+  t.is(list.code, 0, list.stderr);
   const dirLink = await run('getfattr', ['-n', 'user.cloudmount.share_link', path.dirname(f)]);
   t.true(dirLink.code === 0 || /Operation not supported|No such attribute/.test(dirLink.stderr));
 });

@@ -159,8 +159,9 @@ export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { 
     if (stopped || child.exitCode !== null) return child.exitCode;
     stopped = true;
     child.kill('SIGTERM');
-    const ok = await waitExit(child, 90_000);
+    const ok = await waitExit(child, 45_000);
     if (!ok) {
+      process.stderr.write(`mount child for ${cfg.mountpoint} did not exit 45 s after SIGTERM; forcing. Its log:\n${err.slice(-3000)}\n`);
       forceUnmount(cfg.mountpoint);
       child.kill('SIGKILL');
       await waitExit(child, 10_000);
