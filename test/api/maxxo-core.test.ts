@@ -509,6 +509,11 @@ test('no crash on odd input: JSON and multipart bodies, huge and odd values, unp
     ['inbox/update', 'messages=%7B%7D', {}],
     ['inbox/update', 'messages=[1,2]', { 'content-type': 'application/x-www-form-urlencoded' }],
     ['notifications/update', '--x\r\n', { 'content-type': 'multipart/form-data; boundary=x' }],
+    ['ops/filesize', 'garbage', { 'content-type': 'multipart/form-data' }],
+    ['user-photo/update', '--b\r\nContent-Disposition: form-data; name="photo"; filename="a.png"\r\n\r\nabc',
+      { 'content-type': 'multipart/form-data; boundary=b' }],
+    ['ops/filesize', '{"__proto__":{"x":1},"files":["a"]}', { 'content-type': 'application/json' }],
+    ['ops/filesize', 'null', { 'content-type': 'application/json' }],
     ['settings/update', 'x'.repeat(2 * 1024 * 1024), { 'content-type': 'application/octet-stream' }],
   ];
   for (const [path, body, headers] of bodies) {

@@ -202,7 +202,10 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
               user = token ? userByToken(db, token) : undefined;
               if (!user) return sendError(reply, 'NO_PERMISSION');
             }
-            const { params, file } = await readParams(req, o.fileField, PHOTO_MAX_BYTES);
+            // Whatever goes wrong reading the request (malformed multipart, cut-off body) is the
+            // client's: METHOD_BAD_REQUEST, never ERR_UNKNOWN.
+            const { params, file } = await readParams(req, o.fileField, PHOTO_MAX_BYTES)
+              .catch((e: unknown) => { throw e instanceof MaxxoError ? e : bad(); });
             const r = await handler({ req, reply, user: user!, params, file });
             return reply.code(r.status ?? 200).type('application/json; charset=utf-8').send(JSON.stringify(r.body));
           } catch (e) {
