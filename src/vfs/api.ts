@@ -13,6 +13,13 @@ export interface Attr {
   ctimeMs: number;
   atimeMs: number;
   nlink: number;
+  /**
+   * Stable inode number of the path for this mount (root = 1), kept across renames. Mount with
+   * `use_ino` and pass it as st_ino so that programs comparing st_ino before and after open
+   * (vim's E949 "file changed while writing") never see it change when the kernel forgets and
+   * looks up a node again.
+   */
+  ino?: number;
 }
 
 export interface FsStats {

@@ -176,6 +176,9 @@ export class Vfs implements VfsApi {
   private readonly dirs: LRUCache<string, DirSlot>;
   private readonly dirEpoch = new Map<string, number>();
   private readonly localAttrs = new Map<string, LocalAttrs>();
+  /** The path/inode table: one stable number per path seen, moved by renames. */
+  private readonly inos = new Map<string, number>([['/', 1]]);
+  private nextIno = 2;
   /** Content objects by current path; Map order is LRU order (touched on open). */
   private readonly objs = new Map<string, Obj>();
   /** Objects whose local state overrides the server (dirty, pending, local-only). */
@@ -392,7 +395,10 @@ export class Vfs implements VfsApi {
       const own = o && o.localMtime && !isDir && sameIdent(o.ident, e) ? o.localMtime : undefined;
       mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? this.mountTime;
     }
+    let ino = this.inos.get(path);
+    if (ino === undefined) { ino = this.nextIno++; this.inos.set(path, ino); }
     return {
+      ino,
       type: e.type,
       size,
       perm: la?.perm ?? (isDir ? 0o755 : 0o644),
@@ -725,6 +731,7 @@ export class Vfs implements VfsApi {
     this.forgetTree(path);
     this.setInParent(path, null);
     this.localAttrs.delete(path);
+    this.inos.delete(path);
   }
 
   async unlink(path: string): Promise<void> {
@@ -749,6 +756,7 @@ export class Vfs implements VfsApi {
       this.failures.delete(path);
       this.localAttrs.delete(path);
       this.shareLinks.delete(path);
+      this.inos.delete(path);
       this.setInParent(path, null);
     });
   }
@@ -839,7 +847,7 @@ export class Vfs implements VfsApi {
         fsp.rm(this.file(o) + '.meta', { force: true }).catch(() => {});
       }
     }
-    for (const m of [this.localAttrs, this.failures] as Map<string, unknown>[]) {
+    for (const m of [this.localAttrs, this.failures, this.inos] as Map<string, unknown>[]) {
       const moved: [string, unknown][] = [];
       for (const [k, v] of m) if (k === from || isUnder(k, from)) moved.push([k, v]);
       for (const [k] of moved) m.delete(k);

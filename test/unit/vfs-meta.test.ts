@@ -242,3 +242,20 @@ test('every wait on the server is bounded by opTimeoutMs', async (t) => {
   t.is(await code(vfs.getattr('/a')), 'TIMEOUT');
   release();
 });
+
+test('stable inode numbers: one per path, kept across renames and uploads', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 20 });
+  remote.putFile('/a', '1');
+  remote.putFile('/b', '2');
+  const ia = (await vfs.getattr('/a')).ino;
+  const ib = (await vfs.getattr('/b')).ino;
+  t.is((await vfs.getattr('/')).ino, 1);
+  t.true(typeof ia === 'number' && typeof ib === 'number' && ia !== ib);
+  t.is((await vfs.readdir('/')).attrs.get('a')!.ino, ia);
+  await vfs.rename('/a', '/c');
+  t.is((await vfs.getattr('/c')).ino, ia);
+  await writeFile(vfs, '/n', 'new');
+  const inN = (await vfs.getattr('/n')).ino;
+  await vfs.flushAll();
+  t.is((await vfs.getattr('/n')).ino, inN);
+});
