@@ -120,6 +120,28 @@ const WRAPPER = [
   'wait "$pid"',
 ].join('\n');
 
+/** One wrapper + daemon on `port`; resolves once it greets, or with why it did not. */
+async function spawnDaemon(conf: string, port: number, host: string, probeHost: string): Promise<
+  { ok: true; child: ChildProcess; exit: Promise<void>; exited: () => boolean } | { ok: false; why: string }> {
+  const child: ChildProcess = spawn('sh', ['-c', WRAPPER, 'cloudmount-rsyncd', conf, String(port), host], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  let exited = false;
+  let spawnError = '';
+  const exit = new Promise<void>((r) => child.once('exit', () => { exited = true; r(); }));
+  child.once('error', (e) => { spawnError = `cannot run rsync: ${e.message}`; });
+  child.stdin!.on('error', () => {});
+  const deadline = Date.now() + 5000;
+  while (!exited && Date.now() < deadline) {
+    if (await greets(probeHost, port)) return { ok: true, child, exit, exited: () => exited };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.stdin!.end();
+  if (!exited) child.kill('SIGTERM');
+  await Promise.race([exit, new Promise((r) => setTimeout(r, 2000))]);
+  return { ok: false, why: spawnError || (exited ? 'rsync daemon exited at start (port taken?)' : 'rsync daemon did not answer') };
+}
+
 export async function startRsyncDaemon(opts: RsyncDaemonOptions): Promise<RsyncDaemon> {
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   chmodSync(opts.dir, 0o700);
@@ -129,40 +151,44 @@ export async function startRsyncDaemon(opts: RsyncDaemonOptions): Promise<RsyncD
   let lastError = 'rsync daemon did not start';
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort(opts.host);
-    const child: ChildProcess = spawn('sh', ['-c', WRAPPER, 'cloudmount-rsyncd', conf, String(port), opts.host], {
-      stdio: ['pipe', 'ignore', 'ignore'],
-    });
-    let exited = false;
-    const exit = new Promise<void>((r) => child.once('exit', () => { exited = true; r(); }));
-    child.once('error', (e) => { lastError = `cannot run rsync: ${e.message}`; });
-    child.stdin!.on('error', () => {});
-
-    const deadline = Date.now() + 5000;
-    let up = false;
-    while (!exited && Date.now() < deadline) {
-      if (await greets(probeHost, port)) { up = true; break; }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    if (!up) {
-      child.stdin!.end();
-      if (!exited) child.kill('SIGTERM');
-      await Promise.race([exit, new Promise((r) => setTimeout(r, 2000))]);
-      lastError = exited ? 'rsync daemon exited at start (port taken?)' : 'rsync daemon did not answer';
-      continue;
-    }
+    const first = await spawnDaemon(conf, port, opts.host, probeHost);
+    if (!first.ok) { lastError = first.why; continue; }
     opts.log?.(`rsync daemon on ${opts.host}:${port}`);
+    let cur = first;
     let stopped = false;
+    // Supervised like a real data plane under systemd: a daemon that dies (crash, kill) is started
+    // again on the same port, so clients that retry find it back (fault tests kill it mid-transfer).
+    const supervise = (d: typeof first): void => {
+      void d.exit.then(async () => {
+        d.child.stdin!.end();
+        for (let i = 0; !stopped; i++) {
+          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** i)));
+          if (stopped) return;
+          const next = await spawnDaemon(conf, port, opts.host, probeHost);
+          if (next.ok) {
+            if (stopped) { next.child.stdin!.end(); next.child.kill('SIGKILL'); return; }
+            opts.log?.(`rsync daemon restarted on ${opts.host}:${port}`);
+            cur = next;
+            supervise(next);
+            return;
+          }
+          opts.log?.(`rsync daemon restart: ${next.why}`);
+        }
+      });
+    };
+    supervise(first);
     return {
       host: opts.host,
       port,
-      pid: child.pid!,
+      get pid() { return cur.child.pid!; },
       update(modules) { writeConfig(opts.dir, modules); },
       async stop() {
         if (stopped) return;
         stopped = true;
-        child.stdin!.end();
-        const t = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, 3000);
-        await exit;
+        const d = cur;
+        d.child.stdin!.end();
+        const t = setTimeout(() => { if (!d.exited()) d.child.kill('SIGKILL'); }, 3000);
+        await d.exit;
         clearTimeout(t);
       },
     };
