@@ -89,6 +89,9 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
     }
     if (opts.failRate > 0 && Math.random() < opts.failRate) {
       const kind = Math.floor(Math.random() * 3);
+      // Counted so fault tests can report how many faults they survived.
+      const fkey = `FAULT ${['500', '503', 'drop'][kind]}`;
+      ctx.stats.set(fkey, (ctx.stats.get(fkey) ?? 0) + 1);
       if (kind === 0) return reply.code(500).send({ error: 'ERR_UNKNOWN', status_code: 500, message: 'injected fault', code: 'error' });
       if (kind === 1) return reply.code(503).send({ error: 'SERVICE_UNAVAILABLE', status_code: 503, message: 'injected fault', code: 'error' });
       // Drop the connection after part of the answer: headers claim more than ever arrives.
