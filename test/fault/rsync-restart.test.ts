@@ -1,0 +1,42 @@
+// Fault suite, Maxxo data plane: the rsync daemon (listener and every connection it serves) is
+// SIGKILLed again and again while files are written and uploaded through the mount; the server
+// supervises it and starts it again on the same port (src/emulator/rsyncd.ts). Every file is then
+// read back through a fresh mount and compared by SHA-256.
+import test from 'ava';
+import { descendants, faultRun, mixedSpecs, prng, sleep } from './lib.js';
+
+const FILES = Number(process.env.CM_FAULT_FILES ?? 300);
+
+test(`maxxo: ${FILES} files survive rsync daemon kills mid-transfer (and 2% API faults)`, async (t) => {
+  t.timeout(300_000);
+  // Larger files than the plain fault run, so kills find transfers in flight.
+  const specs = mixedSpecs(FILES, 21).map((s, i) => (i % 10 === 3 ? { ...s, size: 2 * 1024 * 1024 + i * 997, rel: s.rel.replace(/-\d+\.bin$/, `-big${i}.bin`) } : s));
+  await faultRun(t, 'maxxo', FILES, {
+    failRate: 0.02, latencyMs: 2, seed: 21, specs,
+    async during(srv, stop) {
+      const r = prng(7);
+      let kills = 0;
+      let cut = 0;
+      let restarts = 0;
+      while (!stop.aborted) {
+        await sleep(800 + r() * 1700);
+        if (stop.aborted) break;
+        const victims = descendants(srv.pid).filter((p) => p.comm === 'rsync');
+        if (!victims.length) continue;
+        for (const v of victims) {
+          try { process.kill(v.pid, 'SIGKILL'); } catch { /* exited meanwhile */ }
+        }
+        kills++;
+        // The listener plus the connections it was serving (one forked daemon per transfer).
+        cut += victims.length - 1;
+        // The supervisor brings a new listener up on the same port.
+        for (let i = 0; i < 100 && !descendants(srv.pid).some((p) => p.comm === 'rsync'); i++) await sleep(50);
+        if (descendants(srv.pid).some((p) => p.comm === 'rsync')) restarts++;
+      }
+      t.true(kills >= 3, `the daemon was killed several times (${kills})`);
+      t.true(cut > 0, 'some kills cut transfers in flight');
+      t.is(restarts, kills, 'the daemon came back after every kill');
+      return `rsync daemon kills ${kills} (transfers cut ${cut}, restarts ${restarts})`;
+    },
+  });
+});
