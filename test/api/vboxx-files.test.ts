@@ -44,6 +44,12 @@ test('metadata of the root: the shape of the text', async (t) => {
   t.is(file.icon, 'page_white_text');
   t.regex(file.modified, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/);
   t.is(file.modified_unix_timestamp, Math.floor(Date.parse(`${file.modified}Z`) / 1000));
+  // Each listing entry is exactly the metadata of that path.
+  for (const c of j.contents.slice(0, 8)) {
+    const one = (await demo.get(`/1/metadata/${FILES}${c.path.split('/').map(encodeURIComponent).join('/')}`, { list: 'false' })).json;
+    const { status_code: _s, ...rest } = one;
+    t.deepEqual(rest, c, c.path);
+  }
   // Without trailing slash and with an empty path segment it is the same folder.
   t.deepEqual((await demo.get(`/1/metadata/${FILES}`)).json, j);
 });
@@ -75,8 +81,8 @@ test('metadata: percent-decoding happens exactly once', async (t) => {
   // %252F decodes once to the literal name "documents%2Fabc.txt", which does not exist.
   t.is((await demo.get(`/1/metadata/${FILES}/documents%252Fabc.txt`)).status, 404);
   // A name with a literal percent sign round-trips.
-  await demo.putFile(FILES, 'odd/100%25 sure.txt'.replace('%25', '%'), 'x');
-  const odd = await demo.get(`/1/metadata/${FILES}/odd/100%25%20sure.txt`);
+  await demo.putFile(TEAM, 'odd/100% sure.txt', 'x');
+  const odd = await demo.get(`/1/metadata/${TEAM}/odd/100%25%20sure.txt`);
   t.is(odd.status, 200);
   t.is(odd.json.path, '/odd/100% sure.txt');
 });

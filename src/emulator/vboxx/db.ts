@@ -129,6 +129,8 @@ export function statements(db: Database.Database) {
     node: db.prepare<[number, string], Node>('SELECT * FROM vboxx_nodes WHERE root_id = ? AND path = ?'),
     children: db.prepare<[number, string], Node>(
       'SELECT * FROM vboxx_nodes WHERE root_id = ? AND parent = ? ORDER BY name'),
+    childrenRaw: db.prepare<[number, string], unknown[]>(
+      'SELECT name, is_dir, bytes, mtime, client_mtime, rev FROM vboxx_nodes WHERE root_id = ? AND parent = ? ORDER BY name').raw(),
     upsertNode: db.prepare(
       `INSERT INTO vboxx_nodes (root_id, path, parent, name, is_dir, bytes, mtime, client_mtime, rev)
        VALUES (@root_id, @path, @parent, @name, @is_dir, @bytes, @mtime, @client_mtime, @rev)
@@ -138,10 +140,8 @@ export function statements(db: Database.Database) {
     rootUsage: db.prepare<[number], { s: number | null }>('SELECT SUM(bytes) AS s FROM vboxx_nodes WHERE root_id = ?'),
     rootFileCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM vboxx_nodes WHERE root_id = ? AND is_dir = 0'),
     rootRevisionCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM vboxx_revisions WHERE root_id = ?'),
-    companyUsage: db.prepare<[number], { s: number | null }>(
-      'SELECT SUM(n.bytes) AS s FROM vboxx_nodes n JOIN vboxx_roots r ON r.id = n.root_id WHERE r.company_id = ?'),
-    personUsage: db.prepare<[number], { s: number | null }>(
-      'SELECT SUM(n.bytes) AS s FROM vboxx_nodes n JOIN vboxx_roots r ON r.id = n.root_id WHERE r.person_id = ?'),
+    rootsOfCompany: db.prepare<[number], { id: number }>('SELECT id FROM vboxx_roots WHERE company_id = ?'),
+    rootsOfPerson: db.prepare<[number], { id: number }>('SELECT id FROM vboxx_roots WHERE person_id = ?'),
     visibleRoots: db.prepare<[number, number], Root>(
       'SELECT * FROM vboxx_roots WHERE person_id = ? OR (dept_share = 1 AND company_id = ?) ORDER BY id'),
     addActivity: db.prepare(

@@ -19,6 +19,21 @@ export interface PlaceOptions {
   clientMtime?: number | null;
 }
 
+/** One entry as JSON text; the same fields, order and values as Vboxx.entry(). */
+function entryJson(rootId: number, path: string, name: string, isDir: number, bytes: number, mtime: number,
+  cm: number | null, rev: number): string {
+  const p = JSON.stringify(path);
+  if (isDir) {
+    return `{"rev":0,"thumb_exists":false,"modified_unix_timestamp":0,"path":${p},"is_dir":true,"client_mtime":0,` +
+      `"size":"0B","is_deleted":false,"bytes":0,"modified":0,"icon":"folder","root":${rootId}}`;
+  }
+  const modified = isoSeconds(mtime);
+  const client = cm != null ? isoSeconds(cm * 1000) : modified;
+  return `{"rev":${rev},"thumb_exists":false,"modified_unix_timestamp":${Math.floor(mtime / 1000)},"path":${p},` +
+    `"is_dir":false,"client_mtime":"${client}","size":"${humanSize(bytes)}","is_deleted":false,"bytes":${bytes},` +
+    `"modified":"${modified}","icon":"${iconFor(name, false)}","root":${rootId}}`;
+}
+
 export class Vboxx {
   st: Statements;
   readonly base: string;
@@ -95,7 +110,35 @@ export class Vboxx {
     return r.backup ? 'backup' : r.dept_share ? 'share' : 'sync';
   }
 
-  usage(rootId: number): number { return this.st.rootUsage.get(rootId)?.s ?? 0; }
+  // Bytes per root, summed once from SQL and then kept up to date by every change, so a quota
+  // check costs no scan of the tree (10,000 uploads into one folder stay linear).
+  private usageCache = new Map<number, number>();
+
+  usage(rootId: number): number {
+    let u = this.usageCache.get(rootId);
+    if (u === undefined) { u = this.st.rootUsage.get(rootId)?.s ?? 0; this.usageCache.set(rootId, u); }
+    return u;
+  }
+
+  private addUsage(rootId: number, delta: number): void {
+    const u = this.usageCache.get(rootId);
+    if (u !== undefined) this.usageCache.set(rootId, u + delta);
+  }
+
+  /** Forget cached usage (after writes that bypass the methods below, e.g. demo seeding). */
+  resetUsage(): void { this.usageCache.clear(); }
+
+  companyUsage(companyId: number): number {
+    let s = 0;
+    for (const r of this.st.rootsOfCompany.all(companyId)) s += this.usage(r.id);
+    return s;
+  }
+
+  personUsage(personId: number): number {
+    let s = 0;
+    for (const r of this.st.rootsOfPerson.all(personId)) s += this.usage(r.id);
+    return s;
+  }
 
   // ---- paths ---------------------------------------------------------------------------------
 
@@ -144,11 +187,38 @@ export class Vboxx {
     };
   }
 
-  /** Stable fingerprint of a folder's direct listing: names, kinds, revs, sizes, mtimes. */
-  listingHash(children: Node[]): string {
-    const h = createHash('sha1');
-    for (const c of children) h.update(`${c.name}\0${c.is_dir}\0${c.rev}\0${c.bytes}\0${c.mtime}\0${c.client_mtime ?? ''}\n`);
-    return h.digest('hex');
+  // ---- folder listings -----------------------------------------------------------------------
+  // A listing is one indexed query, serialized straight to JSON text (no per-entry objects), and
+  // kept per folder until anything in its root changes: a revalidation or a repeat is a lookup.
+
+  private rootGen = new Map<number, number>();
+  private listings = new Map<string, { gen: number; hash: string; json: string }>();
+
+  /** Marks every cached listing of the root stale; called by every change to the tree. */
+  touch(rootId: number): void { this.rootGen.set(rootId, (this.rootGen.get(rootId) ?? 0) + 1); }
+
+  /** The folder's direct listing: its hash and the JSON text of its `contents` array. */
+  listing(rootId: number, path: string): { hash: string; json: string } {
+    const key = `${rootId}\0${path}`;
+    const gen = this.rootGen.get(rootId) ?? 0;
+    const hit = this.listings.get(key);
+    if (hit && hit.gen === gen) return hit;
+    const rows = this.st.childrenRaw.all(rootId, path) as unknown as Array<[string, number, number, number, number | null, number]>;
+    const prefix = path ? `/${path}/` : '/';
+    const parts: string[] = new Array(rows.length);
+    const fp: string[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const [name, isDir, bytes, mtime, cm, rev] = rows[i]!;
+      fp[i] = `${name}\0${isDir}\0${rev}\0${bytes}\0${mtime}\0${cm ?? ''}\n`;
+      parts[i] = entryJson(rootId, prefix + name, name, isDir, bytes, mtime, cm, rev);
+    }
+    const hash = createHash('sha1').update(fp.join('')).digest('hex');
+    const out = { gen, hash, json: `[${parts.join(',')}]` };
+    this.listings.delete(key);
+    this.listings.set(key, out);
+    // A handful of folders is what clients revalidate in a loop; bound the memory.
+    while (this.listings.size > 16) this.listings.delete(this.listings.keys().next().value!);
+    return out;
   }
 
   // ---- policy --------------------------------------------------------------------------------
@@ -178,12 +248,12 @@ export class Vboxx {
     if (delta <= 0) return;
     const pol = this.policyFor(root.company_id);
     if (pol?.space_quota != null && pol.space_quota > 0) {
-      const used = this.st.companyUsage.get(root.company_id)?.s ?? 0;
+      const used = this.companyUsage(root.company_id);
       if (used + delta > pol.space_quota) fail(507, `organization space_quota of ${pol.space_quota} bytes exceeded (used ${used}, needed ${delta} more)`);
     }
     const owner = root.person_id != null ? this.st.person.get(root.person_id) : undefined;
     if (owner?.space_quota != null && owner.space_quota > 0) {
-      const used = this.st.personUsage.get(owner.id)?.s ?? 0;
+      const used = this.personUsage(owner.id);
       if (used + delta > owner.space_quota) fail(507, `person space_quota of ${owner.space_quota} bytes exceeded (used ${used}, needed ${delta} more)`);
     }
   }
@@ -198,6 +268,7 @@ export class Vboxx {
   mkdirs(rootId: number, path: string, includeSelf: boolean): void {
     const parts = path.split('/').filter(Boolean);
     const upto = includeSelf ? parts.length : parts.length - 1;
+    this.touch(rootId);
     let cur = '';
     for (let i = 0; i < upto; i++) {
       const parent = cur;
@@ -244,7 +315,7 @@ export class Vboxx {
     const old = target === path && cur && !cur.is_dir ? cur.bytes : 0;
     this.checkQuota(root, bytes - old);
     const parent = target.includes('/') ? target.slice(0, target.lastIndexOf('/')) : '';
-    return this.ctx.db.transaction(() => {
+    const placed = this.ctx.db.transaction(() => {
       this.mkdirs(root.id, target, false);
       renameSync(tmp, this.disk(root.id, target));
       const node: Node = { root_id: root.id, path: target, parent, name: target.slice(target.lastIndexOf('/') + 1),
@@ -252,12 +323,16 @@ export class Vboxx {
       this.st.upsertNode.run(node);
       return node;
     })();
+    this.addUsage(root.id, bytes - old);
+    this.touch(root.id);
+    return placed;
   }
 
   createFolder(root: Root, path: string): Node {
     if (path === '' || this.st.node.get(root.id, path)) fail(403, `a file or folder already exists at /${path}`);
     this.checkName(root, path);
     this.ctx.db.transaction(() => this.mkdirs(root.id, path, true))();
+    this.touch(root.id);
     return this.st.node.get(root.id, path)!;
   }
 
@@ -265,6 +340,10 @@ export class Vboxx {
   remove(root: Root, path: string): Node {
     if (path === '') fail(403, 'cannot delete the root folder');
     const n = this.mustNode(root.id, path);
+    const freed = n.is_dir
+      ? (this.ctx.db.prepare<[number, number, string], { s: number | null }>(
+        'SELECT SUM(bytes) AS s FROM vboxx_nodes WHERE root_id = ? AND substr(path, 1, ?) = ?').get(root.id, path.length + 1, `${path}/`)?.s ?? 0)
+      : n.bytes;
     const trash = join(this.tmpDir, `del-${randomBytes(8).toString('hex')}`);
     this.ctx.db.transaction(() => {
       renameSync(this.disk(root.id, path), trash);
@@ -272,6 +351,8 @@ export class Vboxx {
         .run(root.id, path, path.length + 1, `${path}/`);
       this.newRev(root.id, path, 0, 'delete');
     })();
+    this.addUsage(root.id, -freed);
+    this.touch(root.id);
     rm(trash, { recursive: true, force: true }).catch(() => {});
     return n;
   }
@@ -304,6 +385,7 @@ export class Vboxx {
           .run(to, k, to, k, root.id, k, `${from}/`);
       }
     })();
+    this.touch(root.id);
     return this.st.node.get(root.id, to)!;
   }
 
@@ -333,6 +415,8 @@ export class Vboxx {
         const k = from.length;
         for (const r of srcRows) put(r, to + r.path.slice(k), to + r.parent.slice(k), r.name);
       })();
+      this.addUsage(root.id, total);
+      this.touch(root.id);
     } finally {
       if (existsSync(tmp)) await rm(tmp, { recursive: true, force: true });
     }
