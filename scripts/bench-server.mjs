@@ -141,37 +141,48 @@ try {
   const t2 = process.hrtime.bigint();
   await Promise.all(Array.from({ length: 16 }, worker));
   const createSec = Number(process.hrtime.bigint() - t2) / 1e9;
-  const times = [];
-  let hash;
-  for (let i = 0; i < 6; i++) {
+  // Uncached: a write elsewhere in the root invalidates the server's listing cache first.
+  // Cached: the same listing again with nothing changed.
+  const list = async () => {
     const t = process.hrtime.bigint();
     const r = await request('GET', `/1/metadata/${root}/bench/many?${q}`);
-    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    const ms = Number(process.hrtime.bigint() - t) / 1e6;
     const j = JSON.parse(r.text);
     if (j.contents.length !== entries) throw new Error(`listing has ${j.contents.length} entries`);
-    hash = j.hash;
+    return { ms, hash: j.hash };
+  };
+  const cold = [];
+  const warmTimes = [];
+  let hash;
+  for (let i = 0; i < 5; i++) {
+    await request('PUT', `/1/files_put/${root}/bench/touch-${i}.txt?${q}`, { headers: { 'content-type': 'application/octet-stream' }, body: 'x' });
+    const c = await list();
+    cold.push(c.ms);
+    const w = await list();
+    warmTimes.push(w.ms);
+    hash = w.hash;
   }
   const t3 = process.hrtime.bigint();
   const nm = await request('GET', `/1/metadata/${root}/bench/many?${q}&hash=${hash}`);
   const revalidateMs = Number(process.hrtime.bigint() - t3) / 1e6;
   if (nm.status !== 304) throw new Error(`revalidation: ${nm.status}`);
-  const sorted = [...times].sort((a, b) => a - b);
-
+  const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const result = {
     file_mib: sizeMiB,
     upload_mb_s: Math.round(total / 1e6 / uploadSec),
     get_mb_s: Math.round(total / 1e6 / getSec),
     get_mib_s: Math.round(total / MiB / getSec),
+    load_average: (await import('node:os')).loadavg()[0].toFixed(1),
     server_rss_before_mib: +(rssBefore / MiB).toFixed(1),
     server_rss_peak_sampled_mib: +(rssPeakSampled / MiB).toFixed(1),
     server_vmhwm_during_get_mib: +(hwm / MiB).toFixed(1),
     entries,
     create_entries_per_s: Math.round(entries / createSec),
-    listing_first_ms: +times[0].toFixed(1),
-    listing_median_ms: +sorted[Math.floor(sorted.length / 2)].toFixed(1),
+    listing_uncached_median_ms: +median(cold).toFixed(1),
+    listing_cached_median_ms: +median(warmTimes).toFixed(1),
     revalidate_304_ms: +revalidateMs.toFixed(1),
   };
-  const pass = result.get_mb_s >= 1000 && result.server_vmhwm_during_get_mib < 150 && result.listing_median_ms < 100;
+  const pass = result.get_mb_s >= 1000 && result.server_vmhwm_during_get_mib < 150 && result.listing_uncached_median_ms < 100;
   if (asJson) console.log(JSON.stringify({ ...result, pass }));
   else {
     for (const [k, v] of Object.entries(result)) console.log(`${k.padEnd(30)} ${v}`);

@@ -192,3 +192,41 @@ test('demo seeding resets the demo passwords but keeps data', async (t) => {
     t.is(bad.status, 401);
   } finally { await e2.close(); }
 });
+
+test('fuzz: odd field values on every write endpoint never cause an internal error', async (t) => {
+  // Its own server: the fuzz may rename, move or promote the demo accounts.
+  const own = await startEmulator({ rsync: false });
+  t.teardown(() => own.close());
+  const admin = new Api(own.url, await login(own.url, 'admin', 'admin-password'));
+  const values = ['', ' ', '-1', '0', '1', '2', '1e309', '99999999999999999999', '[', '{"a":', 'null', 'true', '[0,7]',
+    'x'.repeat(5000), 'Ünï', '../..', '%00', '12:00', '{}'];
+  const endpoints: Record<string, string[]> = {
+    '/1/management/person/create/': ['company_id', 'first_name', 'last_name', 'email', 'password', 'space_quota', 'site_admin', 'create_root'],
+    '/1/management/person/update/': ['id', 'first_name', 'company_id', 'space_quota', 'system_admin', 'mobile_service_provider_id'],
+    '/1/management/activity/create/': ['activity_type_id', 'actor_id', 'actor_type', 'acted_on_id', 'acted_on_type'],
+    '/1/management/policy/update/': ['id', 'space_quota', 'max_file_size', 'purge_deleted', 'excluded_extensions', 'trim_revisions_x'],
+    '/1/management/root/create/': ['company_id', 'name', 'person_id', 'default', 'dept_share'],
+    '/1/management/root/update/': ['id', 'company_id', 'name', 'person_id', 'default'],
+    '/1/management/machine/update/': ['id', 'bandwidth_throttle', 'throttle_exception_dow', 'throttle_exception_days', 'throttle_exception_start'],
+    '/1/management/organization/create/': ['name', 'contact_email', 'slug', 'policy', 'parent_id', 'throttle_exception_dow'],
+    '/1/management/organization/update/': ['id', 'name', 'slug', 'policy', 'contact_email'],
+    '/1/fileops/create_folder': ['root', 'path'],
+    '/1/fileops/delete': ['root', 'path'],
+    '/1/fileops/move': ['root', 'from_path', 'to_path'],
+    '/1/fileops/copy': ['root', 'from_path', 'to_path'],
+  };
+  let n = 0;
+  for (const [path, fields] of Object.entries(endpoints)) {
+    for (let i = 0; i < values.length; i++) {
+      // Every field gets a value, rotated so each field sees each value once.
+      const form: Record<string, string> = {};
+      fields.forEach((f, k) => { form[f] = values[(i + k) % values.length]!; });
+      const r = await admin.post(path, form);
+      n++;
+      t.true(r.status !== 500 || /^missing required field /.test(r.json?.message ?? ''), `${path} ${JSON.stringify(form).slice(0, 200)} -> ${r.status} ${r.text.slice(0, 200)}`);
+      t.is(r.json?.code ?? 'success', r.status === 200 ? (r.json?.code ?? 'success') : 'error');
+    }
+  }
+  t.true(n > 200);
+  t.is((await admin.get('/1/account/info')).status, 200);
+});

@@ -63,6 +63,8 @@ test('files_put: overwrite=false and parent_rev conflicts keep both as "name (n)
   t.is((await demo.putFile(TEAM, 'conf/fresh.txt', 'x', { overwrite: 'false' })).path, '/conf/fresh.txt');
   t.is((await demo.put(`/1/files_put/${TEAM}/conf/b.txt`, 'x', { overwrite: 'perhaps' })).status, 400);
   t.is((await demo.put(`/1/files_put/${TEAM}/conf/b.txt`, 'x', { parent_rev: 'abc' })).status, 400);
+  t.is((await demo.put(`/1/files_put/${TEAM}/conf/b.txt`, 'x', { client_mtime: '99999999999999' })).status, 400);
+  t.is((await demo.meta(TEAM, 'conf')).status, 200);
 });
 
 test('files_put: errors — no path, a file as parent folder, traversal, foreign root, unknown root', async (t) => {

@@ -240,6 +240,8 @@ function writeOptions(q: Record<string, string | undefined>) {
   const parentRev = parseIntField(q, 'parent_rev', { min: 0 });
   // Extension: client_mtime (unix seconds) keeps the writer's mtime, shown as client_mtime.
   const clientMtime = parseIntField(q, 'client_mtime', { min: 0 }) ?? null;
+  // Beyond year 9999 a date has no ISO form: refuse it here rather than break every later listing.
+  if (clientMtime !== null && clientMtime > 253402300799) fail(400, 'client_mtime must be a unix time before the year 10000');
   return { overwrite, parentRev, clientMtime };
 }
 
