@@ -104,3 +104,17 @@ test.serial('wrong password: a clear error, no mount left', async (t) => {
   t.notRegex(e!.message, /wrong-password/, 'the password never appears in errors');
   t.false(isMounted(mnt));
 });
+
+test.serial('a hung mount at the mountpoint is refused with the recovery recipe', async (t) => {
+  const d = await mountService(t, servers, 'vboxx');
+  // A stopped driver answers nothing: every op on its mount waits (a hung mount).
+  process.kill(d.child.pid!, 'SIGSTOP');
+  try {
+    const e = await t.throwsAsync(mountChild(t, { ...d.cfg, cacheDir: tempDir(t, 'cm-cache-') }, { noMkdir: true }));
+    t.regex(e!.message, /does not answer/);
+    t.regex(e!.message, /connections\/N\/abort/);
+  } finally {
+    process.kill(d.child.pid!, 'SIGCONT');
+  }
+  t.true((await fsp.readdir(d.mnt)).includes('Files'), 'the first drive works again');
+});

@@ -110,11 +110,14 @@ const waitExit = (c: ChildProcess, ms: number) =>
  * Spawns the mount child and resolves once the drive is live. Registers teardown on t, so the
  * mount goes away even when the test fails.
  */
-export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { timeoutMs?: number } = {}): Promise<MountHandle> {
-  try {
-    fs.mkdirSync(cfg.mountpoint, { recursive: true });
-  } catch {
-    // A dead mount left by a killed child (ENOTCONN): the drive itself must clean it.
+export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { timeoutMs?: number; noMkdir?: boolean } = {}): Promise<MountHandle> {
+  // noMkdir: the mountpoint may be a hung mount, where even this stat would block us for good.
+  if (!opts.noMkdir) {
+    try {
+      fs.mkdirSync(cfg.mountpoint, { recursive: true });
+    } catch {
+      // A dead mount left by a killed child (ENOTCONN): the drive itself must clean it.
+    }
   }
   const child = spawn(process.execPath, [CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(child);
