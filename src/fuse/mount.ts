@@ -223,6 +223,10 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/**
+ * Mounts `remote` at `mountpoint`. Once this resolves the drive owns the remote (unmount closes
+ * it); when it throws, the caller still owns it. Errors are MountError with a message for people.
+ */
 export async function mountDrive(remote: Remote, mountpoint: string, opts: MountOptions): Promise<MountedDrive> {
   if (!opts.accountId) throw new MountError('accountId is required');
   const vopts: VfsOptions = { ...defaultVfsOptions(opts.accountId), ...definedOnly(opts) } as VfsOptions;
@@ -242,7 +246,12 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
 
   const vfs: VfsApi = new Vfs(remote, vopts);
   // Journal replay first: uploads a crashed run left are queued before any program sees the drive.
-  await vfs.start();
+  try {
+    await vfs.start();
+  } catch (e) {
+    await vfs.close({ force: true }).catch(() => {});
+    throw new MountError(`cannot start the drive (cache ${vopts.cacheDir}): ${(e as Error).message}`);
+  }
 
   const opBoundMs = vopts.opTimeoutMs + (opts.opMarginMs ?? 5000);
   const longOpBoundMs = opts.longOpTimeoutMs ?? Math.max(10 * 60_000, 10 * vopts.opTimeoutMs);
