@@ -45,6 +45,7 @@ interface Args {
   ourOpts: string[];
   readme: boolean;
   scaling: boolean;
+  tableFrom: string | null;
 }
 
 const USAGE = `Usage: scripts/bench [options]
@@ -59,6 +60,7 @@ const USAGE = `Usage: scripts/bench [options]
   -o OPTS            extra -o options for our mounts (may repeat)
   --scaling          also the scaling rows: ls -l and find over 1,000 / 10,000 / 100,000 entries,
                      sequential read of 4 GiB (quick: 100 / 1,000 / 10,000 and 256 MiB)
+  --table-from FILE  print the table of an earlier JSON results file (with --readme: into the README); runs nothing
   --readme           put the table into README.md between <!-- bench-table --> and <!-- /bench-table -->
   -v                 log every step
 `;
@@ -66,7 +68,7 @@ const USAGE = `Usage: scripts/bench [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false,
+    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false, tableFrom: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -97,6 +99,7 @@ function parseArgs(argv: string[]): Args {
       case '-o': a.ourOpts.push(val()); break;
       case '--readme': a.readme = true; break;
       case '--scaling': a.scaling = true; break;
+      case '--table-from': a.tableFrom = val(); break;
       case '-v': case '--verbose': a.verbose = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
       default: throw new Error(`unknown option ${k}\n${USAGE}`);
@@ -875,6 +878,12 @@ function updateReadme(table: string): void {
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   verbose = args.verbose;
+  if (args.tableFrom) {
+    const table = formatTable(JSON.parse(readFileSync(args.tableFrom, 'utf8')) as Results);
+    process.stdout.write(`${table}\n`);
+    if (args.readme) updateReadme(table);
+    return 0;
+  }
   const sizes = args.quick ? quickSizes : fullSizes;
   const delayMs = args.rttMs / 2;
   const wantRclone = args.columns.some((c) => c.startsWith('rclone'));

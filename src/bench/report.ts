@@ -144,12 +144,14 @@ export function formatTable(res: Results): string {
     Object.entries(r ?? {}).filter(([, c]) => c?.error).map(([col, c]) => `- ${row} / ${col}: ${String(c!.error).split('\n')[0]}`));
   return [
     `${res.date.slice(0, 16).replace('T', ' ')} UTC; ${m.nproc} CPUs (${m.cpu}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, ${m.rclone}; ` +
-      `RTT ${res.rttMs} ms through the delay proxy; load average ${fmtLoad(m.loadAvgAtStart)} at start, ${fmtLoad(m.loadAvgAtEnd)} at end; ` +
+      `RTT ${res.rttMs} ms through the delay proxy; ` +
+      (m.loadAvgAtStart ? `load average ${fmtLoad(m.loadAvgAtStart)} at start, ${fmtLoad(m.loadAvgAtEnd)} at end; ` : '') +
       `command: \`${res.command}\``,
     '',
     ...markdown(head, lines),
     ...(traffic.length ? ['', 'Traffic per row (through the delay proxy; ours: server requests by route in the JSON):', '', ...traffic] : []),
     ...(failures.length ? ['', 'Failures and checks that did not hold ((!) above):', ...failures] : []),
+    ...(res.notes?.length ? ['', 'Notes:', ...res.notes.map((x) => `- ${x}`)] : []),
   ].join('\n');
 }
 
