@@ -161,7 +161,10 @@ test('serve: banner lists the URLs and demo accounts; SIGINT exits 0', async (t)
 });
 
 test('serve SIGKILLed: its rsync daemon does not outlive it; SIGSTOP/SIGCONT pauses it', async (t) => {
-  const p = await startEmulatorProcess({ args: [] });
+  // Our own data dir: a SIGKILLed server cannot remove its temporary one.
+  const data = mkdtempSync(join(tmpdir(), 'cm-serve-kill-'));
+  t.teardown(() => rmSync(data, { recursive: true, force: true }));
+  const p = await startEmulatorProcess({ dataDir: data });
   t.teardown(() => p.stop());
   const token = await maxxoToken(p.url);
   const s = (await maxxoCall(p.url, 'GET', 'slice', { token })).body;

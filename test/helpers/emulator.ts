@@ -1,9 +1,30 @@
 // Starts a reference server for a test, in this process, on a free loopback port.
 import { createEmulator, type Emulator } from '../../src/emulator/server.js';
 import type { EmulatorOptions } from '../../src/emulator/context.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
+/**
+ * Without opts.dataDir the server gets a fresh temporary directory that close() removes (a demo
+ * holds over 10 MiB); a given dataDir is kept, so restart tests can reopen it.
+ */
 export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Emulator> {
-  return createEmulator({ demo: true, ...opts });
+  const temp = opts.dataDir ? undefined : mkdtempSync(join(tmpdir(), 'cloudmount-test-serve-'));
+  let em: Emulator;
+  try {
+    em = await createEmulator({ demo: true, ...opts, ...(temp ? { dataDir: temp } : {}) });
+  } catch (e) {
+    if (temp) rmSync(temp, { recursive: true, force: true });
+    throw e;
+  }
+  if (temp) {
+    const close = em.close.bind(em);
+    em.close = async () => {
+      try { await close(); } finally { rmSync(temp, { recursive: true, force: true }); }
+    };
+  }
+  return em;
 }
 
 export async function serverStats(url: string): Promise<Record<string, number>> {
