@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { join, resolve, dirname, basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -46,6 +46,7 @@ interface Args {
   readme: boolean;
   scaling: boolean;
   tableFrom: string | null;
+  profile: string | null;
 }
 
 const USAGE = `Usage: scripts/bench [options]
@@ -60,6 +61,8 @@ const USAGE = `Usage: scripts/bench [options]
   -o OPTS            extra -o options for our mounts (may repeat)
   --scaling          also the scaling rows: ls -l and find over 1,000 / 10,000 / 100,000 entries,
                      sequential read of 4 GiB (quick: 100 / 1,000 / 10,000 and 256 MiB)
+  --profile DIR      run our mounts under node --cpu-prof (profiles in DIR, per phase); the JSON gets
+                     each profile's top functions by self time (the profiler itself costs some speed)
   --table-from FILE  print the table of an earlier JSON results file (with --readme: into the README); runs nothing
   --readme           put the table into README.md between <!-- bench-table --> and <!-- /bench-table -->
   -v                 log every step
@@ -68,7 +71,7 @@ const USAGE = `Usage: scripts/bench [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false, tableFrom: null,
+    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false, tableFrom: null, profile: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -100,6 +103,7 @@ function parseArgs(argv: string[]): Args {
       case '--readme': a.readme = true; break;
       case '--scaling': a.scaling = true; break;
       case '--table-from': a.tableFrom = val(); break;
+      case '--profile': a.profile = resolve(val()); break;
       case '-v': case '--verbose': a.verbose = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
       default: throw new Error(`unknown option ${k}\n${USAGE}`);
@@ -119,6 +123,7 @@ function parseArgs(argv: string[]): Args {
 const started = new Set<ChildProcess>();
 const mounted = new Set<string>();
 let verbose = false;
+let profileDir: string | null = null;
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const vlog = (m: string) => { if (verbose) log(m); };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -483,7 +488,9 @@ function ourMount(kind: 'maxxo' | 'vboxx', serverUrl: string, home: string, extr
     if (!existsSync(CLI)) throw new Error(`our CLI is not built (${CLI} missing)`);
     const env = { ...isolatedEnv(home), CLOUDMOUNT_PASSWORD: kind === 'maxxo' ? MAXXO_PASSWORD : VBOXX_PASSWORD };
     const o = [`cache_dir=${cacheDir}`, ...(root ? [`root=${root}`] : []), ...extraOpts].join(',');
-    const args = [CLI, 'mount', kind, mnt, '--server', serverUrl,
+    // One CPU profile per mount, written when the mount process exits.
+    const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, basename(mnt))}`] : [];
+    const args = [...prof, CLI, 'mount', kind, mnt, '--server', serverUrl,
       ...(kind === 'maxxo' ? ['--email', MAXXO_EMAIL] : ['--username', VBOXX_USER]), '-o', o];
     const t0 = performance.now();
     const proc = startProc(process.execPath, args, { env, logFile: join(home, `mount-${kind}.log`) });
@@ -859,6 +866,40 @@ function machine(): Record<string, unknown> {
   };
 }
 
+/** Top functions by self time of each CPU profile under dir/<mount>/. */
+function summarizeProfiles(dir: string): Record<string, Array<{ fn: string; selfMs: number; pct: number }>> {
+  const out: Record<string, Array<{ fn: string; selfMs: number; pct: number }>> = {};
+  if (!existsSync(dir)) return out;
+  for (const sub of readdirSync(dir)) {
+    const d = join(dir, sub);
+    if (!statSync(d).isDirectory()) continue;
+    for (const f of readdirSync(d).filter((x) => x.endsWith('.cpuprofile'))) {
+      try {
+        const p = JSON.parse(readFileSync(join(d, f), 'utf8')) as {
+          nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+          samples: number[]; timeDeltas: number[];
+        };
+        const byId = new Map(p.nodes.map((n) => [n.id, n]));
+        const self = new Map<string, number>();
+        let total = 0;
+        p.samples.forEach((id, i) => {
+          const n = byId.get(id);
+          const us = p.timeDeltas[i] ?? 0;
+          total += us;
+          if (!n) return;
+          const cf = n.callFrame;
+          const where = cf.url ? `${cf.url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${cf.lineNumber + 1}` : '';
+          const key = `${cf.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+          self.set(key, (self.get(key) ?? 0) + us);
+        });
+        out[sub] = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15)
+          .map(([fn, us]) => ({ fn, selfMs: Math.round(us / 1000), pct: Math.round((us / total) * 1000) / 10 }));
+      } catch { /* partial profile */ }
+    }
+  }
+  return out;
+}
+
 /** Replaces only the bench block of the README (other sections belong to their authors). */
 function updateReadme(table: string): void {
   const file = join(repo, 'README.md');
@@ -878,6 +919,7 @@ function updateReadme(table: string): void {
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   verbose = args.verbose;
+  profileDir = args.profile;
   if (args.tableFrom) {
     const table = formatTable(JSON.parse(readFileSync(args.tableFrom, 'utf8')) as Results);
     process.stdout.write(`${table}\n`);
@@ -1029,6 +1071,7 @@ async function main(): Promise<number> {
   } finally {
     await cleanup();
     results.machine.loadAvgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+    if (profileDir) results.profiles = summarizeProfiles(profileDir);
     const outFile = args.out ?? join(repo, '.bench', `results-${date.slice(0, 19).replace(/[:T]/g, '-')}.json`);
     mkdirSync(dirname(outFile), { recursive: true });
     writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`);

@@ -72,6 +72,7 @@ export interface Results {
   rss: Partial<Record<ColumnId, { hwmMiB: number; treePeakMiB: number }>>;
   mounts: Partial<Record<ColumnId, Record<string, { mountSeconds?: number; unmountSeconds?: number }>>>;
   notes: string[];
+  profiles?: Record<string, Array<{ fn: string; selfMs: number; pct: number }>>;
 }
 
 const ok = (c: Cell | undefined): c is Cell & { seconds: number } => !!c && c.seconds !== null && !c.error;
