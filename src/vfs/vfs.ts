@@ -911,23 +911,24 @@ export class Vfs implements VfsApi {
     if (o.refs === 0) this.destroy(o);
   }
 
-  private destroy(o: Obj): void {
+  /** Forgets o and removes its cache files; the promise settles once they are gone. */
+  private destroy(o: Obj): Promise<void> {
     o.epoch++;
     o.dlAbort?.abort(MUTATION);
     this.cacheBytes -= o.ranges.bytes;
     o.ranges.clear();
     if (this.objs.get(o.path) === o) this.objs.delete(o.path);
     this.localObjs.delete(o);
-    const close = () => {
-      if (o.fd >= 0 && o.inflightCount === 0 && !o.download) { const fd = o.fd; o.fd = -1; fs.close(fd, () => {}); }
-    };
-    close();
+    // the space of a removed file comes back only once its fd is closed too (evictForSpace waits)
+    const close = () => new Promise<void>((r) => {
+      if (o.fd >= 0 && o.inflightCount === 0 && !o.download) { const fd = o.fd; o.fd = -1; fs.close(fd, () => r()); } else r();
+    });
+    const first = close();
     const file = this.file(o);
     const settle = [...o.inflight.values(), ...(o.download ? [o.download] : [])].map((p) => p.catch(() => {}));
-    Promise.all(settle).then(() => {
-      close();
+    return Promise.all(settle).then(() => Promise.all([first, close()])).then(() => {
       return Promise.all([fsp.rm(file, { force: true }), fsp.rm(file + '.meta', { force: true })]);
-    }).catch((e) => this.log.warn(`cache cleanup of ${o.path}: ${errText(e)}`));
+    }).then(() => {}, (e) => this.log.warn(`cache cleanup of ${o.path}: ${errText(e)}`));
   }
 
   private dropObj(o: Obj): void {
@@ -1176,7 +1177,18 @@ export class Vfs implements VfsApi {
     if (!o.dirty) await this.beforeModify(o);
     if (h.append) position = o.size;
     let n = 0;
-    while (n < length) n += await pwrite(o.fd, buf, n, length - n, position + n);
+    let evicted = false;
+    while (n < length) {
+      try {
+        n += await pwrite(o.fd, buf, n, length - n, position + n);
+      } catch (err) {
+        // cache disk full: clean cached content goes first; only then does the program see ENOSPC
+        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || evicted) { if (n > 0) break; throw err; }
+        evicted = true;
+        if ((await this.evictForSpace()) === 0) { if (n > 0) break; throw err; }
+      }
+    }
+    length = n;
     const end = position + length;
     if (end > o.size || position > o.size) {
       const before = o.ranges.bytes;
@@ -1381,6 +1393,20 @@ export class Vfs implements VfsApi {
       if (o.refs === 0) this.afterRelease(o);
       else this.maybeEvict();
     });
+  }
+
+  /** The cache disk is full: drops all clean unused content and waits until its files are gone. */
+  private async evictForSpace(): Promise<number> {
+    let freed = 0;
+    const gone: Promise<void>[] = [];
+    for (const o of [...this.objs.values()]) {
+      if (o.refs > 0 || o.authoritative || o.inflightCount > 0 || o.download || o.ranges.bytes === 0) continue;
+      freed += o.ranges.bytes;
+      gone.push(this.destroy(o));
+    }
+    await Promise.all(gone);
+    if (freed > 0) this.log.warn(`cache disk full: evicted ${freed} bytes of clean cached content`);
+    return freed;
   }
 
   /** LRU eviction of clean content, never of dirty, pending or open objects. */
