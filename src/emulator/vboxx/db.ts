@@ -81,7 +81,9 @@ CREATE TABLE IF NOT EXISTS vboxx_nodes (
   root_id INTEGER NOT NULL, path TEXT NOT NULL, parent TEXT NOT NULL, name TEXT NOT NULL,
   is_dir INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0, mtime INTEGER NOT NULL, client_mtime INTEGER,
   rev INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (root_id, path)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS vboxx_nodes_parent ON vboxx_nodes(root_id, parent, name);
+-- Covering: a listing reads only this index, never the table.
+DROP INDEX IF EXISTS vboxx_nodes_parent;
+CREATE INDEX IF NOT EXISTS vboxx_nodes_listing ON vboxx_nodes(root_id, parent, name, is_dir, bytes, mtime, client_mtime, rev);
 CREATE TABLE IF NOT EXISTS vboxx_revisions (
   id INTEGER PRIMARY KEY AUTOINCREMENT, root_id INTEGER NOT NULL, path TEXT NOT NULL, bytes INTEGER NOT NULL,
   action TEXT NOT NULL, created INTEGER NOT NULL);

@@ -81,8 +81,17 @@ export function humanSize(bytes: number): string {
 
 /** "2012-11-20T17:04:06" (UTC, seconds), the file timestamp format of the text. */
 export function isoSeconds(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 19);
+  // Files of one folder often share their second; a listing formats each second once.
+  const sec = Math.floor(ms / 1000);
+  let s = isoCache.get(sec);
+  if (s === undefined) {
+    s = new Date(sec * 1000).toISOString().slice(0, 19);
+    if (isoCache.size >= 4096) isoCache.clear();
+    isoCache.set(sec, s);
+  }
+  return s;
 }
+const isoCache = new Map<number, string>();
 
 /** "2012-10-17T16:23:26.598000+00:00", the management timestamp format of the text. */
 export function isoMicro(ms = Date.now()): string {
