@@ -57,6 +57,11 @@ const num = (v: unknown): number | undefined => {
   return undefined;
 };
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+/** A byte count (or -1, "no such file"): 0.5, 1e300 or 2^64 would reach stat(2) and offsets unchanged. */
+const sizeNum = (v: unknown): number | undefined => {
+  const n = num(v);
+  return n !== undefined && Number.isSafeInteger(n) && n >= -1 ? n : undefined;
+};
 
 export class MaxxoClient {
   readonly http: HttpClient;
@@ -136,7 +141,7 @@ export class MaxxoClient {
     const out: MaxxoListRow[] = [];
     for (const r of rows) {
       const file = isObj(r) ? str(r.file) : undefined;
-      const size = isObj(r) ? num(r.size) : undefined;
+      const size = isObj(r) ? sizeNum(r.size) : undefined;
       const type = isObj(r) ? r.type : undefined;
       if (file === undefined || size === undefined || (type !== 'f' && type !== 'd')) {
         this.log.warn('maxxo: ops/list row with wrong types dropped');
@@ -163,7 +168,7 @@ export class MaxxoClient {
     const parsed: MaxxoSizeRow[] = [];
     for (const r of rows) {
       const file = isObj(r) ? str(r.file) : undefined;
-      const size = isObj(r) ? num(r.size) : undefined;
+      const size = isObj(r) ? sizeNum(r.size) : undefined;
       if (file === undefined || size === undefined) throw new BadResponse('ops/filesize row with wrong types', this.ctx('POST', '/ops/filesize'));
       const type = isObj(r) && (r.type === 'f' || r.type === 'd') ? r.type : undefined;
       parsed.push(type ? { file, size, type } : { file, size });

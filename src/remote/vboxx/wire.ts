@@ -93,7 +93,8 @@ export function expectObject(v: unknown, what: string, ctx: ErrorContext): Json 
 }
 
 function isCount(v: unknown): v is number {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 && Number.isInteger(v);
+  // safe integers only: 1e300 and 2^64 are "integers" too, and would reach stat(2) and offsets
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
 /** Validates one metadata object; returns a reason string when it cannot be trusted. */
