@@ -290,3 +290,35 @@ test('space usage follows writes and deletes', async (t) => {
   const after = (await demo.get('/1/account/info')).json.roots.find((r: any) => r.id === FILES).space_used;
   t.is(after, before);
 });
+
+test('listings follow every change in and below a folder (server-side listing cache)', async (t) => {
+  const names = async (p: string) => {
+    const r = await demo.meta(TEAM, p);
+    return r.status === 200 ? r.json.contents.map((c: any) => c.path) : r.status;
+  };
+  await demo.putFile(TEAM, 'lc/a/one.txt', '1');
+  await demo.putFile(TEAM, 'lc/b/two.txt', '2');
+  // Prime listings of every folder involved, then change things and list again.
+  t.deepEqual(await names('lc'), ['/lc/a', '/lc/b']);
+  t.deepEqual(await names('lc/a'), ['/lc/a/one.txt']);
+  t.deepEqual(await names('lc/b'), ['/lc/b/two.txt']);
+  await demo.post('/1/fileops/move', { root: String(TEAM), from_path: '/lc/a/one.txt', to_path: '/lc/b/one.txt' });
+  t.deepEqual(await names('lc/a'), []);
+  t.deepEqual(await names('lc/b'), ['/lc/b/one.txt', '/lc/b/two.txt']);
+  await demo.post('/1/fileops/move', { root: String(TEAM), from_path: '/lc/b', to_path: '/lc/c/b' });
+  t.is(await names('lc/b'), 404);
+  t.deepEqual(await names('lc'), ['/lc/a', '/lc/c']);
+  t.deepEqual(await names('lc/c/b'), ['/lc/c/b/one.txt', '/lc/c/b/two.txt']);
+  await demo.post('/1/fileops/copy', { root: String(TEAM), from_path: '/lc/c', to_path: '/lc/a/c' });
+  t.deepEqual(await names('lc/a'), ['/lc/a/c']);
+  await demo.post('/1/fileops/delete', { root: String(TEAM), path: '/lc/c' });
+  t.is(await names('lc/c/b'), 404);
+  t.deepEqual(await names('lc'), ['/lc/a']);
+  const before = (await demo.meta(TEAM, 'lc/a/c/b')).json.contents.find((c: any) => c.path.endsWith('one.txt'));
+  await demo.putFile(TEAM, 'lc/a/c/b/one.txt', 'longer now');
+  const after = (await demo.meta(TEAM, 'lc/a/c/b')).json.contents.find((c: any) => c.path.endsWith('one.txt'));
+  t.is(after.bytes, 10);
+  t.true(after.rev > before.rev);
+  await demo.putFile(TEAM, 'lc/new/deep/x.txt', 'x');
+  t.deepEqual(await names('lc'), ['/lc/a', '/lc/new']);
+});

@@ -114,5 +114,5 @@ export function seedDemo(v: Vboxx): void {
         .run(demoOrg.id, demo.id, 'demo-laptop', now);
     }
   })();
-  v.resetUsage();
+  v.resetCaches();
 }

@@ -125,9 +125,6 @@ export class Vboxx {
     if (u !== undefined) this.usageCache.set(rootId, u + delta);
   }
 
-  /** Forget cached usage (after writes that bypass the methods below, e.g. demo seeding). */
-  resetUsage(): void { this.usageCache.clear(); }
-
   companyUsage(companyId: number): number {
     let s = 0;
     for (const r of this.st.rootsOfCompany.all(companyId)) s += this.usage(r.id);
@@ -189,20 +186,26 @@ export class Vboxx {
 
   // ---- folder listings -----------------------------------------------------------------------
   // A listing is one indexed query, serialized straight to JSON text (no per-entry objects), and
-  // kept per folder until anything in its root changes: a revalidation or a repeat is a lookup.
+  // kept per folder until something in that folder changes: a revalidation or a repeat is a lookup.
 
-  private rootGen = new Map<number, number>();
-  private listings = new Map<string, { gen: number; hash: string; json: string }>();
+  private listings = new Map<string, { root: number; dir: string; hash: string; json: string }>();
 
-  /** Marks every cached listing of the root stale; called by every change to the tree. */
-  touch(rootId: number): void { this.rootGen.set(rootId, (this.rootGen.get(rootId) ?? 0) + 1); }
+  /** Drops the cached listings a change of path affects: its parent's, and its own subtree's. */
+  changed(rootId: number, path: string): void {
+    const parent = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+    for (const [k, l] of this.listings) {
+      if (l.root === rootId && (l.dir === parent || l.dir === path || l.dir.startsWith(`${path}/`))) this.listings.delete(k);
+    }
+  }
+
+  /** Forget cached usage and listings (after writes that bypass the methods below, e.g. demo seeding). */
+  resetCaches(): void { this.usageCache.clear(); this.listings.clear(); }
 
   /** The folder's direct listing: its hash and the JSON text of its `contents` array. */
   listing(rootId: number, path: string): { hash: string; json: string } {
     const key = `${rootId}\0${path}`;
-    const gen = this.rootGen.get(rootId) ?? 0;
     const hit = this.listings.get(key);
-    if (hit && hit.gen === gen) return hit;
+    if (hit) return hit;
     const rows = this.st.childrenRaw.all(rootId, path) as unknown as Array<[string, number, number, number, number | null, number]>;
     const prefix = path ? `/${path}/` : '/';
     const parts: string[] = new Array(rows.length);
@@ -213,7 +216,7 @@ export class Vboxx {
       parts[i] = entryJson(rootId, prefix + name, name, isDir, bytes, mtime, cm, rev);
     }
     const hash = createHash('sha1').update(fp.join('')).digest('hex');
-    const out = { gen, hash, json: `[${parts.join(',')}]` };
+    const out = { root: rootId, dir: path, hash, json: `[${parts.join(',')}]` };
     this.listings.delete(key);
     this.listings.set(key, out);
     // A handful of folders is what clients revalidate in a loop; bound the memory.
@@ -268,7 +271,6 @@ export class Vboxx {
   mkdirs(rootId: number, path: string, includeSelf: boolean): void {
     const parts = path.split('/').filter(Boolean);
     const upto = includeSelf ? parts.length : parts.length - 1;
-    this.touch(rootId);
     let cur = '';
     for (let i = 0; i < upto; i++) {
       const parent = cur;
@@ -279,6 +281,7 @@ export class Vboxx {
         mkdirSync(this.disk(rootId, cur), { recursive: true, mode: 0o700 });
         this.st.upsertNode.run({ root_id: rootId, path: cur, parent, name: parts[i]!, is_dir: 1, bytes: 0,
           mtime: Date.now(), client_mtime: null, rev: 0 });
+        this.changed(rootId, cur);
       }
     }
   }
@@ -324,7 +327,7 @@ export class Vboxx {
       return node;
     })();
     this.addUsage(root.id, bytes - old);
-    this.touch(root.id);
+    this.changed(root.id, target);
     return placed;
   }
 
@@ -332,7 +335,6 @@ export class Vboxx {
     if (path === '' || this.st.node.get(root.id, path)) fail(403, `a file or folder already exists at /${path}`);
     this.checkName(root, path);
     this.ctx.db.transaction(() => this.mkdirs(root.id, path, true))();
-    this.touch(root.id);
     return this.st.node.get(root.id, path)!;
   }
 
@@ -352,7 +354,7 @@ export class Vboxx {
       this.newRev(root.id, path, 0, 'delete');
     })();
     this.addUsage(root.id, -freed);
-    this.touch(root.id);
+    this.changed(root.id, path);
     rm(trash, { recursive: true, force: true }).catch(() => {});
     return n;
   }
@@ -385,7 +387,8 @@ export class Vboxx {
           .run(to, k, to, k, root.id, k, `${from}/`);
       }
     })();
-    this.touch(root.id);
+    this.changed(root.id, from);
+    this.changed(root.id, to);
     return this.st.node.get(root.id, to)!;
   }
 
@@ -416,7 +419,7 @@ export class Vboxx {
         for (const r of srcRows) put(r, to + r.path.slice(k), to + r.parent.slice(k), r.name);
       })();
       this.addUsage(root.id, total);
-      this.touch(root.id);
+      this.changed(root.id, to);
     } finally {
       if (existsSync(tmp)) await rm(tmp, { recursive: true, force: true });
     }
