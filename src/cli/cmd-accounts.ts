@@ -1,7 +1,7 @@
 // login / logout / accounts: saved accounts, verified against the server before they are kept.
 import { bool, str, UsageError, type CmdDef } from './args.js';
 import { loadAccounts, saveAccounts, validName, accountsPath, type Kind } from './accounts.js';
-import { targetFromFlags, passwordFor, createRemote, explainRemoteError } from './target.js';
+import { targetFromFlags, passwordFor, createRemote, explainRemoteError, caOption } from './target.js';
 import { formatTable, out, printJson } from './output.js';
 import { CliError } from './context.js';
 
@@ -21,6 +21,7 @@ export const accountCommands: CmdDef[] = [
       { name: 'password-file', value: 'FILE', desc: 'Read the password from FILE (else CLOUDMOUNT_PASSWORD, else prompt)' },
       { name: 'no-save-password', desc: 'Keep the password out of the file; it is asked for at each use' },
       { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount only this root by default' },
+      caOption,
     ],
     async run(p) {
       const name = p.args[0]!;
@@ -28,6 +29,9 @@ export const accountCommands: CmdDef[] = [
       const kind = str(p, 'kind');
       if (kind !== 'maxxo' && kind !== 'vboxx') throw new UsageError('--kind maxxo|vboxx is required');
       const t = targetFromFlags(kind as Kind, p);
+      // Used to check the login only; give --ca again to mount and account commands.
+      const ca = str(p, 'ca');
+      if (ca) t.caFile = ca;
       if (t.root && kind !== 'vboxx') throw new UsageError('--root applies to vboxx accounts only');
       const password = await passwordFor(t, p);
       const remote = await createRemote(t, password, { maxAttempts: 2 });

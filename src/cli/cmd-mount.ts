@@ -5,7 +5,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bool, list, str, UsageError, type CmdDef, type Parsed } from './args.js';
 import { parseMountOptions, mountOptionsHelp } from './mountopts.js';
-import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemoteError, passwordFor, type Target } from './target.js';
+import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemoteError, passwordFor, caOption, type Target } from './target.js';
 import { readPasswordFile } from './password.js';
 import { log, CliError, setVerbosity } from './context.js';
 import {
@@ -29,9 +29,17 @@ export const mountCommandOptions = [
   { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount only this root instead of all roots as folders' },
   { name: 'daemon', short: 'd', desc: 'Detach into the background once mounted' },
   { name: 'o', short: 'o', value: 'OPTS', desc: 'Mount options, comma-separated (see below); may repeat', repeat: true },
+  caOption,
 ];
 
 function resolveMountTarget(p: Parsed): Target {
+  const t = resolveMountTargetOnly(p);
+  const ca = str(p, 'ca');
+  if (ca) t.caFile = ca;
+  return t;
+}
+
+function resolveMountTargetOnly(p: Parsed): Target {
   const first = p.args[0]!;
   if (first === 'maxxo' || first === 'vboxx') return targetFromFlags(first, p);
   if (str(p, 'server') || str(p, 'email') || str(p, 'username')) {

@@ -1,6 +1,7 @@
 // Which account a command talks to (a saved account NAME, or --server with --email/--username),
 // its password, and the clients built from them.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { OptDef, Parsed } from './args.js';
 import { UsageError, str } from './args.js';
 import { loadAccounts, validName, type Kind, type SavedAccount } from './accounts.js';
@@ -18,7 +19,11 @@ export interface Target {
   name?: string;
   savedPassword?: string;
   root?: string;
+  /** --ca: PEM bundle trusted for an https server with a private CA (else the system CAs only). */
+  caFile?: string;
 }
+
+export const caOption: OptDef = { name: 'ca', value: 'FILE', desc: 'Trust the PEM CA certificate(s) in FILE for an https server (TLS is always verified)' };
 
 export const connectOptions = (kind?: Kind): OptDef[] => [
   { name: 'account', short: 'a', value: 'NAME', desc: 'Saved account to use (see `cloudmount login`)' },
@@ -26,6 +31,7 @@ export const connectOptions = (kind?: Kind): OptDef[] => [
   ...(kind !== 'vboxx' ? [{ name: 'email', value: 'EMAIL', desc: 'Maxxo e-mail to log in with' }] : []),
   ...(kind !== 'maxxo' ? [{ name: 'username', value: 'USER', desc: 'vBoxx username to log in with' }] : []),
   { name: 'password-file', value: 'FILE', desc: 'Read the password from FILE (else CLOUDMOUNT_PASSWORD, else prompt)' },
+  caOption,
 ];
 
 export function normalizeServer(s: string): string {
@@ -63,6 +69,13 @@ export function targetFromSaved(name: string, want?: Kind): Target {
 
 /** For account commands: --account NAME, else flags, else the only saved account of that kind. */
 export function resolveTarget(kind: Kind, p: Parsed): Target {
+  const t = resolveTargetOnly(kind, p);
+  const ca = str(p, 'ca');
+  if (ca) t.caFile = ca;
+  return t;
+}
+
+function resolveTargetOnly(kind: Kind, p: Parsed): Target {
   const name = str(p, 'account');
   if (name) {
     if (str(p, 'server') || str(p, 'email') || str(p, 'username')) {
@@ -87,7 +100,13 @@ export async function passwordFor(t: Target, p: Parsed): Promise<string> {
 }
 
 export function clientOptions(t: Target, password: string, extra: Partial<ClientOptions> = {}): ClientOptions {
-  return { server: t.server, user: t.user, password, log, ...extra };
+  let ca: Buffer | undefined;
+  if (t.caFile) {
+    try { ca = readFileSync(t.caFile); } catch (e) {
+      throw new CliError(`cannot read --ca ${t.caFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  return { server: t.server, user: t.user, password, log, ...(ca ? { ca } : {}), ...extra };
 }
 
 /** A Remote of either service (lazy import: the clients pull in undici and rsync plumbing). */
