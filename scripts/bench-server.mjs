@@ -76,6 +76,13 @@ function request(method, path, { headers = {}, body, sink = false } = {}) {
   });
 }
 
+// Server CPU time (user + system, ms) from /proc/PID/stat: a load-independent view of its cost.
+const cpuMs = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10; // fields 14 and 15, clock ticks of 10 ms
+};
+
 const procStatus = (pid) => {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? NaN);
@@ -120,9 +127,11 @@ try {
   const rssBefore = procStatus(child.pid).rss;
   let rssPeakSampled = rssBefore;
   const sampler = setInterval(() => { rssPeakSampled = Math.max(rssPeakSampled, procStatus(child.pid).rss); }, 10);
+  const cpu1 = cpuMs(child.pid);
   const t1 = process.hrtime.bigint();
   const got = await request('GET', `/1/files/${root}/bench/big.bin?${q}`, { sink: true });
   const getSec = Number(process.hrtime.bigint() - t1) / 1e9;
+  const getCpuMs = cpuMs(child.pid) - cpu1;
   clearInterval(sampler);
   const { hwm } = procStatus(child.pid);
   if (got.status !== 200 || got.bytes !== total) throw new Error(`GET: ${got.status}, ${got.bytes} bytes`);
@@ -154,9 +163,12 @@ try {
   const cold = [];
   const warmTimes = [];
   let hash;
+  let listCpu = 0;
   for (let i = 0; i < 5; i++) {
     await request('PUT', `/1/files_put/${root}/bench/many/file-00000.txt?${q}`, { headers: { 'content-type': 'application/octet-stream' }, body: `rewrite ${i}\n` });
+    const c0 = cpuMs(child.pid);
     const c = await list();
+    listCpu += cpuMs(child.pid) - c0;
     cold.push(c.ms);
     const w = await list();
     warmTimes.push(w.ms);
@@ -173,6 +185,8 @@ try {
     get_mb_s: Math.round(total / 1e6 / getSec),
     get_mib_s: Math.round(total / MiB / getSec),
     load_average: (await import('node:os')).loadavg()[0].toFixed(1),
+    server_cpu_ms_for_get: getCpuMs,
+    server_capacity_mb_s: getCpuMs > 0 ? Math.round(total / 1e6 / (getCpuMs / 1000)) : null,
     server_rss_before_mib: +(rssBefore / MiB).toFixed(1),
     server_rss_peak_sampled_mib: +(rssPeakSampled / MiB).toFixed(1),
     server_vmhwm_during_get_mib: +(hwm / MiB).toFixed(1),
@@ -180,6 +194,7 @@ try {
     create_entries_per_s: Math.round(entries / createSec),
     listing_uncached_median_ms: +median(cold).toFixed(1),
     listing_cached_median_ms: +median(warmTimes).toFixed(1),
+    listing_uncached_server_cpu_ms: Math.round(listCpu / 5),
     revalidate_304_ms: +revalidateMs.toFixed(1),
   };
   const pass = result.get_mb_s >= 1000 && result.server_vmhwm_during_get_mib < 150 && result.listing_uncached_median_ms < 100;
