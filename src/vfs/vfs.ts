@@ -105,6 +105,13 @@ class Obj {
   metaOnDisk = false;
   /** The upload task waits at a namespace barrier and has sent nothing. */
   parked = false;
+  /**
+   * The upload request is on its way: aborting it now would not take it back (the server may
+   * have the whole body and apply it after our abort), so namespace changes wait for it instead.
+   */
+  sending = false;
+  /** Bumped by stopUpload: an upload task that sees it change gives up instead of retrying. */
+  stopGen = 0;
   // ranged fetches
   readonly inflight = new Map<number, Promise<void>>();
   inflightCount = 0;
@@ -186,8 +193,11 @@ export class Vfs implements VfsApi {
   private readonly handles = new Map<number, Handle>();
   private readonly dirHandles = new Set<number>();
   private nextFh = 1;
-  private readonly statInflight = new Map<string, Promise<RemoteEntry | null>>();
-  private readonly listInflight = new Map<string, Promise<DirSlot>>();
+  /** In-flight fetches, each with the generation it started at: a later caller joins only an unchanged one. */
+  private readonly statInflight = new Map<string, { gen: number; p: Promise<RemoteEntry | null> }>();
+  private readonly listInflight = new Map<string, { gen: number; p: Promise<DirSlot> }>();
+  /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
+  private treeGen = 0;
   private statBatch: { paths: string[]; waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]> } | null = null;
   private readonly barriers = new Set<Barrier>();
   private readonly failures = new Map<string, UploadFailure>();
@@ -376,6 +386,14 @@ export class Vfs implements VfsApi {
     this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
   }
 
+  /**
+   * The generation of a folder's contents as we changed them: an answer fetched while it moved
+   * may predate our change, so it is neither cached nor handed to callers that came after it.
+   */
+  private dirGen(dir: string): number {
+    return (this.dirEpoch.get(dir) ?? 0) * 65536 + this.treeGen;
+  }
+
   private markLocal(o: Obj): void {
     if (o.authoritative && !o.unlinked) this.localObjs.add(o); else this.localObjs.delete(o);
   }
@@ -419,16 +437,16 @@ export class Vfs implements VfsApi {
   private async lookup(path: string): Promise<RemoteEntry | null> {
     const known = this.peek(path);
     if (known !== undefined) return known;
-    let p = this.statInflight.get(path);
-    if (!p) {
-      p = this.fetchStat(path).finally(() => this.statInflight.delete(path));
-      this.statInflight.set(path, p);
-    }
-    return p;
+    const gen = this.dirGen(parentOf(path));
+    const inf = this.statInflight.get(path);
+    if (inf && inf.gen === gen) return inf.p;
+    const slot = { gen, p: this.fetchStat(path, gen) };
+    slot.p.finally(() => { if (this.statInflight.get(path) === slot) this.statInflight.delete(path); }).catch(() => {});
+    this.statInflight.set(path, slot);
+    return slot.p;
   }
 
-  private async fetchStat(path: string): Promise<RemoteEntry | null> {
-    const epoch = this.dirEpoch.get(parentOf(path)) ?? 0;
+  private async fetchStat(path: string, gen: number): Promise<RemoteEntry | null> {
     let e: RemoteEntry | null;
     try {
       e = this.remote.statMany && this.remote.capabilities.batchStat
@@ -439,7 +457,7 @@ export class Vfs implements VfsApi {
       if (isRemoteError(err, 'NOT_A_DIRECTORY') || isRemoteError(err, 'NOT_FOUND')) e = null; else throw err;
     }
     // our own change raced this request: its answer may predate the change, so do not cache it
-    if ((this.dirEpoch.get(parentOf(path)) ?? 0) === epoch) {
+    if (this.dirGen(parentOf(path)) === gen) {
       this.attrs.set(path, { entry: e, expires: Date.now() + (e ? this.opts.attrTtlMs : this.opts.negativeTtlMs) });
     }
     const o = this.objs.get(path);
@@ -477,38 +495,42 @@ export class Vfs implements VfsApi {
   private async listing(dir: string, force = false): Promise<DirSlot> {
     const d = this.dirs.get(dir);
     if (d && !force && d.expires > Date.now()) return d;
-    let p = this.listInflight.get(dir);
-    if (!p) {
-      p = this.fetchListing(dir, d).finally(() => this.listInflight.delete(dir));
-      this.listInflight.set(dir, p);
-    }
-    return p;
+    // a fetch that started before our latest change of this folder may answer the old state
+    const gen = this.dirGen(dir);
+    const inf = this.listInflight.get(dir);
+    if (inf && inf.gen === gen) return inf.p;
+    const slot = { gen, p: this.fetchListing(dir, d) };
+    slot.p.finally(() => { if (this.listInflight.get(dir) === slot) this.listInflight.delete(dir); }).catch(() => {});
+    this.listInflight.set(dir, slot);
+    return slot.p;
   }
 
-  private async fetchListing(dir: string, old: DirSlot | undefined): Promise<DirSlot> {
-    const epoch = this.dirEpoch.get(dir) ?? 0;
+  private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0): Promise<DirSlot> {
+    const gen = this.dirGen(dir);
     const useHash = !!(old?.hash && this.remote.capabilities.listingRevalidation);
     const r = await this.bounded(`list ${dir}`, (signal) =>
       this.remote.list(dir, { signal, priority: Priority.interactive, ...(useHash ? { hash: old!.hash } : {}) }));
-    const changedMeanwhile = (this.dirEpoch.get(dir) ?? 0) !== epoch;
+    const changedMeanwhile = this.dirGen(dir) !== gen;
+    if (changedMeanwhile) {
+      // the answer may predate our own change: ask again (a folder changed by us without end
+      // gets the cached view, which our changes keep right, or the last answer)
+      const cur = this.dirs.get(dir);
+      if (tries < 3) return this.fetchListing(dir, cur, tries + 1);
+      if (cur) return cur;
+      if (r.unchanged) return old!;
+    }
     if (r.unchanged && useHash && !changedMeanwhile) {
       old!.expires = Date.now() + this.opts.dirTtlMs;
       this.dirs.set(dir, old!);
       return old!;
     }
-    if (r.unchanged) {
-      // the server says unchanged, but our copy was edited meanwhile: fetch it in full
-      return this.fetchListing(dir, undefined);
-    }
+    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1);
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + this.opts.dirTtlMs };
     if (!changedMeanwhile) {
       this.dirs.set(dir, slot);
       this.attrs.set(dir, { entry: { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + this.opts.dirTtlMs });
-    } else {
-      const cur = this.dirs.get(dir);
-      if (cur) return cur;
     }
     return slot;
   }
@@ -526,7 +548,9 @@ export class Vfs implements VfsApi {
   }
 
   /** Forgets cached metadata of path and everything below it. */
-  private forgetTree(path: string): void {
+  private forgetTree(path: string, isDir = true): void {
+    // listings of folders below are not all cached (nor bumped one by one): one tree generation
+    if (isDir) this.treeGen++;
     for (const k of [...this.attrs.keys()]) if (k === path || isUnder(k, path)) this.attrs.delete(k);
     for (const k of [...this.dirs.keys()]) if (k === path || isUnder(k, path)) { this.dirs.delete(k); this.bumpDir(k); }
     for (const k of [...this.shareLinks.keys()]) if (k === path || isUnder(k, path)) this.shareLinks.delete(k);
@@ -804,8 +828,8 @@ export class Vfs implements VfsApi {
         throw err;
       }
       if (replaced) this.detach(replaced);
-      this.forgetTree(from);
-      this.forgetTree(to);
+      this.forgetTree(from, src.type === 'dir');
+      this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
       this.setInParent(from, null);
       this.setInParent(to, { ...src, name: baseOf(to) });
     });
@@ -891,12 +915,18 @@ export class Vfs implements VfsApi {
     }
   }
 
-  /** Stops a pending/in-flight upload of o (it stays pending) and waits until it settled. */
+  /**
+   * Stops a pending upload of o (it stays pending) and waits until its task settled. An upload
+   * whose request is already sent is not aborted but waited for: an abort only closes our socket,
+   * the server may still apply the upload after our delete or move (a resurrected file), so the
+   * namespace change goes after the server answered it.
+   */
   private async stopUpload(o: Obj): Promise<void> {
     if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+    o.stopGen++;
     // an upload parked at our own barrier has sent nothing; waiting for it would deadlock
     if (o.uploading && !o.parked) {
-      o.uploadAbort?.abort(MUTATION);
+      if (!o.sending) o.uploadAbort?.abort(MUTATION);
       // a client that ignores the abort must not make us overtake its upload: fail (EIO) instead
       await this.within(`stopping the upload of ${o.path}`, o.uploading.catch(() => {}));
     }
@@ -1504,6 +1534,7 @@ export class Vfs implements VfsApi {
     const uid = o.pendingUid;
     if (uid === null || o.unlinked || this.closed) return;
     const gen = o.journaledGen;
+    const stop = o.stopGen;
     let attempts = 0;
     for (;;) {
       await this.waitBarriers(o);
@@ -1514,8 +1545,16 @@ export class Vfs implements VfsApi {
       attempts++;
       try {
         if (this.remote.checkUpload) await this.remote.checkUpload(path, o.size, { signal: ac.signal, priority: Priority.background });
+        // stopped while checking (nothing was sent): the namespace change reschedules us
+        if (ac.signal.aborted || o.stopGen !== stop) { o.uploadAbort = null; return; }
         o.attempted = true;
-        const entry = await this.remote.upload(this.file(o), path, { signal: ac.signal, priority: Priority.background });
+        o.sending = true;
+        let entry: RemoteEntry;
+        try {
+          entry = await this.remote.upload(this.file(o), path, { signal: ac.signal, priority: Priority.background });
+        } finally {
+          o.sending = false;
+        }
         o.uploadAbort = null;
         if (o.unlinked) return;
         this.uploaded(o, uid, gen, path, entry);
@@ -1523,6 +1562,8 @@ export class Vfs implements VfsApi {
       } catch (err) {
         o.uploadAbort = null;
         if (ac.signal.aborted && (ac.signal.reason === MUTATION || ac.signal.reason === CLOSING)) return;
+        // a namespace change waits for this attempt to end; it retries at the new state itself
+        if (o.stopGen !== stop && o.pendingUid === uid) return;
         const retryable = isRemoteError(err) ? err.retryable : false;
         if (!retryable || attempts >= this.uploadAttempts) {
           const f: UploadFailure = { path, error: errText(err), attempts, atMs: Date.now() };

@@ -186,15 +186,19 @@ test('delete after a pending upload: cancelled, never resurrected', async (t) =>
   t.is(remote.calls.upload, 0);
 });
 
-test('delete while the upload is in flight: the upload is stopped before the delete is sent', async (t) => {
+test('delete while the upload is in flight: the delete is sent only after the upload ended', async (t) => {
+  // an upload request already sent cannot be taken back by an abort: the delete waits for it
   const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 1 });
   remote.putFile('/f.txt', 'v1');
   const release = remote.hold('upload');
   t.teardown(release);
   await writeFile(vfs, '/f.txt', 'v2 local');
   await until(() => remote.held('upload') === 1, 'upload in flight');
-  await vfs.unlink('/f.txt');
+  const unlinked = vfs.unlink('/f.txt');
+  await sleep(30);
+  t.false(remote.log.includes('remove /f.txt'));
   release();
+  await unlinked;
   await sleep(50);
   await vfs.flushAll();
   t.false(remote.has('/f.txt'));
@@ -231,15 +235,18 @@ test('rename of a server file with pending new content: moved first, then new co
   t.true(mi >= 0 && ui > mi, remote.log.join('\n'));
 });
 
-test('rename while the upload is in flight: stopped, moved, then uploaded to the new name', async (t) => {
+test('rename while the upload is in flight: the move waits for it, the content ends at the new name', async (t) => {
   const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 1 });
   remote.putFile('/x.txt', 'server');
   const release = remote.hold('upload');
   t.teardown(release);
   await writeFile(vfs, '/x.txt', 'local version');
   await until(() => remote.held('upload') === 1, 'upload in flight');
-  await vfs.rename('/x.txt', '/y.txt');
+  const renamed = vfs.rename('/x.txt', '/y.txt');
+  await sleep(30);
+  t.false(remote.log.some((l) => l.startsWith('move')));
   release();
+  await renamed;
   await vfs.flushAll();
   t.is(remote.getFile('/y.txt')!.toString(), 'local version');
   t.false(remote.has('/x.txt'));
