@@ -368,7 +368,13 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
       }, 10_000);
       progress.unref();
       try {
-        await vfs.flushAll({ signal: flushAbort.signal });
+        // bounded by each upload's retry budget: what cannot reach the server stays in the journal
+        const res = await vfs.flushAll({ signal: flushAbort.signal });
+        if (res.failed.length > 0) {
+          log.error(`unmount of ${mnt}: ${res.failed.length} upload(s) could not reach the server ` +
+            `(${res.failed.slice(-1)[0]!.path}: ${res.failed.slice(-1)[0]!.error}); they stay in the journal ` +
+            'and are delivered at the next mount of this account');
+        }
       } catch (e) {
         if (forceNext) return;
         log.warn(`flush before unmount: ${(e as Error).message}`);
@@ -391,7 +397,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   return {
     mountpoint: mnt,
     vfs,
-    flush: () => vfs.flushAll(),
+    flush: async () => { await vfs.flushAll(); },
     status: () => vfs.status(),
     unmount,
     closed,

@@ -51,6 +51,13 @@ export interface DriveStatus {
   dirtyBytes: number;
 }
 
+export interface FlushResult {
+  /** Journal records (uploads) still not confirmed by the server after the flush. */
+  pending: number;
+  /** The uploads that stay pending, each with its last error. */
+  failed: UploadFailure[];
+}
+
 export interface VfsOptions {
   /** Identifies the account: cache and journal live under cacheDir/<accountId>/. */
   accountId: string;
@@ -120,9 +127,16 @@ export interface VfsApi {
 
   /** Replays the write-back journal left by an earlier run; called once before the mount goes live. */
   start(): Promise<void>;
-  /** Waits until every pending upload, rename and delete reached the server (or finally failed). */
-  flushAll(opts?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Waits until every pending upload reached the server or used up its retry budget (then it
+   * stays in the journal and is listed in the result). retryFailed false: skip uploads whose
+   * current content already used up its budget.
+   */
+  flushAll(opts?: { signal?: AbortSignal; retryFailed?: boolean }): Promise<FlushResult>;
   status(): DriveStatus;
-  /** flushAll, then release caches and the remote; `force` skips the flush (journal kept). */
+  /**
+   * flushAll (without trying again what already used up its budget), then release caches and the
+   * remote; what is still pending stays in the journal (logged). `force` skips the flush.
+   */
   close(opts?: { force?: boolean }): Promise<void>;
 }

@@ -23,7 +23,7 @@ import {
   NotFound, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
 } from '../remote/errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
 import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
 import { RangeSet } from './ranges.js';
@@ -112,6 +112,8 @@ class Obj {
   sending = false;
   /** Bumped by stopUpload: an upload task that sees it change gives up instead of retrying. */
   stopGen = 0;
+  /** Journal record whose upload used up its retry budget (a flush does not try it again). */
+  failedUid: string | null = null;
   // ranged fetches
   readonly inflight = new Map<number, Promise<void>>();
   inflightCount = 0;
@@ -293,20 +295,37 @@ export class Vfs implements VfsApi {
     this.maybeEvict();
   }
 
-  async flushAll(opts: { signal?: AbortSignal } = {}): Promise<void> {
+  /**
+   * Uploads every pending change. Each upload gets its retry budget (uploadAttempts) and no more:
+   * one that used it up stays in the journal (replayed at the next mount) and is reported in the
+   * result, so a flush, and the unmount that waits for it, ends even when the server is gone.
+   * `retryFailed: false` skips uploads whose current content already used up its budget.
+   */
+  async flushAll(opts: { signal?: AbortSignal; retryFailed?: boolean } = {}): Promise<FlushResult> {
     const work: Promise<unknown>[] = [];
     for (const o of [...this.localObjs]) {
-      if (o.pendingUid !== null && !o.unlinked) work.push(this.uploadUntilClean(o).catch(() => {}));
+      if (o.pendingUid === null || o.unlinked) continue;
+      if (opts.retryFailed === false && o.failedUid === o.pendingUid) continue;
+      work.push(this.uploadUntilClean(o).catch(() => {}));
     }
     const all = Promise.all(work);
-    if (!opts.signal) { await all; return; }
-    const signal = opts.signal;
-    if (signal.aborted) throw new Cancelled('flush aborted');
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(new Cancelled('flush aborted'));
-      signal.addEventListener('abort', onAbort, { once: true });
-      all.then(() => { signal.removeEventListener('abort', onAbort); resolve(); }, reject);
-    });
+    if (opts.signal) {
+      const signal = opts.signal;
+      if (signal.aborted) throw new Cancelled('flush aborted');
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => reject(new Cancelled('flush aborted'));
+        signal.addEventListener('abort', onAbort, { once: true });
+        all.then(() => { signal.removeEventListener('abort', onAbort); resolve(); }, reject);
+      });
+    } else {
+      await all;
+    }
+    const kept: UploadFailure[] = [];
+    for (const o of this.localObjs) {
+      if (o.pendingUid === null || o.unlinked) continue;
+      kept.push(this.failures.get(o.path) ?? { path: o.path, error: 'not uploaded', attempts: 0, atMs: Date.now() });
+    }
+    return { pending: this.journal.pending.size, failed: kept };
   }
 
   status(): DriveStatus {
@@ -326,7 +345,8 @@ export class Vfs implements VfsApi {
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     if (this.startP) await this.startP.catch(() => {});
-    if (!opts.force) await this.flushAll();
+    // an upload that used up its budget in the flush before this close is not tried again here
+    if (!opts.force) await this.flushAll({ retryFailed: false });
     this.closed = true;
     const settle: Promise<unknown>[] = [];
     for (const o of this.objs.values()) {
@@ -343,6 +363,11 @@ export class Vfs implements VfsApi {
       if (o.fd >= 0) { try { fs.closeSync(o.fd); } catch { /* already closed */ } o.fd = -1; }
     }
     this.handles.clear();
+    const kept = this.journal.pending.size;
+    if (kept > 0) {
+      this.log.warn(`${kept} pending change(s) stay in the journal under ${this.root}; ` +
+        'they are delivered at the next mount of this account');
+    }
     await this.journal.close().catch(() => {});
     await this.remote.close();
   }
@@ -1568,6 +1593,7 @@ export class Vfs implements VfsApi {
         if (!retryable || attempts >= this.uploadAttempts) {
           const f: UploadFailure = { path, error: errText(err), attempts, atMs: Date.now() };
           this.failures.set(path, f);
+          if (o.pendingUid === uid) o.failedUid = uid;
           this.log.error(`upload of ${path} failed after ${attempts} attempt(s), kept for a later retry: ${f.error}`);
           throw err;
         }

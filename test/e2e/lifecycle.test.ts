@@ -118,3 +118,32 @@ test.serial('a hung mount at the mountpoint is refused with the recovery recipe'
   }
   t.true((await fsp.readdir(d.mnt)).includes('Files'), 'the first drive works again');
 });
+
+test.serial('SIGTERM with the server gone: the unmount ends after the retry budget, the upload stays in the journal and is delivered at the next mount', async (t) => {
+  const gone = await startServers();
+  t.teardown(() => gone.close());
+  const cacheDir = tempDir(t, 'cm-cache-gone-');
+  const base = {
+    kind: 'maxxo' as const, user: DEMO.maxxo.user, password: DEMO.maxxo.password,
+    accountId: 'maxxo-gone', cacheDir,
+    vfs: { writebackDelayMs: 60_000, opTimeoutMs: 10_000, uploadAttempts: 2, uploadBackoffMs: 100 },
+    client: { timeoutMs: 2000, maxRetryTimeMs: 3000, maxAttempts: 2 },
+  };
+  const d = await mountChild(t, { ...base, server: gone.url, mountpoint: tempDir(t, 'cm-mnt-gone-') });
+  const rel = uniq('gone');
+  await fsp.mkdir(path.join(d.mnt, rel));
+  await fsp.writeFile(path.join(d.mnt, rel, 'kept.txt'), 'kept in the journal');
+  t.is((await d.status()).pending, 1);
+  await gone.close();
+  // exits by itself (stop() would force it after 45 s and report a non-zero code)
+  t.is(await d.stop(), 0, d.stderr().slice(-3000));
+  t.false(isMounted(d.mnt));
+  t.regex(d.stderr(), /1 upload\(s\) could not reach the server/);
+  t.regex(d.stderr(), /1 pending change\(s\) stay in the journal/);
+  // the next mount of the same account (the server back, here a fresh one) delivers it
+  const d2 = await mountChild(t, { ...base, server: servers.url, mountpoint: tempDir(t, 'cm-mnt-gone2-') });
+  await d2.flush();
+  t.is((await d2.status()).pending, 0);
+  const fresh = await mountService(t, servers, 'maxxo');
+  t.is(await fsp.readFile(fresh.p(rel, 'kept.txt'), 'utf8'), 'kept in the journal');
+});
