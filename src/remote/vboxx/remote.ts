@@ -214,9 +214,12 @@ export class VboxxRemote implements Remote {
   }
 
   async statfs(o: CallOptions = {}): Promise<StatFs> {
-    const info = await this.client.accountInfo(o);
+    const [info, pol] = await Promise.all([this.client.accountInfo(o), this.policy(o)]);
     if (this.roots) this.roots.account = info;
-    return { total: info.space_quota, used: info.space_usage };
+    // `df` shows what an upload may really use: the user's own quota or the organization's
+    // policy quota, whichever is tighter (the same bound checkResolved enforces).
+    const totals = [info.space_quota, pol?.quota].filter((x): x is number => typeof x === 'number' && x > 0);
+    return { total: totals.length ? Math.min(...totals) : null, used: info.space_usage };
   }
 
   async shareLink(path: string, o: CallOptions = {}): Promise<{ url: string; expires?: string | null }> {
