@@ -62,7 +62,8 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
     // Fastify's own answer to a malformed URL echoes the URL, which may carry a session token.
     frameworkErrors: (err, _req, reply) => {
       const status = (err as { statusCode?: number }).statusCode ?? 400;
-      (reply as any).code(status).send({ error: 'BAD_REQUEST', status_code: status, message: 'malformed request URL', code: 'error' });
+      const message = (err as { code?: string }).code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'request path too long' : 'malformed request URL';
+      (reply as any).code(status).send({ error: 'BAD_REQUEST', status_code: status, message, code: 'error' });
     },
   });
   await app.register(formbody);

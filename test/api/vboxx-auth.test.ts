@@ -110,6 +110,7 @@ test('robustness: malformed input never crashes and never leaks a stack, host pa
     ['GET', `/1/metadata/99999999999999999999/?session_token=${token}`],
     ['GET', `/1/metadata/-1/?session_token=${token}`],
     ['GET', `/1/files/2/${'a'.repeat(300)}?session_token=${token}`],
+    ['GET', `/1/files/2/${'abc/'.repeat(3000)}x?session_token=${token}`],
     ['GET', `/1/management/person/abc/?session_token=${token}`],
     ['GET', `/1/management/organization/2/persons/page/0/?session_token=${token}`],
     ['POST', `/1/management/policy/update/?session_token=${token}&id=2&space_quota=lots`],
