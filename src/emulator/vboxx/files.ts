@@ -97,15 +97,21 @@ export function registerFileRoutes(api: FastifyInstance, v: Vboxx): void {
     const id = need(q, 'upload_id');
     const u = v.st.upload.get(id);
     if (!u || u.person_id !== p.id || u.expires < Date.now()) return fail(404, 'unknown or expired upload_id');
-    if (v.busyUploads.has(id)) fail(409, 'a chunk of this upload is still in progress');
+    if (v.busyUploads.has(id)) fail(409, 'a chunk or commit of this upload is still in progress');
     const opts = writeOptions(q);
     const file = join(v.uploadDir, id);
-    const size = (await stat(file).catch(() => ({ size: 0 }))).size;
-    // Not in the raw context: the fields may come as a form body (Dropbox v1) or in the query.
-    // placeFile renames the upload file into the root, so a refused commit leaves it for a retry.
-    const n = v.placeFile(root, path, file, size, opts);
-    v.ctx.db.prepare('DELETE FROM vboxx_uploads WHERE id = ?').run(id);
-    return v.entry(n);
+    // Busy while committing too: a second commit of the same upload must not race this one.
+    v.busyUploads.add(id);
+    try {
+      const size = (await stat(file).catch(() => ({ size: 0 }))).size;
+      // Not in the raw context: the fields may come as a form body (Dropbox v1) or in the query.
+      // placeFile renames the upload file into the root, so a refused commit leaves it for a retry.
+      const n = v.placeFile(root, path, file, size, opts);
+      v.ctx.db.prepare('DELETE FROM vboxx_uploads WHERE id = ?').run(id);
+      return v.entry(n);
+    } finally {
+      v.busyUploads.delete(id);
+    }
   });
 
   route(api, ['POST', 'GET'], '/fileops/create_folder', async (req) => {
@@ -136,7 +142,6 @@ export function registerFileRoutes(api: FastifyInstance, v: Vboxx): void {
 
 /** Routes whose body is raw file bytes: they live in a context where no parser touches the body. */
 export function registerRawRoutes(raw: FastifyInstance, v: Vboxx): void {
-
   route(raw, ['PUT', 'POST'], '/files_put/*', async (req, reply) => {
     const q = params(req);
     const p = v.personForToken(q.session_token);
@@ -201,7 +206,6 @@ export function registerRawRoutes(raw: FastifyInstance, v: Vboxx): void {
       v.busyUploads.delete(id);
     }
   });
-
 }
 
 /** Raw share links: a file streams, a folder answers a JSON listing; no session needed. */
