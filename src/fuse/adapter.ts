@@ -85,6 +85,8 @@ export function toStatfs(s: FsStats): FuseStatfs {
 
 /** NAME_MAX, also what statfs reports as namemax. */
 const NAME_MAX = 255;
+/** libfuse 2's name for an unlinked open file: `.fuse_hidden%08x%08x` (node id, counter). */
+const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/;
 
 /**
  * The kernel never checks FUSE names against NAME_MAX (it passes up to 1024 bytes): a longer
@@ -274,6 +276,13 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
 
     rename(from: string, to: string, cb: Cb) {
       trace('rename', from, to);
+      // libfuse 2 "hides" a file unlinked while open by renaming it to .fuse_hidden<node><counter>
+      // and unlinks that name at the last release: for the server it is a delete now (POSIX), the
+      // open handles keep its content locally.
+      if (HIDDEN_NAME.test(to.slice(to.lastIndexOf('/') + 1))) {
+        voidOp('unlink', from, cb, () => vfs.unlink(from, { keepOpenAs: to }));
+        return;
+      }
       voidOp('rename', from, cb, () => vfs.rename(from, to), to);
     },
 

@@ -112,7 +112,12 @@ export interface VfsApi {
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;
-  unlink(path: string): Promise<void>;
+  /**
+   * keepOpenAs: the file is deleted on the server, but its open handles keep reading and writing
+   * its content under this local-only name (never listed nor uploaded) until unlink(keepOpenAs)
+   * or the last release. libfuse 2 "hides" an unlinked open file by renaming it (.fuse_hidden*).
+   */
+  unlink(path: string, opts?: { keepOpenAs?: string }): Promise<void>;
   mkdir(path: string, mode: number): Promise<void>;
   rmdir(path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;

@@ -193,6 +193,12 @@ export class Vfs implements VfsApi {
   /** Objects whose local state overrides the server (dirty, pending, local-only). */
   private readonly localObjs = new Set<Obj>();
   private readonly handles = new Map<number, Handle>();
+  /**
+   * Deleted files still open, by the local-only name the FUSE layer keeps them under until the
+   * last close (libfuse 2 renames them to .fuse_hiddenNNNN): never listed, never uploaded. The
+   * name stays until it is unlinked too (libfuse does that right after the last release).
+   */
+  private readonly hidden = new Map<string, Obj>();
   private readonly dirHandles = new Set<number>();
   private nextFh = 1;
   /** In-flight fetches, each with the generation it started at: a later caller joins only an unchanged one. */
@@ -584,6 +590,8 @@ export class Vfs implements VfsApi {
   /** What the caches alone know: an entry, null (known missing), or undefined (ask the server). */
   private peek(path: string): RemoteEntry | null | undefined {
     if (path === '/') return ROOT_ENTRY;
+    const hid = this.hidden.size > 0 ? this.hidden.get(path) : undefined;
+    if (hid) return { name: baseOf(path), type: 'file', size: hid.size, mtimeMs: hid.localMtime || hid.ident?.mtimeMs };
     const o = this.objs.get(path);
     if (o && o.authoritative) return this.localEntry(o);
     const now = Date.now();
@@ -783,14 +791,18 @@ export class Vfs implements VfsApi {
     this.inos.delete(path);
   }
 
-  async unlink(path: string): Promise<void> {
+  async unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> {
     path = normPath(path);
     this.assertWritable();
+    if (this.hidden.delete(path)) return;
     const e = await this.existing(path);
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
     await this.withBarrier([path], async () => {
       const o = this.objs.get(path);
       if (o) await this.stopUpload(o);
+      // POSIX: an open file keeps its content after the unlink. Once the server copy is gone it
+      // cannot be fetched any more, so the part not cached yet comes first.
+      if (o && o.refs > 0 && !o.complete) await this.ensureWhole(o);
       // durable first: after a crash the upload must not come back
       await this.journal.cancel(path);
       const localOnly = !!o && !o.onServer && !o.attempted;
@@ -801,7 +813,10 @@ export class Vfs implements VfsApi {
           if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.attempted || !o.onServer))) throw err;
         }
       }
-      if (o) this.detach(o);
+      if (o) {
+        this.detach(o);
+        if (opts.keepOpenAs && o.refs > 0) this.hidden.set(normPath(opts.keepOpenAs), o);
+      }
       this.failures.delete(path);
       this.localAttrs.delete(path);
       this.shareLinks.delete(path);
