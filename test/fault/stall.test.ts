@@ -116,7 +116,11 @@ test.serial('server gone for good: cloudmount unmount --force detaches, the jour
   const port = new URL(srv.url).port;
   const h = makeHome();
   const mp = mkdtempSync(path.join(tmpdir(), 'cm-stall-mnt-'));
-  t.teardown(async () => { if (isMounted(mp)) spawn('fusermount', ['-uz', mp]); });
+  t.teardown(async () => {
+    if (isMounted(mp)) await new Promise((r) => spawn('fusermount', ['-uz', mp]).on('close', r));
+    await fsp.rm(mp, { recursive: true, force: true }).catch(() => {});
+    await fsp.rm(h.dir, { recursive: true, force: true }).catch(() => {});
+  });
   const pw = h.pwFile(DEMO.vboxx.password);
   const m = cliSpawn(['mount', 'vboxx', mp, '--server', srv.url, '--username', DEMO.vboxx.user, '--password-file', pw,
     '-o', 'writeback_delay=2,timeout=2'], { env: h.env });
