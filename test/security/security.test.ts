@@ -210,7 +210,9 @@ test.serial('the mount is not visible to other users unless allow_other', async 
   await m.exited;
 
   const mp2 = mountpoint(t);
-  const m2 = await mountCli(t, makeHome(), ['mount', 'vboxx', mp2, '--server', emu.url, '--username', 'demo', '-o', 'allow_other'], { ...makeHome().env, CLOUDMOUNT_PASSWORD: VBOXX_PW });
+  const h2 = makeHome();
+  t.teardown(() => rmSync(h2.dir, { recursive: true, force: true }));
+  const m2 = await mountCli(t, h2, ['mount', 'vboxx', mp2, '--server', emu.url, '--username', 'demo', '-o', 'allow_other'], { ...h2.env, CLOUDMOUNT_PASSWORD: VBOXX_PW });
   const shared = await asNobody('ls', join(mp2, 'Files'));
   t.is(shared.code, 0, shared.stderr);
   t.regex(shared.stdout, /readme\.txt/, 'with allow_other another user may look');
