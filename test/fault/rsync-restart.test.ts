@@ -30,7 +30,7 @@ test(`maxxo: ${FILES} files survive rsync daemon kills mid-transfer (and 2% API 
         // The listener plus the connections it was serving (one forked daemon per transfer).
         cut += victims.length - 1;
         // The supervisor brings a new listener up on the same port.
-        for (let i = 0; i < 100 && !descendants(srv.pid).some((p) => p.comm === 'rsync'); i++) await sleep(50);
+        for (let i = 0; i < 400 && !descendants(srv.pid).some((p) => p.comm === 'rsync'); i++) await sleep(50);
         if (descendants(srv.pid).some((p) => p.comm === 'rsync')) restarts++;
       }
       t.true(kills >= 3, `the daemon was killed several times (${kills})`);
