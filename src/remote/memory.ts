@@ -12,7 +12,7 @@ import type {
   CallOptions, Capabilities, ListResult, Remote, RemoteEntry, StatFs, TransferOptions,
 } from './types.js';
 
-export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'upload' | 'checkUpload'
+export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
   | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
 
 export interface MemoryRemoteOptions {
@@ -97,6 +97,7 @@ export class MemoryRemote implements Remote {
   statMany?: (paths: string[], opts?: CallOptions) => Promise<(RemoteEntry | null)[]>;
   shareLink?: (path: string, opts?: CallOptions) => Promise<{ url: string; expires?: string | null }>;
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
+  downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
@@ -111,11 +112,12 @@ export class MemoryRemote implements Remote {
       emptyFolders: true,
     };
     this.calls = {
-      list: 0, stat: 0, statMany: 0, read: 0, download: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
+      list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
       remove: 0, statfs: 0, shareLink: 0, close: 0,
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
     if (this.capabilities.rangedReads) this.read = (p, o, l, c) => this.doRead(p, o, l, c);
+    else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (this.capabilities.batchStat) this.statMany = (ps, c) => this.doStatMany(ps, c);
     if (this.capabilities.shareLinks) this.shareLink = (p, c) => this.doShareLink(p, c);
     if (opts.policy) this.checkUpload = (p, s, c) => this.doCheckUpload(p, s, c);
@@ -247,6 +249,19 @@ export class MemoryRemote implements Remote {
     } finally {
       await fh.close();
     }
+  }
+
+  /** Whole-file remotes (Maxxo-like): many files in one call; missing ones are left out. */
+  private async doDownloadMany(items: { path: string; localFile: string }[], opts: TransferOptions = {}): Promise<string[]> {
+    await this.enter('downloadMany', items.map((i) => norm(i.path)).join(','), opts);
+    const got: string[] = [];
+    for (const it of items) {
+      const n = this.nodes.get(norm(it.path));
+      if (!n || n.type !== 'file') continue;
+      await fsp.writeFile(it.localFile, n.data, { mode: 0o600 });
+      got.push(it.path);
+    }
+    return got;
   }
 
   async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {

@@ -83,6 +83,12 @@ export interface Remote {
    * may follow the bytes as they arrive; onProgress reports how many are there.
    */
   download(path: string, localFile: string, opts?: TransferOptions): Promise<void>;
+  /**
+   * Many whole files in one transfer where the service's data plane allows it (Maxxo: one rsync
+   * run for all of them). Each delivered file is complete at its localFile (created; the folders
+   * exist). Resolves with the paths delivered: a missing or failed one is simply absent.
+   */
+  downloadMany?(items: { path: string; localFile: string }[], opts?: TransferOptions): Promise<string[]>;
   /** Upload localFile's bytes to path, creating or replacing it; creates missing parents. */
   upload(localFile: string, path: string, opts?: TransferOptions): Promise<RemoteEntry>;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */

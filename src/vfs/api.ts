@@ -92,6 +92,17 @@ export interface VfsOptions {
    * would create a public link of every file they copy; getxattr by name works either way).
    */
   listShareLinkXattr?: boolean;
+  /**
+   * Small-file prefetch: when a program opens a file of a listed folder for reading, up to this
+   * many of the folder's other files are fetched in the background (default 1000; 0 = off)...
+   */
+  prefetchFiles?: number;
+  /** ...each at most this big (default 256 KiB with ranged reads, 2 MiB for whole-file remotes)... */
+  prefetchFileMaxBytes?: number;
+  /** ...and at most this many bytes per folder (default 64 MiB; never more than half the free cache). */
+  prefetchBytes?: number;
+  /** Subfolder listings fetched in the background after a program listed a folder (default 64; 0 = off). */
+  prefetchDirs?: number;
 }
 
 export interface VfsApi {

@@ -71,7 +71,14 @@ function safeComponent(id: string): string {
 }
 
 interface AttrSlot { entry: RemoteEntry | null; expires: number }
-interface DirSlot { entries: Map<string, RemoteEntry>; hash?: string; expires: number }
+interface DirSlot {
+  entries: Map<string, RemoteEntry>;
+  hash?: string;
+  expires: number;
+  /** Prefetch of this listing's subfolder listings / small files was started. */
+  dirsPrefetched?: boolean;
+  filesPrefetched?: boolean;
+}
 interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
 
 const MUTATION = Symbol('mutation');
@@ -145,6 +152,7 @@ interface Handle {
 }
 
 interface Barrier { paths: string[]; promise: Promise<void> }
+interface Lane { limit: number; running: number; queue: (() => Promise<void>)[] }
 
 function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -206,6 +214,8 @@ export class Vfs implements VfsApi {
   private readonly listInflight = new Map<string, { gen: number; p: Promise<DirSlot> }>();
   /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
   private treeGen = 0;
+  private readonly dirLane: Lane = { limit: 8, running: 0, queue: [] };
+  private readonly fileLane: Lane;
   private statBatch: { paths: string[]; waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]> } | null = null;
   private readonly barriers = new Set<Barrier>();
   private readonly failures = new Map<string, UploadFailure>();
@@ -230,6 +240,8 @@ export class Vfs implements VfsApi {
     this.blockBytes = Math.max(64 * 1024, Math.min(opts.readAheadBytes, opts.readBlockBytes ?? 256 * 1024));
     this.uploadAttempts = Math.max(1, opts.uploadAttempts ?? 5);
     this.uploadBackoffMs = Math.max(0, opts.uploadBackoffMs ?? 500);
+    // batches (one transfer run each) go a few at a time; single-request fetches more widely
+    this.fileLane = { limit: this.remote.read && this.remote.capabilities.rangedReads ? 8 : 2, running: 0, queue: [] };
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -523,30 +535,30 @@ export class Vfs implements VfsApi {
   }
 
   /** A directory's listing, from cache, revalidated by hash, or fetched. */
-  private async listing(dir: string, force = false): Promise<DirSlot> {
+  private async listing(dir: string, force = false, priority: number = Priority.interactive): Promise<DirSlot> {
     const d = this.dirs.get(dir);
     if (d && !force && d.expires > Date.now()) return d;
     // a fetch that started before our latest change of this folder may answer the old state
     const gen = this.dirGen(dir);
     const inf = this.listInflight.get(dir);
     if (inf && inf.gen === gen) return inf.p;
-    const slot = { gen, p: this.fetchListing(dir, d) };
+    const slot = { gen, p: this.fetchListing(dir, d, 0, priority) };
     slot.p.finally(() => { if (this.listInflight.get(dir) === slot) this.listInflight.delete(dir); }).catch(() => {});
     this.listInflight.set(dir, slot);
     return slot.p;
   }
 
-  private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0): Promise<DirSlot> {
+  private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive): Promise<DirSlot> {
     const gen = this.dirGen(dir);
     const useHash = !!(old?.hash && this.remote.capabilities.listingRevalidation);
     const r = await this.bounded(`list ${dir}`, (signal) =>
-      this.remote.list(dir, { signal, priority: Priority.interactive, ...(useHash ? { hash: old!.hash } : {}) }));
+      this.remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}) }));
     const changedMeanwhile = this.dirGen(dir) !== gen;
     if (changedMeanwhile) {
       // the answer may predate our own change: ask again (a folder changed by us without end
       // gets the cached view, which our changes keep right, or the last answer)
       const cur = this.dirs.get(dir);
-      if (tries < 3) return this.fetchListing(dir, cur, tries + 1);
+      if (tries < 3) return this.fetchListing(dir, cur, tries + 1, priority);
       if (cur) return cur;
       if (r.unchanged) return old!;
     }
@@ -555,7 +567,7 @@ export class Vfs implements VfsApi {
       this.dirs.set(dir, old!);
       return old!;
     }
-    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1);
+    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority);
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + this.opts.dirTtlMs };
@@ -664,6 +676,7 @@ export class Vfs implements VfsApi {
       names.push(name);
       attrs.set(name, this.toAttr(joinPath(path, name), ce, o));
     }
+    this.prefetchSubdirs(path);
     return { names, attrs };
   }
 
@@ -1044,6 +1057,8 @@ export class Vfs implements VfsApi {
       o.ident = { ...e };
       this.objs.set(path, o);
     }
+    // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
+    if (!writable) this.prefetchSiblings(parentOf(path), path);
     return this.openObj(o, flags, writable);
   }
 
@@ -1462,6 +1477,177 @@ export class Vfs implements VfsApi {
       o.dlAbort = null;
       if (o.refs === 0) this.afterRelease(o);
       else this.maybeEvict();
+    });
+  }
+
+  // ------------------------------------------------------------------ prefetch
+
+  /**
+   * Background work with its own concurrency bound (so a thousand prefetches never hold a
+   * thousand fds or queue ahead of what a program waits for: they also go at background priority).
+   */
+  private bg(lane: Lane, task: () => Promise<void>): boolean {
+    if (this.closed || lane.queue.length >= 10_000) return false;
+    lane.queue.push(task);
+    this.pump(lane);
+    return true;
+  }
+
+  private pump(lane: Lane): void {
+    while (lane.running < lane.limit && lane.queue.length > 0 && !this.closed) {
+      const task = lane.queue.shift()!;
+      lane.running++;
+      task().catch((e) => this.log.debug(`prefetch: ${errText(e)}`)).finally(() => { lane.running--; this.pump(lane); });
+    }
+  }
+
+  /** After a program listed a folder: its subfolders' listings, so `find` / `ls -R` go on from cache. */
+  private prefetchSubdirs(dir: string): void {
+    const max = this.opts.prefetchDirs ?? 64;
+    const d = this.dirs.get(dir);
+    if (max <= 0 || !d || d.dirsPrefetched) return;
+    d.dirsPrefetched = true;
+    const now = Date.now();
+    let n = 0;
+    for (const [name, e] of d.entries) {
+      if (e.type !== 'dir') continue;
+      const p = joinPath(dir, name);
+      const c = this.dirs.get(p);
+      if ((c && c.expires > now) || this.listInflight.has(p)) continue;
+      if (++n > max) break;
+      this.bg(this.dirLane, async () => {
+        const c2 = this.dirs.get(p);
+        if ((c2 && c2.expires > Date.now()) || this.listInflight.has(p)) return;
+        await this.listing(p, false, Priority.normal);
+      });
+    }
+  }
+
+  /**
+   * After a program opened a file of a listed folder for reading: the folder's other small files,
+   * bounded by count, file size and bytes (and only while the cache has room), so `cat *` or
+   * `grep -r` pay no round trip per file. Ranged remotes fetch each whole with one request at
+   * background priority; others in batches (Maxxo: one rsync run for many files).
+   */
+  private prefetchSiblings(dir: string, opening: string): void {
+    const maxFiles = this.opts.prefetchFiles ?? 1000;
+    const d = this.dirs.get(dir);
+    if (maxFiles <= 0 || !d || d.filesPrefetched || d.expires <= Date.now()) return;
+    d.filesPrefetched = true;
+    const ranged = !!(this.remote.read && this.remote.capabilities.rangedReads);
+    if (!ranged && !this.remote.downloadMany) return;
+    // a whole-file transfer costs a process start and a connection per file (Maxxo: ~15 RTTs):
+    // worth batching bigger files there than where one ranged GET fetches a file
+    const maxFile = this.opts.prefetchFileMaxBytes ?? (ranged ? 256 * 1024 : 2 * MiB);
+    let budget = Math.min(this.opts.prefetchBytes ?? 64 * MiB, (this.opts.cacheMaxBytes - this.cacheBytes) / 2);
+    const picks: Obj[] = [];
+    for (const [name, e] of d.entries) {
+      if (picks.length >= maxFiles) break;
+      if (e.type !== 'file' || e.size <= 0 || e.size > maxFile) continue;
+      if (e.size > budget) continue;
+      const p = joinPath(dir, name);
+      if (p === opening) continue;
+      let o = this.objs.get(p);
+      if (o) {
+        // only idle clean objects of the same content that miss bytes
+        if (o.authoritative || o.refs > 0 || o.complete || o.inflightCount > 0 || o.download || !sameIdent(o.ident, e)) continue;
+      } else {
+        o = new Obj(randomUUID(), p, e.size, true);
+        o.ident = { ...e };
+        this.objs.set(p, o);
+      }
+      budget -= e.size;
+      picks.push(o);
+    }
+    if (picks.length === 0) return;
+    if (ranged) {
+      for (const o of picks) {
+        this.bg(this.fileLane, async () => {
+          if (o.unlinked || o.complete || o.inflightCount > 0 || o.authoritative || o.size === 0) return;
+          await this.fetchRun(o, 0, o.size, Priority.background);
+        });
+      }
+      return;
+    }
+    // batches that grow: the first files arrive soon, the rest with few transfer runs
+    for (let i = 0, size = 16; i < picks.length; i += size, size = Math.min(size * 4, 256)) {
+      const batch = picks.slice(i, i + size);
+      const done = this.batchDownload(batch);
+      for (const o of batch) this.attachBatch(o, done);
+    }
+  }
+
+  /** Marks o as being downloaded by a batch: readers wait for it like for their own download. */
+  private attachBatch(o: Obj, done: Promise<Set<Obj>>): void {
+    o.dlAbort = new AbortController();
+    o.downloaded = 0;
+    const epoch = o.epoch;
+    const p = done.then((got) => got.has(o) && o.epoch === epoch);
+    o.download = p.then(() => {});
+    p.then((ok) => {
+      o.download = null;
+      o.dlAbort = null;
+      if (ok) {
+        for (const w of o.dlWaiters) w.resolve();
+        o.dlWaiters = [];
+      } else if (o.dlWaiters.length > 0 && !o.unlinked) {
+        // not in the batch after all: the readers waiting get a download of their own
+        this.startDownload(o);
+      }
+      if (o.refs === 0) this.afterRelease(o);
+    }).catch((e) => this.log.debug(`prefetch of ${o.path}: ${errText(e)}`));
+  }
+
+  private batchDownload(objs: Obj[]): Promise<Set<Obj>> {
+    return new Promise((resolve) => {
+      const queued = this.bg(this.fileLane, async () => {
+        const got = new Set<Obj>();
+        const stage = join(this.root, 'stage-' + randomUUID());
+        try {
+          await fsp.mkdir(stage, { mode: 0o700 });
+          const epochs = objs.map((o) => o.epoch);
+          const items = objs.map((o, i) => ({ path: o.path, localFile: join(stage, String(i)) }));
+          let delivered: string[] = [];
+          try {
+            delivered = await this.bounded(`prefetch of ${objs.length} files`, (signal) =>
+              this.remote.downloadMany!(items, { signal, priority: Priority.background }));
+          } catch (e) {
+            this.log.debug(`prefetch of ${objs.length} files: ${errText(e)}`);
+          }
+          const ok = new Set(delivered);
+          for (let i = 0; i < objs.length; i++) {
+            const o = objs[i]!;
+            if (!ok.has(items[i]!.path) || o.epoch !== epochs[i] || o.unlinked || o.path !== items[i]!.path) continue;
+            if (o.fdOpening) await o.fdOpening.catch(() => {});
+            if (o.epoch !== epochs[i] || o.unlinked) continue;
+            try {
+              // synchronous from here: no read, open or fetch of o can interleave with the swap
+              fs.renameSync(items[i]!.localFile, this.file(o));
+              if (o.fd >= 0) {
+                const nfd = fs.openSync(this.file(o), fs.constants.O_RDWR);
+                fs.closeSync(o.fd);
+                o.fd = nfd;
+              }
+              const size = fs.statSync(this.file(o)).size;
+              const before = o.ranges.bytes;
+              o.size = size;
+              if (o.ident) o.ident.size = size;
+              o.ranges.clear();
+              o.ranges.add(0, size);
+              this.cacheBytes += o.ranges.bytes - before;
+              o.downloaded = size;
+              o.metaOnDisk = false;
+              got.add(o);
+            } catch (e) {
+              this.log.debug(`prefetch of ${o.path}: ${errText(e)}`);
+            }
+          }
+        } finally {
+          await fsp.rm(stage, { recursive: true, force: true }).catch(() => {});
+          resolve(got);
+        }
+      });
+      if (!queued) resolve(new Set());
     });
   }
 

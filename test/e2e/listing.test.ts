@@ -77,3 +77,34 @@ for (const kind of KINDS) {
     t.is(countRoutes(await servers.stats(), /^(?!.*_emulator)/), 0);
   });
 }
+
+const M = 200;
+const bodyOf = (i: number) => Buffer.from(`small file ${i}|`.repeat(1 + ((i * 53) % 180)));
+
+for (const kind of KINDS) {
+  test.serial(`${kind}: cat of ${M} small files through a cold mount (prefetched after the first): every byte right`, async (t) => {
+    const rel = uniq('small');
+    if (kind === 'maxxo') {
+      const dir = path.join(await servers.maxxoFolder(), rel);
+      await fsp.mkdir(dir, { recursive: true });
+      for (let i = 0; i < M; i++) await fsp.writeFile(path.join(dir, `s${i}.txt`), bodyOf(i));
+    } else {
+      const w = await mountService(t, servers, kind);
+      await fsp.mkdir(w.p(rel));
+      for (let i = 0; i < M; i++) await fsp.writeFile(w.p(rel, `s${i}.txt`), bodyOf(i));
+      await w.flush();
+    }
+    const d = await mountService(t, servers, kind, { vfs: { attrTtlMs: 10_000, dirTtlMs: 30_000 } });
+    const names = (await fsp.readdir(d.p(rel))).sort();
+    t.is(names.length, M);
+    // one file first (it starts the prefetch of the others), then all of them by the real program
+    t.true((await fsp.readFile(d.p(rel, 's7.txt'))).equals(bodyOf(7)));
+    const r = await run('cat', names.map((n) => d.p(rel, n)), { timeoutMs: 120_000 });
+    t.is(r.code, 0, r.stderr);
+    const want = names.map((n) => bodyOf(Number(n.slice(1, -4))).toString()).join('');
+    t.is(r.stdout.length, want.length);
+    t.true(r.stdout === want, 'content of the concatenation');
+    const g = await run('grep', ['-rl', 'small file 123|', d.p(rel)]);
+    t.deepEqual(g.stdout.trim().split('\n'), [d.p(rel, 's123.txt')]);
+  });
+}

@@ -92,7 +92,8 @@ test('a stat answered before a folder rename is not handed to a lookup after it'
 
 test('a listing of a folder below a renamed folder, answered before the rename, is not cached', async (t) => {
   const remote = new LateRemote();
-  const { vfs } = await setup(t, {}, { writebackDelayMs: 60_000 }, remote);
+  // no background listing of /x (prefetch after listing /): only the listing under test is held
+  const { vfs } = await setup(t, {}, { writebackDelayMs: 60_000, prefetchDirs: 0 }, remote);
   remote.putFile('/x/sub/a', 'a');
   await vfs.readdir('/');
   const release = remote.holdAnswers('list');

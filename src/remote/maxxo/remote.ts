@@ -14,9 +14,9 @@
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
 //   (onProgress reports the size on disk, polled while rsync runs).
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, open, stat as fsStat } from 'node:fs/promises';
+import { mkdtemp, rm, open, rename, writeFile, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import PQueue from 'p-queue';
 import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions } from '../types.js';
 import { Priority } from '../types.js';
@@ -277,6 +277,47 @@ export class MaxxoRemote implements Remote {
       clearInterval(timer);
     }
     await poll();
+  }
+
+  /**
+   * Many whole files with one rsync run (`--files-from`): every file otherwise costs a process
+   * start, a connection and the daemon's auth. Files land in a staging folder next to the first
+   * localFile and are renamed into place; a file that vanished meanwhile (rsync code 23) is only
+   * missing from the answer.
+   */
+  async downloadMany(items: { path: string; localFile: string }[], opts: TransferOptions = {}): Promise<string[]> {
+    if (items.length === 0) return [];
+    const rels = items.map((it) => {
+      toWire(it.path);
+      const parts = pathParts(it.path);
+      if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path: it.path });
+      return parts.join('/');
+    });
+    const stage = await mkdtemp(join(dirname(resolvePath(items[0]!.localFile)), '.rsync-many-'));
+    const dest = join(stage, 'd');
+    const list = join(stage, 'list');
+    try {
+      await writeFile(list, rels.join('\0') + '\0', { mode: 0o600 });
+      try {
+        // files-from names are literal (no wildcards); -s keeps them from the remote shell
+        await this.rsync(items[0]!.path, opts, (url) => ['-I', '--from0', `--files-from=${list}`, `${url}/`, dest + '/'], undefined);
+      } catch (e) {
+        if (opts.signal?.aborted || (e instanceof RemoteError && e.code === 'CANCELLED')) throw e;
+        this.log.debug(`maxxo: batch download of ${items.length} files partly failed: ${(e as Error).message}`);
+      }
+      const got: string[] = [];
+      for (let i = 0; i < items.length; i++) {
+        const src = join(dest, rels[i]!);
+        try {
+          if (!(await fsStat(src)).isFile()) continue;
+          await rename(src, resolvePath(items[i]!.localFile));
+          got.push(items[i]!.path);
+        } catch { /* not delivered */ }
+      }
+      return got;
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
   }
 
   /**
