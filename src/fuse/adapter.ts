@@ -87,6 +87,8 @@ export function toStatfs(s: FsStats): FuseStatfs {
 const NAME_MAX = 255;
 /** libfuse 2's name for an unlinked open file: `.fuse_hidden%08x%08x` (node id, counter). */
 const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/;
+/** Ops on an open handle: the kernel sends them per 128 KiB, their path was checked at open. */
+const DATA_OPS = new Set(['read', 'write']);
 
 /**
  * The kernel never checks FUSE names against NAME_MAX (it passes up to 1024 bytes): a longer
@@ -118,7 +120,8 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
    * never wins). The vfs call may still settle later; that answer is dropped.
    */
   function run<T>(op: string, path: string, call: () => Promise<T>, ok: (v: T) => void, fail: (errNeg: number) => void, to?: string): void {
-    if (nameTooLong(path) || nameTooLong(to)) return fail(-errno.ENAMETOOLONG);
+    // data ops name a path already checked at open; sparing the split keeps them allocation-light
+    if (!DATA_OPS.has(op) && (nameTooLong(path) || nameTooLong(to))) return fail(-errno.ENAMETOOLONG);
     let done = false;
     const bound = LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs;
     const timer = setTimeout(() => {
@@ -160,6 +163,7 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
   const voidOp = (op: string, path: string, cb: Cb, call: () => Promise<unknown>, to?: string) =>
     run(op, path, call, () => cb(0), (n) => cb(n), to);
 
+  const tracing = () => o.debug || log.level === 'trace';
   const trace = (op: string, ...args: unknown[]) => {
     if (o.debug) log.info(`fuse ${op} ${args.map((a) => (typeof a === 'string' ? JSON.stringify(a) : String(a))).join(' ')}`);
     else if (log.level === 'trace') log.trace(`fuse ${op} ${args.map((a) => (typeof a === 'string' ? JSON.stringify(a) : String(a))).join(' ')}`);
@@ -225,12 +229,12 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
     },
 
     read(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb) {
-      trace('read', path, fh, len, pos);
+      if (tracing()) trace('read', path, fh, len, pos);
       run('read', path, () => vfs.read(path, fh, buf, len, pos), (n) => cb(n), (n) => cb(n));
     },
 
     write(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb) {
-      trace('write', path, fh, len, pos);
+      if (tracing()) trace('write', path, fh, len, pos);
       run('write', path, () => vfs.write(path, fh, buf, len, pos), (n) => cb(n), (n) => cb(n));
     },
 

@@ -28,8 +28,14 @@ export interface MountOptions extends Partial<VfsOptions> {
   attrTimeoutS?: number;
   /** Kernel cache of "no such file", seconds (default 0: the vfs keeps its own negative cache). */
   negativeTimeoutS?: number;
-  /** Keep page cache across opens (only safe when nobody else changes the files). */
+  /** Keep page cache across opens always (only safe when nobody else changes the files). */
   kernelCache?: boolean;
+  /**
+   * Keep the kernel page cache across opens while the file's size and mtime (our getattr, which
+   * follows the server's copy) are unchanged; libfuse drops it at the next open otherwise
+   * (`auto_cache`). Default true; see native-notes/fuse.md.
+   */
+  autoCache?: boolean;
   /** Mount over a non-empty folder (hides its content while mounted). */
   allowNonEmpty?: boolean;
   /** Create the mountpoint folder when missing. */
@@ -270,8 +276,11 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
     `max_write=${opts.maxWrite ?? 1024 * 1024}`,
     `negative_timeout=${opts.negativeTimeoutS ?? 0}`,
     // Programs keep files open after unlink (editors, rm of an open log): libfuse renames them
-    // to .fuse_hidden* until release, which is what a network drive can express.
+    // to .fuse_hidden* until release; the adapter makes that a server delete now (vfs keeps the
+    // content for the open handles). hard_remove would hand us ops with a NULL path instead.
   ];
+  // re-reads come from the page cache while the server copy is unchanged (kernel_cache overrides)
+  if (opts.autoCache !== false && !opts.kernelCache) extra.push('auto_cache');
   if (vopts.readOnly) extra.push('ro');
   if (opts.allowNonEmpty && !IS_MAC) extra.push('nonempty');
   let forceNext = false;
