@@ -215,6 +215,8 @@ export class Vfs implements VfsApi {
   /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
   private treeGen = 0;
   private readonly dirLane: Lane = { limit: 8, running: 0, queue: [] };
+  /** Batch transfers in flight: close() stops them instead of waiting for them. */
+  private readonly batchAborts = new Set<AbortController>();
   private readonly fileLane: Lane;
   private statBatch: { paths: string[]; waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]> } | null = null;
   private readonly barriers = new Set<Barrier>();
@@ -366,6 +368,7 @@ export class Vfs implements VfsApi {
     // an upload that used up its budget in the flush before this close is not tried again here
     if (!opts.force) await this.flushAll({ retryFailed: false });
     this.closed = true;
+    for (const ac of this.batchAborts) ac.abort(CLOSING);
     const settle: Promise<unknown>[] = [];
     for (const o of this.objs.values()) {
       if (o.timer) { clearTimeout(o.timer); o.timer = null; }
@@ -1608,11 +1611,15 @@ export class Vfs implements VfsApi {
           const epochs = objs.map((o) => o.epoch);
           const items = objs.map((o, i) => ({ path: o.path, localFile: join(stage, String(i)) }));
           let delivered: string[] = [];
+          const stop = new AbortController();
+          this.batchAborts.add(stop);
           try {
             delivered = await this.bounded(`prefetch of ${objs.length} files`, (signal) =>
-              this.remote.downloadMany!(items, { signal, priority: Priority.background }));
+              this.remote.downloadMany!(items, { signal: AbortSignal.any([signal, stop.signal]), priority: Priority.background }));
           } catch (e) {
             this.log.debug(`prefetch of ${objs.length} files: ${errText(e)}`);
+          } finally {
+            this.batchAborts.delete(stop);
           }
           const ok = new Set(delivered);
           for (let i = 0; i < objs.length; i++) {

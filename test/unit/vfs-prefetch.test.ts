@@ -109,3 +109,16 @@ test('a file changed on the server after the batch was asked for is not served s
   await sleep(250);
   t.is((await readAll(vfs, '/s/f002')).toString(), 'changed on the server');
 });
+
+test('close() stops a batch in flight instead of waiting for it', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: false });
+  fill(remote, '/q', 10, 100);
+  await vfs.readdir('/q');
+  const release = remote.hold('downloadMany');
+  t.teardown(release);
+  await readAll(vfs, '/q/f000');
+  await until(() => remote.held('downloadMany') === 1, 'batch in flight');
+  // the held call would never end by itself: close must cut it loose
+  await vfs.close();
+  t.is(remote.held('downloadMany'), 0);
+});
