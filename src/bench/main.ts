@@ -634,8 +634,8 @@ async function maxxoSlice(url: string): Promise<{ login: string; rsync: string; 
 // ---------------------------------------------------------------------------------------------
 // Phases: each runs on a fresh mount with a fresh cache; rows of a phase share that mount.
 
-type Phase = 'find' | 'small' | 'big' | 'write' | 'wire' | 'scale';
-const PHASES: Phase[] = ['wire', 'find', 'small', 'big', 'write', 'scale'];
+type Phase = 'find' | 'small' | 'big' | 'write' | 'scale';
+const PHASES: Phase[] = ['find', 'small', 'big', 'write', 'scale'];
 
 interface Ctx {
   args: Args;
@@ -736,15 +736,15 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
     if (before && after && cell) cell.wire = diffCounters(before, after);
     await mark();
   };
-  if (phase === 'wire') {
+  if (phase === 'big') {
+    // The raw wire figure right before the cold read, in the same conditions (load drifts over a run).
     try {
       dropCaches(ctx.args);
       await mark();
       const r = await col.wire(join(ctx.work, 'scratch'), sizes.bigBytes);
       record(ctx, col.id, 'wire', r.seconds, { mibPerSec: sizes.bigBytes / MiB / r.seconds });
       await wire('wire');
-    } catch (e) { fail(ctx, col.id, rowsOf, e); }
-    return;
+    } catch (e) { fail(ctx, col.id, ['wire'], e); }
   }
   const mnt = join(ctx.work, 'mnt', `${col.id}-${phase}`);
   const cache = join(ctx.work, 'cache', `${col.id}-${phase}`);
@@ -758,74 +758,101 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
     const p = (rel: string) => join(m!.top, rel);
     const w = (job: Job) => runWorkload(job, { mnt });
     (ctx.results.mounts[col.id] ??= {})[phase] = { mountSeconds: m.mountSeconds };
+    // Each step fails alone (its rows are marked) and the phase goes on with the next one.
+    const step = async (rows: string[], fn: () => Promise<void>) => {
+      try { await fn(); } catch (e) { fail(ctx, col.id, rows, e); await mark(); }
+    };
+    const flag = (row: string, error: string) => { const c = ctx.results.rows[row]?.[col.id]; if (c) c.error = error; };
     if (phase === 'find') {
       for (const row of ['find_cold', 'find_warm']) {
-        const r = await w({ op: 'find', dir: p(T.top) });
-        const ok = r.entries === manifest.findEntries;
-        record(ctx, col.id, row, r.seconds, { entries: r.entries, ...(ok ? {} : { error: `find printed ${r.entries} entries, expected ${manifest.findEntries}` }) });
-        await wire(row);
+        await step([row], async () => {
+          const r = await w({ op: 'find', dir: p(T.top) });
+          const ok = r.entries === manifest.findEntries;
+          record(ctx, col.id, row, r.seconds, { entries: r.entries, ...(ok ? {} : { error: `find printed ${r.entries} entries, expected ${manifest.findEntries}` }) });
+          await wire(row);
+        });
       }
     } else if (phase === 'small') {
-      const ls = await w({ op: 'lsl', dir: p(T.smallDir(T.lsDir)) });
-      record(ctx, col.id, 'ls_l', ls.seconds, { entries: ls.entries, ...(ls.entries === sizes.smallPerDir ? {} : { error: `ls -l listed ${ls.entries}` }) });
-      await wire('ls_l');
-      const cs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)) });
-      const csOk = cs.bytes === sizes.smallPerDir * sizes.smallBytes;
-      record(ctx, col.id, 'cat_small', cs.seconds, { bytes: cs.bytes, ...(csOk ? {} : { error: `read ${cs.bytes} bytes` }) });
-      await wire('cat_small');
-      const cm = await w({ op: 'catdir', dir: p(T.medium) });
-      const cmOk = cm.bytes === sizes.mediumCount * sizes.mediumBytes;
-      record(ctx, col.id, 'cat_medium', cm.seconds, { bytes: cm.bytes, ...(cmOk ? {} : { error: `read ${cm.bytes} bytes` }) });
-      await wire('cat_medium');
+      await step(['ls_l'], async () => {
+        const ls = await w({ op: 'lsl', dir: p(T.smallDir(T.lsDir)) });
+        record(ctx, col.id, 'ls_l', ls.seconds, { entries: ls.entries, ...(ls.entries === sizes.smallPerDir ? {} : { error: `ls -l listed ${ls.entries}` }) });
+        await wire('ls_l');
+      });
+      await step(['cat_small'], async () => {
+        const cs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)) });
+        const csOk = cs.bytes === sizes.smallPerDir * sizes.smallBytes;
+        record(ctx, col.id, 'cat_small', cs.seconds, { bytes: cs.bytes, ...(csOk ? {} : { error: `read ${cs.bytes} bytes` }) });
+        await wire('cat_small');
+      });
+      await step(['cat_medium'], async () => {
+        const cm = await w({ op: 'catdir', dir: p(T.medium) });
+        const cmOk = cm.bytes === sizes.mediumCount * sizes.mediumBytes;
+        record(ctx, col.id, 'cat_medium', cm.seconds, { bytes: cm.bytes, ...(cmOk ? {} : { error: `read ${cm.bytes} bytes` }) });
+        await wire('cat_medium');
+      });
       // Untimed: the bytes were the right ones.
-      const hs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)), hash: true });
-      const hm = await w({ op: 'catdir', dir: p(T.medium), hash: true });
-      if (hs.sha256 !== manifest.small[T.catDir]) ctx.results.rows.cat_small![col.id]!.error = 'content differs from the tree';
-      if (hm.sha256 !== manifest.medium) ctx.results.rows.cat_medium![col.id]!.error = 'content differs from the tree';
+      await step([], async () => {
+        const hs = await w({ op: 'catdir', dir: p(T.smallDir(T.catDir)), hash: true });
+        if (hs.sha256 !== manifest.small[T.catDir]) flag('cat_small', 'content differs from the tree');
+      });
+      await step([], async () => {
+        const hm = await w({ op: 'catdir', dir: p(T.medium), hash: true });
+        if (hm.sha256 !== manifest.medium) flag('cat_medium', 'content differs from the tree');
+      });
     } else if (phase === 'big') {
-      const sampler = new RssSampler(m.pid);
-      const cold = await w({ op: 'read', file: p(T.big) }).finally(() => { ctx.results.rss[col.id] = sampler.stop(); });
-      record(ctx, col.id, 'read_cold', cold.seconds, { bytes: cold.bytes, mibPerSec: sizes.bigBytes / MiB / cold.seconds,
-        ...(cold.bytes === sizes.bigBytes ? {} : { error: `read ${cold.bytes} bytes` }) });
-      await wire('read_cold');
-      const warm = await w({ op: 'read', file: p(T.big) });
-      record(ctx, col.id, 'read_warm', warm.seconds, { bytes: warm.bytes, mibPerSec: sizes.bigBytes / MiB / warm.seconds });
-      await wire('read_warm');
-      const h = await w({ op: 'read', file: p(T.big), hash: true });
-      if (h.sha256 !== manifest.big) ctx.results.rows.read_cold![col.id]!.error = 'content differs from the tree';
+      await step(['read_cold'], async () => {
+        const sampler = new RssSampler(m!.pid);
+        const cold = await w({ op: 'read', file: p(T.big) }).finally(() => { ctx.results.rss[col.id] = sampler.stop(); });
+        record(ctx, col.id, 'read_cold', cold.seconds, { bytes: cold.bytes, mibPerSec: sizes.bigBytes / MiB / cold.seconds,
+          ...(cold.bytes === sizes.bigBytes ? {} : { error: `read ${cold.bytes} bytes` }) });
+        await wire('read_cold');
+      });
+      await step(['read_warm'], async () => {
+        const warm = await w({ op: 'read', file: p(T.big) });
+        record(ctx, col.id, 'read_warm', warm.seconds, { bytes: warm.bytes, mibPerSec: sizes.bigBytes / MiB / warm.seconds });
+        await wire('read_warm');
+      });
+      await step([], async () => {
+        const h = await w({ op: 'read', file: p(T.big), hash: true });
+        if (h.sha256 !== manifest.big) flag('read_cold', 'content differs from the tree');
+      });
     } else if (phase === 'write') {
-      const wr = await w({ op: 'write', file: p(T.write), bytes: sizes.writeBytes });
-      const tDone = performance.now();
-      record(ctx, col.id, 'write_fsync', wr.seconds, { writeSeconds: wr.writeSeconds, fsyncSeconds: wr.fsyncSeconds });
-      // When did the server have all of it? (Ours promises: when fsync returned.)
-      const has = async () => (await col.server.size(T.write)) === sizes.writeBytes;
-      const onServerAtReturn = await has();
-      const ok = onServerAtReturn || await pollUntil(has, 600_000);
-      const serverSecs = onServerAtReturn ? wr.seconds : wr.seconds + (performance.now() - tDone) / 1000;
-      record(ctx, col.id, 'write_server', ok ? serverSecs : null, { onServerWhenFsyncReturned: onServerAtReturn, ...(ok ? {} : { error: 'never reached the server' }) });
-      await wire('write_server');
-      if (ok) {
-        // rclone's local backend writes in place while a PUT runs: wait until the bytes settle.
-        await pollUntil(async () => (await col.server.sha256(T.write)) === wr.sha256, 60_000);
-        if ((await col.server.sha256(T.write)) !== wr.sha256) ctx.results.rows.write_server![col.id]!.error = 'server copy differs from what was written';
-      }
-
-      const cr = await w({ op: 'create', dir: p(T.created), count: sizes.createCount, bytes: sizes.createBytes, name: 'c' });
-      const cDone = performance.now();
-      record(ctx, col.id, 'create', cr.seconds);
-      const all = async () => (await col.server.count(T.created)) === sizes.createCount;
-      const cAtReturn = await all();
-      const cOk = cAtReturn || await pollUntil(all, 600_000);
-      record(ctx, col.id, 'create_server', cOk ? (cAtReturn ? cr.seconds : cr.seconds + (performance.now() - cDone) / 1000) : null,
-        { onServerWhenCloseReturned: cAtReturn, ...(cOk ? {} : { error: 'not all on the server' }) });
-      await wire('create_server');
-
-      const rn = await w({ op: 'rename', from: p(T.smallDir(T.renameDir)), to: p(T.renamed) });
-      record(ctx, col.id, 'rename', rn.seconds);
-      await wire('rename');
-      const rm = await w({ op: 'rmrf', dir: p(T.renamed) });
-      record(ctx, col.id, 'rmrf', rm.seconds);
-      await wire('rmrf');
+      await step(['write_fsync', 'write_server'], async () => {
+        const wr = await w({ op: 'write', file: p(T.write), bytes: sizes.writeBytes });
+        const tDone = performance.now();
+        record(ctx, col.id, 'write_fsync', wr.seconds, { writeSeconds: wr.writeSeconds, fsyncSeconds: wr.fsyncSeconds });
+        // When did the server have all of it? (Ours promises: when fsync returned.)
+        const has = async () => (await col.server.size(T.write)) === sizes.writeBytes;
+        const onServerAtReturn = await has();
+        const ok = onServerAtReturn || await pollUntil(has, 600_000);
+        const serverSecs = onServerAtReturn ? wr.seconds : wr.seconds + (performance.now() - tDone) / 1000;
+        record(ctx, col.id, 'write_server', ok ? serverSecs : null, { onServerWhenFsyncReturned: onServerAtReturn, ...(ok ? {} : { error: 'never reached the server' }) });
+        await wire('write_server');
+        if (ok) {
+          // rclone's local backend writes in place while a PUT runs: wait until the bytes settle.
+          await pollUntil(async () => (await col.server.sha256(T.write)) === wr.sha256, 60_000);
+          if ((await col.server.sha256(T.write)) !== wr.sha256) flag('write_server', 'server copy differs from what was written');
+        }
+      });
+      await step(['create', 'create_server'], async () => {
+        const cr = await w({ op: 'create', dir: p(T.created), count: sizes.createCount, bytes: sizes.createBytes, name: 'c' });
+        const cDone = performance.now();
+        record(ctx, col.id, 'create', cr.seconds);
+        const all = async () => (await col.server.count(T.created)) === sizes.createCount;
+        const cAtReturn = await all();
+        const cOk = cAtReturn || await pollUntil(all, 600_000);
+        record(ctx, col.id, 'create_server', cOk ? (cAtReturn ? cr.seconds : cr.seconds + (performance.now() - cDone) / 1000) : null,
+          { onServerWhenCloseReturned: cAtReturn, ...(cOk ? {} : { error: 'not all on the server' }) });
+        await wire('create_server');
+      });
+      await step(['rename', 'rmrf'], async () => {
+        const rn = await w({ op: 'rename', from: p(T.smallDir(T.renameDir)), to: p(T.renamed) });
+        record(ctx, col.id, 'rename', rn.seconds);
+        await wire('rename');
+        const rm = await w({ op: 'rmrf', dir: p(T.renamed) });
+        record(ctx, col.id, 'rmrf', rm.seconds);
+        await wire('rmrf');
+      });
     }
   } catch (e) {
     fail(ctx, col.id, rowsOf, e);
@@ -1061,13 +1088,9 @@ async function main(): Promise<number> {
       if (!wanted(phase)) continue;
       log(`phase ${phase}`);
       for (const col of columns) {
-        if (phase === 'wire' && col.id === 'rclone-full' && columns.some((c) => c.id === 'rclone-writes')) continue;
         await runPhase(ctx, col, phase);
       }
     }
-    // One wire figure serves both rclone modes (same server, same proxy).
-    const wr = results.rows.wire;
-    if (wr?.['rclone-writes'] && args.columns.includes('rclone-full')) wr['rclone-full'] = wr['rclone-writes'];
   } finally {
     await cleanup();
     results.machine.loadAvgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);

@@ -12,7 +12,7 @@ const TITLE: Record<ColumnId, string> = {
 
 export interface RowDef {
   id: string;
-  phase: 'wire' | 'find' | 'small' | 'big' | 'write' | 'scale';
+  phase: 'find' | 'small' | 'big' | 'write' | 'scale';
   label: string;
   /** Target for ours / best rclone mode (issue 6), when there is one. */
   target?: number;
@@ -37,7 +37,7 @@ export function rowDefs(s: Sizes, sc?: ScaleSizes): RowDef[] {
 function baseRowDefs(s: Sizes): RowDef[] {
   const findEntries = 3 + s.mediumCount + 1 + s.dirs * (1 + s.smallPerDir);
   return [
-    { id: 'wire', phase: 'wire', label: `raw wire: one transfer of ${size(s.bigBytes)}` },
+    { id: 'wire', phase: 'big', label: `raw wire: one transfer of ${size(s.bigBytes)}` },
     { id: 'find_cold', phase: 'find', label: `find, cold (${n(findEntries)} entries)`, target: 0.5 },
     { id: 'find_warm', phase: 'find', label: 'find, warm', target: 1 },
     { id: 'ls_l', phase: 'small', label: `ls -l of ${n(s.smallPerDir)} files, cold` },
