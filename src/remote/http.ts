@@ -19,7 +19,18 @@
  *   (connect failure, 429). A 429 pauses the whole queue for Retry-After (at most maxRetryTimeMs). Then a typed
  *   RemoteError (mapError hook or by status; an untrusted TLS certificate is a final TLS_ERROR).
  * - request() bodies are wrapped so that stream errors arrive typed too (Cancelled, Timeout, NetworkError).
- * - Counters for tests: inFlight, maxInFlight, counters.{requests,retries,refreshes,pauses}.
+ * - Server silent (fail fast): a timeout (connect, headers, body idle) marks the origin silent. While it is
+ *   silent only ONE request at a time (the probe) goes to the server; every other request, those already
+ *   waiting in the queue included, fails at once with a Timeout that this client does not repeat (so one
+ *   program call costs about one timeout, not one per request queued behind a stalled one). The error's
+ *   `retryable` stays true: for the vfs it means "unreachable now, keep the data and try later", never
+ *   "refused". A request probes at most once, and after a failed probe the next one waits
+ *   min(timeoutMs, 5 s): a caller's sequence of requests then costs about one timeout, not one each.
+ *   Any answer from the server (headers of any status) clears the mark.
+ * - Queue wait is bounded: a request that waited in the queue longer than its timeout while the server
+ *   answered nothing (no headers, no body bytes, no 429 pause running) fails with Timeout instead of
+ *   starting late. A queue that is merely busy with a server that answers is not cut short.
+ * - Counters for tests: inFlight, maxInFlight, counters.{requests,retries,refreshes,pauses,failFast,queueTimeouts,probes}.
  * - enqueue(queue, fn, priority, signal): the p-queue helper used here, exported for other queues (rsync).
  * - Auth: on isAuthFailure(status, data) the hook's refresh() runs once per request (concurrent callers share
  *   one in-flight refresh) and the request is repeated with apply() run again.
@@ -134,7 +145,7 @@ export class HttpClient {
   /** Highest inFlight seen. */
   maxInFlight = 0;
   /** Counters for tests and the bench. */
-  readonly counters = { requests: 0, retries: 0, refreshes: 0, pauses: 0 };
+  readonly counters = { requests: 0, retries: 0, refreshes: 0, pauses: 0, failFast: 0, queueTimeouts: 0, probes: 0 };
 
   private readonly pool: Pool;
   private readonly queue: PQueue;
@@ -149,6 +160,16 @@ export class HttpClient {
   private pausedUntil = 0;
   private resumeTimer?: NodeJS.Timeout;
   private closed = false;
+  /** A request timed out and nothing has answered since (see "Server silent" above). */
+  private silentMark = false;
+  /** The one request allowed to the server while silent is under way. */
+  private probing = false;
+  /** No new probe before this time (set when a probe fails). */
+  private nextProbeAt = 0;
+  /** Last sign of life of the server: response headers, body bytes, end of a 429 pause. */
+  private lastProgressAt = Date.now();
+  /** Attempts waiting in the queue (not started): failed at once when the server turns silent. */
+  private readonly waiting = new Map<(failure: AttemptFailure) => void, ErrorContext>();
 
   constructor(opts: HttpClientOptions) {
     const { origin, prefix } = splitBase(opts.baseUrl);
@@ -188,6 +209,8 @@ export class HttpClient {
       const raw = res.body;
       const out = new PassThrough({ highWaterMark: 64 * 1024 });
       raw.on('error', (e) => out.destroy(this.transportFailure(e, ctx, spec.signal, true).error));
+      // body bytes are a sign of life (a long download must not count as a silent server)
+      raw.on('data', () => { this.lastProgressAt = Date.now(); });
       out.on('close', () => { if (!raw.destroyed) raw.destroy(); });
       raw.pipe(out);
       return { status: res.status, headers: res.headers, body: out };
@@ -216,11 +239,18 @@ export class HttpClient {
   /** Queue waiting + running sizes (for tests and status). */
   get queued(): number { return this.queue.size; }
 
+  /**
+   * The server stopped answering: a request timed out and nothing answered since. Other planes of
+   * the same account (Maxxo rsync) fail fast too while this holds.
+   */
+  get silent(): boolean { return this.silentMark; }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.resumeTimer) clearTimeout(this.resumeTimer);
     this.queue.clear();
+    for (const [fail, ctx] of [...this.waiting]) fail(new AttemptFailure(new Cancelled('client closed', ctx), false, false));
     await this.pool.destroy().catch(() => {});
   }
 
@@ -233,6 +263,7 @@ export class HttpClient {
     const deadline = start + this.maxRetryTimeMs;
     let attempt = 0;
     let refreshed = false;
+    const probe = { probed: false };
     for (;;) {
       if (spec.signal?.aborted) throw new Cancelled('request cancelled', ctx);
       if (this.closed) throw new Cancelled('client closed', ctx);
@@ -241,7 +272,7 @@ export class HttpClient {
       let sent = spec;
       if (this.auth && !spec.noAuth) sent = await this.auth.apply(spec);
       try {
-        return await this.attempt(sent, ctx, deadline, consume);
+        return await this.attempt(sent, ctx, deadline, consume, probe);
       } catch (e) {
         if (!(e instanceof AttemptFailure)) {
           if (e instanceof RemoteError) throw e;
@@ -288,15 +319,48 @@ export class HttpClient {
     this.counters.pauses++;
     this.queue.pause();
     if (this.resumeTimer) clearTimeout(this.resumeTimer);
-    this.resumeTimer = setTimeout(() => { this.resumeTimer = undefined; if (!this.closed) this.queue.start(); }, ms);
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      // the pause was the server's own instruction: waiting through it is not silence
+      this.lastProgressAt = Date.now();
+      if (!this.closed) this.queue.start();
+    }, ms);
     this.log.debug(`http: rate limited, queue paused for ${Math.round(ms)} ms`);
   }
 
   /** One attempt through the queue: dispatch, check status, consume while holding the slot. */
   private attempt<T>(spec: RequestSpec, ctx: ErrorContext, deadline: number,
-    consume: (res: HttpResponse, ctx: ErrorContext) => Promise<T>): Promise<T> {
+    consume: (res: HttpResponse, ctx: ErrorContext) => Promise<T>, probeState: { probed: boolean }): Promise<T> {
     return new Promise<T>((resolve, reject) => {
+      // Silent server and this request may not probe it now: do not even queue.
+      if (this.silentMark && !this.mayProbe(probeState)) return reject(this.failFast(ctx));
+      const timeout = spec.timeoutMs ?? this.timeoutMs;
+      const enqueuedAt = Date.now();
+      const waitAc = new AbortController();
+      let waitTimer: NodeJS.Timeout | undefined;
+      const failWaiting = (f: AttemptFailure) => { if (!waitAc.signal.aborted) waitAc.abort(f); };
+      const stopWaiting = () => { this.waiting.delete(failWaiting); if (waitTimer) clearTimeout(waitTimer); waitTimer = undefined; };
+      // Queue-wait bound: checked when the timeout has passed, re-armed while the server shows life.
+      const checkWait = () => {
+        waitTimer = undefined;
+        const now = Date.now();
+        const alive = Math.max(this.lastProgressAt, enqueuedAt) + timeout;
+        const until = Math.max(alive, this.pausedUntil);
+        if (now < until) { waitTimer = setTimeout(checkWait, until - now + 1); return; }
+        this.counters.queueTimeouts++;
+        failWaiting(new AttemptFailure(new Timeout(`waited ${now - enqueuedAt} ms in the queue without an answer from the server`, ctx), false, false));
+      };
+      this.waiting.set(failWaiting, ctx);
+      waitTimer = setTimeout(checkWait, timeout);
       const task = async () => {
+        stopWaiting();
+        let probe = false;
+        if (this.silentMark) {
+          if (!this.mayProbe(probeState)) throw this.failFast(ctx);
+          probe = this.probing = probeState.probed = true;
+          this.counters.probes++;
+          this.log.debug(`http: server silent, probing with ${ctx.method} ${ctx.path}`);
+        }
         this.inFlight++;
         if (this.inFlight > this.maxInFlight) this.maxInFlight = this.inFlight;
         this.counters.requests++;
@@ -307,7 +371,10 @@ export class HttpClient {
           res = await this.dispatch(spec, ctx, deadline);
         } catch (e) {
           release();
+          if (probe) this.nextProbeAt = Date.now() + Math.min(this.timeoutMs, 5000);
           throw e;
+        } finally {
+          if (probe) this.probing = false;
         }
         const closed = new Promise<void>((r) => {
           if (res.body.destroyed) return r();
@@ -330,9 +397,39 @@ export class HttpClient {
         // Hold the slot until the caller has read (or destroyed) the body.
         await closed;
       };
-      enqueue(this.queue, task, spec.priority ?? Priority.normal, spec.signal)
-        .catch((e) => reject(spec.signal?.aborted ? new AttemptFailure(new Cancelled('request cancelled', ctx), false, false) : e));
+      const signal = spec.signal ? AbortSignal.any([spec.signal, waitAc.signal]) : waitAc.signal;
+      enqueue(this.queue, task, spec.priority ?? Priority.normal, signal)
+        .catch((e) => reject(spec.signal?.aborted ? new AttemptFailure(new Cancelled('request cancelled', ctx), false, false)
+          : waitAc.signal.aborted ? waitAc.signal.reason : e))
+        .finally(stopWaiting);
     });
+  }
+
+  private mayProbe(state: { probed: boolean }): boolean {
+    return !this.probing && !state.probed && Date.now() >= this.nextProbeAt;
+  }
+
+  /** Fail-fast answer while the server is silent: typed Timeout, not repeated by this client. */
+  private failFast(ctx: ErrorContext): AttemptFailure {
+    this.counters.failFast++;
+    return new AttemptFailure(new Timeout('server not answering (another request is probing it)', ctx), false, false);
+  }
+
+  /** A timeout: the server is silent until something answers; queued requests fail now. */
+  private markSilent(): void {
+    if (this.silentMark) return;
+    this.silentMark = true;
+    this.nextProbeAt = 0;
+    this.log.warn(`http: ${this.origin} not answering; failing fast, one probe at a time, until it answers`);
+    for (const [fail, ctx] of [...this.waiting]) fail(this.failFast(ctx));
+  }
+
+  /** The server answered (headers of any status). */
+  private answered(): void {
+    this.lastProgressAt = Date.now();
+    if (!this.silentMark) return;
+    this.silentMark = false;
+    this.log.info(`http: ${this.origin} answers again`);
   }
 
   private async dispatch(spec: RequestSpec, ctx: ErrorContext, deadline: number): Promise<HttpResponse> {
@@ -360,10 +457,12 @@ export class HttpClient {
         headersTimeout,
         bodyTimeout: timeout,
       });
+      this.answered();
       return { status: r.statusCode, headers: r.headers, body: r.body as unknown as Readable };
     } catch (e) {
       if (body && typeof body === 'object' && 'destroy' in body) (body as Readable).destroy();
-      throw this.transportFailure(e, ctx, spec.signal, false);
+      // a headers wait cut short by the end of the retry budget says nothing about the server
+      throw this.transportFailure(e, ctx, spec.signal, false, headersTimeout >= timeout);
     }
   }
 
@@ -376,12 +475,13 @@ export class HttpClient {
       TRANSIENT_STATUS.has(status) ? parseRetryAfter(res.headers['retry-after']) : undefined, auth);
   }
 
-  private transportFailure(e: unknown, ctx: ErrorContext, signal: AbortSignal | undefined, inBody: boolean): AttemptFailure {
+  private transportFailure(e: unknown, ctx: ErrorContext, signal: AbortSignal | undefined, inBody: boolean, fullWait = true): AttemptFailure {
     if (e instanceof AttemptFailure) return e;
     if (signal?.aborted) return new AttemptFailure(new Cancelled('request cancelled', ctx), false, false);
     const code = (e as { code?: string })?.code ?? '';
     const name = (e as { name?: string })?.name ?? '';
     const msg = redact(String((e as Error)?.message ?? e));
+    if (fullWait && (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT')) this.markSilent();
     switch (code) {
       case 'UND_ERR_CONNECT_TIMEOUT':
         return new AttemptFailure(new Timeout('connect timed out', { ...ctx, cause: e }), true, true);

@@ -410,3 +410,99 @@ function writeSanConfig(dir: string) {
   // subjectAltName: modern TLS checks the IP against SANs, not the CN.
   writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName = IP:127.0.0.1\n');
 }
+
+test.serial('silent server: one probe at a time, queued and new requests fail fast with Timeout, the mark clears on an answer', async (t) => {
+  let stalled = true;
+  const held: http.ServerResponse[] = [];
+  const s = await serve({
+    '/x': (_q, res) => { if (stalled) held.push(res); else json(res, 200, { ok: true }); },
+  });
+  t.teardown(() => s.close());
+  const timeoutMs = 400;
+  const c = client(s.url, { concurrency: 2, timeoutMs, maxAttempts: 3, maxRetryTimeMs: 3000 });
+  t.teardown(() => c.close());
+  const t0 = Date.now();
+  // 2 run, 10 wait in the queue behind them
+  const results = await Promise.allSettled(Array.from({ length: 12 }, () => c.json({ method: 'GET', path: '/x' }).finally(() => Date.now() - t0)));
+  const took = Date.now() - t0;
+  for (const r of results) {
+    t.is(r.status, 'rejected');
+    const e = (r as PromiseRejectedResult).reason as RemoteError;
+    t.true(e instanceof RemoteError);
+    t.is(e.code, 'TIMEOUT');
+  }
+  t.true(c.silent, 'marked silent');
+  // The queued ones end either by the queue-wait bound (same moment as the first timeout) or fail fast.
+  const quick = c.counters.failFast + c.counters.queueTimeouts;
+  t.true(quick >= 10, `fail-fast answers: ${c.counters.failFast}, queue-wait timeouts: ${c.counters.queueTimeouts}`);
+  // Without fail fast the 10 queued requests would each have reached the stalled server (and retried).
+  const hits = s.hits.get('/x') ?? 0;
+  t.true(hits <= 2 + 3, `server saw ${hits} requests (2 first, then only probes)`);
+  t.true(c.counters.probes >= 1);
+  t.log(`12 concurrent requests on a stalled server (timeout ${timeoutMs} ms): all failed in ${took} ms; server saw ${hits}; fail-fast ${c.counters.failFast}, queue-wait timeouts ${c.counters.queueTimeouts}, probes ${c.counters.probes}`);
+  // A new request while silent becomes the probe; once the server answers, the mark is gone.
+  stalled = false;
+  for (const r of held) r.destroy();
+  const ok = await c.json<{ ok: boolean }>({ method: 'GET', path: '/x' });
+  t.true(ok.data.ok);
+  t.false(c.silent, 'mark cleared by the answer');
+  const all = await Promise.all(Array.from({ length: 6 }, () => c.json<{ ok: boolean }>({ method: 'GET', path: '/x' })));
+  t.true(all.every((r) => r.data.ok), 'normal service after the server answers again');
+});
+
+test.serial('silent server: a concurrent request fails fast while the probe waits, and is not repeated by the client', async (t) => {
+  const s = await serve({ '/stall': () => { /* never answers */ }, '/other': () => { /* never answers */ } });
+  t.teardown(() => s.close());
+  const c = client(s.url, { concurrency: 4, timeoutMs: 500, maxAttempts: 5, maxRetryTimeMs: 5000 });
+  t.teardown(() => c.close());
+  // First timeout marks the server silent; its own retries probe one at a time.
+  const first = c.json({ method: 'GET', path: '/stall' }).catch((e: RemoteError) => e);
+  for (let i = 0; i < 200 && !c.silent; i++) await new Promise((r) => setTimeout(r, 10));
+  t.true(c.silent);
+  await new Promise((r) => setTimeout(r, 100)); // the retry (probe) is under way
+  const t0 = Date.now();
+  const e = await t.throwsAsync(c.json({ method: 'GET', path: '/other' }), { instanceOf: RemoteError });
+  t.is(e!.code, 'TIMEOUT');
+  t.is(s.hits.get('/other') ?? 0, 0, 'never sent: the probe is under way');
+  // retryable stays true: for the vfs that means "unreachable now, keep the data", not "refused"
+  t.true(e!.retryable);
+  t.log(`fail-fast answer in ${Date.now() - t0} ms while the probe waits`);
+  t.is(((await first) as RemoteError).code, 'TIMEOUT');
+});
+
+test('queue wait is bounded when the server answers nothing; a busy queue of a live server is not cut short', async (t) => {
+  const s = await serve({
+    '/hold': () => { /* never answers */ },
+    '/drip': (_q, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      let n = 0;
+      const iv = setInterval(() => { res.write(Buffer.alloc(10)); if (++n === 25) { clearInterval(iv); res.end(); } }, 40);
+      res.on('close', () => clearInterval(iv));
+    },
+    '/ok': (_q, res) => json(res, 200, { ok: true }),
+  });
+  t.teardown(() => s.close());
+  const c = client(s.url, { concurrency: 1, timeoutMs: 5000, maxAttempts: 1 });
+  t.teardown(() => c.close());
+  // The slot is held by a request the server never answers (its own timeout is long).
+  const holder = c.json({ method: 'GET', path: '/hold' }).catch((e: RemoteError) => e);
+  await new Promise((r) => setTimeout(r, 50));
+  const e = await t.throwsAsync(c.json({ method: 'GET', path: '/ok', timeoutMs: 300 }), { instanceOf: RemoteError });
+  t.is(e!.code, 'TIMEOUT');
+  t.regex(e!.message, /queue/);
+  t.is(c.counters.queueTimeouts, 1);
+  t.is(s.hits.get('/ok') ?? 0, 0, 'did not start late');
+  await c.close();
+
+  // A live server streaming a long body in the only slot: the waiting request is served after it.
+  const c2 = client(s.url, { concurrency: 1, timeoutMs: 300, maxAttempts: 1 });
+  t.teardown(() => c2.close());
+  const drip = await c2.request({ method: 'GET', path: '/drip' });
+  const waiter = c2.json<{ ok: boolean }>({ method: 'GET', path: '/ok' });
+  let got = 0;
+  for await (const ch of drip.body) got += (ch as Buffer).length;
+  t.is(got, 250);
+  t.true((await waiter).data.ok, 'waited about 1 s (> its timeout) behind a live transfer and was served');
+  t.is(c2.counters.queueTimeouts, 0);
+  await holder;
+});
