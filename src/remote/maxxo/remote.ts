@@ -22,7 +22,7 @@ import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs
 import { Priority } from '../types.js';
 import {
   RemoteError, NotFound, NotADirectory, IsADirectory, AlreadyExists, NotEmpty, InvalidName, BadRequest, TransferFailed,
-  Cancelled, isRemoteError, type ErrorContext,
+  Cancelled, Timeout, isRemoteError, type ErrorContext,
 } from '../errors.js';
 import type { ClientOptions } from '../options.js';
 import { validName } from '../names.js';
@@ -334,13 +334,22 @@ export class MaxxoRemote implements Remote {
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new Cancelled('remote closed', ctx);
       if (opts.signal?.aborted) throw new Cancelled('transfer cancelled', ctx);
+      // The API server of this account stopped answering: fetching the slice again is the probe (it
+      // fails at once while another request probes), so a transfer does not wait out rsync's own
+      // timeouts against a stopped server, and a good answer lets the transfers go again.
+      if (this.client.http.silent) this.slicePromise = undefined;
       const slice = await this.slice(opts);
       const host = slice.ip.includes(':') ? `[${slice.ip}]` : slice.ip;
       const url = `rsync://${slice.login}@${host}:${slice.port}/${slice.login}`;
       const argv = ['-s', '--no-motd', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
-      const r = await enqueue(this.transfers, () => { this.rsyncRuns++; return runRsync({
-        args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-      }, ctx); }, opts.priority ?? Priority.background, opts.signal)
+      const r = await enqueue(this.transfers, () => {
+        // turned silent while this transfer waited in the queue: fail fast like the API requests
+        if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
+        this.rsyncRuns++;
+        return runRsync({
+          args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
+        }, ctx);
+      }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       if (r.code === 0) return r;
       const f = rsyncFailure(r, ctx, slice.rsync);
