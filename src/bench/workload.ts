@@ -88,9 +88,18 @@ export async function runJob(job: Job): Promise<JobResult> {
       return { seconds: secs(), bytes, entries: names.length, sha256: hash?.digest('hex') };
     }
     case 'read': {
-      const hash = job.hash ? createHash('sha256') : undefined;
-      const bytes = readAll(job.file, Buffer.allocUnsafe(BUF), hash);
-      return { seconds: secs(), bytes, sha256: hash?.digest('hex') };
+      if (job.hash) {
+        const hash = createHash('sha256');
+        const bytes = readAll(job.file, Buffer.allocUnsafe(BUF), hash);
+        return { seconds: secs(), bytes, sha256: hash.digest('hex') };
+      }
+      // dd, not a Node read loop: Node's copy into JS memory costs about as much as a
+      // page-cache re-read itself (0.22 s against dd's 0.08 s for 512 MiB here).
+      const r = spawnSync('dd', [`if=${job.file}`, 'of=/dev/null', 'bs=1M'], { encoding: 'utf8' });
+      const seconds = secs();
+      if (r.status !== 0) throw new Error(`dd exited ${r.status}: ${(r.stderr ?? '').trim().slice(0, 300)}`);
+      const m = /^(\d+) bytes/m.exec(r.stderr ?? '');
+      return { seconds, bytes: m ? Number(m[1]) : -1 };
     }
     case 'write': {
       // Random bytes prepared before the clock starts; each 1 MiB chunk differs (its index is
