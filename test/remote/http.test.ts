@@ -440,11 +440,18 @@ test.serial('silent server: one probe at a time, queued and new requests fail fa
   t.true(hits <= 2 + 3, `server saw ${hits} requests (2 first, then only probes)`);
   t.true(c.counters.probes >= 1);
   t.log(`12 concurrent requests on a stalled server (timeout ${timeoutMs} ms): all failed in ${took} ms; server saw ${hits}; fail-fast ${c.counters.failFast}, queue-wait timeouts ${c.counters.queueTimeouts}, probes ${c.counters.probes}`);
-  // A new request while silent becomes the probe; once the server answers, the mark is gone.
+  // A new request while silent becomes the probe once the pause after the last failed probe (here
+  // min(timeout, 5 s)) is over; before that it fails fast. Once the server answers, the mark is gone.
   stalled = false;
   for (const r of held) r.destroy();
-  const ok = await c.json<{ ok: boolean }>({ method: 'GET', path: '/x' });
-  t.true(ok.data.ok);
+  let ok: { data: { ok: boolean } } | undefined;
+  let early = 0;
+  for (let i = 0; i < 50 && !ok; i++) {
+    ok = await c.json<{ ok: boolean }>({ method: 'GET', path: '/x' }).catch((e: RemoteError) => { t.is(e.code, 'TIMEOUT'); early++; return undefined; });
+    if (!ok) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.true(ok?.data.ok, 'the probe got the answer');
+  t.true(early * 50 <= timeoutMs + 1000, `fail-fast answers before the probe: ${early}`);
   t.false(c.silent, 'mark cleared by the answer');
   const all = await Promise.all(Array.from({ length: 6 }, () => c.json<{ ok: boolean }>({ method: 'GET', path: '/x' })));
   t.true(all.every((r) => r.data.ok), 'normal service after the server answers again');
@@ -505,4 +512,26 @@ test('queue wait is bounded when the server answers nothing; a busy queue of a l
   t.true((await waiter).data.ok, 'waited about 1 s (> its timeout) behind a live transfer and was served');
   t.is(c2.counters.queueTimeouts, 0);
   await holder;
+});
+
+test.serial('silent server: requests already waiting in the queue fail at once when the server turns silent', async (t) => {
+  const s = await serve({ '/hold': () => { /* never answers */ }, '/ok': (_q, res) => json(res, 200, { ok: true }) });
+  t.teardown(() => s.close());
+  const c = client(s.url, { concurrency: 1, timeoutMs: 400, maxAttempts: 1 });
+  t.teardown(() => c.close());
+  const holder = c.json({ method: 'GET', path: '/hold' }).catch((e: RemoteError) => e);
+  await new Promise((r) => setTimeout(r, 50));
+  // Their own queue-wait bound (10 s) is far away: only the silent mark ends their wait early.
+  const t0 = Date.now();
+  const waiters = await Promise.allSettled([1, 2, 3].map(() => c.json({ method: 'GET', path: '/ok', timeoutMs: 10_000 })));
+  const took = Date.now() - t0;
+  t.is(((await holder) as RemoteError).code, 'TIMEOUT');
+  for (const w of waiters) {
+    t.is(w.status, 'rejected');
+    t.is(((w as PromiseRejectedResult).reason as RemoteError).code, 'TIMEOUT');
+  }
+  t.is(c.counters.failFast, 3);
+  t.is(c.counters.queueTimeouts, 0);
+  t.is(s.hits.get('/ok') ?? 0, 0, 'none of them was sent late');
+  t.true(took < 10_000, `waiters failed after ${took} ms (with the holder's timeout), not after their own 10 s`);
 });
