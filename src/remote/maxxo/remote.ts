@@ -119,11 +119,20 @@ export class MaxxoRemote implements Remote {
         byParent.set(parent, [...(byParent.get(parent) ?? []), i]);
       }
       await Promise.all([...byParent].map(async ([parent, idx]) => {
-        const listing = await this.list(parent, opts).catch(() => undefined);
+        // A failed listing must not leave the guess 'file' for what may be a folder (creates in
+        // it would then fail): a parent gone meanwhile means the entry is gone, anything else
+        // (500, 503, a cut connection) fails the stat as a whole.
+        let listing: ListResult | undefined;
+        try {
+          listing = await this.list(parent, opts);
+        } catch (e) {
+          if (!isRemoteError(e, 'NOT_FOUND') && !isRemoteError(e, 'NOT_A_DIRECTORY')) throw e;
+        }
         for (const i of idx) {
           const name = pathParts(paths[i]!).pop()!;
           const e = listing?.entries.find((x) => x.name === name);
-          if (e) out[i] = { ...e };
+          if (!listing) out[i] = null;
+          else if (e) out[i] = { ...e };
         }
       }));
     }
