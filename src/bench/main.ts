@@ -983,7 +983,9 @@ async function main(): Promise<number> {
     log(`generating the tree (${(fullSizes === sizes ? 'full' : 'quick')} sizes)`);
     const master = join(work, 'master');
     const t0 = performance.now();
-    const manifest = generateTree(master, sizes);
+    // Only scaling rows asked for: the main tree is not needed anywhere.
+    const needMain = rowDefs(sizes).some((r) => !args.only || args.only.has(r.id));
+    const manifest = generateTree(master, needMain ? sizes : { ...sizes, bigBytes: 0, mediumCount: 0, dirs: 0 });
     vlog(`tree: ${manifest.totalBytes / MiB} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const ctx: Ctx = { args, sizes, manifest, work, results };
     const scaleMaster = join(work, 'scale-master');
@@ -1013,7 +1015,7 @@ async function main(): Promise<number> {
         const slice = await maxxoSlice(info.url);
         if (slice.rsync_port !== rsyncProxy.port) throw new Error(`/slice advertises rsync port ${slice.rsync_port}, not the proxy's ${rsyncProxy.port}`);
         const userDir = join(info.filesDir, 'maxxo', slice.login);
-        cpSync(join(master, T.top), join(userDir, T.top), { recursive: true });
+        if (needMain) cpSync(join(master, T.top), join(userDir, T.top), { recursive: true });
         if (ctx.scale) linkTree(join(scaleMaster, S.top), join(userDir, S.top));
         columns.push({
           id: 'maxxo',
@@ -1035,7 +1037,7 @@ async function main(): Promise<number> {
         const api = new VboxxApi(info.url);
         await api.login();
         log('uploading the tree to the vBoxx reference server');
-        await api.uploadTree(master, T.top);
+        if (needMain) await api.uploadTree(master, T.top);
         if (ctx.scale) {
           await api.allowFileSize(ctx.scale.sizes.bigBytes);
           log('uploading the scaling tree to the vBoxx reference server');
@@ -1058,7 +1060,7 @@ async function main(): Promise<number> {
     if (rcloneCols.length) {
       const base = join(work, 'webdav');
       for (const c of rcloneCols) {
-        cpSync(join(master, T.top), join(base, c.slice(7), T.top), { recursive: true });
+        if (needMain) cpSync(join(master, T.top), join(base, c.slice(7), T.top), { recursive: true });
         if (ctx.scale) linkTree(join(scaleMaster, S.top), join(base, c.slice(7), S.top));
       }
       const home = join(work, 'home-rclone');
