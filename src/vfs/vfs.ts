@@ -494,13 +494,19 @@ export class Vfs implements VfsApi {
 
   private async fetchStat(path: string, gen: number): Promise<RemoteEntry | null> {
     let e: RemoteEntry | null;
+    const batched = !!(this.remote.statMany && this.remote.capabilities.batchStat);
     try {
-      e = this.remote.statMany && this.remote.capabilities.batchStat
+      e = batched
         ? await this.batchedStat(path)
         : await this.bounded(`stat ${path}`, (signal) => this.remote.stat(path, { signal, priority: Priority.interactive }));
     } catch (err) {
-      // a parent that is a file reads as "no such entry" below it
-      if (isRemoteError(err, 'NOT_A_DIRECTORY') || isRemoteError(err, 'NOT_FOUND')) e = null; else throw err;
+      // a parent that is a file reads as "no such entry" below it. Not for a batch: statMany
+      // answers null per missing path, so its failure as a whole (a bare 404, a lost route) says
+      // nothing about each path and must not become a negative entry for all of them.
+      const missing = isRemoteError(err, 'NOT_A_DIRECTORY') || isRemoteError(err, 'NOT_FOUND');
+      if (missing && !batched) e = null;
+      else if (missing) throw new BadResponse(`stat of ${path} failed: ${(err as Error).message}`, { path });
+      else throw err;
     }
     // our own change raced this request: its answer may predate the change, so do not cache it
     if (this.dirGen(parentOf(path)) === gen) {

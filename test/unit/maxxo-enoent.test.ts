@@ -3,10 +3,10 @@
 // injected faults (500, 503, connections cut mid-body). Also pins that a failed parent listing
 // (the stat fallback for servers whose filesize rows lack `type`) never guesses a folder's type.
 import test from 'ava';
-import { tempDir, quietLog } from './helpers.js';
+import { tempDir, quietLog, setup, O_CREAT, O_WRONLY } from './helpers.js';
 import { startEmulator, setFaults, MAXXO_DEMO } from '../helpers/emulator.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { ServiceUnavailable, isRemoteError } from '../../src/remote/errors.js';
+import { NotFound, ServiceUnavailable, isRemoteError } from '../../src/remote/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 
 const O_WRONLY_CREAT = 0o101;
@@ -128,4 +128,23 @@ test('statMany answers each asked path in order: duplicates, folders, missing na
     const l = await remote.list('/sp');
     for (const e of l.entries) t.like(await remote.stat(`/sp/${e.name}`), { name: e.name, type: e.type }, e.name);
   }
+});
+
+test('a batched stat that fails as a whole with "not found" is an error, not a negative entry for every folder in the batch', async (t) => {
+  const { remote, vfs } = await setup(t, { batchStat: true, latencyMs: 5 }, { attrTtlMs: 30, dirTtlMs: 60, negativeTtlMs: 5_000 });
+  const dirs = Array.from({ length: 8 }, (_, i) => `/fresh/d${i}`);
+  await vfs.mkdir('/fresh', 0o755);
+  for (const d of dirs) await vfs.mkdir(d, 0o755);
+  await sleep(100); // our own entries expired: the next lookups ask the server, in one batch
+  // the whole statMany answered 404 without a service error code (proxy, lost route)
+  remote.failNext({ method: 'statMany', error: new NotFound('HTTP 404') });
+  const first = await Promise.all(dirs.map((d) => vfs.getattr(d).then(() => 'ok', (e) => code(e))));
+  t.false(first.includes('NOT_FOUND'), `a failed batch is not "no such folder": ${first.join(',')}`);
+  // and nothing of it was cached: creates in every folder work at once
+  for (const d of dirs) {
+    const fh = await vfs.create(`${d}/f`, 0o644, O_WRONLY | O_CREAT);
+    await vfs.release(`${d}/f`, fh);
+  }
+  await vfs.flushAll();
+  for (const d of dirs) t.true(remote.has(`${d}/f`), d);
 });
