@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { startEmulator, serverStats } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
+import { DEMO_POLICY } from '../../src/emulator/vboxx/demo.js';
 import {
   createVboxxRemote, VboxxRemote, VboxxClient, mapRoots, sanitizeRootName, parseExtensions, type VboxxRemoteOptions,
 } from '../../src/remote/vboxx/index.js';
@@ -150,8 +151,9 @@ test('mkdir, move, remove, statfs, share link; top level and cross-root rules', 
   await r.remove(['/Files/m dir']);
   t.is(await r.stat('/Files/m dir'), null);
   t.is(await code(r.remove(['/Files/m dir'])), 'NOT_FOUND');
+  // The demo user has no quota of their own; the organization policy caps the account at 10 GiB.
   const fs = await r.statfs();
-  t.is(fs.total, null);
+  t.is(fs.total, DEMO_POLICY.space_quota);
   t.true(fs.used > 0);
   const link = await r.shareLink('/Files/readme.txt');
   t.is(await (await fetch(link.url)).text(), 'Welcome to the vBoxxCloud demo account.\n');
