@@ -63,7 +63,7 @@ const USAGE = `Usage: scripts/bench [options]
                      sequential read of 4 GiB (quick: 100 / 1,000 / 10,000 and 256 MiB)
   --profile DIR      run our mounts under node --cpu-prof (profiles in DIR, per phase); the JSON gets
                      each profile's top functions by self time (the profiler itself costs some speed)
-  --table-from FILE  print the table of an earlier JSON results file (with --readme: into the README); runs nothing
+  --table-from F[,F] print the tables of earlier JSON results files (with --readme: into the README); runs nothing
   --readme           put the table into README.md between <!-- bench-table --> and <!-- /bench-table -->
   -v                 log every step
 `;
@@ -948,7 +948,8 @@ async function main(): Promise<number> {
   verbose = args.verbose;
   profileDir = args.profile;
   if (args.tableFrom) {
-    const table = formatTable(JSON.parse(readFileSync(args.tableFrom, 'utf8')) as Results);
+    const table = args.tableFrom.split(',')
+      .map((f) => formatTable(JSON.parse(readFileSync(f, 'utf8')) as Results)).join('\n\n');
     process.stdout.write(`${table}\n`);
     if (args.readme) updateReadme(table);
     return 0;
