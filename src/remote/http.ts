@@ -50,6 +50,7 @@ import {
 } from './errors.js';
 import { Priority } from './types.js';
 import { redact, silentLogger, type Logger } from '../log.js';
+import { sleep } from '../util/sleep.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
 
@@ -574,11 +575,3 @@ export function defaultError(status: number, data: unknown, ctx: ErrorContext): 
   return new RemoteError(`HTTP_${status}`, msg, ctx, status >= 500);
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -27,6 +27,7 @@ import type { Attr, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, Vf
 import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
 import { RangeSet } from './ranges.js';
+import { sleep } from '../util/sleep.js';
 
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
 
@@ -162,14 +163,6 @@ function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): 
 function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
     fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) { reject(signal.reason); return; }
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 function errText(e: unknown): string {

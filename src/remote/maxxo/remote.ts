@@ -31,6 +31,7 @@ import { enqueue } from '../http.js';
 import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
 import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
 import { silentLogger, type Logger } from '../../log.js';
+import { sleep } from '../../util/sleep.js';
 
 export interface MaxxoRemoteOptions extends ClientOptions {
   /** rsync binary (default: `rsync` from PATH). */
@@ -425,11 +426,3 @@ function backoff(attempt: number): number {
   return Math.random() * Math.min(5000, 200 * 2 ** (attempt - 1));
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -25,6 +25,7 @@ import type {
   OrganizationCreate, OrganizationUpdate, OrgSubList, PageOptions, Person, PersonCreate, PersonFull, PersonUpdate,
   PolicyUpdate, Root, RootCreate, RootUpdate,
 } from './management-types.js';
+import { sleep as sleepUntil } from '../../util/sleep.js';
 
 export interface VboxxClientConfig extends ClientOptions {
   /** Files larger than this go through chunked upload (default 8 MiB). */
@@ -94,12 +95,7 @@ function cleanForm(f: Record<string, FormValue>): Record<string, string | number
   return out;
 }
 
-const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve, reject) => {
-  if (signal?.aborted) return reject(new Cancelled('cancelled'));
-  const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-  const onAbort = () => { clearTimeout(t); reject(new Cancelled('cancelled')); };
-  signal?.addEventListener('abort', onAbort, { once: true });
-});
+const sleep = (ms: number, signal?: AbortSignal) => sleepUntil(ms, signal, () => new Cancelled('cancelled'));
 
 export class VboxxClient {
   readonly http: HttpClient;
