@@ -50,7 +50,12 @@ const nm = join(root, 'node_modules');
 const stamp = join(nm, '.package-lock.json');
 if (!existsSync(nm) || mtime(join(root, 'package-lock.json')) > mtime(stamp)) {
   log('installing npm dependencies (npm ci; better-sqlite3 builds from source, about 80 s)');
-  execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  // One retry: a native build (better-sqlite3 via node-gyp) that trips once is not worth a red run.
+  const ci = () => spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' }).status === 0;
+  if (!ci()) {
+    log('npm ci failed; trying once more');
+    if (!ci()) { console.error('[setup] npm ci failed twice; see the output above'); process.exit(1); }
+  }
 }
 
 // Rebuild when any source is newer than the last build.
