@@ -483,7 +483,12 @@ export class Vfs implements VfsApi {
     // refetched for one name: a stat is cheaper than a big listing.
     const stale = path === '/' ? undefined : this.dirs.get(dir);
     if (stale && stale.expires > Date.now() - this.opts.dirTtlMs) {
-      const fresh = await this.listing(dir).catch(() => undefined);
+      // a folder gone (or now a file) is the stat's to answer; any other failure (timeout,
+      // 5xx) is this lookup's: a stat after it would only double the wait for the same error
+      const fresh = await this.listing(dir).catch((e) => {
+        if (isRemoteError(e, 'NOT_FOUND') || isRemoteError(e, 'NOT_A_DIRECTORY')) return undefined;
+        throw e;
+      });
       if (fresh) {
         const again = this.peek(path);
         if (again !== undefined) return again;
