@@ -430,8 +430,9 @@ export class VboxxClient {
     const { data } = await this.getJson({
       method: 'PUT', path, body: chunk, headers: { 'content-type': 'application/octet-stream' },
       query: { ...(state.upload_id ? { upload_id: state.upload_id } : {}), offset: state.offset },
-      // A repeat of a chunk that did land gets an offset mismatch that tells us where to go on.
-      idempotent: state.upload_id !== undefined, signal: o.signal, priority: o.priority ?? Priority.background,
+      // A repeat of a chunk that did land gets an offset mismatch that tells us where to go on;
+      // a repeat of the first one opens a fresh upload session, and the lost one is never committed.
+      idempotent: true, signal: o.signal, priority: o.priority ?? Priority.background,
     });
     return parseChunkState(data, this.ctx('PUT', path));
   }
