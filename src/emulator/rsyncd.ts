@@ -4,7 +4,7 @@
 // and the wrapper kills the daemon, so no orphan keeps a port or serves stale secrets. SIGKILL:
 // the listener holds no state, and SIGTERM costs rsync a 400 ms cleanup pause.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync, renameSync, chmodSync, mkdirSync } from 'node:fs';
+import { writeFileSync, renameSync, chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 
@@ -88,16 +88,43 @@ function writeConfig(dir: string, modules: RsyncModule[]): { conf: string; secre
   return { conf, secrets };
 }
 
-async function freePort(host: string): Promise<number> {
-  return new Promise((res, rej) => {
+// The daemon must get the same port back after every restart. A port from the kernel's ephemeral
+// range (what listen(0) hands out) can meanwhile become the source port of any outgoing connection
+// on the machine (HTTP keep-alive, the rsync clients themselves), and such a socket blocks bind
+// even with SO_REUSEADDR for as long as it lives: the restart then fails for seconds or forever.
+// So the port is chosen below the ephemeral range, where the kernel never autobinds.
+function ephemeralStart(): number {
+  try {
+    const lo = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (Number.isInteger(lo) && lo > 0) return lo;
+  } catch { /* not Linux: fall back below */ }
+  return 32768;
+}
+
+function listenOnce(host: string, port: number): Promise<number | null> {
+  return new Promise((res) => {
     const s = createServer();
-    s.once('error', rej);
-    s.listen(0, host, () => {
+    s.once('error', () => res(null));
+    s.listen({ port, host, exclusive: true }, () => {
       const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
+      const got = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(got));
     });
   });
+}
+
+async function freePort(host: string): Promise<number> {
+  const top = ephemeralStart();
+  const bottom = 10000;
+  if (top - bottom >= 1000) {
+    for (let i = 0; i < 50; i++) {
+      const p = await listenOnce(host, bottom + Math.floor(Math.random() * (top - bottom)));
+      if (p) return p;
+    }
+  }
+  const p = await listenOnce(host, 0);
+  if (!p) throw new Error(`no free port on ${host}`);
+  return p;
 }
 
 /** Resolves true once the daemon answers its @RSYNCD greeting on host:port. */

@@ -2,8 +2,19 @@
 // SIGKILLed again and again while files are written and uploaded through the mount; the server
 // supervises it and starts it again on the same port (src/emulator/rsyncd.ts). Every file is then
 // read back through a fresh mount and compared by SHA-256.
+import fs from 'node:fs';
 import test from 'ava';
 import { descendants, faultRun, mixedSpecs, prng, sleep } from './lib.js';
+
+/** Running (not exited, not a zombie waiting to be reaped). */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 const FILES = Number(process.env.CM_FAULT_FILES ?? 300);
 
@@ -29,9 +40,23 @@ test(`maxxo: ${FILES} files survive rsync daemon kills mid-transfer (and 2% API 
         kills++;
         // The listener plus the connections it was serving (one forked daemon per transfer).
         cut += victims.length - 1;
-        // The supervisor brings a new listener up on the same port.
-        for (let i = 0; i < 400 && !descendants(srv.pid).some((p) => p.comm === 'rsync'); i++) await sleep(50);
-        if (descendants(srv.pid).some((p) => p.comm === 'rsync')) restarts++;
+        // The supervisor brings a new listener up on the same port. SIGKILL is asynchronous: right
+        // after the kill the victims (or their zombies) are still in /proc, so only an rsync that is
+        // not one of them counts, and only once it has stayed alive a moment (a daemon that cannot
+        // bind exits within milliseconds).
+        const dead = new Set(victims.map((v) => v.pid));
+        const fresh = () => descendants(srv.pid).filter((p) => p.comm === 'rsync' && !dead.has(p.pid) && alive(p.pid)).map((p) => p.pid);
+        let back = false;
+        for (let i = 0; i < 400 && !back; i++) {
+          const now = fresh();
+          if (now.length) {
+            await sleep(300);
+            back = now.some(alive);
+          } else {
+            await sleep(50);
+          }
+        }
+        if (back) restarts++;
       }
       t.true(kills >= 3, `the daemon was killed several times (${kills})`);
       t.true(cut > 0, 'some kills cut transfers in flight');
