@@ -62,14 +62,26 @@ export class Journal {
   cancel(path: string): Promise<void> {
     let any = false;
     for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) { any = true; break; }
-    if (!any) return Promise.resolve();
+    if (!any) return this.durable();
     return this.append({ t: 'c', p: path });
   }
   rename(from: string, to: string): Promise<void> {
     let any = false;
     for (const p of this.pending.values()) if (p.path === from || isUnder(p.path, from)) { any = true; break; }
-    if (!any) return Promise.resolve();
+    if (!any) return this.durable();
     return this.append({ t: 'r', f: from, to });
+  }
+
+  /**
+   * Resolves once every record appended so far is on disk. A cancel or rename with nothing
+   * pending writes no record, but the caller's server change must still not overtake an earlier
+   * record that is only queued: a `done` of an upload that finished just before (nobody waits for
+   * it) would otherwise be lost in a crash right after the server delete/move, and the replay
+   * would upload that old content again, resurrecting the name or overwriting what was moved there.
+   */
+  private durable(): Promise<void> {
+    if (!this.draining) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => { this.queue.push({ line: '', resolve, reject }); });
   }
 
   /** Pending upload of exactly `path`, if any. */
