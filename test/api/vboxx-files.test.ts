@@ -2,20 +2,14 @@
 // (streaming, ranges, If-Range, 416) and share links.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { demoBytes } from '../../src/emulator/vboxx/demo.js';
-import { Api, raw, login, enc, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
+import { Api, useDemoServer, raw, login, enc, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
 
 let emu: Emulator;
 let demo: Api;
 let admin: Api;
-test.before(async () => {
-  emu = await startEmulator({ rsync: false });
-  demo = new Api(emu.url, await login(emu.url, 'demo', 'demo-password'));
-  admin = new Api(emu.url, await login(emu.url, 'admin', 'admin-password'));
-});
-test.after.always(async () => { await emu?.close(); });
+useDemoServer(test, (s) => ({ emu, demo, admin } = s));
 
 const ENTRY_KEYS = ['bytes', 'client_mtime', 'icon', 'is_deleted', 'is_dir', 'modified', 'modified_unix_timestamp',
   'path', 'rev', 'root', 'size', 'thumb_exists'].sort();

@@ -1,6 +1,9 @@
 // Helpers for the vBoxx API conformance tests: raw HTTP (paths sent byte for byte, no URL
 // normalization, so encoded traversal really reaches the server), login and JSON shortcuts.
 import http from 'node:http';
+import type { TestFn } from 'ava';
+import { startEmulator } from '../helpers/emulator.js';
+import type { Emulator } from '../../src/emulator/server.js';
 
 export interface RawResponse {
   status: number;
@@ -94,3 +97,23 @@ export async function newOrg(admin: Api, slug: string, policy: Record<string, un
   const user = await mk('user', {});
   return { companyId, site, user };
 }
+
+export interface DemoServer { emu: Emulator; demo: Api; admin: Api }
+
+/**
+ * One reference server for a test file, with the demo user and the system admin logged in;
+ * `ready` hands them over once they are up, and the server is closed after the last test.
+ */
+export function useDemoServer(test: TestFn, ready: (s: DemoServer) => void): void {
+  let emu: Emulator | undefined;
+  test.before(async () => {
+    emu = await startEmulator({ rsync: false });
+    ready({
+      emu,
+      demo: new Api(emu.url, await login(emu.url, 'demo', 'demo-password')),
+      admin: new Api(emu.url, await login(emu.url, 'admin', 'admin-password')),
+    });
+  });
+  test.after.always(async () => { await emu?.close(); });
+}
+

@@ -1,19 +1,13 @@
 // vBoxx reference server: the management API — every endpoint, validation, paging, rights, isolation
 // between organizations, and the activities recorded for create/update actions.
 import test from 'ava';
-import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { Api, login, newOrg, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, DEMO_ORG, SYSTEM_ORG } from './vboxx-lib.js';
+import { Api, useDemoServer, login, newOrg, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, DEMO_ORG, SYSTEM_ORG } from './vboxx-lib.js';
 
 let emu: Emulator;
 let demo: Api;
 let admin: Api;
-test.before(async () => {
-  emu = await startEmulator({ rsync: false });
-  demo = new Api(emu.url, await login(emu.url, 'demo', 'demo-password'));
-  admin = new Api(emu.url, await login(emu.url, 'admin', 'admin-password'));
-});
-test.after.always(async () => { await emu?.close(); });
+useDemoServer(test, (s) => ({ emu, demo, admin } = s));
 
 const M = '/1/management';
 const isErr = (t: any, r: any, status: number, msg?: RegExp) => {

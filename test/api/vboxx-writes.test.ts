@@ -1,18 +1,12 @@
 // vBoxx reference server: files_put, chunked upload, fileops, revisions and policy enforcement.
 import test from 'ava';
-import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { Api, raw, login, enc, newOrg, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
+import { Api, useDemoServer, raw, login, enc, newOrg, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
 
 let emu: Emulator;
 let demo: Api;
 let admin: Api;
-test.before(async () => {
-  emu = await startEmulator({ rsync: false });
-  demo = new Api(emu.url, await login(emu.url, 'demo', 'demo-password'));
-  admin = new Api(emu.url, await login(emu.url, 'admin', 'admin-password'));
-});
-test.after.always(async () => { await emu?.close(); });
+useDemoServer(test, (s) => ({ emu, demo, admin } = s));
 
 const download = async (api: Api, root: number, path: string) => (await api.get(`/1/files/${root}/${enc(path)}`)).text;
 
