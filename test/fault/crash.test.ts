@@ -17,6 +17,29 @@ const ROUNDS = Number(process.env.CM_CRASH_ROUNDS ?? 5);
 /** What the server must hold per relative path: exact content, absent, or (op in flight) either. */
 type Want = { kind: 'file'; spec: Spec } | { kind: 'gone' } | { kind: 'any'; specs: Array<Spec | null> };
 
+/** Every content ever written to a path (by round), so a wrong file on the server can be explained. */
+const history = new Map<string, Array<{ round: number; spec: Spec; what: string }>>();
+let currentRound = 0;
+function remember(rel: string, spec: Spec, what: string): void {
+  const h = history.get(rel) ?? [];
+  h.push({ round: currentRound, spec, what });
+  history.set(rel, h);
+}
+/** What these bytes are: an older version of the path, a prefix of one, or unknown. */
+function explain(rel: string, got: Buffer): string {
+  const h = history.get(rel) ?? [];
+  const hash = sha256(got);
+  for (const e of h) {
+    const c = contentOf(e.spec);
+    if (sha256(c) === hash) return `= the ${e.what} of round ${e.round} (${e.spec.size} bytes)`;
+    if (got.length < c.length && c.subarray(0, got.length).equals(got)) return `= a prefix of the ${e.what} of round ${e.round} (${e.spec.size} bytes)`;
+  }
+  for (const [other, hs] of history) {
+    for (const e of hs) if (e.spec.size === got.length && sha256(contentOf(e.spec)) === hash) return `= the ${e.what} of ${other} in round ${e.round}`;
+  }
+  return `unknown bytes; history: ${h.map((e) => `r${e.round} ${e.what} ${e.spec.size}`).join(', ') || 'none'}`;
+}
+
 async function serverFiles(remote: Remote, dir: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const walk = async (d: string, rel: string) => {
@@ -50,23 +73,26 @@ async function verify(t: ExecutionContext, remote: Remote, remoteDir: string, mo
     files++;
     bytes += got.length;
     if (w.kind === 'file') {
-      t.is(sha256(got), sha256(contentOf(w.spec)), `${rel}: content of the last closed version`);
+      if (sha256(got) !== sha256(contentOf(w.spec))) t.fail(`${rel}: not the last closed version (${w.spec.size} bytes): ${got.length} bytes ${explain(rel, got)}`);
     } else {
       // An overwrite was in flight: old or new content (or, for an in-place rewrite cut mid-way, a
       // file of some size: like a local file system, no promise about unclosed bytes).
       const ok = w.specs.some((s) => s && sha256(contentOf(s)) === sha256(got));
       // A new file that was never closed must not reach the server with partial bytes.
-      if (!ok && w.specs[0] === null) t.fail(`${rel}: a file never closed reached the server with ${got.length} partial bytes`);
-      else if (!ok) t.log(`${rel}: in-flight rewrite left ${got.length} bytes (neither old nor new version)`);
+      if (!ok && w.specs[0] === null) t.fail(`${rel}: a file never closed reached the server with ${got.length} bytes ${explain(rel, got)}`);
+      else if (!ok) t.log(`${rel}: in-flight rewrite left ${got.length} bytes (neither old nor new version) ${explain(rel, got)}`);
     }
   }
   return { files, bytes };
 }
 
 /** Random creates, overwrites, renames and deletes until the signal; returns when all settled. */
-async function workload(base: string, model: Map<string, Want>, seed: number, signal: AbortSignal, counts: Record<string, number>): Promise<void> {
+async function workload(base: string, model: Map<string, Want>, seed: number, signal: AbortSignal, counts: Record<string, number>, round: number): Promise<void> {
   const r = prng(seed);
+  // New names are new across rounds too: a name of an earlier round may still be under a rename or
+  // delete of this round, and a create racing that op makes the model wrong, not the drive.
   let n = 0;
+  const fresh = (prefix: string, wid: number) => `${['a', 'b'][Math.floor(r() * 2)]}/${prefix}${wid}-${round}-${n++}.bin`;
   const live = () => [...model].filter(([, w]) => w.kind === 'file').map(([k]) => k);
   const worker = async (wid: number) => {
     while (!signal.aborted) {
@@ -74,10 +100,11 @@ async function workload(base: string, model: Map<string, Want>, seed: number, si
       const names = live();
       try {
         if (x < 0.5 || names.length < 4) {
-          const rel = `${['a', 'b'][Math.floor(r() * 2)]}/w${wid}-${n++}.bin`;
+          const rel = fresh('w', wid);
           const spec: Spec = { rel, size: Math.floor(r() * 200_000), seed: Math.floor(r() * 1e9) };
           const prev = model.get(rel);
           model.set(rel, { kind: 'any', specs: [prev?.kind === 'file' ? prev.spec : null, spec] });
+          remember(rel, spec, 'create');
           await fsp.writeFile(path.join(base, rel), contentOf(spec));
           model.set(rel, { kind: 'file', spec });
           counts.writes = (counts.writes ?? 0) + 1;
@@ -86,15 +113,17 @@ async function workload(base: string, model: Map<string, Want>, seed: number, si
           const old = (model.get(rel) as { spec: Spec }).spec;
           const spec: Spec = { rel, size: Math.floor(r() * 200_000), seed: Math.floor(r() * 1e9) };
           model.set(rel, { kind: 'any', specs: [old, spec] });
+          remember(rel, spec, 'overwrite');
           await fsp.writeFile(path.join(base, rel), contentOf(spec));
           model.set(rel, { kind: 'file', spec });
           counts.overwrites = (counts.overwrites ?? 0) + 1;
         } else if (x < 0.85) {
           const from = names[Math.floor(r() * names.length)]!;
-          const to = `${['a', 'b'][Math.floor(r() * 2)]}/r${wid}-${n++}.bin`;
+          const to = fresh('r', wid);
           const spec = (model.get(from) as { spec: Spec }).spec;
           model.set(from, { kind: 'any', specs: [spec, null] });
           model.set(to, { kind: 'any', specs: [spec, null] });
+          remember(to, spec, `rename from ${from}`);
           await fsp.rename(path.join(base, from), path.join(base, to));
           model.set(from, { kind: 'gone' });
           model.set(to, { kind: 'file', spec });
@@ -121,6 +150,7 @@ async function workload(base: string, model: Map<string, Want>, seed: number, si
 for (const kind of ['vboxx', 'maxxo'] as Kind[]) {
   test.serial(`${kind}: SIGKILL at random points during writes, renames and deletes; remount replays the journal`, async (t) => {
     t.timeout(240_000);
+    history.clear();
     const srv = await startServer(t, { rsync: kind === 'maxxo' });
     const cacheDir = tempDir(t, 'cm-crash-cache-');
     const tmp = tempDir(t, 'cm-crash-tmp-');
@@ -143,8 +173,9 @@ for (const kind of ['vboxx', 'maxxo'] as Kind[]) {
     let checkedFiles = 0;
     let checkedBytes = 0;
     for (let round = 0; round < ROUNDS; round++) {
+      currentRound = round;
       const ac = new AbortController();
-      const work = workload(path.join(d.base, top), model, 1000 + round * 7 + (kind === 'maxxo' ? 1 : 0), ac.signal, counts);
+      const work = workload(path.join(d.base, top), model, 1000 + round * 7 + (kind === 'maxxo' ? 1 : 0), ac.signal, counts, round);
       await sleep(700 + r() * 2500);
       const st = await d.status().catch(() => undefined);
       pendingAtKill += st?.pending ?? 0;
