@@ -16,10 +16,10 @@ function alive(pid: number): boolean {
   }
 }
 
-const FILES = Number(process.env.CM_FAULT_FILES ?? 300);
+const FILES = Number(process.env.CM_FAULT_FILES ?? 1000);
 
 test(`maxxo: ${FILES} files survive rsync daemon kills mid-transfer (and 2% API faults)`, async (t) => {
-  t.timeout(300_000);
+  t.timeout(480_000);
   // Larger files than the plain fault run, so kills find transfers in flight.
   const specs = mixedSpecs(FILES, 21).map((s, i) => (i % 10 === 3 ? { ...s, size: 2 * 1024 * 1024 + i * 997, rel: s.rel.replace(/-\d+\.bin$/, `-big${i}.bin`) } : s));
   await faultRun(t, 'maxxo', FILES, {
