@@ -103,6 +103,12 @@ export interface VfsOptions {
   prefetchBytes?: number;
   /** Subfolder listings fetched in the background after a program listed a folder (default 64; 0 = off). */
   prefetchDirs?: number;
+  /**
+   * Names looked up one by one in a folder not listed yet: after this many stats within the listing
+   * TTL the folder is listed instead (one call answers every sibling, and the small-file prefetch
+   * can start). Default 4; 0 = never.
+   */
+  listAfterStats?: number;
 }
 
 export interface VfsApi {

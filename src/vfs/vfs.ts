@@ -79,6 +79,12 @@ interface DirSlot {
   /** Prefetch of this listing's subfolder listings / small files was started. */
   dirsPrefetched?: boolean;
   filesPrefetched?: boolean;
+  /**
+   * Fetched because names were looked up one by one, not because a program listed the folder: its
+   * entries answer lookups, but a name missing from it is still asked of the server (a file another
+   * client just made must not vanish for a listing's TTL when nobody ran ls).
+   */
+  implicit?: boolean;
 }
 interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
 
@@ -204,6 +210,8 @@ export class Vfs implements VfsApi {
   private nextFh = 1;
   /** In-flight fetches, each with the generation it started at: a later caller joins only an unchanged one. */
   private readonly statInflight = new Map<string, { gen: number; p: Promise<RemoteEntry | null> }>();
+  /** Per folder without a listing: how many of its names were stat'ed since when. */
+  private readonly statCounts = new Map<string, { n: number; since: number }>();
   private readonly listInflight = new Map<string, { gen: number; p: Promise<DirSlot> }>();
   /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
   private treeGen = 0;
@@ -490,6 +498,19 @@ export class Vfs implements VfsApi {
         throw e;
       });
       if (fresh) {
+        if (fresh !== stale && stale.implicit && this.dirs.get(dir) === fresh) fresh.implicit = true;
+        const again = this.peek(path);
+        if (again !== undefined) return again;
+      }
+    }
+    const cur = path === '/' ? undefined : this.dirs.get(dir);
+    if (path !== '/' && !(cur && cur.expires > Date.now()) && this.statsWorthListing(dir)) {
+      const listed = await this.listing(dir).catch((e) => {
+        if (isRemoteError(e, 'NOT_FOUND') || isRemoteError(e, 'NOT_A_DIRECTORY')) return undefined;
+        throw e;
+      });
+      if (listed) {
+        if (listed !== cur && this.dirs.get(dir) === listed) listed.implicit = true;
         const again = this.peek(path);
         if (again !== undefined) return again;
       }
@@ -501,6 +522,26 @@ export class Vfs implements VfsApi {
     slot.p.finally(() => { if (this.statInflight.get(path) === slot) this.statInflight.delete(path); }).catch(() => {});
     this.statInflight.set(path, slot);
     return slot.p;
+  }
+
+  /**
+   * Counts stats of names in a folder we have no listing of. A program opening many files by name
+   * (a build, `cat a b c`, a checker) costs a round trip per name and gets no prefetch; past a few
+   * the folder's listing is cheaper. Once listed (or the count goes stale) the count starts over.
+   */
+  private statsWorthListing(dir: string): boolean {
+    const max = this.opts.listAfterStats ?? 4;
+    if (max <= 0) return false;
+    const now = Date.now();
+    const c = this.statCounts.get(dir);
+    if (!c || c.since < now - this.opts.dirTtlMs) {
+      if (this.statCounts.size >= 1000) this.statCounts.clear();
+      this.statCounts.set(dir, { n: 1, since: now });
+      return max <= 1;
+    }
+    if (++c.n < max) return false;
+    this.statCounts.delete(dir);
+    return true;
   }
 
   private async fetchStat(path: string, gen: number): Promise<RemoteEntry | null> {
@@ -630,7 +671,10 @@ export class Vfs implements VfsApi {
     const a = this.attrs.get(path);
     if (a && a.expires > now) return a.entry;
     const d = this.dirs.get(parentOf(path));
-    if (d && d.expires > now) return d.entries.get(baseOf(path)) ?? null;
+    if (d && d.expires > now) {
+      const e = d.entries.get(baseOf(path));
+      if (e || !d.implicit) return e ?? null;
+    }
     return undefined;
   }
 
@@ -690,6 +734,9 @@ export class Vfs implements VfsApi {
     path = normPath(path);
     this.checkDirCached(path);
     const kids = await this.children(path);
+    // the program has seen this listing: a name missing from it is missing (no stat per create)
+    const seen = this.dirs.get(path);
+    if (seen) seen.implicit = false;
     const names: string[] = [];
     const attrs = new Map<string, Attr>();
     for (const [name, { e: ce, o }] of kids) {

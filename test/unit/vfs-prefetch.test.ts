@@ -122,3 +122,36 @@ test('close() stops a batch in flight instead of waiting for it', async (t) => {
   await vfs.close();
   t.is(remote.held('downloadMany'), 0);
 });
+
+test('names opened one by one in a folder nobody listed: after a few stats the folder is listed once, and prefetch starts', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: false });
+  const files = fill(remote, '/p', 30, 500);
+  const names = [...files.keys()];
+  // sequential opens by name, as a program that knows its file names does (no readdir)
+  for (const p of names.slice(0, 6)) t.is((await readAll(vfs, p)).toString(), files.get(p)!);
+  t.is(remote.calls.list, 1, 'the folder was listed once, after a few stats');
+  t.true(remote.calls.stat <= 4, `${remote.calls.stat} stats before the listing`);
+  await until(() => remote.calls.downloadMany >= 1, 'siblings prefetched in a batch');
+  remote.resetCalls();
+  for (const p of names.slice(6)) t.is((await readAll(vfs, p)).toString(), files.get(p)!);
+  t.is(remote.calls.stat + remote.calls.list, 0, 'the rest answered by the listing');
+  t.true(remote.calls.download <= 1, `${remote.calls.download} single downloads after the batch`);
+  // a file another client made after the implicit listing is found (a miss is asked of the server)...
+  remote.putFile('/p/new', 'new');
+  t.is((await readAll(vfs, '/p/new')).toString(), 'new');
+  // ...and a missing name is still missing
+  await t.throwsAsync(vfs.getattr('/p/nothing'), { code: 'NOT_FOUND' });
+  // once a program listed the folder, its listing answers misses too (no stat per create)
+  await vfs.readdir('/p');
+  remote.resetCalls();
+  await t.throwsAsync(vfs.getattr('/p/nothing-2'), { code: 'NOT_FOUND' });
+  t.is(remote.calls.stat, 0);
+});
+
+test('listAfterStats 0 keeps one stat per name', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: false }, { listAfterStats: 0 });
+  const files = fill(remote, '/q', 10, 100);
+  for (const p of files.keys()) await vfs.getattr(p);
+  t.is(remote.calls.list, 0);
+  t.is(remote.calls.stat, 10);
+});
