@@ -746,18 +746,10 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
       await wire('wire');
     } catch (e) { fail(ctx, col.id, ['wire'], e); }
   }
-  const mnt = join(ctx.work, 'mnt', `${col.id}-${phase}`);
-  const cache = join(ctx.work, 'cache', `${col.id}-${phase}`);
-  mkdirSync(mnt, { recursive: true });
-  mkdirSync(cache, { recursive: true });
-  dropCaches(ctx.args);
-  let m: Mount | undefined;
-  try {
-    m = await col.mount(mnt, cache);
+  await withMount(ctx, col, phase, rowsOf, async (m) => {
     await mark();
-    const p = (rel: string) => join(m!.top, rel);
-    const w = (job: Job) => runWorkload(job, { mnt });
-    (ctx.results.mounts[col.id] ??= {})[phase] = { mountSeconds: m.mountSeconds };
+    const p = (rel: string) => join(m.top, rel);
+    const w = (job: Job) => runWorkload(job, { mnt: m.mnt });
     // Each step fails alone (its rows are marked) and the phase goes on with the next one.
     const step = async (rows: string[], fn: () => Promise<void>) => {
       try { await fn(); } catch (e) { fail(ctx, col.id, rows, e); await mark(); }
@@ -801,7 +793,7 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
       });
     } else if (phase === 'big') {
       await step(['read_cold'], async () => {
-        const sampler = new RssSampler(m!.pid);
+        const sampler = new RssSampler(m.pid);
         const cold = await w({ op: 'read', file: p(T.big) }).finally(() => { ctx.results.rss[col.id] = sampler.stop(); });
         record(ctx, col.id, 'read_cold', cold.seconds, { bytes: cold.bytes, mibPerSec: sizes.bigBytes / MiB / cold.seconds,
           ...(cold.bytes === sizes.bigBytes ? {} : { error: `read ${cold.bytes} bytes` }) });
@@ -854,20 +846,7 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
         await wire('rmrf');
       });
     }
-  } catch (e) {
-    fail(ctx, col.id, rowsOf, e);
-  } finally {
-    if (m) {
-      try {
-        const secs = await m.unmount();
-        ((ctx.results.mounts[col.id] ??= {})[phase] ??= {}).unmountSeconds = secs;
-      } catch (e) { log(`unmount ${mnt}: ${(e as Error).message}`); }
-    } else {
-      forceUnmount(mnt);
-      mounted.delete(mnt);
-    }
-    rmSync(cache, { recursive: true, force: true });
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

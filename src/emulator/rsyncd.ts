@@ -128,11 +128,11 @@ async function freePort(host: string): Promise<number> {
 }
 
 /** Resolves true once the daemon answers its @RSYNCD greeting on host:port. */
-function greets(host: string, port: number): Promise<boolean> {
+export function greets(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
   return new Promise((res) => {
     const s = connect({ host, port });
     const done = (ok: boolean) => { s.destroy(); res(ok); };
-    s.setTimeout(1000, () => done(false));
+    s.setTimeout(timeoutMs, () => done(false));
     s.once('error', () => done(false));
     s.once('data', (d) => done(d.toString('latin1').startsWith('@RSYNCD:')));
   });

@@ -2,7 +2,7 @@
 // agreement with the API, and restart persistence on the same --data directory.
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { connect } from 'node:net';
+import { greets as greetsWithin } from '../../src/emulator/rsyncd.js';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,15 +33,7 @@ async function slice(url: string, token: string) {
 const base = (s: { ip: string; login: string; rsync_port?: number }, login = s.login) =>
   `rsync://${login}@${s.ip}:${s.rsync_port ?? 873}`;
 
-function greets(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = connect({ host, port });
-    const done = (v: boolean) => { c.destroy(); resolve(v); };
-    c.setTimeout(2000, () => done(false));
-    c.once('error', () => done(false));
-    c.once('data', (d) => done(d.toString('latin1').startsWith('@RSYNCD:')));
-  });
-}
+const greets = (host: string, port: number) => greetsWithin(host, port, 2000);
 
 let em: Emulator;
 let url: string;

@@ -2,7 +2,7 @@
 // on a Maxxo route, a 10,000-entry /ops/list, and `serve` as a child process (flags, signals,
 // no orphaned rsync daemon even after SIGKILL).
 import test from 'ava';
-import { connect } from 'node:net';
+import { greets as greetsWithin } from '../../src/emulator/rsyncd.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,15 +12,7 @@ import { startEmulatorProcess, SERVE_MAIN } from '../helpers/emulator-process.js
 import { maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { parseServeArgs } from '../../src/emulator/main.js';
 
-function greets(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = connect({ host, port });
-    const done = (v: boolean) => { c.destroy(); resolve(v); };
-    c.setTimeout(2000, () => done(false));
-    c.once('error', () => done(false));
-    c.once('data', (d) => done(d.toString('latin1').startsWith('@RSYNCD:')));
-  });
-}
+const greets = (host: string, port: number) => greetsWithin(host, port, 2000);
 
 async function until(cond: () => Promise<boolean>, ms: number): Promise<boolean> {
   const end = Date.now() + ms;

@@ -1,28 +1,15 @@
 // Everyday file operations through a real FUSE mount of each service, driven from this process
 // with async fs and real programs while the drive runs in a child process.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { startServers, mountService, KINDS, uniq, run, errCode, eventually, randomBytesSeeded, sha256, type Servers, type Drive, type Kind } from './lib/services.js';
+import {
+  useServers, driveMacro, mountService, KINDS, uniq, run, errCode, eventually, randomBytesSeeded, sha256,
+} from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
-type Body = (t: ExecutionContext, d: Drive) => Promise<void>;
-/** Runs the same scenario against a fresh mount of each service. */
-const onDrive = test.macro({
-  async exec(t, kind: Kind, body: Body) {
-    const d = await mountService(t, servers, kind);
-    await body(t, d);
-  },
-  title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
-});
+const onDrive = driveMacro(test, servers);
 
 for (const kind of KINDS) {
   test.serial('create, write, read back, append, overwrite, stat', onDrive, kind, async (t, d) => {

@@ -1,29 +1,15 @@
 // Several programs on the same files at once, renames under open files, and the ordering rule:
 // a delete after pending uploads is never overtaken by them (nothing resurrected).
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import {
-  startServers, mountService, KINDS, uniq, run, sh, sha256, randomBytesSeeded, errCode, sleep,
-  type Servers, type Drive, type Kind,
+  useServers, driveMacro, mountService, KINDS, uniq, run, sh, sha256, randomBytesSeeded, errCode, sleep,
 } from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
-type Body = (t: ExecutionContext, d: Drive) => Promise<void>;
-const onDrive = test.macro({
-  async exec(t, kind: Kind, body: Body) {
-    await body(t, await mountService(t, servers, kind));
-  },
-  title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
-});
+const onDrive = driveMacro(test, servers);
 
 const MiB = 1024 * 1024;
 

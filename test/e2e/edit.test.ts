@@ -1,35 +1,17 @@
 // Edit-in-place the way real programs do it, and random writes + truncates, each verified
 // through a FRESH mount with a fresh cache directory, so the server really has the bytes.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import {
-  startServers, mountService, KINDS, uniq, run, sha256, randomBytesSeeded,
-  type Servers, type Drive, type Kind,
-} from './lib/services.js';
+import { useServers, driveMacro, mountService, KINDS, uniq, run, sha256, randomBytesSeeded, type Drive } from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
-type Body = (t: ExecutionContext, d: Drive, fresh: () => Promise<Drive>) => Promise<void>;
-const onDrive = test.macro({
-  async exec(t, kind: Kind, body: Body) {
-    const d = await mountService(t, servers, kind);
-    // The second drive sees only what reached the server: new cache dir, no journal.
-    const fresh = async () => {
-      await d.flush();
-      return mountService(t, servers, kind);
-    };
-    await body(t, d, fresh);
-  },
-  title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
-});
+// The second drive sees only what reached the server: new cache dir, no journal.
+const onDrive = driveMacro(test, servers, async (t, d, kind): Promise<[() => Promise<Drive>]> => [async () => {
+  await d.flush();
+  return mountService(t, servers, kind);
+}]);
 
 /** The same file, seen through the fresh drive. */
 const twin = (d: Drive, f: Drive, file: string) => f.p(path.relative(d.base, file));

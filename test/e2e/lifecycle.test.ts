@@ -4,18 +4,9 @@ import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { isMounted, mountChild, tempDir } from '../helpers/mount.js';
-import {
-  startServers, mountService, KINDS, uniq, run, sha256, randomBytesSeeded, errCode, DEMO,
-  type Servers,
-} from './lib/services.js';
+import { useServers, startServers, mountService, KINDS, uniq, run, sha256, randomBytesSeeded, errCode, DEMO } from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
 for (const kind of KINDS) {
   test.serial(`${kind}: kill -9 during writes, remount with the same cache: every closed file reaches the server`, async (t) => {

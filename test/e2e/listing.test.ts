@@ -5,15 +5,9 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
-import { startServers, mountService, KINDS, uniq, run, countRoutes, DEMO, type Servers, type Kind } from './lib/services.js';
+import { useServers, mountService, KINDS, uniq, run, countRoutes, DEMO, type Kind } from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
 const N = 1000;
 const sizeOf = (i: number) => (i * 37) % 5000;

@@ -4,15 +4,9 @@
 import test, { type ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { startServers, mountService, uniq, run, errCode, codeOf, type Servers, type Drive } from './lib/services.js';
+import { useServers, mountService, uniq, run, errCode, codeOf, type Drive } from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
 const MiB = 1024 * 1024;
 const ORG = `(SELECT company_id FROM vboxx_persons WHERE username = 'demo')`;

@@ -2,29 +2,18 @@
 // or special files: return codes and errno of mkdir, rmdir, rename, unlink, open, truncate and
 // ftruncate, against a real mount of each service.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import path from 'node:path';
-import { startServers, mountService, KINDS, uniq, errCode, type Servers, type Drive, type Kind } from './lib/services.js';
+import { useServers, driveMacro, KINDS, uniq, errCode } from './lib/services.js';
 
-let servers: Servers;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.close();
-});
+const servers = useServers(test);
 
-type Body = (t: ExecutionContext, d: Drive, dir: string) => Promise<void>;
-const onDrive = test.macro({
-  async exec(t, kind: Kind, body: Body) {
-    const d = await mountService(t, servers, kind);
-    const dir = d.p(uniq('posix'));
-    await fsp.mkdir(dir);
-    await body(t, d, dir);
-  },
-  title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
+// each scenario gets its own folder on the drive
+const onDrive = driveMacro(test, servers, async (_t, d): Promise<[string]> => {
+  const dir = d.p(uniq('posix'));
+  await fsp.mkdir(dir);
+  return [dir];
 });
 
 const long = 'n'.repeat(256);

@@ -65,16 +65,8 @@ export interface Spec { rel: string; size: number; seed: number }
 /** Deterministic content of a spec (regenerated on demand: nothing big is kept in memory). */
 export const contentOf = (s: Spec): Buffer => randomBytesSeeded(s.size, s.seed);
 
-/** A small seeded PRNG (xorshift32) for reproducible random choices. */
-export function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    return x / 0x100000000;
-  };
-}
+import { prng } from '../helpers/random.js';
+export { prng };
 
 /**
  * n files of mixed sizes in a few folders: mostly small (0..16 KiB), some medium (up to 512 KiB),

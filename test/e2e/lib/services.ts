@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ExecutionContext } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
 import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
 
 export type Kind = 'maxxo' | 'vboxx';
@@ -94,6 +94,40 @@ export async function startServers(): Promise<Servers> {
       });
     },
   };
+}
+
+/**
+ * The reference servers of one test file: started before its first test, closed after its last
+ * even when tests fail. The returned object is filled in by the before hook.
+ */
+export function useServers(test: TestFn): Servers {
+  const servers = {} as Servers;
+  let started: Servers | undefined;
+  test.before(async () => {
+    started = await startServers();
+    Object.assign(servers, started);
+  });
+  test.after.always(async () => {
+    await started?.close();
+  });
+  return servers;
+}
+
+/**
+ * A macro that runs a scenario against a fresh mount of the service named by its argument (the
+ * title says which); `extra` prepares further arguments of the body from the drive.
+ */
+export function driveMacro<X extends unknown[] = []>(
+  test: TestFn, servers: Servers,
+  extra: (t: ExecutionContext, d: Drive, kind: Kind) => Promise<X> = async () => [] as unknown as X,
+) {
+  return test.macro({
+    async exec(t, kind: Kind, body: (t: ExecutionContext, d: Drive, ...x: X) => Promise<void>) {
+      const d = await mountService(t, servers, kind);
+      await body(t, d, ...(await extra(t, d, kind)));
+    },
+    title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
+  });
 }
 
 export interface Drive extends MountHandle {
