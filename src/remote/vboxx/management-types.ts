@@ -69,15 +69,8 @@ export interface Organization {
   [k: string]: unknown;
 }
 
-export interface OrganizationCreate {
-  name: string;
-  contact_email: string;
-  slug: string;
-  /** The service takes the policy as text (JSON of the policy fields). */
-  policy: string;
-  parent_id: number;
-  hostname?: string;
-  description?: string;
+/** An organization's bandwidth limit and its exception window, the same on create and update. */
+export interface OrganizationThrottle {
   bandwidth_throttle?: number;
   throttle_exception_dow?: string;
   throttle_exception_days?: 'weekdays' | 'weekends';
@@ -86,7 +79,18 @@ export interface OrganizationCreate {
   throttle_exception_throttle?: number;
 }
 
-export interface OrganizationUpdate {
+export interface OrganizationCreate extends OrganizationThrottle {
+  name: string;
+  contact_email: string;
+  slug: string;
+  /** The service takes the policy as text (JSON of the policy fields). */
+  policy: string;
+  parent_id: number;
+  hostname?: string;
+  description?: string;
+}
+
+export interface OrganizationUpdate extends OrganizationThrottle {
   id: number;
   name?: string;
   description?: string;
@@ -94,12 +98,6 @@ export interface OrganizationUpdate {
   slug?: string;
   policy?: string;
   hostname?: string;
-  bandwidth_throttle?: number;
-  throttle_exception_dow?: string;
-  throttle_exception_days?: 'weekdays' | 'weekends';
-  throttle_exception_start?: string;
-  throttle_exception_end?: string;
-  throttle_exception_throttle?: number;
 }
 
 export type OrgSubList = 'organizations' | 'roots' | 'machines' | 'persons';
