@@ -25,10 +25,11 @@ export function promptHidden(question: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const stdin = process.stdin;
     const out = process.stderr;
-    out.write(question);
     let buf = '';
     const wasRaw = stdin.isRaw;
+    // Echo off before the question appears: whoever answers it the moment it shows must not be echoed.
     stdin.setRawMode(true);
+    out.write(question);
     stdin.resume();
     stdin.setEncoding('utf8');
     const done = (err?: Error) => {
