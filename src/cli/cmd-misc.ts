@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { bool, int, str, type CmdDef, type Parsed } from './args.js';
 import { log, CliError } from './context.js';
-import { lazyUnmount, run } from './fusermount.js';
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { fusermountBin, lazyUnmount, run } from './fusermount.js';
 import { kernelMounts, removeRecord, writeRecord, type MountRecord } from './registry.js';
 import { accountId } from './target.js';
 import type { Remote, RemoteEntry } from '../remote/types.js';
@@ -52,12 +54,52 @@ async function runDemo(p: Parsed): Promise<number> {
   const smoke = bool(p, 'smoke') || !process.stdin.isTTY;
   const base = resolve(str(p, 'dir') ?? 'mnt');
   const port = int(p, 'port') ?? 0;
+  // Signals are ours from the start: Ctrl-C while the drives come up must still unmount them.
+  // First: flush, unmount, stop (exit 0). Second: detach at once without waiting for uploads
+  // (exit 130). Third: lazy-unmount and exit now.
+  const drives: DemoDrive[] = [];
+  // What teardown found (an unmount error, a forced detach) overrides the result of the run itself.
+  const outcome: { teardown: number; work?: string } = { teardown: 0 };
+  let signals = 0;
+  let wakeStop!: () => void;
+  const stopRequested = new Promise<void>((r) => { wakeStop = r; });
+  const forced: Promise<void>[] = [];
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      process.stderr.write(`\n${sig}: flushing and unmounting...\n`);
+      wakeStop();
+    } else if (signals === 2) {
+      process.stderr.write(`${sig} again: unmounting without waiting for uploads (Ctrl-C once more to exit at once)\n`);
+      for (const d of drives) {
+        if (d.drive) forced.push(d.drive.unmount({ force: true }).catch((e) => log.error(`forced unmount of ${d.mountpoint}: ${(e as Error).message}`)));
+      }
+    } else {
+      for (const d of drives) spawnSync(fusermountBin(), ['-uz', d.mountpoint], { stdio: 'ignore', timeout: 10_000 });
+      for (const d of drives) if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
+      if (outcome.work) { try { rmSync(outcome.work, { recursive: true, force: true }); } catch { /* tmp, best effort */ } }
+      process.exit(130);
+    }
+  };
+  const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of sigs) process.on(s, onSignal);
+  try {
+    const code = await runDemoInner(p, smoke, base, port, drives, stopRequested, () => signals, forced, outcome);
+    return outcome.teardown || code;
+  } finally {
+    for (const s of sigs) process.off(s, onSignal);
+  }
+}
+
+async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: number, drives: DemoDrive[],
+  stopRequested: Promise<void>, signals: () => number, forced: Promise<void>[], outcome: { teardown: number; work?: string }): Promise<number> {
   const { createEmulator } = await import('../emulator/server.js');
   const { createMaxxoRemote } = await import('../remote/maxxo/index.js');
   const { createVboxxRemote } = await import('../remote/vboxx/index.js');
   const { mountDrive } = await import('../fuse/mount.js');
 
   const work = await mkdtemp(join(tmpdir(), 'cloudmount-demo-'));
+  outcome.work = work;
   let emu: Awaited<ReturnType<typeof createEmulator>>;
   try {
     emu = await createEmulator({ demo: true, quiet: !(p.verbose >= 2), port, dataDir: join(work, 'server') });
@@ -67,20 +109,28 @@ async function runDemo(p: Parsed): Promise<number> {
     throw new CliError(`cannot start the reference servers: ${code === 'EADDRINUSE' ? `port ${port} is in use (EADDRINUSE)` : (e as Error).message}`);
   }
   process.stderr.write(`reference servers listening on ${emu.url}\n`);
-  const drives: DemoDrive[] = [];
   let exitCode = 0;
   const teardown = async () => {
     for (const d of drives) {
+      if (forced.length) break;
       if (d.drive) {
         try { await d.drive.unmount(); } catch (e) {
           log.error(`unmount ${d.mountpoint}: ${(e as Error).message}`);
           await lazyUnmount(d.mountpoint);
-          exitCode = 1;
+          outcome.teardown = 1;
         }
       } else {
         await d.remote.close().catch(() => {});
       }
       if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
+    }
+    if (forced.length) {
+      await Promise.all(forced);
+      for (const d of drives) {
+        if (!d.drive) await d.remote.close().catch(() => {});
+        if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
+      }
+      outcome.teardown = 130;
     }
     await emu.close().catch(() => {});
     await rm(work, { recursive: true, force: true }).catch(() => {});
@@ -88,6 +138,7 @@ async function runDemo(p: Parsed): Promise<number> {
   let timer: NodeJS.Timeout | undefined;
   try {
     for (const [i, kind] of (['maxxo', 'vboxx'] as const).entries()) {
+      if (signals()) break;
       const mountpoint = join(base, kind);
       // A mount left by a crashed demo would make mkdir fail with ENOTCONN.
       if (kernelMounts().some((m) => m.mountpoint === mountpoint)) {
@@ -115,8 +166,10 @@ async function runDemo(p: Parsed): Promise<number> {
       }
     }, 1000);
     const rel = (x: string) => relative(process.cwd(), x) || '.';
+    if (signals()) return exitCode;
     if (smoke) {
-      exitCode = (await smokeCheck(drives, emu.url, work)) ? 0 : 1;
+      const passed = await Promise.race([smokeCheck(drives, emu.url, work), stopRequested.then(() => false)]);
+      exitCode = passed ? 0 : 1;
       return exitCode;
     }
     const vb = drives.find((d) => d.kind === 'vboxx')!;
@@ -139,18 +192,18 @@ Try, in another terminal:
 
 Ctrl-C flushes pending uploads, unmounts both drives and stops the servers.
 `);
-    await new Promise<void>((res) => {
-      const on = () => { process.stderr.write('\nflushing and unmounting...\n'); res(); };
-      process.once('SIGINT', on);
-      process.once('SIGTERM', on);
-    });
-    return 0;
+    await stopRequested;
+    return exitCode;
   } catch (e) {
     throw new CliError(`demo failed: ${(e as Error).message}`);
   } finally {
     if (timer) clearInterval(timer);
     await teardown();
-    if (!smoke) process.stderr.write(exitCode ? 'stopped, with errors (see above)\n' : 'unmounted both drives and stopped the servers\n');
+    if (!smoke) {
+      const code = outcome.teardown || exitCode;
+      process.stderr.write(code === 130 ? 'detached both drives without waiting for uploads and stopped the servers\n'
+        : code ? 'stopped, with errors (see above)\n' : 'unmounted both drives and stopped the servers\n');
+    }
   }
 }
 
@@ -231,9 +284,11 @@ export const miscCommands: CmdDef[] = [
   {
     path: ['demo'], args: '', minArgs: 0, maxArgs: 0,
     summary: 'Start the reference servers with demo data and mount both demo accounts (what `npm start` runs).',
-    details: 'Mounts Maxxo at ./mnt/maxxo and vBoxx at ./mnt/vboxx and waits for Ctrl-C, which flushes, unmounts\n' +
-      'both and stops the servers. Without a terminal (or with --smoke) it checks both drives through child\n' +
-      'processes (list, read, write, read back, df, share link), unmounts, and exits 0 only if all passed.',
+    details: 'Mounts Maxxo at ./mnt/maxxo and vBoxx at ./mnt/vboxx and waits for Ctrl-C (or SIGTERM/SIGHUP),\n' +
+      'which flushes, unmounts both, stops the servers and exits 0. A second Ctrl-C detaches both drives\n' +
+      'without waiting for uploads (exit 130); a third exits at once. Without a terminal (or with --smoke)\n' +
+      'it checks both drives through child processes (list, read, write, read back, df, share link),\n' +
+      'unmounts, and exits 0 only if all passed.',
     options: [
       { name: 'smoke', desc: 'Run the smoke check and exit (the default without a terminal)' },
       { name: 'dir', value: 'DIR', desc: 'Where to create the maxxo/ and vboxx/ mountpoints (default ./mnt)' },

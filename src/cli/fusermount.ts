@@ -19,7 +19,7 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; env
   });
 }
 
-function fusermountBin(): string {
+export function fusermountBin(): string {
   for (const b of ['/usr/bin/fusermount3', '/bin/fusermount3', '/usr/bin/fusermount', '/bin/fusermount']) if (existsSync(b)) return b;
   return 'fusermount';
 }
