@@ -13,6 +13,8 @@ export interface SavedAccount {
   /** Absent with --no-save-password: asked for (or taken from a file/env) at each use. */
   password?: string;
   root?: string;
+  /** Absolute path of a PEM CA bundle given with `login --ca`, trusted at every later use. */
+  ca?: string;
   savedAt: string;
 }
 

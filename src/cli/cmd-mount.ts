@@ -35,7 +35,7 @@ export const mountCommandOptions = [
 function resolveMountTarget(p: Parsed): Target {
   const t = resolveMountTargetOnly(p);
   const ca = str(p, 'ca');
-  if (ca) t.caFile = ca;
+  if (ca) { t.caFile = ca; t.caSaved = false; }
   return t;
 }
 

@@ -21,6 +21,8 @@ export interface Target {
   root?: string;
   /** --ca: PEM bundle trusted for an https server with a private CA (else the system CAs only). */
   caFile?: string;
+  /** The caFile came from the saved account (for the error message when it is gone). */
+  caSaved?: boolean;
 }
 
 export const caOption: OptDef = { name: 'ca', value: 'FILE', desc: 'Trust the PEM CA certificate(s) in FILE for an https server (TLS is always verified)' };
@@ -64,14 +66,17 @@ export function targetFromSaved(name: string, want?: Kind): Target {
   const a: SavedAccount | undefined = loadAccounts().accounts[name];
   if (!a) throw new UsageError(`no saved account '${name}' (see \`cloudmount accounts\`, \`cloudmount login\`)`);
   if (want && a.kind !== want) throw new UsageError(`account '${name}' is a ${a.kind} account, not ${want}`);
-  return { kind: a.kind, server: a.server, user: a.user, name, savedPassword: a.password, root: a.root };
+  return {
+    kind: a.kind, server: a.server, user: a.user, name, savedPassword: a.password, root: a.root,
+    ...(a.ca ? { caFile: a.ca, caSaved: true } : {}),
+  };
 }
 
 /** For account commands: --account NAME, else flags, else the only saved account of that kind. */
 export function resolveTarget(kind: Kind, p: Parsed): Target {
   const t = resolveTargetOnly(kind, p);
   const ca = str(p, 'ca');
-  if (ca) t.caFile = ca;
+  if (ca) { t.caFile = ca; t.caSaved = false; }
   return t;
 }
 
@@ -103,7 +108,9 @@ export function clientOptions(t: Target, password: string, extra: Partial<Client
   let ca: Buffer | undefined;
   if (t.caFile) {
     try { ca = readFileSync(t.caFile); } catch (e) {
-      throw new CliError(`cannot read --ca ${t.caFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+      if (t.caSaved) throw new CliError(`cannot read the CA file ${t.caFile} saved with account ${t.name}: ${why} (give --ca FILE, or log in again with --ca)`);
+      throw new CliError(`cannot read --ca ${t.caFile}: ${why}`);
     }
   }
   return { server: t.server, user: t.user, password, log, ...(ca ? { ca } : {}), ...extra };
