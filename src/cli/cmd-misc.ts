@@ -6,7 +6,7 @@ import { join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { bool, int, str, type CmdDef, type Parsed } from './args.js';
-import { log, CliError } from './context.js';
+import { log, CliError, noteHangup } from './context.js';
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fusermountBin, lazyUnmount, run } from './fusermount.js';
@@ -66,6 +66,7 @@ async function runDemo(p: Parsed): Promise<number> {
   const forced: Promise<void>[] = [];
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
+    if (sig === 'SIGHUP') noteHangup();
     if (signals === 1) {
       process.stderr.write(`\n${sig}: flushing and unmounting...\n`);
       wakeStop();

@@ -7,7 +7,7 @@ import { bool, list, str, UsageError, type CmdDef, type Parsed } from './args.js
 import { parseMountOptions, mountOptionsHelp } from './mountopts.js';
 import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemoteError, passwordFor, caOption, type Target } from './target.js';
 import { readPasswordFile } from './password.js';
-import { log, CliError, setVerbosity } from './context.js';
+import { log, CliError, setVerbosity, noteHangup } from './context.js';
 import {
   alive, canonicalMountpoint, findByMountpoint, findByPath, kernelMounts, listRecords, readRecord, removeRecord,
   writeRecord, type MountRecord,
@@ -207,6 +207,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
       signals++;
+      if (sig === 'SIGHUP') noteHangup();
       if (signals === 1) void stop(sig, false);
       else if (signals === 2) { process.stderr.write('second signal: unmounting without waiting for uploads (journal kept)\n'); void stop(sig, true); }
       else { removeRecord(process.pid); process.exit(130); }

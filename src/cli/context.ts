@@ -9,6 +9,14 @@ export function setVerbosity(v: number): Logger {
   return log;
 }
 
+/**
+ * Set by long-running commands when their terminal hung up (SIGHUP). After their cleanup the
+ * process then ends by that signal rather than exit(): Node's exit restores the terminal's
+ * settings and aborts when the terminal is gone (EIO).
+ */
+export let hungUp = false;
+export function noteHangup(): void { hungUp = true; }
+
 /** Failures that end the command with exit 1 and one line, no stack. */
 export class CliError extends Error {
   constructor(message: string, readonly exitCode = 1) {

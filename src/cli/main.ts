@@ -2,7 +2,7 @@
 // Entry point of the `cloudmount` command: finds the command, parses its flags, runs it, and
 // turns every failure into one line on stderr: exit 2 for usage errors, 1 for runtime failures.
 import { formatGroupHelp, formatHelp, parseArgs, UsageError, type CmdDef } from './args.js';
-import { CliError, setVerbosity, log } from './context.js';
+import { CliError, setVerbosity, log, hungUp } from './context.js';
 import { commands, groups } from './commands.js';
 import { isRemoteError } from '../remote/errors.js';
 import { redact } from '../log.js';
@@ -88,11 +88,24 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Ends the process; by SIGHUP after a hangup (see noteHangup), else with code. */
+function finish(code: number): void {
+  if (hungUp) {
+    process.removeAllListeners('SIGHUP');
+    process.kill(process.pid, 'SIGHUP');
+  }
+  process.exit(code);
+}
+
 // Run when executed, not when imported by a test.
 const invoked = process.argv[1] ?? '';
 if (/[\\/]cli[\\/]main\.js$/.test(invoked)) {
+  // A closed terminal or a reader gone (`| head`) makes writes fail with EIO/EPIPE. Unhandled,
+  // that error would kill a mount or the demo halfway through its cleanup, leaving dead mounts;
+  // the output has nowhere to go, so it is dropped and the work goes on.
+  for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
   // Long-running commands (mount, demo, serve) resolve only when they are done.
-  main(process.argv.slice(2)).then((code) => process.exit(code), (e) => {
+  main(process.argv.slice(2)).then(finish, (e) => {
     process.stderr.write(`cloudmount: ${redact(String((e as Error)?.message ?? e))}\n`);
     process.exit(1);
   });

@@ -113,3 +113,13 @@ test.serial('demo: a second Ctrl-C while uploads are flushed detaches at once (e
     await checkGone(t, d);
   }
 });
+
+test.serial('demo: closing its terminal (SIGHUP, output now fails) still unmounts both drives and stops everything', async (t) => {
+  t.timeout(180_000);
+  const d = await startDemo(t);
+  await useDrives(t, d);
+  // The terminal goes away: the kernel hangs up the session, and every later write to it fails.
+  d.p.child.kill('SIGKILL');
+  await waitFor(() => !alive(d.pid), 90_000, 'the demo to end after the hangup').catch(() => {});
+  await checkGone(t, d);
+});

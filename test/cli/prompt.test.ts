@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { startEmulator, createMaxxoAccount } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { run } from '../../src/cli/fusermount.js';
+import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
 import { cli, makeHome, isMounted, waitFor, readJson, type Home } from './helpers.js';
 import { ptyCli, ptyRun, hasScript, cmdline, environ, descendants, alive, type Pty } from './pty.js';
 
@@ -181,4 +182,31 @@ test('mount --daemon with the password typed at the prompt: the background proce
   // The daemon's log (written at -vv) and everything else under the home: no password.
   t.true(readFileSync(m![2]!, 'utf8').length > 0, 'the daemon wrote a log');
   t.deepEqual(filesContaining(h.dir, a.password), []);
+});
+
+test('a foreground mount whose terminal closes (SIGHUP, output now fails) uploads what is pending and unmounts', async (t) => {
+  const a = await freshAccount();
+  const h = makeHome();
+  const mp = mountpoint(t);
+  const p = session(t, ['mount', 'maxxo', mp, '--server', emu.url, '--email', a.email, '-o', 'writeback_delay=30', '-v'], h);
+  await p.waitFor(/Password for maxxo /);
+  p.type(`${a.password}\r`);
+  await p.waitFor(/mounted maxxo .* at /, 90_000);
+  const pid = p.cliPid()!;
+  t.truthy(pid);
+  // Still pending when the terminal goes (30 s write-back delay): only the hangup's flush sends it.
+  const w = await run('sh', ['-c', 'printf hangup > "$1/hup.txt"', 'sh', mp], { timeoutMs: 30_000 });
+  t.is(w.code, 0, w.stderr);
+  p.child.kill('SIGKILL');
+  await waitFor(() => !alive(pid), 90_000, 'the mount process to end after the hangup');
+  t.false(isMounted(mp));
+  const server = createMaxxoRemote({ server: emu.url, user: a.email, password: a.password });
+  try {
+    const { entries } = await server.list('/');
+    t.true(entries.some((e) => e.name === 'hup.txt' && e.size === 6), 'the pending upload reached the server');
+  } finally {
+    await server.close();
+  }
+  const reg = join(h.env.XDG_RUNTIME_DIR!, 'cloudmount');
+  t.deepEqual(readdirSync(reg).filter((n) => n.endsWith('.json')), [], 'registry is empty');
 });
