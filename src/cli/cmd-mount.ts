@@ -307,8 +307,8 @@ export const mountCommands: CmdDef[] = [
   {
     path: ['mount'], args: 'maxxo|vboxx|NAME MOUNTPOINT', minArgs: 2, maxArgs: 2,
     summary: 'Mount an account (or the saved account NAME) at MOUNTPOINT.',
-    details: 'Runs in the foreground until Ctrl-C, SIGTERM or `cloudmount unmount`, which flush pending uploads\n' +
-      'and unmount; --daemon detaches once the drive is mounted.\n\n' + mountOptionsHelp(),
+    details: 'Runs in the foreground until Ctrl-C, SIGTERM, a closed terminal (SIGHUP) or `cloudmount unmount`,\n' +
+      'which flush pending uploads and unmount; --daemon detaches once the drive is mounted.\n\n' + mountOptionsHelp(),
     options: mountCommandOptions,
     run: runMount,
   },
