@@ -5,7 +5,7 @@
 // Credentials come from a saved login and must never appear in options, argv or environments.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync, symlinkSync, lstatSync, readlinkSync, unlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, symlinkSync, readlinkSync, unlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -21,19 +21,37 @@ const SBIN = '/sbin/mount.fuse.cloudmount';
 const PASSWORD = 'demo-password';
 
 let emu: Emulator;
+// /sbin/mount.fuse.cloudmount -> <tmp>/cloudmount-fstab-helper-*/mount.fuse.cloudmount -> our
+// helper: the middle link marks the install as a test run's (the README's install line points
+// straight at a checkout) and names our pid, and the helper follows both links to this checkout.
+let link: string | undefined;
 test.before(async () => {
   if (process.getuid?.() !== 0) throw new Error('mount(8) with a helper in /sbin needs root');
-  let existing: string | undefined;
-  try { lstatSync(SBIN); existing = readlinkSync(SBIN); } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EINVAL') existing = '(not a symlink)';
+  const dir = mkdtempSync(join(tmpdir(), `cloudmount-fstab-helper-${process.pid}-`));
+  symlinkSync(HELPER, join(dir, 'mount.fuse.cloudmount'));
+  // Another checkout's run of this test may hold the path for a minute: wait for it. Anything
+  // else there is someone's installed helper, never replaced (their fstab mounts use it).
+  const end = Date.now() + 180_000;
+  for (;;) {
+    try { symlinkSync(join(dir, 'mount.fuse.cloudmount'), SBIN); link = join(dir, 'mount.fuse.cloudmount'); break; } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let existing = '(not a symlink)';
+    try { existing = readlinkSync(SBIN); } catch (e) { if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; }
+    const run = /\/cloudmount-fstab-helper-(\d+)-[^/]+\/mount\.fuse\.cloudmount$/.exec(existing);
+    // Left by a run that was killed: its process is gone, so the path is free.
+    if (run && !alive(Number(run[1]))) { try { unlinkSync(SBIN); } catch { /* someone else did */ } continue; }
+    if (!run || Date.now() > end) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`${SBIN} exists (-> ${existing}); remove it to run this test`);
+    }
+    await new Promise((r) => setTimeout(r, 1000));
   }
-  // Never replace a helper someone installed: that would change what their fstab mounts run.
-  if (existing !== undefined) throw new Error(`${SBIN} exists (-> ${existing}); remove it to run this test`);
-  symlinkSync(HELPER, SBIN);
   emu = await startEmulator();
 });
 test.after.always(async () => {
-  try { if (readlinkSync(SBIN) === HELPER) unlinkSync(SBIN); } catch { /* not ours or gone */ }
+  try { if (link && readlinkSync(SBIN) === link) unlinkSync(SBIN); } catch { /* not ours or gone */ }
+  if (link) rmSync(join(link, '..'), { recursive: true, force: true });
   await emu?.close();
 });
 
