@@ -14,7 +14,7 @@ import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
 import { run } from '../../src/cli/fusermount.js';
 import { cli, makeHome, isMounted, waitFor, REPO, type Home } from './helpers.js';
-import { alive, cmdline, environ } from './pty.js';
+import { alive, cmdline, environ, envLeak } from './pty.js';
 
 const HELPER = join(REPO, 'scripts', 'mount.fuse.cloudmount');
 const SBIN = '/sbin/mount.fuse.cloudmount';
@@ -88,7 +88,7 @@ function leaks(h: Home, mp: string): string[] {
     if (!/^\d+$/.test(n) || Number(n) === process.pid) continue;
     if (!environ(Number(n)).includes(h.dir) && !cmdline(Number(n)).includes(mp)) continue;
     if (cmdline(Number(n)).includes(PASSWORD)) hits.push(`argv of ${n}: ${cmdline(Number(n))}`);
-    if (environ(Number(n)).includes(PASSWORD)) hits.push(`environment of ${n}: ${cmdline(Number(n))}`);
+    if (envLeak(Number(n), PASSWORD)) hits.push(`environment of ${n}: ${cmdline(Number(n))}`);
   }
   return hits;
 }

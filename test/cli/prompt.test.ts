@@ -12,7 +12,7 @@ import type { Emulator } from '../../src/emulator/server.js';
 import { run } from '../../src/cli/fusermount.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
 import { cli, makeHome, isMounted, waitFor, readJson, type Home } from './helpers.js';
-import { ptyCli, ptyRun, hasScript, cmdline, environ, descendants, alive, type Pty } from './pty.js';
+import { ptyCli, ptyRun, hasScript, cmdline, envLeak, descendants, alive, type Pty } from './pty.js';
 
 let emu: Emulator;
 test.before(async () => { emu = await startEmulator(); });
@@ -56,7 +56,7 @@ function filesContaining(dir: string, needle: string): string[] {
 function processLeaks(pid: number, password: string): string[] {
   return [pid, ...descendants(pid)].flatMap((p) => [
     ...(cmdline(p).includes(password) ? [`argv of ${p}: ${cmdline(p)}`] : []),
-    ...(environ(p).includes(password) ? [`environment of ${p}`] : []),
+    ...(envLeak(p, password) ? [`environment of ${p}`] : []),
   ]);
 }
 

@@ -79,6 +79,15 @@ export function environ(pid: number): string {
   try { return readFileSync(`/proc/${pid}/environ`, 'utf8'); } catch { return ''; }
 }
 
+/**
+ * The password in pid's environment, except where Maxxo's design puts it: rsync reads it from
+ * RSYNC_PASSWORD (/proc/PID/environ is private to the user, unlike argv).
+ */
+export function envLeak(pid: number, password: string): boolean {
+  const isRsync = /(^|\/)rsync /.test(cmdline(pid));
+  return environ(pid).split('\0').some((v) => v.includes(password) && !(isRsync && v.startsWith('RSYNC_PASSWORD=')));
+}
+
 export function alive(pid: number): boolean {
   try {
     // A zombie is dead for our purposes (its parent has not reaped it yet).
