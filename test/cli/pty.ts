@@ -32,6 +32,7 @@ export function ptyCli(args: string[], o: { env: NodeJS.ProcessEnv; cwd?: string
 
 /** Any command under a pseudo-terminal. */
 export function ptyRun(argv: string[], o: { env: NodeJS.ProcessEnv; cwd?: string }): Pty {
+  // exec: the program leads the terminal's session, so a hangup (SIGHUP) reaches it as from a closed window.
   const cmd = `exec ${argv.map(quote).join(' ')}`;
   // --echo always: the terminal echoes like an interactive one even though our stdin is a pipe,
   // so a missing echo can only come from the CLI turning it off.
@@ -43,11 +44,16 @@ export function ptyRun(argv: string[], o: { env: NodeJS.ProcessEnv; cwd?: string
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   child.stdin!.on('error', () => {});
   let code: number | null | undefined;
-  const exited = new Promise<number | null>((r) => child.once('exit', (c, sig) => { code = c ?? (sig ? 128 : null); r(code); }));
+  const exited = new Promise<number | null>((r) => child.once('exit', (c, sig) => {
+    code = c ?? (sig ? 128 : null);
+    if (sig) out += `\n[script ended by ${sig}]`;
+    r(code);
+  }));
   let pid: number | undefined;
   const cliPid = () => {
     if (pid && alive(pid)) return pid;
-    pid = descendants(child.pid!).find((p) => cmdline(p).includes(CLI));
+    // The node process itself, not the shell whose command line also names main.js.
+    pid = descendants(child.pid!).find((p) => cmdline(p).startsWith(`${process.execPath} ${CLI}`));
     return pid;
   };
   return {
