@@ -26,6 +26,12 @@ async function freshAccount(): Promise<{ email: string; password: string }> {
   return a;
 }
 
+function home(t: { teardown(fn: () => void): void }): Home {
+  const h = makeHome();
+  t.teardown(() => rmSync(h.dir, { recursive: true, force: true }));
+  return h;
+}
+
 function session(t: { teardown(fn: () => void): void }, args: string[], h: Home): Pty {
   const p = ptyCli(args, { env: h.env });
   t.teardown(() => p.kill());
@@ -63,7 +69,7 @@ function processLeaks(pid: number, password: string): string[] {
 test.before(() => { if (!hasScript) throw new Error('util-linux `script` is needed for the terminal tests'); });
 
 test('the terminal harness echoes typed text when a program leaves echo on (control)', async (t) => {
-  const h = makeHome();
+  const h = home(t);
   const p = ptyRun(['/bin/sh', '-c', 'printf "say: "; read x; echo "read=$x"'], { env: h.env });
   t.teardown(() => p.kill());
   await p.waitFor(/say: /);
@@ -76,7 +82,7 @@ test('the terminal harness echoes typed text when a program leaves echo on (cont
 
 test('login on a terminal: the password prompt does not echo, the login is saved in a 0600 file', async (t) => {
   const a = await freshAccount();
-  const h = makeHome();
+  const h = home(t);
   const p = session(t, ['login', 'work', '--kind', 'maxxo', '--server', emu.url, '--email', a.email], h);
   await p.waitFor(/Password for maxxo .* at .*: /);
   const pid = p.cliPid();
@@ -102,7 +108,7 @@ test('login on a terminal: the password prompt does not echo, the login is saved
 
 test('login --no-save-password on a terminal; a wrong password or Ctrl-C at the prompt saves nothing', async (t) => {
   const a = await freshAccount();
-  const h = makeHome();
+  const h = home(t);
   const wrong = session(t, ['login', 'w', '--kind', 'maxxo', '--server', emu.url, '--email', a.email], h);
   await wrong.waitFor(/Password for /);
   wrong.type('not-the-password\r');
@@ -132,7 +138,7 @@ test('login --no-save-password on a terminal; a wrong password or Ctrl-C at the 
 
 test('mount of a saved account without its password: prompted on the terminal, never in argv, environment, logs or files; Ctrl-C unmounts', async (t) => {
   const a = await freshAccount();
-  const h = makeHome();
+  const h = home(t);
   const login = await cli(['login', 'nopw', '--kind', 'maxxo', '--server', emu.url, '--email', a.email, '--no-save-password'],
     { env: { ...h.env, CLOUDMOUNT_PASSWORD: a.password } });
   t.is(login.code, 0, login.stderr);
@@ -160,7 +166,7 @@ test('mount of a saved account without its password: prompted on the terminal, n
 
 test('mount --daemon with the password typed at the prompt: the background process gets it through a pipe only', async (t) => {
   const a = await freshAccount();
-  const h = makeHome();
+  const h = home(t);
   const mp = mountpoint(t);
   const p = session(t, ['mount', 'maxxo', mp, '--server', emu.url, '--email', a.email, '--daemon', '-vv'], h);
   await p.waitFor(/Password for maxxo /);
@@ -192,7 +198,7 @@ test('mount --daemon with the password typed at the prompt: the background proce
 
 test('a foreground mount whose terminal closes (SIGHUP, output now fails) uploads what is pending and unmounts', async (t) => {
   const a = await freshAccount();
-  const h = makeHome();
+  const h = home(t);
   const mp = mountpoint(t);
   const p = session(t, ['mount', 'maxxo', mp, '--server', emu.url, '--email', a.email, '-o', 'writeback_delay=30', '-v'], h);
   await p.waitFor(/Password for maxxo /);
