@@ -2,6 +2,7 @@
 // (streaming, ranges, If-Range, 416) and share links.
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import type { Emulator } from '../../src/emulator/server.js';
 import { demoBytes } from '../../src/emulator/vboxx/demo.js';
 import { Api, useDemoServer, raw, login, enc, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
@@ -210,6 +211,65 @@ test('files: ranges a-b, a-, -n answer 206 with Content-Range; past the end 416'
   const g = await demo.get(`/1/files/${FILES}/documents/abc.txt`, {}, { range: 'pages=1-2' });
   t.is(g.status, 200);
   t.is(g.text, 'abc\n');
+});
+
+test('files: concurrent downloads, a stalled reader and clients that leave mid-body never mix bytes', async (t) => {
+  // Downloads read into a few reused buffers: a buffer handed out again too early would show up
+  // here as bytes of one file inside another, or of an earlier chunk of the same one.
+  const sizes = [3 * 1024 * 1024 + 12345, 5 * 1024 * 1024 - 7, 1024 * 1024];
+  const files = sizes.map((n, i) => ({ path: `mix/f${i}.bin`, data: demoBytes(n, 0x1234 + i) }));
+  for (const f of files) await demo.putFile(TEAM, f.path, f.data);
+  const big = demoBytes(10 * 1024 * 1024);
+  const u = new URL(emu.url);
+  const get = (path: string, headers: Record<string, string> = {}, o: { stallMs?: number; leaveAfter?: number } = {}) =>
+    new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+      const req = http.get({ host: u.hostname, port: u.port, path: demo.url(path), headers }, (res) => {
+        const chunks: Buffer[] = [];
+        let n = 0;
+        let stalled = false;
+        res.on('data', (c: Buffer) => {
+          chunks.push(c);
+          n += c.length;
+          if (o.leaveAfter !== undefined && n >= o.leaveAfter) { req.destroy(); resolve({ status: -1, body: Buffer.alloc(0) }); }
+          // Stop reading for a while: the server's writes stay pending with their buffers.
+          if (o.stallMs && !stalled) { stalled = true; res.pause(); setTimeout(() => res.resume(), o.stallMs); }
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', () => {});
+      });
+      req.on('error', (e) => { if (o.leaveAfter === undefined) reject(e); });
+    });
+  const bigPath = `/1/files/${FILES}/big/random-10MiB.bin`;
+  const runs = await Promise.all([
+    get(bigPath, {}, { stallMs: 300 }),
+    ...Array.from({ length: 4 }, () => get(bigPath, {}, { leaveAfter: 1024 * 1024 })),
+    ...files.flatMap((f) => [get(`/1/files/${TEAM}/${f.path}`), get(`/1/files/${TEAM}/${f.path}`)]),
+    get(bigPath, { range: 'bytes=1048570-3145738' }),
+  ]);
+  t.is(runs[0]!.status, 200);
+  t.true(runs[0]!.body.equals(big), 'the stalled reader got the file intact');
+  files.forEach((f, i) => {
+    for (const r of [runs[5 + 2 * i]!, runs[6 + 2 * i]!]) {
+      t.is(r.status, 200, f.path);
+      t.true(r.body.equals(f.data), f.path);
+    }
+  });
+  const range = runs[runs.length - 1]!;
+  t.is(range.status, 206);
+  t.true(range.body.equals(big.subarray(1048570, 3145739)), 'a range across buffer boundaries');
+  // After the clients that left, the server still answers whole files on kept-alive connections.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (const f of files) {
+    const r = await new Promise<Buffer>((resolve, reject) => {
+      http.get({ host: u.hostname, port: u.port, path: demo.url(`/1/files/${TEAM}/${f.path}`), agent }, (res) => {
+        const c: Buffer[] = [];
+        res.on('data', (d: Buffer) => c.push(d));
+        res.on('end', () => resolve(Buffer.concat(c)));
+      }).on('error', reject);
+    });
+    t.true(r.equals(f.data), `${f.path} on a kept-alive connection`);
+  }
 });
 
 test('files: If-Range serves the range only for the current version', async (t) => {
