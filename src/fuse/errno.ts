@@ -101,6 +101,9 @@ function byStatus(status: number | undefined): ErrnoName | undefined {
   if (status === 409) return 'EEXIST';
   if (status === 413) return 'EFBIG';
   if (status === 507) return 'EDQUOT';
+  // any other status the services never document (402, 418, a 3xx of a proxy) is the server's
+  // failure, not the program's: EIO, like the transient codes after their retries
+  if (status >= 300) return 'EIO';
   return undefined;
 }
 

@@ -5,7 +5,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import { createOps, nameTooLong, toStat, toStatfs } from '../../src/fuse/adapter.js';
-import { errno, toErrno } from '../../src/fuse/errno.js';
+import { errno, errnoName, toErrno } from '../../src/fuse/errno.js';
 import * as E from '../../src/remote/errors.js';
 import { createLogger } from '../../src/log.js';
 import type { Attr, VfsApi } from '../../src/vfs/api.js';
@@ -38,6 +38,8 @@ test('errno table: unknown errors are EIO with one log line per kind, never a th
   t.is(toErrno(undefined, log), N.EIO);
   t.is(toErrno('a string', log), N.EIO);
   t.is(toErrno(new E.RemoteError('GONE', 'x', { status: 404 })), N.ENOENT, 'unknown code, known status');
+  // an undocumented status (the hostile-server fuzz meets 402, 418, 301) is the server's failure
+  for (const status of [301, 402, 418, 599]) t.is(errnoName(new E.RemoteError(`HTTP_${status}`, 'x', { status })), 'EIO', `HTTP ${status}`);
   t.is(lines.filter((l) => l.includes('SOMETHING_NEW')).length, 1);
 });
 
