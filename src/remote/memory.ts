@@ -9,7 +9,7 @@ import {
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
 } from './errors.js';
 import type {
-  CallOptions, Capabilities, ListResult, Remote, RemoteEntry, StatFs, TransferOptions,
+  CallOptions, Capabilities, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions,
 } from './types.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
@@ -31,6 +31,11 @@ export interface MemoryRemoteOptions {
   /** download() writes in chunks of this many bytes, waiting downloadChunkDelayMs between them. */
   downloadChunkBytes?: number;
   downloadChunkDelayMs?: number;
+  /** readTo() (streamed ranged reads) exists besides read() when rangedReads. Default true. */
+  streamedReads?: boolean;
+  /** readTo() hands the sink chunks of this many bytes (default 64 KiB), waiting readChunkDelayMs between them. */
+  readChunkBytes?: number;
+  readChunkDelayMs?: number;
   /** move() onto an existing path replaces it (true) or throws AlreadyExists (false, default). */
   moveReplaces?: boolean;
   /** Policy checked by checkUpload() and upload(); absent = no checkUpload method at all. */
@@ -94,6 +99,7 @@ export class MemoryRemote implements Remote {
   // Methods that exist only with their capability are set up in the constructor so that
   // `remote.read === undefined` on a Maxxo-like instance, exactly as vfs sees a real client.
   read?: (path: string, offset: number, length: number, opts?: CallOptions) => Promise<Buffer>;
+  readTo?: (path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions) => Promise<RangeRead>;
   statMany?: (paths: string[], opts?: CallOptions) => Promise<(RemoteEntry | null)[]>;
   shareLink?: (path: string, opts?: CallOptions) => Promise<{ url: string; expires?: string | null }>;
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
@@ -117,6 +123,7 @@ export class MemoryRemote implements Remote {
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
     if (this.capabilities.rangedReads) this.read = (p, o, l, c) => this.doRead(p, o, l, c);
+    if (this.capabilities.rangedReads && opts.streamedReads !== false) this.readTo = (p, o, l, k, c) => this.doReadTo(p, o, l, k, c);
     else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (this.capabilities.batchStat) this.statMany = (ps, c) => this.doStatMany(ps, c);
     if (this.capabilities.shareLinks) this.shareLink = (p, c) => this.doShareLink(p, c);
@@ -226,6 +233,28 @@ export class MemoryRemote implements Remote {
     const n = this.fileNode(path);
     if (offset > n.data.length) return Buffer.alloc(0);
     return Buffer.from(n.data.subarray(offset, Math.min(n.data.length, offset + length)));
+  }
+
+  /** read() streamed in chunks of readChunkBytes (counted as a read call). */
+  private async doReadTo(path: string, offset: number, length: number, sink: RangeSink, opts: CallOptions = {}): Promise<RangeRead> {
+    path = norm(path);
+    await this.enter('read', path, opts);
+    const n = this.fileNode(path);
+    // the content as it was when the request was answered, like a server streaming one version
+    const data = n.data;
+    const rev = this.capabilities.serverRevision ? String(n.rev) : undefined;
+    const end = Math.min(data.length, offset + length);
+    const step = Math.max(1, this.opts.readChunkBytes ?? 64 * 1024);
+    const served = { size: data.length, ...(rev !== undefined ? { rev } : {}) };
+    let pos = offset;
+    while (pos < end) {
+      if (opts.signal?.aborted) throw new Cancelled('read cancelled', { path });
+      const next = Math.min(end, pos + step);
+      await sink(Buffer.from(data.subarray(pos, next)), pos, served);
+      pos = next;
+      if (this.opts.readChunkDelayMs && pos < end) await sleep(this.opts.readChunkDelayMs, opts.signal);
+    }
+    return { bytes: Math.max(0, end - offset), size: data.length, ...(rev !== undefined ? { rev } : {}) };
   }
 
   async download(path: string, localFile: string, opts: TransferOptions = {}): Promise<void> {

@@ -66,6 +66,20 @@ export interface TransferOptions extends CallOptions {
   onProgress?: (bytes: number) => void;
 }
 
+/** Gets each chunk with its position and what the answer said about the content it comes from. */
+export type RangeSink = (chunk: Buffer, pos: number, served: RangeServed) => void | Promise<void>;
+
+export interface RangeServed {
+  /** Revision of the content the bytes belong to (vBoxx `rev`), when the server says. */
+  rev?: string;
+  /** Size of the file the bytes belong to, when the server says. */
+  size?: number;
+}
+
+export interface RangeRead extends RangeServed {
+  bytes: number;
+}
+
 export interface Remote {
   readonly kind: 'maxxo' | 'vboxx' | 'memory';
   readonly capabilities: Capabilities;
@@ -78,6 +92,15 @@ export interface Remote {
   statMany?(paths: string[], opts?: CallOptions): Promise<(RemoteEntry | null)[]>;
   /** Ranged read (capabilities.rangedReads). May return fewer bytes only at end of file. */
   read?(path: string, offset: number, length: number, opts?: CallOptions): Promise<Buffer>;
+  /**
+   * Ranged read streamed to `sink` as the bytes arrive, so no range is ever whole in memory.
+   * Chunks come in file order with their position; the next one only after the sink's promise
+   * settled. A transfer cut short may start over at `offset` (the sink sees positions again).
+   * An error thrown by the sink ends the read with that error. Resolves with the bytes of the
+   * last run (fewer only at end of file) and, when the server says, the revision and size served
+   * (the sink gets them with every chunk, so it can refuse bytes of an unexpected version).
+   */
+  readTo?(path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions): Promise<RangeRead>;
   /**
    * Whole-file download into localFile (created or truncated). Writes in place so that a reader
    * may follow the bytes as they arrive; onProgress reports how many are there.

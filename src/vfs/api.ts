@@ -83,6 +83,8 @@ export interface VfsOptions {
   log: Logger;
   /** Granularity of ranged fetches and of the cached-range bookkeeping (default 256 KiB). */
   readBlockBytes?: number;
+  /** Ranged remotes: a file up to this size is fetched whole with one request at its first read (default 8 MiB; 0 = off). */
+  readWholeMaxBytes?: number;
   /** Attempts per upload before it is reported as failed (default 5). */
   uploadAttempts?: number;
   /** First retry delay of a failed upload, doubling per attempt (default 500 ms). */
@@ -97,7 +99,7 @@ export interface VfsOptions {
    * many of the folder's other files are fetched in the background (default 1000; 0 = off)...
    */
   prefetchFiles?: number;
-  /** ...each at most this big (default 256 KiB with ranged reads, 2 MiB for whole-file remotes)... */
+  /** ...each at most this big (default 2 MiB)... */
   prefetchFileMaxBytes?: number;
   /** ...and at most this many bytes per folder (default 64 MiB; never more than half the free cache). */
   prefetchBytes?: number;

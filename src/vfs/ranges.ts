@@ -77,3 +77,28 @@ export class RangeSet {
     return out;
   }
 }
+
+export interface ReadAheadPlan {
+  /** First byte to request (block aligned). */
+  start: number;
+  /** Request up to here (the window's end, at most the size). */
+  target: number;
+  /** Length of one request: the window split over the parallel requests, whole blocks. */
+  reqBytes: number;
+}
+
+/**
+ * The next read-ahead round of a sequential reader at `from` with `window` bytes of read-ahead,
+ * `raEnd` requested so far and `inflight` requests under way; null when nothing is to start.
+ * A round starts only once half the window is consumed and a request slot is free, so requests
+ * stay long (few round trips) and at most `parallel` are in flight.
+ */
+export function readAheadPlan(from: number, window: number, raEnd: number, size: number, inflight: number,
+  parallel: number, block: number): ReadAheadPlan | null {
+  const target = Math.min(size, from + window);
+  if (raEnd >= target || raEnd - from > window / 2 || inflight >= parallel) return null;
+  const reqBytes = Math.max(block, Math.floor(window / Math.max(1, parallel) / block) * block);
+  const start = Math.floor(Math.max(from, raEnd) / block) * block;
+  if (start >= target) return null;
+  return { start, target, reqBytes };
+}

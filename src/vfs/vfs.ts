@@ -22,11 +22,11 @@ import {
   AlreadyExists, BadRequest, BadResponse, Cancelled, IsADirectory, NoXattr, NotADirectory, NotEmpty,
   NotFound, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
 } from '../remote/errors.js';
-import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
+import { Priority, type RangeRead, type RangeServed, type Remote, type RemoteEntry } from '../remote/types.js';
 import type { Attr, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
 import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
-import { RangeSet } from './ranges.js';
+import { RangeSet, readAheadPlan } from './ranges.js';
 import { sleep } from '../util/sleep.js';
 
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
@@ -53,7 +53,7 @@ export function defaultVfsOptions(accountId: string): VfsOptions {
     dirTtlMs: 30_000,
     negativeTtlMs: 5_000,
     readAheadBytes: 1 * MiB,
-    readAheadMaxBytes: 32 * MiB,
+    readAheadMaxBytes: 64 * MiB,
     readParallel: 4,
     writebackDelayMs: 2_000,
     readOnly: false,
@@ -131,6 +131,8 @@ class Obj {
   // ranged fetches
   readonly inflight = new Map<number, Promise<void>>();
   inflightCount = 0;
+  /** Readers waiting for bytes of a fetch still streaming in. */
+  waiters: RangeWaiter[] = [];
   // whole-file download
   download: Promise<void> | null = null;
   dlAbort: AbortController | null = null;
@@ -159,6 +161,7 @@ interface Handle {
 }
 
 interface Barrier { paths: string[]; promise: Promise<void> }
+interface RangeWaiter { s: number; e: number; resolve: () => void }
 interface Lane { limit: number; running: number; queue: (() => Promise<void>)[] }
 
 function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
@@ -171,6 +174,31 @@ function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number):
     fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
   });
 }
+function pwritev(fd: number, bufs: Buffer[], pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.writev(fd, bufs, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+/** All of bufs at pos (writev may write less than asked). */
+async function pwritevAll(fd: number, bufs: Buffer[], pos: number): Promise<void> {
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  let done = await pwritev(fd, bufs, pos);
+  while (done < total) {
+    let skip = done;
+    const rest: Buffer[] = [];
+    for (const b of bufs) {
+      if (skip >= b.length) { skip -= b.length; continue; }
+      rest.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+    done += await pwritev(fd, rest, pos + done);
+  }
+}
+/** A streamed fetch whose content object was reset meanwhile: it stops without an error. */
+const STALE_RUN = Symbol('stale run');
+/** Bytes of a streamed fetch collected before one write to the cache file. */
+const LAND_BYTES = 256 * 1024;
 function errText(e: unknown): string {
   if (e instanceof RemoteError) return e.toString();
   return e instanceof Error ? e.message : String(e);
@@ -1405,20 +1433,43 @@ export class Vfs implements VfsApi {
 
   /** Ranged remotes: makes [start, end) present; returns how far the bytes from start are present. */
   private async fillRanged(o: Obj, h: Handle, start: number, end: number, seq: boolean): Promise<number> {
-    const waits = this.startRequired(o, start, end, 8 * MiB);
-    if (seq) this.readAhead(o, h, end);
-    await this.within(`read of ${o.path}`, Promise.all(waits));
-    if (o.ranges.covers(start, end)) return end;
-    const have = Math.min(end, o.ranges.contiguousEnd(start));
-    if (have > start) return have;
-    throw new BadResponse('the server sent less content than the file size', { path: o.path });
+    for (let round = 0; ; round++) {
+      const epoch = o.epoch;
+      if (round === 0) this.fetchWholeAtFirstRead(o);
+      const waits = this.startRequired(o, start, end, 8 * MiB);
+      if (seq && round === 0) this.readAhead(o, h, end);
+      await this.within(`read of ${o.path}`, Promise.all(waits));
+      // the server's copy changed under the fetch (o follows it now): read its new bytes
+      if (o.epoch !== epoch && round < 3) {
+        if (start >= o.size) return start;
+        end = Math.min(end, o.size);
+        continue;
+      }
+      if (o.ranges.covers(start, end)) return end;
+      const have = Math.min(end, o.ranges.contiguousEnd(start));
+      if (have > start) return have;
+      throw new BadResponse('the server sent less content than the file size', { path: o.path });
+    }
+  }
+
+  /**
+   * A small or medium file read for the first time comes whole with one request (a program that
+   * reads some of it mostly reads all of it), instead of a run of block-sized requests.
+   */
+  private fetchWholeAtFirstRead(o: Obj): void {
+    const max = this.opts.readWholeMaxBytes ?? 8 * MiB;
+    if (o.size <= 0 || o.size > max || o.ranges.bytes > 0 || o.inflightCount > 0 || o.dirty) return;
+    this.fetchRun(o, 0, o.size, Priority.interactive).catch(() => { /* its readers get the error */ });
   }
 
   private async fetchRequired(o: Obj, start: number, end: number, maxReq: number): Promise<void> {
     await this.within(`read of ${o.path}`, Promise.all(this.startRequired(o, start, end, maxReq)));
   }
 
-  /** Starts fetches of the missing blocks of [start, end), joins fetches in flight. */
+  /**
+   * Starts fetches of the missing blocks of [start, end) and joins fetches in flight: a join
+   * waits only until its own bytes have landed, not for the end of a long fetch.
+   */
   private startRequired(o: Obj, start: number, end: number, maxReq: number): Promise<void>[] {
     const B = this.blockBytes;
     const waits: Promise<void>[] = [];
@@ -1426,7 +1477,13 @@ export class Vfs implements VfsApi {
     const last = Math.floor((end - 1) / B);
     while (b <= last) {
       const inf = o.inflight.get(b);
-      if (inf) { waits.push(inf); b++; continue; }
+      if (inf) {
+        let e = b + 1;
+        while (e <= last && o.inflight.get(e) === inf) e++;
+        waits.push(this.arrival(o, Math.max(start, b * B), Math.min(end, e * B, o.size), inf));
+        b = e;
+        continue;
+      }
       if (this.blockHeld(o, b)) { b++; continue; }
       let e = b + 1;
       while (e <= last && (e - b) * B < maxReq && !o.inflight.has(e) && !this.blockHeld(o, e)) e++;
@@ -1436,28 +1493,53 @@ export class Vfs implements VfsApi {
     return waits;
   }
 
+  /** Resolves once [s, e) is cached or the fetch `run` ended (rejects with its error). */
+  private arrival(o: Obj, s: number, e: number, run: Promise<void>): Promise<void> {
+    if (o.ranges.covers(s, e)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const w: RangeWaiter = { s, e, resolve };
+      o.waiters.push(w);
+      const drop = () => {
+        const i = o.waiters.indexOf(w);
+        if (i >= 0) o.waiters.splice(i, 1);
+      };
+      run.then(() => { drop(); resolve(); }, (err) => { drop(); reject(err); });
+    });
+  }
+
+  /** Wakes the readers whose bytes are all cached now. */
+  private wakeWaiters(o: Obj): void {
+    if (o.waiters.length === 0) return;
+    const still: RangeWaiter[] = [];
+    for (const w of o.waiters) if (o.ranges.covers(w.s, w.e)) w.resolve(); else still.push(w);
+    o.waiters = still;
+  }
+
   private blockHeld(o: Obj, b: number): boolean {
     const s = b * this.blockBytes;
     return o.ranges.covers(s, Math.min(s + this.blockBytes, o.size));
   }
 
-  /** Sequential reader: keeps up to `window` bytes ahead in flight, the window doubling each round. */
+  /**
+   * Sequential reader: keeps up to `window` bytes ahead in flight as up to readParallel
+   * concurrent ranged requests (each on its own pooled connection), the window doubling each
+   * round up to readAheadMaxBytes. With streamed fetches a request costs only a few socket
+   * chunks of memory whatever its length, so the requests can be long (few round trips).
+   */
   private readAhead(o: Obj, h: Handle, from: number): void {
     const B = this.blockBytes;
-    const target = Math.min(o.size, from + h.window);
-    // refill only when half the window is consumed, so requests stay large
-    if (h.raEnd >= target || h.raEnd - from > h.window / 2 || o.inflightCount >= this.opts.readParallel) return;
-    const reqBytes = Math.max(B, Math.floor(h.window / this.opts.readParallel));
-    let s = Math.floor(Math.max(from, h.raEnd) / B) * B;
-    while (s < target && o.inflightCount < this.opts.readParallel) {
+    const plan = readAheadPlan(from, h.window, h.raEnd, o.size, o.inflightCount, this.opts.readParallel, B);
+    if (!plan) return;
+    let s = plan.start;
+    while (s < plan.target && o.inflightCount < this.opts.readParallel) {
       const b = s / B;
       if (o.inflight.has(b) || this.blockHeld(o, b)) { s += B; continue; }
       let e = s + B;
-      while (e < target && e - s < reqBytes && !o.inflight.has(e / B) && !this.blockHeld(o, e / B)) e += B;
+      while (e < plan.target && e - s < plan.reqBytes && !o.inflight.has(e / B) && !this.blockHeld(o, e / B)) e += B;
       this.fetchRun(o, s, Math.min(e, o.size), Priority.normal).catch(() => { /* a reader that needs it fetches again */ });
       s = e;
     }
-    h.raEnd = Math.min(s, target);
+    h.raEnd = Math.min(s, plan.target);
     if (h.window < this.opts.readAheadMaxBytes) h.window = Math.min(h.window * 2, this.opts.readAheadMaxBytes);
   }
 
@@ -1467,6 +1549,7 @@ export class Vfs implements VfsApi {
     const path = o.path;
     const p = (async () => {
       if (o.fd < 0) await this.openFd(o);
+      if (this.remote.readTo) { await this.streamRun(o, s, e, epoch, priority); return; }
       const data = await this.bounded(`read of ${path}`, (signal) => this.remote.read!(path, s, e - s, { signal, priority }));
       if (o.epoch !== epoch) return;
       let n = 0;
@@ -1476,6 +1559,7 @@ export class Vfs implements VfsApi {
       o.ranges.add(s, Math.min(s + data.length, o.size));
       this.cacheBytes += o.ranges.bytes - before;
       o.metaOnDisk = false;
+      this.wakeWaiters(o);
     })().finally(() => {
       for (let b = s / B; b * B < e; b++) if (o.inflight.get(b) === p) o.inflight.delete(b);
       o.inflightCount--;
@@ -1485,6 +1569,81 @@ export class Vfs implements VfsApi {
     for (let b = s / B; b * B < e; b++) o.inflight.set(b, p);
     o.inflightCount++;
     return p;
+  }
+
+  /**
+   * One ranged request streamed into the cache file: bytes count as cached as they land (in
+   * writes of LAND_BYTES), so readers go on before the request ends, and memory holds a few
+   * socket chunks per request, never a whole range.
+   */
+  private async streamRun(o: Obj, s: number, e: number, epoch: number, priority: number): Promise<void> {
+    const path = o.path;
+    let pend: Buffer[] = [];
+    let pendPos = s;
+    let pendLen = 0;
+    const land = async (): Promise<void> => {
+      if (pendLen === 0) return;
+      const bufs = pend, pos = pendPos, len = pendLen;
+      pend = []; pendPos = pos + len; pendLen = 0;
+      await pwritevAll(o.fd, bufs, pos);
+      if (o.epoch !== epoch) throw STALE_RUN;
+      const before = o.ranges.bytes;
+      o.ranges.add(pos, Math.min(pos + len, o.size));
+      this.cacheBytes += o.ranges.bytes - before;
+      o.metaOnDisk = false;
+      this.wakeWaiters(o);
+    };
+    const sink = (chunk: Buffer, pos: number, served: RangeServed): void | Promise<void> => {
+      if (o.epoch !== epoch) throw STALE_RUN;
+      if (this.otherVersion(o, served.rev)) {
+        // bytes of another version than the cached ones never land next to them
+        this.serverChanged(o, served.rev!, served.size ?? o.size);
+        throw STALE_RUN;
+      }
+      if (pos !== pendPos + pendLen) {
+        // the transfer started over: what is pending lands first, the rest follows from pos
+        return land().then(() => { pendPos = pos; pend.push(chunk); pendLen = chunk.length; });
+      }
+      pend.push(chunk);
+      pendLen += chunk.length;
+      if (pendLen >= LAND_BYTES) return land();
+    };
+    let got: RangeRead;
+    try {
+      got = await this.bounded(`read of ${path}`, (signal) => this.remote.readTo!(path, s, e - s, sink, { signal, priority }));
+      await land();
+    } catch (err) {
+      if (err === STALE_RUN || o.epoch !== epoch) return;
+      throw err;
+    }
+    if (o.epoch === epoch && this.otherVersion(o, got.rev)) this.serverChanged(o, got.rev!, got.size ?? o.size);
+  }
+
+  /** The server answered with content of another revision than o's clean cached bytes. */
+  private otherVersion(o: Obj, rev: string | undefined): boolean {
+    return rev !== undefined && o.ident?.rev !== undefined && rev !== o.ident.rev && !o.authoritative;
+  }
+
+  /**
+   * A fetch was answered from other content than the cached bytes belong to (the file changed
+   * on the server while open): the cached bytes are dropped and o follows the server's version,
+   * so no read mixes bytes of two versions from the cache; fetches of the old epoch stop.
+   */
+  private serverChanged(o: Obj, rev: string, size: number): void {
+    this.log.info(`${o.path} changed on the server while being read; its cached bytes are dropped`);
+    o.epoch++;
+    this.cacheBytes -= o.ranges.bytes;
+    o.ranges.clear();
+    // the server's time comes with the next listing; a new one now makes the kernel drop its pages
+    const e: RemoteEntry = { ...(o.ident ?? { name: baseOf(o.path), type: 'file' }), size, rev, mtimeMs: Date.now() };
+    o.ident = { ...e };
+    o.size = size;
+    if (o.metaOnDisk) {
+      o.metaOnDisk = false;
+      fsp.rm(this.file(o) + '.meta', { force: true }).catch(() => {});
+    }
+    this.setInParent(o.path, e);
+    this.wakeWaiters(o);
   }
 
   /** Non-ranged remotes: the whole file streams into the cache file; reads follow its progress. */
@@ -1603,9 +1762,9 @@ export class Vfs implements VfsApi {
     d.filesPrefetched = true;
     const ranged = !!(this.remote.read && this.remote.capabilities.rangedReads);
     if (!ranged && !this.remote.downloadMany) return;
-    // a whole-file transfer costs a process start and a connection per file (Maxxo: ~15 RTTs):
-    // worth batching bigger files there than where one ranged GET fetches a file
-    const maxFile = this.opts.prefetchFileMaxBytes ?? (ranged ? 256 * 1024 : 2 * MiB);
+    // one request per file (ranged) or one batch transfer: files up to a few block sizes are
+    // cheap to take along; bigger ones come whole at their first read (fetchWholeAtFirstRead)
+    const maxFile = this.opts.prefetchFileMaxBytes ?? 2 * MiB;
     let budget = Math.min(this.opts.prefetchBytes ?? 64 * MiB, (this.opts.cacheMaxBytes - this.cacheBytes) / 2);
     const picks: Obj[] = [];
     for (const [name, e] of d.entries) {

@@ -18,7 +18,8 @@ function fill(remote: { putFile(p: string, d: string | Buffer): void }, dir: str
 test('ranged remote: reading one small file fetches its siblings in the background; reading them costs nothing more', async (t) => {
   const { remote, vfs } = await setup(t);
   const files = fill(remote, '/d', 40);
-  remote.putFile('/d/big.bin', Buffer.alloc(2 * 1024 * 1024, 1));
+  // above the per-file limit (2 MiB by default)
+  remote.putFile('/d/big.bin', Buffer.alloc(3 * 1024 * 1024, 1));
   await vfs.readdir('/d');
   t.is(remote.calls.read, 0, 'a listing alone fetches no file (ls -l stays one request)');
   t.is((await readAll(vfs, '/d/f000')).toString(), files.get('/d/f000')!);

@@ -313,24 +313,53 @@ export class VboxxClient {
    * that the bytes so far belong to the same version; otherwise from the start (bounded attempts).
    */
   async readRange(root: number | string, path: string, offset: number, length: number, o: Call = {}): Promise<Buffer> {
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new BadRequest('invalid offset');
-    if (!Number.isSafeInteger(length) || length < 0) throw new BadRequest('invalid length');
-    if (length === 0) return Buffer.alloc(0);
     let parts: Buffer[] = [];
     let got = 0;
+    const r = await this.readTo(root, path, offset, length, (chunk, pos) => {
+      // a run that starts over sends its bytes again from the offset
+      if (pos === offset && got > 0) { parts = []; got = 0; }
+      parts.push(chunk);
+      got += chunk.length;
+    }, o);
+    return r.bytes === 0 ? Buffer.alloc(0) : Buffer.concat(parts, got);
+  }
+
+  /**
+   * readRange streamed: each chunk goes to `sink` (with its file position) as it arrives and the
+   * next is read only once the sink is done with it, so memory stays a few socket chunks per
+   * request whatever the length. Resuming and starting over work as in readRange; a start-over
+   * calls the sink again from `offset`. An error of the sink ends the read at once (no retry).
+   * Resolves with the bytes delivered by the last run and the revision and size the server
+   * served, so the caller can tell a file that changed under it.
+   */
+  async readTo(root: number | string, path: string, offset: number, length: number,
+    sink: (chunk: Buffer, pos: number, served: { rev?: string; size?: number }) => void | Promise<void>,
+    o: Call = {}): Promise<{ bytes: number; rev?: string; size?: number }> {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new BadRequest('invalid offset');
+    if (!Number.isSafeInteger(length) || length < 0) throw new BadRequest('invalid length');
+    if (length === 0) return { bytes: 0 };
+    let got = 0;
     let etag: string | undefined;
+    let rev: string | undefined;
+    let size: number | undefined;
     for (let attempt = 1; ; attempt++) {
       let r;
       try {
         r = await this.openFile(root, path, { offset: offset + got, length: length - got, signal: o.signal, priority: o.priority ?? Priority.interactive, ...(got > 0 && etag ? { ifRange: etag } : {}) });
       } catch (e) {
-        if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE' && got === 0) return Buffer.alloc(0);
+        if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE' && got === 0) return { bytes: 0 };
         throw e;
       }
-      if (got > 0 && (!r.partial || !r.etag || r.etag !== etag)) { parts = []; got = 0; r.body.destroy(); continue; }
+      if (got > 0 && (!r.partial || !r.etag || r.etag !== etag)) { got = 0; r.body.destroy(); continue; }
       etag = r.partial ? r.etag : undefined;
+      rev = r.rev ?? rev;
+      // content-range total, or a whole answer's length
+      if (r.size !== undefined) size = r.size;
       // A server that ignores Range answers 200 with the whole file: skip to the offset.
       let skip = r.partial ? 0 : offset;
+      const served = { ...(r.rev !== undefined ? { rev: r.rev } : {}), ...(r.size !== undefined ? { size: r.size } : {}) };
+      let sinkFailed = false;
+      let sinkError: unknown;
       try {
         for await (const c of r.body) {
           let b = c as Buffer;
@@ -341,15 +370,22 @@ export class VboxxClient {
           }
           const want = length - got;
           if (b.length > want) b = b.subarray(0, want);
-          parts.push(b);
+          try {
+            await sink(b, offset + got, served);
+          } catch (e) {
+            sinkFailed = true;
+            sinkError = e;
+            throw e;
+          }
           got += b.length;
           if (got >= length) { r.body.destroy(); break; }
         }
-        return Buffer.concat(parts, got);
+        return { bytes: got, ...(rev !== undefined ? { rev } : {}), ...(size !== undefined ? { size } : {}) };
       } catch (e) {
         r.body.destroy();
+        if (sinkFailed) throw sinkError;
         if (o.signal?.aborted) throw new Cancelled('read cancelled', this.ctx('GET', '/1/files'));
-        if (!etag) { parts = []; got = 0; }
+        if (!etag) got = 0;
         if (attempt >= this.maxAttempts) throw new RemoteError('NETWORK_ERROR', `read cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
         this.log.debug(`vboxx: ranged read cut short after ${got} bytes, retrying`);
         await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);

@@ -6,7 +6,7 @@ import {
 } from '../errors.js';
 import { validName } from '../names.js';
 import type {
-  Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions,
+  Capabilities, CallOptions, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions,
 } from '../types.js';
 import type { VboxxClientOptions } from '../options.js';
 import { VboxxClient, type VboxxClientConfig } from './client.js';
@@ -167,6 +167,11 @@ export class VboxxRemote implements Remote {
   async read(path: string, offset: number, length: number, o: CallOptions = {}): Promise<Buffer> {
     const r = await this.fileTarget(path, o);
     return this.client.readRange(r.root.id, r.sub, offset, length, o);
+  }
+
+  async readTo(path: string, offset: number, length: number, sink: RangeSink, o: CallOptions = {}): Promise<RangeRead> {
+    const r = await this.fileTarget(path, o);
+    return this.client.readTo(r.root.id, r.sub, offset, length, sink, o);
   }
 
   async download(path: string, localFile: string, o: TransferOptions = {}): Promise<void> {
