@@ -102,3 +102,18 @@ export function readAheadPlan(from: number, window: number, raEnd: number, size:
   if (start >= target) return null;
   return { start, target, reqBytes };
 }
+
+/** How far before the front of a sequential run a read may start and still belong to it. */
+export const SEQ_SLACK_BEHIND = 2 * 1024 * 1024;
+/** How far past the front a read may start (a skipped read still under way). */
+export const SEQ_SLACK_AHEAD = 512 * 1024;
+
+/**
+ * Whether a read at `position` continues the sequential run whose furthest end so far is
+ * `front`. Exact continuation is not required: the kernel's concurrent read-ahead reads reach
+ * us slightly out of order, and resetting the window on each of them would keep it small.
+ */
+export function isSequential(position: number, front: number): boolean {
+  if (front === 0) return position === 0;
+  return position >= front - SEQ_SLACK_BEHIND && position <= front + SEQ_SLACK_AHEAD;
+}

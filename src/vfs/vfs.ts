@@ -26,7 +26,7 @@ import { Priority, type RangeRead, type RangeServed, type Remote, type RemoteEnt
 import type { Attr, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
 import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
-import { RangeSet, readAheadPlan } from './ranges.js';
+import { RangeSet, isSequential, readAheadPlan } from './ranges.js';
 import { sleep } from '../util/sleep.js';
 
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
@@ -272,7 +272,8 @@ export class Vfs implements VfsApi {
     this.uploadAttempts = Math.max(1, opts.uploadAttempts ?? 5);
     this.uploadBackoffMs = Math.max(0, opts.uploadBackoffMs ?? 500);
     // batches (one transfer run each) go a few at a time; single-request fetches more widely
-    this.fileLane = { limit: this.remote.read && this.remote.capabilities.rangedReads ? 8 : 2, running: 0, queue: [] };
+    // (ranged: a few connections of the account's pool stay free for what a program waits for)
+    this.fileLane = { limit: this.remote.read && this.remote.capabilities.rangedReads ? 12 : 2, running: 0, queue: [] };
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -1325,9 +1326,10 @@ export class Vfs implements VfsApi {
     if (position >= size || length <= 0) return 0;
     let end = position + length;
     if (end > size) end = size;
-    const seq = position === h.nextPos;
-    if (!seq) { h.window = this.opts.readAheadBytes; h.raEnd = 0; }
-    h.nextPos = end;
+    // the kernel sends its read-ahead reads concurrently and they may arrive a little out of
+    // order: reads near the front of a sequential run still count as sequential
+    const seq = isSequential(position, h.nextPos);
+    if (!seq) { h.window = this.opts.readAheadBytes; h.raEnd = 0; h.nextPos = end; } else if (end > h.nextPos) h.nextPos = end;
     if (!o.ranges.covers(position, end)) {
       if (this.remote.read && this.remote.capabilities.rangedReads) {
         end = await this.fillRanged(o, h, position, end, seq);

@@ -2,7 +2,7 @@
 // sha256 under sequential and random reads, readers served while a long fetch still streams,
 // small files whole in one request, and a file replaced on the server while it is read.
 import test from 'ava';
-import { readAheadPlan } from '../../src/vfs/ranges.js';
+import { isSequential, readAheadPlan } from '../../src/vfs/ranges.js';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
 import type { MemoryRemote } from '../../src/remote/memory.js';
 import { O_RDONLY, bytes, readAll, rng, setup, sha } from './helpers.js';
@@ -165,4 +165,32 @@ test('a replaced file of another size: the reader sees the new size, never bytes
   t.is(await vfs.read('/s.bin', fh, b, b.length, 3 * MiB), 0);
   t.is((await vfs.fgetattr('/s.bin', fh)).size, v2.length);
   await vfs.release('/s.bin', fh);
+});
+
+test('sequential detection tolerates the kernel\'s slightly out-of-order read-ahead reads', (t) => {
+  t.true(isSequential(0, 0));
+  t.false(isSequential(4096, 0), 'a fresh handle starting elsewhere is a jump');
+  t.true(isSequential(10 * MiB, 10 * MiB));
+  t.true(isSequential(10 * MiB - 256 * KiB, 10 * MiB), 'an earlier read still arriving');
+  t.true(isSequential(10 * MiB + 128 * KiB, 10 * MiB), 'a later read overtook it');
+  t.false(isSequential(4 * MiB, 10 * MiB));
+  t.false(isSequential(20 * MiB, 10 * MiB));
+});
+
+test('reads arriving two at a time out of order keep the window growing (few requests)', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: true, latencyMs: 2 },
+    { readAheadBytes: 512 * KiB, readAheadMaxBytes: 8 * MiB, readBlockBytes: 64 * KiB, readParallel: 4, readWholeMaxBytes: 0 });
+  const src = bytes(32 * MiB, 51);
+  remote.putFile('/o.bin', src);
+  const fh = await vfs.open('/o.bin', O_RDONLY);
+  const C = 128 * KiB;
+  const out = Buffer.alloc(src.length);
+  for (let pos = 0; pos < src.length; pos += 2 * C) {
+    // the second read of each pair is issued first
+    await Promise.all([pos + C, pos].map((p) => vfs.read('/o.bin', fh, out.subarray(p, p + C), C, p)));
+  }
+  await vfs.release('/o.bin', fh);
+  t.true(out.equals(src));
+  // with the window reset at every out-of-order read this takes hundreds of requests
+  t.true(remote.calls.read <= 30, `${remote.calls.read} requests`);
 });

@@ -128,7 +128,9 @@ export class VboxxClient {
       // errors show the familiar /1/... path.
       // Accept "https://host/1" too: the paths below carry the version themselves.
       baseUrl: opts.server.replace(/\/+$/, '').replace(/\/1$/, ''),
-      concurrency: opts.concurrency ?? 8,
+      // Each request costs a round trip mostly spent waiting: reading many small files (after a
+      // listing) and several read-ahead ranges of a big one need that many connections at once.
+      concurrency: opts.concurrency ?? 16,
       rateLimit: opts.rateLimit ?? 0,
       timeoutMs: opts.timeoutMs ?? 30_000,
       maxAttempts: this.maxAttempts,
