@@ -85,6 +85,17 @@ interface DirSlot {
    * client just made must not vanish for a listing's TTL when nobody ran ls).
    */
   implicit?: boolean;
+  siblings?: SiblingPrefetch;
+}
+/** The small-file prefetch of one listed folder, sliding ahead of the program that reads it. */
+interface SiblingPrefetch {
+  /** The listing's names in order, and how far the picks got. */
+  names: string[];
+  next: number;
+  picked: number;
+  /** Picked files the program has not opened yet (with sizes): how far the prefetch is ahead. */
+  ahead: Map<string, number>;
+  aheadBytes: number;
 }
 interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
 
@@ -1753,26 +1764,43 @@ export class Vfs implements VfsApi {
 
   /**
    * After a program opened a file of a listed folder for reading: the folder's other small files,
-   * bounded by count, file size and bytes (and only while the cache has room), so `cat *` or
-   * `grep -r` pay no round trip per file. Ranged remotes fetch each whole with one request at
+   * bounded by count, file size and bytes ahead of the program (and only while the cache has
+   * room), so `cat *` or `grep -r` pay no round trip per file. The byte budget slides: as the
+   * program opens the files taken, the next ones of the listing follow. Ranged remotes fetch each whole with one request at
    * background priority; others in batches (Maxxo: one rsync run for many files).
    */
   private prefetchSiblings(dir: string, opening: string): void {
     const maxFiles = this.opts.prefetchFiles ?? 1000;
     const d = this.dirs.get(dir);
-    if (maxFiles <= 0 || !d || d.filesPrefetched || d.expires <= Date.now()) return;
-    d.filesPrefetched = true;
+    if (maxFiles <= 0 || !d || d.expires <= Date.now()) return;
     const ranged = !!(this.remote.read && this.remote.capabilities.rangedReads);
     if (!ranged && !this.remote.downloadMany) return;
+    let st = d.siblings;
+    if (!st) {
+      if (d.filesPrefetched) return;
+      d.filesPrefetched = true;
+      st = d.siblings = { names: [...d.entries.keys()], next: 0, picked: 0, ahead: new Map(), aheadBytes: 0 };
+    } else {
+      // the program went on to a file the prefetch took: the budget slides along with it
+      const sz = st.ahead.get(opening);
+      if (sz !== undefined) { st.ahead.delete(opening); st.aheadBytes -= sz; }
+      if (st.next >= st.names.length || st.picked >= maxFiles) return;
+    }
     // one request per file (ranged) or one batch transfer: files up to a few block sizes are
     // cheap to take along; bigger ones come whole at their first read (fetchWholeAtFirstRead)
     const maxFile = this.opts.prefetchFileMaxBytes ?? 2 * MiB;
-    let budget = Math.min(this.opts.prefetchBytes ?? 64 * MiB, (this.opts.cacheMaxBytes - this.cacheBytes) / 2);
+    const limit = Math.min(this.opts.prefetchBytes ?? 64 * MiB, (this.opts.cacheMaxBytes - this.cacheBytes) / 2);
+    // topped up once half of it was consumed, so whole-file remotes still get batches
+    if (st.picked > 0 && st.aheadBytes > limit / 2) return;
+    let budget = limit - st.aheadBytes;
     const picks: Obj[] = [];
-    for (const [name, e] of d.entries) {
-      if (picks.length >= maxFiles) break;
-      if (e.type !== 'file' || e.size <= 0 || e.size > maxFile) continue;
-      if (e.size > budget) continue;
+    while (st.next < st.names.length && st.picked < maxFiles) {
+      const name = st.names[st.next]!;
+      const e = d.entries.get(name);
+      if (!e || e.type !== 'file' || e.size <= 0 || e.size > maxFile || e.size > limit) { st.next++; continue; }
+      // in listing order (the order `cat *` and most programs read in): wait until it fits
+      if (e.size > budget) break;
+      st.next++;
       const p = joinPath(dir, name);
       if (p === opening) continue;
       let o = this.objs.get(p);
@@ -1786,6 +1814,9 @@ export class Vfs implements VfsApi {
       }
       budget -= e.size;
       picks.push(o);
+      st.picked++;
+      st.ahead.set(p, e.size);
+      st.aheadBytes += e.size;
     }
     if (picks.length === 0) return;
     if (ranged) {

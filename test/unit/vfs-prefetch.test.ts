@@ -2,7 +2,7 @@
 // per file at background priority; whole-file remotes: batches, Maxxo one rsync run each), and
 // subfolder listings after a listing. Bounded by count, size and bytes; never changes content.
 import test from 'ava';
-import { setup, readAll, until, sleep, writeFile, O_WRONLY, O_TRUNC } from './helpers.js';
+import { setup, readAll, until, sleep, writeFile, O_RDONLY, O_WRONLY, O_TRUNC } from './helpers.js';
 
 function fill(remote: { putFile(p: string, d: string | Buffer): void }, dir: string, n: number, size = 1024): Map<string, string> {
   const m = new Map<string, string>();
@@ -155,4 +155,34 @@ test('listAfterStats 0 keeps one stat per name', async (t) => {
   for (const p of files.keys()) await vfs.getattr(p);
   t.is(remote.calls.list, 0);
   t.is(remote.calls.stat, 10);
+});
+
+test('ranged remote: the byte budget slides along as the program opens the prefetched files', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { prefetchBytes: 20 * 1000 });
+  const files = fill(remote, '/s', 100, 1000);
+  let interactive = 0;
+  let now = 0;
+  const inner = remote.readTo!;
+  remote.readTo = async (p, o, l, sink, c) => {
+    if ((c?.priority ?? 0) > 0) interactive++;
+    now++;
+    try { return await inner(p, o, l, sink, c); } finally { now--; }
+  };
+  await vfs.readdir('/s');
+  let i = 0;
+  let furthest = 0;
+  for (const [p, body] of files) {
+    const fh = await vfs.open(p, O_RDONLY);
+    // the prefetch this open started (if any) is done before the program reads
+    await until(() => now === 0, 'prefetch');
+    furthest = Math.max(furthest, remote.calls.read - ++i);
+    const buf = Buffer.alloc(2000);
+    const n = await vfs.read(p, fh, buf, 2000, 0);
+    await vfs.release(p, fh);
+    t.is(buf.subarray(0, n).toString(), body);
+  }
+  t.is(remote.calls.read, 100, 'each file fetched once');
+  // only the first file was read by the program itself; never more than 20 files ahead of it
+  t.is(interactive, 1);
+  t.true(furthest <= 20, `${furthest} files ahead`);
 });
