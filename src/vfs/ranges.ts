@@ -88,18 +88,20 @@ export interface ReadAheadPlan {
 }
 
 /**
- * The next read-ahead round of a sequential reader at `from` with `window` bytes of read-ahead,
- * `raEnd` requested so far and `inflight` requests under way; null when nothing is to start.
- * A round starts only once half the window is consumed and a request slot is free, so requests
- * stay long (few round trips) and at most `parallel` are in flight.
+ * The next read-ahead requests of a sequential reader at `from` with `window` bytes of
+ * read-ahead, `raEnd` requested so far and `inflight` requests under way; null when nothing is
+ * to start. Requests start as soon as a request slot is free and a whole request fits in the
+ * window (the file's last bytes excepted), so the connections stay busy without pauses (an idle
+ * connection also falls back to TCP slow start) while each request stays long (few round trips).
  */
 export function readAheadPlan(from: number, window: number, raEnd: number, size: number, inflight: number,
   parallel: number, block: number): ReadAheadPlan | null {
+  if (inflight >= parallel) return null;
   const target = Math.min(size, from + window);
-  if (raEnd >= target || raEnd - from > window / 2 || inflight >= parallel) return null;
   const reqBytes = Math.max(block, Math.floor(window / Math.max(1, parallel) / block) * block);
   const start = Math.floor(Math.max(from, raEnd) / block) * block;
   if (start >= target) return null;
+  if (target - start < reqBytes && target < size) return null;
   return { start, target, reqBytes };
 }
 

@@ -209,7 +209,7 @@ async function pwritevAll(fd: number, bufs: Buffer[], pos: number): Promise<void
 /** A streamed fetch whose content object was reset meanwhile: it stops without an error. */
 const STALE_RUN = Symbol('stale run');
 /** Bytes of a streamed fetch collected before one write to the cache file. */
-const LAND_BYTES = 256 * 1024;
+const LAND_BYTES = 1024 * 1024;
 function errText(e: unknown): string {
   if (e instanceof RemoteError) return e.toString();
   return e instanceof Error ? e.message : String(e);
@@ -1448,7 +1448,7 @@ export class Vfs implements VfsApi {
   private async fillRanged(o: Obj, h: Handle, start: number, end: number, seq: boolean): Promise<number> {
     for (let round = 0; ; round++) {
       const epoch = o.epoch;
-      if (round === 0) this.fetchWholeAtFirstRead(o);
+      if (round === 0) this.fetchWholeAtFirstRead(o, start);
       const waits = this.startRequired(o, start, end, 8 * MiB);
       if (seq && round === 0) this.readAhead(o, h, end);
       await this.within(`read of ${o.path}`, Promise.all(waits));
@@ -1466,12 +1466,15 @@ export class Vfs implements VfsApi {
   }
 
   /**
-   * A small or medium file read for the first time comes whole with one request (a program that
-   * reads some of it mostly reads all of it), instead of a run of block-sized requests.
+   * A small or medium file read for the first time from its start comes whole with one request
+   * (a program that reads its start mostly reads all of it), instead of a run of block-sized
+   * requests. A first read further in (an index at the end of an archive) is not made to wait
+   * for the bytes before it, unless the file is small enough for that not to matter.
    */
-  private fetchWholeAtFirstRead(o: Obj): void {
+  private fetchWholeAtFirstRead(o: Obj, start: number): void {
     const max = this.opts.readWholeMaxBytes ?? 8 * MiB;
     if (o.size <= 0 || o.size > max || o.ranges.bytes > 0 || o.inflightCount > 0 || o.dirty) return;
+    if (start >= this.blockBytes && o.size > 1 * MiB) return;
     this.fetchRun(o, 0, o.size, Priority.interactive).catch(() => { /* its readers get the error */ });
   }
 
@@ -1538,18 +1541,25 @@ export class Vfs implements VfsApi {
    * concurrent ranged requests (each on its own pooled connection), the window doubling each
    * round up to readAheadMaxBytes. With streamed fetches a request costs only a few socket
    * chunks of memory whatever its length, so the requests can be long (few round trips).
+   * A request that ends starts the next one at once (not only the reader's next read does), so
+   * the connections do not all finish together and then pause.
    */
   private readAhead(o: Obj, h: Handle, from: number): void {
     const B = this.blockBytes;
     const plan = readAheadPlan(from, h.window, h.raEnd, o.size, o.inflightCount, this.opts.readParallel, B);
     if (!plan) return;
+    const epoch = o.epoch;
+    const next = () => {
+      if (o.refs > 0 && o.epoch === epoch && !this.closed && !o.dirty) this.readAhead(o, h, h.nextPos);
+    };
     let s = plan.start;
     while (s < plan.target && o.inflightCount < this.opts.readParallel) {
       const b = s / B;
       if (o.inflight.has(b) || this.blockHeld(o, b)) { s += B; continue; }
       let e = s + B;
       while (e < plan.target && e - s < plan.reqBytes && !o.inflight.has(e / B) && !this.blockHeld(o, e / B)) e += B;
-      this.fetchRun(o, s, Math.min(e, o.size), Priority.normal).catch(() => { /* a reader that needs it fetches again */ });
+      // a reader that needs the bytes of a failed request fetches them again
+      this.fetchRun(o, s, Math.min(e, o.size), Priority.normal).then(next, () => {});
       s = e;
     }
     h.raEnd = Math.min(s, plan.target);

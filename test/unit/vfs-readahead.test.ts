@@ -23,18 +23,19 @@ function trackReads(remote: MemoryRemote): { now: number; max: number; lengths: 
   return st;
 }
 
-test('plan: nothing while more than half the window is still ahead or every request slot is busy', (t) => {
+test('plan: requests start while a slot is free and a whole request fits in the window', (t) => {
   const B = 256 * KiB;
   // fresh reader: the whole window from its position, split over the parallel requests
   t.deepEqual(readAheadPlan(0, 8 * MiB, 0, 100 * MiB, 0, 4, B), { start: 0, target: 8 * MiB, reqBytes: 2 * MiB });
-  // 5 MiB of an 8 MiB window still requested ahead: wait
-  t.is(readAheadPlan(1 * MiB, 8 * MiB, 6 * MiB, 100 * MiB, 1, 4, B), null);
-  // half consumed: go on from what was requested, not from the reader
-  t.deepEqual(readAheadPlan(4 * MiB, 8 * MiB, 8 * MiB, 100 * MiB, 1, 4, B), { start: 8 * MiB, target: 12 * MiB, reqBytes: 2 * MiB });
+  // 7 MiB of an 8 MiB window requested ahead: a 2 MiB request does not fit yet
+  t.is(readAheadPlan(1 * MiB, 8 * MiB, 8 * MiB, 100 * MiB, 1, 4, B), null);
+  // it fits: go on from what was requested, not from the reader
+  t.deepEqual(readAheadPlan(2 * MiB, 8 * MiB, 8 * MiB, 100 * MiB, 1, 4, B), { start: 8 * MiB, target: 10 * MiB, reqBytes: 2 * MiB });
   // all slots in flight: nothing more, whatever the window
   t.is(readAheadPlan(4 * MiB, 8 * MiB, 4 * MiB, 100 * MiB, 4, 4, B), null);
-  // end of file bounds the target; nothing past it
+  // end of file bounds the target; a last short request is fine; nothing past the end
   t.deepEqual(readAheadPlan(0, 64 * MiB, 0, 3 * MiB, 0, 4, B), { start: 0, target: 3 * MiB, reqBytes: 16 * MiB });
+  t.deepEqual(readAheadPlan(2 * MiB, 8 * MiB, 9 * MiB, 10 * MiB, 1, 4, B), { start: 9 * MiB, target: 10 * MiB, reqBytes: 2 * MiB });
   t.is(readAheadPlan(3 * MiB - 10, 64 * MiB, 3 * MiB, 3 * MiB, 0, 4, B), null);
   // requests are whole blocks and never below one block
   const p = readAheadPlan(100 * KiB, 1 * MiB, 0, 100 * MiB, 0, 3, B)!;
@@ -193,4 +194,25 @@ test('reads arriving two at a time out of order keep the window growing (few req
   t.true(out.equals(src));
   // with the window reset at every out-of-order read this takes hundreds of requests
   t.true(remote.calls.read <= 30, `${remote.calls.read} requests`);
+});
+
+test('a first read far into a medium file does not wait for the whole file; a small one still comes whole', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: true }, { readWholeMaxBytes: 8 * MiB, readBlockBytes: 256 * KiB, prefetchFiles: 0 });
+  const st = trackReads(remote);
+  const med = bytes(6 * MiB, 52);
+  const small = bytes(900 * KiB, 53);
+  remote.putFile('/med.bin', med);
+  remote.putFile('/small.bin', small);
+  const buf = Buffer.alloc(4 * KiB);
+  let fh = await vfs.open('/med.bin', O_RDONLY);
+  t.is(await vfs.read('/med.bin', fh, buf, buf.length, 5 * MiB), buf.length);
+  t.true(buf.equals(med.subarray(5 * MiB, 5 * MiB + buf.length)));
+  await vfs.release('/med.bin', fh);
+  t.deepEqual(st.lengths, [256 * KiB], 'one block at the offset, not the whole file');
+  st.lengths.length = 0;
+  fh = await vfs.open('/small.bin', O_RDONLY);
+  t.is(await vfs.read('/small.bin', fh, buf, buf.length, 800 * KiB), buf.length);
+  t.true(buf.equals(small.subarray(800 * KiB, 800 * KiB + buf.length)));
+  await vfs.release('/small.bin', fh);
+  t.deepEqual(st.lengths, [small.length]);
 });
