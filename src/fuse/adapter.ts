@@ -100,8 +100,8 @@ export function nameTooLong(p: string | undefined): boolean {
   return false;
 }
 
-function fixTime(ms: number): number {
-  return ms === UTIME_SPECIAL_MS ? Date.now() : ms;
+function fixTime(ms: number, now: number): number {
+  return ms === UTIME_SPECIAL_MS ? now : ms;
 }
 
 type Cb = (...args: any[]) => void;
@@ -299,8 +299,9 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
       trace('utimens', path, atime, mtime);
       // fuse-native 2.2.6 passes atime in both slots (see native-notes/fuse.md): the value we get
       // is the only time we know, so it sets both.
-      const t = fixTime(mtime);
-      voidOp('utimens', path, cb, () => vfs.utimens(path, fixTime(atime), t));
+      // one clock reading: "now" in both slots is the same instant (touch sets atime == mtime)
+      const now = Date.now();
+      voidOp('utimens', path, cb, () => vfs.utimens(path, fixTime(atime, now), fixTime(mtime, now)));
     },
 
     chmod(path: string, mode: number, cb: Cb) {
