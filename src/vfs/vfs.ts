@@ -1010,12 +1010,29 @@ export class Vfs implements VfsApi {
     }
   }
 
+  /**
+   * The move itself: one request when the caches knew source and target. The target's absence
+   * may come from a cache that is stale (another client made it since): the service's conflict
+   * answer is then decided as rename(2) would, from fresh answers about the target.
+   */
   private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined): Promise<void> {
     const move = () => this.bounded(`move ${from} -> ${to}`, (signal) => this.remote.move(from, to, { signal, priority: Priority.interactive }));
     try {
       await move();
     } catch (err) {
-      if (isRemoteError(err, 'ALREADY_EXISTS') && dst) {
+      // Maxxo explains its refusal by the types it finds (a folder onto any folder is NOT_EMPTY)
+      const conflict = isRemoteError(err, 'ALREADY_EXISTS') || isRemoteError(err, 'NOT_EMPTY') ||
+        isRemoteError(err, 'IS_A_DIRECTORY') || isRemoteError(err, 'NOT_A_DIRECTORY');
+      if (conflict) {
+        const cur = await this.bounded(`stat ${to}`, (signal) => this.remote.stat(to, { signal, priority: Priority.interactive }));
+        if (!cur) throw err;
+        if (!dst) this.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
+        if (src.type === 'dir' && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
+        if (src.type !== 'dir' && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
+        if (cur.type === 'dir') {
+          const l = await this.bounded(`list ${to}`, (signal) => this.remote.list(to, { signal, priority: Priority.interactive }));
+          if (l.entries.length > 0) throw new NotEmpty('target folder is not empty', { path: to });
+        }
         // POSIX rename replaces the target; the service would not, so remove it first
         await this.bounded(`remove ${to}`, (signal) => this.remote.remove([to], { signal, priority: Priority.interactive }));
         await move();

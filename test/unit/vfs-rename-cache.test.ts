@@ -1,0 +1,72 @@
+// rename costs the one move request when the caches know source and target; when a cache is
+// stale (another client made the target since), the service's conflict answer still ends as
+// rename(2) would: replaced, or the errno of the target's real type.
+import test from 'ava';
+import { isRemoteError } from '../../src/remote/errors.js';
+import { MemoryRemote } from '../../src/remote/memory.js';
+import { setup } from './helpers.js';
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try { await p; return 'OK'; } catch (e) { return isRemoteError(e) ? e.code : String(e); }
+}
+
+function total(remote: MemoryRemote): number {
+  return Object.values(remote.calls).reduce((a, b) => a + b, 0);
+}
+
+test('rename of a folder the caches know (parent just listed) is one server request', async (t) => {
+  const remote = new MemoryRemote();
+  for (let i = 0; i < 50; i++) remote.putFile(`/top/src/f${i}`, 'x');
+  remote.mkdirp('/top/other');
+  const { vfs } = await setup(t, {}, {}, remote);
+  await vfs.readdir('/top');
+  // what the kernel asks before rename(2): the source and the (missing) target
+  await vfs.getattr('/top/src');
+  t.is(await code(vfs.getattr('/top/dst')), 'NOT_FOUND');
+  remote.resetCalls();
+  await vfs.rename('/top/src', '/top/dst');
+  t.is(remote.calls.move, 1);
+  t.is(total(remote), 1, `requests: ${JSON.stringify(remote.calls)}`);
+  t.true(remote.has('/top/dst/f49'));
+  t.false(remote.has('/top/src'));
+  // and the caches show the result at once, without asking
+  remote.resetCalls();
+  t.is((await vfs.getattr('/top/dst')).type, 'dir');
+  t.is(await code(vfs.getattr('/top/src')), 'NOT_FOUND');
+  t.is(total(remote), 0);
+});
+
+test('stale cache says the target is missing: a file there is replaced (POSIX), a folder gives the right errno', async (t) => {
+  const remote = new MemoryRemote();
+  remote.putFile('/a.txt', 'new content');
+  remote.putFile('/b.txt', 'other');
+  remote.putFile('/dir1/x', 'x');
+  remote.mkdirp('/dir2');
+  const { vfs } = await setup(t, {}, {}, remote);
+  await vfs.readdir('/');
+  // another client makes the targets after our listing (fresh for another 30 s)
+  remote.putFile('/taken.txt', 'old content');
+  remote.mkdirp('/fulldir/y');
+  remote.putFile('/fulldir/y/z', 'z');
+  remote.mkdirp('/emptydir');
+  remote.putFile('/plain', 'p');
+  t.is(await code(vfs.getattr('/taken.txt')), 'NOT_FOUND', 'the cache does not know the new names');
+
+  await vfs.rename('/a.txt', '/taken.txt');
+  t.is(remote.getFile('/taken.txt')!.toString(), 'new content');
+  t.false(remote.has('/a.txt'));
+
+  t.is(await code(vfs.rename('/b.txt', '/fulldir')), 'IS_A_DIRECTORY');
+  t.is(await code(vfs.rename('/dir1', '/fulldir')), 'NOT_EMPTY');
+  t.is(await code(vfs.rename('/dir1', '/plain')), 'NOT_A_DIRECTORY');
+  // nothing moved by the refused renames, and the local view still shows the sources
+  t.is(remote.getFile('/b.txt')!.toString(), 'other');
+  t.true(remote.has('/dir1/x'));
+  t.is((await vfs.getattr('/dir1')).type, 'dir');
+  t.is(remote.getFile('/fulldir/y/z')!.toString(), 'z');
+
+  // a folder onto an empty folder replaces it
+  await vfs.rename('/dir1', '/emptydir');
+  t.is(remote.getFile('/emptydir/x')!.toString(), 'x');
+  t.false(remote.has('/dir1'));
+});
