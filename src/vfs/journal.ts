@@ -4,14 +4,21 @@
 // every closed file whose upload had not been confirmed. Appends are group-committed (one write
 // for everything queued meanwhile) and the file is compacted to the live state when it grows.
 //
-// Durability costs one flush per commit, not two: the append fd is O_DSYNC, so the write that
-// hands a batch to the kernel also puts it on the disk (one syscall, one threadpool hop, instead
-// of write + fdatasync). A small closed file travels inside its record (`b`, base64): its cache
-// file then needs no fdatasync of its own, the record alone makes the content durable, also
-// against power loss. Replay puts such content back into the cache file when the file lost it (power
-// loss before writeback) or changed it afterwards (writes after the close that were never closed).
-// Bigger files (or past the memory budget for inline content) are fdatasync'd by the caller
-// before their record is appended, as before.
+// Durability costs one disk flush per commit, not two: the journal fd is O_DSYNC, so the write
+// that hands a batch to the kernel also puts it on the disk (one syscall, one threadpool hop,
+// instead of write + fdatasync). Records go into space written with zeros (and flushed) ahead of
+// them, so that flush is a data write only: appending at the end of the file would change its
+// size, and every such flush would wait for a file system journal commit as well. Replay reads up
+// to the first zero byte.
+// A small closed file travels inside its record (`b`, base64): its cache file then needs no
+// fdatasync of its own. Replay puts such content back into the cache file when the file lost it
+// (power loss before writeback) or changed it afterwards (writes after the close that were never
+// closed). Bigger files (or past the memory budget for inline content) are fdatasync'd by the
+// caller before their record is appended, as before.
+// What holds: on kill -9 of the drive, everything written before it (the kernel has it); on power
+// loss, every file whose close()/fsync() returned (its record is on the disk, with the content or
+// after the content), as before this scheme; only bytes written after the last close are not
+// promised, as on a local file system.
 import fs, { promises as fsp } from 'node:fs';
 import { isUnder } from './paths.js';
 
@@ -19,7 +26,9 @@ import { isUnder } from './paths.js';
 export const INLINE_MAX_BYTES = 64 * 1024;
 /** Inline content of pending uploads is kept in memory (compaction writes it again): this bounds it. */
 const INLINE_BUDGET_BYTES = 32 * 1024 * 1024;
-const APPEND_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | (fs.constants.O_DSYNC ?? 0);
+const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | (fs.constants.O_DSYNC ?? 0);
+/** Zeros written ahead of the records at a time. */
+const AHEAD_BYTES = 1024 * 1024;
 
 export interface PendingUpload {
   /** Unique per enqueued upload; `done` refers to it. */
@@ -42,6 +51,11 @@ type Rec =
 export class Journal {
   readonly pending = new Map<string, PendingUpload>();
   private fh: fsp.FileHandle | null = null;
+  /** Where the next record goes; the file holds zeros from here to `ahead`. */
+  private end = 0;
+  private ahead = 0;
+  /** A write failed midway: the file is written anew from the live state before the next one. */
+  private damaged = false;
   private queue: { line: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private writing: Promise<void> | null = null;
   /** Cleared synchronously when drain() finds the queue empty, so no append is ever stranded. */
@@ -58,6 +72,8 @@ export class Journal {
     try { text = await fsp.readFile(this.file, 'utf8'); } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
+    const zero = text.indexOf('\0');
+    if (zero >= 0) text = text.slice(0, zero);
     for (const line of text.split('\n')) {
       if (!line) continue;
       let rec: Rec;
@@ -115,7 +131,12 @@ export class Journal {
 
   async close(): Promise<void> {
     while (this.draining) await this.writing;
-    if (this.fh) { await this.fh.close(); this.fh = null; }
+    if (this.fh) {
+      // the zeros ahead are not needed by a reader; a next run finds the records only
+      await this.fh.truncate(this.end).catch(() => {});
+      await this.fh.close();
+      this.fh = null;
+    }
   }
 
   private apply(rec: Rec, data?: Buffer): void {
@@ -180,12 +201,25 @@ export class Journal {
       const batch = this.queue;
       this.queue = [];
       try {
-        if (!this.fh) this.fh = await fsp.open(this.file, APPEND_FLAGS, 0o600);
+        if (this.damaged) await this.rewrite();
+        else if (!this.fh) await this.openForWrite();
         const text = batch.length === 1 ? batch[0]!.line : batch.map((b) => b.line).join('');
         // O_DSYNC: on the disk when the write returns (a batch of only waiters writes nothing)
         if (text) {
           const buf = Buffer.from(text);
-          for (let off = 0; off < buf.length;) off += (await this.fh.write(buf, off, buf.length - off)).bytesWritten;
+          const fh = this.fh!;
+          if (this.end + buf.length > this.ahead) {
+            const to = this.end + buf.length + AHEAD_BYTES;
+            await this.writeAll(fh, Buffer.alloc(to - this.ahead), this.ahead);
+            this.ahead = to;
+          }
+          try {
+            await this.writeAll(fh, buf, this.end);
+          } catch (e) {
+            this.damaged = true;
+            throw e;
+          }
+          this.end += buf.length;
         }
         if (this.records > this.compactAfter && this.records > 4 * this.pending.size) await this.rewrite();
         for (const b of batch) b.resolve();
@@ -193,6 +227,22 @@ export class Journal {
         for (const b of batch) b.reject(e);
       }
     }
+  }
+
+  private async writeAll(fh: fsp.FileHandle, buf: Buffer, at: number): Promise<void> {
+    for (let off = 0; off < buf.length;) off += (await fh.write(buf, off, buf.length - off, at + off)).bytesWritten;
+  }
+
+  /** Opens the file as rewrite() or close() left it: records only, the next one goes at its end. */
+  private async openForWrite(): Promise<void> {
+    const fh = await fsp.open(this.file, WRITE_FLAGS, 0o600);
+    try {
+      this.end = this.ahead = (await fh.stat()).size;
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    this.fh = fh;
   }
 
   /** Replaces the file by the live state only (atomically: temp file, fsync, rename, fsync dir). */
@@ -211,6 +261,7 @@ export class Journal {
     const dir = await fsp.open(this.file.slice(0, this.file.lastIndexOf('/')) || '/', 'r');
     try { await dir.sync(); } catch { /* some filesystems refuse fsync on directories */ } finally { await dir.close(); }
     this.records = this.pending.size;
-    this.fh = await fsp.open(this.file, APPEND_FLAGS, 0o600);
+    this.damaged = false;
+    await this.openForWrite();
   }
 }

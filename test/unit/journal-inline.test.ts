@@ -8,8 +8,9 @@ import { O_WRONLY, bytes, setup, sha, tempDir, writeFile } from './helpers.js';
 
 interface URec { t: string; uid: string; p: string; id: string; n: number; b?: string }
 
+/** The records of a journal file (a live journal has zeros written ahead of its end). */
 function records(file: string): URec[] {
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as URec);
+  return readFileSync(file, 'utf8').split('\0')[0]!.split('\n').filter(Boolean).map((l) => JSON.parse(l) as URec);
 }
 
 test('journal: inline content survives reopen and compaction; a wrong-sized one is not trusted', async (t) => {
@@ -77,4 +78,36 @@ test('writes after a close that were never closed do not reach the server: the c
   await v2.flushAll();
   t.is(s.remote.getFile('/doc.txt')!.toString(), 'version one, closed');
   t.is(s.remote.calls.upload, 1);
+});
+
+test('journal: records go into zeros written ahead; a copy taken at a crash replays them, close() leaves records only', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'journal');
+  const j = new Journal(file);
+  await j.open();
+  for (let i = 0; i < 20; i++) await j.upload({ uid: `u${i}`, path: `/f${i}`, id: `i${i}`, size: 1, data: Buffer.from('x') });
+  await j.done('u3');
+  // more than the zeros ahead in one batch: the space ahead grows first
+  const big = Buffer.alloc(INLINE_MAX_BYTES, 7);
+  await Promise.all(Array.from({ length: 30 }, (_, i) => j.upload({ uid: `b${i}`, path: `/big${i}`, id: `ib${i}`, size: big.length, data: big })));
+  const live = readFileSync(file);
+  const end = live.indexOf(0);
+  t.true(end > 30 * INLINE_MAX_BYTES && live.length > end, 'zeros written ahead of the records');
+  // the drive killed in the middle of its next record
+  const crash = join(dir, 'crash');
+  writeFileSync(crash, Buffer.concat([live.subarray(0, end), Buffer.from('{"t":"d","uid":"u4'), live.subarray(end + 18)]));
+  const j2 = new Journal(crash);
+  const p = await j2.open();
+  t.is(p.length, 49);
+  t.false(p.some((x) => x.uid === 'u3'));
+  t.true(p.filter((x) => x.uid.startsWith('b')).every((x) => x.data?.equals(big)));
+  await j2.upload({ uid: 'after', path: '/after', id: 'ia', size: 2, data: Buffer.from('ok') });
+  await j2.close();
+  t.is(readFileSync(crash).indexOf(0), -1, 'close() leaves the records only');
+  t.is(records(crash).length, 50);
+  await j.close();
+  t.is(readFileSync(file).indexOf(0), -1);
+  const j3 = new Journal(file);
+  t.is((await j3.open()).length, 49);
+  await j3.close();
 });
