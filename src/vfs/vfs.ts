@@ -1238,9 +1238,6 @@ export class Vfs implements VfsApi {
     this.bumpDir(parentOf(path));
     const perm = mode & 0o7777;
     if (perm && perm !== 0o644) this.localAttrs.set(path, { perm }); else this.localAttrs.delete(path);
-    // our own cache dir, a new name: opened inline instead of a threadpool round trip (on failure
-    // openObj opens it again and reports the error)
-    try { o.fd = fs.openSync(this.file(o), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600); } catch { o.fd = -1; }
     // even O_RDONLY|O_CREAT made a file: the handle commits it like a writer
     return this.openObj(o, flags & ~O_TRUNC, true);
   }
@@ -2005,30 +2002,32 @@ export class Vfs implements VfsApi {
         this.log.warn(`policy check of ${o.path} not possible now (${errText(err)}); checked again before the upload`);
       }
     }
-    // Sync calls on our own cache file (never on the mount): no threadpool hop for what costs
-    // microseconds. The size on disk is the size programs saw.
-    fs.ftruncateSync(o.fd, o.size);
+    // the size on disk is the size programs saw
+    const trunc = new Promise<void>((r, j) => fs.ftruncate(o.fd, o.size, (err) => (err ? j(err) : r())));
     // Durability, one disk flush per close: a small file's content goes inside its journal record
     // (the record's O_DSYNC write is the flush), so its cache file needs no fdatasync; replay
     // restores the cache file from the record. A bigger one is flushed itself, then recorded.
     // Either way, once this returns the content survives a kill -9 and a power loss.
     let data: Buffer | undefined;
     if (this.journal.canInline(o.size)) {
+      // page-cache bytes of our own cache file (never the mount): read inline, no threadpool hop
       data = Buffer.allocUnsafe(o.size);
       for (let off = 0; off < o.size;) {
         const n = fs.readSync(o.fd, data, off, o.size - off, off);
-        if (n === 0) throw new BadResponse(`cache file of ${o.path} is shorter than its content`, { path: o.path });
+        if (n === 0) { trunc.catch(() => {}); throw new BadResponse(`cache file of ${o.path} is shorter than its content`, { path: o.path }); }
         off += n;
       }
     } else {
+      await trunc;
       await new Promise<void>((r, j) => fs.fdatasync(o.fd, (err) => (err ? j(err) : r())));
     }
-    if (o.unlinked || o.journaledGen >= gen) return;
+    if (o.unlinked || o.journaledGen >= gen) { await trunc; return; }
     const uid = randomUUID();
     o.pendingUid = uid;
     o.journaledGen = gen;
     this.markLocal(o);
-    await this.journal.upload({ uid, path: o.path, id: o.id, size: o.size, ...(data ? { data } : {}) });
+    // the truncate and the record's write run side by side (two threadpool jobs, one wait)
+    await Promise.all([trunc, this.journal.upload({ uid, path: o.path, id: o.id, size: o.size, ...(data ? { data } : {}) })]);
   }
 
   private schedule(o: Obj, delayMs: number): void {
