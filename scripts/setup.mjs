@@ -2,7 +2,7 @@
 // Brings a fresh machine to a runnable checkout: system packages, npm deps, build.
 // Plain Node with no dependencies, because it runs before `npm ci` has.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, lstatSync, statSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -48,7 +48,12 @@ if (process.platform === 'linux') {
 const mtime = (p) => { try { return statSync(p).mtimeMs; } catch { return 0; } };
 const nm = join(root, 'node_modules');
 const stamp = join(nm, '.package-lock.json');
-if (!existsSync(nm) || mtime(join(root, 'package-lock.json')) > mtime(stamp)) {
+let linked = false;
+try { linked = lstatSync(nm).isSymbolicLink(); } catch { /* absent: installed below */ }
+if (linked) {
+  // npm ci empties node_modules through the link: another checkout's dependencies would vanish
+  if (mtime(join(root, 'package-lock.json')) > mtime(stamp)) log('node_modules is a link to another checkout: not reinstalling it (run npm ci where it lives if the lock changed)');
+} else if (!existsSync(nm) || mtime(join(root, 'package-lock.json')) > mtime(stamp)) {
   log('installing npm dependencies (npm ci; better-sqlite3 builds from source, about 80 s)');
   // One retry: a native build (better-sqlite3 via node-gyp) that trips once is not worth a red run.
   const ci = () => spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' }).status === 0;
