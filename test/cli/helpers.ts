@@ -2,7 +2,7 @@
 // saved accounts, caches or the mount registry. Always async: the reference server may run in
 // the test process and must keep answering while the CLI talks to it.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,8 +19,21 @@ export interface Home {
   pwFile(password: string, mode?: number): string;
 }
 
+const homes: string[] = [];
+// The homes go when the test worker ends (tests keep using them until their last teardown); one
+// with a mount still inside is left alone rather than removed through the mount.
+process.once('exit', () => {
+  let mounts = '';
+  try { mounts = readFileSync('/proc/mounts', 'utf8'); } catch { /* not Linux: keep the rule below */ }
+  for (const d of homes) {
+    if (mounts.includes(` ${d}/`)) continue;
+    try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+  }
+});
+
 export function makeHome(): Home {
   const dir = mkdtempSync(join(tmpdir(), 'cloudmount-cli-'));
+  homes.push(dir);
   for (const d of ['config', 'cache', 'run', 'home']) mkdirSync(join(dir, d), { recursive: true, mode: 0o700 });
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,

@@ -3,7 +3,7 @@
 // through further child processes (sh, cat, getfattr), never with fs calls of its own.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -19,7 +19,11 @@ test.after.always(async () => { await emu?.close(); });
 
 function mountpoint(t: { teardown(fn: () => void): void }): string {
   const mp = mkdtempSync(join(tmpdir(), 'cloudmount-cli-mnt-'));
-  t.teardown(() => { if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]); });
+  t.teardown(() => {
+    if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
+    // rmdir only: an empty mountpoint goes, anything still mounted or holding files stays
+    try { rmdirSync(mp); } catch { /* busy or not empty */ }
+  });
   return mp;
 }
 
