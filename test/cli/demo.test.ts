@@ -1,7 +1,7 @@
 // `npm start` without a terminal: the demo mounts both drives, checks them through child
 // processes against the server, unmounts, and exits 0 only if everything passed.
 import test from 'ava';
-import { mkdtempSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -11,7 +11,10 @@ test('demo (no terminal: smoke mode, as npm start in CI) mounts both drives, che
   const h = makeHome();
   const dir = mkdtempSync(join(tmpdir(), 'cloudmount-demo-test-'));
   const mps = [join(dir, 'mnt', 'maxxo'), join(dir, 'mnt', 'vboxx')];
-  t.teardown(() => { for (const mp of mps) if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]); });
+  t.teardown(() => {
+    for (const mp of mps) if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
+    if (!mps.some(isMounted)) rmSync(dir, { recursive: true, force: true });
+  });
   // stdin is a pipe here, so the demo picks the smoke check by itself.
   const r = await cli(['demo'], { env: h.env, cwd: dir, timeoutMs: 150_000 });
   t.is(r.code, 0, r.stdout + r.stderr);
@@ -36,6 +39,7 @@ test('demo: bad flags exit 2; a port in use fails with exit 1 and mounts nothing
   const port = (srv.address() as { port: number }).port;
   const h = makeHome();
   const dir = mkdtempSync(join(tmpdir(), 'cloudmount-demo-test-'));
+  t.teardown(() => { if (!isMounted(join(dir, 'mnt', 'maxxo'))) rmSync(dir, { recursive: true, force: true }); });
   const busy = await cli(['demo', '--smoke', '--port', String(port)], { env: h.env, cwd: dir, timeoutMs: 60_000 });
   t.is(busy.code, 1);
   t.regex(busy.stderr, /cloudmount demo: .*(EADDRINUSE|in use)/);

@@ -2,7 +2,7 @@
 // systemd user unit, run the way mount(8) and systemd would run them.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, symlinkSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, symlinkSync, mkdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -20,7 +20,10 @@ const UNIT = join(REPO, 'scripts', 'systemd', 'cloudmount@.service');
 
 function mountpoint(t: { teardown(fn: () => void): void }): string {
   const mp = mkdtempSync(join(tmpdir(), 'cloudmount-cli-int-'));
-  t.teardown(() => { if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]); });
+  t.teardown(() => {
+    if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
+    try { rmdirSync(mp); } catch { /* busy or not empty */ }
+  });
   return mp;
 }
 
@@ -30,6 +33,7 @@ test('mount.fuse.cloudmount NAME MNT -o fstab,options mounts in the background (
   const mp = mountpoint(t);
   // Installed as a symlink in /sbin: the helper must find the checkout through it.
   const sbin = mkdtempSync(join(tmpdir(), 'cloudmount-sbin-'));
+  t.teardown(() => rmSync(sbin, { recursive: true, force: true }));
   symlinkSync(HELPER, join(sbin, 'mount.fuse.cloudmount'));
   const r = await run(join(sbin, 'mount.fuse.cloudmount'), ['box', mp, '-n', '-o', 'rw,noauto,user,_netdev,nofail,x-systemd.automount,cache_size=1G,writeback_delay=0'], { env: h.env, timeoutMs: 90_000 });
   t.is(r.code, 0, r.stderr + r.stdout);
