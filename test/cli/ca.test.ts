@@ -2,52 +2,30 @@
 // so later mounts (foreground and --daemon) and account commands trust it without --ca; a --ca
 // given later takes its place; a saved CA that disappeared is a clear error.
 import test from 'ava';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import https from 'node:https';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
+import { makePki, tlsFront } from '../helpers/tls.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { run } from '../../src/cli/fusermount.js';
 import { cli, cliSpawn, makeHome, isMounted, waitFor, readJson, type Home } from './helpers.js';
 
 let emu: Emulator;
-let front: https.Server;
+let front: Awaited<ReturnType<typeof tlsFront>> | undefined;
 let url: string;
 let pki: string;
-
-/** A CA and a server certificate for 127.0.0.1 signed by it (plus an unrelated CA) in dir. */
-function makePki(dir: string): void {
-  const ossl = (...a: string[]) => execFileSync('openssl', a, { cwd: dir, stdio: 'ignore' });
-  ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=cloudmount cli test CA');
-  ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=some other CA');
-  ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName = IP:127.0.0.1\n');
-  ossl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf');
-}
 
 test.before(async () => {
   emu = await startEmulator();
   pki = mkdtempSync(join(tmpdir(), 'cloudmount-cli-ca-'));
-  makePki(pki);
-  // A TLS front of the reference server, as a deployment with its own CA would have.
-  const target = new URL(emu.url);
-  front = https.createServer({ key: readFileSync(join(pki, 'srv.key')), cert: readFileSync(join(pki, 'srv.pem')) }, (req, res) => {
-    const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (ur) => {
-      res.writeHead(ur.statusCode ?? 502, ur.headers);
-      ur.pipe(res);
-    });
-    up.on('error', () => { res.statusCode = 502; res.end(); });
-    req.pipe(up);
-  });
-  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-  url = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  makePki(pki, 'cloudmount cli test CA', { other: true });
+  front = await tlsFront(emu.url, pki);
+  url = front.url;
 });
 test.after.always(async () => {
-  if (front) await new Promise((r) => { front.closeAllConnections(); front.close(() => r(undefined)); });
+  await front?.close();
   await emu?.close();
   if (pki) rmSync(pki, { recursive: true, force: true });
 });

@@ -2,14 +2,12 @@
 // The server runs in this process; mounts run as CLI children, and this process reaches them only
 // through further child programs (sh, ls, setpriv), never with fs calls of its own.
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, lstatSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
+import { makePki, tlsFront } from '../helpers/tls.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { run } from '../../src/cli/fusermount.js';
 import { cli, cliSpawn, isMounted, makeHome, sleep, waitFor, type Home } from '../cli/helpers.js';
@@ -224,24 +222,10 @@ test.serial('TLS is verified: a server with a private CA is refused unless --ca 
   t.timeout(120_000);
   const dir = mkdtempSync(join(tmpdir(), 'cm-sec-tls-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ossl = (...a: string[]) => execFileSync('openssl', a, { cwd: dir, stdio: 'ignore' });
-  ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=cloudmount security test CA');
-  ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName = IP:127.0.0.1\n');
-  ossl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf');
-  // A TLS front of the reference server (what a real deployment with its own CA looks like).
-  const target = new URL(emu.url);
-  const front = https.createServer({ key: readFileSync(join(dir, 'srv.key')), cert: readFileSync(join(dir, 'srv.pem')) }, (req, res) => {
-    const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (ur) => {
-      res.writeHead(ur.statusCode ?? 502, ur.headers);
-      ur.pipe(res);
-    });
-    up.on('error', () => { res.statusCode = 502; res.end(); });
-    req.pipe(up);
-  });
-  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise((r) => { front.closeAllConnections(); front.close(() => r(undefined)); }));
-  const url = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  makePki(dir, 'cloudmount security test CA');
+  const front = await tlsFront(emu.url, dir);
+  t.teardown(() => front.close());
+  const url = front.url;
 
   const h = makeHome();
   t.teardown(() => rmSync(h.dir, { recursive: true, force: true }));

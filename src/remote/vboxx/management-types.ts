@@ -69,8 +69,8 @@ export interface Organization {
   [k: string]: unknown;
 }
 
-/** An organization's bandwidth limit and its exception window, the same on create and update. */
-export interface OrganizationThrottle {
+/** A bandwidth limit and its exception window, the same on organizations (create, update) and machines. */
+export interface BandwidthThrottle {
   bandwidth_throttle?: number;
   throttle_exception_dow?: string;
   throttle_exception_days?: 'weekdays' | 'weekends';
@@ -79,7 +79,7 @@ export interface OrganizationThrottle {
   throttle_exception_throttle?: number;
 }
 
-export interface OrganizationCreate extends OrganizationThrottle {
+export interface OrganizationCreate extends BandwidthThrottle {
   name: string;
   contact_email: string;
   slug: string;
@@ -90,7 +90,7 @@ export interface OrganizationCreate extends OrganizationThrottle {
   description?: string;
 }
 
-export interface OrganizationUpdate extends OrganizationThrottle {
+export interface OrganizationUpdate extends BandwidthThrottle {
   id: number;
   name?: string;
   description?: string;
@@ -152,14 +152,8 @@ export interface Machine {
   [k: string]: unknown;
 }
 
-export interface MachineUpdate {
+export interface MachineUpdate extends BandwidthThrottle {
   id: number;
-  bandwidth_throttle?: number;
-  throttle_exception_dow?: string;
-  throttle_exception_days?: 'weekdays' | 'weekends';
-  throttle_exception_start?: string;
-  throttle_exception_end?: string;
-  throttle_exception_throttle?: number;
 }
 
 export interface ActivityType {
