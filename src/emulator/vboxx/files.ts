@@ -376,11 +376,16 @@ async function streamBody(res: ServerResponse, fh: FileHandle, start: number, en
       if (bytesRead === 0) { broken = true; break; }
       pos += bytesRead;
       pending++;
-      res.write(bytesRead === CHUNK ? b : b.subarray(0, bytesRead), (err) => {
+      const chunk = bytesRead === CHUNK ? b : b.subarray(0, bytesRead);
+      const done = (err?: Error | null) => {
         pending--;
         if (err) broken = true; else idle.push(b);
         notify();
-      });
+      };
+      // The last bytes end the response in the same call: once they are out, the client holds the
+      // whole body and may send its next request at once, so the response must already be finished
+      // then (not after the file closes), or a server counting requests in flight sees one too many.
+      if (pos > end) res.end(chunk, done); else res.write(chunk, done);
     }
     while (pending > 0 && !broken) await sleep();
   } catch {
@@ -390,7 +395,6 @@ async function streamBody(res: ServerResponse, fh: FileHandle, start: number, en
     await fh.close().catch(() => {});
   }
   if (broken) { res.destroy(); return; }
-  res.end();
   // Only buffers no write still holds go back; after a failure they are left to the GC.
   if (freeChunks.length < POOL_KEEP) freeChunks.push(...own.slice(0, POOL_KEEP - freeChunks.length));
 }
