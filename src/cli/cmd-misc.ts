@@ -10,7 +10,7 @@ import { log, CliError, noteHangup } from './context.js';
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fusermountBin, lazyUnmount, run } from './fusermount.js';
-import { kernelMounts, removeRecord, writeRecord, type MountRecord } from './registry.js';
+import { kernelMounts, removeRecord, writeRecord, RecordWriter, type MountRecord } from './registry.js';
 import { accountId } from './target.js';
 import type { Remote, RemoteEntry } from '../remote/types.js';
 
@@ -28,6 +28,7 @@ interface DemoDrive {
   remote: Remote;
   drive?: { flush(): Promise<void>; status(): import('../vfs/api.js').DriveStatus; unmount(o?: { force?: boolean }): Promise<void> };
   rec?: MountRecord;
+  writer?: RecordWriter;
 }
 
 const DEMO = {
@@ -126,13 +127,13 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
       } else {
         await d.remote.close().catch(() => {});
       }
-      if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
+      if (d.rec) { await d.writer?.idle(); removeRecord(d.rec.pid, d.rec.slot); }
     }
     if (forced.length) {
       await Promise.all(forced);
       for (const d of drives) {
         if (!d.drive) await d.remote.close().catch(() => {});
-        if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
+        if (d.rec) { await d.writer?.idle(); removeRecord(d.rec.pid, d.rec.slot); }
       }
       outcome.teardown = 130;
     }
@@ -162,11 +163,12 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
         readOnly: false, startedAt: now, updatedAt: now, state: 'mounted', status: d.drive.status(),
       };
       writeRecord(d.rec);
+      d.writer = new RecordWriter(d.rec);
     }
     timer = setInterval(() => {
       for (const d of drives) {
         if (!d.rec || !d.drive) continue;
-        try { d.rec.status = d.drive.status(); d.rec.updatedAt = new Date().toISOString(); writeRecord(d.rec); } catch { /* next round */ }
+        try { d.rec.status = d.drive.status(); d.writer?.refresh(); } catch { /* next round */ }
       }
     }, 1000);
     const rel = (x: string) => relative(process.cwd(), x) || '.';

@@ -10,7 +10,7 @@ import { readPasswordFile } from './password.js';
 import { log, CliError, setVerbosity, noteHangup } from './context.js';
 import {
   alive, canonicalMountpoint, findByMountpoint, findByPath, kernelMounts, listRecords, readRecord, removeRecord,
-  writeRecord, type MountRecord,
+  writeRecord, RecordWriter, kernelMountsAsync, type MountRecord,
 } from './registry.js';
 import { lazyUnmount, run } from './fusermount.js';
 import { createProgress } from './progress.js';
@@ -158,12 +158,14 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
     throw new CliError(`mount of ${mountpoint} failed: ${(e as Error).message}`);
   }
   rec.state = 'mounted';
-  const refresh = () => {
+  const writer = new RecordWriter(rec);
+  const refresh = (stateChange = false) => {
     try { rec.status = drive.status(); } catch { /* keep the last one */ }
-    rec.updatedAt = new Date().toISOString();
-    try { writeRecord(rec); } catch (e) { log.warn(`cannot update ${mountpoint} status: ${(e as Error).message}`); }
+    if (stateChange) return writer.write();
+    writer.refresh();
+    return undefined;
   };
-  refresh();
+  await refresh(true);
   notifyParent(`mounted ${process.pid}`);
   if (process.env[DAEMON_ENV] !== '1') {
     process.stderr.write(`mounted ${t.kind} ${t.user} at ${mountpoint}; Ctrl-C or \`cloudmount unmount ${mountpoint}\` unmounts\n`);
@@ -174,18 +176,24 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   return await new Promise<number>((resolve) => {
     let stopping = false;
     let lostChecks = 0;
+    let checking = false;
     const timer = setInterval(() => {
       refresh();
       // Someone ran `fusermount -u` behind our back: flush what is pending and leave.
-      if (!stopping && process.platform === 'linux' && !kernelMounts().some((m) => m.mountpoint === mountpoint)) {
-        if (++lostChecks >= 2) { log.warn(`${mountpoint} was unmounted from outside; flushing and exiting`); void stop('unmounted', false); }
-      } else lostChecks = 0;
+      if (stopping || checking || process.platform !== 'linux') return;
+      checking = true;
+      void kernelMountsAsync().then((mounts) => {
+        if (stopping) return;
+        if (!mounts.some((m) => m.mountpoint === mountpoint)) {
+          if (++lostChecks >= 2) { log.warn(`${mountpoint} was unmounted from outside; flushing and exiting`); void stop('unmounted', false); }
+        } else lostChecks = 0;
+      }).finally(() => { checking = false; });
     }, 1000);
     const stop = async (why: string, force: boolean) => {
       if (stopping && !force) return;
       stopping = true;
       rec.state = 'unmounting';
-      refresh();
+      void refresh(true);
       log.info(`${why}: ${force ? 'cutting loose' : 'flushing and unmounting'} ${mountpoint}`);
       let code = 0;
       try {
@@ -201,6 +209,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       if (force && (rec.status?.pending ?? 0) > 0) log.warn(`${rec.status!.pending} pending changes kept in the journal; replayed at the next mount`);
       if (failures) { log.error(`${failures} upload(s) failed; see the log above`); code = code || 1; }
       clearInterval(timer);
+      await writer.idle();
       removeRecord(process.pid);
       resolve(code);
     };
