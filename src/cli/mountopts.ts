@@ -26,6 +26,7 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'concurrency', value: 'N', desc: 'Parallel requests to the service' },
   { name: 'rate_limit', value: 'N', desc: 'Requests per second (0 = unlimited)' },
   { name: 'writeback_delay', value: 'SEC', desc: 'Delay between close() and upload (0 = upload before close returns)' },
+  { name: 'sync_close', desc: 'close() waits until the journal is on the disk (survives power loss; default: within 1 s)' },
   { name: 'timeout', value: 'SEC', desc: 'Per-request timeout; an operation gives EIO after its retries' },
   { name: 'allow_other', desc: 'Let other users access the mount (needs user_allow_other in /etc/fuse.conf)' },
   { name: 'ro', desc: 'Mount read-only' },
@@ -80,6 +81,7 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'concurrency': s.client.concurrency = count(1); break;
         case 'rate_limit': s.client.rateLimit = count(0); break;
         case 'writeback_delay': s.vfs.writebackDelayMs = dur(); break;
+        case 'sync_close': flag(); s.vfs.syncClose = true; break;
         case 'timeout': {
           const ms = dur();
           if (ms <= 0) throw new UsageError('-o timeout must be > 0');

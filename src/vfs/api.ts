@@ -75,6 +75,12 @@ export interface VfsOptions {
   readParallel: number;
   /** Delay between close() and the start of the upload; 0 = upload before close() returns. */
   writebackDelayMs: number;
+  /**
+   * close() returns once the journal record is on the disk, not only in the kernel (power loss
+   * then loses nothing closed). Default false: records reach the disk within a second, group-
+   * committed; a crash of cloudmount loses nothing either way (see journal.ts).
+   */
+  syncClose?: boolean;
   readOnly: boolean;
   uid: number;
   gid: number;

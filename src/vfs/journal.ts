@@ -15,10 +15,18 @@
 // (power loss before writeback) or changed it afterwards (writes after the close that were never
 // closed). Bigger files (or past the memory budget for inline content) are fdatasync'd by the
 // caller before their record is appended, as before.
-// What holds: on kill -9 of the drive, everything written before it (the kernel has it); on power
-// loss, every file whose close()/fsync() returned (its record is on the disk, with the content or
-// after the content), as before this scheme; only bytes written after the last close are not
-// promised, as on a local file system.
+// What holds: on kill -9 of the drive, everything written before it (the kernel has it). On power
+// loss it depends on the sync mode:
+// - syncDelayMs 0 (`-o sync_close`): every file whose close() returned (its record is on the disk,
+//   with the content or after the content).
+// - syncDelayMs > 0 (the default, 1 s): records of closed files reach the disk within that delay,
+//   group-committed (one device flush for everything closed meanwhile), as a local file system
+//   commits within seconds; a power loss can lose what was closed in that last window (fsync()
+//   waits for the server either way). What must never be undone by a replay is flushed before it
+//   takes effect: a cancel (delete) or rename record, and every record before a durable() waiter,
+//   are on the disk before the server is told to delete or move, so a power loss cannot bring
+//   back an old upload over them. A device flush per close cost about 1 ms of every create (half
+//   of a `create 200 small files` run on the reference machine), which rclone does not pay either.
 import fs, { promises as fsp } from 'node:fs';
 import { isUnder } from './paths.js';
 
@@ -26,7 +34,8 @@ import { isUnder } from './paths.js';
 export const INLINE_MAX_BYTES = 64 * 1024;
 /** Inline content of pending uploads is kept in memory (compaction writes it again): this bounds it. */
 const INLINE_BUDGET_BYTES = 32 * 1024 * 1024;
-const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | (fs.constants.O_DSYNC ?? 0);
+const LAZY_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT;
+const DSYNC_FLAGS = LAZY_FLAGS | (fs.constants.O_DSYNC ?? 0);
 /** Zeros written ahead of the records at a time. */
 const AHEAD_BYTES = 1024 * 1024;
 
@@ -56,7 +65,7 @@ export class Journal {
   private ahead = 0;
   /** A write failed midway: the file is written anew from the live state before the next one. */
   private damaged = false;
-  private queue: { line: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private queue: { line: string; sync: boolean; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private writing: Promise<void> | null = null;
   /** Cleared synchronously when drain() finds the queue empty, so no append is ever stranded. */
   private draining = false;
@@ -64,7 +73,18 @@ export class Journal {
   /** Bytes of inline content held by pending uploads. */
   private inlineBytes = 0;
 
-  constructor(private readonly file: string, private readonly compactAfter = 1000) {}
+  /** Written records not yet flushed to the device (lazy mode only). */
+  private unsynced = false;
+  private syncTimer: NodeJS.Timeout | null = null;
+  /** Device flushes of the journal made in lazy mode (tests read it). */
+  syncs = 0;
+  private readonly syncDelayMs: number;
+
+  constructor(private readonly file: string, private readonly compactAfter = 1000, opts: { syncDelayMs?: number } = {}) {
+    this.syncDelayMs = Math.max(0, opts.syncDelayMs ?? 0);
+  }
+
+  private get lazy(): boolean { return this.syncDelayMs > 0; }
 
   /** Reads what an earlier run left, compacts it, and opens for appending. */
   async open(): Promise<PendingUpload[]> {
@@ -102,13 +122,13 @@ export class Journal {
     let any = false;
     for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) { any = true; break; }
     if (!any) return this.durable();
-    return this.append({ t: 'c', p: path });
+    return this.append({ t: 'c', p: path }, undefined, true);
   }
   rename(from: string, to: string): Promise<void> {
     let any = false;
     for (const p of this.pending.values()) if (p.path === from || isUnder(p.path, from)) { any = true; break; }
     if (!any) return this.durable();
-    return this.append({ t: 'r', f: from, to });
+    return this.append({ t: 'r', f: from, to }, undefined, true);
   }
 
   /**
@@ -119,9 +139,15 @@ export class Journal {
    * would upload that old content again, resurrecting the name or overwriting what was moved there.
    */
   private durable(): Promise<void> {
-    if (!this.draining) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => { this.queue.push({ line: '', resolve, reject }); });
+    if (!this.draining && !this.unsynced) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ line: '', sync: true, resolve, reject });
+      this.kick();
+    });
   }
+
+  /** Puts every record written so far on the disk (lazy mode: the delayed group commit). */
+  sync(): Promise<void> { return this.durable(); }
 
   /** Pending upload of exactly `path`, if any. */
   forPath(path: string): PendingUpload | undefined {
@@ -131,9 +157,11 @@ export class Journal {
 
   async close(): Promise<void> {
     while (this.draining) await this.writing;
+    if (this.syncTimer) { clearTimeout(this.syncTimer); this.syncTimer = null; }
     if (this.fh) {
       // the zeros ahead are not needed by a reader; a next run finds the records only
       await this.fh.truncate(this.end).catch(() => {});
+      if (this.unsynced) { await this.fh.datasync().catch(() => {}); this.unsynced = false; this.syncs++; }
       await this.fh.close();
       this.fh = null;
     }
@@ -178,17 +206,32 @@ export class Journal {
     return { t: 'u', uid: p.uid, p: p.path, id: p.id, n: p.size, ...(p.data ? { b: p.data.toString('base64') } : {}) };
   }
 
-  private append(rec: Rec, data?: Buffer): Promise<void> {
+  private append(rec: Rec, data?: Buffer, sync = false): Promise<void> {
     // state changes at once (callers see it synchronously); durability follows with the promise
     this.apply(rec, data);
     const line = JSON.stringify(rec) + '\n';
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ line, resolve, reject });
-      if (!this.draining) {
-        this.draining = true;
-        this.writing = this.drainLoop();
-      }
+      this.queue.push({ line, sync, resolve, reject });
+      this.kick();
     });
+  }
+
+  private kick(): void {
+    if (!this.draining) {
+      this.draining = true;
+      this.writing = this.drainLoop();
+    }
+  }
+
+  /** Lazy mode: the group commit of what was written, at most syncDelayMs later. */
+  private scheduleSync(): void {
+    if (this.syncTimer || !this.lazy) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      // a failed flush stays unsynced: the next write schedules another, close() tries again
+      if (this.unsynced) this.durable().catch(() => {});
+    }, this.syncDelayMs);
+    this.syncTimer.unref();
   }
 
   /**
@@ -204,7 +247,7 @@ export class Journal {
         if (this.damaged) await this.rewrite();
         else if (!this.fh) await this.openForWrite();
         const text = batch.length === 1 ? batch[0]!.line : batch.map((b) => b.line).join('');
-        // O_DSYNC: on the disk when the write returns (a batch of only waiters writes nothing)
+        // O_DSYNC (sync mode): on the disk when the write returns (a batch of only waiters writes nothing)
         if (text) {
           const buf = Buffer.from(text);
           const fh = this.fh!;
@@ -222,6 +265,13 @@ export class Journal {
           this.end += buf.length;
         }
         if (this.records > this.compactAfter && this.records > 4 * this.pending.size) await this.rewrite();
+        if (this.lazy && text) this.unsynced = true;
+        if (this.unsynced && batch.some((b) => b.sync)) {
+          await this.fh!.datasync();
+          this.unsynced = false;
+          this.syncs++;
+        }
+        if (this.unsynced) this.scheduleSync();
         for (const b of batch) b.resolve();
       } catch (e) {
         for (const b of batch) b.reject(e);
@@ -235,7 +285,7 @@ export class Journal {
 
   /** Opens the file as rewrite() or close() left it: records only, the next one goes at its end. */
   private async openForWrite(): Promise<void> {
-    const fh = await fsp.open(this.file, WRITE_FLAGS, 0o600);
+    const fh = await fsp.open(this.file, this.lazy ? LAZY_FLAGS : DSYNC_FLAGS, 0o600);
     try {
       this.end = this.ahead = (await fh.stat()).size;
     } catch (e) {

@@ -103,6 +103,9 @@ const MUTATION = Symbol('mutation');
 const CLOSING = Symbol('closing');
 
 /** One content object: the cache file of one path and everything in flight for it. */
+/** Lazy journal mode: how soon closed files' records reach the disk (one flush for all of them). */
+const JOURNAL_SYNC_DELAY_MS = 1000;
+
 class Obj {
   fd = -1;
   fdOpening: Promise<void> | null = null;
@@ -276,7 +279,7 @@ export class Vfs implements VfsApi {
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
     this.dataDir = join(this.root, 'data');
-    this.journal = new Journal(join(this.root, 'journal'));
+    this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.attrs = new LRUCache({ max: 200_000 });
     this.dirs = new LRUCache({ max: 20_000 });
     this.blockBytes = Math.max(64 * 1024, Math.min(opts.readAheadBytes, opts.readBlockBytes ?? 256 * 1024));

@@ -62,3 +62,40 @@ test('journal: concurrent appends are group-committed and all durable', async (t
   t.is((await j2.open()).length, 200);
   await j2.close();
 });
+
+test('journal, lazy sync: closes are group-committed; a delete or rename waits for the disk', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file, 1000, { syncDelayMs: 60_000 });
+  await j.open();
+  for (let i = 0; i < 20; i++) await j.upload({ uid: `u${i}`, path: `/f${i}`, id: `i${i}`, size: i, data: Buffer.alloc(i, 1) });
+  await j.done('u0');
+  t.is(j.syncs, 0, 'no device flush per close');
+  // what a crash of the process leaves (the kernel has every record): all of it comes back
+  const lines = readFileSync(file, 'utf8').split('\0')[0]!.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { t: string });
+  t.is(lines.filter((r) => r.t === 'u').length, 20);
+  t.is(lines.filter((r) => r.t === 'd').length, 1);
+  await j.cancel('/f1');
+  t.is(j.syncs, 1, 'a cancel record is on the disk before the server delete');
+  await j.rename('/f2', '/g2');
+  t.is(j.syncs, 2, 'so is a rename record');
+  await j.upload({ uid: 'x', path: '/late', id: 'x', size: 0 });
+  await j.cancel('/nothing-pending');
+  t.is(j.syncs, 3, 'a delete with nothing pending still waits until earlier records are on the disk');
+  await j.cancel('/nothing-either');
+  t.is(j.syncs, 3, 'and flushes nothing when all is on the disk already');
+  await j.upload({ uid: 'y', path: '/last', id: 'y', size: 0 });
+  await j.close();
+  t.is(j.syncs, 4, 'close flushes what is left');
+});
+
+test('journal, lazy sync: the group commit comes by itself after the delay', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file, 1000, { syncDelayMs: 50 });
+  await j.open();
+  await Promise.all(Array.from({ length: 10 }, (_, i) => j.upload({ uid: `u${i}`, path: `/f${i}`, id: `i${i}`, size: 0 })));
+  t.is(j.syncs, 0);
+  for (let i = 0; i < 100 && j.syncs === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.is(j.syncs, 1, 'one flush for all ten');
+  await j.close();
+  t.is(j.syncs, 1, 'nothing left to flush at close');
+});
