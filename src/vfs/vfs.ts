@@ -2007,10 +2007,11 @@ export class Vfs implements VfsApi {
     }
     // the size on disk is the size programs saw
     const trunc = new Promise<void>((r, j) => fs.ftruncate(o.fd, o.size, (err) => (err ? j(err) : r())));
-    // Durability, one disk flush per close: a small file's content goes inside its journal record
-    // (the record's O_DSYNC write is the flush), so its cache file needs no fdatasync; replay
-    // restores the cache file from the record. A bigger one is flushed itself, then recorded.
-    // Either way, once this returns the content survives a kill -9 and a power loss.
+    // A small file's content goes inside its journal record, so its cache file needs no fdatasync;
+    // replay restores the cache file from the record. A bigger one is flushed itself, then
+    // recorded, so a record on the disk never points at content that is not. Once this returns
+    // the content survives a kill -9; a power loss too with sync_close, else once the journal's
+    // group commit (within a second) has run (journal.ts).
     let data: Buffer | undefined;
     if (this.journal.canInline(o.size)) {
       // page-cache bytes of our own cache file (never the mount): read inline, no threadpool hop
