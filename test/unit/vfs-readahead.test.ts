@@ -216,3 +216,36 @@ test('a first read far into a medium file does not wait for the whole file; a sm
   await vfs.release('/small.bin', fh);
   t.deepEqual(st.lengths, [small.length]);
 });
+
+test('a sequential reader is served the just-streamed bytes from memory; a local write is seen at once', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: true, latencyMs: 2, readChunkBytes: 64 * KiB },
+    { readAheadBytes: 1 * MiB, readAheadMaxBytes: 8 * MiB, readBlockBytes: 256 * KiB, readParallel: 4, readWholeMaxBytes: 0 });
+  const src = bytes(20 * MiB + 4321, 77);
+  remote.putFile('/mem.bin', src);
+  t.is(sha(await readAll(vfs, '/mem.bin', 128 * KiB)), sha(src));
+  t.true(vfs.readsFrom.memory > 0, `reads from memory ${vfs.readsFrom.memory}, from the cache file ${vfs.readsFrom.file}`);
+  // reading on while the same file is written: every read shows the newest bytes
+  remote.putFile('/mem2.bin', src);
+  const rw = await vfs.open('/mem2.bin', 2 /* O_RDWR */);
+  const want = Buffer.from(src);
+  const buf = Buffer.alloc(128 * KiB);
+  const r = rng(5);
+  for (let pos = 0; pos < src.length; pos += 128 * KiB) {
+    if (r() < 0.1) {
+      const at = pos + Math.floor(r() * 512 * KiB);
+      if (at + 100 < src.length) {
+        const patch = bytes(100, Math.floor(r() * 1000));
+        await vfs.write('/mem2.bin', rw, patch, 100, at);
+        patch.copy(want, at);
+      }
+    }
+    const n = await vfs.read('/mem2.bin', rw, buf, buf.length, pos);
+    t.true(buf.subarray(0, n).equals(want.subarray(pos, pos + n)), `bytes at ${pos}`);
+  }
+  await vfs.release('/mem2.bin', rw);
+  const fh = await vfs.open('/mem2.bin', O_RDONLY);
+  const all = Buffer.alloc(src.length);
+  for (let pos = 0; pos < src.length;) pos += await vfs.read('/mem2.bin', fh, all.subarray(pos), Math.min(128 * KiB, src.length - pos), pos);
+  t.is(sha(all), sha(want));
+  await vfs.release('/mem2.bin', fh);
+});
