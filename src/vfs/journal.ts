@@ -59,6 +59,8 @@ type Rec =
 
 export class Journal {
   readonly pending = new Map<string, PendingUpload>();
+  /** uid of the pending upload of each path (a close must not scan every pending upload). */
+  private readonly byPath = new Map<string, string>();
   private fh: fsp.FileHandle | null = null;
   /** Where the next record goes; the file holds zeros from here to `ahead`. */
   private end = 0;
@@ -151,8 +153,8 @@ export class Journal {
 
   /** Pending upload of exactly `path`, if any. */
   forPath(path: string): PendingUpload | undefined {
-    for (const p of this.pending.values()) if (p.path === path) return p;
-    return undefined;
+    const uid = this.byPath.get(path);
+    return uid === undefined ? undefined : this.pending.get(uid);
   }
 
   async close(): Promise<void> {
@@ -171,10 +173,14 @@ export class Journal {
     this.records++;
     switch (rec.t) {
       case 'u': {
-        for (const [k, p] of this.pending) if (p.path === rec.p) this.forget(k, p);
+        const older = this.byPath.get(rec.p);
+        if (older !== undefined) this.forget(older, this.pending.get(older)!);
+        const same = this.pending.get(rec.uid);
+        if (same) this.forget(rec.uid, same);
         // inline content that does not match the record's size is not trusted (the cache file is)
         const inline = data && data.length === rec.n ? data : undefined;
         this.pending.set(rec.uid, { uid: rec.uid, path: rec.p, id: rec.id, size: rec.n, ...(inline ? { data: inline } : {}) });
+        this.byPath.set(rec.p, rec.uid);
         if (inline) this.inlineBytes += inline.length;
         break;
       }
@@ -191,7 +197,11 @@ export class Journal {
           if (p.path === rec.to || isUnder(p.path, rec.to)) this.forget(k, p);
         }
         for (const p of this.pending.values()) {
-          if (p.path === rec.f || isUnder(p.path, rec.f)) p.path = rec.to + p.path.slice(rec.f.length);
+          if (p.path === rec.f || isUnder(p.path, rec.f)) {
+            if (this.byPath.get(p.path) === p.uid) this.byPath.delete(p.path);
+            p.path = rec.to + p.path.slice(rec.f.length);
+            this.byPath.set(p.path, p.uid);
+          }
         }
         break;
     }
@@ -199,6 +209,7 @@ export class Journal {
 
   private forget(uid: string, p: PendingUpload): void {
     this.pending.delete(uid);
+    if (this.byPath.get(p.path) === uid) this.byPath.delete(p.path);
     if (p.data) this.inlineBytes -= p.data.length;
   }
 
