@@ -47,6 +47,8 @@ export interface Capabilities {
   shareLinks: boolean;
   /** The service can create empty folders (both can; kept for remotes that cannot). */
   emptyFolders: boolean;
+  /** uploadMany() sends many files in one transfer, cheaper than one upload() each. */
+  batchUpload?: boolean;
 }
 
 /** Priority classes for the request queue: higher runs first. */
@@ -79,6 +81,9 @@ export interface RangeServed {
 export interface RangeRead extends RangeServed {
   bytes: number;
 }
+
+/** One item's outcome of uploadMany. */
+export type UploadResult = { entry: RemoteEntry; error?: undefined } | { entry?: undefined; error: unknown };
 
 export interface Remote {
   readonly kind: 'maxxo' | 'vboxx' | 'memory';
@@ -114,6 +119,13 @@ export interface Remote {
   downloadMany?(items: { path: string; localFile: string }[], opts?: TransferOptions): Promise<string[]>;
   /** Upload localFile's bytes to path, creating or replacing it; creates missing parents. */
   upload(localFile: string, path: string, opts?: TransferOptions): Promise<RemoteEntry>;
+  /**
+   * Many uploads in one transfer where the data plane allows it (capabilities.batchUpload; Maxxo:
+   * one rsync run). Resolves with one result per item, in order: the entry now on the server, or
+   * that item's own error. An item gets its entry only when the transfer of its bytes succeeded;
+   * items of a failed transfer are tried alone or get a retryable error, never a false success.
+   */
+  uploadMany?(items: { localFile: string; path: string }[], opts?: CallOptions): Promise<UploadResult[]>;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
   mkdir(path: string, opts?: CallOptions): Promise<void>;

@@ -14,6 +14,7 @@
 //   and writes go straight between the caller's buffer and that fd.
 import { randomUUID } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -2144,10 +2145,10 @@ export class Vfs implements VfsApi {
         // stopped while checking (nothing was sent): the namespace change reschedules us
         if (ac.signal.aborted || o.stopGen !== stop) { o.uploadAbort = null; return; }
         o.attempted = true;
-        o.sending = true;
         let entry: RemoteEntry;
         try {
-          entry = await this.remote.upload(this.file(o), path, { signal: ac.signal, priority: Priority.background });
+          // a retry goes alone: whatever made the batch fail does not hold the file back again
+          entry = await this.sendUpload(o, path, ac.signal, attempts === 1);
         } finally {
           o.sending = false;
         }
@@ -2178,6 +2179,86 @@ export class Vfs implements VfsApi {
     }
   }
 
+  // Batched uploads (remotes with uploadMany, e.g. Maxxo's rsync: one run costs more than a small
+  // file's bytes). A closed file due for upload joins the queue; a free lane takes what gathered
+  // in a short window, or at once what queued while both lanes were busy, so the batches grow
+  // with the backlog. Ordering stays with doUpload: a queued upload is not sent yet (sending is
+  // false) and a namespace change aborts it out of the queue; a taken one is sending and is waited
+  // for. Each file's result is its own: doUpload completes its journal record, or retries alone.
+  private readonly upQueue: UpItem[] = [];
+  private upRunning = 0;
+  private upGather: NodeJS.Timeout | null = null;
+
+  /** One upload of o's cache file to path: alone, or in the next batch. Sets o.sending once it goes. */
+  private sendUpload(o: Obj, path: string, signal: AbortSignal, mayBatch: boolean): Promise<RemoteEntry> {
+    if (!mayBatch || !this.remote.uploadMany || !this.remote.capabilities.batchUpload || o.size > UP_BATCH_FILE_MAX) {
+      o.sending = true;
+      return this.remote.upload(this.file(o), path, { signal, priority: Priority.background });
+    }
+    return new Promise<RemoteEntry>((resolve, reject) => {
+      const it: UpItem = {
+        o, path, resolve, reject, signal,
+        onAbort: () => {
+          const i = this.upQueue.indexOf(it);
+          if (i < 0) return; // taken: the batch answers (close() aborts the batch itself)
+          this.upQueue.splice(i, 1);
+          reject(new Cancelled('upload stopped before it was sent', { path }));
+        },
+      };
+      if (signal.aborted) return reject(new Cancelled('upload stopped before it was sent', { path }));
+      signal.addEventListener('abort', it.onAbort, { once: true });
+      this.upQueue.push(it);
+      this.pumpUploads(false);
+    });
+  }
+
+  private pumpUploads(backlog: boolean): void {
+    if (this.upQueue.length === 0 || this.upRunning >= UP_LANES || this.closed) return;
+    if (!backlog) {
+      // the first closes of a burst: wait a moment for their siblings
+      this.upGather ??= setTimeout(() => { this.upGather = null; this.pumpUploads(true); }, UP_GATHER_MS);
+      return;
+    }
+    if (this.upGather) { clearTimeout(this.upGather); this.upGather = null; }
+    const take: UpItem[] = [];
+    let bytes = 0;
+    while (this.upQueue.length > 0 && take.length < UP_BATCH_MAX_FILES) {
+      const it = this.upQueue[0]!;
+      if (take.length > 0 && bytes + it.o.size > UP_BATCH_MAX_BYTES) break;
+      this.upQueue.shift();
+      it.signal.removeEventListener('abort', it.onAbort);
+      it.o.sending = true;
+      bytes += it.o.size;
+      take.push(it);
+    }
+    this.upRunning++;
+    void this.runBatch(take).finally(() => {
+      this.upRunning--;
+      this.pumpUploads(true);
+    });
+    this.pumpUploads(true);
+  }
+
+  private async runBatch(take: UpItem[]): Promise<void> {
+    const stop = new AbortController();
+    // one listener per file when the batch falls back to single uploads
+    setMaxListeners(0, stop.signal);
+    this.batchAborts.add(stop);
+    try {
+      const res = await this.remote.uploadMany!(take.map((it) => ({ localFile: this.file(it.o), path: it.path })),
+        { signal: stop.signal, priority: Priority.background });
+      take.forEach((it, i) => {
+        const r = res[i];
+        if (r?.entry) it.resolve(r.entry);
+        else it.reject(r ? r.error : new BadResponse('no result for this upload', { path: it.path }));
+      });
+    } catch (err) {
+      for (const it of take) it.reject(err);
+    } finally {
+      this.batchAborts.delete(stop);
+    }
+  }
+
   private uploaded(o: Obj, uid: string, gen: number, path: string, entry: RemoteEntry): void {
     o.onServer = true;
     o.uploadedGen = gen;
@@ -2192,3 +2273,21 @@ export class Vfs implements VfsApi {
     this.setInParent(path, e);
   }
 }
+
+/** An upload waiting in the batch queue of Vfs.sendUpload. */
+interface UpItem {
+  o: Obj;
+  path: string;
+  signal: AbortSignal;
+  onAbort: () => void;
+  resolve: (e: RemoteEntry) => void;
+  reject: (e: unknown) => void;
+}
+/** Concurrent batch uploads. */
+const UP_LANES = 2;
+/** How long the first due upload of a burst waits for others to join its batch. */
+const UP_GATHER_MS = 10;
+/** Bigger files go alone: they would hold back the confirmation of the small ones in their batch. */
+const UP_BATCH_FILE_MAX = 16 * MiB;
+const UP_BATCH_MAX_BYTES = 64 * MiB;
+const UP_BATCH_MAX_FILES = 1000;

@@ -14,11 +14,11 @@
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
 //   (onProgress reports the size on disk, polled while rsync runs).
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, open, rename, writeFile, stat as fsStat } from 'node:fs/promises';
+import { mkdtemp, mkdir as fsMkdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import PQueue from 'p-queue';
-import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions } from '../types.js';
+import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions, UploadResult } from '../types.js';
 import { Priority } from '../types.js';
 import {
   RemoteError, NotFound, NotADirectory, IsADirectory, AlreadyExists, NotEmpty, InvalidName, BadRequest, TransferFailed,
@@ -50,7 +50,7 @@ export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
   readonly capabilities: Capabilities = {
     rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: false,
-    batchStat: true, shareLinks: false, emptyFolders: true,
+    batchStat: true, shareLinks: false, emptyFolders: true, batchUpload: true,
   };
   readonly client: MaxxoClient;
   /** Running rsync children (tests check that cancel really ends them). */
@@ -260,8 +260,109 @@ export class MaxxoRemote implements Remote {
     await this.rsync(path, opts, (url) => ['-I', '--mkpath', '--info=progress2', '--outbuf=L', local, `${url}/${parts.join('/')}`], onLine);
     const e = await this.stat(path, opts);
     if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
+    // rsync puts a file onto an existing folder inside it: never a success for this path
+    if (e.type !== 'file') throw new IsADirectory('a folder is in the way on the server', { path });
     if (e.size > last) opts.onProgress?.(e.size);
     return e;
+  }
+
+  /**
+   * Many uploads with one rsync run: every upload() costs a process start, a connection and the
+   * daemon's auth (about 90 ms at 20 ms RTT, more than a small file's bytes). The local files
+   * (cache files under names of their own) are presented under their server paths as a staging
+   * tree of symlinks that rsync follows (-L); the names go literally in a NUL-separated
+   * --files-from list (no wildcards, no option parsing, any byte but NUL and "/"), and missing
+   * parents are created like --mkpath. A run that exits 0 confirms every file; after a
+   * transient failure (connection, timeout, after rsync()'s own retries) each item gets that
+   * retryable error, after any other failure (e.g. exit 23: some file refused) each item is
+   * uploaded alone, so one bad file neither fails nor falsely confirms the others.
+   */
+  async uploadMany(items: { localFile: string; path: string }[], opts: CallOptions = {}): Promise<UploadResult[]> {
+    const out: (UploadResult | undefined)[] = new Array(items.length);
+    const rels: string[] = [];
+    const batch: number[] = [];
+    const alone: number[] = [];
+    const later: number[] = [];
+    const seen = new Set<string>();
+    for (const [i, it] of items.entries()) {
+      try {
+        toWire(it.path);
+        const parts = pathParts(it.path);
+        if (parts.length === 0) throw new IsADirectory('cannot upload onto the top folder', { path: it.path });
+        rels[i] = parts.join('/');
+        // the same path twice in one run: which bytes would win is up to rsync; the later goes alone
+        if (seen.has(rels[i]!)) { later.push(i); continue; }
+        seen.add(rels[i]!);
+        batch.push(i);
+      } catch (error) {
+        out[i] = { error };
+      }
+    }
+    if (batch.length === 1) alone.push(batch.pop()!);
+    if (batch.length > 0) {
+      const stage = await mkdtemp(join(tmpdir(), 'cloudmount-up-'));
+      try {
+        const root = join(stage, 'd');
+        const listed: number[] = [];
+        for (const i of batch) {
+          const link = join(root, rels[i]!);
+          try {
+            const st = await fsStat(resolvePath(items[i]!.localFile));
+            if (!st.isFile()) throw new BadRequest('upload source is not a regular file', { path: items[i]!.path });
+            await fsMkdir(dirname(link), { recursive: true });
+            await symlink(resolvePath(items[i]!.localFile), link);
+            listed.push(i);
+          } catch (e) {
+            // a source gone, or a path that is a file for one item and a folder for another
+            if (e instanceof RemoteError) out[i] = { error: e };
+            else alone.push(i);
+          }
+        }
+        if (listed.length > 0) {
+          const list = join(stage, 'list');
+          await writeFile(list, listed.map((i) => rels[i]!).join('\0') + '\0', { mode: 0o600 });
+          let failed: unknown;
+          try {
+            // -I: never skip by size+mtime; -L: send the files the links point to;
+            // --no-implied-dirs: missing parents are made, but a parent that is a file on the
+            // server fails that one file (implied dirs would replace the other client's file)
+            await this.rsync(items[listed[0]!]!.path, opts,
+              (url) => ['-I', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
+          } catch (e) {
+            failed = e;
+          }
+          if (failed === undefined) {
+            try {
+              const st = await this.statMany(listed.map((i) => items[i]!.path), opts);
+              listed.forEach((i, k) => {
+                const e = st[k];
+                out[i] = e && e.type === 'file' ? { entry: e } : { error: new TransferFailed('uploaded file is not on the server', { path: items[i]!.path }) };
+              });
+            } catch (error) {
+              // the bytes went, the confirmation did not: the items are tried again
+              for (const i of listed) out[i] = { error };
+            }
+          } else if (opts.signal?.aborted || (failed instanceof RemoteError && (failed.retryable || failed.code === 'CANCELLED'))) {
+            for (const i of listed) out[i] = { error: failed };
+          } else {
+            this.log.debug(`maxxo: batch upload of ${listed.length} files failed, each goes alone: ${(failed as Error).message}`);
+            alone.push(...listed);
+          }
+        }
+      } finally {
+        await rm(stage, { recursive: true, force: true });
+      }
+    }
+    const one = async (i: number) => {
+      try {
+        out[i] = { entry: await this.upload(items[i]!.localFile, items[i]!.path, opts) };
+      } catch (error) {
+        out[i] = { error };
+      }
+    };
+    await Promise.all(alone.map(one));
+    for (const i of later) await one(i);
+    return out.map((r) => r ?? { error: new TransferFailed('not uploaded', {}) });
   }
 
   async download(path: string, localFile: string, opts: TransferOptions = {}): Promise<void> {

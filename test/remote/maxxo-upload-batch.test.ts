@@ -1,0 +1,272 @@
+// Batched uploads to Maxxo (uploadMany: one rsync run for many files) against the reference server
+// and its real rsync daemon, alone and through the vfs write-back: exact bytes under hostile names,
+// few rsync runs, a failing batch falling back per file, a file rewritten while its batch runs,
+// a rename right after the closes not overtaken.
+import test, { type ExecutionContext } from 'ava';
+import { constants, mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, existsSync, lstatSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEmulator } from '../helpers/emulator.js';
+import type { Emulator } from '../../src/emulator/server.js';
+import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
+import { createMaxxoRemote, type MaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
+import { isRemoteError } from '../../src/remote/errors.js';
+import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
+import { createLogger } from '../../src/log.js';
+
+let emu: Emulator;
+let n = 0;
+const tmp = mkdtempSync(join(tmpdir(), 'cm-maxxo-upbatch-'));
+
+test.before(async () => { emu = await startEmulator({ demo: false }); });
+test.after.always(async () => { await emu?.close(); rmSync(tmp, { recursive: true, force: true }); });
+
+// legal on the server, hostile to shells, globs, option parsers and naive encoders
+const NAMES = [
+  'plain.txt', 'with space.txt', 'Ünïcödé ñame €.txt', '日本語 ファイル.md', 'wild [1] * ?.txt', 'back\\slash.txt',
+  "quote ' \".txt", '-leading-dash', '--files-from=x', 'a:colon@at#hash%25.txt', 'new\nline', ' lead and trail ', 'tab\there',
+];
+const DIRS = ['/batch ü', '/batch ü/-sub [x]', '/other *', '/a/b/c deep'];
+
+function account(extra: Partial<MaxxoRemoteOptions> = {}): { remote: MaxxoRemote; folder: string } {
+  const email = `ub${process.pid}-${++n}@maxxo.test`;
+  const password = `pw-${n}-upbatch`;
+  createMaxxoUser(emu.ctx, { email, password });
+  const remote = createMaxxoRemote({ server: emu.url, user: email, password, maxAttempts: 3, ...extra });
+  return { remote, folder: maxxoUserFolder(emu.ctx, email) };
+}
+
+function onServer(folder: string, path: string): Buffer | null {
+  const f = join(folder, path);
+  if (!existsSync(f) || !lstatSync(f).isFile()) return null;
+  return readFileSync(f);
+}
+
+async function makeVfs(t: ExecutionContext, remote: MaxxoRemote, writebackDelayMs: number): Promise<Vfs> {
+  const cacheDir = mkdtempSync(join(tmp, 'cache-'));
+  const vfs = new Vfs(remote, {
+    ...defaultVfsOptions('upbatch'), cacheDir, writebackDelayMs, uploadBackoffMs: 1, uploadAttempts: 3, opTimeoutMs: 60_000,
+    log: createLogger('error', () => {}),
+  });
+  await vfs.start();
+  t.teardown(async () => { await vfs.close({ force: true }).catch(() => {}); });
+  return vfs;
+}
+
+async function vfsWrite(vfs: Vfs, path: string, data: Buffer, flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC): Promise<void> {
+  const fh = await vfs.create(path, 0o644, flags);
+  try {
+    if (data.length) await vfs.write(path, fh, data, data.length, 0);
+    await vfs.flush(path, fh);
+  } finally {
+    await vfs.release(path, fh);
+  }
+}
+
+async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test('uploadMany: files in several folders with hostile names arrive byte-exact in one rsync run', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  t.true(remote.capabilities.batchUpload);
+  const items: { localFile: string; path: string; data: Buffer }[] = [];
+  const src = mkdtempSync(join(tmp, 'src-'));
+  for (const [d, dir] of DIRS.entries()) {
+    for (const [i, name] of NAMES.entries()) {
+      const localFile = join(src, `${d}-${i}`);
+      const data = Buffer.concat([Buffer.from(`${dir}/${name}\n`), randomBytes((d * 31 + i * 17) % 3000)]);
+      writeFileSync(localFile, data);
+      items.push({ localFile, path: `${dir}/${name}`, data });
+    }
+  }
+  // an empty file and one that replaces what the server holds
+  writeFileSync(join(src, 'empty'), '');
+  items.push({ localFile: join(src, 'empty'), path: '/other */empty', data: Buffer.alloc(0) });
+  mkdirSync(join(folder, 'a'), { recursive: true });
+  writeFileSync(join(folder, 'a', 'old.txt'), 'old content that is longer than the new one');
+  writeFileSync(join(src, 'new'), 'new');
+  items.push({ localFile: join(src, 'new'), path: '/a/old.txt', data: Buffer.from('new') });
+
+  const res = await remote.uploadMany!(items.map(({ localFile, path }) => ({ localFile, path })));
+  t.is(remote.rsyncRuns, 1);
+  t.is(res.length, items.length);
+  for (const [i, it] of items.entries()) {
+    t.deepEqual(res[i], { entry: { name: it.path.slice(it.path.lastIndexOf('/') + 1), type: 'file', size: it.data.length } }, it.path);
+    t.deepEqual(onServer(folder, it.path), it.data, it.path);
+  }
+  // only what was asked for: no staging names, no symlinks on the server
+  t.deepEqual(readdirSync(join(folder, 'other *')).sort(), [...NAMES, 'empty'].sort());
+  // the staging tree is gone
+  t.false(readdirSync(tmpdir()).some((e) => e.startsWith('cloudmount-up-') && existsSync(join(tmpdir(), e, 'd', 'batch ü'))));
+  // a batch of one is a plain upload
+  const one = await remote.uploadMany!([{ localFile: join(src, 'new'), path: '/single' }]);
+  t.like(one[0], { entry: { name: 'single', size: 3 } });
+  t.is(remote.rsyncRuns, 2);
+  t.deepEqual(await remote.uploadMany!([]), []);
+});
+
+test('uploadMany: a failing batch falls back per file; only the bad files fail, with their own errors', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const src = mkdtempSync(join(tmp, 'src-'));
+  // another client made a file where our parent folder should be, and a non-empty folder where
+  // one of our files goes: rsync refuses those files (exit 23), the run as a whole fails
+  mkdirSync(join(folder, 'dir', 'blocked', 'inner'), { recursive: true });
+  writeFileSync(join(folder, 'dir', 'blocked', 'inner', 'keep'), 'keep');
+  writeFileSync(join(folder, 'dir', 'a file'), 'theirs');
+  const bad = new Map([[3, '/dir/a file/x'], [5, '/dir/blocked']]);
+  const items = [];
+  for (let i = 0; i < 9; i++) {
+    const localFile = join(src, `f${i}`);
+    writeFileSync(localFile, `content ${i} ` + 'x'.repeat(i * 100));
+    items.push({ localFile, path: bad.get(i) ?? `/dir/-f ${i} ü` });
+  }
+  // and one whose local file is gone
+  items.push({ localFile: join(src, 'missing'), path: '/dir/missing' });
+  const res = await remote.uploadMany!(items);
+  for (const [i, it] of items.entries()) {
+    if (bad.has(i) || i === 9) {
+      t.truthy(res[i]!.error, it.path);
+      t.falsy(res[i]!.entry, it.path);
+      continue;
+    }
+    t.like(res[i], { entry: { type: 'file', size: readFileSync(it.localFile).length } }, it.path);
+    t.deepEqual(onServer(folder, it.path), readFileSync(it.localFile), it.path);
+  }
+  t.true(isRemoteError(res[3]!.error, 'TRANSFER_FAILED'), String(res[3]!.error));
+  t.true(isRemoteError(res[5]!.error, 'IS_A_DIRECTORY'), String(res[5]!.error));
+  t.is(onServer(folder, '/dir/missing'), null);
+  // the other client's file and folder are untouched
+  t.is(readFileSync(join(folder, 'dir', 'a file'), 'utf8'), 'theirs');
+  t.is(readFileSync(join(folder, 'dir', 'blocked', 'inner', 'keep'), 'utf8'), 'keep');
+  // one batch run, then each file of the batch alone (9: the missing one never reaches rsync)
+  t.true(remote.rsyncRuns >= 1 + 9 && remote.rsyncRuns <= 1 + 9 + 3, `rsync runs ${remote.rsyncRuns}`);
+});
+
+test('uploadMany: a cancelled batch reports every item cancelled, none uploaded as done', async (t) => {
+  const { remote } = account({ rsyncExtraArgs: ['--bwlimit=100'] });
+  t.teardown(() => remote.close());
+  const src = mkdtempSync(join(tmp, 'src-'));
+  const items = [0, 1, 2].map((i) => {
+    const localFile = join(src, `c${i}`);
+    writeFileSync(localFile, randomBytes(400_000));
+    return { localFile, path: `/c/${i}` };
+  });
+  const ac = new AbortController();
+  const p = remote.uploadMany!(items, { signal: ac.signal });
+  await until(() => remote.children.size > 0, 'rsync to start');
+  ac.abort();
+  const res = await p;
+  for (const r of res) t.true(isRemoteError(r.error, 'CANCELLED'), String(r.error));
+  t.is(remote.children.size, 0);
+});
+
+test('vfs write-back: many closed files go in few rsync runs, byte-exact, journal empty', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const vfs = await makeVfs(t, remote, 30);
+  const want = new Map<string, Buffer>();
+  for (const d of DIRS) {
+    let path = '';
+    for (const part of d.split('/').filter(Boolean)) {
+      path += '/' + part;
+      if (!existsSync(join(folder, path))) await vfs.mkdir(path, 0o755);
+    }
+  }
+  const runsAfterMkdir = remote.rsyncRuns;
+  for (const d of DIRS) {
+    for (const [i, name] of NAMES.entries()) {
+      const data = Buffer.concat([Buffer.from(`${d}/${name}`), randomBytes(100 + i * 37)]);
+      await vfsWrite(vfs, `${d}/${name}`, data);
+      want.set(`${d}/${name}`, data);
+    }
+  }
+  const flushed = await vfs.flushAll();
+  t.deepEqual(flushed.failed, []);
+  t.is(vfs.status().pending, 0);
+  for (const [path, data] of want) t.deepEqual(onServer(folder, path), data, path);
+  const runs = remote.rsyncRuns - runsAfterMkdir;
+  t.log(`${want.size} files in ${runs} rsync run(s)`);
+  t.true(runs >= 1 && runs <= want.size / 4, `${runs} rsync runs for ${want.size} files`);
+  // what the vfs shows is what the server holds
+  for (const [path, data] of want) t.is((await vfs.getattr(path)).size, data.length, path);
+});
+
+test('vfs write-back: a file rewritten while its batch runs ends with the newest bytes on the server', async (t) => {
+  // a slow data plane keeps the batch running while the file is written again
+  const { remote, folder } = account({ rsyncExtraArgs: ['--bwlimit=300'] });
+  t.teardown(() => remote.close());
+  const vfs = await makeVfs(t, remote, 0);
+  await vfs.mkdir('/r', 0o755);
+  const v1 = randomBytes(600_000);
+  const small = [0, 1, 2].map((i) => Buffer.from(`small ${i}`));
+  // writebackDelayMs 0: close waits for the upload, so the closes run side by side and batch up
+  const closes = [vfsWrite(vfs, '/r/big file', v1), ...small.map((b, i) => vfsWrite(vfs, `/r/s${i}`, b))];
+  await until(() => remote.children.size > 0, 'the batch to start');
+  const runsBefore = remote.rsyncRuns;
+  const v2 = Buffer.concat([Buffer.from('v2 '), randomBytes(50_000)]);
+  await Promise.all([...closes, vfsWrite(vfs, '/r/big file', v2)]);
+  await vfs.flushAll();
+  t.is(vfs.status().pending, 0);
+  t.deepEqual(onServer(folder, '/r/big file'), v2);
+  for (const [i, b] of small.entries()) t.deepEqual(onServer(folder, `/r/s${i}`), b);
+  t.true(remote.rsyncRuns > runsBefore, 'the new content went in a run of its own');
+  t.is((await vfs.getattr('/r/big file')).size, v2.length);
+});
+
+test('vfs write-back: a failing batch falls back per file; the others arrive, the bad one is reported', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const vfs = await makeVfs(t, remote, 60_000);
+  await vfs.mkdir('/f', 0o755);
+  await vfs.mkdir('/f/sub', 0o755);
+  const want = new Map<string, Buffer>();
+  for (let i = 0; i < 10; i++) {
+    const data = Buffer.from(`file ${i} ` + 'y'.repeat(i * 50));
+    await vfsWrite(vfs, `/f/n ${i}`, data);
+    want.set(`/f/n ${i}`, data);
+  }
+  await vfsWrite(vfs, '/f/sub/x', Buffer.from('ours'));
+  // another client replaces our folder by a file before the write-back
+  rmSync(join(folder, 'f', 'sub'), { recursive: true });
+  writeFileSync(join(folder, 'f', 'sub'), 'theirs');
+  const runs = remote.rsyncRuns;
+  const flushed = await vfs.flushAll();
+  t.deepEqual(flushed.failed.map((f) => f.path), ['/f/sub/x']);
+  t.is(vfs.status().pending, 1);
+  for (const [path, data] of want) t.deepEqual(onServer(folder, path), data, path);
+  t.is(readFileSync(join(folder, 'f', 'sub'), 'utf8'), 'theirs');
+  // one batch, then each file alone
+  t.true(remote.rsyncRuns - runs >= 12, `${remote.rsyncRuns - runs} runs`);
+});
+
+test('vfs write-back: a folder renamed right after its files closed holds them all, nothing under the old name', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const vfs = await makeVfs(t, remote, 0);
+  await vfs.mkdir('/from', 0o755);
+  const want = new Map<string, Buffer>();
+  const closes: Promise<void>[] = [];
+  for (let i = 0; i < 30; i++) {
+    const data = randomBytes(500 + i);
+    want.set(`f${i} ü`, data);
+    closes.push(vfsWrite(vfs, `/from/f${i} ü`, data));
+  }
+  // some of the uploads are queued, some in a running batch, when the rename comes
+  await until(() => remote.children.size > 0, 'a batch to start');
+  await vfs.rename('/from', '/to');
+  await Promise.allSettled(closes);
+  const flushed = await vfs.flushAll();
+  t.deepEqual(flushed.failed, []);
+  t.is(vfs.status().pending, 0);
+  t.false(existsSync(join(folder, 'from')));
+  for (const [name, data] of want) t.deepEqual(onServer(folder, `/to/${name}`), data, name);
+  t.deepEqual(readdirSync(join(folder, 'to')).sort(), [...want.keys()].sort());
+});
