@@ -254,13 +254,14 @@ test('vfs write-back: a folder renamed right after its files closed holds them a
   await vfs.mkdir('/from', 0o755);
   const want = new Map<string, Buffer>();
   const closes: Promise<void>[] = [];
+  const runs = remote.rsyncRuns;
   for (let i = 0; i < 30; i++) {
     const data = randomBytes(500 + i);
     want.set(`f${i} ü`, data);
     closes.push(vfsWrite(vfs, `/from/f${i} ü`, data));
   }
   // some of the uploads are queued, some in a running batch, when the rename comes
-  await until(() => remote.children.size > 0, 'a batch to start');
+  await until(() => remote.rsyncRuns > runs, 'a batch to start');
   await vfs.rename('/from', '/to');
   await Promise.allSettled(closes);
   const flushed = await vfs.flushAll();
