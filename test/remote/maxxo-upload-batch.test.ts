@@ -93,6 +93,8 @@ test('uploadMany: files in several folders with hostile names arrive byte-exact 
   writeFileSync(join(folder, 'a', 'old.txt'), 'old content that is longer than the new one');
   writeFileSync(join(src, 'new'), 'new');
   items.push({ localFile: join(src, 'new'), path: '/a/old.txt', data: Buffer.from('new') });
+  // a folder only this test uploads to (tests of this file run side by side)
+  items.push({ localFile: join(src, 'new'), path: '/only here ⌘/x', data: Buffer.from('new') });
 
   const res = await remote.uploadMany!(items.map(({ localFile, path }) => ({ localFile, path })));
   t.is(remote.rsyncRuns, 1);
@@ -104,7 +106,7 @@ test('uploadMany: files in several folders with hostile names arrive byte-exact 
   // only what was asked for: no staging names, no symlinks on the server
   t.deepEqual(readdirSync(join(folder, 'other *')).sort(), [...NAMES, 'empty'].sort());
   // the staging tree is gone
-  t.false(readdirSync(tmpdir()).some((e) => e.startsWith('cloudmount-up-') && existsSync(join(tmpdir(), e, 'd', 'batch ü'))));
+  t.false(readdirSync(tmpdir()).some((e) => e.startsWith('cloudmount-up-') && existsSync(join(tmpdir(), e, 'd', 'only here ⌘'))));
   // a batch of one is a plain upload
   const one = await remote.uploadMany!([{ localFile: join(src, 'new'), path: '/single' }]);
   t.like(one[0], { entry: { name: 'single', size: 3 } });
@@ -141,13 +143,36 @@ test('uploadMany: a failing batch falls back per file; only the bad files fail, 
     t.deepEqual(onServer(folder, it.path), readFileSync(it.localFile), it.path);
   }
   t.true(isRemoteError(res[3]!.error, 'TRANSFER_FAILED'), String(res[3]!.error));
-  t.true(isRemoteError(res[5]!.error, 'IS_A_DIRECTORY'), String(res[5]!.error));
+  t.true(isRemoteError(res[5]!.error), String(res[5]!.error));
   t.is(onServer(folder, '/dir/missing'), null);
   // the other client's file and folder are untouched
   t.is(readFileSync(join(folder, 'dir', 'a file'), 'utf8'), 'theirs');
   t.is(readFileSync(join(folder, 'dir', 'blocked', 'inner', 'keep'), 'utf8'), 'keep');
+  // nothing was put inside the folder in the way (rsync does that with a file named as the target)
+  t.deepEqual(readdirSync(join(folder, 'dir', 'blocked')), ['inner']);
   // one batch run, then each file of the batch alone (9: the missing one never reaches rsync)
   t.true(remote.rsyncRuns >= 1 + 9 && remote.rsyncRuns <= 1 + 9 + 3, `rsync runs ${remote.rsyncRuns}`);
+});
+
+test('upload alone onto a folder another client made fails and puts nothing into it', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const src = join(mkdtempSync(join(tmp, 'src-')), 'cache-id-1234');
+  writeFileSync(src, 'ours');
+  mkdirSync(join(folder, 'top', 'taken', 'sub'), { recursive: true });
+  const err = await remote.upload(src, '/top/taken').then(() => undefined, (e: unknown) => e);
+  t.true(isRemoteError(err), String(err));
+  t.deepEqual(readdirSync(join(folder, 'top', 'taken')), ['sub']);
+  // an empty folder in the way: replaced, as a local rename of a file onto it would not, but the
+  // content is ours and nothing else is lost
+  mkdirSync(join(folder, 'top', 'empty'));
+  const e = await remote.upload(src, '/top/empty').catch((x: unknown) => x);
+  if (isRemoteError(e)) t.true(lstatSync(join(folder, 'top', 'empty')).isDirectory());
+  else t.deepEqual(onServer(folder, '/top/empty'), Buffer.from('ours'));
+  t.false(existsSync(join(folder, 'top', 'empty', 'cache-id-1234')));
+  // and at the top level, by its own name
+  t.like(await remote.upload(src, '/-top level [1].txt'), { name: '-top level [1].txt', size: 4 });
+  t.deepEqual(onServer(folder, '/-top level [1].txt'), Buffer.from('ours'));
 });
 
 test('uploadMany: a cancelled batch reports every item cancelled, none uploaded as done', async (t) => {

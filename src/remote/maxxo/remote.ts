@@ -256,11 +256,21 @@ export class MaxxoRemote implements Remote {
       const n = parseProgress(l);
       if (n !== undefined && n > last) { last = n; opts.onProgress?.(n); }
     };
-    // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
-    await this.rsync(path, opts, (url) => ['-I', '--mkpath', '--info=progress2', '--outbuf=L', local, `${url}/${parts.join('/')}`], onLine);
+    // The source goes by its server name (a symlink to it, followed with -L) into the parent
+    // folder: named as a file path, rsync would put it *inside* a folder another client made
+    // there, under the cache file's name; this way the folder is in the way and the run fails.
+    const stage = await mkdtemp(join(tmpdir(), 'cloudmount-up-'));
+    try {
+      const link = join(stage, parts[parts.length - 1]!);
+      await symlink(local, link);
+      const parent = parts.slice(0, -1).join('/');
+      // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
+      await this.rsync(path, opts, (url) => ['-I', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
     const e = await this.stat(path, opts);
     if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
-    // rsync puts a file onto an existing folder inside it: never a success for this path
     if (e.type !== 'file') throw new IsADirectory('a folder is in the way on the server', { path });
     if (e.size > last) opts.onProgress?.(e.size);
     return e;
