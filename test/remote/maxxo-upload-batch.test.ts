@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { constants, mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, existsSync, lstatSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -173,6 +174,23 @@ test('upload alone onto a folder another client made fails and puts nothing into
   // and at the top level, by its own name
   t.like(await remote.upload(src, '/-top level [1].txt'), { name: '-top level [1].txt', size: 4 });
   t.deepEqual(onServer(folder, '/-top level [1].txt'), Buffer.from('ours'));
+});
+
+test('staging folders of processes that are gone are removed by the next upload; live ones are kept', async (t) => {
+  const dead = spawnSync('true').pid!;
+  const staleDir = mkdtempSync(join(tmpdir(), `cloudmount-up-${dead}-`));
+  writeFileSync(join(staleDir, 'list'), 'secret path names');
+  const liveDir = mkdtempSync(join(tmpdir(), `cloudmount-up-${process.ppid}-`));
+  t.teardown(() => rmSync(liveDir, { recursive: true, force: true }));
+  const { remote } = account();
+  t.teardown(() => remote.close());
+  const src = join(mkdtempSync(join(tmp, 'src-')), 'f');
+  writeFileSync(src, 'x');
+  await remote.upload(src, '/swept');
+  t.false(existsSync(staleDir));
+  t.true(existsSync(liveDir));
+  // and our own staging is gone after each upload
+  t.false(readdirSync(tmpdir()).some((n) => n.startsWith(`cloudmount-up-${process.pid}-`) && existsSync(join(tmpdir(), n, 'swept'))));
 });
 
 test('uploadMany: a cancelled batch reports every item cancelled, none uploaded as done', async (t) => {

@@ -14,7 +14,7 @@
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
 //   (onProgress reports the size on disk, polled while rsync runs).
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, mkdir as fsMkdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
+import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import PQueue from 'p-queue';
@@ -62,6 +62,7 @@ export class MaxxoRemote implements Remote {
   private readonly opts: MaxxoRemoteOptions;
   private slicePromise?: Promise<MaxxoSlice>;
   private closed = false;
+  private stagesSwept = false;
 
   constructor(opts: MaxxoRemoteOptions) {
     this.opts = opts;
@@ -259,7 +260,7 @@ export class MaxxoRemote implements Remote {
     // The source goes by its server name (a symlink to it, followed with -L) into the parent
     // folder: named as a file path, rsync would put it *inside* a folder another client made
     // there, under the cache file's name; this way the folder is in the way and the run fails.
-    const stage = await mkdtemp(join(tmpdir(), 'cloudmount-up-'));
+    const stage = await this.uploadStage();
     try {
       const link = join(stage, parts[parts.length - 1]!);
       await symlink(local, link);
@@ -310,7 +311,7 @@ export class MaxxoRemote implements Remote {
     }
     if (batch.length === 1) alone.push(batch.pop()!);
     if (batch.length > 0) {
-      const stage = await mkdtemp(join(tmpdir(), 'cloudmount-up-'));
+      const stage = await this.uploadStage();
       try {
         const root = join(stage, 'd');
         const listed: number[] = [];
@@ -442,6 +443,18 @@ export class MaxxoRemote implements Remote {
   }
 
   /**
+   * A private folder for the symlinks an upload presents to rsync. It is named after our pid: the
+   * first upload of a process removes the folders of processes that are gone (killed mid-upload).
+   */
+  private async uploadStage(): Promise<string> {
+    if (!this.stagesSwept) {
+      this.stagesSwept = true;
+      await sweepStaleStages().catch(() => {});
+    }
+    return mkdtemp(join(tmpdir(), `${STAGE_PREFIX}${process.pid}-`));
+  }
+
+  /**
    * One rsync transfer through the transfer queue with bounded retries: transient exit codes are
    * repeated with backoff; an auth failure refreshes the slice (new Cloudstore password) once.
    */
@@ -511,6 +524,25 @@ export class MaxxoRemote implements Remote {
 
 export function createMaxxoRemote(opts: MaxxoRemoteOptions): MaxxoRemote {
   return new MaxxoRemote(opts);
+}
+
+const STAGE_PREFIX = 'cloudmount-up-';
+
+async function sweepStaleStages(): Promise<void> {
+  const dir = tmpdir();
+  for (const n of await readdir(dir)) {
+    if (!n.startsWith(STAGE_PREFIX)) continue;
+    const pid = Number(/^\d+(?=-)/.exec(n.slice(STAGE_PREFIX.length))?.[0]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // still running
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue; // someone else's, alive
+    }
+    // another user's folder cannot be removed by us: that fails quietly
+    await rm(join(dir, n), { recursive: true, force: true }).catch(() => {});
+  }
 }
 
 /** Mount path -> Maxxo path ("/" for the top). Refuses components that are not plain names. */
