@@ -117,6 +117,13 @@ export interface VfsOptions {
    * can start). Default 4; 0 = never.
    */
   listAfterStats?: number;
+  /**
+   * The first name looked up in a folder not listed yet also lists the folder, in parallel: names
+   * looked up while that listing is on its way wait for it (a rename's missing target, a program's
+   * next file) instead of one round trip each. Not for folders whose last listing had more entries
+   * than this (default 5000; 0 = off, as is listAfterStats 0).
+   */
+  speculativeListMaxEntries?: number;
 }
 
 export interface VfsApi {

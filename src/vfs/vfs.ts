@@ -99,6 +99,18 @@ interface SiblingPrefetch {
   aheadBytes: number;
 }
 interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
+/** A folder's listing started together with its first stat, and when that stat answered. */
+interface SpecListing {
+  gen: number;
+  /** The listing; undefined if it failed or answered for an older state of the folder. */
+  p: Promise<DirSlot | undefined>;
+  started: number;
+  /** Resolves with the paired stat's round trip (ms) once it answered, however it ended. */
+  statTook: Promise<number>;
+  /** Once landed: the listing, and until when its misses answer lookups (one round trip more). */
+  slot?: DirSlot;
+  missesUntil?: number;
+}
 
 const MUTATION = Symbol('mutation');
 const CLOSING = Symbol('closing');
@@ -291,6 +303,10 @@ export class Vfs implements VfsApi {
   private readonly statInflight = new Map<string, { gen: number; p: Promise<RemoteEntry | null> }>();
   /** Per folder without a listing: how many of its names were stat'ed since when. */
   private readonly statCounts = new Map<string, { n: number; since: number }>();
+  /** Folders whose last listing had more names than speculativeListMaxEntries: their lookups stat only. */
+  private readonly bigDirs = new Set<string>();
+  /** Listings started alongside the first stat in a folder: lookups after it wait for them (bounded). */
+  private readonly specLists = new Map<string, SpecListing>();
   private readonly listInflight = new Map<string, { gen: number; p: Promise<DirSlot> }>();
   /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
   private treeGen = 0;
@@ -596,16 +612,40 @@ export class Vfs implements VfsApi {
         if (again !== undefined) return again;
       }
     }
-    const cur = path === '/' ? undefined : this.dirs.get(dir);
-    if (path !== '/' && !(cur && cur.expires > Date.now()) && this.statsWorthListing(dir)) {
-      const listed = await this.listing(dir).catch((e) => {
-        if (isRemoteError(e, 'NOT_FOUND') || isRemoteError(e, 'NOT_A_DIRECTORY')) return undefined;
-        throw e;
-      });
-      if (listed) {
-        if (listed !== cur && this.dirs.get(dir) === listed) listed.implicit = true;
+    const gen0 = this.dirGen(dir);
+    const inf0 = this.statInflight.get(path);
+    if (inf0 && inf0.gen === gen0) return inf0.p;
+    // A listing started with the first stat in this folder answers misses too while it is as fresh
+    // as a stat sent now would be: still in flight (asked before this lookup, so for a small
+    // folder it answers sooner than our own stat), or landed less than its own round trip ago.
+    // That is the negative lookup of a rename's target or of a file about to be made.
+    const spec = path === '/' ? undefined : this.specLists.get(dir);
+    if (spec) {
+      const d = await this.specAnswer(dir, spec, gen0);
+      if (d) {
         const again = this.peek(path);
         if (again !== undefined) return again;
+        // cached like a stat's negative answer
+        this.attrs.set(path, { entry: null, expires: Date.now() + this.opts.negativeTtlMs });
+        return null;
+      }
+    }
+    const cur = path === '/' ? undefined : this.dirs.get(dir);
+    let speculate = false;
+    if (path !== '/' && !(cur && cur.expires > Date.now())) {
+      const worth = this.statsWorthListing(dir);
+      if (worth === 'list') {
+        const listed = await this.listing(dir).catch((e) => {
+          if (isRemoteError(e, 'NOT_FOUND') || isRemoteError(e, 'NOT_A_DIRECTORY')) return undefined;
+          throw e;
+        });
+        if (listed) {
+          if (listed !== cur && this.dirs.get(dir) === listed) listed.implicit = true;
+          const again = this.peek(path);
+          if (again !== undefined) return again;
+        }
+      } else if (worth === 'first') {
+        speculate = this.speculationWorth(dir);
       }
     }
     const gen = this.dirGen(dir);
@@ -614,7 +654,63 @@ export class Vfs implements VfsApi {
     const slot = { gen, p: this.fetchStat(path, gen) };
     slot.p.finally(() => { if (this.statInflight.get(path) === slot) this.statInflight.delete(path); }).catch(() => {});
     this.statInflight.set(path, slot);
+    if (speculate) this.speculativeListing(dir, cur, slot.p);
     return slot.p;
+  }
+
+  /**
+   * Whether the first stat in a folder should also list it: one listing answers every later lookup
+   * there (`mv a b` looks up both names, a build opens its siblings), for one more request in
+   * parallel. Not in folders known to be big, nor when a listing is on its way anyway.
+   */
+  private speculationWorth(dir: string): boolean {
+    const max = this.opts.speculativeListMaxEntries ?? 5000;
+    if (max <= 0 || (this.opts.listAfterStats ?? 4) <= 0) return false;
+    if (this.bigDirs.has(dir)) return false;
+    const inf = this.listInflight.get(dir);
+    return !(inf && inf.gen === this.dirGen(dir));
+  }
+
+  private speculativeListing(dir: string, cur: DirSlot | undefined, stat: Promise<unknown>): void {
+    const gen = this.dirGen(dir);
+    const started = Date.now();
+    const s: SpecListing = { gen, started, p: undefined!, statTook: stat.then(() => Date.now() - started, () => Date.now() - started) };
+    s.p = this.listing(dir).then((d) => {
+      // fetched for lookups, not shown to a program: later misses are asked of the server again
+      if (d !== cur && this.dirs.get(dir) === d) d.implicit = true;
+      s.slot = d;
+      s.missesUntil = 2 * Date.now() - started;
+      return d;
+    }, (e) => {
+      this.log.debug(`listing ${dir} for lookups: ${errText(e)}`);
+      if (this.specLists.get(dir) === s) this.specLists.delete(dir);
+      return undefined;
+    });
+    if (this.specLists.size >= 1000) this.specLists.clear();
+    this.specLists.set(dir, s);
+  }
+
+  /**
+   * The speculative listing if it may answer a miss of a lookup starting now (see lookup), else
+   * undefined. In flight, it is waited for until it took twice the paired stat's round trip (plus
+   * a little): slower than that, it is of a big folder, and the lookup stats its name after all.
+   */
+  private async specAnswer(dir: string, s: SpecListing, gen: number): Promise<DirSlot | undefined> {
+    if (s.gen !== gen || (s.missesUntil !== undefined && s.missesUntil <= Date.now())) {
+      if (this.specLists.get(dir) === s) this.specLists.delete(dir);
+      return undefined;
+    }
+    let d = s.slot;
+    if (s.missesUntil === undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      const limit = s.statTook.then((took) => new Promise<undefined>((res) => {
+        timer = setTimeout(() => res(undefined), Math.max(0, s.started + 2 * took + 10 - Date.now()));
+      }));
+      d = await Promise.race([s.p, limit]).finally(() => clearTimeout(timer));
+    }
+    // our own change of the folder since: its answer may predate it
+    if (!d || this.dirs.get(dir) !== d || !(d.expires > Date.now()) || this.dirGen(dir) !== s.gen) return undefined;
+    return d;
   }
 
   /**
@@ -622,19 +718,19 @@ export class Vfs implements VfsApi {
    * (a build, `cat a b c`, a checker) costs a round trip per name and gets no prefetch; past a few
    * the folder's listing is cheaper. Once listed (or the count goes stale) the count starts over.
    */
-  private statsWorthListing(dir: string): boolean {
+  private statsWorthListing(dir: string): 'first' | 'stat' | 'list' {
     const max = this.opts.listAfterStats ?? 4;
-    if (max <= 0) return false;
+    if (max <= 0) return 'stat';
     const now = Date.now();
     const c = this.statCounts.get(dir);
     if (!c || c.since < now - this.opts.dirTtlMs) {
       if (this.statCounts.size >= 1000) this.statCounts.clear();
       this.statCounts.set(dir, { n: 1, since: now });
-      return max <= 1;
+      return max <= 1 ? 'list' : 'first';
     }
-    if (++c.n < max) return false;
+    if (++c.n < max) return 'stat';
     this.statCounts.delete(dir);
-    return true;
+    return 'list';
   }
 
   private async fetchStat(path: string, gen: number): Promise<RemoteEntry | null> {
@@ -725,11 +821,20 @@ export class Vfs implements VfsApi {
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + this.opts.dirTtlMs };
+    this.noteSize(dir, entries.size);
     if (!changedMeanwhile) {
       this.dirs.set(dir, slot);
       this.attrs.set(dir, { entry: { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + this.opts.dirTtlMs });
     }
     return slot;
+  }
+
+  /** Remembers (a bounded number of) big folders, whose lookups are not worth a speculative listing. */
+  private noteSize(dir: string, n: number): void {
+    if (n <= (this.opts.speculativeListMaxEntries ?? 5000)) { this.bigDirs.delete(dir); return; }
+    this.bigDirs.delete(dir);
+    if (this.bigDirs.size >= 1000) this.bigDirs.delete(this.bigDirs.values().next().value!);
+    this.bigDirs.add(dir);
   }
 
   /** Reflects one of our own changes in the cached parent listing (kept fresh: it is still right). */

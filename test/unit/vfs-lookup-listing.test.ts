@@ -1,0 +1,119 @@
+// Lookups in a folder not listed yet: the first stat there also lists the folder in parallel, so
+// the lookups right after it (a rename's missing target, a program's next files) are answered by
+// that listing instead of a round trip each. Not in folders known to be big; a listing that lands
+// stays the "implicit" kind (later misses are asked of the server again); our own changes win.
+import test from 'ava';
+import { isRemoteError } from '../../src/remote/errors.js';
+import { setup, sleep, until, writeFile } from './helpers.js';
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try { await p; return 'OK'; } catch (e) { return isRemoteError(e) ? e.code : String(e); }
+}
+
+/** The lookups the kernel makes before rename(2), one after the other, then the rename. */
+async function kernelRename(vfs: { getattr(p: string): Promise<unknown>; rename(a: string, b: string): Promise<void> }, from: string, to: string): Promise<void> {
+  const parts = from.split('/').filter(Boolean);
+  for (let i = 1; i <= parts.length; i++) await vfs.getattr('/' + parts.slice(0, i).join('/'));
+  if (await code(vfs.getattr(to)) !== 'NOT_FOUND') throw new Error(`${to} exists`);
+  await vfs.rename(from, to);
+}
+
+test('cold rename of a folder: the target\'s negative lookup is answered by the listing the source\'s stat started', async (t) => {
+  const { remote, vfs } = await setup(t, { latencyMs: 20 });
+  for (let i = 0; i < 5; i++) remote.mkdirp(`/small/d0${i}`);
+  for (let i = 0; i < 50; i++) remote.putFile(`/small/d03/f${i}`, 'x');
+  remote.resetCalls();
+  await kernelRename(vfs, '/small/d03', '/small/d03-renamed');
+  t.false(remote.log.includes('stat /small/d03-renamed'), remote.log.join(', '));
+  t.deepEqual(remote.log.filter((l) => l.startsWith('stat')), ['stat /small', 'stat /small/d03']);
+  t.deepEqual(remote.log.filter((l) => l.startsWith('list')).sort(), ['list /', 'list /small']);
+  t.is(remote.calls.move, 1);
+  t.true(remote.has('/small/d03-renamed/f49'));
+  t.false(remote.has('/small/d03'));
+  // our own change is shown at once, the listing does not bring the old name back
+  t.is(await code(vfs.getattr('/small/d03')), 'NOT_FOUND');
+  t.is(((await vfs.getattr('/small/d03-renamed')) as { type: string }).type, 'dir');
+});
+
+test('two names looked up in an unlisted folder: one stat and one listing; the second waits for the listing', async (t) => {
+  const { remote, vfs } = await setup(t, { latencyMs: 30 });
+  for (let i = 0; i < 10; i++) remote.putFile(`/p/f${i}`, 'abc');
+  remote.resetCalls();
+  // the second lookup starts while stat and listing are both in flight
+  const a = vfs.getattr('/p/f0');
+  await sleep(10);
+  const b = vfs.getattr('/p/f1');
+  const c = code(vfs.getattr('/p/missing'));
+  t.is(((await a) as { size: number }).size, 3);
+  t.is(((await b) as { size: number }).size, 3);
+  t.is(await c, 'NOT_FOUND');
+  t.is(remote.calls.stat, 1);
+  t.is(remote.calls.list, 1);
+  // siblings come from the listing now
+  for (let i = 2; i < 10; i++) await vfs.getattr(`/p/f${i}`);
+  t.is(remote.calls.stat + remote.calls.list, 2);
+});
+
+test('the listing stays implicit: a file another client makes later is found, not hidden for the listing\'s TTL', async (t) => {
+  const { remote, vfs } = await setup(t, { latencyMs: 5 });
+  remote.putFile('/q/a', '1');
+  await vfs.getattr('/q/a');
+  await until(() => remote.calls.list === 1, 'listing');
+  // well past the listing's own round trip: a miss is the server's to answer again
+  await sleep(100);
+  remote.putFile('/q/new', 'hello');
+  t.is(((await vfs.getattr('/q/new')) as { size: number }).size, 5);
+  t.is(remote.calls.stat, 2);
+});
+
+test('a folder whose last listing was big is not listed speculatively', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { speculativeListMaxEntries: 20, dirTtlMs: 50, attrTtlMs: 50, negativeTtlMs: 50 });
+  for (let i = 0; i < 30; i++) remote.putFile(`/big/f${i}`, 'x');
+  for (let i = 0; i < 3; i++) remote.putFile(`/small/f${i}`, 'x');
+  await vfs.readdir('/big');
+  await vfs.readdir('/small');
+  // both listings long gone (not refetched as "just expired" either)
+  await sleep(150);
+  remote.resetCalls();
+  await vfs.getattr('/big/f1');
+  await vfs.getattr('/small/f1');
+  await sleep(30);
+  t.deepEqual(remote.log.filter((l) => l.startsWith('list')), ['list /small']);
+  t.is(remote.calls.stat, 2);
+});
+
+test('off with speculativeListMaxEntries 0: one stat per name', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { speculativeListMaxEntries: 0 });
+  remote.putFile('/o/a', '1');
+  remote.putFile('/o/b', '1');
+  await vfs.getattr('/o/a');
+  await vfs.getattr('/o/b');
+  await sleep(20);
+  t.is(remote.calls.list, 0);
+  t.is(remote.calls.stat, 2);
+});
+
+test('our own create while the listing is in flight: the name is not answered missing from that older listing', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 0 });
+  remote.putFile('/w/a', '1');
+  const release = remote.hold('list');
+  t.teardown(release);
+  await vfs.getattr('/w/a');
+  await until(() => remote.held('list') === 1, 'listing in flight');
+  await writeFile(vfs, '/w/made', 'mine');
+  release();
+  t.is(((await vfs.getattr('/w/made')) as { size: number }).size, 4);
+  await sleep(20);
+  t.is(((await vfs.getattr('/w/made')) as { size: number }).size, 4);
+  t.deepEqual((await vfs.readdir('/w')).names.sort(), ['a', 'made']);
+});
+
+test('a listing that fails leaves the lookups to their stats', async (t) => {
+  const { remote, vfs } = await setup(t, { latencyMs: 5 });
+  remote.putFile('/f/a', '1');
+  remote.putFile('/f/b', '22');
+  remote.failNext({ method: 'list', times: 5 });
+  t.is(((await vfs.getattr('/f/a')) as { size: number }).size, 1);
+  t.is(((await vfs.getattr('/f/b')) as { size: number }).size, 2);
+  t.is(await code(vfs.getattr('/f/c')), 'NOT_FOUND');
+});
