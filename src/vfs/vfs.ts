@@ -680,6 +680,8 @@ export class Vfs implements VfsApi {
       if (d !== cur && this.dirs.get(dir) === d) d.implicit = true;
       s.slot = d;
       s.missesUntil = 2 * Date.now() - started;
+      // the record (and the listing it holds) goes with its window
+      setTimeout(() => { if (this.specLists.get(dir) === s) this.specLists.delete(dir); }, s.missesUntil - Date.now() + 1).unref();
       return d;
     }, (e) => {
       this.log.debug(`listing ${dir} for lookups: ${errText(e)}`);
