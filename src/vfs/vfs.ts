@@ -102,7 +102,7 @@ interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeM
 /** A folder's listing started together with its first stat, and when that stat answered. */
 interface SpecListing {
   gen: number;
-  /** The listing; undefined if it failed or answered for an older state of the folder. */
+  /** The listing; undefined if it failed. */
   p: Promise<DirSlot | undefined>;
   started: number;
   /** Resolves with the paired stat's round trip (ms) once it answered, however it ended. */
