@@ -411,7 +411,8 @@ export class Vfs implements VfsApi {
     for (const o of this.objs.values()) known.add(o.id);
     for (const n of names) {
       const id = n.endsWith('.meta') ? n.slice(0, -5) : n;
-      if (!known.has(id)) await fsp.rm(join(this.dataDir, n), { force: true });
+      // recursive: a batch download killed midway leaves its staging folder (.rsync-many-*) here
+      if (!known.has(id)) await fsp.rm(join(this.dataDir, n), { force: true, recursive: true });
     }
     if (pending.length > 0) this.log.info(`replaying ${pending.length} pending upload(s) from the journal`);
     for (const o of this.localObjs) this.schedule(o, 0);

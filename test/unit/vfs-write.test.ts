@@ -1,7 +1,7 @@
 // Writes and write-back: random writes/truncate/append against a model, journal replay after a
 // crash, delete/rename ordering against pending uploads, failures, policy refusals at close.
 import test from 'ava';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, writeFileSync as writeFileSyncFs } from 'node:fs';
 import { join } from 'node:path';
 import { isRemoteError, ServerError } from '../../src/remote/errors.js';
 import { MemoryRemote } from '../../src/remote/memory.js';
@@ -434,4 +434,17 @@ test('our own upload does not move the mtime programs saw (editors compare it be
   t.is((await vfs.getattr('/ed.txt')).mtimeMs, 1_000_000);
   t.is((await readAll(vfs, '/ed.txt')).toString(), 'other text');
   t.is((await vfs.getattr('/ed.txt')).mtimeMs, 1_000_000);
+});
+
+test('a staging folder left in the cache by a killed batch download does not stop the next start', async (t) => {
+  const s = await setup(t, {}, { writebackDelayMs: 60_000 });
+  await writeFile(s.vfs, '/kept.txt', 'closed before the crash');
+  const data = join(s.opts.cacheDir, 'acct', 'data');
+  const stage = join(data, '.rsync-many-abc123');
+  mkdirSync(join(stage, 'sub'), { recursive: true });
+  writeFileSyncFs(join(stage, 'sub', 'part'), 'half a download');
+  const v2 = await s.reopen({ writebackDelayMs: 0 });
+  await v2.flushAll();
+  t.false(existsSync(stage), 'the leftover folder is removed');
+  t.is(s.remote.getFile('/kept.txt')!.toString(), 'closed before the crash');
 });
