@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
 import { useServers, mountService, KINDS, uniq, run, countRoutes, DEMO, type Kind } from './lib/services.js';
+import { setFaults } from '../helpers/emulator.js';
 
 const servers = useServers(test);
 
@@ -40,32 +41,50 @@ async function seed(kind: Kind, rel: string): Promise<void> {
 const STAT_ROUTE: Record<Kind, RegExp> = { maxxo: /ops\/filesize/, vboxx: /metadata/ };
 const MOVE_ROUTE: Record<Kind, RegExp> = { maxxo: /ops\/move/, vboxx: /fileops\/move/ };
 
+// The listing answers the target only if it lands within a bound of the paired stat's round trip
+// (longer, the folder is presumed big and the name is stat'ed after all): on a machine loaded by
+// other tests that bound can still pass by. So a fresh cold mount tries again, up to ATTEMPTS
+// times; the saving must show at least once, and no attempt may cost more than a plain stat would.
+const ATTEMPTS = 4;
+
 for (const kind of KINDS) {
   test.serial(`${kind}: rename of a folder through a cold mount: the target's lookup costs no request of its own`, async (t) => {
-    const rel = uniq('rn');
-    await seed(kind, rel);
-    const d = await mountService(t, servers, kind, { vfs: { attrTtlMs: 10_000, dirTtlMs: 30_000, negativeTtlMs: 5_000 } });
-    await servers.resetStats();
-    // rename(2) from another process (a sync fs call into our own mount would deadlock it)
-    const src = d.p(rel, 'small', 'd03');
-    const dst = d.p(rel, 'small', 'd03-renamed');
-    const r = await run(process.execPath, ['-e', 'require("fs").renameSync(process.argv[1], process.argv[2])', src, dst]);
-    t.is(r.code, 0, r.stderr);
-    const stats = await servers.stats();
-    t.is(countRoutes(stats, MOVE_ROUTE[kind]), 1, JSON.stringify(stats));
     // the path parts down to small/ (vBoxx: Files/ too) and d03: one stat each. Without the
     // listing the stat of d03 started, d03-renamed costs one more. vBoxx answers stats and
     // listings on one route: its listings of those folders are counted in as well.
     const parts = kind === 'maxxo' ? 3 : 4;
-    const metadata = countRoutes(stats, STAT_ROUTE[kind]);
-    if (kind === 'maxxo') {
-      t.is(metadata, parts, JSON.stringify(stats));
-      t.true(countRoutes(stats, /ops\/list/) <= parts, JSON.stringify(stats));
-    } else {
-      t.true(metadata <= 2 * parts, JSON.stringify(stats));
+    const seen: number[] = [];
+    for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+      const rel = uniq('rn');
+      await seed(kind, rel);
+      const d = await mountService(t, servers, kind, { vfs: { attrTtlMs: 10_000, dirTtlMs: 30_000, negativeTtlMs: 5_000 } });
+      await servers.resetStats();
+      // a round trip like a real network's: the load of other tests then jitters both answers
+      // by less than the bound the listing must land within
+      await setFaults(servers.url, { latencyMs: 40 });
+      // rename(2) from another process (a sync fs call into our own mount would deadlock it)
+      const src = d.p(rel, 'small', 'd03');
+      const dst = d.p(rel, 'small', 'd03-renamed');
+      const r = await run(process.execPath, ['-e', 'require("fs").renameSync(process.argv[1], process.argv[2])', src, dst])
+        .finally(() => setFaults(servers.url, { latencyMs: 0 }));
+      t.is(r.code, 0, r.stderr);
+      const stats = await servers.stats();
+      t.is(countRoutes(stats, MOVE_ROUTE[kind]), 1, JSON.stringify(stats));
+      const metadata = countRoutes(stats, STAT_ROUTE[kind]);
+      seen.push(metadata);
+      if (kind === 'maxxo') {
+        t.true(metadata <= parts + 1, JSON.stringify(stats));
+        t.true(countRoutes(stats, /ops\/list/) <= parts, JSON.stringify(stats));
+      } else {
+        t.true(metadata <= 2 * parts, JSON.stringify(stats));
+      }
+      t.deepEqual((await fsp.readdir(d.p(rel, 'small'))).sort(), ['d00', 'd01', 'd02', 'd03-renamed', 'd04']);
+      t.is((await fsp.readdir(dst)).length, FILES);
+      t.is(await fsp.readFile(path.join(dst, 'f7'), 'utf8'), 'file 7');
+      await d.stop();
+      if (kind === 'vboxx' || metadata === parts) break;
     }
-    t.deepEqual((await fsp.readdir(d.p(rel, 'small'))).sort(), ['d00', 'd01', 'd02', 'd03-renamed', 'd04']);
-    t.is((await fsp.readdir(dst)).length, FILES);
-    t.is(await fsp.readFile(path.join(dst, 'f7'), 'utf8'), 'file 7');
+    t.log(`${kind}: stat requests per attempt: ${seen.join(', ')}`);
+    if (kind === 'maxxo') t.true(seen.includes(parts), `no attempt saved the target's stat: ${seen.join(', ')}`);
   });
 }
