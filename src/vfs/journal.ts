@@ -148,8 +148,6 @@ export class Journal {
     });
   }
 
-  /** Puts every record written so far on the disk (lazy mode: the delayed group commit). */
-  sync(): Promise<void> { return this.durable(); }
 
   /** Pending upload of exactly `path`, if any. */
   forPath(path: string): PendingUpload | undefined {
