@@ -139,6 +139,12 @@ class Obj {
   uploadAbort: AbortController | null = null;
   /** An upload was attempted: the server may hold the path even though no upload succeeded. */
   attempted = false;
+  /**
+   * This never-uploaded content was renamed over a file the server holds (the save pattern:
+   * write a temp file, rename it over the original). That old copy stays on the server until our
+   * upload replaces it, so a later unlink or rename of the path must reach the server too.
+   */
+  shadowsServer = false;
   onServer: boolean;
   localMtime = 0;
   refused: RemoteError | null = null;
@@ -155,6 +161,13 @@ class Obj {
   stopGen = 0;
   /** Journal record whose upload used up its retry budget (a flush does not try it again). */
   failedUid: string | null = null;
+  /**
+   * The I/O gate of the cache file (see sharedIo/exclusiveIo): writes in progress, which may
+   * overlap each other, and the truncate or close snapshot that must see none of them half done.
+   */
+  ioShared = 0;
+  ioIdle: (() => void)[] = [];
+  ioExclusive: Promise<void> | null = null;
   // ranged fetches
   readonly inflight = new Map<number, Promise<void>>();
   inflightCount = 0;
@@ -204,6 +217,42 @@ function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): 
     fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
   });
 }
+/**
+ * Runs fn as one of the writes of o's cache file. Writes may overlap each other; none starts
+ * while an exclusive section (truncate, the snapshot a close records) runs or waits.
+ */
+async function sharedIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
+  while (o.ioExclusive) await o.ioExclusive;
+  o.ioShared++;
+  try {
+    return await fn();
+  } finally {
+    if (--o.ioShared === 0 && o.ioIdle.length > 0) {
+      const w = o.ioIdle;
+      o.ioIdle = [];
+      for (const r of w) r();
+    }
+  }
+}
+
+/**
+ * Runs fn with no write of o in progress or starting: the size, generation and bytes it sees
+ * belong together. Without it a close's truncate to the size it read ran after another
+ * appender's write had landed past that size: lost lines, then a hole of NULs (issue 10).
+ */
+async function exclusiveIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
+  while (o.ioExclusive) await o.ioExclusive;
+  let done!: () => void;
+  o.ioExclusive = new Promise<void>((r) => { done = r; });
+  try {
+    if (o.ioShared > 0) await new Promise<void>((r) => o.ioIdle.push(r));
+    return await fn();
+  } finally {
+    o.ioExclusive = null;
+    done();
+  }
+}
+
 function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
     fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
@@ -1086,12 +1135,12 @@ export class Vfs implements VfsApi {
       if (o && o.refs > 0 && !o.complete) await this.ensureWhole(o);
       // durable first: after a crash the upload must not come back
       await this.journal.cancel(path);
-      const localOnly = !!o && !o.onServer && !o.attempted;
+      const localOnly = !!o && !o.onServer && !o.attempted && !o.shadowsServer;
       if (!localOnly) {
         try {
           await this.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
         } catch (err) {
-          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.attempted || !o.onServer))) throw err;
+          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.attempted || o.shadowsServer || !o.onServer))) throw err;
         }
       }
       if (o) {
@@ -1127,7 +1176,9 @@ export class Vfs implements VfsApi {
       for (const o of moving) await this.stopUpload(o);
       if (replaced) await this.stopUpload(replaced);
       const so = this.objs.get(from);
-      const srcLocalOnly = src.type === 'file' && !!so && !so.onServer && !so.attempted;
+      const srcLocalOnly = src.type === 'file' && !!so && !so.onServer && !so.attempted && !so.shadowsServer;
+      // what the server holds at the target after a move that sends nothing (see shadowsServer)
+      const dstOnServer = replaced ? replaced.onServer || replaced.attempted || replaced.shadowsServer : !!dst;
       const replacedPending = replaced ? this.journal.forPath(to) : undefined;
       if (dst) await this.journal.cancel(to);
       const jr = this.journal.rename(from, to);
@@ -1149,6 +1200,7 @@ export class Vfs implements VfsApi {
         throw err;
       }
       if (replaced) this.detach(replaced);
+      if (srcLocalOnly && dstOnServer) so!.shadowsServer = true;
       this.forgetTree(from, src.type === 'dir');
       this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
       this.setInParent(from, null);
@@ -1502,12 +1554,14 @@ export class Vfs implements VfsApi {
     if (size > 0 && !o.complete) await this.ensureWhole(o);
     await this.beforeModify(o);
     if (size === 0) await this.quiesce(o);
-    await new Promise<void>((r, j) => fs.ftruncate(o.fd, size, (err) => (err ? j(err) : r())));
-    const before = o.ranges.bytes;
-    if (size < o.size) o.ranges.truncate(size); else o.ranges.add(o.size, size);
-    this.cacheBytes += o.ranges.bytes - before;
-    o.size = size;
-    this.modified(o);
+    await exclusiveIo(o, async () => {
+      await new Promise<void>((r, j) => fs.ftruncate(o.fd, size, (err) => (err ? j(err) : r())));
+      const before = o.ranges.bytes;
+      if (size < o.size) o.ranges.truncate(size); else o.ranges.add(o.size, size);
+      this.cacheBytes += o.ranges.bytes - before;
+      o.size = size;
+      this.modified(o);
+    });
   }
 
   async read(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
@@ -1550,35 +1604,53 @@ export class Vfs implements VfsApi {
     const o = h.obj;
     if (!o.complete) await this.ensureWhole(o);
     if (!o.dirty) await this.beforeModify(o);
-    if (h.append) position = o.size;
-    let n = 0;
-    let evicted = false;
-    while (n < length) {
+    return sharedIo(o, async () => {
+      // An append's place is taken now, before any await: two appends in flight get two places.
+      if (h.append) position = o.size;
+      const reserved = position + length;
+      const grow = (end: number) => {
+        if (end <= o.size) return;
+        const before = o.ranges.bytes;
+        o.ranges.add(o.size, end);
+        this.cacheBytes += o.ranges.bytes - before;
+        o.size = end;
+      };
+      const prev = o.size;
+      grow(reserved);
+      let n = 0;
+      let evicted = false;
       try {
-        n += await pwrite(o.fd, buf, n, length - n, position + n);
-      } catch (err) {
-        // cache disk full: clean cached content goes first; only then does the program see ENOSPC
-        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || evicted) { if (n > 0) break; throw err; }
-        evicted = true;
-        if ((await this.evictForSpace()) === 0) { if (n > 0) break; throw err; }
+        while (n < length) {
+          try {
+            n += await pwrite(o.fd, buf, n, length - n, position + n);
+          } catch (err) {
+            // cache disk full: clean cached content goes first; only then does the program see ENOSPC
+            if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || evicted) { if (n > 0) break; throw err; }
+            evicted = true;
+            if ((await this.evictForSpace()) === 0) { if (n > 0) break; throw err; }
+          }
+        }
+      } finally {
+        // a short or failed write gives back the part of its reservation nobody wrote after it
+        if (n < length && o.size === reserved && reserved > prev) {
+          const end = n > 0 ? Math.max(prev, position + n) : prev;
+          const before = o.ranges.bytes;
+          o.ranges.truncate(end);
+          this.cacheBytes += o.ranges.bytes - before;
+          o.size = end;
+        }
+        if (n > 0) {
+          o.gen++;
+          o.localMtime = Date.now();
+          if (!this.localObjs.has(o)) {
+            this.markLocal(o);
+            const la = this.localAttrs.get(o.path);
+            if (la) la.mtimeMs = undefined;
+          }
+        }
       }
-    }
-    length = n;
-    const end = position + length;
-    if (end > o.size || position > o.size) {
-      const before = o.ranges.bytes;
-      o.ranges.add(Math.min(position, o.size), end);
-      this.cacheBytes += o.ranges.bytes - before;
-      o.size = end;
-    }
-    o.gen++;
-    o.localMtime = Date.now();
-    if (!this.localObjs.has(o)) {
-      this.markLocal(o);
-      const la = this.localAttrs.get(o.path);
-      if (la) la.mtimeMs = undefined;
-    }
-    return length;
+      return n;
+    });
   }
 
   async ftruncate(_path: string, fh: number, size: number): Promise<void> {
@@ -2148,7 +2220,6 @@ export class Vfs implements VfsApi {
    */
   private async commitClose(o: Obj): Promise<void> {
     if (o.gen === o.journaledGen || o.unlinked) return;
-    const gen = o.gen;
     if (this.remote.checkUpload) {
       try {
         await this.bounded(`policy check of ${o.path}`, (signal) => this.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
@@ -2162,33 +2233,48 @@ export class Vfs implements VfsApi {
         this.log.warn(`policy check of ${o.path} not possible now (${errText(err)}); checked again before the upload`);
       }
     }
-    // the size on disk is the size programs saw
-    const trunc = new Promise<void>((r, j) => fs.ftruncate(o.fd, o.size, (err) => (err ? j(err) : r())));
-    // A small file's content goes inside its journal record, so its cache file needs no fdatasync;
-    // replay restores the cache file from the record. A bigger one is flushed itself, then
-    // recorded, so a record on the disk never points at content that is not. Once this returns
-    // the content survives a kill -9; a power loss too with sync_close, else once the journal's
-    // group commit (within a second) has run (journal.ts).
-    let data: Buffer | undefined;
-    if (this.journal.canInline(o.size)) {
-      // page-cache bytes of our own cache file (never the mount): read inline, no threadpool hop
-      data = Buffer.allocUnsafe(o.size);
-      for (let off = 0; off < o.size;) {
-        const n = fs.readSync(o.fd, data, off, o.size - off, off);
-        if (n === 0) { trunc.catch(() => {}); throw new BadResponse(`cache file of ${o.path} is shorter than its content`, { path: o.path }); }
-        off += n;
+    // The snapshot is taken with no write in flight (other handles may still be appending): the
+    // size, generation and bytes recorded belong together.
+    let gen = 0;
+    let size = 0;
+    let record: Promise<void> | undefined;
+    await exclusiveIo(o, async () => {
+      gen = o.gen;
+      size = o.size;
+      if (gen === o.journaledGen) return;
+      // the size on disk is the size programs saw
+      const trunc = new Promise<void>((r, j) => fs.ftruncate(o.fd, size, (err) => (err ? j(err) : r())));
+      // A small file's content goes inside its journal record, so its cache file needs no
+      // fdatasync; replay restores the cache file from the record. A bigger one is flushed
+      // itself, then recorded, so a record on the disk never points at content that is not. Once
+      // this returns the content survives a kill -9; a power loss too with sync_close, else once
+      // the journal's group commit (within a second) has run (journal.ts).
+      if (this.journal.canInline(size)) {
+        // page-cache bytes of our own cache file (never the mount): read inline, no threadpool hop
+        const data = Buffer.allocUnsafe(size);
+        for (let off = 0; off < size;) {
+          const n = fs.readSync(o.fd, data, off, size - off, off);
+          if (n === 0) { trunc.catch(() => {}); throw new BadResponse(`cache file of ${o.path} is shorter than its content`, { path: o.path }); }
+          off += n;
+        }
+        // the record's write runs beside the truncate (two threadpool jobs, one wait)
+        record = this.recordClose(o, gen, size, data);
       }
-    } else {
+      // writes start again once the file has the size they extend
       await trunc;
-      await new Promise<void>((r, j) => fs.fdatasync(o.fd, (err) => (err ? j(err) : r())));
-    }
-    if (o.unlinked || o.journaledGen >= gen) { await trunc; return; }
+      if (!record) await new Promise<void>((r, j) => fs.fdatasync(o.fd, (err) => (err ? j(err) : r())));
+    }).catch((err) => { record?.catch(() => {}); throw err; });
+    await (record ?? this.recordClose(o, gen, size, undefined));
+  }
+
+  /** The journal record of closed content: from now on it is the content to upload. */
+  private recordClose(o: Obj, gen: number, size: number, data: Buffer | undefined): Promise<void> {
+    if (o.unlinked || o.journaledGen >= gen) return Promise.resolve();
     const uid = randomUUID();
     o.pendingUid = uid;
     o.journaledGen = gen;
     this.markLocal(o);
-    // the truncate and the record's write run side by side (two threadpool jobs, one wait)
-    await Promise.all([trunc, this.journal.upload({ uid, path: o.path, id: o.id, size: o.size, ...(data ? { data } : {}) })]);
+    return this.journal.upload({ uid, path: o.path, id: o.id, size, ...(data ? { data } : {}) });
   }
 
   private schedule(o: Obj, delayMs: number): void {
