@@ -24,7 +24,7 @@ import {
   NotFound, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
 } from '../remote/errors.js';
 import { Priority, type RangeRead, type RangeServed, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveNotice, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
 import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
 import { RangeSet, isSequential, readAheadPlan } from './ranges.js';
@@ -366,6 +366,10 @@ export class Vfs implements VfsApi {
   private statBatch: { paths: string[]; waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]> } | null = null;
   private readonly barriers = new Set<Barrier>();
   private readonly failures = new Map<string, UploadFailure>();
+  /** What the drive decided on its own that the user should hear of (newest last, bounded). */
+  private readonly notices: DriveNotice[] = [];
+  /** Recent answers to "is this folder still on the server?", asked before uploads into it. */
+  private readonly parentChecks = new Map<string, { at: number; p: Promise<boolean> }>();
   private readonly shareLinks = new Map<string, string>();
   private statfsCache: { value: FsStats; expires: number } | null = null;
   private cacheBytes = 0;
@@ -517,6 +521,7 @@ export class Vfs implements VfsApi {
       pending: this.journal.pending.size,
       pendingBytes,
       failures: [...this.failures.values()],
+      notices: [...this.notices],
       cacheBytes: this.cacheBytes,
       dirtyBytes,
     };
@@ -2336,6 +2341,7 @@ export class Vfs implements VfsApi {
       attempts++;
       try {
         if (this.remote.checkUpload) await this.remote.checkUpload(path, o.size, { signal: ac.signal, priority: Priority.background });
+        await this.checkParent(path, ac.signal);
         // stopped while checking (nothing was sent): the namespace change reschedules us
         if (ac.signal.aborted || o.stopGen !== stop) { o.uploadAbort = null; return; }
         o.attempted = true;
@@ -2453,6 +2459,41 @@ export class Vfs implements VfsApi {
     }
   }
 
+  /**
+   * Another client may have deleted the folder of a file whose changes are not uploaded yet. The
+   * upload recreates it (both services make missing parents), so what the program wrote is kept:
+   * our bytes win, and that is said (log and status), never silent. One answer serves the uploads
+   * into a folder for PARENT_CHECK_MS, so a delete in that window before an upload goes unnoticed.
+   */
+  private async checkParent(path: string, signal: AbortSignal): Promise<void> {
+    const dir = parentOf(path);
+    if (dir === '/') return;
+    const now = Date.now();
+    let c = this.parentChecks.get(dir);
+    if (!c || now - c.at > PARENT_CHECK_MS) {
+      const p = this.remote.stat(dir, { signal, priority: Priority.background }).then((e) => e?.type === 'dir', (err) => {
+        // no answer is no evidence: the upload goes ahead and the next one asks again
+        if (this.parentChecks.get(dir)?.p === p) this.parentChecks.delete(dir);
+        if (signal.aborted) throw err;
+        return true;
+      });
+      c = { at: now, p };
+      this.parentChecks.set(dir, c);
+      if (this.parentChecks.size > 1000) this.parentChecks.delete(this.parentChecks.keys().next().value!);
+    }
+    if (await c.p) return;
+    // gone: said once per folder and burst (the uploads that follow make it exist again)
+    if (this.parentChecks.get(dir) === c) this.parentChecks.set(dir, { at: now, p: Promise.resolve(true) });
+    const message = `folder ${dir} was deleted on the server by another client while ${path} had changes not uploaded yet; ` +
+      'it is made again to keep them (what else the other client deleted stays deleted)';
+    this.log.warn(message);
+    this.notices.push({ path: dir, message, atMs: Date.now() });
+    if (this.notices.length > 100) this.notices.shift();
+    // our listing of it predates the delete
+    this.dirs.delete(dir);
+    this.bumpDir(dir);
+  }
+
   private uploaded(o: Obj, uid: string, gen: number, path: string, entry: RemoteEntry): void {
     o.onServer = true;
     o.uploadedGen = gen;
@@ -2477,6 +2518,8 @@ interface UpItem {
   resolve: (e: RemoteEntry) => void;
   reject: (e: unknown) => void;
 }
+/** How long one "the folder is still there" answer serves the uploads into that folder. */
+const PARENT_CHECK_MS = 500;
 /** Concurrent batch uploads. */
 const UP_LANES = 2;
 /** How long the first due upload of a burst waits for others to join its batch. */

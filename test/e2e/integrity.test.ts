@@ -4,7 +4,7 @@ import test, { type ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import {
-  useServers, mountService, KINDS, uniq, run, sh, errCode, codeOf, eventually, type Drive, type Kind,
+  useServers, mountService, KINDS, uniq, run, sh, errCode, codeOf, eventually, sleep, type Drive, type Kind,
 } from './lib/services.js';
 
 const servers = useServers(test);
@@ -119,6 +119,8 @@ for (const kind of KINDS) {
     await fsp.mkdir(dir);
     await fsp.writeFile(path.join(dir, 'keep.txt'), 'was here\n');
     await d.flush();
+    // past the window in which the drive trusts its last "the folder is there" (PARENT_CHECK_MS)
+    await sleep(1000);
     const h = await fsp.open(path.join(dir, 'open.txt'), 'w');
     try {
       await h.write('part1 ');
