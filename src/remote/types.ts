@@ -128,6 +128,8 @@ export interface Remote {
   uploadMany?(items: { localFile: string; path: string }[], opts?: CallOptions): Promise<UploadResult[]>;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
+  /** The parts of an upload policy known before a file is complete (services that have one). */
+  uploadPolicy?: UploadPolicy;
   mkdir(path: string, opts?: CallOptions): Promise<void>;
   /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
   move(from: string, to: string, opts?: CallOptions): Promise<void>;
@@ -137,4 +139,16 @@ export interface Remote {
   shareLink?(path: string, opts?: CallOptions): Promise<{ url: string; expires?: string | null }>;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
+}
+
+/**
+ * What a service's policy says before any content exists, so that the program hears a refusal at
+ * the first call that can know it (create or rename: the name; write: the size), not at close()
+ * after the whole file was written. Answers may be cached by the service client.
+ */
+export interface UploadPolicy {
+  /** Throws the service's refusal of any file at `path` because of its name. */
+  checkName(path: string, opts?: CallOptions): Promise<void>;
+  /** The largest file the service takes at `path`, in bytes; null when unlimited. */
+  maxFileSize(path: string, opts?: CallOptions): Promise<number | null>;
 }

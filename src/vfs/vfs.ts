@@ -21,7 +21,7 @@ import { LRUCache } from 'lru-cache';
 import { createLogger } from '../log.js';
 import {
   AlreadyExists, BadRequest, BadResponse, Cancelled, IsADirectory, NoXattr, NotADirectory, NotEmpty,
-  NotFound, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
+  NotFound, PolicyFileTooLarge, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
 } from '../remote/errors.js';
 import { Priority, type RangeRead, type RangeServed, type Remote, type RemoteEntry } from '../remote/types.js';
 import type { Attr, DriveNotice, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
@@ -368,6 +368,8 @@ export class Vfs implements VfsApi {
   private readonly failures = new Map<string, UploadFailure>();
   /** What the drive decided on its own that the user should hear of (newest last, bounded). */
   private readonly notices: DriveNotice[] = [];
+  private maxSize: { at: number; value: number | null } | undefined;
+  private maxSizeP: Promise<number | null> | undefined;
   /** Recent answers to "is this folder still on the server?", asked before uploads into it. */
   private readonly parentChecks = new Map<string, { at: number; p: Promise<boolean> }>();
   private readonly shareLinks = new Map<string, string>();
@@ -1169,6 +1171,7 @@ export class Vfs implements VfsApi {
     if (from === to) return;
     if (isUnder(to, from)) throw new BadRequest('cannot move a folder into itself', { path: to });
     await this.parentDir(to);
+    if (src.type === 'file') await this.policyName(to);
     const dst = await this.lookup(to);
     if (dst) {
       if (src.type === 'dir' && dst.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
@@ -1435,6 +1438,8 @@ export class Vfs implements VfsApi {
       if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
       return this.open(path, flags & ~O_CREAT);
     }
+    // a name the service refuses fails here, not at close() after the program wrote it all
+    await this.policyName(path);
     const stale = this.objs.get(path);
     if (stale) this.detach(stale);
     const o = new Obj(randomUUID(), path, 0, false);
@@ -1503,7 +1508,10 @@ export class Vfs implements VfsApi {
 
   /** A refused (policy) file cannot reach the server: the server's state is shown again. */
   private discardLocal(o: Obj): void {
-    this.log.warn(`${o.path}: ${errText(o.refused)}; local changes discarded`);
+    const message = `${o.path}: ${errText(o.refused)}; the program was told at close, and the local changes were discarded`;
+    this.log.warn(message);
+    this.notices.push({ path: o.path, message, atMs: Date.now() });
+    if (this.notices.length > 100) this.notices.shift();
     this.detach(o);
     this.attrs.delete(o.path);
     this.bumpDir(parentOf(o.path));
@@ -1556,6 +1564,8 @@ export class Vfs implements VfsApi {
   }
 
   private async truncateObj(o: Obj, size: number): Promise<void> {
+    const max = size > o.size ? await this.policyMaxSize(o.path) : null;
+    if (max !== null && size > max) throw new PolicyFileTooLarge(`the organization policy allows files of at most ${max} bytes`, { path: o.path });
     if (size > 0 && !o.complete) await this.ensureWhole(o);
     await this.beforeModify(o);
     if (size === 0) await this.quiesce(o);
@@ -1609,9 +1619,15 @@ export class Vfs implements VfsApi {
     const o = h.obj;
     if (!o.complete) await this.ensureWhole(o);
     if (!o.dirty) await this.beforeModify(o);
+    const max = await this.policyMaxSize(o.path);
     return sharedIo(o, async () => {
       // An append's place is taken now, before any await: two appends in flight get two places.
       if (h.append) position = o.size;
+      if (max !== null && position + length > max) {
+        // as with RLIMIT_FSIZE: what fits is written, the write at the limit fails with EFBIG
+        if (position >= max) throw new PolicyFileTooLarge(`the organization policy allows files of at most ${max} bytes`, { path: o.path });
+        length = max - position;
+      }
       const reserved = position + length;
       const grow = (end: number) => {
         if (end <= o.size) return;
@@ -2219,6 +2235,40 @@ export class Vfs implements VfsApi {
 
   // ------------------------------------------------------------------ write-back
 
+  /** Refuses a file name the service's policy excludes (nothing when the service has no policy). */
+  private async policyName(path: string): Promise<void> {
+    const pol = this.remote.uploadPolicy;
+    if (!pol) return;
+    try {
+      await this.bounded(`policy check of ${path}`, (signal) => pol.checkName(path, { signal, priority: Priority.interactive }));
+    } catch (err) {
+      // the policy unreadable now: the checks before the upload still hold
+      if (isRemoteError(err) && err.retryable) return;
+      throw err;
+    }
+  }
+
+  /** The policy's size limit for writes, refreshed in the background once it is old. */
+  private async policyMaxSize(path: string): Promise<number | null> {
+    const pol = this.remote.uploadPolicy;
+    if (!pol) return null;
+    const now = Date.now();
+    const c = this.maxSize;
+    if (c && now - c.at < POLICY_REFRESH_MS) return c.value;
+    if (this.maxSizeP) return c ? c.value : this.maxSizeP;
+    const p = this.maxSizeP = pol.maxFileSize(path, { priority: Priority.interactive }).then((value) => {
+      this.maxSize = { at: Date.now(), value };
+      return value;
+    }, (err) => {
+      // unknown now: the check at close and before the upload still hold
+      this.log.debug(`policy size limit not readable: ${errText(err)}`);
+      if (c) c.at = Date.now();
+      return c?.value ?? null;
+    }).finally(() => { this.maxSizeP = undefined; });
+    // an old answer serves while the new one is on its way; only the first write waits
+    return c ? c.value : p;
+  }
+
   /**
    * close()/fsync() of changed content: policy check (so EFBIG/EPERM/EDQUOT reach the program),
    * data made durable, then the durable journal record.
@@ -2518,6 +2568,8 @@ interface UpItem {
   resolve: (e: RemoteEntry) => void;
   reject: (e: unknown) => void;
 }
+/** How old the policy's size limit may get before a write asks for it again (in the background). */
+const POLICY_REFRESH_MS = 30_000;
 /** How long one "the folder is still there" answer serves the uploads into that folder. */
 const PARENT_CHECK_MS = 500;
 /** Concurrent batch uploads. */
