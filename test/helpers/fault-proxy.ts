@@ -35,7 +35,10 @@ export interface HttpRule {
 export interface Armed {
   /** Requests this rule hit so far. */
   readonly hits: number;
-  /** Resolves when the rule has hit `times` requests (or its first, for times = Infinity). */
+  /**
+   * Resolves when the fault took effect (its K bytes went out and the answer was cut or stalled,
+   * or the made-up answer was sent) for the last of `times` requests (the first, for Infinity).
+   */
   readonly fired: Promise<void>;
   /** Stops the rule (requests pass again). */
   disarm(): void;
@@ -71,8 +74,8 @@ function newRule(rule: HttpRule): RuleState {
 }
 
 /** The fault this request gets, if any (counts the request against every matching rule). */
-function pick(rules: RuleState[], method: string, path: string): Fault | undefined {
-  let out: Fault | undefined;
+function pick(rules: RuleState[], method: string, path: string): RuleState | undefined {
+  let out: RuleState | undefined;
   for (const st of rules) {
     if (!st.active) continue;
     const r = st.rule;
@@ -82,9 +85,8 @@ function pick(rules: RuleState[], method: string, path: string): Fault | undefin
     const nth = r.nth ?? 1;
     const times = r.times ?? 1;
     if (st.seen < nth || st.seen >= nth + times || out) continue;
-    out = r.fault;
+    out = st;
     st.hits++;
-    if (st.hits >= Math.min(times, Number.MAX_SAFE_INTEGER) || times === Infinity) st.done();
   }
   return out;
 }
@@ -112,16 +114,19 @@ export async function startHttpFaultProxy(target: string): Promise<HttpFaultProx
     const path = (req.url ?? '/').split('?')[0]!;
     const entry: LogEntry = { method: req.method ?? 'GET', path, ...(typeof req.headers.range === 'string' ? { range: req.headers.range } : {}) };
     log.push(entry);
-    const fault = pick(rules, entry.method, path);
+    const hit = pick(rules, entry.method, path);
+    const fault = hit?.rule.fault;
     if (fault) entry.fault = fault.kind;
+    // `fired` means the fault took effect (its bytes went out), not merely that it was picked
+    const fired = () => { if (hit && (hit.hits >= (hit.rule.times ?? 1) || hit.rule.times === Infinity)) hit.done(); };
     if (fault?.kind === 'answer') {
       // The request still reaches nobody: a made-up answer, as from a broken gateway.
       req.resume();
       const body = Buffer.from(fault.body);
       entry.status = fault.status;
       res.writeHead(fault.status, { 'content-type': 'application/json', 'content-length': String(body.length), ...(fault.headers ?? {}) });
-      if (fault.cut) res.write(body, () => cut(res));
-      else res.end(body);
+      if (fault.cut) res.write(body, () => { cut(res); fired(); });
+      else res.end(body, fired);
       return;
     }
     const headers: Record<string, string | string[]> = {};
@@ -148,10 +153,11 @@ export async function startHttpFaultProxy(target: string): Promise<HttpFaultProx
           up.pause();
           stalled.add({ res, up, rest: c.subarray(part.length) });
         }
+        fired();
       };
       up.on('data', onData);
       // a body shorter than K: the answer goes through whole
-      up.on('end', () => { if (sent < limit) res.end(); });
+      up.on('end', () => { if (sent < limit) { res.end(); fired(); } });
     });
     upReq.on('error', () => { if (!res.headersSent) res.writeHead(502); res.end(); });
     req.pipe(upReq);
@@ -216,14 +222,15 @@ export async function startTcpFaultProxy(targetHost: string, targetPort: number)
     const idx = connections++;
     bytesDown[idx] = 0;
     let fault: TcpRule | undefined;
+    let faultState: RuleState | undefined;
     for (const { rule, st } of rules) {
       if (!st.active) continue;
       const nth = rule.nth ?? 1;
       const times = rule.times ?? 1;
       if (idx + 1 >= nth && idx + 1 < nth + times) {
         fault = rule;
+        faultState = st;
         st.hits++;
-        if (st.hits >= times || times === Infinity) st.done();
         break;
       }
     }
@@ -245,6 +252,8 @@ export async function startTcpFaultProxy(targetHost: string, targetPort: number)
       if (bytesDown[idx]! < fault.afterBytes) return;
       stalling = true;
       up.pause();
+      const times = fault.times ?? 1;
+      if (faultState && (faultState.hits >= times || times === Infinity)) faultState.done();
       if (fault.kind === 'cut') {
         up.destroy();
         client.end();
