@@ -1903,6 +1903,13 @@ export class Vfs implements VfsApi {
         await this.openFd(o);
       }
       const before = o.ranges.bytes;
+      if (a.size !== o.size && o.ident && !o.authoritative) {
+        // the server's file is not the one listed (replaced meanwhile): its attributes follow the
+        // content now cached, with a new mtime so the kernel drops pages of the old one
+        const e: RemoteEntry = { ...o.ident, size: a.size, mtimeMs: Date.now() };
+        o.ident = { ...e };
+        this.setInParent(o.path, e);
+      }
       o.size = a.size;
       if (o.ident) o.ident.size = a.size;
       o.ranges.clear();
