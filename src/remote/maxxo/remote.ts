@@ -12,7 +12,9 @@
 //   folder is pushed with rsync. upload creates missing parents (--mkpath).
 // - download truncates localFile, then `rsync --append-verify` writes it in place: the file only
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
-//   (onProgress reports the size on disk, polled while rsync runs).
+//   (onProgress reports the size on disk, polled while rsync runs). --append skips a file that
+//   is not shorter on our side unchecked: a resume that appended nothing is followed by a
+//   verifying --inplace run, so bytes of a version replaced meanwhile never pass for the file.
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
