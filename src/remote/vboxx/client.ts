@@ -404,8 +404,9 @@ export class VboxxClient {
         size = r.size;
         // A server that ignores Range answers 200 with the whole file: skip to the offset.
         let skip = r.partial ? 0 : offset + got;
-        // the position after the last byte this answer promises and we want
-        const promised = Math.min(offset + length, r.end ?? Infinity);
+        // the position after the last byte this answer promises and we want (unknown for a
+        // whole answer without content-length: its clean end is the end of the file)
+        const promised = r.end === undefined ? undefined : Math.min(offset + length, r.end);
         const served = { ...(r.rev !== undefined ? { rev: r.rev } : {}), ...(r.size !== undefined ? { size: r.size } : {}) };
         try {
           for await (const c of r.body) {
@@ -431,7 +432,7 @@ export class VboxxClient {
           r.body.destroy();
         }
         // a body that ended (without a transport error) before what it promised was cut all the same
-        if (offset + got < promised && promised !== Infinity) {
+        if (promised !== undefined && offset + got < promised) {
           throw new RemoteError('NETWORK_ERROR', `answer ended at byte ${offset + got} of a range to ${promised}`, this.ctx('GET', '/1/files'), true);
         }
         return { bytes: got, ...(rev !== undefined ? { rev } : {}), ...(size !== undefined ? { size } : {}) };
