@@ -344,6 +344,7 @@ export async function runSequence(t: ExecutionContext, servers: Servers, o: Sequ
   const st = await d.status().catch(() => null);
   if (st?.failures.length) problems.push(`live mount: upload failures reported: ${JSON.stringify(st.failures).slice(0, 1000)}`);
   const code = await d.stop();
+  const mountLog = d.stderr();
   if (code !== 0) problems.push(`the mount child exited ${code} on a clean stop: ${d.stderr().slice(-1500)}`);
 
   const fresh = await mountService(t, servers, o.kind);
@@ -364,6 +365,7 @@ export async function runSequence(t: ExecutionContext, servers: Servers, o: Sequ
       `seed ${o.seed}, ${o.kind}, write-back delay ${delay} ms, run folder ${top}`,
       ...problems, '',
       ...all.flatMap((r) => [`==== process ${r.id} (seed ${r.seed})${r.failure ? `: ${r.failure}` : ''}`, ...r.log, '']),
+      '==== log of the mount (its end)', mountLog.slice(-30_000),
     ].join('\n');
     fs.writeFileSync(logFile, text);
   }
@@ -382,6 +384,16 @@ export function seedsFromEnv(defaultRuns: number): number[] {
 export function formatReport(r: SequenceReport): string {
   const head = `model-based run FAILED: ${r.kind}, seed ${r.seed} (replay: CLOUDMOUNT_MODEL_SEED=${r.seed} CLOUDMOUNT_MODEL_RUNS=1), ` +
     `write-back delay ${r.writebackDelayMs} ms; full op logs: ${r.logFile}`;
-  const shown = r.problems.slice(0, 12);
-  return [head, ...shown.map((p) => `- ${p}`), ...(r.problems.length > shown.length ? [`... and ${r.problems.length - shown.length} more`] : [])].join('\n');
+  // The same finding seen through the live mount, the fresh mount and the server is one line.
+  const seen = new Map<string, string[]>();
+  for (const p of r.problems) {
+    const m = /^(live mount|fresh mount|server): (.*)$/s.exec(p);
+    const key = m ? m[2]! : p;
+    const w = seen.get(key) ?? [];
+    if (m) w.push(m[1]!);
+    seen.set(key, w);
+  }
+  const lines = [...seen].map(([k, w]) => (w.length ? `${w.join(', ')}: ${k}` : k));
+  const shown = lines.slice(0, 12);
+  return [head, ...shown.map((p) => `- ${p}`), ...(lines.length > shown.length ? [`... and ${lines.length - shown.length} more`] : [])].join('\n');
 }

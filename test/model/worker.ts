@@ -251,6 +251,7 @@ export class Worker {
     if (r < 92) return { op: 'wait' };
     if (r < 94) return this.planSave();
     if (r < 96) return this.planReplaceThenDelete();
+    if (r < 97) return this.planOrphan();
     if (this.cfg.shared.length) return { op: 'logline', log: this.int(this.cfg.shared.length), keepOpen: this.chance(0.6) };
     return { op: 'stat', path: this.anyPath() };
   }
@@ -300,6 +301,27 @@ export class Worker {
     else ops.push({ op: 'rename', from: f, to: `${dir}/g.txt` }, { op: 'readdir', path: dir });
     // The wait above must follow a close that made the file durable: fsync instead, half the time.
     if (ops[4]!.op === 'stat') ops.splice(3, 0, { op: 'fsync', h: 'o' });
+    this.plan.push(...ops.slice(1));
+    return ops[0]!;
+  }
+
+  /** A file open while its name and then its folder go away: the handle must keep working. */
+  private planOrphan(): Op {
+    const dir = this.join(this.pick(this.tree().parents), `o${this.cfg.id}-${this.uniq++}`);
+    const f = `${dir}/f`;
+    const ops: Op[] = [
+      { op: 'mkdir', path: dir },
+      { op: 'open', path: f, flags: 'creat-rw', bind: 'u' },
+      { op: 'write', h: 'u', pos: null, len: this.size(), seed: this.seed() },
+      this.chance(0.5) ? { op: 'fsync', h: 'u' } : { op: 'wait' },
+      { op: 'unlink', path: f },
+      { op: 'rmdir', path: dir },
+      { op: 'write', h: 'u', pos: 3, len: 1 + this.int(5000), seed: this.seed() },
+      { op: 'ftruncate', h: 'u', len: this.int(6000) },
+      { op: 'read', h: 'u', pos: 0, len: 8000 },
+      { op: 'fstat', h: 'u' },
+      { op: 'close', h: 'u' },
+    ];
     this.plan.push(...ops.slice(1));
     return ops[0]!;
   }
@@ -524,10 +546,13 @@ export class Worker {
         this.log.push(`${what} -> MISMATCH`);
         failure = `${this.cfg.id} (seed ${this.cfg.seed}) op ${what}: ${e instanceof Mismatch ? e.message : (e as Error).stack}`;
       }
-      // A plan cut short by an unexpected errno leaves steps on handles that never opened.
-      if (this.plan.length && this.plan.some((p) => 'h' in p && typeof p.h === 'string' && !this.bound.has(p.h) && !this.plan.some((q) => q.op === 'open' && q.bind === p.h))) {
-        this.plan = this.plan.filter((p) => !('h' in p && typeof p.h === 'string' && !this.bound.has(p.h)));
-      }
+      // A planned open that failed (as the model said) leaves steps on a handle that never
+      // opened: drop those, keep the steps whose handle is open or still to be opened.
+      const will = new Set(this.bound.keys());
+      this.plan = this.plan.filter((p) => {
+        if (p.op === 'open' && p.bind) will.add(p.bind);
+        return !('h' in p && typeof p.h === 'string' && !will.has(p.h));
+      });
     }
     // Every handle is closed at the end, each close checked like any other op.
     for (const n of [...this.handles.keys()]) {
