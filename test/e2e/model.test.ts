@@ -4,7 +4,7 @@
 // test/model/harness.ts, the per-process part in test/model/worker.ts.
 //
 //   CLOUDMOUNT_MODEL_SEED=N   replay seed N (a failure prints the seed)
-//   CLOUDMOUNT_MODEL_RUNS=K   K sequences per service (seeds N, N+1, ...); default 1
+//   CLOUDMOUNT_MODEL_RUNS=K   K sequences per service (seeds N, N+1, ...); default 2
 //   CLOUDMOUNT_MODEL_OPS=M    random ops per process (default 150)
 // `scripts/soak --model` runs sequences for a long time.
 import test from 'ava';
@@ -16,7 +16,7 @@ const ops = Number(process.env.CLOUDMOUNT_MODEL_OPS ?? 150) || 150;
 
 for (const kind of KINDS) {
   test.serial(`${kind}: random operations from several processes match the POSIX model`, async (t) => {
-    const seeds = seedsFromEnv(1);
+    const seeds = seedsFromEnv(2);
     // Each sequence takes about a minute on 2 busy cores; a long run gets its own bound.
     t.timeout(Math.max(110_000, seeds.length * 150_000));
     let failed = 0;
