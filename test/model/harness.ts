@@ -242,6 +242,9 @@ export interface Workload {
  * Phases 1 and 2 in the folder runAbs (on a mount, or on a local file system to check the model
  * itself): priv/<id> subtrees, shared/log0 and shared/log1.
  */
+/** Mounts here run on fuse-native (libfuse 2): see WorkerConfig.pathBoundHandles. */
+const PATH_BOUND_HANDLES = true;
+
 export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind'>, waitMs: number): Promise<Workload> {
   const nWorkers = o.workers ?? 3;
   const problems: string[] = [];
@@ -258,7 +261,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   const workerTimeout = 240_000;
   const cfgs: WorkerConfig[] = ids.map((id, i) => ({
     id, seed: derive(o.seed, i), root: priv, snapshot: { dir: { [id]: { dir: {} } } }, base: id,
-    ops: o.ops ?? 150, shared: logAbs, waitMs,
+    ops: o.ops ?? 150, shared: logAbs, waitMs, pathBoundHandles: PATH_BOUND_HANDLES,
   }));
   // The sh loops all append to log0, so that one writer's close often meets another's write.
   const shN = o.shAppenders ?? 3;
@@ -286,7 +289,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   let final: Snap = merged;
   const all: WorkerResult[] = [...results];
   if (unknown.length === 0 && (o.crossOps ?? 80) > 0) {
-    const x = await runWorker({ id: 'x', seed: derive(o.seed, 99), root: priv, snapshot: merged, base: '', ops: o.crossOps ?? 80, shared: [], waitMs }, workerTimeout);
+    const x = await runWorker({ id: 'x', seed: derive(o.seed, 99), root: priv, snapshot: merged, base: '', ops: o.crossOps ?? 80, shared: [], waitMs, pathBoundHandles: PATH_BOUND_HANDLES }, workerTimeout);
     all.push(x);
     if (x.ok) final = x.snapshot;
     else {

@@ -27,6 +27,13 @@ export interface WorkerConfig {
   shared: string[];
   /** A pause long enough for the drive's write-back to upload what was closed before it. */
   waitMs: number;
+  /**
+   * The mount runs on libfuse 2 (fuse-native), whose high-level API finds an open file by its
+   * path: once the folder of an unlinked open file is removed, ops on that handle fail ENOENT
+   * before they reach the drive (native-notes/fuse.md). Then no folder is removed while a
+   * handle opened inside it is open: the op is left out on both sides, no check is loosened.
+   */
+  pathBoundHandles?: boolean;
 }
 
 export interface WorkerResult {
@@ -482,6 +489,9 @@ export class Worker {
         this.check('mkdir', model(() => this.m.mkdir(op.path)), out);
         break;
       case 'rmdir':
+        if (this.cfg.pathBoundHandles && [...this.handles.values()].some((e) => e.path === op.path || e.path.startsWith(op.path + '/'))) {
+          return `${this.describe(op)}: left out (a handle opened inside is open; libfuse 2)`;
+        }
         out = real(() => fs.rmdirSync(this.abs(op.path)));
         this.check('rmdir', model(() => this.m.rmdir(op.path)), out);
         break;
@@ -492,6 +502,12 @@ export class Worker {
       case 'rename':
         out = real(() => fs.renameSync(this.abs(op.from), this.abs(op.to)));
         this.check('rename', model(() => this.m.rename(op.from, op.to)), out);
+        // where each handle's file now lives, for pathBoundHandles
+        if (out.ok && op.from !== op.to) {
+          for (const e of this.handles.values()) {
+            if (e.path === op.from || e.path.startsWith(op.from + '/')) e.path = op.to + e.path.slice(op.from.length);
+          }
+        }
         break;
       case 'shappend': {
         // Another program's O_APPEND: sh opens, appends and closes on its own.
