@@ -17,6 +17,7 @@ import { createProgress } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';
+import { exitWhenDrained } from '../util/exit.js';
 
 const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -219,7 +220,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       if (sig === 'SIGHUP') noteHangup();
       if (signals === 1) void stop(sig, false);
       else if (signals === 2) { process.stderr.write('second signal: unmounting without waiting for uploads (journal kept)\n'); void stop(sig, true); }
-      else { removeRecord(process.pid); process.exit(130); }
+      else { removeRecord(process.pid); void exitWhenDrained(130); }
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);

@@ -11,6 +11,7 @@ import { Vfs, defaultVfsOptions } from '../vfs/vfs.js';
 import type { Logger } from '../log.js';
 import { createOps } from './adapter.js';
 import { createFuse, type FuseInstance } from './native.js';
+import { exitWhenDrained } from '../util/exit.js';
 
 const IS_MAC = process.platform === 'darwin';
 
@@ -421,7 +422,7 @@ export function installSignalHandlers(
   drive: MountedDrive,
   o: { log?: Logger; exit?: (code: number) => void } = {},
 ): () => void {
-  const exit = o.exit ?? ((code: number) => process.exit(code));
+  const exit = o.exit ?? ((code: number) => { void exitWhenDrained(code); });
   let count = 0;
   const handler = (sig: NodeJS.Signals) => {
     count++;
