@@ -18,6 +18,8 @@ import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';
 import { exitWhenDrained } from '../util/exit.js';
+import { usableDir } from '../util/dirs.js';
+import { defaultVfsOptions } from '../vfs/vfs.js';
 
 const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -122,6 +124,11 @@ async function runMount(p: Parsed): Promise<number> {
     const id = accountId({ kind: t.kind, server: t.server, user: t.root ? `${t.user}#root=${t.root}` : t.user });
     const same = listRecords().find((r) => r.accountId === id && r.pid !== process.pid);
     if (same) throw new CliError(`this account is already mounted at ${same.mountpoint} (pid ${same.pid}); one mount per account keeps its write-back journal consistent`);
+    // before the password prompt and the daemon: a cache that cannot be used fails the mount now
+    const cache = settings.vfs.cacheDir ?? defaultVfsOptions(id).cacheDir;
+    try { await usableDir(cache); } catch (e) {
+      throw new CliError(`${settings.vfs.cacheDir ? 'cache_dir' : 'cache folder'}: ${(e as Error).message}`);
+    }
 
     let password: string;
     if (isChild) password = await readStdinPassword();

@@ -29,6 +29,7 @@ import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
 import { RangeSet, isSequential, readAheadPlan } from './ranges.js';
 import { sleep } from '../util/sleep.js';
+import { usableDir } from '../util/dirs.js';
 
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
 
@@ -354,7 +355,7 @@ export class Vfs implements VfsApi {
   }
 
   private async doStart(): Promise<void> {
-    await fsp.mkdir(this.opts.cacheDir, { recursive: true, mode: 0o700 });
+    await usableDir(this.opts.cacheDir);
     await fsp.mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(this.root, 0o700);
     await fsp.chmod(this.dataDir, 0o700);

@@ -3,7 +3,7 @@
 // through further child processes (sh, cat, getfattr), never with fs calls of its own.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync, rmdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -190,4 +190,34 @@ test('unmount --force cuts loose at once and says the journal is kept', async (t
   await m.exited;
   t.false(isMounted(mp));
   t.deepEqual(registry(h), []);
+});
+
+test('an unusable cache_dir fails the mount at once with one clear line, foreground and --daemon, leaving nothing behind', async (t) => {
+  const h = makeHome();
+  const mp = mountpoint(t);
+  const file = join(h.dir, 'a-file');
+  writeFileSync(file, 'x');
+  const dirs: Array<[string, RegExp]> = [
+    ['/proc/cloudmount-cache', /cache_dir: cannot create folder \/proc\/cloudmount-cache/],
+    [file, /cache_dir: .*a-file exists and is not a folder/],
+    [join(file, 'sub'), /cache_dir: .*a parent is not a folder/],
+  ];
+  // a read-only file system, where this test may mount one (root)
+  const ro = mkdtempSync(join(tmpdir(), 'cloudmount-ro-'));
+  t.teardown(() => { if (isMounted(ro)) spawnSync('umount', [ro]); try { rmdirSync(ro); } catch { /* busy */ } });
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro]).status === 0) {
+    dirs.push([ro, /cache_dir: cannot write in .*read-only file system/], [join(ro, 'sub'), /cache_dir: .*read-only file system/]);
+  } else t.log('no read-only tmpfs here (not root): that case is skipped');
+  const env = { ...h.env, CLOUDMOUNT_PASSWORD: 'demo-password' };
+  for (const [dir, msg] of dirs) {
+    for (const extra of [[], ['--daemon']]) {
+      // the bound is a hang detector, not a speed claim: a working check answers in well under 2 s
+      const r = await cli(['mount', 'maxxo', mp, '--server', emu.url, '--email', 'demo@maxxo.test', '-o', `cache_dir=${dir}`, ...extra], { env, timeoutMs: 10_000 });
+      t.is(r.code, 1, `${dir} ${extra}: ${r.stderr}`);
+      t.regex(r.stderr, msg);
+      t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+      t.false(isMounted(mp));
+      t.deepEqual(registry(h), []);
+    }
+  }
 });
