@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import { createOps } from './adapter.js';
 import { createFuse, type FuseInstance } from './native.js';
 import { exitWhenDrained } from '../util/exit.js';
+import { describeHolders, mountHolders } from '../util/holders.js';
 
 const IS_MAC = process.platform === 'darwin';
 
@@ -102,12 +103,19 @@ export async function lazyUnmount(mnt: string): Promise<boolean> {
 /** Clean unmount, retried while the mount is busy; lazy after busyMs. */
 export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Promise<void> {
   const deadline = Date.now() + busyMs;
+  let told = false;
   for (;;) {
     let r = IS_MAC ? await run('umount', [mnt]) : await run('fusermount', ['-u', mnt]);
     if (r.code === 127 && !IS_MAC) r = await run('fusermount3', ['-u', mnt]);
     if (r.code === 0) return;
     if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountpoint(mnt))) return;
     if (/busy/i.test(r.stderr) && Date.now() < deadline) {
+      if (!told) {
+        told = true;
+        const who = describeHolders(await mountHolders(mnt));
+        log?.warn(`${mnt} is busy${who.length ? ` (${who.join('; ')})` : ''}; waiting up to ${Math.round(busyMs / 1000)} s, ` +
+          'then detaching: what programs wrote to files they keep open is saved, their later calls fail');
+      }
       await sleep(200);
       continue;
     }
