@@ -29,6 +29,7 @@ import { Journal } from './journal.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
 import { RangeSet, isSequential, readAheadPlan } from './ranges.js';
 import { sleep } from '../util/sleep.js';
+import { usableDir } from '../util/dirs.js';
 
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
 
@@ -409,7 +410,7 @@ export class Vfs implements VfsApi {
   }
 
   private async doStart(): Promise<void> {
-    await fsp.mkdir(this.opts.cacheDir, { recursive: true, mode: 0o700 });
+    await usableDir(this.opts.cacheDir);
     await fsp.mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(this.root, 0o700);
     await fsp.chmod(this.dataDir, 0o700);
@@ -532,6 +533,10 @@ export class Vfs implements VfsApi {
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     if (this.startP) await this.startP.catch(() => {});
+    // Files still open for writing (a forced or lazy unmount, a signal): what the programs wrote
+    // is kept as if they had closed them now, so it is uploaded here or replayed at the next mount
+    // (an uncommitted cache file is removed at start as a crash leftover).
+    await this.commitOpenWriters();
     // an upload that used up its budget in the flush before this close is not tried again here
     if (!opts.force) await this.flushAll({ retryFailed: false });
     this.closed = true;
@@ -546,6 +551,8 @@ export class Vfs implements VfsApi {
       for (const p of o.inflight.values()) settle.push(p.catch(() => {}));
     }
     await Promise.all(settle);
+    // writes that arrived while the flush ran: into the journal, for the next mount
+    await this.commitOpenWriters();
     for (const o of this.objs.values()) {
       if (!o.authoritative && o.ranges.bytes > 0) await this.writeMeta(o).catch(() => {});
       if (o.fd >= 0) { try { fs.closeSync(o.fd); } catch { /* already closed */ } o.fd = -1; }
@@ -558,6 +565,22 @@ export class Vfs implements VfsApi {
     }
     await this.journal.close().catch(() => {});
     await this.remote.close();
+  }
+
+  private async commitOpenWriters(): Promise<void> {
+    const open = new Set<Obj>();
+    for (const h of this.handles.values()) {
+      const o = h.obj;
+      if (h.writable && !o.unlinked && !o.refused && o.fd >= 0 && o.gen !== o.journaledGen) open.add(o);
+    }
+    for (const o of open) {
+      try {
+        await this.commitClose(o);
+        this.log.warn(`${o.path} was still open for writing: its content so far (${o.size} bytes) is kept`);
+      } catch (err) {
+        this.log.error(`keeping ${o.path}, still open for writing, failed: ${errText(err)}`);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ helpers
