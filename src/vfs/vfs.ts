@@ -2481,6 +2481,11 @@ export class Vfs implements VfsApi {
   /** One upload of o's cache file to path: alone, or in the next batch. Sets o.sending once it goes. */
   private sendUpload(o: Obj, path: string, signal: AbortSignal, mayBatch: boolean): Promise<RemoteEntry> {
     if (!mayBatch || !this.remote.uploadMany || !this.remote.capabilities.batchUpload || o.size > UP_BATCH_FILE_MAX) {
+      // Until the request leaves the client's queue an abort takes it back for sure, so a rename
+      // or delete need not wait behind a busy queue (it did, up to the op timeout, then EIO).
+      if (this.remote.capabilities.reportsSend) {
+        return this.remote.upload(this.file(o), path, { signal, priority: Priority.background, onSend: () => { o.sending = true; } });
+      }
       o.sending = true;
       return this.remote.upload(this.file(o), path, { signal, priority: Priority.background });
     }
