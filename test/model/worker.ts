@@ -594,9 +594,39 @@ export class Worker {
   }
 }
 
-// Run as a process (not when imported by the test for its types).
+function writeLine(s: string): void {
+  const b = Buffer.from(s + '\n');
+  let off = 0;
+  while (off < b.length) {
+    try {
+      off += fs.writeSync(1, b, off);
+    } catch (e) {
+      // stdout is a pipe the parent reads at its own pace
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      sleepSync(2);
+    }
+  }
+}
+
+// Run as a process (not when imported by the test for its types). One config on stdin, one
+// result on stdout; with --serve (the batch mode's pool of processes), one config per stdin line,
+// one result line each, until stdin ends: a process runs one sequence's part at a time.
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
-  const cfg = JSON.parse(fs.readFileSync(0, 'utf8')) as WorkerConfig;
-  const result = new Worker(cfg).run();
-  fs.writeSync(1, JSON.stringify(result) + '\n');
+  if (process.argv.includes('--serve')) {
+    let buf = '';
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) writeLine(JSON.stringify(new Worker(JSON.parse(line) as WorkerConfig).run()));
+      }
+    });
+  } else {
+    const cfg = JSON.parse(fs.readFileSync(0, 'utf8')) as WorkerConfig;
+    const result = new Worker(cfg).run();
+    writeLine(JSON.stringify(result));
+  }
 }
