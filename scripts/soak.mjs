@@ -348,7 +348,10 @@ async function batchMain() {
         r = await runBatch(t, servers, {
           kind, seeds, concurrency: conc, reportDir: tmpdir(),
           onLive: (seed, problems, done) => {
-            if (problems.length) console.log(`${el()} ${kind} seed ${seed}: MISMATCH seen on the live mount (${problems.length} problems; report after the session)`);
+            if (problems.length) {
+              console.log(`${el()} ${kind} seed ${seed}: MISMATCH seen on the live mount (${problems.length} problems; full report after the session)`);
+              for (const p of problems.slice(0, 3)) console.log(`  - ${p.split('\n')[0].slice(0, 600)}`);
+            }
             if (done % 50 === 0) console.log(`${el()} ${kind} session ${T.sessions + 1}: ${done}/${seeds.length} sequences ran`);
           },
         });

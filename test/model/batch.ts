@@ -176,7 +176,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
   await fsp.mkdir(topAbs);
   const pool = new WorkerPool();
 
-  interface Seq { seed: number; name: string; w?: Workload; problems: string[]; ms: number }
+  interface Seq { seed: number; name: string; w?: Workload; problems: string[]; ms: number; mountLog?: string }
   const seqs: Seq[] = seeds.map((seed) => ({ seed, name: `s${seed}`, problems: [], ms: 0 }));
   let next = 0;
   let done = 0;
@@ -195,6 +195,9 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
         s.problems.push(`sequence aborted: ${(e as Error).stack ?? e}`);
       }
       s.ms = Date.now() - ts;
+      // The mount's log right when a sequence went wrong (the end of the session's log is later).
+      // Warnings, errors and (at debug level) the errno answers, so a verbose log still reaches back.
+      if (s.problems.length) s.mountLog = d.stderr().split('\n').filter((l) => /WARN|ERROR|errno/.test(l)).join('\n').slice(-60_000);
       o.onLive?.(s.seed, s.problems, ++done);
     }
   };
@@ -247,7 +250,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
   let logFile: string | undefined;
   const bad = seqs.filter((s) => s.problems.length);
   if (bad.length || runProblems.length) {
-    logFile = path.join(o.reportDir ?? os.tmpdir(), `cloudmount-model-batch-${kind}-${seeds[0]}.log`);
+    logFile = path.join(o.reportDir ?? os.tmpdir(), `cloudmount-model-batch-${kind}-${seeds[0]}-${process.pid}-${Date.now().toString(36)}.log`);
     const text = [
       `batch of ${seeds.length} sequences (seeds ${seeds[0]}..${seeds.at(-1)}), ${kind}, write-back delay ${delay} ms, ` +
         `${concurrency} at once, session folder ${top}`,
@@ -256,6 +259,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
         `######## sequence seed ${s.seed} (${s.name}): ${JSON.stringify(batchShape(s.seed))}`,
         ...s.problems, '',
         ...(s.w?.all ?? []).flatMap((r) => [`==== process ${r.id} (seed ${r.seed})${r.failure ? `: ${r.failure}` : ''}`, ...r.log, '']),
+        ...(s.mountLog ? ['==== log of the mount when this sequence ended (its end)', s.mountLog, ''] : []),
       ]),
       '==== log of the mount (its end)', mountLog.slice(-30_000),
     ].join('\n');
