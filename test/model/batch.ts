@@ -162,6 +162,41 @@ function subTree(tree: Tree, name: string): Tree {
   return out;
 }
 
+/** readTree of root, its top-level entries read `lanes` at once; the same map and errors. */
+async function readTreeParallel(root: string, errors: string[], where: string, lanes: number): Promise<Tree> {
+  const out: Tree = new Map();
+  let names: string[];
+  try {
+    const st = await fsp.lstat(root);
+    if (!st.isDirectory()) return readTree(root, errors, where);
+    names = (await fsp.readdir(root)).sort();
+  } catch (e) {
+    errors.push(`${where}: (run folder): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    return out;
+  }
+  out.set('', 'dir');
+  const parts: Tree[] = new Array(names.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < names.length) {
+      const i = next++;
+      const n = names[i]!;
+      const errs: string[] = [];
+      const sub = await readTree(path.join(root, n), errs, where);
+      // readTree names paths relative to the folder it reads: put the sequence folder in front
+      for (const e of errs) {
+        errors.push(e.startsWith(`${where}: (run folder)`) ? e.replace(`${where}: (run folder)`, `${where}: ${n}`) : e.replace(`${where}: `, `${where}: ${n}/`));
+      }
+      const m: Tree = new Map();
+      for (const [k, v] of sub) m.set(k ? `${n}/${k}` : n, v);
+      parts[i] = m;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(lanes, names.length) }, lane));
+  for (const m of parts) for (const [k, v] of m) out.set(k, v);
+  return out;
+}
+
 /** Runs one mount session of `seeds.length` sequences; problems are returned, not thrown. */
 export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOptions): Promise<BatchReport> {
   const t0 = Date.now();
@@ -214,10 +249,11 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
 
   const errors: string[] = [];
   const fresh = await mountService(t, servers, kind);
-  const freshTree = await readTree(fresh.p(top), errors, 'fresh mount');
+  // The sequence folders are read several at once (a Maxxo file is a whole rsync transfer).
+  const freshTree = await readTreeParallel(fresh.p(top), errors, 'fresh mount', 8);
   await fresh.stop();
   const serverTree = kind === 'maxxo'
-    ? await readTree(path.join(await servers.maxxoFolder(), top), errors, 'server')
+    ? await readTreeParallel(path.join(await servers.maxxoFolder(), top), errors, 'server', 4)
     : await vboxxServerTree(servers, top);
   if (!serverTree.has('')) errors.push(`server: the session folder ${top} is missing`);
 

@@ -499,16 +499,19 @@ export class Worker {
         out = real(() => fs.unlinkSync(this.abs(op.path)));
         this.check('unlink', model(() => this.m.unlink(op.path)), out);
         break;
-      case 'rename':
+      case 'rename': {
+        // Which handles the rename carries along, decided before it: those whose file is the one
+        // at `from`, and those opened below a folder at `from`. A handle whose file was replaced
+        // or unlinked keeps the folder it was opened in (libfuse 2 hides such a file there), even
+        // when a new file of the same name moves away.
+        const carried = [...this.handles.values()].filter((e) =>
+          e.path.startsWith(op.from + '/') || (e.path === op.from && this.m.lookup(op.from) === e.mh.node));
         out = real(() => fs.renameSync(this.abs(op.from), this.abs(op.to)));
         this.check('rename', model(() => this.m.rename(op.from, op.to)), out);
         // where each handle's file now lives, for pathBoundHandles
-        if (out.ok && op.from !== op.to) {
-          for (const e of this.handles.values()) {
-            if (e.path === op.from || e.path.startsWith(op.from + '/')) e.path = op.to + e.path.slice(op.from.length);
-          }
-        }
+        if (out.ok && op.from !== op.to) for (const e of carried) e.path = op.to + e.path.slice(op.from.length);
         break;
+      }
       case 'shappend': {
         // Another program's O_APPEND: sh opens, appends and closes on its own.
         const b = Buffer.from(bytesOf(op.seed, op.len).map((x) => 0x61 + (x % 26)));
