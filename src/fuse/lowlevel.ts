@@ -580,7 +580,8 @@ export class LowLevelSession extends EventEmitter {
     this.handlers = handlers;
     this._binding = b;
     this.opNames = b.ops;
-    this.byOp = b.ops.map((n) => (handlers as Record<string, H | undefined>)[n]);
+    // forget has no request to answer: it is dispatched apart (onBatch)
+    this.byOp = b.ops.map((n) => (n === 'forget' ? undefined : (handlers as Record<string, H | undefined>)[n]));
     this._timeouts = { attr: opts.attrTimeout ?? 1, entry: opts.entryTimeout ?? 1, negative: opts.negativeTimeout ?? 0 };
     this.closed = new Promise((r) => (this.resolveClosed = r));
   }

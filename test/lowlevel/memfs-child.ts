@@ -68,6 +68,12 @@ async function main() {
           out({ ino });
           break;
         }
+        case 'mkmany': {
+          const parent = memfs.resolve(c.dir)!;
+          for (let i = 0; i < c.n; i++) memfs.mk(parent, `${c.prefix}${i}`, 0o100644, Buffer.from(`file ${i}\n`));
+          out({ n: c.n });
+          break;
+        }
         case 'set': {
           const ino = memfs.resolve(c.path)!;
           const n = memfs.nodes.get(ino)!;

@@ -173,7 +173,7 @@ export class MemFs {
         const d = this.dirOf(req);
         if (!d) return;
         const ino = d.children!.get(req.name);
-        if (ino === undefined) req.noEntry(this.o.negativeTimeout ?? 0);
+        if (ino === undefined) req.noEntry(this.o.negativeTimeout);
         else req.entry(this.entry(ino));
       },
       forget: (ino, n) => {
