@@ -391,7 +391,9 @@ export class Request {
     return this.settle(n.replyBuf(h, this.id, buf, length));
   }
 
-  /** read: libfuse reads `length` bytes at `offset` of our own file `fd` (splice: without a copy through memory). */
+  /** read: the answer is `length` bytes at `offset` of our own file `fd` (the vfs's cache file), read
+   *  natively on this thread (a page-cache copy; the bytes never become a JS Buffer). splice: moved
+   *  by splice(2) instead, when the session negotiated it (MountOptions.splice). */
   dataFromFd(fd: number, offset: number, length: number, splice = false): boolean {
     const [n, h] = this.b();
     return this.settle(n.replyFd(h, this.id, fd, offset, Math.min(length, this.size || length), splice));
@@ -532,6 +534,9 @@ export interface MountOptions {
   writebackCache?: boolean;
   /** The kernel drops a file's cached pages when it sees its mtime/size change (default true). */
   autoInvalData?: boolean;
+  /** Negotiate SPLICE_WRITE/MOVE so dataFromFd(..., splice=true) moves file pages to the kernel by
+   *  splice instead of copying them through memory (default false). */
+  splice?: boolean;
   /** Symlink targets cached in the page cache (default false). */
   cacheSymlinks?: boolean;
   /** Defaults for entry()/attr() timeouts, in seconds (1, 1), and noEntry() (0). */
@@ -621,8 +626,9 @@ export class LowLevelSession extends EventEmitter {
       on |= c.READDIRPLUS;
       off |= c.READDIRPLUS_AUTO;
     }
-    // splice from /dev/fuse would hand write data over as a pipe we would have to copy anyway
-    off |= c.SPLICE_WRITE | c.SPLICE_MOVE;
+    // SPLICE_READ (requests spliced from /dev/fuse) is never asked for: write data would arrive in
+    // a pipe we would have to copy out anyway. SPLICE_WRITE only serves dataFromFd(splice).
+    flag(opts.splice, false, c.SPLICE_WRITE | c.SPLICE_MOVE);
 
     const handled = Object.keys(handlers).filter((k) => typeof (handlers as Record<string, unknown>)[k] === 'function');
     if (rdp === 'off') {

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { LowLevelSession, type MountOptions } from '../../src/fuse/lowlevel.js';
 import { MemFs, type MemfsOptions } from './memfs.js';
 
-interface Cfg { mnt: string; mount?: MountOptions; fs?: MemfsOptions }
+interface Cfg { mnt: string; mount?: MountOptions; fs?: MemfsOptions; bigFile?: { path: string; splice: boolean } }
 const cfg = JSON.parse(process.argv[2]!) as Cfg;
 
 function procInfo() {
@@ -26,7 +26,9 @@ function sh(cmd: string): Promise<string> {
 const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
 
 async function main() {
-  const memfs = new MemFs(cfg.fs);
+  const fsOpts = { ...cfg.fs };
+  if (cfg.bigFile) fsOpts.bigFromFd = { fd: fs.openSync(cfg.bigFile.path, 'r'), splice: cfg.bigFile.splice };
+  const memfs = new MemFs(fsOpts);
   let session = await LowLevelSession.mount(cfg.mnt, memfs.handlers(), cfg.mount);
   session.on('error', (e) => process.stderr.write(`handler error: ${(e as Error).stack}\n`));
   let closing = false;

@@ -31,6 +31,8 @@ export interface MemfsOptions {
   cacheReaddir?: boolean;
   /** a virtual file of this many bytes at /big, served from one buffer, never stored per byte */
   bigFileBytes?: number;
+  /** serve /big from this file of ours through replyFd (libfuse reads it; splice if asked) */
+  bigFromFd?: { fd: number; splice: boolean };
   /** st_blksize we report */
   blksize?: number;
   entryTimeout?: number;
@@ -65,8 +67,9 @@ export class MemFs {
       data: Buffer.alloc(0), children: new Map(), xattrs: new Map(), nlookup: 1, parent: 1,
     });
     if (o.bigFileBytes) {
-      // one 1 MiB pattern repeated: reads slice it, so 512 MiB costs 1 MiB of memory
-      this.bigBuf = Buffer.alloc(1 << 20);
+      // a 1 MiB pattern, twice: any read of up to 1 MiB is one slice of it (no copy), so 512 MiB
+      // costs 2 MiB of memory
+      this.bigBuf = Buffer.alloc(2 << 20);
       for (let i = 0; i < this.bigBuf.length; i++) this.bigBuf[i] = (i * 31) & 0xff;
       const ino = this.mk(1, 'big', S_IFREG | 0o444);
       this.nodes.get(ino)!.attr.size = o.bigFileBytes;
@@ -320,13 +323,15 @@ export class MemFs {
         this.readSizes.push(req.size);
         const n = this.nodes.get(req.ino);
         if (!n) return req.error(E.ENOENT);
+        if (this.isBig(req.ino) && this.o.bigFromFd) {
+          const len = Math.max(0, Math.min(n.attr.size, req.offset + req.size) - req.offset);
+          return req.dataFromFd(this.o.bigFromFd.fd, req.offset, len, this.o.bigFromFd.splice);
+        }
         if (this.isBig(req.ino)) {
           const end = Math.min(n.attr.size, req.offset + req.size);
           const len = Math.max(0, end - req.offset);
-          const start = req.offset % this.bigBuf!.length;
-          // requests are page-aligned and at most 1 MiB, so they wrap the pattern at most once
-          if (start + len <= this.bigBuf!.length) return req.bytes(this.bigBuf!.subarray(start, start + len));
-          return req.bytes(Buffer.concat([this.bigBuf!.subarray(start), this.bigBuf!.subarray(0, start + len - this.bigBuf!.length)]));
+          const start = req.offset % (1 << 20);
+          return req.bytes(this.bigBuf!.subarray(start, start + Math.min(len, 1 << 20)));
         }
         req.bytes(n.data.subarray(req.offset, req.offset + req.size));
       },
