@@ -6,7 +6,7 @@
 // `--asan` builds with AddressSanitizer (native-notes/lowlevel.md).
 // Plain Node with no dependencies.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -44,14 +44,26 @@ const nodedir = process.env.npm_config_nodedir ||
   [join(dirname(process.execPath), '..')].find((d) => existsSync(join(d, 'include', 'node', 'node_api.h')));
 const extra = [];
 if (nodedir) extra.push(`--nodedir=${nodedir}`);
-if (asan) extra.push('--debug', '--', '-Dasan=1');
+if (asan) extra.push('--debug');
 say(`building${asan ? ' with AddressSanitizer' : ''} (libfuse ${spawnSync('pkg-config', ['--modversion', 'fuse3']).stdout?.toString().trim()})`);
-const r = args
-  ? spawnSync(process.execPath, [...args, ...extra], { cwd: root, encoding: 'utf8' })
-  : spawnSync('node-gyp', ['rebuild', ...extra], { cwd: root, encoding: 'utf8' });
+const env = { ...process.env, ...(asan ? { CMFUSE3_ASAN: '1' } : {}) };
+const gypRun = () => args
+  ? spawnSync(process.execPath, [...args, ...extra], { cwd: root, encoding: 'utf8', env })
+  : spawnSync('node-gyp', ['rebuild', ...extra], { cwd: root, encoding: 'utf8', env });
+// node-gyp rebuild empties build/: the ASan build is kept aside in build-asan/ (not next to the
+// Release addon it would otherwise delete) and the Release one is rebuilt after it.
+const r = gypRun();
 if (r.status !== 0) {
   process.stderr.write((r.stdout ?? '').split('\n').slice(-30).join('\n'));
   process.stderr.write((r.stderr ?? '').split('\n').filter((l) => !l.startsWith('gyp info')).slice(-30).join('\n'));
   give_up('the compile failed (output above)');
 }
-say(`built ${asan ? 'build/Debug' : 'build/Release'}/cmfuse3.node`);
+if (asan) {
+  mkdirSync(join(root, 'build-asan'), { recursive: true });
+  copyFileSync(join(root, 'build', 'Debug', 'cmfuse3.node'), join(root, 'build-asan', 'cmfuse3.node'));
+  say('built build-asan/cmfuse3.node; run with: LD_PRELOAD=$(cc -print-file-name=libasan.so) CMFUSE3_ADDON=build-asan/cmfuse3.node');
+  say('rebuilding the Release addon');
+  const r2 = spawnSync(process.execPath, [process.argv[1], ...(strict ? ['--strict'] : [])], { cwd: root, stdio: 'inherit' });
+  process.exit(r2.status ?? 1);
+}
+say('built build/Release/cmfuse3.node');
