@@ -223,3 +223,35 @@ run('symlink, hard link, mkdir/rmdir, truncate, statfs', async (t) => {
   t.is(r.code, 0, r.err);
   t.is(r.out, 'd/f\nhello\nhello\n2\nhe\n0\n4194304\n');
 });
+
+run('a busy mount refuses a clean unmount (EBUSY); an unmount from outside closes the session', async (t) => {
+  const h = await startMemfs(t);
+  await sh(`echo x > ${h.mnt}/held`);
+  const holder = sh(`exec 3<${h.mnt}/held; sleep 2`);
+  await new Promise((r) => setTimeout(r, 300));
+  const busy = await h.cmd({ cmd: 'tryUnmount' });
+  t.is(busy.code, 'EBUSY', JSON.stringify(busy));
+  await holder;
+  const s0 = await h.cmd({ cmd: 'stats' });
+  t.false(s0.ended);
+  t.is((await sh(`fusermount3 -u ${h.mnt}`)).code, 0);
+  let s = s0;
+  for (let i = 0; i < 50 && !s.ended; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    s = await h.cmd({ cmd: 'stats' });
+  }
+  t.true(s.ended, 'the session saw the kernel side go');
+  t.is(s.proc.threads, s0.proc.threads - 1, 'its reader thread is gone');
+  t.is(s.proc.fds, s0.proc.fds - 1, 'and /dev/fuse is closed');
+});
+
+run('a handler that throws answers EIO; a second reply is refused and harmless', async (t) => {
+  const h = await startMemfs(t);
+  t.regex((await sh(`stat ${h.mnt}/boom`)).err, /Input\/output error/);
+  t.regex((await sh(`stat ${h.mnt}/twice`)).err, /Permission denied/);
+  const s = await h.cmd({ cmd: 'stats' });
+  t.is(s.handlerErrors, 1);
+  t.is(s.secondRepliesRefused, 1);
+  t.is(s.pending, 0);
+  t.is((await sh(`echo ok > ${h.mnt}/after && cat ${h.mnt}/after`)).out, 'ok\n');
+});

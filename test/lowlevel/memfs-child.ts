@@ -30,7 +30,10 @@ async function main() {
   if (cfg.bigFile) fsOpts.bigFromFd = { fd: fs.openSync(cfg.bigFile.path, 'r'), splice: cfg.bigFile.splice };
   const memfs = new MemFs(fsOpts);
   let session = await LowLevelSession.mount(cfg.mnt, memfs.handlers(), cfg.mount);
-  session.on('error', (e) => process.stderr.write(`handler error: ${(e as Error).stack}\n`));
+  let handlerErrors = 0;
+  session.on('error', () => handlerErrors++);
+  let ended = false;
+  void session.closed.then(() => (ended = true));
   let closing = false;
   const close = async (code: number) => {
     if (closing) return;
@@ -55,9 +58,9 @@ async function main() {
         case 'stats':
           out({
             counts: memfs.counts, readSizes: memfs.readSizes, writeSizes: memfs.writeSizes, setattrs: memfs.setattrs,
-            creates: memfs.creates, renames: memfs.renames, forgets: memfs.forgets, nodes: memfs.nodes.size,
+            creates: memfs.creates, renames: memfs.renames, forgets: memfs.forgets, secondRepliesRefused: memfs.secondRepliesRefused, nodes: memfs.nodes.size,
             nlookup: Object.fromEntries([...memfs.nodes].map(([i, n]) => [i, n.nlookup])),
-            native: session.stats(), pending: session.pending.size, proc: procInfo(),
+            native: session.stats(), pending: session.pending.size, proc: procInfo(), ended, handlerErrors,
           });
           break;
         case 'reset':
@@ -105,6 +108,14 @@ async function main() {
           out({ before, first, after: procInfo() });
           break;
         }
+        case 'tryUnmount':
+          try {
+            await session.unmount();
+            out({ ok: true, ended });
+          } catch (e) {
+            out({ code: (e as NodeJS.ErrnoException).code, message: (e as Error).message });
+          }
+          break;
         case 'unmount':
           await close(0);
           break;

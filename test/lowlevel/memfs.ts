@@ -58,6 +58,8 @@ export class MemFs {
   creates: { name: string; flags: number; mode: number; umask: number }[] = [];
   renames: { name: string; newName: string; flags: number }[] = [];
   forgets = 0;
+  /** second replies the binding refused (must stay harmless) */
+  secondRepliesRefused = 0;
   private bigBuf?: Buffer;
 
   constructor(private readonly o: MemfsOptions = {}) {
@@ -173,6 +175,13 @@ export class MemFs {
     const h: Handlers = {
       lookup: (req) => {
         this.count('lookup');
+        // contract checks: a throwing handler answers EIO; a second reply is refused, not sent
+        if (req.name === 'boom') throw new Error('handler failure on purpose');
+        if (req.name === 'twice') {
+          req.error(E.EACCES);
+          if (!req.error(E.ENOENT) && !req.noEntry(5)) this.secondRepliesRefused++;
+          return;
+        }
         const d = this.dirOf(req);
         if (!d) return;
         const ino = d.children!.get(req.name);
