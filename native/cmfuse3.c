@@ -109,6 +109,8 @@ typedef struct cm_session {
 	int destroyed;
 	int hook_added;
 	int inflight_notify;
+	int emergency_done;
+	struct cm_session *live_next; /* the live list: what exit() still has to unmount */
 	char *fdbuf; /* replyFd's read buffer, reused: a fresh 1 MiB per reply costs an mmap and 256 page faults */
 	size_t fdbuf_size;
 
@@ -1432,19 +1434,56 @@ static napi_value n_notify_inval_entry(napi_env env, napi_callback_info info)
 
 /* ---- session lifecycle ---- */
 
-static void env_cleanup(void *arg)
+/* Process exit (process.exit(), an uncaught exception) with a live mount: stop deliveries and
+ * let the kernel forget the mount (lazily) instead of leaving a dead one behind. The session is
+ * never freed here: readers may still be in libfuse. SIGKILL skips this: the kernel then aborts
+ * the connection and the dead mount needs fusermount -uz (mount.ts does that at the next mount). */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static cm_session *live_head;
+static int atexit_set;
+
+static void emergency_unmount(cm_session *s)
 {
-	cm_session *s = arg;
-	/* Process exit with a live mount: stop deliveries and let the kernel
-	 * forget the mount (lazily) instead of leaving a dead one behind. The
-	 * session is never freed here: readers may still be in libfuse. */
 	pthread_mutex_lock(&s->qlock);
 	s->closing = 1;
 	pthread_mutex_unlock(&s->qlock);
-	if (!s->destroyed) {
-		fuse_session_exit(s->se);
-		if (s->mountpoint) fuse_session_unmount(s->se);
-	}
+	if (s->destroyed || s->emergency_done) return;
+	s->emergency_done = 1;
+	fuse_session_exit(s->se);
+	if (s->mountpoint) fuse_session_unmount(s->se);
+}
+
+static void live_add(cm_session *s)
+{
+	pthread_mutex_lock(&live_lock);
+	s->live_next = live_head;
+	live_head = s;
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void live_remove(cm_session *s)
+{
+	cm_session **pp;
+	pthread_mutex_lock(&live_lock);
+	for (pp = &live_head; *pp; pp = &(*pp)->live_next)
+		if (*pp == s) {
+			*pp = s->live_next;
+			break;
+		}
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void at_exit(void)
+{
+	cm_session *s;
+	pthread_mutex_lock(&live_lock);
+	for (s = live_head; s; s = s->live_next) emergency_unmount(s);
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void env_cleanup(void *arg)
+{
+	emergency_unmount(arg);
 }
 
 static void session_finalize(napi_env env, void *data, void *hint)
@@ -1625,6 +1664,10 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 	}
 	napi_add_env_cleanup_hook(env, env_cleanup, s);
 	s->hook_added = 1;
+	live_add(s);
+	pthread_mutex_lock(&live_lock);
+	if (!atexit_set) atexit_set = atexit(at_exit) == 0;
+	pthread_mutex_unlock(&live_lock);
 	NAPI(napi_create_external(env, s, session_finalize, NULL, &ext));
 	return ext;
 
@@ -1668,6 +1711,7 @@ static napi_value n_destroy(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	for (int i = 0; i < s->nthreads; i++) pthread_join(s->threads[i], NULL);
+	live_remove(s);
 	pthread_mutex_lock(&s->qlock);
 	s->closing = 1;
 	list = s->qhead;

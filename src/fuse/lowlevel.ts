@@ -543,6 +543,9 @@ export interface MountOptions {
   attrTimeout?: number;
   entryTimeout?: number;
   negativeTimeout?: number;
+  /** libfuse's auto_unmount: a fusermount3 helper process unmounts when this process dies, even by
+   *  SIGKILL (process.exit and uncaught exceptions are covered without it). */
+  autoUnmount?: boolean;
   /** More -o options, passed to libfuse as they are. */
   extraOptions?: string[];
   /** How long to wait for the kernel's INIT (default 10 s). */
@@ -603,6 +606,7 @@ export class LowLevelSession extends EventEmitter {
     if (opts.defaultPermissions ?? true) o.push('default_permissions');
     if (opts.allowOther) o.push('allow_other');
     if (opts.readOnly) o.push('ro');
+    if (opts.autoUnmount) o.push('auto_unmount');
     o.push(...(opts.extraOptions ?? []));
     const args = ['cloudmount', '-o', o.join(',')];
     if (opts.debug) args.push('-d');

@@ -11,21 +11,39 @@ const MIB = Number(process.argv[2] ?? 512);
 const RUNS = Number(process.argv[3] ?? 5);
 const size = MIB << 20;
 
-async function timeCat(file: string): Promise<number[]> {
+// CPU seconds (user+sys) a process has used so far: on a shared, loaded machine wall time says
+// little, CPU per 512 MiB says what each design costs.
+async function cpuOf(pid: number): Promise<number> {
+  const f = (await sh(`cat /proc/${pid}/stat`)).out.split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+let serverCpu: number[] = [];
+let catCpu: number[] = [];
+
+async function timeCat(file: string, pid: number): Promise<number[]> {
   const times: number[] = [];
+  serverCpu = [];
+  catCpu = [];
   await sh(`cat ${file} > /dev/null`); // warm the code paths, not the page cache (each open drops it)
   for (let i = 0; i < RUNS; i++) {
-    const r = await sh(`TIMEFORMAT=%R; { time cat ${file} > /dev/null; } 2>&1`, { timeoutMs: 120_000 });
-    times.push(Number(r.out.trim()));
+    const c0 = await cpuOf(pid);
+    const r = await sh(`TIMEFORMAT='%R %U %S'; { time cat ${file} > /dev/null; } 2>&1`, { timeoutMs: 120_000 });
+    serverCpu.push((await cpuOf(pid)) - c0);
+    const [real, user, sys] = r.out.trim().split(' ').map(Number);
+    times.push(real!);
+    catCpu.push(user! + sys!);
   }
   return times;
 }
+
+const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 
 const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
 
 function report(name: string, t: number[], extra = '') {
   const s = [...t].sort((a, b) => a - b);
-  console.log(`${name.padEnd(44)} min ${s[0]!.toFixed(3)} s  median ${s[Math.floor(s.length / 2)]!.toFixed(3)} s  (${(MIB / s[0]!).toFixed(0)} MiB/s) ${extra}`);
+  console.log(`${name.padEnd(44)} wall min ${s[0]!.toFixed(3)} s, median ${s[Math.floor(s.length / 2)]!.toFixed(3)} s (${(MIB / s[0]!).toFixed(0)} MiB/s); CPU median: server ${med(serverCpu).toFixed(2)} s, cat ${med(catCpu).toFixed(2)} s; ${extra}`);
 }
 
 async function fuseNative() {
@@ -37,7 +55,7 @@ async function fuseNative() {
       readline.createInterface({ input: child.stdout! }).once('line', () => resolve());
       child.once('exit', (c) => reject(new Error(`fuse-native child exited ${c}`)));
     });
-    report('fuse-native 2.2.6 (libfuse 2), do-nothing fs', await timeCat(`${mnt}/big`));
+    report('fuse-native 2.2.6 (libfuse 2), do-nothing fs', await timeCat(`${mnt}/big`, child.pid!));
   } finally {
     child.stdin!.end();
     await new Promise((r) => child.once('exit', r));
@@ -50,7 +68,7 @@ async function ours(label: string, mount: Record<string, unknown>, bigFile?: { p
   const h = await startMemfs(undefined, { fs: { bigFileBytes: size }, mount, bigFile });
   try {
     await h.cmd({ cmd: 'reset' });
-    const t = await timeCat(`${h.mnt}/big`);
+    const t = await timeCat(`${h.mnt}/big`, h.ready.pid);
     const s = await h.cmd({ cmd: 'stats' });
     report(label, t, `reads/run ${Math.round(s.readSizes.length / (RUNS + 1))}, max ${s.readSizes.length ? Math.max(...s.readSizes) >> 10 : 0} KiB, wake-ups/run ${Math.round(s.native.batches / (RUNS + 1))}`);
   } finally {

@@ -58,7 +58,7 @@ export async function startMemfs(t: ExecutionContext | undefined, opts: { mount?
   const close = async () => {
     if (closed) return;
     closed = true;
-    if (child.exitCode === null) {
+    if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child.once('exit', r));
       child.stdin!.end(JSON.stringify({ cmd: 'unmount' }) + '\n');
       const timer = setTimeout(() => child.kill('SIGTERM'), 10_000);

@@ -5,6 +5,7 @@ import test from 'ava';
 import crypto from 'node:crypto';
 import { lowlevelAvailable } from '../../src/fuse/lowlevel.js';
 import { sh, startMemfs } from './lib.js';
+import fs from 'node:fs';
 
 const avail = lowlevelAvailable();
 const run = avail.ok ? test.serial : test.serial.skip;
@@ -254,4 +255,21 @@ run('a handler that throws answers EIO; a second reply is refused and harmless',
   t.is(s.secondRepliesRefused, 1);
   t.is(s.pending, 0);
   t.is((await sh(`echo ok > ${h.mnt}/after && cat ${h.mnt}/after`)).out, 'ok\n');
+});
+
+const mountedNow = (mnt: string) => fs.readFileSync('/proc/self/mounts', 'utf8').includes(` ${mnt} `);
+
+run('process.exit() without unmount leaves no mount behind; SIGKILL neither with autoUnmount', async (t) => {
+  const a = await startMemfs(t);
+  const exited = new Promise((r) => a.child.once('exit', r));
+  a.child.stdin!.write(JSON.stringify({ cmd: 'exit' }) + '\n');
+  t.is(await exited, 3);
+  t.false(mountedNow(a.mnt));
+  const b = await startMemfs(t, { mount: { autoUnmount: true } });
+  t.true(mountedNow(b.mnt));
+  const killed = new Promise((r) => b.child.once('exit', r));
+  b.child.kill('SIGKILL');
+  await killed;
+  for (let i = 0; i < 30 && mountedNow(b.mnt); i++) await new Promise((r) => setTimeout(r, 100));
+  t.false(mountedNow(b.mnt));
 });

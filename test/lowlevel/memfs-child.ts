@@ -116,6 +116,10 @@ async function main() {
             out({ code: (e as NodeJS.ErrnoException).code, message: (e as Error).message });
           }
           break;
+        case 'exit':
+          // leave without unmounting: the binding's exit hook must take the mount away
+          process.exit(3);
+          break;
         case 'unmount':
           await close(0);
           break;
