@@ -552,10 +552,13 @@ export interface MountOptions {
   initTimeoutMs?: number;
 }
 
+/** Runs a command; code 127 when it does not exist. Never rejects. */
 function run(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: 30_000 }, (err, _out, stderr) => {
-      resolve({ code: err ? ((err as NodeJS.ErrnoException & { code?: unknown }).code === 'ENOENT' ? 127 : (typeof err.code === 'number' ? err.code : 1)) : 0, stderr: String(stderr) });
+      if (!err) return resolve({ code: 0, stderr: String(stderr) });
+      const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stderr: String(stderr) });
     });
   });
 }
@@ -623,7 +626,8 @@ export class LowLevelSession extends EventEmitter {
     flag(opts.writebackCache, false, c.WRITEBACK_CACHE);
     flag(opts.autoInvalData, true, c.AUTO_INVAL_DATA);
     flag(opts.cacheSymlinks, false, c.CACHE_SYMLINKS);
-    const rdp = opts.readdirplus ?? 'always';
+    // without a readdirplus handler libfuse would answer the kernel's READDIRPLUS with ENOSYS
+    const rdp = handlers.readdirplus ? (opts.readdirplus ?? 'always') : 'off';
     if (rdp === 'off') off |= c.READDIRPLUS | c.READDIRPLUS_AUTO;
     else if (rdp === 'auto') on |= c.READDIRPLUS | c.READDIRPLUS_AUTO;
     else {

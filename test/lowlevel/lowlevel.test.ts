@@ -57,6 +57,17 @@ run('ls -l after READDIRPLUS sends no LOOKUP or GETATTR per name to JS', async (
   t.is(Object.values(s.nlookup).filter((n) => n === 1).length, 202); // root, seed, 200 files
 });
 
+run('without a readdirplus handler plain READDIR serves ls, and ls -l pays a LOOKUP per name', async (t) => {
+  const h = await startMemfs(t, { fs: { noReaddirplus: true } });
+  t.false(h.ready.conn.features.includes('READDIRPLUS'));
+  await h.cmd({ cmd: 'mkmany', dir: '/', prefix: 'g', n: 20 });
+  const r = await sh(`ls -l ${h.mnt} | wc -l`);
+  t.is(r.out.trim(), '21');
+  const s = await h.cmd({ cmd: 'stats' });
+  t.true(s.counts.readdir >= 1);
+  t.is(s.counts.lookup, 20);
+});
+
 run('1 MiB READ and WRITE requests; write data handed to JS without a copy', async (t) => {
   const size = 64 << 20;
   const h = await startMemfs(t, { fs: { bigFileBytes: size } });

@@ -33,6 +33,8 @@ export interface MemfsOptions {
   bigFileBytes?: number;
   /** serve /big from this file of ours through replyFd (libfuse reads it; splice if asked) */
   bigFromFd?: { fd: number; splice: boolean };
+  /** leave readdirplus unhandled (plain readdir only) */
+  noReaddirplus?: boolean;
   /** st_blksize we report */
   blksize?: number;
   entryTimeout?: number;
@@ -436,6 +438,7 @@ export class MemFs {
         req.ok();
       },
     };
+    if (this.o.noReaddirplus) delete h.readdirplus;
     return h;
   }
 
