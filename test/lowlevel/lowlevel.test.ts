@@ -217,6 +217,32 @@ run('notify_inval_entry and notify_inval_inode reach the kernel without blocking
   t.is((await sh(`cat ${m}/late`)).out, 'HERE\n');
 });
 
+run('cache_readdir: a listing is served by the kernel until notify_inval_inode of the folder', async (t) => {
+  const h = await startMemfs(t, { fs: { cacheReaddir: true }, mount: { attrTimeout: 60, entryTimeout: 60 } });
+  await h.cmd({ cmd: 'mkmany', dir: '/', prefix: 'c', n: 5 });
+  t.is((await sh(`ls ${h.mnt} | wc -l`)).out.trim(), '5');
+  await h.cmd({ cmd: 'reset' });
+  t.is((await sh(`ls ${h.mnt} | wc -l`)).out.trim(), '5');
+  let s = await h.cmd({ cmd: 'stats' });
+  t.is(s.counts.readdirplus, undefined, 'second listing from the kernel cache');
+  await h.cmd({ cmd: 'mk', name: 'new', content: 'n' });
+  t.is((await sh(`ls ${h.mnt} | wc -l`)).out.trim(), '5', 'still the cached listing');
+  t.is((await h.cmd({ cmd: 'invalInode', path: '/' })).r, 0);
+  t.is((await sh(`ls ${h.mnt} | wc -l`)).out.trim(), '6');
+  s = await h.cmd({ cmd: 'stats' });
+  t.true(s.counts.readdirplus >= 1);
+});
+
+run('writeback_cache (optional): small writes reach JS merged, content intact', async (t) => {
+  const h = await startMemfs(t, { mount: { writebackCache: true } });
+  t.true(h.ready.conn.features.includes('WRITEBACK_CACHE'));
+  const r = await sh(`dd if=/dev/urandom of=/tmp/cmll-wb-$$ bs=4k count=256 status=none && dd if=/tmp/cmll-wb-$$ of=${h.mnt}/w bs=4k status=none && sync ${h.mnt}/w && cmp /tmp/cmll-wb-$$ ${h.mnt}/w && echo same; rm -f /tmp/cmll-wb-$$`);
+  t.is(r.out.trim(), 'same', r.err);
+  const s = await h.cmd({ cmd: 'stats' });
+  t.log(`256 writes of 4 KiB -> ${s.writeSizes.length} WRITE requests, largest ${Math.max(...s.writeSizes) >> 10} KiB`);
+  t.true(s.writeSizes.length < 64);
+});
+
 run('names that are not UTF-8 are refused natively', async (t) => {
   const h = await startMemfs(t);
   const s0 = await h.cmd({ cmd: 'stats' });

@@ -92,7 +92,7 @@ async function main() {
           out({ r: await session.notifyInvalEntry(memfs.resolve(c.dir)!, c.name) });
           break;
         case 'invalInode':
-          out({ r: await session.notifyInvalInode(memfs.resolve(c.path)!, 0, 0) });
+          out({ r: await session.notifyInvalInode(memfs.resolve(c.path)!, c.off ?? 0, 0) });
           break;
         case 'cycles': {
           // mount/unmount a second memfs n times at c.mnt; each cycle does real I/O through a child
