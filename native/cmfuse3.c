@@ -50,7 +50,8 @@
 	X(READDIRPLUS, "readdirplus") X(RELEASEDIR, "releasedir") \
 	X(FSYNCDIR, "fsyncdir") X(STATFS, "statfs") X(SETXATTR, "setxattr") \
 	X(GETXATTR, "getxattr") X(LISTXATTR, "listxattr") \
-	X(REMOVEXATTR, "removexattr") X(ACCESS, "access") X(CREATE, "create")
+	X(REMOVEXATTR, "removexattr") X(ACCESS, "access") X(CREATE, "create") \
+	X(INTERRUPT, "interrupt")
 
 #define CM_ENUM(e, s) CM_##e,
 enum cm_op { CM_OPS(CM_ENUM) CM_NOPS };
@@ -72,6 +73,9 @@ typedef struct cm_item {
 	int32_t valid;
 	int has_fh;
 	int writepage;
+	int interrupted;   /* the kernel interrupted it before JS saw it */
+	uint64_t seq;      /* order of creation: an interrupt only matches older requests */
+	uintptr_t intr_key; /* CM_INTERRUPT: the fuse_req it is about (compared, never dereferenced) */
 	uint32_t mode;
 	uint64_t rdev;
 	struct stat st;
@@ -120,10 +124,14 @@ typedef struct cm_session {
 	atomic_ulong delivered;
 	atomic_ulong max_batch;
 	atomic_ulong bytes_stolen;
+	atomic_ulong seq;
+	atomic_ulong interrupts;
 } cm_session;
 
 static __thread char *tl_mem;
 static __thread int tl_stolen;
+static __thread fuse_req_t tl_registering;
+static __thread int tl_intr;
 
 /* ---- libfuse log capture: turns stderr noise into the Error JS sees ---- */
 
@@ -200,6 +208,7 @@ static cm_item *item_new(cm_session *s, int op, fuse_req_t req, uint64_t ino,
 		return NULL;
 	}
 	memset(it, 0, sizeof *it);
+	it->seq = atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed);
 	it->op = op;
 	it->req = req;
 	it->ino = ino;
@@ -215,6 +224,27 @@ static cm_item *item_new(cm_session *s, int op, fuse_req_t req, uint64_t ino,
 	return it;
 }
 
+/* FUSE_INTERRUPT for a request JS holds (a reader thread, or our own registration below when the
+ * request was interrupted already). libfuse keeps the request alive while this runs, so its address
+ * cannot be reused by a newer request before the interrupt item is queued: JS matches the interrupt
+ * to a pending request with that address and a smaller seq. */
+static void enqueue(cm_session *s, cm_item *it);
+
+static void ll_interrupt(fuse_req_t req, void *data)
+{
+	cm_session *s = data;
+	cm_item *it;
+	if (req == tl_registering) {
+		tl_intr = 1; /* already interrupted: flag the item itself (we hold qlock here) */
+		return;
+	}
+	it = item_new(s, CM_INTERRUPT, NULL, 0, NULL, NULL, 0);
+	if (!it) return;
+	it->intr_key = (uintptr_t)req;
+	atomic_fetch_add_explicit(&s->interrupts, 1, memory_order_relaxed);
+	enqueue(s, it);
+}
+
 static void enqueue(cm_session *s, cm_item *it)
 {
 	pthread_mutex_lock(&s->qlock);
@@ -223,6 +253,15 @@ static void enqueue(cm_session *s, cm_item *it)
 		if (it->req) fuse_reply_err(it->req, EIO);
 		item_free(it);
 		return;
+	}
+	if (it->req) {
+		/* Registered under qlock: an interrupt from another reader then queues after this
+		 * request, never before it. */
+		tl_registering = it->req;
+		tl_intr = 0;
+		fuse_req_interrupt_func(it->req, ll_interrupt, s);
+		tl_registering = NULL;
+		it->interrupted = tl_intr;
 	}
 	it->next = NULL;
 	if (s->qtail) s->qtail->next = it;
@@ -733,6 +772,17 @@ static napi_value item_to_js(napi_env env, cm_session *s, cm_item *it)
 		return o;
 	case CM_ENDED:
 		return o;
+	case CM_INTERRUPT: {
+		/* the pending request it is about, if JS has not answered it yet */
+		for (uint32_t i = 0; i < s->nslots; i++) {
+			cm_item *p = s->slots[i];
+			if (p && (uintptr_t)p->req == it->intr_key && p->seq < it->seq) {
+				set_num(env, o, "target", (double)s->gens[i] * CM_SLOT_SPAN + i);
+				return o;
+			}
+		}
+		return NULL;
+	}
 	case CM_FORGET: {
 		void *ab;
 		napi_value buf, arr;
@@ -765,6 +815,7 @@ static napi_value item_to_js(napi_env env, cm_session *s, cm_item *it)
 		    it->op == CM_RENAME || it->op == CM_CREATE;
 	set_num(env, o, parent_op ? "parent" : "ino", (double)it->ino);
 	if (it->has_fh) set_num(env, o, "fh", (double)it->fh);
+	if (it->interrupted) set_num(env, o, "interrupted", 1);
 
 	switch (it->op) {
 	case CM_LOOKUP: case CM_UNLINK: case CM_RMDIR: case CM_REMOVEXATTR:
@@ -883,7 +934,7 @@ static void call_js(napi_env env, napi_value js_cb, void *ctx, void *data)
 	atomic_fetch_add(&s->delivered, n);
 	mb = atomic_load(&s->max_batch);
 	if (n > mb) atomic_store(&s->max_batch, n);
-	napi_create_array_with_length(env, n, &arr);
+	napi_create_array(env, &arr); /* an interrupt of a request already answered adds nothing */
 	for (it = list; it; it = next) {
 		napi_value o;
 		next = it->next;
@@ -1776,6 +1827,7 @@ static napi_value n_stats(napi_env env, napi_callback_info info)
 	set_num(env, o, "delivered", (double)atomic_load(&s->delivered));
 	set_num(env, o, "maxBatch", (double)atomic_load(&s->max_batch));
 	set_num(env, o, "bytesZeroCopy", (double)atomic_load(&s->bytes_stolen));
+	set_num(env, o, "interrupts", (double)atomic_load(&s->interrupts));
 	set_num(env, o, "outstanding", s->outstanding);
 	set_num(env, o, "threads", s->nthreads);
 	return o;

@@ -16,6 +16,7 @@
 //  - Names are UTF-8 strings. A name that is not valid UTF-8 is answered natively (ENOENT for
 //    lookup, EILSEQ otherwise). xattr names outside user.* are answered natively too (getxattr and
 //    removexattr ENODATA, setxattr ENOTSUP): JS sees only user.* names.
+//  - An interrupted request (the caller got a signal) aborts req.signal; answer EINTR soon.
 //  - Ops without a handler are not registered: the kernel gets libfuse's default (ENOSYS, or
 //    success for open/opendir/release/releasedir/forget), and learns not to ask again.
 import { EventEmitter } from 'node:events';
@@ -76,6 +77,8 @@ export interface NativeStats {
   maxBatch: number;
   /** Write bytes handed to JS without a copy. */
   bytesZeroCopy: number;
+  /** FUSE_INTERRUPTs for requests JS held (each aborts that Request's signal). */
+  interrupts: number;
   /** Requests JS holds and has not answered. */
   outstanding: number;
   threads: number;
@@ -269,6 +272,8 @@ export class Request {
   readonly size: number;
   private readonly raw: RawRequest;
   private done = false;
+  private abort?: AbortController;
+  private wasInterrupted = false;
 
   constructor(private readonly s: LowLevelSession, raw: RawRequest, op: OpName) {
     this.raw = raw;
@@ -290,6 +295,29 @@ export class Request {
 
   get replied(): boolean {
     return this.done;
+  }
+
+  /** The kernel interrupted this request (the caller got a signal). */
+  get interrupted(): boolean {
+    return this.wasInterrupted;
+  }
+
+  /**
+   * Aborted when the kernel interrupts the request (the calling program got a signal, e.g. Ctrl-C on
+   * a read that waits for the network). Answering error(EINTR) soon is then the right thing; a
+   * normal answer is still allowed.
+   */
+  get signal(): AbortSignal {
+    this.abort ??= new AbortController();
+    if (this.wasInterrupted && !this.abort.signal.aborted) this.abort.abort();
+    return this.abort.signal;
+  }
+
+  /** @internal */
+  _interrupt() {
+    if (this.done || this.wasInterrupted) return;
+    this.wasInterrupted = true;
+    this.abort?.abort();
   }
 
   // op-specific fields
@@ -684,6 +712,7 @@ export class LowLevelSession extends EventEmitter {
       if (h) {
         const req = new Request(this, raw, this.opNames[op] as OpName);
         this.pending.set(req.id, req);
+        if (raw.interrupted) req._interrupt();
         try {
           const r = h(req);
           if (r && typeof (r as Promise<unknown>).then === 'function') {
@@ -700,6 +729,9 @@ export class LowLevelSession extends EventEmitter {
           if (this.handlers.forget) for (let i = 0; i < f.length; i += 2) this.handlers.forget(f[i], f[i + 1]);
           break;
         }
+        case 'interrupt':
+          this.pending.get(raw.target as number)?._interrupt();
+          break;
         case 'init': {
           const conn = raw as unknown as ConnInfo;
           conn.features = Object.entries(this._binding.caps).filter(([, bit]) => conn.want & bit).map(([n]) => n);

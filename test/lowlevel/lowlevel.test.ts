@@ -243,6 +243,22 @@ run('writeback_cache (optional): small writes reach JS merged, content intact', 
   t.true(s.writeSizes.length < 64);
 });
 
+run('a signal to a program waiting on a request interrupts it in JS (req.signal)', async (t) => {
+  const h = await startMemfs(t);
+  const started = Date.now();
+  const r = await sh(`timeout -s INT 1 stat ${h.mnt}/slow`);
+  t.true(Date.now() - started < 10_000, 'stat did not wait for the 30 s answer');
+  t.not(r.code, 0);
+  let s = await h.cmd({ cmd: 'stats' });
+  for (let i = 0; i < 30 && s.pending; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    s = await h.cmd({ cmd: 'stats' });
+  }
+  t.is(s.interruptedLookups, 1);
+  t.true(s.native.interrupts >= 1);
+  t.is(s.pending, 0, 'the interrupted lookup was answered (EINTR)');
+});
+
 run('names that are not UTF-8 are refused natively', async (t) => {
   const h = await startMemfs(t);
   const s0 = await h.cmd({ cmd: 'stats' });

@@ -58,7 +58,7 @@ async function main() {
         case 'stats':
           out({
             counts: memfs.counts, readSizes: memfs.readSizes, writeSizes: memfs.writeSizes, setattrs: memfs.setattrs,
-            creates: memfs.creates, renames: memfs.renames, forgets: memfs.forgets, secondRepliesRefused: memfs.secondRepliesRefused, nodes: memfs.nodes.size,
+            creates: memfs.creates, renames: memfs.renames, forgets: memfs.forgets, secondRepliesRefused: memfs.secondRepliesRefused, interruptedLookups: memfs.interruptedLookups, nodes: memfs.nodes.size,
             nlookup: Object.fromEntries([...memfs.nodes].map(([i, n]) => [i, n.nlookup])),
             native: session.stats(), pending: session.pending.size, proc: procInfo(), ended, handlerErrors,
           });

@@ -60,6 +60,8 @@ export class MemFs {
   creates: { name: string; flags: number; mode: number; umask: number }[] = [];
   renames: { name: string; newName: string; flags: number }[] = [];
   forgets = 0;
+  /** lookups of "slow" that the kernel interrupted (they wait until it does) */
+  interruptedLookups = 0;
   /** second replies the binding refused (must stay harmless) */
   secondRepliesRefused = 0;
   private bigBuf?: Buffer;
@@ -179,6 +181,16 @@ export class MemFs {
         this.count('lookup');
         // contract checks: a throwing handler answers EIO; a second reply is refused, not sent
         if (req.name === 'boom') throw new Error('handler failure on purpose');
+        if (req.name === 'slow') {
+          // a lookup that waits (as one going to the server may) until the caller gives up
+          const t = setTimeout(() => req.noEntry(), 30_000);
+          req.signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            this.interruptedLookups++;
+            req.error(E.EINTR);
+          }, { once: true });
+          return;
+        }
         if (req.name === 'twice') {
           req.error(E.EACCES);
           if (!req.error(E.ENOENT) && !req.noEntry(5)) this.secondRepliesRefused++;
