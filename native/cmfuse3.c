@@ -137,6 +137,7 @@ static __thread int tl_intr;
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_log[512];
+static int log_line_done = 1;
 static int log_to_stderr = 1;
 
 static void cm_log(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -148,10 +149,17 @@ static void cm_log(enum fuse_log_level level, const char *fmt, va_list ap)
 	va_end(ap2);
 	pthread_mutex_lock(&log_lock);
 	if (level <= FUSE_LOG_ERR) {
-		size_t n = strlen(line);
-		while (n && line[n - 1] == '\n')
-			line[--n] = 0;
-		snprintf(last_log, sizeof last_log, "%s", line);
+		/* libfuse writes one message in several calls: gather them up to the newline */
+		size_t have = strlen(last_log), n;
+		if (log_line_done) {
+			have = 0;
+			last_log[0] = 0;
+		}
+		snprintf(last_log + have, sizeof last_log - have, "%s", line);
+		n = strlen(last_log);
+		log_line_done = n && last_log[n - 1] == '\n';
+		while (n && last_log[n - 1] == '\n')
+			last_log[--n] = 0;
 	}
 	pthread_mutex_unlock(&log_lock);
 	if (log_to_stderr || level <= FUSE_LOG_ERR)
@@ -1669,6 +1677,7 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 
 	pthread_mutex_lock(&log_lock);
 	last_log[0] = 0;
+	log_line_done = 1;
 	pthread_mutex_unlock(&log_lock);
 	fuse_set_log_func(cm_log);
 	s->se = fuse_session_new(&fargs, &ops, sizeof ops, s);

@@ -3,8 +3,8 @@
 // JS (memfs counters) and what the native side saw or answered itself (session.stats()).
 import test from 'ava';
 import crypto from 'node:crypto';
-import { lowlevelAvailable } from '../../src/fuse/lowlevel.js';
-import { sh, startMemfs } from './lib.js';
+import { LowLevelSession, lowlevelAvailable } from '../../src/fuse/lowlevel.js';
+import { sh, startMemfs, tmpMountpoint } from './lib.js';
 import fs from 'node:fs';
 
 const avail = lowlevelAvailable();
@@ -325,4 +325,10 @@ run('process.exit() without unmount leaves no mount behind; SIGKILL neither with
   await killed;
   for (let i = 0; i < 30 && mountedNow(b.mnt); i++) await new Promise((r) => setTimeout(r, 100));
   t.false(mountedNow(b.mnt));
+});
+
+run('a mount that cannot happen says why (libfuse\'s own message)', async (t) => {
+  // nothing gets mounted here, so doing it in the test process is safe
+  await t.throwsAsync(LowLevelSession.mount('/nonexistent/cmll', {}), { message: /failed to access mountpoint \/nonexistent\/cmll/ });
+  await t.throwsAsync(LowLevelSession.mount(tmpMountpoint('bad'), {}, { extraOptions: ['bogus_option'] }), { message: /unknown option\(s\): `-o bogus_option'/ });
 });
