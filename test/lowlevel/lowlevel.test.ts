@@ -330,5 +330,7 @@ run('process.exit() without unmount leaves no mount behind; SIGKILL neither with
 run('a mount that cannot happen says why (libfuse\'s own message)', async (t) => {
   // nothing gets mounted here, so doing it in the test process is safe
   await t.throwsAsync(LowLevelSession.mount('/nonexistent/cmll', {}), { message: /failed to access mountpoint \/nonexistent\/cmll/ });
-  await t.throwsAsync(LowLevelSession.mount(tmpMountpoint('bad'), {}, { extraOptions: ['bogus_option'] }), { message: /unknown option\(s\): `-o bogus_option'/ });
+  const dir = tmpMountpoint('bad');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await t.throwsAsync(LowLevelSession.mount(dir, {}, { extraOptions: ['bogus_option'] }), { message: /unknown option\(s\): `-o bogus_option'/ });
 });
