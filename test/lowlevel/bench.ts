@@ -46,6 +46,27 @@ function report(name: string, t: number[], extra = '') {
   console.log(`${name.padEnd(44)} wall min ${s[0]!.toFixed(3)} s, median ${s[Math.floor(s.length / 2)]!.toFixed(3)} s (${(MIB / s[0]!).toFixed(0)} MiB/s); CPU median: server ${med(serverCpu).toFixed(2)} s, cat ${med(catCpu).toFixed(2)} s; ${extra}`);
 }
 
+// 200 files of 1 KiB made by one Python process (its own timer: no interpreter start-up)
+async function create200(dir: string): Promise<number[]> {
+  const t: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const r = await sh(`python3 -c "
+import time, os
+d = '${dir}/c${i}-'
+t = time.perf_counter()
+for k in range(200):
+    with open(d + str(k), 'wb') as f:
+        f.write(b'x' * 1024)
+print(time.perf_counter() - t)"`);
+    t.push(Number(r.out.trim()));
+  }
+  return t;
+}
+
+function reportCreate(name: string, t: number[]) {
+  console.log(`${name.padEnd(44)} create 200 x 1 KiB: min ${Math.min(...t).toFixed(3)} s, median ${med(t).toFixed(3)} s`);
+}
+
 async function fuseNative() {
   if (only && !only.test('fuse-native')) return;
   const mnt = tmpMountpoint('fn');
@@ -56,6 +77,7 @@ async function fuseNative() {
       child.once('exit', (c) => reject(new Error(`fuse-native child exited ${c}`)));
     });
     report('fuse-native 2.2.6 (libfuse 2), do-nothing fs', await timeCat(`${mnt}/big`, child.pid!));
+    reportCreate('fuse-native 2.2.6 (libfuse 2), do-nothing fs', await create200(mnt));
   } finally {
     child.stdin!.end();
     await new Promise((r) => child.once('exit', r));
@@ -70,6 +92,7 @@ async function ours(label: string, mount: Record<string, unknown>, bigFile?: { p
     await h.cmd({ cmd: 'reset' });
     const t = await timeCat(`${h.mnt}/big`, h.ready.pid);
     const s = await h.cmd({ cmd: 'stats' });
+    if (!bigFile && !mount.threads && mount.readAheadKb === undefined) reportCreate(label, await create200(h.mnt));
     report(label, t, `reads/run ${Math.round(s.readSizes.length / (RUNS + 1))}, max ${s.readSizes.length ? Math.max(...s.readSizes) >> 10 : 0} KiB, wake-ups/run ${Math.round(s.native.batches / (RUNS + 1))}`);
   } finally {
     await h.close();
