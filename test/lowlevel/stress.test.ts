@@ -4,6 +4,7 @@
 // threads and RSS come back to where they were (no leaked reader threads, /dev/fuse fds, buffers).
 // Sizes: CMLL_WORKERS (4), CMLL_ITERS (400 per worker), CMLL_CYCLES (25).
 import test from 'ava';
+import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { lowlevelAvailable } from '../../src/fuse/lowlevel.js';
 import { sh, startMemfs, tmpMountpoint, forceUnmount } from './lib.js';
@@ -41,7 +42,10 @@ run(`${WORKERS} processes x ${ITERS} iterations on one mount, then ${CYCLES} mou
   t.is(s.proc.fds, s0.proc.fds);
 
   const mnt2 = tmpMountpoint('cyc');
-  t.teardown(() => forceUnmount(mnt2));
+  t.teardown(() => {
+    forceUnmount(mnt2);
+    fs.rmSync(mnt2, { recursive: true, force: true });
+  });
   const c = await h.cmd({ cmd: 'cycles', n: CYCLES, mnt: mnt2 });
   t.falsy(c.error, c.error);
   t.log(`cycles: fds ${c.before.fds} -> ${c.first.fds} -> ${c.after.fds}; threads ${c.before.threads} -> ${c.first.threads} -> ${c.after.threads}; rss ${(c.first.rss / 2 ** 20).toFixed(0)} -> ${(c.after.rss / 2 ** 20).toFixed(0)} MiB`);
