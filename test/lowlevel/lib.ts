@@ -44,7 +44,7 @@ export function tmpMountpoint(tag: string): string {
 
 export async function startMemfs(t: ExecutionContext | undefined, opts: { mount?: MountOptions; fs?: MemfsOptions; mnt?: string; bigFile?: { path: string; splice: boolean } } = {}): Promise<MemfsHandle> {
   const mnt = opts.mnt ?? tmpMountpoint('m');
-  const child = spawn(process.execPath, [CHILD, JSON.stringify({ mnt, mount: opts.mount, fs: opts.fs, bigFile: opts.bigFile })], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--expose-gc', CHILD, JSON.stringify({ mnt, mount: opts.mount, fs: opts.fs, bigFile: opts.bigFile })], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   const rl = readline.createInterface({ input: child.stdout! });

@@ -13,6 +13,8 @@ interface Cfg { mnt: string; mount?: MountOptions; fs?: MemfsOptions; bigFile?: 
 const cfg = JSON.parse(process.argv[2]!) as Cfg;
 
 function procInfo() {
+  // collect first: RSS then shows what is still held, not garbage (external Buffers) not yet freed
+  (globalThis as { gc?: () => void }).gc?.();
   const status = fs.readFileSync('/proc/self/status', 'utf8');
   const threads = Number(/Threads:\s+(\d+)/.exec(status)![1]);
   return { fds: fs.readdirSync('/proc/self/fd').length, threads, rss: process.memoryUsage().rss };

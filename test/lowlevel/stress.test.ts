@@ -51,6 +51,9 @@ run(`${WORKERS} processes x ${ITERS} iterations on one mount, then ${CYCLES} mou
   t.log(`cycles: fds ${c.before.fds} -> ${c.first.fds} -> ${c.after.fds}; threads ${c.before.threads} -> ${c.first.threads} -> ${c.after.threads}; rss ${(c.first.rss / 2 ** 20).toFixed(0)} -> ${(c.after.rss / 2 ** 20).toFixed(0)} MiB`);
   t.is(c.after.fds, c.first.fds, 'no /dev/fuse or pipe fd leaked');
   t.is(c.after.threads, c.first.threads, 'every reader thread joined');
-  t.true(c.after.rss - c.first.rss < 24 * 2 ** 20, 'RSS flat');
+  // after a gc() in the child; malloc arenas of short-lived threads and V8's heap move RSS by
+  // ~20 MiB either way (150 cycles measured flat), so this bound only catches a leak of the order
+  // of a receive buffer (1 MiB) per cycle; fds and threads above are the exact checks
+  t.true(c.after.rss - c.first.rss < 40 * 2 ** 20, `RSS grew ${((c.after.rss - c.first.rss) / 2 ** 20).toFixed(1)} MiB`);
   t.false((await sh(`grep -c ' ${mnt2} ' /proc/mounts`)).out.trim() !== '0');
 });
