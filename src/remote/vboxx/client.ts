@@ -2,14 +2,14 @@
 // Paths given to this class are root-relative ("/docs/a.txt"); the root is a numeric id.
 // The session token travels as a query parameter, so nothing here ever logs a full URL:
 // errors and log lines carry the request path without its query.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { open, stat as fsStat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js';
 import { encodePathSegments } from '../url.js';
 import {
-  AuthFailed, BadRequest, BadResponse, Cancelled, NotFound, RemoteError, type ErrorContext,
+  AuthFailed, BadRequest, BadResponse, Cancelled, NetworkError, NotFound, RemoteError, type ErrorContext,
 } from '../errors.js';
 import { Priority } from '../types.js';
 import { redact, silentLogger, type Logger } from '../../log.js';
@@ -528,8 +528,14 @@ export class VboxxClient {
     const progress = (n: number) => { if (n > best) { best = n; try { o.onProgress?.(n); } catch { /* ignore */ } } };
     // Exactly the bytes the content-length promises: a cache file that grew since (a writer goes
     // on; its next close uploads again) must not make every attempt fail on a length mismatch.
+    // A file that shrank since (a program truncated it; its next close uploads again) fails the
+    // attempt here, before anything is sent, as a retryable error the HTTP layer does not repeat:
+    // repeating the same length could only fail again, while a rename or delete waits for us.
     const body = typeof source === 'string'
-      ? () => countingStream(size > 0 ? createReadStream(source, { start: 0, end: size - 1 }) : bufferStream(Buffer.alloc(0)), progress)
+      ? () => {
+        if (size > 0 && statSync(source).size < size) throw new NetworkError('the file changed while it was being uploaded', this.ctx('PUT', p));
+        return countingStream(size > 0 ? createReadStream(source, { start: 0, end: size - 1 }) : bufferStream(Buffer.alloc(0)), progress);
+      }
       : () => countingStream(bufferStream(source), progress);
     const { data } = await this.getJson({
       onDispatch: o.onSend,
