@@ -15,21 +15,24 @@
 import { randomUUID } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import { setMaxListeners } from 'node:events';
-import os from 'node:os';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { createLogger } from '../log.js';
 import {
   AlreadyExists, BadRequest, BadResponse, Cancelled, IsADirectory, NoXattr, NotADirectory, NotEmpty,
-  NotFound, PolicyFileTooLarge, ReadOnly, RemoteError, Timeout, Unsupported, isRemoteError,
+  NotFound, PolicyFileTooLarge, ReadOnly, Timeout, Unsupported, isRemoteError,
 } from '../remote/errors.js';
 import { Priority, type RangeRead, type RangeServed, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveNotice, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveStatus, FlushResult, FsStats, UploadFailure, VfsApi, VfsOptions } from './api.js';
+import { CLOSING, Ctx, MUTATION, MiB, errText } from './context.js';
+import { Obj, copyRecent, exclusiveIo, sameIdent, sharedIo, type RangeWaiter } from './content/obj.js';
+import { pread, pwrite, pwritevAll } from './content/fileio.js';
 import { Journal } from './journal.js';
+import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf, rebase } from './paths.js';
-import { RangeSet, isSequential, readAheadPlan } from './ranges.js';
+import { isSequential, readAheadPlan } from './ranges.js';
 import { sleep } from '../util/sleep.js';
 
+export { defaultVfsOptions } from './options.js';
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
 
 const O_ACCMODE = 3;
@@ -39,38 +42,8 @@ const O_EXCL = fs.constants.O_EXCL;
 const O_TRUNC = fs.constants.O_TRUNC;
 const O_APPEND = fs.constants.O_APPEND;
 const W_OK = 2;
-const MiB = 1024 * 1024;
 /** After an upload finally failed with a transient error, it is tried again this much later. */
 const RETRY_LATER_MS = 60_000;
-
-export function defaultVfsOptions(accountId: string): VfsOptions {
-  const xdg = process.env.XDG_CACHE_HOME;
-  const base = xdg && xdg.startsWith('/') ? xdg : join(os.homedir(), '.cache');
-  return {
-    accountId,
-    cacheDir: join(base, 'cloudmount'),
-    cacheMaxBytes: 2 * 1024 * MiB,
-    attrTtlMs: 10_000,
-    dirTtlMs: 30_000,
-    negativeTtlMs: 5_000,
-    readAheadBytes: 1 * MiB,
-    readAheadMaxBytes: 64 * MiB,
-    readParallel: 4,
-    writebackDelayMs: 2_000,
-    readOnly: false,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
-    opTimeoutMs: 60_000,
-    log: createLogger('warn'),
-  };
-}
-
-/** Account ids become one directory name: anything but a plain safe name is escaped. */
-function safeComponent(id: string): string {
-  let s = id.replace(/[^A-Za-z0-9._@+-]/g, (c) => '_' + c.charCodeAt(0).toString(16));
-  if (s === '' || s.startsWith('.')) s = '_' + s;
-  return s.slice(0, 200);
-}
 
 interface AttrSlot { entry: RemoteEntry | null; expires: number }
 interface DirSlot {
@@ -112,92 +85,8 @@ interface SpecListing {
   missesUntil?: number;
 }
 
-const MUTATION = Symbol('mutation');
-const CLOSING = Symbol('closing');
-
-/** One content object: the cache file of one path and everything in flight for it. */
 /** Lazy journal mode: how soon closed files' records reach the disk (one flush for all of them). */
 const JOURNAL_SYNC_DELAY_MS = 1000;
-
-class Obj {
-  fd = -1;
-  fdOpening: Promise<void> | null = null;
-  refs = 0;
-  writers = 0;
-  readonly ranges = new RangeSet();
-  /** Bumped whenever cached bytes are thrown away, so a fetch started before drops its result. */
-  epoch = 0;
-  /** Server identity the clean content belongs to (null: never on the server as far as we know). */
-  ident: RemoteEntry | null = null;
-  gen = 0;
-  uploadedGen = 0;
-  journaledGen = 0;
-  /** Journal record of the newest closed content not yet confirmed by the server. */
-  pendingUid: string | null = null;
-  timer: NodeJS.Timeout | null = null;
-  uploading: Promise<void> | null = null;
-  uploadAbort: AbortController | null = null;
-  /** An upload was attempted: the server may hold the path even though no upload succeeded. */
-  attempted = false;
-  /**
-   * This never-uploaded content was renamed over a file the server holds (the save pattern:
-   * write a temp file, rename it over the original). That old copy stays on the server until our
-   * upload replaces it, so a later unlink or rename of the path must reach the server too.
-   */
-  shadowsServer = false;
-  onServer: boolean;
-  localMtime = 0;
-  refused: RemoteError | null = null;
-  unlinked = false;
-  metaOnDisk = false;
-  /** The upload task waits at a namespace barrier and has sent nothing. */
-  parked = false;
-  /**
-   * The upload request is on its way: aborting it now would not take it back (the server may
-   * have the whole body and apply it after our abort), so namespace changes wait for it instead.
-   */
-  sending = false;
-  /** Bumped by stopUpload: an upload task that sees it change gives up instead of retrying. */
-  stopGen = 0;
-  /** Journal record whose upload used up its retry budget (a flush does not try it again). */
-  failedUid: string | null = null;
-  /**
-   * The I/O gate of the cache file (see sharedIo/exclusiveIo): writes in progress, which may
-   * overlap each other, and the truncate or close snapshot that must see none of them half done.
-   */
-  ioShared = 0;
-  ioIdle: (() => void)[] = [];
-  ioExclusive: Promise<void> | null = null;
-  // ranged fetches
-  readonly inflight = new Map<number, Promise<void>>();
-  inflightCount = 0;
-  /** Readers waiting for bytes of a fetch still streaming in. */
-  waiters: RangeWaiter[] = [];
-  /**
-   * The last bytes streamed in, as received (clean content only): a sequential reader right
-   * behind the read-ahead gets them by a copy instead of a pread of the cache file they were just
-   * written to (one threadpool round trip less per 128 KiB FUSE read). Valid while epoch and gen
-   * are those of the segment.
-   */
-  recent: RecentSeg[] = [];
-  recentBytes = 0;
-  // whole-file download
-  download: Promise<void> | null = null;
-  dlAbort: AbortController | null = null;
-  downloaded = 0;
-  dlWaiters: { need: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
-
-  constructor(public readonly id: string, public path: string, public size: number, onServer: boolean) {
-    this.onServer = onServer;
-  }
-
-  get dirty(): boolean { return this.gen !== this.uploadedGen; }
-  /** Local state overrides what the server says about this path. */
-  get authoritative(): boolean {
-    return this.gen !== this.uploadedGen || this.pendingUid !== null || this.uploading !== null || !this.onServer;
-  }
-  get complete(): boolean { return this.ranges.covers(0, this.size); }
-}
 
 interface Handle {
   obj: Obj;
@@ -209,117 +98,14 @@ interface Handle {
 }
 
 interface Barrier { paths: string[]; promise: Promise<void> }
-interface RangeWaiter { s: number; e: number; resolve: () => void }
 interface Lane { limit: number; running: number; queue: (() => Promise<void>)[] }
 
-function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-/**
- * Runs fn as one of the writes of o's cache file. Writes may overlap each other; none starts
- * while an exclusive section (truncate, the snapshot a close records) runs or waits.
- */
-async function sharedIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
-  while (o.ioExclusive) await o.ioExclusive;
-  o.ioShared++;
-  try {
-    return await fn();
-  } finally {
-    if (--o.ioShared === 0 && o.ioIdle.length > 0) {
-      const w = o.ioIdle;
-      o.ioIdle = [];
-      for (const r of w) r();
-    }
-  }
-}
-
-/**
- * Runs fn with no write of o in progress or starting: the size, generation and bytes it sees
- * belong together. Without it a close's truncate to the size it read ran after another
- * appender's write had landed past that size: lost lines, then a hole of NULs (issue 10).
- */
-async function exclusiveIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
-  while (o.ioExclusive) await o.ioExclusive;
-  let done!: () => void;
-  o.ioExclusive = new Promise<void>((r) => { done = r; });
-  try {
-    if (o.ioShared > 0) await new Promise<void>((r) => o.ioIdle.push(r));
-    return await fn();
-  } finally {
-    o.ioExclusive = null;
-    done();
-  }
-}
-
-function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-function pwritev(fd: number, bufs: Buffer[], pos: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.writev(fd, bufs, pos, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-/** All of bufs at pos (writev may write less than asked). */
-async function pwritevAll(fd: number, bufs: Buffer[], pos: number): Promise<void> {
-  let total = 0;
-  for (const b of bufs) total += b.length;
-  let done = await pwritev(fd, bufs, pos);
-  while (done < total) {
-    let skip = done;
-    const rest: Buffer[] = [];
-    for (const b of bufs) {
-      if (skip >= b.length) { skip -= b.length; continue; }
-      rest.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    done += await pwritev(fd, rest, pos + done);
-  }
-}
 /** A streamed fetch whose content object was reset meanwhile: it stops without an error. */
 const STALE_RUN = Symbol('stale run');
 /** Bytes of a streamed fetch collected before one write to the cache file. */
 const LAND_BYTES = 1024 * 1024;
 /** Bytes of just-landed content kept in memory per file being read (see Obj.recent). */
 const RECENT_BYTES = 8 * 1024 * 1024;
-
-interface RecentSeg { pos: number; end: number; bufs: Buffer[]; bytes: number; epoch: number; gen: number }
-
-/** Copies [pos, end) from recent segments into buf; false (nothing usable) when any byte is missing. */
-function copyRecent(o: { recent: RecentSeg[]; epoch: number; gen: number }, buf: Buffer, pos: number, end: number): boolean {
-  let at = pos;
-  while (at < end) {
-    let seg: RecentSeg | undefined;
-    for (const r of o.recent) if (r.pos <= at && at < r.end && r.epoch === o.epoch && r.gen === o.gen) { seg = r; break; }
-    if (!seg) return false;
-    const was = at;
-    // walk the segment's buffers to the one holding `at`
-    let off = seg.pos;
-    for (const b of seg.bufs) {
-      if (at >= off + b.length) { off += b.length; continue; }
-      const from = at - off;
-      const n = Math.min(b.length - from, end - at);
-      b.copy(buf, at - pos, from, from + n);
-      at += n;
-      off += b.length;
-      if (at >= end || at >= seg.end) break;
-    }
-    if (at === was) return false;
-  }
-  return true;
-}
-function errText(e: unknown): string {
-  if (e instanceof RemoteError) return e.toString();
-  return e instanceof Error ? e.message : String(e);
-}
-function sameIdent(a: RemoteEntry | null, b: RemoteEntry): boolean {
-  if (!a || a.type !== 'file' || a.size !== b.size) return false;
-  if (a.rev !== undefined && b.rev !== undefined) return a.rev === b.rev;
-  return a.mtimeMs === b.mtimeMs;
-}
 
 const ROOT_ENTRY: RemoteEntry = { name: '', type: 'dir', size: 0 };
 
@@ -366,8 +152,6 @@ export class Vfs implements VfsApi {
   private statBatch: { paths: string[]; waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]> } | null = null;
   private readonly barriers = new Set<Barrier>();
   private readonly failures = new Map<string, UploadFailure>();
-  /** What the drive decided on its own that the user should hear of (newest last, bounded). */
-  private readonly notices: DriveNotice[] = [];
   private maxSize: { at: number; value: number | null } | undefined;
   private maxSizeP: Promise<number | null> | undefined;
   /** Recent answers to "is this folder still on the server?", asked before uploads into it. */
@@ -377,7 +161,6 @@ export class Vfs implements VfsApi {
   private cacheBytes = 0;
   private evicting = false;
   private startP: Promise<void> | null = null;
-  private closed = false;
   private readonly mountTime = Date.now();
   private readonly blockBytes: number;
   private readonly uploadAttempts: number;
@@ -386,16 +169,21 @@ export class Vfs implements VfsApi {
   /** Where reads of cached content were served from (tests and profiling read it). */
   readonly readsFrom = { memory: 0, file: 0 };
 
-  constructor(private readonly remote: Remote, private readonly opts: VfsOptions) {
+  private readonly ctx: Ctx;
+  private readonly opts: ResolvedOptions;
+
+  constructor(private readonly remote: Remote, options: VfsOptions) {
+    const opts = this.opts = resolveOptions(options);
+    this.ctx = new Ctx(remote, opts);
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
     this.dataDir = join(this.root, 'data');
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.attrs = new LRUCache({ max: 200_000 });
     this.dirs = new LRUCache({ max: 20_000 });
-    this.blockBytes = Math.max(64 * 1024, Math.min(opts.readAheadBytes, opts.readBlockBytes ?? 256 * 1024));
-    this.uploadAttempts = Math.max(1, opts.uploadAttempts ?? 5);
-    this.uploadBackoffMs = Math.max(0, opts.uploadBackoffMs ?? 500);
+    this.blockBytes = opts.readBlockBytes;
+    this.uploadAttempts = opts.uploadAttempts;
+    this.uploadBackoffMs = opts.uploadBackoffMs;
     // batches (one transfer run each) go a few at a time; single-request fetches more widely
     // (ranged: a few connections of the account's pool stay free for what a program waits for)
     this.fileLane = { limit: this.remote.read && this.remote.capabilities.rangedReads ? 12 : 2, running: 0, queue: [] };
@@ -452,9 +240,9 @@ export class Vfs implements VfsApi {
       if (old) this.dropObj(old);
       // whether an earlier attempt reached the server is unknown: treat as possibly there
       const o = new Obj(p.id, p.path, size, true);
-      o.attempted = true;
-      o.gen = 1; o.journaledGen = 1; o.uploadedGen = 0;
-      o.pendingUid = p.uid;
+      o.wb.attempted = true;
+      o.gen = 1; o.wb.journaledGen = 1; o.wb.uploadedGen = 0;
+      o.wb.pendingUid = p.uid;
       o.localMtime = Date.now();
       o.ranges.add(0, size);
       this.cacheBytes += size;
@@ -490,8 +278,8 @@ export class Vfs implements VfsApi {
   async flushAll(opts: { signal?: AbortSignal; retryFailed?: boolean } = {}): Promise<FlushResult> {
     const work: Promise<unknown>[] = [];
     for (const o of [...this.localObjs]) {
-      if (o.pendingUid === null || o.unlinked) continue;
-      if (opts.retryFailed === false && o.failedUid === o.pendingUid) continue;
+      if (o.wb.pendingUid === null || o.unlinked) continue;
+      if (opts.retryFailed === false && o.wb.failedUid === o.wb.pendingUid) continue;
       work.push(this.uploadUntilClean(o).catch(() => {}));
     }
     const all = Promise.all(work);
@@ -508,7 +296,7 @@ export class Vfs implements VfsApi {
     }
     const kept: UploadFailure[] = [];
     for (const o of this.localObjs) {
-      if (o.pendingUid === null || o.unlinked) continue;
+      if (o.wb.pendingUid === null || o.unlinked) continue;
       kept.push(this.failures.get(o.path) ?? { path: o.path, error: 'not uploaded', attempts: 0, atMs: Date.now() });
     }
     return { pending: this.journal.pending.size, failed: kept };
@@ -523,25 +311,25 @@ export class Vfs implements VfsApi {
       pending: this.journal.pending.size,
       pendingBytes,
       failures: [...this.failures.values()],
-      notices: [...this.notices],
+      notices: [...this.ctx.notices.list],
       cacheBytes: this.cacheBytes,
       dirtyBytes,
     };
   }
 
   async close(opts: { force?: boolean } = {}): Promise<void> {
-    if (this.closed) return;
+    if (this.ctx.closed) return;
     if (this.startP) await this.startP.catch(() => {});
     // an upload that used up its budget in the flush before this close is not tried again here
     if (!opts.force) await this.flushAll({ retryFailed: false });
-    this.closed = true;
+    this.ctx.closed = true;
     for (const ac of this.batchAborts) ac.abort(CLOSING);
     const settle: Promise<unknown>[] = [];
     for (const o of this.objs.values()) {
-      if (o.timer) { clearTimeout(o.timer); o.timer = null; }
-      o.uploadAbort?.abort(CLOSING);
+      if (o.wb.timer) { clearTimeout(o.wb.timer); o.wb.timer = null; }
+      o.wb.uploadAbort?.abort(CLOSING);
       o.dlAbort?.abort(CLOSING);
-      if (o.uploading) settle.push(o.uploading.catch(() => {}));
+      if (o.wb.uploading) settle.push(o.wb.uploading.catch(() => {}));
       if (o.download) settle.push(o.download.catch(() => {}));
       for (const p of o.inflight.values()) settle.push(p.catch(() => {}));
     }
@@ -561,25 +349,6 @@ export class Vfs implements VfsApi {
   }
 
   // ------------------------------------------------------------------ helpers
-
-  /** Runs fn with an AbortSignal and fails with Timeout after opTimeoutMs even if fn ignores it. */
-  private bounded<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, ms = this.opts.opTimeoutMs): Promise<T> {
-    const ac = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const t = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const err = new Timeout(`${what} did not finish within ${ms} ms`);
-        ac.abort(err);
-        reject(err);
-      }, ms);
-    });
-    return Promise.race([fn(ac.signal), t]).finally(() => clearTimeout(timer));
-  }
-
-  /** Waits for p for at most opTimeoutMs. */
-  private within<T>(what: string, p: Promise<T>): Promise<T> {
-    return this.bounded(what, () => p);
-  }
 
   private assertWritable(): void {
     if (this.opts.readOnly) throw new ReadOnly('the drive is mounted read-only');
@@ -721,8 +490,8 @@ export class Vfs implements VfsApi {
    * parallel. Not in folders known to be big, nor when a listing is on its way anyway.
    */
   private speculationWorth(dir: string): boolean {
-    const max = this.opts.speculativeListMaxEntries ?? 5000;
-    if (max <= 0 || (this.opts.listAfterStats ?? 4) <= 0) return false;
+    const max = this.opts.speculativeListMaxEntries;
+    if (max <= 0 || this.opts.listAfterStats <= 0) return false;
     if (this.bigDirs.has(dir)) return false;
     const inf = this.listInflight.get(dir);
     return !(inf && inf.gen === this.dirGen(dir));
@@ -778,7 +547,7 @@ export class Vfs implements VfsApi {
    * the folder's listing is cheaper. Once listed (or the count goes stale) the count starts over.
    */
   private statsWorthListing(dir: string): 'first' | 'stat' | 'list' {
-    const max = this.opts.listAfterStats ?? 4;
+    const max = this.opts.listAfterStats;
     if (max <= 0) return 'stat';
     const now = Date.now();
     const c = this.statCounts.get(dir);
@@ -798,7 +567,7 @@ export class Vfs implements VfsApi {
     try {
       e = batched
         ? await this.batchedStat(path)
-        : await this.bounded(`stat ${path}`, (signal) => this.remote.stat(path, { signal, priority: Priority.interactive }));
+        : await this.ctx.bounded(`stat ${path}`, (signal) => this.remote.stat(path, { signal, priority: Priority.interactive }));
     } catch (err) {
       // a parent that is a file reads as "no such entry" below it. Not for a batch: statMany
       // answers null per missing path, so its failure as a whole (a bare 404, a lost route) says
@@ -835,7 +604,7 @@ export class Vfs implements VfsApi {
     if (this.statBatch !== b) return;
     this.statBatch = null;
     const paths = b.paths;
-    this.bounded(`stat of ${paths.length} paths`, (signal) => this.remote.statMany!(paths, { signal, priority: Priority.interactive }))
+    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.remote.statMany!(paths, { signal, priority: Priority.interactive }))
       .then((res) => {
         if (!Array.isArray(res) || res.length !== paths.length) throw new BadResponse('statMany answered a different number of entries');
         paths.forEach((p, i) => { for (const w of b.waiters.get(p)!) w.resolve(res[i] ?? null); });
@@ -860,7 +629,7 @@ export class Vfs implements VfsApi {
   private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive): Promise<DirSlot> {
     const gen = this.dirGen(dir);
     const useHash = !!(old?.hash && this.remote.capabilities.listingRevalidation);
-    const r = await this.bounded(`list ${dir}`, (signal) =>
+    const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
       this.remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}) }));
     const changedMeanwhile = this.dirGen(dir) !== gen;
     if (changedMeanwhile) {
@@ -890,7 +659,7 @@ export class Vfs implements VfsApi {
 
   /** Remembers (a bounded number of) big folders, whose lookups are not worth a speculative listing. */
   private noteSize(dir: string, n: number): void {
-    if (n <= (this.opts.speculativeListMaxEntries ?? 5000)) { this.bigDirs.delete(dir); return; }
+    if (n <= this.opts.speculativeListMaxEntries) { this.bigDirs.delete(dir); return; }
     this.bigDirs.delete(dir);
     if (this.bigDirs.size >= 1000) this.bigDirs.delete(this.bigDirs.values().next().value!);
     this.bigDirs.add(dir);
@@ -1027,7 +796,7 @@ export class Vfs implements VfsApi {
   async statfs(_path: string): Promise<FsStats> {
     const c = this.statfsCache;
     if (c && c.expires > Date.now()) return c.value;
-    const s = await this.bounded('statfs', (signal) => this.remote.statfs({ signal, priority: Priority.interactive }));
+    const s = await this.ctx.bounded('statfs', (signal) => this.remote.statfs({ signal, priority: Priority.interactive }));
     const bsize = 4096;
     const total = s.total ?? 2 ** 50;
     const blocks = Math.max(1, Math.ceil(total / bsize));
@@ -1071,8 +840,8 @@ export class Vfs implements VfsApi {
     if (!url) {
       const o = this.objs.get(path);
       // a link to content the server has not got yet would share the wrong bytes
-      if (o && o.pendingUid !== null) await this.within(`upload of ${path}`, this.uploadUntilClean(o));
-      const r = await this.bounded(`share link ${path}`, (signal) => this.remote.shareLink!(path, { signal, priority: Priority.interactive }));
+      if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploadUntilClean(o));
+      const r = await this.ctx.bounded(`share link ${path}`, (signal) => this.remote.shareLink!(path, { signal, priority: Priority.interactive }));
       url = r.url;
       this.shareLinks.set(path, url);
     }
@@ -1103,7 +872,7 @@ export class Vfs implements VfsApi {
     this.assertWritable();
     await this.parentDir(path);
     if (await this.lookup(path)) throw new AlreadyExists('already exists', { path });
-    await this.bounded(`mkdir ${path}`, (signal) => this.remote.mkdir(path, { signal, priority: Priority.interactive }));
+    await this.ctx.bounded(`mkdir ${path}`, (signal) => this.remote.mkdir(path, { signal, priority: Priority.interactive }));
     const now = Date.now();
     this.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
     this.dirs.set(path, { entries: new Map(), expires: now + this.opts.dirTtlMs });
@@ -1121,7 +890,7 @@ export class Vfs implements VfsApi {
     // the server deletes folders recursively: only a fresh listing may say "empty"
     const kids = await this.children(path, true);
     if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
-    await this.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
+    await this.ctx.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
     this.forgetTree(path);
     this.setInParent(path, null);
     this.localAttrs.delete(path);
@@ -1142,12 +911,12 @@ export class Vfs implements VfsApi {
       if (o && o.refs > 0 && !o.complete) await this.ensureWhole(o);
       // durable first: after a crash the upload must not come back
       await this.journal.cancel(path);
-      const localOnly = !!o && !o.onServer && !o.attempted && !o.shadowsServer;
+      const localOnly = !!o && !o.wb.onServer && !o.wb.attempted && !o.wb.shadowsServer;
       if (!localOnly) {
         try {
-          await this.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
+          await this.ctx.bounded(`remove ${path}`, (signal) => this.remote.remove([path], { signal, priority: Priority.interactive }));
         } catch (err) {
-          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.attempted || o.shadowsServer || !o.onServer))) throw err;
+          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.wb.attempted || o.wb.shadowsServer || !o.wb.onServer))) throw err;
         }
       }
       if (o) {
@@ -1184,9 +953,9 @@ export class Vfs implements VfsApi {
       for (const o of moving) await this.stopUpload(o);
       if (replaced) await this.stopUpload(replaced);
       const so = this.objs.get(from);
-      const srcLocalOnly = src.type === 'file' && !!so && !so.onServer && !so.attempted && !so.shadowsServer;
+      const srcLocalOnly = src.type === 'file' && !!so && !so.wb.onServer && !so.wb.attempted && !so.wb.shadowsServer;
       // what the server holds at the target after a move that sends nothing (see shadowsServer)
-      const dstOnServer = replaced ? replaced.onServer || replaced.attempted || replaced.shadowsServer : !!dst;
+      const dstOnServer = replaced ? replaced.wb.onServer || replaced.wb.attempted || replaced.wb.shadowsServer : !!dst;
       const replacedPending = replaced ? this.journal.forPath(to) : undefined;
       if (dst) await this.journal.cancel(to);
       const jr = this.journal.rename(from, to);
@@ -1208,14 +977,14 @@ export class Vfs implements VfsApi {
         throw err;
       }
       if (replaced) this.detach(replaced);
-      if (srcLocalOnly && dstOnServer) so!.shadowsServer = true;
+      if (srcLocalOnly && dstOnServer) so!.wb.shadowsServer = true;
       this.forgetTree(from, src.type === 'dir');
       this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
       this.setInParent(from, null);
       this.setInParent(to, { ...src, name: baseOf(to) });
     });
     for (const o of this.localObjs) {
-      if ((o.path === to || isUnder(o.path, to)) && o.pendingUid !== null && !o.timer && !o.uploading) {
+      if ((o.path === to || isUnder(o.path, to)) && o.wb.pendingUid !== null && !o.wb.timer && !o.wb.uploading) {
         this.schedule(o, this.opts.writebackDelayMs);
       }
     }
@@ -1227,7 +996,7 @@ export class Vfs implements VfsApi {
    * answer is then decided as rename(2) would, from fresh answers about the target.
    */
   private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined): Promise<void> {
-    const move = () => this.bounded(`move ${from} -> ${to}`, (signal) => this.remote.move(from, to, { signal, priority: Priority.interactive }));
+    const move = () => this.ctx.bounded(`move ${from} -> ${to}`, (signal) => this.remote.move(from, to, { signal, priority: Priority.interactive }));
     try {
       await move();
     } catch (err) {
@@ -1235,22 +1004,22 @@ export class Vfs implements VfsApi {
       const conflict = isRemoteError(err, 'ALREADY_EXISTS') || isRemoteError(err, 'NOT_EMPTY') ||
         isRemoteError(err, 'IS_A_DIRECTORY') || isRemoteError(err, 'NOT_A_DIRECTORY');
       if (conflict) {
-        const cur = await this.bounded(`stat ${to}`, (signal) => this.remote.stat(to, { signal, priority: Priority.interactive }));
+        const cur = await this.ctx.bounded(`stat ${to}`, (signal) => this.remote.stat(to, { signal, priority: Priority.interactive }));
         if (!cur) throw err;
         if (!dst) this.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
         if (src.type === 'dir' && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
         if (src.type !== 'dir' && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
         if (cur.type === 'dir') {
-          const l = await this.bounded(`list ${to}`, (signal) => this.remote.list(to, { signal, priority: Priority.interactive }));
+          const l = await this.ctx.bounded(`list ${to}`, (signal) => this.remote.list(to, { signal, priority: Priority.interactive }));
           if (l.entries.length > 0) throw new NotEmpty('target folder is not empty', { path: to });
         }
         // POSIX rename replaces the target; the service would not, so remove it first
-        await this.bounded(`remove ${to}`, (signal) => this.remote.remove([to], { signal, priority: Priority.interactive }));
+        await this.ctx.bounded(`remove ${to}`, (signal) => this.remote.remove([to], { signal, priority: Priority.interactive }));
         await move();
         return;
       }
       // a file whose pending upload never reached the server has nothing to move there
-      if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.pendingUid !== null) return;
+      if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.wb.pendingUid !== null) return;
       throw err;
     }
   }
@@ -1301,7 +1070,7 @@ export class Vfs implements VfsApi {
 
   private async waitBarriers(o: Obj): Promise<void> {
     if (this.barriers.size === 0) return;
-    o.parked = true;
+    o.wb.parked = true;
     try {
       for (;;) {
         const b = [...this.barriers].find((x) => x.paths.some((bp) => o.path === bp || isUnder(o.path, bp)));
@@ -1309,7 +1078,7 @@ export class Vfs implements VfsApi {
         await b.promise;
       }
     } finally {
-      o.parked = false;
+      o.wb.parked = false;
     }
   }
 
@@ -1320,19 +1089,19 @@ export class Vfs implements VfsApi {
    * namespace change goes after the server answered it.
    */
   private async stopUpload(o: Obj): Promise<void> {
-    if (o.timer) { clearTimeout(o.timer); o.timer = null; }
-    o.stopGen++;
+    if (o.wb.timer) { clearTimeout(o.wb.timer); o.wb.timer = null; }
+    o.wb.stopGen++;
     // an upload parked at our own barrier has sent nothing; waiting for it would deadlock
-    if (o.uploading && !o.parked) {
-      if (!o.sending) o.uploadAbort?.abort(MUTATION);
+    if (o.wb.uploading && !o.wb.parked) {
+      if (!o.wb.sending) o.wb.uploadAbort?.abort(MUTATION);
       // a client that ignores the abort must not make us overtake its upload: fail (EIO) instead
-      await this.within(`stopping the upload of ${o.path}`, o.uploading.catch(() => {}));
+      await this.ctx.within(`stopping the upload of ${o.path}`, o.wb.uploading.catch(() => {}));
     }
   }
 
   /** The path no longer names o (deleted or replaced); its bytes go once the last handle closes. */
   private detach(o: Obj): void {
-    if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+    if (o.wb.timer) { clearTimeout(o.wb.timer); o.wb.timer = null; }
     o.unlinked = true;
     if (this.objs.get(o.path) === o) this.objs.delete(o.path);
     this.localObjs.delete(o);
@@ -1462,7 +1231,7 @@ export class Vfs implements VfsApi {
     if (o.unlinked || !o.dirty) return;
     await this.commitClose(o);
     if (this.opts.writebackDelayMs === 0) {
-      await this.within(`upload of ${o.path}`, this.uploadUntilClean(o));
+      await this.ctx.within(`upload of ${o.path}`, this.uploadUntilClean(o));
     } else {
       this.schedule(o, this.opts.writebackDelayMs);
     }
@@ -1475,18 +1244,18 @@ export class Vfs implements VfsApi {
     const o = h.obj;
     o.refs--;
     if (h.writable) o.writers--;
-    if (h.writable && !o.unlinked && o.gen !== o.journaledGen && o.writers === 0) {
-      if (o.refused) {
+    if (h.writable && !o.unlinked && o.gen !== o.wb.journaledGen && o.writers === 0) {
+      if (o.wb.refused) {
         this.discardLocal(o);
       } else {
         // flush was skipped or failed: the content still has to be kept
         try { await this.commitClose(o); } catch (err) {
-          if (o.refused) this.discardLocal(o);
+          if (o.wb.refused) this.discardLocal(o);
           else this.log.error(`keeping ${o.path} failed: ${errText(err)}`);
         }
       }
     }
-    if (!o.unlinked && o.writers === 0 && o.pendingUid !== null && !o.timer && !o.uploading) {
+    if (!o.unlinked && o.writers === 0 && o.wb.pendingUid !== null && !o.wb.timer && !o.wb.uploading) {
       this.schedule(o, this.opts.writebackDelayMs);
     }
     this.afterRelease(o);
@@ -1497,7 +1266,7 @@ export class Vfs implements VfsApi {
     o.recent = [];
     o.recentBytes = 0;
     if (o.unlinked) { this.destroy(o); return; }
-    if (o.fd >= 0 && o.inflightCount === 0 && !o.download && !o.uploading) {
+    if (o.fd >= 0 && o.inflightCount === 0 && !o.download && !o.wb.uploading) {
       const fd = o.fd; o.fd = -1; fs.close(fd, () => {});
     }
     if (!o.authoritative && o.ranges.bytes > 0 && !o.metaOnDisk) {
@@ -1508,10 +1277,8 @@ export class Vfs implements VfsApi {
 
   /** A refused (policy) file cannot reach the server: the server's state is shown again. */
   private discardLocal(o: Obj): void {
-    const message = `${o.path}: ${errText(o.refused)}; the program was told at close, and the local changes were discarded`;
-    this.log.warn(message);
-    this.notices.push({ path: o.path, message, atMs: Date.now() });
-    if (this.notices.length > 100) this.notices.shift();
+    const message = `${o.path}: ${errText(o.wb.refused)}; the program was told at close, and the local changes were discarded`;
+    this.ctx.notices.add(o.path, message);
     this.detach(o);
     this.attrs.delete(o.path);
     this.bumpDir(parentOf(o.path));
@@ -1698,8 +1465,8 @@ export class Vfs implements VfsApi {
     const h = this.handle(fh);
     const o = h.obj;
     if (o.unlinked) return;
-    if (h.writable && o.dirty && o.gen !== o.journaledGen) await this.commitClose(o);
-    if (o.pendingUid !== null) await this.within(`upload of ${o.path}`, this.uploadUntilClean(o));
+    if (h.writable && o.dirty && o.gen !== o.wb.journaledGen) await this.commitClose(o);
+    if (o.wb.pendingUid !== null) await this.ctx.within(`upload of ${o.path}`, this.uploadUntilClean(o));
   }
 
   /** Whole content present locally (before the first write, so the dirty file is complete). */
@@ -1726,7 +1493,7 @@ export class Vfs implements VfsApi {
       if (round === 0) this.fetchWholeAtFirstRead(o, start);
       const waits = this.startRequired(o, start, end, 8 * MiB);
       if (seq && round === 0) this.readAhead(o, h, end);
-      await this.within(`read of ${o.path}`, Promise.all(waits));
+      await this.ctx.within(`read of ${o.path}`, Promise.all(waits));
       // the server's copy changed under the fetch (o follows it now): read its new bytes
       if (o.epoch !== epoch && round < 3) {
         if (start >= o.size) return start;
@@ -1747,14 +1514,14 @@ export class Vfs implements VfsApi {
    * for the bytes before it, unless the file is small enough for that not to matter.
    */
   private fetchWholeAtFirstRead(o: Obj, start: number): void {
-    const max = this.opts.readWholeMaxBytes ?? 8 * MiB;
+    const max = this.opts.readWholeMaxBytes;
     if (o.size <= 0 || o.size > max || o.ranges.bytes > 0 || o.inflightCount > 0 || o.dirty) return;
     if (start >= this.blockBytes && o.size > 1 * MiB) return;
     this.fetchRun(o, 0, o.size, Priority.interactive).catch(() => { /* its readers get the error */ });
   }
 
   private async fetchRequired(o: Obj, start: number, end: number, maxReq: number): Promise<void> {
-    await this.within(`read of ${o.path}`, Promise.all(this.startRequired(o, start, end, maxReq)));
+    await this.ctx.within(`read of ${o.path}`, Promise.all(this.startRequired(o, start, end, maxReq)));
   }
 
   /**
@@ -1825,7 +1592,7 @@ export class Vfs implements VfsApi {
     if (!plan) return;
     const epoch = o.epoch;
     const next = () => {
-      if (o.refs > 0 && o.epoch === epoch && !this.closed && !o.dirty) this.readAhead(o, h, h.nextPos);
+      if (o.refs > 0 && o.epoch === epoch && !this.ctx.closed && !o.dirty) this.readAhead(o, h, h.nextPos);
     };
     let s = plan.start;
     while (s < plan.target && o.inflightCount < this.opts.readParallel) {
@@ -1848,7 +1615,7 @@ export class Vfs implements VfsApi {
     const p = (async () => {
       if (o.fd < 0) await this.openFd(o);
       if (this.remote.readTo) { await this.streamRun(o, s, e, epoch, priority); return; }
-      const data = await this.bounded(`read of ${path}`, (signal) => this.remote.read!(path, s, e - s, { signal, priority }));
+      const data = await this.ctx.bounded(`read of ${path}`, (signal) => this.remote.read!(path, s, e - s, { signal, priority }));
       if (o.epoch !== epoch) return;
       let n = 0;
       while (n < data.length) n += await pwrite(o.fd, data, n, data.length - n, s + n);
@@ -1913,7 +1680,7 @@ export class Vfs implements VfsApi {
     };
     let got: RangeRead;
     try {
-      got = await this.bounded(`read of ${path}`, (signal) => this.remote.readTo!(path, s, e - s, sink, { signal, priority }));
+      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.remote.readTo!(path, s, e - s, sink, { signal, priority }));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
@@ -1954,7 +1721,7 @@ export class Vfs implements VfsApi {
     if (o.complete) return;
     if (!o.download) this.startDownload(o);
     if (o.downloaded >= need) return;
-    await this.within(`read of ${o.path}`, new Promise<void>((resolve, reject) => {
+    await this.ctx.within(`read of ${o.path}`, new Promise<void>((resolve, reject) => {
       o.dlWaiters.push({ need, resolve, reject });
     }));
   }
@@ -2016,14 +1783,14 @@ export class Vfs implements VfsApi {
    * thousand fds or queue ahead of what a program waits for: they also go at background priority).
    */
   private bg(lane: Lane, task: () => Promise<void>): boolean {
-    if (this.closed || lane.queue.length >= 10_000) return false;
+    if (this.ctx.closed || lane.queue.length >= 10_000) return false;
     lane.queue.push(task);
     this.pump(lane);
     return true;
   }
 
   private pump(lane: Lane): void {
-    while (lane.running < lane.limit && lane.queue.length > 0 && !this.closed) {
+    while (lane.running < lane.limit && lane.queue.length > 0 && !this.ctx.closed) {
       const task = lane.queue.shift()!;
       lane.running++;
       task().catch((e) => this.log.debug(`prefetch: ${errText(e)}`)).finally(() => { lane.running--; this.pump(lane); });
@@ -2032,7 +1799,7 @@ export class Vfs implements VfsApi {
 
   /** After a program listed a folder: its subfolders' listings, so `find` / `ls -R` go on from cache. */
   private prefetchSubdirs(dir: string): void {
-    const max = this.opts.prefetchDirs ?? 64;
+    const max = this.opts.prefetchDirs;
     const d = this.dirs.get(dir);
     if (max <= 0 || !d || d.dirsPrefetched) return;
     d.dirsPrefetched = true;
@@ -2060,7 +1827,7 @@ export class Vfs implements VfsApi {
    * background priority; others in batches (Maxxo: one rsync run for many files).
    */
   private prefetchSiblings(dir: string, opening: string): void {
-    const maxFiles = this.opts.prefetchFiles ?? 1000;
+    const maxFiles = this.opts.prefetchFiles;
     const d = this.dirs.get(dir);
     if (maxFiles <= 0 || !d || d.expires <= Date.now()) return;
     const ranged = !!(this.remote.read && this.remote.capabilities.rangedReads);
@@ -2078,8 +1845,8 @@ export class Vfs implements VfsApi {
     }
     // one request per file (ranged) or one batch transfer: files up to a few block sizes are
     // cheap to take along; bigger ones come whole at their first read (fetchWholeAtFirstRead)
-    const maxFile = this.opts.prefetchFileMaxBytes ?? 2 * MiB;
-    const limit = Math.min(this.opts.prefetchBytes ?? 64 * MiB, (this.opts.cacheMaxBytes - this.cacheBytes) / 2);
+    const maxFile = this.opts.prefetchFileMaxBytes;
+    const limit = Math.min(this.opts.prefetchBytes, (this.opts.cacheMaxBytes - this.cacheBytes) / 2);
     // topped up once half of it was consumed, so whole-file remotes still get batches
     if (st.picked > 0 && st.aheadBytes > limit / 2) return;
     let budget = limit - st.aheadBytes;
@@ -2160,7 +1927,7 @@ export class Vfs implements VfsApi {
           const stop = new AbortController();
           this.batchAborts.add(stop);
           try {
-            delivered = await this.bounded(`prefetch of ${objs.length} files`, (signal) =>
+            delivered = await this.ctx.bounded(`prefetch of ${objs.length} files`, (signal) =>
               this.remote.downloadMany!(items, { signal: AbortSignal.any([signal, stop.signal]), priority: Priority.background }));
           } catch (e) {
             this.log.debug(`prefetch of ${objs.length} files: ${errText(e)}`);
@@ -2240,7 +2007,7 @@ export class Vfs implements VfsApi {
     const pol = this.remote.uploadPolicy;
     if (!pol) return;
     try {
-      await this.bounded(`policy check of ${path}`, (signal) => pol.checkName(path, { signal, priority: Priority.interactive }));
+      await this.ctx.bounded(`policy check of ${path}`, (signal) => pol.checkName(path, { signal, priority: Priority.interactive }));
     } catch (err) {
       // the policy unreadable now: the checks before the upload still hold
       if (isRemoteError(err) && err.retryable) return;
@@ -2274,14 +2041,14 @@ export class Vfs implements VfsApi {
    * data made durable, then the durable journal record.
    */
   private async commitClose(o: Obj): Promise<void> {
-    if (o.gen === o.journaledGen || o.unlinked) return;
+    if (o.gen === o.wb.journaledGen || o.unlinked) return;
     if (this.remote.checkUpload) {
       try {
-        await this.bounded(`policy check of ${o.path}`, (signal) => this.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
-        o.refused = null;
+        await this.ctx.bounded(`policy check of ${o.path}`, (signal) => this.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
+        o.wb.refused = null;
       } catch (err) {
         if (!isRemoteError(err) || !err.retryable) {
-          if (isRemoteError(err)) o.refused = err;
+          if (isRemoteError(err)) o.wb.refused = err;
           throw err;
         }
         // the service is unreachable now: keep the content; the upload checks the policy again
@@ -2296,7 +2063,7 @@ export class Vfs implements VfsApi {
     await exclusiveIo(o, async () => {
       gen = o.gen;
       size = o.size;
-      if (gen === o.journaledGen) return;
+      if (gen === o.wb.journaledGen) return;
       // the size on disk is the size programs saw
       const trunc = new Promise<void>((r, j) => fs.ftruncate(o.fd, size, (err) => (err ? j(err) : r())));
       // A small file's content goes inside its journal record, so its cache file needs no
@@ -2324,107 +2091,108 @@ export class Vfs implements VfsApi {
 
   /** The journal record of closed content: from now on it is the content to upload. */
   private recordClose(o: Obj, gen: number, size: number, data: Buffer | undefined): Promise<void> {
-    if (o.unlinked || o.journaledGen >= gen) return Promise.resolve();
+    if (o.unlinked || o.wb.journaledGen >= gen) return Promise.resolve();
     const uid = randomUUID();
-    o.pendingUid = uid;
-    o.journaledGen = gen;
+    o.wb.pendingUid = uid;
+    o.wb.journaledGen = gen;
     this.markLocal(o);
     return this.journal.upload({ uid, path: o.path, id: o.id, size, ...(data ? { data } : {}) });
   }
 
   private schedule(o: Obj, delayMs: number): void {
-    if (this.closed || o.unlinked) return;
-    if (o.timer) clearTimeout(o.timer);
-    o.timer = setTimeout(() => {
-      o.timer = null;
+    if (this.ctx.closed || o.unlinked) return;
+    if (o.wb.timer) clearTimeout(o.wb.timer);
+    o.wb.timer = setTimeout(() => {
+      o.wb.timer = null;
       // still being written by someone: the last close schedules again
-      if (o.writers > 0 && o.gen !== o.journaledGen) return;
+      if (o.writers > 0 && o.gen !== o.wb.journaledGen) return;
       this.runUpload(o).catch(() => { /* recorded in failures */ });
     }, delayMs);
   }
 
   /** Uploads until the newest closed content of o is on the server; throws the final failure. */
   private async uploadUntilClean(o: Obj): Promise<void> {
-    for (let guard = 0; o.pendingUid !== null && !o.unlinked && !this.closed; guard++) {
-      if (o.timer) { clearTimeout(o.timer); o.timer = null; }
+    for (let guard = 0; o.wb.pendingUid !== null && !o.unlinked && !this.ctx.closed; guard++) {
+      if (o.wb.timer) { clearTimeout(o.wb.timer); o.wb.timer = null; }
       await this.runUpload(o);
       if (guard > 50) throw new Timeout('upload kept being superseded', { path: o.path });
     }
   }
 
   private runUpload(o: Obj): Promise<void> {
-    if (o.uploading) return o.uploading;
+    if (o.wb.uploading) return o.wb.uploading;
     const p = this.doUpload(o).then(() => {
       // closed again while this upload ran: that newer content goes after its own delay
-      if (o.uploading === p) o.uploading = null;
-      if (o.pendingUid !== null && !o.unlinked && !o.timer && !this.closed) this.schedule(o, this.opts.writebackDelayMs);
+      if (o.wb.uploading === p) o.wb.uploading = null;
+      if (o.wb.pendingUid !== null && !o.unlinked && !o.wb.timer && !this.ctx.closed) this.schedule(o, this.opts.writebackDelayMs);
     }, (err) => {
       // a transient failure (network, server) is tried again later; a refusal waits for a new close
-      if (o.uploading === p) o.uploading = null;
-      if (isRemoteError(err) && err.retryable && o.pendingUid !== null && !o.unlinked && !o.timer && !this.closed) {
+      if (o.wb.uploading === p) o.wb.uploading = null;
+      if (isRemoteError(err) && err.retryable && o.wb.pendingUid !== null && !o.unlinked && !o.wb.timer && !this.ctx.closed) {
         this.schedule(o, RETRY_LATER_MS);
       }
       throw err;
     }).finally(() => {
-      if (o.uploading === p) o.uploading = null;
+      if (o.wb.uploading === p) o.wb.uploading = null;
       this.markLocal(o);
       if (o.refs === 0) this.afterRelease(o);
     });
-    o.uploading = p;
+    o.wb.uploading = p;
     this.markLocal(o);
     return p;
   }
 
   private async doUpload(o: Obj): Promise<void> {
     await this.waitBarriers(o);
-    const uid = o.pendingUid;
-    if (uid === null || o.unlinked || this.closed) return;
-    const gen = o.journaledGen;
-    const stop = o.stopGen;
+    const uid = o.wb.pendingUid;
+    if (uid === null || o.unlinked || this.ctx.closed) return;
+    const gen = o.wb.journaledGen;
+    const stop = o.wb.stopGen;
     let attempts = 0;
     for (;;) {
       await this.waitBarriers(o);
-      if (o.pendingUid !== uid || o.unlinked || this.closed) return;
+      if (o.wb.pendingUid !== uid || o.unlinked || this.ctx.closed) return;
       const path = o.path;
       const ac = new AbortController();
-      o.uploadAbort = ac;
+      o.wb.uploadAbort = ac;
       attempts++;
       try {
         if (this.remote.checkUpload) await this.remote.checkUpload(path, o.size, { signal: ac.signal, priority: Priority.background });
         await this.checkParent(path, ac.signal);
         // stopped while checking (nothing was sent): the namespace change reschedules us
-        if (ac.signal.aborted || o.stopGen !== stop) { o.uploadAbort = null; return; }
-        o.attempted = true;
+        if (ac.signal.aborted || o.wb.stopGen !== stop) { o.wb.uploadAbort = null; return; }
+        o.wb.attempted = true;
         let entry: RemoteEntry;
         try {
           // a retry goes alone: whatever made the batch fail does not hold the file back again
           entry = await this.sendUpload(o, path, ac.signal, attempts === 1);
         } finally {
-          o.sending = false;
+          o.wb.sending = false;
         }
-        o.uploadAbort = null;
+        o.wb.uploadAbort = null;
         if (o.unlinked) return;
         this.uploaded(o, uid, gen, path, entry);
         return;
       } catch (err) {
-        o.uploadAbort = null;
+        o.wb.uploadAbort = null;
         if (ac.signal.aborted && (ac.signal.reason === MUTATION || ac.signal.reason === CLOSING)) return;
         // a namespace change waits for this attempt to end; it retries at the new state itself
-        if (o.stopGen !== stop && o.pendingUid === uid) return;
+        if (o.wb.stopGen !== stop && o.wb.pendingUid === uid) return;
         const retryable = isRemoteError(err) ? err.retryable : false;
         if (!retryable || attempts >= this.uploadAttempts) {
           const f: UploadFailure = { path, error: errText(err), attempts, atMs: Date.now() };
           this.failures.set(path, f);
-          if (o.pendingUid === uid) o.failedUid = uid;
+          if (o.wb.pendingUid === uid) o.wb.failedUid = uid;
           this.log.error(`upload of ${path} failed after ${attempts} attempt(s), kept for a later retry: ${f.error}`);
           throw err;
         }
         const delay = Math.min(30_000, this.uploadBackoffMs * 2 ** (attempts - 1)) * (0.75 + Math.random() * 0.5);
         this.log.warn(`upload of ${path} failed (attempt ${attempts}), retrying in ${Math.round(delay)} ms: ${errText(err)}`);
         const sleeper = new AbortController();
-        o.uploadAbort = sleeper;
-        try { await sleep(delay, sleeper.signal); } catch { o.uploadAbort = null; return; }
-        o.uploadAbort = null;
+        o.wb.uploadAbort = sleeper;
+        o.wb.backoff = true;
+        try { await sleep(delay, sleeper.signal); } catch { o.wb.uploadAbort = null; return; } finally { o.wb.backoff = false; }
+        o.wb.uploadAbort = null;
       }
     }
   }
@@ -2439,10 +2207,10 @@ export class Vfs implements VfsApi {
   private upRunning = 0;
   private upGather: NodeJS.Timeout | null = null;
 
-  /** One upload of o's cache file to path: alone, or in the next batch. Sets o.sending once it goes. */
+  /** One upload of o's cache file to path: alone, or in the next batch. Sets o.wb.sending once it goes. */
   private sendUpload(o: Obj, path: string, signal: AbortSignal, mayBatch: boolean): Promise<RemoteEntry> {
     if (!mayBatch || !this.remote.uploadMany || !this.remote.capabilities.batchUpload || o.size > UP_BATCH_FILE_MAX) {
-      o.sending = true;
+      o.wb.sending = true;
       return this.remote.upload(this.file(o), path, { signal, priority: Priority.background });
     }
     return new Promise<RemoteEntry>((resolve, reject) => {
@@ -2463,7 +2231,7 @@ export class Vfs implements VfsApi {
   }
 
   private pumpUploads(backlog: boolean): void {
-    if (this.upQueue.length === 0 || this.upRunning >= UP_LANES || this.closed) return;
+    if (this.upQueue.length === 0 || this.upRunning >= UP_LANES || this.ctx.closed) return;
     if (!backlog) {
       // the first closes of a burst: wait a moment for their siblings
       this.upGather ??= setTimeout(() => { this.upGather = null; this.pumpUploads(true); }, UP_GATHER_MS);
@@ -2477,7 +2245,7 @@ export class Vfs implements VfsApi {
       if (take.length > 0 && bytes + it.o.size > UP_BATCH_MAX_BYTES) break;
       this.upQueue.shift();
       it.signal.removeEventListener('abort', it.onAbort);
-      it.o.sending = true;
+      it.o.wb.sending = true;
       bytes += it.o.size;
       take.push(it);
     }
@@ -2536,20 +2304,18 @@ export class Vfs implements VfsApi {
     if (this.parentChecks.get(dir) === c) this.parentChecks.set(dir, { at: now, p: Promise.resolve(true) });
     const message = `folder ${dir} was deleted on the server by another client while ${path} had changes not uploaded yet; ` +
       'it is made again to keep them (what else the other client deleted stays deleted)';
-    this.log.warn(message);
-    this.notices.push({ path: dir, message, atMs: Date.now() });
-    if (this.notices.length > 100) this.notices.shift();
+    this.ctx.notices.add(dir, message);
     // our listing of it predates the delete
     this.dirs.delete(dir);
     this.bumpDir(dir);
   }
 
   private uploaded(o: Obj, uid: string, gen: number, path: string, entry: RemoteEntry): void {
-    o.onServer = true;
-    o.uploadedGen = gen;
+    o.wb.onServer = true;
+    o.wb.uploadedGen = gen;
     this.failures.delete(path);
-    if (o.pendingUid === uid) {
-      o.pendingUid = null;
+    if (o.wb.pendingUid === uid) {
+      o.wb.pendingUid = null;
       this.journal.done(uid).catch((e) => this.log.warn(`journal: ${errText(e)}`));
     }
     if (o.path !== path) return;
