@@ -4,7 +4,8 @@
 import type { Logger } from '../log.js';
 import { RemoteError, Timeout } from '../remote/errors.js';
 import type { Remote } from '../remote/types.js';
-import type { DriveNotice, VfsOptions } from './api.js';
+import type { DriveNotice } from './api.js';
+import type { ResolvedOptions } from './options.js';
 
 export const MiB = 1024 * 1024;
 
@@ -34,7 +35,7 @@ export class Ctx {
   /** Set once by Vfs.close(): background work stops, nothing new is scheduled. */
   closed = false;
 
-  constructor(readonly remote: Remote, readonly opts: VfsOptions) {
+  constructor(readonly remote: Remote, readonly opts: ResolvedOptions) {
     this.log = opts.log;
     this.notices = new Notices(opts.log);
   }
