@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { Priority } from '../remote/types.js';
-import { CLOSING, MiB, errText, type Ctx } from './context.js';
+import { CLOSING, errText, type Ctx } from './context.js';
 import type { Fetcher } from './content/fetch.js';
 import { sameIdent, type Obj } from './content/obj.js';
 import type { ContentStore } from './content/store.js';

@@ -16,7 +16,7 @@
 import fs, { promises as fsp } from 'node:fs';
 import { BadResponse, Cancelled } from '../../remote/errors.js';
 import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '../../remote/types.js';
-import { MUTATION, MiB, errText, type Ctx } from '../context.js';
+import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';
 import { readAheadPlan } from '../ranges.js';
 import { fstatFd, ftruncateFd, pwrite, pwritevAll } from './fileio.js';
@@ -44,6 +44,17 @@ export class Fetcher {
     /** The file changed on the server while being read: o follows entry e now (the caches should too). */
     private readonly onServerChanged: (path: string, e: RemoteEntry) => void,
   ) {}
+
+  /** The drive is closing: downloads aborted; settles when every fetch of objs did. */
+  shutdown(objs: Iterable<Obj>): Promise<unknown> {
+    const settle: Promise<unknown>[] = [];
+    for (const o of objs) {
+      o.dlAbort?.abort(CLOSING);
+      if (o.download) settle.push(o.download.catch(() => {}));
+      for (const p of o.inflight.values()) settle.push(p.catch(() => {}));
+    }
+    return Promise.all(settle);
+  }
 
   /** Forgets cached bytes (server content changed or O_TRUNC). Waits for fetches to settle. */
   async quiesce(o: Obj): Promise<void> {

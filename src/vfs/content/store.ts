@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { RemoteEntry } from '../../remote/types.js';
 import type { PendingUpload } from '../journal.js';
 import { MUTATION, errText, type Ctx } from '../context.js';
-import { baseOf } from '../paths.js';
+import { baseOf, isUnder, rebase } from '../paths.js';
 import { openRw } from './fileio.js';
 import { Obj } from './obj.js';
 
@@ -53,6 +53,35 @@ export class ContentStore {
     if (ident) o.ident = { ...ident };
     this.objs.set(path, o);
     return o;
+  }
+
+  /** o (and what is under it) moved from `from` to `to` (a rename): re-registered under the new paths. */
+  move(objs: Obj[], from: string, to: string): void {
+    for (const o of objs) if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    for (const o of objs) {
+      o.path = rebase(o.path, from, to);
+      const prev = this.objs.get(o.path);
+      if (prev && prev !== o) this.detach(prev);
+      this.objs.set(o.path, o);
+      // the index names the old path; it is written again at the next release
+      this.dropMeta(o);
+    }
+  }
+
+  /** Objects at path or below it. */
+  under(path: string): Obj[] {
+    return [...this.objs.values()].filter((o) => o.path === path || isUnder(o.path, path));
+  }
+
+  /** o leaves the table for now (a rename's replaced target; put back by register if the rename fails). */
+  unregister(o: Obj): void {
+    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.localObjs.delete(o);
+  }
+
+  register(o: Obj): void {
+    this.objs.set(o.path, o);
+    this.markLocal(o);
   }
 
   markLocal(o: Obj): void {
