@@ -89,8 +89,7 @@ export class Namespace {
     await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
     const now = Date.now();
     this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
-    this.meta.dirs.set(path, { entries: new Map(), expires: now + this.ctx.opts.dirTtlMs });
-    this.meta.bumpDir(path);
+    this.meta.setEmptyDir(path);
     if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
     else this.attrTable.local.delete(path);
   }
