@@ -12,7 +12,9 @@
 //   folder is pushed with rsync. upload creates missing parents (--mkpath).
 // - download truncates localFile, then `rsync --append-verify` writes it in place: the file only
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
-//   (onProgress reports the size on disk, polled while rsync runs).
+//   (onProgress reports the size on disk, polled while rsync runs). --append skips a file that
+//   is not shorter on our side unchecked: a resume that appended nothing is followed by a
+//   verifying --inplace run, so bytes of a version replaced meanwhile never pass for the file.
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -390,11 +392,24 @@ export class MaxxoRemote implements Remote {
       } catch { /* not there yet */ }
     };
     const timer = setInterval(() => { void poll(); }, this.opts.progressIntervalMs ?? 50);
+    const src = (url: string) => `${url}/${escapeSource(parts.join('/'))}`;
     try {
-      const r = await this.rsync(path, opts,
-        (url) => ['-I', '--append-verify', `${url}/${escapeSource(parts.join('/'))}`, local], undefined);
+      let runs = 0;
+      let before = 0;
+      const r = await this.rsync(path, opts, (url) => ['-I', '--append-verify', src(url), local], undefined, async () => {
+        runs++;
+        before = (await fsStat(local)).size;
+      });
       const dirErr = skippedDirectory(r, { path });
       if (dirErr) throw dirErr;
+      // --append skips, unverified, a file whose local copy is not shorter than the server's: a
+      // retry after a cut that appended nothing may have kept bytes of a version the server no
+      // longer has (replaced meanwhile by one as long or shorter). Such a copy is checked and
+      // brought to the server's content with a normal in-place run (delta against it, verified).
+      if (runs > 1 && before > 0 && (await fsStat(local)).size === before) {
+        this.log.debug(`maxxo: resumed download of ${path} appended nothing; verifying it in place`);
+        await this.rsync(path, opts, (url) => ['-I', '--inplace', src(url), local], undefined);
+      }
     } finally {
       clearInterval(timer);
     }
@@ -459,7 +474,7 @@ export class MaxxoRemote implements Remote {
    * repeated with backoff; an auth failure refreshes the slice (new Cloudstore password) once.
    */
   private async rsync(path: string, opts: CallOptions, args: (url: string) => string[],
-    onLine: ((l: string) => void) | undefined): Promise<RsyncResult> {
+    onLine: ((l: string) => void) | undefined, beforeRun?: () => Promise<void>): Promise<RsyncResult> {
     const ctx: ErrorContext = { path };
     const max = Math.max(1, this.opts.maxAttempts ?? 5);
     const deadline = Date.now() + (this.opts.maxRetryTimeMs ?? 60_000);
@@ -480,9 +495,9 @@ export class MaxxoRemote implements Remote {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.rsyncRuns++;
-        return runRsync({
+        return (beforeRun?.() ?? Promise.resolve()).then(() => runRsync({
           args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-        }, ctx);
+        }, ctx));
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       if (r.code === 0) return r;

@@ -256,7 +256,14 @@ export class Fetcher {
       await pwritevAll(o.fd, bufs, pos);
       if (o.epoch !== epoch) throw STALE_RUN;
       if (!o.dirty && o.refs > 0) {
-        o.recent.push({ pos, end: Math.min(pos + len, o.size), bufs, bytes: len, epoch, gen: o.gen });
+        // bytes landed again (a run that started over) replace the older copy: copyRecent takes
+        // the first segment that covers a position
+        const end = Math.min(pos + len, o.size);
+        for (let i = o.recent.length - 1; i >= 0; i--) {
+          const r = o.recent[i]!;
+          if (r.pos < end && r.end > pos) { o.recentBytes -= r.bytes; o.recent.splice(i, 1); }
+        }
+        o.recent.push({ pos, end, bufs, bytes: len, epoch, gen: o.gen });
         o.recentBytes += len;
         while (o.recentBytes > RECENT_BYTES && o.recent.length > 1) o.recentBytes -= o.recent.shift()!.bytes;
       }
@@ -272,8 +279,10 @@ export class Fetcher {
         throw STALE_RUN;
       }
       if (pos !== pendPos + pendLen) {
-        // the transfer started over: what is pending lands first, the rest follows from pos
-        return land().then(() => { pendPos = pos; pend.push(chunk); pendLen = chunk.length; });
+        // The transfer started over: the run the pending bytes came from was abandoned, so they
+        // are dropped, never landed (the new run sends its bytes again from pos).
+        pend = [chunk]; pendPos = pos; pendLen = chunk.length;
+        return pendLen >= LAND_BYTES ? land() : undefined;
       }
       pend.push(chunk);
       pendLen += chunk.length;
@@ -349,6 +358,13 @@ export class Fetcher {
         o.fd = -1;
         fs.close(old, () => {});
         await this.store.openFd(o);
+      }
+      if (a.size !== o.size && o.ident && !o.authoritative) {
+        // the server's file is not the one listed (replaced meanwhile): its attributes follow the
+        // content now cached, with a new mtime so the kernel drops pages of the old one
+        const e: RemoteEntry = { ...o.ident, size: a.size, mtimeMs: Date.now() };
+        o.ident = { ...e };
+        this.onServerChanged(o.path, e);
       }
       this.store.setWhole(o, a.size);
     })();
