@@ -103,7 +103,7 @@ export class Vfs implements VfsApi {
     });
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
-    this.store = new ContentStore(this.ctx, join(this.root, 'data'));
+    this.store = new ContentStore(this.ctx, join(this.root, 'data'), { detached: (o) => this.uploader.detached(o) });
     this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => this.meta.setInParent(path, e));
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
@@ -112,7 +112,7 @@ export class Vfs implements VfsApi {
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
-      journal: this.journal, barriers: this.barriers, policy: this.policy,
+      barriers: this.barriers, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
       forgetShareLinks: (path, tree) => {
         if (!tree) { this.shareLinks.delete(path); return; }

@@ -71,7 +71,10 @@ function setup(t: ExecutionContext, over: Partial<VfsOptions> = {}) {
   const journal = new FakeJournal();
   const parentsSet: string[] = [];
   const barriers = new Barriers();
-  const uploader = new Uploader(ctx, { canInline: (n) => journal.canInline(n), upload: (p) => journal.upload(p), done: (u) => journal.doneUid(u) },
+  const uploader = new Uploader(ctx, {
+    canInline: (n) => journal.canInline(n), upload: (p) => journal.upload(p), done: (u) => journal.doneUid(u),
+    cancel: async () => {}, rename: async () => {}, forPath: () => undefined,
+  },
     { file: (o) => join(dir, o.id), markLocal: () => {}, afterRelease: () => {} },
     { setInParent: (p) => { parentsSet.push(p); }, dropListing: () => {} },
     barriers);

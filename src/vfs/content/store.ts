@@ -37,7 +37,12 @@ export class ContentStore {
   cacheBytes = 0;
   private evicting = false;
 
-  constructor(private readonly ctx: Ctx, readonly dataDir: string) {}
+  constructor(
+    private readonly ctx: Ctx,
+    readonly dataDir: string,
+    /** detached(o): the path no longer names o (the write-back side drops its timer). */
+    private readonly hooks: { detached(o: Obj): void },
+  ) {}
 
   file(o: Obj): string {
     return join(this.dataDir, o.id);
@@ -174,7 +179,7 @@ export class ContentStore {
 
   /** The path no longer names o (deleted or replaced); its bytes go once the last handle closes. */
   detach(o: Obj): void {
-    if (o.wb.timer) { clearTimeout(o.wb.timer); o.wb.timer = null; }
+    this.hooks.detached(o);
     o.unlinked = true;
     if (this.objs.get(o.path) === o) this.objs.delete(o.path);
     this.localObjs.delete(o);

@@ -9,7 +9,7 @@
 //   sent nothing is aborted, one that is sending is waited for (Uploader.stop). Nothing is
 //   overtaken: a delete is never followed by the upload of the old name, nor a rename by an
 //   upload to the old name.
-// - The journal is changed first, durably: unlink cancels the pending upload before the server
+// - The journal is changed first (through the Uploader, its only writer), durably: unlink cancels the pending upload before the server
 //   delete (after a crash it must not come back); rename retargets pending records (and the local
 //   table) before the server move, so a close() journaling meanwhile records the new name. If the
 //   server refuses, both are put back.
@@ -24,7 +24,6 @@ import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
 import type { ContentStore } from '../content/store.js';
-import type { Journal } from '../journal.js';
 import type { AttrTable } from '../meta/attrs.js';
 import type { MetaCache } from '../meta/cache.js';
 import type { Lookup } from '../meta/lookup.js';
@@ -40,7 +39,6 @@ export interface NamespaceDeps {
   store: ContentStore;
   attrs: AttrTable;
   uploader: Uploader;
-  journal: Pick<Journal, 'cancel' | 'rename' | 'forPath' | 'upload'>;
   barriers: Barriers;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
@@ -58,13 +56,12 @@ export class Namespace {
   private readonly store: ContentStore;
   private readonly attrTable: AttrTable;
   private readonly uploader: Uploader;
-  private readonly journal: NamespaceDeps['journal'];
   private readonly barriers: Barriers;
   private readonly policy: PolicyGate;
 
   constructor(private readonly deps: NamespaceDeps) {
     ({ ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
-      journal: this.journal, barriers: this.barriers, policy: this.policy } = deps);
+      barriers: this.barriers, policy: this.policy } = deps);
   }
 
   private writable(): void {
@@ -122,7 +119,7 @@ export class Namespace {
       // cannot be fetched any more, so the part not cached yet comes first.
       if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
       // durable first: after a crash the upload must not come back
-      await this.journal.cancel(path);
+      await this.uploader.cancelPath(path);
       const localOnly = !!o && o.wb.localOnly;
       if (!localOnly) {
         try {
@@ -167,9 +164,9 @@ export class Namespace {
       const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
       // what the server holds at the target after a move that sends nothing (see shadowsServer)
       const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
-      const replacedPending = replaced ? this.journal.forPath(to) : undefined;
-      if (dst) await this.journal.cancel(to);
-      const jr = this.journal.rename(from, to);
+      const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
+      if (dst) await this.uploader.cancelPath(to);
+      const jr = this.uploader.retarget(from, to);
       // local view first, so a close() journaling meanwhile already records the new name
       if (replaced) this.store.unregister(replaced);
       this.rekey(from, to, moving);
@@ -178,11 +175,11 @@ export class Namespace {
         if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
       } catch (err) {
         this.rekey(to, from, moving);
-        await this.journal.rename(to, from).catch(() => {});
+        await this.uploader.retarget(to, from).catch(() => {});
         if (replaced) {
           // the target was not replaced after all: its own pending content is kept
           this.store.register(replaced);
-          if (replacedPending) await this.journal.upload(replacedPending).catch(() => {});
+          if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
         }
         throw err;
       }

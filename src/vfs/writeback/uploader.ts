@@ -43,6 +43,9 @@ export interface UploaderJournal {
   canInline(size: number): boolean;
   upload(p: PendingUpload): Promise<void>;
   done(uid: string): Promise<void>;
+  cancel(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  forPath(path: string): PendingUpload | undefined;
 }
 
 /** The content side: where an object's bytes are, and its bookkeeping after a task ended. */
@@ -96,6 +99,34 @@ export class Uploader {
   /** A record that cannot be replayed (its cache file is gone): reported, never silent. */
   lost(p: PendingUpload, why: string): void {
     this.failures.set(p.path, { path: p.path, error: why, attempts: 0, atMs: Date.now() });
+  }
+
+  /** The path no longer names o (deleted, replaced): no timer may start a task for it. */
+  detached(o: Obj): void {
+    if (o.wb.timer) { clearTimeout(o.wb.timer); o.wb.timer = null; }
+  }
+
+  // The journal side of namespace changes: the Uploader is the only one that writes the journal,
+  // so its records and Obj.wb cannot drift apart.
+
+  /** path is being deleted: its pending record is cancelled, durably, before the server hears of it. */
+  cancelPath(path: string): Promise<void> {
+    return this.journal.cancel(path);
+  }
+
+  /** Pending records of `from` (and below it) name `to` now, durably before the server move. */
+  retarget(from: string, to: string): Promise<void> {
+    return this.journal.rename(from, to);
+  }
+
+  /** The pending record of path (a rename that replaces it may have to put it back). */
+  pendingRecord(path: string): PendingUpload | undefined {
+    return this.journal.forPath(path);
+  }
+
+  /** Puts back a record a failed rename had cancelled. */
+  putBack(rec: PendingUpload): Promise<void> {
+    return this.journal.upload(rec);
   }
 
   /** The path is gone (unlink): its failure goes too. */
