@@ -26,6 +26,7 @@ import type {
   PolicyUpdate, Root, RootCreate, RootUpdate,
 } from './management-types.js';
 import { sleep as sleepUntil } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
 
 export interface VboxxClientConfig extends ClientOptions {
   /** Files larger than this go through chunked upload (default 8 MiB). */
@@ -236,8 +237,7 @@ export class VboxxClient {
         }
         if (!e.retryable || attempt >= this.maxAttempts || signal?.aborted) throw e;
         uncertain = true;
-        const cap = this.backoffBaseMs * 2 ** (attempt - 1);
-        await sleep(Math.random() * cap, signal);
+        await sleep(backoffDelay(attempt, this.backoffBaseMs), signal);
       }
     }
   }
@@ -445,7 +445,7 @@ export class VboxxClient {
           throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `read cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
         }
         this.log.debug(`vboxx: ranged read cut short after ${got} bytes (${redactMsg(e)}), retrying`);
-        await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
+        await sleep(backoffDelay(attempt, this.backoffBaseMs), o.signal);
       }
     }
   }
@@ -510,7 +510,7 @@ export class VboxxClient {
             throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
           }
           this.log.debug(`vboxx: download cut short after ${written} bytes (${redactMsg(e)}), resuming`);
-          await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
+          await sleep(backoffDelay(attempt, this.backoffBaseMs), o.signal);
         }
       }
     } finally {

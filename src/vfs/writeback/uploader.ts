@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import { BadResponse, Timeout, isRemoteError } from '../../remote/errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import { sleep } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
 import { CLOSING, MUTATION, errText, type Ctx } from '../context.js';
 import { fdatasyncFd, ftruncateFd } from '../content/fileio.js';
@@ -332,7 +333,7 @@ export class Uploader {
           this.ctx.log.error(`upload of ${path} failed after ${attempts} attempt(s), kept for a later retry: ${f.error}`);
           throw err;
         }
-        const delay = Math.min(30_000, this.ctx.opts.uploadBackoffMs * 2 ** (attempts - 1)) * (0.75 + Math.random() * 0.5);
+        const delay = backoffDelay(attempts, this.ctx.opts.uploadBackoffMs, 30_000, 'spread');
         this.ctx.log.warn(`upload of ${path} failed (attempt ${attempts}), retrying in ${Math.round(delay)} ms: ${errText(err)}`);
         const sleeper = new AbortController();
         o.wb.uploadAbort = sleeper;
