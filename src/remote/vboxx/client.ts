@@ -2,10 +2,9 @@
 // Paths given to this class are root-relative ("/docs/a.txt"); the root is a numeric id.
 // The session token travels as a query parameter, so nothing here ever logs a full URL:
 // errors and log lines carry the request path without its query.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { open, stat as fsStat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js';
 import { encodePathSegments } from '../url.js';
 import {
