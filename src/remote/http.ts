@@ -74,6 +74,11 @@ export interface RequestSpec {
   timeoutMs?: number;
   /** Skip the auth hook (the login request itself). */
   noAuth?: boolean;
+  /**
+   * Called each time an attempt leaves the queue for the server. Before that, an abort takes the
+   * request back for sure; after it, the server may apply it even if our side gives up.
+   */
+  onDispatch?: () => void;
 }
 
 export interface HttpResponse {
@@ -370,6 +375,7 @@ export class HttpClient {
         const release = () => { if (!released) { released = true; this.inFlight--; } };
         let res: HttpResponse;
         try {
+          spec.onDispatch?.();
           res = await this.dispatch(spec, ctx, deadline);
         } catch (e) {
           release();

@@ -49,6 +49,8 @@ export interface Capabilities {
   emptyFolders: boolean;
   /** uploadMany() sends many files in one transfer, cheaper than one upload() each. */
   batchUpload?: boolean;
+  /** upload() calls TransferOptions.onSend when the request that changes the server goes out. */
+  reportsSend?: boolean;
 }
 
 /** Priority classes for the request queue: higher runs first. */
@@ -66,6 +68,11 @@ export interface CallOptions {
 export interface TransferOptions extends CallOptions {
   /** Called with the number of bytes transferred so far (monotonic). */
   onProgress?: (bytes: number) => void;
+  /**
+   * Uploads, from remotes with capabilities.reportsSend: called when the request that can change
+   * the server leaves for it. Until then an abort takes the upload back for sure.
+   */
+  onSend?: () => void;
 }
 
 /** Gets each chunk with its position and what the answer said about the content it comes from. */

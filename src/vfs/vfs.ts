@@ -37,6 +37,7 @@ import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
+import { usableDir } from '../util/dirs.js';
 
 export { defaultVfsOptions } from './options.js';
 export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
@@ -130,7 +131,7 @@ export class Vfs implements VfsApi {
   }
 
   private async doStart(): Promise<void> {
-    await fsp.mkdir(this.opts.cacheDir, { recursive: true, mode: 0o700 });
+    await usableDir(this.opts.cacheDir);
     await fsp.mkdir(this.store.dataDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(this.root, 0o700);
     await fsp.chmod(this.store.dataDir, 0o700);
@@ -188,12 +189,18 @@ export class Vfs implements VfsApi {
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (this.ctx.closed) return;
     if (this.startP) await this.startP.catch(() => {});
+    // Files still open for writing (a forced or lazy unmount, a signal): what the programs wrote
+    // is kept as if they had closed them now, so it is uploaded here or replayed at the next mount
+    // (an uncommitted cache file is removed at start as a crash leftover).
+    await this.commitOpenWriters();
     // an upload that used up its budget in the flush before this close is not tried again here
     if (!opts.force) await this.flushAll({ retryFailed: false });
     this.ctx.closed = true;
     this.prefetch.stop();
     const objs = [...this.store.objs.values()];
     await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs)]);
+    // writes that arrived while the flush ran: into the journal, for the next mount
+    await this.commitOpenWriters();
     await this.store.closeAll();
     this.handles.clear();
     const kept = this.journal.pending.size;
@@ -203,6 +210,22 @@ export class Vfs implements VfsApi {
     }
     await this.journal.close().catch(() => {});
     await this.remote.close();
+  }
+
+  private async commitOpenWriters(): Promise<void> {
+    const open = new Set<Obj>();
+    for (const h of this.handles.values()) {
+      const o = h.obj;
+      if (h.writable && !o.unlinked && !o.wb.refused && o.fd >= 0 && o.gen !== o.wb.journaledGen) open.add(o);
+    }
+    for (const o of open) {
+      try {
+        await this.uploader.commit(o);
+        this.log.warn(`${o.path} was still open for writing: its content so far (${o.size} bytes) is kept`);
+      } catch (err) {
+        this.log.error(`keeping ${o.path}, still open for writing, failed: ${errText(err)}`);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ helpers

@@ -20,7 +20,7 @@ import type { Snap } from './posix.js';
 import { PosixModel } from './posix.js';
 import type { WorkerConfig, WorkerResult } from './worker.js';
 
-const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+export const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 export interface SequenceOptions {
   kind: Kind;
@@ -36,6 +36,10 @@ export interface SequenceOptions {
   shLines?: number;
   /** Where the full op logs go (default: the temp dir). */
   reportDir?: string;
+  /** Shared append-only logs (default 2); the sh loops append to the first. */
+  logs?: number;
+  /** Runs one worker's part (default: a new process each; the batch mode passes its pool's). */
+  runWorker?: (cfg: WorkerConfig, timeoutMs: number) => Promise<WorkerResult>;
 }
 
 export interface SequenceReport {
@@ -47,12 +51,18 @@ export interface SequenceReport {
   logFile?: string;
   counts: Record<string, number>;
   ms: number;
+  /** How to replay it (default: the single-sequence test's environment). */
+  replay?: string;
 }
 
-type Tree = Map<string, 'dir' | Buffer>;
+export type Tree = Map<string, 'dir' | Buffer>;
 
 /** Deterministic per-process seeds from the sequence seed. */
-const derive = (seed: number, i: number) => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(i + 1, 0xc2b2ae35)) >>> 0 || 1;
+export const derive = (seed: number, i: number) => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(i + 1, 0xc2b2ae35)) >>> 0 || 1;
+
+const noResult = (cfg: WorkerConfig, why: string): WorkerResult => ({
+  id: cfg.id, seed: cfg.seed, ok: false, log: [], snapshot: cfg.snapshot, appended: {}, counts: {}, failure: `${cfg.id} (seed ${cfg.seed}): ${why}`,
+});
 
 function runWorker(cfg: WorkerConfig, timeoutMs: number): Promise<WorkerResult> {
   return new Promise((resolve) => {
@@ -97,7 +107,7 @@ function runSh(args: string[], timeoutMs: number): Promise<string | null> {
  * Every path under root ('' = root): folders as 'dir', files as their bytes. A name listed but not
  * found (or not readable) goes to `errors` and the walk goes on.
  */
-async function readTree(root: string, errors: string[], where: string): Promise<Tree> {
+export async function readTree(root: string, errors: string[], where: string): Promise<Tree> {
   const out: Tree = new Map();
   const walk = async (rel: string) => {
     const abs = path.join(root, rel);
@@ -118,7 +128,7 @@ async function readTree(root: string, errors: string[], where: string): Promise<
 }
 
 /** The vBoxx server's own view: the tree rows of its database, the bytes from its data dir. */
-async function vboxxServerTree(servers: Servers, top: string): Promise<Tree> {
+export async function vboxxServerTree(servers: Servers, top: string): Promise<Tree> {
   const [root] = await servers.sql<Array<{ id: number }>>(
     `SELECT r.id FROM vboxx_roots r JOIN vboxx_persons p ON r.person_id = p.id WHERE p.username = 'demo' AND r.name = 'Files'`);
   const rows = await servers.sql<Array<{ path: string; is_dir: number; bytes: number }>>(
@@ -195,7 +205,7 @@ export function checkLog(name: string, data: Buffer, writers: Map<string, string
   return parts.join(', ');
 }
 
-interface Expected {
+export interface Expected {
   tree: Tree;
   /** Shared logs (relative paths) and their writers' lines. */
   logs: Map<string, Map<string, string[]>>;
@@ -203,7 +213,7 @@ interface Expected {
   unknown: string[];
 }
 
-function compareTree(where: string, exp: Expected, got: Tree, context: (rel: string) => string): string[] {
+export function compareTree(where: string, exp: Expected, got: Tree, context: (rel: string) => string): string[] {
   const problems: string[] = [];
   const skip = (p: string) => exp.unknown.some((u) => p === u || p.startsWith(`${u}/`));
   const keys = [...new Set([...exp.tree.keys(), ...got.keys(), ...exp.logs.keys()])].sort();
@@ -242,12 +252,16 @@ export interface Workload {
  * Phases 1 and 2 in the folder runAbs (on a mount, or on a local file system to check the model
  * itself): priv/<id> subtrees, shared/log0 and shared/log1.
  */
+/** Mounts here run on fuse-native (libfuse 2): see WorkerConfig.pathBoundHandles. */
+const PATH_BOUND_HANDLES = true;
+
 export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind'>, waitMs: number): Promise<Workload> {
   const nWorkers = o.workers ?? 3;
   const problems: string[] = [];
   const counts: Record<string, number> = {};
   const priv = path.join(runAbs, 'priv');
-  const logRel = ['shared/log0', 'shared/log1'];
+  const logRel = Array.from({ length: o.logs ?? 2 }, (_, i) => `shared/log${i}`);
+  const run = o.runWorker ?? runWorker;
   const logAbs = logRel.map((r) => path.join(runAbs, r));
   const ids = Array.from({ length: nWorkers }, (_, i) => `p${i}`);
   for (const id of ids) await fsp.mkdir(path.join(priv, id), { recursive: true });
@@ -258,7 +272,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   const workerTimeout = 240_000;
   const cfgs: WorkerConfig[] = ids.map((id, i) => ({
     id, seed: derive(o.seed, i), root: priv, snapshot: { dir: { [id]: { dir: {} } } }, base: id,
-    ops: o.ops ?? 150, shared: logAbs, waitMs,
+    ops: o.ops ?? 150, shared: logAbs, waitMs, pathBoundHandles: PATH_BOUND_HANDLES,
   }));
   // The sh loops all append to log0, so that one writer's close often meets another's write.
   const shN = o.shAppenders ?? 3;
@@ -266,7 +280,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   const pad = 'x'.repeat(53);
   const shArgs = Array.from({ length: shN }, (_, j) => [logAbs[0]!, String(shLines), `s${j}`, pad]);
   const [results, shErrs] = await Promise.all([
-    Promise.all(cfgs.map((c) => runWorker(c, workerTimeout))),
+    Promise.all(cfgs.map((c) => run(c, workerTimeout))),
     Promise.all(shArgs.map((a) => runSh(a, workerTimeout))),
   ]);
   for (const e of shErrs) if (e) problems.push(e);
@@ -286,7 +300,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   let final: Snap = merged;
   const all: WorkerResult[] = [...results];
   if (unknown.length === 0 && (o.crossOps ?? 80) > 0) {
-    const x = await runWorker({ id: 'x', seed: derive(o.seed, 99), root: priv, snapshot: merged, base: '', ops: o.crossOps ?? 80, shared: [], waitMs }, workerTimeout);
+    const x = await run({ id: 'x', seed: derive(o.seed, 99), root: priv, snapshot: merged, base: '', ops: o.crossOps ?? 80, shared: [], waitMs, pathBoundHandles: PATH_BOUND_HANDLES }, workerTimeout);
     all.push(x);
     if (x.ok) final = x.snapshot;
     else {
@@ -384,7 +398,7 @@ export function seedsFromEnv(defaultRuns: number): number[] {
 
 /** The report of a failed sequence, readable in a test log. */
 export function formatReport(r: SequenceReport): string {
-  const head = `model-based run FAILED: ${r.kind}, seed ${r.seed} (replay: CLOUDMOUNT_MODEL_SEED=${r.seed} CLOUDMOUNT_MODEL_RUNS=1), ` +
+  const head = `model-based run FAILED: ${r.kind}, seed ${r.seed} (replay: ${r.replay ?? `CLOUDMOUNT_MODEL_SEED=${r.seed} CLOUDMOUNT_MODEL_RUNS=1`}), ` +
     `write-back delay ${r.writebackDelayMs} ms; full op logs: ${r.logFile}`;
   // The same finding seen through the live mount, the fresh mount and the server is one line.
   const seen = new Map<string, string[]>();

@@ -27,6 +27,13 @@ export interface WorkerConfig {
   shared: string[];
   /** A pause long enough for the drive's write-back to upload what was closed before it. */
   waitMs: number;
+  /**
+   * The mount runs on libfuse 2 (fuse-native), whose high-level API finds an open file by its
+   * path: once the folder of an unlinked open file is removed, ops on that handle fail ENOENT
+   * before they reach the drive (native-notes/fuse.md). Then no folder is removed while a
+   * handle opened inside it is open: the op is left out on both sides, no check is loosened.
+   */
+  pathBoundHandles?: boolean;
 }
 
 export interface WorkerResult {
@@ -482,6 +489,9 @@ export class Worker {
         this.check('mkdir', model(() => this.m.mkdir(op.path)), out);
         break;
       case 'rmdir':
+        if (this.cfg.pathBoundHandles && [...this.handles.values()].some((e) => e.path === op.path || e.path.startsWith(op.path + '/'))) {
+          return `${this.describe(op)}: left out (a handle opened inside is open; libfuse 2)`;
+        }
         out = real(() => fs.rmdirSync(this.abs(op.path)));
         this.check('rmdir', model(() => this.m.rmdir(op.path)), out);
         break;
@@ -489,10 +499,19 @@ export class Worker {
         out = real(() => fs.unlinkSync(this.abs(op.path)));
         this.check('unlink', model(() => this.m.unlink(op.path)), out);
         break;
-      case 'rename':
+      case 'rename': {
+        // Which handles the rename carries along, decided before it: those whose file is the one
+        // at `from`, and those opened below a folder at `from`. A handle whose file was replaced
+        // or unlinked keeps the folder it was opened in (libfuse 2 hides such a file there), even
+        // when a new file of the same name moves away.
+        const carried = [...this.handles.values()].filter((e) =>
+          e.path.startsWith(op.from + '/') || (e.path === op.from && this.m.lookup(op.from) === e.mh.node));
         out = real(() => fs.renameSync(this.abs(op.from), this.abs(op.to)));
         this.check('rename', model(() => this.m.rename(op.from, op.to)), out);
+        // where each handle's file now lives, for pathBoundHandles
+        if (out.ok && op.from !== op.to) for (const e of carried) e.path = op.to + e.path.slice(op.from.length);
         break;
+      }
       case 'shappend': {
         // Another program's O_APPEND: sh opens, appends and closes on its own.
         const b = Buffer.from(bytesOf(op.seed, op.len).map((x) => 0x61 + (x % 26)));
@@ -578,9 +597,39 @@ export class Worker {
   }
 }
 
-// Run as a process (not when imported by the test for its types).
+function writeLine(s: string): void {
+  const b = Buffer.from(s + '\n');
+  let off = 0;
+  while (off < b.length) {
+    try {
+      off += fs.writeSync(1, b, off);
+    } catch (e) {
+      // stdout is a pipe the parent reads at its own pace
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      sleepSync(2);
+    }
+  }
+}
+
+// Run as a process (not when imported by the test for its types). One config on stdin, one
+// result on stdout; with --serve (the batch mode's pool of processes), one config per stdin line,
+// one result line each, until stdin ends: a process runs one sequence's part at a time.
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
-  const cfg = JSON.parse(fs.readFileSync(0, 'utf8')) as WorkerConfig;
-  const result = new Worker(cfg).run();
-  fs.writeSync(1, JSON.stringify(result) + '\n');
+  if (process.argv.includes('--serve')) {
+    let buf = '';
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) writeLine(JSON.stringify(new Worker(JSON.parse(line) as WorkerConfig).run()));
+      }
+    });
+  } else {
+    const cfg = JSON.parse(fs.readFileSync(0, 'utf8')) as WorkerConfig;
+    const result = new Worker(cfg).run();
+    writeLine(JSON.stringify(result));
+  }
 }

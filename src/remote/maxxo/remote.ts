@@ -49,6 +49,28 @@ export interface MaxxoRemoteOptions extends ClientOptions {
 
 const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
 
+/**
+ * Longest destination folder (bytes) a push names. The rsync daemon's receiver changes into the
+ * destination folder first and refuses one whose path, joined to its module folder, passes about
+ * 2 KiB ("change_dir#2 ... File name too long"; mkdir of a 2 KiB path answered EIO after the
+ * folder was made), while it creates entries by relative names up to PATH_MAX. A deeper target is
+ * pushed by its name relative to an ancestor within this bound (--files-from).
+ */
+const PUSH_DEST_MAX = 1024;
+
+/** base: the longest proper ancestor of the target within PUSH_DEST_MAX bytes; rel: the rest. */
+function pushSplit(parts: string[]): { base: string; rel: string } {
+  let n = 0;
+  let bytes = 0;
+  for (let i = 0; i < parts.length - 1; i++) {
+    const b = Buffer.byteLength(parts[i]!) + 1;
+    if (bytes + b > PUSH_DEST_MAX) break;
+    bytes += b;
+    n = i + 1;
+  }
+  return { base: parts.slice(0, n).join('/'), rel: parts.slice(n).join('/') };
+}
+
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
   readonly capabilities: Capabilities = {
@@ -240,11 +262,30 @@ export class MaxxoRemote implements Remote {
     if (self) throw new AlreadyExists('already exists', { path });
     if (!par) throw new NotFound('parent folder does not exist', { path: parent });
     if (par.type !== 'dir') throw new NotADirectory('parent is not a folder', { path: parent });
-    const empty = await mkdtemp(join(tmpdir(), 'cloudmount-mkdir-'));
+    if (Buffer.byteLength(parts.join('/')) <= PUSH_DEST_MAX) {
+      const empty = await mkdtemp(join(tmpdir(), 'cloudmount-mkdir-'));
+      try {
+        await this.rsync(path, opts, (url) => ['-d', empty + '/', `${url}/${parts.join('/')}/`], undefined);
+      } finally {
+        await rm(empty, { recursive: true, force: true });
+      }
+      return;
+    }
+    const { base, rel } = pushSplit(parts);
+    const stage = await this.uploadStage();
     try {
-      await this.rsync(path, opts, (url) => ['-d', empty + '/', `${url}/${parts.join('/')}/`], undefined);
+      const root = join(stage, 'd');
+      await fsMkdir(join(root, rel), { recursive: true });
+      const list = join(stage, 'list');
+      await writeFile(list, rel + '\0', { mode: 0o600 });
+      await this.rsync(path, opts, (url) => ['-d', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', base ? `${url}/${base}/` : `${url}/`], undefined);
+    } catch (e) {
+      // the daemon may have made the folder before it failed: the program is told it was not made
+      const made = await this.stat(path, opts).catch(() => null);
+      if (made?.type === 'dir') await this.remove([path], opts).catch(() => {});
+      throw e;
     } finally {
-      await rm(empty, { recursive: true, force: true });
+      await rm(stage, { recursive: true, force: true });
     }
   }
 
@@ -265,11 +306,24 @@ export class MaxxoRemote implements Remote {
     // there, under the cache file's name; this way the folder is in the way and the run fails.
     const stage = await this.uploadStage();
     try {
-      const link = join(stage, parts[parts.length - 1]!);
-      await symlink(local, link);
       const parent = parts.slice(0, -1).join('/');
-      // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
-      await this.rsync(path, opts, (url) => ['-I', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+      if (Buffer.byteLength(parent) <= PUSH_DEST_MAX) {
+        const link = join(stage, parts[parts.length - 1]!);
+        await symlink(local, link);
+        // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
+        await this.rsync(path, opts, (url) => ['-I', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+      } else {
+        // as in uploadMany: the file by its relative name below a short destination
+        const { base, rel } = pushSplit(parts);
+        const root = join(stage, 'd');
+        const link = join(root, rel);
+        await fsMkdir(dirname(link), { recursive: true });
+        await symlink(local, link);
+        const list = join(stage, 'list');
+        await writeFile(list, rel + '\0', { mode: 0o600 });
+        await this.rsync(path, opts, (url) => ['-I', '-L', '--no-implied-dirs', '--info=progress2', '--outbuf=L', '--from0', `--files-from=${list}`,
+          root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
+      }
     } finally {
       await rm(stage, { recursive: true, force: true });
     }

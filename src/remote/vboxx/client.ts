@@ -44,6 +44,8 @@ export interface Call {
 
 export interface Transfer extends Call {
   onProgress?: (bytes: number) => void;
+  /** Uploads: the request that applies the content leaves for the server (see TransferOptions). */
+  onSend?: () => void;
 }
 
 export type MetadataResult =
@@ -523,10 +525,13 @@ export class VboxxClient {
     const size = typeof source === 'string' ? (await fsStat(source)).size : source.length;
     let best = 0;
     const progress = (n: number) => { if (n > best) { best = n; try { o.onProgress?.(n); } catch { /* ignore */ } } };
+    // Exactly the bytes the content-length promises: a cache file that grew since (a writer goes
+    // on; its next close uploads again) must not make every attempt fail on a length mismatch.
     const body = typeof source === 'string'
-      ? () => countingStream(createReadStream(source), progress)
+      ? () => countingStream(size > 0 ? createReadStream(source, { start: 0, end: size - 1 }) : bufferStream(Buffer.alloc(0)), progress)
       : () => countingStream(bufferStream(source), progress);
     const { data } = await this.getJson({
+      onDispatch: o.onSend,
       method: 'PUT', path: p, body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
       query: { overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
       // Same bytes to the same path with overwrite: repeating is harmless.
@@ -553,6 +558,7 @@ export class VboxxClient {
     const p = `/1/commit_chunked_upload/${rootSeg(root)}/${relPath(path)}`;
     return this.mutate(async () => {
       const { data } = await this.getJson({
+        onDispatch: o.onSend,
         // Query, not form: like files_put, the commit is addressed by path and its parameters are
         // plain (Dropbox v1 takes them either way; the reference server reads no body here).
         method: 'POST', path: p, query: { upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },

@@ -29,7 +29,7 @@ export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
   readonly capabilities: Capabilities = {
     rangedReads: true, listingRevalidation: true, serverRevision: true, mtime: true,
-    shareLinks: true, batchStat: false, emptyFolders: true,
+    shareLinks: true, batchStat: false, emptyFolders: true, reportsSend: true,
   };
   readonly client: VboxxClient;
   private readonly rootSel?: string;

@@ -27,7 +27,10 @@ export interface UploadJob {
   path: string;
   size: number;
   signal: AbortSignal;
-  /** Called once the upload is on its way (alone: at once; batched: when a batch takes it). */
+  /**
+   * Called once the upload is on its way: alone, when the request leaves the client's queue (or at
+   * once if the remote cannot say: capabilities.reportsSend); batched, when a batch takes it.
+   */
   markSending: () => void;
 }
 
@@ -50,6 +53,11 @@ export class UploadBatcher {
   send(job: UploadJob, mayBatch: boolean): Promise<RemoteEntry> {
     const { remote } = this.ctx;
     if (!mayBatch || !remote.uploadMany || !remote.capabilities.batchUpload || job.size > UP_BATCH_FILE_MAX) {
+      // Until the request leaves the client's queue an abort takes it back for sure, so a rename
+      // or delete need not wait behind a busy queue (it did, up to the op timeout, then EIO).
+      if (remote.capabilities.reportsSend) {
+        return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending });
+      }
       job.markSending();
       return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background });
     }
