@@ -34,6 +34,7 @@ import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
 import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
 
 export interface MaxxoRemoteOptions extends ClientOptions {
   /** rsync binary (default: `rsync` from PATH). */
@@ -635,6 +636,6 @@ function errCtx(e: RemoteError): ErrorContext {
 }
 
 function backoff(attempt: number): number {
-  return Math.random() * Math.min(5000, 200 * 2 ** (attempt - 1));
+  return backoffDelay(attempt, 200, 5000);
 }
 

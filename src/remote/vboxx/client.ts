@@ -2,10 +2,9 @@
 // Paths given to this class are root-relative ("/docs/a.txt"); the root is a numeric id.
 // The session token travels as a query parameter, so nothing here ever logs a full URL:
 // errors and log lines carry the request path without its query.
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { open, stat as fsStat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js';
 import { encodePathSegments } from '../url.js';
 import {
@@ -26,6 +25,7 @@ import type {
   PolicyUpdate, Root, RootCreate, RootUpdate,
 } from './management-types.js';
 import { sleep as sleepUntil } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
 
 export interface VboxxClientConfig extends ClientOptions {
   /** Files larger than this go through chunked upload (default 8 MiB). */
@@ -238,8 +238,7 @@ export class VboxxClient {
         }
         if (!e.retryable || attempt >= this.maxAttempts || signal?.aborted) throw e;
         uncertain = true;
-        const cap = this.backoffBaseMs * 2 ** (attempt - 1);
-        await sleep(Math.random() * cap, signal);
+        await sleep(backoffDelay(attempt, this.backoffBaseMs), signal);
       }
     }
   }
@@ -447,7 +446,7 @@ export class VboxxClient {
           throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `read cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
         }
         this.log.debug(`vboxx: ranged read cut short after ${got} bytes (${redactMsg(e)}), retrying`);
-        await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
+        await sleep(backoffDelay(attempt, this.backoffBaseMs), o.signal);
       }
     }
   }
@@ -512,7 +511,7 @@ export class VboxxClient {
             throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
           }
           this.log.debug(`vboxx: download cut short after ${written} bytes (${redactMsg(e)}), resuming`);
-          await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
+          await sleep(backoffDelay(attempt, this.backoffBaseMs), o.signal);
         }
       }
     } finally {
