@@ -398,8 +398,7 @@ export class VboxxClient {
           if (!(e instanceof RemoteError && e.code === 'BAD_RESPONSE')) openFailed = true;
           throw e;
         }
-        // A resume continues the bytes so far only with the rest of the same version.
-        if (got > 0 && (!r.partial || r.version !== version || (size !== undefined && r.size !== size))) got = 0;
+        if (got > 0 && !continuesVersion(r, version, size)) got = 0;
         version = r.version;
         rev = r.rev;
         size = r.size;
@@ -476,7 +475,7 @@ export class VboxxClient {
             if (!(e instanceof RemoteError && e.code === 'BAD_RESPONSE')) openFailed = true;
             throw e;
           });
-          if (written > 0 && (!r.partial || r.version !== version || (size !== undefined && r.size !== size))) written = 0;
+          if (written > 0 && !continuesVersion(r, version, size)) written = 0;
           version = r.version;
           rev = r.rev;
           size = r.size;
@@ -770,6 +769,14 @@ export class VboxxClient {
   }
   activity(id: number, o: Call = {}): Promise<Activity> { return this.mgmtGet<Activity>(`activity/${idSeg(id)}/`, o); }
   createActivity(p: ActivityCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('activity/create/', p, o); }
+}
+
+/**
+ * A resumed answer continues the bytes received so far only when it is the rest of the same
+ * version: a 206 with the version and total size of the earlier answer. Anything else starts over.
+ */
+function continuesVersion(r: { partial: boolean; version?: string; size?: number }, version: string | undefined, size: number | undefined): boolean {
+  return r.partial && r.version === version && (size === undefined || r.size === size);
 }
 
 function redactMsg(e: unknown): string {
