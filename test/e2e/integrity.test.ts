@@ -207,16 +207,18 @@ test.serial('vboxx: a file refused at close is kept visible in status, not dropp
 // upload: the folder's first listing ran while the upload wrote into that folder
 test.serial('maxxo: a listing while our upload runs never shows rsync\'s temp file of it; another client sees the server\'s truth', async (t) => {
   // a slow data plane keeps the upload's temp file on the server long enough to list it
-  const d = await mountService(t, servers, 'maxxo', { client: { rsyncExtraArgs: ['--bwlimit=200'] } });
+  // and a short dir_timeout: the listing taken at create time has expired when the folder is listed
+  const d = await mountService(t, servers, 'maxxo', { client: { rsyncExtraArgs: ['--bwlimit=200'] }, vfs: { dirTtlMs: 100 } });
   const other = await mountService(t, servers, 'maxxo');
   const dir = uniq('rsync-tmp');
   // made by the other mount: ours has no listing of it yet
   await fsp.mkdir(other.p(dir));
   const onServer = path.join(await servers.maxxoFolder(), dir);
-  const body = Buffer.alloc(700_000, 7);
+  const body = Buffer.alloc(2_000_000, 7);
   await fsp.writeFile(d.p(dir, 'big.bin'), body);
   const temps = async () => (await fsp.readdir(onServer)).filter((n) => n.startsWith('.big.bin.'));
   t.truthy(await eventually(async () => (await temps()).length > 0, 30_000, 20), 'rsync wrote its temp file');
+  await sleep(300);
   const listed = await fsp.readdir(d.p(dir));
   t.true((await temps()).length > 0, 'the temp file was still there after the listing');
   t.deepEqual(listed, ['big.bin']);
