@@ -3,7 +3,7 @@
 //
 // Owns: objs (path -> Obj, Map order = LRU order), localObjs (objects whose local state overrides
 // the server: dirty, pending, local-only), hidden (deleted files still open under a local-only
-// name), cacheBytes (sum of ranges.bytes of all objects; change ranges through addRange,
+// name; a rename of their folder moves that name too, as it moves objs), cacheBytes (sum of ranges.bytes of all objects; change ranges through addRange,
 // truncateRanges, clearRanges, setWhole so it stays right), the .meta index files of clean content.
 //
 // Rules:
