@@ -1,7 +1,8 @@
 // `cloudmount vboxx ...`: account info, share links and the management API, each mapped onto
 // one VboxxClient method; tables by default, --json for scripts.
 import { bool, int, intArg, str, UsageError, type CmdDef, type OptDef, type Parsed } from './args.js';
-import { connectOptions, resolveTarget, passwordFor, explainRemoteError, clientOptions } from './target.js';
+import { connectOptions, resolveTarget, passwordFor, explainRemoteError, clientOptions, type Target } from './target.js';
+import { drivePath, flushThroughMount } from './mounted.js';
 import { formatRecord, formatTable, humanBytes, out, printJson, type Row } from './output.js';
 import { parseFields, fieldList, clearHelp, type FieldSpec } from './fields.js';
 import { readPasswordFile } from './password.js';
@@ -17,7 +18,7 @@ const pageOpts: OptDef[] = [
 ];
 const newPwOpt: OptDef = { name: 'new-password-file', value: 'FILE', desc: 'Read the new person\'s password from FILE (never from argv)' };
 
-type Ctx = { client: VboxxClient; remote: VboxxRemote; p: Parsed };
+type Ctx = { client: VboxxClient; remote: VboxxRemote; p: Parsed; t: Target; password: string };
 
 const entityWord: Record<string, string> = { org: 'organization', policy: 'policy', person: 'person', root: 'root', machine: 'machine', activity: 'activity' };
 
@@ -42,7 +43,7 @@ async function withVboxx(p: Parsed, subject: Subject, fn: (c: Ctx) => Promise<vo
   const { createVboxxRemote } = await import('../remote/vboxx/index.js');
   const remote = createVboxxRemote({ ...clientOptions(t, password), root: str(p, 'root') ?? t.root });
   try {
-    await fn({ client: remote.client, remote, p });
+    await fn({ client: remote.client, remote, p, t, password });
   } catch (e) {
     explainRemoteError(e, t, subject);
   } finally {
@@ -206,12 +207,29 @@ export const vboxxCommands: CmdDef[] = [
     out('\n' + formatTable(a.roots.map((r) => ({ id: r.id, name: r.name, type: r.type, used: humanBytes(r.space_used ?? 0) })), ['id', 'name', 'type', 'used']));
   }),
   vcmd(['share'], 'PATH', 'Create a share link for PATH (/<root name>/path, or a path in --root).',
-    [{ name: 'root', value: 'ID|NAME', desc: 'PATH is inside this root (as `mount --root`)' }], 1, 1, async ({ remote, p }) => {
-      const path = p.args[0]!.startsWith('/') ? p.args[0]! : '/' + p.args[0]!;
-      const link = await remote.shareLink(path);
-      if (bool(p, 'json')) return printJson({ path, ...link });
-      out(link.url + '\n');
-    }, 'Without --root the first path component names a root, as in a mount of all roots.'),
+    [{ name: 'root', value: 'ID|NAME', desc: 'PATH is inside this root (as `mount --root`)' }], 1, 1, async ({ remote, p, t, password }) => {
+      const inMount = drivePath(p.args[0]!, t);
+      if (!inMount.mount) {
+        const path = p.args[0]!.startsWith('/') ? p.args[0]! : '/' + p.args[0]!;
+        const link = await remote.shareLink(path);
+        if (bool(p, 'json')) return printJson({ path, ...link });
+        return out(link.url + '\n');
+      }
+      // A path inside a mount of this account: the mount says which root its top is.
+      if (str(p, 'root')) throw new UsageError('--root does not go with a path inside a mounted drive (the mount knows its root)');
+      await flushThroughMount(inMount.local!);
+      const path = '/' + inMount.remote;
+      const { createVboxxRemote } = await import('../remote/vboxx/index.js');
+      const r = inMount.mount.root === t.root ? remote : createVboxxRemote({ ...clientOptions(t, password), root: inMount.mount.root });
+      try {
+        const link = await r.shareLink(path);
+        if (bool(p, 'json')) return printJson({ path, ...link });
+        out(link.url + '\n');
+      } finally {
+        if (r !== remote) await r.close().catch(() => {});
+      }
+    }, 'Without --root the first path component names a root, as in a mount of all roots. A PATH inside a\n' +
+      'mounted drive of the same account (~/vBoxx/Files/a.txt) works too, once the mount has uploaded it.'),
 
   // person
   vcmd(['admin', 'person', 'get'], '[ID]', 'Show a person (without ID: yourself).',

@@ -88,6 +88,26 @@ test.serial('maxxo send: a path in a mount of another account is refused, naming
   t.regex(r.stderr, /is in the drive of maxxo friend@maxxo\.test .*not of maxxo demo@maxxo\.test/);
 });
 
+test.serial('vboxx share: a path inside a mount of the account, written just before, gets a link', async (t) => {
+  const mp = mkdtempSync(join(tmpdir(), 'cloudmount-share-mnt-'));
+  let pid = 0;
+  t.teardown(async () => {
+    if (isMounted(mp)) await cli(['unmount', mp, '--force'], { env: h.env, timeoutMs: 60_000 });
+    if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
+    if (pid) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    try { rmdirSync(mp); } catch { /* busy or not empty */ }
+  });
+  const m = await cli(['mount', 'vboxx', mp, '--server', emu.url, '--username', 'demo', '--daemon', '-o', 'writeback_delay=60'], { env: mxEnv('demo-password') });
+  t.is(m.code, 0, m.stderr);
+  pid = Number(/pid (\d+)/.exec(m.stdout)?.[1] ?? 0);
+  t.is((await sh('printf shared > "$1/Files/to-share.txt"', mp)).code, 0);
+  const r = await vx('demo', 'demo-password', ['share', join(mp, 'Files', 'to-share.txt'), '--json']);
+  t.is(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  t.is(j.path, '/Files/to-share.txt');
+  t.regex(j.url, /^http:\/\/\S+\/s\/\S+$/);
+});
+
 test('maxxo send: a local file outside any mount is named as such', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cloudmount-send-local-'));
   t.teardown(() => spawnSync('rm', ['-rf', dir]));
