@@ -374,10 +374,14 @@ export class HttpClient {
         let released = false;
         const release = () => { if (!released) { released = true; this.inFlight--; } };
         let res: HttpResponse;
+        const sentAt = Date.now();
         try {
           spec.onDispatch?.();
           res = await this.dispatch(spec, ctx, deadline);
+          // -vv: one line per request (the path has no query string, where tokens travel)
+          this.log.debug(`http: ${ctx.method} ${ctx.path} ${res.status} ${Date.now() - sentAt} ms`);
         } catch (e) {
+          this.log.debug(`http: ${ctx.method} ${ctx.path} failed after ${Date.now() - sentAt} ms: ${e instanceof AttemptFailure ? e.error.code : 'error'}`);
           release();
           if (probe) this.nextProbeAt = Date.now() + Math.min(this.timeoutMs, 5000);
           throw e;
