@@ -18,6 +18,7 @@ import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';
 import { observeRemote } from '../remote/observed.js';
+import { checkTop, explainFirstCall } from './checks.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { usableDir } from '../util/dirs.js';
 import { describeHolders, mountHolders } from '../util/holders.js';
@@ -167,7 +168,13 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   settings: ReturnType<typeof parseMountOptions>): Promise<number> {
   const remote: Remote = observeRemote(await createRemote(t, password, settings.client), log);
   // A wrong password is a clear error here, not an EIO from the first `ls`.
-  try { await remote.statfs(); } catch (e) { await remote.close().catch(() => {}); explainRemoteError(e, t); }
+  try {
+    try { await remote.statfs(); } catch (e) { explainFirstCall(e, t); explainRemoteError(e, t); }
+    await checkTop(remote, t);
+  } catch (e) {
+    await remote.close().catch(() => {});
+    throw e;
+  }
 
   const now = new Date().toISOString();
   const rec: MountRecord = {

@@ -107,13 +107,12 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
     } : {}),
     ...(inner.readTo ? {
       readTo(path: string, offset: number, length: number, sink: Parameters<NonNullable<Remote['readTo']>>[3], opts = {}) {
-        let got = 0;
-        // a ranged read is part of a download: one line per range at -vv, not at -v
+        // Ranged remotes download by ranges: the first range of a file is its download at -v
+        // (a small file is fetched whole with it), each later range is a -vv line.
         const t0 = Date.now();
         return inner.readTo!(path, offset, length, sink, opts).then((r) => {
           ok();
-          got = r.bytes;
-          log.debug(`read ${path} [${offset}+${got}] in ${took(Date.now() - t0, got)}`);
+          (offset === 0 ? log.info : log.debug)(`${offset === 0 ? 'download' : 'read'} ${path} ${offset === 0 ? '' : `at ${offset} `}${humanSize(r.bytes)}${r.bytes < length ? ' (to the end)' : ''} in ${took(Date.now() - t0, r.bytes)}`);
           return r;
         }, (e) => { failed(e); throw e; });
       },
