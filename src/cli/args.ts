@@ -78,9 +78,11 @@ function distance(a: string, b: string): number {
 export function didYouMean(word: string, candidates: string[]): string | undefined {
   let best: string | undefined;
   let bestD = Infinity;
+  const common = (c: string) => { let i = 0; while (i < c.length && c[i] === word[i]) i++; return i; };
   for (const c of new Set(candidates)) {
     const d = c.startsWith(word) && word.length >= 3 ? 0.5 : distance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) { bestD = d; best = c; }
+    // a tie goes to the one that starts like the word (umount: unmount, not mount)
+    if (d < bestD || (d === bestD && best !== undefined && common(c) > common(best))) { bestD = d; best = c; }
   }
   return best !== undefined && bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
 }

@@ -23,10 +23,10 @@ export function createProgress(label: string, opts: { stream?: NodeJS.WriteStrea
         const frac = total > 0 ? Math.min(1, done / total) : 0;
         const fill = Math.round(frac * width);
         const bar = total > 0 ? `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${String(Math.round(frac * 100)).padStart(3)}%` : '';
-        stream.write(`\r\x1b[K${label} ${bar} ${text}${note ? ' ' + note : ''}`);
+        stream.write(`\r\x1b[K${label} ${bar} ${text}${note ? ', ' + note : ''}`);
         drawn = true;
       } else {
-        const line = `${label}: ${text}${note ? ' ' + note : ''}`;
+        const line = `${label}: ${text}${note ? ', ' + note : ''}`;
         const now = Date.now();
         if (line !== lastText && now - lastPlain >= (opts.plainEveryMs ?? 1000)) {
           stream.write(line + '\n');

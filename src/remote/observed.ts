@@ -79,7 +79,7 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
       async uploadMany(items: { localFile: string; path: string }[], opts = {}) {
         const sizes = await Promise.all(items.map((i) => sizeOf(i.localFile)));
         const total = sizes.reduce((a, b) => a + b, 0);
-        const res = await timed(`upload of ${items.length} file(s) (${items.slice(0, 3).map((i) => i.path).join(', ')}${items.length > 3 ? ', ...' : ''})`,
+        const res = await timed(items.length === 1 ? `upload ${items[0]!.path}` : `upload of ${items.length} files (${items.slice(0, 3).map((i) => i.path).join(', ')}${items.length > 3 ? ', ...' : ''})`,
           () => total, () => inner.uploadMany!(items, opts));
         res.forEach((r, i) => {
           if (r.entry) { sentBytes += sizes[i]!; if (items.length > 1) log.info(`upload ${items[i]!.path} ${humanSize(r.entry.size)} (in that batch)`); }
@@ -95,13 +95,15 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
     },
     ...(inner.downloadMany ? {
       async downloadMany(items: { path: string; localFile: string }[], opts: TransferOptions = {}) {
-        const done = await timed(`download of ${items.length} file(s) (${items.slice(0, 3).map((i) => i.path).join(', ')}${items.length > 3 ? ', ...' : ''})`,
-          () => undefined, () => inner.downloadMany!(items, opts));
-        if (items.length > 1) {
-          const byPath = new Map(items.map((i) => [i.path, i.localFile]));
-          const sizes = await Promise.all(done.map((p) => sizeOf(byPath.get(p)!)));
-          done.forEach((p, i) => log.info(`download ${p} ${humanSize(sizes[i]!)} (in that batch)`));
-        }
+        const byPath = new Map(items.map((i) => [i.path, i.localFile]));
+        let sizes: number[] = [];
+        const done = await timed(items.length === 1 ? `download ${items[0]!.path}` : `download of ${items.length} files (${items.slice(0, 3).map((i) => i.path).join(', ')}${items.length > 3 ? ', ...' : ''})`,
+          () => sizes.reduce((a, b) => a + b, 0), async () => {
+            const r = await inner.downloadMany!(items, opts);
+            sizes = await Promise.all(r.map((p) => sizeOf(byPath.get(p)!)));
+            return r;
+          });
+        if (items.length > 1) done.forEach((p, i) => log.info(`download ${p} ${humanSize(sizes[i]!)} (in that batch)`));
         return done;
       },
     } : {}),

@@ -558,7 +558,7 @@ export class MaxxoRemote implements Remote {
             args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
           }, ctx).then((res) => {
             // -vv: one line per run; the password is in the child's environment only, never here
-            this.log.debug(`rsync: ${path} exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
             return res;
           });
         });
