@@ -249,11 +249,20 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       }
       if (meterTimer) clearInterval(meterTimer);
       meter?.done();
+      // The outcome is the status after the flush: an upload that failed before and went through
+      // at the flush is no failure (the last periodic status still listed it), and one that
+      // failed during the flush is.
+      const before = JSON.stringify(rec.status?.failures ?? []);
+      try { rec.status = drive.status(); } catch { /* closed: keep the last one */ }
       const failures = rec.status?.failures.length ?? 0;
-      try { rec.status = drive.status(); } catch { /* closed */ }
       if (force && (rec.status?.pending ?? 0) > 0) log.warn(`${rec.status!.pending} pending changes kept in the journal; replayed at the next mount`);
       if (failures) { log.error(`${failures} upload(s) failed; see the log above`); code = code || 1; }
       clearInterval(timer);
+      if (JSON.stringify(rec.status?.failures ?? []) !== before) {
+        // `cloudmount unmount` reads the outcome from the record (polling every 200 ms)
+        await writer.write();
+        await sleep(400);
+      }
       await writer.idle();
       removeRecord(process.pid);
       // Ctrl-C ends with the shell's code for it (130) once the drive is cleanly unmounted
