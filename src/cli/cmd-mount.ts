@@ -28,7 +28,6 @@ const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
 /** Sent by `unmount --force` to the mount process (SIGTERM twice could merge into one). */
 const FORCE_SIGNAL: NodeJS.Signals = 'SIGUSR2';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const isInside = (p: string, dir: string) => p === dir || p.startsWith(dir.endsWith('/') ? dir : dir + '/');
 
 export const mountCommandOptions = [
   { name: 'server', value: 'URL', desc: 'Service base URL (with maxxo|vboxx)' },
@@ -133,9 +132,6 @@ async function runMount(p: Parsed): Promise<number> {
   t.root = root;
   if (settings.debug) raiseLevel('debug');
   const mountpoint = canonicalMountpoint(p.args[1]!);
-  // the log written into the drive would wait on the drive's own process: a deadlock
-  const logFile = str(p, 'log-file');
-  if (logFile && isInside(canonicalMountpoint(logFile), mountpoint)) throw new UsageError(`--log-file ${logFile} is inside the mountpoint`);
   const isChild = process.env[DAEMON_ENV] === '1';
   try {
     await checkMountpoint(mountpoint);

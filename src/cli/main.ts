@@ -7,6 +7,7 @@ import { commands, groups } from './commands.js';
 import { isRemoteError } from '../remote/errors.js';
 import { LEVELS, redact, type Level } from '../log.js';
 import { exitWhenDrained } from '../util/exit.js';
+import { canonicalMountpoint } from './registry.js';
 
 const TOP_SUMMARY = 'cloudmount mounts a Maxxo or vBoxxCloud storage account as a drive (FUSE), and runs the services\' account commands.';
 
@@ -82,8 +83,15 @@ export async function main(argv: string[]): Promise<number> {
     if (parsed.help) { process.stdout.write(formatHelp(cmd)); return 0; }
     const level = str(parsed, 'log-level');
     if (level !== undefined && !LEVELS.includes(level as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}, not '${level}'`);
+    const logFile = str(parsed, 'log-file');
+    // a mount's own log inside its drive would wait on the drive's own process: a deadlock
+    if (logFile && cmd.path[0] === 'mount' && parsed.args[1]) {
+      const mp = canonicalMountpoint(parsed.args[1]);
+      const lf = canonicalMountpoint(logFile);
+      if (lf === mp || lf.startsWith(mp.endsWith('/') ? mp : mp + '/')) throw new UsageError(`--log-file ${logFile} is inside the mountpoint`);
+    }
     try {
-      configureLog({ verbose: parsed.verbose, level: level as Level | undefined, file: str(parsed, 'log-file') });
+      configureLog({ verbose: parsed.verbose, level: level as Level | undefined, file: logFile });
     } catch (e) {
       throw new CliError(`--log-file ${str(parsed, 'log-file')}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
