@@ -192,15 +192,16 @@ test('Ctrl-C on a foreground mount at a terminal: a moving bar of the flush, the
   t.regex(st.stdout, /no cloudmount mounts/);
 });
 
-test('status: offline while the server does not answer, and the age of the oldest pending change', async (t) => {
+// serial: its mount has a short request timeout, which the other tests of this file would load
+test.serial('status: offline while the server does not answer, and the age of the oldest pending change', async (t) => {
   const e = await ownServer(t);
   const h = home(t);
   const mp = mountpoint(t);
-  const m = await mountFg(t, [...vboxx(mp, e.url), '-o', 'writeback_delay=3,timeout=3'], h.pwEnv);
+  const m = await mountFg(t, [...vboxx(mp, e.url), '-o', 'writeback_delay=3,timeout=5'], h.pwEnv);
   t.true(isMounted(mp), m.output());
   const w = await sh('printf pending > "$1/Files/offline.txt"', mp);
   // the server stops answering in time before the upload starts
-  await setFaults(e.url, { latencyMs: 8000 });
+  await setFaults(e.url, { latencyMs: 12_000 });
   t.teardown(() => setFaults(e.url, { latencyMs: 0 }));
   let st = '';
   await waitFor(async () => {
