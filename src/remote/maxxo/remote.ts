@@ -99,6 +99,8 @@ export class MaxxoRemote implements Remote {
   }
 
   toString(): string { return `MaxxoRemote(${this.client.http.origin})`; }
+
+  get offline(): boolean { return this.client.http.silent; }
   toJSON(): unknown { return { kind: 'maxxo', server: this.client.http.origin }; }
 
   // ---- metadata ----
@@ -560,9 +562,16 @@ export class MaxxoRemote implements Remote {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.rsyncRuns++;
-        return (beforeRun?.() ?? Promise.resolve()).then(() => runRsync({
-          args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-        }, ctx));
+        return (beforeRun?.() ?? Promise.resolve()).then(() => {
+          const startedAt = Date.now();
+          return runRsync({
+            args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
+          }, ctx).then((res) => {
+            // -vv: one line per run; the password is in the child's environment only, never here
+            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+            return res;
+          });
+        });
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       if (r.code === 0) return r;
