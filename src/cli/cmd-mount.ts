@@ -162,7 +162,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   const { mountDrive } = await import('../fuse/mount.js');
   let drive: Awaited<ReturnType<typeof mountDrive>>;
   try {
-    drive = await mountDrive(remote, mountpoint, { ...settings.vfs, accountId: id, allowOther: settings.allowOther, debug: settings.debug, log });
+    drive = await mountDrive(remote, mountpoint, { ...settings.vfs, accountId: id, allowOther: settings.allowOther, debug: settings.debug, backend: settings.backend, log });
   } catch (e) {
     removeRecord(process.pid);
     await remote.close().catch(() => {});
