@@ -36,8 +36,7 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount one root (same as --root)' },
   { name: 'password_file', value: 'FILE', desc: 'Read the password from FILE (for fstab lines)' },
   { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
-  { name: 'backend', value: 'libfuse3|fuse-native', desc: 'FUSE binding: libfuse3 (our addon on libfuse 3: 1 MiB requests, readdirplus, ' +
-    'exact times; the default on Linux when it is built) or fuse-native (libfuse 2; macOS, or when the addon is missing)' },
+  { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
 
 /** Options mount(8) and fstab pass along that mean nothing to us. */
