@@ -28,7 +28,9 @@ export function chooseBackend(asked: BackendName | undefined, log: Logger): Back
   if (asked === 'fuse-native') return asked;
   if (asked !== undefined) throw new MountError(`unknown backend ${String(asked)} (known: ${BACKENDS.join(', ')})`);
   if (ll.ok) return 'libfuse3';
-  log.info(`FUSE backend: fuse-native (libfuse 2), because ${ll.reason}`);
+  // on Linux the missing addon costs speed and correct times: worth a line at the default level
+  const line = `FUSE backend: fuse-native (libfuse 2), because ${ll.reason}`;
+  if (IS_MAC) log.info(line); else log.warn(line);
   return 'fuse-native';
 }
 
