@@ -64,6 +64,12 @@ function toStatFs(s: FsStats): StatFs {
   };
 }
 
+/** Smallest record of a readdir / readdirplus answer (fuse_dirent, fuse_direntplus, 8-byte aligned):
+ *  at most size / this many entries fit, so a page of a 100,000-name folder costs no more than that. */
+const DIRENT_MIN = 32;
+const DIRENTPLUS_MIN = 160;
+const fits = (size: number, min: number) => Math.max(1, Math.ceil((size || 4096) / min));
+
 interface Listing {
   names: string[];
   attrs: LlAttr[];
@@ -181,7 +187,8 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
       trace(req, req.offset);
       run(req, () => listing(req), (l) => {
         const out = [];
-        for (let i = req.offset; i < l.names.length; i++) out.push({ name: l.names[i]!, ino: l.attrs[i]!.ino, mode: l.attrs[i]!.mode, off: i + 1 });
+        const end = Math.min(l.names.length, req.offset + fits(req.size, DIRENT_MIN));
+        for (let i = req.offset; i < end; i++) out.push({ name: l.names[i]!, ino: l.attrs[i]!.ino, mode: l.attrs[i]!.mode, off: i + 1 });
         req.dir(out);
       });
     },
@@ -190,7 +197,8 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
       trace(req, req.offset);
       run(req, () => listing(req), (l) => {
         const out: DirPlusEntry[] = [];
-        for (let i = req.offset; i < l.names.length; i++) out.push({ name: l.names[i]!, off: i + 1, entry: { attr: l.attrs[i]! } });
+        const end = Math.min(l.names.length, req.offset + fits(req.size, DIRENTPLUS_MIN));
+        for (let i = req.offset; i < end; i++) out.push({ name: l.names[i]!, off: i + 1, entry: { attr: l.attrs[i]! } });
         const sent = req.dirplus(out);
         // each entry that went into the buffer is a kernel reference, but . and .. (never linked)
         for (let i = 0; i < sent; i++) {
