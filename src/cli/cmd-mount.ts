@@ -183,7 +183,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   try {
     drive = await mountDrive(remote, mountpoint, {
       ...settings.vfs, accountId: id, allowOther: settings.allowOther, allowRoot: settings.allowRoot,
-      allowNonEmpty: settings.allowNonEmpty, umask: settings.umask, debug: settings.debug, log,
+      allowNonEmpty: settings.allowNonEmpty, umask: settings.umask, debug: settings.debug, backend: settings.backend, log,
     });
   } catch (e) {
     removeRecord(process.pid);

@@ -18,6 +18,8 @@ export interface MountSettings {
   /** -o password_file=F (for fstab lines, where no flag can be given). */
   passwordFile?: string;
   root?: string;
+  /** -o backend=libfuse3|fuse-native (undefined: libfuse3 on Linux when its addon loads). */
+  backend?: 'libfuse3' | 'fuse-native';
 }
 
 /** The table the help text, README and the parser share. */
@@ -45,6 +47,7 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount one root (same as --root)' },
   { name: 'password_file', value: 'FILE', desc: 'Read the password from FILE (for fstab lines)' },
   { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
+  { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
 
 /** Options mount(8) and fstab pass along that mean nothing to us. */
@@ -115,6 +118,12 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'root': s.root = need(); break;
         case 'password_file': s.passwordFile = need(); break;
         case 'debug': flag(); s.debug = true; break;
+        case 'backend': {
+          const v = need();
+          if (v !== 'libfuse3' && v !== 'fuse-native') throw new UsageError(`-o backend=${v}: expected libfuse3 or fuse-native`);
+          s.backend = v;
+          break;
+        }
         default: {
           const known = mountOptionTable.map((o) => o.name);
           const near = didYouMean(key, known);

@@ -9,8 +9,7 @@ import type { Remote } from '../remote/types.js';
 import type { DriveStatus, VfsApi, VfsOptions } from '../vfs/api.js';
 import { Vfs, defaultVfsOptions } from '../vfs/vfs.js';
 import type { Logger } from '../log.js';
-import { createOps } from './adapter.js';
-import { createFuse, type FuseInstance } from './native.js';
+import { chooseBackend, mountFuseNative, mountLibfuse3, type BackendConfig, type BackendName, type MountedBackend } from './backends.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { describeHolders, mountHolders } from '../util/holders.js';
 
@@ -57,11 +56,15 @@ export interface MountOptions extends Partial<VfsOptions> {
   unmountBusyMs?: number;
   /** Bound for the mount to come up. */
   mountTimeoutMs?: number;
+  /** FUSE binding (default: libfuse3 on Linux when the cmfuse3 addon loads, else fuse-native). */
+  backend?: BackendName;
 }
 
 export interface MountedDrive {
   mountpoint: string;
   vfs: VfsApi;
+  /** The FUSE binding serving the mount. */
+  backend: BackendName;
   /** Waits until every pending upload, rename and delete reached the server. */
   flush(): Promise<void>;
   status(): DriveStatus;
@@ -274,68 +277,21 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
 
   const opBoundMs = vopts.opTimeoutMs + (opts.opMarginMs ?? 5000);
   const longOpBoundMs = opts.longOpTimeoutMs ?? Math.max(10 * 60_000, 10 * vopts.opTimeoutMs);
-  const ops = createOps(vfs, { uid: vopts.uid, gid: vopts.gid, umask: opts.umask, log, opBoundMs, longOpBoundMs, debug: !!opts.debug });
-  // fuse-native's timer answers ETIMEDOUT; it must only ever fire after ours answered EIO.
-  const nativeMargin = 10_000;
-  const timeout = {
-    default: opBoundMs + nativeMargin,
-    flush: longOpBoundMs + nativeMargin,
-    release: longOpBoundMs + nativeMargin,
-    fsync: longOpBoundMs + nativeMargin,
-    fsyncdir: longOpBoundMs + nativeMargin,
-  };
-  const extra = [
-    'big_writes',
-    `max_write=${opts.maxWrite ?? 1024 * 1024}`,
-    `negative_timeout=${opts.negativeTimeoutS ?? 0}`,
-    // Programs keep files open after unlink (editors, rm of an open log): libfuse renames them
-    // to .fuse_hidden* until release; the adapter makes that a server delete now (vfs keeps the
-    // content for the open handles). hard_remove would hand us ops with a NULL path instead.
-  ];
-  // re-reads come from the page cache while the server copy is unchanged (kernel_cache overrides)
-  if (opts.autoCache !== false && !opts.kernelCache) extra.push('auto_cache');
-  if (vopts.readOnly) extra.push('ro');
-  if (opts.allowNonEmpty && !IS_MAC) extra.push('nonempty');
-  if (opts.allowRoot && !opts.allowOther) extra.push('allow_root');
-  let forceNext = false;
-  const busyMs = opts.unmountBusyMs ?? 5000;
-  const fuse: FuseInstance = createFuse(mnt, ops, {
-    fsname: `cloudmount:${optValue(opts.accountId)}`,
-    subtype: 'cloudmount',
-    entryTimeout: opts.entryTimeoutS ?? 1,
-    attrTimeout: opts.attrTimeoutS ?? 1,
-    maxRead: opts.maxRead ?? 1024 * 1024,
-    defaultPermissions: true,
-    allowOther: !!opts.allowOther,
-    kernelCache: !!opts.kernelCache,
-    debug: !!opts.fuseDebug,
-    timeout,
-  }, {
-    extraOptions: extra,
-    unmountFn: async (m) => {
-      if (forceNext) {
-        if (!(await lazyUnmount(m))) throw new MountError(`cannot detach ${m}`);
-        return;
-      }
-      await unmountPath(m, busyMs, log);
-    },
-  });
-
+  let backend: MountedBackend;
   try {
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new MountError(`mount of ${mnt} did not come up within ${opts.mountTimeoutMs ?? 30_000} ms`)), opts.mountTimeoutMs ?? 30_000);
-      fuse.mount((err) => {
-        clearTimeout(t);
-        if (err) reject(new MountError(`mount of ${mnt} failed: ${err.message} (options ${fuse._fuseOptions()})`));
-        else resolve();
-      });
-    });
+    const name = chooseBackend(opts.backend, log);
+    const cfg: BackendConfig = {
+      mnt, vfs, opts, readOnly: vopts.readOnly, uid: vopts.uid, gid: vopts.gid, log, opBoundMs, longOpBoundMs,
+      fsname: `cloudmount:${optValue(opts.accountId)}`,
+    };
+    backend = name === 'libfuse3' ? await mountLibfuse3(cfg) : await mountFuseNative(cfg);
   } catch (e) {
     await lazyUnmount(mnt).catch(() => {});
     await vfs.close({ force: true }).catch(() => {});
     throw e;
   }
-  log.info(`mounted ${mnt} (${fuse._fuseOptions()})`);
+  log.info(`mounted ${mnt} (${backend.describe})`);
+  let forceNext = false;
 
   let state: 'mounted' | 'unmounting' | 'closed' = 'mounted';
   let closing: Promise<void> | undefined;
@@ -343,7 +299,6 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
 
-  const fuseUnmount = () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
 
   // Someone ran fusermount -u / umount: the drive still has to deliver pending uploads.
   const watch = IS_MAC ? undefined : setInterval(() => {
@@ -368,12 +323,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
       if (state === 'closed') return;
       state = 'unmounting';
       if (watch) clearInterval(watch);
-      await lazyUnmount(mnt);
-      try {
-        await fuseUnmount();
-      } catch {
-        // Already detached by the lazy unmount above.
-      }
+      await backend.unmount(true).catch((e) => log.warn(`detaching ${mnt}: ${(e as Error).message}`));
       await vfs.close({ force: true }).catch((e) => log.error(`force close: ${(e as Error).message}`));
       state = 'closed';
       resolveClosed();
@@ -407,7 +357,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
       const t0 = Date.now();
       if (forceNext) return;
       if (watch) clearInterval(watch);
-      await fuseUnmount();
+      await backend.unmount(false);
       if (Date.now() - t0 > 3000) log.warn(`unmount of ${mnt} took ${Date.now() - t0} ms (busy)`);
       if (forceNext) return;
       await vfs.close();
@@ -420,6 +370,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   return {
     mountpoint: mnt,
     vfs,
+    backend: backend.name,
     flush: async () => { await vfs.flushAll(); },
     status: () => vfs.status(),
     unmount,

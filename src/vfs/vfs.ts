@@ -20,7 +20,8 @@ import {
   AlreadyExists, BadRequest, Cancelled, IsADirectory, NoXattr, NotFound, ReadOnly, Unsupported,
 } from '../remote/errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FlushResult, FsStats, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveStatus, FlushResult, FsStats, InodeApi, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
+import { InodeVfs } from './inodes.js';
 import { Ctx, errText } from './context.js';
 import { ContentIo } from './content/io.js';
 import { Fetcher, type ReadCursor } from './content/fetch.js';
@@ -87,6 +88,7 @@ export class Vfs implements VfsApi {
   private readonly ns: Namespace;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
+  readonly inodes: InodeApi;
 
   constructor(private readonly remote: Remote, options: VfsOptions) {
     const opts = this.opts = resolveOptions(options);
@@ -120,6 +122,11 @@ export class Vfs implements VfsApi {
         for (const k of [...this.shareLinks.keys()]) if (k === path || isUnder(k, path)) this.shareLinks.delete(k);
       },
       writable: () => this.assertWritable(),
+    });
+    this.inodes = new InodeVfs(this, this.attrTable, {
+      handleObj: (fh) => this.handles.get(fh)?.obj,
+      objAt: (path) => this.store.objs.get(path),
+      objAttr: (o) => this.objAttr(o),
     });
   }
 
@@ -268,7 +275,13 @@ export class Vfs implements VfsApi {
   async fgetattr(path: string, fh: number): Promise<Attr> {
     const h = this.handles.get(fh);
     if (!h) return this.getattr(path);
+    const a = this.objAttr(h.obj);
     const o = h.obj;
+    // deleted while open (libfuse 3 backend: no hidden name): no name links to it any more
+    return o.unlinked ? { ...a, nlink: 0 } : a;
+  }
+
+  private objAttr(o: Obj): Attr {
     const base: RemoteEntry = o.ident && !o.authoritative ? o.ident : this.store.localEntry(o);
     return this.attrTable.toAttr(o.path, base, o);
   }
@@ -333,6 +346,24 @@ export class Vfs implements VfsApi {
     this.attrTable.update(path, { atimeMs, mtimeMs, ctimeMs: Date.now() });
   }
 
+  async setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    await this.lookups.existing(path);
+    // one clock reading: "now" in both slots is the same instant (touch sets atime == mtime)
+    const now = Date.now();
+    const ms = (t: TimeChange) => (t === 'now' ? now : t);
+    const change: { atimeMs?: number; mtimeMs?: number; ctimeMs: number } = { ctimeMs: now };
+    if (times.atime !== undefined) change.atimeMs = ms(times.atime);
+    if (times.mtime !== undefined) change.mtimeMs = ms(times.mtime);
+    if (change.atimeMs === undefined && change.mtimeMs === undefined) return;
+    // an mtime set alone must not drag the shown atime along (toAttr falls back to mtime for it)
+    if (change.atimeMs === undefined && this.attrTable.local.get(path)?.atimeMs === undefined) {
+      change.atimeMs = (await this.getattr(path)).atimeMs;
+    }
+    this.attrTable.update(path, change);
+  }
+
   async chmod(path: string, mode: number): Promise<void> {
     path = normPath(path);
     this.assertWritable();
@@ -380,25 +411,35 @@ export class Vfs implements VfsApi {
   mkdir(path: string, mode: number): Promise<void> { return this.ns.mkdir(path, mode); }
   rmdir(path: string): Promise<void> { return this.ns.rmdir(path); }
   unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> { return this.ns.unlink(path, opts); }
-  rename(from: string, to: string): Promise<void> { return this.ns.rename(from, to); }
+  rename(from: string, to: string, flags: RenameFlags = {}): Promise<void> { return this.ns.rename(from, to, flags); }
 
   // ------------------------------------------------------------------ open / create / release
 
   async open(path: string, flags: number): Promise<number> {
+    return (await this.openCached(path, flags)).fh;
+  }
+
+  /**
+   * open, and whether the kernel may keep what it cached of the file from earlier opens: only when
+   * this content object outlived them unchanged (not evicted, not found stale on the server now).
+   */
+  async openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> {
     path = normPath(path);
     await this.start();
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable || (flags & O_TRUNC)) this.assertWritable();
     const e = await this.lookups.lookup(path);
     if (!e) {
-      if (flags & O_CREAT) return this.create(path, 0o644, flags);
+      if (flags & O_CREAT) return { fh: await this.create(path, 0o644, flags), keepCache: false };
       throw new NotFound('no such file', { path });
     }
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
     if ((flags & O_CREAT) && (flags & O_EXCL)) throw new AlreadyExists('already exists', { path });
     let o = this.store.objs.get(path);
+    let keepCache = !!o;
     if (o && !o.authoritative && !sameIdent(o.ident, e)) {
       // the server has other content now: cached bytes are stale
+      keepCache = false;
       await this.fetcher.resetContent(o, e);
     }
     if (!o) {
@@ -406,7 +447,7 @@ export class Vfs implements VfsApi {
     }
     // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
     if (!writable) this.prefetch.siblings(parentOf(path), path);
-    return this.openObj(o, flags, writable);
+    return { fh: await this.openObj(o, flags, writable), keepCache: keepCache && !(flags & O_TRUNC) };
   }
 
   private async openObj(o: Obj, flags: number, writable: boolean): Promise<number> {
@@ -450,7 +491,8 @@ export class Vfs implements VfsApi {
     this.store.markLocal(o);
     this.meta.localChange(path);
     const perm = mode & 0o7777;
-    if (perm && perm !== 0o644) this.attrTable.local.set(path, { perm }); else this.attrTable.local.delete(path);
+    // mode 0 is a mode too (the creator's handle is open already): only the default is not stored
+    if (perm !== 0o644) this.attrTable.local.set(path, { perm }); else this.attrTable.local.delete(path);
     // even O_RDONLY|O_CREAT made a file: the handle commits it like a writer
     return this.openObj(o, flags & ~O_TRUNC, true);
   }

@@ -44,6 +44,8 @@ async function main() {
       accountId: cfg.accountId,
       cacheDir: cfg.cacheDir,
       log,
+      // the suites pin fuse-native unless a test (or CLOUDMOUNT_TEST_BACKEND) asks for another
+      backend: (process.env.CLOUDMOUNT_TEST_BACKEND as 'libfuse3' | 'fuse-native' | undefined) || 'fuse-native',
       ...(cfg.vfs ?? {}),
       ...(cfg.mount ?? {}),
     });

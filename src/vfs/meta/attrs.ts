@@ -1,12 +1,13 @@
 // The inode table and the attributes the drive keeps locally (chmod, utimens), and how an entry
 // becomes the Attr the adapter shows.
 //
-// Owns: path -> inode number (stable for the mount, moved by renames, root = 1) and path ->
-// local attributes. Ordering: a rename moves both with rekey() before the caller's rename
+// Owns: path -> inode number (stable for the mount, moved by renames, root = 1), its reverse
+// (the libfuse 3 backend addresses everything by inode), the kernel's lookup counts, and path ->
+// local attributes. Ordering: a rename moves them with rekey() before the caller's rename
 // returns; unlink and rmdir forget() them.
 import type { RemoteEntry } from '../../remote/types.js';
 import type { Attr } from '../api.js';
-import { rekeyMap } from '../paths.js';
+import { isUnder, rebase, rekeyMap } from '../paths.js';
 import { sameIdent } from '../content/obj.js';
 
 export interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
@@ -23,6 +24,15 @@ export interface ContentView {
 export class AttrTable {
   /** The path/inode table: one stable number per path seen, moved by renames. */
   private readonly inos = new Map<string, number>([['/', 1]]);
+  /** ino -> path: the inode-addressed entry points resolve through it (numbers are never reused). */
+  private readonly paths = new Map<number, string>([[1, '/']]);
+  /**
+   * The kernel's lookup count per inode (libfuse 3 backend): what entries it was sent minus what it
+   * forgot. An unlinked name leaves the table at once (its open handles do not need it); a counted
+   * number whose name went away is then unknown to getattr without a handle (ENOENT), as for any
+   * node removed on the server.
+   */
+  private readonly counts = new Map<number, number>();
   private nextIno = 2;
   /** chmod / utimens / a create's mode: kept locally (the services have no such attributes). */
   readonly local = new Map<string, LocalAttrs>();
@@ -30,19 +40,59 @@ export class AttrTable {
 
   ino(path: string): number {
     let ino = this.inos.get(path);
-    if (ino === undefined) { ino = this.nextIno++; this.inos.set(path, ino); }
+    if (ino === undefined) { ino = this.nextIno++; this.inos.set(path, ino); this.paths.set(ino, path); }
     return ino;
+  }
+
+  /** The path an inode number names now (renames followed), or undefined when it names none. */
+  pathOf(ino: number): string | undefined {
+    return this.paths.get(ino);
+  }
+
+  /** The kernel got n more references to ino (an entry reply, a readdirplus entry). */
+  counted(ino: number, n = 1): void {
+    this.counts.set(ino, (this.counts.get(ino) ?? 0) + n);
+  }
+
+  /** The kernel dropped n references (forget). Returns what it still holds. */
+  uncounted(ino: number, n: number): number {
+    const left = (this.counts.get(ino) ?? 0) - n;
+    if (left > 0) this.counts.set(ino, left); else this.counts.delete(ino);
+    return Math.max(0, left);
+  }
+
+  lookupCount(ino: number): number {
+    return this.counts.get(ino) ?? 0;
+  }
+
+  /** Sizes of the tables (tests, status). */
+  get sizes(): { inodes: number; counted: number } {
+    return { inodes: this.inos.size, counted: this.counts.size };
   }
 
   /** The path is gone (unlink, rmdir): its number and local attributes go too. */
   forget(path: string): void {
-    this.inos.delete(path);
+    const ino = this.inos.get(path);
+    if (ino !== undefined && ino !== 1) {
+      this.inos.delete(path);
+      this.paths.delete(ino);
+    }
     this.local.delete(path);
   }
 
   rekey(from: string, to: string): void {
     rekeyMap(this.local, from, to);
-    rekeyMap(this.inos, from, to);
+    const moved: [string, number][] = [];
+    for (const [k, v] of this.inos) if (k === from || isUnder(k, from)) moved.push([k, v]);
+    for (const [k] of moved) this.inos.delete(k);
+    for (const [k, ino] of moved) {
+      const nk = rebase(k, from, to);
+      // a replaced target's number names nothing any more
+      const old = this.inos.get(nk);
+      if (old !== undefined && old !== ino) this.paths.delete(old);
+      this.inos.set(nk, ino);
+      this.paths.set(ino, nk);
+    }
   }
 
   update(path: string, change: LocalAttrs): void {

@@ -19,6 +19,7 @@
 //   upload replaces it, so a later unlink or rename of the path reaches the server too.
 // - An unlinked file still open keeps its content (fetched whole first: once the server copy is
 //   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs).
+import type { RenameFlags } from '../api.js';
 import { AlreadyExists, BadRequest, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../remote/errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
@@ -139,7 +140,7 @@ export class Namespace {
     });
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string, flags: RenameFlags = {}): Promise<void> {
     from = normPath(from);
     to = normPath(to);
     this.writable();
@@ -150,13 +151,14 @@ export class Namespace {
     await this.lookups.parentDir(to);
     if (src.type === 'file') await this.policy.checkName(to);
     const dst = await this.lookups.lookup(to);
+    if (dst && flags.noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
     if (dst) {
       if (src.type === 'dir' && dst.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
       if (src.type !== 'dir' && dst.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
       if (dst.type === 'dir' && (await this.children(to, true)).size > 0) throw new NotEmpty('target folder is not empty', { path: to });
     }
     try {
-      await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst));
+      await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst, !!flags.noReplace));
     } finally {
       // the uploads stopped for the move go on at the new names (at the old ones if it failed)
       for (const o of this.store.localObjs) {
@@ -165,7 +167,7 @@ export class Namespace {
     }
   }
 
-  private async renameLocked(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null): Promise<void> {
+  private async renameLocked(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, noReplace: boolean): Promise<void> {
     const moving = this.store.under(from);
     const replaced = this.store.objs.get(to);
     for (const o of moving) await this.uploader.stop(o);
@@ -182,7 +184,7 @@ export class Namespace {
     this.rekey(from, to, moving);
     try {
       await jr;
-      if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
+      if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so, noReplace);
     } catch (err) {
       this.rekey(to, from, moving);
       await this.uploader.retarget(to, from).catch(() => {});
@@ -206,7 +208,7 @@ export class Namespace {
    * may come from a cache that is stale (another client made it since): the service's conflict
    * answer is then decided as rename(2) would, from fresh answers about the target.
    */
-  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined): Promise<void> {
+  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined, noReplace = false): Promise<void> {
     const move = () => this.ctx.bounded(`move ${from} -> ${to}`, (signal) => this.ctx.remote.move(from, to, { signal, priority: Priority.interactive }));
     try {
       await move();
@@ -218,6 +220,7 @@ export class Namespace {
         const cur = await this.ctx.bounded(`stat ${to}`, (signal) => this.ctx.remote.stat(to, { signal, priority: Priority.interactive }));
         if (!cur) throw err;
         if (!dst) this.ctx.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
+        if (noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
         if (src.type === 'dir' && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
         if (src.type !== 'dir' && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
         if (cur.type === 'dir') {

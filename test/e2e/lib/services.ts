@@ -126,10 +126,11 @@ export function useServers(test: TestFn): Servers {
 export function driveMacro<X extends unknown[] = []>(
   test: TestFn, servers: Servers,
   extra: (t: ExecutionContext, d: Drive, kind: Kind) => Promise<X> = async () => [] as unknown as X,
+  o: DriveOptions = {},
 ) {
   return test.macro({
     async exec(t, kind: Kind, body: (t: ExecutionContext, d: Drive, ...x: X) => Promise<void>) {
-      const d = await mountService(t, servers, kind);
+      const d = await mountService(t, servers, kind, o);
       await body(t, d, ...(await extra(t, d, kind)));
     },
     title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
