@@ -20,13 +20,13 @@
 //  - Ops without a handler are not registered: the kernel gets libfuse's default (ENOSYS, or
 //    success for open/opendir/release/releasedir/forget), and learns not to ask again.
 import { EventEmitter } from 'node:events';
-import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { constants as osConstants } from 'node:os';
+import { cleanUnmount, findMountAsync, isMountedAsync, lazyUnmount } from '../util/mounts.js';
 
 const E = osConstants.errno;
 
@@ -580,17 +580,6 @@ export interface MountOptions {
   initTimeoutMs?: number;
 }
 
-/** Runs a command; code 127 when it does not exist. Never rejects. */
-function run(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, _out, stderr) => {
-      if (!err) return resolve({ code: 0, stderr: String(stderr) });
-      const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stderr: String(stderr) });
-    });
-  });
-}
-
 /**
  * A mounted low-level session. Events: 'error' (a handler failed; the request got EIO),
  * 'close' (the kernel side is gone: unmounted by us or from outside, or the connection aborted).
@@ -808,11 +797,9 @@ export class LowLevelSession extends EventEmitter {
    */
   async unmount(o: { lazy?: boolean } = {}): Promise<void> {
     if (this.ended) return this.closed;
-    const args = ['-u', ...(o.lazy ? ['-z'] : []), this.mountpoint];
-    let r = await run('fusermount3', args);
-    if (r.code === 127) r = await run('fusermount', args);
+    const r = await (o.lazy ? lazyUnmount : cleanUnmount)(this.mountpoint);
     if (r.code !== 0 && !this.ended) {
-      if (!(await isMounted(this.mountpoint))) {
+      if (!(await isMountedAsync(this.mountpoint))) {
         // already gone (fusermount raced an outside unmount): the 'ended' event follows
       } else {
         const err = new Error(`unmount ${this.mountpoint}: ${r.stderr.trim() || `fusermount exit ${r.code}`}`) as NodeJS.ErrnoException;
@@ -824,19 +811,12 @@ export class LowLevelSession extends EventEmitter {
   }
 }
 
-async function isMounted(mnt: string): Promise<boolean> {
-  const t = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  return t.split('\n').some((l) => l.split(' ')[4] === mnt);
-}
-
 /** The kernel's read-ahead bounds the size of buffered READ requests: raise it on our bdi (0:N of
  *  the mount, found in mountinfo, without touching the mount itself). Root only; undefined if not. */
 async function setReadAhead(mnt: string, kb: number): Promise<number | undefined> {
-  const t = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const line = t.split('\n').reverse().find((l) => l.split(' ')[4] === mnt);
-  if (!line) return undefined;
-  const dev = line.split(' ')[2];
-  const file = `/sys/class/bdi/${dev}/read_ahead_kb`;
+  const m = await findMountAsync(mnt);
+  if (!m) return undefined;
+  const file = `/sys/class/bdi/${m.dev}/read_ahead_kb`;
   try {
     await writeFile(file, String(kb));
     return Number((await readFile(file, 'utf8')).trim());
