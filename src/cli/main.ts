@@ -4,7 +4,7 @@
 import { formatGroupHelp, formatHelp, parseArgs, UsageError, type CmdDef } from './args.js';
 import { CliError, setVerbosity, log, hungUp } from './context.js';
 import { commands, groups } from './commands.js';
-import { isRemoteError } from '../remote/errors.js';
+import { isRemoteError } from '../errors.js';
 import { redact } from '../log.js';
 import { exitWhenDrained } from '../util/exit.js';
 

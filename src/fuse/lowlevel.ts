@@ -25,10 +25,9 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { constants as osConstants } from 'node:os';
 import { cleanUnmount, findMountAsync, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { errno } from './errno.js';
 
-const E = osConstants.errno;
 
 // ---------- the native binding ----------
 
@@ -384,7 +383,7 @@ export class Request {
 
   /** lookup: "no such name", cached by the kernel for `timeoutS` seconds (0 = not cached). */
   noEntry(timeoutS = this.s._timeouts.negative): boolean {
-    if (timeoutS <= 0) return this.error(E.ENOENT);
+    if (timeoutS <= 0) return this.error(errno.ENOENT);
     const [n, h] = this.b();
     scratch.fill(0);
     scratch[3] = timeoutS;
@@ -451,7 +450,7 @@ export class Request {
       const [n, h] = this.b();
       return this.settle(n.replyXattr(h, this.id, value.length));
     }
-    if (value.length > this.size) return this.error(E.ERANGE);
+    if (value.length > this.size) return this.error(errno.ERANGE);
     return this.bytes(value);
   }
 
@@ -732,13 +731,13 @@ export class LowLevelSession extends EventEmitter {
           break;
         default:
           // registered only for ops with handlers: cannot happen, but never leave a request hanging
-          if (raw.id) this._binding.replyErr(this._handle, raw.id, E.ENOSYS);
+          if (raw.id) this._binding.replyErr(this._handle, raw.id, errno.ENOSYS);
       }
     }
   }
 
   private fail(req: Request, e: unknown) {
-    if (!req.replied) req.error(typeof (e as { errno?: unknown })?.errno === 'number' ? Math.abs((e as { errno: number }).errno) : E.EIO);
+    if (!req.replied) req.error(typeof (e as { errno?: unknown })?.errno === 'number' ? Math.abs((e as { errno: number }).errno) : errno.EIO);
     if (this.listenerCount('error')) this.emit('error', e);
   }
 
@@ -783,7 +782,7 @@ export class LowLevelSession extends EventEmitter {
   }
 
   private track(p: Promise<number>): Promise<number> {
-    if (this.ended) return Promise.resolve(-E.ENOTCONN);
+    if (this.ended) return Promise.resolve(-errno.ENOTCONN);
     this.notifies.add(p);
     void p.finally(() => this.notifies.delete(p));
     return p;

@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { startEmulator, serverStats } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
+import type { Remote } from '../../src/remote/types.js';
 import { DEMO_POLICY } from '../../src/emulator/vboxx/demo.js';
 import {
   createVboxxRemote, VboxxRemote, VboxxClient, mapRoots, sanitizeRootName, parseExtensions, type VboxxRemoteOptions,
 } from '../../src/remote/vboxx/index.js';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 
 let emu: Emulator;
@@ -63,7 +64,8 @@ test('root names become unique single components, deterministically', (t) => {
 test('list / stat: roots at the top, folders below, unicode and spaces', async (t) => {
   const r = remote();
   t.is(r.kind, 'vboxx');
-  t.true(r.capabilities.rangedReads && r.capabilities.listingRevalidation && !r.capabilities.batchStat);
+  const rr: Remote = r;
+  t.true(!!rr.ranged?.readTo && !!rr.shareLinks && !rr.batchStat && !rr.batchUpload);
   const top = await r.list('/');
   t.deepEqual(top.entries.map((e) => [e.name, e.type]), [['Files', 'dir'], ['Team Share', 'dir']]);
   const docs = await r.list('/Files/documents');
@@ -106,7 +108,9 @@ test('read, download, upload round-trip with unicode and spaces; chunked above t
   const src = join(dir, 'src.bin');
   writeFileSync(src, data);
   const path = '/Files/drive test/sp ace & ünï #1.bin';
-  const e = await r.upload(src, path);
+  let sent = 0;
+  const e = await r.upload(src, path, { onSend: () => sent++ });
+  t.true(sent >= 1, 'onSend when the request left the queue');
   t.is(e.name, 'sp ace & ünï #1.bin');
   t.is(e.size, data.length);
   t.is(e.type, 'file');

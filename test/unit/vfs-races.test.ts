@@ -3,7 +3,7 @@
 // request is already sent must not be overtaken by a delete or move of its path.
 import test from 'ava';
 import { MemoryRemote } from '../../src/remote/memory.js';
-import { Cancelled } from '../../src/remote/errors.js';
+import { Cancelled } from '../../src/errors.js';
 import type { TransferOptions, RemoteEntry } from '../../src/remote/types.js';
 import { setup, writeFile, until, sleep, readAll } from './helpers.js';
 

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { appendFileSync, existsSync, mkdirSync, writeFileSync as writeFileSyncFs } from 'node:fs';
 import { join } from 'node:path';
-import { isRemoteError, ServerError } from '../../src/remote/errors.js';
+import { isRemoteError, ServerError } from '../../src/errors.js';
 import { MemoryRemote } from '../../src/remote/memory.js';
 import { Vfs } from '../../src/vfs/vfs.js';
 import {

@@ -9,7 +9,7 @@ import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js
 import { encodePathSegments } from '../url.js';
 import {
   AuthFailed, BadRequest, BadResponse, Cancelled, NetworkError, NotFound, RemoteError, type ErrorContext,
-} from '../errors.js';
+} from '../../errors.js';
 import { Priority } from '../types.js';
 import { redact, silentLogger, type Logger } from '../../log.js';
 import type { ClientOptions } from '../options.js';

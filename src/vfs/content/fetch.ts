@@ -14,7 +14,7 @@
 //   the end of a long request; every wait is bounded by opTimeoutMs.
 // - Read-ahead and fetches of clean content only: dirty content is complete and never fetched.
 import fs, { promises as fsp } from 'node:fs';
-import { BadResponse, Cancelled } from '../../remote/errors.js';
+import { BadResponse, Cancelled } from '../../errors.js';
 import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '../../remote/types.js';
 import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';
@@ -77,7 +77,7 @@ export class Fetcher {
   /** Whole content present locally (before the first write, so the dirty file is complete). */
   async ensureWhole(o: Obj): Promise<void> {
     if (o.complete) return;
-    if (this.ctx.remote.read && this.ctx.remote.capabilities.rangedReads) {
+    if (this.ctx.ranged) {
       // a window of readParallel requests at a time keeps memory bounded for huge files
       const req = 8 * MiB;
       for (let stalls = 0; !o.complete && stalls < 3;) {
@@ -219,8 +219,8 @@ export class Fetcher {
     const path = o.path;
     const p = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      if (this.ctx.remote.readTo) { await this.streamRun(o, s, e, epoch, priority); return; }
-      const data = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.read!(path, s, e - s, { signal, priority }));
+      if (this.ctx.remote.ranged!.readTo) { await this.streamRun(o, s, e, epoch, priority); return; }
+      const data = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.read(path, s, e - s, { signal, priority }));
       if (o.epoch !== epoch) return;
       let n = 0;
       while (n < data.length) n += await pwrite(o.fd, data, n, data.length - n, s + n);
@@ -290,7 +290,7 @@ export class Fetcher {
     };
     let got: RangeRead;
     try {
-      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.readTo!(path, s, e - s, sink, { signal, priority }));
+      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo!(path, s, e - s, sink, { signal, priority }));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
