@@ -79,7 +79,8 @@ export type UploadResult = { entry: RemoteEntry; error?: undefined } | { entry?:
  * absent, the drive does without (`remote.ranged?.read(...)`).
  */
 export interface Remote {
-  readonly kind: 'maxxo' | 'vboxx' | 'memory';
+  /** The service, for messages: 'maxxo', 'vboxx' (test doubles name themselves). */
+  readonly kind: string;
 
   /** Children of a folder. Throws NotFound for a missing folder, NotADirectory for a file. */
   list(dir: string, opts?: CallOptions & { hash?: string }): Promise<ListResult>;

@@ -4,7 +4,7 @@
 // just-landed bytes.
 import test from 'ava';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
-import type { MemoryRemote } from '../../src/remote/memory.js';
+import type { MemoryRemote } from '../helpers/memory-remote.js';
 import { O_RDONLY, bytes, readAll, setup, sha } from './helpers.js';
 
 const MiB = 1024 * 1024;

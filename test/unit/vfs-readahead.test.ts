@@ -4,7 +4,7 @@
 import test from 'ava';
 import { isSequential, readAheadPlan } from '../../src/vfs/ranges.js';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
-import type { MemoryRemote } from '../../src/remote/memory.js';
+import type { MemoryRemote } from '../helpers/memory-remote.js';
 import { O_RDONLY, bytes, readAll, rng, setup, sha } from './helpers.js';
 
 const KiB = 1024;

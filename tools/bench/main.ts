@@ -1,6 +1,6 @@
 // scripts/bench: our mount (Maxxo and vBoxx) against `rclone mount` (vfs-cache-mode writes and
 // full) on the same tree, behind the same delay proxy, in the same run. Every server and mount
-// runs in its own process; every workload runs in a child process (src/bench/workload.ts); the
+// runs in its own process; every workload runs in a child process (tools/bench/workload.ts); the
 // harness itself never touches a mount synchronously. Whatever happens (failure, Ctrl-C), every
 // mount is unmounted and every process it started is stopped.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManifest, fullScale, quickScale, generateScaleTree, S, type ScaleSizes } from './tree.js';
 import type { Job, JobResult } from './workload.js';
 import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS } from './report.js';
-import { findMount, isMounted, lazyUnmountSync, mountTable } from '../util/mounts.js';
+import { findMount, isMounted, lazyUnmountSync, mountTable } from '../../src/util/mounts.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..', '..');

@@ -7,10 +7,10 @@ import { promises as fsp } from 'node:fs';
 import {
   AlreadyExists, Cancelled, IsADirectory, NotADirectory, NotFound, PolicyExcludedExtension,
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
-} from '../errors.js';
+} from '../../src/errors.js';
 import type {
   BatchStat, CallOptions, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
-} from './types.js';
+} from '../../src/remote/types.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
   | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
