@@ -114,5 +114,3 @@ function getStatArray(stat: any): Uint32Array {
   setDouble(16, ms(stat?.ctime));
   return ints;
 }
-
-export const FUSE_DEFAULT_TIMEOUT_MS = 15_000;

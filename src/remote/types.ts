@@ -76,7 +76,7 @@ export type UploadResult = { entry: RemoteEntry; error?: undefined } | { entry?:
 
 /**
  * An optional capability is an optional member: present means the service has it (and cheaply);
- * absent, the drive does without (`remote.ranged?.read(...)`).
+ * absent, the drive does without (`remote.ranged?.readTo(...)`).
  */
 export interface Remote {
   /** The service, for messages: 'maxxo', 'vboxx' (test doubles name themselves). */
@@ -127,8 +127,6 @@ export interface BatchStat {
 }
 
 export interface RangedReads {
-  /** May return fewer bytes only at end of file. */
-  read(path: string, offset: number, length: number, opts?: CallOptions): Promise<Buffer>;
   /**
    * Ranged read streamed to `sink` as the bytes arrive, so no range is ever whole in memory.
    * Chunks come in file order with their position; the next one only after the sink's promise
@@ -137,7 +135,7 @@ export interface RangedReads {
    * last run (fewer only at end of file) and, when the server says, the revision and size served
    * (the sink gets them with every chunk, so it can refuse bytes of an unexpected version).
    */
-  readTo?(path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions): Promise<RangeRead>;
+  readTo(path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions): Promise<RangeRead>;
 }
 
 export interface BatchUpload {

@@ -16,7 +16,7 @@ export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 
   | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
 
 export interface MemoryRemoteOptions {
-  /** true: read() exists (vBoxx-like); false: whole-file download only (Maxxo-like). Default true. */
+  /** true: ranged reads (vBoxx-like); false: whole-file downloads only (Maxxo-like). Default true. */
   rangedReads?: boolean;
   /** list() honours `hash` and answers unchanged. Default true. */
   listingRevalidation?: boolean;
@@ -31,8 +31,6 @@ export interface MemoryRemoteOptions {
   /** download() writes in chunks of this many bytes, waiting downloadChunkDelayMs between them. */
   downloadChunkBytes?: number;
   downloadChunkDelayMs?: number;
-  /** readTo() (streamed ranged reads) exists besides read() when rangedReads. Default true. */
-  streamedReads?: boolean;
   /** readTo() hands the sink chunks of this many bytes (default 64 KiB), waiting readChunkDelayMs between them. */
   readChunkBytes?: number;
   readChunkDelayMs?: number;
@@ -111,11 +109,8 @@ export class MemoryRemote implements Remote {
       remove: 0, statfs: 0, shareLink: 0, close: 0,
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
-    if (opts.rangedReads ?? true) {
-      this.ranged = { read: (p, o, l, c) => this.doRead(p, o, l, c) };
-      if (opts.streamedReads !== false) this.ranged.readTo = (p, o, l, k, c) => this.doReadTo(p, o, l, k, c);
-    }
-    if (!this.ranged?.readTo) this.downloadMany = (items, c) => this.doDownloadMany(items, c);
+    if (opts.rangedReads ?? true) this.ranged = { readTo: (p, o, l, k, c) => this.doReadTo(p, o, l, k, c) };
+    else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (opts.batchStat) this.batchStat = { statMany: (ps, c) => this.doStatMany(ps, c) };
     if (opts.shareLinks ?? true) this.shareLinks = { shareLink: (p, c) => this.doShareLink(p, c) };
     if (opts.policy) this.checkUpload = (p, s, c) => this.doCheckUpload(p, s, c);
@@ -218,15 +213,7 @@ export class MemoryRemote implements Remote {
     });
   }
 
-  private async doRead(path: string, offset: number, length: number, opts: CallOptions = {}): Promise<Buffer> {
-    path = norm(path);
-    await this.enter('read', path, opts);
-    const n = this.fileNode(path);
-    if (offset > n.data.length) return Buffer.alloc(0);
-    return Buffer.from(n.data.subarray(offset, Math.min(n.data.length, offset + length)));
-  }
-
-  /** read() streamed in chunks of readChunkBytes (counted as a read call). */
+  /** Streamed in chunks of readChunkBytes (counted as a read call). */
   private async doReadTo(path: string, offset: number, length: number, sink: RangeSink, opts: CallOptions = {}): Promise<RangeRead> {
     path = norm(path);
     await this.enter('read', path, opts);

@@ -88,8 +88,11 @@ for (const kind of ['vboxx', 'maxxo'] as Kind[]) {
           case 'read': {
             if (!remote.ranged) break;
             const len = 1 + Math.floor(r() * 5000);
-            const b = await remote.ranged.read(p, Math.floor(r() * 100), len);
-            t.true(b.length <= len, `read returned ${b.length} > ${len} bytes`);
+            const off = Math.floor(r() * 100);
+            let inside = true;
+            const got = await remote.ranged.readTo(p, off, len, (chunk, pos) => { inside &&= pos >= off && pos + chunk.length <= off + len; });
+            t.true(got.bytes <= len, `read returned ${got.bytes} > ${len} bytes`);
+            t.true(inside, 'every chunk inside the range asked for');
             break;
           }
           case 'mkdir': await remote.mkdir(`${p === '/' ? '' : p}/new-${i}`); break;

@@ -162,7 +162,7 @@ test('ranged remote: the byte budget slides along as the program opens the prefe
   const files = fill(remote, '/s', 100, 1000);
   let interactive = 0;
   let now = 0;
-  const inner = remote.ranged!.readTo!;
+  const inner = remote.ranged!.readTo;
   remote.ranged!.readTo = async (p, o, l, sink, c) => {
     if ((c?.priority ?? 0) > 0) interactive++;
     now++;

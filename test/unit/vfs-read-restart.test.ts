@@ -12,7 +12,7 @@ const MiB = 1024 * 1024;
 /** The first readTo of `path` delivers `junk` from its offset, then starts over with the file. */
 function abandonFirstRun(remote: MemoryRemote, path: string, junk: Buffer): { runs: number } {
   const st = { runs: 0 };
-  const inner = remote.ranged!.readTo!;
+  const inner = remote.ranged!.readTo;
   remote.ranged!.readTo = async (p: string, offset: number, length: number, sink: RangeSink, o?: CallOptions): Promise<RangeRead> => {
     if (p === path && st.runs++ === 0) {
       for (let at = 0; at < junk.length; at += 64 * 1024) await sink(junk.subarray(at, Math.min(junk.length, at + 64 * 1024)), offset + at, {});

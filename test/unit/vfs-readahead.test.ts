@@ -13,7 +13,7 @@ const MiB = 1024 * KiB;
 /** Counts streamed fetches under way (now and at most) around the remote's readTo. */
 function trackReads(remote: MemoryRemote): { now: number; max: number; lengths: number[] } {
   const st = { now: 0, max: 0, lengths: [] as number[] };
-  const inner = remote.ranged!.readTo!;
+  const inner = remote.ranged!.readTo;
   remote.ranged!.readTo = async (path: string, offset: number, length: number, sink: RangeSink, o?: CallOptions): Promise<RangeRead> => {
     st.now++;
     st.max = Math.max(st.max, st.now);

@@ -27,10 +27,7 @@ const split = (p: string) => p.split('/').filter((s) => s !== '' && s !== '.');
 
 export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
-  readonly ranged: RangedReads = {
-    read: (path, offset, length, o) => this.read(path, offset, length, o),
-    readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o),
-  };
+  readonly ranged: RangedReads = { readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o) };
   readonly shareLinks: ShareLinks = { shareLink: (path, o) => this.shareLink(path, o) };
   readonly client: VboxxClient;
   private readonly rootSel?: string;
@@ -163,11 +160,6 @@ export class VboxxRemote implements Remote {
       if (e instanceof RemoteError && e.code === 'NOT_FOUND') return null;
       throw e;
     }
-  }
-
-  async read(path: string, offset: number, length: number, o: CallOptions = {}): Promise<Buffer> {
-    const r = await this.fileTarget(path, o);
-    return this.client.readRange(r.root.id, r.sub, offset, length, o);
   }
 
   async readTo(path: string, offset: number, length: number, sink: RangeSink, o: CallOptions = {}): Promise<RangeRead> {

@@ -19,7 +19,7 @@ import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '..
 import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';
 import { readAheadPlan } from '../ranges.js';
-import { fstatFd, ftruncateFd, pwrite, pwritevAll } from './fileio.js';
+import { fstatFd, ftruncateFd, pwritevAll } from './fileio.js';
 import type { Obj, RangeWaiter } from './obj.js';
 import type { ContentStore } from './store.js';
 
@@ -216,18 +216,9 @@ export class Fetcher {
   fetchRun(o: Obj, s: number, e: number, priority: number): Promise<void> {
     const B = this.ctx.opts.readBlockBytes;
     const epoch = o.epoch;
-    const path = o.path;
     const p = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      if (this.ctx.remote.ranged!.readTo) { await this.streamRun(o, s, e, epoch, priority); return; }
-      const data = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.read(path, s, e - s, { signal, priority }));
-      if (o.epoch !== epoch) return;
-      let n = 0;
-      while (n < data.length) n += await pwrite(o.fd, data, n, data.length - n, s + n);
-      if (o.epoch !== epoch) return;
-      this.store.addRange(o, s, Math.min(s + data.length, o.size));
-      o.metaOnDisk = false;
-      this.wakeWaiters(o);
+      await this.streamRun(o, s, e, epoch, priority);
     })().finally(() => {
       for (let b = s / B; b * B < e; b++) if (o.inflight.get(b) === p) o.inflight.delete(b);
       o.inflightCount--;
@@ -290,7 +281,7 @@ export class Fetcher {
     };
     let got: RangeRead;
     try {
-      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo!(path, s, e - s, sink, { signal, priority }));
+      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(path, s, e - s, sink, { signal, priority }));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
