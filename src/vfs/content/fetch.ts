@@ -2,7 +2,7 @@
 // (remotes with ranged reads: vBoxx), the whole-file download that reads follow as it arrives
 // (Maxxo: rsync), and the joining of batch downloads (prefetch).
 //
-// Owns: nothing of its own beyond the fetch bookkeeping on each Obj (inflight blocks, waiters,
+// Owns: nothing of its own beyond the fetch bookkeeping on each Obj (inflight blocks,
 // recent segments, download state); byte accounting goes through ContentStore.
 //
 // Rules:
@@ -20,7 +20,7 @@ import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';
 import { readAheadPlan } from '../ranges.js';
 import { fstatFd, ftruncateFd, pwritevAll } from './fileio.js';
-import type { Obj, RangeWaiter } from './obj.js';
+import { wake, waitFor, type Obj } from './obj.js';
 import type { ContentStore } from './store.js';
 
 /** A streamed fetch whose content object was reset meanwhile: it stops without an error. */
@@ -143,7 +143,9 @@ export class Fetcher {
       if (inf) {
         let e = b + 1;
         while (e <= last && o.inflight.get(e) === inf) e++;
-        waits.push(this.arrival(o, Math.max(start, b * B), Math.min(end, e * B, o.size), inf));
+        const s = Math.max(start, b * B);
+        const until = Math.min(end, e * B, o.size);
+        waits.push(waitFor(o, () => o.ranges.covers(s, until), inf));
         b = e;
         continue;
       }
@@ -154,28 +156,6 @@ export class Fetcher {
       b = e;
     }
     return waits;
-  }
-
-  /** Resolves once [s, e) is cached or the fetch `run` ended (rejects with its error). */
-  private arrival(o: Obj, s: number, e: number, run: Promise<void>): Promise<void> {
-    if (o.ranges.covers(s, e)) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const w: RangeWaiter = { s, e, resolve };
-      o.waiters.push(w);
-      const drop = () => {
-        const i = o.waiters.indexOf(w);
-        if (i >= 0) o.waiters.splice(i, 1);
-      };
-      run.then(() => { drop(); resolve(); }, (err) => { drop(); reject(err); });
-    });
-  }
-
-  /** Wakes the readers whose bytes are all cached now. */
-  wakeWaiters(o: Obj): void {
-    if (o.waiters.length === 0) return;
-    const still: RangeWaiter[] = [];
-    for (const w of o.waiters) if (o.ranges.covers(w.s, w.e)) w.resolve(); else still.push(w);
-    o.waiters = still;
   }
 
   private blockHeld(o: Obj, b: number): boolean {
@@ -260,7 +240,7 @@ export class Fetcher {
       }
       this.store.addRange(o, pos, Math.min(pos + len, o.size));
       o.metaOnDisk = false;
-      this.wakeWaiters(o);
+      wake(o);
     };
     const sink = (chunk: Buffer, pos: number, served: RangeServed): void | Promise<void> => {
       if (o.epoch !== epoch) throw STALE_RUN;
@@ -310,17 +290,19 @@ export class Fetcher {
     o.size = size;
     this.store.dropMeta(o);
     this.onServerChanged(o.path, e);
-    this.wakeWaiters(o);
+    wake(o);
   }
 
-  /** Non-ranged remotes: the whole file streams into the cache file; reads follow its progress. */
+  /**
+   * Non-ranged remotes: the whole file streams into the cache file; reads follow its progress.
+   * A batch download that settles without o (prefetch) leaves the reader to start one of its own.
+   */
   async ensureDownloaded(o: Obj, need: number): Promise<void> {
-    if (o.complete) return;
-    if (!o.download) this.startDownload(o);
-    if (o.downloaded >= need) return;
-    await this.ctx.within(`read of ${o.path}`, new Promise<void>((resolve, reject) => {
-      o.dlWaiters.push({ need, resolve, reject });
-    }));
+    for (let round = 0; !o.complete && !(o.download && o.downloaded >= need); round++) {
+      if (round >= 4) throw new BadResponse('the download ended without the file', { path: o.path });
+      if (!o.download) this.startDownload(o);
+      await this.ctx.within(`read of ${o.path}`, waitFor(o, () => o.complete || o.downloaded >= need, o.download!));
+    }
   }
 
   startDownload(o: Obj): void {
@@ -329,17 +311,12 @@ export class Fetcher {
     o.downloaded = 0;
     const epoch = o.epoch;
     const path = o.path;
-    const wake = () => {
-      const still: typeof o.dlWaiters = [];
-      for (const w of o.dlWaiters) if (w.need <= o.downloaded) w.resolve(); else still.push(w);
-      o.dlWaiters = still;
-    };
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
       await this.ctx.remote.download(path, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
-        onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(); } },
+        onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
       });
       if (o.epoch !== epoch) throw new Cancelled('download superseded', { path });
       // the client may have replaced the file instead of writing in place: follow the new inode
@@ -359,13 +336,8 @@ export class Fetcher {
       }
       this.store.setWhole(o, a.size);
     })();
-    o.download.then(() => {
-      for (const w of o.dlWaiters) w.resolve();
-      o.dlWaiters = [];
-    }, (err) => {
-      for (const w of o.dlWaiters) w.reject(err);
-      o.dlWaiters = [];
-    }).finally(() => {
+    // its readers' waits settle with it (waitFor's run)
+    o.download.catch(() => {}).finally(() => {
       o.download = null;
       o.dlAbort = null;
       if (o.refs === 0) this.store.afterRelease(o);
@@ -373,7 +345,10 @@ export class Fetcher {
     });
   }
 
-  /** Marks o as being downloaded by a batch: readers wait for it like for their own download. */
+  /**
+   * Marks o as being downloaded by a batch: readers wait for it like for their own download, and
+   * start their own when it settles without o.
+   */
   attachBatch(o: Obj, done: Promise<Set<Obj>>): void {
     o.dlAbort = new AbortController();
     o.downloaded = 0;
@@ -383,13 +358,7 @@ export class Fetcher {
     p.then((ok) => {
       o.download = null;
       o.dlAbort = null;
-      if (ok) {
-        for (const w of o.dlWaiters) w.resolve();
-        o.dlWaiters = [];
-      } else if (o.dlWaiters.length > 0 && !o.unlinked) {
-        // not in the batch after all: the readers waiting get a download of their own
-        this.startDownload(o);
-      }
+      if (ok) wake(o);
       if (o.refs === 0) this.store.afterRelease(o);
     }).catch((e) => this.ctx.log.debug(`prefetch of ${o.path}: ${errText(e)}`));
   }
