@@ -14,6 +14,7 @@ import {
 } from './registry.js';
 import { cleanUnmount, findMount, isMounted, isMountedAsync, lazyUnmount } from '../util/mounts.js';
 import { run } from '../util/run.js';
+import { sleep } from '../util/sleep.js';
 import { createProgress } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
@@ -26,7 +27,6 @@ import { defaultVfsOptions } from '../vfs/vfs.js';
 const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
 /** Sent by `unmount --force` to the mount process (SIGTERM twice could merge into one). */
 const FORCE_SIGNAL: NodeJS.Signals = 'SIGUSR2';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const mountCommandOptions = [
   { name: 'server', value: 'URL', desc: 'Service base URL (with maxxo|vboxx)' },

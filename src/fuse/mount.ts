@@ -13,6 +13,7 @@ import { createFuse, type FuseInstance } from './native.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { describeHolders, mountHolders } from '../util/holders.js';
 import { cleanUnmount, findMountAsync, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { sleep } from '../util/sleep.js';
 
 const IS_MAC = process.platform === 'darwin';
 
@@ -73,8 +74,6 @@ export class MountError extends Error {
     this.name = 'MountError';
   }
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Clean unmount, retried while the mount is busy; lazy after busyMs. */
 export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Promise<void> {

@@ -17,6 +17,7 @@ import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManif
 import type { Job, JobResult } from './workload.js';
 import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS } from './report.js';
 import { findMount, isMounted, lazyUnmountSync, mountTable } from '../../src/util/mounts.js';
+import { sleep } from '../../src/util/sleep.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..', '..');
@@ -127,7 +128,6 @@ let verbose = false;
 let profileDir: string | null = null;
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const vlog = (m: string) => { if (verbose) log(m); };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Cuts a hung FUSE connection loose (needs root), so processes blocked in it return. */
 function abortFuse(mnt: string): void {
