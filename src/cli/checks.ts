@@ -1,6 +1,6 @@
 // Mount-time checks that turn a wrong --server, --root or CA into one clear line before the drive
 // exists (without them: a page of HTML as the error, or a drive whose every `ls` fails).
-import { isRemoteError } from '../remote/errors.js';
+import { isRemoteError } from '../errors.js';
 import type { Remote } from '../remote/types.js';
 import { CliError } from './context.js';
 import type { Target } from './target.js';

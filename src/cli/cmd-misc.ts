@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { bool, int, str, type CmdDef, type Parsed } from './args.js';
 import { log, CliError, noteHangup } from './context.js';
-import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { fusermountBin, lazyUnmount, run } from './fusermount.js';
-import { kernelMounts, removeRecord, writeRecord, RecordWriter, type MountRecord } from './registry.js';
+import { isMounted, lazyUnmount, lazyUnmountSync } from '../util/mounts.js';
+import { run } from '../util/run.js';
+import { removeRecord, writeRecord, RecordWriter, type MountRecord } from './registry.js';
 import { accountId } from './target.js';
 import type { Remote, RemoteEntry } from '../remote/types.js';
 import { exitWhenDrained } from '../util/exit.js';
@@ -82,7 +82,7 @@ async function runDemo(p: Parsed): Promise<number> {
         if (d.drive) forced.push(d.drive.unmount({ force: true }).catch((e) => log.error(`forced unmount of ${d.mountpoint}: ${(e as Error).message}`)));
       }
     } else {
-      for (const d of drives) spawnSync(fusermountBin(), ['-uz', d.mountpoint], { stdio: 'ignore', timeout: 10_000 });
+      for (const d of drives) lazyUnmountSync(d.mountpoint);
       for (const d of drives) if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
       if (outcome.work) { try { rmSync(outcome.work, { recursive: true, force: true }); } catch { /* tmp, best effort */ } }
       void exitWhenDrained(130);
@@ -151,7 +151,7 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
       if (signals()) break;
       const mountpoint = join(base, kind);
       // A mount left by a crashed demo would make mkdir fail with ENOTCONN.
-      if (kernelMounts().some((m) => m.mountpoint === mountpoint)) {
+      if (isMounted(mountpoint)) {
         log.warn(`${mountpoint} is still mounted from an earlier run; detaching it`);
         await lazyUnmount(mountpoint);
       }

@@ -9,11 +9,13 @@ import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemot
 import { readPasswordFile } from './password.js';
 import { log, CliError, raiseLevel, noteHangup } from './context.js';
 import {
-  alive, canonicalMountpoint, findByMountpoint, findByPath, kernelMounts, listRecords, readRecord, removeRecord,
-  writeRecord, RecordWriter, kernelMountsAsync, type MountRecord,
+  alive, canonicalMountpoint, findByMountpoint, findByPath, listRecords, readRecord, removeRecord,
+  writeRecord, RecordWriter, type MountRecord,
 } from './registry.js';
-import { cleanUnmount, lazyUnmount, run } from './fusermount.js';
-import { createFlushMeter, formatEta } from './progress.js';
+import { cleanUnmount, findMount, isMounted, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { run } from '../util/run.js';
+import { sleep } from '../util/sleep.js';
+import { createFlushMeter, createProgress, formatEta } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';
@@ -27,7 +29,6 @@ import { defaultVfsOptions } from '../vfs/vfs.js';
 const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
 /** Sent by `unmount --force` to the mount process (SIGTERM twice could merge into one). */
 const FORCE_SIGNAL: NodeJS.Signals = 'SIGUSR2';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const mountCommandOptions = [
   { name: 'server', value: 'URL', desc: 'Service base URL (with maxxo|vboxx)' },
@@ -215,9 +216,9 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       // Someone ran `fusermount -u` behind our back: flush what is pending and leave.
       if (stopping || checking || process.platform !== 'linux') return;
       checking = true;
-      void kernelMountsAsync().then((mounts) => {
+      void isMountedAsync(mountpoint).then((still) => {
         if (stopping) return;
-        if (!mounts.some((m) => m.mountpoint === mountpoint)) {
+        if (!still) {
           if (++lostChecks >= 2) { log.warn(`${mountpoint} was unmounted from outside; flushing and exiting`); void stop('unmounted', false); }
         } else lostChecks = 0;
       }).finally(() => { checking = false; });
@@ -300,15 +301,15 @@ async function runUnmount(p: Parsed): Promise<number> {
   const force = bool(p, 'force');
   const rec = findByMountpoint(mp);
   if (!rec) {
-    const k = kernelMounts().find((m) => m.mountpoint === mp);
-    if (k && /cloudmount/.test(`${k.type} ${k.source}`)) {
+    const k = findMount(mp);
+    if (k && /cloudmount/.test(`${k.fstype} ${k.source}`)) {
       if (!force) throw new CliError(`${mp} is a cloudmount mount with no live process (crashed?); detach it with: cloudmount unmount --force ${mp}`);
       const r = await lazyUnmount(mp);
       if (r.code !== 0) throw new CliError(`fusermount -uz ${mp} failed: ${r.stderr.trim()}`);
       out(`detached ${mp}; pending changes stay in the journal and are replayed at the next mount of that account\n`);
       return 0;
     }
-    throw new CliError(k ? `${mp} is a ${k.type} mount, not a cloudmount mount` : `${mp} is not a cloudmount mount`);
+    throw new CliError(k ? `${mp} is a ${k.fstype} mount, not a cloudmount mount` : `${mp} is not a cloudmount mount`);
   }
   if (force) {
     const cut = describeHolders(await mountHolders(mp));
@@ -342,7 +343,7 @@ async function runUnmount(p: Parsed): Promise<number> {
     if (!/busy/i.test(r.stderr)) {
       // detached already, or fusermount failed otherwise: the mount process unmounts (busy wait,
       // then lazily, keeping what open files hold) and flushes
-      if (kernelMounts().some((m) => m.mountpoint === mp)) log.warn(`unmount ${mp}: ${r.stderr.trim() || `exit ${r.code}`}; asking the mount process`);
+      if (isMounted(mp)) log.warn(`unmount ${mp}: ${r.stderr.trim() || `exit ${r.code}`}; asking the mount process`);
       break;
     }
     const who = describeHolders(await mountHolders(mp));

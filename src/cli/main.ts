@@ -4,7 +4,7 @@
 import { didYouMean, formatGroupHelp, formatHelp, globalPrefixArity, parseArgs, str, UsageError, type CmdDef } from './args.js';
 import { CliError, configureLog, log, hungUp } from './context.js';
 import { commands, groups } from './commands.js';
-import { isRemoteError } from '../remote/errors.js';
+import { isRemoteError } from '../errors.js';
 import { LEVELS, redact, type Level } from '../log.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { canonicalMountpoint } from './registry.js';

@@ -2,7 +2,7 @@
 // x@y (USER_NOT_FOUND)"). One table per service; every account command reports through
 // explainServerError. The code stays at the end in parentheses: scripts and users searching the
 // spec still find it.
-import type { RemoteError } from '../remote/errors.js';
+import type { RemoteError } from '../errors.js';
 
 /** What a command acts on: the words the sentences fill in. */
 export interface Subject {

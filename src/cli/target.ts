@@ -9,7 +9,7 @@ import { obtainPassword } from './password.js';
 import { log, CliError } from './context.js';
 import type { ClientOptions } from '../remote/options.js';
 import type { Remote } from '../remote/types.js';
-import { isRemoteError } from '../remote/errors.js';
+import { isRemoteError } from '../errors.js';
 import { serverSentence, type Subject } from './server-messages.js';
 
 export interface Target {

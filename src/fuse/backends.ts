@@ -11,7 +11,8 @@ import { createOps } from './adapter.js';
 import { createLowLevelHandlers } from './ll-adapter.js';
 import { LowLevelSession, lowlevelAvailable } from './lowlevel.js';
 import { createFuse, type FuseInstance } from './native.js';
-import { MountError, lazyUnmount, unmountPath, type MountOptions } from './mount.js';
+import { MountError, unmountPath, type MountOptions } from './mount.js';
+import { lazyUnmount } from '../util/mounts.js';
 
 export type BackendName = 'libfuse3' | 'fuse-native';
 export const BACKENDS: BackendName[] = ['libfuse3', 'fuse-native'];
@@ -93,7 +94,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       `max_write ${conn.maxWrite}, read-ahead ${conn.readAheadKb ?? conn.maxReadahead / 1024} KiB, ${conn.features.join(' ')}`,
     async unmount(force) {
       if (force) {
-        if (!(await lazyUnmount(mnt))) throw new MountError(`cannot detach ${mnt}`);
+        if ((await lazyUnmount(mnt)).code !== 0) throw new MountError(`cannot detach ${mnt}`);
       } else {
         await unmountPath(mnt, busyMs, log);
       }
@@ -145,7 +146,7 @@ export async function mountFuseNative(c: BackendConfig): Promise<MountedBackend>
     extraOptions: extra,
     unmountFn: async (m) => {
       if (forceNext) {
-        if (!(await lazyUnmount(m))) throw new MountError(`cannot detach ${m}`);
+        if ((await lazyUnmount(m)).code !== 0) throw new MountError(`cannot detach ${m}`);
         return;
       }
       await unmountPath(m, busyMs, log);

@@ -1,7 +1,6 @@
 // Mount lifecycle: mountpoint checks (stale mounts of a crashed run are cleaned, live ones and
 // non-empty folders refused), journal replay before the mount goes live, kernel options, clean
 // unmount (flush, EBUSY retries, then lazy) and signal handling.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +11,8 @@ import type { Logger } from '../log.js';
 import { chooseBackend, mountFuseNative, mountLibfuse3, type BackendConfig, type BackendName, type MountedBackend } from './backends.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { describeHolders, mountHolders } from '../util/holders.js';
+import { cleanUnmount, findMountAsync, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { sleep } from '../util/sleep.js';
 
 const IS_MAC = process.platform === 'darwin';
 
@@ -81,41 +82,14 @@ export class MountError extends Error {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs }, (err, _stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
-      if (!e) return resolve({ code: 0, stderr: String(stderr) });
-      if (e.code === 'ENOENT') return resolve({ code: 127, stderr: `${cmd}: not found` });
-      resolve({ code: typeof e.code === 'number' ? e.code : 1, stderr: String(stderr || e.message) });
-    });
-  });
-}
-
-/** Lazy unmount: detaches even while busy or dead. Never throws. */
-export async function lazyUnmount(mnt: string): Promise<boolean> {
-  if (IS_MAC) {
-    const r = await run('diskutil', ['unmount', 'force', mnt]);
-    if (r.code === 0) return true;
-    return (await run('umount', ['-f', mnt])).code === 0;
-  }
-  let r = await run('fusermount', ['-uz', mnt]);
-  if (r.code === 127) r = await run('fusermount3', ['-uz', mnt]);
-  if (r.code !== 0 && process.getuid?.() === 0) r = await run('umount', ['-l', mnt]);
-  return r.code === 0;
-}
-
 /** Clean unmount, retried while the mount is busy; lazy after busyMs. */
 export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Promise<void> {
   const deadline = Date.now() + busyMs;
   let told = false;
   for (;;) {
-    let r = IS_MAC ? await run('umount', [mnt]) : await run('fusermount', ['-u', mnt]);
-    if (r.code === 127 && !IS_MAC) r = await run('fusermount3', ['-u', mnt]);
+    const r = await cleanUnmount(mnt);
     if (r.code === 0) return;
-    if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountpoint(mnt))) return;
+    if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountedAsync(mnt))) return;
     if (/busy/i.test(r.stderr) && Date.now() < deadline) {
       if (!told) {
         told = true;
@@ -127,46 +101,9 @@ export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Pr
       continue;
     }
     log?.warn(`unmount ${mnt}: ${r.stderr.trim() || 'failed'}; detaching lazily`);
-    if (await lazyUnmount(mnt)) return;
+    if ((await lazyUnmount(mnt)).code === 0) return;
     throw new MountError(`cannot unmount ${mnt}: ${r.stderr.trim()}`);
   }
-}
-
-interface MountEntry {
-  source: string;
-  target: string;
-  fstype: string;
-  options: string;
-}
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mount table entries (Linux /proc/mounts; empty elsewhere). */
-export async function mountTable(): Promise<MountEntry[]> {
-  if (IS_MAC) return [];
-  let text: string;
-  try {
-    text = await fsp.readFile('/proc/self/mounts', 'utf8');
-  } catch {
-    return [];
-  }
-  return text.split('\n').filter(Boolean).map((line) => {
-    const [source, target, fstype, options] = line.split(' ');
-    return { source: unescapeMount(source), target: unescapeMount(target), fstype, options };
-  });
-}
-
-async function findMount(mnt: string): Promise<MountEntry | undefined> {
-  const all = await mountTable();
-  // The last entry for a target is the one on top.
-  for (let i = all.length - 1; i >= 0; i--) if (all[i].target === mnt) return all[i];
-  return undefined;
-}
-
-async function isMountpoint(mnt: string): Promise<boolean> {
-  return (await findMount(mnt)) !== undefined;
 }
 
 /** A stat that cannot hang the caller on a hung mount (the libuv thread stays stuck, we don't). */
@@ -206,9 +143,9 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
       // A FUSE mount whose process is gone: what a crash or kill -9 leaves behind.
-      const entry = await findMount(mnt);
+      const entry = await findMountAsync(mnt);
       log.warn(`${mnt}: stale mount of a crashed run${entry ? ` (${entry.source})` : ''}; cleaning it`);
-      if (!(await lazyUnmount(mnt))) throw new MountError(`${mnt} is a dead FUSE mount and "fusermount -uz ${mnt}" failed`);
+      if ((await lazyUnmount(mnt)).code !== 0) throw new MountError(`${mnt} is a dead FUSE mount and "fusermount -uz ${mnt}" failed`);
       st = await statBounded(mnt).catch(() => undefined);
     } else if (code === 'ETIMEDOUT') {
       throw new MountError(HUNG_HELP(mnt));
@@ -221,7 +158,7 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
     }
   }
   if (!st) throw new MountError(`mountpoint ${mnt} is not usable after cleaning a stale mount`);
-  const live = await findMount(mnt);
+  const live = await findMountAsync(mnt);
   if (live) throw new MountError(`${mnt} is already mounted (${live.fstype} ${live.source}); unmount it first`);
   if (!st.isDirectory()) throw new MountError(`mountpoint ${mnt} is not a folder`);
   if (!opts.allowNonEmpty) {
@@ -303,7 +240,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   // Someone ran fusermount -u / umount: the drive still has to deliver pending uploads.
   const watch = IS_MAC ? undefined : setInterval(() => {
     if (state !== 'mounted') return;
-    void isMountpoint(mnt).then((still) => {
+    void isMountedAsync(mnt).then((still) => {
       if (still || state !== 'mounted') return;
       state = 'unmounting';
       log.warn(`${mnt} was unmounted from outside; delivering pending changes and closing`);

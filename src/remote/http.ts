@@ -47,7 +47,7 @@ import {
   RemoteError, Cancelled, Timeout, NetworkError, BadResponse, RateLimited, ServerError, ServiceUnavailable,
   BadGateway, GatewayTimeout, BadRequest, Unauthorized, Forbidden, NotFound, RangeNotSatisfiable,
   type ErrorContext,
-} from './errors.js';
+} from '../errors.js';
 import { Priority } from './types.js';
 import { redact, silentLogger, type Logger } from '../log.js';
 import { sleep } from '../util/sleep.js';

@@ -2,9 +2,9 @@
 // time), upload byte counters that move within a file (unmount progress), and the link state
 // (retrying / offline) for `status`. Pure decoration: every call goes to the wrapped remote as is.
 import { stat } from 'node:fs/promises';
-import { isRemoteError } from './errors.js';
+import { isRemoteError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Remote, RemoteActivity, TransferOptions } from './types.js';
+import type { RangeSink, Remote, RemoteActivity, TransferOptions } from './types.js';
 
 export function humanSize(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -75,19 +75,19 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
         inFlight.delete(id);
       }
     },
-    ...(inner.uploadMany ? {
+    ...(inner.batchUpload ? { batchUpload: {
       async uploadMany(items: { localFile: string; path: string }[], opts = {}) {
         const sizes = await Promise.all(items.map((i) => sizeOf(i.localFile)));
         const total = sizes.reduce((a, b) => a + b, 0);
         const res = await timed(items.length === 1 ? `upload ${items[0]!.path}` : `upload of ${items.length} files (${items.slice(0, 3).map((i) => i.path).join(', ')}${items.length > 3 ? ', ...' : ''})`,
-          () => total, () => inner.uploadMany!(items, opts));
+          () => total, () => inner.batchUpload!.uploadMany(items, opts));
         res.forEach((r, i) => {
           if (r.entry) { sentBytes += sizes[i]!; if (items.length > 1) log.info(`upload ${items[i]!.path} ${humanSize(r.entry.size)} (in that batch)`); }
           else failed(r.error);
         });
         return res;
       },
-    } : {}),
+    } } : {}),
     download(path: string, localFile: string, opts: TransferOptions = {}) {
       let got = 0;
       const onProgress = (n: number) => { got = n; opts.onProgress?.(n); };
@@ -107,18 +107,18 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
         return done;
       },
     } : {}),
-    ...(inner.readTo ? {
-      readTo(path: string, offset: number, length: number, sink: Parameters<NonNullable<Remote['readTo']>>[3], opts = {}) {
+    ...(inner.ranged ? { ranged: {
+      readTo(path: string, offset: number, length: number, sink: RangeSink, opts = {}) {
         // Ranged remotes download by ranges: the first range of a file is its download at -v
         // (a small file is fetched whole with it), each later range is a -vv line.
         const t0 = Date.now();
-        return inner.readTo!(path, offset, length, sink, opts).then((r) => {
+        return inner.ranged!.readTo(path, offset, length, sink, opts).then((r) => {
           ok();
           (offset === 0 ? log.info : log.debug)(`${offset === 0 ? 'download' : 'read'} ${path} ${offset === 0 ? '' : `at ${offset} `}${humanSize(r.bytes)}${r.bytes < length ? ' (to the end)' : ''} in ${took(Date.now() - t0, r.bytes)}`);
           return r;
         }, (e) => { failed(e); throw e; });
       },
-    } : {}),
+    } } : {}),
     mkdir(path: string, opts = {}) {
       return timed(`mkdir ${path}`, () => undefined, () => inner.mkdir(path, opts));
     },

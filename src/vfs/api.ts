@@ -1,5 +1,5 @@
 // The contract between the FUSE adapter (fuse/) and the core (vfs/). Everything here is in
-// path terms, FUSE-free. Failures are thrown as the typed errors of remote/errors.ts
+// path terms, FUSE-free. Failures are thrown as the typed errors of src/errors.ts
 // (NotFound, AlreadyExists, NotEmpty, IsADirectory, NotADirectory, PolicyFileTooLarge, ...);
 // fuse/errno.ts is the one table that turns their codes into errno values.
 import type { Logger } from '../log.js';

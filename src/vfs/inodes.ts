@@ -9,7 +9,7 @@
 //   writing it; getattr through a handle still answers (nlink 0).
 // - setattr carries both times, each set, 'now' or left alone, and the size/mode in one call.
 // - Every entry returned by lookup/create/mkdir counts one kernel reference.
-import { AlreadyExists, InvalidName, NotFound } from '../remote/errors.js';
+import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
 import type { Attr, FsStats, InoAttr, InodeApi, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
 import type { Obj } from './content/obj.js';
 import type { AttrTable } from './meta/attrs.js';

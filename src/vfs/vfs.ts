@@ -18,7 +18,7 @@ import fs, { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import {
   AlreadyExists, BadRequest, Cancelled, IsADirectory, NoXattr, NotFound, ReadOnly, Unsupported,
-} from '../remote/errors.js';
+} from '../errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
 import type { Attr, DriveStatus, FlushResult, FsStats, InodeApi, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
 import { InodeVfs } from './inodes.js';
@@ -374,7 +374,8 @@ export class Vfs implements VfsApi {
   async getxattr(path: string, name: string): Promise<Buffer> {
     path = normPath(path);
     await this.lookups.existing(path);
-    if (name !== SHARE_LINK_XATTR || !this.remote.capabilities.shareLinks || !this.remote.shareLink) {
+    const links = this.remote.shareLinks;
+    if (name !== SHARE_LINK_XATTR || !links) {
       throw new NoXattr(`no attribute ${name}`, { path });
     }
     let url = this.shareLinks.get(path);
@@ -382,7 +383,7 @@ export class Vfs implements VfsApi {
       const o = this.store.objs.get(path);
       // a link to content the server has not got yet would share the wrong bytes
       if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
-      const r = await this.ctx.bounded(`share link ${path}`, (signal) => this.remote.shareLink!(path, { signal, priority: Priority.interactive }));
+      const r = await this.ctx.bounded(`share link ${path}`, (signal) => links.shareLink(path, { signal, priority: Priority.interactive }));
       url = r.url;
       this.shareLinks.set(path, url);
     }
@@ -395,7 +396,7 @@ export class Vfs implements VfsApi {
     // Not listed by default: programs that copy every listed attribute (vim's write-rename,
     // cp -a, rsync -X, file managers) would read it, which creates a public share link of each
     // file they touch, and then fail setting it on the copy. `getfattr -n NAME` still works.
-    return this.opts.listShareLinkXattr && this.remote.capabilities.shareLinks && this.remote.shareLink ? [SHARE_LINK_XATTR] : [];
+    return this.opts.listShareLinkXattr && this.remote.shareLinks ? [SHARE_LINK_XATTR] : [];
   }
 
   async setxattr(path: string, _name: string, _value: Buffer, _flags: number): Promise<void> {

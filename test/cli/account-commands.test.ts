@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator, maxxoToken } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, makeHome, isMounted, type Home } from './helpers.js';
 
 let emu: Emulator;

@@ -8,8 +8,8 @@ import { redact, createLogger } from '../../src/log.js';
 import { didYouMean } from '../../src/cli/args.js';
 import { createFlushMeter, formatEta } from '../../src/cli/progress.js';
 import { observeRemote } from '../../src/remote/observed.js';
-import { MemoryRemote } from '../../src/remote/memory.js';
-import { Timeout } from '../../src/remote/errors.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
+import { Timeout } from '../../src/errors.js';
 
 test('redact masks tokens, passwords, Authorization headers, rsync passwords and URL credentials', (t) => {
   const cases: Array<[string, string]> = [

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startEmulator, setFaults } from '../helpers/emulator.js';
 import { makePki, tlsFront } from '../helpers/tls.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, cliSpawn, makeHome, isMounted, waitFor, sleep, type Home } from './helpers.js';
 import { hasScript, ptyCli } from './pty.js';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, makeHome, isMounted, waitFor, REPO } from './helpers.js';
 import { spawn } from 'node:child_process';
 

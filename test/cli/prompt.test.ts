@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startEmulator, createMaxxoAccount } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
 import { cli, makeHome, isMounted, waitFor, readJson, type Home } from './helpers.js';
 import { ptyCli, ptyRun, hasScript, cmdline, envLeak, descendants, alive, type Pty } from './pty.js';

@@ -14,7 +14,7 @@ async function createRemote(cfg: ChildConfig, log: ReturnType<typeof createLogge
   const client = { server: cfg.server ?? '', user: cfg.user ?? '', password: cfg.password ?? '', log, ...(cfg.client ?? {}) };
   switch (cfg.kind) {
     case 'memory': {
-      const m = await import('../../src/remote/memory.js');
+      const m = await import('./memory-remote.js');
       return new m.MemoryRemote() as Remote;
     }
     case 'maxxo': {

@@ -12,7 +12,7 @@ import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { createMaxxoRemote, type MaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 import { createLogger } from '../../src/log.js';
 
@@ -76,7 +76,7 @@ async function until(cond: () => boolean, what: string, ms = 30_000): Promise<vo
 test('uploadMany: files in several folders with hostile names arrive byte-exact in one rsync run', async (t) => {
   const { remote, folder } = account();
   t.teardown(() => remote.close());
-  t.true(remote.capabilities.batchUpload);
+  t.truthy(remote.batchUpload);
   const items: { localFile: string; path: string; data: Buffer }[] = [];
   const src = mkdtempSync(join(tmp, 'src-'));
   for (const [d, dir] of DIRS.entries()) {

@@ -3,7 +3,7 @@
 // against a target only the server knows, open files unlinked by inode, keepCache per open.
 import test from 'ava';
 import { setup, O_CREAT, O_RDWR, O_RDONLY, O_WRONLY } from './helpers.js';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 
 const code = async (p: Promise<unknown>) => {
   try { await p; return 'OK'; } catch (e) { return (e as { code?: string }).code ?? String(e); }

@@ -1,7 +1,7 @@
 // Metadata: caches, TTLs, negative entries, invalidation by our own changes, hash revalidation,
 // one listing for ls -l, statMany batching, POSIX namespace errors, statfs, xattrs, read-only.
 import test from 'ava';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { SHARE_LINK_XATTR } from '../../src/vfs/vfs.js';
 import { O_RDONLY, O_WRONLY, setup, sleep, writeFile } from './helpers.js';
 

@@ -2,8 +2,8 @@
 // that started before a change must not be served (or cached) after it, and an upload whose
 // request is already sent must not be overtaken by a delete or move of its path.
 import test from 'ava';
-import { MemoryRemote } from '../../src/remote/memory.js';
-import { Cancelled } from '../../src/remote/errors.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
+import { Cancelled } from '../../src/errors.js';
 import type { TransferOptions, RemoteEntry } from '../../src/remote/types.js';
 import { setup, writeFile, until, sleep, readAll } from './helpers.js';
 

@@ -1,7 +1,7 @@
 // POSIX: a file deleted while open keeps its whole content for the handles still open, although
 // the server copy is gone; the local-only name it is kept under is never listed nor uploaded.
 import test from 'ava';
-import { Forbidden } from '../../src/remote/errors.js';
+import { Forbidden } from '../../src/errors.js';
 import { setup, bytes, sha, O_RDONLY, O_RDWR, readAll, writeFile } from './helpers.js';
 
 for (const ranged of [true, false]) {

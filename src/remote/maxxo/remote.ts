@@ -20,17 +20,18 @@ import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFil
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import PQueue from 'p-queue';
-import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions, UploadResult } from '../types.js';
+import type { BatchStat, BatchUpload, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions, UploadResult } from '../types.js';
 import { Priority } from '../types.js';
 import {
   RemoteError, NotFound, NotADirectory, IsADirectory, AlreadyExists, NotEmpty, InvalidName, BadRequest, TransferFailed,
   Cancelled, Timeout, isRemoteError, type ErrorContext,
-} from '../errors.js';
+} from '../../errors.js';
 import type { ClientOptions } from '../options.js';
 import { validName } from '../names.js';
 import { pathParts } from '../url.js';
 import { enqueue } from '../http.js';
 import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
+import { toGeneric } from './errors.js';
 import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
 import { InflightUploads } from './inflight.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -72,12 +73,13 @@ function pushSplit(parts: string[]): { base: string; rel: string } {
   return { base: parts.slice(0, n).join('/'), rel: parts.slice(n).join('/') };
 }
 
+/** The client boundary: Maxxo's own error codes leave this Remote as their generic kind. */
+const generic = (e: unknown): never => { throw toGeneric(e); };
+
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
-  readonly capabilities: Capabilities = {
-    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: false,
-    batchStat: true, shareLinks: false, emptyFolders: true, batchUpload: true,
-  };
+  readonly batchStat: BatchStat = { statMany: (paths, o) => this.statMany(paths, o) };
+  readonly batchUpload: BatchUpload = { uploadMany: (items, o) => this.uploadMany(items, o) };
   readonly client: MaxxoClient;
   /** Running rsync children (tests check that cancel really ends them). */
   readonly children = new Set<ChildProcess>();
@@ -117,7 +119,7 @@ export class MaxxoRemote implements Remote {
         const st = await this.stat(dir, opts).catch(() => undefined);
         if (st && st.type === 'file') throw new NotADirectory('not a folder', { ...errCtx(e), path: dir });
       }
-      throw e;
+      throw toGeneric(e);
     }
     const entries: RemoteEntry[] = [];
     const seen = new Set<string>();
@@ -142,7 +144,7 @@ export class MaxxoRemote implements Remote {
   async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     if (paths.length === 0) return [];
     const wires = paths.map(toWire);
-    const rows = await this.client.filesize(wires, opts);
+    const rows = await this.client.filesize(wires, opts).catch(generic);
     const out: (RemoteEntry | null)[] = rows.map((r, i) => this.entryOf(paths[i]!, r));
     // Rows without `type` (a server that does not send it): the parent listing tells folders apart.
     const untyped = rows.map((r, i) => (r.size >= 0 && !r.type && pathParts(paths[i]!).length > 0 ? i : -1)).filter((i) => i >= 0);
@@ -189,8 +191,8 @@ export class MaxxoRemote implements Remote {
         await this.client.move(src, dst, opts);
       } catch (e) {
         if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound('no such file or folder', { ...errCtx(e), path: from });
-        if (isRemoteError(e, 'METHOD_BAD_REQUEST')) throw await this.explainMoveRefusal(from, to, e, opts);
-        throw e;
+        if (isRemoteError(e, 'METHOD_BAD_REQUEST')) throw toGeneric(await this.explainMoveRefusal(from, to, e, opts));
+        throw toGeneric(e);
       }
     }, async () => {
       const [a, b] = await this.statMany([from, to], opts);
@@ -225,7 +227,7 @@ export class MaxxoRemote implements Remote {
         await this.client.delete(left.map(toWire), opts);
       } catch (e) {
         if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound('no such file or folder', { ...errCtx(e), path: left[0] });
-        throw e;
+        throw toGeneric(e);
       }
     }, async () => {
       const st = await this.statMany(left, opts);
@@ -254,7 +256,7 @@ export class MaxxoRemote implements Remote {
   }
 
   async statfs(opts: CallOptions = {}): Promise<StatFs> {
-    const q = await this.client.quota(opts);
+    const q = await this.client.quota(opts).catch(generic);
     return { total: q.quota > 0 ? q.quota : null, used: Math.max(0, q.normal) };
   }
 
@@ -297,6 +299,8 @@ export class MaxxoRemote implements Remote {
   }
 
   async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
+    // rsync does not say when it starts changing the server: count it as sent from the start
+    opts.onSend?.();
     const parts = pathParts(path);
     toWire(path);
     if (parts.length === 0) throw new IsADirectory('cannot upload onto the top folder', { path });
@@ -592,7 +596,7 @@ export class MaxxoRemote implements Remote {
   /** The slice (rsync host, login, password), fetched once and cached. */
   private slice(opts: CallOptions): Promise<MaxxoSlice> {
     if (!this.slicePromise) {
-      const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).then((s) => {
+      const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).catch(generic).then((s) => {
         if (!SAFE_LOGIN.test(s.login) || /[/@\s]/.test(s.ip)) throw new RemoteError('BAD_RESPONSE', 'unusable slice login or address', { path: '/api/1/slice' });
         return s;
       });

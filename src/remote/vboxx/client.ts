@@ -9,8 +9,8 @@ import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js
 import { encodePathSegments } from '../url.js';
 import {
   AuthFailed, BadRequest, BadResponse, Cancelled, NetworkError, NotFound, RemoteError, type ErrorContext,
-} from '../errors.js';
-import { Priority } from '../types.js';
+} from '../../errors.js';
+import { Priority, type CallOptions, type TransferOptions } from '../types.js';
 import { redact, silentLogger, type Logger } from '../../log.js';
 import type { ClientOptions } from '../options.js';
 import { vboxxError, isInvalidLogin, serverMessage, type EndpointKind } from './errors.js';
@@ -37,16 +37,9 @@ export interface VboxxClientConfig extends ClientOptions {
   backoffCapMs?: number;
 }
 
-export interface Call {
-  signal?: AbortSignal;
-  priority?: number;
-}
-
-export interface Transfer extends Call {
-  onProgress?: (bytes: number) => void;
-  /** Uploads: the request that applies the content leaves for the server (see TransferOptions). */
-  onSend?: () => void;
-}
+// The Remote's option shapes, under the short names of this client's signatures.
+type Call = CallOptions;
+type Transfer = TransferOptions;
 
 export type MetadataResult =
   | { unchanged: true }

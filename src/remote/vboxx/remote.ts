@@ -3,10 +3,10 @@
 import { stat as fsStat } from 'node:fs/promises';
 import {
   BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
-} from '../errors.js';
+} from '../../errors.js';
 import { validName } from '../names.js';
 import type {
-  Capabilities, CallOptions, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions, UploadPolicy,
+  CallOptions, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions, UploadPolicy,
 } from '../types.js';
 import type { VboxxClientOptions } from '../options.js';
 import { VboxxClient, type VboxxClientConfig } from './client.js';
@@ -27,10 +27,8 @@ const split = (p: string) => p.split('/').filter((s) => s !== '' && s !== '.');
 
 export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
-  readonly capabilities: Capabilities = {
-    rangedReads: true, listingRevalidation: true, serverRevision: true, mtime: true,
-    shareLinks: true, batchStat: false, emptyFolders: true, reportsSend: true,
-  };
+  readonly ranged: RangedReads = { readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o) };
+  readonly shareLinks: ShareLinks = { shareLink: (path, o) => this.shareLink(path, o) };
   readonly client: VboxxClient;
   private readonly rootSel?: string;
   private readonly ttl: number;
@@ -164,11 +162,6 @@ export class VboxxRemote implements Remote {
       if (e instanceof RemoteError && e.code === 'NOT_FOUND') return null;
       throw e;
     }
-  }
-
-  async read(path: string, offset: number, length: number, o: CallOptions = {}): Promise<Buffer> {
-    const r = await this.fileTarget(path, o);
-    return this.client.readRange(r.root.id, r.sub, offset, length, o);
   }
 
   async readTo(path: string, offset: number, length: number, sink: RangeSink, o: CallOptions = {}): Promise<RangeRead> {

@@ -20,7 +20,7 @@
 // - An unlinked file still open keeps its content (fetched whole first: once the server copy is
 //   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs).
 import type { RenameFlags } from '../api.js';
-import { AlreadyExists, BadRequest, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../remote/errors.js';
+import { AlreadyExists, BadRequest, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';

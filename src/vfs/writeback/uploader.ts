@@ -21,7 +21,7 @@
 //   new close. A failed upload stays in the journal: never dropped silently.
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import { BadResponse, Timeout, isRemoteError } from '../../remote/errors.js';
+import { BadResponse, Timeout, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
