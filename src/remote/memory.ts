@@ -9,11 +9,12 @@ import {
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
 } from './errors.js';
 import type {
+  AttrChange,
   CallOptions, Capabilities, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions,
 } from './types.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
-  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
+  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close' | 'setAttrs';
 
 export interface MemoryRemoteOptions {
   /** true: read() exists (vBoxx-like); false: whole-file download only (Maxxo-like). Default true. */
@@ -42,6 +43,11 @@ export interface MemoryRemoteOptions {
   policy?: { maxFileSize?: number | null; excludedExtensions?: string[]; quota?: number | null };
   /** statfs total; null = unlimited. Default 1 GiB. */
   total?: number | null;
+  /**
+   * The service keeps file mtimes and modes given at upload or by setAttrs (metadata alone, no
+   * content), as a service with such calls would. Default false (times are the upload time).
+   */
+  keepsAttrs?: boolean;
 }
 
 interface Node {
@@ -49,6 +55,7 @@ interface Node {
   data: Buffer;
   mtimeMs: number;
   rev: number;
+  mode?: number;
 }
 
 export interface Failure {
@@ -102,6 +109,7 @@ export class MemoryRemote implements Remote {
   readTo?: (path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions) => Promise<RangeRead>;
   statMany?: (paths: string[], opts?: CallOptions) => Promise<(RemoteEntry | null)[]>;
   shareLink?: (path: string, opts?: CallOptions) => Promise<{ url: string; expires?: string | null }>;
+  setAttrs?: (path: string, attrs: AttrChange, opts?: CallOptions & { rev?: string }) => Promise<RemoteEntry | null>;
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
 
@@ -116,13 +124,15 @@ export class MemoryRemote implements Remote {
       batchStat: opts.batchStat ?? false,
       shareLinks: opts.shareLinks ?? true,
       emptyFolders: true,
+      ...(opts.keepsAttrs ? { keepsFileMtime: true, modeBits: 0o7777 } : {}),
     };
     this.calls = {
       list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
-      remove: 0, statfs: 0, shareLink: 0, close: 0,
+      remove: 0, statfs: 0, shareLink: 0, close: 0, setAttrs: 0,
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
     if (this.capabilities.rangedReads) this.read = (p, o, l, c) => this.doRead(p, o, l, c);
+    if (opts.keepsAttrs) this.setAttrs = (p, a, c) => this.doSetAttrs(p, a, c);
     if (this.capabilities.rangedReads && opts.streamedReads !== false) this.readTo = (p, o, l, k, c) => this.doReadTo(p, o, l, k, c);
     else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (this.capabilities.batchStat) this.statMany = (ps, c) => this.doStatMany(ps, c);
@@ -303,10 +313,23 @@ export class MemoryRemote implements Remote {
     if (existing && existing.type === 'dir') throw new IsADirectory('is a folder', { path });
     this.mkdirp(parentOf(path));
     const node: Node = { type: 'file', data, mtimeMs: Date.now(), rev: this.revCounter++ };
+    if (this.opts.keepsAttrs && opts.mtimeMs !== undefined) node.mtimeMs = opts.mtimeMs;
+    if (this.opts.keepsAttrs && opts.mode !== undefined) node.mode = opts.mode;
     this.nodes.set(path, node);
     this.touchDir(parentOf(path));
     opts.onProgress?.(data.length);
     return this.entryOf(path, node);
+  }
+
+  private async doSetAttrs(path: string, attrs: AttrChange, opts: CallOptions & { rev?: string } = {}): Promise<RemoteEntry | null> {
+    path = norm(path);
+    await this.enter('setAttrs', path, opts);
+    const n = this.nodes.get(path);
+    if (!n || n.type !== 'file') return null;
+    if (opts.rev !== undefined && this.capabilities.serverRevision && String(n.rev) !== opts.rev) return null;
+    if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
+    if (attrs.mode !== undefined) n.mode = attrs.mode;
+    return this.entryOf(path, n);
   }
 
   private async doCheckUpload(path: string, size: number, opts: CallOptions = {}): Promise<void> {
@@ -408,6 +431,7 @@ export class MemoryRemote implements Remote {
   private entryOf(path: string, n: Node): RemoteEntry {
     const e: RemoteEntry = { name: path === SEP ? '' : baseOf(path), type: n.type, size: n.type === 'file' ? n.data.length : 0, mtimeMs: n.mtimeMs };
     if (this.capabilities.serverRevision) e.rev = String(n.rev);
+    if (n.mode !== undefined) e.mode = n.mode;
     return e;
   }
 

@@ -15,6 +15,14 @@ export interface RemoteEntry {
   mtimeMs?: number;
   /** Server revision of the content, when the service has one (vBoxx `rev`). */
   rev?: string;
+  /** Permission bits the service holds for the entry (only the bits of capabilities.modeBits mean anything). */
+  mode?: number;
+}
+
+/** A change of a file's metadata alone (no new content): what setAttrs sends. */
+export interface AttrChange {
+  mtimeMs?: number;
+  mode?: number;
 }
 
 export interface ListResult {
@@ -51,6 +59,21 @@ export interface Capabilities {
   batchUpload?: boolean;
   /** upload() calls TransferOptions.onSend when the request that changes the server goes out. */
   reportsSend?: boolean;
+  /**
+   * upload() keeps TransferOptions.mtimeMs as the file's mtime and entries report it back (vBoxx
+   * `client_mtime`): a time a program set survives a remount. Without it, times live for the mount.
+   */
+  keepsFileMtime?: boolean;
+  /** Granularity of the file mtimes the service keeps, in ms (vBoxx: whole seconds, 1000). */
+  mtimeResolutionMs?: number;
+  /**
+   * The permission bits the service holds for files (default 0: none). Bits outside it are
+   * answered as the default (0644 files, 0755 folders) before and after a remount alike, so a
+   * chmod of them is accepted without effect (as rclone does).
+   */
+  modeBits?: number;
+  /** setAttrs needs the file's content (vBoxx: a metadata change is an upload of the same bytes). */
+  attrsNeedContent?: boolean;
 }
 
 /** Priority classes for the request queue: higher runs first. */
@@ -66,6 +89,10 @@ export interface CallOptions {
 }
 
 export interface TransferOptions extends CallOptions {
+  /** Uploads: the file's mtime to keep (capabilities.keepsFileMtime). */
+  mtimeMs?: number;
+  /** Uploads: the permission bits to keep (those of capabilities.modeBits). */
+  mode?: number;
   /** Called with the number of bytes transferred so far (monotonic). */
   onProgress?: (bytes: number) => void;
   /**
@@ -132,7 +159,15 @@ export interface Remote {
    * that item's own error. An item gets its entry only when the transfer of its bytes succeeded;
    * items of a failed transfer are tried alone or get a retryable error, never a false success.
    */
-  uploadMany?(items: { localFile: string; path: string }[], opts?: CallOptions): Promise<UploadResult[]>;
+  uploadMany?(items: { localFile: string; path: string; mtimeMs?: number; mode?: number }[], opts?: CallOptions): Promise<UploadResult[]>;
+  /**
+   * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
+   * capabilities.attrsNeedContent use localFile when given (the whole content the caller believes
+   * is on the server, revision `rev`), else fetch the content into `scratch` first. Resolves with
+   * the entry now on the server, or null when the file is gone or its content changed on the
+   * server since `rev` (then nothing was changed: the newer content's times stand).
+   */
+  setAttrs?(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; scratch?: string }): Promise<RemoteEntry | null>;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
   /** The parts of an upload policy known before a file is complete (services that have one). */
