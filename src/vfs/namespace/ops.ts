@@ -30,6 +30,7 @@ import type { Lookup } from '../meta/lookup.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf } from '../paths.js';
 import type { PolicyGate } from '../writeback/policy.js';
 import type { Uploader } from '../writeback/uploader.js';
+import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 
 export interface NamespaceDeps {
@@ -39,6 +40,8 @@ export interface NamespaceDeps {
   store: ContentStore;
   attrs: AttrTable;
   uploader: Uploader;
+  /** Metadata-only changes: stopped like uploads before a namespace change, moved with it. */
+  attrWriter: AttrWriter;
   barriers: Barriers;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
@@ -89,6 +92,7 @@ export class Namespace {
     this.meta.setEmptyDir(path);
     if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
     else this.attrTable.local.delete(path);
+    this.attrTable.dirChanged(parentOf(path));
   }
 
   async rmdir(path: string): Promise<void> {
@@ -104,6 +108,7 @@ export class Namespace {
     this.forgetTree(path);
     this.meta.setInParent(path, null);
     this.attrTable.forget(path);
+    this.attrTable.dirChanged(parentOf(path));
   }
 
   async unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> {
@@ -115,6 +120,7 @@ export class Namespace {
     await this.barriers.run([path], async () => {
       const o = this.store.objs.get(path);
       if (o) await this.uploader.stop(o);
+      await this.deps.attrWriter.stop(path, false);
       // POSIX: an open file keeps its content after the unlink. Once the server copy is gone it
       // cannot be fetched any more, so the part not cached yet comes first.
       if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
@@ -133,7 +139,9 @@ export class Namespace {
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
       }
       this.uploader.forget(path);
+      this.deps.attrWriter.forget(path);
       this.attrTable.forget(path);
+      this.attrTable.dirChanged(parentOf(path));
       this.forgetShareLinks(path, false);
       this.meta.setInParent(path, null);
     });
@@ -160,6 +168,8 @@ export class Namespace {
       const replaced = this.store.objs.get(to);
       for (const o of moving) await this.uploader.stop(o);
       if (replaced) await this.uploader.stop(replaced);
+      await this.deps.attrWriter.stop(from, true);
+      if (dst) await this.deps.attrWriter.stop(to, true);
       const so = this.store.objs.get(from);
       const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
       // what the server holds at the target after a move that sends nothing (see shadowsServer)
@@ -189,8 +199,11 @@ export class Namespace {
       this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
       this.meta.setInParent(from, null);
       this.meta.setInParent(to, { ...src, name: baseOf(to) });
+      this.attrTable.dirChanged(parentOf(from));
+      if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
     });
     for (const o of this.store.localObjs) if (o.path === to || isUnder(o.path, to)) this.uploader.scheduleIfIdle(o);
+    this.deps.attrWriter.resume(to);
   }
 
   /**
@@ -232,6 +245,7 @@ export class Namespace {
     this.store.move(objs, from, to);
     this.attrTable.rekey(from, to);
     this.uploader.rekey(from, to);
+    this.deps.attrWriter.rekey(from, to);
   }
 
   /** Children of dir as the drive shows them: server listing plus local-only files. */

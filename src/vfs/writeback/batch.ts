@@ -32,6 +32,13 @@ export interface UploadJob {
    * once if the remote cannot say: capabilities.reportsSend); batched, when a batch takes it.
    */
   markSending: () => void;
+  /** The file's mtime and mode to keep, where the service keeps them. */
+  mtimeMs?: number;
+  mode?: number;
+}
+
+function attrsOf(job: UploadJob): { mtimeMs?: number; mode?: number } {
+  return { ...(job.mtimeMs !== undefined ? { mtimeMs: job.mtimeMs } : {}), ...(job.mode !== undefined ? { mode: job.mode } : {}) };
 }
 
 interface UpItem {
@@ -56,10 +63,10 @@ export class UploadBatcher {
       // Until the request leaves the client's queue an abort takes it back for sure, so a rename
       // or delete need not wait behind a busy queue (it did, up to the op timeout, then EIO).
       if (remote.capabilities.reportsSend) {
-        return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending });
+        return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending, ...attrsOf(job) });
       }
       job.markSending();
-      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background });
+      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, ...attrsOf(job) });
     }
     return new Promise<RemoteEntry>((resolve, reject) => {
       const it: UpItem = {
@@ -116,7 +123,7 @@ export class UploadBatcher {
     setMaxListeners(0, stop.signal);
     this.aborts.add(stop);
     try {
-      const res = await this.ctx.remote.uploadMany!(take.map((it) => ({ localFile: it.job.localFile, path: it.job.path })),
+      const res = await this.ctx.remote.uploadMany!(take.map((it) => ({ localFile: it.job.localFile, path: it.job.path, ...attrsOf(it.job) })),
         { signal: stop.signal, priority: Priority.background });
       take.forEach((it, i) => {
         const r = res[i];
