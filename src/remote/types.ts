@@ -15,6 +15,12 @@ export interface RemoteEntry {
   mtimeMs?: number;
   /** Server revision of the content, when the service has one (vBoxx `rev`). */
   rev?: string;
+  /**
+   * When the server last wrote the content (ms), where it says so apart from mtimeMs (vBoxx
+   * `modified`): a move keeps it while it may change `rev`, so with the size it tells "the same
+   * bytes, moved" from "new bytes".
+   */
+  written?: number;
   /** Permission bits the service holds for the entry (only the bits of capabilities.modeBits mean anything). */
   mode?: number;
 }
@@ -163,11 +169,11 @@ export interface Remote {
   /**
    * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
    * capabilities.attrsNeedContent use localFile when given (the whole content the caller believes
-   * is on the server, revision `rev`), else fetch the content into `scratch` first. Resolves with
-   * the entry now on the server, or null when the file is gone or its content changed on the
-   * server since `rev` (then nothing was changed: the newer content's times stand).
+   * is on the server, revision `rev`, written at `written`), else fetch the content into `scratch`
+   * first. Resolves with the entry now on the server, or null when the file is gone or its content
+   * changed on the server since (then nothing was changed: the newer content's times stand).
    */
-  setAttrs?(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; scratch?: string }): Promise<RemoteEntry | null>;
+  setAttrs?(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string }): Promise<RemoteEntry | null>;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
   /** The parts of an upload policy known before a file is complete (services that have one). */

@@ -115,6 +115,7 @@ export class VboxxRemote implements Remote {
     const ts = m.modified_unix_timestamp;
     if (client !== undefined) e.mtimeMs = client;
     else if (typeof ts === 'number' && ts > 0) e.mtimeMs = Math.round(ts * 1000);
+    if (!m.is_dir && typeof ts === 'number' && ts > 0) e.written = Math.round(ts * 1000);
     if (m.rev !== undefined) e.rev = m.rev;
     return e;
   }
@@ -198,11 +199,12 @@ export class VboxxRemote implements Remote {
   /**
    * The API has no call that changes a file's times alone: the cheapest is a files_put of the
    * same bytes with the new client_mtime (a new rev, the same content). Nothing is sent when the
-   * server already holds that time, or when its content is no longer revision `rev` (another
-   * client's newer content and its time stand). A remaining window: a write by another client
-   * between our metadata call and the put is overwritten by our (older) bytes.
+   * server already holds that time, or when its content is no longer revision `rev` nor the same
+   * write moved (another client's newer content and its time stand). Remaining windows: a write
+   * by another client between our metadata call and the put is overwritten by our (older) bytes;
+   * one of the same size in the same second as ours counts as the same write.
    */
-  async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; rev?: string; scratch?: string } = {}): Promise<RemoteEntry | null> {
+  async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string } = {}): Promise<RemoteEntry | null> {
     const r = await this.fileTarget(path, o);
     const res = await this.client.metadata(r.root.id, r.sub, { signal: o.signal, priority: o.priority, list: false }).catch((e) => {
       if (e instanceof RemoteError && e.code === 'NOT_FOUND') return null;
@@ -211,7 +213,9 @@ export class VboxxRemote implements Remote {
     if (!res || res.unchanged || res.meta.is_dir) return null;
     const cur = this.toEntry(res.meta, split(path).at(-1));
     if (!cur) return null;
-    if (o.rev !== undefined && cur.rev !== undefined && cur.rev !== o.rev) return null;
+    // a move gives a new rev but keeps the server's write time: the same bytes, moved (ours)
+    const moved = o.written !== undefined && cur.written === o.written;
+    if (o.rev !== undefined && cur.rev !== undefined && cur.rev !== o.rev && !moved) return null;
     if (attrs.mtimeMs === undefined || cur.mtimeMs === Math.floor(attrs.mtimeMs / 1000) * 1000) return cur;
     let source = o.localFile;
     if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) source = undefined;

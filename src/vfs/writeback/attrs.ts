@@ -227,7 +227,7 @@ export class AttrWriter {
       const ac = new AbortController();
       t.abort = ac;
       try {
-        const whole = o && o.complete && !o.dirty && o.ident ? { localFile: this.ports.file(o), rev: o.ident.rev } : {};
+        const whole = o && o.complete && !o.dirty && o.ident ? { localFile: this.ports.file(o), rev: o.ident.rev, written: o.ident.written } : {};
         const needScratch = this.ctx.remote.capabilities.attrsNeedContent && !('localFile' in whole);
         t.sending = true;
         const change: AttrChange = {
