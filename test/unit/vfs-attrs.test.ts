@@ -138,3 +138,20 @@ test('folder mtime and ctime move with our own changes inside; nlink counts subf
   t.true(before.mtimeMs > 0);
   t.is((await vfs.getattr('/d')).nlink, 4, 's1 gone, s3 made');
 });
+
+test('a metadata send parked at a rename\'s barrier does not hold the rename (no deadlock, no timeout)', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 50, opTimeoutMs: 4000 });
+  await writeFile(s.vfs, '/A', Buffer.from('content'));
+  const release = s.remote.hold('upload');
+  await sleep(150);
+  t.is(s.remote.held('upload'), 1, 'the content upload is on its way');
+  await s.vfs.utimens('/A', T1, T1);
+  // the metadata task sees the upload and comes back 1 s later, while the rename waits for it
+  const renamed = s.vfs.rename('/A', '/B');
+  await sleep(1300);
+  release();
+  await renamed;
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(node(s.remote, '/B').mtimeMs, T1);
+});

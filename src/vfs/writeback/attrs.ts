@@ -160,8 +160,10 @@ export class AttrWriter {
       if (t.timer) { clearTimeout(t.timer); t.timer = null; }
       t.stopGen++;
       if (!t.running) continue;
-      if (!t.sending) t.abort?.abort(MUTATION);
-      waits.push(t.running.catch(() => {}));
+      // a task that sent nothing is aborted, or gives up when it sees stopGen (one parked at our
+      // own barrier: waiting for it would deadlock); only one that is sending is waited for
+      if (t.sending) waits.push(t.running.catch(() => {}));
+      else t.abort?.abort(MUTATION);
     }
     if (waits.length) await this.ctx.within(`stopping the metadata change of ${path}`, Promise.all(waits));
   }
@@ -216,7 +218,9 @@ export class AttrWriter {
         await b;
       }
       const rec = this.journal.attrs.get(path);
-      if (!rec || this.ctx.closed || t.stopGen !== stop) return;
+      if (!rec || this.ctx.closed) return;
+      // stopped for a namespace change: whoever stopped us resumes what is still pending
+      if (t.stopGen !== stop) { this.schedule(path, this.ctx.opts.writebackDelayMs); return; }
       const o = this.ports.obj(path);
       if (o && (o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen || o.wb.uploading)) {
         // the content upload carries the times; if it fails, we are tried again later
