@@ -1,5 +1,6 @@
 // The durable write-back journal: an append-only file of JSON lines recording which closed files
-// still have to reach the server (and renames/cancellations that affect them). A record is durable
+// still have to reach the server (with their mtime/mode at the close), which metadata changes alone
+// (utimens/chmod, `a` records, one per path) do, and renames/cancellations that affect both. A record is durable
 // before the operation that wrote it returns, so after a crash (kill -9) the next start() knows
 // every closed file whose upload had not been confirmed. Appends are group-committed (one write
 // for everything queued meanwhile) and the file is compacted to the live state when it grows.
