@@ -122,6 +122,7 @@ export class Vfs implements VfsApi {
         if (o && !o.dirty && !o.unlinked) o.ident = { ...entry };
         this.meta.setInParent(path, entry);
       },
+      wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
     }, this.barriers);
     this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, this.barriers, {
       now: (o) => this.attrTable.toSend(o.path, o.localMtime),

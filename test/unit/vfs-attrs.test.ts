@@ -155,3 +155,17 @@ test('a metadata send parked at a rename\'s barrier does not hold the rename (no
   t.is(r.pending, 0);
   t.is(node(s.remote, '/B').mtimeMs, T1);
 });
+
+test('a write after a pending utimens: the write\'s time reaches the server, not the older utimens time', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  s.remote.putFile('/w2', 'old');
+  await s.vfs.getattr('/w2');
+  await s.vfs.utimens('/w2', T1, T1);
+  await writeFile(s.vfs, '/w2', Buffer.from('new bytes'));
+  const shown = (await s.vfs.getattr('/w2')).mtimeMs;
+  t.true(shown > T1);
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(node(s.remote, '/w2').mtimeMs, shown);
+  t.is(node(s.remote, '/w2').data.toString(), 'new bytes');
+});

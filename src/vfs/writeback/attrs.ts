@@ -46,6 +46,11 @@ export interface AttrPorts {
   scratch(): string;
   /** The server now holds entry at path. */
   landed(path: string, e: RemoteEntry, o: Obj | undefined): void;
+  /**
+   * The times/mode path shows now, as they would be sent (a write after a utimens replaced its
+   * mtime by the write's time: the record's older value must not be sent after it).
+   */
+  wanted(path: string, o: Obj | undefined): AttrChange;
 }
 
 interface Task {
@@ -94,12 +99,22 @@ export class AttrWriter {
 
   get pending(): number { return this.journal.attrs.size; }
 
+  /** What to send for rec: the fields it names, at the values the path shows now. */
+  private change(rec: PendingAttrs, o: Obj | undefined): AttrChange {
+    const now = this.ports.wanted(rec.path, o);
+    const out: AttrChange = {};
+    if (rec.mtimeMs !== undefined) out.mtimeMs = now.mtimeMs ?? rec.mtimeMs;
+    if (rec.mode !== undefined) out.mode = now.mode ?? rec.mode;
+    return out;
+  }
+
   /** A content upload of path carried these: a pending record asking no more is complete. */
   sent(path: string, carried: AttrChange): void {
     const rec = this.journal.attrs.get(path);
     if (!rec) return;
-    if (rec.mtimeMs !== undefined && !sameTime(rec.mtimeMs, carried.mtimeMs, this.res)) return;
-    if (rec.mode !== undefined && rec.mode !== carried.mode) return;
+    const want = this.change(rec, this.ports.obj(path));
+    if (want.mtimeMs !== undefined && !sameTime(want.mtimeMs, carried.mtimeMs, this.res)) return;
+    if (want.mode !== undefined && want.mode !== carried.mode) return;
     this.journal.done(rec.uid).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
     this.failures.delete(path);
   }
@@ -234,9 +249,7 @@ export class AttrWriter {
         const whole = o && o.complete && !o.dirty && o.ident ? { localFile: this.ports.file(o), rev: o.ident.rev, written: o.ident.written } : {};
         const needScratch = this.ctx.remote.capabilities.attrsNeedContent && !('localFile' in whole);
         t.sending = true;
-        const change: AttrChange = {
-          ...(rec.mtimeMs !== undefined ? { mtimeMs: rec.mtimeMs } : {}), ...(rec.mode !== undefined ? { mode: rec.mode } : {}),
-        };
+        const change = this.change(rec, o);
         const e = await this.ctx.remote.setAttrs!(path, change, {
           signal: ac.signal, priority: Priority.background, ...whole, ...(needScratch ? { scratch: this.ports.scratch() } : {}),
         });
