@@ -14,6 +14,10 @@ import { kernelMounts, removeRecord, writeRecord, RecordWriter, type MountRecord
 import { accountId } from './target.js';
 import type { Remote, RemoteEntry } from '../remote/types.js';
 import { exitWhenDrained } from '../util/exit.js';
+import { fileURLToPath } from 'node:url';
+
+/** The checkout this command runs from (dist/src/cli/ -> three levels up). */
+const checkoutRoot = resolve(fileURLToPath(import.meta.url), '..', '..', '..', '..');
 
 async function runServe(p: Parsed): Promise<number> {
   const m = await import('../emulator/main.js');
@@ -173,6 +177,7 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
       }
     }, 1000);
     const rel = (x: string) => relative(process.cwd(), x) || '.';
+    const sh = (x: string) => /^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`;
     if (signals()) return exitCode;
     if (smoke) {
       const passed = await Promise.race([smokeCheck(drives, emu.url, work), stopRequested.then(() => false)]);
@@ -181,21 +186,24 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
     }
     const vb = drives.find((d) => d.kind === 'vboxx')!;
     const sample = await findFile(vb.remote).catch(() => undefined);
-    const mx = rel(drives[0]!.mountpoint);
-    const vx = rel(vb.mountpoint);
+    // The hints work pasted into any terminal, whatever its working directory: absolute paths,
+    // and this checkout's own command (cloudmount need not be on PATH).
+    const mx = sh(drives[0]!.mountpoint);
+    const vx = sh(vb.mountpoint);
+    const cm = sh(join(checkoutRoot, 'scripts', 'cloudmount'));
     process.stdout.write(`
 Both demo accounts are mounted:
-  ${mx.padEnd(12)} Maxxo  ${DEMO.maxxo.user} / ${DEMO.maxxo.password}
-  ${vx.padEnd(12)} vBoxx  ${DEMO.vboxx.user} / ${DEMO.vboxx.password}
+  ${rel(drives[0]!.mountpoint).padEnd(12)} Maxxo  ${DEMO.maxxo.user} / ${DEMO.maxxo.password}
+  ${rel(vb.mountpoint).padEnd(12)} vBoxx  ${DEMO.vboxx.user} / ${DEMO.vboxx.password}
 (reference servers at ${emu.url}; vBoxx admin is admin / admin-password)
 
 Try, in another terminal:
   ls -l ${mx} ${vx}
-  cp README.md ${mx}/ && cat ${mx}/README.md
+  cp ${sh(join(checkoutRoot, 'README.md'))} ${mx}/ && cat ${mx}/README.md
   df -h ${mx} ${vx}
-  getfattr -n user.cloudmount.share_link ${sample ? join(vx, sample.path) : `${vx}/<root>/<file>`}
-  cloudmount status
-  cloudmount maxxo quota --server ${emu.url} --email ${DEMO.maxxo.user}      (password: ${DEMO.maxxo.password})
+  getfattr -n user.cloudmount.share_link ${sample ? sh(join(vb.mountpoint, sample.path)) : `${vx}/<root>/<file>`}
+  ${cm} status
+  ${cm} maxxo quota --server ${emu.url} --email ${DEMO.maxxo.user}   # password: ${DEMO.maxxo.password}
 
 Ctrl-C flushes pending uploads, unmounts both drives and stops the servers.
 `);

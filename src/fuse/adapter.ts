@@ -25,6 +25,8 @@ export interface AdapterOptions {
   longOpBoundMs: number;
   /** Log every op at info level (mount -o debug). */
   debug?: boolean;
+  /** Permission bits taken away from every file and folder (mount -o umask=022, as sshfs). */
+  umask?: number;
 }
 
 /** Ops whose vfs call may wait for a whole upload. */
@@ -43,9 +45,9 @@ export interface FuseStat {
   ctime: number;
 }
 
-export function toStat(a: Attr, uid: number, gid: number): FuseStat {
+export function toStat(a: Attr, uid: number, gid: number, umask = 0): FuseStat {
   return {
-    mode: (a.type === 'dir' ? S_IFDIR : S_IFREG) | (a.perm & 0o7777),
+    mode: (a.type === 'dir' ? S_IFDIR : S_IFREG) | (a.perm & 0o7777 & ~umask),
     uid,
     gid,
     size: a.size,
@@ -92,6 +94,8 @@ const DATA_OPS = new Set(['read', 'write', 'flush', 'release', 'fsync', 'ftrunca
 
 /** PATH_MAX with its NUL: the longest path inside the mount a program can name in one call. */
 const PATH_MAX = 4096;
+/** Errors that are ordinary answers (a probe for a name or attribute that is not there). */
+const EXPECTED_ERRNOS = new Set([errno.ENOENT, errno.ENODATA, errno.ENOTSUP, errno.ENOSYS, errno.ERANGE, errno.EEXIST]);
 
 /**
  * The kernel never checks FUSE names against NAME_MAX (it passes up to 1024 bytes): a longer
@@ -121,6 +125,7 @@ export type FuseOps = Record<string, (...args: any[]) => void>;
  */
 export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
   const { uid, gid, log } = o;
+  const umask = o.umask ?? 0;
 
   /**
    * Runs one vfs call and answers the kernel exactly once: with its result, its errno, or EIO
@@ -161,7 +166,11 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
         done = true;
         clearTimeout(timer);
         const n = toErrno(e, log, op);
-        if (log.level === 'debug' || log.level === 'trace') log.debug(`${op} ${path}: errno ${n} (${(e as Error)?.message ?? e})`);
+        // Answers programs ask for all the time (a missing name, no such xattr: every exec asks for
+        // security.capability) are FUSE tracing, not news: -vv stays readable.
+        if (o.debug || log.level === 'trace' || (log.level === 'debug' && !EXPECTED_ERRNOS.has(n))) {
+          (o.debug ? log.info : EXPECTED_ERRNOS.has(n) ? log.trace : log.debug)(`${op} ${path}: errno ${n} (${(e as Error)?.message ?? e})`);
+        }
         fail(-n);
       },
     );
@@ -184,25 +193,25 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
 
     getattr(path: string, cb: Cb) {
       trace('getattr', path);
-      run('getattr', path, () => vfs.getattr(path), (a) => cb(0, toStat(a, uid, gid)), (n) => cb(n));
+      run('getattr', path, () => vfs.getattr(path), (a) => cb(0, toStat(a, uid, gid, umask)), (n) => cb(n));
     },
 
     fgetattr(path: string, fh: number, cb: Cb) {
       trace('fgetattr', path, fh);
-      run('fgetattr', path, () => vfs.fgetattr(path, fh), (a) => cb(0, toStat(a, uid, gid)), (n) => cb(n));
+      run('fgetattr', path, () => vfs.fgetattr(path, fh), (a) => cb(0, toStat(a, uid, gid, umask)), (n) => cb(n));
     },
 
     readdir(path: string, cb: Cb) {
       trace('readdir', path);
       run('readdir', path, () => vfs.readdir(path), ({ names, attrs }) => {
-        const dot: FuseStat = { mode: S_IFDIR | 0o755, uid, gid, size: 0, nlink: 2, blksize: BLKSIZE, blocks: 0, mtime: 0, atime: 0, ctime: 0 };
+        const dot: FuseStat = { mode: S_IFDIR | (0o755 & ~umask), uid, gid, size: 0, nlink: 2, blksize: BLKSIZE, blocks: 0, mtime: 0, atime: 0, ctime: 0 };
         const outNames = ['.', '..'];
         const outStats: FuseStat[] = [dot, dot];
         for (const name of names) {
           const a = attrs.get(name);
           outNames.push(name);
           // libfuse 2 uses only the type bits of these (d_type); a missing attr still lists the name.
-          outStats.push(a ? toStat(a, uid, gid) : { ...dot, mode: S_IFREG | 0o644, nlink: 1 });
+          outStats.push(a ? toStat(a, uid, gid, umask) : { ...dot, mode: S_IFREG | (0o644 & ~umask), nlink: 1 });
         }
         cb(0, outNames, outStats);
       }, (n) => cb(n));

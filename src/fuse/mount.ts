@@ -38,6 +38,10 @@ export interface MountOptions extends Partial<VfsOptions> {
    * (`auto_cache`). Default true; see native-notes/fuse.md.
    */
   autoCache?: boolean;
+  /** Permission bits taken away from every file and folder (-o umask). */
+  umask?: number;
+  /** allow_root: root may use the mount too (user_allow_other in /etc/fuse.conf unless root). */
+  allowRoot?: boolean;
   /** Mount over a non-empty folder (hides its content while mounted). */
   allowNonEmpty?: boolean;
   /** Create the mountpoint folder when missing. */
@@ -221,10 +225,10 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
     const names = await fsp.readdir(mnt);
     if (names.length) throw new MountError(`mountpoint ${mnt} is not empty (use the nonempty option to mount over it)`);
   }
-  if (opts.allowOther && process.getuid?.() !== 0) {
+  if ((opts.allowOther || opts.allowRoot) && process.getuid?.() !== 0) {
     const conf = await fsp.readFile('/etc/fuse.conf', 'utf8').catch(() => '');
     if (!/^\s*user_allow_other\s*$/m.test(conf)) {
-      throw new MountError('allow_other needs "user_allow_other" in /etc/fuse.conf (or mounting as root)');
+      throw new MountError(`${opts.allowOther ? 'allow_other' : 'allow_root'} needs "user_allow_other" in /etc/fuse.conf (or mounting as root)`);
     }
   }
 }
@@ -270,7 +274,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
 
   const opBoundMs = vopts.opTimeoutMs + (opts.opMarginMs ?? 5000);
   const longOpBoundMs = opts.longOpTimeoutMs ?? Math.max(10 * 60_000, 10 * vopts.opTimeoutMs);
-  const ops = createOps(vfs, { uid: vopts.uid, gid: vopts.gid, log, opBoundMs, longOpBoundMs, debug: !!opts.debug });
+  const ops = createOps(vfs, { uid: vopts.uid, gid: vopts.gid, umask: opts.umask, log, opBoundMs, longOpBoundMs, debug: !!opts.debug });
   // fuse-native's timer answers ETIMEDOUT; it must only ever fire after ours answered EIO.
   const nativeMargin = 10_000;
   const timeout = {
@@ -292,6 +296,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   if (opts.autoCache !== false && !opts.kernelCache) extra.push('auto_cache');
   if (vopts.readOnly) extra.push('ro');
   if (opts.allowNonEmpty && !IS_MAC) extra.push('nonempty');
+  if (opts.allowRoot && !opts.allowOther) extra.push('allow_root');
   let forceNext = false;
   const busyMs = opts.unmountBusyMs ?? 5000;
   const fuse: FuseInstance = createFuse(mnt, ops, {

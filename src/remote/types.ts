@@ -187,6 +187,24 @@ export interface Remote {
   shareLink?(path: string, opts?: CallOptions): Promise<{ url: string; expires?: string | null }>;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
+  /** The server stopped answering (requests fail fast until a probe gets an answer). */
+  readonly offline?: boolean;
+  /** What the transfers are doing, for status and progress (remotes wrapped by observeRemote). */
+  activity?(): RemoteActivity;
+}
+
+/** Link state and upload counters (see remote/observed.ts). */
+export interface RemoteActivity {
+  /** retrying: the last transfer or change failed with a retryable error and none succeeded since. */
+  state: 'ok' | 'retrying' | 'offline';
+  /** When that state began (ms since the epoch). */
+  sinceMs: number;
+  /** The failure behind retrying/offline. */
+  error?: string;
+  /** Upload bytes sent since the start, the ones of uploads in flight included (monotonic). */
+  sentBytes: number;
+  /** Bytes sent so far of the uploads in flight. */
+  sendingBytes: number;
 }
 
 /**

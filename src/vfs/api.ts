@@ -51,6 +51,14 @@ export interface DriveStatus {
   notices?: DriveNotice[];
   cacheBytes: number;
   dirtyBytes: number;
+  /** When the oldest change still pending was first seen pending (ms since the epoch; within a status poll). */
+  oldestPendingMs?: number;
+  /** The link to the service (remotes that report it): retrying or offline, since when, why. */
+  link?: { state: 'ok' | 'retrying' | 'offline'; sinceMs: number; error?: string };
+  /** Upload bytes sent since the mount, of uploads in flight too (moves within one big file). */
+  sentBytes?: number;
+  /** Of pendingBytes, the bytes already sent by the uploads in flight. */
+  sendingBytes?: number;
 }
 
 export interface DriveNotice {

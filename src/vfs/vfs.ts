@@ -208,6 +208,16 @@ export class Vfs implements VfsApi {
     for (const p of this.journal.pending.values()) pendingBytes += p.size;
     let dirtyBytes = 0;
     for (const o of this.store.localObjs) if (o.dirty) dirtyBytes += o.size;
+    // Records carry no time: each is dated when a status call first sees it (callers poll).
+    const now = Date.now();
+    let oldest: number | undefined;
+    for (const uid of this.journal.pending.keys()) {
+      let at = this.pendingSeen.get(uid);
+      if (at === undefined) this.pendingSeen.set(uid, at = now);
+      if (oldest === undefined || at < oldest) oldest = at;
+    }
+    for (const uid of this.pendingSeen.keys()) if (!this.journal.pending.has(uid)) this.pendingSeen.delete(uid);
+    const act = this.ctx.remote.activity?.();
     return {
       pending: this.journal.pending.size + this.journal.attrs.size,
       pendingBytes,
@@ -215,8 +225,15 @@ export class Vfs implements VfsApi {
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
+      ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
+      ...(act ? {
+        link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },
+        sentBytes: act.sentBytes, sendingBytes: act.sendingBytes,
+      } : {}),
     };
   }
+  /** First time status() saw each pending record (see status()). */
+  private readonly pendingSeen = new Map<string, number>();
 
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (this.ctx.closed) return;

@@ -76,7 +76,7 @@ test.serial('login --ca saves the CA: mounts (foreground and --daemon) and accou
   const ls = await run('ls', [join(mp, 'Files')], { timeoutMs: 30_000 });
   t.regex(ls.stdout, /readme\.txt/, 'the drive works over https with the saved CA');
   m.child.kill('SIGINT');
-  t.is(await m.exited, 0, m.output());
+  t.is(await m.exited, 130, m.output());
   t.false(isMounted(mp));
 
   // --daemon: the background process resolves the saved account (and its CA) itself.

@@ -167,7 +167,7 @@ test('SIGINT unmounts a foreground mount (-vv log free of the password); a secon
   t.is(again.code, 1);
   t.regex(again.stderr, /already mounted/);
   m.child.kill('SIGINT');
-  t.is(await m.exited, 0);
+  t.is(await m.exited, 130, "Ctrl-C (SIGINT) ends with 130 after a clean unmount");
   t.false(isMounted(mp));
   t.deepEqual(registry(h), []);
   t.regex(m.output(), /DEBUG/, '-vv logs');

@@ -6,6 +6,7 @@ import path from 'node:path';
 import {
   useServers, mountService, KINDS, uniq, run, sh, errCode, codeOf, eventually, sleep, type Drive, type Kind,
 } from './lib/services.js';
+import { startHttpFaultProxy } from '../helpers/fault-proxy.js';
 
 const servers = useServers(test);
 
@@ -200,4 +201,58 @@ test.serial('vboxx: a file refused at close is kept visible in status, not dropp
   }, 10_000);
   t.truthy(st, 'the refused file has a status entry');
   t.regex(d.stderr(), /q\.bin/);
+});
+
+// soak seeds 200375, 300133: the mount listed rsync's temp file (`.<name>.XXXXXX`) of its own
+// upload: the folder's first listing ran while the upload wrote into that folder
+test.serial('maxxo: a listing while our upload runs never shows rsync\'s temp file of it; another client sees the server\'s truth', async (t) => {
+  // a slow data plane keeps the upload's temp file on the server long enough to list it
+  // and a short dir_timeout: the listing taken at create time has expired when the folder is listed
+  const d = await mountService(t, servers, 'maxxo', { client: { rsyncExtraArgs: ['--bwlimit=200'] }, vfs: { dirTtlMs: 100 } });
+  const other = await mountService(t, servers, 'maxxo');
+  const dir = uniq('rsync-tmp');
+  // made by the other mount: ours has no listing of it yet
+  await fsp.mkdir(other.p(dir));
+  const onServer = path.join(await servers.maxxoFolder(), dir);
+  const body = Buffer.alloc(2_000_000, 7);
+  await fsp.writeFile(d.p(dir, 'big.bin'), body);
+  const temps = async () => (await fsp.readdir(onServer)).filter((n) => n.startsWith('.big.bin.'));
+  t.truthy(await eventually(async () => (await temps()).length > 0, 30_000, 20), 'rsync wrote its temp file');
+  await sleep(300);
+  const listed = await fsp.readdir(d.p(dir));
+  t.true((await temps()).length > 0, 'the temp file was still there after the listing');
+  t.deepEqual(listed, ['big.bin']);
+  await d.flush();
+  // after the upload, still only the file (the listing is cached for dir_timeout)
+  t.deepEqual(await fsp.readdir(d.p(dir)), ['big.bin']);
+  t.is((await fsp.stat(d.p(dir, 'big.bin'))).size, body.length);
+  t.deepEqual(await fsp.readdir(onServer), ['big.bin']);
+});
+
+// soak seed 300452: unlink answered EIO after an upload attempt on the wire failed with "the file
+// changed while it was being uploaded" (the program had rewritten the file shorter meanwhile): the
+// retry waited at the unlink's barrier while the unlink waited for the upload
+test.serial('vboxx: unlink while the sent upload fails and the file was rewritten shorter meanwhile: the unlink succeeds, the file stays gone', async (t) => {
+  const proxy = await startHttpFaultProxy(servers.url);
+  t.teardown(() => proxy.close());
+  const dir = uniq('unl-retry');
+  // the first PUT of the file reaches the server, its answer stalls until we cut it
+  const stalled = proxy.add({ method: 'PUT', path: new RegExp(`^/1/files_put/.*${dir}/victim$`), fault: { kind: 'stall', afterBytes: 0 } });
+  const d = await mountService(t, { ...servers, url: proxy.url }, 'vboxx', { vfs: { opTimeoutMs: 10_000 } });
+  await fsp.mkdir(d.p(dir));
+  const f = d.p(dir, 'victim');
+  await fsp.writeFile(f, Buffer.alloc(100_000, 1));
+  await stalled.fired;
+  // O_TRUNC: the cache file shrinks under the upload; the close records the newer content
+  await fsp.writeFile(f, 'short');
+  const unlinked = errCode(fsp.unlink(f));
+  await sleep(300);
+  // the cut answer is retried by the HTTP layer, which finds the file shorter than it promised
+  proxy.release('cut');
+  t.is(await unlinked, 'OK');
+  t.is(await errCode(fsp.stat(f)), 'ENOENT');
+  t.deepEqual(await fsp.readdir(d.p(dir)), []);
+  await d.flush();
+  const fresh = await mountService(t, servers, 'vboxx');
+  t.deepEqual(await fsp.readdir(fresh.p(dir)), [], 'the file did not come back on the server');
 });

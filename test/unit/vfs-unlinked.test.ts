@@ -1,6 +1,7 @@
 // POSIX: a file deleted while open keeps its whole content for the handles still open, although
 // the server copy is gone; the local-only name it is kept under is never listed nor uploaded.
 import test from 'ava';
+import { Forbidden } from '../../src/remote/errors.js';
 import { setup, bytes, sha, O_RDONLY, O_RDWR, readAll, writeFile } from './helpers.js';
 
 for (const ranged of [true, false]) {
@@ -64,4 +65,33 @@ test('written after the unlink: the writes stay local, nothing is uploaded', asy
   await writeFile(vfs, '/w.txt', 'new');
   t.is((await readAll(vfs, '/w.txt')).toString(), 'new');
   t.is(remote.getFile('/w.txt')?.toString(), 'new');
+});
+
+test('a hidden name moves with its folder: after the folder is renamed it is found under the new path', async (t) => {
+  // soak seed 300501 (vBoxx, libfuse 2): unlink while open, rename the parent, fstat through the
+  // handle (the kernel sends a plain getattr of the new path) got ENOENT
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 0 });
+  remote.putFile('/a/f.txt', 'server text');
+  remote.putFile('/a/g.txt', 'g');
+  const fh = await vfs.open('/a/f.txt', O_RDWR);
+  const hidden = '/a/.fuse_hidden0000000400000002';
+  await vfs.unlink('/a/f.txt', { keepOpenAs: hidden });
+  await vfs.rename('/a', '/b');
+  const moved = '/b/.fuse_hidden0000000400000002';
+  t.is((await vfs.getattr(moved)).size, 'server text'.length);
+  await t.throwsAsync(vfs.getattr(hidden), { code: 'NOT_FOUND' } as never);
+  t.deepEqual((await vfs.readdir('/b')).names, ['g.txt']);
+  // a rename the server refuses puts it back where it was
+  remote.failNext({ method: 'move', error: new Forbidden('refused', { path: '/b' }) });
+  await t.throwsAsync(vfs.rename('/b', '/c'));
+  t.is((await vfs.getattr(moved)).size, 'server text'.length);
+  await t.throwsAsync(vfs.getattr('/c/.fuse_hidden0000000400000002'), { code: 'NOT_FOUND' } as never);
+  await vfs.write(moved, fh, Buffer.from('LOCAL'), 5, 0);
+  await vfs.release(moved, fh);
+  remote.resetCalls();
+  await vfs.unlink(moved);
+  t.is(remote.calls.remove, 0, 'the hidden name never reached the server');
+  await t.throwsAsync(vfs.getattr(moved), { code: 'NOT_FOUND' } as never);
+  await vfs.flushAll();
+  t.deepEqual(remote.paths().filter((x) => x !== '/'), ['/b', '/b/g.txt']);
 });

@@ -32,6 +32,7 @@ import { pathParts } from '../url.js';
 import { enqueue } from '../http.js';
 import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
 import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
+import { InflightUploads } from './inflight.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
@@ -88,6 +89,7 @@ export class MaxxoRemote implements Remote {
   private slicePromise?: Promise<MaxxoSlice>;
   private closed = false;
   private stagesSwept = false;
+  private readonly inflight = new InflightUploads();
 
   constructor(opts: MaxxoRemoteOptions) {
     this.opts = opts;
@@ -97,6 +99,8 @@ export class MaxxoRemote implements Remote {
   }
 
   toString(): string { return `MaxxoRemote(${this.client.http.origin})`; }
+
+  get offline(): boolean { return this.client.http.silent; }
   toJSON(): unknown { return { kind: 'maxxo', server: this.client.http.origin }; }
 
   // ---- metadata ----
@@ -104,8 +108,9 @@ export class MaxxoRemote implements Remote {
   async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
     const wire = toWire(dir);
     let rows;
+    let ours: (name: string) => boolean;
     try {
-      rows = await this.client.list(wire, opts);
+      ({ result: rows, ours } = await this.inflight.during(pathParts(dir).join('/'), () => this.client.list(wire, opts)));
     } catch (e) {
       if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound(`no such folder`, { ...errCtx(e), path: dir });
       if (isRemoteError(e, 'METHOD_BAD_REQUEST')) {
@@ -118,6 +123,8 @@ export class MaxxoRemote implements Remote {
     const seen = new Set<string>();
     for (const r of rows) {
       const name = r.file.slice(r.file.lastIndexOf('/') + 1);
+      // rsync's temp file of an upload of ours into this folder (see inflight.ts)
+      if (ours(name)) continue;
       if (!validName(name) || seen.has(name)) {
         this.log.warn(`maxxo: listing of ${JSON.stringify(dir)} has an unusable entry name ${JSON.stringify(r.file.slice(0, 300))}: dropped`);
         continue;
@@ -305,6 +312,7 @@ export class MaxxoRemote implements Remote {
     // folder: named as a file path, rsync would put it *inside* a folder another client made
     // there, under the cache file's name; this way the folder is in the way and the run fails.
     const stage = await this.uploadStage();
+    const done = this.inflight.begin(parts.slice(0, -1).join('/'), parts[parts.length - 1]!);
     try {
       const parent = parts.slice(0, -1).join('/');
       if (Buffer.byteLength(parent) <= PUSH_DEST_MAX) {
@@ -325,6 +333,7 @@ export class MaxxoRemote implements Remote {
           root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
       }
     } finally {
+      done();
       await rm(stage, { recursive: true, force: true });
     }
     const e = await this.stat(path, opts);
@@ -390,6 +399,7 @@ export class MaxxoRemote implements Remote {
           const list = join(stage, 'list');
           await writeFile(list, listed.map((i) => rels[i]!).join('\0') + '\0', { mode: 0o600 });
           let failed: unknown;
+          const dones = listed.map((i) => { const ps = rels[i]!.split('/'); return this.inflight.begin(ps.slice(0, -1).join('/'), ps[ps.length - 1]!); });
           try {
             // -I: never skip by size+mtime; -L: send the files the links point to;
             // --no-implied-dirs: missing parents are made, but a parent that is a file on the
@@ -398,6 +408,8 @@ export class MaxxoRemote implements Remote {
               (url) => ['-I', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
           } catch (e) {
             failed = e;
+          } finally {
+            for (const d of dones) d();
           }
           if (failed === undefined) {
             try {
@@ -550,9 +562,16 @@ export class MaxxoRemote implements Remote {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.rsyncRuns++;
-        return (beforeRun?.() ?? Promise.resolve()).then(() => runRsync({
-          args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-        }, ctx));
+        return (beforeRun?.() ?? Promise.resolve()).then(() => {
+          const startedAt = Date.now();
+          return runRsync({
+            args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
+          }, ctx).then((res) => {
+            // -vv: one line per run; the password is in the child's environment only, never here
+            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+            return res;
+          });
+        });
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       if (r.code === 0) return r;

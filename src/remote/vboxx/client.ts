@@ -715,7 +715,12 @@ export class VboxxClient {
     const p = `/1/management/${path}`;
     // Creations are not repeated on doubt (a second person/org would be created); updates are.
     const idempotent = /\/update\/$/.test('/' + path);
-    const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(form as Record<string, FormValue>), idempotent, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    // An update's null clears the field: the service shows unset fields as null or "" (policy
+    // sample: "purge_deleted_frequency": ""), and a form can only carry that as an empty value.
+    const fields = idempotent
+      ? Object.fromEntries(Object.entries(form as Record<string, FormValue>).map(([k, v]) => [k, v === null ? '' : v]))
+      : form as Record<string, FormValue>;
+    const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(fields), idempotent, signal: o.signal, priority: o.priority ?? Priority.interactive });
     const obj = expectObject(data, 'management answer', this.ctx('POST', p));
     if (typeof obj.code === 'string' && obj.code === 'error') {
       throw vboxxError('management', typeof obj.status_code === 'number' ? obj.status_code : 500, obj, this.ctx('POST', p));

@@ -48,6 +48,8 @@ export class VboxxRemote implements Remote {
 
   private get log() { return this.client.log; }
 
+  get offline(): boolean { return this.client.http.silent; }
+
   // ---- roots ----
 
   private async loadRoots(o: CallOptions = {}, force = false): Promise<MappedRoot[]> {

@@ -163,47 +163,57 @@ export class Namespace {
       if (src.type !== 'dir' && dst.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
       if (dst.type === 'dir' && (await this.children(to, true)).size > 0) throw new NotEmpty('target folder is not empty', { path: to });
     }
-    await this.barriers.run([from, to], async () => {
-      const moving = this.store.under(from);
-      const replaced = this.store.objs.get(to);
-      for (const o of moving) await this.uploader.stop(o);
-      if (replaced) await this.uploader.stop(replaced);
-      await this.deps.attrWriter.stop(from, true);
-      if (dst) await this.deps.attrWriter.stop(to, true);
-      const so = this.store.objs.get(from);
-      const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
-      // what the server holds at the target after a move that sends nothing (see shadowsServer)
-      const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
-      const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
-      if (dst) await this.uploader.cancelPath(to);
-      const jr = this.uploader.retarget(from, to);
-      // local view first, so a close() journaling meanwhile already records the new name
-      if (replaced) this.store.unregister(replaced);
-      this.rekey(from, to, moving);
-      try {
-        await jr;
-        if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
-      } catch (err) {
-        this.rekey(to, from, moving);
-        await this.uploader.retarget(to, from).catch(() => {});
-        if (replaced) {
-          // the target was not replaced after all: its own pending content is kept
-          this.store.register(replaced);
-          if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
-        }
-        throw err;
+    try {
+      await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst));
+    } finally {
+      // the uploads stopped for the move go on at the new names (at the old ones if it failed)
+      for (const o of this.store.localObjs) {
+        if (o.path === to || isUnder(o.path, to) || o.path === from || isUnder(o.path, from)) this.uploader.scheduleIfIdle(o);
       }
-      if (replaced) this.store.detach(replaced);
-      if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
-      this.forgetTree(from, src.type === 'dir');
-      this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
-      this.meta.setInParent(from, null);
-      this.meta.setInParent(to, { ...src, name: baseOf(to) });
-      this.attrTable.dirChanged(parentOf(from));
-      if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
-    });
-    for (const o of this.store.localObjs) if (o.path === to || isUnder(o.path, to)) this.uploader.scheduleIfIdle(o);
-    this.deps.attrWriter.resume(to);
+      // and so do the metadata changes stopped for it
+      this.deps.attrWriter.resume(to);
+      this.deps.attrWriter.resume(from);
+    }
+  }
+
+  private async renameLocked(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null): Promise<void> {
+    const moving = this.store.under(from);
+    const replaced = this.store.objs.get(to);
+    for (const o of moving) await this.uploader.stop(o);
+    if (replaced) await this.uploader.stop(replaced);
+    await this.deps.attrWriter.stop(from, true);
+    if (dst) await this.deps.attrWriter.stop(to, true);
+    const so = this.store.objs.get(from);
+    const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
+    // what the server holds at the target after a move that sends nothing (see shadowsServer)
+    const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
+    const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
+    if (dst) await this.uploader.cancelPath(to);
+    const jr = this.uploader.retarget(from, to);
+    // local view first, so a close() journaling meanwhile already records the new name
+    if (replaced) this.store.unregister(replaced);
+    this.rekey(from, to, moving);
+    try {
+      await jr;
+      if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
+    } catch (err) {
+      this.rekey(to, from, moving);
+      await this.uploader.retarget(to, from).catch(() => {});
+      if (replaced) {
+        // the target was not replaced after all: its own pending content is kept
+        this.store.register(replaced);
+        if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
+      }
+      throw err;
+    }
+    if (replaced) this.store.detach(replaced);
+    if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
+    this.forgetTree(from, src.type === 'dir');
+    this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
+    this.meta.setInParent(from, null);
+    this.meta.setInParent(to, { ...src, name: baseOf(to) });
+    this.attrTable.dirChanged(parentOf(from));
+    if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
   }
 
   /**

@@ -310,7 +310,9 @@ export class Uploader {
     const gen = o.wb.journaledGen;
     const stop = o.wb.stopGen;
     let attempts = 0;
-    for (;;) {
+    for (let first = true; ; first = false) {
+      // a retry stopped during its backoff gives up before it could park at the stopper's barrier
+      if (!first && o.wb.stopGen !== stop) return;
       await this.waitBarriers(o);
       if (o.wb.pendingUid !== uid || o.unlinked || this.ctx.closed) return;
       const path = o.path;
@@ -345,8 +347,11 @@ export class Uploader {
       } catch (err) {
         o.wb.uploadAbort = null;
         if (ac.signal.aborted && (ac.signal.reason === MUTATION || ac.signal.reason === CLOSING)) return;
-        // a namespace change waits for this attempt to end; it retries at the new state itself
-        if (o.wb.stopGen !== stop && o.wb.pendingUid === uid) return;
+        // A namespace change waits for this attempt to end and reschedules at the new state
+        // itself; content closed again meanwhile goes after its own delay. Neither may retry here:
+        // the next attempt would wait at the barrier of the very change that waits for this task
+        // (soak seed 300452: unlink EIO after the opTimeout).
+        if (o.wb.stopGen !== stop || o.wb.pendingUid !== uid) return;
         const retryable = isRemoteError(err) ? err.retryable : false;
         if (!retryable || attempts >= this.ctx.opts.uploadAttempts) {
           const f: UploadFailure = { path, error: errText(err), attempts, atMs: Date.now() };

@@ -149,6 +149,7 @@ export interface DriveOptions {
   root?: string;
   vfs?: ChildConfig['vfs'];
   mount?: ChildConfig['mount'];
+  client?: ChildConfig['client'];
   logLevel?: string;
 }
 
@@ -167,7 +168,7 @@ export async function mountService(t: ExecutionContext, s: Servers, kind: Kind, 
     cacheDir,
     vfs: { writebackDelayMs: 100, opTimeoutMs: 30_000, attrTtlMs: 1000, dirTtlMs: 5000, negativeTtlMs: 500, ...(o.vfs ?? {}) },
     mount: o.mount,
-    client: { timeoutMs: 20_000, maxRetryTimeMs: 25_000 },
+    client: { timeoutMs: 20_000, maxRetryTimeMs: 25_000, ...(o.client ?? {}) },
     logLevel: o.logLevel ?? process.env.CM_E2E_LOG ?? 'warn',
   });
   const base = kind === 'vboxx' && !o.root ? path.join(h.mnt, 'Files') : h.mnt;
