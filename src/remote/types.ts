@@ -15,6 +15,20 @@ export interface RemoteEntry {
   mtimeMs?: number;
   /** Server revision of the content, when the service has one (vBoxx `rev`). */
   rev?: string;
+  /**
+   * When the server last wrote the content (ms), where it says so apart from mtimeMs (vBoxx
+   * `modified`): a move keeps it while it may change `rev`, so with the size it tells "the same
+   * bytes, moved" from "new bytes".
+   */
+  written?: number;
+  /** Permission bits the service holds for the entry (only the bits of fileMeta.modeBits mean anything). */
+  mode?: number;
+}
+
+/** A change of a file's metadata alone (no new content): what setAttrs sends. */
+export interface AttrChange {
+  mtimeMs?: number;
+  mode?: number;
 }
 
 export interface ListResult {
@@ -35,6 +49,32 @@ export interface StatFs {
   used: number;
 }
 
+/**
+ * What the service keeps of a file beyond its bytes. Present when upload() keeps
+ * TransferOptions.mtimeMs as the file's mtime and entries report it back (vBoxx `client_mtime`):
+ * a time a program set survives a remount. Absent, times and mode live for the mount.
+ */
+export interface FileMetadata {
+  /** Granularity of the file mtimes the service keeps, in ms (vBoxx: whole seconds, 1000). */
+  mtimeResolutionMs?: number;
+  /**
+   * The permission bits the service holds for files (default 0: none). Bits outside it are
+   * answered as the default (0644 files, 0755 folders) before and after a remount alike, so a
+   * chmod of them is accepted without effect (as rclone does).
+   */
+  modeBits?: number;
+  /** setAttrs needs the file's content (vBoxx: a metadata change is an upload of the same bytes). */
+  attrsNeedContent?: boolean;
+  /**
+   * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
+   * attrsNeedContent use localFile when given (the whole content the caller believes is on the
+   * server, revision `rev`, written at `written`), else fetch the content into `scratch` first.
+   * Resolves with the entry now on the server, or null when the file is gone or its content
+   * changed on the server since (then nothing was changed: the newer content's times stand).
+   */
+  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string }): Promise<RemoteEntry | null>;
+}
+
 /** Priority classes for the request queue: higher runs first. */
 export const Priority = {
   interactive: 10,
@@ -48,6 +88,10 @@ export interface CallOptions {
 }
 
 export interface TransferOptions extends CallOptions {
+  /** Uploads: the file's mtime to keep (remotes with fileMeta). */
+  mtimeMs?: number;
+  /** Uploads: the permission bits to keep (those of fileMeta.modeBits). */
+  mode?: number;
   /** Called with the number of bytes transferred so far (monotonic). */
   onProgress?: (bytes: number) => void;
   /**
@@ -105,6 +149,8 @@ export interface Remote {
   upload(localFile: string, path: string, opts?: TransferOptions): Promise<RemoteEntry>;
   /** Many uploads in one transfer, cheaper than one upload() each (Maxxo: one rsync run). */
   readonly batchUpload?: BatchUpload;
+  /** Times and mode the service keeps (vBoxx client_mtime), and a change of them alone. */
+  readonly fileMeta?: FileMetadata;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
   /** The parts of an upload policy known before a file is complete (services that have one). */
@@ -162,7 +208,7 @@ export interface BatchUpload {
    * error. An item gets its entry only when the transfer of its bytes succeeded; items of a failed
    * transfer are tried alone or get a retryable error, never a false success.
    */
-  uploadMany(items: { localFile: string; path: string }[], opts?: CallOptions): Promise<UploadResult[]>;
+  uploadMany(items: { localFile: string; path: string; mtimeMs?: number; mode?: number }[], opts?: CallOptions): Promise<UploadResult[]>;
 }
 
 export interface ShareLinks {

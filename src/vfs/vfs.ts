@@ -14,6 +14,7 @@
 //   complete copy that can be uploaded as is, also after a crash (content/obj.ts).
 // - One content object (Obj) per path owns one cache file and one fd shared by all handles; reads
 //   and writes go straight between the caller's buffer and that fd.
+import { randomUUID } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -38,6 +39,7 @@ import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
+import { AttrWriter } from './writeback/attrs.js';
 import { usableDir } from '../util/dirs.js';
 
 export { defaultVfsOptions } from './options.js';
@@ -78,7 +80,8 @@ export class Vfs implements VfsApi {
   private readonly ctx: Ctx;
   private readonly meta: MetaCache;
   private readonly lookups: Lookup;
-  private readonly attrTable = new AttrTable();
+  private readonly attrTable: AttrTable;
+  private readonly attrWriter: AttrWriter;
   private readonly store: ContentStore;
   private readonly fetcher: Fetcher;
   private readonly prefetch: Prefetcher;
@@ -93,6 +96,7 @@ export class Vfs implements VfsApi {
   constructor(private readonly remote: Remote, options: VfsOptions) {
     const opts = this.opts = resolveOptions(options);
     this.ctx = new Ctx(remote, opts);
+    this.attrTable = new AttrTable(remote.fileMeta);
     this.meta = new MetaCache(this.ctx);
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {
@@ -111,10 +115,26 @@ export class Vfs implements VfsApi {
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
-    this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, this.barriers);
+    this.attrWriter = new AttrWriter(this.ctx, this.journal, {
+      obj: (path) => this.store.objs.get(path),
+      file: (o) => this.store.file(o),
+      scratch: () => join(this.store.dataDir, `attrs-${randomUUID()}`),
+      landed: (path, e, o) => {
+        const entry: RemoteEntry = { ...e, name: baseOf(path), type: 'file' };
+        if (o && !o.dirty && !o.unlinked) o.ident = { ...entry };
+        this.meta.setInParent(path, entry);
+      },
+      wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
+    }, this.barriers);
+    this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, this.barriers, {
+      now: (o) => this.attrTable.toSend(o.path, o.localMtime),
+      sent: (path, carried) => this.attrWriter.sent(path, carried),
+      idle: (path) => this.attrWriter.idle(path),
+    });
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
+      attrWriter: this.attrWriter,
       barriers: this.barriers, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
       forgetShareLinks: (path, tree) => {
@@ -150,9 +170,16 @@ export class Vfs implements VfsApi {
     // closed files whose upload was not confirmed: they are the local truth until uploaded
     for (const { obj: o, rec } of restored) {
       this.uploader.restore(o, rec);
+      if (rec.mode !== undefined) this.attrTable.update(o.path, { perm: rec.mode });
     }
     if (pending.length > 0) this.log.info(`replaying ${pending.length} pending upload(s) from the journal`);
     for (const o of this.store.localObjs) this.uploader.schedule(o, 0);
+    // metadata changes not confirmed: shown as the programs set them, sent again
+    for (const a of this.journal.attrs.values()) {
+      this.attrTable.update(a.path, { ...(a.mtimeMs !== undefined ? { mtimeMs: a.mtimeMs } : {}), ...(a.mode !== undefined ? { perm: a.mode } : {}) });
+      this.attrWriter.schedule(a.path, 0);
+    }
+    if (this.journal.attrs.size > 0) this.log.info(`replaying ${this.journal.attrs.size} pending metadata change(s) from the journal`);
     this.store.maybeEvict();
   }
 
@@ -163,7 +190,9 @@ export class Vfs implements VfsApi {
    * `retryFailed: false` skips uploads whose current content already used up its budget.
    */
   async flushAll(opts: { signal?: AbortSignal; retryFailed?: boolean } = {}): Promise<FlushResult> {
-    const all = this.uploader.flush([...this.store.localObjs], opts.retryFailed !== false);
+    // content first: its uploads carry the times and modes, the metadata sends go after
+    const retry = opts.retryFailed !== false;
+    const all = this.uploader.flush([...this.store.localObjs], retry).then(() => this.attrWriter.flush(retry));
     if (opts.signal) {
       const signal = opts.signal;
       if (signal.aborted) throw new Cancelled('flush aborted');
@@ -175,7 +204,10 @@ export class Vfs implements VfsApi {
     } else {
       await all;
     }
-    return { pending: this.journal.pending.size, failed: this.uploader.stillPending(this.store.localObjs) };
+    return {
+      pending: this.journal.pending.size + this.journal.attrs.size,
+      failed: [...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
+    };
   }
 
   status(): DriveStatus {
@@ -194,9 +226,9 @@ export class Vfs implements VfsApi {
     for (const uid of this.pendingSeen.keys()) if (!this.journal.pending.has(uid)) this.pendingSeen.delete(uid);
     const act = this.ctx.remote.activity?.();
     return {
-      pending: this.journal.pending.size,
+      pending: this.journal.pending.size + this.journal.attrs.size,
       pendingBytes,
-      failures: [...this.uploader.failures.values()],
+      failures: [...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
@@ -222,12 +254,12 @@ export class Vfs implements VfsApi {
     this.ctx.closed = true;
     this.prefetch.stop();
     const objs = [...this.store.objs.values()];
-    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs)]);
+    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown()]);
     // writes that arrived while the flush ran: into the journal, for the next mount
     await this.commitOpenWriters();
     await this.store.closeAll();
     this.handles.clear();
-    const kept = this.journal.pending.size;
+    const kept = this.journal.pending.size + this.journal.attrs.size;
     if (kept > 0) {
       this.log.warn(`${kept} pending change(s) stay in the journal under ${this.root}; ` +
         'they are delivered at the next mount of this account');
@@ -269,7 +301,16 @@ export class Vfs implements VfsApi {
   async getattr(path: string): Promise<Attr> {
     path = normPath(path);
     const e = await this.lookups.existing(path);
-    return this.attrTable.toAttr(path, e, this.store.objs.get(path));
+    return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
+  }
+
+  /** Subfolders of dir when its listing is cached (for nlink), else undefined. */
+  private subdirs(dir: string): number | undefined {
+    const d = this.meta.dirs.peek(dir);
+    if (!d) return undefined;
+    let n = 0;
+    for (const e of d.entries.values()) if (e.type === 'dir') n++;
+    return n;
   }
 
   async fgetattr(path: string, fh: number): Promise<Attr> {
@@ -297,7 +338,8 @@ export class Vfs implements VfsApi {
     const attrs = new Map<string, Attr>();
     for (const [name, { e: ce, o }] of kids) {
       names.push(name);
-      attrs.set(name, this.attrTable.toAttr(joinPath(path, name), ce, o));
+      const p = joinPath(path, name);
+      attrs.set(name, this.attrTable.toAttr(p, ce, o, ce.type === 'dir' ? this.subdirs(p) : undefined));
     }
     this.prefetch.subdirs(path);
     return { names, attrs };
@@ -339,17 +381,26 @@ export class Vfs implements VfsApi {
     return value;
   }
 
-  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
+  /**
+   * An undefined time is left as it is (UTIME_OMIT). A file's mtime, where the service keeps it,
+   * is a journalled write-back change (writeback/attrs.ts): durable before this returns, sent
+   * after the write-back delay, alone or with the content upload. atime and folder times are
+   * kept for the mount only (the services hold neither).
+   */
+  async utimens(path: string, atimeMs: number | undefined, mtimeMs: number | undefined): Promise<void> {
     path = normPath(path);
     this.assertWritable();
-    await this.lookups.existing(path);
-    this.attrTable.update(path, { atimeMs, mtimeMs, ctimeMs: Date.now() });
+    const e = await this.lookups.existing(path);
+    this.attrTable.update(path, {
+      ...(atimeMs !== undefined ? { atimeMs } : {}), ...(mtimeMs !== undefined ? { mtimeMs } : {}), ctimeMs: Date.now(),
+    });
+    if (e.type === 'file' && mtimeMs !== undefined) await this.attrWriter.record(path, { mtimeMs });
   }
 
   async setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void> {
     path = normPath(path);
     this.assertWritable();
-    await this.lookups.existing(path);
+    const e = await this.lookups.existing(path);
     // one clock reading: "now" in both slots is the same instant (touch sets atime == mtime)
     const now = Date.now();
     const ms = (t: TimeChange) => (t === 'now' ? now : t);
@@ -362,13 +413,16 @@ export class Vfs implements VfsApi {
       change.atimeMs = (await this.getattr(path)).atimeMs;
     }
     this.attrTable.update(path, change);
+    if (e.type === 'file' && change.mtimeMs !== undefined) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs });
   }
 
+  /** Bits the service cannot hold are accepted without effect (see AttrTable.toAttr). */
   async chmod(path: string, mode: number): Promise<void> {
     path = normPath(path);
     this.assertWritable();
-    await this.lookups.existing(path);
+    const e = await this.lookups.existing(path);
     this.attrTable.update(path, { perm: mode & 0o7777, ctimeMs: Date.now() });
+    if (e.type === 'file') await this.attrWriter.record(path, { mode: mode & 0o7777 });
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
@@ -494,6 +548,7 @@ export class Vfs implements VfsApi {
     const perm = mode & 0o7777;
     // mode 0 is a mode too (the creator's handle is open already): only the default is not stored
     if (perm !== 0o644) this.attrTable.local.set(path, { perm }); else this.attrTable.local.delete(path);
+    this.attrTable.dirChanged(parentOf(path));
     // even O_RDONLY|O_CREAT made a file: the handle commits it like a writer
     return this.openObj(o, flags & ~O_TRUNC, true);
   }

@@ -9,11 +9,11 @@ import {
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
 } from '../../src/errors.js';
 import type {
-  BatchStat, CallOptions, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
+  AttrChange, BatchStat, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
 } from '../../src/remote/types.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
-  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
+  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close' | 'setAttrs';
 
 export interface MemoryRemoteOptions {
   /** true: ranged reads (vBoxx-like); false: whole-file downloads only (Maxxo-like). Default true. */
@@ -40,6 +40,11 @@ export interface MemoryRemoteOptions {
   policy?: { maxFileSize?: number | null; excludedExtensions?: string[]; quota?: number | null };
   /** statfs total; null = unlimited. Default 1 GiB. */
   total?: number | null;
+  /**
+   * The service keeps file mtimes and modes given at upload or by setAttrs (metadata alone, no
+   * content), as a service with such calls would. Default false (times are the upload time).
+   */
+  keepsAttrs?: boolean;
 }
 
 interface Node {
@@ -47,6 +52,7 @@ interface Node {
   data: Buffer;
   mtimeMs: number;
   rev: number;
+  mode?: number;
 }
 
 export interface Failure {
@@ -98,6 +104,7 @@ export class MemoryRemote implements Remote {
   ranged?: RangedReads;
   batchStat?: BatchStat;
   shareLinks?: ShareLinks;
+  fileMeta?: FileMetadata;
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
 
@@ -106,10 +113,11 @@ export class MemoryRemote implements Remote {
     this.latencyMs = opts.latencyMs ?? 0;
     this.calls = {
       list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
-      remove: 0, statfs: 0, shareLink: 0, close: 0,
+      remove: 0, statfs: 0, shareLink: 0, close: 0, setAttrs: 0,
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
     if (opts.rangedReads ?? true) this.ranged = { readTo: (p, o, l, k, c) => this.doReadTo(p, o, l, k, c) };
+    if (opts.keepsAttrs) this.fileMeta = { modeBits: 0o7777, setAttrs: (p, a, c) => this.doSetAttrs(p, a, c) };
     else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (opts.batchStat) this.batchStat = { statMany: (ps, c) => this.doStatMany(ps, c) };
     if (opts.shareLinks ?? true) this.shareLinks = { shareLink: (p, c) => this.doShareLink(p, c) };
@@ -282,10 +290,23 @@ export class MemoryRemote implements Remote {
     if (existing && existing.type === 'dir') throw new IsADirectory('is a folder', { path });
     this.mkdirp(parentOf(path));
     const node: Node = { type: 'file', data, mtimeMs: Date.now(), rev: this.revCounter++ };
+    if (this.opts.keepsAttrs && opts.mtimeMs !== undefined) node.mtimeMs = opts.mtimeMs;
+    if (this.opts.keepsAttrs && opts.mode !== undefined) node.mode = opts.mode;
     this.nodes.set(path, node);
     this.touchDir(parentOf(path));
     opts.onProgress?.(data.length);
     return this.entryOf(path, node);
+  }
+
+  private async doSetAttrs(path: string, attrs: AttrChange, opts: CallOptions & { rev?: string } = {}): Promise<RemoteEntry | null> {
+    path = norm(path);
+    await this.enter('setAttrs', path, opts);
+    const n = this.nodes.get(path);
+    if (!n || n.type !== 'file') return null;
+    if (opts.rev !== undefined && this.opts.serverRevision !== false && String(n.rev) !== opts.rev) return null;
+    if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
+    if (attrs.mode !== undefined) n.mode = attrs.mode;
+    return this.entryOf(path, n);
   }
 
   private async doCheckUpload(path: string, size: number, opts: CallOptions = {}): Promise<void> {

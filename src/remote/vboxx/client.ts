@@ -49,6 +49,18 @@ export interface UploadOptions extends Transfer {
   /** Replace an existing file (default true). */
   overwrite?: boolean;
   parentRev?: string;
+  /** The file's mtime, sent as `client_mtime` (whole unix seconds; the reference server's extension). */
+  mtimeMs?: number;
+}
+
+/** The query fields every write of a file carries. */
+function writeQuery(o: UploadOptions): Record<string, string> {
+  const q: Record<string, string> = { overwrite: o.overwrite === false ? 'false' : 'true' };
+  if (o.parentRev) q.parent_rev = o.parentRev;
+  const s = o.mtimeMs === undefined ? NaN : Math.floor(o.mtimeMs / 1000);
+  // before 1970 or past year 9999 the server has no form for it: it keeps its own write time
+  if (Number.isFinite(s) && s >= 0 && s <= 253402300799) q.client_mtime = String(s);
+  return q;
 }
 
 const MiB = 1024 * 1024;
@@ -531,7 +543,7 @@ export class VboxxClient {
     const { data } = await this.getJson({
       onDispatch: o.onSend,
       method: 'PUT', path: p, body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-      query: { overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
+      query: writeQuery(o),
       // Same bytes to the same path with overwrite: repeating is harmless.
       idempotent: o.overwrite !== false, signal: o.signal, priority: o.priority ?? Priority.background,
     });
@@ -559,7 +571,7 @@ export class VboxxClient {
         onDispatch: o.onSend,
         // Query, not form: like files_put, the commit is addressed by path and its parameters are
         // plain (Dropbox v1 takes them either way; the reference server reads no body here).
-        method: 'POST', path: p, query: { upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
+        method: 'POST', path: p, query: { upload_id: uploadId, ...writeQuery(o) },
         signal: o.signal, priority: o.priority ?? Priority.background,
       });
       return parseMetadata(data, this.ctx('POST', p), this.log);

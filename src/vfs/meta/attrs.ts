@@ -1,11 +1,18 @@
 // The inode table and the attributes the drive keeps locally (chmod, utimens), and how an entry
 // becomes the Attr the adapter shows.
 //
+// What a service cannot hold is answered the same before and after a remount: permission bits
+// outside fileMeta.modeBits are the defaults (0644 files, 0755 folders; a chmod of them is
+// accepted without effect, as rclone does); a file's mtime is shown at the service's resolution
+// (vBoxx: whole seconds) so that it does not move when the server's copy is read back. Times the
+// services hold nowhere (atime, ctime, folder mtimes on vBoxx) live for the mount: folder times
+// move with our own changes inside them, else they come from the listing (or the mount time).
+//
 // Owns: path -> inode number (stable for the mount, moved by renames, root = 1), its reverse
 // (the libfuse 3 backend addresses everything by inode), the kernel's lookup counts, and path ->
 // local attributes. Ordering: a rename moves them with rekey() before the caller's rename
 // returns; unlink and rmdir forget() them.
-import type { RemoteEntry } from '../../remote/types.js';
+import type { AttrChange, FileMetadata, RemoteEntry } from '../../remote/types.js';
 import type { Attr } from '../api.js';
 import { isUnder, rebase, rekeyMap } from '../paths.js';
 import { sameIdent } from '../content/obj.js';
@@ -37,6 +44,9 @@ export class AttrTable {
   /** chmod / utimens / a create's mode: kept locally (the services have no such attributes). */
   readonly local = new Map<string, LocalAttrs>();
   private readonly mountTime = Date.now();
+
+  /** meta: what the service keeps of a file's times and mode (absent: nothing, all lives for the mount). */
+  constructor(private readonly meta?: FileMetadata) {}
 
   ino(path: string): number {
     let ino = this.inos.get(path);
@@ -101,13 +111,32 @@ export class AttrTable {
     this.local.set(path, la);
   }
 
+  /** Our own create/unlink/mkdir/rmdir/rename inside dir: its mtime and ctime move (POSIX). */
+  dirChanged(dir: string): void {
+    const now = Date.now();
+    this.update(dir, { mtimeMs: now, ctimeMs: now });
+  }
+
+  /** The times and mode of path to send with its content (only what the service keeps). */
+  toSend(path: string, localMtime: number): AttrChange {
+    const la = this.local.get(path);
+    const out: AttrChange = {};
+    if (this.meta) {
+      const m = la?.mtimeMs ?? (localMtime || undefined);
+      if (m !== undefined) out.mtimeMs = m;
+    }
+    if (this.meta?.modeBits && la?.perm !== undefined) out.mode = la.perm & this.meta.modeBits;
+    return out;
+  }
+
   /** The content changed: an explicit mtime (utimens) no longer holds. */
   contentModified(path: string): void {
     const la = this.local.get(path);
     if (la && la.mtimeMs !== undefined) la.mtimeMs = undefined;
   }
 
-  toAttr(path: string, e: RemoteEntry, o?: ContentView): Attr {
+  /** subdirs: the folder's number of subfolders, when its listing is known (nlink = 2 + that). */
+  toAttr(path: string, e: RemoteEntry, o?: ContentView, subdirs?: number): Attr {
     const la = this.local.get(path);
     const isDir = e.type === 'dir';
     let mtimeMs: number;
@@ -122,15 +151,20 @@ export class AttrTable {
       const own = o && o.localMtime && !isDir && sameIdent(o.ident, e) ? o.localMtime : undefined;
       mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? this.mountTime;
     }
+    const res = this.meta?.mtimeResolutionMs ?? 1;
+    if (!isDir && this.meta && res > 1) mtimeMs = Math.floor(mtimeMs / res) * res;
+    const def = isDir ? 0o755 : 0o644;
+    const held = isDir ? 0 : (this.meta?.modeBits ?? 0);
+    const want = la?.perm ?? e.mode ?? def;
     return {
       ino: this.ino(path),
       type: e.type,
       size,
-      perm: la?.perm ?? (isDir ? 0o755 : 0o644),
+      perm: (def & ~held) | (want & held),
       mtimeMs,
       ctimeMs: la?.ctimeMs ?? mtimeMs,
       atimeMs: la?.atimeMs ?? mtimeMs,
-      nlink: isDir ? 2 : 1,
+      nlink: isDir ? 2 + (subdirs ?? 0) : 1,
     };
   }
 }

@@ -31,6 +31,7 @@ import type { Lookup } from '../meta/lookup.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf } from '../paths.js';
 import type { PolicyGate } from '../writeback/policy.js';
 import type { Uploader } from '../writeback/uploader.js';
+import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 
 export interface NamespaceDeps {
@@ -40,6 +41,8 @@ export interface NamespaceDeps {
   store: ContentStore;
   attrs: AttrTable;
   uploader: Uploader;
+  /** Metadata-only changes: stopped like uploads before a namespace change, moved with it. */
+  attrWriter: AttrWriter;
   barriers: Barriers;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
@@ -90,6 +93,7 @@ export class Namespace {
     this.meta.setEmptyDir(path);
     if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
     else this.attrTable.local.delete(path);
+    this.attrTable.dirChanged(parentOf(path));
   }
 
   async rmdir(path: string): Promise<void> {
@@ -105,6 +109,7 @@ export class Namespace {
     this.forgetTree(path);
     this.meta.setInParent(path, null);
     this.attrTable.forget(path);
+    this.attrTable.dirChanged(parentOf(path));
   }
 
   async unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> {
@@ -116,6 +121,7 @@ export class Namespace {
     await this.barriers.run([path], async () => {
       const o = this.store.objs.get(path);
       if (o) await this.uploader.stop(o);
+      await this.deps.attrWriter.stop(path, false);
       // POSIX: an open file keeps its content after the unlink. Once the server copy is gone it
       // cannot be fetched any more, so the part not cached yet comes first.
       if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
@@ -134,7 +140,9 @@ export class Namespace {
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
       }
       this.uploader.forget(path);
+      this.deps.attrWriter.forget(path);
       this.attrTable.forget(path);
+      this.attrTable.dirChanged(parentOf(path));
       this.forgetShareLinks(path, false);
       this.meta.setInParent(path, null);
     });
@@ -164,6 +172,9 @@ export class Namespace {
       for (const o of this.store.localObjs) {
         if (o.path === to || isUnder(o.path, to) || o.path === from || isUnder(o.path, from)) this.uploader.scheduleIfIdle(o);
       }
+      // and so do the metadata changes stopped for it
+      this.deps.attrWriter.resume(to);
+      this.deps.attrWriter.resume(from);
     }
   }
 
@@ -172,6 +183,8 @@ export class Namespace {
     const replaced = this.store.objs.get(to);
     for (const o of moving) await this.uploader.stop(o);
     if (replaced) await this.uploader.stop(replaced);
+    await this.deps.attrWriter.stop(from, true);
+    if (dst) await this.deps.attrWriter.stop(to, true);
     const so = this.store.objs.get(from);
     const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
     // what the server holds at the target after a move that sends nothing (see shadowsServer)
@@ -201,6 +214,8 @@ export class Namespace {
     this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
     this.meta.setInParent(from, null);
     this.meta.setInParent(to, { ...src, name: baseOf(to) });
+    this.attrTable.dirChanged(parentOf(from));
+    if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
   }
 
   /**
@@ -243,6 +258,7 @@ export class Namespace {
     this.store.move(objs, from, to);
     this.attrTable.rekey(from, to);
     this.uploader.rekey(from, to);
+    this.deps.attrWriter.rekey(from, to);
   }
 
   /** Children of dir as the drive shows them: server listing plus local-only files. */

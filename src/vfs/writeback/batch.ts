@@ -32,6 +32,13 @@ export interface UploadJob {
    * once if the remote cannot say: TransferOptions.onSend); batched, when a batch takes it.
    */
   markSending: () => void;
+  /** The file's mtime and mode to keep, where the service keeps them. */
+  mtimeMs?: number;
+  mode?: number;
+}
+
+function attrsOf(job: UploadJob): { mtimeMs?: number; mode?: number } {
+  return { ...(job.mtimeMs !== undefined ? { mtimeMs: job.mtimeMs } : {}), ...(job.mode !== undefined ? { mode: job.mode } : {}) };
 }
 
 interface UpItem {
@@ -55,7 +62,7 @@ export class UploadBatcher {
     if (!mayBatch || !remote.batchUpload || job.size > UP_BATCH_FILE_MAX) {
       // Until the request leaves the client's queue an abort takes it back for sure, so a rename
       // or delete need not wait behind a busy queue (it did, up to the op timeout, then EIO).
-      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending });
+      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending, ...attrsOf(job) });
     }
     return new Promise<RemoteEntry>((resolve, reject) => {
       const it: UpItem = {
@@ -112,7 +119,7 @@ export class UploadBatcher {
     setMaxListeners(0, stop.signal);
     this.aborts.add(stop);
     try {
-      const res = await this.ctx.remote.batchUpload!.uploadMany(take.map((it) => ({ localFile: it.job.localFile, path: it.job.path })),
+      const res = await this.ctx.remote.batchUpload!.uploadMany(take.map((it) => ({ localFile: it.job.localFile, path: it.job.path, ...attrsOf(it.job) })),
         { signal: stop.signal, priority: Priority.background });
       take.forEach((it, i) => {
         const r = res[i];
