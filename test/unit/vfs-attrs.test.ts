@@ -100,15 +100,17 @@ test('a send that fails stays pending and is reported; the next flush delivers i
   t.is(node(s.remote, '/f').mtimeMs, T1);
 });
 
-test('a service that keeps no mode: chmod accepted, the mode shown is the one a remount shows', async (t) => {
+test('a service that keeps no mode: chmod and create modes hold for the mount, nothing is sent, a remount shows the default', async (t) => {
   const s = await setup(t);
   s.remote.putFile('/m', 'x');
   await s.vfs.chmod('/m', 0o700);
-  t.is((await s.vfs.getattr('/m')).perm, 0o644);
+  t.is((await s.vfs.getattr('/m')).perm, 0o700);
   t.is(s.vfs.status().pending, 0, 'nothing to send');
   const fh = await s.vfs.create('/x', 0o755, O_CREAT | O_WRONLY);
   await s.vfs.release('/x', fh);
-  t.is((await s.vfs.getattr('/x')).perm, 0o644);
+  t.is((await s.vfs.getattr('/x')).perm, 0o755);
+  const again = await setup(t, {}, {}, s.remote);
+  t.is((await again.vfs.getattr('/m')).perm, 0o644, 'a new mount shows the default');
 });
 
 test('folder mtime and ctime move with our own changes inside; nlink counts subfolders', async (t) => {

@@ -155,12 +155,16 @@ export class AttrTable {
     if (!isDir && this.meta && res > 1) mtimeMs = Math.floor(mtimeMs / res) * res;
     const def = isDir ? 0o755 : 0o644;
     const held = isDir ? 0 : (this.meta?.modeBits ?? 0);
-    const want = la?.perm ?? e.mode ?? def;
+    // Bits the service cannot hold still answer what a program set (create mode, chmod +x of a
+    // script it then runs) for the rest of the mount; a remount shows the default again. The
+    // README promise section says so. Showing the default at once (rclone) broke `./script` after
+    // `chmod +x` and create modes (mode 0 gave 0644) for no gain but remount symmetry.
+    const shown = (def & ~held) | ((e.mode ?? def) & held);
     return {
       ino: this.ino(path),
       type: e.type,
       size,
-      perm: (def & ~held) | (want & held),
+      perm: la?.perm ?? shown,
       mtimeMs,
       ctimeMs: la?.ctimeMs ?? mtimeMs,
       atimeMs: la?.atimeMs ?? mtimeMs,
