@@ -408,6 +408,7 @@ export class MemoryRemote implements Remote {
   private entryOf(path: string, n: Node): RemoteEntry {
     const e: RemoteEntry = { name: path === SEP ? '' : baseOf(path), type: n.type, size: n.type === 'file' ? n.data.length : 0, mtimeMs: n.mtimeMs };
     if (this.opts.serverRevision !== false) e.rev = String(n.rev);
+    if (n.mode !== undefined) e.mode = n.mode;
     return e;
   }
 

@@ -1,9 +1,9 @@
 // The inode table and the attributes the drive keeps locally (chmod, utimens), and how an entry
 // becomes the Attr the adapter shows.
 //
-// What a service cannot hold is answered the same before and after a remount: permission bits
-// outside fileMeta.modeBits are the defaults (0644 files, 0755 folders; a chmod of them is
-// accepted without effect, as rclone does); a file's mtime is shown at the service's resolution
+// What a service cannot hold: permission bits outside fileMeta.modeBits answer what a program
+// set (create mode, chmod) for the mount and the defaults (0644 files, 0755 folders) after a
+// remount; a file's mtime is shown at the service's resolution
 // (vBoxx: whole seconds) so that it does not move when the server's copy is read back. Times the
 // services hold nowhere (atime, ctime, folder mtimes on vBoxx) live for the mount: folder times
 // move with our own changes inside them, else they come from the listing (or the mount time).
