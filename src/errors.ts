@@ -73,6 +73,8 @@ export const BadResponse = def('BAD_RESPONSE', undefined, true);
 export const InvalidName = def('INVALID_NAME', 400);
 export const ReadOnly = def('READ_ONLY', undefined);
 export const NoSpace = def('NO_SPACE', undefined);
+/** A folder cannot go while something still needs its path (EBUSY, as NFS answers for its .nfs names). */
+export const Busy = def('BUSY', undefined);
 export const Unsupported = def('UNSUPPORTED', undefined);
 /** A move the service cannot do in one step (vBoxx: between roots); maps to EXDEV so mv copies. */
 export const CrossDevice = def('CROSS_DEVICE', undefined);

@@ -52,6 +52,7 @@ const BY_CODE: Record<string, ErrnoName> = {
   POLICY_EXCLUDED_EXTENSION: 'EPERM',
   QUOTA_EXCEEDED: 'EDQUOT',
   READ_ONLY: 'EROFS',
+  BUSY: 'EBUSY',
   NO_SPACE: 'ENOSPC',
   UNSUPPORTED: 'ENOTSUP',
   // mv falls back to copy + delete on EXDEV, which is what a move between vBoxx roots needs.

@@ -256,3 +256,62 @@ test.serial('vboxx: unlink while the sent upload fails and the file was rewritte
   const fresh = await mountService(t, servers, 'vboxx');
   t.deepEqual(await fsp.readdir(fresh.p(dir)), [], 'the file did not come back on the server');
 });
+
+for (const kind of KINDS) {
+  // Soak seed 500051 (Maxxo; any service on libfuse 2): a file deleted while open is kept as
+  // <folder>/.fuse_hidden*; an empty folder renamed over that folder succeeded, and libfuse, which
+  // finds the handle through the folder's path, then answered ENOENT to its fsync. The handle must
+  // stay whole until closed: the drive may refuse (EBUSY) to replace or remove the folder meanwhile,
+  // or let it go and keep serving the handle; after the close the folder goes like any empty one,
+  // and nothing of the deleted file stays on the mount, in the journal or on the server.
+  test.serial(`${kind}: a file deleted while open stays usable through its handle when its folder is renamed over or removed`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    const dir = d.p(uniq('hidden'));
+    const p = (...s: string[]) => path.join(dir, ...s);
+    await fsp.mkdir(p('rp'), { recursive: true });
+    await fsp.mkdir(p('q'));
+    await fsp.mkdir(p('e'));
+    const h1 = await fsp.open(p('rp', 'f'), 'w+');
+    const h2 = await fsp.open(p('q', 'g'), 'w+');
+    let over = '', rm = '';
+    try {
+      await h1.write('first', 0);
+      await h1.sync();
+      await h2.write('second', 0);
+      await h2.sync();
+      await fsp.unlink(p('rp', 'f'));
+      await fsp.unlink(p('q', 'g'));
+      t.deepEqual((await fsp.readdir(p('rp'))).filter((n) => !n.startsWith('.fuse_hidden')), []);
+      over = await errCode(fsp.rename(p('e'), p('rp')));
+      rm = await errCode(fsp.rmdir(p('q')));
+      t.true(['OK', 'EBUSY'].includes(over), `rename over the folder: ${over}`);
+      t.true(['OK', 'EBUSY'].includes(rm), `rmdir of the folder: ${rm}`);
+      for (const [h, text] of [[h1, 'first'], [h2, 'second']] as const) {
+        await h.sync();
+        await h.write('+MORE', text.length);
+        await h.sync();
+        t.is((await h.stat()).size, text.length + 5);
+        const buf = Buffer.alloc(64);
+        const { bytesRead } = await h.read(buf, 0, 64, 0);
+        t.is(buf.subarray(0, bytesRead).toString(), `${text}+MORE`);
+        await h.truncate(2);
+        t.is((await h.stat()).size, 2);
+      }
+    } finally {
+      await h1.close();
+      await h2.close();
+    }
+    // closed: the folders are ordinary empty folders now, hidden names gone
+    if (over === 'EBUSY') t.is(await errCode(fsp.rename(p('e'), p('rp'))), 'OK', 'rename over the folder after the close');
+    if (rm === 'EBUSY') t.is(await errCode(fsp.rmdir(p('q'))), 'OK', 'rmdir after the close');
+    t.deepEqual(await fsp.readdir(dir), ['rp']);
+    t.deepEqual(await fsp.readdir(p('rp')), []);
+    await d.flush();
+    const st = await d.status();
+    t.is(st.pending, 0, 'nothing of the deleted files in the journal');
+    const f = await mountService(t, servers, kind);
+    t.deepEqual(await fsp.readdir(twin(d, f, dir)), ['rp']);
+    t.deepEqual(await fsp.readdir(twin(d, f, p('rp'))), [], 'no .fuse_hidden name nor content on the server');
+    t.is(await errCode(fsp.rmdir(twin(d, f, p('rp')))), 'OK');
+  });
+}

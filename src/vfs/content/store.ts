@@ -76,6 +76,11 @@ export class ContentStore {
     if (this.hidden.size > 0) rekeyMap(this.hidden, from, to);
   }
 
+  /** dir is gone (removed, replaced): hidden names below it name nothing any more. */
+  forgetHiddenUnder(dir: string): void {
+    for (const name of [...this.hidden.keys()]) if (isUnder(name, dir)) this.hidden.delete(name);
+  }
+
   /** Objects at path or below it. */
   under(path: string): Obj[] {
     return [...this.objs.values()].filter((o) => o.path === path || isUnder(o.path, path));

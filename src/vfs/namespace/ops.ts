@@ -19,8 +19,14 @@
 //   upload replaces it, so a later unlink or rename of the path reaches the server too.
 // - An unlinked file still open keeps its content (fetched whole first: once the server copy is
 //   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs).
+// - A folder holding only such hidden names is empty for the listing, the server and the
+//   ENOTEMPTY checks, but rmdir of it and a rename over it answer EBUSY (as NFS does for its .nfs
+//   names): a path-bound backend (libfuse 2's high-level API) finds the open handle through the
+//   folder's path, and once that folder is removed or replaced libfuse itself answers ENOENT to
+//   every read, write, fsync of the handle and hands the last release no path at all
+//   (native-notes/fuse.md). Moving the folder is fine: the hidden names move with it.
 import type { RenameFlags } from '../api.js';
-import { AlreadyExists, BadRequest, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
+import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
@@ -105,8 +111,10 @@ export class Namespace {
     // the server deletes folders recursively: only a fresh listing may say "empty"
     const kids = await this.children(path, true);
     if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
+    this.refuseIfHoldsOpenHidden(path);
     await this.ctx.bounded(`remove ${path}`, (signal) => this.ctx.remote.remove([path], { signal, priority: Priority.interactive }));
     this.forgetTree(path);
+    this.store.forgetHiddenUnder(path);
     this.meta.setInParent(path, null);
     this.attrTable.forget(path);
     this.attrTable.dirChanged(parentOf(path));
@@ -164,6 +172,7 @@ export class Namespace {
       if (src.type === 'dir' && dst.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
       if (src.type !== 'dir' && dst.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
       if (dst.type === 'dir' && (await this.children(to, true)).size > 0) throw new NotEmpty('target folder is not empty', { path: to });
+      if (dst.type === 'dir') this.refuseIfHoldsOpenHidden(to);
     }
     try {
       await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst, !!flags.noReplace));
@@ -194,6 +203,7 @@ export class Namespace {
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
     if (replaced) this.store.unregister(replaced);
+    if (dst?.type === 'dir') this.store.forgetHiddenUnder(to);
     this.rekey(from, to, moving);
     try {
       await jr;
@@ -250,6 +260,14 @@ export class Namespace {
       // a file whose pending upload never reached the server has nothing to move there
       if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.wb.pendingUid !== null) return;
       throw err;
+    }
+  }
+
+  /** EBUSY while a file unlinked but still open lives in dir under its hidden name (see the header). */
+  private refuseIfHoldsOpenHidden(dir: string): void {
+    if (this.store.hidden.size === 0) return;
+    for (const [name, o] of this.store.hidden) {
+      if (isUnder(name, dir) && o.refs > 0) throw new Busy('a file deleted while open is still in use in this folder', { path: dir });
     }
   }
 
