@@ -65,7 +65,8 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
     uid: c.uid, gid: c.gid, umask: opts.umask, log, opBoundMs: c.opBoundMs, longOpBoundMs: c.longOpBoundMs, debug: !!opts.debug,
   });
   const extra: string[] = [];
-  if (opts.allowNonEmpty) extra.push('nonempty');
+  // libfuse 3 has no nonempty option: it always mounts over a non-empty folder, and our own
+  // check in prepareMountpoint refuses one unless -o nonempty was given
   if (opts.allowRoot && !opts.allowOther) extra.push('allow_root');
   let session: LowLevelSession;
   try {
