@@ -120,6 +120,53 @@ type Cb = (...args: any[]) => void;
 export type FuseOps = Record<string, (...args: any[]) => void>;
 
 /**
+ * Runs one vfs call for a FUSE request and settles it exactly once (both backends): ok() with its
+ * result, fail() with its errno, or fail(EIO) when it outlives boundMs (the vfs call may settle
+ * later; that answer is dropped) or when ok() throws. `what` names the request in log lines.
+ */
+export function answerOnce<T>(log: Logger, op: string, what: string, boundMs: number, debug: boolean,
+  call: () => Promise<T>, ok: (v: T) => void, fail: (errno: number) => void): void {
+  let done = false;
+  const timer = setTimeout(() => {
+    if (done) return;
+    done = true;
+    log.warn(`${what}: no answer from the drive after ${boundMs} ms, answered EIO`);
+    fail(errno.EIO);
+  }, boundMs);
+  let p: Promise<T>;
+  try {
+    p = call();
+  } catch (e) {
+    p = Promise.reject(e);
+  }
+  p.then(
+    (v) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        ok(v);
+      } catch (e) {
+        log.error(`${what}: answering the kernel failed: ${(e as Error).message}`);
+        fail(errno.EIO);
+      }
+    },
+    (e) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      const n = toErrno(e, log, op);
+      // Answers programs ask for all the time (a missing name, no such xattr: every exec asks for
+      // security.capability) are FUSE tracing, not news: -vv stays readable.
+      if (debug || log.level === 'trace' || (log.level === 'debug' && !EXPECTED_ERRNOS.has(n))) {
+        (debug ? log.info : EXPECTED_ERRNOS.has(n) ? log.trace : log.debug)(`${what}: errno ${n} (${(e as Error)?.message ?? e})`);
+      }
+      fail(n);
+    },
+  );
+}
+
+/**
  * The ops object for fuse-native. Callback conventions follow node_modules/fuse-native/index.js:
  * most ops answer cb(errOrZero, result); read/write answer cb(bytes) or cb(-errno).
  */
@@ -135,45 +182,7 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
   function run<T>(op: string, path: string, call: () => Promise<T>, ok: (v: T) => void, fail: (errNeg: number) => void, to?: string): void {
     // data ops name a path already checked at open; sparing the split keeps them allocation-light
     if (!DATA_OPS.has(op) && (nameTooLong(path) || nameTooLong(to))) return fail(-errno.ENAMETOOLONG);
-    let done = false;
-    const bound = LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs;
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      log.warn(`${op} ${path}: no answer from the drive after ${bound} ms, answered EIO`);
-      fail(-errno.EIO);
-    }, bound);
-    let p: Promise<T>;
-    try {
-      p = call();
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    p.then(
-      (v) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        try {
-          ok(v);
-        } catch (e) {
-          log.error(`${op} ${path}: answering the kernel failed: ${(e as Error).message}`);
-          fail(-errno.EIO);
-        }
-      },
-      (e) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        const n = toErrno(e, log, op);
-        // Answers programs ask for all the time (a missing name, no such xattr: every exec asks for
-        // security.capability) are FUSE tracing, not news: -vv stays readable.
-        if (o.debug || log.level === 'trace' || (log.level === 'debug' && !EXPECTED_ERRNOS.has(n))) {
-          (o.debug ? log.info : EXPECTED_ERRNOS.has(n) ? log.trace : log.debug)(`${op} ${path}: errno ${n} (${(e as Error)?.message ?? e})`);
-        }
-        fail(-n);
-      },
-    );
+    answerOnce(log, op, `${op} ${path}`, LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs, !!o.debug, call, ok, (n) => fail(-n));
   }
 
   /** Ops answering cb(0) or cb(-errno). */

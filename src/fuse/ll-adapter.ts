@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import type { FsStats, InoAttr, InodeApi, SetAttrChanges, TimeChange } from '../vfs/api.js';
 import type { Logger } from '../log.js';
-import { LONG_OPS, nameTooLong } from './adapter.js';
-import { errno, toErrno } from './errno.js';
+import { LONG_OPS, answerOnce, nameTooLong } from './adapter.js';
+import { errno } from './errno.js';
 import {
   RENAME_EXCHANGE, RENAME_NOREPLACE,
   type Attr as LlAttr, type DirPlusEntry, type Handlers, type Request, type StatFs, type Timespec,
@@ -98,41 +98,9 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   function run<T>(req: Request, call: () => Promise<T>, ok: (v: T) => void): void {
     if (req.name && nameTooLong(req.name)) { req.error(errno.ENAMETOOLONG); return; }
     if (req.op === 'rename' && nameTooLong(req.newName)) { req.error(errno.ENAMETOOLONG); return; }
-    let done = false;
-    const bound = LONG_OPS.has(req.op) ? o.longOpBoundMs : o.opBoundMs;
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      log.warn(`${req.op} ino ${req.ino || req.parent}: no answer from the drive after ${bound} ms, answered EIO`);
-      req.error(errno.EIO);
-    }, bound);
-    let p: Promise<T>;
-    try {
-      p = call();
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    p.then(
-      (v) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        try {
-          ok(v);
-        } catch (e) {
-          log.error(`${req.op}: answering the kernel failed: ${(e as Error).message}`);
-          if (!req.replied) req.error(errno.EIO);
-        }
-      },
-      (e) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        const n = toErrno(e, log, req.op);
-        if (log.level === 'debug' || log.level === 'trace') log.debug(`${req.op} ino ${req.ino || req.parent} ${req.name}: errno ${n} (${(e as Error)?.message ?? e})`);
-        req.error(n);
-      },
-    );
+    // a reply from ok() may have gone out before it threw: then the binding refuses a second one
+    answerOnce(log, req.op, `${req.op} ino ${req.ino || req.parent}${req.name ? ` ${req.name}` : ''}`,
+      LONG_OPS.has(req.op) ? o.longOpBoundMs : o.opBoundMs, !!o.debug, call, ok, (n) => { if (!req.replied) req.error(n); });
   }
 
   const okVoid = (req: Request) => () => { req.ok(); };
