@@ -2,12 +2,12 @@
 // mounted in another child process, and small async helpers (the test process must never block
 // on the mount with sync fs: see emu-child.ts).
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext, TestFn } from 'ava';
 import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
+export { sleep, eventually } from '../../support/wait.js';
+export { sha256 } from '../../support/files.js';
 
 export type Kind = 'maxxo' | 'vboxx';
 export const KINDS: Kind[] = ['maxxo', 'vboxx'];
@@ -182,13 +182,6 @@ export function uniq(prefix = 't'): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
 }
 
-export function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
-export async function sha256File(file: string): Promise<string> {
-  return sha256(await fsp.readFile(file));
-}
 
 export interface RunResult {
   code: number;
@@ -233,17 +226,6 @@ export async function errCode(p: Promise<unknown>): Promise<string> {
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls until fn() is truthy (bounded). */
-export async function eventually<T>(fn: () => Promise<T>, ms = 20_000, step = 200): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => undefined as T);
-    if (v || Date.now() > end) return v;
-    await sleep(step);
-  }
-}
 
 /** Deterministic pseudo-random bytes. */
 export function randomBytesSeeded(n: number, seed = 1): Buffer {
