@@ -232,6 +232,8 @@ export class Fetcher {
       if (pendLen === 0) return;
       const bufs = pend, pos = pendPos, len = pendLen;
       pend = []; pendPos = pos + len; pendLen = 0;
+      // changed content is complete (changes wait for it): server bytes never go over it
+      if (o.epoch !== epoch || o.dirty) throw STALE_RUN;
       await pwritevAll(o.fd, bufs, pos);
       if (o.epoch !== epoch) throw STALE_RUN;
       if (!o.dirty && o.refs > 0) {
