@@ -35,9 +35,13 @@ async function friendInbox(): Promise<Array<{ id: number; destination: string; s
   return (await r.json()) as Array<{ id: number; destination: string; size: string }>;
 }
 
-/** A --daemon mount of a Maxxo account; torn down (unmount, else lazy detach and kill) whatever happens. */
-async function mountMaxxo(t: { teardown(fn: () => void | Promise<void>): void }, email: string, pw: string): Promise<string> {
-  const mp = mkdtempSync(join(tmpdir(), 'cloudmount-send-mnt-'));
+/**
+ * A --daemon mount of an account (login: --email or --username and its value); torn down
+ * (unmount, else lazy detach and kill) whatever happens. A long write-back delay: what a test
+ * writes is still only in the mount when the command under test runs.
+ */
+async function daemonMount(t: { teardown(fn: () => void | Promise<void>): void }, kind: 'maxxo' | 'vboxx', login: string[], pw: string): Promise<string> {
+  const mp = mkdtempSync(join(tmpdir(), `cloudmount-${kind}-mnt-`));
   let pid = 0;
   t.teardown(async () => {
     if (isMounted(mp)) await cli(['unmount', mp, '--force'], { env: h.env, timeoutMs: 60_000 });
@@ -45,12 +49,13 @@ async function mountMaxxo(t: { teardown(fn: () => void | Promise<void>): void },
     if (pid) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     try { rmdirSync(mp); } catch { /* busy or not empty */ }
   });
-  // A long write-back delay: what the test writes is still only in the mount when send runs.
-  const r = await cli(['mount', 'maxxo', mp, '--server', emu.url, '--email', email, '--daemon', '-o', 'writeback_delay=60'], { env: mxEnv(pw) });
+  const r = await cli(['mount', kind, mp, '--server', emu.url, ...login, '--daemon', '-o', 'writeback_delay=60'], { env: mxEnv(pw) });
   if (r.code !== 0) throw new Error(`mount failed: ${r.stderr}`);
   pid = Number(/pid (\d+)/.exec(r.stdout)?.[1] ?? 0);
   return mp;
 }
+
+const mountMaxxo = (t: Parameters<typeof daemonMount>[0], email: string, pw: string) => daemonMount(t, 'maxxo', ['--email', email], pw);
 
 test.serial('maxxo send: paths inside a mount of the same account are sent from the server copy once written there', async (t) => {
   const mp = await mountMaxxo(t, 'demo@maxxo.test', 'demo-password');
@@ -89,17 +94,7 @@ test.serial('maxxo send: a path in a mount of another account is refused, naming
 });
 
 test.serial('vboxx share: a path inside a mount of the account, written just before, gets a link', async (t) => {
-  const mp = mkdtempSync(join(tmpdir(), 'cloudmount-share-mnt-'));
-  let pid = 0;
-  t.teardown(async () => {
-    if (isMounted(mp)) await cli(['unmount', mp, '--force'], { env: h.env, timeoutMs: 60_000 });
-    if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
-    if (pid) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    try { rmdirSync(mp); } catch { /* busy or not empty */ }
-  });
-  const m = await cli(['mount', 'vboxx', mp, '--server', emu.url, '--username', 'demo', '--daemon', '-o', 'writeback_delay=60'], { env: mxEnv('demo-password') });
-  t.is(m.code, 0, m.stderr);
-  pid = Number(/pid (\d+)/.exec(m.stdout)?.[1] ?? 0);
+  const mp = await daemonMount(t, 'vboxx', ['--username', 'demo'], 'demo-password');
   t.is((await sh('printf shared > "$1/Files/to-share.txt"', mp)).code, 0);
   const r = await vx('demo', 'demo-password', ['share', join(mp, 'Files', 'to-share.txt'), '--json']);
   t.is(r.code, 0, r.stderr);

@@ -5,30 +5,16 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import path from 'node:path';
-import { createLogger } from '../../src/log.js';
-import { VboxxClient } from '../../src/remote/vboxx/client.js';
 import {
-  startServers, mountService, uniq, run, countRoutes, randomBytesSeeded, sha256, type Servers,
+  useVboxxApi, mountService, uniq, run, countRoutes, randomBytesSeeded, sha256,
 } from './lib/services.js';
 
 const MiB = 1024 * 1024;
-let servers: Servers;
-let api: VboxxClient;
-let filesRoot = 0;
-
-test.before(async () => {
-  servers = await startServers();
-  api = new VboxxClient({ server: servers.url, user: 'demo', password: 'demo-password', log: createLogger('warn') });
-  filesRoot = (await api.accountInfo()).roots.find((r) => r.name === 'Files')!.id;
-});
-test.after.always(async () => {
-  await api?.close();
-  await servers?.close();
-});
+const v = useVboxxApi(test);
 
 /** Ranged and whole GETs of file content the server answered since the last reset. */
 async function fileGets(): Promise<number> {
-  return countRoutes(await servers.stats(), /^GET \/1\/files\//);
+  return countRoutes(await v.servers.stats(), /^GET \/1\/files\//);
 }
 
 /** Runs a Node script in a child process (the mount is in another one; sync fs is fine there). */
@@ -41,9 +27,9 @@ async function node(t: ExecutionContext, script: string, args: string[], timeout
 test.serial('sequential read of 24 MiB: exact bytes by sha256, a few long ranged GETs in flight together', async (t) => {
   const dir = uniq('ra');
   const src = randomBytesSeeded(24 * MiB + 4097, 61);
-  await api.filesPut(filesRoot, `/${dir}/big.bin`, src);
-  const d = await mountService(t, servers, 'vboxx');
-  await servers.resetStats();
+  await v.api.filesPut(v.filesRoot, `/${dir}/big.bin`, src);
+  const d = await mountService(t, v.servers, 'vboxx');
+  await v.servers.resetStats();
   const r = await run('sha256sum', [d.p(dir, 'big.bin')], { timeoutMs: 120_000 });
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout.split(' ')[0], sha256(src));
@@ -51,7 +37,7 @@ test.serial('sequential read of 24 MiB: exact bytes by sha256, a few long ranged
   const gets = await fileGets();
   t.true(gets >= 2 && gets <= 24, `${gets} GETs of file content`);
   // a second read comes from the cache
-  await servers.resetStats();
+  await v.servers.resetStats();
   const again = await run('sha256sum', [d.p(dir, 'big.bin')], { timeoutMs: 120_000 });
   t.is(again.stdout.split(' ')[0], sha256(src));
   t.is(await fileGets(), 0);
@@ -60,8 +46,8 @@ test.serial('sequential read of 24 MiB: exact bytes by sha256, a few long ranged
 test.serial('partial reads at random offsets of a cold file return exactly the server bytes', async (t) => {
   const dir = uniq('rr');
   const src = randomBytesSeeded(12 * MiB + 123, 62);
-  await api.filesPut(filesRoot, `/${dir}/r.bin`, src);
-  const d = await mountService(t, servers, 'vboxx');
+  await v.api.filesPut(v.filesRoot, `/${dir}/r.bin`, src);
+  const d = await mountService(t, v.servers, 'vboxx');
   // deterministic offsets and lengths: runs of sequential reads broken by jumps
   const reads: [number, number][] = [];
   let x = 12345;
@@ -88,9 +74,9 @@ test.serial('partial reads at random offsets of a cold file return exactly the s
 test.serial('files of a few MiB: one GET each at the first read; 1 MiB siblings come with the prefetch', async (t) => {
   const dir = uniq('rw');
   const files = [0, 1, 2, 3].map((i) => randomBytesSeeded(3 * MiB + i, 70 + i));
-  for (let i = 0; i < files.length; i++) await api.filesPut(filesRoot, `/${dir}/m${i}.bin`, files[i]!);
-  const d = await mountService(t, servers, 'vboxx');
-  await servers.resetStats();
+  for (let i = 0; i < files.length; i++) await v.api.filesPut(v.filesRoot, `/${dir}/m${i}.bin`, files[i]!);
+  const d = await mountService(t, v.servers, 'vboxx');
+  await v.servers.resetStats();
   for (let i = 0; i < files.length; i++) {
     const r = await run('sha256sum', [d.p(dir, `m${i}.bin`)]);
     t.is(r.stdout.split(' ')[0], sha256(files[i]!), `m${i}.bin`);
@@ -104,9 +90,9 @@ test.serial('a file replaced on the server while a program reads it: old bytes u
   const size = 16 * MiB;
   const v1 = randomBytesSeeded(size, 81);
   const v2 = randomBytesSeeded(size, 82);
-  await api.filesPut(filesRoot, `/${dir}/c.bin`, v1);
+  await v.api.filesPut(v.filesRoot, `/${dir}/c.bin`, v1);
   // a small read-ahead window, so most of the file is still on the server when it changes
-  const d = await mountService(t, servers, 'vboxx', { vfs: { readAheadBytes: 256 * 1024, readAheadMaxBytes: 1 * MiB, readWholeMaxBytes: 0 } });
+  const d = await mountService(t, v.servers, 'vboxx', { vfs: { readAheadBytes: 256 * 1024, readAheadMaxBytes: 1 * MiB, readWholeMaxBytes: 0 } });
   const file = d.p(dir, 'c.bin');
   const outFile = path.join(d.cacheDir, '..', `${path.basename(d.cacheDir)}-out.bin`);
   // the child reads 2 MiB, says so, waits for a line on stdin, then reads the rest
@@ -131,7 +117,7 @@ test.serial('a file replaced on the server while a program reads it: old bytes u
     check();
   });
   await waitFor('READY');
-  await api.filesPut(filesRoot, `/${dir}/c.bin`, v2);
+  await v.api.filesPut(v.filesRoot, `/${dir}/c.bin`, v2);
   child.stdin!.write('go\n');
   await waitFor('DONE');
   const { readFile, rm } = await import('node:fs/promises');

@@ -6,6 +6,8 @@ import path from 'node:path';
 import type { ExecutionContext, TestFn } from 'ava';
 import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
 import { startEmulatorProcess } from '../../helpers/emulator-process.js';
+import { createLogger } from '../../../src/log.js';
+import { VboxxClient } from '../../../src/remote/vboxx/client.js';
 export { sleep, eventually } from '../../support/wait.js';
 export { sha256 } from '../../support/files.js';
 
@@ -67,6 +69,24 @@ export function useServers(test: TestFn): Servers {
     await started?.close();
   });
   return servers;
+}
+
+/**
+ * useServers plus an API client of the vBoxx demo account and the id of its Files root, for tests
+ * that put files on the server behind the mount's back. Filled in by the before hook.
+ */
+export function useVboxxApi(test: TestFn): { servers: Servers; api: VboxxClient; filesRoot: number } {
+  const v = { servers: {} as Servers } as { servers: Servers; api: VboxxClient; filesRoot: number };
+  let started: Servers | undefined;
+  // one hook: ava may run before hooks concurrently
+  test.before(async () => {
+    started = await startServers();
+    Object.assign(v.servers, started);
+    v.api = new VboxxClient({ server: v.servers.url, user: DEMO.vboxx.user, password: DEMO.vboxx.password, log: createLogger('warn') });
+    v.filesRoot = (await v.api.accountInfo()).roots.find((r) => r.name === 'Files')!.id;
+  });
+  test.after.always(async () => { await v.api?.close(); await started?.close(); });
+  return v;
 }
 
 /**
