@@ -290,7 +290,7 @@ function recordLine(r: MountRecord): Record<string, unknown> {
   const link = s?.link && s.link.state !== 'ok' ? `${s.link.state} ${age(s.link.sinceMs)}` : undefined;
   return {
     mountpoint: r.mountpoint, kind: r.kind, account: r.name ?? r.user, pid: r.pid, state: link ? `${r.state}, ${link}` : r.state,
-    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
+    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)}${s.pendingDeletes ? `, ${s.pendingDeletes} delete${s.pendingDeletes === 1 ? '' : 's'}` : ''})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
     failures: s ? s.failures.length : '-',
     cache: s ? humanBytes(s.cacheBytes) : '-',
   };
@@ -374,7 +374,7 @@ async function runUnmount(p: Parsed): Promise<number> {
   const failures = last?.status?.failures ?? [];
   bar.done(`unmounted ${mp}`);
   if (failures.length) {
-    for (const f of failures) process.stderr.write(`  upload failed: ${f.path}: ${f.error}\n`);
+    for (const f of failures) process.stderr.write(`  ${f.op ?? 'upload'} failed: ${f.path}: ${f.error}\n`);
     throw new CliError(`${failures.length} upload(s) failed before unmount; they stay in the journal for the next mount`);
   }
   return 0;
@@ -388,7 +388,7 @@ async function runStatus(p: Parsed): Promise<number> {
   for (const r of recs) {
     const l = r.status?.link;
     if (l && l.state !== 'ok') out(`${r.mountpoint}: ${l.state === 'offline' ? 'server not answering' : 'retrying'} for ${age(l.sinceMs)}${l.error ? `: ${l.error}` : ''}\n`);
-    for (const f of r.status?.failures ?? []) out(`${r.mountpoint}: upload of ${f.path} failed after ${f.attempts} attempt(s): ${f.error}\n`);
+    for (const f of r.status?.failures ?? []) out(`${r.mountpoint}: ${f.op ?? 'upload'} of ${f.path} failed after ${f.attempts} attempt(s): ${f.error}\n`);
   }
   return 0;
 }
