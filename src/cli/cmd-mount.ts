@@ -436,7 +436,7 @@ export const mountCommands: CmdDef[] = [
   },
   {
     path: ['status'], args: '', minArgs: 0, maxArgs: 0,
-    summary: 'Show live mounts: pending uploads, failures and cache use.',
+    summary: 'Show live mounts: pending uploads and deletes, failures and cache use.',
     options: [{ name: 'json', desc: 'Print JSON instead of a table' }],
     run: runStatus,
   },

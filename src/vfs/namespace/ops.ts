@@ -10,8 +10,8 @@
 //   sent nothing is aborted, one that is sending is waited for (Uploader.stop). Nothing is
 //   overtaken: a delete is never followed by the upload of the old name, nor a rename by an
 //   upload to the old name.
-// - The journal is changed first (through the Uploader, its only writer), durably: unlink cancels the pending upload before the server
-//   delete (after a crash it must not come back); rename retargets pending records (and the local
+// - The journal is changed first: unlink/rmdir write a delete record (the DeleteQueue's), which
+//   also cancels the pending upload (after a crash it must not come back); rename retargets pending records (and the local
 //   table) before the server move, so a close() journaling meanwhile records the new name. If the
 //   server refuses, both are put back.
 // - Local-only content (never on the server, never attempted, shadowing nothing: WriteState.localOnly)
