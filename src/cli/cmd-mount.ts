@@ -253,7 +253,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       try { rec.status = drive.status(); } catch { /* closed: keep the last one */ }
       const failures = rec.status?.failures.length ?? 0;
       if (force && (rec.status?.pending ?? 0) > 0) log.warn(`${rec.status!.pending} pending changes kept in the journal; replayed at the next mount`);
-      if (failures) { log.error(`${failures} upload(s) failed; see the log above`); code = code || 1; }
+      if (failures) { log.error(`${failures} change(s) failed (uploads, refused deletes); see the log above`); code = code || 1; }
       clearInterval(timer);
       if (JSON.stringify(rec.status?.failures ?? []) !== before) {
         // `cloudmount unmount` reads the outcome from the record (polling every 200 ms)
@@ -375,7 +375,7 @@ async function runUnmount(p: Parsed): Promise<number> {
   bar.done(`unmounted ${mp}`);
   if (failures.length) {
     for (const f of failures) process.stderr.write(`  ${f.op ?? 'upload'} failed: ${f.path}: ${f.error}\n`);
-    throw new CliError(`${failures.length} upload(s) failed before unmount; they stay in the journal for the next mount`);
+    throw new CliError(`${failures.length} change(s) failed before unmount; failed uploads stay in the journal for the next mount`);
   }
   return 0;
 }

@@ -163,6 +163,11 @@ export interface Remote {
    * absent: one request per path.
    */
   readonly removeBatchMax?: number;
+  /**
+   * Refusals of a delete known without asking the server (vBoxx: a root at the top of the drive).
+   * Deletes are written back: what is refused here is the program's error at once, not later.
+   */
+  checkRemove?(path: string): void;
   /** Delete files or folders (folders recursively). */
   remove(paths: string[], opts?: CallOptions): Promise<void>;
   statfs(opts?: CallOptions): Promise<StatFs>;

@@ -361,11 +361,11 @@ export class Journal {
           const fh = this.fh!;
           if (this.end + buf.length > this.ahead) {
             const to = this.end + buf.length + AHEAD_BYTES;
-            await this.writeAll(fh, Buffer.alloc(to - this.ahead), this.ahead);
+            await this.write(fh, Buffer.alloc(to - this.ahead), this.ahead);
             this.ahead = to;
           }
           try {
-            await this.writeAll(fh, buf, this.end);
+            await this.write(fh, buf, this.end);
           } catch (e) {
             this.damaged = true;
             throw e;
@@ -385,6 +385,17 @@ export class Journal {
         for (const b of batch) b.reject(e);
       }
     }
+  }
+
+  /**
+   * Lazy mode writes into the page cache: done synchronously, in microseconds, where a thread
+   * pool round trip costs milliseconds on a busy machine, and every close() or rm of a file waits
+   * for its record (sequential programs like tar or rm -rf pay it per file). The O_DSYNC mode
+   * waits for the device: that stays off the event loop.
+   */
+  private async write(fh: fsp.FileHandle, buf: Buffer, at: number): Promise<void> {
+    if (!this.lazy) return this.writeAll(fh, buf, at);
+    for (let off = 0; off < buf.length;) off += fs.writeSync(fh.fd, buf, off, buf.length - off, at + off);
   }
 
   private async writeAll(fh: fsp.FileHandle, buf: Buffer, at: number): Promise<void> {

@@ -114,6 +114,7 @@ export class Namespace {
     if (path === '/') throw new BadRequest('cannot remove the top folder', { path });
     const e = await this.lookups.existing(path);
     if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    this.ctx.remote.checkRemove?.(path);
     await this.barriers.run([path], async () => {
       // the server deletes folders recursively: only a fresh listing may say "empty" (names
       // whose delete is pending count as gone: the folder's delete folds theirs)
@@ -135,6 +136,7 @@ export class Namespace {
     if (this.store.hidden.delete(path)) return;
     const e = await this.lookups.existing(path);
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
+    this.ctx.remote.checkRemove?.(path);
     await this.barriers.run([path], async () => {
       const o = this.store.objs.get(path);
       if (o) await this.uploader.stop(o);
