@@ -204,6 +204,8 @@ export interface InodeApi {
   flush(fh: number): Promise<void>;
   release(fh: number): Promise<void>;
   fsync(fh: number, datasync: boolean): Promise<void>;
+  /** fsync of a folder: its names' deletes (written back) are on the server; a refused one fails it once. */
+  fsyncdir?(ino: number): Promise<void>;
   statfs(): Promise<FsStats>;
   access(ino: number, mode: number): Promise<void>;
   getxattr(ino: number, name: string): Promise<Buffer>;
@@ -228,6 +230,8 @@ export interface VfsApi {
   flush(path: string, fh: number): Promise<void>;
   release(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
+  /** fsync of a folder: its names' deletes (written back) are on the server; a refused one fails it once. */
+  fsyncdir?(path: string): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;
   /**

@@ -388,6 +388,10 @@ export class Vfs implements VfsApi {
     return fh;
   }
 
+  async fsyncdir(path: string): Promise<void> {
+    await this.deletes.syncDir(normPath(path));
+  }
+
   async releasedir(_path: string, fh: number): Promise<void> {
     this.dirHandles.delete(fh);
   }

@@ -106,7 +106,7 @@ test('crash: pending deletes are replayed at the next start, before an upload of
   t.is(v2.status().pending, 0);
 });
 
-test('a refused delete is reported (status, flush) and the name shows again; a transient failure is retried', async (t) => {
+test('a refused delete is reported (status, fsync of its folder, flush) and the name shows again; a transient failure is retried', async (t) => {
   const { remote, vfs, logs } = await setup(t, {}, HOLD);
   remote.putFile('/no', 'kept');
   remote.putFile('/later', 'x');
@@ -115,6 +115,9 @@ test('a refused delete is reported (status, flush) and the name shows again; a t
   await vfs.unlink('/no');
   await vfs.unlink('/later');
   t.is(await code(vfs.getattr('/no')), 'NOT_FOUND');
+  // fsync of the folder waits for its deletes and fails once for the refusal
+  t.is(await code(vfs.fsyncdir('/')), 'TRANSFER_FAILED');
+  t.is(await code(vfs.fsyncdir('/')), 'ok');
   const r = await vfs.flushAll();
   t.false(remote.has('/later'), 'retried after the transient failure');
   t.true(remote.has('/no'));

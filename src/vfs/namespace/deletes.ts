@@ -23,7 +23,7 @@
 //   failure is retried with backoff and stays in the journal for the next mount if the
 //   unmount's flush used up its attempts.
 import { randomUUID } from 'node:crypto';
-import { isRemoteError } from '../../errors.js';
+import { TransferFailed, isRemoteError } from '../../errors.js';
 import { Priority } from '../../remote/types.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
@@ -59,6 +59,8 @@ export class DeleteQueue {
   private readonly queued = new Set<string>();
   private readonly inFlight = new Set<Sent>();
   readonly failures = new Map<string, UploadFailure>();
+  /** Refusals a folder's fsync already failed for. */
+  private readonly reported = new WeakSet<UploadFailure>();
   private timer: NodeJS.Timeout | null = null;
   private firstQueuedAt = 0;
   /** Sends finished (a flush counts its rounds by them). */
@@ -152,6 +154,22 @@ export class DeleteQueue {
     return this.stillPending();
   }
 
+  /**
+   * fsync of a folder: waits (bounded) until the deletes of names in it reached the server, then
+   * fails once (EIO) for each refused since the last fsync of the folder.
+   */
+  async syncDir(dir: string): Promise<void> {
+    const inDir = (k: string) => isUnder(k, dir);
+    if ([...this.pending.keys()].some(inDir)) {
+      await this.ctx.within(`sending the pending deletes in ${dir}`, this.whenSent(inDir));
+    }
+    for (const [p, f] of this.failures) {
+      if (!inDir(p) || this.pending.has(p) || this.reported.has(f)) continue;
+      this.reported.add(f);
+      throw new TransferFailed(`delete of ${p} refused by the server: ${f.error}`, { path: p });
+    }
+  }
+
   stillPending(): UploadFailure[] {
     return this.paths().map((p) => this.failures.get(p) ?? { path: p, op: 'delete', error: 'not deleted yet', attempts: 0, atMs: Date.now() });
   }
@@ -186,8 +204,10 @@ export class DeleteQueue {
     s.p = this.send(uids).finally(() => {
       this.inFlight.delete(s);
       this.sends++;
+      // someone waits, or a retry: after its backoff, not after another collecting window
+      const hurry = this.idleWaiters.length > 0 || this.retryAt > 0;
       this.wakeWaiters();
-      if (this.queued.size > 0) this.kick(this.idleWaiters.length > 0 ? 0 : undefined);
+      if (this.queued.size > 0) this.kick(hurry ? 0 : undefined);
     });
     this.inFlight.add(s);
   }
