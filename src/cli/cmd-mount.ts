@@ -253,7 +253,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       try { rec.status = drive.status(); } catch { /* closed: keep the last one */ }
       const failures = rec.status?.failures.length ?? 0;
       if (force && (rec.status?.pending ?? 0) > 0) log.warn(`${rec.status!.pending} pending changes kept in the journal; replayed at the next mount`);
-      if (failures) { log.error(`${failures} upload(s) failed; see the log above`); code = code || 1; }
+      if (failures) { log.error(`${failures} change(s) failed (uploads, refused deletes); see the log above`); code = code || 1; }
       clearInterval(timer);
       if (JSON.stringify(rec.status?.failures ?? []) !== before) {
         // `cloudmount unmount` reads the outcome from the record (polling every 200 ms)
@@ -290,7 +290,7 @@ function recordLine(r: MountRecord): Record<string, unknown> {
   const link = s?.link && s.link.state !== 'ok' ? `${s.link.state} ${age(s.link.sinceMs)}` : undefined;
   return {
     mountpoint: r.mountpoint, kind: r.kind, account: r.name ?? r.user, pid: r.pid, state: link ? `${r.state}, ${link}` : r.state,
-    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
+    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)}${s.pendingDeletes ? `, ${s.pendingDeletes} delete${s.pendingDeletes === 1 ? '' : 's'}` : ''})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
     failures: s ? s.failures.length : '-',
     cache: s ? humanBytes(s.cacheBytes) : '-',
   };
@@ -374,8 +374,8 @@ async function runUnmount(p: Parsed): Promise<number> {
   const failures = last?.status?.failures ?? [];
   bar.done(`unmounted ${mp}`);
   if (failures.length) {
-    for (const f of failures) process.stderr.write(`  upload failed: ${f.path}: ${f.error}\n`);
-    throw new CliError(`${failures.length} upload(s) failed before unmount; they stay in the journal for the next mount`);
+    for (const f of failures) process.stderr.write(`  ${f.op ?? 'upload'} failed: ${f.path}: ${f.error}\n`);
+    throw new CliError(`${failures.length} change(s) failed before unmount; failed uploads stay in the journal for the next mount`);
   }
   return 0;
 }
@@ -388,7 +388,7 @@ async function runStatus(p: Parsed): Promise<number> {
   for (const r of recs) {
     const l = r.status?.link;
     if (l && l.state !== 'ok') out(`${r.mountpoint}: ${l.state === 'offline' ? 'server not answering' : 'retrying'} for ${age(l.sinceMs)}${l.error ? `: ${l.error}` : ''}\n`);
-    for (const f of r.status?.failures ?? []) out(`${r.mountpoint}: upload of ${f.path} failed after ${f.attempts} attempt(s): ${f.error}\n`);
+    for (const f of r.status?.failures ?? []) out(`${r.mountpoint}: ${f.op ?? 'upload'} of ${f.path} failed after ${f.attempts} attempt(s): ${f.error}\n`);
   }
   return 0;
 }
@@ -436,7 +436,7 @@ export const mountCommands: CmdDef[] = [
   },
   {
     path: ['status'], args: '', minArgs: 0, maxArgs: 0,
-    summary: 'Show live mounts: pending uploads, failures and cache use.',
+    summary: 'Show live mounts: pending uploads and deletes, failures and cache use.',
     options: [{ name: 'json', desc: 'Print JSON instead of a table' }],
     run: runStatus,
   },

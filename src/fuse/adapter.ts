@@ -236,9 +236,10 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
       voidOp('releasedir', path, cb, () => vfs.releasedir(path, fh));
     },
 
-    fsyncdir(_path: string, _datasync: number, _fh: number, cb: Cb) {
-      // Folder changes are journalled in order with the uploads; nothing separate to sync.
-      cb(0);
+    fsyncdir(path: string, _datasync: number, _fh: number, cb: Cb) {
+      // deletes of names in the folder are written back: fsync of it waits for them (and reports a refusal)
+      if (!vfs.fsyncdir) { cb(0); return; }
+      voidOp('fsyncdir', path, cb, () => vfs.fsyncdir!(path));
     },
 
     open(path: string, flags: number, cb: Cb) {

@@ -175,8 +175,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     },
 
     fsyncdir(req) {
-      // folder changes reach the server before their call returns: nothing separate to sync
-      req.ok();
+      // deletes of names in the folder are written back: fsync of it waits for them (and reports a refusal)
+      trace(req);
+      if (!vfs.fsyncdir) { req.ok(); return; }
+      run(req, () => vfs.fsyncdir!(req.ino), okVoid(req));
     },
 
     open(req) {

@@ -125,6 +125,8 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
     move(from: string, to: string, opts = {}) {
       return timed(`rename ${from} -> ${to}`, () => undefined, () => inner.move(from, to, opts));
     },
+    ...(inner.removeBatchMax ? { removeBatchMax: inner.removeBatchMax } : {}),
+    ...(inner.checkRemove ? { checkRemove: (path: string) => inner.checkRemove!(path) } : {}),
     remove(paths: string[], opts = {}) {
       return timed(`delete ${paths.length === 1 ? paths[0] : `${paths.length} items (${paths.slice(0, 3).join(', ')}${paths.length > 3 ? ', ...' : ''})`}`,
         () => undefined, () => inner.remove(paths, opts));

@@ -158,6 +158,16 @@ export interface Remote {
   mkdir(path: string, opts?: CallOptions): Promise<void>;
   /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
   move(from: string, to: string, opts?: CallOptions): Promise<void>;
+  /**
+   * How many paths one remove() sends as one request (Maxxo: /ops/delete with many file[]);
+   * absent: one request per path.
+   */
+  readonly removeBatchMax?: number;
+  /**
+   * Refusals of a delete known without asking the server (vBoxx: a root at the top of the drive).
+   * Deletes are written back: what is refused here is the program's error at once, not later.
+   */
+  checkRemove?(path: string): void;
   /** Delete files or folders (folders recursively). */
   remove(paths: string[], opts?: CallOptions): Promise<void>;
   statfs(opts?: CallOptions): Promise<StatFs>;

@@ -36,6 +36,8 @@ export interface FsStats {
 
 export interface UploadFailure {
   path: string;
+  /** What failed: the upload of the path (when absent) or its delete (written back too). */
+  op?: 'upload' | 'delete';
   error: string;
   attempts: number;
   atMs: number;
@@ -46,6 +48,8 @@ export interface DriveStatus {
   pending: number;
   /** Bytes of those pending uploads. */
   pendingBytes: number;
+  /** Of `pending`, the deletes not yet confirmed by the server. */
+  pendingDeletes?: number;
   failures: UploadFailure[];
   /** Things the drive did on its own that a user should know of (e.g. a folder recreated). */
   notices?: DriveNotice[];
@@ -111,6 +115,12 @@ export interface VfsOptions {
   uploadAttempts?: number;
   /** First retry delay of a failed upload, doubling per attempt (default 500 ms). */
   uploadBackoffMs?: number;
+  /**
+   * Deletes are written back (namespace/deletes.ts): a batch goes to the server once no delete
+   * came for deleteIdleMs (default 100), at most deleteMaxDelayMs (default 2000) after its first.
+   */
+  deleteIdleMs?: number;
+  deleteMaxDelayMs?: number;
   /**
    * listxattr names user.cloudmount.share_link (default false: programs copying all attributes
    * would create a public link of every file they copy; getxattr by name works either way).
@@ -194,6 +204,8 @@ export interface InodeApi {
   flush(fh: number): Promise<void>;
   release(fh: number): Promise<void>;
   fsync(fh: number, datasync: boolean): Promise<void>;
+  /** fsync of a folder: its names' deletes (written back) are on the server; a refused one fails it once. */
+  fsyncdir?(ino: number): Promise<void>;
   statfs(): Promise<FsStats>;
   access(ino: number, mode: number): Promise<void>;
   getxattr(ino: number, name: string): Promise<Buffer>;
@@ -218,6 +230,8 @@ export interface VfsApi {
   flush(path: string, fh: number): Promise<void>;
   release(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
+  /** fsync of a folder: its names' deletes (written back) are on the server; a refused one fails it once. */
+  fsyncdir?(path: string): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;
   /**

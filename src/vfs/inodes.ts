@@ -119,6 +119,10 @@ export class InodeVfs implements InodeApi {
     return this.vfs.opendir(this.path(ino));
   }
 
+  async fsyncdir(ino: number): Promise<void> {
+    await this.vfs.fsyncdir?.(this.table.pathOf(ino) ?? '/');
+  }
+
   async releasedir(ino: number, fh: number): Promise<void> {
     await this.vfs.releasedir(this.table.pathOf(ino) ?? '', fh);
   }

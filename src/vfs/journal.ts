@@ -67,7 +67,20 @@ export interface PendingAttrs {
   mode?: number;
 }
 
+/**
+ * A delete answered to the program but not yet confirmed by the server (namespace/deletes.ts).
+ * One per path (a newer delete of the same path takes its place under a new uid). Its record also
+ * cancels what was pending at or under the path before it, and a folder's delete folds the
+ * deletes below it: the server removes folders recursively.
+ */
+export interface PendingDelete {
+  uid: string;
+  path: string;
+  dir: boolean;
+}
+
 type Rec =
+  | { t: 'x'; uid: string; p: string; dir?: 1 }
   | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number }
   | { t: 'a'; uid: string; p: string; mt?: number; mo?: number }
   | { t: 'd'; uid: string }
@@ -80,6 +93,8 @@ export class Journal {
   private readonly byPath = new Map<string, string>();
   /** Metadata changes not yet confirmed, by path. */
   readonly attrs = new Map<string, PendingAttrs>();
+  /** Deletes not yet confirmed, by path (in the order they were made). */
+  readonly deletes = new Map<string, PendingDelete>();
   private fh: fsp.FileHandle | null = null;
   /** Where the next record goes; the file holds zeros from here to `ahead`. */
   private end = 0;
@@ -142,8 +157,21 @@ export class Journal {
     return this.append({ t: 'a', uid, p: path, ...(mt !== undefined ? { mt } : {}), ...(mo !== undefined ? { mo } : {}) });
   }
   done(uid: string): Promise<void> {
-    if (!this.pending.has(uid) && !this.attrUid(uid)) return Promise.resolve();
+    if (!this.pending.has(uid) && !this.attrUid(uid) && !this.deleteUid(uid)) return Promise.resolve();
     return this.append({ t: 'd', uid });
+  }
+  /**
+   * A delete of path, written back: cancels what is pending at or under path (uploads, metadata,
+   * deletes below a folder) and is replayed until `done`. Written like a close's record (the
+   * device flush may follow within syncDelayMs); the sender calls flushed() before the server
+   * hears of it, so no replay can undo a delete the server applied.
+   */
+  deleteRec(d: PendingDelete): Promise<void> {
+    return this.append({ t: 'x', uid: d.uid, p: d.path, ...(d.dir ? { dir: 1 as const } : {}) });
+  }
+  /** Resolves once every record appended so far is on the disk. */
+  flushed(): Promise<void> {
+    return this.durable();
   }
   /** Forgets pending uploads of path and of everything under it (deleted). */
   cancel(path: string): Promise<void> {
@@ -175,6 +203,11 @@ export class Journal {
     for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) return true;
     for (const a of this.attrs.values()) if (a.path === path || isUnder(a.path, path)) return true;
     return false;
+  }
+
+  private deleteUid(uid: string): PendingDelete | undefined {
+    for (const d of this.deletes.values()) if (d.uid === uid) return d;
+    return undefined;
   }
 
   private attrUid(uid: string): PendingAttrs | undefined {
@@ -227,9 +260,19 @@ export class Journal {
       case 'd': {
         const p = this.pending.get(rec.uid);
         if (p) this.forget(rec.uid, p);
-        else { const a = this.attrUid(rec.uid); if (a) this.attrs.delete(a.path); }
+        else {
+          const a = this.attrUid(rec.uid);
+          if (a) this.attrs.delete(a.path);
+          else { const x = this.deleteUid(rec.uid); if (x) this.deletes.delete(x.path); }
+        }
         break;
       }
+      case 'x':
+        for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
+        for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
+        for (const k of [...this.deletes.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.deletes.delete(k);
+        this.deletes.set(rec.p, { uid: rec.uid, path: rec.p, dir: rec.dir === 1 });
+        break;
       case 'c':
         for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
         for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
@@ -318,18 +361,18 @@ export class Journal {
           const fh = this.fh!;
           if (this.end + buf.length > this.ahead) {
             const to = this.end + buf.length + AHEAD_BYTES;
-            await this.writeAll(fh, Buffer.alloc(to - this.ahead), this.ahead);
+            await this.write(fh, Buffer.alloc(to - this.ahead), this.ahead);
             this.ahead = to;
           }
           try {
-            await this.writeAll(fh, buf, this.end);
+            await this.write(fh, buf, this.end);
           } catch (e) {
             this.damaged = true;
             throw e;
           }
           this.end += buf.length;
         }
-        if (this.records > this.compactAfter && this.records > 4 * (this.pending.size + this.attrs.size)) await this.rewrite();
+        if (this.records > this.compactAfter && this.records > 4 * (this.pending.size + this.attrs.size + this.deletes.size)) await this.rewrite();
         if (this.lazy && text) this.unsynced = true;
         if (this.unsynced && batch.some((b) => b.sync)) {
           await this.fh!.datasync();
@@ -342,6 +385,17 @@ export class Journal {
         for (const b of batch) b.reject(e);
       }
     }
+  }
+
+  /**
+   * Lazy mode writes into the page cache: done synchronously, in microseconds, where a thread
+   * pool round trip costs milliseconds on a busy machine, and every close() or rm of a file waits
+   * for its record (sequential programs like tar or rm -rf pay it per file). The O_DSYNC mode
+   * waits for the device: that stays off the event loop.
+   */
+  private async write(fh: fsp.FileHandle, buf: Buffer, at: number): Promise<void> {
+    if (!this.lazy) return this.writeAll(fh, buf, at);
+    for (let off = 0; off < buf.length;) off += fs.writeSync(fh.fd, buf, off, buf.length - off, at + off);
   }
 
   private async writeAll(fh: fsp.FileHandle, buf: Buffer, at: number): Promise<void> {
@@ -364,7 +418,9 @@ export class Journal {
   private async rewrite(): Promise<void> {
     if (this.fh) { await this.fh.close(); this.fh = null; }
     const tmp = this.file + '.tmp';
-    const lines = [...this.pending.values()].map((p) => JSON.stringify(this.uploadRec(p)) + '\n');
+    // deletes first: each cancels what is under it, and every upload still pending came after it
+    const lines = [...this.deletes.values()].map((d) => JSON.stringify({ t: 'x', uid: d.uid, p: d.path, ...(d.dir ? { dir: 1 } : {}) }) + '\n');
+    for (const p of this.pending.values()) lines.push(JSON.stringify(this.uploadRec(p)) + '\n');
     for (const a of this.attrs.values()) lines.push(JSON.stringify(this.attrsRec(a)) + '\n');
     const fh = await fsp.open(tmp, 'w', 0o600);
     try {
@@ -376,7 +432,7 @@ export class Journal {
     await fsp.rename(tmp, this.file);
     const dir = await fsp.open(this.file.slice(0, this.file.lastIndexOf('/')) || '/', 'r');
     try { await dir.sync(); } catch { /* some filesystems refuse fsync on directories */ } finally { await dir.close(); }
-    this.records = this.pending.size + this.attrs.size;
+    this.records = this.pending.size + this.attrs.size + this.deletes.size;
     this.damaged = false;
     await this.openForWrite();
   }

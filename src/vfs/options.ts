@@ -14,6 +14,8 @@ export const OPTIONAL_DEFAULTS = {
   readWholeMaxBytes: 8 * MiB,
   uploadAttempts: 5,
   uploadBackoffMs: 500,
+  deleteIdleMs: 100,
+  deleteMaxDelayMs: 2000,
   listShareLinkXattr: false,
   prefetchFiles: 1000,
   prefetchFileMaxBytes: 2 * MiB,

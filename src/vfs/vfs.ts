@@ -34,6 +34,8 @@ import { MetaCache } from './meta/cache.js';
 import { Lookup } from './meta/lookup.js';
 import { Barriers } from './namespace/barriers.js';
 import { Namespace } from './namespace/ops.js';
+import { DeleteQueue } from './namespace/deletes.js';
+import type { BarrierGate } from './namespace/barriers.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
@@ -89,6 +91,7 @@ export class Vfs implements VfsApi {
   private readonly policy: PolicyGate;
   private readonly uploader: Uploader;
   private readonly ns: Namespace;
+  private readonly deletes: DeleteQueue;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
   readonly inodes: InodeApi;
@@ -97,7 +100,7 @@ export class Vfs implements VfsApi {
     const opts = this.opts = resolveOptions(options);
     this.ctx = new Ctx(remote, opts);
     this.attrTable = new AttrTable(remote.fileMeta);
-    this.meta = new MetaCache(this.ctx);
+    this.meta = new MetaCache(this.ctx, (path) => this.deletes.hides(path));
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {
         const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
@@ -107,6 +110,7 @@ export class Vfs implements VfsApi {
         const o = this.store.objs.get(path);
         return o && o.authoritative ? this.store.localEntry(o) : undefined;
       },
+      deleted: (path) => this.deletes.hides(path),
     });
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
@@ -115,6 +119,19 @@ export class Vfs implements VfsApi {
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
+    this.deletes = new DeleteQueue(this.ctx, this.journal, {
+      // an answer listed before the delete landed must not be cached after it
+      confirmed: (path) => this.meta.bumpDir(parentOf(path)),
+      // the server keeps it: shown again
+      refused: (path) => { this.meta.forgetTree(path); this.meta.dropListing(parentOf(path)); },
+    });
+    // uploads and metadata sends wait at namespace barriers and at pending deletes of their path
+    const barriers = this.barriers;
+    const deletes = this.deletes;
+    const gate: BarrierGate = {
+      get idle() { return barriers.idle && deletes.size === 0; },
+      covering: (path) => barriers.covering(path) ?? deletes.covering(path),
+    };
     this.attrWriter = new AttrWriter(this.ctx, this.journal, {
       obj: (path) => this.store.objs.get(path),
       file: (o) => this.store.file(o),
@@ -125,8 +142,8 @@ export class Vfs implements VfsApi {
         this.meta.setInParent(path, entry);
       },
       wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
-    }, this.barriers);
-    this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, this.barriers, {
+    }, gate);
+    this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, gate, {
       now: (o) => this.attrTable.toSend(o.path, o.localMtime),
       sent: (path, carried) => this.attrWriter.sent(path, carried),
       idle: (path) => this.attrWriter.idle(path),
@@ -135,7 +152,7 @@ export class Vfs implements VfsApi {
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
       attrWriter: this.attrWriter,
-      barriers: this.barriers, policy: this.policy,
+      barriers: this.barriers, deletes: this.deletes, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
       forgetShareLinks: (path, tree) => {
         if (!tree) { this.shareLinks.delete(path); return; }
@@ -163,6 +180,8 @@ export class Vfs implements VfsApi {
     await fsp.chmod(this.root, 0o700);
     await fsp.chmod(this.store.dataDir, 0o700);
     const pending = await this.journal.open();
+    // deletes not confirmed: hidden, sent again (before any upload at or under them: the gate)
+    this.deletes.restore();
     const restored = await this.store.recover(pending, (p) => {
       this.uploader.lost(p, 'cache file of a pending upload is missing');
       this.log.error(`pending upload of ${p.path} cannot be replayed: its cache file is missing`);
@@ -192,7 +211,8 @@ export class Vfs implements VfsApi {
   async flushAll(opts: { signal?: AbortSignal; retryFailed?: boolean } = {}): Promise<FlushResult> {
     // content first: its uploads carry the times and modes, the metadata sends go after
     const retry = opts.retryFailed !== false;
-    const all = this.uploader.flush([...this.store.localObjs], retry).then(() => this.attrWriter.flush(retry));
+    // deletes first: uploads at or under one wait for it anyway
+    const all = this.deletes.flush().then(() => this.uploader.flush([...this.store.localObjs], retry)).then(() => this.attrWriter.flush(retry));
     if (opts.signal) {
       const signal = opts.signal;
       if (signal.aborted) throw new Cancelled('flush aborted');
@@ -205,8 +225,8 @@ export class Vfs implements VfsApi {
       await all;
     }
     return {
-      pending: this.journal.pending.size + this.journal.attrs.size,
-      failed: [...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
+      pending: this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size,
+      failed: [...this.deletes.stillPending(), ...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
     };
   }
 
@@ -223,12 +243,20 @@ export class Vfs implements VfsApi {
       if (at === undefined) this.pendingSeen.set(uid, at = now);
       if (oldest === undefined || at < oldest) oldest = at;
     }
-    for (const uid of this.pendingSeen.keys()) if (!this.journal.pending.has(uid)) this.pendingSeen.delete(uid);
+    const delUids = new Set<string>();
+    for (const d of this.journal.deletes.values()) {
+      delUids.add(d.uid);
+      let at = this.pendingSeen.get(d.uid);
+      if (at === undefined) this.pendingSeen.set(d.uid, at = now);
+      if (oldest === undefined || at < oldest) oldest = at;
+    }
+    for (const uid of this.pendingSeen.keys()) if (!this.journal.pending.has(uid) && !delUids.has(uid)) this.pendingSeen.delete(uid);
     const act = this.ctx.remote.activity?.();
     return {
-      pending: this.journal.pending.size + this.journal.attrs.size,
+      pending: this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size,
       pendingBytes,
-      failures: [...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
+      pendingDeletes: this.journal.deletes.size,
+      failures: [...this.deletes.failures.values(), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
@@ -239,6 +267,11 @@ export class Vfs implements VfsApi {
       } : {}),
     };
   }
+  /** Test hook: resolves once the deletes written back so far reached the server (or failed). */
+  async deletesSent(): Promise<void> {
+    await this.deletes.flush();
+  }
+
   /** First time status() saw each pending record (see status()). */
   private readonly pendingSeen = new Map<string, number>();
 
@@ -254,12 +287,12 @@ export class Vfs implements VfsApi {
     this.ctx.closed = true;
     this.prefetch.stop();
     const objs = [...this.store.objs.values()];
-    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown()]);
+    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown(), this.deletes.shutdown()]);
     // writes that arrived while the flush ran: into the journal, for the next mount
     await this.commitOpenWriters();
     await this.store.closeAll();
     this.handles.clear();
-    const kept = this.journal.pending.size + this.journal.attrs.size;
+    const kept = this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size;
     if (kept > 0) {
       this.log.warn(`${kept} pending change(s) stay in the journal under ${this.root}; ` +
         'they are delivered at the next mount of this account');
@@ -353,6 +386,10 @@ export class Vfs implements VfsApi {
     const fh = this.nextFh++;
     this.dirHandles.add(fh);
     return fh;
+  }
+
+  async fsyncdir(path: string): Promise<void> {
+    await this.deletes.syncDir(normPath(path));
   }
 
   async releasedir(_path: string, fh: number): Promise<void> {

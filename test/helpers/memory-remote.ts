@@ -46,6 +46,8 @@ export interface MemoryRemoteOptions {
    * content), as a service with such calls would. Default false (times are the upload time).
    */
   keepsAttrs?: boolean;
+  /** remove() takes this many paths as one request (Maxxo-like); absent = one path per request. */
+  removeBatchMax?: number;
 }
 
 interface Node {
@@ -108,9 +110,11 @@ export class MemoryRemote implements Remote {
   fileMeta?: FileMetadata;
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
+  removeBatchMax?: number;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
+    if (opts.removeBatchMax) this.removeBatchMax = opts.removeBatchMax;
     this.latencyMs = opts.latencyMs ?? 0;
     this.calls = {
       list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,

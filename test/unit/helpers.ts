@@ -38,6 +38,7 @@ export async function setup(t: ExecutionContext, remoteOpts: MemoryRemoteOptions
     writebackDelayMs: 0,
     uploadBackoffMs: 1,
     uploadAttempts: 3,
+    deleteIdleMs: 0,
     opTimeoutMs: 10_000,
     ...overrides,
   };

@@ -99,6 +99,7 @@ test('an open file unlinked by inode: readable and writable through its handle, 
   const u = await vfs.inodes.lookup(1, 'u');
   const { fh } = await vfs.inodes.open(u.ino, O_RDWR);
   await vfs.inodes.unlink(1, 'u');
+  await vfs.deletesSent();
   t.false(remote.has('/u'));
   t.is(await code(vfs.inodes.lookup(1, 'u')), 'NOT_FOUND');
   const buf = Buffer.alloc(6);

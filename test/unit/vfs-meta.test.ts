@@ -110,6 +110,7 @@ test('own changes invalidate the caches: create, mkdir, unlink, rmdir, rename ar
   t.is(await code(vfs.getattr('/d/sub/y')), 'NOT_FOUND');
   await vfs.rmdir('/d/sub');
   t.deepEqual((await vfs.readdir('/d')).names, []);
+  await vfs.deletesSent();
   t.deepEqual(remote.paths(), ['/', '/d']);
 });
 

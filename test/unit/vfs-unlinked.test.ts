@@ -16,6 +16,7 @@ for (const ranged of [true, false]) {
       t.is(await vfs.read('/d/big.bin', fh, head, 4096, 0), 4096);
       const hiddenName = '/d/.fuse_hidden0000000200000001';
       await vfs.unlink('/d/big.bin', keep ? { keepOpenAs: hiddenName } : {});
+      await vfs.deletesSent();
       t.false(remote.has('/d/big.bin'));
       const readsBefore = remote.calls.read + remote.calls.download;
       const p = keep ? hiddenName : '/d/big.bin';
@@ -110,6 +111,7 @@ test('a folder holding a file deleted while open: rename over it and rmdir of it
   t.is(remote.getFile('/p0/rp0-0/e')?.toString(), 'first');
   const hidden = '/p0/rp0-0/.fuse_hidden0000000500000001';
   await vfs.unlink('/p0/rp0-0/e', { keepOpenAs: hidden });
+  await vfs.deletesSent();
   t.false(remote.has('/p0/rp0-0/e'));
   // empty as far as anyone can see, but its path is the handle's only way in
   t.deepEqual((await vfs.readdir('/p0/rp0-0')).names, []);

@@ -616,8 +616,8 @@ async function maxxoSlice(url: string): Promise<{ login: string; rsync: string; 
 // ---------------------------------------------------------------------------------------------
 // Phases: each runs on a fresh mount with a fresh cache; rows of a phase share that mount.
 
-type Phase = 'find' | 'small' | 'big' | 'write' | 'scale';
-const PHASES: Phase[] = ['find', 'small', 'big', 'write', 'scale'];
+type Phase = 'find' | 'small' | 'big' | 'write' | 'ns' | 'scale';
+const PHASES: Phase[] = ['find', 'small', 'big', 'write', 'ns', 'scale'];
 
 interface Ctx {
   args: Args;
@@ -705,6 +705,34 @@ function linkTree(src: string, dst: string): void {
   }
 }
 
+/** The tar archive and the git repository of the ns phase (made once, outside every mount). */
+function nsInputs(ctx: Ctx): { tar: string; repo: string } {
+  const dir = join(ctx.work, 'ns-inputs');
+  const tar = join(dir, 'files.tar');
+  const repo = join(dir, 'repo');
+  if (existsSync(tar) && existsSync(join(repo, '.git'))) return { tar, repo };
+  rmSync(dir, { recursive: true, force: true });
+  const body = (i: number) => Buffer.from(`file ${i}\n`.repeat(100));
+  const files = join(dir, 'files');
+  for (let i = 0; i < ctx.sizes.tarFiles; i++) {
+    const d = join(files, `d${String(Math.floor(i / 100)).padStart(2, '0')}`);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, `f${i}.txt`), body(i));
+  }
+  const ok = (r: ReturnType<typeof spawnSync>, what: string) => { if (r.status !== 0) throw new Error(`${what} failed: ${String(r.stderr)}`); };
+  ok(spawnSync('tar', ['cf', tar, '-C', files, '.'], { encoding: 'utf8' }), 'tar cf');
+  for (let i = 0; i < ctx.sizes.gitFiles; i++) {
+    const d = join(repo, `src${i % 10}`);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, `m${i}.c`), body(i));
+  }
+  const git = (...a: string[]) => ok(spawnSync('git', ['-C', repo, '-c', 'user.name=bench', '-c', 'user.email=bench@example.invalid', ...a], { encoding: 'utf8' }), `git ${a[0]}`);
+  git('init', '-q');
+  git('add', '.');
+  git('commit', '-q', '-m', 'bench');
+  return { tar, repo };
+}
+
 async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
   if (phase === 'scale') return runScale(ctx, col);
   const { sizes, manifest } = ctx;
@@ -790,6 +818,34 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
         const h = await w({ op: 'read', file: p(T.big), hash: true });
         if (h.sha256 !== manifest.big) flag('read_cold', 'content differs from the tree');
       });
+    } else if (phase === 'ns') {
+      const src = nsInputs(ctx);
+      const dirs = Array.from({ length: sizes.tarFiles / 100 }, (_, i) => `d${String(i).padStart(2, '0')}`);
+      const onServer = async () => {
+        let n = 0;
+        for (const d of dirs) n += (await col.server.count(`tarx/${d}`)) ?? 0;
+        return n;
+      };
+      // returned, then polled until the server has it: the write-back figure next to the program's
+      const timedUntil = async (row: string, serverRow: string, job: Job, done: () => Promise<boolean>) => {
+        const r = await w(job);
+        const t1 = performance.now();
+        record(ctx, col.id, row, r.seconds);
+        const atReturn = await done();
+        const ok = atReturn || await pollUntil(done, 600_000);
+        record(ctx, col.id, serverRow, ok ? (atReturn ? r.seconds : r.seconds + (performance.now() - t1) / 1000) : null,
+          { onServerAtReturn: atReturn, ...(ok ? {} : { error: 'the server never got there' }) });
+        await wire(serverRow);
+      };
+      await step(['tar_x', 'tar_x_server'], () => timedUntil('tar_x', 'tar_x_server', { op: 'tarx', archive: src.tar, dir: p('tarx') },
+        async () => (await onServer()) === sizes.tarFiles));
+      await step(['git_clone'], async () => {
+        const r = await w({ op: 'gitclone', src: src.repo, dest: p('clone') });
+        record(ctx, col.id, 'git_clone', r.seconds);
+        await wire('git_clone');
+      });
+      await step(['rm_tree', 'rm_tree_server'], () => timedUntil('rm_tree', 'rm_tree_server', { op: 'rmrf', dir: p('tarx') },
+        async () => (await col.server.count('tarx')) === null));
     } else if (phase === 'write') {
       await step(['write_fsync', 'write_server'], async () => {
         const wr = await w({ op: 'write', file: p(T.write), bytes: sizes.writeBytes });

@@ -12,7 +12,7 @@ const TITLE: Record<ColumnId, string> = {
 
 export interface RowDef {
   id: string;
-  phase: 'find' | 'small' | 'big' | 'write' | 'scale';
+  phase: 'find' | 'small' | 'big' | 'write' | 'ns' | 'scale';
   label: string;
   /** Target for ours / best rclone mode (issue 6), when there is one. */
   target?: number;
@@ -51,6 +51,12 @@ function baseRowDefs(s: Sizes): RowDef[] {
     { id: 'create_server', phase: 'write', label: `create ${n(s.createCount)}, all on the server` },
     { id: 'rename', phase: 'write', label: `rename a folder of ${n(s.smallPerDir)} files`, target: 1 },
     { id: 'rmrf', phase: 'write', label: `rm -rf a folder of ${n(s.smallPerDir)} files` },
+    // namespace changes in bulk (issue 14): everyday programs that make or remove many names
+    { id: 'tar_x', phase: 'ns', label: `tar x of ${n(s.tarFiles)} files in ${n(s.tarFiles / 100)} folders, returned` },
+    { id: 'tar_x_server', phase: 'ns', label: `tar x of ${n(s.tarFiles)} files, all on the server` },
+    { id: 'git_clone', phase: 'ns', label: `git clone of a ${n(s.gitFiles)}-file local repository, returned` },
+    { id: 'rm_tree', phase: 'ns', label: `rm -rf of those ${n(s.tarFiles)} files, returned`, target: 0.1 },
+    { id: 'rm_tree_server', phase: 'ns', label: `rm -rf of ${n(s.tarFiles)} files, gone from the server` },
   ];
 }
 

@@ -18,16 +18,19 @@ export interface Sizes {
   writeBytes: number;
   createCount: number;
   createBytes: number;
+  /** Files of the tar archive extracted (100 a folder) and then removed, and of the git repository cloned. */
+  tarFiles: number;
+  gitFiles: number;
 }
 
 export const fullSizes: Sizes = {
   bigBytes: 512 * MiB, mediumCount: 100, mediumBytes: MiB, dirs: 10, smallPerDir: 1000, smallBytes: KiB,
-  writeBytes: 256 * MiB, createCount: 200, createBytes: KiB,
+  writeBytes: 256 * MiB, createCount: 200, createBytes: KiB, tarFiles: 1000, gitFiles: 200,
 };
 
 export const quickSizes: Sizes = {
   bigBytes: 64 * MiB, mediumCount: 20, mediumBytes: MiB, dirs: 4, smallPerDir: 100, smallBytes: KiB,
-  writeBytes: 32 * MiB, createCount: 50, createBytes: KiB,
+  writeBytes: 32 * MiB, createCount: 50, createBytes: KiB, tarFiles: 200, gitFiles: 50,
 };
 
 /** Paths inside the tree (relative to the folder that holds `bench/`). */

@@ -18,6 +18,10 @@ export type Job =
   | { op: 'rename'; from: string; to: string }
   | { op: 'rmrf'; dir: string }
   | { op: 'ls'; dir: string }
+  /** tar x of an archive into dir (made first). */
+  | { op: 'tarx'; archive: string; dir: string }
+  /** git clone of a local repository (through git's pack transfer, as from a server). */
+  | { op: 'gitclone'; src: string; dest: string }
   /** One HTTP GET, body counted and dropped; the URL comes from env BENCH_URL (it may hold a token). */
   | { op: 'get'; expect: number }
   /** rsync pull of one file; the password comes from env RSYNC_PASSWORD, the source from env BENCH_URL. */
@@ -137,6 +141,15 @@ export async function runJob(job: Job): Promise<JobResult> {
     }
     case 'rename': {
       renameSync(job.from, job.to);
+      return { seconds: secs() };
+    }
+    case 'tarx': {
+      mkdirSync(job.dir);
+      run('tar', ['xf', job.archive, '-C', job.dir]);
+      return { seconds: secs() };
+    }
+    case 'gitclone': {
+      run('git', ['clone', '-q', `file://${job.src}`, job.dest]);
       return { seconds: secs() };
     }
     case 'rmrf': {

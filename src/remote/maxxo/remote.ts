@@ -79,6 +79,8 @@ const generic = (e: unknown): never => { throw toGeneric(e); };
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
   readonly batchStat: BatchStat = { statMany: (paths, o) => this.statMany(paths, o) };
+  /** /ops/delete takes many file[] (a form of this many paths stays far below request limits). */
+  readonly removeBatchMax = 500;
   readonly batchUpload: BatchUpload = { uploadMany: (items, o) => this.uploadMany(items, o) };
   readonly client: MaxxoClient;
   /** Running rsync children (tests check that cancel really ends them). */

@@ -263,6 +263,10 @@ export class VboxxRemote implements Remote {
     await this.client.move(a.root.id, a.sub, b.sub, o);
   }
 
+  checkRemove(path: string): void {
+    if (!this.rootSel && split(path).length === 1) throw new Forbidden('cannot delete a root from the drive', { path });
+  }
+
   async remove(paths: string[], o: CallOptions = {}): Promise<void> {
     for (const p of paths) {
       const r = await this.resolveForWrite(p, o, 'delete');

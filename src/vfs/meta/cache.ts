@@ -13,7 +13,7 @@
 import { LRUCache } from 'lru-cache';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
-import { baseOf, isUnder, parentOf } from '../paths.js';
+import { baseOf, isUnder, joinPath, parentOf } from '../paths.js';
 
 export interface AttrSlot { entry: RemoteEntry | null; expires: number }
 export interface DirSlot {
@@ -38,7 +38,11 @@ export class MetaCache {
   private readonly bigDirs = new Set<string>();
   private readonly listInflight = new Map<string, { gen: number; p: Promise<DirSlot> }>();
 
-  constructor(private readonly ctx: Ctx) {}
+  /**
+   * @param gone names the server may still list but the drive does not show (a delete written
+   *   back and not yet confirmed): dropped from every listing as it arrives.
+   */
+  constructor(private readonly ctx: Ctx, private readonly gone: (path: string) => boolean = () => false) {}
 
   bumpDir(dir: string): void {
     this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
@@ -122,7 +126,7 @@ export class MetaCache {
     }
     if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority);
     const entries = new Map<string, RemoteEntry>();
-    for (const e of r.entries) entries.set(e.name, e);
+    for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
     if (!changedMeanwhile) {

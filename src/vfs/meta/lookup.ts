@@ -20,6 +20,8 @@ export interface LocalView {
   hidden(path: string): RemoteEntry | undefined;
   /** Local content (dirty, pending, local-only) at path. */
   local(path: string): RemoteEntry | undefined;
+  /** Deleted by us, the delete not yet confirmed: gone whatever the server still says. */
+  deleted?(path: string): boolean;
 }
 
 /** A folder's listing started together with its first stat, and when that stat answered. */
@@ -63,7 +65,7 @@ export class Lookup {
   /** What the caches alone know: an entry, null (known missing), or undefined (ask the server). */
   peek(path: string): RemoteEntry | null | undefined {
     if (path === '/') return ROOT_ENTRY;
-    return this.view.hidden(path) ?? this.view.local(path) ?? this.meta.cached(path);
+    return this.view.hidden(path) ?? this.view.local(path) ?? (this.view.deleted?.(path) ? null : this.meta.cached(path));
   }
 
   async existing(path: string): Promise<RemoteEntry> {
@@ -241,6 +243,7 @@ export class Lookup {
       else if (missing) throw new BadResponse(`stat of ${path} failed: ${(err as Error).message}`, { path });
       else throw err;
     }
+    if (e && this.view.deleted?.(path)) e = null;
     // our own change raced this request: its answer may predate the change, so do not cache it
     if (this.meta.dirGen(parentOf(path)) === gen) this.meta.setAttr(path, e);
     return this.view.local(path) ?? e;

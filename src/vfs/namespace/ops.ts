@@ -1,6 +1,7 @@
-// Namespace changes: mkdir, rmdir, unlink, rename. They go to the server before the call returns,
-// so the program gets the server's verdict (EEXIST, ENOTEMPTY, EXDEV...) and the cached view never
-// has to replay a tree of pending namespace edits; only file content is written back later.
+// Namespace changes: mkdir, rmdir, unlink, rename. mkdir and rename go to the server before the
+// call returns, so the program gets the server's verdict (EEXIST, EXDEV...). unlink and rmdir
+// answer once their delete is journalled; the DeleteQueue (deletes.ts) sends them coalesced, and
+// everything that reaches the server at or under a pending delete goes after it (see there).
 //
 // Owns: no state of its own; it orders the state of the others. Ordering rules:
 // - One namespace change at a time per path and subtree (Barriers.run), and upload tasks of the
@@ -9,8 +10,8 @@
 //   sent nothing is aborted, one that is sending is waited for (Uploader.stop). Nothing is
 //   overtaken: a delete is never followed by the upload of the old name, nor a rename by an
 //   upload to the old name.
-// - The journal is changed first (through the Uploader, its only writer), durably: unlink cancels the pending upload before the server
-//   delete (after a crash it must not come back); rename retargets pending records (and the local
+// - The journal is changed first: unlink/rmdir write a delete record (the DeleteQueue's), which
+//   also cancels the pending upload (after a crash it must not come back); rename retargets pending records (and the local
 //   table) before the server move, so a close() journaling meanwhile records the new name. If the
 //   server refuses, both are put back.
 // - Local-only content (never on the server, never attempted, shadowing nothing: WriteState.localOnly)
@@ -39,6 +40,7 @@ import type { PolicyGate } from '../writeback/policy.js';
 import type { Uploader } from '../writeback/uploader.js';
 import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
+import type { DeleteQueue } from './deletes.js';
 
 export interface NamespaceDeps {
   ctx: Ctx;
@@ -50,6 +52,7 @@ export interface NamespaceDeps {
   /** Metadata-only changes: stopped like uploads before a namespace change, moved with it. */
   attrWriter: AttrWriter;
   barriers: Barriers;
+  deletes: DeleteQueue;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
   ensureWhole(o: Obj): Promise<void>;
@@ -68,10 +71,11 @@ export class Namespace {
   private readonly uploader: Uploader;
   private readonly barriers: Barriers;
   private readonly policy: PolicyGate;
+  private readonly deletes: DeleteQueue;
 
   constructor(private readonly deps: NamespaceDeps) {
     ({ ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
-      barriers: this.barriers, policy: this.policy } = deps);
+      barriers: this.barriers, policy: this.policy, deletes: this.deletes } = deps);
   }
 
   private writable(): void {
@@ -93,6 +97,8 @@ export class Namespace {
     this.writable();
     await this.lookups.parentDir(path);
     if (await this.lookups.lookup(path)) throw new AlreadyExists('already exists', { path });
+    // a folder deleted here a moment ago (rm -rf d; mkdir d) is gone from the server first
+    await this.deletes.settle([path]);
     await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
     const now = Date.now();
     this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
@@ -108,16 +114,20 @@ export class Namespace {
     if (path === '/') throw new BadRequest('cannot remove the top folder', { path });
     const e = await this.lookups.existing(path);
     if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
-    // the server deletes folders recursively: only a fresh listing may say "empty"
-    const kids = await this.children(path, true);
-    if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
-    this.refuseIfHoldsOpenHidden(path);
-    await this.ctx.bounded(`remove ${path}`, (signal) => this.ctx.remote.remove([path], { signal, priority: Priority.interactive }));
-    this.forgetTree(path);
-    this.store.forgetHiddenUnder(path);
-    this.meta.setInParent(path, null);
-    this.attrTable.forget(path);
-    this.attrTable.dirChanged(parentOf(path));
+    this.ctx.remote.checkRemove?.(path);
+    await this.barriers.run([path], async () => {
+      // the server deletes folders recursively: only a fresh listing may say "empty" (names
+      // whose delete is pending count as gone: the folder's delete folds theirs)
+      const kids = await this.children(path, true);
+      if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
+      this.refuseIfHoldsOpenHidden(path);
+      await this.deletes.add(path, true);
+      this.forgetTree(path);
+      this.store.forgetHiddenUnder(path);
+      this.meta.setInParent(path, null);
+      this.attrTable.forget(path);
+      this.attrTable.dirChanged(parentOf(path));
+    });
   }
 
   async unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> {
@@ -126,6 +136,7 @@ export class Namespace {
     if (this.store.hidden.delete(path)) return;
     const e = await this.lookups.existing(path);
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
+    this.ctx.remote.checkRemove?.(path);
     await this.barriers.run([path], async () => {
       const o = this.store.objs.get(path);
       if (o) await this.uploader.stop(o);
@@ -133,16 +144,11 @@ export class Namespace {
       // POSIX: an open file keeps its content after the unlink. Once the server copy is gone it
       // cannot be fetched any more, so the part not cached yet comes first.
       if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
-      // durable first: after a crash the upload must not come back
-      await this.uploader.cancelPath(path);
+      // In the journal first: after a crash the upload must not come back. A file the server
+      // holds (or may hold) gets a delete record, which cancels the pending upload as well.
       const localOnly = !!o && o.wb.localOnly;
-      if (!localOnly) {
-        try {
-          await this.ctx.bounded(`remove ${path}`, (signal) => this.ctx.remote.remove([path], { signal, priority: Priority.interactive }));
-        } catch (err) {
-          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.wb.attempted || o.wb.shadowsServer || !o.wb.onServer))) throw err;
-        }
-      }
+      if (localOnly) await this.uploader.cancelPath(path);
+      else await this.deletes.add(path, false);
       if (o) {
         this.store.detach(o);
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
@@ -207,7 +213,13 @@ export class Namespace {
     this.rekey(from, to, moving);
     try {
       await jr;
-      if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so, noReplace);
+      if (!srcLocalOnly) {
+        // deletes at or under either name go first: the server still has a name whose delete
+        // is pending, and that delete must neither remove what this move puts there nor miss
+        // a name the move carries away
+        await this.deletes.settle([from, to]);
+        await this.serverMove(from, to, src, dst, so, noReplace);
+      }
     } catch (err) {
       this.rekey(to, from, moving);
       await this.uploader.retarget(to, from).catch(() => {});
