@@ -200,7 +200,8 @@ test('retryable failures: backoff between attempts, then failed, reported and tr
   const p = uploader.uploadUntilClean(o);
   p.catch(() => {});
   await until(() => remote.uploadCalls === 1, 'the first attempt');
-  await sleep(40);
+  // the backoff (150-250 ms) is seen between the attempts; a fixed sleep overran it on a loaded machine
+  await until(() => o.wb.phase(o.gen) === 'backoff' || remote.uploadCalls > 1, 'the backoff');
   t.is(o.wb.phase(o.gen), 'backoff');
   await t.throwsAsync(p, { message: /down/ });
   t.is(remote.uploadCalls, 2);
