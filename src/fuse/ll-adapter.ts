@@ -109,7 +109,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   async function listing(req: Request): Promise<Listing> {
     const have = req.fh !== undefined ? listings.get(req.fh) : undefined;
     if (have && req.offset > 0) return have;
-    const r = await vfs.readdir(req.ino);
+    const r = await vfs.readdir(req.ino, req.fh);
     const dot = (ino: number): LlAttr => ({ ino, mode: S_IFDIR | 0o755, nlink: 2, size: 0, atime: ts(0), mtime: ts(0), ctime: ts(0) });
     const l: Listing = { names: ['.', '..'], attrs: [dot(r.self), dot(r.parent)] };
     for (const e of r.entries) {

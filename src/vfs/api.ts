@@ -59,6 +59,12 @@ export interface DriveStatus {
   sentBytes?: number;
   /** Of pendingBytes, the bytes already sent by the uploads in flight. */
   sendingBytes?: number;
+  /**
+   * The inode table: numbers held (paths seen and not dropped), how many the kernel holds
+   * references to, how many open folder listings hold, numbers dropped since the mount (the
+   * libfuse 3 backend drops those the kernel forgot).
+   */
+  inodes?: { inodes: number; counted: number; pinned: number; dropped: number };
 }
 
 export interface DriveNotice {
@@ -180,7 +186,8 @@ export interface InodeApi {
   opendir(ino: number): Promise<number>;
   releasedir(ino: number, fh: number): Promise<void>;
   /** The folder's entries with their attributes (and inode numbers), plus the folder's and its parent's numbers. */
-  readdir(ino: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }>;
+  /** fh: the open folder handle; its listing's numbers stay valid until its next listing or releasedir. */
+  readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }>;
   /** keepCache: the content the kernel may have cached from earlier opens is still what the drive holds. */
   open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean }>;
   create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }>;

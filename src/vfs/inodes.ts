@@ -32,6 +32,8 @@ export class InodeVfs implements InodeApi {
    * until its last handle is released.
    */
   private readonly orphans = new Map<number, Obj>();
+  /** The numbers each open folder handle's latest listing holds (pinned in the table until releasedir). */
+  private readonly listed = new Map<number, number[]>();
 
   constructor(
     private readonly vfs: VfsApi & { openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> },
@@ -85,10 +87,20 @@ export class InodeVfs implements InodeApi {
     if (this.table.uncounted(ino, n) === 0) this.orphans.delete(ino);
   }
 
-  async lookup(parent: number, name: string): Promise<InoAttr> {
-    const a = this.withIno(await this.vfs.getattr(this.child(parent, name)));
+  /**
+   * Counts the kernel's new reference to the entry at path and returns the number to send. A
+   * forget that arrived while the entry was being fetched may have dropped the number (the kernel
+   * forgot its inode meanwhile): the name then gets its number anew, never a dropped one.
+   */
+  private countEntry(path: string, a: InoAttr): InoAttr {
+    if (this.table.pathOf(a.ino) === undefined) a = { ...a, ino: this.table.ino(path) };
     this.table.counted(a.ino);
     return a;
+  }
+
+  async lookup(parent: number, name: string): Promise<InoAttr> {
+    const path = this.child(parent, name);
+    return this.countEntry(path, this.withIno(await this.vfs.getattr(path)));
   }
 
   async getattr(ino: number, fh?: number): Promise<InoAttr> {
@@ -120,16 +132,36 @@ export class InodeVfs implements InodeApi {
   }
 
   async releasedir(ino: number, fh: number): Promise<void> {
+    this.unlist(fh);
     await this.vfs.releasedir(this.table.pathOf(ino) ?? '', fh);
   }
 
-  async readdir(ino: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
+  private unlist(fh: number): void {
+    const held = this.listed.get(fh);
+    if (held) { this.listed.delete(fh); this.table.unpin(held); }
+  }
+
+  /**
+   * fh: the open folder handle the listing is for. Its numbers stay in the table (pinned) until
+   * the handle's next listing or its releasedir, since the adapter may send them in later
+   * readdirplus pages, when they become kernel references.
+   */
+  async readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
     const path = this.path(ino);
     const { names, attrs } = await this.vfs.readdir(path);
     const entries: { name: string; attr: InoAttr }[] = [];
     for (const name of names) {
       const a = attrs.get(name);
-      if (a) entries.push({ name, attr: this.withIno(a) });
+      if (!a) continue;
+      // a number dropped while the listing was fetched (a forget in between): the name's number anew
+      const ino2 = this.table.pathOf(a.ino!) === undefined ? this.table.ino(joinPath(path, name)) : a.ino!;
+      entries.push({ name, attr: this.withIno(a, ino2) });
+    }
+    if (fh !== undefined) {
+      const inos = entries.map((e) => e.attr.ino);
+      this.table.pin(inos);
+      this.unlist(fh);
+      this.listed.set(fh, inos);
     }
     return { self: ino, parent: path === '/' ? 1 : this.table.ino(parentOf(path)), entries };
   }
@@ -142,8 +174,7 @@ export class InodeVfs implements InodeApi {
     const path = this.child(parent, name);
     const fh = await this.vfs.create(path, mode & 0o7777, flags);
     try {
-      const attr = this.withIno(await this.vfs.fgetattr(path, fh));
-      this.table.counted(attr.ino);
+      const attr = this.countEntry(path, this.withIno(await this.vfs.fgetattr(path, fh)));
       return { fh, attr };
     } catch (e) {
       await this.vfs.release(path, fh).catch(() => {});
@@ -154,9 +185,7 @@ export class InodeVfs implements InodeApi {
   async mkdir(parent: number, name: string, mode: number): Promise<InoAttr> {
     const path = this.child(parent, name);
     await this.vfs.mkdir(path, mode & 0o7777);
-    const a = this.withIno(await this.vfs.getattr(path));
-    this.table.counted(a.ino);
-    return a;
+    return this.countEntry(path, this.withIno(await this.vfs.getattr(path)));
   }
 
   unlink(parent: number, name: string): Promise<void> {

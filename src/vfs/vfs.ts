@@ -232,6 +232,7 @@ export class Vfs implements VfsApi {
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
+      inodes: this.attrTable.sizes,
       ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
       ...(act ? {
         link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },
