@@ -5,7 +5,7 @@
 import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { useServers, driveMacro, KINDS, uniq, sh, run } from '../lib/services.js';
+import { useServers, driveMacro, mountService, eventually, KINDS, uniq, sh, run } from '../lib/services.js';
 import { tempDir } from '../../helpers/mount.js';
 
 const servers = useServers(test);
@@ -131,7 +131,7 @@ print(ren(j('a'), j('c'), 1))
     t.is(await fsp.readFile(path.join(dir, 'n'), 'utf8'), 'N');
   });
 
-  test.serial('st_ino is stable: across lookups, renames, listings and the kernel forgetting', onDrive, kind, async (t, _d, dir) => {
+  test.serial('st_ino is stable while the kernel knows the node: across lookups, renames, listings, timeouts', onDrive, kind, async (t, _d, dir) => {
     const f = path.join(dir, 'i');
     await fsp.writeFile(f, 'x');
     const ino = await st(f, '%i');
@@ -151,3 +151,33 @@ print(ren(j('a'), j('c'), 1))
     t.not(await st(path.join(dir, 'j'), '%i'), ino);
   });
 }
+
+test.serial('the inode table follows the kernel: ls -l of 400 files, drop_caches, the numbers leave (forget)', async (t) => {
+  const d = await mountService(t, servers, 'maxxo', { mount: { backend: 'libfuse3' } });
+  const rel = uniq('forget');
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(onServer);
+  const N = 400;
+  for (let i = 0; i < N; i++) await fsp.writeFile(path.join(onServer, `f${i}`), 'x');
+  const before = (await d.status()).inodes!;
+  const ls = await run('ls', ['-l', d.p(rel)]);
+  t.is(ls.code, 0, ls.stderr);
+  t.is(ls.stdout.trim().split('\n').length, N + 1);
+  const listed = (await d.status()).inodes!;
+  t.true(listed.inodes >= before.inodes + N, JSON.stringify({ before, listed }));
+  t.true(listed.counted >= N, JSON.stringify(listed));
+  // unused dentries and inodes go; the kernel sends FORGETs for them (needs root)
+  const drop = await sh('sync; echo 2 > /proc/sys/vm/drop_caches');
+  if (drop.code !== 0) { t.log(`drop_caches refused (${drop.stderr.trim()}): not root?`); t.pass(); return; }
+  const after = await eventually(async () => {
+    const s = (await d.status()).inodes!;
+    if (s.inodes > before.inodes + 10) throw new Error(`table still ${JSON.stringify(s)}`);
+    return s;
+  }, 10_000);
+  t.log(`inode table: ${before.inodes} before, ${listed.inodes} after ls -l, ${after.inodes} after drop_caches (${after.dropped} dropped)`);
+  t.true(after.dropped >= N);
+  // the names still work and get numbers anew, stable while the kernel knows them
+  const a = await st(path.join(d.p(rel), 'f7'), '%i');
+  t.is(await st(path.join(d.p(rel), 'f7'), '%i'), a);
+  t.is(await fsp.readFile(path.join(d.p(rel), 'f7'), 'utf8'), 'x');
+});
