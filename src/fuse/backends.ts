@@ -8,7 +8,7 @@
 import type { VfsApi } from '../vfs/api.js';
 import type { Logger } from '../log.js';
 import { createOps } from './adapter.js';
-import { createLowLevelHandlers } from './ll-adapter.js';
+import { createLowLevelHandlers, forwardInvalidations } from './ll-adapter.js';
 import { LowLevelSession, lowlevelAvailable } from './lowlevel.js';
 import { createFuse, type FuseInstance } from './native.js';
 import { MountError, unmountPath, type MountOptions } from './mount.js';
@@ -87,6 +87,8 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
     throw new MountError(`mount of ${mnt} (libfuse3) failed: ${(e as Error).message}`);
   }
   session.on('error', (e) => log.error(`libfuse3 request failed: ${(e as Error)?.message ?? e}`));
+  const stopInvalidations = forwardInvalidations(c.vfs.inodes, session, log);
+  void session.closed.then(stopInvalidations, stopInvalidations);
   const busyMs = opts.unmountBusyMs ?? 5000;
   const conn = session.conn;
   return {

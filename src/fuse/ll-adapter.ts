@@ -3,7 +3,7 @@
 // vfs/ (vfs/inodes.ts). The one state kept here is a listing snapshot per open folder handle, so
 // that readdir offsets stay valid while a program pages through a folder that changes.
 import fs from 'node:fs';
-import type { FsStats, InoAttr, InodeApi, SetAttrChanges, TimeChange } from '../vfs/api.js';
+import type { FsStats, InoAttr, InodeApi, Invalidation, SetAttrChanges, TimeChange } from '../vfs/api.js';
 import type { Logger } from '../log.js';
 import { LONG_OPS, answerOnce, nameTooLong } from './adapter.js';
 import { errno } from './errno.js';
@@ -289,4 +289,47 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     readlink(req) { req.error(errno.EINVAL); },
   };
   return h;
+}
+
+/** What forwardInvalidations needs of the session (LowLevelSession). */
+export interface Notifier {
+  notifyInvalInode(ino: number): Promise<number>;
+  notifyInvalEntry(parent: number, name: string): Promise<number>;
+}
+
+/**
+ * The vfs's invalidations (server changes it learned of) -> the kernel, one notification at a
+ * time. Why one: each runs on a libuv pool thread (never the JS thread: the kernel may hold the
+ * inode or the parent's lock a notification needs while it waits for our answer to another
+ * request, and only the JS thread answers). A notification waiting on such a lock holds its pool
+ * thread until that request is answered; several could take every pool thread, and the answer
+ * itself may need one (cache file I/O), which would deadlock. Queued duplicates are merged.
+ * Returns the stop function (before unmount).
+ */
+export function forwardInvalidations(vfs: InodeApi, s: Notifier, log: Logger): () => void {
+  const queue = new Map<string, Invalidation>();
+  let running = false;
+  let stopped = false;
+  const pump = async () => {
+    running = true;
+    while (queue.size > 0 && !stopped) {
+      const [k, x] = queue.entries().next().value as [string, Invalidation];
+      queue.delete(k);
+      try {
+        const r = 'ino' in x ? await s.notifyInvalInode(x.ino) : await s.notifyInvalEntry(x.parent, x.name);
+        // -ENOENT: the kernel no longer holds it, nothing to drop
+        if (r < 0 && r !== -errno.ENOENT) log.debug(`kernel invalidation ${k}: errno ${-r}`);
+      } catch (e) {
+        log.debug(`kernel invalidation ${k}: ${(e as Error).message}`);
+      }
+    }
+    running = false;
+  };
+  vfs.onInvalidate((x) => {
+    if (stopped) return;
+    const k = 'ino' in x ? `ino ${x.ino}` : `entry ${x.parent}/${x.name}`;
+    queue.set(k, x);
+    if (!running) void pump();
+  });
+  return () => { stopped = true; queue.clear(); vfs.onInvalidate(undefined); };
 }

@@ -64,7 +64,7 @@ export interface DriveStatus {
    * references to, how many open folder listings hold, numbers dropped since the mount (the
    * libfuse 3 backend drops those the kernel forgot).
    */
-  inodes?: { inodes: number; counted: number; pinned: number; dropped: number };
+  inodes?: { inodes: number; counted: number; pinned: number; dropped: number; invalidations?: number };
 }
 
 export interface DriveNotice {
@@ -177,7 +177,17 @@ export type InoAttr = Attr & { ino: number };
  * returns from lookup/create/mkdir counts one kernel reference; readdirplus entries are counted
  * by the caller through counted() for the ones it sent; forget() takes them away.
  */
+/** What the kernel should forget: an inode's attributes and cached data (and a folder's cached listing), or a name's entry. */
+export type Invalidation = { ino: number } | { parent: number; name: string };
+
 export interface InodeApi {
+  /**
+   * fn is told when the vfs learns that the server's copy changed under something the kernel
+   * holds (a listing or stat answer differing from the one before): the backend then tells the
+   * kernel (notify_inval_*), which lets attribute and entry timeouts be long. undefined: stop.
+   * fn must not block: it is called from within vfs calls.
+   */
+  onInvalidate(fn: ((x: Invalidation) => void) | undefined): void;
   lookup(parent: number, name: string): Promise<InoAttr>;
   forget(ino: number, n: number): void;
   counted(ino: number, n?: number): void;

@@ -10,7 +10,8 @@
 // - setattr carries both times, each set, 'now' or left alone, and the size/mode in one call.
 // - Every entry returned by lookup/create/mkdir counts one kernel reference.
 import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
-import type { Attr, FsStats, InoAttr, InodeApi, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
+import type { Attr, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
+import type { ServerChange } from './meta/cache.js';
 import type { Obj } from './content/obj.js';
 import type { AttrTable } from './meta/attrs.js';
 import { joinPath, parentOf } from './paths.js';
@@ -77,6 +78,35 @@ export class InodeVfs implements InodeApi {
 
   private withIno(a: Attr, ino?: number): InoAttr {
     return { ...a, ino: ino ?? a.ino! };
+  }
+
+  private invalidate: ((x: Invalidation) => void) | undefined;
+  /** Invalidations asked for since the mount (status). */
+  invalidations = 0;
+
+  onInvalidate(fn: ((x: Invalidation) => void) | undefined): void {
+    this.invalidate = fn;
+  }
+
+  /**
+   * Another client changed path on the server (meta/cache.ts compared two answers): the kernel's
+   * copies of what it holds of it go. Only numbers the kernel holds (counted) are worth a
+   * notification; the others it will ask about anyway.
+   */
+  serverChanged(path: string, what: ServerChange): void {
+    if (!this.invalidate) return;
+    const held = (p: string) => {
+      const i = this.table.peek(p);
+      return i !== undefined && this.table.lookupCount(i) > 0 ? i : undefined;
+    };
+    const tell = (x: Invalidation) => { this.invalidations++; this.invalidate!(x); };
+    const ino = held(path);
+    if (what === 'gone' && path !== '/') {
+      const parent = held(parentOf(path));
+      if (parent !== undefined) tell({ parent, name: path.slice(path.lastIndexOf('/') + 1) });
+    }
+    // attributes and cached data; for a folder ('listing') also its cached listing (cache_readdir)
+    if (ino !== undefined) tell({ ino });
   }
 
   counted(ino: number, n = 1): void {

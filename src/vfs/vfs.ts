@@ -91,7 +91,7 @@ export class Vfs implements VfsApi {
   private readonly ns: Namespace;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
-  readonly inodes: InodeApi;
+  readonly inodes: InodeVfs;
 
   constructor(private readonly remote: Remote, options: VfsOptions) {
     const opts = this.opts = resolveOptions(options);
@@ -111,7 +111,10 @@ export class Vfs implements VfsApi {
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
     this.store = new ContentStore(this.ctx, join(this.root, 'data'), { detached: (o) => this.uploader.detached(o) });
-    this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => this.meta.setInParent(path, e));
+    this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => {
+      this.meta.setInParent(path, e);
+      this.inodes.serverChanged(path, 'attr');
+    });
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
@@ -148,6 +151,7 @@ export class Vfs implements VfsApi {
       objAt: (path) => this.store.objs.get(path),
       objAttr: (o) => this.objAttr(o),
     });
+    this.meta.onServerChange = (path, what) => this.inodes.serverChanged(path, what);
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -232,7 +236,7 @@ export class Vfs implements VfsApi {
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
-      inodes: this.attrTable.sizes,
+      inodes: { ...this.attrTable.sizes, invalidations: this.inodes.invalidations },
       ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
       ...(act ? {
         link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },

@@ -66,6 +66,11 @@ export class AttrTable {
     return ino;
   }
 
+  /** The number of path if it has one (never allocates). */
+  peek(path: string): number | undefined {
+    return this.inos.get(path);
+  }
+
   /** The path an inode number names now (renames followed), or undefined when it names none. */
   pathOf(ino: number): string | undefined {
     return this.paths.get(ino);

@@ -181,3 +181,35 @@ test.serial('the inode table follows the kernel: ls -l of 400 files, drop_caches
   t.is(await st(path.join(d.p(rel), 'f7'), '%i'), a);
   t.is(await fsp.readFile(path.join(d.p(rel), 'f7'), 'utf8'), 'x');
 });
+
+test.serial('a change on the server that a listing reveals reaches the kernel at once, long attr/entry timeouts or not (notify_inval)', async (t) => {
+  // kernel timeouts of 60 s: without notifications stat and cat would show the old copy for a minute
+  const d = await mountService(t, servers, 'maxxo', {
+    mount: { backend: 'libfuse3', attrTimeoutS: 60, entryTimeoutS: 60 },
+    vfs: { attrTtlMs: 200, dirTtlMs: 200, negativeTtlMs: 200 },
+  });
+  const rel = uniq('inval');
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(onServer);
+  await fsp.writeFile(path.join(onServer, 'f'), 'aaa');
+  await fsp.writeFile(path.join(onServer, 'h'), 'hh');
+  const f = path.join(d.p(rel), 'f');
+  const h = path.join(d.p(rel), 'h');
+  t.is(await st(f, '%s'), '3');
+  t.is((await run('cat', [f])).stdout, 'aaa');
+  t.is(await st(h, '%s'), '2');
+  const before = (await d.status()).inodes!.invalidations ?? 0;
+  // another client: f grows, h goes
+  await fsp.writeFile(path.join(onServer, 'f'), 'bbbbbb');
+  await fsp.rm(path.join(onServer, 'h'));
+  await new Promise((r) => setTimeout(r, 400));
+  const ls = await run('ls', [d.p(rel)]);
+  t.is(ls.stdout.trim(), 'f', 'the listing reaches the drive (no cached listing)');
+  // the notifications are sent after the listing's answer, on their own
+  await eventually(async () => (await st(f, '%s')) === '6', 5000, 50);
+  t.is(await st(f, '%s'), '6', 'the kernel asked again');
+  t.is((await run('cat', [f])).stdout, 'bbbbbb', 'the page cache was dropped too');
+  t.not((await run('stat', [h])).code, 0, 'the gone name is gone for the kernel too');
+  const after = (await d.status()).inodes!.invalidations ?? 0;
+  t.true(after - before >= 2, `invalidations ${before} -> ${after}`);
+});
