@@ -41,6 +41,14 @@ export interface MountedBackend {
   describe: string;
   /** Unmounts: cleanly (retrying while busy, then lazily), or at once when force. */
   unmount(force: boolean): Promise<void>;
+  /** FUSE requests by op: all the kernel sent, and those that reached JS (libfuse3). */
+  stats?(): FuseOpStats;
+}
+
+export interface FuseOpStats {
+  received: Record<string, number>;
+  toJs: Record<string, number>;
+  nativeAnswered: number;
 }
 
 export interface BackendConfig {
@@ -61,7 +69,9 @@ const bounded = <T>(p: Promise<T>, ms: number) =>
 
 export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
   const { opts, log, mnt } = c;
+  const toJs: Record<string, number> = {};
   const handlers = createLowLevelHandlers(c.vfs.inodes, {
+    counts: toJs,
     uid: c.uid, gid: c.gid, umask: opts.umask, log, opBoundMs: c.opBoundMs, longOpBoundMs: c.longOpBoundMs, debug: !!opts.debug,
   });
   const extra: string[] = [];
@@ -95,6 +105,10 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
     name: 'libfuse3',
     describe: `libfuse3 ${lowlevelAvailable().ok ? (lowlevelAvailable() as { libfuseVersion: string }).libfuseVersion : ''}, ` +
       `max_write ${conn.maxWrite}, read-ahead ${conn.readAheadKb ?? conn.maxReadahead / 1024} KiB, ${conn.features.join(' ')}`,
+    stats() {
+      const n = session.stats();
+      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered };
+    },
     async unmount(force) {
       if (force) {
         if ((await lazyUnmount(mnt)).code !== 0) throw new MountError(`cannot detach ${mnt}`);

@@ -29,6 +29,8 @@ export interface LlAdapterOptions {
   debug?: boolean;
   /** Permission bits taken away from every file and folder (mount -o umask=022, as sshfs). */
   umask?: number;
+  /** Filled with the number of requests that reached JS, by op (status, bench). */
+  counts?: Record<string, number>;
 }
 
 function ts(ms: number): Timespec {
@@ -288,6 +290,12 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     mknod(req) { req.error(errno.EPERM); },
     readlink(req) { req.error(errno.EINVAL); },
   };
+  const counts = o.counts;
+  if (counts) {
+    for (const [op, fn] of Object.entries(h) as [string, (...a: unknown[]) => void][]) {
+      (h as Record<string, unknown>)[op] = (...a: unknown[]) => { counts[op] = (counts[op] ?? 0) + 1; fn(...a); };
+    }
+  }
   return h;
 }
 

@@ -309,7 +309,13 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
     vfs,
     backend: backend.name,
     flush: async () => { await vfs.flushAll(); },
-    status: () => vfs.status(),
+    status: () => {
+      const st = vfs.status();
+      if (backend.stats && state === 'mounted') {
+        try { st.fuse = backend.stats(); } catch { /* session gone */ }
+      }
+      return st;
+    },
     unmount,
     closed,
   };

@@ -65,6 +65,8 @@ export interface DriveStatus {
    * libfuse 3 backend drops those the kernel forgot).
    */
   inodes?: { inodes: number; counted: number; pinned: number; dropped: number; invalidations?: number };
+  /** FUSE requests since the mount by op (libfuse3 backend): all the kernel sent, those that reached JS. */
+  fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number };
 }
 
 export interface DriveNotice {
