@@ -72,6 +72,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
   const toJs: Record<string, number> = {};
   const handlers = createLowLevelHandlers(c.vfs.inodes, {
     counts: toJs,
+    cacheReaddir: !!opts.cacheReaddir,
     uid: c.uid, gid: c.gid, umask: opts.umask, log, opBoundMs: c.opBoundMs, longOpBoundMs: c.longOpBoundMs, debug: !!opts.debug,
   });
   const extra: string[] = [];

@@ -29,6 +29,8 @@ export interface LlAdapterOptions {
   debug?: boolean;
   /** Permission bits taken away from every file and folder (mount -o umask=022, as sshfs). */
   umask?: number;
+  /** opendir: let the kernel cache listings, kept while the vfs says the folder's is unchanged. */
+  cacheReaddir?: boolean;
   /** Filled with the number of requests that reached JS, by op (status, bench). */
   counts?: Record<string, number>;
 }
@@ -153,7 +155,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     opendir(req) {
       trace(req);
-      run(req, () => vfs.opendir(req.ino), (fh) => { req.open(fh); });
+      run(req, () => vfs.opendir(req.ino), (fh) => {
+        // keepCache on a folder keeps the kernel's cached listing (else dropped at this open)
+        req.open(fh, o.cacheReaddir ? { cacheReaddir: true, keepCache: vfs.listingUnchanged(req.ino) } : undefined);
+      });
     },
 
     readdir(req) {

@@ -196,6 +196,8 @@ export interface InodeApi {
   getattr(ino: number, fh?: number): Promise<InoAttr>;
   setattr(ino: number, changes: SetAttrChanges, fh?: number): Promise<InoAttr>;
   opendir(ino: number): Promise<number>;
+  /** The folder's listing is still the one last served through readdir (fresh, nothing changed since). */
+  listingUnchanged(ino: number): boolean;
   releasedir(ino: number, fh: number): Promise<void>;
   /** The folder's entries with their attributes (and inode numbers), plus the folder's and its parent's numbers. */
   /** fh: the open folder handle; its listing's numbers stay valid until its next listing or releasedir. */

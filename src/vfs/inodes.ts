@@ -22,6 +22,8 @@ export interface InodeDeps {
   handleObj(fh: number): Obj | undefined;
   /** The content object at path, if any. */
   objAt(path: string): Obj | undefined;
+  /** What identifies the folder's cached listing while it is fresh (undefined: none fresh). */
+  listingStamp(path: string): { slot: object; gen: number } | undefined;
   /** What the drive shows for a content object (as fgetattr). */
   objAttr(o: Obj): Attr;
 }
@@ -33,6 +35,8 @@ export class InodeVfs implements InodeApi {
    * until its last handle is released.
    */
   private readonly orphans = new Map<number, Obj>();
+  /** Per folder number: the listing last served to the kernel (cache_readdir keeps it while unchanged). */
+  private readonly served = new Map<number, { slot: object; gen: number }>();
   /** The numbers each open folder handle's latest listing holds (pinned in the table until releasedir). */
   private readonly listed = new Map<number, number[]>();
 
@@ -114,7 +118,7 @@ export class InodeVfs implements InodeApi {
   }
 
   forget(ino: number, n: number): void {
-    if (this.table.uncounted(ino, n) === 0) this.orphans.delete(ino);
+    if (this.table.uncounted(ino, n) === 0) { this.orphans.delete(ino); this.served.delete(ino); }
   }
 
   /**
@@ -161,6 +165,13 @@ export class InodeVfs implements InodeApi {
     return this.vfs.opendir(this.path(ino));
   }
 
+  listingUnchanged(ino: number): boolean {
+    const was = this.served.get(ino);
+    const p = this.table.pathOf(ino);
+    const now = p === undefined ? undefined : this.deps.listingStamp(p);
+    return !!was && !!now && was.slot === now.slot && was.gen === now.gen;
+  }
+
   async releasedir(ino: number, fh: number): Promise<void> {
     this.unlist(fh);
     await this.vfs.releasedir(this.table.pathOf(ino) ?? '', fh);
@@ -179,6 +190,8 @@ export class InodeVfs implements InodeApi {
   async readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
     const path = this.path(ino);
     const { names, attrs } = await this.vfs.readdir(path);
+    const stamp = this.deps.listingStamp(path);
+    if (stamp) this.served.set(ino, stamp); else this.served.delete(ino);
     const entries: { name: string; attr: InoAttr }[] = [];
     for (const name of names) {
       const a = attrs.get(name);

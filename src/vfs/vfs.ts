@@ -150,6 +150,10 @@ export class Vfs implements VfsApi {
       handleObj: (fh) => this.handles.get(fh)?.obj,
       objAt: (path) => this.store.objs.get(path),
       objAttr: (o) => this.objAttr(o),
+      listingStamp: (path) => {
+        const slot = this.meta.freshListing(path);
+        return slot ? { slot, gen: this.meta.dirGen(path) } : undefined;
+      },
     });
     this.meta.onServerChange = (path, what) => this.inodes.serverChanged(path, what);
   }

@@ -146,7 +146,10 @@ export class MetaCache {
     if (!changedMeanwhile) {
       if (old && this.onServerChange) this.compare(dir, old.entries, entries);
       this.dirs.set(dir, slot);
-      this.attrs.set(dir, { entry: { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
+      // the folder's own entry (its mtime from the parent's listing or a stat) stays: a listing
+      // says nothing about the folder itself
+      const had = this.attrs.get(dir)?.entry ?? this.dirs.peek(parentOf(dir))?.entries.get(baseOf(dir));
+      this.attrs.set(dir, { entry: had?.type === 'dir' ? had : { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
     }
     return slot;
   }

@@ -213,3 +213,33 @@ test.serial('a change on the server that a listing reveals reaches the kernel at
   const after = (await d.status()).inodes!.invalidations ?? 0;
   t.true(after - before >= 2, `invalidations ${before} -> ${after}`);
 });
+
+test.serial('cache_readdir: an unchanged listing is served by the kernel; our changes and the server\'s show at once / after the listing TTL', async (t) => {
+  const d = await mountService(t, servers, 'maxxo', {
+    mount: { backend: 'libfuse3', attrTimeoutS: 60, entryTimeoutS: 60, cacheReaddir: true },
+    vfs: { dirTtlMs: 1500 },
+  });
+  const rel = uniq('crd');
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(onServer);
+  for (const n of ['a', 'b', 'c']) await fsp.writeFile(path.join(onServer, n), n);
+  const dir = d.p(rel);
+  const ls = async () => (await run('ls', [dir])).stdout.trim().split(/\s+/).join(' ');
+  const toJs = async () => {
+    const f = (await d.status()).fuse!.toJs;
+    return (f.readdirplus ?? 0) + (f.readdir ?? 0);
+  };
+  t.is(await ls(), 'a b c');
+  const r0 = await toJs();
+  t.is(await ls(), 'a b c');
+  t.is(await ls(), 'a b c');
+  t.is(await toJs(), r0, 'the kernel served the unchanged listing from its cache');
+  // our own change: the next opendir drops the kernel's copy
+  await fsp.writeFile(path.join(dir, 'd'), 'd');
+  t.is(await ls(), 'a b c d');
+  t.true(await toJs() > r0);
+  // another client's: shown once our listing expired (the same bound as without cache_readdir)
+  await fsp.writeFile(path.join(onServer, 'e'), 'e');
+  await new Promise((r) => setTimeout(r, 1700));
+  t.is(await ls(), 'a b c d e');
+});
