@@ -1,6 +1,8 @@
 // What only the libfuse3 backend gives, with real programs on real mounts of both services:
 // utimensat with each time on its own (touch -m, cp -p, rsync -t, tar x), create's mode, open
-// files unlinked by inode (no .fuse_hidden names), RENAME_NOREPLACE/EXCHANGE, stable st_ino.
+// files unlinked by inode (no .fuse_hidden names), RENAME_NOREPLACE/EXCHANGE, stable st_ino; the inode
+// table bounded by the kernel's forgets, server changes pushed to the kernel (notify_inval_*),
+// cache_readdir.
 // (Times surviving a remount is issue 13: checked here in the mount only.)
 import test from 'ava';
 import fsp from 'node:fs/promises';
