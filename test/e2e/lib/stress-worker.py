@@ -18,7 +18,7 @@ for i in range(iters):
     with open(p, "wb") as f:
         f.write(data)
     ops += 3
-    for _ in range(3):
+    for _ in range(8):
         with open(p, "rb") as f:
             got = f.read()
         ops += 3
