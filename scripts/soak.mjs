@@ -16,6 +16,10 @@
 //     its own folder with its own model), then one stop + fresh mount + server check of all;
 //     services run side by side; stops at --target sequences per service, at the time limit, or
 //     (without --keep-going) after a session with a mismatch; exit 1 on any mismatch.
+//   scripts/soak --cycles 200 [--workers 4] [--iters 300] [--service maxxo|vboxx|both]
+//     the drive stress of test/e2e/libfuse3/stress.test.ts, long: one process per service takes
+//     --workers Python processes of mixed operations, then mounts/unmounts the drive (libfuse3)
+//     --cycles times; prints threads/fds/RSS per cycle; exit 1 on a leaked thread or fd.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,7 +43,7 @@ function arg(name, def) {
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
 }
 if (process.argv.includes('--help') || process.argv.includes('-h')) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 18).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 22).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
   process.exit(0);
 }
 const MINUTES = Number(arg('minutes', '30'));
@@ -397,7 +401,54 @@ async function batchMain() {
   return any ? 1 : 0;
 }
 
-(process.argv.includes('--model') ? (process.argv.includes('--batch') ? batchMain() : modelMain()) : main()).then(async (code) => { await teardown(); process.exit(code); }, async (e) => {
+/** --cycles: the drive stress, long (test/e2e/lib/cycle-child.ts does the work and the sampling). */
+async function cyclesMain() {
+  const CYCLE_CHILD = join(dist, 'test/e2e/lib/cycle-child.js');
+  const cycles = Number(arg('cycles', '200'));
+  const workers = Number(arg('workers', '4'));
+  const iters = Number(arg('iters', '300'));
+  const emu = await startEmulatorProcess({ demo: true, rsync: true, latencyMs: LATENCY });
+  cleanup.push(() => emu.stop());
+  let bad = 0;
+  await Promise.all(kinds.map(async (kind) => {
+    const mnt = join(work, `cyc-${kind}`);
+    await fsp.mkdir(mnt, { recursive: true });
+    const child = spawn(process.execPath, ['--expose-gc', CYCLE_CHILD], { stdio: ['pipe', 'pipe', 'inherit'] });
+    cleanup.push(async () => { if (child.exitCode === null) child.kill('SIGKILL'); await lazyUnmount(mnt); });
+    child.stdin.end(JSON.stringify({
+      kind, server: emu.url, user: DEMO[kind].user, password: DEMO[kind].password, mountpoint: mnt,
+      cacheDir: join(work, `cyc-cache-${kind}`), cycles, workers, iters, logLevel: 'error',
+    }) + '\n');
+    let buf = '';
+    let result;
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.startsWith('SAMPLE ')) {
+          const s = JSON.parse(line.slice(7));
+          if (s.cycle === 1 || s.cycle % 10 === 0) console.log(`${kind} cycle ${s.cycle}: threads ${s.threads} fds ${s.fds} RSS ${s.rssMiB} MiB (${s.ms} ms)`);
+        } else if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
+        else if (line.startsWith('ERROR ')) console.error(`${kind}: ${line}`);
+      }
+    });
+    const code = await new Promise((r) => child.on('exit', r));
+    if (!result || code !== 0) { bad++; console.log(`${kind}: failed (exit ${code})`); return; }
+    const [s0, first, ...rest] = result.samples;
+    const last = rest.at(-1) ?? first;
+    const rss = result.samples.slice(1).map((x) => x.rssMiB);
+    const half = rss.slice(Math.floor(rss.length / 2));
+    console.log(`${kind}: ${result.syscalls} syscalls from ${workers} processes in ${(result.stressMs / 1000).toFixed(1)} s; ${cycles} cycles; ` +
+      `threads ${s0.threads} -> ${first.threads} -> ${last.threads}; fds ${s0.fds} -> ${first.fds} -> ${last.fds}; ` +
+      `RSS ${s0.rssMiB} -> ${first.rssMiB} -> ${last.rssMiB} MiB (min ${Math.min(...rss)}, max ${Math.max(...rss)}, second half ${Math.min(...half)}..${Math.max(...half)})`);
+    if (last.threads !== first.threads || last.fds !== first.fds) { bad++; console.log(`${kind}: LEAK (threads or fds moved)`); }
+  }));
+  return bad ? 1 : 0;
+}
+
+(process.argv.includes('--cycles') ? cyclesMain() : process.argv.includes('--model') ? (process.argv.includes('--batch') ? batchMain() : modelMain()) : main()).then(async (code) => { await teardown(); process.exit(code); }, async (e) => {
   console.error(`soak: ${e?.stack ?? e}`);
   await teardown();
   process.exit(1);

@@ -185,6 +185,8 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
     drive = await mountDrive(remote, mountpoint, {
       ...settings.vfs, accountId: id, allowOther: settings.allowOther, allowRoot: settings.allowRoot,
       allowNonEmpty: settings.allowNonEmpty, umask: settings.umask, debug: settings.debug, backend: settings.backend, log,
+      ...(settings.kernelTimeoutS !== undefined ? { attrTimeoutS: settings.kernelTimeoutS, entryTimeoutS: settings.kernelTimeoutS } : {}),
+      cacheReaddir: settings.cacheReaddir,
     });
   } catch (e) {
     removeRecord(process.pid);

@@ -20,6 +20,10 @@ export interface MountSettings {
   root?: string;
   /** -o backend=libfuse3|fuse-native (undefined: libfuse3 on Linux when its addon loads). */
   backend?: 'libfuse3' | 'fuse-native';
+  /** -o kernel_timeout=SEC: the kernel's entry and attribute cache (default 1 s). */
+  kernelTimeoutS?: number;
+  /** -o cache_readdir: the kernel keeps folder listings while ours are unchanged (libfuse3). */
+  cacheReaddir?: boolean;
 }
 
 /** The table the help text, README and the parser share. */
@@ -47,6 +51,8 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount one root (same as --root)' },
   { name: 'password_file', value: 'FILE', desc: 'Read the password from FILE (for fstab lines)' },
   { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
+  { name: 'kernel_timeout', value: 'SEC', desc: 'How long the kernel caches names and attributes before asking again (default 1; libfuse3 is told of server changes a listing reveals)' },
+  { name: 'cache_readdir', desc: 'libfuse3: the kernel keeps a folder listing while ours is unchanged (pays off with a long kernel_timeout)' },
   { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
 
@@ -118,6 +124,8 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'root': s.root = need(); break;
         case 'password_file': s.passwordFile = need(); break;
         case 'debug': flag(); s.debug = true; break;
+        case 'kernel_timeout': s.kernelTimeoutS = dur() / 1000; break;
+        case 'cache_readdir': flag(); s.cacheReaddir = true; break;
         case 'backend': {
           const v = need();
           if (v !== 'libfuse3' && v !== 'fuse-native') throw new UsageError(`-o backend=${v}: expected libfuse3 or fuse-native`);

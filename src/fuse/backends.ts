@@ -8,7 +8,7 @@
 import type { VfsApi } from '../vfs/api.js';
 import type { Logger } from '../log.js';
 import { createOps } from './adapter.js';
-import { createLowLevelHandlers } from './ll-adapter.js';
+import { createLowLevelHandlers, forwardInvalidations } from './ll-adapter.js';
 import { LowLevelSession, lowlevelAvailable } from './lowlevel.js';
 import { createFuse, type FuseInstance } from './native.js';
 import { MountError, unmountPath, type MountOptions } from './mount.js';
@@ -41,6 +41,14 @@ export interface MountedBackend {
   describe: string;
   /** Unmounts: cleanly (retrying while busy, then lazily), or at once when force. */
   unmount(force: boolean): Promise<void>;
+  /** FUSE requests by op: all the kernel sent, and those that reached JS (libfuse3). */
+  stats?(): FuseOpStats;
+}
+
+export interface FuseOpStats {
+  received: Record<string, number>;
+  toJs: Record<string, number>;
+  nativeAnswered: number;
 }
 
 export interface BackendConfig {
@@ -61,7 +69,10 @@ const bounded = <T>(p: Promise<T>, ms: number) =>
 
 export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
   const { opts, log, mnt } = c;
+  const toJs: Record<string, number> = {};
   const handlers = createLowLevelHandlers(c.vfs.inodes, {
+    counts: toJs,
+    cacheReaddir: !!opts.cacheReaddir,
     uid: c.uid, gid: c.gid, umask: opts.umask, log, opBoundMs: c.opBoundMs, longOpBoundMs: c.longOpBoundMs, debug: !!opts.debug,
   });
   const extra: string[] = [];
@@ -87,12 +98,18 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
     throw new MountError(`mount of ${mnt} (libfuse3) failed: ${(e as Error).message}`);
   }
   session.on('error', (e) => log.error(`libfuse3 request failed: ${(e as Error)?.message ?? e}`));
+  const stopInvalidations = forwardInvalidations(c.vfs.inodes, session, log);
+  void session.closed.then(stopInvalidations, stopInvalidations);
   const busyMs = opts.unmountBusyMs ?? 5000;
   const conn = session.conn;
   return {
     name: 'libfuse3',
     describe: `libfuse3 ${lowlevelAvailable().ok ? (lowlevelAvailable() as { libfuseVersion: string }).libfuseVersion : ''}, ` +
       `max_write ${conn.maxWrite}, read-ahead ${conn.readAheadKb ?? conn.maxReadahead / 1024} KiB, ${conn.features.join(' ')}`,
+    stats() {
+      const n = session.stats();
+      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered };
+    },
     async unmount(force) {
       if (force) {
         if ((await lazyUnmount(mnt)).code !== 0) throw new MountError(`cannot detach ${mnt}`);

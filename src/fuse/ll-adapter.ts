@@ -3,7 +3,7 @@
 // vfs/ (vfs/inodes.ts). The one state kept here is a listing snapshot per open folder handle, so
 // that readdir offsets stay valid while a program pages through a folder that changes.
 import fs from 'node:fs';
-import type { FsStats, InoAttr, InodeApi, SetAttrChanges, TimeChange } from '../vfs/api.js';
+import type { FsStats, InoAttr, InodeApi, Invalidation, SetAttrChanges, TimeChange } from '../vfs/api.js';
 import type { Logger } from '../log.js';
 import { LONG_OPS, answerOnce, nameTooLong, type AdapterOptions } from './adapter.js';
 import { errno } from './errno.js';
@@ -17,8 +17,13 @@ const S_IFDIR = fs.constants.S_IFDIR;
 /** st_blksize: cp and stdio size their buffers from it; one request of the 1 MiB the session negotiates. */
 const BLKSIZE = 1024 * 1024;
 
-/** The same options as the fuse-native adapter's. */
-export type LlAdapterOptions = AdapterOptions;
+/** The fuse-native adapter's options, plus what only this backend does. */
+export interface LlAdapterOptions extends AdapterOptions {
+  /** opendir: let the kernel cache listings, kept while the vfs says the folder's is unchanged. */
+  cacheReaddir?: boolean;
+  /** Filled with the number of requests that reached JS, by op (status, bench). */
+  counts?: Record<string, number>;
+}
 
 function ts(ms: number): Timespec {
   const sec = Math.floor(ms / 1000);
@@ -98,7 +103,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   async function listing(req: Request): Promise<Listing> {
     const have = req.fh !== undefined ? listings.get(req.fh) : undefined;
     if (have && req.offset > 0) return have;
-    const r = await vfs.readdir(req.ino);
+    const r = await vfs.readdir(req.ino, req.fh);
     const dot = (ino: number): LlAttr => ({ ino, mode: S_IFDIR | 0o755, nlink: 2, size: 0, atime: ts(0), mtime: ts(0), ctime: ts(0) });
     const l: Listing = { names: ['.', '..'], attrs: [dot(r.self), dot(r.parent)] };
     for (const e of r.entries) {
@@ -140,7 +145,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     opendir(req) {
       trace(req);
-      run(req, () => vfs.opendir(req.ino), (fh) => { req.open(fh); });
+      run(req, () => vfs.opendir(req.ino), (fh) => {
+        // keepCache on a folder keeps the kernel's cached listing (else dropped at this open)
+        req.open(fh, o.cacheReaddir ? { cacheReaddir: true, keepCache: vfs.listingUnchanged(req.ino) } : undefined);
+      });
     },
 
     readdir(req) {
@@ -279,5 +287,54 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     mknod(req) { req.error(errno.EPERM); },
     readlink(req) { req.error(errno.EINVAL); },
   };
+  const counts = o.counts;
+  if (counts) {
+    for (const [op, fn] of Object.entries(h) as [string, (...a: unknown[]) => void][]) {
+      (h as Record<string, unknown>)[op] = (...a: unknown[]) => { counts[op] = (counts[op] ?? 0) + 1; fn(...a); };
+    }
+  }
   return h;
+}
+
+/** What forwardInvalidations needs of the session (LowLevelSession). */
+export interface Notifier {
+  notifyInvalInode(ino: number): Promise<number>;
+  notifyInvalEntry(parent: number, name: string): Promise<number>;
+}
+
+/**
+ * The vfs's invalidations (server changes it learned of) -> the kernel, one notification at a
+ * time. Why one: each runs on a libuv pool thread (never the JS thread: the kernel may hold the
+ * inode or the parent's lock a notification needs while it waits for our answer to another
+ * request, and only the JS thread answers). A notification waiting on such a lock holds its pool
+ * thread until that request is answered; several could take every pool thread, and the answer
+ * itself may need one (cache file I/O), which would deadlock. Queued duplicates are merged.
+ * Returns the stop function (before unmount).
+ */
+export function forwardInvalidations(vfs: InodeApi, s: Notifier, log: Logger): () => void {
+  const queue = new Map<string, Invalidation>();
+  let running = false;
+  let stopped = false;
+  const pump = async () => {
+    running = true;
+    while (queue.size > 0 && !stopped) {
+      const [k, x] = queue.entries().next().value as [string, Invalidation];
+      queue.delete(k);
+      try {
+        const r = 'ino' in x ? await s.notifyInvalInode(x.ino) : await s.notifyInvalEntry(x.parent, x.name);
+        // -ENOENT: the kernel no longer holds it, nothing to drop
+        if (r < 0 && r !== -errno.ENOENT) log.debug(`kernel invalidation ${k}: errno ${-r}`);
+      } catch (e) {
+        log.debug(`kernel invalidation ${k}: ${(e as Error).message}`);
+      }
+    }
+    running = false;
+  };
+  vfs.onInvalidate((x) => {
+    if (stopped) return;
+    const k = 'ino' in x ? `ino ${x.ino}` : `entry ${x.parent}/${x.name}`;
+    queue.set(k, x);
+    if (!running) void pump();
+  });
+  return () => { stopped = true; queue.clear(); vfs.onInvalidate(undefined); };
 }

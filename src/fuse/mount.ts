@@ -28,6 +28,13 @@ export interface MountOptions extends Partial<VfsOptions> {
   entryTimeoutS?: number;
   /** Kernel attribute cache, seconds (default 1). */
   attrTimeoutS?: number;
+  /**
+   * libfuse3: opendir lets the kernel cache the listing, kept across opens while the vfs's
+   * listing of that folder is the one it served last (fresh, unchanged). Default off: a listing
+   * served from the kernel's cache carries no attributes, so with short entry/attr timeouts ls -l
+   * pays one lookup per name where readdirplus answered all at once.
+   */
+  cacheReaddir?: boolean;
   /** Kernel cache of "no such file", seconds (default 0: the vfs keeps its own negative cache). */
   negativeTimeoutS?: number;
   /** Keep page cache across opens always (only safe when nobody else changes the files). */
@@ -309,7 +316,13 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
     vfs,
     backend: backend.name,
     flush: async () => { await vfs.flushAll(); },
-    status: () => vfs.status(),
+    status: () => {
+      const st = vfs.status();
+      if (backend.stats && state === 'mounted') {
+        try { st.fuse = backend.stats(); } catch { /* session gone */ }
+      }
+      return st;
+    },
     unmount,
     closed,
   };

@@ -63,6 +63,14 @@ export interface DriveStatus {
   sentBytes?: number;
   /** Of pendingBytes, the bytes already sent by the uploads in flight. */
   sendingBytes?: number;
+  /**
+   * The inode table: numbers held (paths seen and not dropped), how many the kernel holds
+   * references to, how many open folder listings hold, numbers dropped since the mount (the
+   * libfuse 3 backend drops those the kernel forgot).
+   */
+  inodes?: { inodes: number; counted: number; pinned: number; dropped: number; invalidations?: number };
+  /** FUSE requests since the mount by op (libfuse3 backend): all the kernel sent, those that reached JS. */
+  fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number };
 }
 
 export interface DriveNotice {
@@ -181,16 +189,29 @@ export type InoAttr = Attr & { ino: number };
  * returns from lookup/create/mkdir counts one kernel reference; readdirplus entries are counted
  * by the caller through counted() for the ones it sent; forget() takes them away.
  */
+/** What the kernel should forget: an inode's attributes and cached data (and a folder's cached listing), or a name's entry. */
+export type Invalidation = { ino: number } | { parent: number; name: string };
+
 export interface InodeApi {
+  /**
+   * fn is told when the vfs learns that the server's copy changed under something the kernel
+   * holds (a listing or stat answer differing from the one before): the backend then tells the
+   * kernel (notify_inval_*), which lets attribute and entry timeouts be long. undefined: stop.
+   * fn must not block: it is called from within vfs calls.
+   */
+  onInvalidate(fn: ((x: Invalidation) => void) | undefined): void;
   lookup(parent: number, name: string): Promise<InoAttr>;
   forget(ino: number, n: number): void;
   counted(ino: number, n?: number): void;
   getattr(ino: number, fh?: number): Promise<InoAttr>;
   setattr(ino: number, changes: SetAttrChanges, fh?: number): Promise<InoAttr>;
   opendir(ino: number): Promise<number>;
+  /** The folder's listing is still the one last served through readdir (fresh, nothing changed since). */
+  listingUnchanged(ino: number): boolean;
   releasedir(ino: number, fh: number): Promise<void>;
   /** The folder's entries with their attributes (and inode numbers), plus the folder's and its parent's numbers. */
-  readdir(ino: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }>;
+  /** fh: the open folder handle; its listing's numbers stay valid until its next listing or releasedir. */
+  readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }>;
   /** keepCache: the content the kernel may have cached from earlier opens is still what the drive holds. */
   open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean }>;
   create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }>;

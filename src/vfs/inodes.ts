@@ -10,7 +10,8 @@
 // - setattr carries both times, each set, 'now' or left alone, and the size/mode in one call.
 // - Every entry returned by lookup/create/mkdir counts one kernel reference.
 import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
-import type { Attr, FsStats, InoAttr, InodeApi, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
+import type { Attr, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
+import type { ServerChange } from './meta/cache.js';
 import type { Obj } from './content/obj.js';
 import type { AttrTable } from './meta/attrs.js';
 import { joinPath, parentOf } from './paths.js';
@@ -21,6 +22,8 @@ export interface InodeDeps {
   handleObj(fh: number): Obj | undefined;
   /** The content object at path, if any. */
   objAt(path: string): Obj | undefined;
+  /** What identifies the folder's cached listing while it is fresh (undefined: none fresh). */
+  listingStamp(path: string): { slot: object; gen: number } | undefined;
   /** What the drive shows for a content object (as fgetattr). */
   objAttr(o: Obj): Attr;
 }
@@ -32,6 +35,10 @@ export class InodeVfs implements InodeApi {
    * until its last handle is released.
    */
   private readonly orphans = new Map<number, Obj>();
+  /** Per folder number: the listing last served to the kernel (cache_readdir keeps it while unchanged). */
+  private readonly served = new Map<number, { slot: object; gen: number }>();
+  /** The numbers each open folder handle's latest listing holds (pinned in the table until releasedir). */
+  private readonly listed = new Map<number, number[]>();
 
   constructor(
     private readonly vfs: VfsApi & { openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> },
@@ -77,18 +84,57 @@ export class InodeVfs implements InodeApi {
     return { ...a, ino: ino ?? a.ino! };
   }
 
+  private invalidate: ((x: Invalidation) => void) | undefined;
+  /** Invalidations asked for since the mount (status). */
+  invalidations = 0;
+
+  onInvalidate(fn: ((x: Invalidation) => void) | undefined): void {
+    this.invalidate = fn;
+  }
+
+  /**
+   * Another client changed path on the server (meta/cache.ts compared two answers): the kernel's
+   * copies of what it holds of it go. Only numbers the kernel holds (counted) are worth a
+   * notification; the others it will ask about anyway.
+   */
+  serverChanged(path: string, what: ServerChange): void {
+    if (!this.invalidate) return;
+    const held = (p: string) => {
+      const i = this.table.peek(p);
+      return i !== undefined && this.table.lookupCount(i) > 0 ? i : undefined;
+    };
+    const tell = (x: Invalidation) => { this.invalidations++; this.invalidate!(x); };
+    const ino = held(path);
+    if (what === 'gone' && path !== '/') {
+      const parent = held(parentOf(path));
+      if (parent !== undefined) tell({ parent, name: path.slice(path.lastIndexOf('/') + 1) });
+    }
+    // attributes and cached data; for a folder ('listing') also its cached listing (cache_readdir)
+    if (ino !== undefined) tell({ ino });
+  }
+
   counted(ino: number, n = 1): void {
     this.table.counted(ino, n);
   }
 
   forget(ino: number, n: number): void {
-    if (this.table.uncounted(ino, n) === 0) this.orphans.delete(ino);
+    if (this.table.uncounted(ino, n) === 0) { this.orphans.delete(ino); this.served.delete(ino); }
+  }
+
+  /**
+   * Counts the kernel's new reference to the entry at path and returns the number to send. A
+   * forget that arrived while the entry was being fetched may have dropped the number (the kernel
+   * forgot its inode meanwhile): the name then gets its number anew, never a dropped one.
+   */
+  private countEntry(path: string, a: InoAttr): InoAttr {
+    if (this.table.pathOf(a.ino) === undefined) a = { ...a, ino: this.table.ino(path) };
+    this.table.counted(a.ino);
+    return a;
   }
 
   async lookup(parent: number, name: string): Promise<InoAttr> {
-    const a = this.withIno(await this.vfs.getattr(this.child(parent, name)));
-    this.table.counted(a.ino);
-    return a;
+    const path = this.child(parent, name);
+    return this.countEntry(path, this.withIno(await this.vfs.getattr(path)));
   }
 
   async getattr(ino: number, fh?: number): Promise<InoAttr> {
@@ -123,17 +169,46 @@ export class InodeVfs implements InodeApi {
     await this.vfs.fsyncdir?.(this.table.pathOf(ino) ?? '/');
   }
 
+  listingUnchanged(ino: number): boolean {
+    const was = this.served.get(ino);
+    const p = this.table.pathOf(ino);
+    const now = p === undefined ? undefined : this.deps.listingStamp(p);
+    return !!was && !!now && was.slot === now.slot && was.gen === now.gen;
+  }
+
   async releasedir(ino: number, fh: number): Promise<void> {
+    this.unlist(fh);
     await this.vfs.releasedir(this.table.pathOf(ino) ?? '', fh);
   }
 
-  async readdir(ino: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
+  private unlist(fh: number): void {
+    const held = this.listed.get(fh);
+    if (held) { this.listed.delete(fh); this.table.unpin(held); }
+  }
+
+  /**
+   * fh: the open folder handle the listing is for. Its numbers stay in the table (pinned) until
+   * the handle's next listing or its releasedir, since the adapter may send them in later
+   * readdirplus pages, when they become kernel references.
+   */
+  async readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
     const path = this.path(ino);
     const { names, attrs } = await this.vfs.readdir(path);
+    const stamp = this.deps.listingStamp(path);
+    if (stamp) this.served.set(ino, stamp); else this.served.delete(ino);
     const entries: { name: string; attr: InoAttr }[] = [];
     for (const name of names) {
       const a = attrs.get(name);
-      if (a) entries.push({ name, attr: this.withIno(a) });
+      if (!a) continue;
+      // a number dropped while the listing was fetched (a forget in between): the name's number anew
+      const ino2 = this.table.pathOf(a.ino!) === undefined ? this.table.ino(joinPath(path, name)) : a.ino!;
+      entries.push({ name, attr: this.withIno(a, ino2) });
+    }
+    if (fh !== undefined) {
+      const inos = entries.map((e) => e.attr.ino);
+      this.table.pin(inos);
+      this.unlist(fh);
+      this.listed.set(fh, inos);
     }
     return { self: ino, parent: path === '/' ? 1 : this.table.ino(parentOf(path)), entries };
   }
@@ -146,8 +221,7 @@ export class InodeVfs implements InodeApi {
     const path = this.child(parent, name);
     const fh = await this.vfs.create(path, mode & 0o7777, flags);
     try {
-      const attr = this.withIno(await this.vfs.fgetattr(path, fh));
-      this.table.counted(attr.ino);
+      const attr = this.countEntry(path, this.withIno(await this.vfs.fgetattr(path, fh)));
       return { fh, attr };
     } catch (e) {
       await this.vfs.release(path, fh).catch(() => {});
@@ -158,9 +232,7 @@ export class InodeVfs implements InodeApi {
   async mkdir(parent: number, name: string, mode: number): Promise<InoAttr> {
     const path = this.child(parent, name);
     await this.vfs.mkdir(path, mode & 0o7777);
-    const a = this.withIno(await this.vfs.getattr(path));
-    this.table.counted(a.ino);
-    return a;
+    return this.countEntry(path, this.withIno(await this.vfs.getattr(path)));
   }
 
   unlink(parent: number, name: string): Promise<void> {

@@ -94,7 +94,7 @@ export class Vfs implements VfsApi {
   private readonly deletes: DeleteQueue;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
-  readonly inodes: InodeApi;
+  readonly inodes: InodeVfs;
 
   constructor(private readonly remote: Remote, options: VfsOptions) {
     const opts = this.opts = resolveOptions(options);
@@ -115,7 +115,10 @@ export class Vfs implements VfsApi {
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
     this.store = new ContentStore(this.ctx, join(this.root, 'data'), { detached: (o) => this.uploader.detached(o) });
-    this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => this.meta.setInParent(path, e));
+    this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => {
+      this.meta.setInParent(path, e);
+      this.inodes.serverChanged(path, 'attr');
+    });
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
@@ -164,7 +167,12 @@ export class Vfs implements VfsApi {
       handleObj: (fh) => this.handles.get(fh)?.obj,
       objAt: (path) => this.store.objs.get(path),
       objAttr: (o) => this.objAttr(o),
+      listingStamp: (path) => {
+        const slot = this.meta.freshListing(path);
+        return slot ? { slot, gen: this.meta.dirGen(path) } : undefined;
+      },
     });
+    this.meta.onServerChange = (path, what) => this.inodes.serverChanged(path, what);
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -260,6 +268,7 @@ export class Vfs implements VfsApi {
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
+      inodes: { ...this.attrTable.sizes, invalidations: this.inodes.invalidations },
       ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
       ...(act ? {
         link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },

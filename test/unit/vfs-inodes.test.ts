@@ -22,9 +22,7 @@ test('lookup counts one kernel reference per entry; forget takes them away; numb
   t.is(table.lookupCount(a.ino), 2);
   ino.forget(a.ino, 1);
   t.is(table.lookupCount(a.ino), 1);
-  ino.forget(a.ino, 1);
-  t.is(table.lookupCount(a.ino), 0);
-  // counted names keep their number for the mount (st_ino stable), renamed or not
+  // a counted name keeps its number, renamed or not
   await ino.rename(d.ino, 'a', 1, 'b');
   t.is(table.pathOf(a.ino), '/b');
   t.is((await ino.lookup(1, 'b')).ino, a.ino);
@@ -34,6 +32,75 @@ test('lookup counts one kernel reference per entry; forget takes them away; numb
   const r = await ino.readdir(1);
   t.is(r.entries.find((e) => e.name === 'b')?.attr.ino, a.ino);
   t.is(r.entries.find((e) => e.name === 'd')?.attr.ino, d.ino);
+  ino.forget(a.ino, 2);
+  t.is(table.lookupCount(a.ino), 0);
+  // forgotten entirely: the number leaves the table; the name gets a new one (never a dropped one)
+  t.is(table.pathOf(a.ino), undefined);
+  t.is(await code(ino.getattr(a.ino)), 'NOT_FOUND');
+  const b = await ino.lookup(1, 'b');
+  t.true(b.ino > a.ino);
+  t.is(b.size, 3);
+});
+
+type Table = { sizes: { inodes: number; counted: number; pinned: number }; pathOf(i: number): string | undefined; lookupCount(i: number): number };
+
+test('the table is bounded by what the kernel holds: forgotten numbers and unsent listing entries leave it', async (t) => {
+  const { vfs, remote } = await setup(t);
+  const N = 50;
+  for (let i = 0; i < N; i++) remote.putFile(`/big/f${i}`, 'x');
+  const table = (vfs as unknown as { attrTable: Table }).attrTable;
+  const ino = vfs.inodes;
+  const big = await ino.lookup(1, 'big');
+  const base = table.sizes.inodes;
+  const fh = await ino.opendir(big.ino);
+  const l = await ino.readdir(big.ino, fh);
+  t.is(l.entries.length, N);
+  t.is(table.sizes.inodes, base + N);
+  t.is(table.sizes.pinned, N);
+  // the adapter sent the first 30 in readdirplus pages (kernel references); the rest never went out
+  const sent = l.entries.slice(0, 30);
+  for (const e of sent) ino.counted(e.attr.ino);
+  // a forget while the listing is open does not drop a number the listing may still send
+  ino.forget(sent[0]!.attr.ino, 1);
+  t.is(table.pathOf(sent[0]!.attr.ino), '/big/f0');
+  ino.counted(sent[0]!.attr.ino);
+  await ino.releasedir(big.ino, fh);
+  t.is(table.sizes.pinned, 0);
+  t.is(table.sizes.inodes, base + 30, 'the 20 never sent left at releasedir');
+  // the kernel forgets them (drop_caches, memory pressure): the table is back to where it was
+  for (const e of sent) ino.forget(e.attr.ino, 1);
+  t.is(table.sizes.inodes, base);
+  t.is(table.sizes.counted, 1, 'only /big');
+  t.is(vfs.status().inodes?.inodes, base, 'status reports it');
+  // a file looked up again gets a new number; the kernel holds it while the file is open
+  const f = await ino.lookup(big.ino, 'f1');
+  t.true(f.ino > sent[1]!.attr.ino);
+  const h = await ino.open(f.ino, O_RDONLY);
+  t.is((await ino.getattr(f.ino)).size, 1);
+  await ino.release(h.fh);
+  ino.forget(f.ino, 1);
+  t.is(table.pathOf(f.ino), undefined);
+  t.is(table.pathOf(1), '/');
+});
+
+test('a forget that lands while a lookup is under way: the entry gets a live number', async (t) => {
+  const { vfs, remote } = await setup(t);
+  remote.putFile('/g', 'gg');
+  const table = (vfs as unknown as { attrTable: Table }).attrTable;
+  const ino = vfs.inodes;
+  // the lookup fetches the entry; before it answers, the kernel's forget of the old reference
+  // lands (at each point of the lookup's way, microtask by microtask)
+  for (let ticks = 0; ticks < 12; ticks++) {
+    const g = await ino.lookup(1, 'g');
+    const p = ino.lookup(1, 'g');
+    for (let i = 0; i < ticks; i++) await Promise.resolve();
+    ino.forget(g.ino, 1);
+    const g2 = await p;
+    t.is(table.pathOf(g2.ino), '/g', `the number sent names the file (forget after ${ticks} ticks)`);
+    t.is(table.lookupCount(g2.ino), 1);
+    t.is((await ino.getattr(g2.ino)).size, 2);
+    ino.forget(g2.ino, 1);
+  }
 });
 
 test('setattr: mtime alone leaves atime, atime alone leaves mtime, "now" is the clock', async (t) => {

@@ -401,6 +401,16 @@ interface Mount {
   pid: number;
   mountSeconds: number;
   unmount(): Promise<number>;
+  /** Our mounts (libfuse3): FUSE requests since the mount by op, from the mount's status record. */
+  fuseOps?(): Promise<FuseOps | null>;
+}
+
+interface FuseOps { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number }
+
+function diffOps(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const r: Record<string, number> = {};
+  for (const [k, v] of Object.entries(b)) if (v - (a[k] ?? 0) > 0) r[k] = v - (a[k] ?? 0);
+  return r;
 }
 
 interface ServerView {
@@ -481,6 +491,14 @@ function ourMount(kind: 'maxxo' | 'vboxx', serverUrl: string, home: string, extr
     return {
       mnt, top: mnt, proc, pid: proc.pid!, mountSeconds: (performance.now() - t0) / 1000,
       unmount: () => stopMount(mnt, proc, 300_000),
+      // the mount process rewrites its record (status included) every second when it changed
+      fuseOps: async () => {
+        await sleep(1200);
+        try {
+          const rec = JSON.parse(readFileSync(join(home, 'run', 'cloudmount', `${proc.pid}.json`), 'utf8'));
+          return (rec.status?.fuse as FuseOps | undefined) ?? null;
+        } catch { return null; }
+      },
     };
   };
 }
@@ -739,11 +757,26 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
   const rowsOf = rowDefs(sizes).filter((r) => r.phase === phase).map((r) => r.id);
   // Counters around each row: taken outside the timed part (the workload times itself).
   let before: Counters | null = null;
-  const mark = async () => { before = await col.counters().catch(() => null); };
+  let mount: Mount | undefined;
+  let opsBefore: FuseOps | null = null;
+  const mark = async () => {
+    before = await col.counters().catch(() => null);
+    opsBefore = mount?.fuseOps ? await mount.fuseOps() : null;
+  };
   const wire = async (row: string) => {
     const after = await col.counters().catch(() => null);
     const cell = ctx.results.rows[row]?.[col.id];
     if (before && after && cell) cell.wire = diffCounters(before, after);
+    const opsAfter = mount?.fuseOps ? await mount.fuseOps() : null;
+    // FUSE requests of the row: all the kernel sent, and those that reached JS (the rest were
+    // answered natively: xattr probes outside user.*)
+    if (opsBefore && opsAfter && cell) {
+      const toJs = diffOps(opsBefore.toJs, opsAfter.toJs);
+      cell.fuse = {
+        received: diffOps(opsBefore.received, opsAfter.received), toJs,
+        lookupsToJs: toJs.lookup ?? 0, getxattrToJs: toJs.getxattr ?? 0, nativeAnswered: opsAfter.nativeAnswered - opsBefore.nativeAnswered,
+      };
+    }
     await mark();
   };
   if (phase === 'big') {
@@ -757,6 +790,7 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
     } catch (e) { fail(ctx, col.id, ['wire'], e); }
   }
   await withMount(ctx, col, phase, rowsOf, async (m) => {
+    mount = m;
     await mark();
     const p = (rel: string) => join(m.top, rel);
     const w = (job: Job) => runWorkload(job, { mnt: m.mnt });

@@ -38,9 +38,21 @@ export class AttrTable {
    * forgot. An unlinked name leaves the table at once (its open handles do not need it); a counted
    * number whose name went away is then unknown to getattr without a handle (ENOENT), as for any
    * node removed on the server.
+   *
+   * Bounding the table: a number the kernel has forgotten entirely (count back to 0) and that no
+   * open folder listing still holds (pins: its entries may yet go out in a readdirplus page) leaves
+   * the table, so it holds what the kernel caches, not every path ever seen. The kernel keeps a
+   * count while it caches the inode, so an open file (which pins its inode) is never dropped; its
+   * name gets a new number at the next lookup (st_ino is stable while the kernel knows the inode, as
+   * on NFS and rclone). Without forgets (the fuse-native backend) nothing is dropped: numbers stay
+   * for the mount, as st_ino always did there. Local attributes are path-keyed and stay.
    */
   private readonly counts = new Map<number, number>();
+  /** Numbers held by open folder listings (InodeVfs.readdir with a handle), how many times. */
+  private readonly pins = new Map<number, number>();
   private nextIno = 2;
+  /** Numbers dropped since the mount (status). */
+  private dropped = 0;
   /** chmod / utimens / a create's mode: kept locally (the services have no such attributes). */
   readonly local = new Map<string, LocalAttrs>();
   private readonly mountTime = Date.now();
@@ -54,6 +66,11 @@ export class AttrTable {
     return ino;
   }
 
+  /** The number of path if it has one (never allocates). */
+  peek(path: string): number | undefined {
+    return this.inos.get(path);
+  }
+
   /** The path an inode number names now (renames followed), or undefined when it names none. */
   pathOf(ino: number): string | undefined {
     return this.paths.get(ino);
@@ -64,20 +81,46 @@ export class AttrTable {
     this.counts.set(ino, (this.counts.get(ino) ?? 0) + n);
   }
 
-  /** The kernel dropped n references (forget). Returns what it still holds. */
+  /** The kernel dropped n references (forget). Returns what it still holds; at 0 the number may leave the table. */
   uncounted(ino: number, n: number): number {
     const left = (this.counts.get(ino) ?? 0) - n;
-    if (left > 0) this.counts.set(ino, left); else this.counts.delete(ino);
-    return Math.max(0, left);
+    if (left > 0) { this.counts.set(ino, left); return left; }
+    this.counts.delete(ino);
+    this.dropIfIdle(ino);
+    return 0;
   }
 
   lookupCount(ino: number): number {
     return this.counts.get(ino) ?? 0;
   }
 
+  /** An open folder listing holds these numbers until unpin (it may still send them to the kernel). */
+  pin(inos: Iterable<number>): void {
+    for (const i of inos) this.pins.set(i, (this.pins.get(i) ?? 0) + 1);
+  }
+
+  /** The listing is gone: its numbers nobody counted leave the table. */
+  unpin(inos: Iterable<number>): void {
+    for (const i of inos) {
+      const left = (this.pins.get(i) ?? 0) - 1;
+      if (left > 0) { this.pins.set(i, left); continue; }
+      this.pins.delete(i);
+      if (!this.counts.has(i)) this.dropIfIdle(i);
+    }
+  }
+
+  private dropIfIdle(ino: number): void {
+    if (ino === 1 || this.counts.has(ino) || this.pins.has(ino)) return;
+    const path = this.paths.get(ino);
+    if (path === undefined) return;
+    this.paths.delete(ino);
+    if (this.inos.get(path) === ino) this.inos.delete(path);
+    this.dropped++;
+  }
+
   /** Sizes of the tables (tests, status). */
-  get sizes(): { inodes: number; counted: number } {
-    return { inodes: this.inos.size, counted: this.counts.size };
+  get sizes(): { inodes: number; counted: number; pinned: number; dropped: number } {
+    return { inodes: this.inos.size, counted: this.counts.size, pinned: this.pins.size, dropped: this.dropped };
   }
 
   /** The path is gone (unlink, rmdir): its number and local attributes go too. */

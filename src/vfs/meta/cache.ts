@@ -28,7 +28,20 @@ export interface DirSlot {
   implicit?: boolean;
 }
 
+/**
+ * What a server answer told that differs from what an earlier one said (another client's change):
+ * 'attr' the entry at path (size, mtime, type), 'gone' the name went away, 'listing' the names of
+ * the folder at path changed. Our own changes never come here (they are written into the caches).
+ */
+export type ServerChange = 'attr' | 'gone' | 'listing';
+
+const differs = (a: RemoteEntry, b: RemoteEntry) =>
+  a.type !== b.type || (a.type === 'file' && (a.size !== b.size || (a.mtimeMs !== undefined && b.mtimeMs !== undefined && a.mtimeMs !== b.mtimeMs)));
+
 export class MetaCache {
+  /** Told of server changes (InodeVfs: kernel cache invalidation). */
+  onServerChange: ((path: string, what: ServerChange) => void) | undefined;
+
   readonly attrs = new LRUCache<string, AttrSlot>({ max: 200_000 });
   readonly dirs = new LRUCache<string, DirSlot>({ max: 20_000 });
   private readonly dirEpoch = new Map<string, number>();
@@ -87,6 +100,11 @@ export class MetaCache {
 
   /** A server's answer about one path (a stat, or a listing's miss). */
   setAttr(path: string, e: RemoteEntry | null): void {
+    const prev = this.onServerChange ? this.attrs.get(path)?.entry : undefined;
+    if (prev && this.onServerChange) {
+      if (!e) this.onServerChange(path, 'gone');
+      else if (differs(prev, e)) this.onServerChange(path, 'attr');
+    }
     this.attrs.set(path, { entry: e, expires: Date.now() + (e ? this.ctx.opts.attrTtlMs : this.ctx.opts.negativeTtlMs) });
   }
 
@@ -130,10 +148,27 @@ export class MetaCache {
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
     if (!changedMeanwhile) {
+      if (old && this.onServerChange) this.compare(dir, old.entries, entries);
       this.dirs.set(dir, slot);
-      this.attrs.set(dir, { entry: { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
+      // the folder's own entry (its mtime from the parent's listing or a stat) stays: a listing
+      // says nothing about the folder itself
+      const had = this.attrs.get(dir)?.entry ?? this.dirs.peek(parentOf(dir))?.entries.get(baseOf(dir));
+      this.attrs.set(dir, { entry: had?.type === 'dir' ? had : { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
     }
     return slot;
+  }
+
+  /** A new listing against the one it replaces: tells what another client changed. */
+  private compare(dir: string, was: Map<string, RemoteEntry>, now: Map<string, RemoteEntry>): void {
+    const tell = this.onServerChange!;
+    const at = (name: string) => joinPath(dir, name);
+    let names = was.size !== now.size;
+    for (const [name, e] of was) {
+      const n = now.get(name);
+      if (!n) { names = true; tell(at(name), 'gone'); } else if (differs(e, n)) tell(at(name), 'attr');
+    }
+    if (!names) for (const name of now.keys()) if (!was.has(name)) { names = true; break; }
+    if (names) tell(dir, 'listing');
   }
 
   /** Remembers (a bounded number of) big folders, whose lookups are not worth a speculative listing. */

@@ -1,11 +1,13 @@
 // What only the libfuse3 backend gives, with real programs on real mounts of both services:
 // utimensat with each time on its own (touch -m, cp -p, rsync -t, tar x), create's mode, open
-// files unlinked by inode (no .fuse_hidden names), RENAME_NOREPLACE/EXCHANGE, stable st_ino.
+// files unlinked by inode (no .fuse_hidden names), RENAME_NOREPLACE/EXCHANGE, stable st_ino; the inode
+// table bounded by the kernel's forgets, server changes pushed to the kernel (notify_inval_*),
+// cache_readdir.
 // (Times surviving a remount is issue 13: checked here in the mount only.)
 import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { useServers, driveMacro, KINDS, uniq, sh, run } from '../lib/services.js';
+import { useServers, driveMacro, mountService, eventually, KINDS, uniq, sh, run } from '../lib/services.js';
 import { tempDir } from '../../helpers/mount.js';
 
 const servers = useServers(test);
@@ -131,7 +133,7 @@ print(ren(j('a'), j('c'), 1))
     t.is(await fsp.readFile(path.join(dir, 'n'), 'utf8'), 'N');
   });
 
-  test.serial('st_ino is stable: across lookups, renames, listings and the kernel forgetting', onDrive, kind, async (t, _d, dir) => {
+  test.serial('st_ino is stable while the kernel knows the node: across lookups, renames, listings, timeouts', onDrive, kind, async (t, _d, dir) => {
     const f = path.join(dir, 'i');
     await fsp.writeFile(f, 'x');
     const ino = await st(f, '%i');
@@ -151,3 +153,95 @@ print(ren(j('a'), j('c'), 1))
     t.not(await st(path.join(dir, 'j'), '%i'), ino);
   });
 }
+
+test.serial('the inode table follows the kernel: ls -l of 400 files, drop_caches, the numbers leave (forget)', async (t) => {
+  const d = await mountService(t, servers, 'maxxo', { mount: { backend: 'libfuse3' } });
+  const rel = uniq('forget');
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(onServer);
+  const N = 400;
+  for (let i = 0; i < N; i++) await fsp.writeFile(path.join(onServer, `f${i}`), 'x');
+  const before = (await d.status()).inodes!;
+  const ls = await run('ls', ['-l', d.p(rel)]);
+  t.is(ls.code, 0, ls.stderr);
+  t.is(ls.stdout.trim().split('\n').length, N + 1);
+  const listed = (await d.status()).inodes!;
+  t.true(listed.inodes >= before.inodes + N, JSON.stringify({ before, listed }));
+  t.true(listed.counted >= N, JSON.stringify(listed));
+  // unused dentries and inodes go; the kernel sends FORGETs for them (needs root)
+  const drop = await sh('sync; echo 2 > /proc/sys/vm/drop_caches');
+  if (drop.code !== 0) { t.log(`drop_caches refused (${drop.stderr.trim()}): not root?`); t.pass(); return; }
+  const after = await eventually(async () => {
+    const s = (await d.status()).inodes!;
+    if (s.inodes > before.inodes + 10) throw new Error(`table still ${JSON.stringify(s)}`);
+    return s;
+  }, 10_000);
+  t.log(`inode table: ${before.inodes} before, ${listed.inodes} after ls -l, ${after.inodes} after drop_caches (${after.dropped} dropped)`);
+  t.true(after.dropped >= N);
+  // the names still work and get numbers anew, stable while the kernel knows them
+  const a = await st(path.join(d.p(rel), 'f7'), '%i');
+  t.is(await st(path.join(d.p(rel), 'f7'), '%i'), a);
+  t.is(await fsp.readFile(path.join(d.p(rel), 'f7'), 'utf8'), 'x');
+});
+
+test.serial('a change on the server that a listing reveals reaches the kernel at once, long attr/entry timeouts or not (notify_inval)', async (t) => {
+  // kernel timeouts of 60 s: without notifications stat and cat would show the old copy for a minute
+  const d = await mountService(t, servers, 'maxxo', {
+    mount: { backend: 'libfuse3', attrTimeoutS: 60, entryTimeoutS: 60 },
+    vfs: { attrTtlMs: 200, dirTtlMs: 200, negativeTtlMs: 200 },
+  });
+  const rel = uniq('inval');
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(onServer);
+  await fsp.writeFile(path.join(onServer, 'f'), 'aaa');
+  await fsp.writeFile(path.join(onServer, 'h'), 'hh');
+  const f = path.join(d.p(rel), 'f');
+  const h = path.join(d.p(rel), 'h');
+  t.is(await st(f, '%s'), '3');
+  t.is((await run('cat', [f])).stdout, 'aaa');
+  t.is(await st(h, '%s'), '2');
+  const before = (await d.status()).inodes!.invalidations ?? 0;
+  // another client: f grows, h goes
+  await fsp.writeFile(path.join(onServer, 'f'), 'bbbbbb');
+  await fsp.rm(path.join(onServer, 'h'));
+  await new Promise((r) => setTimeout(r, 400));
+  const ls = await run('ls', [d.p(rel)]);
+  t.is(ls.stdout.trim(), 'f', 'the listing reaches the drive (no cached listing)');
+  // the notifications are sent after the listing's answer, on their own
+  await eventually(async () => (await st(f, '%s')) === '6', 5000, 50);
+  t.is(await st(f, '%s'), '6', 'the kernel asked again');
+  t.is((await run('cat', [f])).stdout, 'bbbbbb', 'the page cache was dropped too');
+  t.not((await run('stat', [h])).code, 0, 'the gone name is gone for the kernel too');
+  const after = (await d.status()).inodes!.invalidations ?? 0;
+  t.true(after - before >= 2, `invalidations ${before} -> ${after}`);
+});
+
+test.serial('cache_readdir: an unchanged listing is served by the kernel; our changes and the server\'s show at once / after the listing TTL', async (t) => {
+  const d = await mountService(t, servers, 'maxxo', {
+    mount: { backend: 'libfuse3', attrTimeoutS: 60, entryTimeoutS: 60, cacheReaddir: true },
+    vfs: { dirTtlMs: 1500 },
+  });
+  const rel = uniq('crd');
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(onServer);
+  for (const n of ['a', 'b', 'c']) await fsp.writeFile(path.join(onServer, n), n);
+  const dir = d.p(rel);
+  const ls = async () => (await run('ls', [dir])).stdout.trim().split(/\s+/).join(' ');
+  const toJs = async () => {
+    const f = (await d.status()).fuse!.toJs;
+    return (f.readdirplus ?? 0) + (f.readdir ?? 0);
+  };
+  t.is(await ls(), 'a b c');
+  const r0 = await toJs();
+  t.is(await ls(), 'a b c');
+  t.is(await ls(), 'a b c');
+  t.is(await toJs(), r0, 'the kernel served the unchanged listing from its cache');
+  // our own change: the next opendir drops the kernel's copy
+  await fsp.writeFile(path.join(dir, 'd'), 'd');
+  t.is(await ls(), 'a b c d');
+  t.true(await toJs() > r0);
+  // another client's: shown once our listing expired (the same bound as without cache_readdir)
+  await fsp.writeFile(path.join(onServer, 'e'), 'e');
+  await new Promise((r) => setTimeout(r, 1700));
+  t.is(await ls(), 'a b c d e');
+});
