@@ -135,6 +135,12 @@ export interface Remote {
   remove(paths: string[], opts?: CallOptions): Promise<void>;
   statfs(opts?: CallOptions): Promise<StatFs>;
   shareLink?(path: string, opts?: CallOptions): Promise<{ url: string; expires?: string | null }>;
+  /**
+   * The drive's cache lifetimes, for a client that caches server state of its own (Maxxo: the
+   * rsync daemon's listings that give mtimes): kept within them, the drive's promise on how soon
+   * it sees other clients' changes holds.
+   */
+  cacheTtls?(t: { attrTtlMs: number; dirTtlMs: number }): void;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
 }

@@ -344,6 +344,7 @@ export class Vfs implements VfsApi {
     // batches (one transfer run each) go a few at a time; single-request fetches more widely
     // (ranged: a few connections of the account's pool stay free for what a program waits for)
     this.fileLane = { limit: this.remote.read && this.remote.capabilities.rangedReads ? 12 : 2, running: 0, queue: [] };
+    this.remote.cacheTtls?.({ attrTtlMs: opts.attrTtlMs, dirTtlMs: opts.dirTtlMs });
   }
 
   // ------------------------------------------------------------------ lifecycle

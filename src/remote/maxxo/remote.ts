@@ -13,6 +13,18 @@
 // - download truncates localFile, then `rsync --append-verify` writes it in place: the file only
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
 //   (onProgress reports the size on disk, polled while rsync runs).
+// - mtimes: the REST API has none (ops/list and ops/filesize give names, types and sizes only), so
+//   a file replaced by another client with bytes of the same size would look unchanged, and the
+//   drive would serve its cached copy for as long as it keeps it. The rsync daemon's listing of a
+//   folder (`rsync --list-only`) has mtimes: list() runs one next to ops/list, stat() of a file
+//   takes the mtime from its folder's daemon listing, cached for listingTtlMs (the drive's
+//   dir_timeout; a row whose size disagrees with ops/filesize is fetched again). The drive sees
+//   another client's change at the latest dir_timeout + attr_timeout after it (one second
+//   resolution: a same-size change within the second of the previous version is not seen).
+//   Uploads send our mtime along (-t), so their own mtime is known without another listing.
+// - The slice (daemon address, login, Cloudstore password) is cached; an rsync that cannot reach
+//   the daemon or is refused its password reads /slice again before the next attempt (the storage
+//   server moved, or restarted on another port).
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,7 +41,9 @@ import { validName } from '../names.js';
 import { pathParts } from '../url.js';
 import { enqueue } from '../http.js';
 import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
-import { runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, type RsyncResult } from './rsync.js';
+import {
+  runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, parseListLine, type ListedRow, type RsyncResult,
+} from './rsync.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
 
@@ -42,14 +56,28 @@ export interface MaxxoRemoteOptions extends ClientOptions {
   transfers?: number;
   /** How often download progress is sampled from the file size (ms, default 50). */
   progressIntervalMs?: number;
+  /**
+   * How long stat() may take mtimes from a folder's daemon listing (ms, default 30 s, the drive's
+   * default dir_timeout; a drive sets its own through cacheTtls()).
+   */
+  listingTtlMs?: number;
 }
+
+/** One folder as the rsync daemon listed it: file rows by name. */
+interface DaemonListing { at: number; rows: Map<string, ListedRow> }
+/** A daemon listing in flight (value undefined) or fetched. */
+interface DaemonSlot { p: Promise<DaemonListing | undefined>; value: DaemonListing | undefined }
+/** How long a folder whose daemon listing failed goes without another try (ms). */
+const LIST_RETRY_MS = 5000;
+/** Folders whose daemon listing is kept (least recently fetched go first). */
+const DAEMON_LISTINGS_MAX = 2000;
 
 const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
 
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
   readonly capabilities: Capabilities = {
-    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: false,
+    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: true,
     batchStat: true, shareLinks: false, emptyFolders: true, batchUpload: true,
   };
   readonly client: MaxxoClient;
@@ -57,10 +85,26 @@ export class MaxxoRemote implements Remote {
   readonly children = new Set<ChildProcess>();
   /** rsync runs started, retries included. */
   rsyncRuns = 0;
+  /** Of those, daemon listings (--list-only) for mtimes. */
+  listRuns = 0;
+  /** Times /slice was fetched (the first time included). */
+  sliceFetches = 0;
   private readonly log: Logger;
   private readonly transfers: PQueue;
   private readonly opts: MaxxoRemoteOptions;
   private slicePromise?: Promise<MaxxoSlice>;
+  /** Address of the last slice fetched, to tell when the storage server moved. */
+  private sliceAddr?: string;
+  /** Daemon listings by folder (mount path): fetched or in flight. */
+  private readonly daemonLists = new Map<string, DaemonSlot>();
+  /** Listings go in their own small queue: a stat must not wait behind whole-file transfers. */
+  private readonly listQueue = new PQueue({ concurrency: 2 });
+  private listingTtlMs: number;
+  private listFailLogged = 0;
+  /** When a folder's daemon listing last failed. */
+  private readonly listFailures = new Map<string, number>();
+  /** Address of the daemon last found out of reach (one warning per address, not per transfer). */
+  private daemonTrouble?: string;
   private closed = false;
   private stagesSwept = false;
 
@@ -69,6 +113,12 @@ export class MaxxoRemote implements Remote {
     this.client = new MaxxoClient(opts);
     this.log = opts.log ?? silentLogger;
     this.transfers = new PQueue({ concurrency: Math.max(1, opts.transfers ?? Math.min(opts.concurrency ?? 8, 4)) });
+    this.listingTtlMs = Math.max(0, opts.listingTtlMs ?? 30_000);
+  }
+
+  /** The drive's cache lifetimes: a daemon listing serves stat()s for as long as a listing is cached. */
+  cacheTtls(t: { attrTtlMs: number; dirTtlMs: number }): void {
+    this.listingTtlMs = Math.max(0, t.dirTtlMs);
   }
 
   toString(): string { return `MaxxoRemote(${this.client.http.origin})`; }
@@ -78,13 +128,17 @@ export class MaxxoRemote implements Remote {
 
   async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
     const wire = toWire(dir);
+    // Alongside ops/list, not after it: the mtimes cost a process, not another wait. A fresh one
+    // (the drive lists a folder when its cached listing ran out): it also serves the stat()s in
+    // this folder for listingTtlMs.
+    const daemon = this.daemonListing(dir, 0);
     let rows;
     try {
       rows = await this.client.list(wire, opts);
     } catch (e) {
       if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound(`no such folder`, { ...errCtx(e), path: dir });
       if (isRemoteError(e, 'METHOD_BAD_REQUEST')) {
-        const st = await this.stat(dir, opts).catch(() => undefined);
+        const [st] = await this.sizes([dir], opts).catch(() => [undefined]);
         if (st && st.type === 'file') throw new NotADirectory('not a folder', { ...errCtx(e), path: dir });
       }
       throw e;
@@ -100,6 +154,8 @@ export class MaxxoRemote implements Remote {
       seen.add(name);
       entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
     }
+    const listed = await daemon;
+    for (const e of entries) withMtime(e, listed);
     return { entries };
   }
 
@@ -107,7 +163,28 @@ export class MaxxoRemote implements Remote {
     return (await this.statMany([path], opts))[0]!;
   }
 
+  /**
+   * Entries with the mtimes of files (see the top of this file): one daemon listing per folder,
+   * reused for listingTtlMs; one whose row disagrees with the size just read is fetched again.
+   */
   async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
+    const out = await this.sizes(paths, opts);
+    const byDir = new Map<string, RemoteEntry[]>();
+    for (const [i, e] of out.entries()) {
+      if (e?.type !== 'file') continue;
+      const dir = parentOf(paths[i]!);
+      byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
+    }
+    await Promise.all([...byDir].map(async ([dir, es]) => {
+      let listed = await this.daemonListing(dir, this.listingTtlMs);
+      if (listed && listed.reused && es.some((e) => !matches(e, listed!.rows.get(e.name)))) listed = await this.daemonListing(dir, 0);
+      for (const e of es) withMtime(e, listed);
+    }));
+    return out;
+  }
+
+  /** Entries from ops/filesize alone (no mtimes): what the checks around our own changes need. */
+  private async sizes(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     if (paths.length === 0) return [];
     const wires = paths.map(toWire);
     const rows = await this.client.filesize(wires, opts);
@@ -152,6 +229,7 @@ export class MaxxoRemote implements Remote {
     const src = toWire(from);
     const dst = toWire(to);
     if (pathParts(from).length === 0 || pathParts(to).length === 0) throw new BadRequest('cannot move the top folder', { path: from });
+    this.forgetListings([from, to]);
     await this.safely(opts, async () => {
       try {
         await this.client.move(src, dst, opts);
@@ -161,9 +239,9 @@ export class MaxxoRemote implements Remote {
         throw e;
       }
     }, async () => {
-      const [a, b] = await this.statMany([from, to], opts);
+      const [a, b] = await this.sizes([from, to], opts);
       return a === null && b !== null;
-    });
+    }).finally(() => this.forgetListings([from, to]));
   }
 
   /** METHOD_BAD_REQUEST from ops/move -> what rename(2) would say. */
@@ -174,7 +252,7 @@ export class MaxxoRemote implements Remote {
     if (toParts.length > fromParts.length && fromParts.every((p, i) => toParts[i] === p)) {
       return new BadRequest('cannot move a folder into itself', ctx);
     }
-    const [a, b] = await this.statMany([from, to], opts).catch(() => [undefined, undefined]);
+    const [a, b] = await this.sizes([from, to], opts).catch(() => [undefined, undefined]);
     if (a && b) {
       if (a.type === 'dir' && b.type === 'dir') return new NotEmpty('destination folder is not empty', ctx);
       if (a.type === 'file' && b.type === 'dir') return new IsADirectory('destination is a folder', ctx);
@@ -188,6 +266,7 @@ export class MaxxoRemote implements Remote {
     if (paths.length === 0) return;
     if (paths.some((p) => pathParts(p).length === 0)) throw new BadRequest('cannot delete the top folder', { path: '/' });
     let left = paths;
+    this.forgetListings(paths);
     await this.safely(opts, async () => {
       try {
         await this.client.delete(left.map(toWire), opts);
@@ -196,10 +275,10 @@ export class MaxxoRemote implements Remote {
         throw e;
       }
     }, async () => {
-      const st = await this.statMany(left, opts);
+      const st = await this.sizes(left, opts);
       left = left.filter((_, i) => st[i] !== null);
       return left.length === 0;
-    });
+    }).finally(() => this.forgetListings(paths));
   }
 
   /**
@@ -233,7 +312,7 @@ export class MaxxoRemote implements Remote {
     toWire(path);
     if (parts.length === 0) throw new AlreadyExists('the top folder exists', { path });
     const parent = parentOf(path);
-    const [self, par] = await this.statMany([path, parent], opts);
+    const [self, par] = await this.sizes([path, parent], opts);
     if (self) throw new AlreadyExists('already exists', { path });
     if (!par) throw new NotFound('parent folder does not exist', { path: parent });
     if (par.type !== 'dir') throw new NotADirectory('parent is not a folder', { path: parent });
@@ -266,15 +345,34 @@ export class MaxxoRemote implements Remote {
       await symlink(local, link);
       const parent = parts.slice(0, -1).join('/');
       // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
-      await this.rsync(path, opts, (url) => ['-I', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+      // -t: the server file gets our mtime, so the entry below has it without a daemon listing.
+      await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
     } finally {
       await rm(stage, { recursive: true, force: true });
     }
-    const e = await this.stat(path, opts);
+    const [e] = await this.sizes([path], opts);
     if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
     if (e.type !== 'file') throw new IsADirectory('a folder is in the way on the server', { path });
+    this.uploaded(path, e, st);
     if (e.size > last) opts.onProgress?.(e.size);
     return e;
+  }
+
+  /**
+   * The mtime of a file we just uploaded with -t: the local file's, to the second as the daemon
+   * lists it, when the server has as many bytes as we sent (else another client's write came
+   * between, and no mtime makes the drive check the content again). It also goes into the cached
+   * daemon listing, whose row for this name is the old version's.
+   */
+  private uploaded(path: string, e: RemoteEntry, local: { size: number; mtimeMs: number }): void {
+    if (e.size === local.size) e.mtimeMs = Math.floor(local.mtimeMs / 1000) * 1000;
+    const dir = parentOf(path);
+    const l = this.daemonLists.get(dir);
+    // one in flight may have listed the old version: it is not kept
+    if (l && !l.value) this.daemonLists.delete(dir);
+    if (!l?.value) return;
+    if (e.mtimeMs === undefined) l.value.rows.delete(e.name);
+    else l.value.rows.set(e.name, { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs });
   }
 
   /**
@@ -315,11 +413,13 @@ export class MaxxoRemote implements Remote {
       try {
         const root = join(stage, 'd');
         const listed: number[] = [];
+        const locals: { size: number; mtimeMs: number }[] = [];
         for (const i of batch) {
           const link = join(root, rels[i]!);
           try {
             const st = await fsStat(resolvePath(items[i]!.localFile));
             if (!st.isFile()) throw new BadRequest('upload source is not a regular file', { path: items[i]!.path });
+            locals[i] = st;
             await fsMkdir(dirname(link), { recursive: true });
             await symlink(resolvePath(items[i]!.localFile), link);
             listed.push(i);
@@ -334,19 +434,21 @@ export class MaxxoRemote implements Remote {
           await writeFile(list, listed.map((i) => rels[i]!).join('\0') + '\0', { mode: 0o600 });
           let failed: unknown;
           try {
-            // -I: never skip by size+mtime; -L: send the files the links point to;
-            // --no-implied-dirs: missing parents are made, but a parent that is a file on the
-            // server fails that one file (implied dirs would replace the other client's file)
+            // -I: never skip by size+mtime; -L: send the files the links point to; -t: our
+            // mtimes (see uploaded()); --no-implied-dirs: missing parents are made, but a parent
+            // that is a file on the server fails that one file (implied dirs would replace the
+            // other client's file)
             await this.rsync(items[listed[0]!]!.path, opts,
-              (url) => ['-I', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
+              (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
           } catch (e) {
             failed = e;
           }
           if (failed === undefined) {
             try {
-              const st = await this.statMany(listed.map((i) => items[i]!.path), opts);
+              const st = await this.sizes(listed.map((i) => items[i]!.path), opts);
               listed.forEach((i, k) => {
                 const e = st[k];
+                if (e && e.type === 'file') this.uploaded(items[i]!.path, e, locals[i]!);
                 out[i] = e && e.type === 'file' ? { entry: e } : { error: new TransferFailed('uploaded file is not on the server', { path: items[i]!.path }) };
               });
             } catch (error) {
@@ -455,13 +557,17 @@ export class MaxxoRemote implements Remote {
   }
 
   /**
-   * One rsync transfer through the transfer queue with bounded retries: transient exit codes are
-   * repeated with backoff; an auth failure refreshes the slice (new Cloudstore password) once.
+   * One rsync run through a queue (the transfer queue unless told otherwise) with bounded retries:
+   * transient exit codes are repeated with backoff. A run that could not reach the daemon, or was
+   * refused its password, drops the cached slice first, so the next attempt uses what /slice says
+   * now: the storage server may have moved or restarted on another port, or the Cloudstore
+   * password changed (an auth failure is tried again at once, once).
    */
   private async rsync(path: string, opts: CallOptions, args: (url: string) => string[],
-    onLine: ((l: string) => void) | undefined): Promise<RsyncResult> {
+    onLine: ((l: string) => void) | undefined,
+    o: { queue?: PQueue; attempts?: number; listing?: boolean } = {}): Promise<RsyncResult> {
     const ctx: ErrorContext = { path };
-    const max = Math.max(1, this.opts.maxAttempts ?? 5);
+    const max = Math.max(1, o.attempts ?? this.opts.maxAttempts ?? 5);
     const deadline = Date.now() + (this.opts.maxRetryTimeMs ?? 60_000);
     const secs = Math.max(1, Math.ceil((this.opts.timeoutMs ?? 30_000) / 1000));
     let reSliced = false;
@@ -472,29 +578,53 @@ export class MaxxoRemote implements Remote {
       // fails at once while another request probes), so a transfer does not wait out rsync's own
       // timeouts against a stopped server, and a good answer lets the transfers go again.
       if (this.client.http.silent) this.slicePromise = undefined;
-      const slice = await this.slice(opts);
+      const sp = this.slice(opts);
+      const slice = await sp;
       const host = slice.ip.includes(':') ? `[${slice.ip}]` : slice.ip;
       const url = `rsync://${slice.login}@${host}:${slice.port}/${slice.login}`;
       const argv = ['-s', '--no-motd', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
-      const r = await enqueue(this.transfers, () => {
+      const r = await enqueue(o.queue ?? this.transfers, () => {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.rsyncRuns++;
+        if (o.listing) this.listRuns++;
         return runRsync({
           args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
         }, ctx);
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
-      if (r.code === 0) return r;
+      const addr = `${host}:${slice.port}`;
+      if (r.code === 0) {
+        if (this.daemonTrouble) {
+          this.daemonTrouble = undefined;
+          this.log.warn(`maxxo: rsync transfers work again (daemon at ${addr})`);
+        }
+        return r;
+      }
       const f = rsyncFailure(r, ctx, slice.rsync);
+      if ((f.unreachable || f.authFailed) && this.slicePromise === sp) {
+        // one re-read for every transfer that used this slice; one warning per address in trouble
+        this.slicePromise = undefined;
+        // (no "password:" in the line: the log's secret filter would eat what follows)
+        const what = f.authFailed ? 'refused our Cloudstore password' : `cannot be reached (${f.error.message})`;
+        const line = `maxxo: rsync daemon at ${addr} ${what}; reading /slice again for its current address and credentials`;
+        if (this.daemonTrouble !== addr) this.log.warn(line); else this.log.debug(line);
+        this.daemonTrouble = addr;
+      }
       if (f.authFailed && !reSliced) {
         reSliced = true;
-        this.slicePromise = undefined;
         attempt--;
         continue;
       }
       const delay = backoff(attempt);
-      if (!f.transient || attempt >= max || Date.now() + delay > deadline) throw f.error;
+      if (!f.transient || attempt >= max || Date.now() + delay > deadline) {
+        // what failed, and why, where an EIO alone would leave the user guessing (not for the
+        // ordinary outcomes: a missing file, a full disk)
+        if ((f.transient || f.unreachable || f.authFailed) && !o.listing) {
+          this.log.warn(`maxxo: rsync for ${JSON.stringify(path)} failed after ${attempt} attempt(s): ${f.error.message}`);
+        }
+        throw f.error;
+      }
       this.log.debug(`maxxo: rsync transfer failed (${f.error.code}), retrying (attempt ${attempt + 1}/${max})`);
       await sleep(delay, opts.signal).catch(() => { throw new Cancelled('transfer cancelled', ctx); });
     }
@@ -503,14 +633,86 @@ export class MaxxoRemote implements Remote {
   /** The slice (rsync host, login, password), fetched once and cached. */
   private slice(opts: CallOptions): Promise<MaxxoSlice> {
     if (!this.slicePromise) {
+      this.sliceFetches++;
       const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).then((s) => {
         if (!SAFE_LOGIN.test(s.login) || /[/@\s]/.test(s.ip)) throw new RemoteError('BAD_RESPONSE', 'unusable slice login or address', { path: '/api/1/slice' });
+        const addr = `${s.login}@${s.ip.includes(':') ? `[${s.ip}]` : s.ip}:${s.port}`;
+        if (this.sliceAddr !== undefined && this.sliceAddr !== addr) this.log.warn(`maxxo: the slice moved the rsync daemon from ${this.sliceAddr} to ${addr}`);
+        this.sliceAddr = addr;
         return s;
       });
       this.slicePromise = p;
       p.catch(() => { if (this.slicePromise === p) this.slicePromise = undefined; });
     }
     return this.slicePromise;
+  }
+
+  /**
+   * A folder's daemon listing no older than maxAgeMs (0: a new one, unless one is on its way),
+   * or the last one when a new one cannot be had (the daemon out of reach: the cached content
+   * stays usable rather than every file looking changed), or undefined. Never rejects. Not tied to
+   * the caller's signal: other callers may share it; rsync's own timeouts bound it.
+   */
+  private async daemonListing(dir: string, maxAgeMs: number): Promise<(DaemonListing & { reused: boolean }) | undefined> {
+    const cur = this.daemonLists.get(dir);
+    // a listing that just failed is not tried again for every stat meanwhile
+    const failedLately = Date.now() - (this.listFailures.get(dir) ?? -Infinity) < LIST_RETRY_MS;
+    if (cur && (!cur.value || failedLately || Date.now() - cur.value.at <= maxAgeMs)) {
+      const v = await cur.p;
+      return v && { ...v, reused: !!cur.value };
+    }
+    if (failedLately) return undefined;
+    const slot: DaemonSlot = { p: undefined!, value: undefined };
+    slot.p = (async () => {
+      const at = Date.now();
+      const rows = new Map<string, ListedRow>();
+      const parts = pathParts(dir);
+      try {
+        await this.rsync(dir, { priority: Priority.interactive },
+          (url) => ['--list-only', '--no-h', parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
+          (l) => {
+            const r = parseListLine(l);
+            if (r && r.type === 'file' && validName(r.name)) rows.set(r.name, r);
+          }, { queue: this.listQueue, attempts: 2, listing: true });
+      } catch (e) {
+        const missing = isRemoteError(e, 'NOT_FOUND');
+        if (!missing) {
+          if (this.listFailures.size >= DAEMON_LISTINGS_MAX) this.listFailures.clear();
+          this.listFailures.set(dir, Date.now());
+        }
+        if (!missing && Date.now() - this.listFailLogged > 60_000) {
+          this.listFailLogged = Date.now();
+          this.log.warn(`maxxo: no mtimes for ${JSON.stringify(dir)} (rsync listing failed: ${(e as Error).message}); changes of the same size by other clients go unseen meanwhile`);
+        }
+        const old = cur?.value;
+        if (this.daemonLists.get(dir) === slot) {
+          if (old) this.daemonLists.set(dir, { p: cur!.p, value: old }); else this.daemonLists.delete(dir);
+        }
+        return old;
+      }
+      this.listFailures.delete(dir);
+      const value = { at, rows };
+      slot.value = value;
+      if (this.daemonLists.get(dir) === slot) {
+        // refreshed ones go to the end: the first in the map is the least recently fetched
+        this.daemonLists.delete(dir);
+        this.daemonLists.set(dir, slot);
+        if (this.daemonLists.size > DAEMON_LISTINGS_MAX) this.daemonLists.delete(this.daemonLists.keys().next().value!);
+      }
+      return value;
+    })();
+    this.daemonLists.set(dir, slot);
+    const v = await slot.p;
+    return v && { ...v, reused: false };
+  }
+
+  /** Our own move or delete: daemon listings of the folders involved (and below) are out of date. */
+  private forgetListings(paths: string[]): void {
+    for (const p of paths) {
+      this.daemonLists.delete(parentOf(p));
+      const norm = '/' + pathParts(p).join('/');
+      for (const k of [...this.daemonLists.keys()]) if (k === norm || k.startsWith(norm + '/')) this.daemonLists.delete(k);
+    }
   }
 
   async close(): Promise<void> {
@@ -559,6 +761,18 @@ function parentOf(path: string): string {
   const parts = pathParts(path);
   parts.pop();
   return '/' + parts.join('/');
+}
+
+/** Same file, same size: the daemon's row is of the version ops/list or ops/filesize described. */
+function matches(e: RemoteEntry, row: ListedRow | undefined): boolean {
+  return !!row && row.type === 'file' && row.size === e.size;
+}
+
+/** Gives a file entry its mtime from the daemon listing when the row is of the same version. */
+function withMtime(e: RemoteEntry, listed: DaemonListing | undefined): void {
+  if (e.type !== 'file') return;
+  const row = listed?.rows.get(e.name);
+  if (matches(e, row)) e.mtimeMs = row!.mtimeMs;
 }
 
 function errCtx(e: RemoteError): ErrorContext {

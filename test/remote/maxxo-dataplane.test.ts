@@ -1,0 +1,182 @@
+// MaxxoRemote's data plane when the server side changes (issue 10): the slice moves (the daemon on
+// another port, another Cloudstore password) and files change under us keeping their size, which
+// only the rsync daemon's listing (mtimes) tells. Reference server in this process, real rsync.
+import test from 'ava';
+import net from 'node:net';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, statSync, utimesSync, mkdirSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEmulator } from '../helpers/emulator.js';
+import type { Emulator } from '../../src/emulator/server.js';
+import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
+import { createMaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
+import { parseListLine } from '../../src/remote/maxxo/rsync.js';
+import { RemoteError } from '../../src/remote/errors.js';
+import { createLogger } from '../../src/log.js';
+
+let emu: Emulator;
+let n = 0;
+const tmp = mkdtempSync(join(tmpdir(), 'cm-maxxo-dataplane-'));
+
+test.before(async () => { emu = await startEmulator({ demo: false }); });
+test.after.always(async () => { await emu?.close(); rmSync(tmp, { recursive: true, force: true }); });
+
+function account(extra: Partial<MaxxoRemoteOptions> = {}) {
+  const email = `dp${process.pid}-${++n}@maxxo.test`;
+  const password = `pw-${n}-dataplane`;
+  createMaxxoUser(emu.ctx, { email, password });
+  const folder = maxxoUserFolder(emu.ctx, email);
+  const lines: string[] = [];
+  const remote = createMaxxoRemote({
+    server: emu.url, user: email, password, maxAttempts: 4, log: createLogger('debug', (l) => lines.push(l)), ...extra,
+  });
+  return { email, folder, remote, lines };
+}
+
+/** A TCP forwarder to the real daemon: closing it makes the advertised address refuse connections. */
+async function forwarder(port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const socks = new Set<net.Socket>();
+  const srv = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.add(c); socks.add(up);
+    c.pipe(up); up.pipe(c);
+    const end = () => { c.destroy(); up.destroy(); };
+    c.on('error', end); up.on('error', end); c.on('close', end); up.on('close', end);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    close: () => new Promise<void>((r) => { for (const s of socks) s.destroy(); srv.close(() => r()); }),
+  };
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try { await p; } catch (e) { if (e instanceof RemoteError) return e.code; throw e; }
+  return 'OK';
+}
+
+const sec = (ms: number) => Math.floor(ms / 1000) * 1000;
+
+test.serial('the daemon moves to another port: one /slice re-read serves every transfer, with one clear warning', async (t) => {
+  const real = emu.ctx.rsync!.port;
+  const fwd = await forwarder(real);
+  emu.ctx.opts.advertiseRsyncPort = fwd.port;
+  t.teardown(() => { emu.ctx.opts.advertiseRsyncPort = undefined; return fwd.close(); });
+  const { remote, folder, lines } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `move-${n}`);
+  writeFileSync(src, 'before the move');
+  await remote.upload(src, '/a.txt');
+  t.is(remote.sliceFetches, 1);
+
+  // the old address now refuses connections; /slice tells the new one
+  await fwd.close();
+  emu.ctx.opts.advertiseRsyncPort = undefined;
+  writeFileSync(src, 'after the move');
+  const runs = remote.rsyncRuns;
+  const ups = [1, 2, 3, 4, 5, 6].map((i) => remote.upload(src, `/up-${i}.txt`));
+  const results = await Promise.all([...ups.map(code), code(remote.mkdir('/made')), code(remote.download('/a.txt', join(tmp, `dl-${n}`)))]);
+  t.deepEqual(results, Array(8).fill('OK'));
+  t.is(readFileSync(join(folder, 'up-6.txt'), 'utf8'), 'after the move');
+  t.true(statSync(join(folder, 'made')).isDirectory());
+  t.is(readFileSync(join(tmp, `dl-${n}`), 'utf8'), 'before the move');
+  t.is(remote.sliceFetches, 2, 'one re-read, shared by the transfers that failed on the old address');
+  const warned = lines.filter((l) => / WARN .*rsync daemon at 127\.0\.0\.1:\d+ cannot be reached .*Connection refused.*; reading \/slice again/.test(l));
+  t.is(warned.length, 1, lines.join('\n'));
+  t.true(lines.some((l) => l.includes(`moved the rsync daemon`) && l.includes(`:${real}`)), 'the new address is logged');
+  t.log(`8 operations after the move: ${remote.rsyncRuns - runs} rsync runs, ${remote.sliceFetches - 1} slice re-read`);
+});
+
+test.serial('a new Cloudstore password on the same daemon: the slice is read again, the transfer goes on', async (t) => {
+  const { remote, email, folder, lines } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `pw-${n}`);
+  writeFileSync(src, 'one');
+  await remote.upload(src, '/p.txt');
+  emu.ctx.db.prepare('UPDATE maxxo_users SET rsync_password = ? WHERE email = ?').run('Changed-Cloudstore-Pw-7', email);
+  createMaxxoUser(emu.ctx, { email: `trigger-${process.pid}-${++n}@maxxo.test`, password: 'x-trigger' }); // rewrites rsyncd secrets
+  writeFileSync(src, 'two');
+  await Promise.all([remote.upload(src, '/p.txt'), remote.mkdir('/q')]);
+  t.is(readFileSync(join(folder, 'p.txt'), 'utf8'), 'two');
+  t.is(remote.sliceFetches, 2);
+  t.true(lines.some((l) => / WARN .*refused our Cloudstore password; reading \/slice again/.test(l)), lines.join('\n'));
+  t.false(lines.some((l) => l.includes('Changed-Cloudstore-Pw-7')));
+});
+
+test.serial('a daemon out of reach for good: bounded attempts, a clear error and log line', async (t) => {
+  const fwd = await forwarder(1);
+  await fwd.close(); // a port where nothing listens
+  emu.ctx.opts.advertiseRsyncPort = fwd.port;
+  t.teardown(() => { emu.ctx.opts.advertiseRsyncPort = undefined; });
+  const { remote, lines } = account({ maxAttempts: 3 });
+  t.teardown(() => remote.close());
+  writeFileSync(join(tmp, 'x'), 'x');
+  const e = await t.throwsAsync(remote.upload(join(tmp, 'x'), '/x'));
+  t.is((e as RemoteError).code, 'TRANSFER_FAILED');
+  t.is(remote.rsyncRuns, 3);
+  t.true(remote.sliceFetches <= 3, `slice fetches ${remote.sliceFetches}`);
+  t.true(lines.some((l) => / WARN .*rsync for "\/x" failed after 3 attempt\(s\): .*Connection refused/.test(l)), lines.join('\n'));
+});
+
+test('mtimes: list and stat carry the daemon listing mtime; one listing per folder, reused for the listing TTL', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'd'));
+  for (const f of ['a', 'b', 'c']) {
+    writeFileSync(join(folder, 'd', f), `content ${f}`);
+    utimesSync(join(folder, 'd', f), 1_700_000_000, 1_700_000_000);
+  }
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  let runs = remote.listRuns;
+  const l = await remote.list('/d');
+  t.deepEqual(l.entries.map((e) => [e.name, e.mtimeMs]).sort(), [['a', 1_700_000_000_000], ['b', 1_700_000_000_000], ['c', 1_700_000_000_000]]);
+  t.is(remote.listRuns - runs, 1, 'list: one daemon listing');
+  runs = remote.listRuns;
+  const st = await remote.statMany!(['/d/a', '/d/b', '/d/c', '/d', '/nope']);
+  t.deepEqual(st.map((e) => e?.mtimeMs), [1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_000, undefined, undefined]);
+  t.is(remote.listRuns - runs, 0, 'stats within the TTL reuse the listing');
+
+  // another client's change of the same size: unseen while the listing is reused (the bound) ...
+  writeFileSync(join(folder, 'd', 'a.new'), 'CONTENT a');
+  utimesSync(join(folder, 'd', 'a.new'), 1_800_000_000, 1_800_000_000);
+  renameSync(join(folder, 'd', 'a.new'), join(folder, 'd', 'a'));
+  t.is((await remote.stat('/d/a'))!.mtimeMs, 1_700_000_000_000);
+  // ... seen once it ran out
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 0 });
+  runs = remote.listRuns;
+  t.is((await remote.stat('/d/a'))!.mtimeMs, 1_800_000_000_000);
+  t.is(remote.listRuns - runs, 1);
+  // a change of size is seen at once: the row disagrees with ops/filesize, the folder is listed again
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  writeFileSync(join(folder, 'd', 'b'), 'longer content b');
+  utimesSync(join(folder, 'd', 'b'), 1_800_000_001, 1_800_000_001);
+  runs = remote.listRuns;
+  t.like(await remote.stat('/d/b'), { size: 16, mtimeMs: 1_800_000_001_000 });
+  t.is(remote.listRuns - runs, 1);
+  // our own upload: its mtime without a listing, and the cached listing agrees afterwards
+  const src = join(tmp, `own-${n}`);
+  writeFileSync(src, 'CONTENT c');
+  runs = remote.listRuns;
+  const up = await remote.upload(src, '/d/c');
+  t.is(up.mtimeMs, sec(statSync(src).mtimeMs));
+  t.is(sec(statSync(join(folder, 'd', 'c')).mtimeMs), up.mtimeMs!, 'the server file has our mtime (-t)');
+  t.deepEqual(await remote.stat('/d/c'), up);
+  t.is(remote.listRuns - runs, 0);
+  // our own move: listings of both folders are dropped
+  await remote.move('/d/c', '/d/moved');
+  t.is((await remote.stat('/d/moved'))!.mtimeMs, up.mtimeMs!);
+});
+
+test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, others ignored', (t) => {
+  t.deepEqual(parseListLine('-rw-r--r--           5000 2026/12/04 07:40:50 big'),
+    { name: 'big', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50) });
+  t.deepEqual(parseListLine('-rw-r--r--          5,000 2026/12/04 07:40:50 with  two spaces '),
+    { name: 'with  two spaces ', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50) });
+  t.is(parseListLine('-rw-r--r--              1 2026/12/04 07:40:50 na me \\#303\\#251\\#134#123 [x]')!.name, 'na me é\\#123 [x]');
+  t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 nl\\#012x')!.name, 'nl\nx');
+  t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 \\#346\\#227\\#245\\#346\\#234\\#254 \\#360\\#237\\#230\\#200')!.name, '日本 😀');
+  t.is(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 sub')!.type, 'dir');
+  t.is(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 .'), undefined);
+  t.is(parseListLine('lrwxrwxrwx             10 2026/12/04 07:40:51 link -> target'), undefined);
+  t.is(parseListLine('receiving incremental file list'), undefined);
+});
