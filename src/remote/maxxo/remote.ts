@@ -680,7 +680,7 @@ export class MaxxoRemote implements Remote {
           if (this.listFailures.size >= DAEMON_LISTINGS_MAX) this.listFailures.clear();
           this.listFailures.set(dir, Date.now());
         }
-        if (!missing && Date.now() - this.listFailLogged > 60_000) {
+        if (!missing && !this.closed && Date.now() - this.listFailLogged > 60_000) {
           this.listFailLogged = Date.now();
           this.log.warn(`maxxo: no mtimes for ${JSON.stringify(dir)} (rsync listing failed: ${(e as Error).message}); changes of the same size by other clients go unseen meanwhile`);
         }
