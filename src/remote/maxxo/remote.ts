@@ -97,8 +97,11 @@ export class MaxxoRemote implements Remote {
   private sliceAddr?: string;
   /** Daemon listings by folder (mount path): fetched or in flight. */
   private readonly daemonLists = new Map<string, DaemonSlot>();
-  /** Listings go in their own small queue: a stat must not wait behind whole-file transfers. */
-  private readonly listQueue = new PQueue({ concurrency: 2 });
+  /**
+   * Listings go in their own queue: a stat must not wait behind whole-file transfers. As wide as
+   * the transfer lanes: the first stats in many folders each wait for their folder's listing.
+   */
+  private readonly listQueue = new PQueue({ concurrency: 4 });
   private listingTtlMs: number;
   private listFailLogged = 0;
   /** When a folder's daemon listing last failed. */
