@@ -24,6 +24,11 @@ const wanted = [
   ['libfuse2', () => haveLib('libfuse.so.2')],
   ['rsync', () => have('rsync')],
   ['attr', () => have('getfattr')],
+  // the libfuse 3 addon (scripts/build-native.mjs): headers, pkg-config, a C compiler
+  ['pkg-config', () => have('pkg-config')],
+  ['libfuse3-dev', () => spawnSync('sh', ['-c', 'pkg-config --exists fuse3'], { stdio: 'ignore' }).status === 0],
+  ['gcc', () => have('cc')],
+  ['make', () => have('make')],
 ];
 if (process.platform === 'linux') {
   const missing = wanted.filter(([, ok]) => !ok()).map(([p]) => p);
@@ -60,6 +65,19 @@ if (linked) {
   if (!ci()) {
     log('npm ci failed; trying once more');
     if (!ci()) { console.error('[setup] npm ci failed twice; see the output above'); process.exit(1); }
+  }
+}
+
+// The libfuse 3 addon: npm ci builds it (install script) when it can; build it now if that could
+// not happen then (system packages just installed, node_modules linked from another checkout) or
+// if its source changed.
+if (process.platform === 'linux' && !process.env.CLOUDMOUNT_SKIP_NATIVE) {
+  const addon = join(root, 'build', 'Release', 'cmfuse3.node');
+  const srcM = Math.max(mtime(join(root, 'native', 'cmfuse3.c')), mtime(join(root, 'binding.gyp')));
+  if (mtime(addon) < srcM) {
+    log('building the libfuse 3 addon (node-gyp)');
+    const r = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs'), '--strict'], { cwd: root, stdio: 'inherit' });
+    if (r.status !== 0) { console.error('[setup] the libfuse 3 addon did not build; see above'); process.exit(1); }
   }
 }
 

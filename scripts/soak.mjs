@@ -7,6 +7,15 @@
 //
 //   scripts/soak [--minutes 30] [--service vboxx|maxxo|both] [--fail-rate 0.02] [--latency-ms 5]
 //                [--sample-s 10] [--files 200] [--json FILE]
+//   scripts/soak --model [--minutes 30] [--service both] [--seed N] [--ops 150]
+//     the model-based random test (test/e2e/model.test.ts) sequence after sequence, no faults;
+//     prints each sequence and the count of sequences and mismatches; seeds N, N+1, ...
+//   scripts/soak --model --batch 200 [--concurrency 6] [--target 2000] [--minutes 30] [--service both]
+//                [--seed N] [--keep-going]
+//     batch mode: one mount session runs --batch small sequences (--concurrency at once, each in
+//     its own folder with its own model), then one stop + fresh mount + server check of all;
+//     services run side by side; stops at --target sequences per service, at the time limit, or
+//     (without --keep-going) after a session with a mismatch; exit 1 on any mismatch.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +38,7 @@ function arg(name, def) {
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
 }
 if (process.argv.includes('--help') || process.argv.includes('-h')) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 18).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
   process.exit(0);
 }
 const MINUTES = Number(arg('minutes', '30'));
@@ -262,7 +271,132 @@ async function main() {
   return ok ? 0 : 1;
 }
 
-main().then(async (code) => { await teardown(); process.exit(code); }, async (e) => {
+/**
+ * --model: sequences of the model-based random test until the time is up. Faults stay off: an
+ * injected EIO would be a correct answer the model cannot predict.
+ */
+async function modelMain() {
+  const { startServers } = await import(join(dist, 'test/e2e/lib/services.js'));
+  const { runSequence, formatReport } = await import(join(dist, 'test/model/harness.js'));
+  const servers = await startServers();
+  cleanup.push(() => servers.close());
+  const first = Number(arg('seed', String((Date.now() ^ (process.pid << 16)) >>> 0))) >>> 0;
+  const ops = Number(arg('ops', '150'));
+  const deadline = Date.now() + MINUTES * 60_000;
+  console.log(`soak --model: ${MINUTES} min, services ${kinds.join('+')}, ${ops} ops per process, seeds from ${first}`);
+  let n = 0;
+  let bad = 0;
+  const failed = [];
+  while (Date.now() < deadline && !stopping) {
+    for (const kind of kinds) {
+      const seed = (first + Math.floor(n / kinds.length)) >>> 0;
+      // mountService registers its cleanup on an ava test; one sequence stands in for one here.
+      const teardowns = [];
+      const t = { teardown: (f) => { teardowns.push(f); }, log: () => {} };
+      let r;
+      try {
+        r = await runSequence(t, servers, { kind, seed, ops, reportDir: tmpdir() });
+      } catch (e) {
+        r = { kind, seed, problems: [`sequence aborted: ${e?.stack ?? e}`], ms: 0, writebackDelayMs: 0 };
+      } finally {
+        for (const f of teardowns.reverse()) { try { await f(); } catch { /* best effort */ } }
+      }
+      n++;
+      if (r.problems.length) { bad++; failed.push(`${kind}:${seed}`); }
+      console.log(`sequence ${n}: ${kind} seed ${seed}: ${r.problems.length ? `MISMATCH (${r.problems.length} problems)` : 'ok'} in ${(r.ms / 1000).toFixed(1)} s; ` +
+        `sequences ${n}, mismatches ${bad}`);
+      if (r.problems.length) console.log(formatReport(r).split('\n').map((l) => `  ${l}`).join('\n'));
+      if (Date.now() >= deadline || stopping) break;
+    }
+  }
+  console.log(`\nsoak --model result: sequences ${n}, mismatches ${bad}${failed.length ? ` (${failed.join(', ')})` : ''}`);
+  return bad ? 1 : 0;
+}
+
+/**
+ * --model --batch N: mount sessions of N small sequences each (test/model/batch.ts), the services
+ * side by side, until --target sequences per service are checked or the time is up.
+ */
+async function batchMain() {
+  const { startServers } = await import(join(dist, 'test/e2e/lib/services.js'));
+  const { runBatch, batchShape } = await import(join(dist, 'test/model/batch.js'));
+  const { formatReport } = await import(join(dist, 'test/model/harness.js'));
+  const servers = await startServers();
+  cleanup.push(() => servers.close());
+  const first = Number(arg('seed', String((Date.now() ^ (process.pid << 16)) >>> 0))) >>> 0;
+  const batch = Math.max(1, Number(arg('batch', '200')) || 200);
+  const conc = Math.max(1, Number(arg('concurrency', '6')) || 6);
+  const target = Number(arg('target', '0')) || Infinity;
+  const keepGoing = process.argv.includes('--keep-going');
+  const deadline = Date.now() + MINUTES * 60_000;
+  const t0 = Date.now();
+  const el = () => `${((Date.now() - t0) / 60_000).toFixed(1)} min`;
+  console.log(`soak --model --batch: ${batch} sequences per mount session, ${conc} at once, services ${kinds.join('+')}, ` +
+    `until ${target === Infinity ? 'the time is up' : `${target} sequences per service`} (${MINUTES} min at most), seeds from ${first} (each service)`);
+  const tot = Object.fromEntries(kinds.map((k) => [k, { sessions: 0, checked: 0, bad: 0, live: 0, failed: [], runFailed: [] }]));
+  let halt = false;
+  const totals = () => kinds.map((k) => `${k} ${tot[k].checked} checked, ${tot[k].bad} mismatches` +
+    ` (${(tot[k].checked / ((Date.now() - t0) / 60_000)).toFixed(1)}/min)`).join('; ');
+  const loop = async (kind) => {
+    const T = tot[kind];
+    while (!halt && !stopping && Date.now() < deadline && T.checked < target) {
+      const seeds = Array.from({ length: Math.min(batch, target - T.checked) }, (_, i) => (first + T.checked + i) >>> 0);
+      const teardowns = [];
+      const t = { teardown: (f) => { teardowns.push(f); }, log: () => {} };
+      let r;
+      try {
+        r = await runBatch(t, servers, {
+          kind, seeds, concurrency: conc, reportDir: tmpdir(),
+          onLive: (seed, problems, done) => {
+            if (problems.length) {
+              console.log(`${el()} ${kind} seed ${seed}: MISMATCH seen on the live mount (${problems.length} problems; full report after the session)`);
+              for (const p of problems.slice(0, 3)) console.log(`  - ${p.split('\n')[0].slice(0, 600)}`);
+            }
+            if (done % 50 === 0) console.log(`${el()} ${kind} session ${T.sessions + 1}: ${done}/${seeds.length} sequences ran`);
+          },
+        });
+      } catch (e) {
+        r = { kind, seeds, sequences: seeds.map((seed) => ({ kind, seed, problems: [], counts: {}, ms: 0, writebackDelayMs: 0 })),
+          runProblems: [`session aborted: ${e?.stack ?? e}`], liveMs: 0, ms: 0, writebackDelayMs: 0, processes: 0 };
+      } finally {
+        for (const f of teardowns.reverse()) { try { await f(); } catch { /* best effort */ } }
+      }
+      T.sessions++;
+      const bad = r.sequences.filter((s) => s.problems.length);
+      T.checked += r.sequences.length;
+      T.bad += bad.length;
+      for (const s of bad) T.failed.push(s.seed);
+      if (r.runProblems.length) { T.runFailed.push(`${seeds[0]}..${seeds.at(-1)}`); if (!bad.length) T.bad++; }
+      const ok = !bad.length && !r.runProblems.length;
+      console.log(`${el()} ${kind} session ${T.sessions}: seeds ${seeds[0]}..${seeds.at(-1)}: ${seeds.length} sequences ` +
+        `${ok ? 'ok' : `MISMATCH (${bad.length} sequences, ${r.runProblems.length} session problems)`} in ${(r.ms / 1000).toFixed(1)} s ` +
+        `(run ${(r.liveMs / 1000).toFixed(1)} s = ${(r.liveMs / 1000 / seeds.length).toFixed(2)} s/sequence, write-back ${r.writebackDelayMs} ms, ${r.processes} processes)`);
+      console.log(`${el()} totals: ${totals()}`);
+      if (!ok) {
+        console.log(`  replay the session: scripts/soak --model --service ${kind} --batch ${seeds.length} --concurrency ${conc} --seed ${seeds[0]} --target ${seeds.length}`);
+        for (const p of r.runProblems) console.log(`  - session: ${p.split('\n')[0].slice(0, 400)}`);
+        for (const s of bad.slice(0, 5)) {
+          console.log(`  shape of seed ${s.seed}: ${JSON.stringify(batchShape(s.seed))}`);
+          console.log(formatReport(s).split('\n').map((l) => `  ${l}`).join('\n'));
+        }
+        if (r.logFile) console.log(`  full op logs: ${r.logFile}`);
+        if (!keepGoing) halt = true;
+      }
+    }
+  };
+  await Promise.all(kinds.map(loop));
+  console.log(`\nsoak --model --batch result (${el()}):`);
+  let any = false;
+  for (const k of kinds) {
+    const T = tot[k];
+    if (T.bad) any = true;
+    console.log(`  ${k}: ${T.checked} sequences checked in ${T.sessions} mount sessions (seeds ${first}..${(first + T.checked - 1) >>> 0}), ` +
+      `mismatches ${T.bad}${T.failed.length ? ` (seeds ${T.failed.join(', ')})` : ''}${T.runFailed.length ? `; failed sessions ${T.runFailed.join(', ')}` : ''}`);
+  }
+  return any ? 1 : 0;
+}
+
+(process.argv.includes('--model') ? (process.argv.includes('--batch') ? batchMain() : modelMain()) : main()).then(async (code) => { await teardown(); process.exit(code); }, async (e) => {
   console.error(`soak: ${e?.stack ?? e}`);
   await teardown();
   process.exit(1);

@@ -13,6 +13,7 @@ import { fusermountBin, lazyUnmount, run } from './fusermount.js';
 import { kernelMounts, removeRecord, writeRecord, RecordWriter, type MountRecord } from './registry.js';
 import { accountId } from './target.js';
 import type { Remote, RemoteEntry } from '../remote/types.js';
+import { exitWhenDrained } from '../util/exit.js';
 
 async function runServe(p: Parsed): Promise<number> {
   const m = await import('../emulator/main.js');
@@ -80,7 +81,7 @@ async function runDemo(p: Parsed): Promise<number> {
       for (const d of drives) spawnSync(fusermountBin(), ['-uz', d.mountpoint], { stdio: 'ignore', timeout: 10_000 });
       for (const d of drives) if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
       if (outcome.work) { try { rmSync(outcome.work, { recursive: true, force: true }); } catch { /* tmp, best effort */ } }
-      process.exit(130);
+      void exitWhenDrained(130);
     }
   };
   const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

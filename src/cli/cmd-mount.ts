@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { openSync, closeSync, writeSync, createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { bool, list, str, UsageError, type CmdDef, type Parsed } from './args.js';
+import { bool, int, list, str, UsageError, type CmdDef, type Parsed } from './args.js';
 import { parseMountOptions, mountOptionsHelp } from './mountopts.js';
 import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemoteError, passwordFor, caOption, type Target } from './target.js';
 import { readPasswordFile } from './password.js';
@@ -12,13 +12,19 @@ import {
   alive, canonicalMountpoint, findByMountpoint, findByPath, kernelMounts, listRecords, readRecord, removeRecord,
   writeRecord, RecordWriter, kernelMountsAsync, type MountRecord,
 } from './registry.js';
-import { lazyUnmount, run } from './fusermount.js';
+import { cleanUnmount, lazyUnmount, run } from './fusermount.js';
 import { createProgress } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';
+import { exitWhenDrained } from '../util/exit.js';
+import { usableDir } from '../util/dirs.js';
+import { describeHolders, mountHolders } from '../util/holders.js';
+import { defaultVfsOptions } from '../vfs/vfs.js';
 
 const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
+/** Sent by `unmount --force` to the mount process (SIGTERM twice could merge into one). */
+const FORCE_SIGNAL: NodeJS.Signals = 'SIGUSR2';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const mountCommandOptions = [
@@ -121,6 +127,11 @@ async function runMount(p: Parsed): Promise<number> {
     const id = accountId({ kind: t.kind, server: t.server, user: t.root ? `${t.user}#root=${t.root}` : t.user });
     const same = listRecords().find((r) => r.accountId === id && r.pid !== process.pid);
     if (same) throw new CliError(`this account is already mounted at ${same.mountpoint} (pid ${same.pid}); one mount per account keeps its write-back journal consistent`);
+    // before the password prompt and the daemon: a cache that cannot be used fails the mount now
+    const cache = settings.vfs.cacheDir ?? defaultVfsOptions(id).cacheDir;
+    try { await usableDir(cache); } catch (e) {
+      throw new CliError(`${settings.vfs.cacheDir ? 'cache_dir' : 'cache folder'}: ${(e as Error).message}`);
+    }
 
     let password: string;
     if (isChild) password = await readStdinPassword();
@@ -219,11 +230,13 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       if (sig === 'SIGHUP') noteHangup();
       if (signals === 1) void stop(sig, false);
       else if (signals === 2) { process.stderr.write('second signal: unmounting without waiting for uploads (journal kept)\n'); void stop(sig, true); }
-      else { removeRecord(process.pid); process.exit(130); }
+      else { removeRecord(process.pid); void exitWhenDrained(130); }
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     process.on('SIGHUP', onSignal);
+    // `cloudmount unmount --force`: detach now; files still open for writing go to the journal
+    process.on(FORCE_SIGNAL, () => { void stop(FORCE_SIGNAL, true); });
     process.on('exit', () => removeRecord(process.pid));
   });
 }
@@ -254,14 +267,53 @@ async function runUnmount(p: Parsed): Promise<number> {
     throw new CliError(k ? `${mp} is a ${k.type} mount, not a cloudmount mount` : `${mp} is not a cloudmount mount`);
   }
   if (force) {
+    const cut = describeHolders(await mountHolders(mp));
     const r = await lazyUnmount(mp);
     if (r.code !== 0) log.warn(`fusermount -uz ${mp}: ${r.stderr.trim()}`);
-    try { process.kill(rec.pid, 'SIGKILL'); } catch { /* gone already */ }
-    for (let i = 0; i < 50 && alive(rec.pid); i++) await sleep(100);
+    // the mount process journals files still open for writing and exits; killed only if it does not
+    let killed = false;
+    try { process.kill(rec.pid, FORCE_SIGNAL); } catch { /* gone already */ }
+    for (let i = 0; i < 300 && alive(rec.pid); i++) await sleep(100);
+    if (alive(rec.pid)) {
+      killed = true;
+      try { process.kill(rec.pid, 'SIGKILL'); } catch { /* gone already */ }
+      for (let i = 0; i < 50 && alive(rec.pid); i++) await sleep(100);
+    }
     removeRecord(rec.pid, rec.slot);
     const pending = rec.status?.pending ?? 0;
-    out(`forced unmount of ${mp} (pid ${rec.pid} killed); ${pending ? `${pending} pending change(s) are` : 'anything not yet uploaded is'} kept in the journal and replayed at the next mount of this account\n`);
+    for (const line of cut) process.stderr.write(`  cut off: ${line}\n`);
+    out(`forced unmount of ${mp} (pid ${rec.pid} ${killed ? 'killed: it did not stop within 30 s' : 'stopped'}); ` +
+      `${pending ? `${pending} pending change(s) are` : 'anything not yet uploaded is'} kept in the journal and replayed at the next mount of this account` +
+      (cut.length && !killed ? '; files that were open for writing are kept as written so far' : '') + '\n');
     return 0;
+  }
+  // The kernel refuses a plain unmount while a program uses the mount, atomically: no file is
+  // opened between a check and the detach. While it is busy this waits (bounded) and names who.
+  const waitMs = (int(p, 'wait') ?? 10) * 1000;
+  const deadline = Date.now() + waitMs;
+  let told = false;
+  for (;;) {
+    const r = await cleanUnmount(mp);
+    if (r.code === 0) break;
+    if (!/busy/i.test(r.stderr)) {
+      // detached already, or fusermount failed otherwise: the mount process unmounts (busy wait,
+      // then lazily, keeping what open files hold) and flushes
+      if (kernelMounts().some((m) => m.mountpoint === mp)) log.warn(`unmount ${mp}: ${r.stderr.trim() || `exit ${r.code}`}; asking the mount process`);
+      break;
+    }
+    const who = describeHolders(await mountHolders(mp));
+    if (Date.now() >= deadline) {
+      throw new CliError(`${mp} is busy (EBUSY), still in use after ${waitMs / 1000} s:\n` +
+        (who.length ? who.map((l) => `  ${l}\n`).join('') : '  (by processes this user cannot see)\n') +
+        `close those files (or leave those folders) and run it again, or detach now with: cloudmount unmount --force ${mp}\n` +
+        '(--force keeps what the programs wrote so far, and their later calls fail)');
+    }
+    if (!told) {
+      told = true;
+      process.stderr.write(`${mp} is in use; waiting up to ${waitMs / 1000} s for these to close their files:\n` +
+        who.map((l) => `  ${l}\n`).join(''));
+    }
+    await sleep(250);
   }
   try { process.kill(rec.pid, 'SIGTERM'); } catch (e) { throw new CliError(`cannot signal pid ${rec.pid}: ${(e as NodeJS.ErrnoException).code}`); }
   const bar = createProgress(`unmounting ${mp}`, { unit: 'items' });
@@ -325,9 +377,15 @@ export const mountCommands: CmdDef[] = [
     path: ['unmount'], args: 'MOUNTPOINT', minArgs: 1, maxArgs: 1,
     summary: 'Flush pending uploads and unmount a cloudmount drive.',
     details: 'Waits (with progress) until every pending upload reached the server and the mount process ended.\n' +
-      '--force detaches at once (fusermount -uz) and kills the mount process; pending changes stay in the\n' +
-      'write-back journal and are replayed at the next mount of the same account.',
-    options: [{ name: 'force', short: 'f', desc: 'Do not wait for uploads: detach and kill (journal kept)' }],
+      'While programs have files (or their working folder) in the drive, it waits up to --wait seconds,\n' +
+      'naming them, then refuses (EBUSY) and leaves the drive mounted.\n' +
+      '--force detaches at once (fusermount -uz) and stops the mount process: files still open for writing\n' +
+      'are kept as written so far, and with pending changes stay in the write-back journal, replayed at the\n' +
+      'next mount of the same account; the programs\' later calls on those files fail (ENOTCONN).',
+    options: [
+      { name: 'force', short: 'f', desc: 'Do not wait for programs or uploads: detach now (journal kept)' },
+      { name: 'wait', value: 'SECONDS', desc: 'How long to wait for programs to close their files (default 10)' },
+    ],
     run: runUnmount,
   },
   {

@@ -29,3 +29,9 @@ export async function lazyUnmount(mountpoint: string): Promise<RunResult> {
   if (process.platform === 'darwin') return run('umount', ['-f', mountpoint], { timeoutMs: 10_000 });
   return run(fusermountBin(), ['-uz', mountpoint], { timeoutMs: 10_000 });
 }
+
+/** Plain unmount: the kernel refuses it (EBUSY) while any file or working folder is in use. */
+export async function cleanUnmount(mountpoint: string): Promise<RunResult> {
+  if (process.platform === 'darwin') return run('umount', [mountpoint], { timeoutMs: 10_000 });
+  return run(fusermountBin(), ['-u', mountpoint], { timeoutMs: 10_000 });
+}

@@ -6,6 +6,7 @@ import { CliError, setVerbosity, log, hungUp } from './context.js';
 import { commands, groups } from './commands.js';
 import { isRemoteError } from '../remote/errors.js';
 import { redact } from '../log.js';
+import { exitWhenDrained } from '../util/exit.js';
 
 const TOP_SUMMARY = 'cloudmount mounts a Maxxo or vBoxxCloud storage account as a drive (FUSE), and runs the services\' account commands.';
 
@@ -88,13 +89,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** Ends the process; by SIGHUP after a hangup (see noteHangup), else with code. */
-function finish(code: number): void {
-  if (hungUp) {
-    process.removeAllListeners('SIGHUP');
-    process.kill(process.pid, 'SIGHUP');
-  }
-  process.exit(code);
+/** Ends the process once its output drained; by SIGHUP after a hangup (see noteHangup), else with code. */
+function finish(code: number): Promise<never> {
+  return exitWhenDrained(code, hungUp ? { signal: 'SIGHUP' } : {});
 }
 
 // Run when executed, not when imported by a test.
@@ -107,6 +104,6 @@ if (/[\\/]cli[\\/]main\.js$/.test(invoked)) {
   // Long-running commands (mount, demo, serve) resolve only when they are done.
   main(process.argv.slice(2)).then(finish, (e) => {
     process.stderr.write(`cloudmount: ${redact(String((e as Error)?.message ?? e))}\n`);
-    process.exit(1);
+    void exitWhenDrained(1);
   });
 }

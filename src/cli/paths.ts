@@ -1,7 +1,8 @@
 // Where cloudmount keeps its files, following the XDG base directory rules.
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { mkdirSync, chmodSync } from 'node:fs';
+import { chmodSync } from 'node:fs';
+import { makeDirsSync } from '../util/dirs.js';
 
 const home = () => process.env.HOME || homedir();
 
@@ -21,7 +22,7 @@ export function logDir(): string {
 
 /** Creates dir (and parents) and forces it to 0700: it holds account data of one user. */
 export function privateDir(dir: string): string {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirsSync(dir, 0o700);
   chmodSync(dir, 0o700);
   return dir;
 }

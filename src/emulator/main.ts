@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createEmulator, type Emulator } from './server.js';
 import type { EmulatorOptions } from './context.js';
+import { exitWhenDrained } from '../util/exit.js';
 
 export const SERVE_HELP = `Usage: cloudmount serve [options]
 
@@ -151,7 +152,7 @@ export async function serveMain(argv: string[]): Promise<void> {
   await new Promise<void>((resolveStop) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {
-      if (stopping) { process.exit(130); } // a second Ctrl-C: the user insists
+      if (stopping) { void exitWhenDrained(130); return; } // a second Ctrl-C: the user insists
       stopping = true;
       if (!opts.quiet) process.stderr.write(`cloudmount serve: ${sig}, stopping\n`);
       em.close()
@@ -176,7 +177,7 @@ function isDirectRun(): boolean {
 
 if (isDirectRun()) {
   serveMain(process.argv.slice(2)).then(
-    () => process.exit(process.exitCode ?? 0),
-    (e) => { process.stderr.write(`cloudmount serve: ${(e as Error).message}\n`); process.exit(1); },
+    () => exitWhenDrained(typeof process.exitCode === 'number' ? process.exitCode : 0),
+    (e) => { process.stderr.write(`cloudmount serve: ${(e as Error).message}\n`); return exitWhenDrained(1); },
   );
 }

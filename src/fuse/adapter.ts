@@ -88,14 +88,22 @@ const NAME_MAX = 255;
 /** libfuse 2's name for an unlinked open file: `.fuse_hidden%08x%08x` (node id, counter). */
 const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/;
 /** Ops on an open handle: the kernel sends them per 128 KiB, their path was checked at open. */
-const DATA_OPS = new Set(['read', 'write']);
+const DATA_OPS = new Set(['read', 'write', 'flush', 'release', 'fsync', 'ftruncate', 'fgetattr', 'releasedir', 'fsyncdir']);
+
+/** PATH_MAX with its NUL: the longest path inside the mount a program can name in one call. */
+const PATH_MAX = 4096;
 
 /**
  * The kernel never checks FUSE names against NAME_MAX (it passes up to 1024 bytes): a longer
- * component is refused here, before any lookup, as POSIX has ENAMETOOLONG win over ENOENT.
+ * component is refused here, before any lookup, as POSIX has ENAMETOOLONG win over ENOENT. Nor
+ * does it bound the whole path (a program that cd's down step by step reaches any depth): what
+ * no program could name from the mount's root is refused too, rather than sent to the service.
  */
 export function nameTooLong(p: string | undefined): boolean {
-  if (!p) return false;
+  // ops on an open handle may come without a usable path (libfuse 2 has none for a file whose
+  // folder was removed while it was open): that is no name at all
+  if (typeof p !== 'string' || !p) return false;
+  if (p.length >= PATH_MAX / 4 && Buffer.byteLength(p) >= PATH_MAX) return true;
   for (const c of p.split('/')) if (c.length > NAME_MAX / 4 && Buffer.byteLength(c) > NAME_MAX) return true;
   return false;
 }

@@ -128,6 +128,8 @@ export function toErrno(err: unknown, log?: Logger, op?: string): number {
 export function errnoName(err: unknown): ErrnoName | undefined {
   if (err instanceof RemoteError) {
     if (err.code === 'INVALID_NAME' && tooLong(err)) return 'ENAMETOOLONG';
+    // a service's "path too long" (vBoxx answers 400 BAD_REQUEST) is the program's ENAMETOOLONG
+    if (err.code === 'BAD_REQUEST' && /\btoo long\b/i.test(err.message)) return 'ENAMETOOLONG';
     return BY_CODE[err.code] ?? byStatus(err.status);
   }
   // Local failures of the cache/journal (disk full, ...) arrive as Node system errors.

@@ -11,6 +11,8 @@ import { Vfs, defaultVfsOptions } from '../vfs/vfs.js';
 import type { Logger } from '../log.js';
 import { createOps } from './adapter.js';
 import { createFuse, type FuseInstance } from './native.js';
+import { exitWhenDrained } from '../util/exit.js';
+import { describeHolders, mountHolders } from '../util/holders.js';
 
 const IS_MAC = process.platform === 'darwin';
 
@@ -101,12 +103,19 @@ export async function lazyUnmount(mnt: string): Promise<boolean> {
 /** Clean unmount, retried while the mount is busy; lazy after busyMs. */
 export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Promise<void> {
   const deadline = Date.now() + busyMs;
+  let told = false;
   for (;;) {
     let r = IS_MAC ? await run('umount', [mnt]) : await run('fusermount', ['-u', mnt]);
     if (r.code === 127 && !IS_MAC) r = await run('fusermount3', ['-u', mnt]);
     if (r.code === 0) return;
     if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountpoint(mnt))) return;
     if (/busy/i.test(r.stderr) && Date.now() < deadline) {
+      if (!told) {
+        told = true;
+        const who = describeHolders(await mountHolders(mnt));
+        log?.warn(`${mnt} is busy${who.length ? ` (${who.join('; ')})` : ''}; waiting up to ${Math.round(busyMs / 1000)} s, ` +
+          'then detaching: what programs wrote to files they keep open is saved, their later calls fail');
+      }
       await sleep(200);
       continue;
     }
@@ -421,7 +430,7 @@ export function installSignalHandlers(
   drive: MountedDrive,
   o: { log?: Logger; exit?: (code: number) => void } = {},
 ): () => void {
-  const exit = o.exit ?? ((code: number) => process.exit(code));
+  const exit = o.exit ?? ((code: number) => { void exitWhenDrained(code); });
   let count = 0;
   const handler = (sig: NodeJS.Signals) => {
     count++;

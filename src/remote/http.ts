@@ -51,6 +51,7 @@ import {
 import { Priority } from './types.js';
 import { redact, silentLogger, type Logger } from '../log.js';
 import { sleep } from '../util/sleep.js';
+import { backoffDelay } from '../util/backoff.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
 
@@ -73,6 +74,11 @@ export interface RequestSpec {
   timeoutMs?: number;
   /** Skip the auth hook (the login request itself). */
   noAuth?: boolean;
+  /**
+   * Called each time an attempt leaves the queue for the server. Before that, an abort takes the
+   * request back for sure; after it, the server may apply it even if our side gives up.
+   */
+  onDispatch?: () => void;
 }
 
 export interface HttpResponse {
@@ -287,7 +293,7 @@ export class HttpClient {
         }
         const f = e;
         const canRetry = f.transient && (idempotent || f.notActed);
-        let delay = Math.random() * Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** (attempt - 1));
+        let delay = backoffDelay(attempt, this.backoffBaseMs, this.backoffCapMs);
         if (f.retryAfterMs !== undefined) delay = Math.max(delay, f.retryAfterMs);
         // The server asked everyone to slow down: hold the whole queue, even when this request gives
         // up, but never longer than one request's retry budget (a queued call must not wait forever).
@@ -369,6 +375,7 @@ export class HttpClient {
         const release = () => { if (!released) { released = true; this.inFlight--; } };
         let res: HttpResponse;
         try {
+          spec.onDispatch?.();
           res = await this.dispatch(spec, ctx, deadline);
         } catch (e) {
           release();

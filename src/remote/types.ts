@@ -49,6 +49,8 @@ export interface Capabilities {
   emptyFolders: boolean;
   /** uploadMany() sends many files in one transfer, cheaper than one upload() each. */
   batchUpload?: boolean;
+  /** upload() calls TransferOptions.onSend when the request that changes the server goes out. */
+  reportsSend?: boolean;
 }
 
 /** Priority classes for the request queue: higher runs first. */
@@ -66,6 +68,11 @@ export interface CallOptions {
 export interface TransferOptions extends CallOptions {
   /** Called with the number of bytes transferred so far (monotonic). */
   onProgress?: (bytes: number) => void;
+  /**
+   * Uploads, from remotes with capabilities.reportsSend: called when the request that can change
+   * the server leaves for it. Until then an abort takes the upload back for sure.
+   */
+  onSend?: () => void;
 }
 
 /** Gets each chunk with its position and what the answer said about the content it comes from. */
@@ -128,6 +135,8 @@ export interface Remote {
   uploadMany?(items: { localFile: string; path: string }[], opts?: CallOptions): Promise<UploadResult[]>;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
+  /** The parts of an upload policy known before a file is complete (services that have one). */
+  uploadPolicy?: UploadPolicy;
   mkdir(path: string, opts?: CallOptions): Promise<void>;
   /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
   move(from: string, to: string, opts?: CallOptions): Promise<void>;
@@ -143,4 +152,16 @@ export interface Remote {
   cacheTtls?(t: { attrTtlMs: number; dirTtlMs: number }): void;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
+}
+
+/**
+ * What a service's policy says before any content exists, so that the program hears a refusal at
+ * the first call that can know it (create or rename: the name; write: the size), not at close()
+ * after the whole file was written. Answers may be cached by the service client.
+ */
+export interface UploadPolicy {
+  /** Throws the service's refusal of any file at `path` because of its name. */
+  checkName(path: string, opts?: CallOptions): Promise<void>;
+  /** The largest file the service takes at `path`, in bytes; null when unlimited. */
+  maxFileSize(path: string, opts?: CallOptions): Promise<number | null>;
 }

@@ -47,8 +47,16 @@ export interface DriveStatus {
   /** Bytes of those pending uploads. */
   pendingBytes: number;
   failures: UploadFailure[];
+  /** Things the drive did on its own that a user should know of (e.g. a folder recreated). */
+  notices?: DriveNotice[];
   cacheBytes: number;
   dirtyBytes: number;
+}
+
+export interface DriveNotice {
+  path: string;
+  message: string;
+  atMs: number;
 }
 
 export interface FlushResult {

@@ -29,3 +29,15 @@ export function isUnder(p: string, dir: string): boolean {
 export function rebase(p: string, from: string, to: string): string {
   return p === from ? to : to + p.slice(from.length);
 }
+
+/** Moves the keys of m that are `from` or under it to their place under `to` (a rename). */
+export function rekeyMap<V>(m: Map<string, V>, from: string, to: string, onMove?: (v: V, newKey: string) => void): void {
+  const moved: [string, V][] = [];
+  for (const [k, v] of m) if (k === from || isUnder(k, from)) moved.push([k, v]);
+  for (const [k] of moved) m.delete(k);
+  for (const [k, v] of moved) {
+    const nk = rebase(k, from, to);
+    onMove?.(v, nk);
+    m.set(nk, v);
+  }
+}

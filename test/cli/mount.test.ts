@@ -2,8 +2,8 @@
 // runs in this process and the mount in a CLI child, so this process only ever reaches the mount
 // through further child processes (sh, cat, getfattr), never with fs calls of its own.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync, rmdirSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -190,4 +190,144 @@ test('unmount --force cuts loose at once and says the journal is kept', async (t
   await m.exited;
   t.false(isMounted(mp));
   t.deepEqual(registry(h), []);
+});
+
+test('an unusable cache_dir fails the mount at once with one clear line, foreground and --daemon, leaving nothing behind', async (t) => {
+  const h = makeHome();
+  const mp = mountpoint(t);
+  const file = join(h.dir, 'a-file');
+  writeFileSync(file, 'x');
+  const dirs: Array<[string, RegExp]> = [
+    ['/proc/cloudmount-cache', /cache_dir: cannot create folder \/proc\/cloudmount-cache/],
+    [file, /cache_dir: .*a-file exists and is not a folder/],
+    [join(file, 'sub'), /cache_dir: .*a parent is not a folder/],
+  ];
+  // a read-only file system, where this test may mount one (root)
+  const ro = mkdtempSync(join(tmpdir(), 'cloudmount-ro-'));
+  t.teardown(() => { if (isMounted(ro)) spawnSync('umount', [ro]); try { rmdirSync(ro); } catch { /* busy */ } });
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro]).status === 0) {
+    dirs.push([ro, /cache_dir: cannot write in .*read-only file system/], [join(ro, 'sub'), /cache_dir: .*read-only file system/]);
+  } else t.log('no read-only tmpfs here (not root): that case is skipped');
+  const env = { ...h.env, CLOUDMOUNT_PASSWORD: 'demo-password' };
+  for (const [dir, msg] of dirs) {
+    for (const extra of [[], ['--daemon']]) {
+      // the bound is a hang detector, not a speed claim: a working check answers in well under 2 s
+      const r = await cli(['mount', 'maxxo', mp, '--server', emu.url, '--email', 'demo@maxxo.test', '-o', `cache_dir=${dir}`, ...extra], { env, timeoutMs: 10_000 });
+      t.is(r.code, 1, `${dir} ${extra}: ${r.stderr}`);
+      t.regex(r.stderr, msg);
+      t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+      t.false(isMounted(mp));
+      t.deepEqual(registry(h), []);
+    }
+  }
+});
+
+// A program holding a file open for writing: it writes its first chunk, then waits for a line
+// on stdin before it writes the second and closes (or reports the errno it got).
+const WRITER = `
+const fs = require('fs');
+const [file, first, second] = process.argv.slice(1);
+const fd = fs.openSync(file, 'w');
+fs.writeSync(fd, first);
+console.log('wrote');
+process.stdin.once('data', () => {
+  try { fs.writeSync(fd, second); fs.closeSync(fd); console.log('closed'); } catch (e) { console.log('error ' + e.code); }
+  process.exit(0);
+});
+`;
+function openWriter(file: string, first: string, second: string) {
+  const child = spawn(process.execPath, ['-e', WRITER, file, first, second], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let outp = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { outp += d; });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { outp += d; });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    pid: child.pid!,
+    output: () => outp,
+    ready: () => waitFor(() => /wrote/.test(outp) || child.exitCode !== null, 30_000, 'writer ready'),
+    async finish(): Promise<string> { child.stdin!.end('go\n'); await exited; return outp; },
+    kill() { try { child.kill('SIGKILL'); } catch { /* gone */ } },
+  };
+}
+
+const ACCOUNTS = {
+  maxxo: { args: ['--email', 'demo@maxxo.test'], dir: '', remote: () => createMaxxoRemote({ server: emu.url, user: 'demo@maxxo.test', password: 'demo-password' }) },
+  vboxx: { args: ['--username', 'demo'], dir: 'Files', remote: () => createVboxxRemote({ server: emu.url, user: 'demo', password: 'demo-password' }) },
+} as const;
+
+async function mountFg(t: { teardown(fn: () => void): void }, kind: 'maxxo' | 'vboxx', mp: string, env: NodeJS.ProcessEnv, extra: string[] = []) {
+  const m = cliSpawn(['mount', kind, mp, '--server', emu.url, ...ACCOUNTS[kind].args, ...extra], { env });
+  killOnTeardown(t, () => m.child.pid);
+  await waitFor(() => /mounted (maxxo|vboxx)/.test(m.output()) || m.child.exitCode !== null, 60_000, 'mounted');
+  return m;
+}
+
+for (const kind of ['maxxo', 'vboxx'] as const) {
+  test(`${kind}: unmount refuses while a file is open for writing (naming the process); --force keeps what was written`, async (t) => {
+    const h = makeHome();
+    const mp = mountpoint(t);
+    const env = { ...h.env, CLOUDMOUNT_PASSWORD: 'demo-password' };
+    const m = await mountFg(t, kind, mp, env, ['-o', 'writeback_delay=600']);
+    t.true(isMounted(mp), m.output());
+    const dir = join(mp, ACCOUNTS[kind].dir);
+    const name = `open-${kind}-${process.pid}.txt`;
+
+    const w1 = openWriter(join(dir, name), 'part1', 'part2');
+    t.teardown(() => w1.kill());
+    await w1.ready();
+    const busy = await cli(['unmount', '--wait', '1', mp], { env: h.env, timeoutMs: 60_000 });
+    t.is(busy.code, 1, busy.stderr);
+    t.regex(busy.stderr, /busy \(EBUSY\)/);
+    t.regex(busy.stderr, new RegExp(`pid ${w1.pid} \\(node\\): .*${name} \\(open for writing\\)`));
+    t.regex(busy.stderr, /cloudmount unmount --force/);
+    t.true(isMounted(mp), 'still mounted');
+    t.regex(await w1.finish(), /closed/, 'the writer went on undisturbed');
+
+    const forcedName = `forced-${kind}-${process.pid}.txt`;
+    const w2 = openWriter(join(dir, forcedName), 'kept so far', ' and more');
+    t.teardown(() => w2.kill());
+    await w2.ready();
+    const forced = await cli(['unmount', '--force', mp], { env: h.env, timeoutMs: 60_000 });
+    t.is(forced.code, 0, forced.stderr);
+    t.regex(forced.stderr, new RegExp(`cut off: pid ${w2.pid} \\(node\\)`));
+    t.regex(forced.stdout, /kept as written so far/);
+    await m.exited;
+    t.regex(await w2.finish(), /error E/, 'the writer\'s later call fails');
+    t.false(isMounted(mp));
+    t.deepEqual(registry(h), []);
+
+    // the next mount of the account replays the journal; a clean unmount waits for the uploads
+    const m2 = await mountFg(t, kind, mp, env);
+    const um = await cli(['unmount', mp], { env: h.env, timeoutMs: 120_000 });
+    t.is(um.code, 0, um.stderr + m2.output());
+    await m2.exited;
+    const remote = ACCOUNTS[kind].remote();
+    t.teardown(() => remote.close());
+    const base = ACCOUNTS[kind].dir ? `/${ACCOUNTS[kind].dir}` : '';
+    const back = async (n: string) => { const f = join(h.dir, `back-${n}`); await remote.download(`${base}/${n}`, f); return readFileSync(f, 'utf8'); };
+    t.is(await back(name), 'part1part2');
+    t.is(await back(forcedName), 'kept so far', 'bytes written before the forced unmount are on the server');
+  });
+}
+
+test('SIGTERM of a foreground mount with a file open for writing: detaches after the busy wait, what was written is uploaded', async (t) => {
+  const h = makeHome();
+  const mp = mountpoint(t);
+  const env = { ...h.env, CLOUDMOUNT_PASSWORD: 'demo-password' };
+  const m = await mountFg(t, 'maxxo', mp, env, ['-o', 'writeback_delay=600']);
+  const name = `sigterm-${process.pid}.txt`;
+  const w = openWriter(join(mp, name), 'written before stop', ' after');
+  t.teardown(() => w.kill());
+  await w.ready();
+  m.child.kill('SIGTERM');
+  t.is(await m.exited, 0, m.output());
+  t.regex(m.output(), new RegExp(`is busy \\(pid ${w.pid} \\(node\\): .*${name} \\(open for writing\\)\\)`));
+  t.regex(m.output(), new RegExp(`${name} was still open for writing: its content so far \\(19 bytes\\) is kept`));
+  t.regex(await w.finish(), /error E/);
+  t.false(isMounted(mp));
+  const remote = createMaxxoRemote({ server: emu.url, user: 'demo@maxxo.test', password: 'demo-password' });
+  t.teardown(() => remote.close());
+  const f = join(h.dir, 'back-sigterm');
+  await remote.download(`/${name}`, f);
+  t.is(readFileSync(f, 'utf8'), 'written before stop');
 });

@@ -45,7 +45,7 @@ async function onServer(t: ExecutionContext, rel: string): Promise<string> {
   return errCode(fsp.stat(fresh.p(rel)));
 }
 
-test.serial('max_file_size gives EFBIG, excluded_extensions EPERM; refused files never on the server', async (t) => {
+test.serial('max_file_size gives EFBIG at the write past it, excluded_extensions EPERM at create; refused files never on the server', async (t) => {
   await setPolicy({ max_file_size: '1', excluded_extensions: '.exe,*.mp3' });
   t.teardown(() => setPolicy({ max_file_size: '1024', excluded_extensions: '.exe' }));
   const d = await mountService(t, servers, 'vboxx');
@@ -57,7 +57,12 @@ test.serial('max_file_size gives EFBIG, excluded_extensions EPERM; refused files
   t.is(await writeAndClose(d.p(rel, 'Song.MP3'), Buffer.from('ID3')), 'EPERM');
   await d.flush().catch(() => {});
   t.is(await onServer(t, path.join(rel, 'fits.bin')), 'OK');
-  t.is(await onServer(t, path.join(rel, 'too-big.bin')), 'ENOENT');
+  // like a file size limit of the system: what was written up to the limit stays, on the mount and
+  // the server alike
+  t.is((await fsp.stat(d.p(rel, 'too-big.bin'))).size, MiB);
+  const fresh: Drive = await mountService(t, servers, 'vboxx');
+  t.is((await fsp.stat(fresh.p(rel, 'too-big.bin'))).size, MiB);
+  t.is(await errCode(fsp.truncate(d.p(rel, 'fits.bin'), MiB + 1)), 'EFBIG', 'truncate past the limit');
   t.is(await onServer(t, path.join(rel, 'tool.exe')), 'ENOENT');
 });
 

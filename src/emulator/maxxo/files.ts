@@ -39,6 +39,9 @@ export class UserFiles {
     }
     const rel = cleanPath(input);
     const host = confine(this.base, rel);
+    // this server keeps files under its data folder by absolute paths: deeper than the host's
+    // PATH_MAX it cannot reach them (lstat would say "no such file" about a file it holds)
+    if (Buffer.byteLength(host) >= 4096) throw new PathError('path too long for this server');
     this.checkNoSymlinkAncestor(rel);
     return { rel, host };
   }

@@ -12,7 +12,9 @@
 //   folder is pushed with rsync. upload creates missing parents (--mkpath).
 // - download truncates localFile, then `rsync --append-verify` writes it in place: the file only
 //   grows, so a retry continues where the last attempt stopped, and readers may follow the bytes
-//   (onProgress reports the size on disk, polled while rsync runs).
+//   (onProgress reports the size on disk, polled while rsync runs). --append skips a file that
+//   is not shorter on our side unchecked: a resume that appended nothing is followed by a
+//   verifying --inplace run, so bytes of a version replaced meanwhile never pass for the file.
 // - mtimes: the REST API has none (ops/list and ops/filesize give names, types and sizes only), so
 //   a file replaced by another client with bytes of the same size would look unchanged, and the
 //   drive would serve its cached copy for as long as it keeps it. The rsync daemon's listing of a
@@ -46,6 +48,7 @@ import {
 } from './rsync.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
 
 export interface MaxxoRemoteOptions extends ClientOptions {
   /** rsync binary (default: `rsync` from PATH). */
@@ -73,6 +76,28 @@ const LIST_RETRY_MS = 5000;
 const DAEMON_LISTINGS_MAX = 2000;
 
 const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * Longest destination folder (bytes) a push names. The rsync daemon's receiver changes into the
+ * destination folder first and refuses one whose path, joined to its module folder, passes about
+ * 2 KiB ("change_dir#2 ... File name too long"; mkdir of a 2 KiB path answered EIO after the
+ * folder was made), while it creates entries by relative names up to PATH_MAX. A deeper target is
+ * pushed by its name relative to an ancestor within this bound (--files-from).
+ */
+const PUSH_DEST_MAX = 1024;
+
+/** base: the longest proper ancestor of the target within PUSH_DEST_MAX bytes; rel: the rest. */
+function pushSplit(parts: string[]): { base: string; rel: string } {
+  let n = 0;
+  let bytes = 0;
+  for (let i = 0; i < parts.length - 1; i++) {
+    const b = Buffer.byteLength(parts[i]!) + 1;
+    if (bytes + b > PUSH_DEST_MAX) break;
+    bytes += b;
+    n = i + 1;
+  }
+  return { base: parts.slice(0, n).join('/'), rel: parts.slice(n).join('/') };
+}
 
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
@@ -319,11 +344,30 @@ export class MaxxoRemote implements Remote {
     if (self) throw new AlreadyExists('already exists', { path });
     if (!par) throw new NotFound('parent folder does not exist', { path: parent });
     if (par.type !== 'dir') throw new NotADirectory('parent is not a folder', { path: parent });
-    const empty = await mkdtemp(join(tmpdir(), 'cloudmount-mkdir-'));
+    if (Buffer.byteLength(parts.join('/')) <= PUSH_DEST_MAX) {
+      const empty = await mkdtemp(join(tmpdir(), 'cloudmount-mkdir-'));
+      try {
+        await this.rsync(path, opts, (url) => ['-d', empty + '/', `${url}/${parts.join('/')}/`], undefined);
+      } finally {
+        await rm(empty, { recursive: true, force: true });
+      }
+      return;
+    }
+    const { base, rel } = pushSplit(parts);
+    const stage = await this.uploadStage();
     try {
-      await this.rsync(path, opts, (url) => ['-d', empty + '/', `${url}/${parts.join('/')}/`], undefined);
+      const root = join(stage, 'd');
+      await fsMkdir(join(root, rel), { recursive: true });
+      const list = join(stage, 'list');
+      await writeFile(list, rel + '\0', { mode: 0o600 });
+      await this.rsync(path, opts, (url) => ['-d', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', base ? `${url}/${base}/` : `${url}/`], undefined);
+    } catch (e) {
+      // the daemon may have made the folder before it failed: the program is told it was not made
+      const made = await this.stat(path, opts).catch(() => null);
+      if (made?.type === 'dir') await this.remove([path], opts).catch(() => {});
+      throw e;
     } finally {
-      await rm(empty, { recursive: true, force: true });
+      await rm(stage, { recursive: true, force: true });
     }
   }
 
@@ -344,12 +388,25 @@ export class MaxxoRemote implements Remote {
     // there, under the cache file's name; this way the folder is in the way and the run fails.
     const stage = await this.uploadStage();
     try {
-      const link = join(stage, parts[parts.length - 1]!);
-      await symlink(local, link);
       const parent = parts.slice(0, -1).join('/');
-      // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
-      // -t: the server file gets our mtime, so the entry below has it without a daemon listing.
-      await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+      if (Buffer.byteLength(parent) <= PUSH_DEST_MAX) {
+        const link = join(stage, parts[parts.length - 1]!);
+        await symlink(local, link);
+        // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
+        // -t: the server file gets our mtime, so the entry below has it without a daemon listing.
+        await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+      } else {
+        // as in uploadMany: the file by its relative name below a short destination
+        const { base, rel } = pushSplit(parts);
+        const root = join(stage, 'd');
+        const link = join(root, rel);
+        await fsMkdir(dirname(link), { recursive: true });
+        await symlink(local, link);
+        const list = join(stage, 'list');
+        await writeFile(list, rel + '\0', { mode: 0o600 });
+        await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--info=progress2', '--outbuf=L', '--from0', `--files-from=${list}`,
+          root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
+      }
     } finally {
       await rm(stage, { recursive: true, force: true });
     }
@@ -495,11 +552,26 @@ export class MaxxoRemote implements Remote {
       } catch { /* not there yet */ }
     };
     const timer = setInterval(() => { void poll(); }, this.opts.progressIntervalMs ?? 50);
+    const src = (url: string) => `${url}/${escapeSource(parts.join('/'))}`;
     try {
-      const r = await this.rsync(path, opts,
-        (url) => ['-I', '--append-verify', `${url}/${escapeSource(parts.join('/'))}`, local], undefined);
+      let runs = 0;
+      let before = 0;
+      const r = await this.rsync(path, opts, (url) => ['-I', '--append-verify', src(url), local], undefined, {
+        beforeRun: async () => {
+          runs++;
+          before = (await fsStat(local)).size;
+        },
+      });
       const dirErr = skippedDirectory(r, { path });
       if (dirErr) throw dirErr;
+      // --append skips, unverified, a file whose local copy is not shorter than the server's: a
+      // retry after a cut that appended nothing may have kept bytes of a version the server no
+      // longer has (replaced meanwhile by one as long or shorter). Such a copy is checked and
+      // brought to the server's content with a normal in-place run (delta against it, verified).
+      if (runs > 1 && before > 0 && (await fsStat(local)).size === before) {
+        this.log.debug(`maxxo: resumed download of ${path} appended nothing; verifying it in place`);
+        await this.rsync(path, opts, (url) => ['-I', '--inplace', src(url), local], undefined);
+      }
     } finally {
       clearInterval(timer);
     }
@@ -568,7 +640,7 @@ export class MaxxoRemote implements Remote {
    */
   private async rsync(path: string, opts: CallOptions, args: (url: string) => string[],
     onLine: ((l: string) => void) | undefined,
-    o: { queue?: PQueue; attempts?: number; listing?: boolean } = {}): Promise<RsyncResult> {
+    o: { queue?: PQueue; attempts?: number; listing?: boolean; beforeRun?: () => Promise<void> } = {}): Promise<RsyncResult> {
     const ctx: ErrorContext = { path };
     const max = Math.max(1, o.attempts ?? this.opts.maxAttempts ?? 5);
     const deadline = Date.now() + (this.opts.maxRetryTimeMs ?? 60_000);
@@ -591,9 +663,9 @@ export class MaxxoRemote implements Remote {
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.rsyncRuns++;
         if (o.listing) this.listRuns++;
-        return runRsync({
+        return (o.beforeRun?.() ?? Promise.resolve()).then(() => runRsync({
           args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-        }, ctx);
+        }, ctx));
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       const addr = `${host}:${slice.port}`;
@@ -783,6 +855,6 @@ function errCtx(e: RemoteError): ErrorContext {
 }
 
 function backoff(attempt: number): number {
-  return Math.random() * Math.min(5000, 200 * 2 ** (attempt - 1));
+  return backoffDelay(attempt, 200, 5000);
 }
 

@@ -3,7 +3,7 @@
 // minimal environment so nothing of ours (RSYNC_RSH, RSYNC_PROXY, ...) changes how rsync behaves.
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  RemoteError, AuthFailed, NotFound, IsADirectory, NoSpace, Cancelled, TransferFailed, Timeout, type ErrorContext,
+  RemoteError, AuthFailed, NotFound, IsADirectory, InvalidName, NoSpace, Cancelled, TransferFailed, Timeout, type ErrorContext,
 } from '../errors.js';
 import { redact } from '../../log.js';
 
@@ -104,6 +104,8 @@ export function rsyncFailure(r: RsyncResult, ctx: ErrorContext, secret: string):
   if ((r.code === 23 || r.code === 11) && /No such file or directory/.test(text)) {
     return { error: new NotFound(msg, ctx), transient: false, ...no };
   }
+  // a path the storage server cannot hold: the program gets ENAMETOOLONG, no retry
+  if (/File name too long \(36\)/.test(text)) return { error: new InvalidName(`path too long for the storage server: ${msg}`, ctx), transient: false, ...no };
   // 35: no greeting from the daemon within --contimeout
   if (r.code === 35) return { error: new Timeout(msg, ctx), transient: true, authFailed: false, unreachable: true };
   if (r.code === 30) return { error: new Timeout(msg, ctx), transient: true, ...no };

@@ -2,14 +2,13 @@
 // Paths given to this class are root-relative ("/docs/a.txt"); the root is a numeric id.
 // The session token travels as a query parameter, so nothing here ever logs a full URL:
 // errors and log lines carry the request path without its query.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { open, stat as fsStat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js';
 import { encodePathSegments } from '../url.js';
 import {
-  AuthFailed, BadRequest, BadResponse, Cancelled, NotFound, RemoteError, type ErrorContext,
+  AuthFailed, BadRequest, BadResponse, Cancelled, NetworkError, NotFound, RemoteError, type ErrorContext,
 } from '../errors.js';
 import { Priority } from '../types.js';
 import { redact, silentLogger, type Logger } from '../../log.js';
@@ -26,6 +25,7 @@ import type {
   PolicyUpdate, Root, RootCreate, RootUpdate,
 } from './management-types.js';
 import { sleep as sleepUntil } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
 
 export interface VboxxClientConfig extends ClientOptions {
   /** Files larger than this go through chunked upload (default 8 MiB). */
@@ -44,6 +44,8 @@ export interface Call {
 
 export interface Transfer extends Call {
   onProgress?: (bytes: number) => void;
+  /** Uploads: the request that applies the content leaves for the server (see TransferOptions). */
+  onSend?: () => void;
 }
 
 export type MetadataResult =
@@ -236,8 +238,7 @@ export class VboxxClient {
         }
         if (!e.retryable || attempt >= this.maxAttempts || signal?.aborted) throw e;
         uncertain = true;
-        const cap = this.backoffBaseMs * 2 ** (attempt - 1);
-        await sleep(Math.random() * cap, signal);
+        await sleep(backoffDelay(attempt, this.backoffBaseMs), signal);
       }
     }
   }
@@ -271,10 +272,18 @@ export class VboxxClient {
   /**
    * GET /1/files with an optional byte range. The caller must consume or destroy `body`.
    * `partial` is true when the server honoured the range (206). `etag` identifies the content
-   * version, so a resumed transfer can tell it still gets the same file (If-Range).
+   * version, so a resumed transfer can tell it still gets the same file (If-Range); `version` is
+   * the ETag or else the metadata rev, whichever names it.
+   *
+   * Only an answer that is the file is returned: it names its version (ETag or the metadata
+   * header, which Dropbox v1 sends with every /files answer) and its lengths agree with each other
+   * and with the request. Anything else (the body of a broken gateway or of a connection dropped
+   * after made-up headers, an error JSON on a 200, a range other than the one asked) would be
+   * written into caches as file content; it is refused with a retryable BadResponse before a byte
+   * of its body is read.
    */
   async openFile(root: number | string, path: string, o: Call & { offset?: number; length?: number; ifRange?: string } = {}):
-    Promise<{ status: number; partial: boolean; body: Readable; size?: number; rev?: string; etag?: string }> {
+    Promise<{ status: number; partial: boolean; body: Readable; size?: number; rev?: string; etag?: string; version: string; end?: number }> {
     const p = `/1/files/${rootSeg(root)}/${relPath(path)}`;
     const headers: Record<string, string> = {};
     const off = o.offset ?? 0;
@@ -287,25 +296,49 @@ export class VboxxClient {
     }
     if (headers.range && o.ifRange) headers['if-range'] = o.ifRange;
     const r = await this.http.request({ method: 'GET', path: p, headers, signal: o.signal, priority: o.priority ?? Priority.normal });
-    let size: number | undefined;
-    const cr = r.headers['content-range'];
-    const m = typeof cr === 'string' ? /^bytes\s+(\d+)-\d+\/(\d+)\s*$/.exec(cr) : null;
-    if (r.status === 206 && (!m || Number(m[1]) !== off)) {
-      // A 206 for other bytes than asked would be written at the wrong place.
+    const refuse = (why: string): never => {
       r.body.destroy();
-      throw new BadResponse('ranged answer does not start at the requested offset', this.ctx('GET', p));
-    }
-    if (m) size = Number(m[2]);
-    else if (r.status === 200 && typeof r.headers['content-length'] === 'string') size = Number(r.headers['content-length']);
+      throw new BadResponse(`answer is not the file: ${why}`, { ...this.ctx('GET', p), status: r.status });
+    };
     const meta = r.headers['x-vboxx-metadata'] ?? r.headers['x-dropbox-metadata'];
     let rev: string | undefined;
+    let metaBytes: number | undefined;
     if (typeof meta === 'string') {
-      try { const j = JSON.parse(meta); if (j && (typeof j.rev === 'string' || typeof j.rev === 'number')) rev = String(j.rev); } catch { /* optional header */ }
+      try {
+        const j = JSON.parse(meta);
+        if (j && (typeof j.rev === 'string' || typeof j.rev === 'number')) rev = String(j.rev);
+        if (j && Number.isSafeInteger(j.bytes) && j.bytes >= 0) metaBytes = j.bytes;
+      } catch { /* optional header */ }
     }
     const etag = typeof r.headers.etag === 'string' ? r.headers.etag : undefined;
+    const version = etag ?? (rev !== undefined ? `rev:${rev}` : undefined);
+    if (r.status !== 200 && r.status !== 206) refuse(`status ${r.status}`);
+    if (version === undefined) refuse('no ETag and no metadata header');
+    const clh = r.headers['content-length'];
+    const cl = typeof clh === 'string' && /^\d+$/.test(clh.trim()) ? Number(clh) : undefined;
+    let size: number | undefined;
+    let end: number | undefined;
+    if (r.status === 206) {
+      const cr = r.headers['content-range'];
+      const m = typeof cr === 'string' ? /^bytes\s+(\d+)-(\d+)\/(\d+)\s*$/.exec(cr) : null;
+      // A 206 for other bytes than asked would be written at the wrong place.
+      if (!m || Number(m[1]) !== off) refuse('ranged answer does not start at the requested offset');
+      const last = Number(m![2]);
+      size = Number(m![3]);
+      if (last < off || last >= size) refuse(`impossible Content-Range ${String(cr)}`);
+      if (o.length !== undefined && last > off + o.length - 1) refuse(`Content-Range ${String(cr)} beyond the requested range`);
+      if (cl !== undefined && cl !== last - off + 1) refuse(`content-length ${cl} for Content-Range ${String(cr)}`);
+      end = last + 1;
+    } else {
+      size = cl;
+      end = cl;
+    }
+    if (metaBytes !== undefined && size !== undefined && metaBytes !== size) refuse(`${size} bytes served of a file of ${metaBytes}`);
+    size ??= metaBytes;
     return {
-      status: r.status, partial: r.status === 206, body: r.body,
+      status: r.status, partial: r.status === 206, body: r.body, version: version!,
       ...(size !== undefined ? { size } : {}), ...(rev !== undefined ? { rev } : {}), ...(etag !== undefined ? { etag } : {}),
+      ...(end !== undefined ? { end } : {}),
     };
   }
 
@@ -333,6 +366,10 @@ export class VboxxClient {
    * calls the sink again from `offset`. An error of the sink ends the read at once (no retry).
    * Resolves with the bytes delivered by the last run and the revision and size the server
    * served, so the caller can tell a file that changed under it.
+   *
+   * The sink only ever gets bytes of an answer openFile accepted as the file, at their place: a
+   * cut answer's bytes up to the cut are the file's (the transport delivers them in order), so a
+   * resume continues after them, and only with a 206 of the same version.
    */
   async readTo(root: number | string, path: string, offset: number, length: number,
     sink: (chunk: Buffer, pos: number, served: { rev?: string; size?: number }) => void | Promise<void>,
@@ -341,106 +378,143 @@ export class VboxxClient {
     if (!Number.isSafeInteger(length) || length < 0) throw new BadRequest('invalid length');
     if (length === 0) return { bytes: 0 };
     let got = 0;
-    let etag: string | undefined;
+    let version: string | undefined;
     let rev: string | undefined;
     let size: number | undefined;
     for (let attempt = 1; ; attempt++) {
-      let r;
-      try {
-        r = await this.openFile(root, path, { offset: offset + got, length: length - got, signal: o.signal, priority: o.priority ?? Priority.interactive, ...(got > 0 && etag ? { ifRange: etag } : {}) });
-      } catch (e) {
-        if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE' && got === 0) return { bytes: 0 };
-        throw e;
-      }
-      if (got > 0 && (!r.partial || !r.etag || r.etag !== etag)) { got = 0; r.body.destroy(); continue; }
-      etag = r.partial ? r.etag : undefined;
-      rev = r.rev ?? rev;
-      // content-range total, or a whole answer's length
-      if (r.size !== undefined) size = r.size;
-      // A server that ignores Range answers 200 with the whole file: skip to the offset.
-      let skip = r.partial ? 0 : offset;
-      const served = { ...(r.rev !== undefined ? { rev: r.rev } : {}), ...(r.size !== undefined ? { size: r.size } : {}) };
       let sinkFailed = false;
       let sinkError: unknown;
+      let openFailed = false;
       try {
-        for await (const c of r.body) {
-          let b = c as Buffer;
-          if (skip > 0) {
-            if (b.length <= skip) { skip -= b.length; continue; }
-            b = b.subarray(skip);
-            skip = 0;
+        let r;
+        try {
+          r = await this.openFile(root, path, {
+            offset: offset + got, length: length - got, signal: o.signal, priority: o.priority ?? Priority.interactive,
+            ...(got > 0 && version?.startsWith('"') ? { ifRange: version } : {}),
+          });
+        } catch (e) {
+          if (e instanceof RemoteError && e.code === 'RANGE_NOT_SATISFIABLE' && got === 0) return { bytes: 0 };
+          // the HTTP layer already repeated what is worth repeating; only a refused body is tried again here
+          if (!(e instanceof RemoteError && e.code === 'BAD_RESPONSE')) openFailed = true;
+          throw e;
+        }
+        if (got > 0 && !continuesVersion(r, version, size)) got = 0;
+        version = r.version;
+        rev = r.rev;
+        size = r.size;
+        // A server that ignores Range answers 200 with the whole file: skip to the offset.
+        let skip = r.partial ? 0 : offset + got;
+        // the position after the last byte this answer promises and we want (unknown for a
+        // whole answer without content-length: its clean end is the end of the file)
+        const promised = r.end === undefined ? undefined : Math.min(offset + length, r.end);
+        const served = { ...(r.rev !== undefined ? { rev: r.rev } : {}), ...(r.size !== undefined ? { size: r.size } : {}) };
+        try {
+          for await (const c of r.body) {
+            let b = c as Buffer;
+            if (skip > 0) {
+              if (b.length <= skip) { skip -= b.length; continue; }
+              b = b.subarray(skip);
+              skip = 0;
+            }
+            const want = length - got;
+            if (b.length > want) b = b.subarray(0, want);
+            try {
+              await sink(b, offset + got, served);
+            } catch (e) {
+              sinkFailed = true;
+              sinkError = e;
+              throw e;
+            }
+            got += b.length;
+            if (got >= length) break;
           }
-          const want = length - got;
-          if (b.length > want) b = b.subarray(0, want);
-          try {
-            await sink(b, offset + got, served);
-          } catch (e) {
-            sinkFailed = true;
-            sinkError = e;
-            throw e;
-          }
-          got += b.length;
-          if (got >= length) { r.body.destroy(); break; }
+        } finally {
+          r.body.destroy();
+        }
+        // a body that ended (without a transport error) before what it promised was cut all the same
+        if (promised !== undefined && offset + got < promised) {
+          throw new RemoteError('NETWORK_ERROR', `answer ended at byte ${offset + got} of a range to ${promised}`, this.ctx('GET', '/1/files'), true);
         }
         return { bytes: got, ...(rev !== undefined ? { rev } : {}), ...(size !== undefined ? { size } : {}) };
       } catch (e) {
-        r.body.destroy();
         if (sinkFailed) throw sinkError;
         if (o.signal?.aborted) throw new Cancelled('read cancelled', this.ctx('GET', '/1/files'));
-        if (!etag) got = 0;
-        if (attempt >= this.maxAttempts) throw new RemoteError('NETWORK_ERROR', `read cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
-        this.log.debug(`vboxx: ranged read cut short after ${got} bytes, retrying`);
-        await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
+        if (openFailed) throw e;
+        if (e instanceof RemoteError && !e.retryable) throw e;
+        if (attempt >= this.maxAttempts) {
+          throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `read cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
+        }
+        this.log.debug(`vboxx: ranged read cut short after ${got} bytes (${redactMsg(e)}), retrying`);
+        await sleep(backoffDelay(attempt, this.backoffBaseMs), o.signal);
       }
     }
   }
 
   /**
    * Whole file into localFile (created or truncated), streamed: never whole in memory. A body
-   * cut short resumes with Range + If-Range from the bytes already written when the server gave
-   * an ETag; without one (or when the file changed) it starts over.
+   * cut short resumes with Range + If-Range after the bytes already on disk when the server names
+   * the version; when the file changed it starts over. Progress counts bytes written to the
+   * file, never bytes still on their way to it (a resume starts after the last written byte).
    */
   async download(root: number | string, path: string, localFile: string, o: Transfer = {}): Promise<{ bytes: number; rev?: string }> {
     const fh = await open(localFile, 'w', 0o600);
-    await fh.close();
-    let written = 0;
-    let rev: string | undefined;
-    let etag: string | undefined;
-    let reported = 0;
-    for (let attempt = 1; ; attempt++) {
-      if (o.signal?.aborted) throw new Cancelled('download cancelled', this.ctx('GET', '/1/files'));
-      const r = await this.openFile(root, path, { offset: written, signal: o.signal, priority: o.priority ?? Priority.background, ...(written > 0 && etag ? { ifRange: etag } : {}) });
-      if (written > 0 && (!r.partial || r.etag !== etag)) written = 0;
-      etag = r.etag;
-      rev = r.rev ?? rev;
-      const start = written;
-      const counter = new Transform({
-        transform: (chunk: Buffer, _enc, cb) => {
-          written += chunk.length;
-          // Monotonic even when a retry starts over: report only new highs.
-          if (written > reported) {
-            reported = written;
-            try { o.onProgress?.(written); } catch { /* progress callbacks must not break the transfer */ }
-          }
-          cb(null, chunk);
-        },
-      });
-      try {
-        await pipeline(r.body, counter, createWriteStream(localFile, { flags: start === 0 ? 'w' : 'r+', start, mode: 0o600 }),
-          ...(o.signal ? [{ signal: o.signal }] as const : []));
-        if (r.size !== undefined && written !== r.size) throw new Error(`got ${written} of ${r.size} bytes`);
-        return { bytes: written, ...(rev !== undefined ? { rev } : {}) };
-      } catch (e) {
-        r.body.destroy();
+    try {
+      let written = 0;
+      let rev: string | undefined;
+      let version: string | undefined;
+      let size: number | undefined;
+      let reported = 0;
+      for (let attempt = 1; ; attempt++) {
         if (o.signal?.aborted) throw new Cancelled('download cancelled', this.ctx('GET', '/1/files'));
-        if (e instanceof RemoteError && !e.retryable) throw e;
-        if (!etag) written = 0;
-        if (attempt >= this.maxAttempts) {
-          throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
+        let openFailed = false;
+        try {
+          const r = await this.openFile(root, path, {
+            offset: written, signal: o.signal, priority: o.priority ?? Priority.background,
+            ...(written > 0 && version?.startsWith('"') ? { ifRange: version } : {}),
+          }).catch((e) => {
+            if (!(e instanceof RemoteError && e.code === 'BAD_RESPONSE')) openFailed = true;
+            throw e;
+          });
+          if (written > 0 && !continuesVersion(r, version, size)) written = 0;
+          version = r.version;
+          rev = r.rev;
+          size = r.size;
+          let skip = r.partial ? 0 : written;
+          try {
+            for await (const c of r.body) {
+              let b = c as Buffer;
+              if (skip > 0) {
+                if (b.length <= skip) { skip -= b.length; continue; }
+                b = b.subarray(skip);
+                skip = 0;
+              }
+              for (let n = 0; n < b.length;) n += (await fh.write(b, n, b.length - n, written + n)).bytesWritten;
+              written += b.length;
+              // Monotonic even when a retry starts over: report only new highs.
+              if (written > reported) {
+                reported = written;
+                try { o.onProgress?.(written); } catch { /* progress callbacks must not break the transfer */ }
+              }
+            }
+          } finally {
+            r.body.destroy();
+          }
+          if (size !== undefined && written !== size) throw new RemoteError('NETWORK_ERROR', `got ${written} of ${size} bytes`, this.ctx('GET', '/1/files'), true);
+          // a start-over of a file that shrank leaves the old tail behind
+          await fh.truncate(written);
+          return { bytes: written, ...(rev !== undefined ? { rev } : {}) };
+        } catch (e) {
+          if (o.signal?.aborted) throw new Cancelled('download cancelled', this.ctx('GET', '/1/files'));
+          if (openFailed || (e instanceof RemoteError && !e.retryable)) throw e;
+          if (attempt >= this.maxAttempts) {
+            throw e instanceof RemoteError ? e : new RemoteError('NETWORK_ERROR', `download cut short: ${redactMsg(e)}`, this.ctx('GET', '/1/files'), true);
+          }
+          this.log.debug(`vboxx: download cut short after ${written} bytes (${redactMsg(e)}), resuming`);
+          await sleep(backoffDelay(attempt, this.backoffBaseMs), o.signal);
         }
-        this.log.debug(`vboxx: download cut short after ${written} bytes, resuming`);
-        await sleep(Math.random() * this.backoffBaseMs * 2 ** (attempt - 1), o.signal);
       }
+    } finally {
+      await fh.close();
     }
   }
 
@@ -450,10 +524,19 @@ export class VboxxClient {
     const size = typeof source === 'string' ? (await fsStat(source)).size : source.length;
     let best = 0;
     const progress = (n: number) => { if (n > best) { best = n; try { o.onProgress?.(n); } catch { /* ignore */ } } };
+    // Exactly the bytes the content-length promises: a cache file that grew since (a writer goes
+    // on; its next close uploads again) must not make every attempt fail on a length mismatch.
+    // A file that shrank since (a program truncated it; its next close uploads again) fails the
+    // attempt here, before anything is sent, as a retryable error the HTTP layer does not repeat:
+    // repeating the same length could only fail again, while a rename or delete waits for us.
     const body = typeof source === 'string'
-      ? () => countingStream(createReadStream(source), progress)
+      ? () => {
+        if (size > 0 && statSync(source).size < size) throw new NetworkError('the file changed while it was being uploaded', this.ctx('PUT', p));
+        return countingStream(size > 0 ? createReadStream(source, { start: 0, end: size - 1 }) : bufferStream(Buffer.alloc(0)), progress);
+      }
       : () => countingStream(bufferStream(source), progress);
     const { data } = await this.getJson({
+      onDispatch: o.onSend,
       method: 'PUT', path: p, body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
       query: { overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
       // Same bytes to the same path with overwrite: repeating is harmless.
@@ -480,6 +563,7 @@ export class VboxxClient {
     const p = `/1/commit_chunked_upload/${rootSeg(root)}/${relPath(path)}`;
     return this.mutate(async () => {
       const { data } = await this.getJson({
+        onDispatch: o.onSend,
         // Query, not form: like files_put, the commit is addressed by path and its parameters are
         // plain (Dropbox v1 takes them either way; the reference server reads no body here).
         method: 'POST', path: p, query: { upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
@@ -685,6 +769,14 @@ export class VboxxClient {
   }
   activity(id: number, o: Call = {}): Promise<Activity> { return this.mgmtGet<Activity>(`activity/${idSeg(id)}/`, o); }
   createActivity(p: ActivityCreate, o: Call = {}): Promise<CreateResult> { return this.mgmtPost('activity/create/', p, o); }
+}
+
+/**
+ * A resumed answer continues the bytes received so far only when it is the rest of the same
+ * version: a 206 with the version and total size of the earlier answer. Anything else starts over.
+ */
+function continuesVersion(r: { partial: boolean; version?: string; size?: number }, version: string | undefined, size: number | undefined): boolean {
+  return r.partial && r.version === version && (size === undefined || r.size === size);
 }
 
 function redactMsg(e: unknown): string {

@@ -2,16 +2,16 @@
 // top-level folder named after it, or with `root` the one chosen root is the drive's top.
 import { stat as fsStat } from 'node:fs/promises';
 import {
-  BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice,
+  BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
 } from '../errors.js';
 import { validName } from '../names.js';
 import type {
-  Capabilities, CallOptions, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions,
+  Capabilities, CallOptions, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions, UploadPolicy,
 } from '../types.js';
 import type { VboxxClientOptions } from '../options.js';
 import { VboxxClient, type VboxxClientConfig } from './client.js';
 import { mapRoots, pickRoot, type MappedRoot } from './roots.js';
-import { checkAgainst, effectivePolicy, type EffectivePolicy } from './policy.js';
+import { checkAgainst, effectivePolicy, excludedExtension, type EffectivePolicy } from './policy.js';
 import { depth, lastComponent, type VboxxAccountInfo, type VboxxMetadata } from './wire.js';
 
 type Resolved =
@@ -29,7 +29,7 @@ export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
   readonly capabilities: Capabilities = {
     rangedReads: true, listingRevalidation: true, serverRevision: true, mtime: true,
-    shareLinks: true, batchStat: false, emptyFolders: true,
+    shareLinks: true, batchStat: false, emptyFolders: true, reportsSend: true,
   };
   readonly client: VboxxClient;
   private readonly rootSel?: string;
@@ -189,6 +189,16 @@ export class VboxxRemote implements Remote {
     if (!e) throw new BadRequest('uploaded under an invalid name', { path });
     return e;
   }
+
+  readonly uploadPolicy: UploadPolicy = {
+    checkName: async (path, o = {}) => {
+      const pol = await this.policy(o);
+      const name = split(path).at(-1) ?? '';
+      const ext = pol ? excludedExtension(name, pol.excluded) : null;
+      if (ext) throw new PolicyExcludedExtension(`files ending in ${ext} are excluded by the organization policy`, { path });
+    },
+    maxFileSize: async (_path, o = {}) => (await this.policy(o))?.maxFileSize ?? null,
+  };
 
   async checkUpload(path: string, size: number, o: CallOptions = {}): Promise<void> {
     const r = await this.fileTarget(path, o);

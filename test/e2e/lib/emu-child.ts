@@ -3,6 +3,7 @@
 // until the drive answers, and the drive needs these servers to answer.
 //   stdout: "READY <json {url, dataDir}>"
 //   stdin:  one JSON command per line {id, op: 'sql', sql, params} | {id, op: 'maxxoFolder', email}
+//           | {id, op: 'rsyncPort'} | {id, op: 'advertiseRsyncPort', port (null = the daemon's own)}
 //   stdout: "RESULT <json {id, ok, value|error}>"
 import readline from 'node:readline';
 import { startEmulator } from '../../helpers/emulator.js';
@@ -15,7 +16,7 @@ async function main() {
   rl.on('line', (line) => {
     let id: unknown;
     try {
-      const cmd = JSON.parse(line) as { id: unknown; op: string; sql?: string; params?: unknown[]; email?: string };
+      const cmd = JSON.parse(line) as { id: unknown; op: string; sql?: string; params?: unknown[]; email?: string; port?: number | null };
       id = cmd.id;
       let value: unknown;
       if (cmd.op === 'sql') {
@@ -25,6 +26,13 @@ async function main() {
         const u = getUserByEmail(emu.ctx.db, cmd.email!);
         if (!u) throw new Error(`no Maxxo user ${cmd.email}`);
         value = userFolder(emu.ctx, u.login);
+      } else if (cmd.op === 'rsyncPort') {
+        value = emu.ctx.rsync?.port ?? null;
+      } else if (cmd.op === 'advertiseRsyncPort') {
+        // a fault proxy in front of the daemon: /slice sends clients there (read per request)
+        if (cmd.port == null) delete emu.ctx.opts.advertiseRsyncPort;
+        else emu.ctx.opts.advertiseRsyncPort = cmd.port;
+        value = true;
       } else {
         throw new Error(`unknown op ${cmd.op}`);
       }

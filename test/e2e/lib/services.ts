@@ -24,6 +24,10 @@ export interface Servers {
   dataDir: string;
   sql<T = unknown>(sql: string, params?: unknown[]): Promise<T>;
   maxxoFolder(email?: string): Promise<string>;
+  /** Port of Maxxo's rsync daemon (null without one). */
+  rsyncPort(): Promise<number | null>;
+  /** Makes /slice advertise another rsync port (a proxy in front of the daemon); null: its own. */
+  advertiseRsyncPort(port: number | null): Promise<void>;
   stats(): Promise<Record<string, number>>;
   resetStats(): Promise<void>;
   close(): Promise<void>;
@@ -72,6 +76,8 @@ export async function startServers(): Promise<Servers> {
     dataDir: info.dataDir,
     sql: (sql, params = []) => call({ op: 'sql', sql, params }) as Promise<any>,
     maxxoFolder: (email = DEMO.maxxo.user) => call({ op: 'maxxoFolder', email }) as Promise<string>,
+    rsyncPort: () => call({ op: 'rsyncPort' }) as Promise<number | null>,
+    advertiseRsyncPort: async (port) => { await call({ op: 'advertiseRsyncPort', port }); },
     async stats() {
       const r = await fetch(`${info.url}/_emulator/stats`);
       return (await r.json()) as Record<string, number>;

@@ -1,0 +1,55 @@
+// Promise wrappers of the fd calls the content cache makes (callback fs: no FileHandle objects,
+// one threadpool job each).
+import fs from 'node:fs';
+
+export function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+export function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+function pwritev(fd: number, bufs: Buffer[], pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.writev(fd, bufs, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** All of bufs at pos (writev may write less than asked). */
+export async function pwritevAll(fd: number, bufs: Buffer[], pos: number): Promise<void> {
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  let done = await pwritev(fd, bufs, pos);
+  while (done < total) {
+    let skip = done;
+    const rest: Buffer[] = [];
+    for (const b of bufs) {
+      if (skip >= b.length) { skip -= b.length; continue; }
+      rest.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+    done += await pwritev(fd, rest, pos + done);
+  }
+}
+
+export function ftruncateFd(fd: number, size: number): Promise<void> {
+  return new Promise<void>((r, j) => fs.ftruncate(fd, size, (err) => (err ? j(err) : r())));
+}
+
+export function fdatasyncFd(fd: number): Promise<void> {
+  return new Promise<void>((r, j) => fs.fdatasync(fd, (err) => (err ? j(err) : r())));
+}
+
+export function fstatFd(fd: number): Promise<fs.Stats> {
+  return new Promise<fs.Stats>((r, j) => fs.fstat(fd, (err, st) => (err ? j(err) : r(st))));
+}
+
+export function openRw(file: string): Promise<number> {
+  return new Promise<number>((resolve, reject) =>
+    fs.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+}

@@ -1,0 +1,161 @@
+// The cached file object: one per path (plus deleted files still open), owning one cache file
+// (data/<id>) and one fd shared by all handles of the path. Reads and writes go straight between
+// the caller's buffer and that fd.
+//
+// Invariants (what every component may rely on):
+// - ranges lists the bytes of [0, size) present in the cache file; ContentStore.cacheBytes is the
+//   sum of ranges.bytes over all objects (change ranges through the store's helpers).
+// - Content is clean (gen == wb.uploadedGen) or dirty. Dirty content is complete (the whole file
+//   is fetched before the first write), so a dirty cache file can be uploaded as is, also after
+//   a crash. Dirty, pending or local-only content is `authoritative`: it overrides the server.
+// - epoch is bumped whenever cached bytes are thrown away (server changed, O_TRUNC, destroy): a
+//   fetch started at an older epoch drops its result and never lands bytes of two versions.
+// - ident is the server identity (size + rev or mtime) the clean bytes belong to.
+// - metaOnDisk: data/<id>.meta describes exactly these clean bytes; any change of the bytes
+//   (a fetch landing, a write, a rename of the path) clears it and removes the file first.
+// - unlinked: the path no longer names this object; its bytes go at the last release.
+// - The write-back state (wb) belongs to writeback/ alone (see writeback/state.ts).
+//
+// Ordering rule, the I/O gate (sharedIo / exclusiveIo): writes of the cache file run shared (they
+// may overlap each other); a truncate, and the snapshot a close records (size, gen and bytes that
+// must belong together), run exclusive: none starts while a write is half done, and no write
+// starts while they wait or run. Without it a close's truncate to the size it read ran after
+// another appender's write had landed past that size: lost lines, then a hole of NULs (issue 10).
+//
+// Three kinds of waiters hang on an object, one per way bytes arrive:
+// - waiters: readers of a range that a ranged fetch is streaming in (content/fetch.ts);
+// - dlWaiters: readers of a prefix of a whole-file download (non-ranged remotes);
+// - ioIdle: an exclusive section waiting for the shared writes to end.
+import type { RemoteEntry } from '../../remote/types.js';
+import { RangeSet } from '../ranges.js';
+import { WriteState } from '../writeback/state.js';
+
+export interface RangeWaiter { s: number; e: number; resolve: () => void }
+export interface RecentSeg { pos: number; end: number; bufs: Buffer[]; bytes: number; epoch: number; gen: number }
+export interface DownloadWaiter { need: number; resolve: () => void; reject: (e: unknown) => void }
+
+export class Obj {
+  fd = -1;
+  fdOpening: Promise<void> | null = null;
+  refs = 0;
+  writers = 0;
+  readonly ranges = new RangeSet();
+  /** Bumped whenever cached bytes are thrown away, so a fetch started before drops its result. */
+  epoch = 0;
+  /** Server identity the clean content belongs to (null: never on the server as far as we know). */
+  ident: RemoteEntry | null = null;
+  /** Modifications of the content (writes, truncates); see writeback/state.ts for the marks that follow it. */
+  gen = 0;
+  /** The write-back state of this content (owned by writeback/). */
+  readonly wb: WriteState;
+  localMtime = 0;
+  unlinked = false;
+  metaOnDisk = false;
+  /** The I/O gate of the cache file (see the top of this file). */
+  ioShared = 0;
+  ioIdle: (() => void)[] = [];
+  ioExclusive: Promise<void> | null = null;
+  // ranged fetches
+  readonly inflight = new Map<number, Promise<void>>();
+  inflightCount = 0;
+  /** Readers waiting for bytes of a fetch still streaming in. */
+  waiters: RangeWaiter[] = [];
+  /**
+   * The last bytes streamed in, as received (clean content only): a sequential reader right
+   * behind the read-ahead gets them by a copy instead of a pread of the cache file they were just
+   * written to (one threadpool round trip less per 128 KiB FUSE read). Valid while epoch and gen
+   * are those of the segment.
+   */
+  recent: RecentSeg[] = [];
+  recentBytes = 0;
+  // whole-file download
+  download: Promise<void> | null = null;
+  dlAbort: AbortController | null = null;
+  downloaded = 0;
+  dlWaiters: DownloadWaiter[] = [];
+
+  constructor(public readonly id: string, public path: string, public size: number, onServer: boolean) {
+    this.wb = new WriteState(onServer);
+  }
+
+  get dirty(): boolean { return this.gen !== this.wb.uploadedGen; }
+  /** Local state overrides what the server says about this path. */
+  get authoritative(): boolean {
+    const w = this.wb;
+    return this.gen !== w.uploadedGen || w.pendingUid !== null || w.uploading !== null || !w.onServer;
+  }
+  get complete(): boolean { return this.ranges.covers(0, this.size); }
+  /** Idle clean content that may be dropped (eviction, disk full). */
+  get evictable(): boolean {
+    return this.refs === 0 && !this.authoritative && this.inflightCount === 0 && !this.download && this.ranges.bytes > 0;
+  }
+}
+
+// Cached content is reused while this holds: how soon another client's change is seen is bounded
+// by how old the entry compared may be (dir_timeout for a listed one, attr_timeout for a stat's,
+// plus what the Remote caches itself, kept within them through Remote.cacheTtls). Maxxo's mtimes
+// come from its rsync daemon's listing, to the second (see remote/maxxo/remote.ts).
+export function sameIdent(a: RemoteEntry | null, b: RemoteEntry): boolean {
+  if (!a || a.type !== 'file' || a.size !== b.size) return false;
+  if (a.rev !== undefined && b.rev !== undefined) return a.rev === b.rev;
+  return a.mtimeMs === b.mtimeMs;
+}
+
+/**
+ * Runs fn as one of the writes of o's cache file. Writes may overlap each other; none starts
+ * while an exclusive section (truncate, the snapshot a close records) runs or waits.
+ */
+export async function sharedIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
+  while (o.ioExclusive) await o.ioExclusive;
+  o.ioShared++;
+  try {
+    return await fn();
+  } finally {
+    if (--o.ioShared === 0 && o.ioIdle.length > 0) {
+      const w = o.ioIdle;
+      o.ioIdle = [];
+      for (const r of w) r();
+    }
+  }
+}
+
+/**
+ * Runs fn with no write of o in progress or starting: the size, generation and bytes it sees
+ * belong together (see the top of this file).
+ */
+export async function exclusiveIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
+  while (o.ioExclusive) await o.ioExclusive;
+  let done!: () => void;
+  o.ioExclusive = new Promise<void>((r) => { done = r; });
+  try {
+    if (o.ioShared > 0) await new Promise<void>((r) => o.ioIdle.push(r));
+    return await fn();
+  } finally {
+    o.ioExclusive = null;
+    done();
+  }
+}
+
+/** Copies [pos, end) from recent segments into buf; false (nothing usable) when any byte is missing. */
+export function copyRecent(o: { recent: RecentSeg[]; epoch: number; gen: number }, buf: Buffer, pos: number, end: number): boolean {
+  let at = pos;
+  while (at < end) {
+    let seg: RecentSeg | undefined;
+    for (const r of o.recent) if (r.pos <= at && at < r.end && r.epoch === o.epoch && r.gen === o.gen) { seg = r; break; }
+    if (!seg) return false;
+    const was = at;
+    // walk the segment's buffers to the one holding `at`
+    let off = seg.pos;
+    for (const b of seg.bufs) {
+      if (at >= off + b.length) { off += b.length; continue; }
+      const from = at - off;
+      const n = Math.min(b.length - from, end - at);
+      b.copy(buf, at - pos, from, from + n);
+      at += n;
+      off += b.length;
+      if (at >= end || at >= seg.end) break;
+    }
+    if (at === was) return false;
+  }
+  return true;
+}

@@ -1,0 +1,312 @@
+// The content store: every content object by path, the cache files under data/, the byte
+// accounting of the cache, eviction, and the recovery of both at start.
+//
+// Owns: objs (path -> Obj, Map order = LRU order), localObjs (objects whose local state overrides
+// the server: dirty, pending, local-only), hidden (deleted files still open under a local-only
+// name), cacheBytes (sum of ranges.bytes of all objects; change ranges through addRange,
+// truncateRanges, clearRanges, setWhole so it stays right), the .meta index files of clean content.
+//
+// Rules:
+// - Eviction (LRU, over cacheMaxBytes) and evictForSpace (cache disk full) drop only idle clean
+//   content (Obj.evictable): never dirty, pending, open or in-flight objects.
+// - detach(o): the path no longer names o (deleted, replaced); its bytes go at the last release.
+//   destroy(o): bumps the epoch (fetches in flight drop their result), forgets o, removes its
+//   files once its fetches settled and its fd is closed.
+// - A .meta index describes clean bytes only and is removed before those bytes change (dropMeta).
+import { randomUUID } from 'node:crypto';
+import fs, { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { RemoteEntry } from '../../remote/types.js';
+import type { PendingUpload } from '../journal.js';
+import { MUTATION, errText, type Ctx } from '../context.js';
+import { baseOf, isUnder, rebase } from '../paths.js';
+import { openRw } from './fileio.js';
+import { Obj } from './obj.js';
+
+export class ContentStore {
+  /** Content objects by current path; Map order is LRU order (touched on open). */
+  readonly objs = new Map<string, Obj>();
+  /** Objects whose local state overrides the server (dirty, pending, local-only). */
+  readonly localObjs = new Set<Obj>();
+  /**
+   * Deleted files still open, by the local-only name the FUSE layer keeps them under until the
+   * last close (libfuse 2 renames them to .fuse_hiddenNNNN): never listed, never uploaded. The
+   * name stays until it is unlinked too (libfuse does that right after the last release).
+   */
+  readonly hidden = new Map<string, Obj>();
+  cacheBytes = 0;
+  private evicting = false;
+
+  constructor(
+    private readonly ctx: Ctx,
+    readonly dataDir: string,
+    /** detached(o): the path no longer names o (the write-back side drops its timer). */
+    private readonly hooks: { detached(o: Obj): void },
+  ) {}
+
+  file(o: Obj): string {
+    return join(this.dataDir, o.id);
+  }
+
+  get(path: string): Obj | undefined {
+    return this.objs.get(path);
+  }
+
+  /** A new content object for path (not yet open), registered under it. */
+  add(path: string, size: number, onServer: boolean, ident?: RemoteEntry): Obj {
+    const o = new Obj(randomUUID(), path, size, onServer);
+    if (ident) o.ident = { ...ident };
+    this.objs.set(path, o);
+    return o;
+  }
+
+  /** o (and what is under it) moved from `from` to `to` (a rename): re-registered under the new paths. */
+  move(objs: Obj[], from: string, to: string): void {
+    for (const o of objs) if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    for (const o of objs) {
+      o.path = rebase(o.path, from, to);
+      const prev = this.objs.get(o.path);
+      if (prev && prev !== o) this.detach(prev);
+      this.objs.set(o.path, o);
+      // the index names the old path; it is written again at the next release
+      this.dropMeta(o);
+    }
+  }
+
+  /** Objects at path or below it. */
+  under(path: string): Obj[] {
+    return [...this.objs.values()].filter((o) => o.path === path || isUnder(o.path, path));
+  }
+
+  /** o leaves the table for now (a rename's replaced target; put back by register if the rename fails). */
+  unregister(o: Obj): void {
+    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.localObjs.delete(o);
+  }
+
+  register(o: Obj): void {
+    this.objs.set(o.path, o);
+    this.markLocal(o);
+  }
+
+  markLocal(o: Obj): void {
+    if (o.authoritative && !o.unlinked) this.localObjs.add(o); else this.localObjs.delete(o);
+  }
+
+  localEntry(o: Obj): RemoteEntry {
+    return { name: baseOf(o.path), type: 'file', size: o.size, mtimeMs: o.localMtime || undefined };
+  }
+
+  // ---------------------------------------------------------------- byte accounting
+
+  addRange(o: Obj, s: number, e: number): void {
+    const before = o.ranges.bytes;
+    o.ranges.add(s, e);
+    this.cacheBytes += o.ranges.bytes - before;
+  }
+
+  truncateRanges(o: Obj, end: number): void {
+    const before = o.ranges.bytes;
+    o.ranges.truncate(end);
+    this.cacheBytes += o.ranges.bytes - before;
+  }
+
+  clearRanges(o: Obj): void {
+    this.cacheBytes -= o.ranges.bytes;
+    o.ranges.clear();
+  }
+
+  /** The cache file holds the whole content, size bytes (a download or batch landed). */
+  setWhole(o: Obj, size: number): void {
+    const before = o.ranges.bytes;
+    o.size = size;
+    if (o.ident) o.ident.size = size;
+    o.ranges.clear();
+    o.ranges.add(0, size);
+    this.cacheBytes += o.ranges.bytes - before;
+    o.downloaded = size;
+    o.metaOnDisk = false;
+  }
+
+  // ---------------------------------------------------------------- files
+
+  async openFd(o: Obj): Promise<void> {
+    if (o.fd >= 0) return;
+    if (!o.fdOpening) {
+      o.fdOpening = (async () => { o.fd = await openRw(this.file(o)); })().finally(() => { o.fdOpening = null; });
+    }
+    await o.fdOpening;
+  }
+
+  touchLru(o: Obj): void {
+    if (this.objs.get(o.path) === o) { this.objs.delete(o.path); this.objs.set(o.path, o); }
+  }
+
+  /** The .meta index of o's clean bytes is about to be wrong: it goes first (awaitable), or in the background. */
+  dropMeta(o: Obj, wait: true): Promise<void>;
+  dropMeta(o: Obj): void;
+  dropMeta(o: Obj, wait = false): Promise<void> | void {
+    if (!o.metaOnDisk) return wait ? Promise.resolve() : undefined;
+    o.metaOnDisk = false;
+    const p = fsp.rm(this.file(o) + '.meta', { force: true });
+    if (wait) return p;
+    p.catch(() => {});
+  }
+
+  async writeMeta(o: Obj): Promise<void> {
+    if (!o.ident || o.authoritative) return;
+    const m = { path: o.path, ident: o.ident, ranges: o.ranges.toPairs() };
+    const tmp = this.file(o) + '.meta.tmp';
+    await fsp.writeFile(tmp, JSON.stringify(m), { mode: 0o600 });
+    await fsp.rename(tmp, this.file(o) + '.meta');
+    o.metaOnDisk = true;
+  }
+
+  /** After the last handle (or fetch) of o ended: fd closed, index written, eviction considered. */
+  afterRelease(o: Obj): void {
+    if (o.refs > 0) return;
+    o.recent = [];
+    o.recentBytes = 0;
+    if (o.unlinked) { this.destroy(o); return; }
+    if (o.fd >= 0 && o.inflightCount === 0 && !o.download && !o.wb.uploading) {
+      const fd = o.fd; o.fd = -1; fs.close(fd, () => {});
+    }
+    if (!o.authoritative && o.ranges.bytes > 0 && !o.metaOnDisk) {
+      this.writeMeta(o).catch((e) => this.ctx.log.debug(`cache index of ${o.path}: ${errText(e)}`));
+    }
+    this.maybeEvict();
+  }
+
+  /** The path no longer names o (deleted or replaced); its bytes go once the last handle closes. */
+  detach(o: Obj): void {
+    this.hooks.detached(o);
+    o.unlinked = true;
+    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.localObjs.delete(o);
+    if (o.refs === 0) this.destroy(o);
+  }
+
+  /** Forgets o and removes its cache files; the promise settles once they are gone. */
+  destroy(o: Obj): Promise<void> {
+    o.epoch++;
+    o.dlAbort?.abort(MUTATION);
+    this.clearRanges(o);
+    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.localObjs.delete(o);
+    // the space of a removed file comes back only once its fd is closed too (evictForSpace waits)
+    const close = () => new Promise<void>((r) => {
+      if (o.fd >= 0 && o.inflightCount === 0 && !o.download) { const fd = o.fd; o.fd = -1; fs.close(fd, () => r()); } else r();
+    });
+    const first = close();
+    const file = this.file(o);
+    const settle = [...o.inflight.values(), ...(o.download ? [o.download] : [])].map((p) => p.catch(() => {}));
+    return Promise.all(settle).then(() => Promise.all([first, close()])).then(() => {
+      return Promise.all([fsp.rm(file, { force: true }), fsp.rm(file + '.meta', { force: true })]);
+    }).then(() => {}, (e) => this.ctx.log.warn(`cache cleanup of ${o.path}: ${errText(e)}`));
+  }
+
+  /** The cache disk is full: drops all clean unused content and waits until its files are gone. */
+  async evictForSpace(): Promise<number> {
+    let freed = 0;
+    const gone: Promise<void>[] = [];
+    for (const o of [...this.objs.values()]) {
+      if (!o.evictable) continue;
+      freed += o.ranges.bytes;
+      gone.push(this.destroy(o));
+    }
+    await Promise.all(gone);
+    if (freed > 0) this.ctx.log.warn(`cache disk full: evicted ${freed} bytes of clean cached content`);
+    return freed;
+  }
+
+  /** LRU eviction of clean content, never of dirty, pending or open objects. */
+  maybeEvict(): void {
+    const max = this.ctx.opts.cacheMaxBytes;
+    if (this.evicting || this.cacheBytes <= max) return;
+    this.evicting = true;
+    try {
+      for (const o of [...this.objs.values()]) {
+        if (this.cacheBytes <= max) break;
+        if (!o.evictable) continue;
+        this.destroy(o);
+      }
+    } finally {
+      this.evicting = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  /**
+   * At start: clean content kept by an earlier run (reused while the server's identity is
+   * unchanged), then the closed files whose upload was not confirmed (the journal's pending
+   * records: they are the local truth until uploaded), then cache files nobody refers to.
+   * Returns the objects restored from pending records (their write-back state is the caller's).
+   */
+  async recover(pending: PendingUpload[], onMissing: (p: PendingUpload) => void): Promise<{ obj: Obj; rec: PendingUpload }[]> {
+    const pendingIds = new Set(pending.map((p) => p.id));
+    const names = await fsp.readdir(this.dataDir);
+    const metas = new Set(names.filter((n) => n.endsWith('.meta')).map((n) => n.slice(0, -5)));
+    for (const id of metas) {
+      const metaFile = join(this.dataDir, id + '.meta');
+      try {
+        if (pendingIds.has(id)) { await fsp.rm(metaFile, { force: true }); continue; }
+        const m = JSON.parse(await fsp.readFile(metaFile, 'utf8')) as { path: string; ident: RemoteEntry; ranges: [number, number][] };
+        if (typeof m.path !== 'string' || !m.ident || this.objs.has(m.path)) throw new Error('stale');
+        const o = new Obj(id, m.path, m.ident.size, true);
+        o.ident = m.ident;
+        for (const [s, e] of m.ranges) o.ranges.add(s, Math.min(e, o.size));
+        o.metaOnDisk = true;
+        this.cacheBytes += o.ranges.bytes;
+        this.objs.set(o.path, o);
+      } catch {
+        await fsp.rm(metaFile, { force: true });
+        await fsp.rm(join(this.dataDir, id), { force: true });
+      }
+    }
+    const restored: { obj: Obj; rec: PendingUpload }[] = [];
+    for (const p of pending) {
+      const file = join(this.dataDir, p.id);
+      // the record holds the closed content: the cache file may have lost it (power loss before
+      // writeback) or been written after the close without a close: the record wins
+      if (p.data) await restoreInline(file, p.data);
+      let size: number;
+      try { size = (await fsp.stat(file)).size; } catch {
+        onMissing(p);
+        continue;
+      }
+      const old = this.objs.get(p.path);
+      if (old) this.destroy(old);
+      // whether an earlier attempt reached the server is unknown: treat as possibly there
+      const o = new Obj(p.id, p.path, size, true);
+      o.localMtime = Date.now();
+      this.addRange(o, 0, size);
+      this.objs.set(o.path, o);
+      restored.push({ obj: o, rec: p });
+    }
+    // cache files nobody refers to (crash while writing an unclosed file, or before meta was written)
+    const known = new Set<string>();
+    for (const o of this.objs.values()) known.add(o.id);
+    for (const n of names) {
+      const id = n.endsWith('.meta') ? n.slice(0, -5) : n;
+      // recursive: a batch download killed midway leaves its staging folder (.rsync-many-*) here
+      if (!known.has(id)) await fsp.rm(join(this.dataDir, n), { force: true, recursive: true });
+    }
+    return restored;
+  }
+
+  /** Closes every fd (the drive is closing); clean content keeps its index for the next run. */
+  async closeAll(): Promise<void> {
+    for (const o of this.objs.values()) {
+      if (!o.authoritative && o.ranges.bytes > 0) await this.writeMeta(o).catch(() => {});
+      if (o.fd >= 0) { try { fs.closeSync(o.fd); } catch { /* already closed */ } o.fd = -1; }
+    }
+  }
+}
+
+async function restoreInline(file: string, data: Buffer): Promise<void> {
+  const cur = await fsp.readFile(file).catch(() => null);
+  if (cur && cur.equals(data)) return;
+  // no fsync: the journal keeps the inline copy until the upload is confirmed
+  await fsp.writeFile(file, data, { mode: 0o600 });
+}

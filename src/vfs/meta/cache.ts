@@ -1,0 +1,180 @@
+// The attribute and listing caches, and the fetch of listings.
+//
+// Owns: attrs (path -> entry or negative entry, with expiry), dirs (folder -> listing), the
+// change generations of folders (dirGen), the big-folder set and the listings in flight.
+//
+// Rules:
+// - Our own changes are reflected in the caches at once (setInParent, forgetTree), which bumps
+//   the folder's generation. An answer fetched while the generation moved may predate our change:
+//   it is neither cached nor handed to callers that came after it (they start their own fetch).
+// - A listing is revalidated by hash where the remote can (vBoxx: 304 Not Modified).
+// - A listing marked implicit was fetched for lookups, not shown to a program: its entries answer
+//   lookups, but a name missing from it is still asked of the server.
+import { LRUCache } from 'lru-cache';
+import { Priority, type RemoteEntry } from '../../remote/types.js';
+import type { Ctx } from '../context.js';
+import { baseOf, isUnder, parentOf } from '../paths.js';
+
+export interface AttrSlot { entry: RemoteEntry | null; expires: number }
+export interface DirSlot {
+  entries: Map<string, RemoteEntry>;
+  hash?: string;
+  expires: number;
+  /**
+   * Fetched because names were looked up one by one, not because a program listed the folder: its
+   * entries answer lookups, but a name missing from it is still asked of the server (a file another
+   * client just made must not vanish for a listing's TTL when nobody ran ls).
+   */
+  implicit?: boolean;
+}
+
+export class MetaCache {
+  readonly attrs = new LRUCache<string, AttrSlot>({ max: 200_000 });
+  readonly dirs = new LRUCache<string, DirSlot>({ max: 20_000 });
+  private readonly dirEpoch = new Map<string, number>();
+  /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
+  private treeGen = 0;
+  /** Folders whose last listing had more names than speculativeListMaxEntries: their lookups stat only. */
+  private readonly bigDirs = new Set<string>();
+  private readonly listInflight = new Map<string, { gen: number; p: Promise<DirSlot> }>();
+
+  constructor(private readonly ctx: Ctx) {}
+
+  bumpDir(dir: string): void {
+    this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
+  }
+
+  /**
+   * The generation of a folder's contents as we changed them: an answer fetched while it moved
+   * may predate our change, so it is neither cached nor handed to callers that came after it.
+   */
+  dirGen(dir: string): number {
+    return (this.dirEpoch.get(dir) ?? 0) * 65536 + this.treeGen;
+  }
+
+  isBig(dir: string): boolean {
+    return this.bigDirs.has(dir);
+  }
+
+  /** A listing of dir is on its way (one of the current generation, if `current`). */
+  listingInFlight(dir: string, current = false): boolean {
+    const inf = this.listInflight.get(dir);
+    return !!inf && (!current || inf.gen === this.dirGen(dir));
+  }
+
+  /** A fresh cached listing of dir, if any. */
+  freshListing(dir: string): DirSlot | undefined {
+    const d = this.dirs.get(dir);
+    return d && d.expires > Date.now() ? d : undefined;
+  }
+
+  /** What the caches know of path: an entry, null (known missing), or undefined (ask the server). */
+  cached(path: string): RemoteEntry | null | undefined {
+    const now = Date.now();
+    const a = this.attrs.get(path);
+    if (a && a.expires > now) return a.entry;
+    const d = this.dirs.get(parentOf(path));
+    if (d && d.expires > now) {
+      const e = d.entries.get(baseOf(path));
+      if (e || !d.implicit) return e ?? null;
+    }
+    return undefined;
+  }
+
+  /** A server's answer about one path (a stat, or a listing's miss). */
+  setAttr(path: string, e: RemoteEntry | null): void {
+    this.attrs.set(path, { entry: e, expires: Date.now() + (e ? this.ctx.opts.attrTtlMs : this.ctx.opts.negativeTtlMs) });
+  }
+
+  /** A directory's listing, from cache, revalidated by hash, or fetched. */
+  async listing(dir: string, force = false, priority: number = Priority.interactive): Promise<DirSlot> {
+    const d = this.dirs.get(dir);
+    if (d && !force && d.expires > Date.now()) return d;
+    // a fetch that started before our latest change of this folder may answer the old state
+    const gen = this.dirGen(dir);
+    const inf = this.listInflight.get(dir);
+    if (inf && inf.gen === gen) return inf.p;
+    const slot = { gen, p: this.fetchListing(dir, d, 0, priority) };
+    slot.p.finally(() => { if (this.listInflight.get(dir) === slot) this.listInflight.delete(dir); }).catch(() => {});
+    this.listInflight.set(dir, slot);
+    return slot.p;
+  }
+
+  private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive): Promise<DirSlot> {
+    const { remote, opts } = this.ctx;
+    const gen = this.dirGen(dir);
+    const useHash = !!(old?.hash && remote.capabilities.listingRevalidation);
+    const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
+      remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}) }));
+    const changedMeanwhile = this.dirGen(dir) !== gen;
+    if (changedMeanwhile) {
+      // the answer may predate our own change: ask again (a folder changed by us without end
+      // gets the cached view, which our changes keep right, or the last answer)
+      const cur = this.dirs.get(dir);
+      if (tries < 3) return this.fetchListing(dir, cur, tries + 1, priority);
+      if (cur) return cur;
+      if (r.unchanged) return old!;
+    }
+    if (r.unchanged && useHash && !changedMeanwhile) {
+      old!.expires = Date.now() + opts.dirTtlMs;
+      this.dirs.set(dir, old!);
+      return old!;
+    }
+    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority);
+    const entries = new Map<string, RemoteEntry>();
+    for (const e of r.entries) entries.set(e.name, e);
+    const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
+    this.noteSize(dir, entries.size);
+    if (!changedMeanwhile) {
+      this.dirs.set(dir, slot);
+      this.attrs.set(dir, { entry: { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
+    }
+    return slot;
+  }
+
+  /** Remembers (a bounded number of) big folders, whose lookups are not worth a speculative listing. */
+  private noteSize(dir: string, n: number): void {
+    if (n <= this.ctx.opts.speculativeListMaxEntries) { this.bigDirs.delete(dir); return; }
+    this.bigDirs.delete(dir);
+    if (this.bigDirs.size >= 1000) this.bigDirs.delete(this.bigDirs.values().next().value!);
+    this.bigDirs.add(dir);
+  }
+
+  /** Reflects one of our own changes in the cached parent listing (kept fresh: it is still right). */
+  setInParent(path: string, e: RemoteEntry | null): void {
+    const dir = parentOf(path);
+    this.bumpDir(dir);
+    const d = this.dirs.get(dir);
+    if (d) {
+      if (e) d.entries.set(baseOf(path), { ...e, name: baseOf(path) }); else d.entries.delete(baseOf(path));
+    }
+    if (e) this.attrs.set(path, { entry: { ...e, name: baseOf(path) }, expires: Date.now() + this.ctx.opts.attrTtlMs });
+    else this.attrs.set(path, { entry: null, expires: Date.now() + this.ctx.opts.negativeTtlMs });
+  }
+
+  /** A new empty folder of ours: its listing is known. */
+  setEmptyDir(path: string): void {
+    this.dirs.set(path, { entries: new Map(), expires: Date.now() + this.ctx.opts.dirTtlMs });
+    this.bumpDir(path);
+  }
+
+  /** A file of ours appeared or changed locally: cached answers about it are dropped. */
+  localChange(path: string): void {
+    this.attrs.delete(path);
+    this.bumpDir(parentOf(path));
+  }
+
+  /** Our listing of dir predates a change on the server (another client deleted it). */
+  dropListing(dir: string): void {
+    this.dirs.delete(dir);
+    this.bumpDir(dir);
+  }
+
+  /** Forgets cached metadata of path and everything below it. */
+  forgetTree(path: string, isDir = true): void {
+    // listings of folders below are not all cached (nor bumped one by one): one tree generation
+    if (isDir) this.treeGen++;
+    for (const k of [...this.attrs.keys()]) if (k === path || isUnder(k, path)) this.attrs.delete(k);
+    for (const k of [...this.dirs.keys()]) if (k === path || isUnder(k, path)) { this.dirs.delete(k); this.bumpDir(k); }
+  }
+}

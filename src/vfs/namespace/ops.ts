@@ -1,0 +1,254 @@
+// Namespace changes: mkdir, rmdir, unlink, rename. They go to the server before the call returns,
+// so the program gets the server's verdict (EEXIST, ENOTEMPTY, EXDEV...) and the cached view never
+// has to replay a tree of pending namespace edits; only file content is written back later.
+//
+// Owns: no state of its own; it orders the state of the others. Ordering rules:
+// - One namespace change at a time per path and subtree (Barriers.run), and upload tasks of the
+//   paths involved wait at the barrier before they send (writeback: parked).
+// - Before the server hears of the change, uploads of the paths involved are stopped: one that
+//   sent nothing is aborted, one that is sending is waited for (Uploader.stop). Nothing is
+//   overtaken: a delete is never followed by the upload of the old name, nor a rename by an
+//   upload to the old name.
+// - The journal is changed first (through the Uploader, its only writer), durably: unlink cancels the pending upload before the server
+//   delete (after a crash it must not come back); rename retargets pending records (and the local
+//   table) before the server move, so a close() journaling meanwhile records the new name. If the
+//   server refuses, both are put back.
+// - Local-only content (never on the server, never attempted, shadowing nothing: WriteState.localOnly)
+//   needs no server call. Content that shadows a server file (a temp file renamed over an uploaded
+//   one, the save pattern) does: shadowsServer keeps the server's old copy in mind until our
+//   upload replaces it, so a later unlink or rename of the path reaches the server too.
+// - An unlinked file still open keeps its content (fetched whole first: once the server copy is
+//   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs).
+import { AlreadyExists, BadRequest, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../remote/errors.js';
+import { Priority, type RemoteEntry } from '../../remote/types.js';
+import type { Ctx } from '../context.js';
+import type { Obj } from '../content/obj.js';
+import type { ContentStore } from '../content/store.js';
+import type { AttrTable } from '../meta/attrs.js';
+import type { MetaCache } from '../meta/cache.js';
+import type { Lookup } from '../meta/lookup.js';
+import { baseOf, isUnder, joinPath, normPath, parentOf } from '../paths.js';
+import type { PolicyGate } from '../writeback/policy.js';
+import type { Uploader } from '../writeback/uploader.js';
+import type { Barriers } from './barriers.js';
+
+export interface NamespaceDeps {
+  ctx: Ctx;
+  meta: MetaCache;
+  lookups: Lookup;
+  store: ContentStore;
+  attrs: AttrTable;
+  uploader: Uploader;
+  barriers: Barriers;
+  policy: PolicyGate;
+  /** Makes o's whole content local (an open file about to lose its server copy). */
+  ensureWhole(o: Obj): Promise<void>;
+  /** Share links of path (and below it, if tree) are no longer valid. */
+  forgetShareLinks(path: string, tree: boolean): void;
+  /** Throws ReadOnly on a read-only mount. */
+  writable(): void;
+}
+
+export class Namespace {
+  private readonly ctx: Ctx;
+  private readonly meta: MetaCache;
+  private readonly lookups: Lookup;
+  private readonly store: ContentStore;
+  private readonly attrTable: AttrTable;
+  private readonly uploader: Uploader;
+  private readonly barriers: Barriers;
+  private readonly policy: PolicyGate;
+
+  constructor(private readonly deps: NamespaceDeps) {
+    ({ ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
+      barriers: this.barriers, policy: this.policy } = deps);
+  }
+
+  private writable(): void {
+    this.deps.writable();
+  }
+
+  private forgetShareLinks(path: string, tree: boolean): void {
+    this.deps.forgetShareLinks(path, tree);
+  }
+
+  /** Forgets cached metadata (and share links) of path and everything below it. */
+  private forgetTree(path: string, isDir = true): void {
+    this.meta.forgetTree(path, isDir);
+    this.forgetShareLinks(path, true);
+  }
+
+  async mkdir(path: string, mode: number): Promise<void> {
+    path = normPath(path);
+    this.writable();
+    await this.lookups.parentDir(path);
+    if (await this.lookups.lookup(path)) throw new AlreadyExists('already exists', { path });
+    await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
+    const now = Date.now();
+    this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
+    this.meta.setEmptyDir(path);
+    if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
+    else this.attrTable.local.delete(path);
+  }
+
+  async rmdir(path: string): Promise<void> {
+    path = normPath(path);
+    this.writable();
+    if (path === '/') throw new BadRequest('cannot remove the top folder', { path });
+    const e = await this.lookups.existing(path);
+    if (e.type !== 'dir') throw new NotADirectory('not a folder', { path });
+    // the server deletes folders recursively: only a fresh listing may say "empty"
+    const kids = await this.children(path, true);
+    if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
+    await this.ctx.bounded(`remove ${path}`, (signal) => this.ctx.remote.remove([path], { signal, priority: Priority.interactive }));
+    this.forgetTree(path);
+    this.meta.setInParent(path, null);
+    this.attrTable.forget(path);
+  }
+
+  async unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> {
+    path = normPath(path);
+    this.writable();
+    if (this.store.hidden.delete(path)) return;
+    const e = await this.lookups.existing(path);
+    if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
+    await this.barriers.run([path], async () => {
+      const o = this.store.objs.get(path);
+      if (o) await this.uploader.stop(o);
+      // POSIX: an open file keeps its content after the unlink. Once the server copy is gone it
+      // cannot be fetched any more, so the part not cached yet comes first.
+      if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
+      // durable first: after a crash the upload must not come back
+      await this.uploader.cancelPath(path);
+      const localOnly = !!o && o.wb.localOnly;
+      if (!localOnly) {
+        try {
+          await this.ctx.bounded(`remove ${path}`, (signal) => this.ctx.remote.remove([path], { signal, priority: Priority.interactive }));
+        } catch (err) {
+          if (!(isRemoteError(err, 'NOT_FOUND') && o && (o.wb.attempted || o.wb.shadowsServer || !o.wb.onServer))) throw err;
+        }
+      }
+      if (o) {
+        this.store.detach(o);
+        if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
+      }
+      this.uploader.forget(path);
+      this.attrTable.forget(path);
+      this.forgetShareLinks(path, false);
+      this.meta.setInParent(path, null);
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    from = normPath(from);
+    to = normPath(to);
+    this.writable();
+    if (from === '/' || to === '/') throw new BadRequest('the top folder cannot be renamed', { path: from });
+    const src = await this.lookups.existing(from);
+    if (from === to) return;
+    if (isUnder(to, from)) throw new BadRequest('cannot move a folder into itself', { path: to });
+    await this.lookups.parentDir(to);
+    if (src.type === 'file') await this.policy.checkName(to);
+    const dst = await this.lookups.lookup(to);
+    if (dst) {
+      if (src.type === 'dir' && dst.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
+      if (src.type !== 'dir' && dst.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
+      if (dst.type === 'dir' && (await this.children(to, true)).size > 0) throw new NotEmpty('target folder is not empty', { path: to });
+    }
+    await this.barriers.run([from, to], async () => {
+      const moving = this.store.under(from);
+      const replaced = this.store.objs.get(to);
+      for (const o of moving) await this.uploader.stop(o);
+      if (replaced) await this.uploader.stop(replaced);
+      const so = this.store.objs.get(from);
+      const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
+      // what the server holds at the target after a move that sends nothing (see shadowsServer)
+      const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
+      const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
+      if (dst) await this.uploader.cancelPath(to);
+      const jr = this.uploader.retarget(from, to);
+      // local view first, so a close() journaling meanwhile already records the new name
+      if (replaced) this.store.unregister(replaced);
+      this.rekey(from, to, moving);
+      try {
+        await jr;
+        if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
+      } catch (err) {
+        this.rekey(to, from, moving);
+        await this.uploader.retarget(to, from).catch(() => {});
+        if (replaced) {
+          // the target was not replaced after all: its own pending content is kept
+          this.store.register(replaced);
+          if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
+        }
+        throw err;
+      }
+      if (replaced) this.store.detach(replaced);
+      if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
+      this.forgetTree(from, src.type === 'dir');
+      this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
+      this.meta.setInParent(from, null);
+      this.meta.setInParent(to, { ...src, name: baseOf(to) });
+    });
+    for (const o of this.store.localObjs) if (o.path === to || isUnder(o.path, to)) this.uploader.scheduleIfIdle(o);
+  }
+
+  /**
+   * The move itself: one request when the caches knew source and target. The target's absence
+   * may come from a cache that is stale (another client made it since): the service's conflict
+   * answer is then decided as rename(2) would, from fresh answers about the target.
+   */
+  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined): Promise<void> {
+    const move = () => this.ctx.bounded(`move ${from} -> ${to}`, (signal) => this.ctx.remote.move(from, to, { signal, priority: Priority.interactive }));
+    try {
+      await move();
+    } catch (err) {
+      // Maxxo explains its refusal by the types it finds (a folder onto any folder is NOT_EMPTY)
+      const conflict = isRemoteError(err, 'ALREADY_EXISTS') || isRemoteError(err, 'NOT_EMPTY') ||
+        isRemoteError(err, 'IS_A_DIRECTORY') || isRemoteError(err, 'NOT_A_DIRECTORY');
+      if (conflict) {
+        const cur = await this.ctx.bounded(`stat ${to}`, (signal) => this.ctx.remote.stat(to, { signal, priority: Priority.interactive }));
+        if (!cur) throw err;
+        if (!dst) this.ctx.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
+        if (src.type === 'dir' && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
+        if (src.type !== 'dir' && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
+        if (cur.type === 'dir') {
+          const l = await this.ctx.bounded(`list ${to}`, (signal) => this.ctx.remote.list(to, { signal, priority: Priority.interactive }));
+          if (l.entries.length > 0) throw new NotEmpty('target folder is not empty', { path: to });
+        }
+        // POSIX rename replaces the target; the service would not, so remove it first
+        await this.ctx.bounded(`remove ${to}`, (signal) => this.ctx.remote.remove([to], { signal, priority: Priority.interactive }));
+        await move();
+        return;
+      }
+      // a file whose pending upload never reached the server has nothing to move there
+      if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.wb.pendingUid !== null) return;
+      throw err;
+    }
+  }
+
+  /** Moves local state (objects, local attributes, failures) from `from` to `to`. */
+  private rekey(from: string, to: string, objs: Obj[]): void {
+    this.store.move(objs, from, to);
+    this.attrTable.rekey(from, to);
+    this.uploader.rekey(from, to);
+  }
+
+  /** Children of dir as the drive shows them: server listing plus local-only files. */
+  async children(dir: string, force = false): Promise<Map<string, { e: RemoteEntry; o?: Obj }>> {
+    const d = await this.meta.listing(dir, force);
+    const out = new Map<string, { e: RemoteEntry; o?: Obj }>();
+    for (const [name, e] of d.entries) {
+      const p = joinPath(dir, name);
+      const o = this.store.objs.get(p);
+      out.set(name, { e, o });
+    }
+    for (const o of this.store.localObjs) {
+      if (!o.unlinked && parentOf(o.path) === dir && o.path !== '/') {
+        const name = baseOf(o.path);
+        out.set(name, { e: out.get(name)?.e ?? this.store.localEntry(o), o });
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,103 @@
+// ContentStore (src/vfs/content/store.ts): byte accounting, LRU eviction of idle clean content
+// only, and recovery of the cache folder at start.
+import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import type { Remote } from '../../src/remote/types.js';
+import { Ctx } from '../../src/vfs/context.js';
+import type { Obj } from '../../src/vfs/content/obj.js';
+import { ContentStore } from '../../src/vfs/content/store.js';
+import { defaultVfsOptions, resolveOptions } from '../../src/vfs/options.js';
+import { quietLog, tempDir } from './helpers.js';
+
+function setup(t: ExecutionContext, cacheMaxBytes = 1000) {
+  const dir = tempDir(t, 'cm-store-');
+  const dataDir = join(dir, 'data');
+  fs.mkdirSync(dataDir);
+  const ctx = new Ctx({ capabilities: {} } as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: dir, log: quietLog(), cacheMaxBytes }));
+  const detached: Obj[] = [];
+  const store = new ContentStore(ctx, dataDir, { detached: (o) => { detached.push(o); } });
+  /** A clean cached file of n bytes (as a fetch would leave it). */
+  function clean(path: string, n: number): Obj {
+    const o = store.add(path, n, true, { name: path.slice(1), type: 'file', size: n, mtimeMs: 1 });
+    fs.writeFileSync(store.file(o), Buffer.alloc(n, 1));
+    store.addRange(o, 0, n);
+    return o;
+  }
+  return { store, dataDir, detached, clean };
+}
+
+test('cacheBytes follows every range change; eviction drops idle clean content in LRU order only', async (t) => {
+  const { store, clean } = setup(t, 1000);
+  const a = clean('/a', 400);
+  const b = clean('/b', 400);
+  t.is(store.cacheBytes, 800);
+  store.truncateRanges(b, 100);
+  t.is(store.cacheBytes, 500);
+  store.addRange(b, 0, 400);
+  const open = clean('/open', 300);
+  open.refs = 1;
+  const dirty = clean('/dirty', 300);
+  dirty.gen = 1; // modified: authoritative, never evicted
+  store.markLocal(dirty);
+  t.true(store.localObjs.has(dirty));
+  store.touchLru(a); // a used last: b goes first
+  t.is(store.cacheBytes, 1400);
+  store.maybeEvict();
+  t.is(store.get('/b'), undefined, 'least recently used clean content went');
+  t.is(store.get('/a'), a);
+  t.is(store.get('/open'), open);
+  t.is(store.get('/dirty'), dirty);
+  t.is(store.cacheBytes, 1000);
+  // disk full: every idle clean object goes, and the files are gone when it returns
+  const freed = await store.evictForSpace();
+  t.is(freed, 400);
+  t.false(fs.existsSync(store.file(a)));
+  t.deepEqual([...store.objs.keys()].sort(), ['/dirty', '/open']);
+});
+
+test('detach: the path no longer names the object; its bytes go at the last release', async (t) => {
+  const { store, clean, detached } = setup(t);
+  const o = clean('/x', 10);
+  o.refs = 1;
+  store.detach(o);
+  t.deepEqual(detached, [o], 'the write-back side heard of it');
+  t.true(o.unlinked);
+  t.is(store.get('/x'), undefined);
+  t.true(fs.existsSync(store.file(o)), 'still open: the bytes stay');
+  o.refs = 0;
+  store.afterRelease(o);
+  for (let i = 0; i < 200 && fs.existsSync(store.file(o)); i++) await new Promise((r) => setTimeout(r, 10));
+  t.false(fs.existsSync(store.file(o)));
+  t.is(store.cacheBytes, 0);
+});
+
+test('recover: clean content with its index, pending records (inline content wins), orphans removed', async (t) => {
+  const { store, dataDir } = setup(t);
+  // clean content of an earlier run
+  fs.writeFileSync(join(dataDir, 'c1'), 'hello');
+  fs.writeFileSync(join(dataDir, 'c1.meta'), JSON.stringify({ path: '/c', ident: { name: 'c', type: 'file', size: 5, mtimeMs: 7 }, ranges: [[0, 5]] }));
+  // a pending upload whose cache file was written after its close: the record's content wins
+  fs.writeFileSync(join(dataDir, 'p1'), 'changed later');
+  // a pending upload whose cache file is gone
+  // an orphan (crash while writing an unclosed file) and a broken index
+  fs.writeFileSync(join(dataDir, 'orphan'), 'x');
+  fs.writeFileSync(join(dataDir, 'bad'), 'y');
+  fs.writeFileSync(join(dataDir, 'bad.meta'), '{not json');
+  const missing: string[] = [];
+  const restored = await store.recover([
+    { uid: 'u1', path: '/p', id: 'p1', size: 6, data: Buffer.from('closed') },
+    { uid: 'u2', path: '/gone', id: 'g1', size: 3 },
+  ], (p) => missing.push(p.path));
+  t.deepEqual(missing, ['/gone']);
+  t.is(restored.length, 1);
+  const p = restored[0]!.obj;
+  t.is(p.path, '/p');
+  t.is(fs.readFileSync(store.file(p), 'utf8'), 'closed');
+  t.is(p.size, 6);
+  const c = store.get('/c')!;
+  t.true(c.metaOnDisk);
+  t.is(c.ranges.bytes, 5);
+  t.is(store.cacheBytes, 11);
+  t.deepEqual(fs.readdirSync(dataDir).sort(), ['c1', 'c1.meta', 'p1']);
+});

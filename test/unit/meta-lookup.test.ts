@@ -1,0 +1,117 @@
+// Lookup (src/vfs/meta/lookup.ts) against a fake stat/list source: which questions reach the
+// server, and which are answered by caches, joined, or by a listing.
+import test, { type ExecutionContext } from 'ava';
+import type { ListResult, Remote, RemoteEntry } from '../../src/remote/types.js';
+import type { VfsOptions } from '../../src/vfs/api.js';
+import { Ctx } from '../../src/vfs/context.js';
+import { MetaCache } from '../../src/vfs/meta/cache.js';
+import { Lookup, type LocalView } from '../../src/vfs/meta/lookup.js';
+import { defaultVfsOptions, resolveOptions } from '../../src/vfs/options.js';
+import { parentOf, baseOf } from '../../src/vfs/paths.js';
+import { quietLog } from './helpers.js';
+
+class FakeSource {
+  readonly kind = 'memory' as const;
+  readonly capabilities = {
+    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: true, batchStat: false,
+    shareLinks: false, emptyFolders: true,
+  };
+  readonly files = new Map<string, RemoteEntry>();
+  stats: string[] = [];
+  lists: string[] = [];
+  constructor(private readonly latencyMs: number) {}
+  add(path: string, type: 'file' | 'dir' = 'file'): void {
+    this.files.set(path, { name: baseOf(path), type, size: type === 'file' ? 3 : 0, mtimeMs: 1 });
+  }
+  async stat(path: string): Promise<RemoteEntry | null> {
+    this.stats.push(path);
+    await new Promise((r) => setTimeout(r, this.latencyMs));
+    if (path === '/') return { name: '', type: 'dir', size: 0 };
+    return this.files.get(path) ?? null;
+  }
+  async list(dir: string): Promise<ListResult> {
+    this.lists.push(dir);
+    await new Promise((r) => setTimeout(r, this.latencyMs));
+    return { entries: [...this.files.entries()].filter(([p]) => parentOf(p) === dir).map(([, e]) => e) };
+  }
+}
+
+function setup(t: ExecutionContext, over: Partial<VfsOptions> = {}, latencyMs = 20, view: Partial<LocalView> = {}) {
+  const src = new FakeSource(latencyMs);
+  const ctx = new Ctx(src as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), log: quietLog(), ...over }));
+  const meta = new MetaCache(ctx);
+  const lookup = new Lookup(ctx, meta, { hidden: () => undefined, local: () => undefined, ...view });
+  t.teardown(() => { ctx.closed = true; });
+  return { src, meta, lookup };
+}
+
+test('concurrent lookups of one name share one stat; a miss is cached for negativeTtlMs', async (t) => {
+  const { src, lookup } = setup(t, { listAfterStats: 0 });
+  src.add('/x');
+  const [a, b] = await Promise.all([lookup.lookup('/x'), lookup.lookup('/x')]);
+  t.is(a?.type, 'file');
+  t.is(a, b);
+  t.deepEqual(src.stats, ['/x']);
+  t.is(await lookup.lookup('/nope'), null);
+  t.is(await lookup.lookup('/nope'), null);
+  t.deepEqual(src.stats, ['/x', '/nope']);
+  t.deepEqual(src.lists, [], 'listAfterStats 0: never lists for lookups');
+});
+
+test('the first stat in a folder lists it alongside; a miss right after is answered by that listing', async (t) => {
+  const { src, lookup, meta } = setup(t, { listAfterStats: 4 });
+  src.add('/d', 'dir');
+  src.add('/d/a');
+  src.add('/d/b');
+  t.truthy(await lookup.lookup('/d/a'));
+  t.deepEqual(src.stats, ['/d/a']);
+  t.deepEqual(src.lists, ['/d'], 'the speculative listing went with the first stat');
+  // a name the listing has: no request; a name it lacks, right after: answered by it too
+  t.truthy(await lookup.lookup('/d/b'));
+  t.is(await lookup.lookup('/d/new'), null);
+  t.deepEqual(src.stats, ['/d/a']);
+  // the listing was fetched for lookups: it is implicit (a program never saw it)
+  t.true(meta.dirs.get('/d')?.implicit);
+});
+
+test('after listAfterStats stats in a folder with no listing, the folder is listed', async (t) => {
+  const { src, lookup } = setup(t, { listAfterStats: 3, speculativeListMaxEntries: 0 });
+  for (const n of ['1', '2', '3', '4']) src.add('/e/' + n);
+  await lookup.lookup('/e/1');
+  await lookup.lookup('/e/2');
+  t.deepEqual(src.lists, []);
+  t.truthy(await lookup.lookup('/e/3'));
+  t.deepEqual(src.lists, ['/e']);
+  t.deepEqual(src.stats, ['/e/1', '/e/2'], 'the third name came with the listing');
+  t.truthy(await lookup.lookup('/e/4'));
+  t.deepEqual(src.stats, ['/e/1', '/e/2']);
+  // an implicit listing does not answer a miss: a file another client just made must not vanish
+  src.add('/e/5');
+  t.truthy(await lookup.lookup('/e/5'));
+  t.deepEqual(src.stats, ['/e/1', '/e/2', '/e/5']);
+});
+
+test('an answer that raced our own change of the folder is returned but not cached', async (t) => {
+  const { src, lookup, meta } = setup(t, { listAfterStats: 0 });
+  src.add('/f/a');
+  const p = lookup.lookup('/f/a');
+  meta.setInParent('/f/b', { name: 'b', type: 'file', size: 1 });
+  t.truthy(await p);
+  t.is(meta.attrs.get('/f/a'), undefined);
+  await lookup.lookup('/f/a');
+  t.deepEqual(src.stats, ['/f/a', '/f/a']);
+  t.truthy(meta.attrs.get('/f/a'), 'the second answer is cached');
+});
+
+test('local state answers before any cache or request; hidden names too', async (t) => {
+  const local: RemoteEntry = { name: 'l', type: 'file', size: 9 };
+  const { src, lookup } = setup(t, { listAfterStats: 0 }, 5, {
+    local: (p) => (p === '/l' ? local : undefined),
+    hidden: (p) => (p === '/.fuse_hidden1' ? { name: '.fuse_hidden1', type: 'file', size: 1 } : undefined),
+  });
+  t.is(await lookup.lookup('/l'), local);
+  t.is((await lookup.lookup('/.fuse_hidden1'))?.size, 1);
+  t.deepEqual(src.stats, []);
+  await t.throwsAsync(lookup.existing('/missing'), { code: 'NOT_FOUND' } as never);
+  await t.throwsAsync(lookup.parentDir('/l/x'), { code: 'NOT_A_DIRECTORY' } as never);
+});
