@@ -150,6 +150,14 @@ export interface Remote {
    * it sees other clients' changes holds.
    */
   cacheTtls?(t: { attrTtlMs: number; dirTtlMs: number }): void;
+  /**
+   * For a service whose listings may carry a file's version (mtime) from older server state than
+   * the listing's sizes (Maxxo: mtimes come from a separate, cached rsync listing): e (a cached
+   * entry of path) with version information from server state no older than maxAgeMs. The drive
+   * asks it before it serves cached content again, so that check is what bounds how long another
+   * client's same-size change goes unseen. The last known version when the service cannot tell.
+   */
+  revalidate?(path: string, e: RemoteEntry, maxAgeMs: number, opts?: CallOptions): Promise<RemoteEntry>;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
 }

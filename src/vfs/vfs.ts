@@ -373,7 +373,7 @@ export class Vfs implements VfsApi {
     await this.start();
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable || (flags & O_TRUNC)) this.assertWritable();
-    const e = await this.lookups.lookup(path);
+    let e = await this.lookups.lookup(path);
     if (!e) {
       if (flags & O_CREAT) return this.create(path, 0o644, flags);
       throw new NotFound('no such file', { path });
@@ -381,6 +381,7 @@ export class Vfs implements VfsApi {
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
     if ((flags & O_CREAT) && (flags & O_EXCL)) throw new AlreadyExists('already exists', { path });
     let o = this.store.objs.get(path);
+    e = await this.revalidated(path, e, o, flags);
     if (o && !o.authoritative && !sameIdent(o.ident, e)) {
       // the server has other content now: cached bytes are stale
       await this.fetcher.resetContent(o, e);
@@ -391,6 +392,22 @@ export class Vfs implements VfsApi {
     // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
     if (!writable) this.prefetch.siblings(parentOf(path), path);
     return this.openObj(o, flags, writable);
+  }
+
+  /**
+   * A remote whose listings may hold older version information than their sizes (Maxxo's
+   * mtimes) is asked for a version no older than dir_timeout before cached bytes are served again
+   * (and before content whose version is unknown gets cached): this check, not the listings,
+   * bounds how long another client's same-size change goes unseen, so listings stay cheap.
+   * Content a program truncates at open, and content of ours not yet on the server, need none.
+   */
+  private async revalidated(path: string, e: RemoteEntry, o: Obj | undefined, flags: number): Promise<RemoteEntry> {
+    if (!this.remote.revalidate || (flags & O_TRUNC) || o?.authoritative) return e;
+    const known = (o?.ident ?? e).mtimeMs !== undefined;
+    if (known && !(o && o.ranges.bytes > 0)) return e;
+    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => this.remote.revalidate!(path, e, this.opts.dirTtlMs, { signal }));
+    if (fresh.size !== e.size || fresh.mtimeMs !== e.mtimeMs) this.meta.setInParent(path, fresh);
+    return fresh;
   }
 
   private async openObj(o: Obj, flags: number, writable: boolean): Promise<number> {
