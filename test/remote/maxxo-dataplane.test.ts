@@ -13,6 +13,7 @@ import { createMaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/max
 import { parseListLine } from '../../src/remote/maxxo/rsync.js';
 import { RemoteError } from '../../src/remote/errors.js';
 import { createLogger } from '../../src/log.js';
+import { eventually, sleep } from '../e2e/lib/services.js';
 
 let emu: Emulator;
 let n = 0;
@@ -118,7 +119,7 @@ test.serial('a daemon out of reach for good: bounded attempts, a clear error and
   t.true(lines.some((l) => / WARN .*rsync for "\/x" failed after 3 attempt\(s\): .*Connection refused/.test(l)), lines.join('\n'));
 });
 
-test('mtimes: list and stat carry the daemon listing mtime; one listing per folder, reused for the listing TTL', async (t) => {
+test('mtimes: list and stat carry the daemon listing mtime, kept off their path; revalidate() takes a listing no older than asked', async (t) => {
   const { remote, folder } = account();
   t.teardown(() => remote.close());
   mkdirSync(join(folder, 'd'));
@@ -130,30 +131,44 @@ test('mtimes: list and stat carry the daemon listing mtime; one listing per fold
   let runs = remote.listRuns;
   const l = await remote.list('/d');
   t.deepEqual(l.entries.map((e) => [e.name, e.mtimeMs]).sort(), [['a', 1_700_000_000_000], ['b', 1_700_000_000_000], ['c', 1_700_000_000_000]]);
-  t.is(remote.listRuns - runs, 1, 'list: one daemon listing');
+  t.is(remote.listRuns - runs, 1, 'the first list of a folder waits for one daemon listing');
   runs = remote.listRuns;
   const st = await remote.statMany!(['/d/a', '/d/b', '/d/c', '/d', '/nope']);
   t.deepEqual(st.map((e) => e?.mtimeMs), [1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_000, undefined, undefined]);
-  t.is(remote.listRuns - runs, 0, 'stats within the TTL reuse the listing');
+  await remote.list('/d');
+  t.is(remote.listRuns - runs, 0, 'stats and lists reuse it');
 
-  // another client's change of the same size: unseen while the listing is reused (the bound) ...
+  // another client's change of the same size: list and stat still say the old mtime ...
   writeFileSync(join(folder, 'd', 'a.new'), 'CONTENT a');
   utimesSync(join(folder, 'd', 'a.new'), 1_800_000_000, 1_800_000_000);
   renameSync(join(folder, 'd', 'a.new'), join(folder, 'd', 'a'));
-  t.is((await remote.stat('/d/a'))!.mtimeMs, 1_700_000_000_000);
-  // ... seen once it ran out
-  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 0 });
-  runs = remote.listRuns;
-  t.is((await remote.stat('/d/a'))!.mtimeMs, 1_800_000_000_000);
+  const oldA = (await remote.stat('/d/a'))!;
+  t.is(oldA.mtimeMs, 1_700_000_000_000);
+  t.is((await remote.revalidate('/d/a', oldA, 60_000)).mtimeMs, 1_700_000_000_000, 'a listing within maxAge is used as it is');
+  t.is(remote.listRuns - runs, 0);
+  // ... revalidate() with a listing that started no earlier than maxAge ago sees it
+  await sleep(20);
+  t.like(await remote.revalidate('/d/a', oldA, 10), { size: 9, mtimeMs: 1_800_000_000_000 });
   t.is(remote.listRuns - runs, 1);
-  // a change of size is seen at once: the row disagrees with ops/filesize, the folder is listed again
-  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  t.is((await remote.stat('/d/a'))!.mtimeMs, 1_800_000_000_000, 'the new listing serves stats');
+  t.like(await remote.revalidate('/d/gone', { name: 'gone', type: 'file', size: 1, mtimeMs: 5000 }, 60_000), { mtimeMs: undefined },
+    'a file the listing lacks: no version known');
+
+  // a change of size: the size at once (ops/filesize), no mtime until the listing is renewed ...
   writeFileSync(join(folder, 'd', 'b'), 'longer content b');
   utimesSync(join(folder, 'd', 'b'), 1_800_000_001, 1_800_000_001);
   runs = remote.listRuns;
-  t.like(await remote.stat('/d/b'), { size: 16, mtimeMs: 1_800_000_001_000 });
-  t.is(remote.listRuns - runs, 1);
-  // our own upload: its mtime without a listing, and the cached listing agrees afterwards
+  t.like(await remote.stat('/d/b'), { size: 16, mtimeMs: undefined });
+  t.is(remote.listRuns - runs, 0, 'not on the path of a stat');
+  // ... which happens in the background once the listing is older than dir_timeout
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 1 });
+  await sleep(20);
+  t.like(await remote.stat('/d/b'), { size: 16 });
+  await eventually(async () => (await remote.stat('/d/b'))!.mtimeMs === 1_800_000_001_000, 10_000, 20);
+  t.true(remote.listRuns - runs >= 1, 'renewed in the background');
+
+  // our own upload, move, mkdir: written into the cached listings, no runs
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
   const src = join(tmp, `own-${n}`);
   writeFileSync(src, 'CONTENT c');
   runs = remote.listRuns;
@@ -161,10 +176,14 @@ test('mtimes: list and stat carry the daemon listing mtime; one listing per fold
   t.is(up.mtimeMs, sec(statSync(src).mtimeMs));
   t.is(sec(statSync(join(folder, 'd', 'c')).mtimeMs), up.mtimeMs!, 'the server file has our mtime (-t)');
   t.deepEqual(await remote.stat('/d/c'), up);
-  t.is(remote.listRuns - runs, 0);
-  // our own move: listings of both folders are dropped
   await remote.move('/d/c', '/d/moved');
   t.is((await remote.stat('/d/moved'))!.mtimeMs, up.mtimeMs!);
+  t.is(await remote.stat('/d/c'), null);
+  await remote.mkdir('/d/new');
+  t.deepEqual((await remote.list('/d/new')).entries, []);
+  const up2 = await remote.upload(src, '/d/new/x');
+  t.deepEqual(await remote.revalidate('/d/new/x', { ...up2, mtimeMs: undefined }, 60_000), up2);
+  t.is(remote.listRuns - runs, 0);
 });
 
 test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, others ignored', (t) => {

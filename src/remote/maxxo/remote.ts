@@ -18,12 +18,18 @@
 // - mtimes: the REST API has none (ops/list and ops/filesize give names, types and sizes only), so
 //   a file replaced by another client with bytes of the same size would look unchanged, and the
 //   drive would serve its cached copy for as long as it keeps it. The rsync daemon's listing of a
-//   folder (`rsync --list-only`) has mtimes: list() runs one next to ops/list, stat() of a file
-//   takes the mtime from its folder's daemon listing, cached for listingTtlMs (the drive's
-//   dir_timeout; a row whose size disagrees with ops/filesize is fetched again). The drive sees
-//   another client's change at the latest dir_timeout + attr_timeout after it (one second
-//   resolution: a same-size change within the second of the previous version is not seen).
-//   Uploads send our mtime along (-t), so their own mtime is known without another listing.
+//   folder (`rsync --list-only`) has mtimes, at the cost of an rsync run (200-300 ms on a loaded
+//   machine, against a few ms for ops/list). So it is kept off the hot path:
+//   - list() and stat() answer with ops/list / ops/filesize and take mtimes from the folder's
+//     cached daemon listing (rows whose size agrees), whatever its age; only a folder with none
+//     waits for one (once). A listing older than refreshMs (2.5 x dir_timeout), or older than
+//     dir_timeout and missing rows the sizes ask for, is renewed in the background.
+//   - revalidate(), which the drive calls before it serves cached bytes again, takes a daemon
+//     listing no older than dir_timeout (one run per folder per dir_timeout at most, shared):
+//     that check bounds how long another client's same-size change goes unseen (one second
+//     resolution: a same-size change within the second of the previous version is not seen).
+//   - our own uploads (-t: the server file gets our mtime, to the second), moves, deletes and
+//     mkdirs are written into the cached listings, so folders we write into cost no runs.
 // - The slice (daemon address, login, Cloudstore password) is cached; an rsync that cannot reach
 //   the daemon or is refused its password reads /slice again before the next attempt (the storage
 //   server moved, or restarted on another port).
@@ -60,16 +66,24 @@ export interface MaxxoRemoteOptions extends ClientOptions {
   /** How often download progress is sampled from the file size (ms, default 50). */
   progressIntervalMs?: number;
   /**
-   * How long stat() may take mtimes from a folder's daemon listing (ms, default 30 s, the drive's
-   * default dir_timeout; a drive sets its own through cacheTtls()).
+   * The drive's dir_timeout (ms, default 30 s; a drive sets its own through cacheTtls()): how old
+   * a daemon listing revalidate() may use; listings are renewed in the background after 2.5 times it.
    */
   listingTtlMs?: number;
 }
 
-/** One folder as the rsync daemon listed it: file rows by name. */
+/** One folder as the rsync daemon listed it (the run started at `at`): file rows by name. */
 interface DaemonListing { at: number; rows: Map<string, ListedRow> }
-/** A daemon listing in flight (value undefined) or fetched. */
-interface DaemonSlot { p: Promise<DaemonListing | undefined>; value: DaemonListing | undefined }
+/** A folder's daemon listings: the last one fetched, the one in flight. */
+interface DaemonSlot {
+  value?: DaemonListing;
+  inflight?: Promise<DaemonListing | undefined>;
+  inflightAt: number;
+  /** When the last run failed (not tried again for LIST_RETRY_MS). */
+  failedAt?: number;
+  /** Our own changes while a run was in flight (null: no such file now): it may have missed them. */
+  own: Map<string, ListedRow | null>;
+}
 /** How long a folder whose daemon listing failed goes without another try (ms). */
 const LIST_RETRY_MS = 5000;
 /** Folders whose daemon listing is kept (least recently fetched go first). */
@@ -129,8 +143,6 @@ export class MaxxoRemote implements Remote {
   private readonly listQueue = new PQueue({ concurrency: 4 });
   private listingTtlMs: number;
   private listFailLogged = 0;
-  /** When a folder's daemon listing last failed. */
-  private readonly listFailures = new Map<string, number>();
   /** Address of the daemon last found out of reach (one warning per address, not per transfer). */
   private daemonTrouble?: string;
   private closed = false;
@@ -146,6 +158,7 @@ export class MaxxoRemote implements Remote {
 
   /** The drive's cache lifetimes: a daemon listing serves stat()s for as long as a listing is cached. */
   cacheTtls(t: { attrTtlMs: number; dirTtlMs: number }): void {
+    // (see the top of this file: revalidate() takes listings no older than this)
     this.listingTtlMs = Math.max(0, t.dirTtlMs);
   }
 
@@ -156,10 +169,6 @@ export class MaxxoRemote implements Remote {
 
   async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
     const wire = toWire(dir);
-    // Alongside ops/list, not after it: the mtimes cost a process, not another wait. A fresh one
-    // (the drive lists a folder when its cached listing ran out): it also serves the stat()s in
-    // this folder for listingTtlMs.
-    const daemon = this.daemonListing(dir, 0);
     let rows;
     try {
       rows = await this.client.list(wire, opts);
@@ -182,7 +191,7 @@ export class MaxxoRemote implements Remote {
       seen.add(name);
       entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
     }
-    const listed = await daemon;
+    const listed = await this.mtimeSource(dir, entries);
     for (const e of entries) withMtime(e, listed);
     return { entries };
   }
@@ -191,10 +200,7 @@ export class MaxxoRemote implements Remote {
     return (await this.statMany([path], opts))[0]!;
   }
 
-  /**
-   * Entries with the mtimes of files (see the top of this file): one daemon listing per folder,
-   * reused for listingTtlMs; one whose row disagrees with the size just read is fetched again.
-   */
+  /** Entries with the mtimes of files (see the top of this file and mtimeSource()). */
   async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     const out = await this.sizes(paths, opts);
     const byDir = new Map<string, RemoteEntry[]>();
@@ -204,11 +210,24 @@ export class MaxxoRemote implements Remote {
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
     await Promise.all([...byDir].map(async ([dir, es]) => {
-      let listed = await this.daemonListing(dir, this.listingTtlMs);
-      if (listed && listed.reused && es.some((e) => !matches(e, listed!.rows.get(e.name)))) listed = await this.daemonListing(dir, 0);
+      const listed = await this.mtimeSource(dir, es);
       for (const e of es) withMtime(e, listed);
     }));
     return out;
+  }
+
+  /**
+   * e with the mtime (and size) the daemon lists for path now, or at most maxAgeMs ago: a shared
+   * run per folder and maxAgeMs at most. A file missing from that listing loses its mtime (the
+   * drive then takes its cached bytes for another version); e as it is when the daemon cannot be
+   * reached (the last known version stays usable rather than every file looking changed).
+   */
+  async revalidate(path: string, e: RemoteEntry, maxAgeMs: number): Promise<RemoteEntry> {
+    if (e.type !== 'file') return e;
+    const listed = await this.daemonListing(parentOf(path), maxAgeMs);
+    if (!listed) return e;
+    const row = listed.rows.get(pathParts(path).pop()!);
+    return row ? { ...e, size: row.size, mtimeMs: row.mtimeMs } : { ...e, mtimeMs: undefined };
   }
 
   /** Entries from ops/filesize alone (no mtimes): what the checks around our own changes need. */
@@ -257,7 +276,7 @@ export class MaxxoRemote implements Remote {
     const src = toWire(from);
     const dst = toWire(to);
     if (pathParts(from).length === 0 || pathParts(to).length === 0) throw new BadRequest('cannot move the top folder', { path: from });
-    this.forgetListings([from, to]);
+    const row = this.daemonLists.get(parentOf(from))?.value?.rows.get(baseName(from));
     await this.safely(opts, async () => {
       try {
         await this.client.move(src, dst, opts);
@@ -269,7 +288,10 @@ export class MaxxoRemote implements Remote {
     }, async () => {
       const [a, b] = await this.sizes([from, to], opts);
       return a === null && b !== null;
-    }).finally(() => this.forgetListings([from, to]));
+    }).finally(() => {
+      this.ownChange(from, null);
+      this.ownChange(to, row ? { ...row, name: baseName(to) } : null);
+    });
   }
 
   /** METHOD_BAD_REQUEST from ops/move -> what rename(2) would say. */
@@ -294,7 +316,6 @@ export class MaxxoRemote implements Remote {
     if (paths.length === 0) return;
     if (paths.some((p) => pathParts(p).length === 0)) throw new BadRequest('cannot delete the top folder', { path: '/' });
     let left = paths;
-    this.forgetListings(paths);
     await this.safely(opts, async () => {
       try {
         await this.client.delete(left.map(toWire), opts);
@@ -306,7 +327,7 @@ export class MaxxoRemote implements Remote {
       const st = await this.sizes(left, opts);
       left = left.filter((_, i) => st[i] !== null);
       return left.length === 0;
-    }).finally(() => this.forgetListings(paths));
+    }).finally(() => { for (const p of paths) this.ownChange(p, null); });
   }
 
   /**
@@ -351,6 +372,7 @@ export class MaxxoRemote implements Remote {
       } finally {
         await rm(empty, { recursive: true, force: true });
       }
+      this.madeFolder(path);
       return;
     }
     const { base, rel } = pushSplit(parts);
@@ -361,6 +383,7 @@ export class MaxxoRemote implements Remote {
       const list = join(stage, 'list');
       await writeFile(list, rel + '\0', { mode: 0o600 });
       await this.rsync(path, opts, (url) => ['-d', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', base ? `${url}/${base}/` : `${url}/`], undefined);
+      this.madeFolder(path);
     } catch (e) {
       // the daemon may have made the folder before it failed: the program is told it was not made
       const made = await this.stat(path, opts).catch(() => null);
@@ -426,13 +449,7 @@ export class MaxxoRemote implements Remote {
    */
   private uploaded(path: string, e: RemoteEntry, local: { size: number; mtimeMs: number }): void {
     if (e.size === local.size) e.mtimeMs = Math.floor(local.mtimeMs / 1000) * 1000;
-    const dir = parentOf(path);
-    const l = this.daemonLists.get(dir);
-    // one in flight may have listed the old version: it is not kept
-    if (l && !l.value) this.daemonLists.delete(dir);
-    if (!l?.value) return;
-    if (e.mtimeMs === undefined) l.value.rows.delete(e.name);
-    else l.value.rows.set(e.name, { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs });
+    this.ownChange(path, e.mtimeMs === undefined ? null : { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs });
   }
 
   /**
@@ -723,23 +740,49 @@ export class MaxxoRemote implements Remote {
   }
 
   /**
-   * A folder's daemon listing no older than maxAgeMs (0: a new one, unless one is on its way),
-   * or the last one when a new one cannot be had (the daemon out of reach: the cached content
-   * stays usable rather than every file looking changed), or undefined. Never rejects. Not tied to
-   * the caller's signal: other callers may share it; rsync's own timeouts bound it.
+   * Where list() and stat() take mtimes from: the folder's cached daemon listing, whatever its
+   * age (revalidate() bounds what cached content may rely on); the first one is waited for. It is
+   * renewed in the background when older than 2.5 x dir_timeout, or older than dir_timeout with
+   * rows that the sizes just read do not match (another client's new or changed files).
    */
-  private async daemonListing(dir: string, maxAgeMs: number): Promise<(DaemonListing & { reused: boolean }) | undefined> {
-    const cur = this.daemonLists.get(dir);
-    // a listing that just failed is not tried again for every stat meanwhile
-    const failedLately = Date.now() - (this.listFailures.get(dir) ?? -Infinity) < LIST_RETRY_MS;
-    if (cur && (!cur.value || failedLately || Date.now() - cur.value.at <= maxAgeMs)) {
-      const v = await cur.p;
-      return v && { ...v, reused: !!cur.value };
+  private async mtimeSource(dir: string, es: RemoteEntry[]): Promise<DaemonListing | undefined> {
+    const s = this.daemonLists.get(dir);
+    const v = s?.value;
+    if (!v) return this.daemonListing(dir, Infinity);
+    const age = Date.now() - v.at;
+    const stale = age > this.listingTtlMs * 2.5
+      || (age > this.listingTtlMs && es.some((e) => e.type === 'file' && !matches(e, v.rows.get(e.name))));
+    if (stale && !s!.inflight) void this.daemonListing(dir, 0);
+    return v;
+  }
+
+  /**
+   * A folder's daemon listing no older than maxAgeMs (one in flight that started within it
+   * counts), or the last one when a new one cannot be had (the daemon out of reach), or undefined.
+   * Never rejects. Not tied to the caller's signal: other callers may share it; rsync's own
+   * timeouts bound it.
+   */
+  private async daemonListing(dir: string, maxAgeMs: number): Promise<DaemonListing | undefined> {
+    const now = Date.now();
+    let s = this.daemonLists.get(dir);
+    if (s?.value && now - s.value.at <= maxAgeMs) return s.value;
+    if (s?.inflight && now - s.inflightAt <= maxAgeMs) return s.inflight;
+    // a listing that just failed is not tried again for every call meanwhile
+    if (s?.failedAt !== undefined && now - s.failedAt < LIST_RETRY_MS) return s.value;
+    if (s?.inflight) {
+      // one run per folder at a time: the one in flight started too early for this caller
+      await s.inflight;
+      return this.daemonListing(dir, maxAgeMs);
     }
-    if (failedLately) return undefined;
-    const slot: DaemonSlot = { p: undefined!, value: undefined };
-    slot.p = (async () => {
-      const at = Date.now();
+    if (!s) {
+      s = { inflightAt: 0, own: new Map() };
+      this.daemonLists.set(dir, s);
+      if (this.daemonLists.size > DAEMON_LISTINGS_MAX) this.daemonLists.delete(this.daemonLists.keys().next().value!);
+    }
+    const slot = s;
+    const at = Date.now();
+    slot.inflightAt = at;
+    const p = (async () => {
       const rows = new Map<string, ListedRow>();
       const parts = pathParts(dir);
       try {
@@ -751,43 +794,54 @@ export class MaxxoRemote implements Remote {
           }, { queue: this.listQueue, attempts: 2, listing: true });
       } catch (e) {
         const missing = isRemoteError(e, 'NOT_FOUND');
-        if (!missing) {
-          if (this.listFailures.size >= DAEMON_LISTINGS_MAX) this.listFailures.clear();
-          this.listFailures.set(dir, Date.now());
-        }
+        if (!missing) slot.failedAt = Date.now();
         if (!missing && !this.closed && Date.now() - this.listFailLogged > 60_000) {
           this.listFailLogged = Date.now();
           this.log.warn(`maxxo: no mtimes for ${JSON.stringify(dir)} (rsync listing failed: ${(e as Error).message}); changes of the same size by other clients go unseen meanwhile`);
         }
-        const old = cur?.value;
-        if (this.daemonLists.get(dir) === slot) {
-          if (old) this.daemonLists.set(dir, { p: cur!.p, value: old }); else this.daemonLists.delete(dir);
-        }
-        return old;
+        slot.own.clear();
+        return slot.value;
       }
-      this.listFailures.delete(dir);
+      slot.failedAt = undefined;
+      // our own changes made while it ran may be missing from it
+      for (const [name, row] of slot.own) if (row) rows.set(name, row); else rows.delete(name);
+      slot.own.clear();
       const value = { at, rows };
       slot.value = value;
       if (this.daemonLists.get(dir) === slot) {
         // refreshed ones go to the end: the first in the map is the least recently fetched
         this.daemonLists.delete(dir);
         this.daemonLists.set(dir, slot);
-        if (this.daemonLists.size > DAEMON_LISTINGS_MAX) this.daemonLists.delete(this.daemonLists.keys().next().value!);
       }
       return value;
     })();
-    this.daemonLists.set(dir, slot);
-    const v = await slot.p;
-    return v && { ...v, reused: false };
+    slot.inflight = p;
+    void p.finally(() => { if (slot.inflight === p) slot.inflight = undefined; });
+    return p;
   }
 
-  /** Our own move or delete: daemon listings of the folders involved (and below) are out of date. */
-  private forgetListings(paths: string[]): void {
-    for (const p of paths) {
-      this.daemonLists.delete(parentOf(p));
-      const norm = '/' + pathParts(p).join('/');
-      for (const k of [...this.daemonLists.keys()]) if (k === norm || k.startsWith(norm + '/')) this.daemonLists.delete(k);
+  /**
+   * One of our own changes to path is done (row: the file as it is now; null: none there, or not
+   * known): the cached listing of its folder says so, so folders we write into need no new runs.
+   * Listings of what was below path (a folder moved or deleted) are dropped.
+   */
+  private ownChange(path: string, row: ListedRow | null): void {
+    const s = this.daemonLists.get(parentOf(path));
+    const name = baseName(path);
+    if (s) {
+      if (s.inflight) s.own.set(name, row);
+      if (s.value) { if (row) s.value.rows.set(name, row); else s.value.rows.delete(name); }
     }
+    const norm = '/' + pathParts(path).join('/');
+    for (const k of [...this.daemonLists.keys()]) if (k === norm || k.startsWith(norm + '/')) this.daemonLists.delete(k);
+  }
+
+  /** A folder we just made is empty: its listing is known without a run. */
+  private madeFolder(path: string): void {
+    const dir = '/' + pathParts(path).join('/');
+    if (this.daemonLists.has(dir)) return;
+    this.daemonLists.set(dir, { value: { at: Date.now(), rows: new Map() }, inflightAt: 0, own: new Map() });
+    if (this.daemonLists.size > DAEMON_LISTINGS_MAX) this.daemonLists.delete(this.daemonLists.keys().next().value!);
   }
 
   async close(): Promise<void> {
@@ -830,6 +884,10 @@ function toWire(path: string): string {
   }
   for (const p of parts) if (!validName(p)) throw new InvalidName('invalid path component', { path });
   return parts.length ? parts.join('/') : '/';
+}
+
+function baseName(path: string): string {
+  return pathParts(path).pop() ?? '';
 }
 
 function parentOf(path: string): string {
