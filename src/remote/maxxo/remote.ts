@@ -21,9 +21,9 @@
 //   folder (`rsync --list-only`) has mtimes, at the cost of an rsync run (200-300 ms on a loaded
 //   machine, against a few ms for ops/list). So it is kept off the hot path:
 //   - list() and stat() answer with ops/list / ops/filesize and take mtimes from the folder's
-//     cached daemon listing (rows whose size agrees), whatever its age; only a folder with none
-//     waits for one (once). A listing older than refreshMs (2.5 x dir_timeout), or older than
-//     dir_timeout and missing rows the sizes ask for, is renewed in the background.
+//     cached daemon listing (rows whose size agrees); only a folder with none (or one unused for
+//     long) waits for one. It is renewed in the background every max(2 x dir_timeout, 60 s), or
+//     sooner when the sizes show another client's new or resized file (see mtimeSource()).
 //   - revalidate(), which the drive calls before it serves cached bytes again, takes a daemon
 //     listing no older than dir_timeout (one run per folder per dir_timeout at most, shared):
 //     that check bounds how long another client's same-size change goes unseen (one second
@@ -67,7 +67,7 @@ export interface MaxxoRemoteOptions extends ClientOptions {
   progressIntervalMs?: number;
   /**
    * The drive's dir_timeout (ms, default 30 s; a drive sets its own through cacheTtls()): how old
-   * a daemon listing revalidate() may use; listings are renewed in the background after 2.5 times it.
+   * a daemon listing revalidate() may use (list/stat renew theirs less often: see mtimeSource()).
    */
   listingTtlMs?: number;
 }
@@ -84,6 +84,10 @@ interface DaemonSlot {
   /** Our own changes while a run was in flight (null: no such file now): it may have missed them. */
   own: Map<string, ListedRow | null>;
 }
+/** When list/stat renew a folder's daemon listing in the background, or wait for a new one (see mtimeSource()). */
+const RENEW_TTLS = 2;
+const RENEW_MIN_MS = 60_000;
+const WAIT_RENEWS = 5;
 /** How long a folder whose daemon listing failed goes without another try (ms). */
 const LIST_RETRY_MS = 5000;
 /** Folders whose daemon listing is kept (least recently fetched go first). */
@@ -143,6 +147,8 @@ export class MaxxoRemote implements Remote {
   private readonly listQueue = new PQueue({ concurrency: 4 });
   private listingTtlMs: number;
   private listFailLogged = 0;
+  /** Our uploads in flight, by path (see whileUploading()). */
+  private readonly uploading = new Map<string, number>();
   /** Address of the daemon last found out of reach (one warning per address, not per transfer). */
   private daemonTrouble?: string;
   private closed = false;
@@ -395,6 +401,10 @@ export class MaxxoRemote implements Remote {
   }
 
   async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
+    return this.whileUploading([path], () => this.uploadOne(localFile, path, opts));
+  }
+
+  private async uploadOne(localFile: string, path: string, opts: TransferOptions): Promise<RemoteEntry> {
     const parts = pathParts(path);
     toWire(path);
     if (parts.length === 0) throw new IsADirectory('cannot upload onto the top folder', { path });
@@ -464,6 +474,27 @@ export class MaxxoRemote implements Remote {
    * uploaded alone, so one bad file neither fails nor falsely confirms the others.
    */
   async uploadMany(items: { localFile: string; path: string }[], opts: CallOptions = {}): Promise<UploadResult[]> {
+    return this.whileUploading(items.map((it) => it.path), () => this.uploadBatch(items, opts));
+  }
+
+  /**
+   * Paths of our uploads in flight: ops/list may show one before we confirmed it (and wrote its
+   * row into the cached daemon listing), which is no reason to renew that listing.
+   */
+  private async whileUploading<T>(paths: string[], fn: () => Promise<T>): Promise<T> {
+    const keys = paths.map((p) => '/' + pathParts(p).join('/'));
+    for (const k of keys) this.uploading.set(k, (this.uploading.get(k) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      for (const k of keys) {
+        const n = (this.uploading.get(k) ?? 1) - 1;
+        if (n > 0) this.uploading.set(k, n); else this.uploading.delete(k);
+      }
+    }
+  }
+
+  private async uploadBatch(items: { localFile: string; path: string }[], opts: CallOptions): Promise<UploadResult[]> {
     const out: (UploadResult | undefined)[] = new Array(items.length);
     const rels: string[] = [];
     const batch: number[] = [];
@@ -740,18 +771,25 @@ export class MaxxoRemote implements Remote {
   }
 
   /**
-   * Where list() and stat() take mtimes from: the folder's cached daemon listing, whatever its
-   * age (revalidate() bounds what cached content may rely on); the first one is waited for. It is
-   * renewed in the background when older than 2.5 x dir_timeout, or older than dir_timeout with
-   * rows that the sizes just read do not match (another client's new or changed files).
+   * Where list() and stat() take mtimes from: the folder's cached daemon listing (revalidate(),
+   * not this, bounds what cached content may rely on). Waited for only when the folder has none
+   * (once per folder: a listing is then kept up to date by our own changes), or one older than
+   * WAIT_RENEWS renewal periods (a folder nobody looked at for long). Renewed in the background
+   * when older than the renewal period (RENEW_TTLS x dir_timeout, at least RENEW_MIN_MS), or
+   * older than dir_timeout with a file that the sizes just read and its row disagree on (another
+   * client's new or resized file), except dot files (rsync's temporary files) and our uploads in
+   * flight: a folder we write into, or read from, costs no runs after its first.
    */
   private async mtimeSource(dir: string, es: RemoteEntry[]): Promise<DaemonListing | undefined> {
     const s = this.daemonLists.get(dir);
     const v = s?.value;
     if (!v) return this.daemonListing(dir, Infinity);
     const age = Date.now() - v.at;
-    const stale = age > this.listingTtlMs * 2.5
-      || (age > this.listingTtlMs && es.some((e) => e.type === 'file' && !matches(e, v.rows.get(e.name))));
+    const renew = Math.max(this.listingTtlMs * RENEW_TTLS, RENEW_MIN_MS);
+    if (age > renew * WAIT_RENEWS) return this.daemonListing(dir, renew * WAIT_RENEWS);
+    const prefix = dir === '/' ? '/' : dir + '/';
+    const stale = age > renew || (age > this.listingTtlMs && es.some((e) => e.type === 'file' && !e.name.startsWith('.')
+      && !matches(e, v.rows.get(e.name)) && !this.uploading.has(prefix + e.name)));
     if (stale && !s!.inflight) void this.daemonListing(dir, 0);
     return v;
   }
