@@ -92,7 +92,7 @@ function newest(dir) {
   return m;
 }
 const built = mtime(join(root, 'dist', '.built'));
-const src = Math.max(newest(join(root, 'src')), newest(join(root, 'test')), mtime(join(root, 'tsconfig.json')));
+const src = Math.max(newest(join(root, 'src')), newest(join(root, 'test')), newest(join(root, 'tools')), mtime(join(root, 'tsconfig.json')));
 if (!built || src > built) {
   log('building (tsc)');
   const r = spawnSync(join(nm, '.bin', 'tsc'), ['-p', root], { cwd: root, stdio: 'inherit' });

@@ -32,6 +32,7 @@ if (!existsSync(MOUNT_CHILD)) {
   process.exit(1);
 }
 const { startEmulatorProcess } = await import(join(dist, 'test/helpers/emulator-process.js'));
+const { lazyUnmount } = await import(join(dist, 'src/util/mounts.js'));
 
 function arg(name, def) {
   const i = process.argv.indexOf(`--${name}`);
@@ -103,7 +104,7 @@ async function mount(kind, url) {
       await Promise.race([exited, sleep(60_000)]);
       if (child.exitCode === null) child.kill('SIGKILL');
     }
-    await new Promise((r) => spawn('fusermount', ['-uz', mnt], { stdio: 'ignore' }).on('close', r));
+    await lazyUnmount(mnt);
   });
   const ready = wait(/^(MOUNTED|ERROR)/, 90_000);
   child.stdin.write(JSON.stringify({

@@ -60,7 +60,3 @@ export function saveAccounts(f: AccountsFile): void {
 export function validName(name: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name) && name !== 'maxxo' && name !== 'vboxx';
 }
-
-export function getAccount(name: string): SavedAccount | undefined {
-  return loadAccounts().accounts[name];
-}

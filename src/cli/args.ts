@@ -45,9 +45,47 @@ export class UsageError extends Error {
 
 /** Options every command accepts. */
 export const globalOptions: OptDef[] = [
-  { name: 'verbose', short: 'v', desc: 'More log output on stderr (-v info, -vv debug, -vvv trace)', repeat: true },
+  { name: 'verbose', short: 'v', desc: 'More log output (-v one line per transfer and change, -vv per request, -vvv trace)', repeat: true },
+  { name: 'log-level', value: 'LEVEL', desc: 'Log level: error, warn (default), info, debug or trace (overrides -v)' },
+  { name: 'log-file', value: 'FILE', desc: 'Write the log to FILE (appended, created 0600) instead of stderr' },
   { name: 'help', short: 'h', desc: 'Show this help' },
 ];
+
+/** Global options given before the command word (`cloudmount -v mount ...`): how many args each takes. */
+export function globalPrefixArity(a: string): number | undefined {
+  if (/^-v+$/.test(a) || a === '--verbose') return 0;
+  if (a.startsWith('--log-level=') || a.startsWith('--log-file=')) return 0;
+  if (a === '--log-level' || a === '--log-file') return 1;
+  return undefined;
+}
+
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!;
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.length]!;
+}
+
+/** The closest candidate to a mistyped word, if it is close enough to be what was meant. */
+export function didYouMean(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  const common = (c: string) => { let i = 0; while (i < c.length && c[i] === word[i]) i++; return i; };
+  for (const c of new Set(candidates)) {
+    const d = c.startsWith(word) && word.length >= 3 ? 0.5 : distance(word.toLowerCase(), c.toLowerCase());
+    // a tie goes to the one that starts like the word (umount: unmount, not mount)
+    if (d < bestD || (d === bestD && best !== undefined && common(c) > common(best))) { bestD = d; best = c; }
+  }
+  return best !== undefined && bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+}
 
 export function optLabel(o: OptDef): string {
   const flags = o.name.length === 1 ? `-${o.name}` : (o.short ? `-${o.short}, ` : '    ') + `--${o.name}`;
@@ -85,7 +123,7 @@ export function formatGroupHelp(prefix: string[], cmds: CmdDef[], summary: strin
   });
   lines.push('');
   lines.push(`Run \`cloudmount ${[...prefix, 'COMMAND'].join(' ')} --help\` for the options of one command.`);
-  lines.push('Global options: -v/-vv/-vvv (log level), -h/--help.');
+  lines.push('Global options: -v/-vv/-vvv (more log), --log-level LEVEL, --log-file FILE, -h/--help.');
   return lines.join('\n') + '\n';
 }
 
@@ -119,7 +157,10 @@ export function parseArgs(cmd: CmdDef, argv: string[]): Parsed & { help: boolean
       const eq = a.indexOf('=');
       const name = a.slice(2, eq < 0 ? undefined : eq);
       const o = byLong.get(name);
-      if (!o) throw new UsageError(`unknown option --${name}`, cmd);
+      if (!o) {
+        const near = didYouMean(name, [...byLong.keys()].filter((n) => n.length > 1));
+        throw new UsageError(`unknown option --${name}${near ? ` (did you mean --${near}?)` : ''}`, cmd);
+      }
       if (o.value) {
         let v: string | undefined;
         if (eq >= 0) v = a.slice(eq + 1);
@@ -133,7 +174,11 @@ export function parseArgs(cmd: CmdDef, argv: string[]): Parsed & { help: boolean
       const letters = a.slice(1);
       for (let j = 0; j < letters.length; j++) {
         const o = byShort.get(letters[j]!);
-        if (!o) throw new UsageError(`unknown option -${letters[j]}`, cmd);
+        if (!o) {
+          // `-server x`: a long option typed with one dash
+          const near = j === 0 && letters.length > 1 ? didYouMean(letters.replace(/=.*/, ''), [...byLong.keys()].filter((n) => n.length > 1)) : undefined;
+          throw new UsageError(`unknown option -${letters[j]}${near ? ` (did you mean --${near}?)` : ''}`, cmd);
+        }
         if (o.value) {
           let v = letters.slice(j + 1);
           if (!v) { v = argv[++i] ?? ''; if (i >= argv.length) throw new UsageError(`option -${o.short} needs a value (${o.value})`, cmd); }

@@ -7,13 +7,17 @@ import { tmpdir } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { bool, int, str, type CmdDef, type Parsed } from './args.js';
 import { log, CliError, noteHangup } from './context.js';
-import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { fusermountBin, lazyUnmount, run } from './fusermount.js';
-import { kernelMounts, removeRecord, writeRecord, RecordWriter, type MountRecord } from './registry.js';
+import { isMounted, lazyUnmount, lazyUnmountSync } from '../util/mounts.js';
+import { run } from '../util/run.js';
+import { removeRecord, writeRecord, RecordWriter, type MountRecord } from './registry.js';
 import { accountId } from './target.js';
 import type { Remote, RemoteEntry } from '../remote/types.js';
 import { exitWhenDrained } from '../util/exit.js';
+import { fileURLToPath } from 'node:url';
+
+/** The checkout this command runs from (dist/src/cli/ -> three levels up). */
+const checkoutRoot = resolve(fileURLToPath(import.meta.url), '..', '..', '..', '..');
 
 async function runServe(p: Parsed): Promise<number> {
   const m = await import('../emulator/main.js');
@@ -78,7 +82,7 @@ async function runDemo(p: Parsed): Promise<number> {
         if (d.drive) forced.push(d.drive.unmount({ force: true }).catch((e) => log.error(`forced unmount of ${d.mountpoint}: ${(e as Error).message}`)));
       }
     } else {
-      for (const d of drives) spawnSync(fusermountBin(), ['-uz', d.mountpoint], { stdio: 'ignore', timeout: 10_000 });
+      for (const d of drives) lazyUnmountSync(d.mountpoint);
       for (const d of drives) if (d.rec) removeRecord(d.rec.pid, d.rec.slot);
       if (outcome.work) { try { rmSync(outcome.work, { recursive: true, force: true }); } catch { /* tmp, best effort */ } }
       void exitWhenDrained(130);
@@ -147,7 +151,7 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
       if (signals()) break;
       const mountpoint = join(base, kind);
       // A mount left by a crashed demo would make mkdir fail with ENOTCONN.
-      if (kernelMounts().some((m) => m.mountpoint === mountpoint)) {
+      if (isMounted(mountpoint)) {
         log.warn(`${mountpoint} is still mounted from an earlier run; detaching it`);
         await lazyUnmount(mountpoint);
       }
@@ -173,6 +177,7 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
       }
     }, 1000);
     const rel = (x: string) => relative(process.cwd(), x) || '.';
+    const sh = (x: string) => /^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`;
     if (signals()) return exitCode;
     if (smoke) {
       const passed = await Promise.race([smokeCheck(drives, emu.url, work), stopRequested.then(() => false)]);
@@ -181,21 +186,24 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
     }
     const vb = drives.find((d) => d.kind === 'vboxx')!;
     const sample = await findFile(vb.remote).catch(() => undefined);
-    const mx = rel(drives[0]!.mountpoint);
-    const vx = rel(vb.mountpoint);
+    // The hints work pasted into any terminal, whatever its working directory: absolute paths,
+    // and this checkout's own command (cloudmount need not be on PATH).
+    const mx = sh(drives[0]!.mountpoint);
+    const vx = sh(vb.mountpoint);
+    const cm = sh(join(checkoutRoot, 'scripts', 'cloudmount'));
     process.stdout.write(`
 Both demo accounts are mounted:
-  ${mx.padEnd(12)} Maxxo  ${DEMO.maxxo.user} / ${DEMO.maxxo.password}
-  ${vx.padEnd(12)} vBoxx  ${DEMO.vboxx.user} / ${DEMO.vboxx.password}
+  ${rel(drives[0]!.mountpoint).padEnd(12)} Maxxo  ${DEMO.maxxo.user} / ${DEMO.maxxo.password}
+  ${rel(vb.mountpoint).padEnd(12)} vBoxx  ${DEMO.vboxx.user} / ${DEMO.vboxx.password}
 (reference servers at ${emu.url}; vBoxx admin is admin / admin-password)
 
 Try, in another terminal:
   ls -l ${mx} ${vx}
-  cp README.md ${mx}/ && cat ${mx}/README.md
+  cp ${sh(join(checkoutRoot, 'README.md'))} ${mx}/ && cat ${mx}/README.md
   df -h ${mx} ${vx}
-  getfattr -n user.cloudmount.share_link ${sample ? join(vx, sample.path) : `${vx}/<root>/<file>`}
-  cloudmount status
-  cloudmount maxxo quota --server ${emu.url} --email ${DEMO.maxxo.user}      (password: ${DEMO.maxxo.password})
+  getfattr -n user.cloudmount.share_link ${sample ? sh(join(vb.mountpoint, sample.path)) : `${vx}/<root>/<file>`}
+  ${cm} status
+  ${cm} maxxo quota --server ${emu.url} --email ${DEMO.maxxo.user}   # password: ${DEMO.maxxo.password}
 
 Ctrl-C flushes pending uploads, unmounts both drives and stops the servers.
 `);

@@ -7,16 +7,20 @@ import { bool, int, list, str, UsageError, type CmdDef, type Parsed } from './ar
 import { parseMountOptions, mountOptionsHelp } from './mountopts.js';
 import { targetFromFlags, targetFromSaved, accountId, createRemote, explainRemoteError, passwordFor, caOption, type Target } from './target.js';
 import { readPasswordFile } from './password.js';
-import { log, CliError, setVerbosity, noteHangup } from './context.js';
+import { log, CliError, raiseLevel, noteHangup } from './context.js';
 import {
-  alive, canonicalMountpoint, findByMountpoint, findByPath, kernelMounts, listRecords, readRecord, removeRecord,
-  writeRecord, RecordWriter, kernelMountsAsync, type MountRecord,
+  alive, canonicalMountpoint, findByMountpoint, findByPath, listRecords, readRecord, removeRecord,
+  writeRecord, RecordWriter, type MountRecord,
 } from './registry.js';
-import { cleanUnmount, lazyUnmount, run } from './fusermount.js';
-import { createProgress } from './progress.js';
+import { cleanUnmount, findMount, isMounted, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { run } from '../util/run.js';
+import { sleep } from '../util/sleep.js';
+import { createFlushMeter, createProgress, formatEta } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';
+import { observeRemote } from '../remote/observed.js';
+import { checkTop, explainFirstCall } from './checks.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { usableDir } from '../util/dirs.js';
 import { describeHolders, mountHolders } from '../util/holders.js';
@@ -25,7 +29,6 @@ import { defaultVfsOptions } from '../vfs/vfs.js';
 const DAEMON_ENV = 'CLOUDMOUNT_DAEMON_CHILD';
 /** Sent by `unmount --force` to the mount process (SIGTERM twice could merge into one). */
 const FORCE_SIGNAL: NodeJS.Signals = 'SIGUSR2';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const mountCommandOptions = [
   { name: 'server', value: 'URL', desc: 'Service base URL (with maxxo|vboxx)' },
@@ -33,7 +36,11 @@ export const mountCommandOptions = [
   { name: 'username', value: 'USER', desc: 'vBoxx username (with vboxx)' },
   { name: 'password-file', value: 'FILE', desc: 'Read the password from FILE (else saved, CLOUDMOUNT_PASSWORD, prompt)' },
   { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount only this root instead of all roots as folders' },
-  { name: 'daemon', short: 'd', desc: 'Detach into the background once mounted' },
+  { name: 'daemon', desc: 'Detach into the background once mounted' },
+  { name: 'foreground', short: 'f', desc: 'Stay in the foreground (the default; as with sshfs -f)' },
+  { name: 'debug', short: 'd', desc: 'Log every FUSE operation and -vv (same as -o debug; as with sshfs -d)' },
+  { name: 'read-only', short: 'r', desc: 'Mount read-only (same as -o ro)' },
+  { name: 'allow-other', desc: 'Let other users access the mount (same as -o allow_other)' },
   { name: 'o', short: 'o', value: 'OPTS', desc: 'Mount options, comma-separated (see below); may repeat', repeat: true },
   caOption,
 ];
@@ -88,7 +95,7 @@ async function spawnDaemon(p: Parsed, password: string, mountpoint: string): Pro
   privateDir(logDir());
   const logFile = join(logDir(), `mount-${mountpoint.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^_+/, '')}.log`);
   const fd = openSync(logFile, 'a', 0o600);
-  const argv = process.argv.slice(1).filter((a) => a !== '--daemon' && a !== '-d');
+  const argv = process.argv.slice(1).filter((a) => a !== '--daemon');
   const env: NodeJS.ProcessEnv = { ...process.env, [DAEMON_ENV]: '1' };
   delete env.CLOUDMOUNT_PASSWORD;
   const child = spawn(process.execPath, argv, { detached: true, stdio: ['pipe', fd, fd, 'pipe'], env });
@@ -113,11 +120,18 @@ async function spawnDaemon(p: Parsed, password: string, mountpoint: string): Pro
 
 async function runMount(p: Parsed): Promise<number> {
   const settings = parseMountOptions(list(p, 'o'));
+  if (bool(p, 'debug')) settings.debug = true;
+  if (bool(p, 'read-only')) settings.vfs.readOnly = true;
+  if (bool(p, 'allow-other')) {
+    if (settings.allowRoot) throw new UsageError('--allow-other and -o allow_root exclude each other');
+    settings.allowOther = true;
+  }
+  if (bool(p, 'daemon') && bool(p, 'foreground')) throw new UsageError('--daemon and --foreground exclude each other');
   const t = resolveMountTarget(p);
   const root = str(p, 'root') ?? settings.root ?? t.root;
   if (root !== undefined && t.kind !== 'vboxx') throw new UsageError('--root applies to vboxx only');
   t.root = root;
-  if (settings.debug) setVerbosity(Math.max(p.verbose, 2));
+  if (settings.debug) raiseLevel('debug');
   const mountpoint = canonicalMountpoint(p.args[1]!);
   const isChild = process.env[DAEMON_ENV] === '1';
   try {
@@ -149,9 +163,15 @@ async function runMount(p: Parsed): Promise<number> {
 
 async function mountForeground(t: Target, password: string, mountpoint: string, id: string,
   settings: ReturnType<typeof parseMountOptions>): Promise<number> {
-  const remote: Remote = await createRemote(t, password, settings.client);
+  const remote: Remote = observeRemote(await createRemote(t, password, settings.client), log);
   // A wrong password is a clear error here, not an EIO from the first `ls`.
-  try { await remote.statfs(); } catch (e) { await remote.close().catch(() => {}); explainRemoteError(e, t); }
+  try {
+    try { await remote.statfs(); } catch (e) { explainFirstCall(e, t); explainRemoteError(e, t); }
+    await checkTop(remote, t);
+  } catch (e) {
+    await remote.close().catch(() => {});
+    throw e;
+  }
 
   const now = new Date().toISOString();
   const rec: MountRecord = {
@@ -162,7 +182,10 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   const { mountDrive } = await import('../fuse/mount.js');
   let drive: Awaited<ReturnType<typeof mountDrive>>;
   try {
-    drive = await mountDrive(remote, mountpoint, { ...settings.vfs, accountId: id, allowOther: settings.allowOther, debug: settings.debug, log });
+    drive = await mountDrive(remote, mountpoint, {
+      ...settings.vfs, accountId: id, allowOther: settings.allowOther, allowRoot: settings.allowRoot,
+      allowNonEmpty: settings.allowNonEmpty, umask: settings.umask, debug: settings.debug, backend: settings.backend, log,
+    });
   } catch (e) {
     removeRecord(process.pid);
     await remote.close().catch(() => {});
@@ -193,9 +216,9 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       // Someone ran `fusermount -u` behind our back: flush what is pending and leave.
       if (stopping || checking || process.platform !== 'linux') return;
       checking = true;
-      void kernelMountsAsync().then((mounts) => {
+      void isMountedAsync(mountpoint).then((still) => {
         if (stopping) return;
-        if (!mounts.some((m) => m.mountpoint === mountpoint)) {
+        if (!still) {
           if (++lostChecks >= 2) { log.warn(`${mountpoint} was unmounted from outside; flushing and exiting`); void stop('unmounted', false); }
         } else lostChecks = 0;
       }).finally(() => { checking = false; });
@@ -207,6 +230,12 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       void refresh(true);
       log.info(`${why}: ${force ? 'cutting loose' : 'flushing and unmounting'} ${mountpoint}`);
       let code = 0;
+      // A person at the terminal (Ctrl-C) sees what the flush does; `cloudmount unmount` shows
+      // its own meter from the record, and a daemon's stderr is its log file.
+      const meter = !force && why !== 'SIGTERM' && process.env[DAEMON_ENV] !== '1' ? createFlushMeter(`flushing ${mountpoint}`) : undefined;
+      const sampleNow = () => { try { meter?.sample(drive.status()); } catch { /* closed */ } };
+      sampleNow();
+      const meterTimer = meter ? setInterval(sampleNow, 250) : undefined;
       try {
         await drive.unmount({ force });
       } catch (e) {
@@ -215,14 +244,26 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
         if (r.code !== 0) log.error(`fusermount -uz ${mountpoint}: ${r.stderr.trim()}`);
         code = 1;
       }
+      if (meterTimer) clearInterval(meterTimer);
+      meter?.done();
+      // The outcome is the status after the flush: an upload that failed before and went through
+      // at the flush is no failure (the last periodic status still listed it), and one that
+      // failed during the flush is.
+      const before = JSON.stringify(rec.status?.failures ?? []);
+      try { rec.status = drive.status(); } catch { /* closed: keep the last one */ }
       const failures = rec.status?.failures.length ?? 0;
-      try { rec.status = drive.status(); } catch { /* closed */ }
       if (force && (rec.status?.pending ?? 0) > 0) log.warn(`${rec.status!.pending} pending changes kept in the journal; replayed at the next mount`);
       if (failures) { log.error(`${failures} upload(s) failed; see the log above`); code = code || 1; }
       clearInterval(timer);
+      if (JSON.stringify(rec.status?.failures ?? []) !== before) {
+        // `cloudmount unmount` reads the outcome from the record (polling every 200 ms)
+        await writer.write();
+        await sleep(400);
+      }
       await writer.idle();
       removeRecord(process.pid);
-      resolve(code);
+      // Ctrl-C ends with the shell's code for it (130) once the drive is cleanly unmounted
+      resolve(code || (why === 'SIGINT' ? 130 : 0));
     };
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -241,11 +282,15 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   });
 }
 
+const age = (ms: number) => formatEta((Date.now() - ms) / 1000);
+
 function recordLine(r: MountRecord): Record<string, unknown> {
   const s = r.status;
+  // the state people need: is it reaching the server, and how long have changes waited
+  const link = s?.link && s.link.state !== 'ok' ? `${s.link.state} ${age(s.link.sinceMs)}` : undefined;
   return {
-    mountpoint: r.mountpoint, kind: r.kind, account: r.name ?? r.user, pid: r.pid, state: r.state,
-    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)})` : '-',
+    mountpoint: r.mountpoint, kind: r.kind, account: r.name ?? r.user, pid: r.pid, state: link ? `${r.state}, ${link}` : r.state,
+    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
     failures: s ? s.failures.length : '-',
     cache: s ? humanBytes(s.cacheBytes) : '-',
   };
@@ -256,15 +301,15 @@ async function runUnmount(p: Parsed): Promise<number> {
   const force = bool(p, 'force');
   const rec = findByMountpoint(mp);
   if (!rec) {
-    const k = kernelMounts().find((m) => m.mountpoint === mp);
-    if (k && /cloudmount/.test(`${k.type} ${k.source}`)) {
+    const k = findMount(mp);
+    if (k && /cloudmount/.test(`${k.fstype} ${k.source}`)) {
       if (!force) throw new CliError(`${mp} is a cloudmount mount with no live process (crashed?); detach it with: cloudmount unmount --force ${mp}`);
       const r = await lazyUnmount(mp);
       if (r.code !== 0) throw new CliError(`fusermount -uz ${mp} failed: ${r.stderr.trim()}`);
       out(`detached ${mp}; pending changes stay in the journal and are replayed at the next mount of that account\n`);
       return 0;
     }
-    throw new CliError(k ? `${mp} is a ${k.type} mount, not a cloudmount mount` : `${mp} is not a cloudmount mount`);
+    throw new CliError(k ? `${mp} is a ${k.fstype} mount, not a cloudmount mount` : `${mp} is not a cloudmount mount`);
   }
   if (force) {
     const cut = describeHolders(await mountHolders(mp));
@@ -298,7 +343,7 @@ async function runUnmount(p: Parsed): Promise<number> {
     if (!/busy/i.test(r.stderr)) {
       // detached already, or fusermount failed otherwise: the mount process unmounts (busy wait,
       // then lazily, keeping what open files hold) and flushes
-      if (kernelMounts().some((m) => m.mountpoint === mp)) log.warn(`unmount ${mp}: ${r.stderr.trim() || `exit ${r.code}`}; asking the mount process`);
+      if (isMounted(mp)) log.warn(`unmount ${mp}: ${r.stderr.trim() || `exit ${r.code}`}; asking the mount process`);
       break;
     }
     const who = describeHolders(await mountHolders(mp));
@@ -316,15 +361,14 @@ async function runUnmount(p: Parsed): Promise<number> {
     await sleep(250);
   }
   try { process.kill(rec.pid, 'SIGTERM'); } catch (e) { throw new CliError(`cannot signal pid ${rec.pid}: ${(e as NodeJS.ErrnoException).code}`); }
-  const bar = createProgress(`unmounting ${mp}`, { unit: 'items' });
-  let maxPending = 0;
+  // bytes sent (within files too) from the record the mount process rewrites each second
+  const bar = createFlushMeter(`unmounting ${mp}`);
+  bar.sample(rec.status);
   let last: MountRecord | undefined = rec;
   while (alive(rec.pid)) {
     const now = readRecord(rec.pid, rec.slot);
     if (now) last = now;
-    const pending = last?.status?.pending ?? 0;
-    maxPending = Math.max(maxPending, pending);
-    if (maxPending > 0) bar.update(maxPending - pending, maxPending, `uploads done, ${humanBytes(last?.status?.pendingBytes ?? 0)} to go`);
+    bar.sample(last?.status);
     await sleep(200);
   }
   const failures = last?.status?.failures ?? [];
@@ -342,6 +386,8 @@ async function runStatus(p: Parsed): Promise<number> {
   if (!recs.length) { out('no cloudmount mounts\n'); return 0; }
   out(formatTable(recs.map(recordLine), ['mountpoint', 'kind', 'account', 'pid', 'state', 'pending', 'failures', 'cache']));
   for (const r of recs) {
+    const l = r.status?.link;
+    if (l && l.state !== 'ok') out(`${r.mountpoint}: ${l.state === 'offline' ? 'server not answering' : 'retrying'} for ${age(l.sinceMs)}${l.error ? `: ${l.error}` : ''}\n`);
     for (const f of r.status?.failures ?? []) out(`${r.mountpoint}: upload of ${f.path} failed after ${f.attempts} attempt(s): ${f.error}\n`);
   }
   return 0;

@@ -1,11 +1,14 @@
 // `cloudmount vboxx ...`: account info, share links and the management API, each mapped onto
 // one VboxxClient method; tables by default, --json for scripts.
 import { bool, int, intArg, str, UsageError, type CmdDef, type OptDef, type Parsed } from './args.js';
-import { connectOptions, resolveTarget, passwordFor, explainRemoteError, clientOptions } from './target.js';
+import { connectOptions, resolveTarget, passwordFor, explainRemoteError, clientOptions, type Target } from './target.js';
+import { drivePath, flushThroughMount } from './mounted.js';
 import { formatRecord, formatTable, humanBytes, out, printJson, type Row } from './output.js';
-import { parseFields, fieldList, type FieldSpec } from './fields.js';
+import { parseFields, fieldList, clearHelp, type FieldSpec } from './fields.js';
 import { readPasswordFile } from './password.js';
 import { log } from './context.js';
+import { CliError } from './context.js';
+import type { Subject } from './server-messages.js';
 import type { VboxxClient, VboxxRemote, Paged } from '../remote/vboxx/index.js';
 
 const jsonOpt: OptDef = { name: 'json', desc: 'Print JSON instead of a table' };
@@ -15,17 +18,34 @@ const pageOpts: OptDef[] = [
 ];
 const newPwOpt: OptDef = { name: 'new-password-file', value: 'FILE', desc: 'Read the new person\'s password from FILE (never from argv)' };
 
-type Ctx = { client: VboxxClient; remote: VboxxRemote; p: Parsed };
+type Ctx = { client: VboxxClient; remote: VboxxRemote; p: Parsed; t: Target; password: string };
 
-async function withVboxx(p: Parsed, fn: (c: Ctx) => Promise<void>): Promise<number> {
+const entityWord: Record<string, string> = { org: 'organization', policy: 'policy', person: 'person', root: 'root', machine: 'machine', activity: 'activity' };
+
+/** What a command addresses, from its words and first argument, for failure sentences. */
+function subjectOf(path: string[], p: Parsed): Subject {
+  if (path[0] === 'share') return { paths: p.args.slice(0, 1), action: `create a share link for ${p.args[0]}` };
+  if (path[0] !== 'admin') return {};
+  const entity = entityWord[path[1]!] ?? path[1]!;
+  const verb = path[2]!;
+  const n = p.args[0] !== undefined && /^\d+$/.test(p.args[0]) ? Number(p.args[0]) : undefined;
+  const takesId = p.args.length > 0 && verb !== 'create';
+  return {
+    entity: verb === 'list' && path[1] !== 'org' ? 'organization' : entity,
+    ...(takesId && n !== undefined ? { entityId: n } : {}),
+    action: `${verb} ${verb === 'list' ? `${entity === 'organization' ? 'organizations' : entity + 's'}` : entity}${takesId && n !== undefined ? ` ${n}` : ''}`,
+  };
+}
+
+async function withVboxx(p: Parsed, subject: Subject, fn: (c: Ctx) => Promise<void>): Promise<number> {
   const t = resolveTarget('vboxx', p);
   const password = await passwordFor(t, p);
   const { createVboxxRemote } = await import('../remote/vboxx/index.js');
   const remote = createVboxxRemote({ ...clientOptions(t, password), root: str(p, 'root') ?? t.root });
   try {
-    await fn({ client: remote.client, remote, p });
+    await fn({ client: remote.client, remote, p, t, password });
   } catch (e) {
-    explainRemoteError(e, t);
+    explainRemoteError(e, t, subject);
   } finally {
     await remote.close().catch(() => {});
   }
@@ -37,7 +57,7 @@ function vcmd(path: string[], args: string, summary: string, options: OptDef[], 
   return {
     path: ['vboxx', ...path], args, summary, details, minArgs: min, maxArgs: max,
     options: [...options, ...connectOptions('vboxx'), jsonOpt],
-    run: (p) => withVboxx(p, fn),
+    run: (p) => withVboxx(p, subjectOf(path, p), fn),
   };
 }
 
@@ -77,10 +97,12 @@ function newPassword(p: Parsed): string | undefined {
 
 const orgOpt: OptDef = { name: 'org', value: 'ID', desc: 'Organization whose items to list' };
 const throttleFields: FieldSpec[] = [
-  { name: 'bandwidth_throttle', type: 'int' }, { name: 'throttle_exception_dow', type: 'dow' },
-  { name: 'throttle_exception_days', type: 'str' }, { name: 'throttle_exception_start', type: 'str' },
-  { name: 'throttle_exception_end', type: 'str' }, { name: 'throttle_exception_throttle', type: 'int' },
+  { name: 'bandwidth_throttle', type: 'int', clearable: true }, { name: 'throttle_exception_dow', type: 'dow', clearable: true },
+  { name: 'throttle_exception_days', type: 'str' }, { name: 'throttle_exception_start', type: 'str', clearable: true },
+  { name: 'throttle_exception_end', type: 'str', clearable: true }, { name: 'throttle_exception_throttle', type: 'int', clearable: true },
 ];
+/** Create commands: the same fields, none of them "cleared" (leaving one out is the default). */
+const noClear = (f: FieldSpec[]): FieldSpec[] => f.map(({ clearable: _c, ...x }) => x);
 const F = {
   personCreate: [
     { name: 'company_id', type: 'int', required: true }, { name: 'first_name', type: 'str', required: true },
@@ -91,24 +113,28 @@ const F = {
   ] as FieldSpec[],
   personUpdate: [
     { name: 'first_name', type: 'str' }, { name: 'last_name', type: 'str' }, { name: 'company_id', type: 'int' },
-    { name: 'space_quota', type: 'int' }, { name: 'mobile_phone', type: 'str' }, { name: 'mobile_service_provider_id', type: 'int' },
+    { name: 'space_quota', type: 'int', clearable: true }, { name: 'mobile_phone', type: 'str', clearable: true },
+    { name: 'mobile_service_provider_id', type: 'int', clearable: true },
     { name: 'system_admin', type: 'bool' }, { name: 'site_admin', type: 'bool' },
   ] as FieldSpec[],
   orgCreate: [
     { name: 'name', type: 'str', required: true }, { name: 'contact_email', type: 'str', required: true },
     { name: 'slug', type: 'str', required: true }, { name: 'policy', type: 'str', required: true },
     { name: 'parent_id', type: 'int', required: true }, { name: 'hostname', type: 'str' }, { name: 'description', type: 'str' },
-    ...throttleFields,
+    ...noClear(throttleFields),
   ] as FieldSpec[],
+  // The spec's organization/update takes these only (no hostname, no throttle: a machine's are
+  // set with machine update).
   orgUpdate: [
-    { name: 'name', type: 'str' }, { name: 'description', type: 'str' }, { name: 'contact_email', type: 'str' },
-    { name: 'slug', type: 'str' }, { name: 'policy', type: 'str' }, { name: 'hostname', type: 'str' }, ...throttleFields,
+    { name: 'name', type: 'str' }, { name: 'description', type: 'str', clearable: true }, { name: 'contact_email', type: 'str' },
+    { name: 'slug', type: 'str' }, { name: 'policy', type: 'str' },
   ] as FieldSpec[],
   policyUpdate: [
-    { name: 'space_quota', type: 'int' }, { name: 'max_file_size', type: 'int' }, { name: 'purge_deleted', type: 'bool' },
-    { name: 'trim_revisions', type: 'bool' }, { name: 'excluded_extensions', type: 'str' }, { name: 'user_purge_deleted', type: 'bool' },
-    { name: 'purge_deleted_frequency', type: 'int' }, { name: 'user_trim_revisions', type: 'bool' },
-    { name: 'user_create_backups', type: 'bool' }, { name: 'trim_revisions_x', type: 'int' },
+    { name: 'space_quota', type: 'int', clearable: true }, { name: 'max_file_size', type: 'int', clearable: true },
+    { name: 'purge_deleted', type: 'bool' }, { name: 'trim_revisions', type: 'bool' },
+    { name: 'excluded_extensions', type: 'str', clearable: true }, { name: 'user_purge_deleted', type: 'bool' },
+    { name: 'purge_deleted_frequency', type: 'int', clearable: true }, { name: 'user_trim_revisions', type: 'bool' },
+    { name: 'user_create_backups', type: 'bool' }, { name: 'trim_revisions_x', type: 'int', clearable: true },
   ] as FieldSpec[],
   rootCreate: [
     { name: 'company_id', type: 'int', required: true }, { name: 'name', type: 'str', required: true },
@@ -116,7 +142,7 @@ const F = {
     { name: 'dept_share', type: 'bool' },
   ] as FieldSpec[],
   rootUpdate: [
-    { name: 'company_id', type: 'int' }, { name: 'name', type: 'str' }, { name: 'description', type: 'str' },
+    { name: 'company_id', type: 'int' }, { name: 'name', type: 'str' }, { name: 'description', type: 'str', clearable: true },
     { name: 'person_id', type: 'int' }, { name: 'default', type: 'bool' },
   ] as FieldSpec[],
   machineUpdate: throttleFields,
@@ -128,18 +154,40 @@ const F = {
   ] as FieldSpec[],
 };
 
+const clearMeaning: Record<string, string> = {
+  space_quota: 'unlimited', max_file_size: 'no limit', excluded_extensions: 'none', bandwidth_throttle: 'no throttle',
+};
+
 function fieldsHelp(specs: FieldSpec[]): string {
-  return `Fields (FIELD=VALUE; * = required): ${fieldList(specs)}`;
+  const c = clearHelp(specs, clearMeaning);
+  return `Fields (FIELD=VALUE; * = required): ${fieldList(specs)}${c ? `\n${c}` : ''}`;
 }
 
-function updateFields(p: Parsed, specs: FieldSpec[]): Record<string, string | number | boolean> {
-  const f = parseFields(p.args.slice(1), specs, { secret: ['password'], requireAll: false });
-  return f;
+function updateFields(p: Parsed, specs: FieldSpec[]): Record<string, string | number | boolean | null> {
+  return parseFields(p.args.slice(1), specs, { secret: ['password'], requireAll: false, clear: true });
 }
 
 function created(p: Parsed, r: Record<string, unknown>, what: string): void {
   if (bool(p, 'json')) return printJson(r);
   out(`${what} ${r.id ?? ''} (${r.code ?? 'ok'})\n`);
+}
+
+/**
+ * `admin ENTITY delete`: the vBoxx management API (its spec's "Implemented Endpoints") has no
+ * delete for any entity, so the command says so and what can be done instead, without
+ * contacting the server: a command that pretended would leave the item in place.
+ */
+function noDelete(entity: string, plural: string, has: string, instead: string): CmdDef {
+  return {
+    path: ['vboxx', 'admin', entity, 'delete'], args: 'ID', minArgs: 1, maxArgs: 1,
+    summary: `Not available: the vBoxx management API cannot delete ${plural}.`,
+    details: `The management API offers ${has} for ${plural}, no delete. ${instead}`,
+    options: [...connectOptions('vboxx'), jsonOpt],
+    run: async (p) => {
+      intArg(p.args[0]!, 'ID');
+      throw new CliError(`cannot delete ${entityWord[entity] ?? entity} ${p.args[0]}: the vBoxx management API has no delete for ${plural} (only ${has}). ${instead}`);
+    },
+  };
 }
 
 const personCols = ['id', 'first_name', 'last_name', 'email', 'username'];
@@ -159,12 +207,29 @@ export const vboxxCommands: CmdDef[] = [
     out('\n' + formatTable(a.roots.map((r) => ({ id: r.id, name: r.name, type: r.type, used: humanBytes(r.space_used ?? 0) })), ['id', 'name', 'type', 'used']));
   }),
   vcmd(['share'], 'PATH', 'Create a share link for PATH (/<root name>/path, or a path in --root).',
-    [{ name: 'root', value: 'ID|NAME', desc: 'PATH is inside this root (as `mount --root`)' }], 1, 1, async ({ remote, p }) => {
-      const path = p.args[0]!.startsWith('/') ? p.args[0]! : '/' + p.args[0]!;
-      const link = await remote.shareLink(path);
-      if (bool(p, 'json')) return printJson({ path, ...link });
-      out(link.url + '\n');
-    }, 'Without --root the first path component names a root, as in a mount of all roots.'),
+    [{ name: 'root', value: 'ID|NAME', desc: 'PATH is inside this root (as `mount --root`)' }], 1, 1, async ({ remote, p, t, password }) => {
+      const inMount = drivePath(p.args[0]!, t);
+      if (!inMount.mount) {
+        const path = p.args[0]!.startsWith('/') ? p.args[0]! : '/' + p.args[0]!;
+        const link = await remote.shareLink(path);
+        if (bool(p, 'json')) return printJson({ path, ...link });
+        return out(link.url + '\n');
+      }
+      // A path inside a mount of this account: the mount says which root its top is.
+      if (str(p, 'root')) throw new UsageError('--root does not go with a path inside a mounted drive (the mount knows its root)');
+      await flushThroughMount(inMount.local!);
+      const path = '/' + inMount.remote;
+      const { createVboxxRemote } = await import('../remote/vboxx/index.js');
+      const r = inMount.mount.root === t.root ? remote : createVboxxRemote({ ...clientOptions(t, password), root: inMount.mount.root });
+      try {
+        const link = await r.shareLink(path);
+        if (bool(p, 'json')) return printJson({ path, ...link });
+        out(link.url + '\n');
+      } finally {
+        if (r !== remote) await r.close().catch(() => {});
+      }
+    }, 'Without --root the first path component names a root, as in a mount of all roots. A PATH inside a\n' +
+      'mounted drive of the same account (~/vBoxx/Files/a.txt) works too, once the mount has uploaded it.'),
 
   // person
   vcmd(['admin', 'person', 'get'], '[ID]', 'Show a person (without ID: yourself).',
@@ -244,4 +309,12 @@ export const vboxxCommands: CmdDef[] = [
   vcmd(['admin', 'activity', 'types'], '', 'List the activity types.', [], 0, 0, async ({ client, p }) => {
     show(p, await client.activityTypes(), ['id', 'activity', 'machine_scope', 'user_scope', 'system_scope']);
   }),
+
+  // delete: none of the entities has one in the API
+  noDelete('person', 'persons', 'get, list, create and update', 'Delete the person in the vBoxx web interface; to lock them out meanwhile, set a new password with `admin person update ID --new-password-file FILE`.'),
+  noDelete('org', 'organizations', 'get, list, create and update', 'Delete the organization in the vBoxx web interface.'),
+  noDelete('root', 'roots', 'get, list, create and update', 'Delete the root in the vBoxx web interface; its files can be removed through a mount or `fileops/delete`.'),
+  noDelete('machine', 'machines', 'get, list and update', 'Machines are removed from the vBoxx web interface or by uninstalling the client.'),
+  noDelete('activity', 'activities', 'get, list, create and types', 'The activity log is append-only.'),
+  noDelete('policy', 'policies', 'get and update', 'A policy belongs to its organization; clear its limits instead, e.g. `admin policy update ID space_quota= max_file_size=`.'),
 ];

@@ -1,12 +1,32 @@
-// Process-wide CLI state: the logger chosen by -v flags.
-import { createLogger, type Level, type Logger } from '../log.js';
+// Process-wide CLI state: the logger chosen by -v / --log-level / --log-file.
+import { createLogger, fileSink, type Level, type Logger } from '../log.js';
 
-const levels: Level[] = ['warn', 'info', 'debug', 'trace'];
-export let log: Logger = createLogger('warn');
+const byVerbosity: Level[] = ['warn', 'info', 'debug', 'trace'];
+let sink: (line: string) => void = (l) => process.stderr.write(l + '\n');
+let closeFile: (() => void) | undefined;
+/** One logger object for the whole process: clients keep it, so later settings reach them too. */
+export const log: Logger = createLogger('warn', (l) => sink(l));
 
 export function setVerbosity(v: number): Logger {
-  log = createLogger(levels[Math.min(v, levels.length - 1)]!);
+  log.level = byVerbosity[Math.min(v, byVerbosity.length - 1)]!;
   return log;
+}
+
+/** --log-level wins over -v; --log-file sends the log there instead of stderr (as rclone does). */
+export function configureLog(o: { verbose: number; level?: Level; file?: string }): void {
+  if (o.level) log.level = o.level;
+  else setVerbosity(o.verbose);
+  if (o.file) {
+    const f = fileSink(o.file);
+    closeFile?.();
+    closeFile = f.close;
+    sink = f.write;
+  }
+}
+
+/** The level set by the command line, raised to at least `l` (e.g. -o debug). */
+export function raiseLevel(l: Level): void {
+  if (byVerbosity.indexOf(l) > byVerbosity.indexOf(log.level)) log.level = l;
 }
 
 /**

@@ -2,15 +2,26 @@
 import { UsageError } from './args.js';
 
 export type FieldType = 'int' | 'bool' | 'str' | 'dow';
-export interface FieldSpec { name: string; type: FieldType; required?: boolean }
+/** clearable: `FIELD=` (empty) in an update sets it back to unset (null: unlimited, none). */
+export interface FieldSpec { name: string; type: FieldType; required?: boolean; clearable?: boolean }
 
 export function fieldList(specs: FieldSpec[]): string {
   return specs.map((f) => `${f.name}${f.required ? '*' : ''}`).join(' ');
 }
 
-/** Parses ["a=1", "b=x"] against specs; `secret` names are refused (they would sit in argv). */
-export function parseFields(args: string[], specs: FieldSpec[], opts: { secret?: string[]; requireAll?: boolean } = {}): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
+/** The help line for `FIELD=` in updates (empty when nothing can be cleared). */
+export function clearHelp(specs: FieldSpec[], what: Record<string, string> = {}): string {
+  const c = specs.filter((f) => f.clearable);
+  if (!c.length) return '';
+  return `FIELD= (nothing after =) clears an optional field: ${c.map((f) => what[f.name] ? `${f.name}= (${what[f.name]})` : `${f.name}=`).join(', ')}`;
+}
+
+/**
+ * Parses ["a=1", "b=x"] against specs; `secret` names are refused (they would sit in argv).
+ * With `clear` (updates), `a=` of a clearable field gives null: the client sends it as cleared.
+ */
+export function parseFields(args: string[], specs: FieldSpec[], opts: { secret?: string[]; requireAll?: boolean; clear?: boolean } = {}): Record<string, string | number | boolean | null> {
+  const out: Record<string, string | number | boolean | null> = {};
   const byName = new Map(specs.map((s) => [s.name, s]));
   for (const a of args) {
     const eq = a.indexOf('=');
@@ -21,6 +32,13 @@ export function parseFields(args: string[], specs: FieldSpec[], opts: { secret?:
     const spec = byName.get(k);
     if (!spec) throw new UsageError(`unknown field '${k}' (fields: ${fieldList(specs)})`);
     if (k in out) throw new UsageError(`field '${k}' given twice`);
+    if (v === '') {
+      const can = specs.filter((s) => s.clearable).map((s) => s.name);
+      if (opts.clear && spec.clearable) { out[k] = null; continue; }
+      throw new UsageError(opts.clear
+        ? `${k} cannot be cleared${can.length ? ` (FIELD= clears only ${can.join(', ')})` : ''}; give a value`
+        : `${k} needs a value (leave the field out to use the default)`);
+    }
     switch (spec.type) {
       case 'int':
         if (!/^-?\d+$/.test(v)) throw new UsageError(`${k} must be a whole number, not '${v}'`);

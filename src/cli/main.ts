@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // Entry point of the `cloudmount` command: finds the command, parses its flags, runs it, and
 // turns every failure into one line on stderr: exit 2 for usage errors, 1 for runtime failures.
-import { formatGroupHelp, formatHelp, parseArgs, UsageError, type CmdDef } from './args.js';
-import { CliError, setVerbosity, log, hungUp } from './context.js';
+import { didYouMean, formatGroupHelp, formatHelp, globalPrefixArity, parseArgs, str, UsageError, type CmdDef } from './args.js';
+import { CliError, configureLog, log, hungUp } from './context.js';
 import { commands, groups } from './commands.js';
-import { isRemoteError } from '../remote/errors.js';
-import { redact } from '../log.js';
+import { isRemoteError } from '../errors.js';
+import { LEVELS, redact, type Level } from '../log.js';
 import { exitWhenDrained } from '../util/exit.js';
+import { canonicalMountpoint } from './registry.js';
 
 const TOP_SUMMARY = 'cloudmount mounts a Maxxo or vBoxxCloud storage account as a drive (FUSE), and runs the services\' account commands.';
 
@@ -43,7 +44,16 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(await markdownReference());
     return 0;
   }
-  const { cmd, rest, prefix } = findCommand(argv);
+  // Global options before the command word (`cloudmount -v mount ...`) go after it.
+  const pre: string[] = [];
+  while (argv.length && globalPrefixArity(argv[0]!) !== undefined) {
+    const n = globalPrefixArity(argv[0]!)!;
+    pre.push(...argv.slice(0, 1 + n));
+    argv = argv.slice(1 + n);
+  }
+  const found = findCommand(argv);
+  const { cmd, prefix } = found;
+  const rest = cmd ? [...pre, ...found.rest] : found.rest;
   if (!cmd) {
     const wantsHelp = rest.includes('--help') || rest.includes('-h') || (prefix.length === 0 && rest[0] === 'help');
     const key = prefix.join(' ');
@@ -58,16 +68,33 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const bad = rest.find((a) => !a.startsWith('-')) ?? rest[0] ?? '';
-    process.stderr.write(`cloudmount: unknown command '${[...prefix, bad].join(' ').trim()}'\n` +
+    const words = [...commands.map((c) => c.path), ...Object.keys(groups).map((g) => g.split(' '))]
+      .filter((p) => p.length > prefix.length && prefix.every((w, i) => p[i] === w)).map((p) => p[prefix.length]!);
+    const near = bad && !bad.startsWith('-') ? didYouMean(bad, words) : undefined;
+    process.stderr.write(`cloudmount: unknown command '${[...prefix, bad].join(' ').trim()}'` +
+      `${near ? ` (did you mean '${[...prefix, near].join(' ')}'?)` : ''}\n` +
       `Run \`cloudmount ${[...prefix, '--help'].join(' ')}\` for the list of commands.\n`);
     return 2;
   }
   const name = cmd.path.join(' ');
   try {
-    if (cmd.passthrough) return (await cmd.run({ args: rest, opts: {}, verbose: 0 })) ?? 0;
+    if (cmd.passthrough) return (await cmd.run({ args: found.rest, opts: {}, verbose: 0 })) ?? 0;
     const parsed = parseArgs(cmd, rest);
     if (parsed.help) { process.stdout.write(formatHelp(cmd)); return 0; }
-    setVerbosity(parsed.verbose);
+    const level = str(parsed, 'log-level');
+    if (level !== undefined && !LEVELS.includes(level as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}, not '${level}'`);
+    const logFile = str(parsed, 'log-file');
+    // a mount's own log inside its drive would wait on the drive's own process: a deadlock
+    if (logFile && cmd.path[0] === 'mount' && parsed.args[1]) {
+      const mp = canonicalMountpoint(parsed.args[1]);
+      const lf = canonicalMountpoint(logFile);
+      if (lf === mp || lf.startsWith(mp.endsWith('/') ? mp : mp + '/')) throw new UsageError(`--log-file ${logFile} is inside the mountpoint`);
+    }
+    try {
+      configureLog({ verbose: parsed.verbose, level: level as Level | undefined, file: logFile });
+    } catch (e) {
+      throw new CliError(`--log-file ${str(parsed, 'log-file')}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
     return (await cmd.run(parsed)) ?? 0;
   } catch (e) {
     if (e instanceof UsageError) {

@@ -1,5 +1,5 @@
 // `-o opt,opt=val` mount options in the sshfs/rclone style -> vfs and client settings.
-import { UsageError } from './args.js';
+import { didYouMean, UsageError } from './args.js';
 import { parseDuration, parseSize } from './output.js';
 import type { VfsOptions } from '../vfs/api.js';
 import type { ClientOptions } from '../remote/options.js';
@@ -8,10 +8,18 @@ export interface MountSettings {
   vfs: Partial<VfsOptions>;
   client: Partial<ClientOptions>;
   allowOther: boolean;
+  /** -o allow_root: root may use the mount too. */
+  allowRoot: boolean;
+  /** -o nonempty: mount over a folder that has files (hidden while mounted). */
+  allowNonEmpty: boolean;
+  /** -o umask=022: permission bits taken away from every file and folder. */
+  umask?: number;
   debug: boolean;
   /** -o password_file=F (for fstab lines, where no flag can be given). */
   passwordFile?: string;
   root?: string;
+  /** -o backend=libfuse3|fuse-native (undefined: libfuse3 on Linux when its addon loads). */
+  backend?: 'libfuse3' | 'fuse-native';
 }
 
 /** The table the help text, README and the parser share. */
@@ -29,11 +37,17 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'sync_close', desc: 'close() waits until the journal is on the disk (survives power loss; default: within 1 s)' },
   { name: 'timeout', value: 'SEC', desc: 'Per-request timeout; an operation gives EIO after its retries' },
   { name: 'allow_other', desc: 'Let other users access the mount (needs user_allow_other in /etc/fuse.conf)' },
+  { name: 'allow_root', desc: 'Let root (and you) access the mount (needs user_allow_other in /etc/fuse.conf)' },
+  { name: 'nonempty', desc: 'Mount over a folder that has files (they are hidden while mounted)' },
+  { name: 'uid', value: 'N', desc: 'Owner shown for every file and folder (default: the user who mounts)' },
+  { name: 'gid', value: 'N', desc: 'Group shown for every file and folder (default: that user\'s group)' },
+  { name: 'umask', value: 'OCTAL', desc: 'Permission bits taken away from every file and folder, e.g. 022 or 077' },
   { name: 'ro', desc: 'Mount read-only' },
   { name: 'rw', desc: 'Mount read-write (the default)' },
   { name: 'root', value: 'ID|NAME', desc: 'vBoxx: mount one root (same as --root)' },
   { name: 'password_file', value: 'FILE', desc: 'Read the password from FILE (for fstab lines)' },
   { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
+  { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
 
 /** Options mount(8) and fstab pass along that mean nothing to us. */
@@ -41,7 +55,7 @@ const IGNORED = new Set(['defaults', 'auto', 'noauto', 'user', 'users', 'nouser'
   'suid', 'nosuid', 'dev', 'nodev', 'atime', 'noatime', 'relatime', 'sync', 'async', 'daemon', 'foreground']);
 
 export function parseMountOptions(specs: string[]): MountSettings {
-  const s: MountSettings = { vfs: {}, client: {}, allowOther: false, debug: false };
+  const s: MountSettings = { vfs: {}, client: {}, allowOther: false, allowRoot: false, allowNonEmpty: false, debug: false };
   for (const spec of specs) {
     for (const raw of spec.split(',')) {
       const item = raw.trim();
@@ -89,18 +103,36 @@ export function parseMountOptions(specs: string[]): MountSettings {
           break;
         }
         case 'allow_other': flag(); s.allowOther = true; break;
+        case 'allow_root': flag(); s.allowRoot = true; break;
+        case 'nonempty': flag(); s.allowNonEmpty = true; break;
+        case 'uid': s.vfs.uid = count(0); break;
+        case 'gid': s.vfs.gid = count(0); break;
+        case 'umask': {
+          const v = need();
+          if (!/^[0-7]{1,4}$/.test(v)) throw new UsageError(`-o umask=${v}: expected octal permission bits, e.g. 022`);
+          s.umask = parseInt(v, 8);
+          break;
+        }
         case 'ro': flag(); s.vfs.readOnly = true; break;
         case 'rw': flag(); s.vfs.readOnly = false; break;
         case 'root': s.root = need(); break;
         case 'password_file': s.passwordFile = need(); break;
         case 'debug': flag(); s.debug = true; break;
+        case 'backend': {
+          const v = need();
+          if (v !== 'libfuse3' && v !== 'fuse-native') throw new UsageError(`-o backend=${v}: expected libfuse3 or fuse-native`);
+          s.backend = v;
+          break;
+        }
         default: {
-          const known = mountOptionTable.map((o) => o.name).join(', ');
-          throw new UsageError(`unknown mount option -o ${key} (known: ${known})`);
+          const known = mountOptionTable.map((o) => o.name);
+          const near = didYouMean(key, known);
+          throw new UsageError(`unknown mount option -o ${key}${near ? ` (did you mean -o ${near}?)` : ''} (known: ${known.join(', ')})`);
         }
       }
     }
   }
+  if (s.allowOther && s.allowRoot) throw new UsageError('-o allow_root and allow_other exclude each other (allow_other already lets root in)');
   if (s.vfs.readAheadBytes !== undefined && s.vfs.readAheadMaxBytes !== undefined && s.vfs.readAheadMaxBytes < s.vfs.readAheadBytes) {
     throw new UsageError('-o read_ahead_max must not be smaller than read_ahead');
   }
@@ -111,5 +143,6 @@ export function mountOptionsHelp(): string {
   const labels = mountOptionTable.map((o) => (o.value ? `${o.name}=${o.value}` : o.name));
   const w = Math.max(...labels.map((l) => l.length)) + 2;
   return 'Mount options (-o, comma-separated, may repeat):\n' +
-    mountOptionTable.map((o, i) => `  ${labels[i]!.padEnd(w)}${o.desc}`).join('\n');
+    mountOptionTable.map((o, i) => `  ${labels[i]!.padEnd(w)}${o.desc}`).join('\n') +
+    `\nAccepted and ignored (fstab and mount(8) options): ${[...IGNORED].join(', ')}, x-* (e.g. x-systemd.automount).`;
 }

@@ -2,7 +2,7 @@
 // with what it mounts and a status snapshot refreshed every second; `unmount`, `status` and
 // `share` read it. A file whose pid is dead is stale and removed by whoever sees it.
 import { readdirSync, readFileSync, writeFileSync, renameSync, unlinkSync, chmodSync, realpathSync } from 'node:fs';
-import { writeFile, rename, chmod, readFile } from 'node:fs/promises';
+import { writeFile, rename, chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { runDir, privateDir } from './paths.js';
 import type { DriveStatus } from '../vfs/api.js';
@@ -90,13 +90,6 @@ export class RecordWriter {
   idle(): Promise<void> { return this.chain; }
 }
 
-/** kernelMounts() without blocking the caller's thread. */
-export async function kernelMountsAsync(): Promise<Array<{ source: string; mountpoint: string; type: string }>> {
-  let text = '';
-  try { text = await readFile('/proc/mounts', 'utf8'); } catch { return []; }
-  return parseMounts(text);
-}
-
 export function removeRecord(pid: number, slot?: number): void {
   try { unlinkSync(recordPath(pid, slot)); } catch { /* already gone */ }
 }
@@ -155,19 +148,4 @@ export function findByPath(path: string): { rec: MountRecord; inner: string } | 
   if (!best) return undefined;
   const inner = abs.slice(best.mountpoint.length) || '/';
   return { rec: best, inner: inner.startsWith('/') ? inner : '/' + inner };
-}
-
-/** Mountpoints of FUSE mounts in /proc/mounts whose type names cloudmount (fuse.cloudmount). */
-export function kernelMounts(): Array<{ source: string; mountpoint: string; type: string }> {
-  let text = '';
-  try { text = readFileSync('/proc/mounts', 'utf8'); } catch { return []; }
-  return parseMounts(text);
-}
-
-function parseMounts(text: string): Array<{ source: string; mountpoint: string; type: string }> {
-  const unesc = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return text.split('\n').filter(Boolean).map((l) => {
-    const [source, mountpoint, type] = l.split(' ');
-    return { source: unesc(source ?? ''), mountpoint: unesc(mountpoint ?? ''), type: type ?? '' };
-  }).filter((m) => m.type.startsWith('fuse'));
 }

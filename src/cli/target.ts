@@ -9,7 +9,8 @@ import { obtainPassword } from './password.js';
 import { log, CliError } from './context.js';
 import type { ClientOptions } from '../remote/options.js';
 import type { Remote } from '../remote/types.js';
-import { isRemoteError } from '../remote/errors.js';
+import { isRemoteError } from '../errors.js';
+import { serverSentence, type Subject } from './server-messages.js';
 
 export interface Target {
   kind: Kind;
@@ -127,8 +128,11 @@ export async function createRemote(t: Target, password: string, extra: Partial<C
   return v.createVboxxRemote({ ...co, root: t.root });
 }
 
-/** Turns the typed failures of a login into one clear line. */
-export function explainRemoteError(e: unknown, t?: Target): never {
+/**
+ * Turns a typed failure into one clear line: login and network failures here, service codes
+ * through the per-service tables of server-messages.ts (naming `subject`, what the command acted on).
+ */
+export function explainRemoteError(e: unknown, t?: Target, subject?: Subject): never {
   if (isRemoteError(e)) {
     const who = t ? `${t.kind} ${t.user} at ${t.server}` : 'the server';
     if (e.code === 'AUTH_FAILED' || e.code === 'UNAUTHORIZED' || e.code === 'NO_PERMISSION') {
@@ -137,7 +141,9 @@ export function explainRemoteError(e: unknown, t?: Target): never {
     if (e.code === 'NETWORK_ERROR' || e.code === 'TIMEOUT') {
       throw new CliError(`cannot reach ${t?.server ?? 'the server'}: ${e.message} (${e.code})`);
     }
-    throw new CliError(`${e.code}: ${e.message}`);
+    const sentence = t ? serverSentence(t.kind, e, subject) : undefined;
+    if (sentence) throw new CliError(sentence);
+    throw new CliError(e.message && e.message !== e.code ? `${e.code}: ${e.message}` : e.code);
   }
   throw e;
 }

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import type { EmulatorContext, EmulatorOptions } from './context.js';
 import { registerMaxxo } from './maxxo/index.js';
 import { registerVboxx } from './vboxx/index.js';
+import { sleep } from '../util/sleep.js';
 
 export interface Emulator {
   url: string;
@@ -30,8 +31,6 @@ export const defaultEmulatorOptions = (): EmulatorOptions => ({
   rsync: true,
   quiet: true,
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Promise<Emulator> {
   const opts: EmulatorOptions = { ...defaultEmulatorOptions(), ...partial };

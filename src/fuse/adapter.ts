@@ -25,6 +25,8 @@ export interface AdapterOptions {
   longOpBoundMs: number;
   /** Log every op at info level (mount -o debug). */
   debug?: boolean;
+  /** Permission bits taken away from every file and folder (mount -o umask=022, as sshfs). */
+  umask?: number;
 }
 
 /** Ops whose vfs call may wait for a whole upload. */
@@ -43,9 +45,9 @@ export interface FuseStat {
   ctime: number;
 }
 
-export function toStat(a: Attr, uid: number, gid: number): FuseStat {
+export function toStat(a: Attr, uid: number, gid: number, umask = 0): FuseStat {
   return {
-    mode: (a.type === 'dir' ? S_IFDIR : S_IFREG) | (a.perm & 0o7777),
+    mode: (a.type === 'dir' ? S_IFDIR : S_IFREG) | (a.perm & 0o7777 & ~umask),
     uid,
     gid,
     size: a.size,
@@ -92,6 +94,8 @@ const DATA_OPS = new Set(['read', 'write', 'flush', 'release', 'fsync', 'ftrunca
 
 /** PATH_MAX with its NUL: the longest path inside the mount a program can name in one call. */
 const PATH_MAX = 4096;
+/** Errors that are ordinary answers (a probe for a name or attribute that is not there). */
+const EXPECTED_ERRNOS = new Set([errno.ENOENT, errno.ENODATA, errno.ENOTSUP, errno.ENOSYS, errno.ERANGE, errno.EEXIST]);
 
 /**
  * The kernel never checks FUSE names against NAME_MAX (it passes up to 1024 bytes): a longer
@@ -116,11 +120,59 @@ type Cb = (...args: any[]) => void;
 export type FuseOps = Record<string, (...args: any[]) => void>;
 
 /**
+ * Runs one vfs call for a FUSE request and settles it exactly once (both backends): ok() with its
+ * result, fail() with its errno, or fail(EIO) when it outlives boundMs (the vfs call may settle
+ * later; that answer is dropped) or when ok() throws. `what` names the request in log lines.
+ */
+export function answerOnce<T>(log: Logger, op: string, what: string, boundMs: number, debug: boolean,
+  call: () => Promise<T>, ok: (v: T) => void, fail: (errno: number) => void): void {
+  let done = false;
+  const timer = setTimeout(() => {
+    if (done) return;
+    done = true;
+    log.warn(`${what}: no answer from the drive after ${boundMs} ms, answered EIO`);
+    fail(errno.EIO);
+  }, boundMs);
+  let p: Promise<T>;
+  try {
+    p = call();
+  } catch (e) {
+    p = Promise.reject(e);
+  }
+  p.then(
+    (v) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        ok(v);
+      } catch (e) {
+        log.error(`${what}: answering the kernel failed: ${(e as Error).message}`);
+        fail(errno.EIO);
+      }
+    },
+    (e) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      const n = toErrno(e, log, op);
+      // Answers programs ask for all the time (a missing name, no such xattr: every exec asks for
+      // security.capability) are FUSE tracing, not news: -vv stays readable.
+      if (debug || log.level === 'trace' || (log.level === 'debug' && !EXPECTED_ERRNOS.has(n))) {
+        (debug ? log.info : EXPECTED_ERRNOS.has(n) ? log.trace : log.debug)(`${what}: errno ${n} (${(e as Error)?.message ?? e})`);
+      }
+      fail(n);
+    },
+  );
+}
+
+/**
  * The ops object for fuse-native. Callback conventions follow node_modules/fuse-native/index.js:
  * most ops answer cb(errOrZero, result); read/write answer cb(bytes) or cb(-errno).
  */
 export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
   const { uid, gid, log } = o;
+  const umask = o.umask ?? 0;
 
   /**
    * Runs one vfs call and answers the kernel exactly once: with its result, its errno, or EIO
@@ -130,41 +182,7 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
   function run<T>(op: string, path: string, call: () => Promise<T>, ok: (v: T) => void, fail: (errNeg: number) => void, to?: string): void {
     // data ops name a path already checked at open; sparing the split keeps them allocation-light
     if (!DATA_OPS.has(op) && (nameTooLong(path) || nameTooLong(to))) return fail(-errno.ENAMETOOLONG);
-    let done = false;
-    const bound = LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs;
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      log.warn(`${op} ${path}: no answer from the drive after ${bound} ms, answered EIO`);
-      fail(-errno.EIO);
-    }, bound);
-    let p: Promise<T>;
-    try {
-      p = call();
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    p.then(
-      (v) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        try {
-          ok(v);
-        } catch (e) {
-          log.error(`${op} ${path}: answering the kernel failed: ${(e as Error).message}`);
-          fail(-errno.EIO);
-        }
-      },
-      (e) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        const n = toErrno(e, log, op);
-        if (log.level === 'debug' || log.level === 'trace') log.debug(`${op} ${path}: errno ${n} (${(e as Error)?.message ?? e})`);
-        fail(-n);
-      },
-    );
+    answerOnce(log, op, `${op} ${path}`, LONG_OPS.has(op) ? o.longOpBoundMs : o.opBoundMs, !!o.debug, call, ok, (n) => fail(-n));
   }
 
   /** Ops answering cb(0) or cb(-errno). */
@@ -184,25 +202,25 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
 
     getattr(path: string, cb: Cb) {
       trace('getattr', path);
-      run('getattr', path, () => vfs.getattr(path), (a) => cb(0, toStat(a, uid, gid)), (n) => cb(n));
+      run('getattr', path, () => vfs.getattr(path), (a) => cb(0, toStat(a, uid, gid, umask)), (n) => cb(n));
     },
 
     fgetattr(path: string, fh: number, cb: Cb) {
       trace('fgetattr', path, fh);
-      run('fgetattr', path, () => vfs.fgetattr(path, fh), (a) => cb(0, toStat(a, uid, gid)), (n) => cb(n));
+      run('fgetattr', path, () => vfs.fgetattr(path, fh), (a) => cb(0, toStat(a, uid, gid, umask)), (n) => cb(n));
     },
 
     readdir(path: string, cb: Cb) {
       trace('readdir', path);
       run('readdir', path, () => vfs.readdir(path), ({ names, attrs }) => {
-        const dot: FuseStat = { mode: S_IFDIR | 0o755, uid, gid, size: 0, nlink: 2, blksize: BLKSIZE, blocks: 0, mtime: 0, atime: 0, ctime: 0 };
+        const dot: FuseStat = { mode: S_IFDIR | (0o755 & ~umask), uid, gid, size: 0, nlink: 2, blksize: BLKSIZE, blocks: 0, mtime: 0, atime: 0, ctime: 0 };
         const outNames = ['.', '..'];
         const outStats: FuseStat[] = [dot, dot];
         for (const name of names) {
           const a = attrs.get(name);
           outNames.push(name);
           // libfuse 2 uses only the type bits of these (d_type); a missing attr still lists the name.
-          outStats.push(a ? toStat(a, uid, gid) : { ...dot, mode: S_IFREG | 0o644, nlink: 1 });
+          outStats.push(a ? toStat(a, uid, gid, umask) : { ...dot, mode: S_IFREG | (0o644 & ~umask), nlink: 1 });
         }
         cb(0, outNames, outStats);
       }, (n) => cb(n));

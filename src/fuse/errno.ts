@@ -1,8 +1,9 @@
-// THE one table from typed remote/vfs errors to errno. Everything the adapter answers to the
-// kernel goes through toErrno(); nothing else in the code base picks errno values.
+// THE one table from the drive's generic errors (src/errors.ts) to errno. Everything the adapter
+// answers to the kernel goes through toErrno(); nothing else in the code base picks errno values.
+// Service codes never get here: each Remote maps its own to the generic ones.
 import os from 'node:os';
 import path from 'node:path';
-import { RemoteError } from '../remote/errors.js';
+import { RemoteError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 const E = os.constants.errno as Record<string, number>;
@@ -40,16 +41,10 @@ export const errno = {
 
 export type ErrnoName = keyof typeof errno;
 
-/** RemoteError code -> errno name. Codes not listed fall back by HTTP status, then EIO. */
+/** Generic error code -> errno name. Codes not listed (HTTP_nnn) fall back by HTTP status, then EIO. */
 const BY_CODE: Record<string, ErrnoName> = {
   NOT_FOUND: 'ENOENT',
-  FILE_NOT_FOUND: 'ENOENT',
-  USER_NOT_FOUND: 'ENOENT',
-  CONTACT_NOT_FOUND: 'ENOENT',
-  MESSAGE_NOT_FOUND: 'ENOENT',
-  NOTIFICATION_NOT_FOUND: 'ENOENT',
   ALREADY_EXISTS: 'EEXIST',
-  EMAIL_ALREADY_EXIST: 'EEXIST',
   NOT_EMPTY: 'ENOTEMPTY',
   IS_A_DIRECTORY: 'EISDIR',
   NOT_A_DIRECTORY: 'ENOTDIR',
@@ -57,16 +52,14 @@ const BY_CODE: Record<string, ErrnoName> = {
   POLICY_EXCLUDED_EXTENSION: 'EPERM',
   QUOTA_EXCEEDED: 'EDQUOT',
   READ_ONLY: 'EROFS',
+  BUSY: 'EBUSY',
   NO_SPACE: 'ENOSPC',
   UNSUPPORTED: 'ENOTSUP',
   // mv falls back to copy + delete on EXDEV, which is what a move between vBoxx roots needs.
   CROSS_DEVICE: 'EXDEV',
-  METHOD_NOT_ALLOWED: 'ENOTSUP',
   NO_XATTR: 'ENODATA',
   INVALID_NAME: 'EINVAL',
   BAD_REQUEST: 'EINVAL',
-  METHOD_BAD_REQUEST: 'EINVAL',
-  NO_PERMISSION: 'EACCES',
   UNAUTHORIZED: 'EACCES',
   AUTH_FAILED: 'EACCES',
   FORBIDDEN: 'EACCES',
@@ -81,8 +74,6 @@ const BY_CODE: Record<string, ErrnoName> = {
   GATEWAY_TIMEOUT: 'EIO',
   BAD_RESPONSE: 'EIO',
   TRANSFER_FAILED: 'EIO',
-  ERR_UNKNOWN: 'EIO',
-  TOKEN_CANNOT_BE_GENERATED: 'EIO',
   RANGE_NOT_SATISFIABLE: 'EIO',
 };
 

@@ -20,15 +20,14 @@
 //  - Ops without a handler are not registered: the kernel gets libfuse's default (ENOSYS, or
 //    success for open/opendir/release/releasedir/forget), and learns not to ask again.
 import { EventEmitter } from 'node:events';
-import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { constants as osConstants } from 'node:os';
+import { cleanUnmount, findMountAsync, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { errno } from './errno.js';
 
-const E = osConstants.errno;
 
 // ---------- the native binding ----------
 
@@ -384,7 +383,7 @@ export class Request {
 
   /** lookup: "no such name", cached by the kernel for `timeoutS` seconds (0 = not cached). */
   noEntry(timeoutS = this.s._timeouts.negative): boolean {
-    if (timeoutS <= 0) return this.error(E.ENOENT);
+    if (timeoutS <= 0) return this.error(errno.ENOENT);
     const [n, h] = this.b();
     scratch.fill(0);
     scratch[3] = timeoutS;
@@ -451,7 +450,7 @@ export class Request {
       const [n, h] = this.b();
       return this.settle(n.replyXattr(h, this.id, value.length));
     }
-    if (value.length > this.size) return this.error(E.ERANGE);
+    if (value.length > this.size) return this.error(errno.ERANGE);
     return this.bytes(value);
   }
 
@@ -578,17 +577,6 @@ export interface MountOptions {
   extraOptions?: string[];
   /** How long to wait for the kernel's INIT (default 10 s). */
   initTimeoutMs?: number;
-}
-
-/** Runs a command; code 127 when it does not exist. Never rejects. */
-function run(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, _out, stderr) => {
-      if (!err) return resolve({ code: 0, stderr: String(stderr) });
-      const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stderr: String(stderr) });
-    });
-  });
 }
 
 /**
@@ -743,13 +731,13 @@ export class LowLevelSession extends EventEmitter {
           break;
         default:
           // registered only for ops with handlers: cannot happen, but never leave a request hanging
-          if (raw.id) this._binding.replyErr(this._handle, raw.id, E.ENOSYS);
+          if (raw.id) this._binding.replyErr(this._handle, raw.id, errno.ENOSYS);
       }
     }
   }
 
   private fail(req: Request, e: unknown) {
-    if (!req.replied) req.error(typeof (e as { errno?: unknown })?.errno === 'number' ? Math.abs((e as { errno: number }).errno) : E.EIO);
+    if (!req.replied) req.error(typeof (e as { errno?: unknown })?.errno === 'number' ? Math.abs((e as { errno: number }).errno) : errno.EIO);
     if (this.listenerCount('error')) this.emit('error', e);
   }
 
@@ -794,7 +782,7 @@ export class LowLevelSession extends EventEmitter {
   }
 
   private track(p: Promise<number>): Promise<number> {
-    if (this.ended) return Promise.resolve(-E.ENOTCONN);
+    if (this.ended) return Promise.resolve(-errno.ENOTCONN);
     this.notifies.add(p);
     void p.finally(() => this.notifies.delete(p));
     return p;
@@ -808,11 +796,9 @@ export class LowLevelSession extends EventEmitter {
    */
   async unmount(o: { lazy?: boolean } = {}): Promise<void> {
     if (this.ended) return this.closed;
-    const args = ['-u', ...(o.lazy ? ['-z'] : []), this.mountpoint];
-    let r = await run('fusermount3', args);
-    if (r.code === 127) r = await run('fusermount', args);
+    const r = await (o.lazy ? lazyUnmount : cleanUnmount)(this.mountpoint);
     if (r.code !== 0 && !this.ended) {
-      if (!(await isMounted(this.mountpoint))) {
+      if (!(await isMountedAsync(this.mountpoint))) {
         // already gone (fusermount raced an outside unmount): the 'ended' event follows
       } else {
         const err = new Error(`unmount ${this.mountpoint}: ${r.stderr.trim() || `fusermount exit ${r.code}`}`) as NodeJS.ErrnoException;
@@ -824,19 +810,12 @@ export class LowLevelSession extends EventEmitter {
   }
 }
 
-async function isMounted(mnt: string): Promise<boolean> {
-  const t = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  return t.split('\n').some((l) => l.split(' ')[4] === mnt);
-}
-
 /** The kernel's read-ahead bounds the size of buffered READ requests: raise it on our bdi (0:N of
  *  the mount, found in mountinfo, without touching the mount itself). Root only; undefined if not. */
 async function setReadAhead(mnt: string, kb: number): Promise<number | undefined> {
-  const t = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const line = t.split('\n').reverse().find((l) => l.split(' ')[4] === mnt);
-  if (!line) return undefined;
-  const dev = line.split(' ')[2];
-  const file = `/sys/class/bdi/${dev}/read_ahead_kb`;
+  const m = await findMountAsync(mnt);
+  if (!m) return undefined;
+  const file = `/sys/class/bdi/${m.dev}/read_ahead_kb`;
   try {
     await writeFile(file, String(kb));
     return Number((await readFile(file, 'utf8')).trim());

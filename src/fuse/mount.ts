@@ -1,7 +1,6 @@
 // Mount lifecycle: mountpoint checks (stale mounts of a crashed run are cleaned, live ones and
 // non-empty folders refused), journal replay before the mount goes live, kernel options, clean
 // unmount (flush, EBUSY retries, then lazy) and signal handling.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -9,10 +8,11 @@ import type { Remote } from '../remote/types.js';
 import type { DriveStatus, VfsApi, VfsOptions } from '../vfs/api.js';
 import { Vfs, defaultVfsOptions } from '../vfs/vfs.js';
 import type { Logger } from '../log.js';
-import { createOps } from './adapter.js';
-import { createFuse, type FuseInstance } from './native.js';
+import { chooseBackend, mountFuseNative, mountLibfuse3, type BackendConfig, type BackendName, type MountedBackend } from './backends.js';
 import { exitWhenDrained } from '../util/exit.js';
 import { describeHolders, mountHolders } from '../util/holders.js';
+import { cleanUnmount, findMountAsync, isMountedAsync, lazyUnmount } from '../util/mounts.js';
+import { sleep } from '../util/sleep.js';
 
 const IS_MAC = process.platform === 'darwin';
 
@@ -38,6 +38,10 @@ export interface MountOptions extends Partial<VfsOptions> {
    * (`auto_cache`). Default true; see native-notes/fuse.md.
    */
   autoCache?: boolean;
+  /** Permission bits taken away from every file and folder (-o umask). */
+  umask?: number;
+  /** allow_root: root may use the mount too (user_allow_other in /etc/fuse.conf unless root). */
+  allowRoot?: boolean;
   /** Mount over a non-empty folder (hides its content while mounted). */
   allowNonEmpty?: boolean;
   /** Create the mountpoint folder when missing. */
@@ -53,11 +57,15 @@ export interface MountOptions extends Partial<VfsOptions> {
   unmountBusyMs?: number;
   /** Bound for the mount to come up. */
   mountTimeoutMs?: number;
+  /** FUSE binding (default: libfuse3 on Linux when the cmfuse3 addon loads, else fuse-native). */
+  backend?: BackendName;
 }
 
 export interface MountedDrive {
   mountpoint: string;
   vfs: VfsApi;
+  /** The FUSE binding serving the mount. */
+  backend: BackendName;
   /** Waits until every pending upload, rename and delete reached the server. */
   flush(): Promise<void>;
   status(): DriveStatus;
@@ -74,41 +82,14 @@ export class MountError extends Error {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs }, (err, _stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
-      if (!e) return resolve({ code: 0, stderr: String(stderr) });
-      if (e.code === 'ENOENT') return resolve({ code: 127, stderr: `${cmd}: not found` });
-      resolve({ code: typeof e.code === 'number' ? e.code : 1, stderr: String(stderr || e.message) });
-    });
-  });
-}
-
-/** Lazy unmount: detaches even while busy or dead. Never throws. */
-export async function lazyUnmount(mnt: string): Promise<boolean> {
-  if (IS_MAC) {
-    const r = await run('diskutil', ['unmount', 'force', mnt]);
-    if (r.code === 0) return true;
-    return (await run('umount', ['-f', mnt])).code === 0;
-  }
-  let r = await run('fusermount', ['-uz', mnt]);
-  if (r.code === 127) r = await run('fusermount3', ['-uz', mnt]);
-  if (r.code !== 0 && process.getuid?.() === 0) r = await run('umount', ['-l', mnt]);
-  return r.code === 0;
-}
-
 /** Clean unmount, retried while the mount is busy; lazy after busyMs. */
 export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Promise<void> {
   const deadline = Date.now() + busyMs;
   let told = false;
   for (;;) {
-    let r = IS_MAC ? await run('umount', [mnt]) : await run('fusermount', ['-u', mnt]);
-    if (r.code === 127 && !IS_MAC) r = await run('fusermount3', ['-u', mnt]);
+    const r = await cleanUnmount(mnt);
     if (r.code === 0) return;
-    if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountpoint(mnt))) return;
+    if (/not mounted|not found in|no mount point|not currently mounted|invalid argument/i.test(r.stderr) && !(await isMountedAsync(mnt))) return;
     if (/busy/i.test(r.stderr) && Date.now() < deadline) {
       if (!told) {
         told = true;
@@ -120,46 +101,9 @@ export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Pr
       continue;
     }
     log?.warn(`unmount ${mnt}: ${r.stderr.trim() || 'failed'}; detaching lazily`);
-    if (await lazyUnmount(mnt)) return;
+    if ((await lazyUnmount(mnt)).code === 0) return;
     throw new MountError(`cannot unmount ${mnt}: ${r.stderr.trim()}`);
   }
-}
-
-interface MountEntry {
-  source: string;
-  target: string;
-  fstype: string;
-  options: string;
-}
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mount table entries (Linux /proc/mounts; empty elsewhere). */
-export async function mountTable(): Promise<MountEntry[]> {
-  if (IS_MAC) return [];
-  let text: string;
-  try {
-    text = await fsp.readFile('/proc/self/mounts', 'utf8');
-  } catch {
-    return [];
-  }
-  return text.split('\n').filter(Boolean).map((line) => {
-    const [source, target, fstype, options] = line.split(' ');
-    return { source: unescapeMount(source), target: unescapeMount(target), fstype, options };
-  });
-}
-
-async function findMount(mnt: string): Promise<MountEntry | undefined> {
-  const all = await mountTable();
-  // The last entry for a target is the one on top.
-  for (let i = all.length - 1; i >= 0; i--) if (all[i].target === mnt) return all[i];
-  return undefined;
-}
-
-async function isMountpoint(mnt: string): Promise<boolean> {
-  return (await findMount(mnt)) !== undefined;
 }
 
 /** A stat that cannot hang the caller on a hung mount (the libuv thread stays stuck, we don't). */
@@ -199,9 +143,9 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
       // A FUSE mount whose process is gone: what a crash or kill -9 leaves behind.
-      const entry = await findMount(mnt);
+      const entry = await findMountAsync(mnt);
       log.warn(`${mnt}: stale mount of a crashed run${entry ? ` (${entry.source})` : ''}; cleaning it`);
-      if (!(await lazyUnmount(mnt))) throw new MountError(`${mnt} is a dead FUSE mount and "fusermount -uz ${mnt}" failed`);
+      if ((await lazyUnmount(mnt)).code !== 0) throw new MountError(`${mnt} is a dead FUSE mount and "fusermount -uz ${mnt}" failed`);
       st = await statBounded(mnt).catch(() => undefined);
     } else if (code === 'ETIMEDOUT') {
       throw new MountError(HUNG_HELP(mnt));
@@ -214,17 +158,17 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
     }
   }
   if (!st) throw new MountError(`mountpoint ${mnt} is not usable after cleaning a stale mount`);
-  const live = await findMount(mnt);
+  const live = await findMountAsync(mnt);
   if (live) throw new MountError(`${mnt} is already mounted (${live.fstype} ${live.source}); unmount it first`);
   if (!st.isDirectory()) throw new MountError(`mountpoint ${mnt} is not a folder`);
   if (!opts.allowNonEmpty) {
     const names = await fsp.readdir(mnt);
     if (names.length) throw new MountError(`mountpoint ${mnt} is not empty (use the nonempty option to mount over it)`);
   }
-  if (opts.allowOther && process.getuid?.() !== 0) {
+  if ((opts.allowOther || opts.allowRoot) && process.getuid?.() !== 0) {
     const conf = await fsp.readFile('/etc/fuse.conf', 'utf8').catch(() => '');
     if (!/^\s*user_allow_other\s*$/m.test(conf)) {
-      throw new MountError('allow_other needs "user_allow_other" in /etc/fuse.conf (or mounting as root)');
+      throw new MountError(`${opts.allowOther ? 'allow_other' : 'allow_root'} needs "user_allow_other" in /etc/fuse.conf (or mounting as root)`);
     }
   }
 }
@@ -270,67 +214,21 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
 
   const opBoundMs = vopts.opTimeoutMs + (opts.opMarginMs ?? 5000);
   const longOpBoundMs = opts.longOpTimeoutMs ?? Math.max(10 * 60_000, 10 * vopts.opTimeoutMs);
-  const ops = createOps(vfs, { uid: vopts.uid, gid: vopts.gid, log, opBoundMs, longOpBoundMs, debug: !!opts.debug });
-  // fuse-native's timer answers ETIMEDOUT; it must only ever fire after ours answered EIO.
-  const nativeMargin = 10_000;
-  const timeout = {
-    default: opBoundMs + nativeMargin,
-    flush: longOpBoundMs + nativeMargin,
-    release: longOpBoundMs + nativeMargin,
-    fsync: longOpBoundMs + nativeMargin,
-    fsyncdir: longOpBoundMs + nativeMargin,
-  };
-  const extra = [
-    'big_writes',
-    `max_write=${opts.maxWrite ?? 1024 * 1024}`,
-    `negative_timeout=${opts.negativeTimeoutS ?? 0}`,
-    // Programs keep files open after unlink (editors, rm of an open log): libfuse renames them
-    // to .fuse_hidden* until release; the adapter makes that a server delete now (vfs keeps the
-    // content for the open handles). hard_remove would hand us ops with a NULL path instead.
-  ];
-  // re-reads come from the page cache while the server copy is unchanged (kernel_cache overrides)
-  if (opts.autoCache !== false && !opts.kernelCache) extra.push('auto_cache');
-  if (vopts.readOnly) extra.push('ro');
-  if (opts.allowNonEmpty && !IS_MAC) extra.push('nonempty');
-  let forceNext = false;
-  const busyMs = opts.unmountBusyMs ?? 5000;
-  const fuse: FuseInstance = createFuse(mnt, ops, {
-    fsname: `cloudmount:${optValue(opts.accountId)}`,
-    subtype: 'cloudmount',
-    entryTimeout: opts.entryTimeoutS ?? 1,
-    attrTimeout: opts.attrTimeoutS ?? 1,
-    maxRead: opts.maxRead ?? 1024 * 1024,
-    defaultPermissions: true,
-    allowOther: !!opts.allowOther,
-    kernelCache: !!opts.kernelCache,
-    debug: !!opts.fuseDebug,
-    timeout,
-  }, {
-    extraOptions: extra,
-    unmountFn: async (m) => {
-      if (forceNext) {
-        if (!(await lazyUnmount(m))) throw new MountError(`cannot detach ${m}`);
-        return;
-      }
-      await unmountPath(m, busyMs, log);
-    },
-  });
-
+  let backend: MountedBackend;
   try {
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new MountError(`mount of ${mnt} did not come up within ${opts.mountTimeoutMs ?? 30_000} ms`)), opts.mountTimeoutMs ?? 30_000);
-      fuse.mount((err) => {
-        clearTimeout(t);
-        if (err) reject(new MountError(`mount of ${mnt} failed: ${err.message} (options ${fuse._fuseOptions()})`));
-        else resolve();
-      });
-    });
+    const name = chooseBackend(opts.backend, log);
+    const cfg: BackendConfig = {
+      mnt, vfs, opts, readOnly: vopts.readOnly, uid: vopts.uid, gid: vopts.gid, log, opBoundMs, longOpBoundMs,
+      fsname: `cloudmount:${optValue(opts.accountId)}`,
+    };
+    backend = name === 'libfuse3' ? await mountLibfuse3(cfg) : await mountFuseNative(cfg);
   } catch (e) {
     await lazyUnmount(mnt).catch(() => {});
     await vfs.close({ force: true }).catch(() => {});
     throw e;
   }
-  log.info(`mounted ${mnt} (${fuse._fuseOptions()})`);
+  log.info(`mounted ${mnt} (${backend.describe})`);
+  let forceNext = false;
 
   let state: 'mounted' | 'unmounting' | 'closed' = 'mounted';
   let closing: Promise<void> | undefined;
@@ -338,12 +236,11 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
 
-  const fuseUnmount = () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
 
   // Someone ran fusermount -u / umount: the drive still has to deliver pending uploads.
   const watch = IS_MAC ? undefined : setInterval(() => {
     if (state !== 'mounted') return;
-    void isMountpoint(mnt).then((still) => {
+    void isMountedAsync(mnt).then((still) => {
       if (still || state !== 'mounted') return;
       state = 'unmounting';
       log.warn(`${mnt} was unmounted from outside; delivering pending changes and closing`);
@@ -363,12 +260,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
       if (state === 'closed') return;
       state = 'unmounting';
       if (watch) clearInterval(watch);
-      await lazyUnmount(mnt);
-      try {
-        await fuseUnmount();
-      } catch {
-        // Already detached by the lazy unmount above.
-      }
+      await backend.unmount(true).catch((e) => log.warn(`detaching ${mnt}: ${(e as Error).message}`));
       await vfs.close({ force: true }).catch((e) => log.error(`force close: ${(e as Error).message}`));
       state = 'closed';
       resolveClosed();
@@ -402,7 +294,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
       const t0 = Date.now();
       if (forceNext) return;
       if (watch) clearInterval(watch);
-      await fuseUnmount();
+      await backend.unmount(false);
       if (Date.now() - t0 > 3000) log.warn(`unmount of ${mnt} took ${Date.now() - t0} ms (busy)`);
       if (forceNext) return;
       await vfs.close();
@@ -415,6 +307,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   return {
     mountpoint: mnt,
     vfs,
+    backend: backend.name,
     flush: async () => { await vfs.flushAll(); },
     status: () => vfs.status(),
     unmount,

@@ -2,6 +2,7 @@
 // wrong or does not expose what we need (see native-notes/fuse.md).
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { errno } from './errno.js';
 
 const require = createRequire(import.meta.url);
 
@@ -65,7 +66,7 @@ export function createFuse(mnt: string, ops: Ops, opts: Record<string, unknown>,
         if (err) return signal(err, valueBuf.buffer);
         if (!value) return signal(-(process.platform === 'darwin' ? 93 : 61), valueBuf.buffer);
         if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer);
-        if (value.length > valueBuf.length) return signal(-34 /* ERANGE */, valueBuf.buffer);
+        if (value.length > valueBuf.length) return signal(-errno.ERANGE, valueBuf.buffer);
         value.copy(valueBuf);
         return signal(value.length, valueBuf.buffer);
       });
@@ -113,5 +114,3 @@ function getStatArray(stat: any): Uint32Array {
   setDouble(16, ms(stat?.ctime));
   return ints;
 }
-
-export const FUSE_DEFAULT_TIMEOUT_MS = 15_000;

@@ -47,7 +47,7 @@ import {
   RemoteError, Cancelled, Timeout, NetworkError, BadResponse, RateLimited, ServerError, ServiceUnavailable,
   BadGateway, GatewayTimeout, BadRequest, Unauthorized, Forbidden, NotFound, RangeNotSatisfiable,
   type ErrorContext,
-} from './errors.js';
+} from '../errors.js';
 import { Priority } from './types.js';
 import { redact, silentLogger, type Logger } from '../log.js';
 import { sleep } from '../util/sleep.js';
@@ -238,7 +238,7 @@ export class HttpClient {
       try {
         return { status: res.status, headers: res.headers, data: JSON.parse(text) as T };
       } catch {
-        throw new AttemptFailure(new BadResponse('malformed JSON in response', { ...ctx, status: res.status }), false, false);
+        throw new AttemptFailure(new BadResponse(htmlSummary(text) ?? 'malformed JSON in response', { ...ctx, status: res.status }), false, false);
       }
     });
   }
@@ -374,10 +374,14 @@ export class HttpClient {
         let released = false;
         const release = () => { if (!released) { released = true; this.inFlight--; } };
         let res: HttpResponse;
+        const sentAt = Date.now();
         try {
           spec.onDispatch?.();
           res = await this.dispatch(spec, ctx, deadline);
+          // -vv: one line per request (the path has no query string, where tokens travel)
+          this.log.debug(`http: ${ctx.method} ${ctx.path} ${res.status} ${Date.now() - sentAt} ms`);
         } catch (e) {
+          this.log.debug(`http: ${ctx.method} ${ctx.path} failed after ${Date.now() - sentAt} ms: ${e instanceof AttemptFailure ? e.error.code : 'error'}`);
           release();
           if (probe) this.nextProbeAt = Date.now() + Math.min(this.timeoutMs, 5000);
           throw e;
@@ -553,7 +557,15 @@ async function readErrorBody(body: Readable): Promise<unknown> {
     // A broken error body still leaves the status to go by.
   }
   const text = Buffer.concat(chunks).toString('utf8').slice(0, MAX_ERROR_BODY);
-  try { return JSON.parse(text); } catch { return text || undefined; }
+  try { return JSON.parse(text); } catch { return htmlSummary(text) ?? (text || undefined); }
+}
+
+/** A web page where an API answer was expected: its title, never the page itself in a message. */
+export function htmlSummary(text: string): string | undefined {
+  const t = text.trimStart().slice(0, 512).toLowerCase();
+  if (!t.startsWith('<!doctype html') && !t.startsWith('<html') && !t.startsWith('<?xml') && !/^<(head|body|title|h1|p|div)\b/.test(t)) return undefined;
+  const title = /<title[^>]*>([^<]{1,120})<\/title>/i.exec(text)?.[1]?.trim().replace(/\s+/g, ' ');
+  return `an HTML page${title ? ` ("${title}")` : ''} instead of an API answer`;
 }
 
 /** Default typed error by HTTP status; the server's text is kept (redacted) as message. */

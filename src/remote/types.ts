@@ -15,11 +15,28 @@ export interface RemoteEntry {
   mtimeMs?: number;
   /** Server revision of the content, when the service has one (vBoxx `rev`). */
   rev?: string;
+  /**
+   * When the server last wrote the content (ms), where it says so apart from mtimeMs (vBoxx
+   * `modified`): a move keeps it while it may change `rev`, so with the size it tells "the same
+   * bytes, moved" from "new bytes".
+   */
+  written?: number;
+  /** Permission bits the service holds for the entry (only the bits of fileMeta.modeBits mean anything). */
+  mode?: number;
+}
+
+/** A change of a file's metadata alone (no new content): what setAttrs sends. */
+export interface AttrChange {
+  mtimeMs?: number;
+  mode?: number;
 }
 
 export interface ListResult {
   entries: RemoteEntry[];
-  /** Opaque listing version for cheap revalidation (vBoxx `hash`). */
+  /**
+   * Opaque listing version (vBoxx `hash`). Only remotes that revalidate listings give one: passed
+   * back to list(), it may answer `unchanged`.
+   */
   hash?: string;
   /** True when the caller passed `hash` and the server answered "not modified": entries is empty then. */
   unchanged?: boolean;
@@ -32,25 +49,30 @@ export interface StatFs {
   used: number;
 }
 
-export interface Capabilities {
-  /** read(path, offset, length) is available and cheap (HTTP Range). */
-  rangedReads: boolean;
-  /** list() accepts a hash and can answer "unchanged". */
-  listingRevalidation: boolean;
-  /** Entries carry a server revision (`rev`). */
-  serverRevision: boolean;
-  /** Entries carry a modification time. */
-  mtime: boolean;
-  /** stat() of many paths in one request (statMany). */
-  batchStat: boolean;
-  /** shareLink() is available. */
-  shareLinks: boolean;
-  /** The service can create empty folders (both can; kept for remotes that cannot). */
-  emptyFolders: boolean;
-  /** uploadMany() sends many files in one transfer, cheaper than one upload() each. */
-  batchUpload?: boolean;
-  /** upload() calls TransferOptions.onSend when the request that changes the server goes out. */
-  reportsSend?: boolean;
+/**
+ * What the service keeps of a file beyond its bytes. Present when upload() keeps
+ * TransferOptions.mtimeMs as the file's mtime and entries report it back (vBoxx `client_mtime`):
+ * a time a program set survives a remount. Absent, times and mode live for the mount.
+ */
+export interface FileMetadata {
+  /** Granularity of the file mtimes the service keeps, in ms (vBoxx: whole seconds, 1000). */
+  mtimeResolutionMs?: number;
+  /**
+   * The permission bits the service holds for files (default 0: none). Bits outside it are
+   * answered as the default (0644 files, 0755 folders) before and after a remount alike, so a
+   * chmod of them is accepted without effect (as rclone does).
+   */
+  modeBits?: number;
+  /** setAttrs needs the file's content (vBoxx: a metadata change is an upload of the same bytes). */
+  attrsNeedContent?: boolean;
+  /**
+   * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
+   * attrsNeedContent use localFile when given (the whole content the caller believes is on the
+   * server, revision `rev`, written at `written`), else fetch the content into `scratch` first.
+   * Resolves with the entry now on the server, or null when the file is gone or its content
+   * changed on the server since (then nothing was changed: the newer content's times stand).
+   */
+  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string }): Promise<RemoteEntry | null>;
 }
 
 /** Priority classes for the request queue: higher runs first. */
@@ -66,11 +88,15 @@ export interface CallOptions {
 }
 
 export interface TransferOptions extends CallOptions {
+  /** Uploads: the file's mtime to keep (remotes with fileMeta). */
+  mtimeMs?: number;
+  /** Uploads: the permission bits to keep (those of fileMeta.modeBits). */
+  mode?: number;
   /** Called with the number of bytes transferred so far (monotonic). */
   onProgress?: (bytes: number) => void;
   /**
-   * Uploads, from remotes with capabilities.reportsSend: called when the request that can change
-   * the server leaves for it. Until then an abort takes the upload back for sure.
+   * Uploads: called when the request that can change the server leaves for it (again on a retry);
+   * until then an abort takes the upload back for sure. A remote that cannot tell calls it first.
    */
   onSend?: () => void;
 }
@@ -92,27 +118,22 @@ export interface RangeRead extends RangeServed {
 /** One item's outcome of uploadMany. */
 export type UploadResult = { entry: RemoteEntry; error?: undefined } | { entry?: undefined; error: unknown };
 
+/**
+ * An optional capability is an optional member: present means the service has it (and cheaply);
+ * absent, the drive does without (`remote.ranged?.readTo(...)`).
+ */
 export interface Remote {
-  readonly kind: 'maxxo' | 'vboxx' | 'memory';
-  readonly capabilities: Capabilities;
+  /** The service, for messages: 'maxxo', 'vboxx' (test doubles name themselves). */
+  readonly kind: string;
 
   /** Children of a folder. Throws NotFound for a missing folder, NotADirectory for a file. */
   list(dir: string, opts?: CallOptions & { hash?: string }): Promise<ListResult>;
   /** One entry, or null when it does not exist. stat('/') is the top folder. */
   stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null>;
   /** Many entries in one request where the service allows it (Maxxo /ops/filesize). */
-  statMany?(paths: string[], opts?: CallOptions): Promise<(RemoteEntry | null)[]>;
-  /** Ranged read (capabilities.rangedReads). May return fewer bytes only at end of file. */
-  read?(path: string, offset: number, length: number, opts?: CallOptions): Promise<Buffer>;
-  /**
-   * Ranged read streamed to `sink` as the bytes arrive, so no range is ever whole in memory.
-   * Chunks come in file order with their position; the next one only after the sink's promise
-   * settled. A transfer cut short may start over at `offset` (the sink sees positions again).
-   * An error thrown by the sink ends the read with that error. Resolves with the bytes of the
-   * last run (fewer only at end of file) and, when the server says, the revision and size served
-   * (the sink gets them with every chunk, so it can refuse bytes of an unexpected version).
-   */
-  readTo?(path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions): Promise<RangeRead>;
+  readonly batchStat?: BatchStat;
+  /** Reads of byte ranges, where they are cheap (HTTP Range). */
+  readonly ranged?: RangedReads;
   /**
    * Whole-file download into localFile (created or truncated). Writes in place so that a reader
    * may follow the bytes as they arrive; onProgress reports how many are there.
@@ -126,40 +147,93 @@ export interface Remote {
   downloadMany?(items: { path: string; localFile: string }[], opts?: TransferOptions): Promise<string[]>;
   /** Upload localFile's bytes to path, creating or replacing it; creates missing parents. */
   upload(localFile: string, path: string, opts?: TransferOptions): Promise<RemoteEntry>;
-  /**
-   * Many uploads in one transfer where the data plane allows it (capabilities.batchUpload; Maxxo:
-   * one rsync run). Resolves with one result per item, in order: the entry now on the server, or
-   * that item's own error. An item gets its entry only when the transfer of its bytes succeeded;
-   * items of a failed transfer are tried alone or get a retryable error, never a false success.
-   */
-  uploadMany?(items: { localFile: string; path: string }[], opts?: CallOptions): Promise<UploadResult[]>;
+  /** Many uploads in one transfer, cheaper than one upload() each (Maxxo: one rsync run). */
+  readonly batchUpload?: BatchUpload;
+  /** Times and mode the service keeps (vBoxx client_mtime), and a change of them alone. */
+  readonly fileMeta?: FileMetadata;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
   /** The parts of an upload policy known before a file is complete (services that have one). */
-  uploadPolicy?: UploadPolicy;
+  readonly uploadPolicy?: UploadPolicy;
   mkdir(path: string, opts?: CallOptions): Promise<void>;
   /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
   move(from: string, to: string, opts?: CallOptions): Promise<void>;
   /** Delete files or folders (folders recursively). */
   remove(paths: string[], opts?: CallOptions): Promise<void>;
   statfs(opts?: CallOptions): Promise<StatFs>;
-  shareLink?(path: string, opts?: CallOptions): Promise<{ url: string; expires?: string | null }>;
-  /**
-   * The drive's cache lifetimes, for a client that caches server state of its own (Maxxo: the
-   * rsync daemon's listings that give mtimes): kept within them, the drive's promise on how soon
-   * it sees other clients' changes holds.
-   */
-  cacheTtls?(t: { attrTtlMs: number; dirTtlMs: number }): void;
-  /**
-   * For a service whose listings may carry a file's version (mtime) from older server state than
-   * the listing's sizes (Maxxo: mtimes come from a separate, cached rsync listing): e (a cached
-   * entry of path) with version information from server state no older than maxAgeMs. The drive
-   * asks it before it serves cached content again, so that check is what bounds how long another
-   * client's same-size change goes unseen. The last known version when the service cannot tell.
-   */
-  revalidate?(path: string, e: RemoteEntry, maxAgeMs: number, opts?: CallOptions): Promise<RemoteEntry>;
+  /** Public links to files (vBoxx). */
+  readonly shareLinks?: ShareLinks;
+  /** Version information that listings may carry from older server state (Maxxo mtimes). */
+  readonly revalidation?: Revalidation;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
+  /** The server stopped answering (requests fail fast until a probe gets an answer). */
+  readonly offline?: boolean;
+  /** What the transfers are doing, for status and progress (remotes wrapped by observeRemote). */
+  activity?(): RemoteActivity;
+}
+
+/** Link state and upload counters (see remote/observed.ts). */
+export interface RemoteActivity {
+  /** retrying: the last transfer or change failed with a retryable error and none succeeded since. */
+  state: 'ok' | 'retrying' | 'offline';
+  /** When that state began (ms since the epoch). */
+  sinceMs: number;
+  /** The failure behind retrying/offline. */
+  error?: string;
+  /** Upload bytes sent since the start, the ones of uploads in flight included (monotonic). */
+  sentBytes: number;
+  /** Bytes sent so far of the uploads in flight. */
+  sendingBytes: number;
+}
+
+export interface BatchStat {
+  /** One entry (or null) per path, in order. */
+  statMany(paths: string[], opts?: CallOptions): Promise<(RemoteEntry | null)[]>;
+}
+
+export interface RangedReads {
+  /**
+   * Ranged read streamed to `sink` as the bytes arrive, so no range is ever whole in memory.
+   * Chunks come in file order with their position; the next one only after the sink's promise
+   * settled. A transfer cut short may start over at `offset` (the sink sees positions again).
+   * An error thrown by the sink ends the read with that error. Resolves with the bytes of the
+   * last run (fewer only at end of file) and, when the server says, the revision and size served
+   * (the sink gets them with every chunk, so it can refuse bytes of an unexpected version).
+   */
+  readTo(path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions): Promise<RangeRead>;
+}
+
+export interface BatchUpload {
+  /**
+   * Resolves with one result per item, in order: the entry now on the server, or that item's own
+   * error. An item gets its entry only when the transfer of its bytes succeeded; items of a failed
+   * transfer are tried alone or get a retryable error, never a false success.
+   */
+  uploadMany(items: { localFile: string; path: string; mtimeMs?: number; mode?: number }[], opts?: CallOptions): Promise<UploadResult[]>;
+}
+
+/**
+ * For a service whose listings may carry a file's version (mtime) from older server state than
+ * the listing's sizes (Maxxo: mtimes come from a separate, cached rsync listing).
+ */
+export interface Revalidation {
+  /**
+   * The drive's cache lifetimes, for a client that caches server state of its own: kept within
+   * them, the drive's promise on how soon it sees other clients' changes holds.
+   */
+  cacheTtls(t: { attrTtlMs: number; dirTtlMs: number }): void;
+  /**
+   * e (a cached entry of path) with version information from server state no older than maxAgeMs.
+   * The drive asks it before it serves cached content again, so that check is what bounds how
+   * long another client's same-size change goes unseen. The last known version when the service
+   * cannot tell.
+   */
+  revalidate(path: string, e: RemoteEntry, maxAgeMs: number, opts?: CallOptions): Promise<RemoteEntry>;
+}
+
+export interface ShareLinks {
+  shareLink(path: string, opts?: CallOptions): Promise<{ url: string; expires?: string | null }>;
 }
 
 /**

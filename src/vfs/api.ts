@@ -1,5 +1,5 @@
 // The contract between the FUSE adapter (fuse/) and the core (vfs/). Everything here is in
-// path terms, FUSE-free. Failures are thrown as the typed errors of remote/errors.ts
+// path terms, FUSE-free. Failures are thrown as the typed errors of src/errors.ts
 // (NotFound, AlreadyExists, NotEmpty, IsADirectory, NotADirectory, PolicyFileTooLarge, ...);
 // fuse/errno.ts is the one table that turns their codes into errno values.
 import type { Logger } from '../log.js';
@@ -51,6 +51,14 @@ export interface DriveStatus {
   notices?: DriveNotice[];
   cacheBytes: number;
   dirtyBytes: number;
+  /** When the oldest change still pending was first seen pending (ms since the epoch; within a status poll). */
+  oldestPendingMs?: number;
+  /** The link to the service (remotes that report it): retrying or offline, since when, why. */
+  link?: { state: 'ok' | 'retrying' | 'offline'; sinceMs: number; error?: string };
+  /** Upload bytes sent since the mount, of uploads in flight too (moves within one big file). */
+  sentBytes?: number;
+  /** Of pendingBytes, the bytes already sent by the uploads in flight. */
+  sendingBytes?: number;
 }
 
 export interface DriveNotice {
@@ -134,6 +142,66 @@ export interface VfsOptions {
   speculativeListMaxEntries?: number;
 }
 
+/** A time a program sets (utimensat): milliseconds since the epoch (fractions keep the ns), or the clock's now. */
+export type TimeChange = number | 'now';
+
+/** What a setattr changes; absent = left as it is (utimensat's UTIME_OMIT). */
+export interface SetAttrChanges {
+  size?: number;
+  mode?: number;
+  /** Accepted and ignored (neither service has owners), after the node was checked to exist. */
+  uid?: number;
+  gid?: number;
+  atime?: TimeChange;
+  mtime?: TimeChange;
+}
+
+/** rename(2)'s renameat2 flags the drive understands. */
+export interface RenameFlags {
+  /** RENAME_NOREPLACE: fail with EEXIST when the target exists. */
+  noReplace?: boolean;
+}
+
+/** An inode number (stable for the mount, root = 1) with what the drive shows for it. */
+export type InoAttr = Attr & { ino: number };
+
+/**
+ * The vfs addressed by inode number, for the libfuse 3 backend: the vfs's own inode table (the one
+ * st_ino comes from) is THE table, with the kernel's lookup counts kept in it. Every entry this
+ * returns from lookup/create/mkdir counts one kernel reference; readdirplus entries are counted
+ * by the caller through counted() for the ones it sent; forget() takes them away.
+ */
+export interface InodeApi {
+  lookup(parent: number, name: string): Promise<InoAttr>;
+  forget(ino: number, n: number): void;
+  counted(ino: number, n?: number): void;
+  getattr(ino: number, fh?: number): Promise<InoAttr>;
+  setattr(ino: number, changes: SetAttrChanges, fh?: number): Promise<InoAttr>;
+  opendir(ino: number): Promise<number>;
+  releasedir(ino: number, fh: number): Promise<void>;
+  /** The folder's entries with their attributes (and inode numbers), plus the folder's and its parent's numbers. */
+  readdir(ino: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }>;
+  /** keepCache: the content the kernel may have cached from earlier opens is still what the drive holds. */
+  open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean }>;
+  create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }>;
+  mkdir(parent: number, name: string, mode: number): Promise<InoAttr>;
+  /** An open file stays readable and writable through its handles, and is not uploaded again. */
+  unlink(parent: number, name: string): Promise<void>;
+  rmdir(parent: number, name: string): Promise<void>;
+  rename(parent: number, name: string, newParent: number, newName: string, flags?: RenameFlags): Promise<void>;
+  read(fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  write(fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  flush(fh: number): Promise<void>;
+  release(fh: number): Promise<void>;
+  fsync(fh: number, datasync: boolean): Promise<void>;
+  statfs(): Promise<FsStats>;
+  access(ino: number, mode: number): Promise<void>;
+  getxattr(ino: number, name: string): Promise<Buffer>;
+  listxattr(ino: number): Promise<string[]>;
+  setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void>;
+  removexattr(ino: number, name: string): Promise<void>;
+}
+
 export interface VfsApi {
   getattr(path: string): Promise<Attr>;
   fgetattr(path: string, fh: number): Promise<Attr>;
@@ -160,15 +228,19 @@ export interface VfsApi {
   unlink(path: string, opts?: { keepOpenAs?: string }): Promise<void>;
   mkdir(path: string, mode: number): Promise<void>;
   rmdir(path: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
+  rename(from: string, to: string, flags?: RenameFlags): Promise<void>;
   statfs(path: string): Promise<FsStats>;
   utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  /** utimensat with each time set, 'now', or left alone. */
+  setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   access(path: string, mode: number): Promise<void>;
   getxattr(path: string, name: string): Promise<Buffer>;
   listxattr(path: string): Promise<string[]>;
   setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
   removexattr(path: string, name: string): Promise<void>;
+  /** The same drive addressed by inode number (the libfuse 3 backend). */
+  readonly inodes: InodeApi;
 
   /** Replays the write-back journal left by an earlier run; called once before the mount goes live. */
   start(): Promise<void>;

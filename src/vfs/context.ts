@@ -2,7 +2,7 @@
 // whether the drive is closing, the time bound of remote calls, and the user-facing notices.
 // Components get this one small object instead of reaching into the Vfs facade.
 import type { Logger } from '../log.js';
-import { RemoteError, Timeout } from '../remote/errors.js';
+import { RemoteError, Timeout } from '../errors.js';
 import type { Remote } from '../remote/types.js';
 import type { DriveNotice } from './api.js';
 import type { ResolvedOptions } from './options.js';
@@ -42,7 +42,7 @@ export class Ctx {
 
   /** The remote serves byte ranges (vBoxx): reads fetch blocks, not whole files. */
   get ranged(): boolean {
-    return !!(this.remote.read && this.remote.capabilities.rangedReads);
+    return !!this.remote.ranged;
   }
 
   /** Runs fn with an AbortSignal and fails with Timeout after opTimeoutMs even if fn ignores it. */

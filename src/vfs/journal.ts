@@ -1,5 +1,6 @@
 // The durable write-back journal: an append-only file of JSON lines recording which closed files
-// still have to reach the server (and renames/cancellations that affect them). A record is durable
+// still have to reach the server (with their mtime/mode at the close), which metadata changes alone
+// (utimens/chmod, `a` records, one per path) do, and renames/cancellations that affect both. A record is durable
 // before the operation that wrote it returns, so after a crash (kill -9) the next start() knows
 // every closed file whose upload had not been confirmed. Appends are group-committed (one write
 // for everything queued meanwhile) and the file is compacted to the live state when it grows.
@@ -49,10 +50,26 @@ export interface PendingUpload {
   size: number;
   /** The content itself, when the record carries it (small files; see the top of this file). */
   data?: Buffer;
+  /** The file's mtime and mode as they were at the close (services that keep them get them with the upload). */
+  mtimeMs?: number;
+  mode?: number;
+}
+
+/**
+ * A change of a file's metadata alone (utimens, chmod) not yet confirmed by the server. One per
+ * path: a newer change merges into it under a new uid, so `done` of an older send completes
+ * nothing. Cancelled and renamed with the path like uploads.
+ */
+export interface PendingAttrs {
+  uid: string;
+  path: string;
+  mtimeMs?: number;
+  mode?: number;
 }
 
 type Rec =
-  | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string }
+  | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number }
+  | { t: 'a'; uid: string; p: string; mt?: number; mo?: number }
   | { t: 'd'; uid: string }
   | { t: 'c'; p: string }
   | { t: 'r'; f: string; to: string };
@@ -61,6 +78,8 @@ export class Journal {
   readonly pending = new Map<string, PendingUpload>();
   /** uid of the pending upload of each path (a close must not scan every pending upload). */
   private readonly byPath = new Map<string, string>();
+  /** Metadata changes not yet confirmed, by path. */
+  readonly attrs = new Map<string, PendingAttrs>();
   private fh: fsp.FileHandle | null = null;
   /** Where the next record goes; the file holds zeros from here to `ahead`. */
   private end = 0;
@@ -115,21 +134,24 @@ export class Journal {
   upload(p: PendingUpload): Promise<void> {
     return this.append(this.uploadRec(p), p.data);
   }
+  /** A metadata change of path: merged into the one pending, under a new uid. */
+  setAttrs(uid: string, path: string, change: { mtimeMs?: number; mode?: number }): Promise<void> {
+    const old = this.attrs.get(path);
+    const mt = change.mtimeMs ?? old?.mtimeMs;
+    const mo = change.mode ?? old?.mode;
+    return this.append({ t: 'a', uid, p: path, ...(mt !== undefined ? { mt } : {}), ...(mo !== undefined ? { mo } : {}) });
+  }
   done(uid: string): Promise<void> {
-    if (!this.pending.has(uid)) return Promise.resolve();
+    if (!this.pending.has(uid) && !this.attrUid(uid)) return Promise.resolve();
     return this.append({ t: 'd', uid });
   }
   /** Forgets pending uploads of path and of everything under it (deleted). */
   cancel(path: string): Promise<void> {
-    let any = false;
-    for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) { any = true; break; }
-    if (!any) return this.durable();
+    if (!this.anyUnder(path)) return this.durable();
     return this.append({ t: 'c', p: path }, undefined, true);
   }
   rename(from: string, to: string): Promise<void> {
-    let any = false;
-    for (const p of this.pending.values()) if (p.path === from || isUnder(p.path, from)) { any = true; break; }
-    if (!any) return this.durable();
+    if (!this.anyUnder(from)) return this.durable();
     return this.append({ t: 'r', f: from, to }, undefined, true);
   }
 
@@ -148,6 +170,17 @@ export class Journal {
     });
   }
 
+
+  private anyUnder(path: string): boolean {
+    for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) return true;
+    for (const a of this.attrs.values()) if (a.path === path || isUnder(a.path, path)) return true;
+    return false;
+  }
+
+  private attrUid(uid: string): PendingAttrs | undefined {
+    for (const a of this.attrs.values()) if (a.uid === uid) return a;
+    return undefined;
+  }
 
   /** Pending upload of exactly `path`, if any. */
   forPath(path: string): PendingUpload | undefined {
@@ -177,23 +210,38 @@ export class Journal {
         if (same) this.forget(rec.uid, same);
         // inline content that does not match the record's size is not trusted (the cache file is)
         const inline = data && data.length === rec.n ? data : undefined;
-        this.pending.set(rec.uid, { uid: rec.uid, path: rec.p, id: rec.id, size: rec.n, ...(inline ? { data: inline } : {}) });
+        this.pending.set(rec.uid, {
+          uid: rec.uid, path: rec.p, id: rec.id, size: rec.n, ...(inline ? { data: inline } : {}),
+          ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
+        });
         this.byPath.set(rec.p, rec.uid);
         if (inline) this.inlineBytes += inline.length;
         break;
       }
+      case 'a':
+        this.attrs.set(rec.p, {
+          uid: rec.uid, path: rec.p,
+          ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
+        });
+        break;
       case 'd': {
         const p = this.pending.get(rec.uid);
         if (p) this.forget(rec.uid, p);
+        else { const a = this.attrUid(rec.uid); if (a) this.attrs.delete(a.path); }
         break;
       }
       case 'c':
         for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
+        for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
         break;
-      case 'r':
+      case 'r': {
         for (const [k, p] of this.pending) {
           if (p.path === rec.to || isUnder(p.path, rec.to)) this.forget(k, p);
         }
+        for (const k of [...this.attrs.keys()]) if (k === rec.to || isUnder(k, rec.to)) this.attrs.delete(k);
+        const moved: PendingAttrs[] = [];
+        for (const [k, a] of this.attrs) if (k === rec.f || isUnder(k, rec.f)) { this.attrs.delete(k); moved.push(a); }
+        for (const a of moved) { a.path = rec.to + a.path.slice(rec.f.length); this.attrs.set(a.path, a); }
         for (const p of this.pending.values()) {
           if (p.path === rec.f || isUnder(p.path, rec.f)) {
             if (this.byPath.get(p.path) === p.uid) this.byPath.delete(p.path);
@@ -202,6 +250,7 @@ export class Journal {
           }
         }
         break;
+      }
     }
   }
 
@@ -212,7 +261,14 @@ export class Journal {
   }
 
   private uploadRec(p: PendingUpload): Rec {
-    return { t: 'u', uid: p.uid, p: p.path, id: p.id, n: p.size, ...(p.data ? { b: p.data.toString('base64') } : {}) };
+    return {
+      t: 'u', uid: p.uid, p: p.path, id: p.id, n: p.size, ...(p.data ? { b: p.data.toString('base64') } : {}),
+      ...(p.mtimeMs !== undefined ? { mt: p.mtimeMs } : {}), ...(p.mode !== undefined ? { mo: p.mode } : {}),
+    };
+  }
+
+  private attrsRec(a: PendingAttrs): Rec {
+    return { t: 'a', uid: a.uid, p: a.path, ...(a.mtimeMs !== undefined ? { mt: a.mtimeMs } : {}), ...(a.mode !== undefined ? { mo: a.mode } : {}) };
   }
 
   private append(rec: Rec, data?: Buffer, sync = false): Promise<void> {
@@ -273,7 +329,7 @@ export class Journal {
           }
           this.end += buf.length;
         }
-        if (this.records > this.compactAfter && this.records > 4 * this.pending.size) await this.rewrite();
+        if (this.records > this.compactAfter && this.records > 4 * (this.pending.size + this.attrs.size)) await this.rewrite();
         if (this.lazy && text) this.unsynced = true;
         if (this.unsynced && batch.some((b) => b.sync)) {
           await this.fh!.datasync();
@@ -309,6 +365,7 @@ export class Journal {
     if (this.fh) { await this.fh.close(); this.fh = null; }
     const tmp = this.file + '.tmp';
     const lines = [...this.pending.values()].map((p) => JSON.stringify(this.uploadRec(p)) + '\n');
+    for (const a of this.attrs.values()) lines.push(JSON.stringify(this.attrsRec(a)) + '\n');
     const fh = await fsp.open(tmp, 'w', 0o600);
     try {
       await fh.writeFile(lines.join(''));
@@ -319,7 +376,7 @@ export class Journal {
     await fsp.rename(tmp, this.file);
     const dir = await fsp.open(this.file.slice(0, this.file.lastIndexOf('/')) || '/', 'r');
     try { await dir.sync(); } catch { /* some filesystems refuse fsync on directories */ } finally { await dir.close(); }
-    this.records = this.pending.size;
+    this.records = this.pending.size + this.attrs.size;
     this.damaged = false;
     await this.openForWrite();
   }

@@ -14,13 +14,15 @@
 //   complete copy that can be uploaded as is, also after a crash (content/obj.ts).
 // - One content object (Obj) per path owns one cache file and one fd shared by all handles; reads
 //   and writes go straight between the caller's buffer and that fd.
+import { randomUUID } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import {
   AlreadyExists, BadRequest, Cancelled, IsADirectory, NoXattr, NotFound, ReadOnly, Unsupported,
-} from '../remote/errors.js';
+} from '../errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FlushResult, FsStats, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveStatus, FlushResult, FsStats, InodeApi, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
+import { InodeVfs } from './inodes.js';
 import { Ctx, errText } from './context.js';
 import { ContentIo } from './content/io.js';
 import { Fetcher, type ReadCursor } from './content/fetch.js';
@@ -37,6 +39,7 @@ import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
+import { AttrWriter } from './writeback/attrs.js';
 import { usableDir } from '../util/dirs.js';
 
 export { defaultVfsOptions } from './options.js';
@@ -77,7 +80,8 @@ export class Vfs implements VfsApi {
   private readonly ctx: Ctx;
   private readonly meta: MetaCache;
   private readonly lookups: Lookup;
-  private readonly attrTable = new AttrTable();
+  private readonly attrTable: AttrTable;
+  private readonly attrWriter: AttrWriter;
   private readonly store: ContentStore;
   private readonly fetcher: Fetcher;
   private readonly prefetch: Prefetcher;
@@ -87,11 +91,13 @@ export class Vfs implements VfsApi {
   private readonly ns: Namespace;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
+  readonly inodes: InodeApi;
 
   constructor(private readonly remote: Remote, options: VfsOptions) {
     const opts = this.opts = resolveOptions(options);
     this.ctx = new Ctx(remote, opts);
-    this.remote.cacheTtls?.({ attrTtlMs: opts.attrTtlMs, dirTtlMs: opts.dirTtlMs });
+    this.remote.revalidation?.cacheTtls({ attrTtlMs: opts.attrTtlMs, dirTtlMs: opts.dirTtlMs });
+    this.attrTable = new AttrTable(remote.fileMeta);
     this.meta = new MetaCache(this.ctx);
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {
@@ -110,10 +116,26 @@ export class Vfs implements VfsApi {
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
-    this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, this.barriers);
+    this.attrWriter = new AttrWriter(this.ctx, this.journal, {
+      obj: (path) => this.store.objs.get(path),
+      file: (o) => this.store.file(o),
+      scratch: () => join(this.store.dataDir, `attrs-${randomUUID()}`),
+      landed: (path, e, o) => {
+        const entry: RemoteEntry = { ...e, name: baseOf(path), type: 'file' };
+        if (o && !o.dirty && !o.unlinked) o.ident = { ...entry };
+        this.meta.setInParent(path, entry);
+      },
+      wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
+    }, this.barriers);
+    this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, this.barriers, {
+      now: (o) => this.attrTable.toSend(o.path, o.localMtime),
+      sent: (path, carried) => this.attrWriter.sent(path, carried),
+      idle: (path) => this.attrWriter.idle(path),
+    });
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
+      attrWriter: this.attrWriter,
       barriers: this.barriers, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
       forgetShareLinks: (path, tree) => {
@@ -121,6 +143,11 @@ export class Vfs implements VfsApi {
         for (const k of [...this.shareLinks.keys()]) if (k === path || isUnder(k, path)) this.shareLinks.delete(k);
       },
       writable: () => this.assertWritable(),
+    });
+    this.inodes = new InodeVfs(this, this.attrTable, {
+      handleObj: (fh) => this.handles.get(fh)?.obj,
+      objAt: (path) => this.store.objs.get(path),
+      objAttr: (o) => this.objAttr(o),
     });
   }
 
@@ -144,9 +171,16 @@ export class Vfs implements VfsApi {
     // closed files whose upload was not confirmed: they are the local truth until uploaded
     for (const { obj: o, rec } of restored) {
       this.uploader.restore(o, rec);
+      if (rec.mode !== undefined) this.attrTable.update(o.path, { perm: rec.mode });
     }
     if (pending.length > 0) this.log.info(`replaying ${pending.length} pending upload(s) from the journal`);
     for (const o of this.store.localObjs) this.uploader.schedule(o, 0);
+    // metadata changes not confirmed: shown as the programs set them, sent again
+    for (const a of this.journal.attrs.values()) {
+      this.attrTable.update(a.path, { ...(a.mtimeMs !== undefined ? { mtimeMs: a.mtimeMs } : {}), ...(a.mode !== undefined ? { perm: a.mode } : {}) });
+      this.attrWriter.schedule(a.path, 0);
+    }
+    if (this.journal.attrs.size > 0) this.log.info(`replaying ${this.journal.attrs.size} pending metadata change(s) from the journal`);
     this.store.maybeEvict();
   }
 
@@ -157,7 +191,9 @@ export class Vfs implements VfsApi {
    * `retryFailed: false` skips uploads whose current content already used up its budget.
    */
   async flushAll(opts: { signal?: AbortSignal; retryFailed?: boolean } = {}): Promise<FlushResult> {
-    const all = this.uploader.flush([...this.store.localObjs], opts.retryFailed !== false);
+    // content first: its uploads carry the times and modes, the metadata sends go after
+    const retry = opts.retryFailed !== false;
+    const all = this.uploader.flush([...this.store.localObjs], retry).then(() => this.attrWriter.flush(retry));
     if (opts.signal) {
       const signal = opts.signal;
       if (signal.aborted) throw new Cancelled('flush aborted');
@@ -169,7 +205,10 @@ export class Vfs implements VfsApi {
     } else {
       await all;
     }
-    return { pending: this.journal.pending.size, failed: this.uploader.stillPending(this.store.localObjs) };
+    return {
+      pending: this.journal.pending.size + this.journal.attrs.size,
+      failed: [...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
+    };
   }
 
   status(): DriveStatus {
@@ -177,15 +216,32 @@ export class Vfs implements VfsApi {
     for (const p of this.journal.pending.values()) pendingBytes += p.size;
     let dirtyBytes = 0;
     for (const o of this.store.localObjs) if (o.dirty) dirtyBytes += o.size;
+    // Records carry no time: each is dated when a status call first sees it (callers poll).
+    const now = Date.now();
+    let oldest: number | undefined;
+    for (const uid of this.journal.pending.keys()) {
+      let at = this.pendingSeen.get(uid);
+      if (at === undefined) this.pendingSeen.set(uid, at = now);
+      if (oldest === undefined || at < oldest) oldest = at;
+    }
+    for (const uid of this.pendingSeen.keys()) if (!this.journal.pending.has(uid)) this.pendingSeen.delete(uid);
+    const act = this.ctx.remote.activity?.();
     return {
-      pending: this.journal.pending.size,
+      pending: this.journal.pending.size + this.journal.attrs.size,
       pendingBytes,
-      failures: [...this.uploader.failures.values()],
+      failures: [...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
+      ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
+      ...(act ? {
+        link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },
+        sentBytes: act.sentBytes, sendingBytes: act.sendingBytes,
+      } : {}),
     };
   }
+  /** First time status() saw each pending record (see status()). */
+  private readonly pendingSeen = new Map<string, number>();
 
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (this.ctx.closed) return;
@@ -199,12 +255,12 @@ export class Vfs implements VfsApi {
     this.ctx.closed = true;
     this.prefetch.stop();
     const objs = [...this.store.objs.values()];
-    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs)]);
+    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown()]);
     // writes that arrived while the flush ran: into the journal, for the next mount
     await this.commitOpenWriters();
     await this.store.closeAll();
     this.handles.clear();
-    const kept = this.journal.pending.size;
+    const kept = this.journal.pending.size + this.journal.attrs.size;
     if (kept > 0) {
       this.log.warn(`${kept} pending change(s) stay in the journal under ${this.root}; ` +
         'they are delivered at the next mount of this account');
@@ -246,13 +302,28 @@ export class Vfs implements VfsApi {
   async getattr(path: string): Promise<Attr> {
     path = normPath(path);
     const e = await this.lookups.existing(path);
-    return this.attrTable.toAttr(path, e, this.store.objs.get(path));
+    return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
+  }
+
+  /** Subfolders of dir when its listing is cached (for nlink), else undefined. */
+  private subdirs(dir: string): number | undefined {
+    const d = this.meta.dirs.peek(dir);
+    if (!d) return undefined;
+    let n = 0;
+    for (const e of d.entries.values()) if (e.type === 'dir') n++;
+    return n;
   }
 
   async fgetattr(path: string, fh: number): Promise<Attr> {
     const h = this.handles.get(fh);
     if (!h) return this.getattr(path);
+    const a = this.objAttr(h.obj);
     const o = h.obj;
+    // deleted while open (libfuse 3 backend: no hidden name): no name links to it any more
+    return o.unlinked ? { ...a, nlink: 0 } : a;
+  }
+
+  private objAttr(o: Obj): Attr {
     const base: RemoteEntry = o.ident && !o.authoritative ? o.ident : this.store.localEntry(o);
     return this.attrTable.toAttr(o.path, base, o);
   }
@@ -268,7 +339,8 @@ export class Vfs implements VfsApi {
     const attrs = new Map<string, Attr>();
     for (const [name, { e: ce, o }] of kids) {
       names.push(name);
-      attrs.set(name, this.attrTable.toAttr(joinPath(path, name), ce, o));
+      const p = joinPath(path, name);
+      attrs.set(name, this.attrTable.toAttr(p, ce, o, ce.type === 'dir' ? this.subdirs(p) : undefined));
     }
     this.prefetch.subdirs(path);
     return { names, attrs };
@@ -310,24 +382,55 @@ export class Vfs implements VfsApi {
     return value;
   }
 
-  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
+  /**
+   * An undefined time is left as it is (UTIME_OMIT). A file's mtime, where the service keeps it,
+   * is a journalled write-back change (writeback/attrs.ts): durable before this returns, sent
+   * after the write-back delay, alone or with the content upload. atime and folder times are
+   * kept for the mount only (the services hold neither).
+   */
+  async utimens(path: string, atimeMs: number | undefined, mtimeMs: number | undefined): Promise<void> {
     path = normPath(path);
     this.assertWritable();
-    await this.lookups.existing(path);
-    this.attrTable.update(path, { atimeMs, mtimeMs, ctimeMs: Date.now() });
+    const e = await this.lookups.existing(path);
+    this.attrTable.update(path, {
+      ...(atimeMs !== undefined ? { atimeMs } : {}), ...(mtimeMs !== undefined ? { mtimeMs } : {}), ctimeMs: Date.now(),
+    });
+    if (e.type === 'file' && mtimeMs !== undefined) await this.attrWriter.record(path, { mtimeMs });
   }
 
+  async setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void> {
+    path = normPath(path);
+    this.assertWritable();
+    const e = await this.lookups.existing(path);
+    // one clock reading: "now" in both slots is the same instant (touch sets atime == mtime)
+    const now = Date.now();
+    const ms = (t: TimeChange) => (t === 'now' ? now : t);
+    const change: { atimeMs?: number; mtimeMs?: number; ctimeMs: number } = { ctimeMs: now };
+    if (times.atime !== undefined) change.atimeMs = ms(times.atime);
+    if (times.mtime !== undefined) change.mtimeMs = ms(times.mtime);
+    if (change.atimeMs === undefined && change.mtimeMs === undefined) return;
+    // an mtime set alone must not drag the shown atime along (toAttr falls back to mtime for it)
+    if (change.atimeMs === undefined && this.attrTable.local.get(path)?.atimeMs === undefined) {
+      change.atimeMs = (await this.getattr(path)).atimeMs;
+    }
+    this.attrTable.update(path, change);
+    if (e.type === 'file' && change.mtimeMs !== undefined) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs });
+  }
+
+  /** Bits the service cannot hold are accepted without effect (see AttrTable.toAttr). */
   async chmod(path: string, mode: number): Promise<void> {
     path = normPath(path);
     this.assertWritable();
-    await this.lookups.existing(path);
+    const e = await this.lookups.existing(path);
     this.attrTable.update(path, { perm: mode & 0o7777, ctimeMs: Date.now() });
+    if (e.type === 'file') await this.attrWriter.record(path, { mode: mode & 0o7777 });
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
     path = normPath(path);
     await this.lookups.existing(path);
-    if (name !== SHARE_LINK_XATTR || !this.remote.capabilities.shareLinks || !this.remote.shareLink) {
+    const links = this.remote.shareLinks;
+    if (name !== SHARE_LINK_XATTR || !links) {
       throw new NoXattr(`no attribute ${name}`, { path });
     }
     let url = this.shareLinks.get(path);
@@ -335,7 +438,7 @@ export class Vfs implements VfsApi {
       const o = this.store.objs.get(path);
       // a link to content the server has not got yet would share the wrong bytes
       if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
-      const r = await this.ctx.bounded(`share link ${path}`, (signal) => this.remote.shareLink!(path, { signal, priority: Priority.interactive }));
+      const r = await this.ctx.bounded(`share link ${path}`, (signal) => links.shareLink(path, { signal, priority: Priority.interactive }));
       url = r.url;
       this.shareLinks.set(path, url);
     }
@@ -348,7 +451,7 @@ export class Vfs implements VfsApi {
     // Not listed by default: programs that copy every listed attribute (vim's write-rename,
     // cp -a, rsync -X, file managers) would read it, which creates a public share link of each
     // file they touch, and then fail setting it on the copy. `getfattr -n NAME` still works.
-    return this.opts.listShareLinkXattr && this.remote.capabilities.shareLinks && this.remote.shareLink ? [SHARE_LINK_XATTR] : [];
+    return this.opts.listShareLinkXattr && this.remote.shareLinks ? [SHARE_LINK_XATTR] : [];
   }
 
   async setxattr(path: string, _name: string, _value: Buffer, _flags: number): Promise<void> {
@@ -364,26 +467,40 @@ export class Vfs implements VfsApi {
   mkdir(path: string, mode: number): Promise<void> { return this.ns.mkdir(path, mode); }
   rmdir(path: string): Promise<void> { return this.ns.rmdir(path); }
   unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> { return this.ns.unlink(path, opts); }
-  rename(from: string, to: string): Promise<void> { return this.ns.rename(from, to); }
+  rename(from: string, to: string, flags: RenameFlags = {}): Promise<void> { return this.ns.rename(from, to, flags); }
 
   // ------------------------------------------------------------------ open / create / release
 
   async open(path: string, flags: number): Promise<number> {
+    return (await this.openCached(path, flags)).fh;
+  }
+
+  /**
+   * open, and whether the kernel may keep what it cached of the file from earlier opens: only when
+   * this content object outlived them unchanged (not evicted, not found stale on the server now).
+   */
+  async openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> {
     path = normPath(path);
     await this.start();
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable || (flags & O_TRUNC)) this.assertWritable();
     let e = await this.lookups.lookup(path);
     if (!e) {
-      if (flags & O_CREAT) return this.create(path, 0o644, flags);
+      if (flags & O_CREAT) return { fh: await this.create(path, 0o644, flags), keepCache: false };
       throw new NotFound('no such file', { path });
     }
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
     if ((flags & O_CREAT) && (flags & O_EXCL)) throw new AlreadyExists('already exists', { path });
     let o = this.store.objs.get(path);
-    e = await this.revalidated(path, e, o, flags);
+    if (this.mustRevalidate(e, o, flags)) {
+      e = await this.revalidated(path, e);
+      // another open of the path may have made its content object meanwhile
+      o = this.store.objs.get(path);
+    }
+    let keepCache = !!o;
     if (o && !o.authoritative && !sameIdent(o.ident, e)) {
       // the server has other content now: cached bytes are stale
+      keepCache = false;
       await this.fetcher.resetContent(o, e);
     }
     if (!o) {
@@ -391,7 +508,7 @@ export class Vfs implements VfsApi {
     }
     // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
     if (!writable) this.prefetch.siblings(parentOf(path), path);
-    return this.openObj(o, flags, writable);
+    return { fh: await this.openObj(o, flags, writable), keepCache: keepCache && !(flags & O_TRUNC) };
   }
 
   /**
@@ -401,11 +518,15 @@ export class Vfs implements VfsApi {
    * bounds how long another client's same-size change goes unseen, so listings stay cheap.
    * Content a program truncates at open, and content of ours not yet on the server, need none.
    */
-  private async revalidated(path: string, e: RemoteEntry, o: Obj | undefined, flags: number): Promise<RemoteEntry> {
-    if (!this.remote.revalidate || (flags & O_TRUNC) || o?.authoritative) return e;
+  private mustRevalidate(e: RemoteEntry, o: Obj | undefined, flags: number): boolean {
+    if (!this.remote.revalidation || (flags & O_TRUNC) || o?.authoritative) return false;
     const known = (o?.ident ?? e).mtimeMs !== undefined;
-    if (known && !(o && o.ranges.bytes > 0)) return e;
-    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => this.remote.revalidate!(path, e, this.opts.dirTtlMs, { signal }));
+    return !known || !!(o && o.ranges.bytes > 0);
+  }
+
+  private async revalidated(path: string, e: RemoteEntry): Promise<RemoteEntry> {
+    const rv = this.remote.revalidation!;
+    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => rv.revalidate(path, e, this.opts.dirTtlMs, { signal }));
     if (fresh.size !== e.size || fresh.mtimeMs !== e.mtimeMs) this.meta.setInParent(path, fresh);
     return fresh;
   }
@@ -451,7 +572,9 @@ export class Vfs implements VfsApi {
     this.store.markLocal(o);
     this.meta.localChange(path);
     const perm = mode & 0o7777;
-    if (perm && perm !== 0o644) this.attrTable.local.set(path, { perm }); else this.attrTable.local.delete(path);
+    // mode 0 is a mode too (the creator's handle is open already): only the default is not stored
+    if (perm !== 0o644) this.attrTable.local.set(path, { perm }); else this.attrTable.local.delete(path);
+    this.attrTable.dirChanged(parentOf(path));
     // even O_RDONLY|O_CREAT made a file: the handle commits it like a writer
     return this.openObj(o, flags & ~O_TRUNC, true);
   }

@@ -5,7 +5,7 @@ import test from 'ava';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { startDelayProxy } from '../../src/bench/delay-proxy.js';
+import { startDelayProxy } from '../../tools/bench/delay-proxy.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

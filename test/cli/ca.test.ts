@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
 import { makePki, tlsFront } from '../helpers/tls.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, cliSpawn, makeHome, isMounted, waitFor, readJson, type Home } from './helpers.js';
 
 let emu: Emulator;
@@ -76,7 +76,7 @@ test.serial('login --ca saves the CA: mounts (foreground and --daemon) and accou
   const ls = await run('ls', [join(mp, 'Files')], { timeoutMs: 30_000 });
   t.regex(ls.stdout, /readme\.txt/, 'the drive works over https with the saved CA');
   m.child.kill('SIGINT');
-  t.is(await m.exited, 0, m.output());
+  t.is(await m.exited, 130, m.output());
   t.false(isMounted(mp));
 
   // --daemon: the background process resolves the saved account (and its CA) itself.

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readdirSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { setFaults } from '../helpers/emulator.js';
 import { makeHome, isMounted, waitFor, type Home } from './helpers.js';
 import { ptyCli, hasScript, descendants, procId, alive, cmdline, type Pty } from './pty.js';

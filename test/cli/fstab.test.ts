@@ -12,7 +12,7 @@ import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, makeHome, isMounted, waitFor, REPO, type Home } from './helpers.js';
 import { alive, cmdline, environ, envLeak } from './pty.js';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, makeHome, isMounted, waitFor, REPO } from './helpers.js';
 import { spawn } from 'node:child_process';
 
@@ -67,13 +67,13 @@ test('mount.fuse.cloudmount: -f mounts nothing, unknown accounts and arguments f
   t.false(isMounted(mp));
 });
 
-/** The unit's ExecX= lines with systemd's %h/%i filled in and our checkout's cloudmount. */
+/** The unit's ExecX= lines with systemd's %h/%i filled in (it runs ~/.local/bin/cloudmount, linked as the README shows). */
 function unitCommands(home: string, instance: string): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const line of readFileSync(UNIT, 'utf8').split('\n')) {
     const m = /^(Exec\w+)=(.*)$/.exec(line.trim());
     if (!m) continue;
-    const cmd = m[2]!.replace(/%h/g, home).replace(/%i/g, instance).replace('/usr/local/bin/cloudmount', join(REPO, 'scripts', 'cloudmount'));
+    const cmd = m[2]!.replace(/%h/g, home).replace(/%i/g, instance);
     out[m[1]!] = cmd.split(/\s+/);
   }
   return out;
@@ -83,7 +83,8 @@ test('the systemd unit example: ExecStart mounts in the foreground, ExecStop flu
   const h = makeHome();
   t.is((await cli(['login', 'work', '--kind', 'maxxo', '--server', emu.url, '--email', 'demo@maxxo.test', '--password-file', h.pwFile('demo-password')], { env: h.env })).code, 0);
   const home = h.env.HOME!;
-  mkdirSync(home, { recursive: true });
+  mkdirSync(join(home, '.local', 'bin'), { recursive: true });
+  symlinkSync(join(REPO, 'scripts', 'cloudmount'), join(home, '.local', 'bin', 'cloudmount'));
   const cmds = unitCommands(home, 'work');
   t.truthy(cmds.ExecStart && cmds.ExecStop && cmds.ExecStartPre);
   const mp = join(home, 'Cloud', 'work');

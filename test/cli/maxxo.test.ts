@@ -60,7 +60,7 @@ test.serial('send a folder and a file; the receiver sees them in the inbox, acce
   t.regex(acc.stdout, /accepted/);
   const again = await mx(friend(), 'accept', String(folder.id));
   t.is(again.code, 1, 'a processed message cannot be accepted twice');
-  t.regex(again.stderr, new RegExp(`${folder.id}: MESSAGE_`));
+  t.regex(again.stderr, new RegExp(`message ${folder.id} .*\\(MESSAGE_`));
   const dec = await mx(friend(), 'decline', String(file.id));
   t.is(dec.code, 0, dec.stderr);
   const decMissing = await mx(friend(), 'decline', '999999');

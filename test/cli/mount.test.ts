@@ -10,7 +10,7 @@ import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, cliSpawn, makeHome, isMounted, waitFor, sleep, type Home } from './helpers.js';
 
 let emu: Emulator;
@@ -167,7 +167,7 @@ test('SIGINT unmounts a foreground mount (-vv log free of the password); a secon
   t.is(again.code, 1);
   t.regex(again.stderr, /already mounted/);
   m.child.kill('SIGINT');
-  t.is(await m.exited, 0);
+  t.is(await m.exited, 130, "Ctrl-C (SIGINT) ends with 130 after a clean unmount");
   t.false(isMounted(mp));
   t.deepEqual(registry(h), []);
   t.regex(m.output(), /DEBUG/, '-vv logs');

@@ -15,12 +15,16 @@ test('-o options map onto vfs and client settings', (t) => {
   t.deepEqual(s.client, { concurrency: 4, rateLimit: 20, timeoutMs: 45_000 });
   t.like(s, { allowOther: true, debug: true, root: 'Files', passwordFile: '/etc/pw' });
   t.false(parseMountOptions(['ro,rw']).vfs.readOnly);
+  t.is(parseMountOptions(['backend=fuse-native']).backend, 'fuse-native');
+  t.is(parseMountOptions(['backend=libfuse3']).backend, 'libfuse3');
+  t.is(parseMountOptions(['ro']).backend, undefined, 'no backend asked: the mount picks');
 });
 
 test('bad -o options are usage errors naming the option', (t) => {
   for (const [o, re] of [['cache_size=big', /cache_size=big/], ['attr_timeout=', /needs a value/], ['concurrency=0', /concurrency=0/],
     ['ro=1', /takes no value/], ['bogus', /unknown mount option -o bogus/], ['timeout=0', /timeout must be > 0/],
-    ['read_ahead=8M,read_ahead_max=1M', /read_ahead_max/]] as const) {
+    ['read_ahead=8M,read_ahead_max=1M', /read_ahead_max/], ['backend=fuse2', /backend=fuse2: expected libfuse3 or fuse-native/],
+    ['backend', /needs a value/]] as const) {
     const e = t.throws(() => parseMountOptions([o]), { instanceOf: UsageError }, o);
     t.regex(e!.message, re);
   }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { createOps, nameTooLong, toStat, toStatfs } from '../../src/fuse/adapter.js';
 import { errno, errnoName, toErrno } from '../../src/fuse/errno.js';
-import * as E from '../../src/remote/errors.js';
+import * as E from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import type { Attr, VfsApi } from '../../src/vfs/api.js';
 
@@ -14,13 +14,13 @@ const N = os.constants.errno;
 
 test('errno table: every typed error the vfs and clients throw', (t) => {
   const cases: Array<[unknown, number]> = [
-    [new E.NotFound(), N.ENOENT], [new E.FileNotFound(), N.ENOENT], [new E.AlreadyExists(), N.EEXIST],
+    [new E.NotFound(), N.ENOENT], [new E.AlreadyExists(), N.EEXIST],
     [new E.NotEmpty(), N.ENOTEMPTY], [new E.IsADirectory(), N.EISDIR], [new E.NotADirectory(), N.ENOTDIR],
     [new E.PolicyFileTooLarge(), N.EFBIG], [new E.PolicyExcludedExtension(), N.EPERM], [new E.QuotaExceeded(), N.EDQUOT],
     [new E.ReadOnly(), N.EROFS], [new E.NoSpace(), N.ENOSPC], [new E.Unsupported(), N.ENOTSUP], [new E.NoXattr(), N.ENODATA],
     [new E.InvalidName('bad'), N.EINVAL], [new E.InvalidName('name too long'), N.ENAMETOOLONG],
     [new E.InvalidName('bad', { path: '/d/' + 'x'.repeat(300) }), N.ENAMETOOLONG],
-    [new E.NoPermission(), N.EACCES], [new E.Unauthorized(), N.EACCES], [new E.AuthFailed(), N.EACCES], [new E.Forbidden(), N.EACCES],
+    [new E.Unauthorized(), N.EACCES], [new E.AuthFailed(), N.EACCES], [new E.Forbidden(), N.EACCES],
     [new E.Timeout(), N.EIO], [new E.NetworkError(), N.EIO], [new E.ServerError(), N.EIO], [new E.BadResponse(), N.EIO],
     [new E.ServiceUnavailable(), N.EIO], [new E.RateLimited(), N.EIO], [new E.TransferFailed(), N.EIO],
     [new E.Cancelled(), N.EINTR], [new E.CrossDevice(), N.EXDEV], [new E.BadRequest(), N.EINVAL],

@@ -6,6 +6,7 @@ import path from 'node:path';
 import {
   useServers, mountService, KINDS, uniq, run, sh, errCode, codeOf, eventually, sleep, type Drive, type Kind,
 } from './lib/services.js';
+import { startHttpFaultProxy } from '../helpers/fault-proxy.js';
 
 const servers = useServers(test);
 
@@ -201,3 +202,116 @@ test.serial('vboxx: a file refused at close is kept visible in status, not dropp
   t.truthy(st, 'the refused file has a status entry');
   t.regex(d.stderr(), /q\.bin/);
 });
+
+// soak seeds 200375, 300133: the mount listed rsync's temp file (`.<name>.XXXXXX`) of its own
+// upload: the folder's first listing ran while the upload wrote into that folder
+test.serial('maxxo: a listing while our upload runs never shows rsync\'s temp file of it; another client sees the server\'s truth', async (t) => {
+  // a slow data plane keeps the upload's temp file on the server long enough to list it
+  // and a short dir_timeout: the listing taken at create time has expired when the folder is listed
+  const d = await mountService(t, servers, 'maxxo', { client: { rsyncExtraArgs: ['--bwlimit=200'] }, vfs: { dirTtlMs: 100 } });
+  const other = await mountService(t, servers, 'maxxo');
+  const dir = uniq('rsync-tmp');
+  // made by the other mount: ours has no listing of it yet
+  await fsp.mkdir(other.p(dir));
+  const onServer = path.join(await servers.maxxoFolder(), dir);
+  const body = Buffer.alloc(2_000_000, 7);
+  await fsp.writeFile(d.p(dir, 'big.bin'), body);
+  const temps = async () => (await fsp.readdir(onServer)).filter((n) => n.startsWith('.big.bin.'));
+  t.truthy(await eventually(async () => (await temps()).length > 0, 30_000, 20), 'rsync wrote its temp file');
+  await sleep(300);
+  const listed = await fsp.readdir(d.p(dir));
+  t.true((await temps()).length > 0, 'the temp file was still there after the listing');
+  t.deepEqual(listed, ['big.bin']);
+  await d.flush();
+  // after the upload, still only the file (the listing is cached for dir_timeout)
+  t.deepEqual(await fsp.readdir(d.p(dir)), ['big.bin']);
+  t.is((await fsp.stat(d.p(dir, 'big.bin'))).size, body.length);
+  t.deepEqual(await fsp.readdir(onServer), ['big.bin']);
+});
+
+// soak seed 300452: unlink answered EIO after an upload attempt on the wire failed with "the file
+// changed while it was being uploaded" (the program had rewritten the file shorter meanwhile): the
+// retry waited at the unlink's barrier while the unlink waited for the upload
+test.serial('vboxx: unlink while the sent upload fails and the file was rewritten shorter meanwhile: the unlink succeeds, the file stays gone', async (t) => {
+  const proxy = await startHttpFaultProxy(servers.url);
+  t.teardown(() => proxy.close());
+  const dir = uniq('unl-retry');
+  // the first PUT of the file reaches the server, its answer stalls until we cut it
+  const stalled = proxy.add({ method: 'PUT', path: new RegExp(`^/1/files_put/.*${dir}/victim$`), fault: { kind: 'stall', afterBytes: 0 } });
+  const d = await mountService(t, { ...servers, url: proxy.url }, 'vboxx', { vfs: { opTimeoutMs: 10_000 } });
+  await fsp.mkdir(d.p(dir));
+  const f = d.p(dir, 'victim');
+  await fsp.writeFile(f, Buffer.alloc(100_000, 1));
+  await stalled.fired;
+  // O_TRUNC: the cache file shrinks under the upload; the close records the newer content
+  await fsp.writeFile(f, 'short');
+  const unlinked = errCode(fsp.unlink(f));
+  await sleep(300);
+  // the cut answer is retried by the HTTP layer, which finds the file shorter than it promised
+  proxy.release('cut');
+  t.is(await unlinked, 'OK');
+  t.is(await errCode(fsp.stat(f)), 'ENOENT');
+  t.deepEqual(await fsp.readdir(d.p(dir)), []);
+  await d.flush();
+  const fresh = await mountService(t, servers, 'vboxx');
+  t.deepEqual(await fsp.readdir(fresh.p(dir)), [], 'the file did not come back on the server');
+});
+
+for (const kind of KINDS) {
+  // Soak seed 500051 (Maxxo; any service on libfuse 2): a file deleted while open is kept as
+  // <folder>/.fuse_hidden*; an empty folder renamed over that folder succeeded, and libfuse, which
+  // finds the handle through the folder's path, then answered ENOENT to its fsync. The handle must
+  // stay whole until closed: the drive may refuse (EBUSY) to replace or remove the folder meanwhile,
+  // or let it go and keep serving the handle; after the close the folder goes like any empty one,
+  // and nothing of the deleted file stays on the mount, in the journal or on the server.
+  test.serial(`${kind}: a file deleted while open stays usable through its handle when its folder is renamed over or removed`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    const dir = d.p(uniq('hidden'));
+    const p = (...s: string[]) => path.join(dir, ...s);
+    await fsp.mkdir(p('rp'), { recursive: true });
+    await fsp.mkdir(p('q'));
+    await fsp.mkdir(p('e'));
+    const h1 = await fsp.open(p('rp', 'f'), 'w+');
+    const h2 = await fsp.open(p('q', 'g'), 'w+');
+    let over = '', rm = '';
+    try {
+      await h1.write('first', 0);
+      await h1.sync();
+      await h2.write('second', 0);
+      await h2.sync();
+      await fsp.unlink(p('rp', 'f'));
+      await fsp.unlink(p('q', 'g'));
+      t.deepEqual((await fsp.readdir(p('rp'))).filter((n) => !n.startsWith('.fuse_hidden')), []);
+      over = await errCode(fsp.rename(p('e'), p('rp')));
+      rm = await errCode(fsp.rmdir(p('q')));
+      t.true(['OK', 'EBUSY'].includes(over), `rename over the folder: ${over}`);
+      t.true(['OK', 'EBUSY'].includes(rm), `rmdir of the folder: ${rm}`);
+      for (const [h, text] of [[h1, 'first'], [h2, 'second']] as const) {
+        await h.sync();
+        await h.write('+MORE', text.length);
+        await h.sync();
+        t.is((await h.stat()).size, text.length + 5);
+        const buf = Buffer.alloc(64);
+        const { bytesRead } = await h.read(buf, 0, 64, 0);
+        t.is(buf.subarray(0, bytesRead).toString(), `${text}+MORE`);
+        await h.truncate(2);
+        t.is((await h.stat()).size, 2);
+      }
+    } finally {
+      await h1.close();
+      await h2.close();
+    }
+    // closed: the folders are ordinary empty folders now, hidden names gone
+    if (over === 'EBUSY') t.is(await errCode(fsp.rename(p('e'), p('rp'))), 'OK', 'rename over the folder after the close');
+    if (rm === 'EBUSY') t.is(await errCode(fsp.rmdir(p('q'))), 'OK', 'rmdir after the close');
+    t.deepEqual(await fsp.readdir(dir), ['rp']);
+    t.deepEqual(await fsp.readdir(p('rp')), []);
+    await d.flush();
+    const st = await d.status();
+    t.is(st.pending, 0, 'nothing of the deleted files in the journal');
+    const f = await mountService(t, servers, kind);
+    t.deepEqual(await fsp.readdir(twin(d, f, dir)), ['rp']);
+    t.deepEqual(await fsp.readdir(twin(d, f, p('rp'))), [], 'no .fuse_hidden name nor content on the server');
+    t.is(await errCode(fsp.rmdir(twin(d, f, p('rp')))), 'OK');
+  });
+}

@@ -79,6 +79,29 @@ for (const kind of KINDS) {
     t.deepEqual((await fsp.readdir(dir)).filter((n) => !n.startsWith('.fuse_hidden')), []);
   });
 
+  test.serial('unlink of an open file, then its folder renamed: fstat, read and write through the handle still work', onDrive, kind, async (t, _d, dir) => {
+    // soak seed 300501: libfuse 2 keeps the file as <folder>/.fuse_hidden*; after the folder moved,
+    // fstat asked for the hidden name under the new folder and got ENOENT
+    await fsp.mkdir(path.join(dir, 'a'));
+    const f = path.join(dir, 'a', 'victim');
+    await fsp.writeFile(f, 'still readable');
+    const h = await fsp.open(f, 'r+');
+    try {
+      await fsp.unlink(f);
+      await fsp.rename(path.join(dir, 'a'), path.join(dir, 'b'));
+      t.is((await h.stat()).size, 14);
+      await h.write('STILL', 0, 'utf8');
+      const buf = Buffer.alloc(14);
+      const { bytesRead } = await h.read(buf, 0, 14, 0);
+      t.is(buf.subarray(0, bytesRead).toString(), 'STILL readable');
+      t.is((await h.stat()).size, 14);
+    } finally {
+      await h.close();
+    }
+    t.deepEqual((await fsp.readdir(path.join(dir, 'b'))).filter((n) => !n.startsWith('.fuse_hidden')), []);
+    t.is(await errCode(fsp.stat(path.join(dir, 'a'))), 'ENOENT');
+  });
+
   test.serial('rename', onDrive, kind, async (t, _d, dir) => {
     const p = (...s: string[]) => path.join(dir, ...s);
     await fsp.writeFile(p('a'), 'A');

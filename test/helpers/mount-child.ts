@@ -14,7 +14,7 @@ async function createRemote(cfg: ChildConfig, log: ReturnType<typeof createLogge
   const client = { server: cfg.server ?? '', user: cfg.user ?? '', password: cfg.password ?? '', log, ...(cfg.client ?? {}) };
   switch (cfg.kind) {
     case 'memory': {
-      const m = await import('../../src/remote/memory.js');
+      const m = await import('./memory-remote.js');
       return new m.MemoryRemote() as Remote;
     }
     case 'maxxo': {
@@ -44,6 +44,8 @@ async function main() {
       accountId: cfg.accountId,
       cacheDir: cfg.cacheDir,
       log,
+      // the suites pin fuse-native unless a test (or CLOUDMOUNT_TEST_BACKEND) asks for another
+      backend: (process.env.CLOUDMOUNT_TEST_BACKEND as 'libfuse3' | 'fuse-native' | undefined) || 'fuse-native',
       ...(cfg.vfs ?? {}),
       ...(cfg.mount ?? {}),
     });

@@ -25,7 +25,7 @@ export interface ChildConfig {
   cacheDir: string;
   vfs?: Partial<Omit<VfsOptions, 'log'>>;
   mount?: Partial<Omit<MountOptions, 'log' | 'accountId'>>;
-  client?: { timeoutMs?: number; maxAttempts?: number; maxRetryTimeMs?: number; concurrency?: number };
+  client?: { timeoutMs?: number; maxAttempts?: number; maxRetryTimeMs?: number; concurrency?: number; rsyncExtraArgs?: string[] };
   logLevel?: string;
 }
 

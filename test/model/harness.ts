@@ -40,6 +40,8 @@ export interface SequenceOptions {
   logs?: number;
   /** Runs one worker's part (default: a new process each; the batch mode passes its pool's). */
   runWorker?: (cfg: WorkerConfig, timeoutMs: number) => Promise<WorkerResult>;
+  /** The folder is on a fuse-native (libfuse 2) mount: WorkerConfig.pathBoundHandles; default unless CLOUDMOUNT_TEST_BACKEND=libfuse3. */
+  pathBoundHandles?: boolean;
 }
 
 export interface SequenceReport {
@@ -252,10 +254,8 @@ export interface Workload {
  * Phases 1 and 2 in the folder runAbs (on a mount, or on a local file system to check the model
  * itself): priv/<id> subtrees, shared/log0 and shared/log1.
  */
-/** Mounts here run on fuse-native (libfuse 2): see WorkerConfig.pathBoundHandles. */
-const PATH_BOUND_HANDLES = true;
-
 export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind'>, waitMs: number): Promise<Workload> {
+  const PATH_BOUND_HANDLES = o.pathBoundHandles ?? (process.env.CLOUDMOUNT_TEST_BACKEND !== 'libfuse3');
   const nWorkers = o.workers ?? 3;
   const problems: string[] = [];
   const counts: Record<string, number> = {};

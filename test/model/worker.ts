@@ -29,9 +29,10 @@ export interface WorkerConfig {
   waitMs: number;
   /**
    * The mount runs on libfuse 2 (fuse-native), whose high-level API finds an open file by its
-   * path: once the folder of an unlinked open file is removed, ops on that handle fail ENOENT
-   * before they reach the drive (native-notes/fuse.md). Then no folder is removed while a
-   * handle opened inside it is open: the op is left out on both sides, no check is loosened.
+   * path: once the folder of an unlinked open file were removed or replaced, ops on that handle
+   * would fail ENOENT before they reach the drive (native-notes/fuse.md). So the drive answers
+   * EBUSY to rmdir of such a folder and to a rename over it while the file is open; the model
+   * expects exactly that where it would have let the folder go (see busyFolder).
    */
   pathBoundHandles?: boolean;
 }
@@ -366,6 +367,18 @@ export class Worker {
   }
 
   /** Compares outcomes; values with `eq` (bytes, names, stats). */
+  /**
+   * The model's outcome of an op that removes or replaces the folder dir (null: none), applied to
+   * the model unless the drive must refuse it: with pathBoundHandles, a folder the model would let
+   * go while a handle opened in it is open can hold only files deleted while open (a linked one
+   * would make it non-empty), and the drive answers EBUSY for them (WorkerConfig.pathBoundHandles).
+   */
+  private unlessBusy(dir: string | null, op: (m: PosixModel) => void): Outcome<void> {
+    const busy = dir !== null && !!this.cfg.pathBoundHandles && [...this.handles.values()].some((e) => e.path.startsWith(dir + '/'));
+    if (busy && model(() => op(PosixModel.fromSnap(this.m.snap()))).ok) return { ok: false, codes: ['EBUSY'] };
+    return model(() => op(this.m));
+  }
+
   private check<T, U = T>(what: string, want: Outcome<T>, got: Outcome<U>, eq: (a: T, b: U) => string | null = () => null): void {
     if (want.ok !== got.ok || (!want.ok && !got.ok && !want.codes.some((c) => got.codes.includes(c)))) {
       throw new Mismatch(`${what}: model ${show(want)}, actual ${show(got)}`);
@@ -489,11 +502,8 @@ export class Worker {
         this.check('mkdir', model(() => this.m.mkdir(op.path)), out);
         break;
       case 'rmdir':
-        if (this.cfg.pathBoundHandles && [...this.handles.values()].some((e) => e.path === op.path || e.path.startsWith(op.path + '/'))) {
-          return `${this.describe(op)}: left out (a handle opened inside is open; libfuse 2)`;
-        }
         out = real(() => fs.rmdirSync(this.abs(op.path)));
-        this.check('rmdir', model(() => this.m.rmdir(op.path)), out);
+        this.check('rmdir', this.unlessBusy(op.path, (m) => m.rmdir(op.path)), out);
         break;
       case 'unlink':
         out = real(() => fs.unlinkSync(this.abs(op.path)));
@@ -507,7 +517,8 @@ export class Worker {
         const carried = [...this.handles.values()].filter((e) =>
           e.path.startsWith(op.from + '/') || (e.path === op.from && this.m.lookup(op.from) === e.mh.node));
         out = real(() => fs.renameSync(this.abs(op.from), this.abs(op.to)));
-        this.check('rename', model(() => this.m.rename(op.from, op.to)), out);
+        const over = op.from !== op.to && this.m.lookup(op.to)?.kind === 'dir' ? op.to : null;
+        this.check('rename', this.unlessBusy(over, (m) => m.rename(op.from, op.to)), out);
         // where each handle's file now lives, for pathBoundHandles
         if (out.ok && op.from !== op.to) for (const e of carried) e.path = op.to + e.path.slice(op.from.length);
         break;

@@ -7,7 +7,7 @@ import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { startEmulatorProcess } from '../helpers/emulator-process.js';
 import { tempDir } from '../helpers/mount.js';
 

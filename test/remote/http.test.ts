@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { HttpClient, parseRetryAfter } from '../../src/remote/http.js';
 import { encodePathSegments, joinUrl, encodeQuery } from '../../src/remote/url.js';
 import { validName } from '../../src/remote/names.js';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void;

@@ -8,8 +8,9 @@ import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { MaxxoClient } from '../../src/remote/maxxo/index.js';
-import { RemoteError, AuthFailed, FileNotFound, MethodBadRequest, UserNotFound, ContactNotFound, InvalidEmail,
-  EmailAlreadyExist, WrongCurrentPassword, InvalidNewPassword, InvalidPhoto, MethodNotAllowed } from '../../src/remote/errors.js';
+import { RemoteError, AuthFailed } from '../../src/errors.js';
+import { FileNotFound, MethodBadRequest, UserNotFound, ContactNotFound, InvalidEmail,
+  EmailAlreadyExist, WrongCurrentPassword, InvalidNewPassword, InvalidPhoto, MethodNotAllowed } from '../../src/remote/maxxo/errors.js';
 
 let emu: Emulator;
 let n = 0;

@@ -11,7 +11,7 @@ import type { Emulator } from '../../src/emulator/server.js';
 import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { createMaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
 import { parseListLine } from '../../src/remote/maxxo/rsync.js';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { eventually, sleep } from '../e2e/lib/services.js';
 

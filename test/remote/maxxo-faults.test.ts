@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { startEmulator, serverStats, resetStats } from '../helpers/emulator.js';
 import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { MaxxoClient, createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { hashPassword } from '../../src/emulator/security.js';
 

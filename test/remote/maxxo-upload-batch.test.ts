@@ -12,7 +12,7 @@ import { startEmulator } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { createMaxxoRemote, type MaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 import { createLogger } from '../../src/log.js';
 
@@ -76,7 +76,7 @@ async function until(cond: () => boolean, what: string, ms = 30_000): Promise<vo
 test('uploadMany: files in several folders with hostile names arrive byte-exact in one rsync run', async (t) => {
   const { remote, folder } = account();
   t.teardown(() => remote.close());
-  t.true(remote.capabilities.batchUpload);
+  t.truthy(remote.batchUpload);
   const items: { localFile: string; path: string; data: Buffer }[] = [];
   const src = mkdtempSync(join(tmp, 'src-'));
   for (const [d, dir] of DIRS.entries()) {
@@ -317,3 +317,32 @@ test('vfs write-back: a folder renamed right after its files closed holds them a
   for (const [name, data] of want) t.deepEqual(onServer(folder, `/to/${name}`), data, name);
   t.deepEqual(readdirSync(join(folder, 'to')).sort(), [...want.keys()].sort());
 });
+
+// soak seeds 200375, 300133: a listing that ran while our rsync wrote `.<name>.XXXXXX` into the
+// same folder showed that temp file, and the mount kept it for dir_timeout
+for (const many of [false, true]) {
+  test(`${many ? 'uploadMany' : 'upload'}: a listing while the transfer runs never shows rsync's temp file of our own upload`, async (t) => {
+    const { remote, folder } = account({ rsyncExtraArgs: ['--bwlimit=200'] });
+    t.teardown(() => remote.close());
+    await remote.mkdir('/tmpname');
+    // another client's rsync temp file (and a file that merely looks like one): the server's truth
+    writeFileSync(join(folder, 'tmpname', '.theirs.bin.Ab12Cd'), 'theirs');
+    const src = mkdtempSync(join(tmp, 'src-'));
+    const names = many ? ['big one.bin', 'second.bin'] : ['big one.bin'];
+    const items = names.map((name) => {
+      const localFile = join(src, name.replace(' ', '_'));
+      writeFileSync(localFile, randomBytes(600_000));
+      return { localFile, path: `/tmpname/${name}` };
+    });
+    const up = many ? remote.uploadMany!(items) : remote.upload(items[0]!.localFile, items[0]!.path);
+    const temps = () => readdirSync(join(folder, 'tmpname')).filter((n) => n.startsWith('.big one.bin.'));
+    await until(() => temps().length > 0, 'rsync to write its temp file');
+    const listed = (await remote.list('/tmpname')).entries.map((e) => e.name).sort();
+    t.true(temps().length > 0, 'the temp file was there during the listing');
+    t.false(listed.some((n) => /^\.(big one|second)\.bin\./.test(n)), `listed: ${listed.join(', ')}`);
+    t.true(listed.includes('.theirs.bin.Ab12Cd'), 'another client\'s temp file stays listed');
+    const res = await up;
+    if (Array.isArray(res)) for (const r of res) t.truthy(r.entry, String(r.error));
+    t.deepEqual((await remote.list('/tmpname')).entries.map((e) => e.name).sort(), ['.theirs.bin.Ab12Cd', ...names].sort());
+  });
+}

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { startEmulator, serverStats } from '../helpers/emulator.js';
 import type { Emulator } from '../../src/emulator/server.js';
 import { VboxxClient, type VboxxClientConfig } from '../../src/remote/vboxx/index.js';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 
 let emu: Emulator;

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { validName } from '../../src/remote/names.js';
 import type { Remote, RemoteEntry } from '../../src/remote/types.js';
 import { VboxxRemote } from '../../src/remote/vboxx/index.js';
@@ -75,9 +75,9 @@ for (const kind of ['vboxx', 'maxxo'] as Kind[]) {
           // The top folder's own name is the client's convention ('' or '/'), not a name from the server.
           case 'stat': { const e = await remote.stat(p); if (e) checkEntry(t, p === '/' ? { ...e, name: 'top' } : e, `stat ${p}`); break; }
           case 'statMany': {
-            if (!remote.statMany) break;
+            if (!remote.batchStat) break;
             const q = [p, pick(r, known)];
-            (await remote.statMany(q)).forEach((e, k) => { if (e) checkEntry(t, q[k] === '/' ? { ...e, name: 'top' } : e, 'statMany'); });
+            (await remote.batchStat.statMany(q)).forEach((e, k) => { if (e) checkEntry(t, q[k] === '/' ? { ...e, name: 'top' } : e, 'statMany'); });
             break;
           }
           case 'statfs': {
@@ -86,10 +86,13 @@ for (const kind of ['vboxx', 'maxxo'] as Kind[]) {
             break;
           }
           case 'read': {
-            if (!remote.read) break;
+            if (!remote.ranged) break;
             const len = 1 + Math.floor(r() * 5000);
-            const b = await remote.read(p, Math.floor(r() * 100), len);
-            t.true(b.length <= len, `read returned ${b.length} > ${len} bytes`);
+            const off = Math.floor(r() * 100);
+            let inside = true;
+            const got = await remote.ranged.readTo(p, off, len, (chunk, pos) => { inside &&= pos >= off && pos + chunk.length <= off + len; });
+            t.true(got.bytes <= len, `read returned ${got.bytes} > ${len} bytes`);
+            t.true(inside, 'every chunk inside the range asked for');
             break;
           }
           case 'mkdir': await remote.mkdir(`${p === '/' ? '' : p}/new-${i}`); break;

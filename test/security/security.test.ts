@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
 import { makePki, tlsFront } from '../helpers/tls.js';
 import type { Emulator } from '../../src/emulator/server.js';
-import { run } from '../../src/cli/fusermount.js';
+import { run } from '../../src/util/run.js';
 import { cli, cliSpawn, isMounted, makeHome, sleep, waitFor, type Home } from '../cli/helpers.js';
 import { descendants } from '../fault/lib.js';
 

@@ -14,7 +14,7 @@ function setup(t: ExecutionContext, cacheMaxBytes = 1000) {
   const dir = tempDir(t, 'cm-store-');
   const dataDir = join(dir, 'data');
   fs.mkdirSync(dataDir);
-  const ctx = new Ctx({ capabilities: {} } as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: dir, log: quietLog(), cacheMaxBytes }));
+  const ctx = new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: dir, log: quietLog(), cacheMaxBytes }));
   const detached: Obj[] = [];
   const store = new ContentStore(ctx, dataDir, { detached: (o) => { detached.push(o); } });
   /** A clean cached file of n bytes (as a fetch would leave it). */

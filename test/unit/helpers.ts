@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import type { ExecutionContext } from 'ava';
 import { createLogger, type Logger } from '../../src/log.js';
-import { MemoryRemote, type MemoryRemoteOptions } from '../../src/remote/memory.js';
+import { MemoryRemote, type MemoryRemoteOptions } from '../helpers/memory-remote.js';
 import type { VfsOptions } from '../../src/vfs/api.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 

@@ -6,7 +6,7 @@ import test from 'ava';
 import { tempDir, quietLog, setup, O_CREAT, O_WRONLY } from './helpers.js';
 import { startEmulator, setFaults, MAXXO_DEMO } from '../helpers/emulator.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { NotFound, ServiceUnavailable, isRemoteError } from '../../src/remote/errors.js';
+import { NotFound, ServiceUnavailable, isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 
 const O_WRONLY_CREAT = 0o101;

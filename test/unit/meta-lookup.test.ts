@@ -12,10 +12,6 @@ import { quietLog } from './helpers.js';
 
 class FakeSource {
   readonly kind = 'memory' as const;
-  readonly capabilities = {
-    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: true, batchStat: false,
-    shareLinks: false, emptyFolders: true,
-  };
   readonly files = new Map<string, RemoteEntry>();
   stats: string[] = [];
   lists: string[] = [];

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { tempDir, quietLog } from './helpers.js';
 import { startEmulator, serverStats, resetStats, MAXXO_DEMO } from '../helpers/emulator.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

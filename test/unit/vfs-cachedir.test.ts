@@ -3,7 +3,7 @@
 import test from 'ava';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MemoryRemote } from '../../src/remote/memory.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 import { quietLog, tempDir } from './helpers.js';
 

@@ -1,7 +1,7 @@
 // flushAll and close are bounded by each upload's retry budget: with the server unreachable they
 // end, report what stays pending, and keep it in the journal for the next mount.
 import test from 'ava';
-import { RemoteError } from '../../src/remote/errors.js';
+import { RemoteError } from '../../src/errors.js';
 import { setup, writeFile } from './helpers.js';
 
 test('server gone: flushAll gives up after the retry budget, reports, keeps the journal; close does not retry again', async (t) => {

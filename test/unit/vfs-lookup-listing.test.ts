@@ -3,7 +3,7 @@
 // that listing instead of a round trip each. Not in folders known to be big; a listing that lands
 // stays the "implicit" kind (later misses are asked of the server again); our own changes win.
 import test from 'ava';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { setup, sleep, until, writeFile } from './helpers.js';
 
 async function code(p: Promise<unknown>): Promise<string> {

@@ -1,7 +1,7 @@
 // Metadata: caches, TTLs, negative entries, invalidation by our own changes, hash revalidation,
 // one listing for ls -l, statMany batching, POSIX namespace errors, statfs, xattrs, read-only.
 import test from 'ava';
-import { isRemoteError } from '../../src/remote/errors.js';
+import { isRemoteError } from '../../src/errors.js';
 import { SHARE_LINK_XATTR } from '../../src/vfs/vfs.js';
 import { O_RDONLY, O_WRONLY, setup, sleep, writeFile } from './helpers.js';
 
@@ -203,7 +203,7 @@ test('share link xattr, listxattr, other names NO_XATTR, set/remove unsupported'
   t.is(await code(m.vfs.getxattr('/a', SHARE_LINK_XATTR)), 'NO_XATTR');
 });
 
-test('utimens and chmod are kept locally and never fail', async (t) => {
+test('utimens and chmod never fail; a mode the service cannot hold is shown for the mount', async (t) => {
   const { remote, vfs } = await setup(t);
   remote.putFile('/a', 'x');
   await vfs.utimens('/a', 1_000_000, 2_000_000);

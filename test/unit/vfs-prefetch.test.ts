@@ -45,6 +45,24 @@ test('whole-file remote: the siblings come in a few batch transfers, readers wai
   t.is(remote.calls.download + remote.calls.downloadMany, 0);
 });
 
+test('whole-file remote: a reader waiting for a batch that fails downloads its file itself', async (t) => {
+  const { remote, vfs } = await setup(t, { rangedReads: false });
+  const files = fill(remote, '/w', 10, 300);
+  await vfs.readdir('/w');
+  const release = remote.hold('downloadMany');
+  remote.failNext({ method: 'downloadMany', times: Infinity });
+  t.is((await readAll(vfs, '/w/f000')).toString(), files.get('/w/f000')!);
+  await until(() => remote.held('downloadMany') >= 1, 'the siblings\' batch is asked for');
+  const downloads = remote.calls.download;
+  // f005 belongs to the held batch: its reader waits for it, not for a download of its own
+  const reading = readAll(vfs, '/w/f005');
+  await sleep(50);
+  t.is(remote.calls.download, downloads, 'no download of its own while the batch may bring it');
+  release();
+  t.is((await reading).toString(), files.get('/w/f005')!);
+  t.is(remote.calls.download, downloads + 1, 'one download of its own once the batch failed');
+});
+
 test('bounds: count, file size and bytes per folder', async (t) => {
   const { remote, vfs } = await setup(t, {}, { prefetchFiles: 5, prefetchFileMaxBytes: 2048, prefetchBytes: 1 << 20 });
   fill(remote, '/c', 20, 1000);
@@ -162,8 +180,8 @@ test('ranged remote: the byte budget slides along as the program opens the prefe
   const files = fill(remote, '/s', 100, 1000);
   let interactive = 0;
   let now = 0;
-  const inner = remote.readTo!;
-  remote.readTo = async (p, o, l, sink, c) => {
+  const inner = remote.ranged!.readTo;
+  remote.ranged!.readTo = async (p, o, l, sink, c) => {
     if ((c?.priority ?? 0) > 0) interactive++;
     now++;
     try { return await inner(p, o, l, sink, c); } finally { now--; }

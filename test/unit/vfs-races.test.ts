@@ -2,8 +2,8 @@
 // that started before a change must not be served (or cached) after it, and an upload whose
 // request is already sent must not be overtaken by a delete or move of its path.
 import test from 'ava';
-import { MemoryRemote } from '../../src/remote/memory.js';
-import { Cancelled } from '../../src/remote/errors.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
+import { Cancelled } from '../../src/errors.js';
 import type { TransferOptions, RemoteEntry } from '../../src/remote/types.js';
 import { setup, writeFile, until, sleep, readAll } from './helpers.js';
 
@@ -150,3 +150,33 @@ test('folder rename while a child upload is on the wire: nothing is left under t
   t.is(remote.getFile('/w/f1')?.toString(), '1');
   t.deepEqual((await vfs.readdir('/w')).names.sort(), ['f1', 'y']);
 });
+
+for (const op of ['unlink', 'rename'] as const) {
+  test(`${op} while a sent upload fails and the file was closed again meanwhile: the attempt gives up, the ${op} goes through`, async (t) => {
+    // soak seed 300452 (vBoxx): the attempt on the wire failed ("the file changed while it was
+    // being uploaded", after a truncate) while newer content was recorded; the task went to its
+    // backoff, then waited at the barrier of the unlink that was waiting for the task: EIO
+    const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 1, uploadBackoffMs: 1, opTimeoutMs: 3000 });
+    remote.mkdirp('/w');
+    const release = remote.hold('upload');
+    t.teardown(release);
+    await writeFile(vfs, '/w/f', 'first version, longer');
+    await until(() => remote.held('upload') === 1, 'upload in flight');
+    remote.failNext({ method: 'upload' });
+    await writeFile(vfs, '/w/f', 'v2');
+    const change = op === 'unlink' ? vfs.unlink('/w/f') : vfs.rename('/w/f', '/w/g');
+    await sleep(30);
+    release();
+    await t.notThrowsAsync(change);
+    await vfs.flushAll();
+    if (op === 'unlink') {
+      t.false(remote.has('/w/f'), remote.log.join('\n'));
+      await t.throwsAsync(vfs.getattr('/w/f'), { code: 'NOT_FOUND' } as never);
+      t.deepEqual((await vfs.readdir('/w')).names, []);
+    } else {
+      t.false(remote.has('/w/f'), remote.log.join('\n'));
+      t.is(remote.getFile('/w/g')?.toString(), 'v2');
+    }
+    t.is(vfs.status().pending, 0);
+  });
+}

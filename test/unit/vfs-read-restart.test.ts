@@ -4,7 +4,7 @@
 // just-landed bytes.
 import test from 'ava';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
-import type { MemoryRemote } from '../../src/remote/memory.js';
+import type { MemoryRemote } from '../helpers/memory-remote.js';
 import { O_RDONLY, bytes, readAll, setup, sha } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -12,8 +12,8 @@ const MiB = 1024 * 1024;
 /** The first readTo of `path` delivers `junk` from its offset, then starts over with the file. */
 function abandonFirstRun(remote: MemoryRemote, path: string, junk: Buffer): { runs: number } {
   const st = { runs: 0 };
-  const inner = remote.readTo!;
-  remote.readTo = async (p: string, offset: number, length: number, sink: RangeSink, o?: CallOptions): Promise<RangeRead> => {
+  const inner = remote.ranged!.readTo;
+  remote.ranged!.readTo = async (p: string, offset: number, length: number, sink: RangeSink, o?: CallOptions): Promise<RangeRead> => {
     if (p === path && st.runs++ === 0) {
       for (let at = 0; at < junk.length; at += 64 * 1024) await sink(junk.subarray(at, Math.min(junk.length, at + 64 * 1024)), offset + at, {});
     }

@@ -55,7 +55,7 @@ test('ranged: concurrent readers of the same range share requests', async (t) =>
 
 test('whole-file download path (no ranged reads): content correct, one download', async (t) => {
   const { remote, vfs } = await setup(t, { rangedReads: false });
-  t.is(remote.read, undefined);
+  t.is(remote.ranged, undefined);
   const src = bytes(3 * MiB + 7, 21);
   remote.putFile('/m.bin', src);
   const fh = await vfs.open('/m.bin', O_RDONLY);

@@ -4,7 +4,7 @@
 import test from 'ava';
 import { isSequential, readAheadPlan } from '../../src/vfs/ranges.js';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
-import type { MemoryRemote } from '../../src/remote/memory.js';
+import type { MemoryRemote } from '../helpers/memory-remote.js';
 import { O_RDONLY, bytes, readAll, rng, setup, sha } from './helpers.js';
 
 const KiB = 1024;
@@ -13,8 +13,8 @@ const MiB = 1024 * KiB;
 /** Counts streamed fetches under way (now and at most) around the remote's readTo. */
 function trackReads(remote: MemoryRemote): { now: number; max: number; lengths: number[] } {
   const st = { now: 0, max: 0, lengths: [] as number[] };
-  const inner = remote.readTo!;
-  remote.readTo = async (path: string, offset: number, length: number, sink: RangeSink, o?: CallOptions): Promise<RangeRead> => {
+  const inner = remote.ranged!.readTo;
+  remote.ranged!.readTo = async (path: string, offset: number, length: number, sink: RangeSink, o?: CallOptions): Promise<RangeRead> => {
     st.now++;
     st.max = Math.max(st.max, st.now);
     st.lengths.push(length);

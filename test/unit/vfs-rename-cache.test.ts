@@ -2,8 +2,8 @@
 // stale (another client made the target since), the service's conflict answer still ends as
 // rename(2) would: replaced, or the errno of the target's real type.
 import test from 'ava';
-import { isRemoteError } from '../../src/remote/errors.js';
-import { MemoryRemote } from '../../src/remote/memory.js';
+import { isRemoteError } from '../../src/errors.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
 import { setup } from './helpers.js';
 
 async function code(p: Promise<unknown>): Promise<string> {

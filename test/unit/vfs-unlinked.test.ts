@@ -1,7 +1,8 @@
 // POSIX: a file deleted while open keeps its whole content for the handles still open, although
 // the server copy is gone; the local-only name it is kept under is never listed nor uploaded.
 import test from 'ava';
-import { setup, bytes, sha, O_RDONLY, O_RDWR, readAll, writeFile } from './helpers.js';
+import { Forbidden } from '../../src/errors.js';
+import { setup, bytes, sha, O_RDONLY, O_RDWR, O_CREAT, O_TRUNC, readAll, writeFile } from './helpers.js';
 
 for (const ranged of [true, false]) {
   for (const keep of [false, true]) {
@@ -64,4 +65,89 @@ test('written after the unlink: the writes stay local, nothing is uploaded', asy
   await writeFile(vfs, '/w.txt', 'new');
   t.is((await readAll(vfs, '/w.txt')).toString(), 'new');
   t.is(remote.getFile('/w.txt')?.toString(), 'new');
+});
+
+test('a hidden name moves with its folder: after the folder is renamed it is found under the new path', async (t) => {
+  // soak seed 300501 (vBoxx, libfuse 2): unlink while open, rename the parent, fstat through the
+  // handle (the kernel sends a plain getattr of the new path) got ENOENT
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 0 });
+  remote.putFile('/a/f.txt', 'server text');
+  remote.putFile('/a/g.txt', 'g');
+  const fh = await vfs.open('/a/f.txt', O_RDWR);
+  const hidden = '/a/.fuse_hidden0000000400000002';
+  await vfs.unlink('/a/f.txt', { keepOpenAs: hidden });
+  await vfs.rename('/a', '/b');
+  const moved = '/b/.fuse_hidden0000000400000002';
+  t.is((await vfs.getattr(moved)).size, 'server text'.length);
+  await t.throwsAsync(vfs.getattr(hidden), { code: 'NOT_FOUND' } as never);
+  t.deepEqual((await vfs.readdir('/b')).names, ['g.txt']);
+  // a rename the server refuses puts it back where it was
+  remote.failNext({ method: 'move', error: new Forbidden('refused', { path: '/b' }) });
+  await t.throwsAsync(vfs.rename('/b', '/c'));
+  t.is((await vfs.getattr(moved)).size, 'server text'.length);
+  await t.throwsAsync(vfs.getattr('/c/.fuse_hidden0000000400000002'), { code: 'NOT_FOUND' } as never);
+  await vfs.write(moved, fh, Buffer.from('LOCAL'), 5, 0);
+  await vfs.release(moved, fh);
+  remote.resetCalls();
+  await vfs.unlink(moved);
+  t.is(remote.calls.remove, 0, 'the hidden name never reached the server');
+  await t.throwsAsync(vfs.getattr(moved), { code: 'NOT_FOUND' } as never);
+  await vfs.flushAll();
+  t.deepEqual(remote.paths().filter((x) => x !== '/'), ['/b', '/b/g.txt']);
+});
+
+test('a folder holding a file deleted while open: rename over it and rmdir of it answer EBUSY until the last close', async (t) => {
+  // soak seed 500051 (Maxxo, libfuse 2): create p0/rp0-0/e, write, fsync, unlink it while open,
+  // rename the empty folder p0/e over p0/rp0-0: the rename succeeded, and libfuse 2 (which finds
+  // the handle through its folder's path) then answered ENOENT to the handle's fsync.
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 0 });
+  await vfs.mkdir('/p0', 0o755);
+  await vfs.mkdir('/p0/rp0-0', 0o755);
+  await vfs.mkdir('/p0/e', 0o755);
+  const fh = await vfs.create('/p0/rp0-0/e', 0o644, O_RDWR | O_CREAT | O_TRUNC);
+  await vfs.write('/p0/rp0-0/e', fh, Buffer.from('first'), 5, 0);
+  await vfs.fsync('/p0/rp0-0/e', fh, false);
+  t.is(remote.getFile('/p0/rp0-0/e')?.toString(), 'first');
+  const hidden = '/p0/rp0-0/.fuse_hidden0000000500000001';
+  await vfs.unlink('/p0/rp0-0/e', { keepOpenAs: hidden });
+  t.false(remote.has('/p0/rp0-0/e'));
+  // empty as far as anyone can see, but its path is the handle's only way in
+  t.deepEqual((await vfs.readdir('/p0/rp0-0')).names, []);
+  await t.throwsAsync(vfs.rename('/p0/e', '/p0/rp0-0'), { code: 'BUSY' } as never);
+  await t.throwsAsync(vfs.rmdir('/p0/rp0-0'), { code: 'BUSY' } as never);
+  t.true(remote.has('/p0/rp0-0') && remote.has('/p0/e'), 'nothing changed on the server');
+  // the handle is whole: write, fsync, fstat, read through the hidden name
+  await vfs.write(hidden, fh, Buffer.from('SECOND'), 6, 5);
+  await vfs.fsync(hidden, fh, false);
+  t.is((await vfs.fgetattr(hidden, fh)).size, 11);
+  const b = Buffer.alloc(32);
+  t.is((await vfs.read(hidden, fh, b, 32, 0)), 11);
+  t.is(b.subarray(0, 11).toString(), 'firstSECOND');
+  await vfs.flush(hidden, fh);
+  await t.throwsAsync(vfs.rmdir('/p0/rp0-0'), { code: 'BUSY' } as never);
+  await vfs.release(hidden, fh);
+  await vfs.unlink(hidden);
+  // closed: the folder is an ordinary empty folder again, on the server too
+  await vfs.rename('/p0/e', '/p0/rp0-0');
+  await vfs.rmdir('/p0/rp0-0');
+  await vfs.flushAll();
+  t.deepEqual(remote.paths().filter((x) => x !== '/'), ['/p0']);
+  t.is(vfs.status().pending, 0, 'nothing of the deleted file in the journal');
+});
+
+test('a hidden name left behind after the last close does not keep its folder', async (t) => {
+  // libfuse 2 unlinks the hidden name right after the last release; should that unlink never come,
+  // the folder still goes, and the stale name goes with it (it must not show up in a new folder there)
+  const { remote, vfs } = await setup(t, {}, { writebackDelayMs: 0 });
+  remote.putFile('/d/f', 'server');
+  await vfs.mkdir('/n', 0o755);
+  const fh = await vfs.open('/d/f', O_RDONLY);
+  const hidden = '/d/.fuse_hidden0000000600000001';
+  await vfs.unlink('/d/f', { keepOpenAs: hidden });
+  await vfs.release(hidden, fh);
+  await vfs.rename('/n', '/d');
+  await t.throwsAsync(vfs.getattr(hidden), { code: 'NOT_FOUND' } as never);
+  await vfs.rmdir('/d');
+  await vfs.flushAll();
+  t.deepEqual(remote.paths(), ['/']);
 });

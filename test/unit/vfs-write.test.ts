@@ -3,8 +3,8 @@
 import test from 'ava';
 import { appendFileSync, existsSync, mkdirSync, writeFileSync as writeFileSyncFs } from 'node:fs';
 import { join } from 'node:path';
-import { isRemoteError, ServerError } from '../../src/remote/errors.js';
-import { MemoryRemote } from '../../src/remote/memory.js';
+import { isRemoteError, ServerError } from '../../src/errors.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
 import { Vfs } from '../../src/vfs/vfs.js';
 import {
   O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, bytes, readAll, rng, setup, sha, sleep, until, writeFile,

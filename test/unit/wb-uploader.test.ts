@@ -3,7 +3,7 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import { join } from 'node:path';
-import { PolicyFileTooLarge, ServiceUnavailable } from '../../src/remote/errors.js';
+import { PolicyFileTooLarge, ServiceUnavailable } from '../../src/errors.js';
 import type { Remote, RemoteEntry, TransferOptions, CallOptions } from '../../src/remote/types.js';
 import { Ctx } from '../../src/vfs/context.js';
 import { Obj } from '../../src/vfs/content/obj.js';
@@ -32,10 +32,6 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
 /** A remote that records uploads; each behaviour can be replaced per test. */
 class FakeRemote {
   readonly kind = 'memory' as const;
-  readonly capabilities = {
-    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: true, batchStat: false,
-    shareLinks: false, emptyFolders: true,
-  };
   readonly uploads: { path: string; body: string }[] = [];
   uploadCalls = 0;
   /** Runs before an upload is recorded (block or throw here). */
@@ -43,6 +39,7 @@ class FakeRemote {
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
   async upload(localFile: string, path: string, opts?: TransferOptions): Promise<RemoteEntry> {
     this.uploadCalls++;
+    opts?.onSend?.();
     await this.beforeUpload(path, opts);
     const body = fs.readFileSync(localFile, 'utf8');
     this.uploads.push({ path, body });

@@ -114,9 +114,6 @@ export interface NewUser {
   package?: string;
 }
 
-/** Subscribers told when a user is added (the rsync daemon regenerates its modules). */
-export type UserListener = (u: MaxxoUser) => void;
-
 export function getUserByEmail(db: Database.Database, email: string): MaxxoUser | undefined {
   return db.prepare('SELECT * FROM maxxo_users WHERE email = ?').get(email) as MaxxoUser | undefined;
 }

@@ -14,6 +14,11 @@ type P = Record<string, string | undefined>;
 const PAGE = 10;
 
 const b = (x: number | null | undefined) => !!x;
+/** Update endpoints: a field sent empty is cleared (to `to`: NULL, or '' for text columns). */
+const cleared = (q: P, keys: string[], to: null | '' = null): Record<string, null | ''> =>
+  Object.fromEntries(keys.filter((k) => q[k] === '').map((k) => [k, to]));
+const THROTTLE = ['bandwidth_throttle', 'throttle_exception_dow', 'throttle_exception_days', 'throttle_exception_start',
+  'throttle_exception_end', 'throttle_exception_throttle'];
 
 export function orgJson(o: Org, policy: Policy | undefined) {
   return {
@@ -225,11 +230,13 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
       first_name: q.first_name || undefined, last_name: q.last_name || undefined,
       mobile_phone: q.mobile_phone, password_hash: q.password ? hashPassword(q.password) : undefined,
     });
+    Object.assign(fields, cleared(q, ['mobile_phone', 'mobile_service_provider_id']));
     const mspi = parseIntField(q, 'mobile_service_provider_id');
     if (mspi !== undefined) fields.mobile_service_provider_id = mspi;
     const privileged = defined({
       company_id: parseIntField(q, 'company_id'), space_quota: parseIntField(q, 'space_quota', { min: 0 }),
       site_admin: boolCol(parseBoolField(q, 'site_admin')), system_admin: boolCol(parseBoolField(q, 'system_admin')),
+      ...cleared(q, ['space_quota']),
     });
     if (Object.keys(privileged).length) {
       if (!admin) forbid('change company, quota or admin rights');
@@ -361,7 +368,8 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
     const id = parseIntField(q, 'id')!;
     const pol = st.policy.get(id) ?? fail(404, `unknown policy with id ${id}`);
     if (!v.adminsCompany(p, pol.company_id)) forbid('set policies');
-    const f = policyFields(q);
+    const f = { ...policyFields(q), ...cleared(q, ['space_quota']),
+      ...cleared(q, ['max_file_size', 'purge_deleted_frequency', 'trim_revisions_x'], '') };
     db.transaction(() => {
       update('vboxx_policies', id, f);
       v.record(ACT.policyUpdated, p, { type: 'site', text: st.org.get(pol.company_id)?.name, company: pol.company_id });
@@ -439,7 +447,7 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
     requireFields(q, ['id']);
     const m = getMachine(parseIntField(q, 'id')!);
     if (!v.adminsCompany(p, m.company_id)) forbid(`update machine ${m.id}`);
-    const f = throttleFields(q);
+    const f = { ...throttleFields(q), ...cleared(q, THROTTLE) };
     db.transaction(() => {
       update('vboxx_machines', m.id, f);
       v.record(ACT.machineUpdated, p, { type: 'machine', text: m.name, company: m.company_id, machine: m.id });

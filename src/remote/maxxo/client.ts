@@ -6,7 +6,8 @@ import { readFile, stat as fsStat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { extname, basename } from 'node:path';
 import { HttpClient, type RequestSpec } from '../http.js';
-import { errorFromCode, BadResponse, InvalidPhoto, RemoteError, type ErrorContext } from '../errors.js';
+import { BadResponse, RemoteError, type ErrorContext } from '../../errors.js';
+import { InvalidPhoto, maxxoError } from './errors.js';
 import { Priority } from '../types.js';
 import type { ClientOptions } from '../options.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -89,7 +90,7 @@ export class MaxxoClient {
     });
     this.http.mapError = (status, data, ctx) => {
       const code = isObj(data) ? str(data.error) : undefined;
-      return code ? errorFromCode(code, code, ctx) : undefined;
+      return code ? maxxoError(code, ctx) : undefined;
     };
     this.http.auth = {
       apply: async (spec) => {
@@ -351,7 +352,7 @@ export class MaxxoClient {
 
   /** An `{error}` object in a success answer (e.g. ALREADY_CONTACT with 202) is still that error. */
   private body(data: unknown, status: number, method: string, path: string): unknown {
-    if (isObj(data) && typeof data.error === 'string') throw errorFromCode(data.error, data.error, this.ctx(method, path, status));
+    if (isObj(data) && typeof data.error === 'string') throw maxxoError(data.error, this.ctx(method, path, status));
     return data;
   }
 

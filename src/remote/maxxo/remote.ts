@@ -16,20 +16,8 @@
 //   is not shorter on our side unchecked: a resume that appended nothing is followed by a
 //   verifying --inplace run, so bytes of a version replaced meanwhile never pass for the file.
 // - mtimes: the REST API has none (ops/list and ops/filesize give names, types and sizes only), so
-//   a file replaced by another client with bytes of the same size would look unchanged, and the
-//   drive would serve its cached copy for as long as it keeps it. The rsync daemon's listing of a
-//   folder (`rsync --list-only`) has mtimes, at the cost of an rsync run (200-300 ms on a loaded
-//   machine, against a few ms for ops/list). So it is kept off the hot path:
-//   - list() and stat() answer with ops/list / ops/filesize and take mtimes from the folder's
-//     cached daemon listing (rows whose size agrees); only a folder with none (or one unused for
-//     long) waits for one. It is renewed in the background every max(2 x dir_timeout, 60 s), or
-//     sooner when the sizes show another client's new or resized file (see mtimeSource()).
-//   - revalidate(), which the drive calls before it serves cached bytes again, takes a daemon
-//     listing no older than dir_timeout (one run per folder per dir_timeout at most, shared):
-//     that check bounds how long another client's same-size change goes unseen (one second
-//     resolution: a same-size change within the second of the previous version is not seen).
-//   - our own uploads (-t: the server file gets our mtime, to the second), moves, deletes and
-//     mkdirs are written into the cached listings, so folders we write into cost no runs.
+//   a file replaced by another client with bytes of the same size would look unchanged. They come
+//   from the rsync daemon's listings, cached per folder (listings.ts, which says what it costs).
 // - The slice (daemon address, login, Cloudstore password) is cached; an rsync that cannot reach
 //   the daemon or is refused its password reads /slice again before the next attempt (the storage
 //   server moved, or restarted on another port).
@@ -38,20 +26,25 @@ import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFil
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import PQueue from 'p-queue';
-import type { Capabilities, CallOptions, ListResult, Remote, RemoteEntry, StatFs, TransferOptions, UploadResult } from '../types.js';
+import type {
+  BatchStat, BatchUpload, CallOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs, TransferOptions, UploadResult,
+} from '../types.js';
 import { Priority } from '../types.js';
 import {
   RemoteError, NotFound, NotADirectory, IsADirectory, AlreadyExists, NotEmpty, InvalidName, BadRequest, TransferFailed,
   Cancelled, Timeout, isRemoteError, type ErrorContext,
-} from '../errors.js';
+} from '../../errors.js';
 import type { ClientOptions } from '../options.js';
 import { validName } from '../names.js';
 import { pathParts } from '../url.js';
 import { enqueue } from '../http.js';
 import { MaxxoClient, type MaxxoSlice, type MaxxoSizeRow } from './client.js';
+import { toGeneric } from './errors.js';
 import {
   runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, parseListLine, type ListedRow, type RsyncResult,
 } from './rsync.js';
+import { InflightUploads } from './inflight.js';
+import { DaemonListings, withMtime, parentOf, baseName } from './listings.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
@@ -72,26 +65,6 @@ export interface MaxxoRemoteOptions extends ClientOptions {
   listingTtlMs?: number;
 }
 
-/** One folder as the rsync daemon listed it (the run started at `at`): file rows by name. */
-interface DaemonListing { at: number; rows: Map<string, ListedRow> }
-/** A folder's daemon listings: the last one fetched, the one in flight. */
-interface DaemonSlot {
-  value?: DaemonListing;
-  inflight?: Promise<DaemonListing | undefined>;
-  inflightAt: number;
-  /** When the last run failed (not tried again for LIST_RETRY_MS). */
-  failedAt?: number;
-  /** Our own changes while a run was in flight (null: no such file now): it may have missed them. */
-  own: Map<string, ListedRow | null>;
-}
-/** When list/stat renew a folder's daemon listing in the background, or wait for a new one (see mtimeSource()). */
-const RENEW_TTLS = 2;
-const RENEW_MIN_MS = 60_000;
-const WAIT_RENEWS = 5;
-/** How long a folder whose daemon listing failed goes without another try (ms). */
-const LIST_RETRY_MS = 5000;
-/** Folders whose daemon listing is kept (least recently fetched go first). */
-const DAEMON_LISTINGS_MAX = 2000;
 
 const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
 
@@ -117,11 +90,16 @@ function pushSplit(parts: string[]): { base: string; rel: string } {
   return { base: parts.slice(0, n).join('/'), rel: parts.slice(n).join('/') };
 }
 
+/** The client boundary: Maxxo's own error codes leave this Remote as their generic kind. */
+const generic = (e: unknown): never => { throw toGeneric(e); };
+
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
-  readonly capabilities: Capabilities = {
-    rangedReads: false, listingRevalidation: false, serverRevision: false, mtime: true,
-    batchStat: true, shareLinks: false, emptyFolders: true, batchUpload: true,
+  readonly batchStat: BatchStat = { statMany: (paths, o) => this.statMany(paths, o) };
+  readonly batchUpload: BatchUpload = { uploadMany: (items, o) => this.uploadMany(items, o) };
+  readonly revalidation: Revalidation = {
+    cacheTtls: (t) => this.cacheTtls(t),
+    revalidate: (path, e, maxAgeMs) => this.revalidate(path, e, maxAgeMs),
   };
   readonly client: MaxxoClient;
   /** Running rsync children (tests check that cancel really ends them). */
@@ -139,36 +117,40 @@ export class MaxxoRemote implements Remote {
   /** Address of the last slice fetched, to tell when the storage server moved. */
   private sliceAddr?: string;
   /** Daemon listings by folder (mount path): fetched or in flight. */
-  private readonly daemonLists = new Map<string, DaemonSlot>();
+  private readonly listings: DaemonListings;
   /**
    * Listings go in their own queue: a stat must not wait behind whole-file transfers. As wide as
    * the transfer lanes: the first stats in many folders each wait for their folder's listing.
    */
   private readonly listQueue = new PQueue({ concurrency: 4 });
-  private listingTtlMs: number;
-  private listFailLogged = 0;
-  /** Our uploads in flight, by path (see whileUploading()). */
-  private readonly uploading = new Map<string, number>();
   /** Address of the daemon last found out of reach (one warning per address, not per transfer). */
   private daemonTrouble?: string;
   private closed = false;
   private stagesSwept = false;
+  private readonly inflight = new InflightUploads();
 
   constructor(opts: MaxxoRemoteOptions) {
     this.opts = opts;
     this.client = new MaxxoClient(opts);
     this.log = opts.log ?? silentLogger;
     this.transfers = new PQueue({ concurrency: Math.max(1, opts.transfers ?? Math.min(opts.concurrency ?? 8, 4)) });
-    this.listingTtlMs = Math.max(0, opts.listingTtlMs ?? 30_000);
+    this.listings = new DaemonListings({
+      run: (dir, onRow) => this.listRun(dir, onRow),
+      uploading: (wireDir, name) => this.inflight.has(wireDir, name),
+      closed: () => this.closed,
+      log: this.log,
+    }, opts.listingTtlMs ?? 30_000);
   }
 
   /** The drive's cache lifetimes: a daemon listing serves stat()s for as long as a listing is cached. */
   cacheTtls(t: { attrTtlMs: number; dirTtlMs: number }): void {
     // (see the top of this file: revalidate() takes listings no older than this)
-    this.listingTtlMs = Math.max(0, t.dirTtlMs);
+    this.listings.ttlMs = Math.max(0, t.dirTtlMs);
   }
 
   toString(): string { return `MaxxoRemote(${this.client.http.origin})`; }
+
+  get offline(): boolean { return this.client.http.silent; }
   toJSON(): unknown { return { kind: 'maxxo', server: this.client.http.origin }; }
 
   // ---- metadata ----
@@ -176,20 +158,23 @@ export class MaxxoRemote implements Remote {
   async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
     const wire = toWire(dir);
     let rows;
+    let ours: (name: string) => boolean;
     try {
-      rows = await this.client.list(wire, opts);
+      ({ result: rows, ours } = await this.inflight.during(pathParts(dir).join('/'), () => this.client.list(wire, opts)));
     } catch (e) {
       if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound(`no such folder`, { ...errCtx(e), path: dir });
       if (isRemoteError(e, 'METHOD_BAD_REQUEST')) {
         const [st] = await this.sizes([dir], opts).catch(() => [undefined]);
         if (st && st.type === 'file') throw new NotADirectory('not a folder', { ...errCtx(e), path: dir });
       }
-      throw e;
+      throw toGeneric(e);
     }
     const entries: RemoteEntry[] = [];
     const seen = new Set<string>();
     for (const r of rows) {
       const name = r.file.slice(r.file.lastIndexOf('/') + 1);
+      // rsync's temp file of an upload of ours into this folder (see inflight.ts)
+      if (ours(name)) continue;
       if (!validName(name) || seen.has(name)) {
         this.log.warn(`maxxo: listing of ${JSON.stringify(dir)} has an unusable entry name ${JSON.stringify(r.file.slice(0, 300))}: dropped`);
         continue;
@@ -197,7 +182,7 @@ export class MaxxoRemote implements Remote {
       seen.add(name);
       entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
     }
-    const listed = await this.mtimeSource(dir, entries);
+    const listed = await this.listings.source(dir, entries);
     for (const e of entries) withMtime(e, listed);
     return { entries };
   }
@@ -216,7 +201,7 @@ export class MaxxoRemote implements Remote {
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
     await Promise.all([...byDir].map(async ([dir, es]) => {
-      const listed = await this.mtimeSource(dir, es);
+      const listed = await this.listings.source(dir, es);
       for (const e of es) withMtime(e, listed);
     }));
     return out;
@@ -230,7 +215,7 @@ export class MaxxoRemote implements Remote {
    */
   async revalidate(path: string, e: RemoteEntry, maxAgeMs: number): Promise<RemoteEntry> {
     if (e.type !== 'file') return e;
-    const listed = await this.daemonListing(parentOf(path), maxAgeMs);
+    const listed = await this.listings.get(parentOf(path), maxAgeMs);
     if (!listed) return e;
     const row = listed.rows.get(pathParts(path).pop()!);
     return row ? { ...e, size: row.size, mtimeMs: row.mtimeMs } : { ...e, mtimeMs: undefined };
@@ -240,7 +225,7 @@ export class MaxxoRemote implements Remote {
   private async sizes(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     if (paths.length === 0) return [];
     const wires = paths.map(toWire);
-    const rows = await this.client.filesize(wires, opts);
+    const rows = await this.client.filesize(wires, opts).catch(generic);
     const out: (RemoteEntry | null)[] = rows.map((r, i) => this.entryOf(paths[i]!, r));
     // Rows without `type` (a server that does not send it): the parent listing tells folders apart.
     const untyped = rows.map((r, i) => (r.size >= 0 && !r.type && pathParts(paths[i]!).length > 0 ? i : -1)).filter((i) => i >= 0);
@@ -282,21 +267,21 @@ export class MaxxoRemote implements Remote {
     const src = toWire(from);
     const dst = toWire(to);
     if (pathParts(from).length === 0 || pathParts(to).length === 0) throw new BadRequest('cannot move the top folder', { path: from });
-    const row = this.daemonLists.get(parentOf(from))?.value?.rows.get(baseName(from));
+    const row = this.listings.row(from);
     await this.safely(opts, async () => {
       try {
         await this.client.move(src, dst, opts);
       } catch (e) {
         if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound('no such file or folder', { ...errCtx(e), path: from });
-        if (isRemoteError(e, 'METHOD_BAD_REQUEST')) throw await this.explainMoveRefusal(from, to, e, opts);
-        throw e;
+        if (isRemoteError(e, 'METHOD_BAD_REQUEST')) throw toGeneric(await this.explainMoveRefusal(from, to, e, opts));
+        throw toGeneric(e);
       }
     }, async () => {
       const [a, b] = await this.sizes([from, to], opts);
       return a === null && b !== null;
     }).finally(() => {
-      this.ownChange(from, null);
-      this.ownChange(to, row ? { ...row, name: baseName(to) } : null);
+      this.listings.own(from, null);
+      this.listings.own(to, row ? { ...row, name: baseName(to) } : null);
     });
   }
 
@@ -327,13 +312,13 @@ export class MaxxoRemote implements Remote {
         await this.client.delete(left.map(toWire), opts);
       } catch (e) {
         if (isRemoteError(e, 'FILE_NOT_FOUND')) throw new NotFound('no such file or folder', { ...errCtx(e), path: left[0] });
-        throw e;
+        throw toGeneric(e);
       }
     }, async () => {
       const st = await this.sizes(left, opts);
       left = left.filter((_, i) => st[i] !== null);
       return left.length === 0;
-    }).finally(() => { for (const p of paths) this.ownChange(p, null); });
+    }).finally(() => { for (const p of paths) this.listings.own(p, null); });
   }
 
   /**
@@ -356,7 +341,7 @@ export class MaxxoRemote implements Remote {
   }
 
   async statfs(opts: CallOptions = {}): Promise<StatFs> {
-    const q = await this.client.quota(opts);
+    const q = await this.client.quota(opts).catch(generic);
     return { total: q.quota > 0 ? q.quota : null, used: Math.max(0, q.normal) };
   }
 
@@ -378,7 +363,7 @@ export class MaxxoRemote implements Remote {
       } finally {
         await rm(empty, { recursive: true, force: true });
       }
-      this.madeFolder(path);
+      this.listings.madeFolder(path);
       return;
     }
     const { base, rel } = pushSplit(parts);
@@ -389,7 +374,7 @@ export class MaxxoRemote implements Remote {
       const list = join(stage, 'list');
       await writeFile(list, rel + '\0', { mode: 0o600 });
       await this.rsync(path, opts, (url) => ['-d', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', base ? `${url}/${base}/` : `${url}/`], undefined);
-      this.madeFolder(path);
+      this.listings.madeFolder(path);
     } catch (e) {
       // the daemon may have made the folder before it failed: the program is told it was not made
       const made = await this.stat(path, opts).catch(() => null);
@@ -401,10 +386,8 @@ export class MaxxoRemote implements Remote {
   }
 
   async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
-    return this.whileUploading([path], () => this.uploadOne(localFile, path, opts));
-  }
-
-  private async uploadOne(localFile: string, path: string, opts: TransferOptions): Promise<RemoteEntry> {
+    // rsync does not say when it starts changing the server: count it as sent from the start
+    opts.onSend?.();
     const parts = pathParts(path);
     toWire(path);
     if (parts.length === 0) throw new IsADirectory('cannot upload onto the top folder', { path });
@@ -420,6 +403,7 @@ export class MaxxoRemote implements Remote {
     // folder: named as a file path, rsync would put it *inside* a folder another client made
     // there, under the cache file's name; this way the folder is in the way and the run fails.
     const stage = await this.uploadStage();
+    const done = this.inflight.begin(parts.slice(0, -1).join('/'), parts[parts.length - 1]!);
     try {
       const parent = parts.slice(0, -1).join('/');
       if (Buffer.byteLength(parent) <= PUSH_DEST_MAX) {
@@ -440,15 +424,17 @@ export class MaxxoRemote implements Remote {
         await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--info=progress2', '--outbuf=L', '--from0', `--files-from=${list}`,
           root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
       }
+      const [e] = await this.sizes([path], opts);
+      if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
+      if (e.type !== 'file') throw new IsADirectory('a folder is in the way on the server', { path });
+      this.uploaded(path, e, st);
+      if (e.size > last) opts.onProgress?.(e.size);
+      return e;
     } finally {
+      // in flight until confirmed (see DaemonListings.source())
+      done();
       await rm(stage, { recursive: true, force: true });
     }
-    const [e] = await this.sizes([path], opts);
-    if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
-    if (e.type !== 'file') throw new IsADirectory('a folder is in the way on the server', { path });
-    this.uploaded(path, e, st);
-    if (e.size > last) opts.onProgress?.(e.size);
-    return e;
   }
 
   /**
@@ -459,7 +445,7 @@ export class MaxxoRemote implements Remote {
    */
   private uploaded(path: string, e: RemoteEntry, local: { size: number; mtimeMs: number }): void {
     if (e.size === local.size) e.mtimeMs = Math.floor(local.mtimeMs / 1000) * 1000;
-    this.ownChange(path, e.mtimeMs === undefined ? null : { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs });
+    this.listings.own(path, e.mtimeMs === undefined ? null : { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs });
   }
 
   /**
@@ -474,27 +460,7 @@ export class MaxxoRemote implements Remote {
    * uploaded alone, so one bad file neither fails nor falsely confirms the others.
    */
   async uploadMany(items: { localFile: string; path: string }[], opts: CallOptions = {}): Promise<UploadResult[]> {
-    return this.whileUploading(items.map((it) => it.path), () => this.uploadBatch(items, opts));
-  }
 
-  /**
-   * Paths of our uploads in flight: ops/list may show one before we confirmed it (and wrote its
-   * row into the cached daemon listing), which is no reason to renew that listing.
-   */
-  private async whileUploading<T>(paths: string[], fn: () => Promise<T>): Promise<T> {
-    const keys = paths.map((p) => '/' + pathParts(p).join('/'));
-    for (const k of keys) this.uploading.set(k, (this.uploading.get(k) ?? 0) + 1);
-    try {
-      return await fn();
-    } finally {
-      for (const k of keys) {
-        const n = (this.uploading.get(k) ?? 1) - 1;
-        if (n > 0) this.uploading.set(k, n); else this.uploading.delete(k);
-      }
-    }
-  }
-
-  private async uploadBatch(items: { localFile: string; path: string }[], opts: CallOptions): Promise<UploadResult[]> {
     const out: (UploadResult | undefined)[] = new Array(items.length);
     const rels: string[] = [];
     const batch: number[] = [];
@@ -541,33 +507,39 @@ export class MaxxoRemote implements Remote {
           const list = join(stage, 'list');
           await writeFile(list, listed.map((i) => rels[i]!).join('\0') + '\0', { mode: 0o600 });
           let failed: unknown;
+          // in flight until confirmed (see DaemonListings.source())
+          const dones = listed.map((i) => { const ps = rels[i]!.split('/'); return this.inflight.begin(ps.slice(0, -1).join('/'), ps[ps.length - 1]!); });
           try {
-            // -I: never skip by size+mtime; -L: send the files the links point to; -t: our
-            // mtimes (see uploaded()); --no-implied-dirs: missing parents are made, but a parent
-            // that is a file on the server fails that one file (implied dirs would replace the
-            // other client's file)
-            await this.rsync(items[listed[0]!]!.path, opts,
-              (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
-          } catch (e) {
-            failed = e;
-          }
-          if (failed === undefined) {
             try {
-              const st = await this.sizes(listed.map((i) => items[i]!.path), opts);
-              listed.forEach((i, k) => {
-                const e = st[k];
-                if (e && e.type === 'file') this.uploaded(items[i]!.path, e, locals[i]!);
-                out[i] = e && e.type === 'file' ? { entry: e } : { error: new TransferFailed('uploaded file is not on the server', { path: items[i]!.path }) };
-              });
-            } catch (error) {
-              // the bytes went, the confirmation did not: the items are tried again
-              for (const i of listed) out[i] = { error };
+              // -I: never skip by size+mtime; -L: send the files the links point to; -t: our
+              // mtimes (see uploaded()); --no-implied-dirs: missing parents are made, but a parent
+              // that is a file on the server fails that one file (implied dirs would replace the
+              // other client's file)
+              await this.rsync(items[listed[0]!]!.path, opts,
+                (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
+            } catch (e) {
+              failed = e;
             }
-          } else if (opts.signal?.aborted || (failed instanceof RemoteError && (failed.retryable || failed.code === 'CANCELLED'))) {
-            for (const i of listed) out[i] = { error: failed };
-          } else {
-            this.log.debug(`maxxo: batch upload of ${listed.length} files failed, each goes alone: ${(failed as Error).message}`);
-            alone.push(...listed);
+            if (failed === undefined) {
+              try {
+                const st = await this.sizes(listed.map((i) => items[i]!.path), opts);
+                listed.forEach((i, k) => {
+                  const e = st[k];
+                  if (e && e.type === 'file') this.uploaded(items[i]!.path, e, locals[i]!);
+                  out[i] = e && e.type === 'file' ? { entry: e } : { error: new TransferFailed('uploaded file is not on the server', { path: items[i]!.path }) };
+                });
+              } catch (error) {
+                // the bytes went, the confirmation did not: the items are tried again
+                for (const i of listed) out[i] = { error };
+              }
+            } else if (opts.signal?.aborted || (failed instanceof RemoteError && (failed.retryable || failed.code === 'CANCELLED'))) {
+              for (const i of listed) out[i] = { error: failed };
+            } else {
+              this.log.debug(`maxxo: batch upload of ${listed.length} files failed, each goes alone: ${(failed as Error).message}`);
+              alone.push(...listed);
+            }
+          } finally {
+            for (const d of dones) d();
           }
         }
       } finally {
@@ -711,9 +683,16 @@ export class MaxxoRemote implements Remote {
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.rsyncRuns++;
         if (o.listing) this.listRuns++;
-        return (o.beforeRun?.() ?? Promise.resolve()).then(() => runRsync({
-          args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-        }, ctx));
+        return (o.beforeRun?.() ?? Promise.resolve()).then(() => {
+          const startedAt = Date.now();
+          return runRsync({
+            args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
+          }, ctx).then((res) => {
+            // -vv: one line per run; the password is in the child's environment only, never here
+            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+            return res;
+          });
+        });
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
       const addr = `${host}:${slice.port}`;
@@ -757,7 +736,7 @@ export class MaxxoRemote implements Remote {
   private slice(opts: CallOptions): Promise<MaxxoSlice> {
     if (!this.slicePromise) {
       this.sliceFetches++;
-      const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).then((s) => {
+      const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).catch(generic).then((s) => {
         if (!SAFE_LOGIN.test(s.login) || /[/@\s]/.test(s.ip)) throw new RemoteError('BAD_RESPONSE', 'unusable slice login or address', { path: '/api/1/slice' });
         const addr = `${s.login}@${s.ip.includes(':') ? `[${s.ip}]` : s.ip}:${s.port}`;
         if (this.sliceAddr !== undefined && this.sliceAddr !== addr) this.log.warn(`maxxo: the slice moved the rsync daemon from ${this.sliceAddr} to ${addr}`);
@@ -770,116 +749,15 @@ export class MaxxoRemote implements Remote {
     return this.slicePromise;
   }
 
-  /**
-   * Where list() and stat() take mtimes from: the folder's cached daemon listing (revalidate(),
-   * not this, bounds what cached content may rely on). Waited for only when the folder has none
-   * (once per folder: a listing is then kept up to date by our own changes), or one older than
-   * WAIT_RENEWS renewal periods (a folder nobody looked at for long). Renewed in the background
-   * when older than the renewal period (RENEW_TTLS x dir_timeout, at least RENEW_MIN_MS), or
-   * older than dir_timeout with a file that the sizes just read and its row disagree on (another
-   * client's new or resized file), except dot files (rsync's temporary files) and our uploads in
-   * flight: a folder we write into, or read from, costs no runs after its first.
-   */
-  private async mtimeSource(dir: string, es: RemoteEntry[]): Promise<DaemonListing | undefined> {
-    const s = this.daemonLists.get(dir);
-    const v = s?.value;
-    if (!v) return this.daemonListing(dir, Infinity);
-    const age = Date.now() - v.at;
-    const renew = Math.max(this.listingTtlMs * RENEW_TTLS, RENEW_MIN_MS);
-    if (age > renew * WAIT_RENEWS) return this.daemonListing(dir, renew * WAIT_RENEWS);
-    const prefix = dir === '/' ? '/' : dir + '/';
-    const stale = age > renew || (age > this.listingTtlMs && es.some((e) => e.type === 'file' && !e.name.startsWith('.')
-      && !matches(e, v.rows.get(e.name)) && !this.uploading.has(prefix + e.name)));
-    if (stale && !s!.inflight) void this.daemonListing(dir, 0);
-    return v;
-  }
-
-  /**
-   * A folder's daemon listing no older than maxAgeMs (one in flight that started within it
-   * counts), or the last one when a new one cannot be had (the daemon out of reach), or undefined.
-   * Never rejects. Not tied to the caller's signal: other callers may share it; rsync's own
-   * timeouts bound it.
-   */
-  private async daemonListing(dir: string, maxAgeMs: number): Promise<DaemonListing | undefined> {
-    const now = Date.now();
-    let s = this.daemonLists.get(dir);
-    if (s?.value && now - s.value.at <= maxAgeMs) return s.value;
-    if (s?.inflight && now - s.inflightAt <= maxAgeMs) return s.inflight;
-    // a listing that just failed is not tried again for every call meanwhile
-    if (s?.failedAt !== undefined && now - s.failedAt < LIST_RETRY_MS) return s.value;
-    if (s?.inflight) {
-      // one run per folder at a time: the one in flight started too early for this caller
-      await s.inflight;
-      return this.daemonListing(dir, maxAgeMs);
-    }
-    if (!s) {
-      s = { inflightAt: 0, own: new Map() };
-      this.daemonLists.set(dir, s);
-      if (this.daemonLists.size > DAEMON_LISTINGS_MAX) this.daemonLists.delete(this.daemonLists.keys().next().value!);
-    }
-    const slot = s;
-    const at = Date.now();
-    slot.inflightAt = at;
-    const p = (async () => {
-      const rows = new Map<string, ListedRow>();
-      const parts = pathParts(dir);
-      try {
-        await this.rsync(dir, { priority: Priority.interactive },
-          (url) => ['--list-only', '--no-h', parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
-          (l) => {
-            const r = parseListLine(l);
-            if (r && r.type === 'file' && validName(r.name)) rows.set(r.name, r);
-          }, { queue: this.listQueue, attempts: 2, listing: true });
-      } catch (e) {
-        const missing = isRemoteError(e, 'NOT_FOUND');
-        if (!missing) slot.failedAt = Date.now();
-        if (!missing && !this.closed && Date.now() - this.listFailLogged > 60_000) {
-          this.listFailLogged = Date.now();
-          this.log.warn(`maxxo: no mtimes for ${JSON.stringify(dir)} (rsync listing failed: ${(e as Error).message}); changes of the same size by other clients go unseen meanwhile`);
-        }
-        slot.own.clear();
-        return slot.value;
-      }
-      slot.failedAt = undefined;
-      // our own changes made while it ran may be missing from it
-      for (const [name, row] of slot.own) if (row) rows.set(name, row); else rows.delete(name);
-      slot.own.clear();
-      const value = { at, rows };
-      slot.value = value;
-      if (this.daemonLists.get(dir) === slot) {
-        // refreshed ones go to the end: the first in the map is the least recently fetched
-        this.daemonLists.delete(dir);
-        this.daemonLists.set(dir, slot);
-      }
-      return value;
-    })();
-    slot.inflight = p;
-    void p.finally(() => { if (slot.inflight === p) slot.inflight = undefined; });
-    return p;
-  }
-
-  /**
-   * One of our own changes to path is done (row: the file as it is now; null: none there, or not
-   * known): the cached listing of its folder says so, so folders we write into need no new runs.
-   * Listings of what was below path (a folder moved or deleted) are dropped.
-   */
-  private ownChange(path: string, row: ListedRow | null): void {
-    const s = this.daemonLists.get(parentOf(path));
-    const name = baseName(path);
-    if (s) {
-      if (s.inflight) s.own.set(name, row);
-      if (s.value) { if (row) s.value.rows.set(name, row); else s.value.rows.delete(name); }
-    }
-    const norm = '/' + pathParts(path).join('/');
-    for (const k of [...this.daemonLists.keys()]) if (k === norm || k.startsWith(norm + '/')) this.daemonLists.delete(k);
-  }
-
-  /** A folder we just made is empty: its listing is known without a run. */
-  private madeFolder(path: string): void {
-    const dir = '/' + pathParts(path).join('/');
-    if (this.daemonLists.has(dir)) return;
-    this.daemonLists.set(dir, { value: { at: Date.now(), rows: new Map() }, inflightAt: 0, own: new Map() });
-    if (this.daemonLists.size > DAEMON_LISTINGS_MAX) this.daemonLists.delete(this.daemonLists.keys().next().value!);
+  /** One daemon listing of a folder (see listings.ts), in its own queue. */
+  private async listRun(dir: string, onRow: (r: ListedRow) => void): Promise<void> {
+    const parts = pathParts(dir);
+    await this.rsync(dir, { priority: Priority.interactive },
+      (url) => ['--list-only', '--no-h', parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
+      (l) => {
+        const r = parseListLine(l);
+        if (r && validName(r.name)) onRow(r);
+      }, { queue: this.listQueue, attempts: 2, listing: true });
   }
 
   async close(): Promise<void> {
@@ -922,28 +800,6 @@ function toWire(path: string): string {
   }
   for (const p of parts) if (!validName(p)) throw new InvalidName('invalid path component', { path });
   return parts.length ? parts.join('/') : '/';
-}
-
-function baseName(path: string): string {
-  return pathParts(path).pop() ?? '';
-}
-
-function parentOf(path: string): string {
-  const parts = pathParts(path);
-  parts.pop();
-  return '/' + parts.join('/');
-}
-
-/** Same file, same size: the daemon's row is of the version ops/list or ops/filesize described. */
-function matches(e: RemoteEntry, row: ListedRow | undefined): boolean {
-  return !!row && row.type === 'file' && row.size === e.size;
-}
-
-/** Gives a file entry its mtime from the daemon listing when the row is of the same version. */
-function withMtime(e: RemoteEntry, listed: DaemonListing | undefined): void {
-  if (e.type !== 'file') return;
-  const row = listed?.rows.get(e.name);
-  if (matches(e, row)) e.mtimeMs = row!.mtimeMs;
 }
 
 function errCtx(e: RemoteError): ErrorContext {

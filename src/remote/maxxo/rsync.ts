@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   RemoteError, AuthFailed, NotFound, IsADirectory, InvalidName, NoSpace, Cancelled, TransferFailed, Timeout, type ErrorContext,
-} from '../errors.js';
+} from '../../errors.js';
 import { redact } from '../../log.js';
 
 export interface RsyncRun {

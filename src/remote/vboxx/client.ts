@@ -9,8 +9,8 @@ import { HttpClient, type RequestSpec, type HttpClientOptions } from '../http.js
 import { encodePathSegments } from '../url.js';
 import {
   AuthFailed, BadRequest, BadResponse, Cancelled, NetworkError, NotFound, RemoteError, type ErrorContext,
-} from '../errors.js';
-import { Priority } from '../types.js';
+} from '../../errors.js';
+import { Priority, type CallOptions, type TransferOptions } from '../types.js';
 import { redact, silentLogger, type Logger } from '../../log.js';
 import type { ClientOptions } from '../options.js';
 import { vboxxError, isInvalidLogin, serverMessage, type EndpointKind } from './errors.js';
@@ -37,16 +37,9 @@ export interface VboxxClientConfig extends ClientOptions {
   backoffCapMs?: number;
 }
 
-export interface Call {
-  signal?: AbortSignal;
-  priority?: number;
-}
-
-export interface Transfer extends Call {
-  onProgress?: (bytes: number) => void;
-  /** Uploads: the request that applies the content leaves for the server (see TransferOptions). */
-  onSend?: () => void;
-}
+// The Remote's option shapes, under the short names of this client's signatures.
+type Call = CallOptions;
+type Transfer = TransferOptions;
 
 export type MetadataResult =
   | { unchanged: true }
@@ -56,6 +49,18 @@ export interface UploadOptions extends Transfer {
   /** Replace an existing file (default true). */
   overwrite?: boolean;
   parentRev?: string;
+  /** The file's mtime, sent as `client_mtime` (whole unix seconds; the reference server's extension). */
+  mtimeMs?: number;
+}
+
+/** The query fields every write of a file carries. */
+function writeQuery(o: UploadOptions): Record<string, string> {
+  const q: Record<string, string> = { overwrite: o.overwrite === false ? 'false' : 'true' };
+  if (o.parentRev) q.parent_rev = o.parentRev;
+  const s = o.mtimeMs === undefined ? NaN : Math.floor(o.mtimeMs / 1000);
+  // before 1970 or past year 9999 the server has no form for it: it keeps its own write time
+  if (Number.isFinite(s) && s >= 0 && s <= 253402300799) q.client_mtime = String(s);
+  return q;
 }
 
 const MiB = 1024 * 1024;
@@ -538,7 +543,7 @@ export class VboxxClient {
     const { data } = await this.getJson({
       onDispatch: o.onSend,
       method: 'PUT', path: p, body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-      query: { overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
+      query: writeQuery(o),
       // Same bytes to the same path with overwrite: repeating is harmless.
       idempotent: o.overwrite !== false, signal: o.signal, priority: o.priority ?? Priority.background,
     });
@@ -566,7 +571,7 @@ export class VboxxClient {
         onDispatch: o.onSend,
         // Query, not form: like files_put, the commit is addressed by path and its parameters are
         // plain (Dropbox v1 takes them either way; the reference server reads no body here).
-        method: 'POST', path: p, query: { upload_id: uploadId, overwrite: o.overwrite === false ? 'false' : 'true', ...(o.parentRev ? { parent_rev: o.parentRev } : {}) },
+        method: 'POST', path: p, query: { upload_id: uploadId, ...writeQuery(o) },
         signal: o.signal, priority: o.priority ?? Priority.background,
       });
       return parseMetadata(data, this.ctx('POST', p), this.log);
@@ -703,7 +708,12 @@ export class VboxxClient {
     const p = `/1/management/${path}`;
     // Creations are not repeated on doubt (a second person/org would be created); updates are.
     const idempotent = /\/update\/$/.test('/' + path);
-    const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(form as Record<string, FormValue>), idempotent, signal: o.signal, priority: o.priority ?? Priority.interactive });
+    // An update's null clears the field: the service shows unset fields as null or "" (policy
+    // sample: "purge_deleted_frequency": ""), and a form can only carry that as an empty value.
+    const fields = idempotent
+      ? Object.fromEntries(Object.entries(form as Record<string, FormValue>).map(([k, v]) => [k, v === null ? '' : v]))
+      : form as Record<string, FormValue>;
+    const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(fields), idempotent, signal: o.signal, priority: o.priority ?? Priority.interactive });
     const obj = expectObject(data, 'management answer', this.ctx('POST', p));
     if (typeof obj.code === 'string' && obj.code === 'error') {
       throw vboxxError('management', typeof obj.status_code === 'number' ? obj.status_code : 500, obj, this.ctx('POST', p));

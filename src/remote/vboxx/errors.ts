@@ -1,12 +1,12 @@
 // vBoxx error answers ({status_code, message, code:"error"} with that HTTP status) -> the typed
-// errors of src/remote/errors.ts. The same status means different things on different
+// errors of src/errors.ts. The same status means different things on different
 // endpoints (403 on fileops/move = the target exists, elsewhere = not allowed), so the caller
 // says which kind of endpoint it was.
 import {
   AlreadyExists, AuthFailed, BadGateway, BadRequest, errorFromCode, Forbidden, GatewayTimeout, NotFound,
   PolicyExcludedExtension, PolicyFileTooLarge, QuotaExceeded, RangeNotSatisfiable, RateLimited, RemoteError,
   ServerError, ServiceUnavailable, Unauthorized, type ErrorContext,
-} from '../errors.js';
+} from '../../errors.js';
 import { redact } from '../../log.js';
 
 export type EndpointKind =

@@ -34,15 +34,16 @@ export interface PersonCreate {
   create_root?: boolean;
 }
 
+/** In updates, null clears an optional field (unlimited quota, no phone): sent as an empty value. */
 export interface PersonUpdate {
   id: number;
   first_name?: string;
   last_name?: string;
   company_id?: number;
-  space_quota?: number;
+  space_quota?: number | null;
   password?: string;
-  mobile_phone?: string;
-  mobile_service_provider_id?: number;
+  mobile_phone?: string | null;
+  mobile_service_provider_id?: number | null;
   system_admin?: boolean;
   site_admin?: boolean;
 }
@@ -71,12 +72,12 @@ export interface Organization {
 
 /** A bandwidth limit and its exception window, the same on organizations (create, update) and machines. */
 export interface BandwidthThrottle {
-  bandwidth_throttle?: number;
-  throttle_exception_dow?: string;
+  bandwidth_throttle?: number | null;
+  throttle_exception_dow?: string | null;
   throttle_exception_days?: 'weekdays' | 'weekends';
-  throttle_exception_start?: string;
-  throttle_exception_end?: string;
-  throttle_exception_throttle?: number;
+  throttle_exception_start?: string | null;
+  throttle_exception_end?: string | null;
+  throttle_exception_throttle?: number | null;
 }
 
 export interface OrganizationCreate extends BandwidthThrottle {
@@ -104,16 +105,16 @@ export type OrgSubList = 'organizations' | 'roots' | 'machines' | 'persons';
 
 export interface PolicyUpdate {
   id: number;
-  space_quota?: number;
-  max_file_size?: number;
+  space_quota?: number | null;
+  max_file_size?: number | null;
   purge_deleted?: boolean;
   trim_revisions?: boolean;
-  excluded_extensions?: string;
+  excluded_extensions?: string | null;
   user_purge_deleted?: boolean;
-  purge_deleted_frequency?: number;
+  purge_deleted_frequency?: number | null;
   user_trim_revisions?: boolean;
   user_create_backups?: boolean;
-  trim_revisions_x?: number;
+  trim_revisions_x?: number | null;
 }
 
 export interface Root {

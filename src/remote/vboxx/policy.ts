@@ -1,7 +1,7 @@
 // The organization policy as the client enforces it before an upload starts, so a refused file
 // costs no transfer: max_file_size (MB) -> PolicyFileTooLarge, excluded_extensions ->
 // PolicyExcludedExtension, space quota -> QuotaExceeded.
-import { PolicyExcludedExtension, PolicyFileTooLarge, QuotaExceeded } from '../errors.js';
+import { PolicyExcludedExtension, PolicyFileTooLarge, QuotaExceeded } from '../../errors.js';
 import type { VboxxPolicy } from './wire.js';
 
 export interface EffectivePolicy {

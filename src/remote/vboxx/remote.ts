@@ -1,12 +1,12 @@
 // The vBoxx account as a drive (the Remote interface vfs uses). Each root of the account is a
 // top-level folder named after it, or with `root` the one chosen root is the drive's top.
-import { stat as fsStat } from 'node:fs/promises';
+import { rm, stat as fsStat } from 'node:fs/promises';
 import {
   BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
-} from '../errors.js';
+} from '../../errors.js';
 import { validName } from '../names.js';
 import type {
-  Capabilities, CallOptions, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions, UploadPolicy,
+  AttrChange, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions, UploadPolicy,
 } from '../types.js';
 import type { VboxxClientOptions } from '../options.js';
 import { VboxxClient, type VboxxClientConfig } from './client.js';
@@ -27,9 +27,12 @@ const split = (p: string) => p.split('/').filter((s) => s !== '' && s !== '.');
 
 export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
-  readonly capabilities: Capabilities = {
-    rangedReads: true, listingRevalidation: true, serverRevision: true, mtime: true,
-    shareLinks: true, batchStat: false, emptyFolders: true, reportsSend: true,
+  readonly ranged: RangedReads = { readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o) };
+  readonly shareLinks: ShareLinks = { shareLink: (path, o) => this.shareLink(path, o) };
+  // client_mtime (whole seconds) on every upload; no mode at all, no folder times
+  readonly fileMeta: FileMetadata = {
+    mtimeResolutionMs: 1000, modeBits: 0, attrsNeedContent: true,
+    setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
   };
   readonly client: VboxxClient;
   private readonly rootSel?: string;
@@ -45,6 +48,8 @@ export class VboxxRemote implements Remote {
   }
 
   private get log() { return this.client.log; }
+
+  get offline(): boolean { return this.client.http.silent; }
 
   // ---- roots ----
 
@@ -108,8 +113,12 @@ export class VboxxRemote implements Remote {
       return null;
     }
     const e: RemoteEntry = { name, type: m.is_dir ? 'dir' : 'file', size: m.is_dir ? 0 : m.bytes };
+    // the writer's mtime (client_mtime, as the upload set it) before the server's write time
+    const client = m.is_dir ? undefined : clientMtimeMs(m.client_mtime);
     const ts = m.modified_unix_timestamp;
-    if (typeof ts === 'number' && ts > 0) e.mtimeMs = Math.round(ts * 1000);
+    if (client !== undefined) e.mtimeMs = client;
+    else if (typeof ts === 'number' && ts > 0) e.mtimeMs = Math.round(ts * 1000);
+    if (!m.is_dir && typeof ts === 'number' && ts > 0) e.written = Math.round(ts * 1000);
     if (m.rev !== undefined) e.rev = m.rev;
     return e;
   }
@@ -164,11 +173,6 @@ export class VboxxRemote implements Remote {
     }
   }
 
-  async read(path: string, offset: number, length: number, o: CallOptions = {}): Promise<Buffer> {
-    const r = await this.fileTarget(path, o);
-    return this.client.readRange(r.root.id, r.sub, offset, length, o);
-  }
-
   async readTo(path: string, offset: number, length: number, sink: RangeSink, o: CallOptions = {}): Promise<RangeRead> {
     const r = await this.fileTarget(path, o);
     return this.client.readTo(r.root.id, r.sub, offset, length, sink, o);
@@ -188,6 +192,44 @@ export class VboxxRemote implements Remote {
     const e = this.toEntry(m, split(path).at(-1));
     if (!e) throw new BadRequest('uploaded under an invalid name', { path });
     return e;
+  }
+
+  /**
+   * The API has no call that changes a file's times alone: the cheapest is a files_put of the
+   * same bytes with the new client_mtime (a new rev, the same content). Nothing is sent when the
+   * server already holds that time, or when its content is no longer revision `rev` nor the same
+   * write moved (another client's newer content and its time stand). Remaining windows: a write
+   * by another client between our metadata call and the put is overwritten by our (older) bytes;
+   * one of the same size in the same second as ours counts as the same write.
+   */
+  async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string } = {}): Promise<RemoteEntry | null> {
+    const r = await this.fileTarget(path, o);
+    const res = await this.client.metadata(r.root.id, r.sub, { signal: o.signal, priority: o.priority, list: false }).catch((e) => {
+      if (e instanceof RemoteError && e.code === 'NOT_FOUND') return null;
+      throw e;
+    });
+    if (!res || res.unchanged || res.meta.is_dir) return null;
+    const cur = this.toEntry(res.meta, split(path).at(-1));
+    if (!cur) return null;
+    // a move gives a new rev but keeps the server's write time: the same bytes, moved (ours)
+    const moved = o.written !== undefined && cur.written === o.written;
+    if (o.rev !== undefined && cur.rev !== undefined && cur.rev !== o.rev && !moved) return null;
+    if (attrs.mtimeMs === undefined || cur.mtimeMs === Math.floor(attrs.mtimeMs / 1000) * 1000) return cur;
+    let source = o.localFile;
+    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) source = undefined;
+    let scratch: string | undefined;
+    try {
+      if (source === undefined) {
+        if (!o.scratch) throw new BadRequest('a scratch file is needed to change the times of a file not cached', { path });
+        scratch = o.scratch;
+        const got = await this.client.download(r.root.id, r.sub, scratch, { signal: o.signal, priority: o.priority });
+        if (got.rev !== undefined && cur.rev !== undefined && got.rev !== cur.rev) return null;
+        source = scratch;
+      }
+      return await this.upload(source, path, { signal: o.signal, priority: o.priority, mtimeMs: attrs.mtimeMs });
+    } finally {
+      if (scratch) await rm(scratch, { force: true });
+    }
   }
 
   readonly uploadPolicy: UploadPolicy = {
@@ -312,3 +354,15 @@ export function createVboxxRemote(opts: VboxxClientOptions): VboxxRemote {
   return new VboxxRemote(opts);
 }
 
+
+/**
+ * client_mtime as the reference server writes it ("YYYY-MM-DDTHH:MM:SS", UTC), as Dropbox v1 did
+ * ("Sat, 21 Aug 2010 22:31:20 +0000"), or unix seconds; undefined when absent or not a time.
+ */
+export function clientMtimeMs(v: string | number | undefined): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? v * 1000 : undefined;
+  if (typeof v !== 'string' || v === '' || v === '0') return undefined;
+  const iso = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$/.test(v) ? v + 'Z' : v;
+  const ms = Date.parse(iso);
+  return Number.isFinite(ms) ? ms : undefined;
+}

@@ -3,7 +3,7 @@
 // into one valid path component and clashes are broken deterministically (by root id), so the
 // same account always shows the same names.
 import type { VboxxRootInfo } from './wire.js';
-import { NotFound } from '../errors.js';
+import { NotFound } from '../../errors.js';
 
 export interface MappedRoot {
   id: number;

@@ -1,7 +1,7 @@
 // vBoxxCloud wire shapes and their validation. Everything the server sends passes through
 // here before the rest of the client trusts it: wrong types become BadResponse (for the object
 // asked for) or are dropped with a warning (for one entry of a listing), never a crash later.
-import { BadResponse, type ErrorContext } from '../errors.js';
+import { BadResponse, type ErrorContext } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
 /** One file or folder as /1/metadata, files_put and fileops describe it. */

@@ -2,7 +2,7 @@
 // (remotes with ranged reads: vBoxx), the whole-file download that reads follow as it arrives
 // (Maxxo: rsync), and the joining of batch downloads (prefetch).
 //
-// Owns: nothing of its own beyond the fetch bookkeeping on each Obj (inflight blocks, waiters,
+// Owns: nothing of its own beyond the fetch bookkeeping on each Obj (inflight blocks,
 // recent segments, download state); byte accounting goes through ContentStore.
 //
 // Rules:
@@ -14,13 +14,13 @@
 //   the end of a long request; every wait is bounded by opTimeoutMs.
 // - Read-ahead and fetches of clean content only: dirty content is complete and never fetched.
 import fs, { promises as fsp } from 'node:fs';
-import { BadResponse, Cancelled } from '../../remote/errors.js';
+import { BadResponse, Cancelled } from '../../errors.js';
 import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '../../remote/types.js';
 import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';
 import { readAheadPlan } from '../ranges.js';
-import { fstatFd, ftruncateFd, pwrite, pwritevAll } from './fileio.js';
-import type { Obj, RangeWaiter } from './obj.js';
+import { fstatFd, ftruncateFd, pwritevAll } from './fileio.js';
+import { wake, waitFor, type Obj } from './obj.js';
 import type { ContentStore } from './store.js';
 
 /** A streamed fetch whose content object was reset meanwhile: it stops without an error. */
@@ -77,7 +77,7 @@ export class Fetcher {
   /** Whole content present locally (before the first write, so the dirty file is complete). */
   async ensureWhole(o: Obj): Promise<void> {
     if (o.complete) return;
-    if (this.ctx.remote.read && this.ctx.remote.capabilities.rangedReads) {
+    if (this.ctx.ranged) {
       // a window of readParallel requests at a time keeps memory bounded for huge files
       const req = 8 * MiB;
       for (let stalls = 0; !o.complete && stalls < 3;) {
@@ -143,7 +143,9 @@ export class Fetcher {
       if (inf) {
         let e = b + 1;
         while (e <= last && o.inflight.get(e) === inf) e++;
-        waits.push(this.arrival(o, Math.max(start, b * B), Math.min(end, e * B, o.size), inf));
+        const s = Math.max(start, b * B);
+        const until = Math.min(end, e * B, o.size);
+        waits.push(waitFor(o, () => o.ranges.covers(s, until), inf));
         b = e;
         continue;
       }
@@ -154,28 +156,6 @@ export class Fetcher {
       b = e;
     }
     return waits;
-  }
-
-  /** Resolves once [s, e) is cached or the fetch `run` ended (rejects with its error). */
-  private arrival(o: Obj, s: number, e: number, run: Promise<void>): Promise<void> {
-    if (o.ranges.covers(s, e)) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const w: RangeWaiter = { s, e, resolve };
-      o.waiters.push(w);
-      const drop = () => {
-        const i = o.waiters.indexOf(w);
-        if (i >= 0) o.waiters.splice(i, 1);
-      };
-      run.then(() => { drop(); resolve(); }, (err) => { drop(); reject(err); });
-    });
-  }
-
-  /** Wakes the readers whose bytes are all cached now. */
-  wakeWaiters(o: Obj): void {
-    if (o.waiters.length === 0) return;
-    const still: RangeWaiter[] = [];
-    for (const w of o.waiters) if (o.ranges.covers(w.s, w.e)) w.resolve(); else still.push(w);
-    o.waiters = still;
   }
 
   private blockHeld(o: Obj, b: number): boolean {
@@ -216,18 +196,9 @@ export class Fetcher {
   fetchRun(o: Obj, s: number, e: number, priority: number): Promise<void> {
     const B = this.ctx.opts.readBlockBytes;
     const epoch = o.epoch;
-    const path = o.path;
     const p = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      if (this.ctx.remote.readTo) { await this.streamRun(o, s, e, epoch, priority); return; }
-      const data = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.read!(path, s, e - s, { signal, priority }));
-      if (o.epoch !== epoch) return;
-      let n = 0;
-      while (n < data.length) n += await pwrite(o.fd, data, n, data.length - n, s + n);
-      if (o.epoch !== epoch) return;
-      this.store.addRange(o, s, Math.min(s + data.length, o.size));
-      o.metaOnDisk = false;
-      this.wakeWaiters(o);
+      await this.streamRun(o, s, e, epoch, priority);
     })().finally(() => {
       for (let b = s / B; b * B < e; b++) if (o.inflight.get(b) === p) o.inflight.delete(b);
       o.inflightCount--;
@@ -269,7 +240,7 @@ export class Fetcher {
       }
       this.store.addRange(o, pos, Math.min(pos + len, o.size));
       o.metaOnDisk = false;
-      this.wakeWaiters(o);
+      wake(o);
     };
     const sink = (chunk: Buffer, pos: number, served: RangeServed): void | Promise<void> => {
       if (o.epoch !== epoch) throw STALE_RUN;
@@ -290,7 +261,7 @@ export class Fetcher {
     };
     let got: RangeRead;
     try {
-      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.readTo!(path, s, e - s, sink, { signal, priority }));
+      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(path, s, e - s, sink, { signal, priority }));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
@@ -319,17 +290,19 @@ export class Fetcher {
     o.size = size;
     this.store.dropMeta(o);
     this.onServerChanged(o.path, e);
-    this.wakeWaiters(o);
+    wake(o);
   }
 
-  /** Non-ranged remotes: the whole file streams into the cache file; reads follow its progress. */
+  /**
+   * Non-ranged remotes: the whole file streams into the cache file; reads follow its progress.
+   * A batch download that settles without o (prefetch) leaves the reader to start one of its own.
+   */
   async ensureDownloaded(o: Obj, need: number): Promise<void> {
-    if (o.complete) return;
-    if (!o.download) this.startDownload(o);
-    if (o.downloaded >= need) return;
-    await this.ctx.within(`read of ${o.path}`, new Promise<void>((resolve, reject) => {
-      o.dlWaiters.push({ need, resolve, reject });
-    }));
+    for (let round = 0; !o.complete && !(o.download && o.downloaded >= need); round++) {
+      if (round >= 4) throw new BadResponse('the download ended without the file', { path: o.path });
+      if (!o.download) this.startDownload(o);
+      await this.ctx.within(`read of ${o.path}`, waitFor(o, () => o.complete || o.downloaded >= need, o.download!));
+    }
   }
 
   startDownload(o: Obj): void {
@@ -338,17 +311,12 @@ export class Fetcher {
     o.downloaded = 0;
     const epoch = o.epoch;
     const path = o.path;
-    const wake = () => {
-      const still: typeof o.dlWaiters = [];
-      for (const w of o.dlWaiters) if (w.need <= o.downloaded) w.resolve(); else still.push(w);
-      o.dlWaiters = still;
-    };
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
       await this.ctx.remote.download(path, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
-        onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(); } },
+        onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
       });
       if (o.epoch !== epoch) throw new Cancelled('download superseded', { path });
       // the client may have replaced the file instead of writing in place: follow the new inode
@@ -368,13 +336,8 @@ export class Fetcher {
       }
       this.store.setWhole(o, a.size);
     })();
-    o.download.then(() => {
-      for (const w of o.dlWaiters) w.resolve();
-      o.dlWaiters = [];
-    }, (err) => {
-      for (const w of o.dlWaiters) w.reject(err);
-      o.dlWaiters = [];
-    }).finally(() => {
+    // its readers' waits settle with it (waitFor's run)
+    o.download.catch(() => {}).finally(() => {
       o.download = null;
       o.dlAbort = null;
       if (o.refs === 0) this.store.afterRelease(o);
@@ -382,7 +345,10 @@ export class Fetcher {
     });
   }
 
-  /** Marks o as being downloaded by a batch: readers wait for it like for their own download. */
+  /**
+   * Marks o as being downloaded by a batch: readers wait for it like for their own download, and
+   * start their own when it settles without o.
+   */
   attachBatch(o: Obj, done: Promise<Set<Obj>>): void {
     o.dlAbort = new AbortController();
     o.downloaded = 0;
@@ -392,13 +358,7 @@ export class Fetcher {
     p.then((ok) => {
       o.download = null;
       o.dlAbort = null;
-      if (ok) {
-        for (const w of o.dlWaiters) w.resolve();
-        o.dlWaiters = [];
-      } else if (o.dlWaiters.length > 0 && !o.unlinked) {
-        // not in the batch after all: the readers waiting get a download of their own
-        this.startDownload(o);
-      }
+      if (ok) wake(o);
       if (o.refs === 0) this.store.afterRelease(o);
     }).catch((e) => this.ctx.log.debug(`prefetch of ${o.path}: ${errText(e)}`));
   }

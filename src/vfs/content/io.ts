@@ -9,7 +9,7 @@
 // - A write that reserved space past the end gives back what nobody wrote after it if it fails.
 // - The policy's size limit applies as RLIMIT_FSIZE does: what fits is written, the write at the
 //   limit fails with EFBIG.
-import { PolicyFileTooLarge } from '../../remote/errors.js';
+import { PolicyFileTooLarge } from '../../errors.js';
 import type { Ctx } from '../context.js';
 import type { AttrTable } from '../meta/attrs.js';
 import type { PolicyGate } from '../writeback/policy.js';

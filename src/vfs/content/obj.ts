@@ -22,17 +22,17 @@
 // starts while they wait or run. Without it a close's truncate to the size it read ran after
 // another appender's write had landed past that size: lost lines, then a hole of NULs (issue 10).
 //
-// Three kinds of waiters hang on an object, one per way bytes arrive:
-// - waiters: readers of a range that a ranged fetch is streaming in (content/fetch.ts);
-// - dlWaiters: readers of a prefix of a whole-file download (non-ranged remotes);
-// - ioIdle: an exclusive section waiting for the shared writes to end.
+// One waiter mechanism (waitFor / wake): a waiter names the condition it waits for (a range
+// present, a download's prefix arrived, no write half done) and, where one exists, the run whose
+// end settles it (a fetch or download: resolves, or rejects with its error). Whoever changes what
+// a condition reads calls wake(o): a fetch landing bytes, a download's progress, the last shared
+// write ending.
 import type { RemoteEntry } from '../../remote/types.js';
 import { RangeSet } from '../ranges.js';
 import { WriteState } from '../writeback/state.js';
 
-export interface RangeWaiter { s: number; e: number; resolve: () => void }
+interface Waiter { ready: () => boolean; resolve: () => void }
 export interface RecentSeg { pos: number; end: number; bufs: Buffer[]; bytes: number; epoch: number; gen: number }
-export interface DownloadWaiter { need: number; resolve: () => void; reject: (e: unknown) => void }
 
 export class Obj {
   fd = -1;
@@ -53,13 +53,12 @@ export class Obj {
   metaOnDisk = false;
   /** The I/O gate of the cache file (see the top of this file). */
   ioShared = 0;
-  ioIdle: (() => void)[] = [];
   ioExclusive: Promise<void> | null = null;
+  /** Everyone waiting for a condition on this object (see waitFor at the top of this file). */
+  waiters: Waiter[] = [];
   // ranged fetches
   readonly inflight = new Map<number, Promise<void>>();
   inflightCount = 0;
-  /** Readers waiting for bytes of a fetch still streaming in. */
-  waiters: RangeWaiter[] = [];
   /**
    * The last bytes streamed in, as received (clean content only): a sequential reader right
    * behind the read-ahead gets them by a copy instead of a pread of the cache file they were just
@@ -71,8 +70,8 @@ export class Obj {
   // whole-file download
   download: Promise<void> | null = null;
   dlAbort: AbortController | null = null;
+  /** Bytes of the whole-file download in progress present from the start of the file. */
   downloaded = 0;
-  dlWaiters: DownloadWaiter[] = [];
 
   constructor(public readonly id: string, public path: string, public size: number, onServer: boolean) {
     this.wb = new WriteState(onServer);
@@ -111,11 +110,7 @@ export async function sharedIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } finally {
-    if (--o.ioShared === 0 && o.ioIdle.length > 0) {
-      const w = o.ioIdle;
-      o.ioIdle = [];
-      for (const r of w) r();
-    }
+    if (--o.ioShared === 0) wake(o);
   }
 }
 
@@ -128,12 +123,38 @@ export async function exclusiveIo<T>(o: Obj, fn: () => Promise<T>): Promise<T> {
   let done!: () => void;
   o.ioExclusive = new Promise<void>((r) => { done = r; });
   try {
-    if (o.ioShared > 0) await new Promise<void>((r) => o.ioIdle.push(r));
+    await waitFor(o, () => o.ioShared === 0);
     return await fn();
   } finally {
     o.ioExclusive = null;
     done();
   }
+}
+
+/**
+ * Resolves once ready() holds: now, or at a wake(o) after which it does. With `run` (the fetch or
+ * download that brings what ready() looks for), it also settles when run does: resolves with it
+ * (the caller checks again what it got), rejects with its error.
+ */
+export function waitFor(o: Obj, ready: () => boolean, run?: Promise<unknown>): Promise<void> {
+  if (ready()) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const w: Waiter = { ready, resolve };
+    o.waiters.push(w);
+    const drop = () => {
+      const i = o.waiters.indexOf(w);
+      if (i >= 0) o.waiters.splice(i, 1);
+    };
+    run?.then(() => { drop(); resolve(); }, (err) => { drop(); reject(err); });
+  });
+}
+
+/** Resolves the waiters of o whose condition holds now. */
+export function wake(o: Obj): void {
+  if (o.waiters.length === 0) return;
+  const still: Waiter[] = [];
+  for (const w of o.waiters) if (w.ready()) w.resolve(); else still.push(w);
+  o.waiters = still;
 }
 
 /** Copies [pos, end) from recent segments into buf; false (nothing usable) when any byte is missing. */

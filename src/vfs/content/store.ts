@@ -3,7 +3,7 @@
 //
 // Owns: objs (path -> Obj, Map order = LRU order), localObjs (objects whose local state overrides
 // the server: dirty, pending, local-only), hidden (deleted files still open under a local-only
-// name), cacheBytes (sum of ranges.bytes of all objects; change ranges through addRange,
+// name; a rename of their folder moves that name too, as it moves objs), cacheBytes (sum of ranges.bytes of all objects; change ranges through addRange,
 // truncateRanges, clearRanges, setWhole so it stays right), the .meta index files of clean content.
 //
 // Rules:
@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { RemoteEntry } from '../../remote/types.js';
 import type { PendingUpload } from '../journal.js';
 import { MUTATION, errText, type Ctx } from '../context.js';
-import { baseOf, isUnder, rebase } from '../paths.js';
+import { baseOf, isUnder, rebase, rekeyMap } from '../paths.js';
 import { openRw } from './fileio.js';
 import { Obj } from './obj.js';
 
@@ -60,7 +60,7 @@ export class ContentStore {
     return o;
   }
 
-  /** o (and what is under it) moved from `from` to `to` (a rename): re-registered under the new paths. */
+  /** o (and what is under it) moved from `from` to `to` (a rename): re-registered under the new paths, hidden names too. */
   move(objs: Obj[], from: string, to: string): void {
     for (const o of objs) if (this.objs.get(o.path) === o) this.objs.delete(o.path);
     for (const o of objs) {
@@ -71,6 +71,14 @@ export class ContentStore {
       // the index names the old path; it is written again at the next release
       this.dropMeta(o);
     }
+    // A hidden name lives inside the renamed folder like any other name: libfuse asks for it by its
+    // new path from now on (fstat of a file unlinked while open, after its folder moved).
+    if (this.hidden.size > 0) rekeyMap(this.hidden, from, to);
+  }
+
+  /** dir is gone (removed, replaced): hidden names below it name nothing any more. */
+  forgetHiddenUnder(dir: string): void {
+    for (const name of [...this.hidden.keys()]) if (isUnder(name, dir)) this.hidden.delete(name);
   }
 
   /** Objects at path or below it. */

@@ -1,12 +1,20 @@
 // The inode table and the attributes the drive keeps locally (chmod, utimens), and how an entry
 // becomes the Attr the adapter shows.
 //
-// Owns: path -> inode number (stable for the mount, moved by renames, root = 1) and path ->
-// local attributes. Ordering: a rename moves both with rekey() before the caller's rename
+// What a service cannot hold: permission bits outside fileMeta.modeBits answer what a program
+// set (create mode, chmod) for the mount and the defaults (0644 files, 0755 folders) after a
+// remount; a file's mtime is shown at the service's resolution
+// (vBoxx: whole seconds) so that it does not move when the server's copy is read back. Times the
+// services hold nowhere (atime, ctime, folder mtimes on vBoxx) live for the mount: folder times
+// move with our own changes inside them, else they come from the listing (or the mount time).
+//
+// Owns: path -> inode number (stable for the mount, moved by renames, root = 1), its reverse
+// (the libfuse 3 backend addresses everything by inode), the kernel's lookup counts, and path ->
+// local attributes. Ordering: a rename moves them with rekey() before the caller's rename
 // returns; unlink and rmdir forget() them.
-import type { RemoteEntry } from '../../remote/types.js';
+import type { AttrChange, FileMetadata, RemoteEntry } from '../../remote/types.js';
 import type { Attr } from '../api.js';
-import { rekeyMap } from '../paths.js';
+import { isUnder, rebase, rekeyMap } from '../paths.js';
 import { sameIdent } from '../content/obj.js';
 
 export interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
@@ -23,26 +31,78 @@ export interface ContentView {
 export class AttrTable {
   /** The path/inode table: one stable number per path seen, moved by renames. */
   private readonly inos = new Map<string, number>([['/', 1]]);
+  /** ino -> path: the inode-addressed entry points resolve through it (numbers are never reused). */
+  private readonly paths = new Map<number, string>([[1, '/']]);
+  /**
+   * The kernel's lookup count per inode (libfuse 3 backend): what entries it was sent minus what it
+   * forgot. An unlinked name leaves the table at once (its open handles do not need it); a counted
+   * number whose name went away is then unknown to getattr without a handle (ENOENT), as for any
+   * node removed on the server.
+   */
+  private readonly counts = new Map<number, number>();
   private nextIno = 2;
   /** chmod / utimens / a create's mode: kept locally (the services have no such attributes). */
   readonly local = new Map<string, LocalAttrs>();
   private readonly mountTime = Date.now();
 
+  /** meta: what the service keeps of a file's times and mode (absent: nothing, all lives for the mount). */
+  constructor(private readonly meta?: FileMetadata) {}
+
   ino(path: string): number {
     let ino = this.inos.get(path);
-    if (ino === undefined) { ino = this.nextIno++; this.inos.set(path, ino); }
+    if (ino === undefined) { ino = this.nextIno++; this.inos.set(path, ino); this.paths.set(ino, path); }
     return ino;
+  }
+
+  /** The path an inode number names now (renames followed), or undefined when it names none. */
+  pathOf(ino: number): string | undefined {
+    return this.paths.get(ino);
+  }
+
+  /** The kernel got n more references to ino (an entry reply, a readdirplus entry). */
+  counted(ino: number, n = 1): void {
+    this.counts.set(ino, (this.counts.get(ino) ?? 0) + n);
+  }
+
+  /** The kernel dropped n references (forget). Returns what it still holds. */
+  uncounted(ino: number, n: number): number {
+    const left = (this.counts.get(ino) ?? 0) - n;
+    if (left > 0) this.counts.set(ino, left); else this.counts.delete(ino);
+    return Math.max(0, left);
+  }
+
+  lookupCount(ino: number): number {
+    return this.counts.get(ino) ?? 0;
+  }
+
+  /** Sizes of the tables (tests, status). */
+  get sizes(): { inodes: number; counted: number } {
+    return { inodes: this.inos.size, counted: this.counts.size };
   }
 
   /** The path is gone (unlink, rmdir): its number and local attributes go too. */
   forget(path: string): void {
-    this.inos.delete(path);
+    const ino = this.inos.get(path);
+    if (ino !== undefined && ino !== 1) {
+      this.inos.delete(path);
+      this.paths.delete(ino);
+    }
     this.local.delete(path);
   }
 
   rekey(from: string, to: string): void {
     rekeyMap(this.local, from, to);
-    rekeyMap(this.inos, from, to);
+    const moved: [string, number][] = [];
+    for (const [k, v] of this.inos) if (k === from || isUnder(k, from)) moved.push([k, v]);
+    for (const [k] of moved) this.inos.delete(k);
+    for (const [k, ino] of moved) {
+      const nk = rebase(k, from, to);
+      // a replaced target's number names nothing any more
+      const old = this.inos.get(nk);
+      if (old !== undefined && old !== ino) this.paths.delete(old);
+      this.inos.set(nk, ino);
+      this.paths.set(ino, nk);
+    }
   }
 
   update(path: string, change: LocalAttrs): void {
@@ -51,13 +111,32 @@ export class AttrTable {
     this.local.set(path, la);
   }
 
+  /** Our own create/unlink/mkdir/rmdir/rename inside dir: its mtime and ctime move (POSIX). */
+  dirChanged(dir: string): void {
+    const now = Date.now();
+    this.update(dir, { mtimeMs: now, ctimeMs: now });
+  }
+
+  /** The times and mode of path to send with its content (only what the service keeps). */
+  toSend(path: string, localMtime: number): AttrChange {
+    const la = this.local.get(path);
+    const out: AttrChange = {};
+    if (this.meta) {
+      const m = la?.mtimeMs ?? (localMtime || undefined);
+      if (m !== undefined) out.mtimeMs = m;
+    }
+    if (this.meta?.modeBits && la?.perm !== undefined) out.mode = la.perm & this.meta.modeBits;
+    return out;
+  }
+
   /** The content changed: an explicit mtime (utimens) no longer holds. */
   contentModified(path: string): void {
     const la = this.local.get(path);
     if (la && la.mtimeMs !== undefined) la.mtimeMs = undefined;
   }
 
-  toAttr(path: string, e: RemoteEntry, o?: ContentView): Attr {
+  /** subdirs: the folder's number of subfolders, when its listing is known (nlink = 2 + that). */
+  toAttr(path: string, e: RemoteEntry, o?: ContentView, subdirs?: number): Attr {
     const la = this.local.get(path);
     const isDir = e.type === 'dir';
     let mtimeMs: number;
@@ -72,15 +151,24 @@ export class AttrTable {
       const own = o && o.localMtime && !isDir && sameIdent(o.ident, e) ? o.localMtime : undefined;
       mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? this.mountTime;
     }
+    const res = this.meta?.mtimeResolutionMs ?? 1;
+    if (!isDir && this.meta && res > 1) mtimeMs = Math.floor(mtimeMs / res) * res;
+    const def = isDir ? 0o755 : 0o644;
+    const held = isDir ? 0 : (this.meta?.modeBits ?? 0);
+    // Bits the service cannot hold still answer what a program set (create mode, chmod +x of a
+    // script it then runs) for the rest of the mount; a remount shows the default again. The
+    // README promise section says so. Showing the default at once (rclone) broke `./script` after
+    // `chmod +x` and create modes (mode 0 gave 0644) for no gain but remount symmetry.
+    const shown = (def & ~held) | ((e.mode ?? def) & held);
     return {
       ino: this.ino(path),
       type: e.type,
       size,
-      perm: la?.perm ?? (isDir ? 0o755 : 0o644),
+      perm: la?.perm ?? shown,
       mtimeMs,
       ctimeMs: la?.ctimeMs ?? mtimeMs,
       atimeMs: la?.atimeMs ?? mtimeMs,
-      nlink: isDir ? 2 : 1,
+      nlink: isDir ? 2 + (subdirs ?? 0) : 1,
     };
   }
 }

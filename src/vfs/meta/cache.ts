@@ -103,7 +103,7 @@ export class MetaCache {
   private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive): Promise<DirSlot> {
     const { remote, opts } = this.ctx;
     const gen = this.dirGen(dir);
-    const useHash = !!(old?.hash && remote.capabilities.listingRevalidation);
+    const useHash = !!old?.hash;
     const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
       remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}) }));
     const changedMeanwhile = this.dirGen(dir) !== gen;

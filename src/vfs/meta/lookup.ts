@@ -8,7 +8,7 @@
 // Depends on: MetaCache (caches and listings), a LocalView (what local content overrides).
 // Rules: an in-flight stat or listing is joined only by callers of the same folder generation
 // (MetaCache.dirGen); an answer that raced our own change is not cached.
-import { BadRequest, BadResponse, NotADirectory, NotFound, isRemoteError } from '../../remote/errors.js';
+import { BadRequest, BadResponse, NotADirectory, NotFound, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import { errText, type Ctx } from '../context.js';
 import { parentOf } from '../paths.js';
@@ -227,7 +227,7 @@ export class Lookup {
   private async fetchStat(path: string, gen: number): Promise<RemoteEntry | null> {
     const { remote } = this.ctx;
     let e: RemoteEntry | null;
-    const batched = !!(remote.statMany && remote.capabilities.batchStat);
+    const batched = !!remote.batchStat;
     try {
       e = batched
         ? await this.batchedStat(path)
@@ -264,7 +264,7 @@ export class Lookup {
     if (this.statBatch !== b) return;
     this.statBatch = null;
     const paths = b.paths;
-    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.ctx.remote.statMany!(paths, { signal, priority: Priority.interactive }))
+    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.ctx.remote.batchStat!.statMany(paths, { signal, priority: Priority.interactive }))
       .then((res) => {
         if (!Array.isArray(res) || res.length !== paths.length) throw new BadResponse('statMany answered a different number of entries');
         paths.forEach((p, i) => { for (const w of b.waiters.get(p)!) w.resolve(res[i] ?? null); });

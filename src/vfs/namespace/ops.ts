@@ -19,7 +19,14 @@
 //   upload replaces it, so a later unlink or rename of the path reaches the server too.
 // - An unlinked file still open keeps its content (fetched whole first: once the server copy is
 //   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs).
-import { AlreadyExists, BadRequest, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../remote/errors.js';
+// - A folder holding only such hidden names is empty for the listing, the server and the
+//   ENOTEMPTY checks, but rmdir of it and a rename over it answer EBUSY (as NFS does for its .nfs
+//   names): a path-bound backend (libfuse 2's high-level API) finds the open handle through the
+//   folder's path, and once that folder is removed or replaced libfuse itself answers ENOENT to
+//   every read, write, fsync of the handle and hands the last release no path at all
+//   (native-notes/fuse.md). Moving the folder is fine: the hidden names move with it.
+import type { RenameFlags } from '../api.js';
+import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
@@ -30,6 +37,7 @@ import type { Lookup } from '../meta/lookup.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf } from '../paths.js';
 import type { PolicyGate } from '../writeback/policy.js';
 import type { Uploader } from '../writeback/uploader.js';
+import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 
 export interface NamespaceDeps {
@@ -39,6 +47,8 @@ export interface NamespaceDeps {
   store: ContentStore;
   attrs: AttrTable;
   uploader: Uploader;
+  /** Metadata-only changes: stopped like uploads before a namespace change, moved with it. */
+  attrWriter: AttrWriter;
   barriers: Barriers;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
@@ -89,6 +99,7 @@ export class Namespace {
     this.meta.setEmptyDir(path);
     if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
     else this.attrTable.local.delete(path);
+    this.attrTable.dirChanged(parentOf(path));
   }
 
   async rmdir(path: string): Promise<void> {
@@ -100,10 +111,13 @@ export class Namespace {
     // the server deletes folders recursively: only a fresh listing may say "empty"
     const kids = await this.children(path, true);
     if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
+    this.refuseIfHoldsOpenHidden(path);
     await this.ctx.bounded(`remove ${path}`, (signal) => this.ctx.remote.remove([path], { signal, priority: Priority.interactive }));
     this.forgetTree(path);
+    this.store.forgetHiddenUnder(path);
     this.meta.setInParent(path, null);
     this.attrTable.forget(path);
+    this.attrTable.dirChanged(parentOf(path));
   }
 
   async unlink(path: string, opts: { keepOpenAs?: string } = {}): Promise<void> {
@@ -115,6 +129,7 @@ export class Namespace {
     await this.barriers.run([path], async () => {
       const o = this.store.objs.get(path);
       if (o) await this.uploader.stop(o);
+      await this.deps.attrWriter.stop(path, false);
       // POSIX: an open file keeps its content after the unlink. Once the server copy is gone it
       // cannot be fetched any more, so the part not cached yet comes first.
       if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
@@ -133,13 +148,15 @@ export class Namespace {
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
       }
       this.uploader.forget(path);
+      this.deps.attrWriter.forget(path);
       this.attrTable.forget(path);
+      this.attrTable.dirChanged(parentOf(path));
       this.forgetShareLinks(path, false);
       this.meta.setInParent(path, null);
     });
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string, flags: RenameFlags = {}): Promise<void> {
     from = normPath(from);
     to = normPath(to);
     this.writable();
@@ -150,47 +167,65 @@ export class Namespace {
     await this.lookups.parentDir(to);
     if (src.type === 'file') await this.policy.checkName(to);
     const dst = await this.lookups.lookup(to);
+    if (dst && flags.noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
     if (dst) {
       if (src.type === 'dir' && dst.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
       if (src.type !== 'dir' && dst.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
       if (dst.type === 'dir' && (await this.children(to, true)).size > 0) throw new NotEmpty('target folder is not empty', { path: to });
+      if (dst.type === 'dir') this.refuseIfHoldsOpenHidden(to);
     }
-    await this.barriers.run([from, to], async () => {
-      const moving = this.store.under(from);
-      const replaced = this.store.objs.get(to);
-      for (const o of moving) await this.uploader.stop(o);
-      if (replaced) await this.uploader.stop(replaced);
-      const so = this.store.objs.get(from);
-      const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
-      // what the server holds at the target after a move that sends nothing (see shadowsServer)
-      const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
-      const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
-      if (dst) await this.uploader.cancelPath(to);
-      const jr = this.uploader.retarget(from, to);
-      // local view first, so a close() journaling meanwhile already records the new name
-      if (replaced) this.store.unregister(replaced);
-      this.rekey(from, to, moving);
-      try {
-        await jr;
-        if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so);
-      } catch (err) {
-        this.rekey(to, from, moving);
-        await this.uploader.retarget(to, from).catch(() => {});
-        if (replaced) {
-          // the target was not replaced after all: its own pending content is kept
-          this.store.register(replaced);
-          if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
-        }
-        throw err;
+    try {
+      await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst, !!flags.noReplace));
+    } finally {
+      // the uploads stopped for the move go on at the new names (at the old ones if it failed)
+      for (const o of this.store.localObjs) {
+        if (o.path === to || isUnder(o.path, to) || o.path === from || isUnder(o.path, from)) this.uploader.scheduleIfIdle(o);
       }
-      if (replaced) this.store.detach(replaced);
-      if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
-      this.forgetTree(from, src.type === 'dir');
-      this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
-      this.meta.setInParent(from, null);
-      this.meta.setInParent(to, { ...src, name: baseOf(to) });
-    });
-    for (const o of this.store.localObjs) if (o.path === to || isUnder(o.path, to)) this.uploader.scheduleIfIdle(o);
+      // and so do the metadata changes stopped for it
+      this.deps.attrWriter.resume(to);
+      this.deps.attrWriter.resume(from);
+    }
+  }
+
+  private async renameLocked(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, noReplace: boolean): Promise<void> {
+    const moving = this.store.under(from);
+    const replaced = this.store.objs.get(to);
+    for (const o of moving) await this.uploader.stop(o);
+    if (replaced) await this.uploader.stop(replaced);
+    await this.deps.attrWriter.stop(from, true);
+    if (dst) await this.deps.attrWriter.stop(to, true);
+    const so = this.store.objs.get(from);
+    const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
+    // what the server holds at the target after a move that sends nothing (see shadowsServer)
+    const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
+    const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
+    if (dst) await this.uploader.cancelPath(to);
+    const jr = this.uploader.retarget(from, to);
+    // local view first, so a close() journaling meanwhile already records the new name
+    if (replaced) this.store.unregister(replaced);
+    if (dst?.type === 'dir') this.store.forgetHiddenUnder(to);
+    this.rekey(from, to, moving);
+    try {
+      await jr;
+      if (!srcLocalOnly) await this.serverMove(from, to, src, dst, so, noReplace);
+    } catch (err) {
+      this.rekey(to, from, moving);
+      await this.uploader.retarget(to, from).catch(() => {});
+      if (replaced) {
+        // the target was not replaced after all: its own pending content is kept
+        this.store.register(replaced);
+        if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
+      }
+      throw err;
+    }
+    if (replaced) this.store.detach(replaced);
+    if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
+    this.forgetTree(from, src.type === 'dir');
+    this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
+    this.meta.setInParent(from, null);
+    this.meta.setInParent(to, { ...src, name: baseOf(to) });
+    this.attrTable.dirChanged(parentOf(from));
+    if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
   }
 
   /**
@@ -198,7 +233,7 @@ export class Namespace {
    * may come from a cache that is stale (another client made it since): the service's conflict
    * answer is then decided as rename(2) would, from fresh answers about the target.
    */
-  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined): Promise<void> {
+  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined, noReplace = false): Promise<void> {
     const move = () => this.ctx.bounded(`move ${from} -> ${to}`, (signal) => this.ctx.remote.move(from, to, { signal, priority: Priority.interactive }));
     try {
       await move();
@@ -210,6 +245,7 @@ export class Namespace {
         const cur = await this.ctx.bounded(`stat ${to}`, (signal) => this.ctx.remote.stat(to, { signal, priority: Priority.interactive }));
         if (!cur) throw err;
         if (!dst) this.ctx.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
+        if (noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
         if (src.type === 'dir' && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
         if (src.type !== 'dir' && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
         if (cur.type === 'dir') {
@@ -227,11 +263,20 @@ export class Namespace {
     }
   }
 
+  /** EBUSY while a file unlinked but still open lives in dir under its hidden name (see the header). */
+  private refuseIfHoldsOpenHidden(dir: string): void {
+    if (this.store.hidden.size === 0) return;
+    for (const [name, o] of this.store.hidden) {
+      if (isUnder(name, dir) && o.refs > 0) throw new Busy('a file deleted while open is still in use in this folder', { path: dir });
+    }
+  }
+
   /** Moves local state (objects, local attributes, failures) from `from` to `to`. */
   private rekey(from: string, to: string, objs: Obj[]): void {
     this.store.move(objs, from, to);
     this.attrTable.rekey(from, to);
     this.uploader.rekey(from, to);
+    this.deps.attrWriter.rekey(from, to);
   }
 
   /** Children of dir as the drive shows them: server listing plus local-only files. */

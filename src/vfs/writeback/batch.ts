@@ -9,7 +9,7 @@
 // and from then on only the batch answers (the Uploader waits for it, never aborts it). Each
 // file's result is its own: the Uploader completes its journal record, or retries it alone.
 import { setMaxListeners } from 'node:events';
-import { BadResponse, Cancelled } from '../../remote/errors.js';
+import { BadResponse, Cancelled } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import { CLOSING, MiB, type Ctx } from '../context.js';
 
@@ -29,9 +29,16 @@ export interface UploadJob {
   signal: AbortSignal;
   /**
    * Called once the upload is on its way: alone, when the request leaves the client's queue (or at
-   * once if the remote cannot say: capabilities.reportsSend); batched, when a batch takes it.
+   * once if the remote cannot say: TransferOptions.onSend); batched, when a batch takes it.
    */
   markSending: () => void;
+  /** The file's mtime and mode to keep, where the service keeps them. */
+  mtimeMs?: number;
+  mode?: number;
+}
+
+function attrsOf(job: UploadJob): { mtimeMs?: number; mode?: number } {
+  return { ...(job.mtimeMs !== undefined ? { mtimeMs: job.mtimeMs } : {}), ...(job.mode !== undefined ? { mode: job.mode } : {}) };
 }
 
 interface UpItem {
@@ -52,14 +59,10 @@ export class UploadBatcher {
   /** One upload of job.localFile to job.path: alone, or (mayBatch) in the next batch. */
   send(job: UploadJob, mayBatch: boolean): Promise<RemoteEntry> {
     const { remote } = this.ctx;
-    if (!mayBatch || !remote.uploadMany || !remote.capabilities.batchUpload || job.size > UP_BATCH_FILE_MAX) {
+    if (!mayBatch || !remote.batchUpload || job.size > UP_BATCH_FILE_MAX) {
       // Until the request leaves the client's queue an abort takes it back for sure, so a rename
       // or delete need not wait behind a busy queue (it did, up to the op timeout, then EIO).
-      if (remote.capabilities.reportsSend) {
-        return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending });
-      }
-      job.markSending();
-      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background });
+      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending, ...attrsOf(job) });
     }
     return new Promise<RemoteEntry>((resolve, reject) => {
       const it: UpItem = {
@@ -116,7 +119,7 @@ export class UploadBatcher {
     setMaxListeners(0, stop.signal);
     this.aborts.add(stop);
     try {
-      const res = await this.ctx.remote.uploadMany!(take.map((it) => ({ localFile: it.job.localFile, path: it.job.path })),
+      const res = await this.ctx.remote.batchUpload!.uploadMany(take.map((it) => ({ localFile: it.job.localFile, path: it.job.path, ...attrsOf(it.job) })),
         { signal: stop.signal, priority: Priority.background });
       take.forEach((it, i) => {
         const r = res[i];

@@ -4,7 +4,7 @@
 // (Uploader.commitClose) and before each upload still hold when the policy is unreadable now.
 //
 // Owns: the cached size limit (refreshed in the background once it is POLICY_REFRESH_MS old).
-import { isRemoteError } from '../../remote/errors.js';
+import { isRemoteError } from '../../errors.js';
 import { Priority } from '../../remote/types.js';
 import { errText, type Ctx } from '../context.js';
 

@@ -39,7 +39,7 @@
 //   for one that is sending (bounded by opTimeoutMs): a delete or rename is never overtaken.
 // - A task that sees stopGen change, or its record superseded (pendingUid), gives up; whoever
 //   stopped it schedules again at the new state.
-import type { RemoteError } from '../../remote/errors.js';
+import type { RemoteError } from '../../errors.js';
 
 export type WritePhase = 'clean' | 'modified' | 'recorded' | 'scheduled' | 'parked' | 'running' | 'sending' | 'backoff' | 'failed';
 

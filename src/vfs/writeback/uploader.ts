@@ -21,8 +21,8 @@
 //   new close. A failed upload stays in the journal: never dropped silently.
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import { BadResponse, Timeout, isRemoteError } from '../../remote/errors.js';
-import { Priority, type RemoteEntry } from '../../remote/types.js';
+import { BadResponse, Timeout, isRemoteError } from '../../errors.js';
+import { Priority, type AttrChange, type RemoteEntry } from '../../remote/types.js';
 import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
@@ -65,6 +65,16 @@ export interface UploaderMeta {
   dropListing(dir: string): void;
 }
 
+/** The file's metadata that travels with its content (services that keep times or modes). */
+export interface UploaderAttrs {
+  /** The times and mode to send with o's content now (only what the service keeps). */
+  now(o: Obj): AttrChange;
+  /** A content upload of path carried these and was confirmed. */
+  sent(path: string, carried: AttrChange): void;
+  /** Settles when no metadata send of path is in flight (both may be the same kind of request). */
+  idle(path: string): Promise<void> | undefined;
+}
+
 export class Uploader {
   /** The last failure of each path whose upload used up its budget (status, flush results). */
   readonly failures = new Map<string, UploadFailure>();
@@ -78,6 +88,7 @@ export class Uploader {
     private readonly files: UploaderFiles,
     private readonly meta: UploaderMeta,
     private readonly gate: BarrierGate,
+    private readonly attrs?: UploaderAttrs,
   ) {
     this.batcher = new UploadBatcher(ctx);
   }
@@ -89,6 +100,8 @@ export class Uploader {
     o.wb.attempted = true;
     o.gen = 1; o.wb.journaledGen = 1; o.wb.uploadedGen = 0;
     o.wb.pendingUid = rec.uid;
+    // the mtime programs saw before the crash, not the time of the replay
+    if (rec.mtimeMs !== undefined) o.localMtime = rec.mtimeMs;
     this.files.markLocal(o);
   }
 
@@ -243,7 +256,8 @@ export class Uploader {
     o.wb.pendingUid = uid;
     o.wb.journaledGen = gen;
     this.files.markLocal(o);
-    return this.journal.upload({ uid, path: o.path, id: o.id, size, ...(data ? { data } : {}) });
+    const a = this.attrs?.now(o) ?? {};
+    return this.journal.upload({ uid, path: o.path, id: o.id, size, ...(data ? { data } : {}), ...a });
   }
 
   schedule(o: Obj, delayMs: number): void {
@@ -296,7 +310,9 @@ export class Uploader {
     const gen = o.wb.journaledGen;
     const stop = o.wb.stopGen;
     let attempts = 0;
-    for (;;) {
+    for (let first = true; ; first = false) {
+      // a retry stopped during its backoff gives up before it could park at the stopper's barrier
+      if (!first && o.wb.stopGen !== stop) return;
       await this.waitBarriers(o);
       if (o.wb.pendingUid !== uid || o.unlinked || this.ctx.closed) return;
       const path = o.path;
@@ -308,23 +324,34 @@ export class Uploader {
         await this.checkParent(path, ac.signal);
         // stopped while checking (nothing was sent): the namespace change reschedules us
         if (ac.signal.aborted || o.wb.stopGen !== stop) { o.wb.uploadAbort = null; return; }
+        // a metadata-only send of this path (on vBoxx also a files_put) must not land after us
+        const busy = this.attrs?.idle(path);
+        if (busy) await busy;
+        if (ac.signal.aborted || o.wb.stopGen !== stop) { o.wb.uploadAbort = null; return; }
         o.wb.attempted = true;
+        const carried = this.attrs?.now(o) ?? {};
         let entry: RemoteEntry;
         try {
           // a retry goes alone: whatever made the batch fail does not hold the file back again
-          entry = await this.batcher.send({ localFile: this.files.file(o), path, size: o.size, signal: ac.signal, markSending: () => { o.wb.sending = true; } }, attempts === 1);
+          entry = await this.batcher.send({
+            localFile: this.files.file(o), path, size: o.size, signal: ac.signal, markSending: () => { o.wb.sending = true; }, ...carried,
+          }, attempts === 1);
         } finally {
           o.wb.sending = false;
         }
         o.wb.uploadAbort = null;
         if (o.unlinked) return;
         this.uploaded(o, uid, gen, path, entry);
+        if (o.path === path) this.attrs?.sent(path, carried);
         return;
       } catch (err) {
         o.wb.uploadAbort = null;
         if (ac.signal.aborted && (ac.signal.reason === MUTATION || ac.signal.reason === CLOSING)) return;
-        // a namespace change waits for this attempt to end; it retries at the new state itself
-        if (o.wb.stopGen !== stop && o.wb.pendingUid === uid) return;
+        // A namespace change waits for this attempt to end and reschedules at the new state
+        // itself; content closed again meanwhile goes after its own delay. Neither may retry here:
+        // the next attempt would wait at the barrier of the very change that waits for this task
+        // (soak seed 300452: unlink EIO after the opTimeout).
+        if (o.wb.stopGen !== stop || o.wb.pendingUid !== uid) return;
         const retryable = isRemoteError(err) ? err.retryable : false;
         if (!retryable || attempts >= this.ctx.opts.uploadAttempts) {
           const f: UploadFailure = { path, error: errText(err), attempts, atMs: Date.now() };

@@ -126,10 +126,11 @@ export function useServers(test: TestFn): Servers {
 export function driveMacro<X extends unknown[] = []>(
   test: TestFn, servers: Servers,
   extra: (t: ExecutionContext, d: Drive, kind: Kind) => Promise<X> = async () => [] as unknown as X,
+  o: DriveOptions = {},
 ) {
   return test.macro({
     async exec(t, kind: Kind, body: (t: ExecutionContext, d: Drive, ...x: X) => Promise<void>) {
-      const d = await mountService(t, servers, kind);
+      const d = await mountService(t, servers, kind, o);
       await body(t, d, ...(await extra(t, d, kind)));
     },
     title: (provided = '', kind: Kind) => `${kind}: ${provided}`,
@@ -149,6 +150,7 @@ export interface DriveOptions {
   root?: string;
   vfs?: ChildConfig['vfs'];
   mount?: ChildConfig['mount'];
+  client?: ChildConfig['client'];
   logLevel?: string;
 }
 
@@ -167,7 +169,7 @@ export async function mountService(t: ExecutionContext, s: Servers, kind: Kind, 
     cacheDir,
     vfs: { writebackDelayMs: 100, opTimeoutMs: 30_000, attrTtlMs: 1000, dirTtlMs: 5000, negativeTtlMs: 500, ...(o.vfs ?? {}) },
     mount: o.mount,
-    client: { timeoutMs: 20_000, maxRetryTimeMs: 25_000 },
+    client: { timeoutMs: 20_000, maxRetryTimeMs: 25_000, ...(o.client ?? {}) },
     logLevel: o.logLevel ?? process.env.CM_E2E_LOG ?? 'warn',
   });
   const base = kind === 'vboxx' && !o.root ? path.join(h.mnt, 'Files') : h.mnt;

@@ -1,6 +1,6 @@
 // scripts/bench: our mount (Maxxo and vBoxx) against `rclone mount` (vfs-cache-mode writes and
 // full) on the same tree, behind the same delay proxy, in the same run. Every server and mount
-// runs in its own process; every workload runs in a child process (src/bench/workload.ts); the
+// runs in its own process; every workload runs in a child process (tools/bench/workload.ts); the
 // harness itself never touches a mount synchronously. Whatever happens (failure, Ctrl-C), every
 // mount is unmounted and every process it started is stopped.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -16,6 +16,8 @@ import { createInterface } from 'node:readline';
 import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManifest, fullScale, quickScale, generateScaleTree, S, type ScaleSizes } from './tree.js';
 import type { Job, JobResult } from './workload.js';
 import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS } from './report.js';
+import { findMount, isMounted, lazyUnmountSync, mountTable } from '../../src/util/mounts.js';
+import { sleep } from '../../src/util/sleep.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..', '..');
@@ -126,28 +128,10 @@ let verbose = false;
 let profileDir: string | null = null;
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const vlog = (m: string) => { if (verbose) log(m); };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mount point -> "major:minor" of the FUSE connection, from our mountinfo. */
-function mountTable(): Map<string, string> {
-  const m = new Map<string, string>();
-  try {
-    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-      const f = line.split(' ');
-      if (f.length > 5) m.set(unescapeMount(f[4]!), f[2]!);
-    }
-  } catch { /* not Linux */ }
-  return m;
-}
-const isMounted = (mnt: string) => mountTable().has(mnt);
 
 /** Cuts a hung FUSE connection loose (needs root), so processes blocked in it return. */
 function abortFuse(mnt: string): void {
-  const dev = mountTable().get(mnt);
+  const dev = findMount(mnt)?.dev;
   if (!dev) return;
   const minor = dev.split(':')[1];
   try {
@@ -159,9 +143,7 @@ function abortFuse(mnt: string): void {
 }
 
 function forceUnmount(mnt: string): void {
-  if (!isMounted(mnt)) return;
-  spawnSync('fusermount', ['-uz', mnt], { stdio: 'ignore', timeout: 10_000 });
-  if (isMounted(mnt)) spawnSync('umount', ['-l', mnt], { stdio: 'ignore', timeout: 10_000 });
+  if (isMounted(mnt)) lazyUnmountSync(mnt);
 }
 
 function killGroup(p: ChildProcess, sig: NodeJS.Signals): void {
@@ -1085,7 +1067,7 @@ async function main(): Promise<number> {
     if (args.readme) updateReadme(table);
     if (args.keep) log(`kept ${work}`);
     else rmSync(work, { recursive: true, force: true });
-    const left = [...mountTable().keys()].filter((m) => m.startsWith(work));
+    const left = mountTable().map((m) => m.target).filter((m) => m.startsWith(work));
     if (left.length) log(`WARNING: mounts still present: ${left.join(', ')}`);
   }
   return 0;

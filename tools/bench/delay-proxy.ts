@@ -3,7 +3,7 @@
 // time has come, so many chunks are in flight at once: the delay adds latency, not a throughput
 // cap (up to maxBufferedBytes per direction, the "bandwidth-delay product" we allow).
 //
-// Run as a program: node dist/src/bench/delay-proxy.js --target HOST:PORT [--listen HOST:PORT]
+// Run as a program: node dist/tools/bench/delay-proxy.js --target HOST:PORT [--listen HOST:PORT]
 //   [--delay-ms N | --rtt-ms N]; prints one JSON line {"host","port"} when listening, and exits
 // on SIGTERM/SIGINT or when its stdin closes (so it never outlives the harness that started it).
 // The line "stats" on stdin answers one JSON line of its counters.

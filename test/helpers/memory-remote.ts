@@ -1,5 +1,5 @@
 // An in-memory Remote for unit tests of vfs/ and fuse/: a file tree in a Map, with switchable
-// capabilities (ranged reads like vBoxx or whole-file downloads like Maxxo, listing hash, statMany),
+// capabilities (ranged reads like vBoxx or whole-file downloads like Maxxo, listing hash, batchStat),
 // per-method call counters, injectable latency and failures, and gates that hold a call until the
 // test releases it (to observe ordering and in-flight states).
 import { createHash } from 'node:crypto';
@@ -7,16 +7,16 @@ import { promises as fsp } from 'node:fs';
 import {
   AlreadyExists, Cancelled, IsADirectory, NotADirectory, NotFound, PolicyExcludedExtension,
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
-} from './errors.js';
+} from '../../src/errors.js';
 import type {
-  CallOptions, Capabilities, ListResult, RangeRead, RangeSink, Remote, RemoteEntry, StatFs, TransferOptions,
-} from './types.js';
+  AttrChange, BatchStat, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
+} from '../../src/remote/types.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
-  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close';
+  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close' | 'setAttrs';
 
 export interface MemoryRemoteOptions {
-  /** true: read() exists (vBoxx-like); false: whole-file download only (Maxxo-like). Default true. */
+  /** true: ranged reads (vBoxx-like); false: whole-file downloads only (Maxxo-like). Default true. */
   rangedReads?: boolean;
   /** list() honours `hash` and answers unchanged. Default true. */
   listingRevalidation?: boolean;
@@ -31,8 +31,6 @@ export interface MemoryRemoteOptions {
   /** download() writes in chunks of this many bytes, waiting downloadChunkDelayMs between them. */
   downloadChunkBytes?: number;
   downloadChunkDelayMs?: number;
-  /** readTo() (streamed ranged reads) exists besides read() when rangedReads. Default true. */
-  streamedReads?: boolean;
   /** readTo() hands the sink chunks of this many bytes (default 64 KiB), waiting readChunkDelayMs between them. */
   readChunkBytes?: number;
   readChunkDelayMs?: number;
@@ -42,6 +40,11 @@ export interface MemoryRemoteOptions {
   policy?: { maxFileSize?: number | null; excludedExtensions?: string[]; quota?: number | null };
   /** statfs total; null = unlimited. Default 1 GiB. */
   total?: number | null;
+  /**
+   * The service keeps file mtimes and modes given at upload or by setAttrs (metadata alone, no
+   * content), as a service with such calls would. Default false (times are the upload time).
+   */
+  keepsAttrs?: boolean;
 }
 
 interface Node {
@@ -49,6 +52,7 @@ interface Node {
   data: Buffer;
   mtimeMs: number;
   rev: number;
+  mode?: number;
 }
 
 export interface Failure {
@@ -82,7 +86,6 @@ function under(p: string, dir: string): boolean {
 
 export class MemoryRemote implements Remote {
   readonly kind = 'memory' as const;
-  readonly capabilities: Capabilities;
   /** Calls per method (including failed ones). */
   readonly calls: Record<MemoryMethod, number>;
   /** Every call in order, as "method path[ path2]" strings, for ordering assertions. */
@@ -96,37 +99,28 @@ export class MemoryRemote implements Remote {
   private readonly links = new Map<string, string>();
   closed = false;
 
-  // Methods that exist only with their capability are set up in the constructor so that
-  // `remote.read === undefined` on a Maxxo-like instance, exactly as vfs sees a real client.
-  read?: (path: string, offset: number, length: number, opts?: CallOptions) => Promise<Buffer>;
-  readTo?: (path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions) => Promise<RangeRead>;
-  statMany?: (paths: string[], opts?: CallOptions) => Promise<(RemoteEntry | null)[]>;
-  shareLink?: (path: string, opts?: CallOptions) => Promise<{ url: string; expires?: string | null }>;
+  // Capabilities are set up in the constructor so that `remote.ranged === undefined` on a
+  // Maxxo-like instance, exactly as vfs sees a real client. Tests may wrap their methods.
+  ranged?: RangedReads;
+  batchStat?: BatchStat;
+  shareLinks?: ShareLinks;
+  fileMeta?: FileMetadata;
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
     this.latencyMs = opts.latencyMs ?? 0;
-    this.capabilities = {
-      rangedReads: opts.rangedReads ?? true,
-      listingRevalidation: opts.listingRevalidation ?? true,
-      serverRevision: opts.serverRevision ?? true,
-      mtime: true,
-      batchStat: opts.batchStat ?? false,
-      shareLinks: opts.shareLinks ?? true,
-      emptyFolders: true,
-    };
     this.calls = {
       list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
-      remove: 0, statfs: 0, shareLink: 0, close: 0,
+      remove: 0, statfs: 0, shareLink: 0, close: 0, setAttrs: 0,
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
-    if (this.capabilities.rangedReads) this.read = (p, o, l, c) => this.doRead(p, o, l, c);
-    if (this.capabilities.rangedReads && opts.streamedReads !== false) this.readTo = (p, o, l, k, c) => this.doReadTo(p, o, l, k, c);
+    if (opts.rangedReads ?? true) this.ranged = { readTo: (p, o, l, k, c) => this.doReadTo(p, o, l, k, c) };
+    if (opts.keepsAttrs) this.fileMeta = { modeBits: 0o7777, setAttrs: (p, a, c) => this.doSetAttrs(p, a, c) };
     else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
-    if (this.capabilities.batchStat) this.statMany = (ps, c) => this.doStatMany(ps, c);
-    if (this.capabilities.shareLinks) this.shareLink = (p, c) => this.doShareLink(p, c);
+    if (opts.batchStat) this.batchStat = { statMany: (ps, c) => this.doStatMany(ps, c) };
+    if (opts.shareLinks ?? true) this.shareLinks = { shareLink: (p, c) => this.doShareLink(p, c) };
     if (opts.policy) this.checkUpload = (p, s, c) => this.doCheckUpload(p, s, c);
   }
 
@@ -203,7 +197,7 @@ export class MemoryRemote implements Remote {
       if (p !== SEP && parentOf(p) === dir) entries.push(this.entryOf(p, c));
     }
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    if (!this.capabilities.listingRevalidation) return { entries };
+    if (this.opts.listingRevalidation === false) return { entries };
     const h = createHash('sha1');
     for (const e of entries) h.update(`${e.name}\0${e.type}\0${e.size}\0${e.rev}\0${e.mtimeMs}\n`);
     const hash = h.digest('hex');
@@ -227,22 +221,14 @@ export class MemoryRemote implements Remote {
     });
   }
 
-  private async doRead(path: string, offset: number, length: number, opts: CallOptions = {}): Promise<Buffer> {
-    path = norm(path);
-    await this.enter('read', path, opts);
-    const n = this.fileNode(path);
-    if (offset > n.data.length) return Buffer.alloc(0);
-    return Buffer.from(n.data.subarray(offset, Math.min(n.data.length, offset + length)));
-  }
-
-  /** read() streamed in chunks of readChunkBytes (counted as a read call). */
+  /** Streamed in chunks of readChunkBytes (counted as a read call). */
   private async doReadTo(path: string, offset: number, length: number, sink: RangeSink, opts: CallOptions = {}): Promise<RangeRead> {
     path = norm(path);
     await this.enter('read', path, opts);
     const n = this.fileNode(path);
     // the content as it was when the request was answered, like a server streaming one version
     const data = n.data;
-    const rev = this.capabilities.serverRevision ? String(n.rev) : undefined;
+    const rev = this.opts.serverRevision !== false ? String(n.rev) : undefined;
     const end = Math.min(data.length, offset + length);
     const step = Math.max(1, this.opts.readChunkBytes ?? 64 * 1024);
     const served = { size: data.length, ...(rev !== undefined ? { rev } : {}) };
@@ -294,6 +280,7 @@ export class MemoryRemote implements Remote {
   }
 
   async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
+    opts.onSend?.(); // sent at once (like Maxxo; vBoxx tells when its queue lets the request go)
     path = norm(path);
     await this.enter('upload', path, opts);
     const data = await fsp.readFile(localFile);
@@ -303,10 +290,23 @@ export class MemoryRemote implements Remote {
     if (existing && existing.type === 'dir') throw new IsADirectory('is a folder', { path });
     this.mkdirp(parentOf(path));
     const node: Node = { type: 'file', data, mtimeMs: Date.now(), rev: this.revCounter++ };
+    if (this.opts.keepsAttrs && opts.mtimeMs !== undefined) node.mtimeMs = opts.mtimeMs;
+    if (this.opts.keepsAttrs && opts.mode !== undefined) node.mode = opts.mode;
     this.nodes.set(path, node);
     this.touchDir(parentOf(path));
     opts.onProgress?.(data.length);
     return this.entryOf(path, node);
+  }
+
+  private async doSetAttrs(path: string, attrs: AttrChange, opts: CallOptions & { rev?: string } = {}): Promise<RemoteEntry | null> {
+    path = norm(path);
+    await this.enter('setAttrs', path, opts);
+    const n = this.nodes.get(path);
+    if (!n || n.type !== 'file') return null;
+    if (opts.rev !== undefined && this.opts.serverRevision !== false && String(n.rev) !== opts.rev) return null;
+    if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
+    if (attrs.mode !== undefined) n.mode = attrs.mode;
+    return this.entryOf(path, n);
   }
 
   private async doCheckUpload(path: string, size: number, opts: CallOptions = {}): Promise<void> {
@@ -407,7 +407,8 @@ export class MemoryRemote implements Remote {
 
   private entryOf(path: string, n: Node): RemoteEntry {
     const e: RemoteEntry = { name: path === SEP ? '' : baseOf(path), type: n.type, size: n.type === 'file' ? n.data.length : 0, mtimeMs: n.mtimeMs };
-    if (this.capabilities.serverRevision) e.rev = String(n.rev);
+    if (this.opts.serverRevision !== false) e.rev = String(n.rev);
+    if (n.mode !== undefined) e.mode = n.mode;
     return e;
   }
 

@@ -1,6 +1,7 @@
-// Typed errors of both services, defined once. Every failure a client reports is a RemoteError
-// with a stable `code`; fuse/errno.ts maps codes to errno. Messages never contain tokens or
-// passwords: `path` is the request path without its query string.
+// The drive's generic errors: what a Remote reports and what the vfs throws, each a RemoteError
+// with a stable `code` that fuse/errno.ts maps to errno. A service's own codes stay in
+// remote/<service>/ and are turned into these where its client meets the Remote interface.
+// Messages never contain tokens or passwords: `path` is the request path without its query string.
 
 export interface ErrorContext {
   status?: number;
@@ -35,7 +36,7 @@ export class RemoteError extends Error {
   }
 }
 
-function def(code: string, defaultStatus: number | undefined, retryable = false) {
+export function def(code: string, defaultStatus: number | undefined, retryable = false) {
   const C = class extends RemoteError {
     static readonly code = code;
     constructor(message: string = code, ctx: ErrorContext = {}) {
@@ -46,30 +47,8 @@ function def(code: string, defaultStatus: number | undefined, retryable = false)
   return C;
 }
 
-// Maxxo error codes (status from the Maxxo table).
-export const ErrUnknown = def('ERR_UNKNOWN', 500, true);
-export const AlreadyContact = def('ALREADY_CONTACT', 202);
-export const UserNotFound = def('USER_NOT_FOUND', 404);
-export const ContactNotFound = def('CONTACT_NOT_FOUND', 404);
-export const MethodNotAllowed = def('METHOD_NOT_ALLOWED', 405);
-export const NoPermission = def('NO_PERMISSION', 401);
 export const AuthFailed = def('AUTH_FAILED', 403);
-export const TokenCannotBeGenerated = def('TOKEN_CANNOT_BE_GENERATED', 500, true);
-export const NotificationNotFound = def('NOTIFICATION_NOT_FOUND', 404);
-export const NotificationAlreadyRead = def('NOTIFICATION_ALREADY_READ', 202);
-export const MethodBadRequest = def('METHOD_BAD_REQUEST', 400);
-export const MessageNotFound = def('MESSAGE_NOT_FOUND', 404);
-export const MessageAlreadyProcessed = def('MESSAGE_ALREADY_PROCESSED', 202);
-export const MessageAlreadyRead = def('MESSAGE_ALREADY_READ', 202);
-export const InvalidPhoto = def('INVALID_PHOTO', 400);
-export const InvalidEmail = def('INVALID_EMAIL', 400);
-export const EmailAlreadyExist = def('EMAIL_ALREADY_EXIST', 400);
-export const WrongCurrentPassword = def('WRONG_CURRENT_PASSWORD', 400);
-export const InvalidNewPassword = def('INVALID_NEW_PASSWORD', 400);
 export const QuotaExceeded = def('QUOTA_EXCEEDED', 403);
-export const FileNotFound = def('FILE_NOT_FOUND', 404);
-
-// Generic conditions, shared by both services and the vfs.
 export const NotFound = def('NOT_FOUND', 404);
 export const AlreadyExists = def('ALREADY_EXISTS', 403);
 export const NotADirectory = def('NOT_A_DIRECTORY', 400);
@@ -94,6 +73,8 @@ export const BadResponse = def('BAD_RESPONSE', undefined, true);
 export const InvalidName = def('INVALID_NAME', 400);
 export const ReadOnly = def('READ_ONLY', undefined);
 export const NoSpace = def('NO_SPACE', undefined);
+/** A folder cannot go while something still needs its path (EBUSY, as NFS answers for its .nfs names). */
+export const Busy = def('BUSY', undefined);
 export const Unsupported = def('UNSUPPORTED', undefined);
 /** A move the service cannot do in one step (vBoxx: between roots); maps to EXDEV so mv copies. */
 export const CrossDevice = def('CROSS_DEVICE', undefined);
@@ -102,23 +83,20 @@ export const NoXattr = def('NO_XATTR', undefined);
 /** rsync data-plane failure that is not one of the above. */
 export const TransferFailed = def('TRANSFER_FAILED', undefined, true);
 
-const byCode = new Map<string, new (message?: string, ctx?: ErrorContext) => RemoteError>();
-for (const C of [ErrUnknown, AlreadyContact, UserNotFound, ContactNotFound, MethodNotAllowed, NoPermission,
-  AuthFailed, TokenCannotBeGenerated, NotificationNotFound, NotificationAlreadyRead, MethodBadRequest,
-  MessageNotFound, MessageAlreadyProcessed, MessageAlreadyRead, InvalidPhoto, InvalidEmail, EmailAlreadyExist,
-  WrongCurrentPassword, InvalidNewPassword, QuotaExceeded, FileNotFound, NotFound, AlreadyExists, NotADirectory,
-  IsADirectory, NotEmpty, Forbidden, BadRequest, Unauthorized, RangeNotSatisfiable, PolicyFileTooLarge,
-  PolicyExcludedExtension, RateLimited, ServerError, ServiceUnavailable, BadGateway, GatewayTimeout, Timeout,
-  NetworkError, Cancelled, BadResponse, InvalidName, ReadOnly, NoSpace, Unsupported, NoXattr, CrossDevice, TransferFailed]) {
-  byCode.set(C.code, C);
-}
+
+/** The generic errors by code. */
+export const GENERIC_ERRORS: ReadonlyMap<string, new (message?: string, ctx?: ErrorContext) => RemoteError> = new Map(
+  [AuthFailed, QuotaExceeded, NotFound, AlreadyExists, NotADirectory, IsADirectory, NotEmpty, Forbidden, BadRequest,
+    Unauthorized, RangeNotSatisfiable, PolicyFileTooLarge, PolicyExcludedExtension, RateLimited, ServerError,
+    ServiceUnavailable, BadGateway, GatewayTimeout, Timeout, NetworkError, Cancelled, BadResponse, InvalidName, ReadOnly,
+    NoSpace, Unsupported, NoXattr, CrossDevice, TransferFailed].map((C) => [C.code, C]));
 
 /**
- * The typed error for a service error code. Unknown codes keep the server's text as the code,
- * so nothing the server said is lost.
+ * The typed error for a code. Unknown codes keep the server's text as the code (errno maps
+ * them by HTTP status), so nothing the server said is lost.
  */
 export function errorFromCode(code: string, message?: string, ctx: ErrorContext = {}): RemoteError {
-  const C = byCode.get(code);
+  const C = GENERIC_ERRORS.get(code);
   if (C) return new C(message ?? code, ctx);
   return new RemoteError(code, message ?? code, ctx, (ctx.status ?? 0) >= 500);
 }

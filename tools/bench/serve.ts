@@ -4,7 +4,7 @@
 // Prints one JSON line {url, port, rsyncHost, rsyncPort, dataDir, filesDir}; answers each
 // command with {"ok":true}; exits when stdin closes or on SIGTERM/SIGINT, stopping its rsync daemon.
 import { createInterface } from 'node:readline';
-import { createEmulator } from '../emulator/server.js';
+import { createEmulator } from '../../src/emulator/server.js';
 
 async function main(argv: string[]): Promise<void> {
   let dataDir = '';

@@ -1,0 +1,223 @@
+// The vfs addressed by inode number (InodeApi, for the libfuse 3 backend). The inode table is the
+// vfs's own (meta/attrs.ts: the numbers st_ino always came from, kept across renames), which also
+// keeps the kernel's lookup counts; every call resolves its number to the path it names now and
+// runs the path operation, so the semantics stay in one place.
+//
+// What differs from the path API:
+// - An unlinked file that is still open is not renamed to a hidden name: its content object is
+//   detached (deleted on the server now, never uploaded again) and its handles keep reading and
+//   writing it; getattr through a handle still answers (nlink 0).
+// - setattr carries both times, each set, 'now' or left alone, and the size/mode in one call.
+// - Every entry returned by lookup/create/mkdir counts one kernel reference.
+import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
+import type { Attr, FsStats, InoAttr, InodeApi, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
+import type { Obj } from './content/obj.js';
+import type { AttrTable } from './meta/attrs.js';
+import { joinPath, parentOf } from './paths.js';
+
+/** What the inode layer needs of the facade beyond the path API. */
+export interface InodeDeps {
+  /** The content object behind an open handle (undefined for an unknown handle). */
+  handleObj(fh: number): Obj | undefined;
+  /** The content object at path, if any. */
+  objAt(path: string): Obj | undefined;
+  /** What the drive shows for a content object (as fgetattr). */
+  objAttr(o: Obj): Attr;
+}
+
+export class InodeVfs implements InodeApi {
+  /**
+   * Numbers of files deleted (or replaced by a rename) while open: the kernel still asks for their
+   * attributes without a handle (fstat goes by inode), so they answer from the content object
+   * until its last handle is released.
+   */
+  private readonly orphans = new Map<number, Obj>();
+
+  constructor(
+    private readonly vfs: VfsApi & { openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> },
+    private readonly table: AttrTable,
+    private readonly deps: InodeDeps,
+  ) {}
+
+  private handleObj(fh: number): Obj | undefined {
+    return this.deps.handleObj(fh);
+  }
+
+  private orphan(ino: number): Obj | undefined {
+    const o = this.orphans.get(ino);
+    if (o && o.refs > 0) return o;
+    if (o) this.orphans.delete(ino);
+    return undefined;
+  }
+
+  /** Runs a change that may take path's name away from an open file, and keeps that file's number answering. */
+  private async keepingOpen(path: string, change: () => Promise<void>): Promise<void> {
+    const o = this.deps.objAt(path);
+    const ino = o && o.refs > 0 ? this.table.ino(path) : undefined;
+    await change();
+    if (o && ino !== undefined && o.unlinked && o.refs > 0 && this.table.pathOf(ino) === undefined) this.orphans.set(ino, o);
+  }
+
+  /** The path ino names now. An unknown number is a node that went away (deleted here or on the server). */
+  private path(ino: number): string {
+    const p = this.table.pathOf(ino);
+    if (p === undefined) throw new NotFound(`inode ${ino} names nothing any more`);
+    return p;
+  }
+
+  private child(parent: number, name: string): string {
+    // the kernel never sends these as names to create or look up; refuse rather than walk the tree
+    if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+      throw new InvalidName(`invalid name ${JSON.stringify(name)}`);
+    }
+    return joinPath(this.path(parent), name);
+  }
+
+  private withIno(a: Attr, ino?: number): InoAttr {
+    return { ...a, ino: ino ?? a.ino! };
+  }
+
+  counted(ino: number, n = 1): void {
+    this.table.counted(ino, n);
+  }
+
+  forget(ino: number, n: number): void {
+    if (this.table.uncounted(ino, n) === 0) this.orphans.delete(ino);
+  }
+
+  async lookup(parent: number, name: string): Promise<InoAttr> {
+    const a = this.withIno(await this.vfs.getattr(this.child(parent, name)));
+    this.table.counted(a.ino);
+    return a;
+  }
+
+  async getattr(ino: number, fh?: number): Promise<InoAttr> {
+    if (fh !== undefined && this.handleObj(fh)) return this.withIno(await this.vfs.fgetattr('', fh), ino);
+    const o = this.orphans.size > 0 ? this.orphan(ino) : undefined;
+    if (o) return this.withIno({ ...this.deps.objAttr(o), nlink: 0 }, ino);
+    return this.withIno(await this.vfs.getattr(this.path(ino)), ino);
+  }
+
+  async setattr(ino: number, c: SetAttrChanges, fh?: number): Promise<InoAttr> {
+    const viaHandle = fh !== undefined && this.handleObj(fh) !== undefined;
+    // a file deleted while open has no path: only what its handle can do applies to it
+    const gone = viaHandle ? this.handleObj(fh!)!.unlinked : this.orphans.size > 0 && this.orphan(ino) !== undefined;
+    if (gone && !viaHandle && c.size !== undefined) throw new NotFound(`inode ${ino} was deleted`);
+    const path = gone ? undefined : this.path(ino);
+    if (c.size !== undefined) {
+      if (viaHandle) await this.vfs.ftruncate(path ?? '', fh!, c.size);
+      else await this.vfs.truncate(path!, c.size);
+    }
+    if (path !== undefined) {
+      if (c.mode !== undefined) await this.vfs.chmod(path, c.mode & 0o7777);
+      if (c.atime !== undefined || c.mtime !== undefined) await this.vfs.setTimes(path, { atime: c.atime, mtime: c.mtime });
+    }
+    return this.getattr(ino, viaHandle ? fh : undefined);
+  }
+
+  async opendir(ino: number): Promise<number> {
+    return this.vfs.opendir(this.path(ino));
+  }
+
+  async releasedir(ino: number, fh: number): Promise<void> {
+    await this.vfs.releasedir(this.table.pathOf(ino) ?? '', fh);
+  }
+
+  async readdir(ino: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
+    const path = this.path(ino);
+    const { names, attrs } = await this.vfs.readdir(path);
+    const entries: { name: string; attr: InoAttr }[] = [];
+    for (const name of names) {
+      const a = attrs.get(name);
+      if (a) entries.push({ name, attr: this.withIno(a) });
+    }
+    return { self: ino, parent: path === '/' ? 1 : this.table.ino(parentOf(path)), entries };
+  }
+
+  async open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean }> {
+    return this.vfs.openCached(this.path(ino), flags);
+  }
+
+  async create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }> {
+    const path = this.child(parent, name);
+    const fh = await this.vfs.create(path, mode & 0o7777, flags);
+    try {
+      const attr = this.withIno(await this.vfs.fgetattr(path, fh));
+      this.table.counted(attr.ino);
+      return { fh, attr };
+    } catch (e) {
+      await this.vfs.release(path, fh).catch(() => {});
+      throw e;
+    }
+  }
+
+  async mkdir(parent: number, name: string, mode: number): Promise<InoAttr> {
+    const path = this.child(parent, name);
+    await this.vfs.mkdir(path, mode & 0o7777);
+    const a = this.withIno(await this.vfs.getattr(path));
+    this.table.counted(a.ino);
+    return a;
+  }
+
+  unlink(parent: number, name: string): Promise<void> {
+    const path = this.child(parent, name);
+    return this.keepingOpen(path, () => this.vfs.unlink(path));
+  }
+
+  rmdir(parent: number, name: string): Promise<void> {
+    return this.vfs.rmdir(this.child(parent, name));
+  }
+
+  async rename(parent: number, name: string, newParent: number, newName: string, flags: RenameFlags = {}): Promise<void> {
+    const from = this.child(parent, name);
+    const to = this.child(newParent, newName);
+    // renameat2 onto the same name: the target exists, so NOREPLACE refuses (the kernel does too)
+    if (from === to && flags.noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
+    // a file open under the target name loses it: its handles keep working on the old content
+    await this.keepingOpen(to, () => this.vfs.rename(from, to, flags));
+  }
+
+  read(fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    return this.vfs.read('', fh, buf, length, position);
+  }
+
+  write(fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    return this.vfs.write('', fh, buf, length, position);
+  }
+
+  flush(fh: number): Promise<void> {
+    return this.vfs.flush('', fh);
+  }
+
+  release(fh: number): Promise<void> {
+    return this.vfs.release('', fh);
+  }
+
+  fsync(fh: number, datasync: boolean): Promise<void> {
+    return this.vfs.fsync('', fh, datasync);
+  }
+
+  statfs(): Promise<FsStats> {
+    return this.vfs.statfs('/');
+  }
+
+  access(ino: number, mode: number): Promise<void> {
+    return this.vfs.access(this.path(ino), mode);
+  }
+
+  getxattr(ino: number, name: string): Promise<Buffer> {
+    return this.vfs.getxattr(this.path(ino), name);
+  }
+
+  listxattr(ino: number): Promise<string[]> {
+    return this.vfs.listxattr(this.path(ino));
+  }
+
+  setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void> {
+    return this.vfs.setxattr(this.path(ino), name, value, flags);
+  }
+
+  removexattr(ino: number, name: string): Promise<void> {
+    return this.vfs.removexattr(this.path(ino), name);
+  }
+}

@@ -1,0 +1,286 @@
+// Write-back of metadata alone: a utimens or chmod of a file whose service keeps times or modes
+// (remote.fileMeta: mtimes, modeBits) is a journalled operation like an upload. The change is
+// durable in the journal (an `a` record, one per path, newer changes merged in) before the call
+// returns; it reaches the server after the write-back delay, survives a crash (replayed at
+// start), and is cancelled or renamed with its path.
+//
+// Owns: the per-path send state (timer, task in flight, failure). The pending changes themselves
+// are the journal's (`Journal.attrs`): nothing here outlives a crash that the journal does not.
+//
+// Ordering rules:
+// - Content first: while the path's content has an upload pending or unclosed writes, nothing is
+//   sent; the content upload carries the newest times and mode itself (Uploader, attrsNow), and
+//   its confirmation completes this record when it carried what the record asks (sent()).
+// - One request per path at a time: a content upload of the path waits for a metadata send in
+//   flight (idle()), since on vBoxx both are a files_put and the older bytes must not land last.
+// - Namespace changes stop us like uploads (stop()): timers cleared, a task that sent nothing
+//   aborted, a send in flight waited for (bounded); a task waits at the barriers before it sends.
+// - A completed send finishes its own record only (uid): a change made meanwhile stays pending.
+import { randomUUID } from 'node:crypto';
+import { isRemoteError } from '../../errors.js';
+import { Priority, type AttrChange, type RemoteEntry } from '../../remote/types.js';
+import { backoffDelay } from '../../util/backoff.js';
+import { sleep } from '../../util/sleep.js';
+import type { UploadFailure } from '../api.js';
+import { CLOSING, MUTATION, errText, type Ctx } from '../context.js';
+import type { Obj } from '../content/obj.js';
+import type { PendingAttrs } from '../journal.js';
+import type { BarrierGate } from '../namespace/barriers.js';
+import { isUnder, rekeyMap } from '../paths.js';
+
+/** After the attempts of a send are used up with a transient error, it is tried again this much later. */
+const RETRY_LATER_MS = 60_000;
+
+export interface AttrJournal {
+  readonly attrs: Map<string, PendingAttrs>;
+  setAttrs(uid: string, path: string, change: AttrChange): Promise<void>;
+  done(uid: string): Promise<void>;
+}
+
+export interface AttrPorts {
+  /** The content object of path, if cached. */
+  obj(path: string): Obj | undefined;
+  /** Where o's bytes are. */
+  file(o: Obj): string;
+  /** A fresh file name in the cache folder for a download the service needs (attrsNeedContent). */
+  scratch(): string;
+  /** The server now holds entry at path. */
+  landed(path: string, e: RemoteEntry, o: Obj | undefined): void;
+  /**
+   * The times/mode path shows now, as they would be sent (a write after a utimens replaced its
+   * mtime by the write's time: the record's older value must not be sent after it).
+   */
+  wanted(path: string, o: Obj | undefined): AttrChange;
+}
+
+interface Task {
+  timer: NodeJS.Timeout | null;
+  running: Promise<void> | null;
+  abort: AbortController | null;
+  sending: boolean;
+  stopGen: number;
+}
+
+/** Same time as far as a service of this resolution can tell. */
+export function sameTime(a: number | undefined, b: number | undefined, resMs: number): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return Math.floor(a / resMs) === Math.floor(b / resMs);
+}
+
+export class AttrWriter {
+  readonly failures = new Map<string, UploadFailure>();
+  private readonly tasks = new Map<string, Task>();
+
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly journal: AttrJournal,
+    private readonly ports: AttrPorts,
+    private readonly gate: BarrierGate,
+  ) {}
+
+  private get res(): number { return this.ctx.remote.fileMeta?.mtimeResolutionMs ?? 1; }
+
+  /** What of a change the service can hold (the rest stays local: see AttrTable). */
+  held(change: AttrChange): AttrChange {
+    const c = this.ctx.remote.fileMeta;
+    const out: AttrChange = {};
+    if (!c) return out;
+    if (change.mtimeMs !== undefined) out.mtimeMs = change.mtimeMs;
+    if (c.modeBits && change.mode !== undefined) out.mode = change.mode & c.modeBits;
+    return out;
+  }
+
+  /** utimens/chmod of a file: durable in the journal, then sent after the write-back delay. */
+  async record(path: string, change: AttrChange): Promise<void> {
+    const h = this.held(change);
+    if (h.mtimeMs === undefined && h.mode === undefined) return;
+    await this.journal.setAttrs(randomUUID(), path, h);
+    this.schedule(path, this.ctx.opts.writebackDelayMs);
+  }
+
+  get pending(): number { return this.journal.attrs.size; }
+
+  /** What to send for rec: the fields it names, at the values the path shows now. */
+  private change(rec: PendingAttrs, o: Obj | undefined): AttrChange {
+    const now = this.ports.wanted(rec.path, o);
+    const out: AttrChange = {};
+    if (rec.mtimeMs !== undefined) out.mtimeMs = now.mtimeMs ?? rec.mtimeMs;
+    if (rec.mode !== undefined) out.mode = now.mode ?? rec.mode;
+    return out;
+  }
+
+  /** A content upload of path carried these: a pending record asking no more is complete. */
+  sent(path: string, carried: AttrChange): void {
+    const rec = this.journal.attrs.get(path);
+    if (!rec) return;
+    const want = this.change(rec, this.ports.obj(path));
+    if (want.mtimeMs !== undefined && !sameTime(want.mtimeMs, carried.mtimeMs, this.res)) return;
+    if (want.mode !== undefined && want.mode !== carried.mode) return;
+    this.journal.done(rec.uid).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
+    this.failures.delete(path);
+  }
+
+  /** Settles when no metadata send of path is in flight (a content upload goes after it). */
+  idle(path: string): Promise<void> | undefined {
+    const t = this.tasks.get(path);
+    return t?.sending && t.running ? t.running.catch(() => {}) : undefined;
+  }
+
+  schedule(path: string, delayMs: number): void {
+    if (this.ctx.closed || !this.journal.attrs.has(path)) return;
+    const t = this.task(path);
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = setTimeout(() => {
+      t.timer = null;
+      this.run(path).catch(() => { /* in failures */ });
+    }, delayMs);
+  }
+
+  /** Every pending record sent now (flushAll, close); failures stay in the journal. */
+  async flush(retryFailed = true): Promise<void> {
+    const work: Promise<unknown>[] = [];
+    for (const path of [...this.journal.attrs.keys()]) {
+      if (!retryFailed && this.failures.has(path)) continue;
+      work.push(this.untilDone(path).catch(() => {}));
+    }
+    await Promise.all(work);
+  }
+
+  stillPending(): UploadFailure[] {
+    return [...this.journal.attrs.keys()].map((p) => this.failures.get(p) ?? { path: p, error: 'metadata change not sent', attempts: 0, atMs: Date.now() });
+  }
+
+  private async untilDone(path: string): Promise<void> {
+    for (let guard = 0; this.journal.attrs.has(path) && !this.ctx.closed && guard < 20; guard++) {
+      const t = this.task(path);
+      if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+      const o = this.ports.obj(path);
+      // the content goes first and carries the times; the caller flushes it beside us
+      if (o && (o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen)) {
+        if (o.wb.uploading) await o.wb.uploading.catch(() => {});
+        else return;
+        continue;
+      }
+      await this.run(path);
+    }
+  }
+
+  /**
+   * A namespace change of path (tree: and everything under it) comes: timers cleared, a task
+   * that sent nothing aborted, one that is sending waited for (never overtaken).
+   */
+  async stop(path: string, tree: boolean): Promise<void> {
+    const waits: Promise<unknown>[] = [];
+    for (const [p, t] of this.tasks) {
+      if (p !== path && !(tree && isUnder(p, path))) continue;
+      if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+      t.stopGen++;
+      if (!t.running) continue;
+      // a task that sent nothing is aborted, or gives up when it sees stopGen (one parked at our
+      // own barrier: waiting for it would deadlock); only one that is sending is waited for
+      if (t.sending) waits.push(t.running.catch(() => {}));
+      else t.abort?.abort(MUTATION);
+    }
+    if (waits.length) await this.ctx.within(`stopping the metadata change of ${path}`, Promise.all(waits));
+  }
+
+  /** After a namespace change: the records now under `to` go after the write-back delay. */
+  resume(path: string): void {
+    for (const p of this.journal.attrs.keys()) if (p === path || isUnder(p, path)) this.schedule(p, this.ctx.opts.writebackDelayMs);
+  }
+
+  rekey(from: string, to: string): void {
+    rekeyMap(this.failures, from, to, (f, nk) => { f.path = nk; });
+    // tasks are not moved: a running one finds no record at its old path and ends; resume() starts anew
+  }
+
+  forget(path: string): void {
+    this.failures.delete(path);
+  }
+
+  shutdown(): Promise<unknown> {
+    const settle: Promise<unknown>[] = [];
+    for (const t of this.tasks.values()) {
+      if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+      t.abort?.abort(CLOSING);
+      if (t.running) settle.push(t.running.catch(() => {}));
+    }
+    return Promise.all(settle);
+  }
+
+  private task(path: string): Task {
+    let t = this.tasks.get(path);
+    if (!t) { t = { timer: null, running: null, abort: null, sending: false, stopGen: 0 }; this.tasks.set(path, t); }
+    return t;
+  }
+
+  private run(path: string): Promise<void> {
+    const t = this.task(path);
+    if (t.running) return t.running;
+    const p = this.send(path, t).finally(() => {
+      if (t.running === p) t.running = null;
+      if (!t.timer && !t.running && !this.journal.attrs.has(path)) this.tasks.delete(path);
+    });
+    t.running = p;
+    return p;
+  }
+
+  private async send(path: string, t: Task): Promise<void> {
+    const stop = t.stopGen;
+    for (let attempts = 1; ; attempts++) {
+      while (!this.gate.idle) {
+        const b = this.gate.covering(path);
+        if (!b) break;
+        await b;
+      }
+      const rec = this.journal.attrs.get(path);
+      if (!rec || this.ctx.closed) return;
+      // stopped for a namespace change: whoever stopped us resumes what is still pending
+      if (t.stopGen !== stop) { this.schedule(path, this.ctx.opts.writebackDelayMs); return; }
+      const o = this.ports.obj(path);
+      if (o && (o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen || o.wb.uploading)) {
+        // the content upload carries the times; if it fails, we are tried again later
+        this.schedule(path, Math.max(this.ctx.opts.writebackDelayMs, 1000));
+        return;
+      }
+      if (o?.unlinked) return;
+      const ac = new AbortController();
+      t.abort = ac;
+      try {
+        const whole = o && o.complete && !o.dirty && o.ident ? { localFile: this.ports.file(o), rev: o.ident.rev, written: o.ident.written } : {};
+        const meta = this.ctx.remote.fileMeta!;
+        const needScratch = meta.attrsNeedContent && !('localFile' in whole);
+        t.sending = true;
+        const change = this.change(rec, o);
+        const e = await meta.setAttrs(path, change, {
+          signal: ac.signal, priority: Priority.background, ...whole, ...(needScratch ? { scratch: this.ports.scratch() } : {}),
+        });
+        t.sending = false;
+        t.abort = null;
+        this.failures.delete(path);
+        // gone or changed by another client: its own state stands, our change has nothing to apply to
+        if (!e) this.ctx.log.info(`metadata change of ${path} dropped: the file is gone or was changed on the server`);
+        else this.ports.landed(path, e, o);
+        if (this.journal.attrs.get(path)?.uid === rec.uid) await this.journal.done(rec.uid);
+        // a newer change arrived meanwhile: it goes after its own delay
+        if (this.journal.attrs.has(path)) this.schedule(path, this.ctx.opts.writebackDelayMs);
+        return;
+      } catch (err) {
+        t.sending = false;
+        t.abort = null;
+        if (ac.signal.aborted && (ac.signal.reason === MUTATION || ac.signal.reason === CLOSING)) return;
+        const retryable = isRemoteError(err) ? err.retryable : false;
+        if (!retryable || attempts >= this.ctx.opts.uploadAttempts) {
+          this.failures.set(path, { path, error: errText(err), attempts, atMs: Date.now() });
+          this.ctx.log.error(`metadata change of ${path} failed after ${attempts} attempt(s), kept for a later retry: ${errText(err)}`);
+          if (retryable) this.schedule(path, RETRY_LATER_MS);
+          throw err;
+        }
+        const delay = backoffDelay(attempts, this.ctx.opts.uploadBackoffMs, 30_000, 'spread');
+        const sleeper = new AbortController();
+        t.abort = sleeper;
+        try { await sleep(delay, sleeper.signal); } catch { return; } finally { t.abort = null; }
+      }
+    }
+  }
+}

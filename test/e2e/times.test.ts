@@ -1,0 +1,185 @@
+// Times and modes that survive a remount (issue 13), through real mounts of both services and
+// real programs (touch, cp, rsync, ls, chmod). A remount is a clean unmount (SIGTERM: flush) and a
+// fresh mount with an empty cache, so every answer after it comes from the server.
+//
+// Known limits, marked where they apply:
+// - Maxxo: file mtimes are read back from the rsync daemon's listing by branch b-maxxo; until it
+//   is merged the Maxxo cases that need them are `failing` (they must fail now, and ava reports
+//   it once they pass).
+// - The fuse-native backend (libfuse 2 binding) hands us atime in both slots of utimens, so
+//   `touch -m -d` cannot be told from `touch -d` there: these tests use `touch -d` (both times).
+// - vBoxx holds no folder times: a second `rsync -a` may list folders (`.d..t......`), never a
+//   file transfer (`>f`).
+import test, { type ExecutionContext } from 'ava';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { mountChild, tempDir } from '../helpers/mount.js';
+import { useServers, mountService, KINDS, uniq, run, type Drive } from './lib/services.js';
+import type { Kind } from './lib/services.js';
+
+const servers = useServers(test);
+
+/** Whether the service holds file mtimes across a remount in this branch. */
+const keepsTimes = (kind: Kind) => kind === 'vboxx';
+const serialFor = (kind: Kind) => (keepsTimes(kind) ? test.serial : test.serial.failing);
+/** The libfuse3 backend passes both times of utimensat (test/e2e/libfuse3/times.test.ts runs this file on it). */
+const LIBFUSE3 = process.env.CLOUDMOUNT_TEST_BACKEND === 'libfuse3';
+
+const WHEN = '2001-02-03 04:05:06';
+const WHEN_MS = new Date('2001-02-03T04:05:06').getTime();
+
+async function remount(t: ExecutionContext, d: Drive): Promise<Drive> {
+  await d.flush();
+  t.is((await d.status()).pending, 0);
+  t.is(await d.stop(), 0);
+  return mountService(t, servers, d.kind);
+}
+
+async function sh(t: ExecutionContext, cmd: string, args: string[]): Promise<string> {
+  const r = await run(cmd, args, { timeoutMs: 60_000 });
+  t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** rsync SRC to the mount, remount, rsync again: no file content, no file time differs. */
+async function rsyncTwice(t: ExecutionContext, kind: Kind, flags: string[]): Promise<void> {
+  const src = tempDir(t, 'cm-times-rsync-');
+  // distinct times (whole seconds and not) on files whose sizes repeat: only times tell them apart
+  await fsp.mkdir(path.join(src, 'sub', 'deeper'), { recursive: true });
+  for (let i = 0; i < 12; i++) {
+    const rel = i < 4 ? `f${i}.txt` : i < 8 ? `sub/g${i}.txt` : `sub/deeper/h${i}.txt`;
+    const p = path.join(src, rel);
+    await fsp.writeFile(p, `same size ${i % 10}\n`);
+    const s = 1_500_000_000 + i * 3600 * 24 * 7 + (i % 3) * 0.25;
+    await fsp.utimes(p, s, s);
+  }
+  const d = await mountService(t, servers, kind);
+  const rel = uniq('rsync');
+  await fsp.mkdir(d.p(rel));
+  await sh(t, 'rsync', [...flags, `${src}/`, `${d.p(rel)}/`]);
+  const f = await remount(t, d);
+  // before the second run: with -U it sets atimes, which fuse-native also lands in the mtime
+  for (const sub of ['sub', 'sub/deeper', '.']) {
+    const local = (await sh(t, 'ls', ['-t', path.join(src, sub)])).split('\n').filter((n) => n.endsWith('.txt')).join(' ');
+    const mounted = (await sh(t, 'ls', ['-t', f.p(rel, sub)])).split('\n').filter((n) => n.endsWith('.txt')).join(' ');
+    t.is(mounted, local, `ls -t ${sub}`);
+  }
+  const out = await sh(t, 'rsync', [...flags, '--itemize-changes', `${src}/`, `${f.p(rel)}/`]).catch((e) => { t.log(f.stderr().slice(-6000)); throw e; });
+  const lines = out.split('\n').filter(Boolean);
+  t.deepEqual(lines.filter((l) => l.startsWith('>f')), [], `no file content transferred:\n${out}`);
+  t.deepEqual(lines.filter((l) => l[1] === 'f' && l[4] === 't'), [], `no file mtime differs:\n${out}`);
+  if (lines.length) t.log(`not held by ${kind} (folder times, atimes):\n${out}`);
+}
+
+for (const kind of KINDS) {
+  serialFor(kind)(`${kind}: touch -d, and cp then touch -d, survive unmount and remount`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    const rel = uniq('touch');
+    await fsp.mkdir(d.p(rel));
+    const a = d.p(rel, 'a.txt');
+    await fsp.writeFile(a, 'written, closed, uploaded, then touched');
+    await d.flush();
+    await sh(t, 'touch', ['-d', WHEN, a]);
+    const local = tempDir(t, 'cm-times-src-');
+    await fsp.writeFile(path.join(local, 'src'), 'copied');
+    const b = d.p(rel, 'b.txt');
+    await sh(t, 'cp', [path.join(local, 'src'), b]);
+    await sh(t, 'touch', ['-d', '1999-12-31 23:59:58', b]);
+    // cp -p copies the source's time with the content (one upload carries it)
+    await sh(t, 'touch', ['-d', '2010-06-07 08:09:10', path.join(local, 'src')]);
+    const c = d.p(rel, 'c.txt');
+    await sh(t, 'cp', ['-p', path.join(local, 'src'), c]);
+    t.is((await fsp.stat(a)).mtimeMs, WHEN_MS, 'before the remount');
+    const f = await remount(t, d);
+    t.is((await fsp.stat(f.p(rel, 'a.txt'))).mtimeMs, WHEN_MS);
+    t.is((await fsp.stat(f.p(rel, 'b.txt'))).mtimeMs, new Date('1999-12-31T23:59:58').getTime());
+    t.is((await fsp.stat(f.p(rel, 'c.txt'))).mtimeMs, new Date('2010-06-07T08:09:10').getTime());
+  });
+
+  // fuse-native drops rsync's mtime (atime omitted: the "now" in the atime slot lands in both);
+  // with -U rsync sends both times, and the sources' atime equals their mtime, so the time that
+  // arrives is the right one. Plain `rsync -a` is the case below, known-failing on fuse-native.
+  serialFor(kind)(`${kind}: rsync -aU, remount, rsync -aU again transfers no file; ls -t order is the local one`, async (t) => {
+    await rsyncTwice(t, kind, ['-a', '-U']);
+  });
+
+  if (LIBFUSE3) {
+    serialFor(kind)(`${kind}: plain rsync -a, remount, rsync -a again transfers no file (libfuse3: both times)`, async (t) => {
+      await rsyncTwice(t, kind, ['-a']);
+    });
+    serialFor(kind)(`${kind}: touch -m -d sets the mtime alone and it survives a remount (libfuse3)`, async (t) => {
+      const d = await mountService(t, servers, kind);
+      const rel = uniq('touchm');
+      await fsp.mkdir(d.p(rel));
+      const f = d.p(rel, 'f.txt');
+      await fsp.writeFile(f, 'x');
+      const atimeBefore = (await fsp.stat(f)).atimeMs;
+      await sh(t, 'touch', ['-m', '-d', WHEN, f]);
+      const st = await fsp.stat(f);
+      t.is(st.mtimeMs, WHEN_MS);
+      t.not(st.atimeMs, WHEN_MS, 'atime left alone');
+      t.true(Math.abs(st.atimeMs - atimeBefore) < 2000);
+      const again = await remount(t, d);
+      t.is((await fsp.stat(again.p(rel, 'f.txt'))).mtimeMs, WHEN_MS);
+    });
+  } else {
+    (process.env.CM_PLAIN ? test.serial : test.serial.failing)(`${kind}: plain rsync -a keeps times (known failing on fuse-native: atime in both utimens slots; the libfuse3 copy of this file runs it)`, async (t) => {
+      await rsyncTwice(t, kind, ['-a']);
+    });
+  }
+
+  test.serial(`${kind}: chmod +x holds for the mount (the script runs); a remount shows the default`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    const rel = uniq('mode');
+    await fsp.mkdir(d.p(rel));
+    const f = d.p(rel, 'script.sh');
+    await fsp.writeFile(f, '#!/bin/sh\necho hi\n');
+    await sh(t, 'chmod', ['+x', f]);
+    t.is((await fsp.stat(f)).mode & 0o7777, 0o755);
+    t.is((await sh(t, f, [])).trim(), 'hi', 'the script runs');
+    const again = await remount(t, d);
+    // neither service holds the mode (yet): the default after a remount, as documented
+    t.is((await fsp.stat(again.p(rel, 'script.sh'))).mode & 0o7777, 0o644);
+  });
+
+  test.serial(`${kind}: folder mtime moves with creates and deletes inside; nlink counts subfolders`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    const rel = uniq('dir');
+    const dir = d.p(rel);
+    await fsp.mkdir(path.join(dir, 's1'), { recursive: true });
+    await fsp.mkdir(path.join(dir, 's2'));
+    await fsp.readdir(dir);
+    t.is((await fsp.stat(dir)).nlink, 4);
+    await sh(t, 'touch', ['-d', WHEN, dir]);
+    t.is((await fsp.stat(dir)).mtimeMs, WHEN_MS);
+    await fsp.writeFile(path.join(dir, 'new'), 'x');
+    t.true((await fsp.stat(dir)).mtimeMs > WHEN_MS, 'create moves it');
+    await sh(t, 'touch', ['-d', WHEN, dir]);
+    await fsp.unlink(path.join(dir, 'new'));
+    t.true((await fsp.stat(dir)).mtimeMs > WHEN_MS, 'unlink moves it');
+    await sh(t, 'touch', ['-d', WHEN, dir]);
+    await fsp.rmdir(path.join(dir, 's2'));
+    const st = await fsp.stat(dir);
+    t.true(st.mtimeMs > WHEN_MS, 'rmdir moves it');
+    t.is(st.nlink, 3);
+  });
+}
+
+test.serial('vboxx: a time change journalled, the drive killed before sending it: the next mount delivers it', async (t) => {
+  const cacheDir = tempDir(t, 'cm-cache-times-crash-');
+  const d = await mountService(t, servers, 'vboxx', { cacheDir, vfs: { writebackDelayMs: 60_000 } });
+  const rel = uniq('crash');
+  await fsp.mkdir(d.p(rel));
+  const f = d.p(rel, 'kept.txt');
+  await fsp.writeFile(f, 'content uploaded before the touch');
+  await d.flush();
+  await sh(t, 'touch', ['-d', WHEN, f]);
+  t.is((await d.status()).pending, 1, 'the time change is pending in the journal');
+  await d.kill9();
+  const d2 = await mountChild(t, { ...d.cfg, mountpoint: d.mnt, vfs: { ...d.cfg.vfs, writebackDelayMs: 100 } });
+  await d2.flush();
+  t.deepEqual((await d2.status()).failures, []);
+  t.is(await d2.stop(), 0);
+  const fresh = await mountService(t, servers, 'vboxx');
+  t.is((await fsp.stat(fresh.p(rel, 'kept.txt'))).mtimeMs, WHEN_MS);
+});

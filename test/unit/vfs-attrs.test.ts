@@ -1,0 +1,173 @@
+// Times and modes as write-back changes (writeback/attrs.ts): a utimens/chmod of a file is
+// journalled, sent alone (setAttrs, no content) or carried by the content upload, replayed after
+// a crash, moved by renames and cancelled by unlinks; folder times and nlink from our own changes.
+// The memory remote with keepsAttrs is the model of a service that holds times and modes.
+import test from 'ava';
+import { O_CREAT, O_WRONLY, setup, sleep, writeFile } from './helpers.js';
+
+const T1 = Date.UTC(2001, 1, 3, 4, 5, 6);
+const T2 = Date.UTC(1999, 11, 31, 23, 59, 58);
+
+function node(remote: unknown, path: string): { mtimeMs: number; mode?: number; data: Buffer } {
+  return (remote as { nodes: Map<string, { mtimeMs: number; mode?: number; data: Buffer }> }).nodes.get(path)!;
+}
+
+test('utimens of a file on the server: one metadata send, no content; a new mount shows it', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  s.remote.putFile('/a', 'hello');
+  await s.vfs.getattr('/a');
+  s.remote.resetCalls();
+  await s.vfs.utimens('/a', T1, T1);
+  await s.vfs.chmod('/a', 0o755);
+  t.is((await s.vfs.getattr('/a')).mtimeMs, T1);
+  t.is(s.vfs.status().pending, 1, 'both changes in one pending record');
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(s.remote.calls.upload, 0, 'no content re-sent');
+  t.is(s.remote.calls.setAttrs, 1);
+  t.is(node(s.remote, '/a').mtimeMs, T1);
+  t.is(node(s.remote, '/a').mode, 0o755);
+  await s.vfs.close();
+  const v = await s.reopen();
+  const a = await v.getattr('/a');
+  t.is(a.mtimeMs, T1);
+  t.is(a.perm, 0o755);
+});
+
+test('a file written then touched before its upload: the upload carries the time, nothing else is sent', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  await writeFile(s.vfs, '/n', Buffer.from('new content'));
+  await s.vfs.utimens('/n', T2, T2);
+  s.remote.resetCalls();
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(s.remote.calls.upload, 1);
+  t.is(s.remote.calls.setAttrs, 0, 'the upload carried it');
+  t.is(node(s.remote, '/n').mtimeMs, T2);
+});
+
+test('the mtime of a plain write reaches the server with the content (not the upload time)', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  await writeFile(s.vfs, '/w', Buffer.from('x'));
+  const shown = (await s.vfs.getattr('/w')).mtimeMs;
+  await sleep(30);
+  await s.vfs.flushAll();
+  t.is(node(s.remote, '/w').mtimeMs, shown);
+  t.is((await s.vfs.getattr('/w')).mtimeMs, shown);
+});
+
+test('crash before the send: the journalled time change is delivered by the next start', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  s.remote.putFile('/c', 'content');
+  await s.vfs.utimens('/c', T1, T1);
+  t.not(node(s.remote, '/c').mtimeMs, T1);
+  // no close: the first drive is gone as after kill -9 (its timers never fire: 60 s)
+  const v = await s.reopen({ writebackDelayMs: 0 });
+  t.is((await v.getattr('/c')).mtimeMs, T1, 'shown as set while pending');
+  const r = await v.flushAll();
+  t.is(r.pending, 0);
+  t.is(node(s.remote, '/c').mtimeMs, T1);
+  t.is(s.remote.calls.upload, 0);
+});
+
+test('a pending time change follows a rename and dies with an unlink', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  s.remote.putFile('/r1', 'one');
+  s.remote.putFile('/u1', 'two');
+  await s.vfs.utimens('/r1', T1, T1);
+  await s.vfs.utimens('/u1', T2, T2);
+  await s.vfs.rename('/r1', '/r2');
+  await s.vfs.unlink('/u1');
+  const v = await s.reopen({ writebackDelayMs: 0 });
+  t.is(v.status().pending, 1);
+  await v.flushAll();
+  t.is(node(s.remote, '/r2').mtimeMs, T1);
+  t.is(s.remote.calls.setAttrs, 1);
+});
+
+test('a send that fails stays pending and is reported; the next flush delivers it', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  s.remote.putFile('/f', 'x');
+  await s.vfs.utimens('/f', T1, T1);
+  s.remote.failNext({ method: 'setAttrs', times: Infinity });
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 1);
+  t.is(r.failed.length, 1);
+  t.is(r.failed[0]!.path, '/f');
+  s.remote.clearFailures();
+  const r2 = await s.vfs.flushAll();
+  t.is(r2.pending, 0);
+  t.is(node(s.remote, '/f').mtimeMs, T1);
+});
+
+test('a service that keeps no mode: chmod and create modes hold for the mount, nothing is sent, a remount shows the default', async (t) => {
+  const s = await setup(t);
+  s.remote.putFile('/m', 'x');
+  await s.vfs.chmod('/m', 0o700);
+  t.is((await s.vfs.getattr('/m')).perm, 0o700);
+  t.is(s.vfs.status().pending, 0, 'nothing to send');
+  const fh = await s.vfs.create('/x', 0o755, O_CREAT | O_WRONLY);
+  await s.vfs.release('/x', fh);
+  t.is((await s.vfs.getattr('/x')).perm, 0o755);
+  const again = await setup(t, {}, {}, s.remote);
+  t.is((await again.vfs.getattr('/m')).perm, 0o644, 'a new mount shows the default');
+});
+
+test('folder mtime and ctime move with our own changes inside; nlink counts subfolders', async (t) => {
+  const { remote, vfs } = await setup(t);
+  remote.mkdirp('/d/s1');
+  remote.mkdirp('/d/s2');
+  remote.putFile('/d/f', 'x');
+  const before = await vfs.getattr('/d');
+  await vfs.readdir('/d');
+  t.is((await vfs.getattr('/d')).nlink, 4, '2 + two subfolders');
+  await vfs.utimens('/d', T1, T1);
+  t.is((await vfs.getattr('/d')).mtimeMs, T1);
+  const steps: [string, () => Promise<unknown>][] = [
+    ['create', async () => { const fh = await vfs.create('/d/new', 0o644, O_CREAT | O_WRONLY); await vfs.release('/d/new', fh); }],
+    ['unlink', () => vfs.unlink('/d/f')],
+    ['mkdir', () => vfs.mkdir('/d/s3', 0o755)],
+    ['rmdir', () => vfs.rmdir('/d/s1')],
+    ['rename', () => vfs.rename('/d/new', '/d/new2')],
+  ];
+  for (const [what, step] of steps) {
+    await vfs.utimens('/d', T1, T1);
+    await step();
+    const a = await vfs.getattr('/d');
+    t.true(a.mtimeMs > T1, `${what} moves mtime`);
+    t.true(a.ctimeMs >= a.mtimeMs, `${what} moves ctime`);
+  }
+  t.true(before.mtimeMs > 0);
+  t.is((await vfs.getattr('/d')).nlink, 4, 's1 gone, s3 made');
+});
+
+test('a metadata send parked at a rename\'s barrier does not hold the rename (no deadlock, no timeout)', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 50, opTimeoutMs: 4000 });
+  await writeFile(s.vfs, '/A', Buffer.from('content'));
+  const release = s.remote.hold('upload');
+  await sleep(150);
+  t.is(s.remote.held('upload'), 1, 'the content upload is on its way');
+  await s.vfs.utimens('/A', T1, T1);
+  // the metadata task sees the upload and comes back 1 s later, while the rename waits for it
+  const renamed = s.vfs.rename('/A', '/B');
+  await sleep(1300);
+  release();
+  await renamed;
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(node(s.remote, '/B').mtimeMs, T1);
+});
+
+test('a write after a pending utimens: the write\'s time reaches the server, not the older utimens time', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  s.remote.putFile('/w2', 'old');
+  await s.vfs.getattr('/w2');
+  await s.vfs.utimens('/w2', T1, T1);
+  await writeFile(s.vfs, '/w2', Buffer.from('new bytes'));
+  const shown = (await s.vfs.getattr('/w2')).mtimeMs;
+  t.true(shown > T1);
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(node(s.remote, '/w2').mtimeMs, shown);
+  t.is(node(s.remote, '/w2').data.toString(), 'new bytes');
+});
