@@ -68,11 +68,12 @@ export interface FileMetadata {
   /**
    * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
    * attrsNeedContent use localFile when given (the whole content the caller believes is on the
-   * server, revision `rev`, written at `written`), else fetch the content into `scratch` first.
+   * server, revision `rev`, written at `written`, with mtime `serverMtimeMs` there), else fetch
+   * the content into `scratch` first.
    * Resolves with the entry now on the server, or null when the file is gone or its content
    * changed on the server since (then nothing was changed: the newer content's times stand).
    */
-  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string }): Promise<RemoteEntry | null>;
+  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; serverMtimeMs?: number; scratch?: string }): Promise<RemoteEntry | null>;
 }
 
 /** Priority classes for the request queue: higher runs first. */

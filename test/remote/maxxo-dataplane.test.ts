@@ -186,11 +186,54 @@ test('mtimes: list and stat carry the daemon listing mtime, kept off their path;
   t.is(remote.listRuns - runs, 0);
 });
 
+test('fileMeta: an upload keeps the mtime and executability asked; setAttrs changes them alone sending no bytes, and leaves another version alone', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `meta-${n}`);
+  writeFileSync(src, 'meta content');
+  t.like(await remote.upload(src, '/m/f', { mtimeMs: 1_500_000_000_500, mode: 0o755 }), { mtimeMs: 1_500_000_000_000, mode: 0o755 });
+  const server = join(folder, 'm', 'f');
+  t.is(statSync(server).mtimeMs, 1_500_000_000_000);
+  t.not(statSync(server).mode & 0o111, 0);
+  // new content without a mode to keep: the server file stays executable
+  writeFileSync(src, 'meta content 2');
+  t.like(await remote.upload(src, '/m/f', { mtimeMs: 1_500_000_100_000 }), { mtimeMs: 1_500_000_100_000 });
+  t.not(statSync(server).mode & 0o111, 0);
+  t.like(await remote.stat('/m/f'), { mtimeMs: 1_500_000_100_000, mode: 0o755 }, 'read back from the daemon listing');
+  const ino = statSync(server).ino;
+  const e = await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_000, mode: 0o644 }, { localFile: src, serverMtimeMs: 1_500_000_100_000 });
+  t.like(e, { size: 14, mtimeMs: 1_600_000_000_000, mode: 0o644 });
+  t.is(statSync(server).ino, ino, 'no bytes sent (rsync writes a new file when it sends any)');
+  t.is(statSync(server).mtimeMs, 1_600_000_000_000);
+  t.is(statSync(server).mode & 0o111, 0);
+  t.like(await remote.stat('/m/f'), { mtimeMs: 1_600_000_000_000, mode: 0o644 });
+  // what the server holds already: no run but the listing
+  let runs = remote.rsyncRuns - remote.listRuns;
+  t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_900 }, { localFile: src }), { mtimeMs: 1_600_000_000_000 });
+  t.is(remote.rsyncRuns - remote.listRuns - runs, 0);
+  // another client's content of the same size: left alone
+  writeFileSync(server, 'META CONTENT 2');
+  utimesSync(server, 1_700_000_000, 1_700_000_000);
+  t.is(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { localFile: src, serverMtimeMs: 1_600_000_000_000 }), null);
+  t.is(statSync(server).mtimeMs, 1_700_000_000_000);
+  // content not cached: fetched into scratch first (so that a size change meanwhile sends real bytes)
+  const scratch = join(tmp, `scratch-${n}`);
+  runs = remote.rsyncRuns - remote.listRuns;
+  t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { scratch }), { mtimeMs: 1_650_000_000_000 });
+  t.is(remote.rsyncRuns - remote.listRuns - runs, 2, 'the download and the attribute run');
+  t.is(statSync(server).mtimeMs, 1_650_000_000_000);
+  t.is(readFileSync(server, 'utf8'), 'META CONTENT 2');
+  t.throws(() => statSync(scratch));
+});
+
 test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, others ignored', (t) => {
   t.deepEqual(parseListLine('-rw-r--r--           5000 2026/12/04 07:40:50 big'),
-    { name: 'big', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50) });
+    { name: 'big', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50), exec: false });
   t.deepEqual(parseListLine('-rw-r--r--          5,000 2026/12/04 07:40:50 with  two spaces '),
-    { name: 'with  two spaces ', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50) });
+    { name: 'with  two spaces ', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50), exec: false });
+  t.true(parseListLine('-rwx------              1 2026/12/04 07:40:50 x')!.exec);
+  t.true(parseListLine('-rw-r-S--T              1 2026/12/04 07:40:50 y')!.exec === false, 'S and T are set-id/sticky without x');
+  t.true(parseListLine('-rw-r--r-t              1 2026/12/04 07:40:50 z')!.exec);
   t.is(parseListLine('-rw-r--r--              1 2026/12/04 07:40:50 na me \\#303\\#251\\#134#123 [x]')!.name, 'na me é\\#123 [x]');
   t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 nl\\#012x')!.name, 'nl\nx');
   t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 \\#346\\#227\\#245\\#346\\#234\\#254 \\#360\\#237\\#230\\#200')!.name, '日本 😀');

@@ -60,11 +60,11 @@ test('list, stat, statMany, statfs on the demo account', async (t) => {
   for (const x of ['Documents', 'Empty Folder', 'Large Files', 'Photos', 'Welcome to Maxxo.txt']) t.true(names.includes(x), x);
   t.is(root.entries.find((e) => e.name === 'Documents')!.type, 'dir');
   const docs = await remote.list('/Documents');
-  // mtimes come from the rsync daemon's listing, to the second
+  // mtimes (and executability) come from the rsync daemon's listing, to the second
   const demoDir = join(maxxoUserFolder(emu.ctx, 'demo@maxxo.test'), 'Documents');
   const mtimeMs = Math.floor(statSync(join(demoDir, 'Café Menü.txt')).mtimeMs / 1000) * 1000;
-  t.deepEqual(docs.entries.find((e) => e.name === 'Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44, mtimeMs });
-  t.deepEqual(await remote.stat('/Documents/Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44, mtimeMs });
+  t.deepEqual(docs.entries.find((e) => e.name === 'Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44, mtimeMs, mode: 0o644 });
+  t.deepEqual(await remote.stat('/Documents/Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44, mtimeMs, mode: 0o644 });
   t.is((await remote.stat('/Documents/Reports'))!.type, 'dir');
   t.is(await remote.stat('/Documents/none'), null);
   t.like(await remote.stat('/'), { type: 'dir' });
@@ -97,7 +97,8 @@ test('upload / list / download round-trip with unicode, spaces and rsync wildcar
     t.is(progress[progress.length - 1], content.length);
     t.deepEqual(readFileSync(join(folder, 'new dir ü', 'sub [x]', String(i), name)), content);
     const l = await remote.list(dir);
-    t.deepEqual(l.entries, [e], 'the daemon listing decodes the name and agrees on the mtime');
+    // (the upload's entry has no mode: a new file's folder was not listed, an existing file keeps its own)
+    t.deepEqual(l.entries, [{ ...e, mode: 0o644 }], 'the daemon listing decodes the name and agrees on the mtime');
     const dst = join(tmp, `dst-${n}-${i}`);
     await remote.download(`${dir}/${name}`, dst);
     t.deepEqual(readFileSync(dst), content, name);

@@ -139,9 +139,10 @@ export class DaemonListings {
     return p;
   }
 
-  /** The cached row of a file (any age), if any. */
-  row(path: string): ListedRow | undefined {
-    return this.slots.get(parentOf(path))?.value?.rows.get(baseName(path));
+  /** The cached row of a file (any age); null: not in its folder's cached listing; undefined: no listing of the folder. */
+  row(path: string): ListedRow | null | undefined {
+    const v = this.slots.get(parentOf(path))?.value;
+    return v ? v.rows.get(baseName(path)) ?? null : undefined;
   }
 
   /**
@@ -178,12 +179,25 @@ function matches(e: RemoteEntry, row: ListedRow | undefined): boolean {
   return !!row && row.type === 'file' && row.size === e.size;
 }
 
-/** Gives a file entry its mtime from the daemon listing when the row is of the same version. */
+/** Gives a file entry its mtime (and executability) from the daemon listing when the row is of the same version. */
 export function withMtime(e: RemoteEntry, listed: DaemonListing | undefined): void {
   if (e.type !== 'file') return;
   const row = listed?.rows.get(e.name);
-  if (matches(e, row)) e.mtimeMs = row!.mtimeMs;
+  if (!matches(e, row)) return;
+  e.mtimeMs = row!.mtimeMs;
+  if (row!.exec !== undefined) e.mode = modeOf(row!.exec);
 }
+
+/**
+ * The mode an entry reports: the daemon holds whether a file is executable (rsync -E), shown as
+ * 0755 or 0644 (only FILE_MODE_BITS of it mean anything: see FileMetadata.modeBits).
+ */
+export function modeOf(exec: boolean): number {
+  return exec ? 0o755 : 0o644;
+}
+
+/** The bits of a file's mode the service holds: executable or not. */
+export const FILE_MODE_BITS = 0o111;
 
 export function baseName(path: string): string {
   return pathParts(path).pop() ?? '';

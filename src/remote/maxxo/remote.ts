@@ -22,12 +22,13 @@
 //   the daemon or is refused its password reads /slice again before the next attempt (the storage
 //   server moved, or restarted on another port).
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
+import { mkdtemp, mkdir as fsMkdir, readdir, rm, open, rename, symlink, writeFile, stat as fsStat, utimes, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import PQueue from 'p-queue';
 import type {
-  BatchStat, BatchUpload, CallOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs, TransferOptions, UploadResult,
+  AttrChange, BatchStat, BatchUpload, CallOptions, FileMetadata, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
+  TransferOptions, UploadResult,
 } from '../types.js';
 import { Priority } from '../types.js';
 import {
@@ -44,7 +45,7 @@ import {
   runRsync, rsyncFailure, skippedDirectory, escapeSource, parseProgress, parseListLine, type ListedRow, type RsyncResult,
 } from './rsync.js';
 import { InflightUploads } from './inflight.js';
-import { DaemonListings, withMtime, parentOf, baseName } from './listings.js';
+import { DaemonListings, withMtime, parentOf, baseName, modeOf, FILE_MODE_BITS } from './listings.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
@@ -100,6 +101,14 @@ export class MaxxoRemote implements Remote {
   readonly revalidation: Revalidation = {
     cacheTtls: (t) => this.cacheTtls(t),
     revalidate: (path, e, maxAgeMs) => this.revalidate(path, e, maxAgeMs),
+  };
+  /**
+   * The daemon keeps what rsync -t and -E send: mtimes (listed to the second) and whether a file
+   * is executable. A change of them alone is an rsync run that sends no bytes (--size-only).
+   */
+  readonly fileMeta: FileMetadata = {
+    mtimeResolutionMs: 1000, modeBits: FILE_MODE_BITS, attrsNeedContent: true,
+    setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
   };
   readonly client: MaxxoClient;
   /** Running rsync children (tests check that cancel really ends them). */
@@ -218,7 +227,7 @@ export class MaxxoRemote implements Remote {
     const listed = await this.listings.get(parentOf(path), maxAgeMs);
     if (!listed) return e;
     const row = listed.rows.get(pathParts(path).pop()!);
-    return row ? { ...e, size: row.size, mtimeMs: row.mtimeMs } : { ...e, mtimeMs: undefined };
+    return row ? { ...e, size: row.size, mtimeMs: row.mtimeMs, ...(row.exec !== undefined ? { mode: modeOf(row.exec) } : {}) } : { ...e, mtimeMs: undefined };
   }
 
   /** Entries from ops/filesize alone (no mtimes): what the checks around our own changes need. */
@@ -394,40 +403,22 @@ export class MaxxoRemote implements Remote {
     const local = resolvePath(localFile);
     const st = await fsStat(local);
     if (!st.isFile()) throw new BadRequest('upload source is not a regular file', { path });
+    const meta = await carryAttrs(local, st, opts);
     let last = -1;
     const onLine = (l: string) => {
       const n = parseProgress(l);
       if (n !== undefined && n > last) { last = n; opts.onProgress?.(n); }
     };
-    // The source goes by its server name (a symlink to it, followed with -L) into the parent
-    // folder: named as a file path, rsync would put it *inside* a folder another client made
-    // there, under the cache file's name; this way the folder is in the way and the run fails.
     const stage = await this.uploadStage();
     const done = this.inflight.begin(parts.slice(0, -1).join('/'), parts[parts.length - 1]!);
     try {
-      const parent = parts.slice(0, -1).join('/');
-      if (Buffer.byteLength(parent) <= PUSH_DEST_MAX) {
-        const link = join(stage, parts[parts.length - 1]!);
-        await symlink(local, link);
-        // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
-        // -t: the server file gets our mtime, so the entry below has it without a daemon listing.
-        await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--mkpath', '--info=progress2', '--outbuf=L', link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
-      } else {
-        // as in uploadMany: the file by its relative name below a short destination
-        const { base, rel } = pushSplit(parts);
-        const root = join(stage, 'd');
-        const link = join(root, rel);
-        await fsMkdir(dirname(link), { recursive: true });
-        await symlink(local, link);
-        const list = join(stage, 'list');
-        await writeFile(list, rel + '\0', { mode: 0o600 });
-        await this.rsync(path, opts, (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--info=progress2', '--outbuf=L', '--from0', `--files-from=${list}`,
-          root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
-      }
+      // -I: never skip by size+mtime; the temp-file-and-rename of rsync keeps readers from half files.
+      // -t: the server file gets our mtime, so the entry below has it without a daemon listing.
+      await this.push(stage, parts, local, ['-I', '-t', ...meta.flags, '--info=progress2', '--outbuf=L'], opts, onLine);
       const [e] = await this.sizes([path], opts);
       if (!e) throw new TransferFailed('uploaded file is not on the server', { path });
       if (e.type !== 'file') throw new IsADirectory('a folder is in the way on the server', { path });
-      this.uploaded(path, e, st);
+      this.uploaded(path, e, { size: st.size, ...meta.sent });
       if (e.size > last) opts.onProgress?.(e.size);
       return e;
     } finally {
@@ -438,14 +429,98 @@ export class MaxxoRemote implements Remote {
   }
 
   /**
-   * The mtime of a file we just uploaded with -t: the local file's, to the second as the daemon
+   * One rsync run that sends local as the file at parts (stage: a private folder for the run).
+   * The source goes by its server name (a symlink to it, followed with -L) into the parent
+   * folder: named as a file path, rsync would put it *inside* a folder another client made there,
+   * under the cache file's name; this way the folder is in the way and the run fails. A parent
+   * path too long for the daemon goes by its relative name below a short one (see PUSH_DEST_MAX).
+   */
+  private async push(stage: string, parts: string[], local: string, flags: string[], opts: CallOptions,
+    onLine: ((l: string) => void) | undefined, mkpath = true): Promise<void> {
+    const path = '/' + parts.join('/');
+    const parent = parts.slice(0, -1).join('/');
+    if (Buffer.byteLength(parent) <= PUSH_DEST_MAX) {
+      const link = join(stage, parts[parts.length - 1]!);
+      await symlink(local, link);
+      await this.rsync(path, opts, (url) => [...flags, '-L', ...(mkpath ? ['--mkpath'] : []), link, parent ? `${url}/${parent}/` : `${url}/`], onLine);
+      return;
+    }
+    const { base, rel } = pushSplit(parts);
+    const root = join(stage, 'd');
+    const link = join(root, rel);
+    await fsMkdir(dirname(link), { recursive: true });
+    await symlink(local, link);
+    const list = join(stage, 'list');
+    await writeFile(list, rel + '\0', { mode: 0o600 });
+    // as in uploadMany: missing parents are made (--no-implied-dirs: not over another client's file)
+    await this.rsync(path, opts, (url) => [...flags, '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`,
+      root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
+  }
+
+  /**
+   * A change of a file's mtime or executability alone: an rsync run with -t (and -E) and
+   * --size-only of a source as long as the server file, which rsync then finds up to date and
+   * only gives the source's time (and executability), sending no bytes. The source is our copy of
+   * the content (localFile, or one downloaded into scratch), so that should the server file
+   * change size between the check below and the run, what rsync sends is those bytes (the window
+   * vBoxx has too), never filler. Nothing is sent when the server already holds the change; null
+   * when the file is gone or is no longer the version the caller holds (serverMtimeMs).
+   */
+  async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; serverMtimeMs?: number; scratch?: string } = {}): Promise<RemoteEntry | null> {
+    const parts = pathParts(path);
+    toWire(path);
+    if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path });
+    const [cur] = await this.sizes([path], o);
+    if (!cur || cur.type !== 'file') return null;
+    // the version on the server now: a listing that started after the stat above
+    const listed = await this.listings.get(parentOf(path), 0);
+    const row = listed?.rows.get(baseName(path));
+    if (!row || row.size !== cur.size) throw new TransferFailed('the daemon listing does not show the file as ops/filesize does', { path });
+    if (o.serverMtimeMs !== undefined && row.mtimeMs !== Math.floor(o.serverMtimeMs / 1000) * 1000) return null;
+    const mtimeMs = attrs.mtimeMs !== undefined ? Math.floor(attrs.mtimeMs / 1000) * 1000 : row.mtimeMs;
+    const exec = attrs.mode !== undefined ? (attrs.mode & FILE_MODE_BITS) !== 0 : row.exec;
+    const entry: RemoteEntry = { ...cur, mtimeMs, ...(exec !== undefined ? { mode: modeOf(exec) } : {}) };
+    if (mtimeMs === row.mtimeMs && exec === row.exec) return entry;
+    let source = o.localFile !== undefined ? resolvePath(o.localFile) : undefined;
+    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) source = undefined;
+    const stage = await this.uploadStage();
+    try {
+      if (source === undefined) {
+        if (!o.scratch) throw new BadRequest('a scratch file is needed to change the times of a file not cached', { path });
+        await this.download(path, o.scratch, o);
+        if ((await fsStat(o.scratch)).size !== cur.size) return null;
+        source = resolvePath(o.scratch);
+      }
+      const st = await fsStat(source);
+      const meta = await carryAttrs(source, st, { mtimeMs, ...(attrs.mode !== undefined ? { mode: attrs.mode } : {}) });
+      // --existing: a file deleted meanwhile is not made again
+      await this.push(stage, parts, source, ['-t', ...meta.flags, '--size-only', '--existing'], o, undefined, false);
+    } finally {
+      if (o.scratch) await rm(o.scratch, { force: true });
+      await rm(stage, { recursive: true, force: true });
+    }
+    this.listings.own(path, { name: cur.name, type: 'file', size: cur.size, mtimeMs, exec });
+    return entry;
+  }
+
+  /**
+   * The mtime of a file we just uploaded with -t: the one we sent, to the second as the daemon
    * lists it, when the server has as many bytes as we sent (else another client's write came
-   * between, and no mtime makes the drive check the content again). It also goes into the cached
+   * between, and no mtime makes the drive check the content again); its executability the one we
+   * sent with -E, else the one the server file had (rsync keeps an existing file's mode; a new
+   * one gets the local file's, not executable: see carryAttrs()). It also goes into the cached
    * daemon listing, whose row for this name is the old version's.
    */
-  private uploaded(path: string, e: RemoteEntry, local: { size: number; mtimeMs: number }): void {
-    if (e.size === local.size) e.mtimeMs = Math.floor(local.mtimeMs / 1000) * 1000;
-    this.listings.own(path, e.mtimeMs === undefined ? null : { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs });
+  private uploaded(path: string, e: RemoteEntry, local: { size: number; mtimeMs: number; exec?: boolean }): void {
+    if (e.size === local.size) {
+      e.mtimeMs = Math.floor(local.mtimeMs / 1000) * 1000;
+      const before = this.listings.row(path);
+      const exec = local.exec ?? (before === null ? false : before?.exec);
+      if (exec !== undefined) e.mode = modeOf(exec);
+      this.listings.own(path, { name: e.name, type: 'file', size: e.size, mtimeMs: e.mtimeMs, exec });
+    } else {
+      this.listings.own(path, null);
+    }
   }
 
   /**
@@ -459,7 +534,7 @@ export class MaxxoRemote implements Remote {
    * retryable error, after any other failure (e.g. exit 23: some file refused) each item is
    * uploaded alone, so one bad file neither fails nor falsely confirms the others.
    */
-  async uploadMany(items: { localFile: string; path: string }[], opts: CallOptions = {}): Promise<UploadResult[]> {
+  async uploadMany(items: { localFile: string; path: string; mtimeMs?: number; mode?: number }[], opts: CallOptions = {}): Promise<UploadResult[]> {
 
     const out: (UploadResult | undefined)[] = new Array(items.length);
     const rels: string[] = [];
@@ -475,6 +550,8 @@ export class MaxxoRemote implements Remote {
         rels[i] = parts.join('/');
         // the same path twice in one run: which bytes would win is up to rsync; the later goes alone
         if (seen.has(rels[i]!)) { later.push(i); continue; }
+        // a mode to keep needs -E, which would change the others' modes too
+        if (it.mode !== undefined) { alone.push(i); continue; }
         seen.add(rels[i]!);
         batch.push(i);
       } catch (error) {
@@ -487,13 +564,13 @@ export class MaxxoRemote implements Remote {
       try {
         const root = join(stage, 'd');
         const listed: number[] = [];
-        const locals: { size: number; mtimeMs: number }[] = [];
+        const locals: { size: number; mtimeMs: number; exec?: boolean }[] = [];
         for (const i of batch) {
           const link = join(root, rels[i]!);
           try {
             const st = await fsStat(resolvePath(items[i]!.localFile));
             if (!st.isFile()) throw new BadRequest('upload source is not a regular file', { path: items[i]!.path });
-            locals[i] = st;
+            locals[i] = { size: st.size, ...(await carryAttrs(resolvePath(items[i]!.localFile), st, items[i]!)).sent };
             await fsMkdir(dirname(link), { recursive: true });
             await symlink(resolvePath(items[i]!.localFile), link);
             listed.push(i);
@@ -548,7 +625,8 @@ export class MaxxoRemote implements Remote {
     }
     const one = async (i: number) => {
       try {
-        out[i] = { entry: await this.upload(items[i]!.localFile, items[i]!.path, opts) };
+        const { mtimeMs, mode } = items[i]!;
+        out[i] = { entry: await this.upload(items[i]!.localFile, items[i]!.path, { ...opts, ...(mtimeMs !== undefined ? { mtimeMs } : {}), ...(mode !== undefined ? { mode } : {}) }) };
       } catch (error) {
         out[i] = { error };
       }
@@ -800,6 +878,26 @@ function toWire(path: string): string {
   }
   for (const p of parts) if (!validName(p)) throw new InvalidName('invalid path component', { path });
   return parts.length ? parts.join('/') : '/';
+}
+
+/**
+ * Gives the local file the mtime and executability an upload is to keep: rsync -t sends the
+ * source's mtime, -E its executability (the cache file is ours; its times and mode mean nothing
+ * else). Without a mode to keep, no -E: an existing server file keeps its own, and a new one gets
+ * the local file's, which is made to say "not executable".
+ */
+async function carryAttrs(local: string, st: { atimeMs: number; mtimeMs: number; mode: number }, o: { mtimeMs?: number; mode?: number }):
+  Promise<{ flags: string[]; sent: { mtimeMs: number; exec?: boolean } }> {
+  // whole seconds, as the daemon lists them (it would keep the fraction: a remount would show less)
+  const mtimeMs = o.mtimeMs !== undefined ? Math.floor(o.mtimeMs / 1000) * 1000 : st.mtimeMs;
+  if (mtimeMs !== st.mtimeMs) await utimes(local, st.atimeMs / 1000, mtimeMs / 1000);
+  if (o.mode !== undefined) {
+    const exec = (o.mode & FILE_MODE_BITS) !== 0;
+    await chmod(local, exec ? 0o700 : 0o600);
+    return { flags: ['-E'], sent: { mtimeMs, exec } };
+  }
+  if (st.mode & 0o111) await chmod(local, 0o600);
+  return { flags: [], sent: { mtimeMs } };
 }
 
 function errCtx(e: RemoteError): ErrorContext {

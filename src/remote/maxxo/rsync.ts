@@ -139,10 +139,14 @@ export function parseProgress(line: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-export interface ListedRow { name: string; type: 'file' | 'dir'; size: number; mtimeMs: number }
+export interface ListedRow {
+  name: string; type: 'file' | 'dir'; size: number; mtimeMs: number;
+  /** Whether any execute bit is set (x, s or t in the listing's permissions). */
+  exec?: boolean;
+}
 
 // "-rw-r--r--        5000 2026/12/04 07:40:50 name" (with --no-h: no digit grouping)
-const LIST_LINE = /^([-dlpscb])[-rwxsStT]{9}[+.@]?\s+([\d,.]+)\s+(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d) (.+)$/;
+const LIST_LINE = /^([-dlpscb])([-rwxsStT]{9})[+.@]?\s+([\d,.]+)\s+(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d) (.+)$/;
 
 /**
  * One line of `rsync --list-only --no-h` (run with TZ=UTC) -> a row, or undefined for anything
@@ -154,13 +158,15 @@ const LIST_LINE = /^([-dlpscb])[-rwxsStT]{9}[+.@]?\s+([\d,.]+)\s+(\d{4})\/(\d\d)
 export function parseListLine(line: string): ListedRow | undefined {
   const m = LIST_LINE.exec(line);
   if (!m || (m[1] !== '-' && m[1] !== 'd')) return undefined;
-  const size = Number(m[2]!.replace(/[,.]/g, ''));
-  const mtimeMs = Date.UTC(+m[3]!, +m[4]! - 1, +m[5]!, +m[6]!, +m[7]!, +m[8]!);
-  const raw = m[9]!;
+  const perms = m[2]!;
+  const size = Number(m[3]!.replace(/[,.]/g, ''));
+  const mtimeMs = Date.UTC(+m[4]!, +m[5]! - 1, +m[6]!, +m[7]!, +m[8]!, +m[9]!);
+  const raw = m[10]!;
   if (raw === '.' || !Number.isSafeInteger(size) || !Number.isFinite(mtimeMs)) return undefined;
   // a multi-byte character is escaped whole (all its bytes are non-ASCII): each run of escapes
   // decodes on its own
   const name = raw.replace(/(?:\\#[0-7]{3})+/g, (run) =>
     Buffer.from(run.split('\\#').slice(1).map((o) => parseInt(o, 8))).toString('utf8'));
-  return { name, type: m[1] === 'd' ? 'dir' : 'file', size, mtimeMs };
+  const exec = [2, 5, 8].some((i) => 'xst'.includes(perms[i]!));
+  return { name, type: m[1] === 'd' ? 'dir' : 'file', size, mtimeMs, exec };
 }
