@@ -224,6 +224,20 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.is(statSync(server).mtimeMs, 1_650_000_000_000);
   t.is(readFileSync(server, 'utf8'), 'META CONTENT 2');
   t.throws(() => statSync(scratch));
+
+  // a batch: files with a mode to keep (umask 002 or +x creates) in one run, the others in another
+  const srcs = [0, 1, 2, 3].map((i) => { const f = join(tmp, `batch-${n}-${i}`); writeFileSync(f, `b${i}`); return f; });
+  runs = remote.rsyncRuns - remote.listRuns;
+  const res = await remote.uploadMany([
+    { localFile: srcs[0]!, path: '/m/b0', mtimeMs: 1_400_000_000_000, mode: 0o775 },
+    { localFile: srcs[1]!, path: '/m/b1', mtimeMs: 1_400_000_001_000 },
+    { localFile: srcs[2]!, path: '/m/b2', mtimeMs: 1_400_000_002_000, mode: 0o664 },
+    { localFile: srcs[3]!, path: '/m/b3', mtimeMs: 1_400_000_003_000 },
+  ]);
+  t.deepEqual(res.map((r) => r.entry?.mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
+  t.is(remote.rsyncRuns - remote.listRuns - runs, 2);
+  t.deepEqual([0, 1, 2, 3].map((i) => (statSync(join(folder, 'm', `b${i}`)).mode & 0o111) !== 0), [true, false, false, false]);
+  t.deepEqual([0, 1, 2, 3].map((i) => statSync(join(folder, 'm', `b${i}`)).mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
 });
 
 test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, others ignored', (t) => {

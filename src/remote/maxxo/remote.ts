@@ -69,6 +69,8 @@ export interface MaxxoRemoteOptions extends ClientOptions {
 
 const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
 
+type UploadItem = { localFile: string; path: string; mtimeMs?: number; mode?: number };
+
 /**
  * Longest destination folder (bytes) a push names. The rsync daemon's receiver changes into the
  * destination folder first and refuses one whose path, joined to its module folder, passes about
@@ -532,10 +534,21 @@ export class MaxxoRemote implements Remote {
    * parents are created like --mkpath. A run that exits 0 confirms every file; after a
    * transient failure (connection, timeout, after rsync()'s own retries) each item gets that
    * retryable error, after any other failure (e.g. exit 23: some file refused) each item is
-   * uploaded alone, so one bad file neither fails nor falsely confirms the others.
+   * uploaded alone, so one bad file neither fails nor falsely confirms the others. Items with a
+   * mode to keep go in a run of their own: -E would give the others the local files' modes.
    */
-  async uploadMany(items: { localFile: string; path: string; mtimeMs?: number; mode?: number }[], opts: CallOptions = {}): Promise<UploadResult[]> {
+  async uploadMany(items: UploadItem[], opts: CallOptions = {}): Promise<UploadResult[]> {
+    const moded = items.map((it, i) => (it.mode !== undefined ? i : -1)).filter((i) => i >= 0);
+    if (moded.length === 0 || moded.length === items.length) return this.uploadBatch(items, opts);
+    const plain = items.map((_, i) => i).filter((i) => items[i]!.mode === undefined);
+    const [a, b] = await Promise.all([this.uploadBatch(moded.map((i) => items[i]!), opts), this.uploadBatch(plain.map((i) => items[i]!), opts)]);
+    const out: UploadResult[] = new Array(items.length);
+    moded.forEach((i, k) => { out[i] = a[k]!; });
+    plain.forEach((i, k) => { out[i] = b[k]!; });
+    return out;
+  }
 
+  private async uploadBatch(items: UploadItem[], opts: CallOptions): Promise<UploadResult[]> {
     const out: (UploadResult | undefined)[] = new Array(items.length);
     const rels: string[] = [];
     const batch: number[] = [];
@@ -550,8 +563,6 @@ export class MaxxoRemote implements Remote {
         rels[i] = parts.join('/');
         // the same path twice in one run: which bytes would win is up to rsync; the later goes alone
         if (seen.has(rels[i]!)) { later.push(i); continue; }
-        // a mode to keep needs -E, which would change the others' modes too
-        if (it.mode !== undefined) { alone.push(i); continue; }
         seen.add(rels[i]!);
         batch.push(i);
       } catch (error) {
@@ -589,11 +600,12 @@ export class MaxxoRemote implements Remote {
           try {
             try {
               // -I: never skip by size+mtime; -L: send the files the links point to; -t: our
-              // mtimes (see uploaded()); --no-implied-dirs: missing parents are made, but a parent
-              // that is a file on the server fails that one file (implied dirs would replace the
-              // other client's file)
+              // mtimes, -E: executability (see carryAttrs()); --no-implied-dirs: missing parents
+              // are made, but a parent that is a file on the server fails that one file (implied
+              // dirs would replace the other client's file)
+              const flags = items[listed[0]!]!.mode !== undefined ? ['-E'] : [];
               await this.rsync(items[listed[0]!]!.path, opts,
-                (url) => ['-I', '-t', '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
+                (url) => ['-I', '-t', ...flags, '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined);
             } catch (e) {
               failed = e;
             }
