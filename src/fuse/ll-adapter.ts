@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import type { FsStats, InoAttr, InodeApi, SetAttrChanges, TimeChange } from '../vfs/api.js';
 import type { Logger } from '../log.js';
-import { LONG_OPS, answerOnce, nameTooLong } from './adapter.js';
+import { LONG_OPS, answerOnce, nameTooLong, type AdapterOptions } from './adapter.js';
 import { errno } from './errno.js';
 import {
   RENAME_EXCHANGE, RENAME_NOREPLACE,
@@ -17,19 +17,8 @@ const S_IFDIR = fs.constants.S_IFDIR;
 /** st_blksize: cp and stdio size their buffers from it; one request of the 1 MiB the session negotiates. */
 const BLKSIZE = 1024 * 1024;
 
-export interface LlAdapterOptions {
-  uid: number;
-  gid: number;
-  log: Logger;
-  /** Answer EIO when a vfs call has not settled after this long. */
-  opBoundMs: number;
-  /** Same for calls that may wait for an upload (flush, release, fsync). */
-  longOpBoundMs: number;
-  /** Log every op at info level (mount -o debug). */
-  debug?: boolean;
-  /** Permission bits taken away from every file and folder (mount -o umask=022, as sshfs). */
-  umask?: number;
-}
+/** The same options as the fuse-native adapter's. */
+export type LlAdapterOptions = AdapterOptions;
 
 function ts(ms: number): Timespec {
   const sec = Math.floor(ms / 1000);

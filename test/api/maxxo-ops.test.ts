@@ -11,17 +11,10 @@ import { startEmulator, maxxoToken, maxxoCall, setFaults, serverStats, resetStat
 import { startEmulatorProcess, SERVE_MAIN } from '../helpers/emulator-process.js';
 import { maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { parseServeArgs } from '../../src/emulator/main.js';
+import { eventually } from '../support/wait.js';
 
 const greets = (host: string, port: number) => greetsWithin(host, port, 2000);
 
-async function until(cond: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return cond();
-}
 
 test('latency injection delays a Maxxo answer by at least the configured time', async (t) => {
   const em = await startEmulator({ rsync: false, latencyMs: 150 });
@@ -170,5 +163,5 @@ test('serve SIGKILLed: its rsync daemon does not outlive it; SIGSTOP/SIGCONT pau
   t.is((await maxxoCall(p.url, 'GET', 'account/quota', { token })).status, 200);
   p.kill('SIGKILL');
   await p.exited;
-  t.true(await until(async () => !(await greets(s.ip, s.rsync_port)), 5000), 'rsync daemon gone after SIGKILL of the server');
+  t.true(await eventually(async () => !(await greets(s.ip, s.rsync_port)), 5000, 100), 'rsync daemon gone after SIGKILL of the server');
 });

@@ -1,11 +1,11 @@
 // vBoxx reference server: metadata (hash/304, list=false, decoding, traversal, access), downloads
 // (streaming, ranges, If-Range, 416) and share links.
 import test from 'ava';
-import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { Emulator } from '../../src/emulator/server.js';
 import { demoBytes } from '../../src/emulator/vboxx/demo.js';
 import { Api, useDemoServer, raw, login, enc, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
+import { sha256 } from '../support/files.js';
 
 let emu: Emulator;
 let demo: Api;
@@ -155,13 +155,12 @@ test('metadata: list=false omits contents', async (t) => {
   t.is((await demo.get(`/1/metadata/${FILES}/documents`, { list: 'maybe' })).status, 400);
 });
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 test('files: whole download streams the deterministic 10 MiB binary with length, etag and metadata header', async (t) => {
   const r = await demo.get(`/1/files/${FILES}/big/random-10MiB.bin`);
   t.is(r.status, 200);
   t.is(r.body.length, 10 * 1024 * 1024);
-  t.is(sha(r.body), sha(demoBytes(10 * 1024 * 1024)));
+  t.is(sha256(r.body), sha256(demoBytes(10 * 1024 * 1024)));
   t.is(r.headers['content-length'], String(10 * 1024 * 1024));
   t.is(r.headers['accept-ranges'], 'bytes');
   const meta = JSON.parse(String(r.headers['x-vboxx-metadata']));

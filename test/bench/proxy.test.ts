@@ -3,11 +3,11 @@
 // on the delay (many chunks in flight cost one delay, not one each).
 import test from 'ava';
 import net from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { startDelayProxy } from '../../tools/bench/delay-proxy.js';
+import { sha256 } from '../support/files.js';
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** A server that answers each connection with a transform of everything it received, after the client's FIN. */
 async function startServer(onData: (all: Buffer, sock: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
@@ -55,7 +55,7 @@ test('bytes pass intact and in order both ways, with a reversed answer', async (
   const payload = randomBytes(8 * 1024 * 1024 + 123);
   const answer = await exchange(proxy.port, payload, 7777);
   t.is(answer.length, payload.length);
-  t.is(sha(answer), sha(Buffer.from(payload).reverse()));
+  t.is(sha256(answer), sha256(Buffer.from(payload).reverse()));
   t.is(proxy.stats.bytesUp, payload.length);
   t.is(proxy.stats.bytesDown, payload.length);
   t.is(proxy.stats.connections, 1);

@@ -2,10 +2,12 @@
 // saved accounts, caches or the mount registry. Always async: the reference server may run in
 // the test process and must keep answering while the CLI talks to it.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+export { isMounted } from '../../src/util/mounts.js';
+export { sleep, waitFor } from '../support/wait.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/test/cli -> dist/src/cli/main.js */
@@ -84,18 +86,4 @@ export function readJson(p: string): any {
   return JSON.parse(readFileSync(p, 'utf8'));
 }
 
-export function isMounted(mp: string): boolean {
-  if (!existsSync('/proc/mounts')) return false;
-  return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mp);
-}
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}

@@ -2,7 +2,6 @@
 // server runs in a child process (so it can be SIGSTOPped/killed), the drive in another child
 // (test/helpers/mount-child.ts), and this process only drives the mount with async fs calls or
 // further child programs, never a sync call that could block it on a stuck mount.
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -13,7 +12,6 @@ import { DEMO, randomBytesSeeded, type Kind } from '../e2e/lib/services.js';
 
 export { DEMO, type Kind };
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A reference server in its own process, stopped at teardown (after SIGCONT if it was stopped). */
 export async function startServer(t: ExecutionContext, o: EmulatorProcessOptions = {}): Promise<EmulatorProcess & { dataDir: string }> {
@@ -58,7 +56,6 @@ export async function mountAt(t: ExecutionContext, url: string, kind: Kind, o: F
   return { ...h, kind, base: kind === 'vboxx' ? path.join(h.mnt, 'Files') : h.mnt };
 }
 
-export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 export interface Spec { rel: string; size: number; seed: number }
 
@@ -66,6 +63,9 @@ export interface Spec { rel: string; size: number; seed: number }
 export const contentOf = (s: Spec): Buffer => randomBytesSeeded(s.size, s.seed);
 
 import { prng } from '../helpers/random.js';
+import { sha256 } from '../support/files.js';
+export { sha256 };
+export { sleep } from '../support/wait.js';
 export { prng };
 
 /**

@@ -11,6 +11,7 @@ import {
 import type {
   AttrChange, BatchStat, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
 } from '../../src/remote/types.js';
+import { sleep as waitMs } from '../support/wait.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
   | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close' | 'setAttrs';
@@ -434,7 +435,7 @@ export class MemoryRemote implements Remote {
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return abortable(new Promise((r) => setTimeout(r, ms)), signal);
+  return abortable(waitMs(ms), signal);
 }
 
 function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {

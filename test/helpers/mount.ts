@@ -1,14 +1,14 @@
 // Mounts a drive in a child process (test/helpers/mount-child.ts) for an e2e test, and makes
 // sure no mount outlives the test: teardown sends SIGTERM (clean unmount), waits, then falls back
 // to `fusermount -uz` + SIGKILL. The test process itself may then use fs freely.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import type { VfsOptions, DriveStatus } from '../../src/vfs/api.js';
 import type { MountOptions } from '../../src/fuse/mount.js';
+import { isMounted, lazyUnmountSync } from '../../src/util/mounts.js';
+import { tempDir } from '../support/files.js';
 
 export type RemoteKind = 'memory' | 'maxxo' | 'vboxx';
 
@@ -49,30 +49,10 @@ const CHILD = fileURLToPath(new URL('./mount-child.js', import.meta.url));
 const live = new Set<string>();
 const children = new Set<ChildProcess>();
 
-function mountedPaths(): Set<string> {
-  try {
-    const text = fs.readFileSync('/proc/self/mounts', 'utf8');
-    return new Set(text.split('\n').filter(Boolean).map((l) => l.split(' ')[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))));
-  } catch {
-    return new Set();
-  }
-}
-
-export function isMounted(mnt: string): boolean {
-  return mountedPaths().has(mnt);
-}
+export { isMounted };
 
 function forceUnmount(mnt: string): void {
-  if (!isMounted(mnt)) return;
-  try {
-    execFileSync('fusermount', ['-uz', mnt], { stdio: 'ignore', timeout: 10_000 });
-  } catch {
-    try {
-      execFileSync('umount', ['-l', mnt], { stdio: 'ignore', timeout: 10_000 });
-    } catch {
-      // nothing more we can do from here
-    }
-  }
+  if (isMounted(mnt)) lazyUnmountSync(mnt);
 }
 
 // Last resort if the test process dies without teardown (ava timeout, crash).
@@ -87,14 +67,7 @@ process.on('exit', () => {
   for (const m of live) forceUnmount(m);
 });
 
-/** A fresh temp dir (removed at teardown). */
-export function tempDir(t: ExecutionContext, prefix = 'cm-e2e-'): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.teardown(() => {
-    if (!isMounted(d)) fs.rmSync(d, { recursive: true, force: true });
-  });
-  return d;
-}
+export { tempDir };
 
 const waitExit = (c: ChildProcess, ms: number) =>
   new Promise<boolean>((resolve) => {

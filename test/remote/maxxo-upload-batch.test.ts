@@ -15,6 +15,8 @@ import { createMaxxoRemote, type MaxxoRemote, type MaxxoRemoteOptions } from '..
 import { isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
 import { createLogger } from '../../src/log.js';
+import { until as untilShort } from '../support/wait.js';
+const until = (cond: () => boolean, what: string, ms = 30_000) => untilShort(cond, what, ms);
 
 let emu: Emulator;
 let n = 0;
@@ -65,13 +67,6 @@ async function vfsWrite(vfs: Vfs, path: string, data: Buffer, flags = constants.
   }
 }
 
-async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 test('uploadMany: files in several folders with hostile names arrive byte-exact in one rsync run', async (t) => {
   const { remote, folder } = account();

@@ -1,14 +1,13 @@
 // Shared setup for vfs unit tests: a Vfs over a MemoryRemote in a fresh cache directory.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import type { ExecutionContext } from 'ava';
 import { createLogger, type Logger } from '../../src/log.js';
 import { MemoryRemote, type MemoryRemoteOptions } from '../helpers/memory-remote.js';
 import type { VfsOptions } from '../../src/vfs/api.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
+export { sleep, until } from '../support/wait.js';
+export { sha256, tempDir } from '../support/files.js';
+import { tempDir } from '../support/files.js';
 
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
@@ -19,11 +18,6 @@ export function quietLog(lines: string[] = []): Logger {
   return createLogger('warn', (l) => lines.push(l));
 }
 
-export function tempDir(t: ExecutionContext, prefix = 'cm-vfs-'): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  t.teardown(() => rmSync(d, { recursive: true, force: true }));
-  return d;
-}
 
 export interface Setup {
   remote: MemoryRemote;
@@ -62,9 +56,6 @@ export async function setup(t: ExecutionContext, remoteOpts: MemoryRemoteOptions
   };
 }
 
-export function sha(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
 
 /** Deterministic pseudo-random bytes. */
 export function bytes(n: number, seed = 1): Buffer {
@@ -115,15 +106,4 @@ export async function writeFile(vfs: Vfs, path: string, data: Buffer | string): 
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-/** Polls cond until true (bounded). */
-export async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}

@@ -4,7 +4,7 @@ import test from 'ava';
 import { readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { INLINE_MAX_BYTES, Journal } from '../../src/vfs/journal.js';
-import { O_WRONLY, bytes, setup, sha, tempDir, writeFile } from './helpers.js';
+import { O_WRONLY, bytes, setup, sha256, tempDir, writeFile } from './helpers.js';
 
 interface URec { t: string; uid: string; p: string; id: string; n: number; b?: string }
 
@@ -64,7 +64,7 @@ test('a small closed file comes back from its journal record when its cache file
   t.is(s.remote.getFile('/lost.txt')!.toString(), 'closed content 1');
   t.is(s.remote.getFile('/zeroed.txt')!.toString(), 'closed content 2');
   t.is(s.remote.getFile('/empty.txt')!.length, 0);
-  t.is(sha(s.remote.getFile('/big.bin')!), sha(big));
+  t.is(sha256(s.remote.getFile('/big.bin')!), sha256(big));
   t.deepEqual(v2.status().failures, []);
 });
 

@@ -8,6 +8,7 @@ import { startEmulator, setFaults, MAXXO_DEMO } from '../helpers/emulator.js';
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
 import { NotFound, ServiceUnavailable, isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
+import { sleep } from '../support/wait.js';
 
 const O_WRONLY_CREAT = 0o101;
 
@@ -29,7 +30,6 @@ async function env(t: import('ava').ExecutionContext, failRate: number) {
 }
 
 const code = (e: unknown) => (isRemoteError(e) ? e.code : String(e));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('fresh folders made and filled under faults: no create fails with ENOENT, listed files stay readable after the TTLs', async (t) => {
   t.timeout(120_000);

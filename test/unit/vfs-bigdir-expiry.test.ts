@@ -9,8 +9,8 @@ import { startEmulator, serverStats, resetStats, MAXXO_DEMO } from '../helpers/e
 import { createMaxxoRemote } from '../../src/remote/maxxo/index.js';
 import { isRemoteError } from '../../src/errors.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
+import { sleep } from '../support/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('ls -l outlasting the listing TTL: every listed name stays visible, at a few listings instead of a stat per name', async (t) => {
   t.timeout(60_000);

@@ -5,7 +5,7 @@
 import test from 'ava';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
 import type { MemoryRemote } from '../helpers/memory-remote.js';
-import { O_RDONLY, bytes, readAll, setup, sha } from './helpers.js';
+import { O_RDONLY, bytes, readAll, setup, sha256 } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -27,9 +27,9 @@ test('bytes of an abandoned run still pending are dropped (11 bytes of a cut ans
   const src = bytes(300_000, 91);
   remote.putFile('/a.bin', src);
   const st = abandonFirstRun(remote, '/a.bin', Buffer.from('{"partial":'));
-  t.is(sha(await readAll(vfs, '/a.bin')), sha(src));
+  t.is(sha256(await readAll(vfs, '/a.bin')), sha256(src));
   t.is(st.runs, 1);
-  t.is(sha(await readAll(vfs, '/a.bin')), sha(src));
+  t.is(sha256(await readAll(vfs, '/a.bin')), sha256(src));
 });
 
 test('bytes of an abandoned run already landed are replaced, in memory too', async (t) => {

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { O_RDONLY, O_RDWR, bytes, readAll, rng, setup, sha, until, writeFile } from './helpers.js';
+import { O_RDONLY, O_RDWR, bytes, readAll, rng, setup, sha256, until, writeFile } from './helpers.js';
 import { MemoryRemote } from '../helpers/memory-remote.js';
 import type { CallOptions, ListResult, RemoteEntry, Revalidation } from '../../src/remote/types.js';
 
@@ -25,7 +25,7 @@ test('ranged: random reads return exactly the source bytes', async (t) => {
   }
   await vfs.release('/big.bin', fh);
   t.is(remote.calls.download, 0);
-  t.is(sha(await readAll(vfs, '/big.bin')), sha(src));
+  t.is(sha256(await readAll(vfs, '/big.bin')), sha256(src));
 });
 
 test('ranged: sequential reads use a growing read-ahead window (few, large requests)', async (t) => {
@@ -34,12 +34,12 @@ test('ranged: sequential reads use a growing read-ahead window (few, large reque
   const src = bytes(24 * MiB, 5);
   remote.putFile('/seq.bin', src);
   const got = await readAll(vfs, '/seq.bin', 64 * 1024);
-  t.is(sha(got), sha(src));
+  t.is(sha256(got), sha256(src));
   // 384 reads of 64 KiB; block-per-read would be 384 requests
   t.true(remote.calls.read < 60, `read requests: ${remote.calls.read}`);
   // everything is cached now: a second pass costs nothing
   remote.resetCalls();
-  t.is(sha(await readAll(vfs, '/seq.bin', 100_000)), sha(src));
+  t.is(sha256(await readAll(vfs, '/seq.bin', 100_000)), sha256(src));
   t.is(remote.calls.read, 0);
 });
 
@@ -104,7 +104,7 @@ test('whole-file download path (no ranged reads): content correct, one download'
     if (!buf.subarray(0, n).equals(src.subarray(pos, pos + len))) { t.fail(`read ${len}@${pos}`); return; }
   }
   await vfs.release('/m.bin', fh);
-  t.is(sha(await readAll(vfs, '/m.bin')), sha(src));
+  t.is(sha256(await readAll(vfs, '/m.bin')), sha256(src));
   t.is(remote.calls.download, 1);
 });
 
@@ -141,11 +141,11 @@ test('cached content survives a restart and is reused when unchanged', async (t)
   const s = await setup(t, { rangedReads: false });
   const src = bytes(300_000, 4);
   s.remote.putFile('/keep.bin', src);
-  t.is(sha(await readAll(s.vfs, '/keep.bin')), sha(src));
+  t.is(sha256(await readAll(s.vfs, '/keep.bin')), sha256(src));
   await s.vfs.close();
   const v2 = await s.reopen();
   s.remote.resetCalls();
-  t.is(sha(await readAll(v2, '/keep.bin')), sha(src));
+  t.is(sha256(await readAll(v2, '/keep.bin')), sha256(src));
   t.is(s.remote.calls.download, 0);
 });
 
@@ -174,12 +174,12 @@ test('eviction drops clean data over the bound, never dirty data', async (t) => 
   t.true(vfs.status().cacheBytes <= 1 * MiB + dirty.length, `cache bytes ${vfs.status().cacheBytes}`);
   t.is(vfs.status().dirtyBytes, dirty.length);
   // the dirty file is still readable locally and uploads intact
-  t.is(sha(await readAll(vfs, '/dirty.bin')), sha(dirty));
+  t.is(sha256(await readAll(vfs, '/dirty.bin')), sha256(dirty));
   await vfs.flushAll();
-  t.is(sha(remote.getFile('/dirty.bin')!), sha(dirty));
+  t.is(sha256(remote.getFile('/dirty.bin')!), sha256(dirty));
   // evicted clean data is fetched again when read
   const before = remote.calls.download;
-  t.is(sha(await readAll(vfs, '/c0.bin')), sha(bytes(400_000, 1)));
+  t.is(sha256(await readAll(vfs, '/c0.bin')), sha256(bytes(400_000, 1)));
   t.true(remote.calls.download > before);
 });
 

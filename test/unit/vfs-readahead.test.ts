@@ -5,7 +5,7 @@ import test from 'ava';
 import { isSequential, readAheadPlan } from '../../src/vfs/ranges.js';
 import type { CallOptions, RangeRead, RangeSink } from '../../src/remote/types.js';
 import type { MemoryRemote } from '../helpers/memory-remote.js';
-import { O_RDONLY, bytes, readAll, rng, setup, sha } from './helpers.js';
+import { O_RDONLY, bytes, readAll, rng, setup, sha256 } from './helpers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -50,7 +50,7 @@ test('sequential read: several streamed requests in flight, bounded by readParal
   const st = trackReads(remote);
   const src = bytes(24 * MiB + 777, 41);
   remote.putFile('/seq.bin', src);
-  t.is(sha(await readAll(vfs, '/seq.bin', 128 * KiB)), sha(src));
+  t.is(sha256(await readAll(vfs, '/seq.bin', 128 * KiB)), sha256(src));
   t.true(st.max >= 2, `at most ${st.max} requests were in flight`);
   // the reader's own fetch may come on top of the read-ahead's slots
   t.true(st.max <= 3 + 1, `${st.max} requests in flight`);
@@ -86,7 +86,7 @@ test('random ranged reads while read-ahead streams: every read returns exactly t
   }
   await Promise.all(reads);
   await vfs.release('/r.bin', fh);
-  t.is(sha(await readAll(vfs, '/r.bin')), sha(src));
+  t.is(sha256(await readAll(vfs, '/r.bin')), sha256(src));
 });
 
 test('a reader is served from the first bytes of a long fetch before the fetch ends', async (t) => {
@@ -116,11 +116,11 @@ test('small and medium files: the first read fetches the whole file with one req
   const big = bytes(3 * MiB, 46);
   remote.putFile('/one.bin', one);
   remote.putFile('/big.bin', big);
-  t.is(sha(await readAll(vfs, '/one.bin', 128 * KiB)), sha(one));
+  t.is(sha256(await readAll(vfs, '/one.bin', 128 * KiB)), sha256(one));
   t.is(remote.calls.read, 1);
   remote.resetCalls();
   // above the limit: block-sized requests with read-ahead, as before
-  t.is(sha(await readAll(vfs, '/big.bin', 128 * KiB)), sha(big));
+  t.is(sha256(await readAll(vfs, '/big.bin', 128 * KiB)), sha256(big));
   t.true(remote.calls.read > 1, `${remote.calls.read} requests`);
 });
 
@@ -146,7 +146,7 @@ test('a file replaced on the server while open: no read mixes versions from the 
   t.is(await vfs.read('/c.bin', fh, again, again.length, 0), again.length);
   t.true(again.equals(v2.subarray(0, again.length)), 'the v1 bytes cached before the change were dropped');
   await vfs.release('/c.bin', fh);
-  t.is(sha(await readAll(vfs, '/c.bin')), sha(v2));
+  t.is(sha256(await readAll(vfs, '/c.bin')), sha256(v2));
 });
 
 test('a replaced file of another size: the reader sees the new size, never bytes past it', async (t) => {
@@ -222,7 +222,7 @@ test('a sequential reader is served the just-streamed bytes from memory; a local
     { readAheadBytes: 1 * MiB, readAheadMaxBytes: 8 * MiB, readBlockBytes: 256 * KiB, readParallel: 4, readWholeMaxBytes: 0 });
   const src = bytes(20 * MiB + 4321, 77);
   remote.putFile('/mem.bin', src);
-  t.is(sha(await readAll(vfs, '/mem.bin', 128 * KiB)), sha(src));
+  t.is(sha256(await readAll(vfs, '/mem.bin', 128 * KiB)), sha256(src));
   t.true(vfs.readsFrom.memory > 0, `reads from memory ${vfs.readsFrom.memory}, from the cache file ${vfs.readsFrom.file}`);
   // reading on while the same file is written: every read shows the newest bytes
   remote.putFile('/mem2.bin', src);
@@ -246,6 +246,6 @@ test('a sequential reader is served the just-streamed bytes from memory; a local
   const fh = await vfs.open('/mem2.bin', O_RDONLY);
   const all = Buffer.alloc(src.length);
   for (let pos = 0; pos < src.length;) pos += await vfs.read('/mem2.bin', fh, all.subarray(pos), Math.min(128 * KiB, src.length - pos), pos);
-  t.is(sha(all), sha(want));
+  t.is(sha256(all), sha256(want));
   await vfs.release('/mem2.bin', fh);
 });

@@ -4,7 +4,7 @@
 import test from 'ava';
 import { isRemoteError } from '../../src/errors.js';
 import { MemoryRemote } from '../helpers/memory-remote.js';
-import { setup } from './helpers.js';
+import { setup, writeFile, until, sleep, readAll } from './helpers.js';
 
 async function code(p: Promise<unknown>): Promise<string> {
   try { await p; return 'OK'; } catch (e) { return isRemoteError(e) ? e.code : String(e); }
@@ -69,4 +69,24 @@ test('stale cache says the target is missing: a file there is replaced (POSIX), 
   await vfs.rename('/dir1', '/emptydir');
   t.is(remote.getFile('/emptydir/x')!.toString(), 'x');
   t.false(remote.has('/dir1'));
+});
+
+test('a rename racing the end of an upload leaves the file cached: the next open downloads nothing', async (t) => {
+  // soak seed 800303: the rename's entry, looked up while the upload ran, was the local one; the
+  // upload then ended (file clean, server identity) and the next open saw the two differ
+  const { remote, vfs } = await setup(t, { rangedReads: false }, { writebackDelayMs: 10 });
+  const release = remote.hold('upload');
+  t.teardown(release);
+  remote.mkdirp('/u');
+  await writeFile(vfs, '/u/b', 'x'.repeat(146));
+  await until(() => remote.held('upload') === 1, 'the upload was sent');
+  const renaming = vfs.rename('/u/b', '/u/f.txt');
+  await sleep(20);
+  release();
+  await renaming;
+  await until(() => vfs.status().pending === 0, 'the upload ended');
+  remote.resetCalls();
+  t.is((await readAll(vfs, '/u/f.txt')).toString(), 'x'.repeat(146));
+  t.is(remote.calls.download, 0, 'the cached bytes were kept');
+  t.deepEqual(remote.getFile('/u/f.txt'), Buffer.from('x'.repeat(146)));
 });

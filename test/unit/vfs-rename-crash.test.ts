@@ -4,7 +4,7 @@
 import test from 'ava';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { bytes, setup, sha, until, writeFile } from './helpers.js';
+import { bytes, setup, sha256, until, writeFile } from './helpers.js';
 
 test('crash after rename of a file overwritten while its first upload was in flight', async (t) => {
   const s = await setup(t, {}, { writebackDelayMs: 1 });
@@ -22,7 +22,7 @@ test('crash after rename of a file overwritten while its first upload was in fli
   // crash: no close
   const v = await s.reopen({ writebackDelayMs: 0 });
   await v.flushAll();
-  t.is(sha(remote.getFile('/G.bin')!), sha(v2), 'G holds v2');
+  t.is(sha256(remote.getFile('/G.bin')!), sha256(v2), 'G holds v2');
   t.false(remote.has('/F.bin'), 'F is gone');
   t.deepEqual(v.status().failures, []);
 });
@@ -77,7 +77,7 @@ test('crash at the server move of a rename whose source upload finished during i
   await crashAtServerCall(s, 'move', () => s.vfs.rename('/F.bin', '/G.bin'), release);
   const v = await s.reopen({ writebackDelayMs: 0 });
   await v.flushAll();
-  t.is(sha(remote.getFile('/G.bin')!), sha(v1), 'G holds v1');
+  t.is(sha256(remote.getFile('/G.bin')!), sha256(v1), 'G holds v1');
   t.false(remote.has('/F.bin'), 'F is gone, not resurrected by a replay of its finished upload');
   t.deepEqual(v.status().failures, []);
 });
@@ -95,7 +95,7 @@ test('crash at the server move of a rename onto a file whose own upload finished
   await crashAtServerCall(s, 'move', () => s.vfs.rename('/F.bin', '/G.bin'), release);
   const v = await s.reopen({ writebackDelayMs: 0 });
   await v.flushAll();
-  t.is(sha(remote.getFile('/G.bin')!), sha(src), 'G holds the renamed content, not the replaced file replayed over it');
+  t.is(sha256(remote.getFile('/G.bin')!), sha256(src), 'G holds the renamed content, not the replaced file replayed over it');
   t.false(remote.has('/F.bin'), 'F is gone');
   t.deepEqual(v.status().failures, []);
 });
@@ -120,7 +120,7 @@ test('crash after rename of a file overwritten (v2 pending) whose v1 was uploade
   const v2 = bytes(30_000, 6);
   await writeFile(s.vfs, '/F.bin', v1);
   await s.vfs.flushAll();
-  t.is(sha(remote.getFile('/F.bin')!), sha(v1));
+  t.is(sha256(remote.getFile('/F.bin')!), sha256(v1));
   const release = remote.hold('upload');
   await writeFile(s.vfs, '/F.bin', v2);
   await until(() => remote.held('upload') === 1, 'upload of v2 in flight');
@@ -130,7 +130,7 @@ test('crash after rename of a file overwritten (v2 pending) whose v1 was uploade
   await ren;
   const v = await s.reopen({ writebackDelayMs: 0 });
   await v.flushAll();
-  t.is(sha(remote.getFile('/G.bin')!), sha(v2), 'G holds v2');
+  t.is(sha256(remote.getFile('/G.bin')!), sha256(v2), 'G holds v2');
   t.false(remote.has('/F.bin'), 'F is gone');
   t.deepEqual(v.status().failures, []);
 });

@@ -2,7 +2,7 @@
 // the server copy is gone; the local-only name it is kept under is never listed nor uploaded.
 import test from 'ava';
 import { Forbidden } from '../../src/errors.js';
-import { setup, bytes, sha, O_RDONLY, O_RDWR, O_CREAT, O_TRUNC, readAll, writeFile } from './helpers.js';
+import { setup, bytes, sha256, O_RDONLY, O_RDWR, O_CREAT, O_TRUNC, readAll, writeFile } from './helpers.js';
 
 for (const ranged of [true, false]) {
   for (const keep of [false, true]) {
@@ -27,7 +27,7 @@ for (const ranged of [true, false]) {
         parts.push(b.subarray(0, n));
         pos += n;
       }
-      t.is(sha(Buffer.concat(parts)), sha(data));
+      t.is(sha256(Buffer.concat(parts)), sha256(data));
       t.is(remote.calls.read + remote.calls.download, readsBefore, 'nothing fetched after the delete');
       t.is((await vfs.fgetattr(p, fh)).size, data.length);
       t.deepEqual((await vfs.readdir('/d')).names, ['other']);

@@ -7,7 +7,7 @@ import { isRemoteError, ServerError } from '../../src/errors.js';
 import { MemoryRemote } from '../helpers/memory-remote.js';
 import { Vfs } from '../../src/vfs/vfs.js';
 import {
-  O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, bytes, readAll, rng, setup, sha, sleep, until, writeFile,
+  O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, bytes, readAll, rng, setup, sha256, sleep, until, writeFile,
 } from './helpers.js';
 
 async function code(p: Promise<unknown>): Promise<string> {
@@ -53,9 +53,9 @@ for (const ranged of [true, false]) {
       await vfs.release('/m.bin', fh);
       t.is((await vfs.getattr('/m.bin')).size, model.length);
     }
-    t.is(sha(await readAll(vfs, '/m.bin')), sha(model));
+    t.is(sha256(await readAll(vfs, '/m.bin')), sha256(model));
     await vfs.flushAll();
-    t.is(sha(remote.getFile('/m.bin')!), sha(model));
+    t.is(sha256(remote.getFile('/m.bin')!), sha256(model));
     t.is(vfs.status().pending, 0);
   });
 }
@@ -70,7 +70,7 @@ test('writing into an existing file keeps the untouched bytes (content fetched b
   await vfs.release('/e.bin', fh);
   const expect = Buffer.from(src);
   expect.write('PATCH', 500_000);
-  t.is(sha(remote.getFile('/e.bin')!), sha(expect));
+  t.is(sha256(remote.getFile('/e.bin')!), sha256(expect));
 });
 
 test('O_TRUNC and create start empty without downloading; truncate(path) shrinks and extends', async (t) => {
@@ -148,7 +148,7 @@ test('journal replay after a crash: closed files uploaded, deleted stay deleted,
   appendFileSync(join(s.opts.cacheDir, 'acct', 'journal'), '{"t":"u","uid":"torn');
   const v2 = await s.reopen({ writebackDelayMs: 0 });
   await v2.flushAll();
-  t.is(sha(remote.getFile('/a.bin')!), sha(a));
+  t.is(sha256(remote.getFile('/a.bin')!), sha256(a));
   t.is(remote.getFile('/b.txt')!.toString(), 'bee');
   t.is(remote.getFile('/new-name.txt')!.toString(), 'renamed');
   t.false(remote.has('/old-name.txt'));
@@ -161,7 +161,7 @@ test('journal replay after a crash: closed files uploaded, deleted stay deleted,
   const v3 = await s.reopen();
   await v3.flushAll();
   t.is(remote.calls.upload, uploads);
-  t.is(sha(await readAll(v3, '/a.bin')), sha(a));
+  t.is(sha256(await readAll(v3, '/a.bin')), sha256(a));
 });
 
 test('delete after a pending upload: cancelled, never resurrected', async (t) => {

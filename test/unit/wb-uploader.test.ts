@@ -13,20 +13,13 @@ import { defaultVfsOptions, resolveOptions } from '../../src/vfs/options.js';
 import { Uploader } from '../../src/vfs/writeback/uploader.js';
 import type { VfsOptions } from '../../src/vfs/api.js';
 import { quietLog, tempDir } from './helpers.js';
+import { sleep, until } from '../support/wait.js';
 
 interface Gate { wait: Promise<void>; open: () => void }
 function gate(): Gate {
   let open!: () => void;
   const wait = new Promise<void>((r) => { open = r; });
   return { wait, open };
-}
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await tick(2);
-  }
 }
 
 /** A remote that records uploads; each behaviour can be replaced per test. */
@@ -156,7 +149,7 @@ test('a namespace barrier parks the task: nothing is sent until it is lifted', a
     uploader.schedule(o, 0);
     await until(() => o.wb.parked, 'the task to park');
     t.is(o.wb.phase(o.gen), 'parked');
-    await tick(20);
+    await sleep(20);
     t.is(remote.uploadCalls, 0);
     // stop() of a parked task does not wait for it (it waits for our own barrier: a deadlock)
     await uploader.stop(o);
@@ -192,7 +185,7 @@ test('stop() aborts a task that has sent nothing and waits for one that is sendi
   await until(() => remote.uploadCalls === 1, 'the upload');
   let stopped = false;
   const stopping = uploader.stop(o).then(() => { stopped = true; });
-  await tick(30);
+  await sleep(30);
   t.false(stopped, 'a sending upload is waited for, never aborted');
   g.open();
   await stopping;
@@ -207,7 +200,7 @@ test('retryable failures: backoff between attempts, then failed, reported and tr
   const p = uploader.uploadUntilClean(o);
   p.catch(() => {});
   await until(() => remote.uploadCalls === 1, 'the first attempt');
-  await tick(40);
+  await sleep(40);
   t.is(o.wb.phase(o.gen), 'backoff');
   await t.throwsAsync(p, { message: /down/ });
   t.is(remote.uploadCalls, 2);

@@ -408,19 +408,13 @@ export class VboxxClient {
         rev = r.rev;
         size = r.size;
         // A server that ignores Range answers 200 with the whole file: skip to the offset.
-        let skip = r.partial ? 0 : offset + got;
+        const skip = r.partial ? 0 : offset + got;
         // the position after the last byte this answer promises and we want (unknown for a
         // whole answer without content-length: its clean end is the end of the file)
         const promised = r.end === undefined ? undefined : Math.min(offset + length, r.end);
         const served = { ...(r.rev !== undefined ? { rev: r.rev } : {}), ...(r.size !== undefined ? { size: r.size } : {}) };
         try {
-          for await (const c of r.body) {
-            let b = c as Buffer;
-            if (skip > 0) {
-              if (b.length <= skip) { skip -= b.length; continue; }
-              b = b.subarray(skip);
-              skip = 0;
-            }
+          for await (let b of afterSkip(r.body, skip)) {
             const want = length - got;
             if (b.length > want) b = b.subarray(0, want);
             try {
@@ -484,15 +478,9 @@ export class VboxxClient {
           version = r.version;
           rev = r.rev;
           size = r.size;
-          let skip = r.partial ? 0 : written;
+          const skip = r.partial ? 0 : written;
           try {
-            for await (const c of r.body) {
-              let b = c as Buffer;
-              if (skip > 0) {
-                if (b.length <= skip) { skip -= b.length; continue; }
-                b = b.subarray(skip);
-                skip = 0;
-              }
+            for await (const b of afterSkip(r.body, skip)) {
               for (let n = 0; n < b.length;) n += (await fh.write(b, n, b.length - n, written + n)).bytesWritten;
               written += b.length;
               // Monotonic even when a retry starts over: report only new highs.
@@ -819,3 +807,15 @@ function bufferStream(b: Buffer): Readable {
   return Readable.from([b], { objectMode: false });
 }
 
+/** The chunks of body after its first `skip` bytes (what a server that ignores Range sends first). */
+async function* afterSkip(body: AsyncIterable<unknown>, skip: number): AsyncGenerator<Buffer> {
+  for await (const c of body) {
+    let b = c as Buffer;
+    if (skip > 0) {
+      if (b.length <= skip) { skip -= b.length; continue; }
+      b = b.subarray(skip);
+      skip = 0;
+    }
+    yield b;
+  }
+}

@@ -87,7 +87,15 @@ export class Fetcher {
       }
       if (!o.complete) throw new BadResponse('the server sent less content than the file size', { path: o.path });
     } else {
-      await this.ensureDownloaded(o, o.size);
+      // Not at "all bytes arrived" (readers may go on then): the download writes the cache file
+      // until it ends (rsync's final verify may send the file again; --inplace ends with a
+      // truncate) and sets size and ranges from it at its end, so a change let in earlier is
+      // undone (soak seeds 800303, 801063). Changes wait for the end itself.
+      for (let round = 0; !o.complete; round++) {
+        if (round >= 4) throw new BadResponse('the download ended without the file', { path: o.path });
+        if (!o.download) this.startDownload(o);
+        await this.ctx.within(`read of ${o.path}`, waitFor(o, () => o.complete, o.download!));
+      }
     }
   }
 
@@ -224,6 +232,8 @@ export class Fetcher {
       if (pendLen === 0) return;
       const bufs = pend, pos = pendPos, len = pendLen;
       pend = []; pendPos = pos + len; pendLen = 0;
+      // changed content is complete (changes wait for it): server bytes never go over it
+      if (o.epoch !== epoch || o.dirty) throw STALE_RUN;
       await pwritevAll(o.fd, bufs, pos);
       if (o.epoch !== epoch) throw STALE_RUN;
       if (!o.dirty && o.refs > 0) {
@@ -310,6 +320,7 @@ export class Fetcher {
     o.dlAbort = ac;
     o.downloaded = 0;
     const epoch = o.epoch;
+    const gen = o.gen;
     const path = o.path;
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
@@ -319,8 +330,11 @@ export class Fetcher {
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
       });
       if (o.epoch !== epoch) throw new Cancelled('download superseded', { path });
+      // changes wait for the end of a download (ensureWhole): one made anyway is not undone here
+      if (o.gen !== gen) throw new Cancelled('content changed during its download', { path });
       // the client may have replaced the file instead of writing in place: follow the new inode
       const [a, b] = await Promise.all([fsp.stat(this.store.file(o)), fstatFd(o.fd)]);
+      if (o.epoch !== epoch || o.gen !== gen) throw new Cancelled('download superseded', { path });
       if (a.ino !== b.ino) {
         const old = o.fd;
         o.fd = -1;

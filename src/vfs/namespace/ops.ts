@@ -223,7 +223,11 @@ export class Namespace {
     this.forgetTree(from, src.type === 'dir');
     this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
     this.meta.setInParent(from, null);
-    this.meta.setInParent(to, { ...src, name: baseOf(to) });
+    // src was looked up before the barrier: an upload that ended meanwhile made the file clean,
+    // and a local entry (local mtime) left in the listing would not match its server identity,
+    // so the next open dropped the cached bytes and downloaded them again (soak seed 800303)
+    const moved = so && src.type === 'file' && !so.authoritative && so.ident ? so.ident : src;
+    this.meta.setInParent(to, { ...moved, name: baseOf(to) });
     this.attrTable.dirChanged(parentOf(from));
     if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
   }

@@ -1,13 +1,13 @@
 // Shared setup of the e2e tests: reference servers in a child process, drives of either service
 // mounted in another child process, and small async helpers (the test process must never block
-// on the mount with sync fs: see emu-child.ts).
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import fsp from 'node:fs/promises';
+// on the mount with sync fs: see test/helpers/emulator-child.ts).
+import { execFile } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ExecutionContext, TestFn } from 'ava';
 import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
+import { startEmulatorProcess } from '../../helpers/emulator-process.js';
+export { sleep, eventually } from '../../support/wait.js';
+export { sha256 } from '../../support/files.js';
 
 export type Kind = 'maxxo' | 'vboxx';
 export const KINDS: Kind[] = ['maxxo', 'vboxx'];
@@ -16,8 +16,6 @@ export const DEMO: Record<Kind, { user: string; password: string }> = {
   maxxo: { user: 'demo@maxxo.test', password: 'demo-password' },
   vboxx: { user: 'demo', password: 'demo-password' },
 };
-
-const EMU_CHILD = fileURLToPath(new URL('./emu-child.js', import.meta.url));
 
 export interface Servers {
   url: string;
@@ -34,71 +32,23 @@ export interface Servers {
 }
 
 export async function startServers(): Promise<Servers> {
-  const child: ChildProcess = spawn(process.execPath, [EMU_CHILD], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let buf = '';
-  let nextId = 1;
-  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  let onReady!: (info: { url: string; dataDir: string }) => void;
-  let onFail!: (e: Error) => void;
-  const ready = new Promise<{ url: string; dataDir: string }>((res, rej) => {
-    onReady = res;
-    onFail = rej;
-  });
-  child.on('exit', (code) => {
-    onFail(new Error(`emulator child exited (${code})`));
-    for (const p of pending.values()) p.reject(new Error('emulator child exited'));
-  });
-  child.stdout!.on('data', (d) => {
-    buf += d;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line.startsWith('READY ')) onReady(JSON.parse(line.slice(6)));
-      else if (line.startsWith('RESULT ')) {
-        const r = JSON.parse(line.slice(7)) as { id: number; ok: boolean; value?: unknown; error?: string };
-        const p = pending.get(r.id);
-        pending.delete(r.id);
-        if (r.ok) p?.resolve(r.value);
-        else p?.reject(new Error(r.error));
-      }
-    }
-  });
-  const info = await ready;
-  const call = (cmd: Record<string, unknown>) =>
-    new Promise<unknown>((resolve, reject) => {
-      const id = nextId++;
-      pending.set(id, { resolve, reject });
-      child.stdin!.write(JSON.stringify({ ...cmd, id }) + '\n');
-    });
+  const p = await startEmulatorProcess({ control: true });
+  const url = p.url;
   return {
-    url: info.url,
-    dataDir: info.dataDir,
-    sql: (sql, params = []) => call({ op: 'sql', sql, params }) as Promise<any>,
-    maxxoFolder: (email = DEMO.maxxo.user) => call({ op: 'maxxoFolder', email }) as Promise<string>,
-    rsyncPort: () => call({ op: 'rsyncPort' }) as Promise<number | null>,
-    advertiseRsyncPort: async (port) => { await call({ op: 'advertiseRsyncPort', port }); },
+    url,
+    dataDir: p.dataDir!,
+    sql: (sql, params = []) => p.call({ op: 'sql', sql, params }) as Promise<any>,
+    maxxoFolder: (email = DEMO.maxxo.user) => p.call({ op: 'maxxoFolder', email }) as Promise<string>,
+    rsyncPort: () => p.call({ op: 'rsyncPort' }) as Promise<number | null>,
+    advertiseRsyncPort: async (port) => { await p.call({ op: 'advertiseRsyncPort', port }); },
     async stats() {
-      const r = await fetch(`${info.url}/_emulator/stats`);
+      const r = await fetch(`${url}/_emulator/stats`);
       return (await r.json()) as Record<string, number>;
     },
     async resetStats() {
-      await fetch(`${info.url}/_emulator/stats/reset`, { method: 'POST' });
+      await fetch(`${url}/_emulator/stats/reset`, { method: 'POST' });
     },
-    async close() {
-      if (child.exitCode !== null) return;
-      child.stdin!.end();
-      await new Promise<void>((r) => {
-        const t = setTimeout(() => {
-          child.kill('SIGKILL');
-          r();
-        }, 10_000);
-        child.once('exit', () => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    },
+    async close() { await p.stop(); },
   };
 }
 
@@ -182,13 +132,6 @@ export function uniq(prefix = 't'): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
 }
 
-export function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
-export async function sha256File(file: string): Promise<string> {
-  return sha256(await fsp.readFile(file));
-}
 
 export interface RunResult {
   code: number;
@@ -233,17 +176,6 @@ export async function errCode(p: Promise<unknown>): Promise<string> {
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls until fn() is truthy (bounded). */
-export async function eventually<T>(fn: () => Promise<T>, ms = 20_000, step = 200): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => undefined as T);
-    if (v || Date.now() > end) return v;
-    await sleep(step);
-  }
-}
 
 /** Deterministic pseudo-random bytes. */
 export function randomBytesSeeded(n: number, seed = 1): Buffer {

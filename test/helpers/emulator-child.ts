@@ -1,13 +1,15 @@
-// The reference servers for an e2e test file, in their own process. They must not share the test
-// process: the test drives the mount with fs calls that block a libuv thread (or the whole loop)
-// until the drive answers, and the drive needs these servers to answer.
+// The reference servers in their own process with a control channel (startEmulatorProcess with
+// `control`): e2e tests read and change the servers' state (SQL, users' folders, the advertised
+// rsync port) while they drive a mount. They must not share the test process: the test drives the
+// mount with fs calls that block a libuv thread (or the whole loop) until the drive answers, and
+// the drive needs these servers to answer.
 //   stdout: "READY <json {url, dataDir}>"
 //   stdin:  one JSON command per line {id, op: 'sql', sql, params} | {id, op: 'maxxoFolder', email}
 //           | {id, op: 'rsyncPort'} | {id, op: 'advertiseRsyncPort', port (null = the daemon's own)}
 //   stdout: "RESULT <json {id, ok, value|error}>"
 import readline from 'node:readline';
-import { startEmulator } from '../../helpers/emulator.js';
-import { userFolder, getUserByEmail } from '../../../src/emulator/maxxo/store.js';
+import { startEmulator } from './emulator.js';
+import { userFolder, getUserByEmail } from '../../src/emulator/maxxo/store.js';
 
 async function main() {
   const emu = await startEmulator({ demo: true });
