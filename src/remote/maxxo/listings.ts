@@ -91,17 +91,23 @@ export class DaemonListings {
    * rejects. Not tied to a caller's signal: other callers may share it; rsync's own timeouts
    * bound it.
    */
-  async get(dir: string, maxAgeMs: number): Promise<DaemonListing | undefined> {
+  get(dir: string, maxAgeMs: number): Promise<DaemonListing | undefined> {
+    return this.since(dir, Date.now() - maxAgeMs);
+  }
+
+  /** As get(), for a listing whose run started at `oldest` (ms since the epoch) or later. */
+  async since(dir: string, oldest: number): Promise<DaemonListing | undefined> {
     const now = Date.now();
     let s = this.slots.get(dir);
-    if (s?.value && now - s.value.at <= maxAgeMs) return s.value;
-    if (s?.inflight && now - s.inflightAt <= maxAgeMs) return s.inflight;
+    if (s?.value && s.value.at >= oldest) return s.value;
+    if (s?.inflight && s.inflightAt >= oldest) return s.inflight;
     // a listing that just failed is not tried again for every call meanwhile
     if (s?.failedAt !== undefined && now - s.failedAt < LIST_RETRY_MS) return s.value;
     if (s?.inflight) {
-      // one run per folder at a time: the one in flight started too early for this caller
+      // one run per folder at a time: the one in flight started too early for this caller (the
+      // callers that waited for it share the next one)
       await s.inflight;
-      return this.get(dir, maxAgeMs);
+      return this.since(dir, oldest);
     }
     if (!s) s = this.add(dir, { inflightAt: 0, own: new Map() });
     const slot = s;

@@ -469,13 +469,15 @@ export class MaxxoRemote implements Remote {
    * when the file is gone or is no longer the version the caller holds (serverMtimeMs).
    */
   async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; serverMtimeMs?: number; scratch?: string } = {}): Promise<RemoteEntry | null> {
+    const asked = Date.now();
     const parts = pathParts(path);
     toWire(path);
     if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path });
     const [cur] = await this.sizes([path], o);
     if (!cur || cur.type !== 'file') return null;
-    // the version on the server now: a listing that started after the stat above
-    const listed = await this.listings.get(parentOf(path), 0);
+    // the version on the server now: a listing that started after this call did (the changes of
+    // many files of a folder, as `touch *` makes them, share the next one)
+    const listed = await this.listings.since(parentOf(path), asked);
     const row = listed?.rows.get(baseName(path));
     if (!row || row.size !== cur.size) throw new TransferFailed('the daemon listing does not show the file as ops/filesize does', { path });
     if (o.serverMtimeMs !== undefined && row.mtimeMs !== Math.floor(o.serverMtimeMs / 1000) * 1000) return null;
