@@ -18,6 +18,10 @@
 // - mtimes: the REST API has none (ops/list and ops/filesize give names, types and sizes only), so
 //   a file replaced by another client with bytes of the same size would look unchanged. They come
 //   from the rsync daemon's listings, cached per folder (listings.ts, which says what it costs).
+// - Times and modes: the daemon keeps what rsync -t and -E send (the reference daemon refuses no
+//   option; the Maxxo text says nothing of modes), so uploads carry the mtime the drive holds and,
+//   when a program set a mode, whether the file is executable; the rest of a mode is not kept.
+//   A change of them alone sends no bytes (setAttrs(): --size-only).
 // - The slice (daemon address, login, Cloudstore password) is cached; an rsync that cannot reach
 //   the daemon or is refused its password reads /slice again before the next attempt (the storage
 //   server moved, or restarted on another port).
