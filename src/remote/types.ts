@@ -68,11 +68,12 @@ export interface FileMetadata {
   /**
    * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
    * attrsNeedContent use localFile when given (the whole content the caller believes is on the
-   * server, revision `rev`, written at `written`), else fetch the content into `scratch` first.
+   * server, revision `rev`, written at `written`, with mtime `serverMtimeMs` there), else fetch
+   * the content into `scratch` first.
    * Resolves with the entry now on the server, or null when the file is gone or its content
    * changed on the server since (then nothing was changed: the newer content's times stand).
    */
-  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; scratch?: string }): Promise<RemoteEntry | null>;
+  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; serverMtimeMs?: number; scratch?: string }): Promise<RemoteEntry | null>;
 }
 
 /** Priority classes for the request queue: higher runs first. */
@@ -173,6 +174,8 @@ export interface Remote {
   statfs(opts?: CallOptions): Promise<StatFs>;
   /** Public links to files (vBoxx). */
   readonly shareLinks?: ShareLinks;
+  /** Version information that listings may carry from older server state (Maxxo mtimes). */
+  readonly revalidation?: Revalidation;
   /** Releases sockets and child processes. */
   close(): Promise<void>;
   /** The server stopped answering (requests fail fast until a probe gets an answer). */
@@ -219,6 +222,25 @@ export interface BatchUpload {
    * transfer are tried alone or get a retryable error, never a false success.
    */
   uploadMany(items: { localFile: string; path: string; mtimeMs?: number; mode?: number }[], opts?: CallOptions): Promise<UploadResult[]>;
+}
+
+/**
+ * For a service whose listings may carry a file's version (mtime) from older server state than
+ * the listing's sizes (Maxxo: mtimes come from a separate, cached rsync listing).
+ */
+export interface Revalidation {
+  /**
+   * The drive's cache lifetimes, for a client that caches server state of its own: kept within
+   * them, the drive's promise on how soon it sees other clients' changes holds.
+   */
+  cacheTtls(t: { attrTtlMs: number; dirTtlMs: number }): void;
+  /**
+   * e (a cached entry of path) with version information from server state no older than maxAgeMs.
+   * The drive asks it before it serves cached content again, so that check is what bounds how
+   * long another client's same-size change goes unseen. The last known version when the service
+   * cannot tell.
+   */
+  revalidate(path: string, e: RemoteEntry, maxAgeMs: number, opts?: CallOptions): Promise<RemoteEntry>;
 }
 
 export interface ShareLinks {

@@ -99,6 +99,7 @@ export class Vfs implements VfsApi {
   constructor(private readonly remote: Remote, options: VfsOptions) {
     const opts = this.opts = resolveOptions(options);
     this.ctx = new Ctx(remote, opts);
+    this.remote.revalidation?.cacheTtls({ attrTtlMs: opts.attrTtlMs, dirTtlMs: opts.dirTtlMs });
     this.attrTable = new AttrTable(remote.fileMeta);
     this.meta = new MetaCache(this.ctx, (path) => this.deletes.hides(path));
     this.lookups = new Lookup(this.ctx, this.meta, {
@@ -529,7 +530,7 @@ export class Vfs implements VfsApi {
     await this.start();
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable || (flags & O_TRUNC)) this.assertWritable();
-    const e = await this.lookups.lookup(path);
+    let e = await this.lookups.lookup(path);
     if (!e) {
       if (flags & O_CREAT) return { fh: await this.create(path, 0o644, flags), keepCache: false };
       throw new NotFound('no such file', { path });
@@ -537,6 +538,11 @@ export class Vfs implements VfsApi {
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
     if ((flags & O_CREAT) && (flags & O_EXCL)) throw new AlreadyExists('already exists', { path });
     let o = this.store.objs.get(path);
+    if (this.mustRevalidate(e, o, flags)) {
+      e = await this.revalidated(path, e);
+      // another open of the path may have made its content object meanwhile
+      o = this.store.objs.get(path);
+    }
     let keepCache = !!o;
     if (o && !o.authoritative && !sameIdent(o.ident, e)) {
       // the server has other content now: cached bytes are stale
@@ -549,6 +555,26 @@ export class Vfs implements VfsApi {
     // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
     if (!writable) this.prefetch.siblings(parentOf(path), path);
     return { fh: await this.openObj(o, flags, writable), keepCache: keepCache && !(flags & O_TRUNC) };
+  }
+
+  /**
+   * A remote whose listings may hold older version information than their sizes (Maxxo's
+   * mtimes) is asked for a version no older than dir_timeout before cached bytes are served again
+   * (and before content whose version is unknown gets cached): this check, not the listings,
+   * bounds how long another client's same-size change goes unseen, so listings stay cheap.
+   * Content a program truncates at open, and content of ours not yet on the server, need none.
+   */
+  private mustRevalidate(e: RemoteEntry, o: Obj | undefined, flags: number): boolean {
+    if (!this.remote.revalidation || (flags & O_TRUNC) || o?.authoritative) return false;
+    const known = (o?.ident ?? e).mtimeMs !== undefined;
+    return !known || !!(o && o.ranges.bytes > 0);
+  }
+
+  private async revalidated(path: string, e: RemoteEntry): Promise<RemoteEntry> {
+    const rv = this.remote.revalidation!;
+    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => rv.revalidate(path, e, this.opts.dirTtlMs, { signal }));
+    if (fresh.size !== e.size || fresh.mtimeMs !== e.mtimeMs) this.meta.setInParent(path, fresh);
+    return fresh;
   }
 
   private async openObj(o: Obj, flags: number, writable: boolean): Promise<number> {

@@ -3,9 +3,8 @@
 // fresh mount with an empty cache, so every answer after it comes from the server.
 //
 // Known limits, marked where they apply:
-// - Maxxo: file mtimes are read back from the rsync daemon's listing by branch b-maxxo; until it
-//   is merged the Maxxo cases that need them are `failing` (they must fail now, and ava reports
-//   it once they pass).
+// - Maxxo keeps file mtimes and executability through its rsync daemon (-t, -E; read back from
+//   its --list-only listing); vBoxx keeps mtimes (client_mtime), no mode.
 // - The fuse-native backend (libfuse 2 binding) hands us atime in both slots of utimens, so
 //   `touch -m -d` cannot be told from `touch -d` there: these tests use `touch -d` (both times).
 // - vBoxx holds no folder times: a second `rsync -a` may list folders (`.d..t......`), never a
@@ -19,9 +18,8 @@ import type { Kind } from './lib/services.js';
 
 const servers = useServers(test);
 
-/** Whether the service holds file mtimes across a remount in this branch. */
-const keepsTimes = (kind: Kind) => kind === 'vboxx';
-const serialFor = (kind: Kind) => (keepsTimes(kind) ? test.serial : test.serial.failing);
+/** Whether the service holds a file's executability (Maxxo's rsync daemon, -E). */
+const keepsExec = (kind: Kind) => kind === 'maxxo';
 /** The libfuse3 backend passes both times of utimensat (test/e2e/libfuse3/times.test.ts runs this file on it). */
 const LIBFUSE3 = process.env.CLOUDMOUNT_TEST_BACKEND === 'libfuse3';
 
@@ -72,7 +70,7 @@ async function rsyncTwice(t: ExecutionContext, kind: Kind, flags: string[]): Pro
 }
 
 for (const kind of KINDS) {
-  serialFor(kind)(`${kind}: touch -d, and cp then touch -d, survive unmount and remount`, async (t) => {
+  test.serial(`${kind}: touch -d, and cp then touch -d, survive unmount and remount`, async (t) => {
     const d = await mountService(t, servers, kind);
     const rel = uniq('touch');
     await fsp.mkdir(d.p(rel));
@@ -99,15 +97,15 @@ for (const kind of KINDS) {
   // fuse-native drops rsync's mtime (atime omitted: the "now" in the atime slot lands in both);
   // with -U rsync sends both times, and the sources' atime equals their mtime, so the time that
   // arrives is the right one. Plain `rsync -a` is the case below, known-failing on fuse-native.
-  serialFor(kind)(`${kind}: rsync -aU, remount, rsync -aU again transfers no file; ls -t order is the local one`, async (t) => {
+  test.serial(`${kind}: rsync -aU, remount, rsync -aU again transfers no file; ls -t order is the local one`, async (t) => {
     await rsyncTwice(t, kind, ['-a', '-U']);
   });
 
   if (LIBFUSE3) {
-    serialFor(kind)(`${kind}: plain rsync -a, remount, rsync -a again transfers no file (libfuse3: both times)`, async (t) => {
+    test.serial(`${kind}: plain rsync -a, remount, rsync -a again transfers no file (libfuse3: both times)`, async (t) => {
       await rsyncTwice(t, kind, ['-a']);
     });
-    serialFor(kind)(`${kind}: touch -m -d sets the mtime alone and it survives a remount (libfuse3)`, async (t) => {
+    test.serial(`${kind}: touch -m -d sets the mtime alone and it survives a remount (libfuse3)`, async (t) => {
       const d = await mountService(t, servers, kind);
       const rel = uniq('touchm');
       await fsp.mkdir(d.p(rel));
@@ -128,7 +126,7 @@ for (const kind of KINDS) {
     });
   }
 
-  test.serial(`${kind}: chmod +x holds for the mount (the script runs); a remount shows the default`, async (t) => {
+  test.serial(`${kind}: chmod +x holds for the mount (the script runs); a remount shows ${keepsExec(kind) ? 'it' : 'the default'}`, async (t) => {
     const d = await mountService(t, servers, kind);
     const rel = uniq('mode');
     await fsp.mkdir(d.p(rel));
@@ -137,9 +135,20 @@ for (const kind of KINDS) {
     await sh(t, 'chmod', ['+x', f]);
     t.is((await fsp.stat(f)).mode & 0o7777, 0o755);
     t.is((await sh(t, f, [])).trim(), 'hi', 'the script runs');
+    if (keepsExec(kind)) {
+      // and chmod -x of another, uploaded executable before: the executability alone is sent
+      const g = d.p(rel, 'tool.sh');
+      await fsp.writeFile(g, '#!/bin/sh\necho tool\n', { mode: 0o755 });
+      await d.flush();
+      await sh(t, 'chmod', ['-x', g]);
+    }
     const again = await remount(t, d);
-    // neither service holds the mode (yet): the default after a remount, as documented
-    t.is((await fsp.stat(again.p(rel, 'script.sh'))).mode & 0o7777, 0o644);
+    // Maxxo holds executable or not (0755/0644 after a remount); vBoxx no mode: the default
+    t.is((await fsp.stat(again.p(rel, 'script.sh'))).mode & 0o7777, keepsExec(kind) ? 0o755 : 0o644);
+    if (keepsExec(kind)) {
+      t.is((await fsp.stat(again.p(rel, 'tool.sh'))).mode & 0o7777, 0o644);
+      t.is((await sh(t, again.p(rel, 'script.sh'), [])).trim(), 'hi', 'the script runs after the remount');
+    }
   });
 
   test.serial(`${kind}: folder mtime moves with creates and deletes inside; nlink counts subfolders`, async (t) => {
@@ -165,9 +174,10 @@ for (const kind of KINDS) {
   });
 }
 
-test.serial('vboxx: a time change journalled, the drive killed before sending it: the next mount delivers it', async (t) => {
+// journalling is the same on both backends: Maxxo's case runs on fuse-native only (suite time)
+for (const kind of LIBFUSE3 ? ['vboxx' as const] : KINDS) test.serial(`${kind}: a time change journalled, the drive killed before sending it: the next mount delivers it`, async (t) => {
   const cacheDir = tempDir(t, 'cm-cache-times-crash-');
-  const d = await mountService(t, servers, 'vboxx', { cacheDir, vfs: { writebackDelayMs: 60_000 } });
+  const d = await mountService(t, servers, kind, { cacheDir, vfs: { writebackDelayMs: 60_000 } });
   const rel = uniq('crash');
   await fsp.mkdir(d.p(rel));
   const f = d.p(rel, 'kept.txt');
@@ -180,6 +190,6 @@ test.serial('vboxx: a time change journalled, the drive killed before sending it
   await d2.flush();
   t.deepEqual((await d2.status()).failures, []);
   t.is(await d2.stop(), 0);
-  const fresh = await mountService(t, servers, 'vboxx');
+  const fresh = await mountService(t, servers, kind);
   t.is((await fsp.stat(fresh.p(rel, 'kept.txt'))).mtimeMs, WHEN_MS);
 });

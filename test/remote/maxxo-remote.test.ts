@@ -47,6 +47,7 @@ test('capabilities and kind', (t) => {
   t.is(r.shareLinks, undefined);
   t.truthy(remote.batchStat);
   t.truthy(remote.batchUpload);
+  t.truthy(remote.revalidation);
   t.false(JSON.stringify(remote).includes('pw-'));
   t.false(String(remote).includes('pw-'));
 });
@@ -59,8 +60,11 @@ test('list, stat, statMany, statfs on the demo account', async (t) => {
   for (const x of ['Documents', 'Empty Folder', 'Large Files', 'Photos', 'Welcome to Maxxo.txt']) t.true(names.includes(x), x);
   t.is(root.entries.find((e) => e.name === 'Documents')!.type, 'dir');
   const docs = await remote.list('/Documents');
-  t.deepEqual(docs.entries.find((e) => e.name === 'Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44 });
-  t.deepEqual(await remote.stat('/Documents/Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44 });
+  // mtimes (and executability) come from the rsync daemon's listing, to the second
+  const demoDir = join(maxxoUserFolder(emu.ctx, 'demo@maxxo.test'), 'Documents');
+  const mtimeMs = Math.floor(statSync(join(demoDir, 'Café Menü.txt')).mtimeMs / 1000) * 1000;
+  t.deepEqual(docs.entries.find((e) => e.name === 'Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44, mtimeMs, mode: 0o644 });
+  t.deepEqual(await remote.stat('/Documents/Café Menü.txt'), { name: 'Café Menü.txt', type: 'file', size: 44, mtimeMs, mode: 0o644 });
   t.is((await remote.stat('/Documents/Reports'))!.type, 'dir');
   t.is(await remote.stat('/Documents/none'), null);
   t.like(await remote.stat('/'), { type: 'dir' });
@@ -86,12 +90,15 @@ test('upload / list / download round-trip with unicode, spaces and rsync wildcar
     const progress: number[] = [];
     let sent = 0;
     const e = await remote.upload(src, `${dir}/${name}`, { onProgress: (b) => progress.push(b), onSend: () => sent++ });
-    t.deepEqual(e, { name, type: 'file', size: content.length });
+    // -t: the server file has our mtime, which the upload's entry carries without a listing
+    const mtimeMs = Math.floor(statSync(src).mtimeMs / 1000) * 1000;
+    t.deepEqual(e, { name, type: 'file', size: content.length, mtimeMs });
     t.true(sent >= 1, 'onSend (the upload contract: the vfs counts it as sent from then on)');
     t.is(progress[progress.length - 1], content.length);
     t.deepEqual(readFileSync(join(folder, 'new dir ü', 'sub [x]', String(i), name)), content);
     const l = await remote.list(dir);
-    t.deepEqual(l.entries.map((x) => x.name), [name]);
+    // (the upload's entry has no mode: a new file's folder was not listed, an existing file keeps its own)
+    t.deepEqual(l.entries, [{ ...e, mode: 0o644 }], 'the daemon listing decodes the name and agrees on the mtime');
     const dst = join(tmp, `dst-${n}-${i}`);
     await remote.download(`${dir}/${name}`, dst);
     t.deepEqual(readFileSync(dst), content, name);

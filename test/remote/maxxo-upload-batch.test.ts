@@ -3,7 +3,7 @@
 // few rsync runs, a failing batch falling back per file, a file rewritten while its batch runs,
 // a rename right after the closes not overtaken.
 import test, { type ExecutionContext } from 'ava';
-import { constants, mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, existsSync, lstatSync, readdirSync } from 'node:fs';
+import { constants, mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, existsSync, lstatSync, readdirSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -96,8 +96,11 @@ test('uploadMany: files in several folders with hostile names arrive byte-exact 
   t.is(remote.rsyncRuns, 1);
   t.is(res.length, items.length);
   for (const [i, it] of items.entries()) {
-    t.deepEqual(res[i], { entry: { name: it.path.slice(it.path.lastIndexOf('/') + 1), type: 'file', size: it.data.length } }, it.path);
+    // -t: the server file has the local file's mtime, which the entry carries
+    const mtimeMs = Math.floor(statSync(it.localFile).mtimeMs / 1000) * 1000;
+    t.deepEqual(res[i], { entry: { name: it.path.slice(it.path.lastIndexOf('/') + 1), type: 'file', size: it.data.length, mtimeMs } }, it.path);
     t.deepEqual(onServer(folder, it.path), it.data, it.path);
+    t.is(Math.floor(statSync(join(folder, it.path)).mtimeMs / 1000) * 1000, mtimeMs, it.path);
   }
   // only what was asked for: no staging names, no symlinks on the server
   t.deepEqual(readdirSync(join(folder, 'other *')).sort(), [...NAMES, 'empty'].sort());

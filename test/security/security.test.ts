@@ -117,7 +117,8 @@ test.serial('maxxo: secrets never in argv, environ (except rsync\'s RSYNC_PASSWO
   for (const p of rsyncs) {
     for (const s of secrets) t.false(p.cmdline.includes(s), 'rsync argv holds no secret');
     const names = p.environ.map((e) => e.slice(0, e.indexOf('=')));
-    t.deepEqual(names.sort(), ['LANG', 'LC_ALL', 'PATH', 'RSYNC_PASSWORD'], 'rsync gets a minimal environment');
+    // TZ=UTC: the mtimes of --list-only are read as UTC
+    t.deepEqual(names.sort(), ['LANG', 'LC_ALL', 'PATH', 'RSYNC_PASSWORD', 'TZ'], 'rsync gets a minimal environment');
     t.true(p.environ.includes(`RSYNC_PASSWORD=${rsyncPw}`), 'the Cloudstore password only as RSYNC_PASSWORD');
     for (const s of [MAXXO_PW, ...secrets.slice(2)]) t.false(p.environ.join('\n').includes(s), 'no account password or API token in rsync\'s environment');
   }

@@ -4,6 +4,8 @@ import test from 'ava';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { O_RDONLY, O_RDWR, bytes, readAll, rng, setup, sha256, until, writeFile } from './helpers.js';
+import { MemoryRemote } from '../helpers/memory-remote.js';
+import type { CallOptions, ListResult, RemoteEntry, Revalidation } from '../../src/remote/types.js';
 
 const MiB = 1024 * 1024;
 
@@ -51,6 +53,40 @@ test('ranged: concurrent readers of the same range share requests', async (t) =>
   for (const b of bufs) t.true(b.equals(src.subarray(5000, 6000)));
   t.is(remote.calls.read, 1);
   for (const fh of fhs) await vfs.release('/c.bin', fh);
+});
+
+/** Listings without versions, told at open by revalidation (as Maxxo's mtimes from its daemon listing). */
+class UnversionedRemote extends MemoryRemote {
+  revalidations = 0;
+  readonly revalidation: Revalidation = {
+    cacheTtls: () => {},
+    revalidate: async (path, e) => {
+      this.revalidations++;
+      await new Promise((r) => setTimeout(r, 20));
+      return (await super.stat(path)) ?? e;
+    },
+  };
+  override async list(dir: string, opts?: CallOptions & { hash?: string }): Promise<ListResult> {
+    const l = await super.list(dir, opts);
+    return { ...l, entries: l.entries.map((e) => ({ ...e, mtimeMs: undefined })) };
+  }
+  override async stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null> {
+    const e = await super.stat(path, opts);
+    return e && { ...e, mtimeMs: undefined };
+  }
+}
+
+test('revalidating remote: concurrent opens of a file not cached share one content object and one download', async (t) => {
+  const remote = new UnversionedRemote({ rangedReads: false, latencyMs: 5 });
+  const { vfs } = await setup(t, {}, {}, remote);
+  const src = bytes(300 * 1024, 4);
+  remote.putFile('/r.bin', src);
+  const fhs = await Promise.all(Array.from({ length: 8 }, () => vfs.open('/r.bin', O_RDONLY)));
+  t.true(remote.revalidations >= 1, 'asked at open: the listing had no version');
+  const bufs = await Promise.all(fhs.map(async (fh) => { const b = Buffer.alloc(1000); await vfs.read('/r.bin', fh, b, 1000, 7000); return b; }));
+  for (const b of bufs) t.true(b.equals(src.subarray(7000, 8000)));
+  t.is(remote.calls.download, 1);
+  for (const fh of fhs) await vfs.release('/r.bin', fh);
 });
 
 test('whole-file download path (no ranged reads): content correct, one download', async (t) => {

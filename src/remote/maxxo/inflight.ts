@@ -56,6 +56,11 @@ export class InflightUploads {
     };
   }
 
+  /** True while an upload of dir/name of ours runs (from its start until the server confirmed it). */
+  has(dir: string, name: string): boolean {
+    return this.byDir.get(dir)?.has(name) ?? false;
+  }
+
   /**
    * Runs the listing request of dir; returns its answer and a filter that says whether an entry
    * name is the temp file of one of our uploads that overlapped the request.

@@ -28,7 +28,9 @@ export function runRsync(run: RsyncRun, ctx: ErrorContext): Promise<RsyncResult>
     if (run.signal?.aborted) return reject(new Cancelled('transfer cancelled', ctx));
     const child = spawn(run.rsyncPath ?? 'rsync', run.args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', RSYNC_PASSWORD: run.password },
+      // TZ=UTC: --list-only prints mtimes in the local time of the rsync process; parseListing
+      // reads them as UTC, whatever time zone this process runs in.
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', TZ: 'UTC', RSYNC_PASSWORD: run.password },
     });
     run.children?.add(child);
     let stdout = '';
@@ -72,7 +74,19 @@ export function runRsync(run: RsyncRun, ctx: ErrorContext): Promise<RsyncResult>
 /** Exit codes worth repeating: protocol start (non-auth), socket I/O, data stream, timeouts. */
 const TRANSIENT = new Set([5, 10, 12, 30, 35]);
 
-export interface RsyncFailure { error: RemoteError; transient: boolean; authFailed: boolean }
+export interface RsyncFailure {
+  error: RemoteError;
+  transient: boolean;
+  authFailed: boolean;
+  /**
+   * rsync never got to talk to the daemon (refused, unreachable, connect timeout) or the daemon
+   * does not know the module: the slice's address or login may be out of date (the storage server
+   * moved, or restarted on another port).
+   */
+  unreachable: boolean;
+}
+
+const UNREACHABLE = /failed to connect to|Connection refused|No route to host|Network is unreachable|Unknown module|getaddrinfo|Name or service not known/i;
 
 /** Typed error for a failed rsync run; `secret` is scrubbed from the text it quotes. */
 export function rsyncFailure(r: RsyncResult, ctx: ErrorContext, secret: string): RsyncFailure {
@@ -84,16 +98,20 @@ export function rsyncFailure(r: RsyncResult, ctx: ErrorContext, secret: string):
   if (secret) detail = detail.split(secret).join('***');
   detail = redact(detail);
   const msg = `rsync failed (exit ${r.code ?? r.signal})${detail ? ': ' + detail : ''}`;
-  if (/auth failed/i.test(text)) return { error: new AuthFailed('rsync authentication failed', ctx), transient: false, authFailed: true };
-  if (/No space left on device|Disk quota exceeded/i.test(text)) return { error: new NoSpace(msg, ctx), transient: false, authFailed: false };
+  const no = { authFailed: false, unreachable: false };
+  if (/auth failed/i.test(text)) return { error: new AuthFailed('rsync authentication failed', ctx), transient: false, authFailed: true, unreachable: false };
+  if (/No space left on device|Disk quota exceeded/i.test(text)) return { error: new NoSpace(msg, ctx), transient: false, ...no };
   if ((r.code === 23 || r.code === 11) && /No such file or directory/.test(text)) {
-    return { error: new NotFound(msg, ctx), transient: false, authFailed: false };
+    return { error: new NotFound(msg, ctx), transient: false, ...no };
   }
   // a path the storage server cannot hold: the program gets ENAMETOOLONG, no retry
-  if (/File name too long \(36\)/.test(text)) return { error: new InvalidName(`path too long for the storage server: ${msg}`, ctx), transient: false, authFailed: false };
-  if (r.code === 30 || r.code === 35) return { error: new Timeout(msg, ctx), transient: true, authFailed: false };
+  if (/File name too long \(36\)/.test(text)) return { error: new InvalidName(`path too long for the storage server: ${msg}`, ctx), transient: false, ...no };
+  // 35: no greeting from the daemon within --contimeout
+  if (r.code === 35) return { error: new Timeout(msg, ctx), transient: true, authFailed: false, unreachable: true };
+  if (r.code === 30) return { error: new Timeout(msg, ctx), transient: true, ...no };
+  const unreachable = (r.code === 5 || r.code === 10) && UNREACHABLE.test(text);
   const transient = r.code !== null && TRANSIENT.has(r.code);
-  return { error: transient ? new TransferFailed(msg, ctx) : new RemoteError('TRANSFER_FAILED', msg, ctx, false), transient, authFailed: false };
+  return { error: transient ? new TransferFailed(msg, ctx) : new RemoteError('TRANSFER_FAILED', msg, ctx, false), transient, authFailed: false, unreachable };
 }
 
 /** A successful download run that only said "skipping directory": the source is a folder. */
@@ -119,4 +137,36 @@ export function parseProgress(line: string): number | undefined {
   if (!m) return undefined;
   const n = Number(m[1]!.replace(/[,.]/g, ''));
   return Number.isFinite(n) ? n : undefined;
+}
+
+export interface ListedRow {
+  name: string; type: 'file' | 'dir'; size: number; mtimeMs: number;
+  /** Whether any execute bit is set (x, s or t in the listing's permissions). */
+  exec?: boolean;
+}
+
+// "-rw-r--r--        5000 2026/12/04 07:40:50 name" (with --no-h: no digit grouping)
+const LIST_LINE = /^([-dlpscb])([-rwxsStT]{9})[+.@]?\s+([\d,.]+)\s+(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d) (.+)$/;
+
+/**
+ * One line of `rsync --list-only --no-h` (run with TZ=UTC) -> a row, or undefined for anything
+ * else: the folder itself ("."), symlinks and specials, lines that are not listing rows. rsync
+ * writes each byte it considers unprintable (under LC_ALL=C: every non-ASCII byte, control
+ * characters, and a backslash that would read as an escape) as \#ooo; those are decoded back to
+ * the name's bytes.
+ */
+export function parseListLine(line: string): ListedRow | undefined {
+  const m = LIST_LINE.exec(line);
+  if (!m || (m[1] !== '-' && m[1] !== 'd')) return undefined;
+  const perms = m[2]!;
+  const size = Number(m[3]!.replace(/[,.]/g, ''));
+  const mtimeMs = Date.UTC(+m[4]!, +m[5]! - 1, +m[6]!, +m[7]!, +m[8]!, +m[9]!);
+  const raw = m[10]!;
+  if (raw === '.' || !Number.isSafeInteger(size) || !Number.isFinite(mtimeMs)) return undefined;
+  // a multi-byte character is escaped whole (all its bytes are non-ASCII): each run of escapes
+  // decodes on its own
+  const name = raw.replace(/(?:\\#[0-7]{3})+/g, (run) =>
+    Buffer.from(run.split('\\#').slice(1).map((o) => parseInt(o, 8))).toString('utf8'));
+  const exec = [2, 5, 8].some((i) => 'xst'.includes(perms[i]!));
+  return { name, type: m[1] === 'd' ? 'dir' : 'file', size, mtimeMs, exec };
 }

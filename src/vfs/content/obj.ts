@@ -90,6 +90,10 @@ export class Obj {
   }
 }
 
+// Cached content is reused while this holds: how soon another client's change is seen is bounded
+// by how old the entry compared may be (dir_timeout for a listed one, attr_timeout for a stat's,
+// plus what the Remote caches itself, kept within them through Remote.revalidation). Maxxo's mtimes
+// come from its rsync daemon's listing, to the second (see remote/maxxo/listings.ts).
 export function sameIdent(a: RemoteEntry | null, b: RemoteEntry): boolean {
   if (!a || a.type !== 'file' || a.size !== b.size) return false;
   if (a.rev !== undefined && b.rev !== undefined) return a.rev === b.rev;

@@ -247,7 +247,7 @@ export class AttrWriter {
       const ac = new AbortController();
       t.abort = ac;
       try {
-        const whole = o && o.complete && !o.dirty && o.ident ? { localFile: this.ports.file(o), rev: o.ident.rev, written: o.ident.written } : {};
+        const whole = o && o.complete && !o.dirty && o.ident ? { localFile: this.ports.file(o), rev: o.ident.rev, written: o.ident.written, serverMtimeMs: o.ident.mtimeMs } : {};
         const meta = this.ctx.remote.fileMeta!;
         const needScratch = meta.attrsNeedContent && !('localFile' in whole);
         t.sending = true;

@@ -1,0 +1,216 @@
+// The rsync daemon's listings of folders (`rsync --list-only`), cached per folder: Maxxo's REST
+// API gives names, types and sizes only, the daemon's listing also gives mtimes (and modes).
+//
+// A listing costs an rsync run (200-300 ms on a loaded machine, against a few ms for ops/list),
+// so it is kept off the hot path:
+// - list() and stat() take mtimes from the folder's cached listing (rows whose size agrees with
+//   what ops/list or ops/filesize just said); only a folder with none, or one unused for long,
+//   waits for one (source()). It is renewed in the background every max(2 x dir_timeout, 60 s),
+//   or sooner when the sizes show another client's new or resized file.
+// - revalidate(), which the drive calls before it serves cached bytes again, takes a listing no
+//   older than dir_timeout (get(dir, maxAge): one run per folder at a time, shared): that check
+//   bounds how long another client's same-size change goes unseen (one second resolution: a
+//   same-size change within the second of the previous version is not seen).
+// - our own uploads (-t: the server file gets the mtime we hold), time changes, moves, deletes
+//   and mkdirs are written into the cached listings (own()), so folders we write into cost no runs.
+import type { RemoteEntry } from '../types.js';
+import type { ListedRow } from './rsync.js';
+import { pathParts } from '../url.js';
+import { isRemoteError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+
+/** One folder as the rsync daemon listed it (the run started at `at`): file rows by name. */
+export interface DaemonListing { at: number; rows: Map<string, ListedRow> }
+
+/** A folder's daemon listings: the last one fetched, the one in flight. */
+interface Slot {
+  value?: DaemonListing;
+  inflight?: Promise<DaemonListing | undefined>;
+  inflightAt: number;
+  /** When the last run failed (not tried again for LIST_RETRY_MS). */
+  failedAt?: number;
+  /** Our own changes while a run was in flight (null: no such file now): it may have missed them. */
+  own: Map<string, ListedRow | null>;
+}
+
+/** When source() renews a folder's listing in the background (RENEW_TTLS x dir_timeout, at least RENEW_MIN_MS), or waits for one. */
+const RENEW_TTLS = 2;
+const RENEW_MIN_MS = 60_000;
+const WAIT_RENEWS = 5;
+/** How long a folder whose listing failed goes without another try (ms). */
+const LIST_RETRY_MS = 5000;
+/** Folders whose listing is kept (least recently fetched go first). */
+const MAX_FOLDERS = 2000;
+
+export interface ListingHooks {
+  /** Runs `rsync --list-only` of the folder (mount path), each file row to onRow; rejects as rsync() does. */
+  run(dir: string, onRow: (r: ListedRow) => void): Promise<void>;
+  /** True while an upload of ours of dir/name (dir in wire form) is not confirmed yet. */
+  uploading(wireDir: string, name: string): boolean;
+  closed(): boolean;
+  log: Logger;
+}
+
+export class DaemonListings {
+  /** The drive's dir_timeout: how old a listing revalidate() may use. */
+  ttlMs: number;
+  private readonly slots = new Map<string, Slot>();
+  private failLogged = 0;
+
+  constructor(private readonly hooks: ListingHooks, ttlMs: number) {
+    this.ttlMs = Math.max(0, ttlMs);
+  }
+
+  /**
+   * Where list() and stat() take mtimes from: the folder's cached listing (revalidate(), not
+   * this, bounds what cached content may rely on). Waited for only when the folder has none
+   * (once per folder: a listing is then kept up to date by our own changes), or one older than
+   * WAIT_RENEWS renewal periods (a folder nobody looked at for long). Renewed in the background
+   * when older than the renewal period, or older than dir_timeout with a file that the sizes just
+   * read and its row disagree on (another client's new or resized file), except dot files
+   * (rsync's temporary files) and our uploads in flight: a folder we write into, or read from,
+   * costs no runs after its first.
+   */
+  async source(dir: string, es: RemoteEntry[]): Promise<DaemonListing | undefined> {
+    const s = this.slots.get(dir);
+    const v = s?.value;
+    if (!v) return this.get(dir, Infinity);
+    const age = Date.now() - v.at;
+    const renew = Math.max(this.ttlMs * RENEW_TTLS, RENEW_MIN_MS);
+    if (age > renew * WAIT_RENEWS) return this.get(dir, renew * WAIT_RENEWS);
+    const wireDir = pathParts(dir).join('/');
+    const stale = age > renew || (age > this.ttlMs && es.some((e) => e.type === 'file' && !e.name.startsWith('.')
+      && !matches(e, v.rows.get(e.name)) && !this.hooks.uploading(wireDir, e.name)));
+    if (stale && !s!.inflight) void this.get(dir, 0);
+    return v;
+  }
+
+  /**
+   * A folder's listing no older than maxAgeMs (one in flight that started within it counts), or
+   * the last one when a new one cannot be had (the daemon out of reach), or undefined. Never
+   * rejects. Not tied to a caller's signal: other callers may share it; rsync's own timeouts
+   * bound it.
+   */
+  get(dir: string, maxAgeMs: number): Promise<DaemonListing | undefined> {
+    return this.since(dir, Date.now() - maxAgeMs);
+  }
+
+  /** As get(), for a listing whose run started at `oldest` (ms since the epoch) or later. */
+  async since(dir: string, oldest: number): Promise<DaemonListing | undefined> {
+    const now = Date.now();
+    let s = this.slots.get(dir);
+    if (s?.value && s.value.at >= oldest) return s.value;
+    if (s?.inflight && s.inflightAt >= oldest) return s.inflight;
+    // a listing that just failed is not tried again for every call meanwhile
+    if (s?.failedAt !== undefined && now - s.failedAt < LIST_RETRY_MS) return s.value;
+    if (s?.inflight) {
+      // one run per folder at a time: the one in flight started too early for this caller (the
+      // callers that waited for it share the next one)
+      await s.inflight;
+      return this.since(dir, oldest);
+    }
+    if (!s) s = this.add(dir, { inflightAt: 0, own: new Map() });
+    const slot = s;
+    const at = Date.now();
+    slot.inflightAt = at;
+    const p = (async () => {
+      const rows = new Map<string, ListedRow>();
+      try {
+        await this.hooks.run(dir, (r) => { if (r.type === 'file') rows.set(r.name, r); });
+      } catch (e) {
+        const missing = isRemoteError(e, 'NOT_FOUND');
+        if (!missing) slot.failedAt = Date.now();
+        if (!missing && !this.hooks.closed() && Date.now() - this.failLogged > 60_000) {
+          this.failLogged = Date.now();
+          this.hooks.log.warn(`maxxo: no mtimes for ${JSON.stringify(dir)} (rsync listing failed: ${(e as Error).message}); changes of the same size by other clients go unseen meanwhile`);
+        }
+        slot.own.clear();
+        return slot.value;
+      }
+      slot.failedAt = undefined;
+      // our own changes made while it ran may be missing from it
+      for (const [name, row] of slot.own) if (row) rows.set(name, row); else rows.delete(name);
+      slot.own.clear();
+      const value = { at, rows };
+      slot.value = value;
+      if (this.slots.get(dir) === slot) {
+        // refreshed ones go to the end: the first in the map is the least recently fetched
+        this.slots.delete(dir);
+        this.slots.set(dir, slot);
+      }
+      return value;
+    })();
+    slot.inflight = p;
+    void p.finally(() => { if (slot.inflight === p) slot.inflight = undefined; });
+    return p;
+  }
+
+  /** The cached row of a file (any age); null: not in its folder's cached listing; undefined: no listing of the folder. */
+  row(path: string): ListedRow | null | undefined {
+    const v = this.slots.get(parentOf(path))?.value;
+    return v ? v.rows.get(baseName(path)) ?? null : undefined;
+  }
+
+  /**
+   * One of our own changes to path is done (row: the file as it is now; null: none there, or not
+   * known): the cached listing of its folder says so, so folders we write into need no new runs.
+   * Listings of what was below path (a folder moved or deleted) are dropped.
+   */
+  own(path: string, row: ListedRow | null): void {
+    const s = this.slots.get(parentOf(path));
+    const name = baseName(path);
+    if (s) {
+      if (s.inflight) s.own.set(name, row);
+      if (s.value) { if (row) s.value.rows.set(name, row); else s.value.rows.delete(name); }
+    }
+    const norm = '/' + pathParts(path).join('/');
+    for (const k of [...this.slots.keys()]) if (k === norm || k.startsWith(norm + '/')) this.slots.delete(k);
+  }
+
+  /** A folder we just made is empty: its listing is known without a run. */
+  madeFolder(path: string): void {
+    const dir = '/' + pathParts(path).join('/');
+    if (!this.slots.has(dir)) this.add(dir, { value: { at: Date.now(), rows: new Map() }, inflightAt: 0, own: new Map() });
+  }
+
+  private add(dir: string, s: Slot): Slot {
+    this.slots.set(dir, s);
+    if (this.slots.size > MAX_FOLDERS) this.slots.delete(this.slots.keys().next().value!);
+    return s;
+  }
+}
+
+/** Same file, same size: the daemon's row is of the version ops/list or ops/filesize described. */
+function matches(e: RemoteEntry, row: ListedRow | undefined): boolean {
+  return !!row && row.type === 'file' && row.size === e.size;
+}
+
+/** Gives a file entry its mtime (and executability) from the daemon listing when the row is of the same version. */
+export function withMtime(e: RemoteEntry, listed: DaemonListing | undefined): void {
+  if (e.type !== 'file') return;
+  const row = listed?.rows.get(e.name);
+  if (!matches(e, row)) return;
+  e.mtimeMs = row!.mtimeMs;
+  if (row!.exec !== undefined) e.mode = modeOf(row!.exec);
+}
+
+/**
+ * The mode an entry reports: the daemon holds whether a file is executable (rsync -E), shown as
+ * 0755 or 0644 (only FILE_MODE_BITS of it mean anything: see FileMetadata.modeBits).
+ */
+export function modeOf(exec: boolean): number {
+  return exec ? 0o755 : 0o644;
+}
+
+/** The bits of a file's mode the service holds: executable or not. */
+export const FILE_MODE_BITS = 0o111;
+
+export function baseName(path: string): string {
+  return pathParts(path).pop() ?? '';
+}
+
+export function parentOf(path: string): string {
+  const parts = pathParts(path);
+  parts.pop();
+  return '/' + parts.join('/');
+}

@@ -1,0 +1,258 @@
+// MaxxoRemote's data plane when the server side changes (issue 10): the slice moves (the daemon on
+// another port, another Cloudstore password) and files change under us keeping their size, which
+// only the rsync daemon's listing (mtimes) tells. Reference server in this process, real rsync.
+import test from 'ava';
+import net from 'node:net';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, statSync, utimesSync, mkdirSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEmulator } from '../helpers/emulator.js';
+import type { Emulator } from '../../src/emulator/server.js';
+import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
+import { createMaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
+import { parseListLine } from '../../src/remote/maxxo/rsync.js';
+import { RemoteError } from '../../src/errors.js';
+import { createLogger } from '../../src/log.js';
+import { eventually, sleep } from '../e2e/lib/services.js';
+
+let emu: Emulator;
+let n = 0;
+const tmp = mkdtempSync(join(tmpdir(), 'cm-maxxo-dataplane-'));
+
+test.before(async () => { emu = await startEmulator({ demo: false }); });
+test.after.always(async () => { await emu?.close(); rmSync(tmp, { recursive: true, force: true }); });
+
+function account(extra: Partial<MaxxoRemoteOptions> = {}) {
+  const email = `dp${process.pid}-${++n}@maxxo.test`;
+  const password = `pw-${n}-dataplane`;
+  createMaxxoUser(emu.ctx, { email, password });
+  const folder = maxxoUserFolder(emu.ctx, email);
+  const lines: string[] = [];
+  const remote = createMaxxoRemote({
+    server: emu.url, user: email, password, maxAttempts: 4, log: createLogger('debug', (l) => lines.push(l)), ...extra,
+  });
+  return { email, folder, remote, lines };
+}
+
+/** A TCP forwarder to the real daemon: closing it makes the advertised address refuse connections. */
+async function forwarder(port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const socks = new Set<net.Socket>();
+  const srv = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.add(c); socks.add(up);
+    c.pipe(up); up.pipe(c);
+    const end = () => { c.destroy(); up.destroy(); };
+    c.on('error', end); up.on('error', end); c.on('close', end); up.on('close', end);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    close: () => new Promise<void>((r) => { for (const s of socks) s.destroy(); srv.close(() => r()); }),
+  };
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try { await p; } catch (e) { if (e instanceof RemoteError) return e.code; throw e; }
+  return 'OK';
+}
+
+const sec = (ms: number) => Math.floor(ms / 1000) * 1000;
+
+test.serial('the daemon moves to another port: one /slice re-read serves every transfer, with one clear warning', async (t) => {
+  const real = emu.ctx.rsync!.port;
+  const fwd = await forwarder(real);
+  emu.ctx.opts.advertiseRsyncPort = fwd.port;
+  t.teardown(() => { emu.ctx.opts.advertiseRsyncPort = undefined; return fwd.close(); });
+  const { remote, folder, lines } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `move-${n}`);
+  writeFileSync(src, 'before the move');
+  await remote.upload(src, '/a.txt');
+  t.is(remote.sliceFetches, 1);
+
+  // the old address now refuses connections; /slice tells the new one
+  await fwd.close();
+  emu.ctx.opts.advertiseRsyncPort = undefined;
+  writeFileSync(src, 'after the move');
+  const runs = remote.rsyncRuns;
+  const ups = [1, 2, 3, 4, 5, 6].map((i) => remote.upload(src, `/up-${i}.txt`));
+  const results = await Promise.all([...ups.map(code), code(remote.mkdir('/made')), code(remote.download('/a.txt', join(tmp, `dl-${n}`)))]);
+  t.deepEqual(results, Array(8).fill('OK'));
+  t.is(readFileSync(join(folder, 'up-6.txt'), 'utf8'), 'after the move');
+  t.true(statSync(join(folder, 'made')).isDirectory());
+  t.is(readFileSync(join(tmp, `dl-${n}`), 'utf8'), 'before the move');
+  t.is(remote.sliceFetches, 2, 'one re-read, shared by the transfers that failed on the old address');
+  const warned = lines.filter((l) => / WARN .*rsync daemon at 127\.0\.0\.1:\d+ cannot be reached .*Connection refused.*; reading \/slice again/.test(l));
+  t.is(warned.length, 1, lines.join('\n'));
+  t.true(lines.some((l) => l.includes(`moved the rsync daemon`) && l.includes(`:${real}`)), 'the new address is logged');
+  t.log(`8 operations after the move: ${remote.rsyncRuns - runs} rsync runs, ${remote.sliceFetches - 1} slice re-read`);
+});
+
+test.serial('a new Cloudstore password on the same daemon: the slice is read again, the transfer goes on', async (t) => {
+  const { remote, email, folder, lines } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `pw-${n}`);
+  writeFileSync(src, 'one');
+  await remote.upload(src, '/p.txt');
+  emu.ctx.db.prepare('UPDATE maxxo_users SET rsync_password = ? WHERE email = ?').run('Changed-Cloudstore-Pw-7', email);
+  createMaxxoUser(emu.ctx, { email: `trigger-${process.pid}-${++n}@maxxo.test`, password: 'x-trigger' }); // rewrites rsyncd secrets
+  writeFileSync(src, 'two');
+  await Promise.all([remote.upload(src, '/p.txt'), remote.mkdir('/q')]);
+  t.is(readFileSync(join(folder, 'p.txt'), 'utf8'), 'two');
+  t.is(remote.sliceFetches, 2);
+  t.true(lines.some((l) => / WARN .*refused our Cloudstore password; reading \/slice again/.test(l)), lines.join('\n'));
+  t.false(lines.some((l) => l.includes('Changed-Cloudstore-Pw-7')));
+});
+
+test.serial('a daemon out of reach for good: bounded attempts, a clear error and log line', async (t) => {
+  const fwd = await forwarder(1);
+  await fwd.close(); // a port where nothing listens
+  emu.ctx.opts.advertiseRsyncPort = fwd.port;
+  t.teardown(() => { emu.ctx.opts.advertiseRsyncPort = undefined; });
+  const { remote, lines } = account({ maxAttempts: 3 });
+  t.teardown(() => remote.close());
+  writeFileSync(join(tmp, 'x'), 'x');
+  const e = await t.throwsAsync(remote.upload(join(tmp, 'x'), '/x'));
+  t.is((e as RemoteError).code, 'TRANSFER_FAILED');
+  t.is(remote.rsyncRuns, 3);
+  t.true(remote.sliceFetches <= 3, `slice fetches ${remote.sliceFetches}`);
+  t.true(lines.some((l) => / WARN .*rsync for "\/x" failed after 3 attempt\(s\): .*Connection refused/.test(l)), lines.join('\n'));
+});
+
+test('mtimes: list and stat carry the daemon listing mtime, kept off their path; revalidate() takes a listing no older than asked', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'd'));
+  for (const f of ['a', 'b', 'c']) {
+    writeFileSync(join(folder, 'd', f), `content ${f}`);
+    utimesSync(join(folder, 'd', f), 1_700_000_000, 1_700_000_000);
+  }
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  let runs = remote.listRuns;
+  const l = await remote.list('/d');
+  t.deepEqual(l.entries.map((e) => [e.name, e.mtimeMs]).sort(), [['a', 1_700_000_000_000], ['b', 1_700_000_000_000], ['c', 1_700_000_000_000]]);
+  t.is(remote.listRuns - runs, 1, 'the first list of a folder waits for one daemon listing');
+  runs = remote.listRuns;
+  const st = await remote.statMany!(['/d/a', '/d/b', '/d/c', '/d', '/nope']);
+  t.deepEqual(st.map((e) => e?.mtimeMs), [1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_000, undefined, undefined]);
+  await remote.list('/d');
+  t.is(remote.listRuns - runs, 0, 'stats and lists reuse it');
+
+  // another client's change of the same size: list and stat still say the old mtime ...
+  writeFileSync(join(folder, 'd', 'a.new'), 'CONTENT a');
+  utimesSync(join(folder, 'd', 'a.new'), 1_800_000_000, 1_800_000_000);
+  renameSync(join(folder, 'd', 'a.new'), join(folder, 'd', 'a'));
+  const oldA = (await remote.stat('/d/a'))!;
+  t.is(oldA.mtimeMs, 1_700_000_000_000);
+  t.is((await remote.revalidate('/d/a', oldA, 60_000)).mtimeMs, 1_700_000_000_000, 'a listing within maxAge is used as it is');
+  t.is(remote.listRuns - runs, 0);
+  // ... revalidate() with a listing that started no earlier than maxAge ago sees it
+  await sleep(20);
+  t.like(await remote.revalidate('/d/a', oldA, 10), { size: 9, mtimeMs: 1_800_000_000_000 });
+  t.is(remote.listRuns - runs, 1);
+  t.is((await remote.stat('/d/a'))!.mtimeMs, 1_800_000_000_000, 'the new listing serves stats');
+  t.like(await remote.revalidate('/d/gone', { name: 'gone', type: 'file', size: 1, mtimeMs: 5000 }, 60_000), { mtimeMs: undefined },
+    'a file the listing lacks: no version known');
+
+  // a change of size: the size at once (ops/filesize), no mtime until the listing is renewed ...
+  writeFileSync(join(folder, 'd', 'b'), 'longer content b');
+  utimesSync(join(folder, 'd', 'b'), 1_800_000_001, 1_800_000_001);
+  runs = remote.listRuns;
+  t.like(await remote.stat('/d/b'), { size: 16, mtimeMs: undefined });
+  t.is(remote.listRuns - runs, 0, 'not on the path of a stat');
+  // ... which happens in the background once the listing is older than dir_timeout
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 1 });
+  await sleep(20);
+  t.like(await remote.stat('/d/b'), { size: 16 });
+  await eventually(async () => (await remote.stat('/d/b'))!.mtimeMs === 1_800_000_001_000, 10_000, 20);
+  t.true(remote.listRuns - runs >= 1, 'renewed in the background');
+
+  // our own upload, move, mkdir: written into the cached listings, no runs
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  const src = join(tmp, `own-${n}`);
+  writeFileSync(src, 'CONTENT c');
+  runs = remote.listRuns;
+  const up = await remote.upload(src, '/d/c');
+  t.is(up.mtimeMs, sec(statSync(src).mtimeMs));
+  t.is(sec(statSync(join(folder, 'd', 'c')).mtimeMs), up.mtimeMs!, 'the server file has our mtime (-t)');
+  t.deepEqual(await remote.stat('/d/c'), up);
+  await remote.move('/d/c', '/d/moved');
+  t.is((await remote.stat('/d/moved'))!.mtimeMs, up.mtimeMs!);
+  t.is(await remote.stat('/d/c'), null);
+  await remote.mkdir('/d/new');
+  t.deepEqual((await remote.list('/d/new')).entries, []);
+  const up2 = await remote.upload(src, '/d/new/x');
+  t.deepEqual(await remote.revalidate('/d/new/x', { ...up2, mtimeMs: undefined }, 60_000), up2);
+  t.is(remote.listRuns - runs, 0);
+});
+
+test('fileMeta: an upload keeps the mtime and executability asked; setAttrs changes them alone sending no bytes, and leaves another version alone', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `meta-${n}`);
+  writeFileSync(src, 'meta content');
+  t.like(await remote.upload(src, '/m/f', { mtimeMs: 1_500_000_000_500, mode: 0o755 }), { mtimeMs: 1_500_000_000_000, mode: 0o755 });
+  const server = join(folder, 'm', 'f');
+  t.is(statSync(server).mtimeMs, 1_500_000_000_000);
+  t.not(statSync(server).mode & 0o111, 0);
+  // new content without a mode to keep: the server file stays executable
+  writeFileSync(src, 'meta content 2');
+  t.like(await remote.upload(src, '/m/f', { mtimeMs: 1_500_000_100_000 }), { mtimeMs: 1_500_000_100_000 });
+  t.not(statSync(server).mode & 0o111, 0);
+  t.like(await remote.stat('/m/f'), { mtimeMs: 1_500_000_100_000, mode: 0o755 }, 'read back from the daemon listing');
+  const ino = statSync(server).ino;
+  const e = await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_000, mode: 0o644 }, { localFile: src, serverMtimeMs: 1_500_000_100_000 });
+  t.like(e, { size: 14, mtimeMs: 1_600_000_000_000, mode: 0o644 });
+  t.is(statSync(server).ino, ino, 'no bytes sent (rsync writes a new file when it sends any)');
+  t.is(statSync(server).mtimeMs, 1_600_000_000_000);
+  t.is(statSync(server).mode & 0o111, 0);
+  t.like(await remote.stat('/m/f'), { mtimeMs: 1_600_000_000_000, mode: 0o644 });
+  // what the server holds already: no run but the listing
+  let runs = remote.rsyncRuns - remote.listRuns;
+  t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_900 }, { localFile: src }), { mtimeMs: 1_600_000_000_000 });
+  t.is(remote.rsyncRuns - remote.listRuns - runs, 0);
+  // another client's content of the same size: left alone
+  writeFileSync(server, 'META CONTENT 2');
+  utimesSync(server, 1_700_000_000, 1_700_000_000);
+  t.is(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { localFile: src, serverMtimeMs: 1_600_000_000_000 }), null);
+  t.is(statSync(server).mtimeMs, 1_700_000_000_000);
+  // content not cached: fetched into scratch first (so that a size change meanwhile sends real bytes)
+  const scratch = join(tmp, `scratch-${n}`);
+  runs = remote.rsyncRuns - remote.listRuns;
+  t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { scratch }), { mtimeMs: 1_650_000_000_000 });
+  t.is(remote.rsyncRuns - remote.listRuns - runs, 2, 'the download and the attribute run');
+  t.is(statSync(server).mtimeMs, 1_650_000_000_000);
+  t.is(readFileSync(server, 'utf8'), 'META CONTENT 2');
+  t.throws(() => statSync(scratch));
+
+  // a batch: files with a mode to keep (umask 002 or +x creates) in one run, the others in another
+  const srcs = [0, 1, 2, 3].map((i) => { const f = join(tmp, `batch-${n}-${i}`); writeFileSync(f, `b${i}`); return f; });
+  runs = remote.rsyncRuns - remote.listRuns;
+  const res = await remote.uploadMany([
+    { localFile: srcs[0]!, path: '/m/b0', mtimeMs: 1_400_000_000_000, mode: 0o775 },
+    { localFile: srcs[1]!, path: '/m/b1', mtimeMs: 1_400_000_001_000 },
+    { localFile: srcs[2]!, path: '/m/b2', mtimeMs: 1_400_000_002_000, mode: 0o664 },
+    { localFile: srcs[3]!, path: '/m/b3', mtimeMs: 1_400_000_003_000 },
+  ]);
+  t.deepEqual(res.map((r) => r.entry?.mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
+  t.is(remote.rsyncRuns - remote.listRuns - runs, 2);
+  t.deepEqual([0, 1, 2, 3].map((i) => (statSync(join(folder, 'm', `b${i}`)).mode & 0o111) !== 0), [true, false, false, false]);
+  t.deepEqual([0, 1, 2, 3].map((i) => statSync(join(folder, 'm', `b${i}`)).mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
+});
+
+test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, others ignored', (t) => {
+  t.deepEqual(parseListLine('-rw-r--r--           5000 2026/12/04 07:40:50 big'),
+    { name: 'big', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50), exec: false });
+  t.deepEqual(parseListLine('-rw-r--r--          5,000 2026/12/04 07:40:50 with  two spaces '),
+    { name: 'with  two spaces ', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50), exec: false });
+  t.true(parseListLine('-rwx------              1 2026/12/04 07:40:50 x')!.exec);
+  t.true(parseListLine('-rw-r-S--T              1 2026/12/04 07:40:50 y')!.exec === false, 'S and T are set-id/sticky without x');
+  t.true(parseListLine('-rw-r--r-t              1 2026/12/04 07:40:50 z')!.exec);
+  t.is(parseListLine('-rw-r--r--              1 2026/12/04 07:40:50 na me \\#303\\#251\\#134#123 [x]')!.name, 'na me é\\#123 [x]');
+  t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 nl\\#012x')!.name, 'nl\nx');
+  t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 \\#346\\#227\\#245\\#346\\#234\\#254 \\#360\\#237\\#230\\#200')!.name, '日本 😀');
+  t.is(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 sub')!.type, 'dir');
+  t.is(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 .'), undefined);
+  t.is(parseListLine('lrwxrwxrwx             10 2026/12/04 07:40:51 link -> target'), undefined);
+  t.is(parseListLine('receiving incremental file list'), undefined);
+});
