@@ -18,10 +18,10 @@ import { randomUUID } from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import {
-  AlreadyExists, BadRequest, Cancelled, IsADirectory, NoXattr, NotFound, ReadOnly, Unsupported,
+  AlreadyExists, BadRequest, Cancelled, IsADirectory, NotFound, ReadOnly, Unsupported,
 } from '../errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FlushResult, FsStats, InodeApi, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveStatus, FlushResult, FsStats, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
 import { InodeVfs } from './inodes.js';
 import { Ctx, errText } from './context.js';
 import { ContentIo } from './content/io.js';
@@ -37,15 +37,16 @@ import { Namespace } from './namespace/ops.js';
 import { DeleteQueue } from './namespace/deletes.js';
 import type { BarrierGate } from './namespace/barriers.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
-import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
+import { baseOf, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
 import { AttrWriter } from './writeback/attrs.js';
 import { usableDir } from '../util/dirs.js';
+import { ShareLinkAttr } from './meta/sharelinks.js';
 
 export { defaultVfsOptions } from './options.js';
-export const SHARE_LINK_XATTR = 'user.cloudmount.share_link';
+export { SHARE_LINK_XATTR } from './meta/sharelinks.js';
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
@@ -72,7 +73,7 @@ export class Vfs implements VfsApi {
   private readonly handles = new Map<number, Handle>();
   private readonly dirHandles = new Set<number>();
   private nextFh = 1;
-  private readonly shareLinks = new Map<string, string>();
+  private readonly shareLinks: ShareLinkAttr;
   private statfsCache: { value: FsStats; expires: number } | null = null;
   private startP: Promise<void> | null = null;
 
@@ -153,15 +154,16 @@ export class Vfs implements VfsApi {
       idle: (path) => this.attrWriter.idle(path),
     });
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
+    this.shareLinks = new ShareLinkAttr(this.ctx, remote.shareLinks, !!opts.listShareLinkXattr, async (path) => {
+      const o = this.store.objs.get(path);
+      if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
+    });
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
       attrWriter: this.attrWriter,
       barriers: this.barriers, deletes: this.deletes, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
-      forgetShareLinks: (path, tree) => {
-        if (!tree) { this.shareLinks.delete(path); return; }
-        for (const k of [...this.shareLinks.keys()]) if (k === path || isUnder(k, path)) this.shareLinks.delete(k);
-      },
+      forgetShareLinks: (path, tree) => this.shareLinks.forget(path, tree),
       writable: () => this.assertWritable(),
     });
     this.inodes = new InodeVfs(this, this.attrTable, {
@@ -475,29 +477,13 @@ export class Vfs implements VfsApi {
   async getxattr(path: string, name: string): Promise<Buffer> {
     path = normPath(path);
     await this.lookups.existing(path);
-    const links = this.remote.shareLinks;
-    if (name !== SHARE_LINK_XATTR || !links) {
-      throw new NoXattr(`no attribute ${name}`, { path });
-    }
-    let url = this.shareLinks.get(path);
-    if (!url) {
-      const o = this.store.objs.get(path);
-      // a link to content the server has not got yet would share the wrong bytes
-      if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
-      const r = await this.ctx.bounded(`share link ${path}`, (signal) => links.shareLink(path, { signal, priority: Priority.interactive }));
-      url = r.url;
-      this.shareLinks.set(path, url);
-    }
-    return Buffer.from(url, 'utf8');
+    return this.shareLinks.get(path, name);
   }
 
   async listxattr(path: string): Promise<string[]> {
     path = normPath(path);
     await this.lookups.existing(path);
-    // Not listed by default: programs that copy every listed attribute (vim's write-rename,
-    // cp -a, rsync -X, file managers) would read it, which creates a public share link of each
-    // file they touch, and then fail setting it on the copy. `getfattr -n NAME` still works.
-    return this.opts.listShareLinkXattr && this.remote.shareLinks ? [SHARE_LINK_XATTR] : [];
+    return this.shareLinks.list();
   }
 
   async setxattr(path: string, _name: string, _value: Buffer, _flags: number): Promise<void> {
