@@ -105,10 +105,21 @@ for (const kind of KINDS) {
     test.serial(`${kind}: plain rsync -a, remount, rsync -a again transfers no file (libfuse3: both times)`, async (t) => {
       await rsyncTwice(t, kind, ['-a']);
     });
-    test.serial(`${kind}: touch -m -d sets the mtime alone and it survives a remount (libfuse3)`, async (t) => {
+    test.serial(`${kind}: touch -m -d sets the mtime alone, tar x sets the archive's; both survive a remount (libfuse3)`, async (t) => {
       const d = await mountService(t, servers, kind);
       const rel = uniq('touchm');
       await fsp.mkdir(d.p(rel));
+      // an archive of files with distinct old times, extracted into the mount
+      const src = tempDir(t, 'cm-times-tar-');
+      await fsp.mkdir(path.join(src, 't', 'in'), { recursive: true });
+      const tarTimes: Record<string, number> = { 't/a.txt': 1_200_000_000, 't/in/b.txt': 1_300_000_000, 't/in/c.bin': 1_400_000_000 };
+      for (const [name, s] of Object.entries(tarTimes)) {
+        await fsp.writeFile(path.join(src, name), `tar member ${name}\n`);
+        await fsp.utimes(path.join(src, name), s, s);
+      }
+      const tarFile = path.join(src, 'x.tar');
+      await sh(t, 'tar', ['-cf', tarFile, '-C', src, 't']);
+      await sh(t, 'tar', ['-xf', tarFile, '-C', d.p(rel)]);
       const f = d.p(rel, 'f.txt');
       await fsp.writeFile(f, 'x');
       const atimeBefore = (await fsp.stat(f)).atimeMs;
@@ -119,6 +130,10 @@ for (const kind of KINDS) {
       t.true(Math.abs(st.atimeMs - atimeBefore) < 2000);
       const again = await remount(t, d);
       t.is((await fsp.stat(again.p(rel, 'f.txt'))).mtimeMs, WHEN_MS);
+      for (const [name, s] of Object.entries(tarTimes)) {
+        t.is((await fsp.stat(again.p(rel, name))).mtimeMs, s * 1000, `tar x: ${name}`);
+        t.is(await fsp.readFile(again.p(rel, name), 'utf8'), `tar member ${name}\n`);
+      }
     });
   } else {
     (process.env.CM_PLAIN ? test.serial : test.serial.failing)(`${kind}: plain rsync -a keeps times (known failing on fuse-native: atime in both utimens slots; the libfuse3 copy of this file runs it)`, async (t) => {
