@@ -53,6 +53,8 @@ export interface PendingUpload {
   /** The file's mtime and mode as they were at the close (services that keep them get them with the upload). */
   mtimeMs?: number;
   mode?: number;
+  /** When the change was made (epoch ms; records of older versions carry none). */
+  atMs?: number;
 }
 
 /**
@@ -65,6 +67,8 @@ export interface PendingAttrs {
   path: string;
   mtimeMs?: number;
   mode?: number;
+  /** When the first change merged into it was made (epoch ms). */
+  atMs?: number;
 }
 
 /**
@@ -77,12 +81,14 @@ export interface PendingDelete {
   uid: string;
   path: string;
   dir: boolean;
+  /** When the delete was made (epoch ms). */
+  atMs?: number;
 }
 
 type Rec =
-  | { t: 'x'; uid: string; p: string; dir?: 1 }
-  | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number }
-  | { t: 'a'; uid: string; p: string; mt?: number; mo?: number }
+  | { t: 'x'; uid: string; p: string; dir?: 1; at?: number }
+  | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number; at?: number }
+  | { t: 'a'; uid: string; p: string; mt?: number; mo?: number; at?: number }
   | { t: 'd'; uid: string }
   | { t: 'c'; p: string }
   | { t: 'r'; f: string; to: string };
@@ -147,14 +153,16 @@ export class Journal {
   }
 
   upload(p: PendingUpload): Promise<void> {
-    return this.append(this.uploadRec(p), p.data);
+    // the time of the change goes with it, so `status` tells the age of a change replayed after a restart
+    return this.append(this.uploadRec({ ...p, atMs: p.atMs ?? Date.now() }), p.data);
   }
   /** A metadata change of path: merged into the one pending, under a new uid. */
   setAttrs(uid: string, path: string, change: { mtimeMs?: number; mode?: number }): Promise<void> {
     const old = this.attrs.get(path);
     const mt = change.mtimeMs ?? old?.mtimeMs;
     const mo = change.mode ?? old?.mode;
-    return this.append({ t: 'a', uid, p: path, ...(mt !== undefined ? { mt } : {}), ...(mo !== undefined ? { mo } : {}) });
+    const at = old?.atMs ?? Date.now();
+    return this.append({ t: 'a', uid, p: path, ...(mt !== undefined ? { mt } : {}), ...(mo !== undefined ? { mo } : {}), at });
   }
   done(uid: string): Promise<void> {
     if (!this.pending.has(uid) && !this.attrUid(uid) && !this.deleteUid(uid)) return Promise.resolve();
@@ -167,7 +175,7 @@ export class Journal {
    * hears of it, so no replay can undo a delete the server applied.
    */
   deleteRec(d: PendingDelete): Promise<void> {
-    return this.append({ t: 'x', uid: d.uid, p: d.path, ...(d.dir ? { dir: 1 as const } : {}) });
+    return this.append(this.deleteRecOf({ ...d, atMs: d.atMs ?? Date.now() }));
   }
   /** Resolves once every record appended so far is on the disk. */
   flushed(): Promise<void> {
@@ -246,6 +254,7 @@ export class Journal {
         this.pending.set(rec.uid, {
           uid: rec.uid, path: rec.p, id: rec.id, size: rec.n, ...(inline ? { data: inline } : {}),
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
+          ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
         });
         this.byPath.set(rec.p, rec.uid);
         if (inline) this.inlineBytes += inline.length;
@@ -255,6 +264,7 @@ export class Journal {
         this.attrs.set(rec.p, {
           uid: rec.uid, path: rec.p,
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
+          ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
         });
         break;
       case 'd': {
@@ -271,7 +281,7 @@ export class Journal {
         for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
         for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
         for (const k of [...this.deletes.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.deletes.delete(k);
-        this.deletes.set(rec.p, { uid: rec.uid, path: rec.p, dir: rec.dir === 1 });
+        this.deletes.set(rec.p, { uid: rec.uid, path: rec.p, dir: rec.dir === 1, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
         break;
       case 'c':
         for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
@@ -307,11 +317,19 @@ export class Journal {
     return {
       t: 'u', uid: p.uid, p: p.path, id: p.id, n: p.size, ...(p.data ? { b: p.data.toString('base64') } : {}),
       ...(p.mtimeMs !== undefined ? { mt: p.mtimeMs } : {}), ...(p.mode !== undefined ? { mo: p.mode } : {}),
+      ...(p.atMs !== undefined ? { at: p.atMs } : {}),
     };
   }
 
+  private deleteRecOf(d: PendingDelete): Rec {
+    return { t: 'x', uid: d.uid, p: d.path, ...(d.dir ? { dir: 1 as const } : {}), ...(d.atMs !== undefined ? { at: d.atMs } : {}) };
+  }
+
   private attrsRec(a: PendingAttrs): Rec {
-    return { t: 'a', uid: a.uid, p: a.path, ...(a.mtimeMs !== undefined ? { mt: a.mtimeMs } : {}), ...(a.mode !== undefined ? { mo: a.mode } : {}) };
+    return {
+      t: 'a', uid: a.uid, p: a.path, ...(a.mtimeMs !== undefined ? { mt: a.mtimeMs } : {}), ...(a.mode !== undefined ? { mo: a.mode } : {}),
+      ...(a.atMs !== undefined ? { at: a.atMs } : {}),
+    };
   }
 
   private append(rec: Rec, data?: Buffer, sync = false): Promise<void> {
@@ -419,7 +437,7 @@ export class Journal {
     if (this.fh) { await this.fh.close(); this.fh = null; }
     const tmp = this.file + '.tmp';
     // deletes first: each cancels what is under it, and every upload still pending came after it
-    const lines = [...this.deletes.values()].map((d) => JSON.stringify({ t: 'x', uid: d.uid, p: d.path, ...(d.dir ? { dir: 1 } : {}) }) + '\n');
+    const lines = [...this.deletes.values()].map((d) => JSON.stringify(this.deleteRecOf(d)) + '\n');
     for (const p of this.pending.values()) lines.push(JSON.stringify(this.uploadRec(p)) + '\n');
     for (const a of this.attrs.values()) lines.push(JSON.stringify(this.attrsRec(a)) + '\n');
     const fh = await fsp.open(tmp, 'w', 0o600);

@@ -246,22 +246,24 @@ export class Vfs implements VfsApi {
     for (const p of this.journal.pending.values()) pendingBytes += p.size;
     let dirtyBytes = 0;
     for (const o of this.store.localObjs) if (o.dirty) dirtyBytes += o.size;
-    // Records carry no time: each is dated when a status call first sees it (callers poll).
+    // Records carry the time of their change; those of older versions are dated when a status
+    // call first sees them (callers poll).
     const now = Date.now();
     let oldest: number | undefined;
-    for (const uid of this.journal.pending.keys()) {
-      let at = this.pendingSeen.get(uid);
-      if (at === undefined) this.pendingSeen.set(uid, at = now);
+    const live = new Set<string>();
+    const consider = (uid: string, atMs: number | undefined) => {
+      let at = atMs;
+      if (at === undefined) {
+        live.add(uid);
+        at = this.pendingSeen.get(uid);
+        if (at === undefined) this.pendingSeen.set(uid, at = now);
+      }
       if (oldest === undefined || at < oldest) oldest = at;
-    }
-    const delUids = new Set<string>();
-    for (const d of this.journal.deletes.values()) {
-      delUids.add(d.uid);
-      let at = this.pendingSeen.get(d.uid);
-      if (at === undefined) this.pendingSeen.set(d.uid, at = now);
-      if (oldest === undefined || at < oldest) oldest = at;
-    }
-    for (const uid of this.pendingSeen.keys()) if (!this.journal.pending.has(uid) && !delUids.has(uid)) this.pendingSeen.delete(uid);
+    };
+    for (const p of this.journal.pending.values()) consider(p.uid, p.atMs);
+    for (const d of this.journal.deletes.values()) consider(d.uid, d.atMs);
+    for (const x of this.journal.attrs.values()) consider(x.uid, x.atMs);
+    for (const uid of this.pendingSeen.keys()) if (!live.has(uid)) this.pendingSeen.delete(uid);
     const act = this.ctx.remote.activity?.();
     return {
       pending: this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size,

@@ -2,7 +2,7 @@ import test from 'ava';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Journal } from '../../src/vfs/journal.js';
-import { tempDir } from './helpers.js';
+import { setup, sleep, tempDir, writeFile } from './helpers.js';
 
 test('journal: uploads, done, cancel of a folder, rename retargets; state survives reopen', async (t) => {
   const file = join(tempDir(t), 'journal');
@@ -98,4 +98,19 @@ test('journal, lazy sync: the group commit comes by itself after the delay', asy
   t.is(j.syncs, 1, 'one flush for all ten');
   await j.close();
   t.is(j.syncs, 1, 'nothing left to flush at close');
+});
+
+test('the age of a pending change survives a restart: status dates it from the change, not from the replay', async (t) => {
+  const s = await setup(t, {}, { writebackDelayMs: 60_000 });
+  s.remote.mkdirp('/d');
+  await writeFile(s.vfs, '/d/a.txt', 'pending');
+  const madeAt = s.vfs.status().oldestPendingMs!;
+  t.true(Math.abs(madeAt - Date.now()) < 5000);
+  await s.vfs.close({ force: true });
+  await sleep(300);
+  const v = await s.reopen({ writebackDelayMs: 60_000 });
+  t.is(v.status().pending, 1);
+  const after = v.status().oldestPendingMs!;
+  t.true(after <= madeAt + 50, `replayed record dated ${after - madeAt} ms after the change`);
+  await v.close({ force: true });
 });
