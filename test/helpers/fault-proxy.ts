@@ -190,9 +190,13 @@ export async function startHttpFaultProxy(target: string): Promise<HttpFaultProx
 }
 
 export interface TcpRule {
-  /** Which connection (1-based, in accept order) gets the fault (default 1). */
+  /**
+   * Which connection (1-based, in accept order) gets the fault. Without it, the first connection(s)
+   * whose server->client stream reaches afterBytes get it: a client that opens small connections
+   * of its own first (Maxxo's daemon listings) does not take the fault away from the transfer.
+   */
   nth?: number;
-  /** How many connections from nth on (default 1). */
+  /** How many connections get it (default 1). */
   times?: number;
   /** Bytes of the server->client stream forwarded before the fault. */
   afterBytes: number;
@@ -225,12 +229,10 @@ export async function startTcpFaultProxy(targetHost: string, targetPort: number)
     let faultState: RuleState | undefined;
     for (const { rule, st } of rules) {
       if (!st.active) continue;
-      const nth = rule.nth ?? 1;
       const times = rule.times ?? 1;
-      if (idx + 1 >= nth && idx + 1 < nth + times) {
+      if (rule.nth === undefined ? st.hits < times : idx + 1 >= rule.nth && idx + 1 < rule.nth + times) {
         fault = rule;
         faultState = st;
-        st.hits++;
         break;
       }
     }
@@ -245,15 +247,18 @@ export async function startTcpFaultProxy(targetHost: string, targetPort: number)
     let stalling = false;
     up.on('data', (c: Buffer) => {
       if (stalling) return;
+      // a rule without nth may have been taken by another connection meanwhile: this one goes on
+      if (fault && fault.nth === undefined && faultState!.hits >= (fault.times ?? 1)) fault = undefined;
       if (!fault) { bytesDown[idx]! += c.length; client.write(c); return; }
       const room = fault.afterBytes - bytesDown[idx]!;
       const part = c.length <= room ? c : c.subarray(0, room);
       if (part.length) { client.write(part); bytesDown[idx]! += part.length; }
       if (bytesDown[idx]! < fault.afterBytes) return;
+      const times = fault.times ?? 1;
       stalling = true;
       up.pause();
-      const times = fault.times ?? 1;
-      if (faultState && (faultState.hits >= times || times === Infinity)) faultState.done();
+      faultState!.hits++;
+      if (faultState!.hits >= times || times === Infinity) faultState!.done();
       if (fault.kind === 'cut') {
         up.destroy();
         client.end();
