@@ -90,12 +90,9 @@ export class Fetcher {
       // Not at "all bytes arrived" (readers may go on then): the download writes the cache file
       // until it ends (rsync's final verify may send the file again; --inplace ends with a
       // truncate) and sets size and ranges from it at its end, so a change let in earlier is
-      // undone (soak seeds 800303, 801063). Changes wait for the end itself.
-      for (let round = 0; !o.complete; round++) {
-        if (round >= 4) throw new BadResponse('the download ended without the file', { path: o.path });
-        if (!o.download) this.startDownload(o);
-        await this.ctx.within(`read of ${o.path}`, waitFor(o, () => o.complete, o.download!));
-      }
+      // undone (soak seeds 800303, 801063). No byte count satisfies Infinity: changes wait for
+      // the end itself (o.complete).
+      await this.ensureDownloaded(o, Infinity);
     }
   }
 
@@ -329,11 +326,9 @@ export class Fetcher {
         priority: Priority.interactive,
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
       });
-      if (o.epoch !== epoch) throw new Cancelled('download superseded', { path });
-      // changes wait for the end of a download (ensureWhole): one made anyway is not undone here
-      if (o.gen !== gen) throw new Cancelled('content changed during its download', { path });
       // the client may have replaced the file instead of writing in place: follow the new inode
       const [a, b] = await Promise.all([fsp.stat(this.store.file(o)), fstatFd(o.fd)]);
+      // a reset, or a change made anyway (changes wait for the end: ensureWhole), is not undone here
       if (o.epoch !== epoch || o.gen !== gen) throw new Cancelled('download superseded', { path });
       if (a.ino !== b.ino) {
         const old = o.fd;
