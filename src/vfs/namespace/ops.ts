@@ -41,6 +41,7 @@ import type { Uploader } from '../writeback/uploader.js';
 import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 import type { DeleteQueue } from './deletes.js';
+import type { MkdirQueue } from './mkdirs.js';
 
 export interface NamespaceDeps {
   ctx: Ctx;
@@ -53,6 +54,8 @@ export interface NamespaceDeps {
   attrWriter: AttrWriter;
   barriers: Barriers;
   deletes: DeleteQueue;
+  /** Mkdirs written back, where the service makes folders in batches (else mkdir goes at once). */
+  mkdirs?: MkdirQueue | undefined;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
   ensureWhole(o: Obj): Promise<void>;
@@ -97,9 +100,14 @@ export class Namespace {
     this.writable();
     await this.lookups.parentDir(path);
     if (await this.lookups.lookup(path)) throw new AlreadyExists('already exists', { path });
+    const mk = this.deps.mkdirs;
+    mk?.check(path);
     // a folder deleted here a moment ago (rm -rf d; mkdir d) is gone from the server first
     await this.deletes.settle([path]);
-    await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
+    // written back: journalled here, made on the server with the others made meanwhile (one
+    // barrier: a rename of a folder above waits, and so does this for it)
+    if (mk) await this.barriers.run([path], () => mk.add(path));
+    else await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
     const now = Date.now();
     this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
     this.meta.setEmptyDir(path);
@@ -121,7 +129,8 @@ export class Namespace {
       const kids = await this.children(path, true);
       if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
       this.refuseIfHoldsOpenHidden(path);
-      await this.deletes.add(path, true);
+      // a folder made and removed before it was sent: nothing reaches the server
+      if (!(await this.deps.mkdirs?.cancel(path))) await this.deletes.add(path, true);
       this.forgetTree(path);
       this.store.forgetHiddenUnder(path);
       this.meta.setInParent(path, null);
@@ -205,6 +214,9 @@ export class Namespace {
     // what the server holds at the target after a move that sends nothing (see shadowsServer)
     const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
     const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
+    // folders made at, above or below either name reach the server first: the move needs the
+    // target's parent there, and a folder moved away must not be made again at its old name
+    if (!srcLocalOnly) await this.deps.mkdirs?.settle([from, to]);
     if (dst) await this.uploader.cancelPath(to);
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
