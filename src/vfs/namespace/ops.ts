@@ -1,7 +1,10 @@
-// Namespace changes: mkdir, rmdir, unlink, rename. mkdir and rename go to the server before the
-// call returns, so the program gets the server's verdict (EEXIST, EXDEV...). unlink and rmdir
-// answer once their delete is journalled; the DeleteQueue (deletes.ts) sends them coalesced, and
-// everything that reaches the server at or under a pending delete goes after it (see there).
+// Namespace changes: mkdir, rmdir, unlink, rename. rename goes to the server before the call
+// returns, so the program gets the server's verdict (EEXIST, EXDEV...), and so does mkdir where
+// the service makes folders one at a time (vBoxx). Where it makes them in batches (Maxxo), mkdir
+// answers once journalled and the MkdirQueue (mkdirs.ts) sends the folders made meanwhile
+// together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
+// journalled; the DeleteQueue (deletes.ts) sends them coalesced. Everything that reaches the
+// server at or under a pending delete, or below a pending mkdir, goes after it (see there).
 //
 // Owns: no state of its own; it orders the state of the others. Ordering rules:
 // - One namespace change at a time per path and subtree (Barriers.run), and upload tasks of the
