@@ -154,3 +154,22 @@ test.serial('vboxx: mkdir is unchanged (sent before it returns)', async (t) => {
   const b = await mountService(t, servers, 'vboxx');
   t.deepEqual(await names(b.p(rel)), ['x']);
 });
+
+test.serial('maxxo: renames of pending folders, and of a server file into one, reach the server after the folders', async (t) => {
+  const a = await mountService(t, servers, 'maxxo', { vfs: HOLD });
+  const rel = uniq('mkmv');
+  const r = a.p(rel);
+  await fsp.mkdir(r);
+  await fsp.writeFile(`${r}/old`, 'server file\n');
+  await a.flush();
+  const s = await sh('set -e; cd "$1"; mkdir -p d/e; mv d m; mv old m/e/moved; mkdir n; mv n m/e/n2; echo w > m/e/n2/w', [r]);
+  t.is(s.code, 0, s.stderr);
+  await a.flush();
+  t.deepEqual((await a.status()).failures, []);
+  t.is((await a.status()).pending, 0);
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  t.deepEqual(await names(onServer), ['m']);
+  t.deepEqual(await names(path.join(onServer, 'm/e')), ['moved', 'n2']);
+  t.is(await fsp.readFile(path.join(onServer, 'm/e/moved'), 'utf8'), 'server file\n');
+  t.is(await fsp.readFile(path.join(onServer, 'm/e/n2/w'), 'utf8'), 'w\n');
+});
