@@ -149,14 +149,15 @@ export class Vfs implements VfsApi {
         this.attrTable.forget(path);
       },
     }) : undefined;
-    // uploads and metadata sends wait at namespace barriers, at pending deletes of their path and
-    // at pending mkdirs of their folders
+    // uploads and metadata sends wait at namespace barriers and at pending deletes of their path;
+    // pending mkdirs of their folders do not hold them (they carry their folders: see mkdirs.ts)
     const barriers = this.barriers;
     const deletes = this.deletes;
     const mkdirs = this.mkdirs;
     const gate: BarrierGate = {
       get idle() { return barriers.idle && deletes.size === 0 && (mkdirs?.size ?? 0) === 0; },
       covering: (path) => barriers.covering(path) ?? deletes.covering(path) ?? mkdirs?.covering(path),
+      pendingFolder: (dir) => !!mkdirs?.entry(dir),
     };
     this.attrWriter = new AttrWriter(this.ctx, this.journal, {
       obj: (path) => this.store.objs.get(path),

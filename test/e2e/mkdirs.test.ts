@@ -9,6 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { mountChild, type MountHandle } from '../helpers/mount.js';
 import { useServers, mountService, uniq, sh, countRoutes, eventually } from './lib/services.js';
+import { waitFor } from '../support/wait.js';
 
 const servers = useServers(test);
 /** Nothing is sent until a flush or a waiter asks for it; caches outlive the test's steps. */
@@ -64,7 +65,8 @@ test.serial('maxxo: mkdir -p of a deep tree and 50 folders answer at once, go as
 });
 
 test.serial('maxxo: mkdir then rmdir before the write-back sends nothing; rm -rf of a new tree with new files neither', async (t) => {
-  const a = await mountService(t, servers, 'maxxo', { vfs: HOLD, logLevel: 'debug' });
+  // (uploads held too: one that went would have carried its folders to the server)
+  const a = await mountService(t, servers, 'maxxo', { vfs: { ...HOLD, writebackDelayMs: 600_000 }, logLevel: 'debug' });
   const rel = uniq('mkrm');
   const r = a.p(rel);
   await fsp.mkdir(r);
@@ -172,4 +174,31 @@ test.serial('maxxo: renames of pending folders, and of a server file into one, r
   t.deepEqual(await names(path.join(onServer, 'm/e')), ['moved', 'n2']);
   t.is(await fsp.readFile(path.join(onServer, 'm/e/moved'), 'utf8'), 'server file\n');
   t.is(await fsp.readFile(path.join(onServer, 'm/e/n2/w'), 'utf8'), 'w\n');
+});
+
+test.serial('maxxo: an upload into a pending folder carries it (its rsync run makes the parents): the batch then costs no rsync run, and an rmdir after it still deletes the folder', async (t) => {
+  const a = await mountService(t, servers, 'maxxo', { vfs: HOLD, logLevel: 'debug' });
+  const rel = uniq('mkcarry');
+  const r = a.p(rel);
+  await fsp.mkdir(r);
+  await a.flush();
+  const onServer = path.join(await servers.maxxoFolder(), rel);
+  const s = await sh('set -e; cd "$1"; mkdir -p c/d g; echo x > c/d/f; echo y > g/h', [r]);
+  t.is(s.code, 0, s.stderr);
+  // the uploads went (write-back delay 100 ms) while the mkdirs wait for their window
+  await waitFor(async () => await exists(path.join(onServer, 'c/d/f')) === 'file' && await exists(path.join(onServer, 'g/h')) === 'file', 20_000, 'the uploads');
+  t.is((await a.status()).pendingMkdirs, 3);
+  t.deepEqual((await a.status()).notices ?? [], [], 'no "folder deleted by another client" notice for our own new folders');
+  // a folder carried by an upload, then emptied and removed: deleted on the server
+  const rm = await sh('set -e; cd "$1"; rm g/h; rmdir g', [r]);
+  t.is(rm.code, 0, rm.stderr);
+  await servers.resetStats();
+  const from = a.stderr().length;
+  await a.flush();
+  t.is((await a.status()).pending, 0);
+  t.deepEqual((await a.status()).failures, []);
+  t.is(runsSince(a, from), 0, 'the folders were there: no rsync run');
+  t.is(countRoutes(await servers.stats(), /ops\/filesize/), 1);
+  t.deepEqual(await names(onServer), ['c']);
+  t.deepEqual(await names(path.join(onServer, 'c/d')), ['f']);
 });

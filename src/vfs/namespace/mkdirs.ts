@@ -11,12 +11,18 @@
 //   view and MetaCache's listing overlay), and its own listing is empty without asking the server.
 // - One send at a time: a folder queued while its parent is on its way goes in the next call,
 //   which the service can then make below the parent.
-// - Whatever reaches the server at or below a pending folder waits for it: uploads and metadata
-//   sends park at `covering` (which sends the batch at once); a rename that reaches the server
-//   `settle`s the mkdirs at, above or below its paths first (the server needs the target's
-//   parent, and a moved folder must not be made again at its old name afterwards).
-// - rmdir of a folder not sent yet cancels both (`cancel`: the record is done, nothing is sent);
-//   one on its way is waited for, then deleted like any folder (deletes.ts).
+// - An upload into a pending folder does not wait for it: the service makes the missing parents
+//   of an upload (Maxxo: --mkpath, or implied by --files-from), so the upload carries its folders
+//   in its own rsync run; `covering` only marks the pending folders above it as `carried` (the
+//   server may have them now), and the record stays until the batch confirms it (finding the
+//   folder there costs the filesize request alone, no rsync run). The uploader skips its check
+//   for a parent deleted by another client on such folders (`pendingFolder`).
+// - A rename that reaches the server `settle`s the mkdirs at, above or below its paths first (the
+//   server needs the target's parent, and a moved folder must not be made again at its old name
+//   afterwards).
+// - rmdir of a folder not sent yet and not carried cancels both (`cancel`: the record is done,
+//   nothing is sent); one carried is dropped too, but deleted like any folder (deletes.ts; not
+//   there counts as deleted); one on its way is waited for, then deleted.
 // - A folder the server already has counts as made (a replay after a crash that came after the
 //   server made it, or another client). A refusal (a file in the way, a parent gone, a name the
 //   service refuses) drops the record and the folders below it, the folder disappears from the
@@ -47,6 +53,8 @@ export class MkdirQueue {
   private readonly pending = new Map<string, PendingMkdir>();
   /** Of those, the paths not sent yet. */
   private readonly queued = new Set<string>();
+  /** Pending folders an upload below may have made (see the top of this file). */
+  private readonly carried = new Set<string>();
   /** The send in flight and the uids it carries. */
   private sending: { uids: Map<string, string>; p: Promise<void> } | null = null;
   readonly failures = new Map<string, UploadFailure>();
@@ -123,20 +131,23 @@ export class MkdirQueue {
       await this.settle([path]);
       return false;
     }
+    const carried = this.carried.delete(path);
     this.pending.delete(path);
     this.queued.delete(path);
     this.failures.delete(path);
     await this.journal.done(m.uid);
     if (this.pending.size === 0) this.wakeWaiters();
-    return true;
+    return !carried;
   }
 
-  /** A pending folder above path (or at it): the promise settles when it was sent (sooner than the window). */
+  /**
+   * An upload (or metadata send) of path is about to go: it waits for nothing here, but the
+   * pending folders above it may be on the server once it went (it makes missing parents).
+   */
   covering(path: string): Promise<void> | undefined {
     if (this.pending.size === 0) return undefined;
-    const above = (k: string) => k === path || isUnder(path, k);
-    if (![...this.pending.keys()].some(above)) return undefined;
-    return this.whenSent(above);
+    for (let p = parentOf(path); p !== '/'; p = parentOf(p)) if (this.pending.has(p)) this.carried.add(p);
+    return undefined;
   }
 
   /** Waits (bounded by opTimeoutMs) until no mkdir at, above or below any of paths is pending. */
@@ -247,6 +258,7 @@ export class MkdirQueue {
     const cur = this.pending.get(path);
     if (cur?.uid !== uid) return;
     this.pending.delete(path);
+    this.carried.delete(path);
     this.journal.done(uid).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
     this.ports.confirmed(path);
   }
@@ -268,6 +280,7 @@ export class MkdirQueue {
         if (k !== p && !isUnder(k, p)) continue;
         this.pending.delete(k);
         this.queued.delete(k);
+        this.carried.delete(k);
         if (k !== p) this.failures.set(k, { path: k, op: 'mkdir', error: `its parent ${p} was refused`, attempts, atMs: Date.now() });
         this.journal.done(m.uid).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
       }

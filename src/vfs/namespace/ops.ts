@@ -30,7 +30,7 @@
 //   every read, write, fsync of the handle and hands the last release no path at all
 //   (native-notes/fuse.md). Moving the folder is fine: the hidden names move with it.
 import type { RenameFlags } from '../api.js';
-import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
+import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, NotFound, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
@@ -109,7 +109,13 @@ export class Namespace {
     await this.deletes.settle([path]);
     // written back: journalled here, made on the server with the others made meanwhile (one
     // barrier: a rename of a folder above waits, and so does this for it)
-    if (mk) await this.barriers.run([path], () => mk.add(path));
+    if (mk) {
+      await this.barriers.run([path], async () => {
+        // a rename or rmdir of a folder above may have ended while this waited for its barrier
+        if ((await this.lookups.lookup(parentOf(path)))?.type !== 'dir') throw new NotFound('parent folder does not exist', { path });
+        await mk.add(path);
+      });
+    }
     else await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
     const now = Date.now();
     this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
