@@ -65,6 +65,12 @@ export class MkdirQueue {
   private sends = 0;
   private retryAt = 0;
   private idleWaiters: (() => void)[] = [];
+  /**
+   * What waiters need now (a rename's folders, an fsync's): the next send takes only those (with
+   * their pending parents), the rest keeps its window. `all`: a flush, everything.
+   */
+  private urgent: ((k: string) => boolean)[] = [];
+  private urgentAll = false;
 
   constructor(private readonly ctx: Ctx, private readonly journal: MkdirJournal, private readonly batch: BatchMkdir,
     private readonly ports: { confirmed(path: string): void; refused(path: string): void }) {}
@@ -159,6 +165,7 @@ export class MkdirQueue {
   }
 
   private async whenSent(match: (k: string) => boolean): Promise<void> {
+    this.urgent.push(match);
     this.kick(0);
     while (this.busy && [...this.pending.keys()].some(match)) {
       await new Promise<void>((r) => this.idleWaiters.push(r));
@@ -169,6 +176,7 @@ export class MkdirQueue {
   async flush(): Promise<UploadFailure[]> {
     for (let round = 0; this.pending.size > 0 && round < this.ctx.opts.uploadAttempts && !this.ctx.closed; round++) {
       if (this.retryAt > Date.now()) await new Promise((r) => setTimeout(r, this.retryAt - Date.now()));
+      this.urgentAll = true;
       this.kick(0);
       const before = this.sends;
       while (this.pending.size > 0 && this.sends === before && this.busy) await new Promise<void>((r) => this.idleWaiters.push(r));
@@ -220,11 +228,23 @@ export class MkdirQueue {
 
   private sendQueued(): void {
     if (this.queued.size === 0 || this.ctx.closed || this.sending) { this.wakeWaiters(); return; }
+    let picked = [...this.queued];
+    if (!this.urgentAll && this.urgent.length > 0) {
+      // what the waiters need, with the parents it needs on the server first
+      const need = new Set<string>();
+      for (const k of picked) {
+        if (!this.urgent.some((m) => m(k))) continue;
+        for (let p = k; p !== '/'; p = parentOf(p)) if (this.queued.has(p)) need.add(p);
+      }
+      picked = [...need];
+    }
+    this.urgent = [];
+    this.urgentAll = false;
+    if (picked.length === 0) { this.wakeWaiters(); this.kick(); return; }
     // parents first (a retried parent may have been queued again after its children)
-    const paths = [...this.queued].sort((a, b) => depth(a) - depth(b));
+    const paths = picked.sort((a, b) => depth(a) - depth(b));
     const uids = new Map<string, string>();
-    for (const p of paths) uids.set(p, this.pending.get(p)!.uid);
-    this.queued.clear();
+    for (const p of paths) { uids.set(p, this.pending.get(p)!.uid); this.queued.delete(p); }
     const s = { uids, p: Promise.resolve() };
     s.p = this.send(uids).finally(() => {
       this.sending = null;
