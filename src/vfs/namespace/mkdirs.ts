@@ -127,8 +127,9 @@ export class MkdirQueue {
   }
 
   /**
-   * rmdir of path: a mkdir not sent yet is cancelled (true: nothing to tell the server). One on
-   * its way is waited for (false: the folder may be on the server now, the caller deletes it).
+   * rmdir of path: a mkdir not sent yet is cancelled (true: nothing to tell the server; false
+   * when an upload may have carried it there: the caller deletes it). One on its way is waited
+   * for (false: the folder may be on the server now).
    */
   async cancel(path: string): Promise<boolean> {
     const m = this.pending.get(path);
@@ -249,7 +250,9 @@ export class MkdirQueue {
     s.p = this.send(uids).finally(() => {
       this.sending = null;
       this.sends++;
-      const hurry = this.idleWaiters.length > 0 || this.retryAt > 0;
+      // a waiter that came meanwhile, or a retry: after its backoff, not after another window
+      // (the waiters this send served are done: what is left keeps its window)
+      const hurry = this.urgent.length > 0 || this.urgentAll || this.retryAt > 0;
       this.wakeWaiters();
       if (this.queued.size > 0) this.kick(hurry ? 0 : undefined);
     });
