@@ -66,6 +66,11 @@ export interface FileMetadata {
   /** setAttrs needs the file's content (vBoxx: a metadata change is an upload of the same bytes). */
   attrsNeedContent?: boolean;
   /**
+   * The service keeps folder mtimes (Maxxo: the daemon's filesystem) and setAttrs takes a
+   * folder's; each change inside a folder moves its mtime there, as POSIX says.
+   */
+  folderTimes?: boolean;
+  /**
    * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
    * attrsNeedContent use localFile when given (the whole content the caller believes is on the
    * server, revision `rev`, written at `written`, with mtime `serverMtimeMs` there), else fetch

@@ -18,6 +18,9 @@
 // - mtimes: the REST API has none (ops/list and ops/filesize give names, types and sizes only), so
 //   a file replaced by another client with bytes of the same size would look unchanged. They come
 //   from the rsync daemon's listings, cached per folder (listings.ts, which says what it costs).
+//   Folder mtimes too: the daemon's filesystem keeps them (moved by each change inside, set by
+//   rsync -t), so a folder's time is written back like a file's (setFolderTime()). The top
+//   folder's is not listed anywhere: it shows the mount's.
 // - Times and modes: the daemon keeps what rsync -t and -E send (the reference daemon refuses no
 //   option; the Maxxo text says nothing of modes), so uploads carry the mtime the drive holds and,
 //   when a program set a mode, whether the file is executable; the rest of a mode is not kept.
@@ -115,7 +118,7 @@ export class MaxxoRemote implements Remote {
    * is executable. A change of them alone is an rsync run that sends no bytes (--size-only).
    */
   readonly fileMeta: FileMetadata = {
-    mtimeResolutionMs: 1000, modeBits: FILE_MODE_BITS, attrsNeedContent: true,
+    mtimeResolutionMs: 1000, modeBits: FILE_MODE_BITS, attrsNeedContent: true, folderTimes: true,
     setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
   };
   readonly client: MaxxoClient;
@@ -200,8 +203,6 @@ export class MaxxoRemote implements Remote {
       entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
     }
     opts.onNames?.(seen);
-    // the daemon listing gives files their mtimes; a folder of folders needs no rsync run
-    if (!entries.some((e) => e.type === 'file')) return { entries };
     const listed = await this.listings.source(dir, entries);
     for (const e of entries) withMtime(e, listed);
     return { entries };
@@ -211,12 +212,15 @@ export class MaxxoRemote implements Remote {
     return (await this.statMany([path], opts))[0]!;
   }
 
-  /** Entries with the mtimes of files (see the top of this file and mtimeSource()). */
+  /** Entries with the mtimes of files and folders (see the top of this file and mtimeSource()). */
   async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     const out = await this.sizes(paths, opts);
     const byDir = new Map<string, RemoteEntry[]>();
     for (const [i, e] of out.entries()) {
-      if (e?.type !== 'file') continue;
+      // the top folder has no parent to be listed in
+      // (a folder's mtime too: shown as the mount time until its parent is listed, it would
+      // change under programs that already saw it; the first look at a folder costs the run)
+      if (!e || pathParts(paths[i]!).length === 0) continue;
       const dir = parentOf(paths[i]!);
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
@@ -238,7 +242,7 @@ export class MaxxoRemote implements Remote {
     const listed = await this.listings.get(parentOf(path), maxAgeMs);
     if (!listed) return e;
     const row = listed.rows.get(pathParts(path).pop()!);
-    return row ? { ...e, size: row.size, mtimeMs: row.mtimeMs, ...(row.exec !== undefined ? { mode: modeOf(row.exec) } : {}) } : { ...e, mtimeMs: undefined };
+    return row && row.type === 'file' ? { ...e, size: row.size, mtimeMs: row.mtimeMs, ...(row.exec !== undefined ? { mode: modeOf(row.exec) } : {}) } : { ...e, mtimeMs: undefined };
   }
 
   /** Entries from ops/filesize alone (no mtimes): what the checks around our own changes need. */
@@ -483,6 +487,7 @@ export class MaxxoRemote implements Remote {
     toWire(path);
     if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path });
     const [cur] = await this.sizes([path], o);
+    if (cur?.type === 'dir') return this.setFolderTime(path, cur, attrs, o);
     if (!cur || cur.type !== 'file') return null;
     // the version on the server now: a listing that started after this call did (the changes of
     // many files of a folder, as `touch *` makes them, share the next one)
@@ -514,6 +519,29 @@ export class MaxxoRemote implements Remote {
     }
     this.listings.own(path, { name: cur.name, type: 'file', size: cur.size, mtimeMs, exec });
     return entry;
+  }
+
+  /**
+   * A folder's mtime: one rsync run of an empty folder's contents ("." with the time) onto it,
+   * -d (no recursion), -t, --existing (a folder deleted meanwhile is not made again). Nothing
+   * else of the folder is touched; a later change inside it moves the time on the server again.
+   */
+  private async setFolderTime(path: string, cur: RemoteEntry, attrs: AttrChange, o: CallOptions): Promise<RemoteEntry> {
+    if (attrs.mtimeMs === undefined) return cur;
+    const mtimeMs = Math.floor(attrs.mtimeMs / 1000) * 1000;
+    const wire = pathParts(path).join('/');
+    if (Buffer.byteLength(wire) > PUSH_DEST_MAX) throw new BadRequest('the folder path is too long for a time change through the rsync daemon', { path });
+    const stage = await this.uploadStage();
+    try {
+      const src = join(stage, 'd');
+      await fsMkdir(src);
+      await utimes(src, mtimeMs / 1000, mtimeMs / 1000);
+      await this.rsync(path, o, (url) => ['-d', '-t', '--existing', `${src}/`, `${url}/${wire}/`], undefined);
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
+    this.listings.folderTime(path, mtimeMs);
+    return { ...cur, mtimeMs };
   }
 
   /**

@@ -121,10 +121,13 @@ export class Namespace {
       const kids = await this.children(path, true);
       if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
       this.refuseIfHoldsOpenHidden(path);
+      // a send of the folder's times must not land after (or make again) the folder
+      await this.deps.attrWriter.stop(path, true);
       await this.deletes.add(path, true);
       this.forgetTree(path);
       this.store.forgetHiddenUnder(path);
       this.meta.setInParent(path, null);
+      this.deps.attrWriter.forget(path);
       this.attrTable.forget(path);
       this.attrTable.dirChanged(parentOf(path));
     });
