@@ -80,12 +80,6 @@ export class MaxxoRemote implements Remote {
   private readonly transport: DaemonTransport;
   /** Running rsync children (tests check that cancel really ends them). */
   get children(): DaemonTransport['children'] { return this.transport.children; }
-  /** rsync runs started, retries included. */
-  get rsyncRuns(): number { return this.transport.rsyncRuns; }
-  /** Of those, daemon listings (--list-only) for mtimes. */
-  get listRuns(): number { return this.transport.listRuns; }
-  /** Times /slice was fetched (the first time included). */
-  get sliceFetches(): number { return this.transport.sliceFetches; }
   private readonly log: Logger;
   private readonly opts: MaxxoRemoteOptions;
   /** Daemon listings by folder (mount path): fetched or in flight. */
@@ -129,6 +123,11 @@ export class MaxxoRemote implements Remote {
   }
 
   toString(): string { return `MaxxoRemote(${this.client.http.origin})`; }
+
+  /** Diagnostics (Remote.counters): the API client's, its logins, rsync runs (see DaemonTransport.counts). */
+  counters(): Record<string, number> {
+    return { ...this.client.http.stats(), logins: this.client.logins, ...this.transport.counts };
+  }
 
   get offline(): boolean { return this.client.http.silent; }
   toJSON(): unknown { return { kind: 'maxxo', server: this.client.http.origin }; }

@@ -52,12 +52,11 @@ export function backoff(attempt: number): number {
 export class DaemonTransport {
   /** Running rsync children (tests check that cancel really ends them). */
   readonly children = new Set<ChildProcess>();
-  /** rsync runs started, retries included. */
-  rsyncRuns = 0;
-  /** Of those, daemon listings (--list-only) for mtimes. */
-  listRuns = 0;
-  /** Times /slice was fetched (the first time included). */
-  sliceFetches = 0;
+  /**
+   * Diagnostics (MaxxoRemote.counters()): rsync runs started, retries included; of those, daemon
+   * listings (--list-only) for mtimes; times /slice was fetched (the first time included).
+   */
+  readonly counts = { rsyncRuns: 0, listRuns: 0, sliceFetches: 0 };
   private readonly transfers: PQueue;
   private slicePromise?: Promise<MaxxoSlice>;
   /** Address of the last slice fetched, to tell when the storage server moved. */
@@ -98,8 +97,8 @@ export class DaemonTransport {
       const r = await enqueue(o.queue ?? this.transfers, () => {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
-        this.rsyncRuns++;
-        if (o.listing) this.listRuns++;
+        this.counts.rsyncRuns++;
+        if (o.listing) this.counts.listRuns++;
         return (o.beforeRun?.() ?? Promise.resolve()).then(() => {
           const startedAt = Date.now();
           return runRsync({
@@ -152,7 +151,7 @@ export class DaemonTransport {
   /** The slice (rsync host, login, password), fetched once and cached. */
   private slice(opts: CallOptions): Promise<MaxxoSlice> {
     if (!this.slicePromise) {
-      this.sliceFetches++;
+      this.counts.sliceFetches++;
       const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).catch(generic).then((s) => {
         if (!SAFE_LOGIN.test(s.login) || /[/@\s]/.test(s.ip)) throw new RemoteError('BAD_RESPONSE', 'unusable slice login or address', { path: '/api/1/slice' });
         const addr = `${s.login}@${s.ip.includes(':') ? `[${s.ip}]` : s.ip}:${s.port}`;
