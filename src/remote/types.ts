@@ -137,9 +137,11 @@ export interface Remote {
   readonly ranged?: RangedReads;
   /**
    * Whole-file download into localFile (created or truncated). Writes in place so that a reader
-   * may follow the bytes as they arrive; onProgress reports how many are there.
+   * may follow the bytes as they arrive; onProgress reports how many are there. Resolves with the
+   * version the bytes are of where the data plane tells it (Maxxo: rsync -t), which may be newer
+   * than any listing: the file can be replaced between a listing and its download.
    */
-  download(path: string, localFile: string, opts?: TransferOptions): Promise<void>;
+  download(path: string, localFile: string, opts?: TransferOptions): Promise<DownloadedVersion | void>;
   /**
    * Many whole files in one transfer where the service's data plane allows it (Maxxo: one rsync
    * run for all of them). Each delivered file is complete at its localFile (created; the folders
@@ -234,6 +236,12 @@ export interface BatchUpload {
  * For a service whose listings may carry a file's version (mtime) from older server state than
  * the listing's sizes (Maxxo: mtimes come from a separate, cached rsync listing).
  */
+/** What a download delivered: its size, and its mtime where the data plane carries one. */
+export interface DownloadedVersion {
+  size: number;
+  mtimeMs?: number;
+}
+
 export interface Revalidation {
   /**
    * The drive's cache lifetimes, for a client that caches server state of its own: kept within

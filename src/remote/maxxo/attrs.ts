@@ -10,7 +10,7 @@ import { toWire } from './wire.js';
 
 export class AttrChanges {
   constructor(private readonly p: TransferPorts,
-    private readonly download: (path: string, localFile: string, opts: CallOptions) => Promise<void>) {}
+    private readonly download: (path: string, localFile: string, opts: CallOptions) => Promise<unknown>) {}
 
   /**
    * A change of a file's mtime or executability alone: an rsync run with -t (and -E) and

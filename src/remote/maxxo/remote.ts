@@ -33,7 +33,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type {
-  AttrChange, BatchStat, BatchUpload, CallOptions, FileMetadata, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
+  AttrChange, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
   TransferOptions, UploadResult,
 } from '../types.js';
 import { Priority } from '../types.js';
@@ -112,7 +112,7 @@ export class MaxxoRemote implements Remote {
       listings: this.listings, inflight: this.inflight, log: this.log,
     };
     this.uploads = new Uploads(ports);
-    this.downloads = new Downloads(this.transport.run, this.log, opts.progressIntervalMs);
+    this.downloads = new Downloads(this.transport.run, this.listings, this.log, opts.progressIntervalMs);
     this.attrChanges = new AttrChanges(ports, (path, local, o) => this.download(path, local, o));
   }
 
@@ -379,7 +379,7 @@ export class MaxxoRemote implements Remote {
     return this.attrChanges.setAttrs(path, attrs, o);
   }
 
-  download(path: string, localFile: string, opts: TransferOptions = {}): Promise<void> {
+  download(path: string, localFile: string, opts: TransferOptions = {}): Promise<DownloadedVersion> {
     return this.downloads.download(path, localFile, opts);
   }
 
