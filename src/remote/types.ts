@@ -88,6 +88,17 @@ export interface CallOptions {
   priority?: number;
 }
 
+export interface ListOptions extends CallOptions {
+  /** The hash of the caller's cached listing: an unchanged folder answers `unchanged`. */
+  hash?: string;
+  /**
+   * Called, where the service names a folder's entries before the rest of its answer is in
+   * (Maxxo: names from the API, mtimes from a daemon listing that may take an rsync run), with
+   * those names: enough to tell a name is not there.
+   */
+  onNames?: (names: ReadonlySet<string>) => void;
+}
+
 export interface TransferOptions extends CallOptions {
   /** Uploads: the file's mtime to keep (remotes with fileMeta). */
   mtimeMs?: number;
@@ -128,7 +139,7 @@ export interface Remote {
   readonly kind: string;
 
   /** Children of a folder. Throws NotFound for a missing folder, NotADirectory for a file. */
-  list(dir: string, opts?: CallOptions & { hash?: string }): Promise<ListResult>;
+  list(dir: string, opts?: ListOptions): Promise<ListResult>;
   /** One entry, or null when it does not exist. stat('/') is the top folder. */
   stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null>;
   /** Many entries in one request where the service allows it (Maxxo /ops/filesize). */

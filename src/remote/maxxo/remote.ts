@@ -33,7 +33,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type {
-  AttrChange, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
+  AttrChange, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
   TransferOptions, UploadResult,
 } from '../types.js';
 import { Priority } from '../types.js';
@@ -134,7 +134,7 @@ export class MaxxoRemote implements Remote {
 
   // ---- metadata ----
 
-  async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
+  async list(dir: string, opts: ListOptions = {}): Promise<ListResult> {
     const wire = toWire(dir);
     let rows;
     let ours: (name: string) => boolean;
@@ -161,6 +161,9 @@ export class MaxxoRemote implements Remote {
       seen.add(name);
       entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
     }
+    opts.onNames?.(seen);
+    // the daemon listing gives files their mtimes; a folder of folders needs no rsync run
+    if (!entries.some((e) => e.type === 'file')) return { entries };
     const listed = await this.listings.source(dir, entries);
     for (const e of entries) withMtime(e, listed);
     return { entries };
