@@ -200,6 +200,12 @@ export interface Remote {
   readonly offline?: boolean;
   /** What the transfers are doing, for status and progress (remotes wrapped by observeRemote). */
   activity?(): RemoteActivity;
+  /**
+   * Diagnostics: what this remote did since it was made (requests, retries, logins, rsync runs
+   * ...), by name. Shown in `status` (DriveStatus.counters), read by tests and the bench;
+   * nothing in the drive decides on them.
+   */
+  counters?(): Record<string, number>;
 }
 
 /** Link state and upload counters (see remote/observed.ts). */

@@ -77,8 +77,6 @@ export class Vfs implements VfsApi {
   private statfsCache: { value: FsStats; expires: number } | null = null;
   private startP: Promise<void> | null = null;
 
-  /** Where reads of cached content were served from (tests and profiling read it). */
-  get readsFrom(): { memory: number; file: number } { return this.io.readsFrom; }
 
   private readonly ctx: Ctx;
   private readonly meta: MetaCache;
@@ -267,6 +265,7 @@ export class Vfs implements VfsApi {
     for (const x of this.journal.attrs.values()) consider(x.uid, x.atMs);
     for (const uid of this.pendingSeen.keys()) if (!live.has(uid)) this.pendingSeen.delete(uid);
     const act = this.ctx.remote.activity?.();
+    const remoteCounters = this.ctx.remote.counters?.();
     return {
       pending: this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size,
       pendingBytes,
@@ -276,6 +275,7 @@ export class Vfs implements VfsApi {
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
       inodes: { ...this.attrTable.sizes, invalidations: this.inodes.invalidations },
+      counters: { reads: { ...this.io.readsFrom }, journalSyncs: this.journal.syncs, ...(remoteCounters ? { remote: remoteCounters } : {}) },
       ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
       ...(act ? {
         link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },
