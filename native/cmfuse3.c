@@ -1059,146 +1059,146 @@ static void fill_open(struct fuse_file_info *fi, double fh, double flags)
 	fi->cache_readdir = !!(f & 8);
 }
 
-/* ---- reply functions (JS thread) ---- */
+/* ---- reply functions (JS thread) ----
+ * Each takes its request's slot (take_reply), answers the kernel exactly once,
+ * and frees the slot (replied / reply_failed). */
+
+/* take() for a reply: NULL when there is nothing to answer, *ret then being
+ * what the reply function returns (NULL after a thrown error, false for a
+ * stale id or a destroyed session). */
+static cm_item *take_reply(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
+			   cm_session **ps, napi_value *ret)
+{
+	int bad;
+	cm_item *it = take(env, info, want, argv, ps, &bad);
+	*ret = bad || it ? NULL : boolean(env, 0);
+	return it;
+}
+
+/* The kernel got its answer: the slot is freed, JS gets true. */
+static napi_value replied(napi_env env, cm_item *it)
+{
+	item_free(it);
+	return boolean(env, 1);
+}
+
+/* JS's arguments could not make the answer: err goes to the kernel instead;
+ * JS gets ret (NULL: undefined, or the error thrown before). */
+static napi_value reply_failed(cm_item *it, int err, napi_value ret)
+{
+	fuse_reply_err(it->req, err);
+	item_free(it);
+	return ret;
+}
+
+/* The attribute numbers of an entry or attr reply (at least E_OFF of them). */
+static int attrs_arg(napi_env env, napi_value v, double **e)
+{
+	size_t n;
+	return f64_arg(env, v, e, &n) && n >= E_OFF;
+}
 
 static napi_value n_reply_err(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad, e;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	int e;
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
 	e = (int)num_arg(env, argv[2], EIO);
 	fuse_reply_err(it->req, e < 0 ? -e : e);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_entry(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad;
 	double *e;
-	size_t n;
 	struct fuse_entry_param ep;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
-	if (!f64_arg(env, argv[2], &e, &n) || n < E_OFF) {
-		fuse_reply_err(it->req, EIO);
-		item_free(it);
-		return NULL;
-	}
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
+	if (!attrs_arg(env, argv[2], &e)) return reply_failed(it, EIO, NULL);
 	fill_entry(e, &ep);
 	fuse_reply_entry(it->req, &ep);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_create(napi_env env, napi_callback_info info)
 {
-	napi_value argv[5];
+	napi_value argv[5], ret;
 	cm_session *s;
-	int bad;
 	double *e;
-	size_t n;
 	struct fuse_entry_param ep;
 	struct fuse_file_info fi;
-	cm_item *it = take(env, info, 5, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
-	if (!f64_arg(env, argv[2], &e, &n) || n < E_OFF) {
-		fuse_reply_err(it->req, EIO);
-		item_free(it);
-		return NULL;
-	}
+	cm_item *it = take_reply(env, info, 5, argv, &s, &ret);
+	if (!it) return ret;
+	if (!attrs_arg(env, argv[2], &e)) return reply_failed(it, EIO, NULL);
 	fill_entry(e, &ep);
 	fill_open(&fi, num_arg(env, argv[3], 0), num_arg(env, argv[4], 0));
 	fi.flags = it->flags;
 	fuse_reply_create(it->req, &ep, &fi);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_attr(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad;
 	double *e;
-	size_t n;
 	struct stat st;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
-	if (!f64_arg(env, argv[2], &e, &n) || n < E_OFF) {
-		fuse_reply_err(it->req, EIO);
-		item_free(it);
-		return NULL;
-	}
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
+	if (!attrs_arg(env, argv[2], &e)) return reply_failed(it, EIO, NULL);
 	fill_stat(e, &st);
 	fuse_reply_attr(it->req, &st, e[E_ATTR_TO]);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_open(napi_env env, napi_callback_info info)
 {
-	napi_value argv[4];
+	napi_value argv[4], ret;
 	cm_session *s;
-	int bad;
 	struct fuse_file_info fi;
-	cm_item *it = take(env, info, 4, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	cm_item *it = take_reply(env, info, 4, argv, &s, &ret);
+	if (!it) return ret;
 	fill_open(&fi, num_arg(env, argv[2], 0), num_arg(env, argv[3], 0));
 	fi.flags = it->flags;
 	fuse_reply_open(it->req, &fi);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_write(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
 	fuse_reply_write(it->req, (size_t)num_arg(env, argv[2], 0));
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_xattr(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
 	fuse_reply_xattr(it->req, (size_t)num_arg(env, argv[2], 0));
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 /* replyBuf(handle, id, buffer?, length?): the bytes go to the kernel before
  * this returns, so JS may reuse the buffer at once. */
 static napi_value n_reply_buf(napi_env env, napi_callback_info info)
 {
-	napi_value argv[4];
+	napi_value argv[4], ret;
 	cm_session *s;
-	int bad;
 	void *data = NULL;
 	size_t len = 0;
 	napi_valuetype t = napi_undefined;
-	cm_item *it = take(env, info, 4, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	cm_item *it = take_reply(env, info, 4, argv, &s, &ret);
+	if (!it) return ret;
 	napi_typeof(env, argv[2], &t);
 	if (t == napi_object) {
 		bool isbuf = false;
@@ -1209,8 +1209,7 @@ static napi_value n_reply_buf(napi_env env, napi_callback_info info)
 			napi_value ab;
 			size_t off;
 			if (napi_get_typedarray_info(env, argv[2], &tt, &len, &data, &ab, &off) != napi_ok) {
-				fuse_reply_err(it->req, EIO);
-				item_free(it);
+				reply_failed(it, EIO, NULL);
 				throw_err(env, "cmfuse3: replyBuf wants a Buffer or Uint8Array");
 				return NULL;
 			}
@@ -1223,8 +1222,7 @@ static napi_value n_reply_buf(napi_env env, napi_callback_info info)
 	}
 	if (it->size && len > it->size && it->op == CM_READ) len = it->size;
 	fuse_reply_buf(it->req, data, len);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 /* replyFd(handle, id, fd, offset, length, splice): the answer to a read is read
@@ -1232,23 +1230,18 @@ static napi_value n_reply_buf(napi_env env, napi_callback_info info)
  * asked, without the bytes crossing into JS. */
 static napi_value n_reply_fd(napi_env env, napi_callback_info info)
 {
-	napi_value argv[6];
+	napi_value argv[6], ret;
 	cm_session *s;
-	int bad, fd;
+	int fd;
 	double off, len;
 	bool splice = false;
-	cm_item *it = take(env, info, 6, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	cm_item *it = take_reply(env, info, 6, argv, &s, &ret);
+	if (!it) return ret;
 	fd = (int)num_arg(env, argv[2], -1);
 	off = num_arg(env, argv[3], 0);
 	len = num_arg(env, argv[4], 0);
 	napi_get_value_bool(env, argv[5], &splice);
-	if (fd < 0 || off < 0 || len < 0) {
-		fuse_reply_err(it->req, EINVAL);
-		item_free(it);
-		return boolean(env, 1);
-	}
+	if (fd < 0 || off < 0 || len < 0) return reply_failed(it, EINVAL, boolean(env, 1));
 	if (splice) {
 		/* libfuse splices file -> pipe -> /dev/fuse when SPLICE_WRITE was negotiated
 		 * (MountOptions.splice), else it copies through a buffer of its own */
@@ -1261,67 +1254,46 @@ static napi_value n_reply_fd(napi_env env, napi_callback_info info)
 		size_t want = (size_t)len, got = 0;
 		if (s->fdbuf_size < want) {
 			char *nb = realloc(s->fdbuf, want);
-			if (!nb) {
-				fuse_reply_err(it->req, ENOMEM);
-				item_free(it);
-				return boolean(env, 1);
-			}
+			if (!nb) return reply_failed(it, ENOMEM, boolean(env, 1));
 			s->fdbuf = nb;
 			s->fdbuf_size = want;
 		}
 		while (got < want) {
 			ssize_t r = pread(fd, s->fdbuf + got, want - got, (off_t)off + (off_t)got);
 			if (r < 0 && errno == EINTR) continue;
-			if (r < 0) {
-				fuse_reply_err(it->req, errno);
-				item_free(it);
-				return boolean(env, 1);
-			}
+			if (r < 0) return reply_failed(it, errno, boolean(env, 1));
 			if (r == 0) break;
 			got += (size_t)r;
 		}
 		fuse_reply_buf(it->req, s->fdbuf, got);
 	}
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_readlink(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad;
 	char buf[CM_NAME_MAX + 1];
 	size_t n = 0;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
-	if (napi_get_value_string_utf8(env, argv[2], buf, sizeof buf, &n) != napi_ok || n >= CM_NAME_MAX) {
-		fuse_reply_err(it->req, ENAMETOOLONG);
-		item_free(it);
-		return boolean(env, 1);
-	}
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
+	if (napi_get_value_string_utf8(env, argv[2], buf, sizeof buf, &n) != napi_ok || n >= CM_NAME_MAX)
+		return reply_failed(it, ENAMETOOLONG, boolean(env, 1));
 	fuse_reply_readlink(it->req, buf);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 static napi_value n_reply_statfs(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
+	napi_value argv[3], ret;
 	cm_session *s;
-	int bad;
 	double *d;
 	size_t n;
 	struct statvfs sv;
-	cm_item *it = take(env, info, 3, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
-	if (!f64_arg(env, argv[2], &d, &n) || n < 10) {
-		fuse_reply_err(it->req, EIO);
-		item_free(it);
-		return NULL;
-	}
+	cm_item *it = take_reply(env, info, 3, argv, &s, &ret);
+	if (!it) return ret;
+	if (!f64_arg(env, argv[2], &d, &n) || n < 10) return reply_failed(it, EIO, NULL);
 	memset(&sv, 0, sizeof sv);
 	sv.f_bsize = (unsigned long)d[0];
 	sv.f_frsize = (unsigned long)d[1];
@@ -1334,8 +1306,7 @@ static napi_value n_reply_statfs(napi_env env, napi_callback_info info)
 	sv.f_namemax = (unsigned long)d[8];
 	sv.f_flag = (unsigned long)d[9];
 	fuse_reply_statfs(it->req, &sv);
-	item_free(it);
-	return boolean(env, 1);
+	return replied(env, it);
 }
 
 /* replyDir(handle, id, names[], Float64Array entries, first): packs entries
@@ -1346,29 +1317,23 @@ static napi_value n_reply_dir(napi_env env, napi_callback_info info)
 {
 	napi_value argv[5], ret;
 	cm_session *s;
-	int bad, plus;
+	int plus;
 	double *e;
 	size_t n, used = 0;
 	uint32_t count, i, first, added = 0;
 	char *buf;
-	cm_item *it = take(env, info, 5, argv, &s, &bad);
-	if (bad) return NULL;
-	if (!it) return boolean(env, 0);
+	cm_item *it = take_reply(env, info, 5, argv, &s, &ret);
+	if (!it) return ret;
 	plus = it->op == CM_READDIRPLUS;
 	if (napi_get_array_length(env, argv[2], &count) != napi_ok || !f64_arg(env, argv[3], &e, &n) ||
 	    n < (size_t)count * E_STRIDE) {
-		fuse_reply_err(it->req, EIO);
-		item_free(it);
+		reply_failed(it, EIO, NULL);
 		throw_err(env, "cmfuse3: replyDir wants names[] and a Float64Array of %d per name", E_STRIDE);
 		return NULL;
 	}
 	first = (uint32_t)num_arg(env, argv[4], 0);
 	buf = malloc(it->size ? it->size : 1);
-	if (!buf) {
-		fuse_reply_err(it->req, ENOMEM);
-		item_free(it);
-		return boolean(env, 1);
-	}
+	if (!buf) return reply_failed(it, ENOMEM, boolean(env, 1));
 	for (i = first; i < count; i++) {
 		napi_value nv;
 		char name[CM_NAME_MAX + 1];

@@ -30,7 +30,8 @@
  * - Queue wait is bounded: a request that waited in the queue longer than its timeout while the server
  *   answered nothing (no headers, no body bytes, no 429 pause running) fails with Timeout instead of
  *   starting late. A queue that is merely busy with a server that answers is not cut short.
- * - Counters for tests: inFlight, maxInFlight, counters.{requests,retries,refreshes,pauses,failFast,queueTimeouts,probes}.
+ * - Diagnostics (stats(): the remote's counters(), in `status`): inFlight, maxInFlight,
+ *   counters.{requests,retries,refreshes,pauses,failFast,queueTimeouts,probes}.
  * - enqueue(queue, fn, priority, signal): the p-queue helper used here, exported for other queues (rsync).
  * - Auth: on isAuthFailure(status, data) the hook's refresh() runs once per request (concurrent callers share
  *   one in-flight refresh) and the request is repeated with apply() run again.
@@ -151,7 +152,7 @@ export class HttpClient {
   inFlight = 0;
   /** Highest inFlight seen. */
   maxInFlight = 0;
-  /** Counters for tests and the bench. */
+  /** Counts since the client was made (diagnostics: see stats()). */
   readonly counters = { requests: 0, retries: 0, refreshes: 0, pauses: 0, failFast: 0, queueTimeouts: 0, probes: 0 };
 
   private readonly pool: Pool;
@@ -243,8 +244,10 @@ export class HttpClient {
     });
   }
 
-  /** Queue waiting + running sizes (for tests and status). */
-  get queued(): number { return this.queue.size; }
+  /** Diagnostics: the counters, the requests in flight now and at the most, the requests queued. */
+  stats(): Record<string, number> {
+    return { ...this.counters, inFlight: this.inFlight, maxInFlight: this.maxInFlight, queued: this.queue.size };
+  }
 
   /**
    * The server stopped answering: a request timed out and nothing answered since. Other planes of

@@ -66,6 +66,11 @@ export interface FileMetadata {
   /** setAttrs needs the file's content (vBoxx: a metadata change is an upload of the same bytes). */
   attrsNeedContent?: boolean;
   /**
+   * The service keeps folder mtimes (Maxxo: the daemon's filesystem) and setAttrs takes a
+   * folder's; each change inside a folder moves its mtime there, as POSIX says.
+   */
+  folderTimes?: boolean;
+  /**
    * Changes a file's metadata without new content, the cheapest way the service has. Remotes with
    * attrsNeedContent use localFile when given (the whole content the caller believes is on the
    * server, revision `rev`, written at `written`, with mtime `serverMtimeMs` there), else fetch
@@ -86,6 +91,17 @@ export const Priority = {
 export interface CallOptions {
   signal?: AbortSignal;
   priority?: number;
+}
+
+export interface ListOptions extends CallOptions {
+  /** The hash of the caller's cached listing: an unchanged folder answers `unchanged`. */
+  hash?: string;
+  /**
+   * Called, where the service names a folder's entries before the rest of its answer is in
+   * (Maxxo: names from the API, mtimes from a daemon listing that may take an rsync run), with
+   * those names: enough to tell a name is not there.
+   */
+  onNames?: (names: ReadonlySet<string>) => void;
 }
 
 export interface TransferOptions extends CallOptions {
@@ -128,7 +144,7 @@ export interface Remote {
   readonly kind: string;
 
   /** Children of a folder. Throws NotFound for a missing folder, NotADirectory for a file. */
-  list(dir: string, opts?: CallOptions & { hash?: string }): Promise<ListResult>;
+  list(dir: string, opts?: ListOptions): Promise<ListResult>;
   /** One entry, or null when it does not exist. stat('/') is the top folder. */
   stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null>;
   /** Many entries in one request where the service allows it (Maxxo /ops/filesize). */
@@ -137,9 +153,11 @@ export interface Remote {
   readonly ranged?: RangedReads;
   /**
    * Whole-file download into localFile (created or truncated). Writes in place so that a reader
-   * may follow the bytes as they arrive; onProgress reports how many are there.
+   * may follow the bytes as they arrive; onProgress reports how many are there. Resolves with the
+   * version the bytes are of where the data plane tells it (Maxxo: rsync -t), which may be newer
+   * than any listing: the file can be replaced between a listing and its download.
    */
-  download(path: string, localFile: string, opts?: TransferOptions): Promise<void>;
+  download(path: string, localFile: string, opts?: TransferOptions): Promise<DownloadedVersion | void>;
   /**
    * Many whole files in one transfer where the service's data plane allows it (Maxxo: one rsync
    * run for all of them). Each delivered file is complete at its localFile (created; the folders
@@ -187,6 +205,12 @@ export interface Remote {
   readonly offline?: boolean;
   /** What the transfers are doing, for status and progress (remotes wrapped by observeRemote). */
   activity?(): RemoteActivity;
+  /**
+   * Diagnostics: what this remote did since it was made (requests, retries, logins, rsync runs
+   * ...), by name. Shown in `status` (DriveStatus.counters), read by tests and the bench;
+   * nothing in the drive decides on them.
+   */
+  counters?(): Record<string, number>;
 }
 
 /** Link state and upload counters (see remote/observed.ts). */
@@ -245,6 +269,12 @@ export interface BatchUpload {
  * For a service whose listings may carry a file's version (mtime) from older server state than
  * the listing's sizes (Maxxo: mtimes come from a separate, cached rsync listing).
  */
+/** What a download delivered: its size, and its mtime where the data plane carries one. */
+export interface DownloadedVersion {
+  size: number;
+  mtimeMs?: number;
+}
+
 export interface Revalidation {
   /**
    * The drive's cache lifetimes, for a client that caches server state of its own: kept within

@@ -71,6 +71,12 @@ export interface DriveStatus {
    * libfuse 3 backend drops those the kernel forgot).
    */
   inodes?: { inodes: number; counted: number; pinned: number; dropped: number; invalidations?: number };
+  /**
+   * Diagnostics since the mount (nothing decides on them): reads of cached content served from
+   * the memory of recent writes/fetches or from the cache file, device flushes of the journal in
+   * lazy mode, and what the remote counts (Remote.counters: requests, retries, rsync runs ...).
+   */
+  counters?: { reads: { memory: number; file: number }; journalSyncs: number; remote?: Record<string, number> };
   /** FUSE requests since the mount by op (libfuse3 backend): all the kernel sent, those that reached JS. */
   fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number };
 }

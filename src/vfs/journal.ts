@@ -133,7 +133,7 @@ export class Journal {
   /** Written records not yet flushed to the device (lazy mode only). */
   private unsynced = false;
   private syncTimer: NodeJS.Timeout | null = null;
-  /** Device flushes of the journal made in lazy mode (tests read it). */
+  /** Device flushes of the journal made in lazy mode (diagnostics: DriveStatus.counters). */
   syncs = 0;
   private readonly syncDelayMs: number;
 

@@ -38,7 +38,7 @@ import { DeleteQueue } from './namespace/deletes.js';
 import { MkdirQueue } from './namespace/mkdirs.js';
 import type { BarrierGate } from './namespace/barriers.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
-import { baseOf, joinPath, normPath, parentOf } from './paths.js';
+import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
@@ -78,8 +78,6 @@ export class Vfs implements VfsApi {
   private statfsCache: { value: FsStats; expires: number } | null = null;
   private startP: Promise<void> | null = null;
 
-  /** Where reads of cached content were served from (tests and profiling read it). */
-  get readsFrom(): { memory: number; file: number } { return this.io.readsFrom; }
 
   private readonly ctx: Ctx;
   private readonly meta: MetaCache;
@@ -164,11 +162,15 @@ export class Vfs implements VfsApi {
       file: (o) => this.store.file(o),
       scratch: () => join(this.store.dataDir, `attrs-${randomUUID()}`),
       landed: (path, e, o) => {
-        const entry: RemoteEntry = { ...e, name: baseOf(path), type: 'file' };
+        const entry: RemoteEntry = { ...e, name: baseOf(path) };
         if (o && !o.dirty && !o.unlinked) o.ident = { ...entry };
         this.meta.setInParent(path, entry);
       },
       wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
+      // (a folder not made yet, or one made below it, moves its time when made: --existing would
+      // also drop a time sent before the folder is there)
+      busyBelow: (dir) => this.deletes.below(dir) || !!this.mkdirs?.atOrBelow(dir)
+        || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && (o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen || !!o.wb.uploading)),
     }, gate);
     this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, gate, {
       now: (o) => this.attrTable.toSend(o.path, o.localMtime),
@@ -290,6 +292,7 @@ export class Vfs implements VfsApi {
     for (const x of this.journal.attrs.values()) consider(x.uid, x.atMs);
     for (const uid of this.pendingSeen.keys()) if (!live.has(uid)) this.pendingSeen.delete(uid);
     const act = this.ctx.remote.activity?.();
+    const remoteCounters = this.ctx.remote.counters?.();
     return {
       pending: this.journal.live,
       pendingBytes,
@@ -300,6 +303,7 @@ export class Vfs implements VfsApi {
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
       inodes: { ...this.attrTable.sizes, invalidations: this.inodes.invalidations },
+      counters: { reads: { ...this.io.readsFrom }, journalSyncs: this.journal.syncs, ...(remoteCounters ? { remote: remoteCounters } : {}) },
       ...(oldest !== undefined ? { oldestPendingMs: oldest } : {}),
       ...(act ? {
         link: { state: act.state, sinceMs: act.sinceMs, ...(act.error ? { error: act.error } : {}) },
@@ -462,8 +466,8 @@ export class Vfs implements VfsApi {
   /**
    * An undefined time is left as it is (UTIME_OMIT). A file's mtime, where the service keeps it,
    * is a journalled write-back change (writeback/attrs.ts): durable before this returns, sent
-   * after the write-back delay, alone or with the content upload. atime and folder times are
-   * kept for the mount only (the services hold neither).
+   * after the write-back delay, alone or with the content upload; so is a folder's mtime where the
+   * service keeps folder times (Maxxo). atime is kept for the mount only (no service holds it).
    */
   async utimens(path: string, atimeMs: number | undefined, mtimeMs: number | undefined): Promise<void> {
     path = normPath(path);
@@ -472,7 +476,7 @@ export class Vfs implements VfsApi {
     this.attrTable.update(path, {
       ...(atimeMs !== undefined ? { atimeMs } : {}), ...(mtimeMs !== undefined ? { mtimeMs } : {}), ctimeMs: Date.now(),
     });
-    if (e.type === 'file' && mtimeMs !== undefined) await this.attrWriter.record(path, { mtimeMs });
+    if (mtimeMs !== undefined && this.timesHeld(e)) await this.attrWriter.record(path, { mtimeMs });
   }
 
   async setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void> {
@@ -491,7 +495,12 @@ export class Vfs implements VfsApi {
       change.atimeMs = (await this.getattr(path)).atimeMs;
     }
     this.attrTable.update(path, change);
-    if (e.type === 'file' && change.mtimeMs !== undefined) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs });
+    if (change.mtimeMs !== undefined && this.timesHeld(e)) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs });
+  }
+
+  /** Whether the service keeps e's mtime (files: where it keeps any; folders: fileMeta.folderTimes). */
+  private timesHeld(e: RemoteEntry): boolean {
+    return e.type === 'file' || (e.type === 'dir' && !!this.remote.fileMeta?.folderTimes);
   }
 
   /** Bits the service cannot hold are accepted without effect (see AttrTable.toAttr). */

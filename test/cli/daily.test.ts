@@ -222,6 +222,9 @@ test.serial('status: offline while the server does not answer, and the age of th
   const json = JSON.parse((await cli(['status', '--json'], { env: h.env })).stdout).mounts[0];
   t.is(typeof json.status.oldestPendingMs, 'number');
   t.true(json.status.oldestPendingMs <= Date.now());
+  // the remote's diagnostics reach status (Remote.counters): requests made, the login among them
+  const rc = json.status.counters.remote as Record<string, number>;
+  t.true(rc.requests! > 0 && rc.logins! >= 1, JSON.stringify(rc));
   t.is(w.code, 0, w.stderr);
   // the upload failed while offline and goes through at the unmount's flush: no failure then
   const um = await cli(['unmount', mp], { env: h.env, timeoutMs: 180_000 });

@@ -43,7 +43,8 @@ export interface MemoryRemoteOptions {
   total?: number | null;
   /**
    * The service keeps file mtimes and modes given at upload or by setAttrs (metadata alone, no
-   * content), as a service with such calls would. Default false (times are the upload time).
+   * content), and folder mtimes (moved by every change inside, set by setAttrs), as a service
+   * with such calls would (Maxxo). Default false (times are the upload time).
    */
   keepsAttrs?: boolean;
   /** remove() takes this many paths as one request (Maxxo-like); absent = one path per request. */
@@ -122,7 +123,7 @@ export class MemoryRemote implements Remote {
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
     if (opts.rangedReads ?? true) this.ranged = { readTo: (p, o, l, k, c) => this.doReadTo(p, o, l, k, c) };
-    if (opts.keepsAttrs) this.fileMeta = { modeBits: 0o7777, setAttrs: (p, a, c) => this.doSetAttrs(p, a, c) };
+    if (opts.keepsAttrs) this.fileMeta = { modeBits: 0o7777, folderTimes: true, setAttrs: (p, a, c) => this.doSetAttrs(p, a, c) };
     else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (opts.batchStat) this.batchStat = { statMany: (ps, c) => this.doStatMany(ps, c) };
     if (opts.shareLinks ?? true) this.shareLinks = { shareLink: (p, c) => this.doShareLink(p, c) };
@@ -307,7 +308,12 @@ export class MemoryRemote implements Remote {
     path = norm(path);
     await this.enter('setAttrs', path, opts);
     const n = this.nodes.get(path);
-    if (!n || n.type !== 'file') return null;
+    if (!n) return null;
+    // a folder: its mtime (each change inside moves it, see touchDir)
+    if (n.type === 'dir') {
+      if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
+      return this.entryOf(path, n);
+    }
     if (opts.rev !== undefined && this.opts.serverRevision !== false && String(n.rev) !== opts.rev) return null;
     if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
     if (attrs.mode !== undefined) n.mode = attrs.mode;

@@ -281,8 +281,11 @@ run('symlink, hard link, mkdir/rmdir, truncate, statfs', async (t) => {
 run('a busy mount refuses a clean unmount (EBUSY); an unmount from outside closes the session', async (t) => {
   const h = await startMemfs(t);
   await sh(`echo x > ${h.mnt}/held`);
-  const holder = sh(`exec 3<${h.mnt}/held; sleep 2`);
-  await new Promise((r) => setTimeout(r, 300));
+  // the holder says when its fd is open: a fixed delay lost the race on a loaded machine
+  const opened = `${h.mnt}.opened`;
+  t.teardown(() => fs.rmSync(opened, { force: true }));
+  const holder = sh(`exec 3<${h.mnt}/held; touch ${opened}; sleep 4`);
+  for (let i = 0; i < 200 && !fs.existsSync(opened); i++) await new Promise((r) => setTimeout(r, 25));
   const busy = await h.cmd({ cmd: 'tryUnmount' });
   t.is(busy.code, 'EBUSY', JSON.stringify(busy));
   await holder;

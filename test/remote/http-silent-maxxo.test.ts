@@ -34,7 +34,7 @@ test.serial('Maxxo: rsync transfers fail fast while the API server is silent, an
   t.is(s!.code, 'TIMEOUT');
   t.true(remote.client.http.silent, 'the API origin is marked silent');
 
-  const runs = remote.rsyncRuns;
+  const runs = remote.counters().rsyncRuns;
   const t0 = Date.now();
   const ups = await Promise.allSettled([1, 2, 3].map((i) => remote.upload(src, `/silent-${i}.txt`)));
   const took = Date.now() - t0;
@@ -42,7 +42,7 @@ test.serial('Maxxo: rsync transfers fail fast while the API server is silent, an
     t.is(u.status, 'rejected');
     t.is(((u as PromiseRejectedResult).reason as RemoteError).code, 'TIMEOUT');
   }
-  t.is(remote.rsyncRuns, runs, 'no rsync run started against the silent account');
+  t.is(remote.counters().rsyncRuns, runs, 'no rsync run started against the silent account');
   // at most one of them probes the API (slice) and waits one timeout; the rest fail at once
   t.true(took <= 2 * TIMEOUT_MS + 5000, `3 uploads failed in ${took} ms`);
   t.log(`silent Maxxo API: 3 uploads failed in ${took} ms without starting rsync (timeout ${TIMEOUT_MS} ms); ` +

@@ -68,24 +68,24 @@ test.serial('the daemon moves to another port: one /slice re-read serves every t
   const src = join(tmp, `move-${n}`);
   writeFileSync(src, 'before the move');
   await remote.upload(src, '/a.txt');
-  t.is(remote.sliceFetches, 1);
+  t.is(remote.counters().sliceFetches, 1);
 
   // the old address now refuses connections; /slice tells the new one
   await fwd.close();
   emu.ctx.opts.advertiseRsyncPort = undefined;
   writeFileSync(src, 'after the move');
-  const runs = remote.rsyncRuns;
+  const runs = remote.counters().rsyncRuns;
   const ups = [1, 2, 3, 4, 5, 6].map((i) => remote.upload(src, `/up-${i}.txt`));
   const results = await Promise.all([...ups.map(code), code(remote.mkdir('/made')), code(remote.download('/a.txt', join(tmp, `dl-${n}`)))]);
   t.deepEqual(results, Array(8).fill('OK'));
   t.is(readFileSync(join(folder, 'up-6.txt'), 'utf8'), 'after the move');
   t.true(statSync(join(folder, 'made')).isDirectory());
   t.is(readFileSync(join(tmp, `dl-${n}`), 'utf8'), 'before the move');
-  t.is(remote.sliceFetches, 2, 'one re-read, shared by the transfers that failed on the old address');
+  t.is(remote.counters().sliceFetches, 2, 'one re-read, shared by the transfers that failed on the old address');
   const warned = lines.filter((l) => / WARN .*rsync daemon at 127\.0\.0\.1:\d+ cannot be reached .*Connection refused.*; reading \/slice again/.test(l));
   t.is(warned.length, 1, lines.join('\n'));
   t.true(lines.some((l) => l.includes(`moved the rsync daemon`) && l.includes(`:${real}`)), 'the new address is logged');
-  t.log(`8 operations after the move: ${remote.rsyncRuns - runs} rsync runs, ${remote.sliceFetches - 1} slice re-read`);
+  t.log(`8 operations after the move: ${remote.counters().rsyncRuns - runs} rsync runs, ${remote.counters().sliceFetches - 1} slice re-read`);
 });
 
 test.serial('a new Cloudstore password on the same daemon: the slice is read again, the transfer goes on', async (t) => {
@@ -99,7 +99,7 @@ test.serial('a new Cloudstore password on the same daemon: the slice is read aga
   writeFileSync(src, 'two');
   await Promise.all([remote.upload(src, '/p.txt'), remote.mkdir('/q')]);
   t.is(readFileSync(join(folder, 'p.txt'), 'utf8'), 'two');
-  t.is(remote.sliceFetches, 2);
+  t.is(remote.counters().sliceFetches, 2);
   t.true(lines.some((l) => / WARN .*refused our Cloudstore password; reading \/slice again/.test(l)), lines.join('\n'));
   t.false(lines.some((l) => l.includes('Changed-Cloudstore-Pw-7')));
 });
@@ -114,8 +114,8 @@ test.serial('a daemon out of reach for good: bounded attempts, a clear error and
   writeFileSync(join(tmp, 'x'), 'x');
   const e = await t.throwsAsync(remote.upload(join(tmp, 'x'), '/x'));
   t.is((e as RemoteError).code, 'TRANSFER_FAILED');
-  t.is(remote.rsyncRuns, 3);
-  t.true(remote.sliceFetches <= 3, `slice fetches ${remote.sliceFetches}`);
+  t.is(remote.counters().rsyncRuns, 3);
+  t.true(remote.counters().sliceFetches <= 3, `slice fetches ${remote.counters().sliceFetches}`);
   t.true(lines.some((l) => / WARN .*rsync for "\/x" failed after 3 attempt\(s\): .*Connection refused/.test(l)), lines.join('\n'));
 });
 
@@ -128,15 +128,15 @@ test('mtimes: list and stat carry the daemon listing mtime, kept off their path;
     utimesSync(join(folder, 'd', f), 1_700_000_000, 1_700_000_000);
   }
   remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
-  let runs = remote.listRuns;
+  let runs = remote.counters().listRuns;
   const l = await remote.list('/d');
   t.deepEqual(l.entries.map((e) => [e.name, e.mtimeMs]).sort(), [['a', 1_700_000_000_000], ['b', 1_700_000_000_000], ['c', 1_700_000_000_000]]);
-  t.is(remote.listRuns - runs, 1, 'the first list of a folder waits for one daemon listing');
-  runs = remote.listRuns;
+  t.is(remote.counters().listRuns - runs, 1, 'the first list of a folder waits for one daemon listing');
+  runs = remote.counters().listRuns;
   const st = await remote.statMany!(['/d/a', '/d/b', '/d/c', '/d', '/nope']);
   t.deepEqual(st.map((e) => e?.mtimeMs), [1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_000, undefined, undefined]);
   await remote.list('/d');
-  t.is(remote.listRuns - runs, 0, 'stats and lists reuse it');
+  t.is(remote.counters().listRuns - runs, 0, 'stats and lists reuse it');
 
   // another client's change of the same size: list and stat still say the old mtime ...
   writeFileSync(join(folder, 'd', 'a.new'), 'CONTENT a');
@@ -145,11 +145,11 @@ test('mtimes: list and stat carry the daemon listing mtime, kept off their path;
   const oldA = (await remote.stat('/d/a'))!;
   t.is(oldA.mtimeMs, 1_700_000_000_000);
   t.is((await remote.revalidate('/d/a', oldA, 60_000)).mtimeMs, 1_700_000_000_000, 'a listing within maxAge is used as it is');
-  t.is(remote.listRuns - runs, 0);
+  t.is(remote.counters().listRuns - runs, 0);
   // ... revalidate() with a listing that started no earlier than maxAge ago sees it
   await sleep(20);
   t.like(await remote.revalidate('/d/a', oldA, 10), { size: 9, mtimeMs: 1_800_000_000_000 });
-  t.is(remote.listRuns - runs, 1);
+  t.is(remote.counters().listRuns - runs, 1);
   t.is((await remote.stat('/d/a'))!.mtimeMs, 1_800_000_000_000, 'the new listing serves stats');
   t.like(await remote.revalidate('/d/gone', { name: 'gone', type: 'file', size: 1, mtimeMs: 5000 }, 60_000), { mtimeMs: undefined },
     'a file the listing lacks: no version known');
@@ -157,21 +157,21 @@ test('mtimes: list and stat carry the daemon listing mtime, kept off their path;
   // a change of size: the size at once (ops/filesize), no mtime until the listing is renewed ...
   writeFileSync(join(folder, 'd', 'b'), 'longer content b');
   utimesSync(join(folder, 'd', 'b'), 1_800_000_001, 1_800_000_001);
-  runs = remote.listRuns;
+  runs = remote.counters().listRuns;
   t.like(await remote.stat('/d/b'), { size: 16, mtimeMs: undefined });
-  t.is(remote.listRuns - runs, 0, 'not on the path of a stat');
+  t.is(remote.counters().listRuns - runs, 0, 'not on the path of a stat');
   // ... which happens in the background once the listing is older than dir_timeout
   remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 1 });
   await sleep(20);
   t.like(await remote.stat('/d/b'), { size: 16 });
   await eventually(async () => (await remote.stat('/d/b'))!.mtimeMs === 1_800_000_001_000, 10_000, 20);
-  t.true(remote.listRuns - runs >= 1, 'renewed in the background');
+  t.true(remote.counters().listRuns - runs >= 1, 'renewed in the background');
 
   // our own upload, move, mkdir: written into the cached listings, no runs
   remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
   const src = join(tmp, `own-${n}`);
   writeFileSync(src, 'CONTENT c');
-  runs = remote.listRuns;
+  runs = remote.counters().listRuns;
   const up = await remote.upload(src, '/d/c');
   t.is(up.mtimeMs, sec(statSync(src).mtimeMs));
   t.is(sec(statSync(join(folder, 'd', 'c')).mtimeMs), up.mtimeMs!, 'the server file has our mtime (-t)');
@@ -183,7 +183,7 @@ test('mtimes: list and stat carry the daemon listing mtime, kept off their path;
   t.deepEqual((await remote.list('/d/new')).entries, []);
   const up2 = await remote.upload(src, '/d/new/x');
   t.deepEqual(await remote.revalidate('/d/new/x', { ...up2, mtimeMs: undefined }, 60_000), up2);
-  t.is(remote.listRuns - runs, 0);
+  t.is(remote.counters().listRuns - runs, 0);
 });
 
 test('fileMeta: an upload keeps the mtime and executability asked; setAttrs changes them alone sending no bytes, and leaves another version alone', async (t) => {
@@ -208,9 +208,9 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.is(statSync(server).mode & 0o111, 0);
   t.like(await remote.stat('/m/f'), { mtimeMs: 1_600_000_000_000, mode: 0o644 });
   // what the server holds already: no run but the listing
-  let runs = remote.rsyncRuns - remote.listRuns;
+  let runs = remote.counters().rsyncRuns - remote.counters().listRuns;
   t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_900 }, { localFile: src }), { mtimeMs: 1_600_000_000_000 });
-  t.is(remote.rsyncRuns - remote.listRuns - runs, 0);
+  t.is(remote.counters().rsyncRuns - remote.counters().listRuns - runs, 0);
   // another client's content of the same size: left alone
   writeFileSync(server, 'META CONTENT 2');
   utimesSync(server, 1_700_000_000, 1_700_000_000);
@@ -218,16 +218,16 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.is(statSync(server).mtimeMs, 1_700_000_000_000);
   // content not cached: fetched into scratch first (so that a size change meanwhile sends real bytes)
   const scratch = join(tmp, `scratch-${n}`);
-  runs = remote.rsyncRuns - remote.listRuns;
+  runs = remote.counters().rsyncRuns - remote.counters().listRuns;
   t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { scratch }), { mtimeMs: 1_650_000_000_000 });
-  t.is(remote.rsyncRuns - remote.listRuns - runs, 2, 'the download and the attribute run');
+  t.is(remote.counters().rsyncRuns - remote.counters().listRuns - runs, 2, 'the download and the attribute run');
   t.is(statSync(server).mtimeMs, 1_650_000_000_000);
   t.is(readFileSync(server, 'utf8'), 'META CONTENT 2');
   t.throws(() => statSync(scratch));
 
   // a batch: files with a mode to keep (umask 002 or +x creates) in one run, the others in another
   const srcs = [0, 1, 2, 3].map((i) => { const f = join(tmp, `batch-${n}-${i}`); writeFileSync(f, `b${i}`); return f; });
-  runs = remote.rsyncRuns - remote.listRuns;
+  runs = remote.counters().rsyncRuns - remote.counters().listRuns;
   const res = await remote.uploadMany([
     { localFile: srcs[0]!, path: '/m/b0', mtimeMs: 1_400_000_000_000, mode: 0o775 },
     { localFile: srcs[1]!, path: '/m/b1', mtimeMs: 1_400_000_001_000 },
@@ -235,7 +235,7 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
     { localFile: srcs[3]!, path: '/m/b3', mtimeMs: 1_400_000_003_000 },
   ]);
   t.deepEqual(res.map((r) => r.entry?.mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
-  t.is(remote.rsyncRuns - remote.listRuns - runs, 2);
+  t.is(remote.counters().rsyncRuns - remote.counters().listRuns - runs, 2);
   t.deepEqual([0, 1, 2, 3].map((i) => (statSync(join(folder, 'm', `b${i}`)).mode & 0o111) !== 0), [true, false, false, false]);
   t.deepEqual([0, 1, 2, 3].map((i) => statSync(join(folder, 'm', `b${i}`)).mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
 });

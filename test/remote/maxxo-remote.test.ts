@@ -151,11 +151,11 @@ test('cancelling a download kills rsync and leaves no child behind', async (t) =
   await new Promise((r) => setTimeout(r, 300));
   t.is(statSync(dst).size, size); // nothing writes after the cancel
   // Cancelled before it starts: no rsync at all.
-  const runs = remote.rsyncRuns;
+  const runs = remote.counters().rsyncRuns;
   const ac2 = new AbortController();
   ac2.abort();
   t.is(await code(remote.download('/Welcome to Maxxo.txt', dst, { signal: ac2.signal })), 'CANCELLED');
-  t.is(remote.rsyncRuns, runs);
+  t.is(remote.counters().rsyncRuns, runs);
 });
 
 test('mkdir, move, remove: success and rename(2)-like errors', async (t) => {

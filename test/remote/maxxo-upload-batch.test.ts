@@ -93,7 +93,7 @@ test('uploadMany: files in several folders with hostile names arrive byte-exact 
   items.push({ localFile: join(src, 'new'), path: '/only here ⌘/x', data: Buffer.from('new') });
 
   const res = await remote.uploadMany!(items.map(({ localFile, path }) => ({ localFile, path })));
-  t.is(remote.rsyncRuns, 1);
+  t.is(remote.counters().rsyncRuns, 1);
   t.is(res.length, items.length);
   for (const [i, it] of items.entries()) {
     // -t: the server file has the local file's mtime, which the entry carries
@@ -109,7 +109,7 @@ test('uploadMany: files in several folders with hostile names arrive byte-exact 
   // a batch of one is a plain upload
   const one = await remote.uploadMany!([{ localFile: join(src, 'new'), path: '/single' }]);
   t.like(one[0], { entry: { name: 'single', size: 3 } });
-  t.is(remote.rsyncRuns, 2);
+  t.is(remote.counters().rsyncRuns, 2);
   t.deepEqual(await remote.uploadMany!([]), []);
 });
 
@@ -150,7 +150,7 @@ test('uploadMany: a failing batch falls back per file; only the bad files fail, 
   // nothing was put inside the folder in the way (rsync does that with a file named as the target)
   t.deepEqual(readdirSync(join(folder, 'dir', 'blocked')), ['inner']);
   // one batch run, then each file of the batch alone (9: the missing one never reaches rsync)
-  t.true(remote.rsyncRuns >= 1 + 9 && remote.rsyncRuns <= 1 + 9 + 3, `rsync runs ${remote.rsyncRuns}`);
+  t.true(remote.counters().rsyncRuns >= 1 + 9 && remote.counters().rsyncRuns <= 1 + 9 + 3, `rsync runs ${remote.counters().rsyncRuns}`);
 });
 
 test('upload alone onto a folder another client made fails and puts nothing into it', async (t) => {
@@ -221,7 +221,9 @@ test('vfs write-back: many closed files go in few rsync runs, byte-exact, journa
       if (!existsSync(join(folder, path))) await vfs.mkdir(path, 0o755);
     }
   }
-  const runsAfterMkdir = remote.rsyncRuns;
+  // read where a user sees them: the drive's status carries the remote's counters
+  const rsyncRuns = () => vfs.status().counters!.remote!.rsyncRuns!;
+  const runsAfterMkdir = rsyncRuns();
   for (const d of DIRS) {
     for (const [i, name] of NAMES.entries()) {
       const data = Buffer.concat([Buffer.from(`${d}/${name}`), randomBytes(100 + i * 37)]);
@@ -233,7 +235,8 @@ test('vfs write-back: many closed files go in few rsync runs, byte-exact, journa
   t.deepEqual(flushed.failed, []);
   t.is(vfs.status().pending, 0);
   for (const [path, data] of want) t.deepEqual(onServer(folder, path), data, path);
-  const runs = remote.rsyncRuns - runsAfterMkdir;
+  const runs = rsyncRuns() - runsAfterMkdir;
+  t.is(rsyncRuns(), remote.counters().rsyncRuns);
   t.log(`${want.size} files in ${runs} rsync run(s)`);
   t.true(runs >= 1 && runs <= want.size / 4, `${runs} rsync runs for ${want.size} files`);
   // what the vfs shows is what the server holds
@@ -251,14 +254,14 @@ test('vfs write-back: a file rewritten while its batch runs ends with the newest
   // writebackDelayMs 0: close waits for the upload, so the closes run side by side and batch up
   const closes = [vfsWrite(vfs, '/r/big file', v1), ...small.map((b, i) => vfsWrite(vfs, `/r/s${i}`, b))];
   await until(() => remote.children.size > 0, 'the batch to start');
-  const runsBefore = remote.rsyncRuns;
+  const runsBefore = remote.counters().rsyncRuns;
   const v2 = Buffer.concat([Buffer.from('v2 '), randomBytes(50_000)]);
   await Promise.all([...closes, vfsWrite(vfs, '/r/big file', v2)]);
   await vfs.flushAll();
   t.is(vfs.status().pending, 0);
   t.deepEqual(onServer(folder, '/r/big file'), v2);
   for (const [i, b] of small.entries()) t.deepEqual(onServer(folder, `/r/s${i}`), b);
-  t.true(remote.rsyncRuns > runsBefore, 'the new content went in a run of its own');
+  t.true(remote.counters().rsyncRuns > runsBefore, 'the new content went in a run of its own');
   t.is((await vfs.getattr('/r/big file')).size, v2.length);
 });
 
@@ -278,14 +281,14 @@ test('vfs write-back: a failing batch falls back per file; the others arrive, th
   // another client replaces our folder by a file before the write-back
   rmSync(join(folder, 'f', 'sub'), { recursive: true });
   writeFileSync(join(folder, 'f', 'sub'), 'theirs');
-  const runs = remote.rsyncRuns;
+  const runs = remote.counters().rsyncRuns;
   const flushed = await vfs.flushAll();
   t.deepEqual(flushed.failed.map((f) => f.path), ['/f/sub/x']);
   t.is(vfs.status().pending, 1);
   for (const [path, data] of want) t.deepEqual(onServer(folder, path), data, path);
   t.is(readFileSync(join(folder, 'f', 'sub'), 'utf8'), 'theirs');
   // one batch, then each file alone
-  t.true(remote.rsyncRuns - runs >= 12, `${remote.rsyncRuns - runs} runs`);
+  t.true(remote.counters().rsyncRuns - runs >= 12, `${remote.counters().rsyncRuns - runs} runs`);
 });
 
 test('vfs write-back: a folder renamed right after its files closed holds them all, nothing under the old name', async (t) => {
@@ -295,14 +298,14 @@ test('vfs write-back: a folder renamed right after its files closed holds them a
   await vfs.mkdir('/from', 0o755);
   const want = new Map<string, Buffer>();
   const closes: Promise<void>[] = [];
-  const runs = remote.rsyncRuns;
+  const runs = remote.counters().rsyncRuns;
   for (let i = 0; i < 30; i++) {
     const data = randomBytes(500 + i);
     want.set(`f${i} ü`, data);
     closes.push(vfsWrite(vfs, `/from/f${i} ü`, data));
   }
   // some of the uploads are queued, some in a running batch, when the rename comes
-  await until(() => remote.rsyncRuns > runs, 'a batch to start');
+  await until(() => remote.counters().rsyncRuns > runs, 'a batch to start');
   await vfs.rename('/from', '/to');
   await Promise.allSettled(closes);
   const flushed = await vfs.flushAll();

@@ -171,3 +171,35 @@ test('a write after a pending utimens: the write\'s time reaches the server, not
   t.is(node(s.remote, '/w2').mtimeMs, shown);
   t.is(node(s.remote, '/w2').data.toString(), 'new bytes');
 });
+
+test('a folder time goes after the uploads into the folder (each moves it on the server); a new mount shows it', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 30, uploadBackoffMs: 1500 });
+  await s.vfs.mkdir('/d', 0o755);
+  // the upload below the folder fails once and waits out its backoff: the folder's time is due
+  // meanwhile (the transfer queue is free)
+  s.remote.failNext({ method: 'upload' });
+  await writeFile(s.vfs, '/d/f', Buffer.from('inside'));
+  await s.vfs.utimens('/d', T1, T1);
+  t.is((await s.vfs.getattr('/d')).mtimeMs, T1);
+  await sleep(600);
+  t.is(s.remote.calls.upload, 1, 'the first attempt failed');
+  t.is(s.remote.calls.setAttrs, 0, 'not sent before the upload into the folder');
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  const order = s.remote.log.filter((l) => l.startsWith('upload') || l.startsWith('setAttrs'));
+  t.deepEqual(order, ['upload /d/f', 'upload /d/f', 'setAttrs /d']);
+  t.is(node(s.remote, '/d').mtimeMs, T1);
+  await s.vfs.close();
+  const v = await s.reopen();
+  t.is((await v.getattr('/d')).mtimeMs, T1);
+});
+
+test('rmdir of a folder whose time is pending: nothing is sent for it', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  await s.vfs.mkdir('/e', 0o755);
+  await s.vfs.utimens('/e', T1, T1);
+  await s.vfs.rmdir('/e');
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(s.remote.calls.setAttrs, 0);
+});

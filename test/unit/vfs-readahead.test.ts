@@ -225,7 +225,8 @@ test('a sequential reader is served the just-streamed bytes from memory; a local
   const src = bytes(20 * MiB + 4321, 77);
   remote.putFile('/mem.bin', src);
   t.is(sha256(await readAll(vfs, '/mem.bin', 128 * KiB)), sha256(src));
-  t.true(vfs.readsFrom.memory > 0, `reads from memory ${vfs.readsFrom.memory}, from the cache file ${vfs.readsFrom.file}`);
+  const reads = vfs.status().counters!.reads;
+  t.true(reads.memory > 0, `reads from memory ${reads.memory}, from the cache file ${reads.file}`);
   // reading on while the same file is written: every read shows the newest bytes
   remote.putFile('/mem2.bin', src);
   const rw = await vfs.open('/mem2.bin', 2 /* O_RDWR */);

@@ -68,7 +68,7 @@ export class MaxxoClient {
   readonly http: HttpClient;
   readonly log: Logger;
   readonly email: string;
-  /** Successful logins so far (tests: re-login happens once). */
+  /** Successful logins so far (diagnostics: MaxxoRemote.counters()). */
   logins = 0;
   #password: string;
   #token?: string;

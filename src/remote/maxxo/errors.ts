@@ -55,3 +55,6 @@ export function toGeneric(e: unknown): unknown {
   if (!G) return e;
   return new G(e.message, { status: e.status, method: e.method, path: e.path, cause: e });
 }
+
+/** The client boundary: Maxxo's own error codes leave the Remote as their generic kind. */
+export const generic = (e: unknown): never => { throw toGeneric(e); };

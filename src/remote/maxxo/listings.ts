@@ -19,8 +19,12 @@ import { pathParts } from '../url.js';
 import { isRemoteError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
-/** One folder as the rsync daemon listed it (the run started at `at`): file rows by name. */
-export interface DaemonListing { at: number; rows: Map<string, ListedRow> }
+/**
+ * One folder as the rsync daemon listed it (the run started at `at`): file rows by name, and the
+ * mtimes of its subfolders (the daemon's filesystem keeps folder times: what rsync -t sets, moved
+ * by every change inside, POSIX-like).
+ */
+export interface DaemonListing { at: number; rows: Map<string, ListedRow>; dirs: Map<string, number> }
 
 /** A folder's daemon listings: the last one fetched, the one in flight. */
 interface Slot {
@@ -115,8 +119,9 @@ export class DaemonListings {
     slot.inflightAt = at;
     const p = (async () => {
       const rows = new Map<string, ListedRow>();
+      const dirs = new Map<string, number>();
       try {
-        await this.hooks.run(dir, (r) => { if (r.type === 'file') rows.set(r.name, r); });
+        await this.hooks.run(dir, (r) => { if (r.type === 'file') rows.set(r.name, r); else dirs.set(r.name, r.mtimeMs); });
       } catch (e) {
         const missing = isRemoteError(e, 'NOT_FOUND');
         if (!missing) slot.failedAt = Date.now();
@@ -129,9 +134,9 @@ export class DaemonListings {
       }
       slot.failedAt = undefined;
       // our own changes made while it ran may be missing from it
-      for (const [name, row] of slot.own) if (row) rows.set(name, row); else rows.delete(name);
+      for (const [name, row] of slot.own) setRow(rows, dirs, name, row);
       slot.own.clear();
-      const value = { at, rows };
+      const value = { at, rows, dirs };
       slot.value = value;
       if (this.slots.get(dir) === slot) {
         // refreshed ones go to the end: the first in the map is the least recently fetched
@@ -161,16 +166,24 @@ export class DaemonListings {
     const name = baseName(path);
     if (s) {
       if (s.inflight) s.own.set(name, row);
-      if (s.value) { if (row) s.value.rows.set(name, row); else s.value.rows.delete(name); }
+      if (s.value) setRow(s.value.rows, s.value.dirs, name, row);
     }
     const norm = '/' + pathParts(path).join('/');
     for (const k of [...this.slots.keys()]) if (k === norm || k.startsWith(norm + '/')) this.slots.delete(k);
   }
 
+  /** We set folder path's mtime: its parent's cached listing says so (its own listing stays). */
+  folderTime(path: string, mtimeMs: number): void {
+    const s = this.slots.get(parentOf(path));
+    const row: ListedRow = { name: baseName(path), type: 'dir', size: 0, mtimeMs };
+    if (s?.inflight) s.own.set(row.name, row);
+    if (s?.value) setRow(s.value.rows, s.value.dirs, row.name, row);
+  }
+
   /** A folder we just made is empty: its listing is known without a run. */
   madeFolder(path: string): void {
     const dir = '/' + pathParts(path).join('/');
-    if (!this.slots.has(dir)) this.add(dir, { value: { at: Date.now(), rows: new Map() }, inflightAt: 0, own: new Map() });
+    if (!this.slots.has(dir)) this.add(dir, { value: { at: Date.now(), rows: new Map(), dirs: new Map() }, inflightAt: 0, own: new Map() });
   }
 
   private add(dir: string, s: Slot): Slot {
@@ -180,13 +193,29 @@ export class DaemonListings {
   }
 }
 
+/** A row of ours (null: none there now) into a listing's maps. */
+function setRow(rows: Map<string, ListedRow>, dirs: Map<string, number>, name: string, row: ListedRow | null): void {
+  rows.delete(name);
+  dirs.delete(name);
+  if (row?.type === 'file') rows.set(name, row);
+  else if (row) dirs.set(name, row.mtimeMs);
+}
+
 /** Same file, same size: the daemon's row is of the version ops/list or ops/filesize described. */
 function matches(e: RemoteEntry, row: ListedRow | undefined): boolean {
   return !!row && row.type === 'file' && row.size === e.size;
 }
 
-/** Gives a file entry its mtime (and executability) from the daemon listing when the row is of the same version. */
+/**
+ * Gives an entry its mtime from the daemon listing: a file's (and its executability) when the row
+ * is of the same version, a folder's as the daemon's filesystem has it.
+ */
 export function withMtime(e: RemoteEntry, listed: DaemonListing | undefined): void {
+  if (e.type === 'dir') {
+    const m = listed?.dirs.get(e.name);
+    if (m !== undefined) e.mtimeMs = m;
+    return;
+  }
   if (e.type !== 'file') return;
   const row = listed?.rows.get(e.name);
   if (!matches(e, row)) return;

@@ -109,7 +109,7 @@ export class VboxxClient {
   readonly log: Logger;
   readonly chunkThreshold: number;
   readonly chunkSize: number;
-  /** Logins performed (tests check that a revoked token leads to exactly one more). */
+  /** Logins performed (diagnostics: VboxxRemote.counters()). */
   logins = 0;
   private readonly user: string;
   // Kept in a closure-like private field; never part of any message or toString().

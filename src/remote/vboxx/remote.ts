@@ -51,6 +51,11 @@ export class VboxxRemote implements Remote {
 
   get offline(): boolean { return this.client.http.silent; }
 
+  /** Diagnostics (Remote.counters): the API client's and its logins. */
+  counters(): Record<string, number> {
+    return { ...this.client.http.stats(), logins: this.client.logins };
+  }
+
   // ---- roots ----
 
   private async loadRoots(o: CallOptions = {}, force = false): Promise<MappedRoot[]> {

@@ -321,7 +321,7 @@ export class Fetcher {
     const path = o.path;
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      await this.ctx.remote.download(path, this.store.file(o), {
+      const got = await this.ctx.remote.download(path, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
@@ -336,10 +336,14 @@ export class Fetcher {
         fs.close(old, () => {});
         await this.store.openFd(o);
       }
-      if (a.size !== o.size && o.ident && !o.authoritative) {
+      // the version the data plane says it sent (size checked: the cache file is what counts)
+      const mtimeMs = got && got.size === a.size ? got.mtimeMs : undefined;
+      if (o.ident && !o.authoritative && (a.size !== o.size || (mtimeMs !== undefined && mtimeMs !== o.ident.mtimeMs))) {
         // the server's file is not the one listed (replaced meanwhile): its attributes follow the
-        // content now cached, with a new mtime so the kernel drops pages of the old one
-        const e: RemoteEntry = { ...o.ident, size: a.size, mtimeMs: Date.now() };
+        // content now cached, with the mtime it has on the server (one the remote knows too, so
+        // the next revalidation finds it unchanged), else a new one: either way the kernel drops
+        // pages of the old version
+        const e: RemoteEntry = { ...o.ident, size: a.size, mtimeMs: mtimeMs ?? Date.now() };
         o.ident = { ...e };
         this.onServerChanged(o.path, e);
       }

@@ -20,7 +20,7 @@ import { copyRecent, exclusiveIo, sharedIo, type Obj } from './obj.js';
 import type { ContentStore } from './store.js';
 
 export class ContentIo {
-  /** Where reads of cached content were served from (tests and profiling read it). */
+  /** Where reads of cached content were served from (diagnostics: DriveStatus.counters). */
   readonly readsFrom = { memory: 0, file: 0 };
 
   constructor(

@@ -120,20 +120,22 @@ export class MetaCache {
   }
 
   /** A directory's listing, from cache, revalidated by hash, or fetched. */
-  async listing(dir: string, force = false, priority: number = Priority.interactive): Promise<DirSlot> {
+  async listing(dir: string, force = false, priority: number = Priority.interactive, onNames?: (names: ReadonlySet<string>) => void): Promise<DirSlot> {
     const d = this.dirs.get(dir);
     if (d && !force && d.expires > Date.now()) return d;
     // a fetch that started before our latest change of this folder may answer the old state
     const gen = this.dirGen(dir);
     const inf = this.listInflight.get(dir);
     if (inf && inf.gen === gen) return inf.p;
-    const slot = { gen, p: this.fetchListing(dir, d, 0, priority) };
+    // onNames only for the caller whose call starts the fetch (see Remote.list)
+    const slot = { gen, p: this.fetchListing(dir, d, 0, priority, onNames) };
     slot.p.finally(() => { if (this.listInflight.get(dir) === slot) this.listInflight.delete(dir); }).catch(() => {});
     this.listInflight.set(dir, slot);
     return slot.p;
   }
 
-  private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive): Promise<DirSlot> {
+  private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive,
+    onNames?: (names: ReadonlySet<string>) => void): Promise<DirSlot> {
     const { remote, opts } = this.ctx;
     if (this.made.pending(dir)) {
       // nothing of it is on the server yet (what goes into it waits for it): no request; what our
@@ -147,7 +149,7 @@ export class MetaCache {
     const gen = this.dirGen(dir);
     const useHash = !!old?.hash;
     const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
-      remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}) }));
+      remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}), ...(onNames ? { onNames } : {}) }));
     const changedMeanwhile = this.dirGen(dir) !== gen;
     if (changedMeanwhile) {
       // the answer may predate our own change: ask again (a folder changed by us without end

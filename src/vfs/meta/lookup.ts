@@ -11,7 +11,7 @@
 import { BadRequest, BadResponse, NotADirectory, NotFound, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import { errText, type Ctx } from '../context.js';
-import { parentOf } from '../paths.js';
+import { baseOf, parentOf } from '../paths.js';
 import type { DirSlot, MetaCache } from './cache.js';
 
 /** What local state says of a path, before any cache: content that overrides the server. */
@@ -35,6 +35,14 @@ interface SpecListing {
   /** Once landed: the listing, and until when its misses answer lookups (one round trip more). */
   slot?: DirSlot;
   missesUntil?: number;
+  /**
+   * The folder's names, where the remote tells them before the whole listing (Remote.list
+   * onNames: Maxxo's mtimes take an rsync run more), and until when they answer misses.
+   */
+  names?: ReadonlySet<string>;
+  namesUntil?: number;
+  /** Settles when the names came, or the listing ended without them. */
+  namesIn: Promise<void>;
 }
 
 interface StatBatch {
@@ -116,7 +124,14 @@ export class Lookup {
     // That is the negative lookup of a rename's target or of a file about to be made.
     const spec = path === '/' ? undefined : this.specLists.get(dir);
     if (spec) {
-      const d = await this.specAnswer(dir, spec, gen0);
+      const d = await this.specAnswer(dir, spec, gen0, baseOf(path));
+      if (d === 'missing') {
+        // made locally while we waited
+        const again = this.peek(path);
+        if (again !== undefined) return again;
+        meta.setAttr(path, null);
+        return null;
+      }
       if (d) {
         const again = this.peek(path);
         if (again !== undefined) return again;
@@ -165,16 +180,27 @@ export class Lookup {
   private speculativeListing(dir: string, cur: DirSlot | undefined, stat: Promise<unknown>): void {
     const gen = this.meta.dirGen(dir);
     const started = Date.now();
-    const s: SpecListing = { gen, started, p: undefined!, statTook: stat.then(() => Date.now() - started, () => Date.now() - started) };
-    s.p = this.meta.listing(dir).then((d) => {
+    let namesIn!: () => void;
+    const s: SpecListing = {
+      gen, started, p: undefined!, statTook: stat.then(() => Date.now() - started, () => Date.now() - started),
+      namesIn: new Promise<void>((res) => { namesIn = res; }),
+    };
+    const onNames = (names: ReadonlySet<string>) => {
+      s.names = names;
+      s.namesUntil = 2 * Date.now() - started;
+      namesIn();
+    };
+    s.p = this.meta.listing(dir, false, Priority.interactive, onNames).then((d) => {
       // fetched for lookups, not shown to a program: later misses are asked of the server again
       if (d !== cur && this.meta.dirs.get(dir) === d) d.implicit = true;
       s.slot = d;
       s.missesUntil = 2 * Date.now() - started;
       // the record (and the listing it holds) goes with its window
       setTimeout(() => { if (this.specLists.get(dir) === s) this.specLists.delete(dir); }, s.missesUntil - Date.now() + 1).unref();
+      namesIn();
       return d;
     }, (e) => {
+      namesIn();
       this.ctx.log.debug(`listing ${dir} for lookups: ${errText(e)}`);
       if (this.specLists.get(dir) === s) this.specLists.delete(dir);
       return undefined;
@@ -184,11 +210,13 @@ export class Lookup {
   }
 
   /**
-   * The speculative listing if it may answer a miss of a lookup starting now (see lookup), else
-   * undefined. In flight, it is waited for until it took twice the paired stat's round trip (plus
-   * a little): slower than that, it is of a big folder, and the lookup stats its name after all.
+   * The speculative listing if it may answer a miss of name in a lookup starting now (see lookup),
+   * 'missing' if the names the remote told ahead of it answer that, else undefined. In flight, it
+   * is waited for until it took twice the paired stat's round trip (plus a little): slower than
+   * that, it is of a big folder (or its remote slow to complete it), and the lookup stats its
+   * name after all. Names that came ahead are as fresh as a stat for as long as they took.
    */
-  private async specAnswer(dir: string, s: SpecListing, gen: number): Promise<DirSlot | undefined> {
+  private async specAnswer(dir: string, s: SpecListing, gen: number, name: string): Promise<DirSlot | 'missing' | undefined> {
     if (s.gen !== gen || (s.missesUntil !== undefined && s.missesUntil <= Date.now())) {
       if (this.specLists.get(dir) === s) this.specLists.delete(dir);
       return undefined;
@@ -199,7 +227,17 @@ export class Lookup {
       const limit = s.statTook.then((took) => new Promise<undefined>((res) => {
         timer = setTimeout(() => res(undefined), Math.max(0, s.started + 2 * took + 10 - Date.now()));
       }));
-      d = await Promise.race([s.p, limit]).finally(() => clearTimeout(timer));
+      const first = s.names ? undefined : await Promise.race([s.p, s.namesIn.then(() => undefined), limit]);
+      d = s.slot ?? first;
+      if (!d && s.names) {
+        if (this.meta.dirGen(dir) === s.gen && s.namesUntil! > Date.now() && !s.names.has(name)) {
+          clearTimeout(timer);
+          return 'missing';
+        }
+        // a name that is there: its entry (with what the rest of the listing adds) is still to come
+        d = s.slot ?? await Promise.race([s.p, limit]);
+      }
+      clearTimeout(timer);
     }
     // our own change of the folder since: its answer may predate it
     if (!d || this.meta.dirs.get(dir) !== d || !(d.expires > Date.now()) || this.meta.dirGen(dir) !== s.gen) return undefined;

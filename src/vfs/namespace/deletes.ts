@@ -89,6 +89,12 @@ export class DeleteQueue {
     }
   }
 
+  /** Whether a delete below dir is pending (it will move dir's mtime on the server). */
+  below(dir: string): boolean {
+    for (const k of this.pending.keys()) if (isUnder(k, dir)) return true;
+    return false;
+  }
+
   /** The records an earlier run left: sent at once. */
   restore(): void {
     for (const d of this.journal.deletes.values()) this.enqueue(d);

@@ -88,6 +88,13 @@ export class MkdirQueue {
     return m && { name: baseOf(path), type: 'dir', size: 0, ...(m.atMs !== undefined ? { mtimeMs: m.atMs } : {}) };
   }
 
+  /** Whether dir or a folder below it is pending (a folder's time waits for them). */
+  atOrBelow(dir: string): boolean {
+    if (this.pending.size === 0) return false;
+    for (const k of this.pending.keys()) if (k === dir || isUnder(k, dir)) return true;
+    return false;
+  }
+
   /** The pending folders directly in dir. */
   childrenOf(dir: string): RemoteEntry[] {
     const out: RemoteEntry[] = [];

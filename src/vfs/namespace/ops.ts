@@ -138,11 +138,14 @@ export class Namespace {
       const kids = await this.children(path, true);
       if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
       this.refuseIfHoldsOpenHidden(path);
+      // a send of the folder's times must not land after (or make again) the folder
+      await this.deps.attrWriter.stop(path, true);
       // a folder made and removed before it was sent: nothing reaches the server
       if (!(await this.deps.mkdirs?.cancel(path))) await this.deletes.add(path, true);
       this.forgetTree(path);
       this.store.forgetHiddenUnder(path);
       this.meta.setInParent(path, null);
+      this.deps.attrWriter.forget(path);
       this.attrTable.forget(path);
       this.attrTable.dirChanged(parentOf(path));
     });

@@ -16,6 +16,9 @@
 // - Namespace changes stop us like uploads (stop()): timers cleared, a task that sent nothing
 //   aborted, a send in flight waited for (bounded); a task waits at the barriers before it sends.
 // - A completed send finishes its own record only (uid): a change made meanwhile stays pending.
+// - A folder's times (remote.fileMeta.folderTimes) go after the pending changes below it: on the
+//   server each upload, delete or mkdir inside moves the folder's mtime, so one sent before them
+//   would be lost (rsync -a sets a folder's times after its files; a second run would re-send them).
 import { randomUUID } from 'node:crypto';
 import { isRemoteError } from '../../errors.js';
 import { Priority, type AttrChange, type RemoteEntry } from '../../remote/types.js';
@@ -51,6 +54,8 @@ export interface AttrPorts {
    * mtime by the write's time: the record's older value must not be sent after it).
    */
   wanted(path: string, o: Obj | undefined): AttrChange;
+  /** Whether a change below folder dir is still to reach the server. */
+  busyBelow(dir: string): boolean;
 }
 
 interface Task {
@@ -161,6 +166,11 @@ export class AttrWriter {
         else return;
         continue;
       }
+      // a folder: what goes below it first (the caller flushed it; a failed upload stays)
+      if (!o && this.ports.busyBelow(path)) {
+        await sleep(250);
+        continue;
+      }
       await this.run(path);
     }
   }
@@ -244,6 +254,10 @@ export class AttrWriter {
         return;
       }
       if (o?.unlinked) return;
+      if (!o && this.ports.busyBelow(path)) {
+        this.schedule(path, Math.max(this.ctx.opts.writebackDelayMs, 1000));
+        return;
+      }
       const ac = new AbortController();
       t.abort = ac;
       try {

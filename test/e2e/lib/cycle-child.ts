@@ -1,8 +1,9 @@
 // The mount process of the drive stress (test/e2e/libfuse3/stress.test.ts, scripts/soak --cycles):
 // one process mounts the drive (libfuse3 backend) `cycles` times in a row on a fresh remote each
-// time. The first mount takes `workers` Python processes running test/e2e/lib/stress-worker.py
-// (`iters` iterations each: mostly write/read/stat/listdir, some rename/unlink/mkdir, names racing in a
-// shared folder); every later one a little real I/O (write, read back, ls -l) through a shell.
+// time. The first mount takes `workers` Python processes running test/support/stress-worker.py,
+// mix drive (`iters` iterations each: mostly write/read/stat/listdir, some rename/unlink/mkdir, names
+// racing in a shared folder); every later one a little real I/O (write, read back, ls -l) through a
+// shell.
 // After each unmount it samples its own threads (/proc/self/task), fds (/proc/self/fd) and RSS
 // (after a gc() when run with --expose-gc). Config: one JSON line on stdin (the password travels
 // there only). Output: "SAMPLE <json>" per cycle, then "RESULT <json>".
@@ -29,7 +30,7 @@ export interface CycleConfig {
 
 export interface ProcSample { cycle: number; threads: number; fds: number; rssMiB: number; ms: number }
 
-const WORKER = fileURLToPath(new URL('../../../../test/e2e/lib/stress-worker.py', import.meta.url));
+const WORKER = fileURLToPath(new URL('../../../../test/support/stress-worker.py', import.meta.url));
 
 function sample(cycle: number, ms: number): ProcSample {
   (globalThis as { gc?: () => void }).gc?.();
@@ -82,7 +83,7 @@ async function main(): Promise<void> {
       if (c === 1 && cfg.workers > 0) {
         const s0 = Date.now();
         await sh('mkdir', ['-p', dir]);
-        const rs = await Promise.all(Array.from({ length: cfg.workers }, (_, w) => sh('python3', [WORKER, dir, String(w), String(cfg.iters)])));
+        const rs = await Promise.all(Array.from({ length: cfg.workers }, (_, w) => sh('python3', [WORKER, dir, String(w), String(cfg.iters), 'drive'])));
         stressMs = Date.now() - s0;
         for (const r of rs) if (r.code !== 0) throw new Error(`stress worker failed: ${r.err.slice(-500)}`);
         syscalls = rs.reduce((a, r) => a + Number(r.out.trim()), 0);

@@ -1,0 +1,121 @@
+// Downloads: one whole file written in place as it arrives (readers may follow its bytes), or many
+// whole files with one rsync run (--files-from) through a staging folder.
+import { mkdtemp, rm, open, rename, writeFile, stat as fsStat, utimes } from 'node:fs/promises';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+import type { DownloadedVersion, TransferOptions } from '../types.js';
+import { RemoteError, IsADirectory } from '../../errors.js';
+import { pathParts } from '../url.js';
+import { skippedDirectory, escapeSource } from './rsync.js';
+import type { RsyncRunner } from './transport.js';
+import type { DaemonListings } from './listings.js';
+import type { Logger } from '../../log.js';
+import { toWire } from './wire.js';
+
+export class Downloads {
+  constructor(private readonly rsync: RsyncRunner, private readonly listings: DaemonListings, private readonly log: Logger,
+    private readonly progressIntervalMs = 50) {}
+
+  /** In place with --append-verify, then verified if a resume appended nothing (see remote.ts). */
+  async download(path: string, localFile: string, opts: TransferOptions = {}): Promise<DownloadedVersion> {
+    const parts = pathParts(path);
+    toWire(path);
+    if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path });
+    const local = resolvePath(localFile);
+    await (await open(local, 'w')).close();
+    // -t gives the file the server's mtime when bytes came; one still at 0 after the runs means
+    // none came (an empty file: --append skips it), and the version is then not known
+    await utimes(local, 0, 0);
+    let reported = 0;
+    const poll = async () => {
+      try {
+        const s = await fsStat(local);
+        if (s.size > reported) { reported = s.size; opts.onProgress?.(s.size); }
+      } catch { /* not there yet */ }
+    };
+    const timer = setInterval(() => { void poll(); }, this.progressIntervalMs);
+    const src = (url: string) => `${url}/${escapeSource(parts.join('/'))}`;
+    try {
+      let runs = 0;
+      let before = 0;
+      const r = await this.rsync(path, opts, (url) => ['-I', '-t', '--append-verify', src(url), local], undefined, {
+        beforeRun: async () => {
+          runs++;
+          before = (await fsStat(local)).size;
+        },
+      });
+      const dirErr = skippedDirectory(r, { path });
+      if (dirErr) throw dirErr;
+      // --append skips, unverified, a file whose local copy is not shorter than the server's: a
+      // retry after a cut that appended nothing may have kept bytes of a version the server no
+      // longer has (replaced meanwhile by one as long or shorter). Such a copy is checked and
+      // brought to the server's content with a normal in-place run (delta against it, verified).
+      if (runs > 1 && before > 0 && (await fsStat(local)).size === before) {
+        this.log.debug(`maxxo: resumed download of ${path} appended nothing; verifying it in place`);
+        await this.rsync(path, opts, (url) => ['-I', '-t', '--inplace', src(url), local], undefined);
+      }
+    } finally {
+      clearInterval(timer);
+    }
+    await poll();
+    const got = await fsStat(local);
+    if (got.mtimeMs === 0) return { size: got.size };
+    // listed to the second, as the daemon's listings say it
+    const version = { size: got.size, mtimeMs: Math.floor(got.mtimeMs / 1000) * 1000 };
+    this.downloaded(path, version);
+    return version;
+  }
+
+  /**
+   * The version a download got is at least as new as the folder's cached listing: the file may
+   * have been replaced since that listing ran, and a revalidation against the older row would
+   * take the bytes just fetched for stale and fetch them again (at every open, while the row
+   * lives), the drive meanwhile believing the listed size.
+   */
+  private downloaded(path: string, v: { size: number; mtimeMs: number }): void {
+    const before = this.listings.row(path);
+    if (before && before.size === v.size && before.mtimeMs === v.mtimeMs) return;
+    // whether the new version is executable is not carried by the download (no -E into cache files)
+    this.listings.own(path, { name: pathParts(path).pop()!, type: 'file', size: v.size, mtimeMs: v.mtimeMs, exec: before?.exec });
+  }
+
+  /**
+   * Many whole files with one rsync run (`--files-from`): every file otherwise costs a process
+   * start, a connection and the daemon's auth. Files land in a staging folder next to the first
+   * localFile and are renamed into place; a file that vanished meanwhile (rsync code 23) is only
+   * missing from the answer.
+   */
+  async downloadMany(items: { path: string; localFile: string }[], opts: TransferOptions = {}): Promise<string[]> {
+    if (items.length === 0) return [];
+    const rels = items.map((it) => {
+      toWire(it.path);
+      const parts = pathParts(it.path);
+      if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path: it.path });
+      return parts.join('/');
+    });
+    const stage = await mkdtemp(join(dirname(resolvePath(items[0]!.localFile)), '.rsync-many-'));
+    const dest = join(stage, 'd');
+    const list = join(stage, 'list');
+    try {
+      await writeFile(list, rels.join('\0') + '\0', { mode: 0o600 });
+      try {
+        // files-from names are literal (no wildcards); -s keeps them from the remote shell
+        await this.rsync(items[0]!.path, opts, (url) => ['-I', '--from0', `--files-from=${list}`, `${url}/`, dest + '/'], undefined);
+      } catch (e) {
+        if (opts.signal?.aborted || (e instanceof RemoteError && e.code === 'CANCELLED')) throw e;
+        this.log.debug(`maxxo: batch download of ${items.length} files partly failed: ${(e as Error).message}`);
+      }
+      const got: string[] = [];
+      for (let i = 0; i < items.length; i++) {
+        const src = join(dest, rels[i]!);
+        try {
+          if (!(await fsStat(src)).isFile()) continue;
+          await rename(src, resolvePath(items[i]!.localFile));
+          got.push(items[i]!.path);
+        } catch { /* not delivered */ }
+      }
+      return got;
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
+  }
+}

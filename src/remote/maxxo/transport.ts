@@ -1,0 +1,174 @@
+// The rsync daemon as a transport: the slice (daemon address, login, Cloudstore password) cached,
+// one rsync run at a time per queue lane, bounded retries with backoff.
+//
+// - The slice is cached; an rsync that cannot reach the daemon or is refused its password reads
+//   /slice again before the next attempt (the storage server moved, or restarted on another port).
+//   One re-read serves every transfer that used the old slice; one warning per address in trouble.
+// - The password goes to the child's environment only (runRsync), never into argv or the log.
+// - While the API server of the account is silent, no run starts (fail fast like the API requests).
+import type { ChildProcess } from 'node:child_process';
+import PQueue from 'p-queue';
+import type { CallOptions } from '../types.js';
+import { Priority } from '../types.js';
+import { RemoteError, Cancelled, Timeout, type ErrorContext } from '../../errors.js';
+import type { ClientOptions } from '../options.js';
+import { enqueue } from '../http.js';
+import type { MaxxoClient, MaxxoSlice } from './client.js';
+import { generic } from './errors.js';
+import { runRsync, rsyncFailure, type RsyncResult } from './rsync.js';
+import type { Logger } from '../../log.js';
+import { sleep } from '../../util/sleep.js';
+import { backoffDelay } from '../../util/backoff.js';
+
+export interface MaxxoRemoteOptions extends ClientOptions {
+  /** rsync binary (default: `rsync` from PATH). */
+  rsyncPath?: string;
+  /** Extra rsync arguments (tests and benchmarks, e.g. --bwlimit). */
+  rsyncExtraArgs?: string[];
+  /** Parallel rsync transfers (default: min(concurrency, 4)). */
+  transfers?: number;
+  /** How often download progress is sampled from the file size (ms, default 50). */
+  progressIntervalMs?: number;
+  /**
+   * The drive's dir_timeout (ms, default 30 s; a drive sets its own through cacheTtls()): how old
+   * a daemon listing revalidate() may use (list/stat renew theirs less often: see mtimeSource()).
+   */
+  listingTtlMs?: number;
+}
+
+/** How one run goes: its queue (the transfer lanes unless told), attempts, a hook before each run. */
+export interface RunOptions { queue?: PQueue; attempts?: number; listing?: boolean; beforeRun?: () => Promise<void> }
+
+/** One rsync run against the daemon: argv from the module URL, each output line to onLine. */
+export type RsyncRunner = (path: string, opts: CallOptions, args: (url: string) => string[],
+  onLine: ((l: string) => void) | undefined, o?: RunOptions) => Promise<RsyncResult>;
+
+const SAFE_LOGIN = /^[A-Za-z0-9_.-]+$/;
+
+export function backoff(attempt: number): number {
+  return backoffDelay(attempt, 200, 5000);
+}
+
+export class DaemonTransport {
+  /** Running rsync children (tests check that cancel really ends them). */
+  readonly children = new Set<ChildProcess>();
+  /**
+   * Diagnostics (MaxxoRemote.counters()): rsync runs started, retries included; of those, daemon
+   * listings (--list-only) for mtimes; times /slice was fetched (the first time included).
+   */
+  readonly counts = { rsyncRuns: 0, listRuns: 0, sliceFetches: 0 };
+  private readonly transfers: PQueue;
+  private slicePromise?: Promise<MaxxoSlice>;
+  /** Address of the last slice fetched, to tell when the storage server moved. */
+  private sliceAddr?: string;
+  /** Address of the daemon last found out of reach (one warning per address, not per transfer). */
+  private daemonTrouble?: string;
+  private closed = false;
+
+  constructor(private readonly client: MaxxoClient, private readonly opts: MaxxoRemoteOptions, private readonly log: Logger) {
+    this.transfers = new PQueue({ concurrency: Math.max(1, opts.transfers ?? Math.min(opts.concurrency ?? 8, 4)) });
+  }
+
+  /**
+   * One rsync run through a queue (the transfer queue unless told otherwise) with bounded retries:
+   * transient exit codes are repeated with backoff. A run that could not reach the daemon, or was
+   * refused its password, drops the cached slice first, so the next attempt uses what /slice says
+   * now: the storage server may have moved or restarted on another port, or the Cloudstore
+   * password changed (an auth failure is tried again at once, once).
+   */
+  readonly run: RsyncRunner = async (path, opts, args, onLine, o = {}) => {
+    const ctx: ErrorContext = { path };
+    const max = Math.max(1, o.attempts ?? this.opts.maxAttempts ?? 5);
+    const deadline = Date.now() + (this.opts.maxRetryTimeMs ?? 60_000);
+    const secs = Math.max(1, Math.ceil((this.opts.timeoutMs ?? 30_000) / 1000));
+    let reSliced = false;
+    for (let attempt = 1; ; attempt++) {
+      if (this.closed) throw new Cancelled('remote closed', ctx);
+      if (opts.signal?.aborted) throw new Cancelled('transfer cancelled', ctx);
+      // The API server of this account stopped answering: fetching the slice again is the probe (it
+      // fails at once while another request probes), so a transfer does not wait out rsync's own
+      // timeouts against a stopped server, and a good answer lets the transfers go again.
+      if (this.client.http.silent) this.slicePromise = undefined;
+      const sp = this.slice(opts);
+      const slice = await sp;
+      const host = slice.ip.includes(':') ? `[${slice.ip}]` : slice.ip;
+      const url = `rsync://${slice.login}@${host}:${slice.port}/${slice.login}`;
+      const argv = ['-s', '--no-motd', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
+      const r = await enqueue(o.queue ?? this.transfers, () => {
+        // turned silent while this transfer waited in the queue: fail fast like the API requests
+        if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
+        this.counts.rsyncRuns++;
+        if (o.listing) this.counts.listRuns++;
+        return (o.beforeRun?.() ?? Promise.resolve()).then(() => {
+          const startedAt = Date.now();
+          return runRsync({
+            args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
+          }, ctx).then((res) => {
+            // -vv: one line per run; the password is in the child's environment only, never here
+            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+            return res;
+          });
+        });
+      }, opts.priority ?? Priority.background, opts.signal)
+        .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
+      const addr = `${host}:${slice.port}`;
+      if (r.code === 0) {
+        if (this.daemonTrouble) {
+          this.daemonTrouble = undefined;
+          this.log.warn(`maxxo: rsync transfers work again (daemon at ${addr})`);
+        }
+        return r;
+      }
+      const f = rsyncFailure(r, ctx, slice.rsync);
+      if ((f.unreachable || f.authFailed) && this.slicePromise === sp) {
+        // one re-read for every transfer that used this slice; one warning per address in trouble
+        this.slicePromise = undefined;
+        // (no "password:" in the line: the log's secret filter would eat what follows)
+        const what = f.authFailed ? 'refused our Cloudstore password' : `cannot be reached (${f.error.message})`;
+        const line = `maxxo: rsync daemon at ${addr} ${what}; reading /slice again for its current address and credentials`;
+        if (this.daemonTrouble !== addr) this.log.warn(line); else this.log.debug(line);
+        this.daemonTrouble = addr;
+      }
+      if (f.authFailed && !reSliced) {
+        reSliced = true;
+        attempt--;
+        continue;
+      }
+      const delay = backoff(attempt);
+      if (!f.transient || attempt >= max || Date.now() + delay > deadline) {
+        // what failed, and why, where an EIO alone would leave the user guessing (not for the
+        // ordinary outcomes: a missing file, a full disk)
+        if ((f.transient || f.unreachable || f.authFailed) && !o.listing) {
+          this.log.warn(`maxxo: rsync for ${JSON.stringify(path)} failed after ${attempt} attempt(s): ${f.error.message}`);
+        }
+        throw f.error;
+      }
+      this.log.debug(`maxxo: rsync transfer failed (${f.error.code}), retrying (attempt ${attempt + 1}/${max})`);
+      await sleep(delay, opts.signal).catch(() => { throw new Cancelled('transfer cancelled', ctx); });
+    }
+  };
+
+  /** The slice (rsync host, login, password), fetched once and cached. */
+  private slice(opts: CallOptions): Promise<MaxxoSlice> {
+    if (!this.slicePromise) {
+      this.counts.sliceFetches++;
+      const p = this.client.slice({ signal: opts.signal, priority: Priority.interactive }).catch(generic).then((s) => {
+        if (!SAFE_LOGIN.test(s.login) || /[/@\s]/.test(s.ip)) throw new RemoteError('BAD_RESPONSE', 'unusable slice login or address', { path: '/api/1/slice' });
+        const addr = `${s.login}@${s.ip.includes(':') ? `[${s.ip}]` : s.ip}:${s.port}`;
+        if (this.sliceAddr !== undefined && this.sliceAddr !== addr) this.log.warn(`maxxo: the slice moved the rsync daemon from ${this.sliceAddr} to ${addr}`);
+        this.sliceAddr = addr;
+        return s;
+      });
+      this.slicePromise = p;
+      p.catch(() => { if (this.slicePromise === p) this.slicePromise = undefined; });
+    }
+    return this.slicePromise;
+  }
+
+  /** No run starts after this; queued ones are dropped, running ones ended. */
+  close(): void {
+    this.closed = true;
+    this.transfers.clear();
+    for (const c of this.children) c.kill('SIGTERM');
+  }
+}
