@@ -153,3 +153,32 @@ test('a hidden name left behind after the last close does not keep its folder', 
   await vfs.flushAll();
   t.deepEqual(remote.paths(), ['/']);
 });
+
+for (const ranged of [true, false]) {
+  test(`open, read a little, another file renamed over it: the rest still reads and writes go on (${ranged ? 'ranged' : 'download'} remote)`, async (t) => {
+    const { remote, vfs } = await setup(t, { rangedReads: ranged, downloadChunkBytes: 64 * 1024 }, { readAheadBytes: 64 * 1024, readBlockBytes: 64 * 1024 });
+    const data = bytes(3 * 1024 * 1024 + 5, 9);
+    remote.putFile('/d/big.bin', data);
+    const fh = await vfs.open('/d/big.bin', O_RDWR);
+    const head = Buffer.alloc(4096);
+    t.is(await vfs.read('/d/big.bin', fh, head, 4096, 0), 4096);
+    // the save pattern of another program: a new file renamed over the open one, uploaded
+    await writeFile(vfs, '/d/new.tmp', 'replacement');
+    await vfs.rename('/d/new.tmp', '/d/big.bin');
+    await vfs.flushAll();
+    t.is(remote.getFile('/d/big.bin')!.toString(), 'replacement');
+    const parts: Buffer[] = [];
+    for (let pos = 0; ;) {
+      const b = Buffer.alloc(128 * 1024);
+      const n = await vfs.read('/d/big.bin', fh, b, b.length, pos);
+      if (n === 0) break;
+      parts.push(b.subarray(0, n));
+      pos += n;
+    }
+    t.is(sha256(Buffer.concat(parts)), sha256(data), 'the open handle reads the old content');
+    t.is(await vfs.write('/d/big.bin', fh, Buffer.from('x'), 1, 10), 1);
+    await vfs.release('/d/big.bin', fh);
+    await vfs.flushAll();
+    t.is(remote.getFile('/d/big.bin')!.toString(), 'replacement', 'nothing of the replaced file reaches the server');
+  });
+}
