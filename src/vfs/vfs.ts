@@ -124,7 +124,8 @@ export class Vfs implements VfsApi {
     this.policy = new PolicyGate(this.ctx);
     this.deletes = new DeleteQueue(this.ctx, this.journal, {
       // an answer listed before the delete landed must not be cached after it
-      confirmed: (path) => this.meta.bumpDir(parentOf(path)),
+      // (and one about the removed folder itself, a listing of it in flight, must not be either)
+      confirmed: (path) => { this.meta.bumpDir(parentOf(path)); this.meta.bumpDir(path); },
       // the server keeps it: shown again
       refused: (path) => { this.meta.forgetTree(path); this.meta.dropListing(parentOf(path)); },
     });

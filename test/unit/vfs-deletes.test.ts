@@ -130,3 +130,20 @@ test('a refused delete is reported (status, fsync of its folder, flush) and the 
   t.is(r.pending, 0);
   t.true(logs.some((l) => /delete of \/no refused/.test(l)));
 });
+
+test('a listing of a removed folder fetched while its delete is pending does not bring the folder back (soak seed 812957)', async (t) => {
+  const { remote, vfs } = await setup(t, {}, HOLD);
+  remote.putFile('/p/d/f', 'x');
+  await vfs.unlink('/p/d/f');
+  await vfs.rmdir('/p/d');
+  t.true(remote.has('/p/d'), 'the delete is still pending');
+  // a listing of the folder that started before the rmdir and is fetched again after it (its
+  // generation moved), as a lookup's speculative listing does: the server still has the folder
+  const meta = (vfs as unknown as { meta: { listing(dir: string, force?: boolean): Promise<unknown> } }).meta;
+  t.is(await code(meta.listing('/p/d', true)), 'NOT_FOUND');
+  t.is(await code(vfs.getattr('/p/d')), 'NOT_FOUND', 'the folder stays gone for this drive');
+  // a create at that name is a file, not EISDIR
+  await writeFile(vfs, '/p/d', 'now a file');
+  await vfs.flushAll();
+  t.is(remote.getFile('/p/d')?.toString(), 'now a file');
+});

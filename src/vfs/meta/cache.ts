@@ -11,6 +11,7 @@
 // - A listing marked implicit was fetched for lookups, not shown to a program: its entries answer
 //   lookups, but a name missing from it is still asked of the server.
 import { LRUCache } from 'lru-cache';
+import { NotFound } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import { baseOf, isUnder, joinPath, parentOf } from '../paths.js';
@@ -130,6 +131,10 @@ export class MetaCache {
     const useHash = !!old?.hash;
     const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
       remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}), ...(onNames ? { onNames } : {}) }));
+    // a folder we removed (its delete pending: the server still has it) is not made to exist again
+    // by an answer about it: the listing would set the folder's own entry below (soak seed 812957:
+    // a listing of the folder refetched after its rmdir answered EISDIR to a later create there)
+    if (this.gone(dir)) throw new NotFound('no such folder', { path: dir });
     const changedMeanwhile = this.dirGen(dir) !== gen;
     if (changedMeanwhile) {
       // the answer may predate our own change: ask again (a folder changed by us without end
