@@ -41,7 +41,7 @@ import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
-import { AttrWriter } from './writeback/attrs.js';
+import { AttrWriter, contentUnsent } from './writeback/attrs.js';
 import { usableDir } from '../util/dirs.js';
 import { ShareLinkAttr } from './meta/sharelinks.js';
 
@@ -147,7 +147,7 @@ export class Vfs implements VfsApi {
       },
       wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
       busyBelow: (dir) => this.deletes.below(dir)
-        || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && (o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen || !!o.wb.uploading)),
+        || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && contentUnsent(o)),
     }, gate);
     this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, gate, {
       now: (o) => this.attrTable.toSend(o.path, o.localMtime),

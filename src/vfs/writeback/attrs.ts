@@ -66,6 +66,11 @@ interface Task {
   stopGen: number;
 }
 
+/** o's content has changes not yet on the server (pending, unclosed, or being uploaded). */
+export function contentUnsent(o: Obj): boolean {
+  return o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen || !!o.wb.uploading;
+}
+
 /** Same time as far as a service of this resolution can tell. */
 export function sameTime(a: number | undefined, b: number | undefined, resMs: number): boolean {
   if (a === undefined || b === undefined) return a === b;
@@ -248,7 +253,7 @@ export class AttrWriter {
       // stopped for a namespace change: whoever stopped us resumes what is still pending
       if (t.stopGen !== stop) { this.schedule(path, this.ctx.opts.writebackDelayMs); return; }
       const o = this.ports.obj(path);
-      if (o && (o.wb.pendingUid !== null || o.gen !== o.wb.journaledGen || o.wb.uploading)) {
+      if (o && contentUnsent(o)) {
         // the content upload carries the times; if it fails, we are tried again later
         this.schedule(path, Math.max(this.ctx.opts.writebackDelayMs, 1000));
         return;
