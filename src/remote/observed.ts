@@ -122,6 +122,13 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
     mkdir(path: string, opts = {}) {
       return timed(`mkdir ${path}`, () => undefined, () => inner.mkdir(path, opts));
     },
+    ...(inner.batchMkdir ? { batchMkdir: {
+      check: (path: string) => inner.batchMkdir!.check(path),
+      mkdirMany(paths: string[], opts = {}) {
+        return timed(paths.length === 1 ? `mkdir ${paths[0]}` : `mkdir of ${paths.length} folders (${paths.slice(0, 3).join(', ')}${paths.length > 3 ? ', ...' : ''})`,
+          () => undefined, () => inner.batchMkdir!.mkdirMany(paths, opts));
+      },
+    } } : {}),
     move(from: string, to: string, opts = {}) {
       return timed(`rename ${from} -> ${to}`, () => undefined, () => inner.move(from, to, opts));
     },

@@ -175,6 +175,11 @@ export interface Remote {
   /** The parts of an upload policy known before a file is complete (services that have one). */
   readonly uploadPolicy?: UploadPolicy;
   mkdir(path: string, opts?: CallOptions): Promise<void>;
+  /**
+   * Folders made many at a time (Maxxo: one rsync run for all of them). Where present, the drive
+   * writes mkdirs back (vfs/namespace/mkdirs.ts) instead of calling mkdir() before answering.
+   */
+  readonly batchMkdir?: BatchMkdir;
   /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
   move(from: string, to: string, opts?: CallOptions): Promise<void>;
   /**
@@ -220,6 +225,18 @@ export interface RemoteActivity {
   sentBytes: number;
   /** Bytes sent so far of the uploads in flight. */
   sendingBytes: number;
+}
+
+export interface BatchMkdir {
+  /** Refusals known without asking the server (a name the service does not take): thrown at once. */
+  check(path: string): void;
+  /**
+   * Makes the folders (given parents first; each parent exists on the server or is made earlier
+   * in the same call). A folder already there counts as made. One answer per path, in order:
+   * undefined when made, else the error (retryable or a refusal). Throws when the call as a
+   * whole failed (every path then has that error).
+   */
+  mkdirMany(paths: string[], opts?: CallOptions): Promise<(unknown | undefined)[]>;
 }
 
 export interface BatchStat {

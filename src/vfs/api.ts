@@ -37,7 +37,7 @@ export interface FsStats {
 export interface UploadFailure {
   path: string;
   /** What failed: the upload of the path (when absent) or its delete (written back too). */
-  op?: 'upload' | 'delete';
+  op?: 'upload' | 'delete' | 'mkdir';
   error: string;
   attempts: number;
   atMs: number;
@@ -50,6 +50,8 @@ export interface DriveStatus {
   pendingBytes: number;
   /** Of `pending`, the deletes not yet confirmed by the server. */
   pendingDeletes?: number;
+  /** Of `pending`, the folders made but not yet confirmed by the server. */
+  pendingMkdirs?: number;
   failures: UploadFailure[];
   /** Things the drive did on its own that a user should know of (e.g. a folder recreated). */
   notices?: DriveNotice[];
@@ -135,6 +137,13 @@ export interface VfsOptions {
    */
   deleteIdleMs?: number;
   deleteMaxDelayMs?: number;
+  /**
+   * Where the service makes folders in batches (Maxxo), mkdirs are written back
+   * (namespace/mkdirs.ts): a batch goes once no mkdir came for mkdirIdleMs (default 300), at most
+   * mkdirMaxDelayMs (default 2000) after its first, or at once when something waits for it.
+   */
+  mkdirIdleMs?: number;
+  mkdirMaxDelayMs?: number;
   /**
    * listxattr names user.cloudmount.share_link (default false: programs copying all attributes
    * would create a public link of every file they copy; getxattr by name works either way).

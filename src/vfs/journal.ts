@@ -85,7 +85,20 @@ export interface PendingDelete {
   atMs?: number;
 }
 
+/**
+ * A folder made by mkdir, answered to the program but not yet confirmed by the server
+ * (namespace/mkdirs.ts, services that make folders in batches). One per path. Replayed until
+ * `done`; an rmdir before it was sent cancels it with `done` alone.
+ */
+export interface PendingMkdir {
+  uid: string;
+  path: string;
+  /** When the mkdir was made (epoch ms). */
+  atMs?: number;
+}
+
 type Rec =
+  | { t: 'm'; uid: string; p: string; at?: number }
   | { t: 'x'; uid: string; p: string; dir?: 1; at?: number }
   | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number; at?: number }
   | { t: 'a'; uid: string; p: string; mt?: number; mo?: number; at?: number }
@@ -101,6 +114,8 @@ export class Journal {
   readonly attrs = new Map<string, PendingAttrs>();
   /** Deletes not yet confirmed, by path (in the order they were made). */
   readonly deletes = new Map<string, PendingDelete>();
+  /** Folders made but not yet confirmed, by path (in the order they were made: parents first). */
+  readonly mkdirs = new Map<string, PendingMkdir>();
   private fh: fsp.FileHandle | null = null;
   /** Where the next record goes; the file holds zeros from here to `ahead`. */
   private end = 0;
@@ -165,7 +180,7 @@ export class Journal {
     return this.append({ t: 'a', uid, p: path, ...(mt !== undefined ? { mt } : {}), ...(mo !== undefined ? { mo } : {}), at });
   }
   done(uid: string): Promise<void> {
-    if (!this.pending.has(uid) && !this.attrUid(uid) && !this.deleteUid(uid)) return Promise.resolve();
+    if (!this.pending.has(uid) && !this.attrUid(uid) && !this.deleteUid(uid) && !this.mkdirUid(uid)) return Promise.resolve();
     return this.append({ t: 'd', uid });
   }
   /**
@@ -176,6 +191,10 @@ export class Journal {
    */
   deleteRec(d: PendingDelete): Promise<void> {
     return this.append(this.deleteRecOf({ ...d, atMs: d.atMs ?? Date.now() }));
+  }
+  /** A folder made (written back): replayed until `done`. */
+  mkdirRec(m: PendingMkdir): Promise<void> {
+    return this.append(this.mkdirRecOf({ ...m, atMs: m.atMs ?? Date.now() }));
   }
   /** Resolves once every record appended so far is on the disk. */
   flushed(): Promise<void> {
@@ -207,6 +226,11 @@ export class Journal {
   }
 
 
+  /** Records of the live state. */
+  get live(): number {
+    return this.pending.size + this.attrs.size + this.deletes.size + this.mkdirs.size;
+  }
+
   private anyUnder(path: string): boolean {
     for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) return true;
     for (const a of this.attrs.values()) if (a.path === path || isUnder(a.path, path)) return true;
@@ -215,6 +239,11 @@ export class Journal {
 
   private deleteUid(uid: string): PendingDelete | undefined {
     for (const d of this.deletes.values()) if (d.uid === uid) return d;
+    return undefined;
+  }
+
+  private mkdirUid(uid: string): PendingMkdir | undefined {
+    for (const m of this.mkdirs.values()) if (m.uid === uid) return m;
     return undefined;
   }
 
@@ -273,7 +302,11 @@ export class Journal {
         else {
           const a = this.attrUid(rec.uid);
           if (a) this.attrs.delete(a.path);
-          else { const x = this.deleteUid(rec.uid); if (x) this.deletes.delete(x.path); }
+          else {
+            const x = this.deleteUid(rec.uid);
+            if (x) this.deletes.delete(x.path);
+            else { const m = this.mkdirUid(rec.uid); if (m) this.mkdirs.delete(m.path); }
+          }
         }
         break;
       }
@@ -281,7 +314,12 @@ export class Journal {
         for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
         for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
         for (const k of [...this.deletes.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.deletes.delete(k);
+        // (the queue settles a mkdir before a delete of it or above it: this only keeps replay safe)
+        for (const k of [...this.mkdirs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.mkdirs.delete(k);
         this.deletes.set(rec.p, { uid: rec.uid, path: rec.p, dir: rec.dir === 1, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
+        break;
+      case 'm':
+        this.mkdirs.set(rec.p, { uid: rec.uid, path: rec.p, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
         break;
       case 'c':
         for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
@@ -323,6 +361,10 @@ export class Journal {
 
   private deleteRecOf(d: PendingDelete): Rec {
     return { t: 'x', uid: d.uid, p: d.path, ...(d.dir ? { dir: 1 as const } : {}), ...(d.atMs !== undefined ? { at: d.atMs } : {}) };
+  }
+
+  private mkdirRecOf(m: PendingMkdir): Rec {
+    return { t: 'm', uid: m.uid, p: m.path, ...(m.atMs !== undefined ? { at: m.atMs } : {}) };
   }
 
   private attrsRec(a: PendingAttrs): Rec {
@@ -390,7 +432,7 @@ export class Journal {
           }
           this.end += buf.length;
         }
-        if (this.records > this.compactAfter && this.records > 4 * (this.pending.size + this.attrs.size + this.deletes.size)) await this.rewrite();
+        if (this.records > this.compactAfter && this.records > 4 * this.live) await this.rewrite();
         if (this.lazy && text) this.unsynced = true;
         if (this.unsynced && batch.some((b) => b.sync)) {
           await this.fh!.datasync();
@@ -436,8 +478,10 @@ export class Journal {
   private async rewrite(): Promise<void> {
     if (this.fh) { await this.fh.close(); this.fh = null; }
     const tmp = this.file + '.tmp';
-    // deletes first: each cancels what is under it, and every upload still pending came after it
+    // deletes first: each cancels what is under it, and every upload still pending came after it;
+    // then the folders made, parents first, before the uploads into them
     const lines = [...this.deletes.values()].map((d) => JSON.stringify(this.deleteRecOf(d)) + '\n');
+    for (const m of this.mkdirs.values()) lines.push(JSON.stringify(this.mkdirRecOf(m)) + '\n');
     for (const p of this.pending.values()) lines.push(JSON.stringify(this.uploadRec(p)) + '\n');
     for (const a of this.attrs.values()) lines.push(JSON.stringify(this.attrsRec(a)) + '\n');
     const fh = await fsp.open(tmp, 'w', 0o600);
@@ -450,7 +494,7 @@ export class Journal {
     await fsp.rename(tmp, this.file);
     const dir = await fsp.open(this.file.slice(0, this.file.lastIndexOf('/')) || '/', 'r');
     try { await dir.sync(); } catch { /* some filesystems refuse fsync on directories */ } finally { await dir.close(); }
-    this.records = this.pending.size + this.attrs.size + this.deletes.size;
+    this.records = this.live;
     this.damaged = false;
     await this.openForWrite();
   }

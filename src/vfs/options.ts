@@ -16,6 +16,8 @@ export const OPTIONAL_DEFAULTS = {
   uploadBackoffMs: 500,
   deleteIdleMs: 100,
   deleteMaxDelayMs: 2000,
+  mkdirIdleMs: 300,
+  mkdirMaxDelayMs: 2000,
   listShareLinkXattr: false,
   prefetchFiles: 1000,
   prefetchFileMaxBytes: 2 * MiB,

@@ -35,6 +35,7 @@ import { Lookup } from './meta/lookup.js';
 import { Barriers } from './namespace/barriers.js';
 import { Namespace } from './namespace/ops.js';
 import { DeleteQueue } from './namespace/deletes.js';
+import { MkdirQueue } from './namespace/mkdirs.js';
 import type { BarrierGate } from './namespace/barriers.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
@@ -91,6 +92,8 @@ export class Vfs implements VfsApi {
   private readonly uploader: Uploader;
   private readonly ns: Namespace;
   private readonly deletes: DeleteQueue;
+  /** Mkdirs written back (services that make folders in batches); undefined: mkdir goes at once. */
+  private readonly mkdirs: MkdirQueue | undefined;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
   readonly inodes: InodeVfs;
@@ -100,7 +103,10 @@ export class Vfs implements VfsApi {
     this.ctx = new Ctx(remote, opts);
     this.remote.revalidation?.cacheTtls({ attrTtlMs: opts.attrTtlMs, dirTtlMs: opts.dirTtlMs });
     this.attrTable = new AttrTable(remote.fileMeta);
-    this.meta = new MetaCache(this.ctx, (path) => this.deletes.hides(path));
+    this.meta = new MetaCache(this.ctx, (path) => this.deletes.hides(path), {
+      pending: (path) => !!this.mkdirs?.entry(path),
+      childrenOf: (dir) => this.mkdirs?.childrenOf(dir) ?? [],
+    });
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {
         const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
@@ -108,7 +114,7 @@ export class Vfs implements VfsApi {
       },
       local: (path) => {
         const o = this.store.objs.get(path);
-        return o && o.authoritative ? this.store.localEntry(o) : undefined;
+        return o && o.authoritative ? this.store.localEntry(o) : this.mkdirs?.entry(path);
       },
       deleted: (path) => this.deletes.hides(path),
     });
@@ -129,12 +135,28 @@ export class Vfs implements VfsApi {
       // the server keeps it: shown again
       refused: (path) => { this.meta.forgetTree(path); this.meta.dropListing(parentOf(path)); },
     });
-    // uploads and metadata sends wait at namespace barriers and at pending deletes of their path
+    this.mkdirs = remote.batchMkdir ? new MkdirQueue(this.ctx, this.journal, remote.batchMkdir, {
+      // a listing asked before the folder landed must not be cached after it
+      confirmed: (path) => { this.meta.bumpDir(parentOf(path)); this.meta.bumpDir(path); },
+      // not made: gone from the drive
+      refused: (path) => {
+        this.meta.forgetTree(path);
+        this.meta.dropListing(parentOf(path));
+        // the kernel's entry of it is a folder that is not there (another client may have a file
+        // there: a new lookup gets a new number, not the folder's)
+        this.inodes.serverChanged(path, 'gone');
+        this.attrTable.forget(path);
+      },
+    }) : undefined;
+    // uploads and metadata sends wait at namespace barriers and at pending deletes of their path;
+    // pending mkdirs of their folders do not hold them (they carry their folders: see mkdirs.ts)
     const barriers = this.barriers;
     const deletes = this.deletes;
+    const mkdirs = this.mkdirs;
     const gate: BarrierGate = {
-      get idle() { return barriers.idle && deletes.size === 0; },
-      covering: (path) => barriers.covering(path) ?? deletes.covering(path),
+      get idle() { return barriers.idle && deletes.size === 0 && (mkdirs?.size ?? 0) === 0; },
+      covering: (path) => barriers.covering(path) ?? deletes.covering(path) ?? mkdirs?.covering(path),
+      pendingFolder: (dir) => !!mkdirs?.entry(dir),
     };
     this.attrWriter = new AttrWriter(this.ctx, this.journal, {
       obj: (path) => this.store.objs.get(path),
@@ -146,7 +168,9 @@ export class Vfs implements VfsApi {
         this.meta.setInParent(path, entry);
       },
       wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
-      busyBelow: (dir) => this.deletes.below(dir)
+      // (a folder not made yet, or one made below it, moves its time when made: --existing would
+      // also drop a time sent before the folder is there)
+      busyBelow: (dir) => this.deletes.below(dir) || !!this.mkdirs?.atOrBelow(dir)
         || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && contentUnsent(o)),
     }, gate);
     this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, gate, {
@@ -162,7 +186,7 @@ export class Vfs implements VfsApi {
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
       attrWriter: this.attrWriter,
-      barriers: this.barriers, deletes: this.deletes, policy: this.policy,
+      barriers: this.barriers, deletes: this.deletes, mkdirs: this.mkdirs, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
       forgetShareLinks: (path, tree) => this.shareLinks.forget(path, tree),
       writable: () => this.assertWritable(),
@@ -194,6 +218,8 @@ export class Vfs implements VfsApi {
     const pending = await this.journal.open();
     // deletes not confirmed: hidden, sent again (before any upload at or under them: the gate)
     this.deletes.restore();
+    // folders made and not confirmed: shown, made (before any upload into them: the gate)
+    this.mkdirs?.restore();
     const restored = await this.store.recover(pending, (p) => {
       this.uploader.lost(p, 'cache file of a pending upload is missing');
       this.log.error(`pending upload of ${p.path} cannot be replayed: its cache file is missing`);
@@ -224,7 +250,7 @@ export class Vfs implements VfsApi {
     // content first: its uploads carry the times and modes, the metadata sends go after
     const retry = opts.retryFailed !== false;
     // deletes first: uploads at or under one wait for it anyway
-    const all = this.deletes.flush().then(() => this.uploader.flush([...this.store.localObjs], retry)).then(() => this.attrWriter.flush(retry));
+    const all = this.deletes.flush().then(() => this.mkdirs?.flush()).then(() => this.uploader.flush([...this.store.localObjs], retry)).then(() => this.attrWriter.flush(retry));
     if (opts.signal) {
       const signal = opts.signal;
       if (signal.aborted) throw new Cancelled('flush aborted');
@@ -237,8 +263,8 @@ export class Vfs implements VfsApi {
       await all;
     }
     return {
-      pending: this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size,
-      failed: [...this.deletes.stillPending(), ...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
+      pending: this.journal.live,
+      failed: [...this.deletes.stillPending(), ...(this.mkdirs?.stillPending() ?? []), ...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
     };
   }
 
@@ -263,15 +289,17 @@ export class Vfs implements VfsApi {
     };
     for (const p of this.journal.pending.values()) consider(p.uid, p.atMs);
     for (const d of this.journal.deletes.values()) consider(d.uid, d.atMs);
+    for (const m of this.journal.mkdirs.values()) consider(m.uid, m.atMs);
     for (const x of this.journal.attrs.values()) consider(x.uid, x.atMs);
     for (const uid of this.pendingSeen.keys()) if (!live.has(uid)) this.pendingSeen.delete(uid);
     const act = this.ctx.remote.activity?.();
     const remoteCounters = this.ctx.remote.counters?.();
     return {
-      pending: this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size,
+      pending: this.journal.live,
       pendingBytes,
       pendingDeletes: this.journal.deletes.size,
-      failures: [...this.deletes.failures.values(), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
+      ...(this.mkdirs ? { pendingMkdirs: this.journal.mkdirs.size } : {}),
+      failures: [...this.deletes.failures.values(), ...(this.mkdirs?.failures.values() ?? []), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
@@ -304,12 +332,12 @@ export class Vfs implements VfsApi {
     this.ctx.closed = true;
     this.prefetch.stop();
     const objs = [...this.store.objs.values()];
-    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown(), this.deletes.shutdown()]);
+    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown(), this.deletes.shutdown(), this.mkdirs?.shutdown()]);
     // writes that arrived while the flush ran: into the journal, for the next mount
     await this.commitOpenWriters();
     await this.store.closeAll();
     this.handles.clear();
-    const kept = this.journal.pending.size + this.journal.attrs.size + this.journal.deletes.size;
+    const kept = this.journal.live;
     if (kept > 0) {
       this.log.warn(`${kept} pending change(s) stay in the journal under ${this.root}; ` +
         'they are delivered at the next mount of this account');
@@ -407,6 +435,7 @@ export class Vfs implements VfsApi {
 
   async fsyncdir(path: string): Promise<void> {
     await this.deletes.syncDir(normPath(path));
+    await this.mkdirs?.syncDir(normPath(path));
   }
 
   async releasedir(_path: string, fh: number): Promise<void> {

@@ -213,6 +213,8 @@ test.serial('maxxo: a listing while our upload runs never shows rsync\'s temp fi
   const dir = uniq('rsync-tmp');
   // made by the other mount: ours has no listing of it yet
   await fsp.mkdir(other.p(dir));
+  // (written back there: on the server after its flush)
+  await other.flush();
   const onServer = path.join(await servers.maxxoFolder(), dir);
   const body = Buffer.alloc(2_000_000, 7);
   await fsp.writeFile(d.p(dir, 'big.bin'), body);

@@ -68,6 +68,8 @@ test.serial('maxxo: server restart with the rsync daemon on a new port and a new
 
   const started = Date.now();
   t.is(await errCode(fsp.mkdir(path.join(dir, 'made-after'))), 'OK', 'mkdir');
+  // (mkdir is written back on Maxxo: the flush sends it, through the daemon found again)
+  await d.flush();
   t.true((await fsp.stat(path.join(files, path.basename(dir), 'made-after'))).isDirectory(), 'the folder is on the server');
   const read = await fsp.readFile(path.join(d.base, other, 'server-side.bin'));
   t.true(read.equals(randomBytesSeeded(200_000, 5)), 'read of a file fetched after the restart');

@@ -114,3 +114,33 @@ test('the age of a pending change survives a restart: status dates it from the c
   t.true(after <= madeAt + 50, `replayed record dated ${after - madeAt} ms after the change`);
   await v.close({ force: true });
 });
+
+test('journal: mkdir records replay in the order made until done, survive compaction after the deletes, and a delete above drops them', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file, 4);
+  await j.open();
+  await j.deleteRec({ uid: 'x1', path: '/gone', dir: true });
+  await j.mkdirRec({ uid: 'm1', path: '/a' });
+  await j.mkdirRec({ uid: 'm2', path: '/a/b' });
+  await j.mkdirRec({ uid: 'm3', path: '/c' });
+  await j.mkdirRec({ uid: 'm4', path: '/old/d' });
+  await j.upload({ uid: 'u1', path: '/a/b/f', id: 'i1', size: 1 });
+  await j.done('m3');
+  await j.deleteRec({ uid: 'x2', path: '/old', dir: true });
+  // (open() compacts the file to the live state: deletes, mkdirs, uploads)
+  for (let i = 0; i < 12; i++) await j.upload({ uid: `v${i}`, path: '/v', id: 'i2', size: i });
+  await j.close();
+  const j2 = new Journal(file);
+  await j2.open();
+  t.deepEqual([...j2.mkdirs.values()].map((m) => [m.uid, m.path]), [['m1', '/a'], ['m2', '/a/b']]);
+  t.deepEqual([...j2.deletes.keys()].sort(), ['/gone', '/old']);
+  t.deepEqual([...j2.pending.values()].map((p) => p.path).sort(), ['/a/b/f', '/v']);
+  const order = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { t: string }).t);
+  t.deepEqual(order, ['x', 'x', 'm', 'm', 'u', 'u'], 'deletes, then mkdirs parents first, then uploads');
+  await j2.done('m1');
+  await j2.close();
+  const j3 = new Journal(file);
+  await j3.open();
+  t.deepEqual([...j3.mkdirs.keys()], ['/a/b']);
+  await j3.close();
+});

@@ -90,8 +90,10 @@ export async function push(rsync: RsyncRunner, stage: string, parts: string[], l
   await symlink(local, link);
   const list = join(stage, 'list');
   await writeFile(list, rel + '\0', { mode: 0o600 });
-  // as in uploadMany: missing parents are made (--no-implied-dirs: not over another client's file)
-  await rsync(path, opts, (url) => [...flags, '-L', '--no-implied-dirs', '--from0', `--files-from=${list}`,
+  // as in uploadMany: missing parents are made (--no-implied-dirs: not over another client's file),
+  // and so is a missing base (--mkpath: folders made by a drive's mkdir are carried by the first
+  // upload into them, vfs/namespace/mkdirs.ts)
+  await rsync(path, opts, (url) => [...flags, '-L', ...(mkpath ? ['--mkpath'] : []), '--no-implied-dirs', '--from0', `--files-from=${list}`,
     root + '/', base ? `${url}/${base}/` : `${url}/`], onLine);
 }
 

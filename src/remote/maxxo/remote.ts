@@ -36,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type {
-  AttrChange, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
+  AttrChange, BatchMkdir, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
   TransferOptions, UploadResult,
 } from '../types.js';
 import { Priority } from '../types.js';
@@ -49,6 +49,7 @@ import { MaxxoClient, type MaxxoSizeRow } from './client.js';
 import { toGeneric, generic } from './errors.js';
 import { escapeSource, parseListLine, type ListedRow, type RsyncResult } from './rsync.js';
 import { InflightUploads } from './inflight.js';
+import { batchMkdir } from './mkdirs.js';
 import { DaemonListings, withMtime, parentOf, baseName, modeOf, FILE_MODE_BITS } from './listings.js';
 import { DaemonTransport, backoff, type MaxxoRemoteOptions, type RunOptions } from './transport.js';
 import { PUSH_DEST_MAX, pushSplit, UploadStages, type TransferPorts } from './push.js';
@@ -67,6 +68,11 @@ export class MaxxoRemote implements Remote {
   /** /ops/delete takes many file[] (a form of this many paths stays far below request limits). */
   readonly removeBatchMax = 500;
   readonly batchUpload: BatchUpload = { uploadMany: (items, o) => this.uploadMany(items, o) };
+  /** Many folders with one rsync run (mkdirs.ts): the drive writes mkdirs back. */
+  readonly batchMkdir: BatchMkdir = batchMkdir({
+    wire: toWire, sizes: (p, o) => this.sizes(p, o), rsync: (path, o, args) => this.rsync(path, o, args, undefined),
+    stage: () => this.uploadStage(), made: (p) => this.listings.madeFolder(p),
+  });
   readonly revalidation: Revalidation = {
     cacheTtls: (t) => this.cacheTtls(t),
     revalidate: (path, e, maxAgeMs) => this.revalidate(path, e, maxAgeMs),

@@ -39,6 +39,12 @@ export type ServerChange = 'attr' | 'gone' | 'listing';
 const differs = (a: RemoteEntry, b: RemoteEntry) =>
   a.type !== b.type || (a.type === 'file' && (a.size !== b.size || (a.mtimeMs !== undefined && b.mtimeMs !== undefined && a.mtimeMs !== b.mtimeMs)));
 
+/** Folders made by us and not yet confirmed (namespace/mkdirs.ts). */
+export interface MadeFolders {
+  pending(path: string): boolean;
+  childrenOf(dir: string): RemoteEntry[];
+}
+
 export class MetaCache {
   /** Told of server changes (InodeVfs: kernel cache invalidation). */
   onServerChange: ((path: string, what: ServerChange) => void) | undefined;
@@ -56,7 +62,12 @@ export class MetaCache {
    * @param gone names the server may still list but the drive does not show (a delete written
    *   back and not yet confirmed): dropped from every listing as it arrives.
    */
-  constructor(private readonly ctx: Ctx, private readonly gone: (path: string) => boolean = () => false) {}
+  /**
+   * @param made folders of ours the server may not have yet (mkdirs written back): a pending one's
+   *   listing is empty without asking the server, and each shows in its parent's listings.
+   */
+  constructor(private readonly ctx: Ctx, private readonly gone: (path: string) => boolean = () => false,
+    private readonly made: MadeFolders = { pending: () => false, childrenOf: () => [] }) {}
 
   bumpDir(dir: string): void {
     this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
@@ -127,6 +138,15 @@ export class MetaCache {
   private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive,
     onNames?: (names: ReadonlySet<string>) => void): Promise<DirSlot> {
     const { remote, opts } = this.ctx;
+    if (this.made.pending(dir)) {
+      // nothing of it is on the server yet (what goes into it waits for it): no request; what our
+      // own changes put into the cached listing stays
+      const entries = new Map<string, RemoteEntry>(this.dirs.peek(dir)?.entries ?? []);
+      for (const e of this.made.childrenOf(dir)) entries.set(e.name, e);
+      const slot: DirSlot = { entries, expires: Date.now() + opts.dirTtlMs };
+      this.dirs.set(dir, slot);
+      return slot;
+    }
     const gen = this.dirGen(dir);
     const useHash = !!old?.hash;
     const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
@@ -152,6 +172,7 @@ export class MetaCache {
     if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority);
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
+    for (const e of this.made.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
     if (!changedMeanwhile) {

@@ -14,6 +14,8 @@ export interface BarrierGate {
   readonly idle: boolean;
   /** A barrier on path or a folder above it, if any: settles when that barrier is lifted. */
   covering(path: string): Promise<void> | undefined;
+  /** A folder made by us that the server may not have yet (its uploads make it: no parent check). */
+  pendingFolder?(dir: string): boolean;
 }
 
 export class Barriers implements BarrierGate {

@@ -1,7 +1,10 @@
-// Namespace changes: mkdir, rmdir, unlink, rename. mkdir and rename go to the server before the
-// call returns, so the program gets the server's verdict (EEXIST, EXDEV...). unlink and rmdir
-// answer once their delete is journalled; the DeleteQueue (deletes.ts) sends them coalesced, and
-// everything that reaches the server at or under a pending delete goes after it (see there).
+// Namespace changes: mkdir, rmdir, unlink, rename. rename goes to the server before the call
+// returns, so the program gets the server's verdict (EEXIST, EXDEV...), and so does mkdir where
+// the service makes folders one at a time (vBoxx). Where it makes them in batches (Maxxo), mkdir
+// answers once journalled and the MkdirQueue (mkdirs.ts) sends the folders made meanwhile
+// together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
+// journalled; the DeleteQueue (deletes.ts) sends them coalesced. Everything that reaches the
+// server at or under a pending delete, or below a pending mkdir, goes after it (see there).
 //
 // Owns: no state of its own; it orders the state of the others. Ordering rules:
 // - One namespace change at a time per path and subtree (Barriers.run), and upload tasks of the
@@ -27,7 +30,7 @@
 //   every read, write, fsync of the handle and hands the last release no path at all
 //   (native-notes/fuse.md). Moving the folder is fine: the hidden names move with it.
 import type { RenameFlags } from '../api.js';
-import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
+import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, NotFound, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
@@ -41,6 +44,7 @@ import type { Uploader } from '../writeback/uploader.js';
 import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 import type { DeleteQueue } from './deletes.js';
+import type { MkdirQueue } from './mkdirs.js';
 
 export interface NamespaceDeps {
   ctx: Ctx;
@@ -53,6 +57,8 @@ export interface NamespaceDeps {
   attrWriter: AttrWriter;
   barriers: Barriers;
   deletes: DeleteQueue;
+  /** Mkdirs written back, where the service makes folders in batches (else mkdir goes at once). */
+  mkdirs?: MkdirQueue | undefined;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
   ensureWhole(o: Obj): Promise<void>;
@@ -97,9 +103,20 @@ export class Namespace {
     this.writable();
     await this.lookups.parentDir(path);
     if (await this.lookups.lookup(path)) throw new AlreadyExists('already exists', { path });
+    const mk = this.deps.mkdirs;
+    mk?.check(path);
     // a folder deleted here a moment ago (rm -rf d; mkdir d) is gone from the server first
     await this.deletes.settle([path]);
-    await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
+    // written back: journalled here, made on the server with the others made meanwhile (one
+    // barrier: a rename of a folder above waits, and so does this for it)
+    if (mk) {
+      await this.barriers.run([path], async () => {
+        // a rename or rmdir of a folder above may have ended while this waited for its barrier
+        if ((await this.lookups.lookup(parentOf(path)))?.type !== 'dir') throw new NotFound('parent folder does not exist', { path });
+        await mk.add(path);
+      });
+    }
+    else await this.ctx.bounded(`mkdir ${path}`, (signal) => this.ctx.remote.mkdir(path, { signal, priority: Priority.interactive }));
     const now = Date.now();
     this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
     this.meta.setEmptyDir(path);
@@ -123,7 +140,8 @@ export class Namespace {
       this.refuseIfHoldsOpenHidden(path);
       // a send of the folder's times must not land after (or make again) the folder
       await this.deps.attrWriter.stop(path, true);
-      await this.deletes.add(path, true);
+      // a folder made and removed before it was sent: nothing reaches the server
+      if (!(await this.deps.mkdirs?.cancel(path))) await this.deletes.add(path, true);
       this.forgetTree(path);
       this.store.forgetHiddenUnder(path);
       this.meta.setInParent(path, null);
@@ -208,6 +226,9 @@ export class Namespace {
     // what the server holds at the target after a move that sends nothing (see shadowsServer)
     const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
     const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
+    // folders made at, above or below either name reach the server first: the move needs the
+    // target's parent there, and a folder moved away must not be made again at its old name
+    if (!srcLocalOnly) await this.deps.mkdirs?.settle([from, to]);
     if (dst) await this.uploader.cancelPath(to);
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name

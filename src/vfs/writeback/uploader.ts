@@ -379,7 +379,8 @@ export class Uploader {
    */
   private async checkParent(path: string, signal: AbortSignal): Promise<void> {
     const dir = parentOf(path);
-    if (dir === '/') return;
+    // a folder of ours not made on the server yet: this upload makes it (missing parents are made)
+    if (dir === '/' || this.gate.pendingFolder?.(dir)) return;
     const now = Date.now();
     let c = this.parentChecks.get(dir);
     if (!c || now - c.at > PARENT_CHECK_MS) {

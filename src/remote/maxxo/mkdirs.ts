@@ -1,0 +1,109 @@
+// Maxxo folders made many at a time: an rsync run costs a process start, a connection and the
+// daemon's auth (~200 ms against the reference daemon), far more than a folder itself, so the
+// drive's write-back (vfs/namespace/mkdirs.ts) hands over every folder made meanwhile and they go
+// as one run: a skeleton of empty folders in a private stage, named literally in a NUL-separated
+// --files-from list (implies -d: no recursion, and --relative: the names are made below the
+// module, so a deep path needs no short destination as push() does), --no-implied-dirs: a parent
+// is made only when it is listed itself (the caller lists parents first), never over another
+// client's file.
+//
+// Before the run one ops/filesize answers for the folders and their parents not in the batch:
+// a folder already there counts as made (a replay after a crash, another client); a file in the
+// way is a refusal (rsync would replace it by the folder: another client's data); a parent gone
+// (or a file) is a refusal too. After a run that failed for some items (exit 23), filesize tells
+// which were made.
+import { mkdir as fsMkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AlreadyExists, NotADirectory, NotFound, RemoteError, TransferFailed } from '../../errors.js';
+import type { BatchMkdir, CallOptions, RemoteEntry } from '../types.js';
+import { pathParts } from '../url.js';
+import { parentOf } from './listings.js';
+
+export interface MkdirPorts {
+  /** Mount path -> wire path; throws InvalidName for a name the service does not take. */
+  wire(path: string): string;
+  sizes(paths: string[], opts: CallOptions): Promise<(RemoteEntry | null)[]>;
+  /** One rsync run (with the remote's retries), args built around the daemon URL. */
+  rsync(path: string, opts: CallOptions, args: (url: string) => string[]): Promise<unknown>;
+  /** A private folder for the run (removed by the caller). */
+  stage(): Promise<string>;
+  /** A folder of ours now on the server (the daemon listing cache knows it is empty). */
+  made(path: string): void;
+}
+
+export function batchMkdir(ports: MkdirPorts): BatchMkdir {
+  return {
+    check: (path) => {
+      if (pathParts(path).length === 0) throw new AlreadyExists('the top folder exists', { path });
+      ports.wire(path);
+    },
+    mkdirMany: (paths, opts = {}) => mkdirMany(ports, paths, opts),
+  };
+}
+
+async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions): Promise<(unknown | undefined)[]> {
+  const out: (unknown | undefined)[] = new Array(paths.length).fill(undefined);
+  const valid: number[] = [];
+  for (const [i, p] of paths.entries()) {
+    try {
+      if (pathParts(p).length === 0) continue; // the top folder exists
+      ports.wire(p);
+      valid.push(i);
+    } catch (e) {
+      out[i] = e;
+    }
+  }
+  if (valid.length === 0) return out;
+  const inBatch = new Set(valid.map((i) => paths[i]!));
+  const parents = [...new Set(valid.map((i) => parentOf(paths[i]!)).filter((d) => d !== '/' && !inBatch.has(d)))];
+  const st = await ports.sizes([...valid.map((i) => paths[i]!), ...parents], opts);
+  const parentOk = new Map(parents.map((d, k) => [d, st[valid.length + k]?.type === 'dir']));
+  const refusedParents = new Set<string>();
+  const toMake: number[] = [];
+  for (const [k, i] of valid.entries()) {
+    const p = paths[i]!;
+    const e = st[k];
+    const par = parentOf(p);
+    if (e?.type === 'dir') { ports.made(p); continue; }
+    if (e) { out[i] = new AlreadyExists('a file of that name is in the way on the server', { path: p }); refusedParents.add(p); continue; }
+    if (refusedParents.has(par)) { out[i] = new NotFound('its parent folder could not be made', { path: p }); refusedParents.add(p); continue; }
+    if (par !== '/' && !inBatch.has(par) && !parentOk.get(par)) {
+      out[i] = new NotFound('the parent folder is not on the server (deleted by another client?)', { path: par });
+      refusedParents.add(p);
+      continue;
+    }
+    toMake.push(i);
+  }
+  if (toMake.length === 0) return out;
+  const rels = toMake.map((i) => pathParts(paths[i]!).join('/'));
+  const stage = await ports.stage();
+  try {
+    const root = join(stage, 'd');
+    for (const r of rels) await fsMkdir(join(root, r), { recursive: true });
+    const list = join(stage, 'list');
+    await writeFile(list, rels.join('\0') + '\0', { mode: 0o600 });
+    let failed: unknown;
+    try {
+      await ports.rsync(paths[toMake[0]!]!, opts, (url) => ['-d', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`]);
+    } catch (e) {
+      failed = e;
+    }
+    if (failed === undefined) {
+      for (const i of toMake) ports.made(paths[i]!);
+      return out;
+    }
+    if (opts.signal?.aborted || !(failed instanceof RemoteError) || failed.retryable || failed.code === 'CANCELLED') throw failed;
+    // some made, some refused (exit 23): the server says which
+    const after = await ports.sizes(toMake.map((i) => paths[i]!), opts);
+    toMake.forEach((i, k) => {
+      const e = after[k];
+      if (e?.type === 'dir') ports.made(paths[i]!);
+      else if (e) out[i] = new NotADirectory('a file of that name is in the way on the server', { path: paths[i]! });
+      else out[i] = new TransferFailed(`the server did not make the folder: ${(failed as Error).message}`, { path: paths[i]! });
+    });
+    // (a TransferFailed is retryable: the next attempt asks again; the refusal above is not)
+    return out;
+  } finally {
+    await rm(stage, { recursive: true, force: true });
+  }
+}
