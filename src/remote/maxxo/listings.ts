@@ -59,6 +59,7 @@ export class DaemonListings {
   /** The drive's dir_timeout: how old a listing revalidate() may use. */
   ttlMs: number;
   private readonly slots = new Map<string, Slot>();
+  private readonly touched = new Map<string, number>();
   private failLogged = 0;
 
   constructor(private readonly hooks: ListingHooks, ttlMs: number) {
@@ -164,6 +165,7 @@ export class DaemonListings {
   own(path: string, row: ListedRow | null): void {
     const s = this.slots.get(parentOf(path));
     const name = baseName(path);
+    this.noteTouched(parentOf(path));
     if (s) {
       if (s.inflight) s.own.set(name, row);
       if (s.value) setRow(s.value.rows, s.value.dirs, name, row);
@@ -180,10 +182,24 @@ export class DaemonListings {
     if (s?.value) setRow(s.value.rows, s.value.dirs, row.name, row);
   }
 
-  /** A folder we just made is empty: its listing is known without a run. */
-  madeFolder(path: string): void {
+  /**
+   * A folder we just made is empty: its listing is known without a run. Not when one of our own
+   * changes landed in it since `since` (when the making began): an upload that carried the folder
+   * (it makes missing parents) found no listing to write its row into, and an empty one would say
+   * its file is not there (revalidate: no mtime, the drive drops the cached content).
+   */
+  madeFolder(path: string, since = 0): void {
     const dir = '/' + pathParts(path).join('/');
-    if (!this.slots.has(dir)) this.add(dir, { value: { at: Date.now(), rows: new Map(), dirs: new Map() }, inflightAt: 0, own: new Map() });
+    if (this.slots.has(dir) || (this.touched.get(dir) ?? -1) >= since) return;
+    this.add(dir, { value: { at: Date.now(), rows: new Map(), dirs: new Map() }, inflightAt: 0, own: new Map() });
+  }
+
+  /** When our own change of a name in dir last landed (a bounded number of folders). */
+  private noteTouched(dir: string): void {
+    const k = '/' + pathParts(dir).join('/');
+    this.touched.delete(k);
+    this.touched.set(k, Date.now());
+    if (this.touched.size > MAX_FOLDERS) this.touched.delete(this.touched.keys().next().value!);
   }
 
   private add(dir: string, s: Slot): Slot {
