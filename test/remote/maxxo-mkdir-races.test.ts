@@ -1,8 +1,8 @@
-// Mkdir write-back (vfs/namespace/mkdirs.ts) through the vfs on a Maxxo remote against the
-// reference server and its rsync daemon, no FUSE: the op sequences of the model soak seeds that
-// failed on the first merge of mkdir write-back, step by step.
+// Mkdir write-back (vfs/namespace/mkdirs.ts) and the caches around it, through the vfs on a Maxxo
+// remote against the reference server and its rsync daemon, no FUSE: what the model soak seeds
+// 810107 and 810065 found on the first merge of mkdir write-back, step by step.
 import test, { type ExecutionContext } from 'ava';
-import { constants, mkdtempSync, rmSync, existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, mkdtempSync, mkdirSync, rmSync, existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -130,4 +130,30 @@ test('a folder an upload carried before its mkdir went is not taken for empty: t
   const runs = remote.counters().rsyncRuns ?? 0;
   t.deepEqual((await remote.list('/carry/new')).entries, []);
   t.is(remote.counters().rsyncRuns ?? 0, runs);
+});
+
+// seed 810065 (process p1): a folder removed while a listing of it, started earlier, was asked
+// again (another folder's rename or removal meanwhile: every listing in flight may predate it);
+// that listing landed after the rmdir, while the folder's delete was still waiting, and the
+// folder was shown again once the delete went: a file renamed onto its name answered EISDIR.
+test('a listing of a folder that lands after its rmdir does not bring the folder back', async (t) => {
+  const { remote, folder } = account();
+  const vfs = await makeVfs(t, remote, { deleteIdleMs: 600_000, deleteMaxDelayMs: 600_000 });
+  // made on the server by another client: a listing of them costs a daemon run (for mtimes)
+  mkdirSync(join(folder, 'p1/a'), { recursive: true });
+  mkdirSync(join(folder, 'p1/x'));
+  t.is((await vfs.getattr('/p1/a')).type, 'dir');
+  const early = vfs.readdir('/p1/a');
+  // another folder renamed meanwhile (any folder: the tree generation): the listing is asked again
+  await vfs.rename('/p1/x', '/p1/y');
+  await vfs.rmdir('/p1/a');
+  await early.catch(() => {});
+  await new Promise((r) => setTimeout(r, 300));
+  await vfs.deletesSent();
+  t.is(serverKind(folder, 'p1/a'), null);
+  await t.throwsAsync(vfs.getattr('/p1/a'), { code: 'NOT_FOUND' } as never);
+  await writeAll(vfs, '/p1/a.tmp', pattern(12310, 5));
+  await vfs.rename('/p1/a.tmp', '/p1/a');
+  await vfs.flushAll();
+  t.deepEqual(readFileSync(join(folder, 'p1/a')), pattern(12310, 5));
 });
