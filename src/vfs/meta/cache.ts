@@ -7,6 +7,8 @@
 // - Our own changes are reflected in the caches at once (setInParent, forgetTree), which bumps
 //   the folder's generation. An answer fetched while the generation moved may predate our change:
 //   it is neither cached nor handed to callers that came after it (they start their own fetch).
+//   Nor is a listing of a folder we removed meanwhile (its delete pending, or our negative entry):
+//   it must not bring the folder back.
 // - A listing is revalidated by hash where the remote can (vBoxx: 304 Not Modified).
 // - A listing marked implicit was fetched for lookups, not shown to a program: its entries answer
 //   lookups, but a name missing from it is still asked of the server.
