@@ -221,8 +221,12 @@ export class Namespace {
     for (const o of moving) await this.uploader.stop(o);
     if (replaced) await this.uploader.stop(replaced);
     // a file replaced while open keeps its content for its handles, as an unlinked one does: the
-    // part not cached comes first, while the server still has it (our move or upload replaces it)
-    if (replaced && replaced.refs > 0 && !replaced.complete) await this.deps.ensureWhole(replaced);
+    // part not cached comes first, while the server still has it (our move or upload replaces it).
+    // Its failure is the open handles' (they fail to read later), not this rename's.
+    if (replaced && replaced.refs > 0 && !replaced.complete) {
+      await this.deps.ensureWhole(replaced).catch((e) =>
+        this.ctx.log.warn(`rename onto ${to}: the replaced file is still open and its content could not be fetched first: ${(e as Error).message}`));
+    }
     await this.deps.attrWriter.stop(from, true);
     if (dst) await this.deps.attrWriter.stop(to, true);
     const so = this.store.objs.get(from);
