@@ -157,3 +157,18 @@ test('a listing of a folder that lands after its rmdir does not bring the folder
   await vfs.flushAll();
   t.deepEqual(readFileSync(join(folder, 'p1/a')), pattern(12310, 5));
 });
+
+test('a file moved from a folder never listed into a listed one keeps its mtime for revalidation', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const src = join(tmp, `src-${n}`);
+  writeFileSync(src, 'moved');
+  const mtimeMs = Date.UTC(2025, 1, 2, 3, 4, 5);
+  const e = await remote.upload(src, '/u/f', { mtimeMs });
+  mkdirSync(join(folder, 'v'));
+  // the target folder's daemon listing is cached (the source folder's never was)
+  t.deepEqual((await remote.list('/v')).entries, []);
+  await remote.move('/u/f', '/v/f');
+  const fresh = await remote.revalidation!.revalidate('/v/f', { ...e, name: 'f' }, 60_000);
+  t.is(fresh.mtimeMs, mtimeMs, 'not "no such row": the drive would drop the cached bytes of the moved file');
+});

@@ -158,17 +158,21 @@ export class DaemonListings {
   }
 
   /**
-   * One of our own changes to path is done (row: the file as it is now; null: none there, or not
-   * known): the cached listing of its folder says so, so folders we write into need no new runs.
-   * Listings of what was below path (a folder moved or deleted) are dropped.
+   * One of our own changes to path is done (row: the file as it is now; null: none there, or a
+   * version to be checked again; undefined: something is there whose row we do not know, a file
+   * moved from a folder never listed): the cached listing of its folder says so, so folders we
+   * write into need no new runs; for an unknown row it is dropped (the next revalidation lists
+   * the folder, where "no row" would have dropped the cached bytes of the moved file). Listings
+   * of what was below path (a folder moved or deleted) are dropped.
    */
-  own(path: string, row: ListedRow | null): void {
-    const s = this.slots.get(parentOf(path));
+  own(path: string, row: ListedRow | null | undefined): void {
     const name = baseName(path);
     this.noteTouched(parentOf(path));
+    if (row === undefined) this.slots.delete(parentOf(path));
+    const s = this.slots.get(parentOf(path));
     if (s) {
-      if (s.inflight) s.own.set(name, row);
-      if (s.value) setRow(s.value.rows, s.value.dirs, name, row);
+      if (s.inflight) s.own.set(name, row!);
+      if (s.value) setRow(s.value.rows, s.value.dirs, name, row!);
     }
     const norm = '/' + pathParts(path).join('/');
     for (const k of [...this.slots.keys()]) if (k === norm || k.startsWith(norm + '/')) this.slots.delete(k);

@@ -273,7 +273,8 @@ export class MaxxoRemote implements Remote {
       return a === null && b !== null;
     }).finally(() => {
       this.listings.own(from, null);
-      this.listings.own(to, row ? { ...row, name: baseName(to) } : null);
+      // (no row of the source: a folder, or a file of a folder never listed; not known there)
+      this.listings.own(to, row ? { ...row, name: baseName(to) } : undefined);
     });
   }
 
