@@ -181,4 +181,32 @@ for (const ranged of [true, false]) {
     await vfs.flushAll();
     t.is(remote.getFile('/d/big.bin')!.toString(), 'replacement', 'nothing of the replaced file reaches the server');
   });
+
+  test(`open for writing, nothing read, another file renamed over it and uploaded: the old content still reads and takes writes (${ranged ? 'ranged' : 'download'} remote)`, async (t) => {
+    const { remote, vfs } = await setup(t, { rangedReads: ranged, downloadChunkBytes: 64 * 1024 }, { readAheadBytes: 64 * 1024, readBlockBytes: 64 * 1024 });
+    const data = bytes(300 * 1024 + 5, 11);
+    remote.putFile('/d/old.bin', data);
+    const fh = await vfs.open('/d/old.bin', O_RDWR);
+    // (the mk14 soak seed 810107: the drive had dropped the cached bytes of the open file, and the
+    // save pattern of another program replaced it: its content was fetched only at the next write)
+    await writeFile(vfs, '/d/new.tmp', 'replacement');
+    await vfs.rename('/d/new.tmp', '/d/old.bin');
+    await vfs.flushAll();
+    t.is(remote.getFile('/d/old.bin')!.toString(), 'replacement');
+    t.is(await vfs.write('/d/old.bin', fh, Buffer.from('x'), 1, 10), 1);
+    const want = Buffer.from(data);
+    want[10] = 'x'.charCodeAt(0);
+    const parts: Buffer[] = [];
+    for (let pos = 0; ;) {
+      const b = Buffer.alloc(64 * 1024);
+      const n = await vfs.read('/d/old.bin', fh, b, b.length, pos);
+      if (n === 0) break;
+      parts.push(b.subarray(0, n));
+      pos += n;
+    }
+    t.is(sha256(Buffer.concat(parts)), sha256(want), 'the open handle has the old content');
+    await vfs.release('/d/old.bin', fh);
+    await vfs.flushAll();
+    t.is(remote.getFile('/d/old.bin')!.toString(), 'replacement', 'nothing of the replaced file reaches the server');
+  });
 }

@@ -59,6 +59,7 @@ export class DaemonListings {
   /** The drive's dir_timeout: how old a listing revalidate() may use. */
   ttlMs: number;
   private readonly slots = new Map<string, Slot>();
+  private readonly touched = new Map<string, number>();
   private failLogged = 0;
 
   constructor(private readonly hooks: ListingHooks, ttlMs: number) {
@@ -157,16 +158,21 @@ export class DaemonListings {
   }
 
   /**
-   * One of our own changes to path is done (row: the file as it is now; null: none there, or not
-   * known): the cached listing of its folder says so, so folders we write into need no new runs.
-   * Listings of what was below path (a folder moved or deleted) are dropped.
+   * One of our own changes to path is done (row: the file as it is now; null: none there, or a
+   * version to be checked again; undefined: something is there whose row we do not know, a file
+   * moved from a folder never listed): the cached listing of its folder says so, so folders we
+   * write into need no new runs; for an unknown row it is dropped (the next revalidation lists
+   * the folder, where "no row" would have dropped the cached bytes of the moved file). Listings
+   * of what was below path (a folder moved or deleted) are dropped.
    */
-  own(path: string, row: ListedRow | null): void {
-    const s = this.slots.get(parentOf(path));
+  own(path: string, row: ListedRow | null | undefined): void {
     const name = baseName(path);
+    this.noteTouched(parentOf(path));
+    if (row === undefined) this.slots.delete(parentOf(path));
+    const s = this.slots.get(parentOf(path));
     if (s) {
-      if (s.inflight) s.own.set(name, row);
-      if (s.value) setRow(s.value.rows, s.value.dirs, name, row);
+      if (s.inflight) s.own.set(name, row!);
+      if (s.value) setRow(s.value.rows, s.value.dirs, name, row!);
     }
     const norm = '/' + pathParts(path).join('/');
     for (const k of [...this.slots.keys()]) if (k === norm || k.startsWith(norm + '/')) this.slots.delete(k);
@@ -180,10 +186,24 @@ export class DaemonListings {
     if (s?.value) setRow(s.value.rows, s.value.dirs, row.name, row);
   }
 
-  /** A folder we just made is empty: its listing is known without a run. */
-  madeFolder(path: string): void {
+  /**
+   * A folder we just made is empty: its listing is known without a run. Not when one of our own
+   * changes landed in it since `since` (when the making began): an upload that carried the folder
+   * (it makes missing parents) found no listing to write its row into, and an empty one would say
+   * its file is not there (revalidate: no mtime, the drive drops the cached content).
+   */
+  madeFolder(path: string, since = 0): void {
     const dir = '/' + pathParts(path).join('/');
-    if (!this.slots.has(dir)) this.add(dir, { value: { at: Date.now(), rows: new Map(), dirs: new Map() }, inflightAt: 0, own: new Map() });
+    if (this.slots.has(dir) || (this.touched.get(dir) ?? -1) >= since) return;
+    this.add(dir, { value: { at: Date.now(), rows: new Map(), dirs: new Map() }, inflightAt: 0, own: new Map() });
+  }
+
+  /** When our own change of a name in dir last landed (a bounded number of folders). */
+  private noteTouched(dir: string): void {
+    const k = '/' + pathParts(dir).join('/');
+    this.touched.delete(k);
+    this.touched.set(k, Date.now());
+    if (this.touched.size > MAX_FOLDERS) this.touched.delete(this.touched.keys().next().value!);
   }
 
   private add(dir: string, s: Slot): Slot {

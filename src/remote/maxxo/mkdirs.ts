@@ -27,8 +27,11 @@ export interface MkdirPorts {
   rsync(path: string, opts: CallOptions, args: (url: string) => string[]): Promise<unknown>;
   /** A private folder for the run (removed by the caller). */
   stage(): Promise<string>;
-  /** A folder of ours now on the server (the daemon listing cache knows it is empty). */
-  made(path: string): void;
+  /**
+   * A folder this call made on the server: the daemon listing cache knows it is empty, unless a
+   * change of ours landed in it since `since` (an upload that carried it).
+   */
+  made(path: string, since: number): void;
 }
 
 export function batchMkdir(ports: MkdirPorts): BatchMkdir {
@@ -54,6 +57,7 @@ async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions):
     }
   }
   if (valid.length === 0) return out;
+  const since = Date.now();
   const inBatch = new Set(valid.map((i) => paths[i]!));
   const parents = [...new Set(valid.map((i) => parentOf(paths[i]!)).filter((d) => d !== '/' && !inBatch.has(d)))];
   const st = await ports.sizes([...valid.map((i) => paths[i]!), ...parents], opts);
@@ -64,7 +68,8 @@ async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions):
     const p = paths[i]!;
     const e = st[k];
     const par = parentOf(p);
-    if (e?.type === 'dir') { ports.made(p); continue; }
+    // (already there: made by an upload that carried it, or another client; not known empty)
+    if (e?.type === 'dir') continue;
     if (e) { out[i] = new AlreadyExists('a file of that name is in the way on the server', { path: p }); refusedParents.add(p); continue; }
     if (refusedParents.has(par)) { out[i] = new NotFound('its parent folder could not be made', { path: p }); refusedParents.add(p); continue; }
     if (par !== '/' && !inBatch.has(par) && !parentOk.get(par)) {
@@ -89,7 +94,7 @@ async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions):
       failed = e;
     }
     if (failed === undefined) {
-      for (const i of toMake) ports.made(paths[i]!);
+      for (const i of toMake) ports.made(paths[i]!, since);
       return out;
     }
     if (opts.signal?.aborted || !(failed instanceof RemoteError) || failed.retryable || failed.code === 'CANCELLED') throw failed;
@@ -97,7 +102,7 @@ async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions):
     const after = await ports.sizes(toMake.map((i) => paths[i]!), opts);
     toMake.forEach((i, k) => {
       const e = after[k];
-      if (e?.type === 'dir') ports.made(paths[i]!);
+      if (e?.type === 'dir') ports.made(paths[i]!, since);
       else if (e) out[i] = new NotADirectory('a file of that name is in the way on the server', { path: paths[i]! });
       else out[i] = new TransferFailed(`the server did not make the folder: ${(failed as Error).message}`, { path: paths[i]! });
     });

@@ -71,7 +71,7 @@ export class MaxxoRemote implements Remote {
   /** Many folders with one rsync run (mkdirs.ts): the drive writes mkdirs back. */
   readonly batchMkdir: BatchMkdir = batchMkdir({
     wire: toWire, sizes: (p, o) => this.sizes(p, o), rsync: (path, o, args) => this.rsync(path, o, args, undefined),
-    stage: () => this.uploadStage(), made: (p) => this.listings.madeFolder(p),
+    stage: () => this.uploadStage(), made: (p, since) => this.listings.madeFolder(p, since),
   });
   readonly revalidation: Revalidation = {
     cacheTtls: (t) => this.cacheTtls(t),
@@ -273,7 +273,8 @@ export class MaxxoRemote implements Remote {
       return a === null && b !== null;
     }).finally(() => {
       this.listings.own(from, null);
-      this.listings.own(to, row ? { ...row, name: baseName(to) } : null);
+      // (no row of the source: a folder, or a file of a folder never listed; not known there)
+      this.listings.own(to, row ? { ...row, name: baseName(to) } : undefined);
     });
   }
 

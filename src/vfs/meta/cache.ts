@@ -7,6 +7,8 @@
 // - Our own changes are reflected in the caches at once (setInParent, forgetTree), which bumps
 //   the folder's generation. An answer fetched while the generation moved may predate our change:
 //   it is neither cached nor handed to callers that came after it (they start their own fetch).
+//   Nor is a listing of a folder we removed meanwhile (its delete pending, or our negative entry):
+//   it must not bring the folder back.
 // - A listing is revalidated by hash where the remote can (vBoxx: 304 Not Modified).
 // - A listing marked implicit was fetched for lookups, not shown to a program: its entries answer
 //   lookups, but a name missing from it is still asked of the server.
@@ -175,7 +177,12 @@ export class MetaCache {
     for (const e of this.made.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
-    if (!changedMeanwhile) {
+    // the folder itself removed by us meanwhile (its delete pending, or just made: the negative
+    // entry our rmdir left): the server may still list it, but this answer must not bring it back
+    // (a file renamed onto its name then answered EISDIR: mk14 soak seed 810065)
+    const self = this.attrs.get(dir);
+    const removed = this.gone(dir) || (!!self && self.entry === null && self.expires > Date.now());
+    if (!changedMeanwhile && !removed) {
       if (old && this.onServerChange) this.compare(dir, old.entries, entries);
       this.dirs.set(dir, slot);
       // the folder's own entry (its mtime from the parent's listing or a stat) stays: a listing

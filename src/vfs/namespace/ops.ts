@@ -22,7 +22,8 @@
 //   one, the save pattern) does: shadowsServer keeps the server's old copy in mind until our
 //   upload replaces it, so a later unlink or rename of the path reaches the server too.
 // - An unlinked file still open keeps its content (fetched whole first: once the server copy is
-//   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs).
+//   gone it cannot be fetched), under the local-only name libfuse gives it (keepOpenAs); so does
+//   a file still open that a rename replaces.
 // - A folder holding only such hidden names is empty for the listing, the server and the
 //   ENOTEMPTY checks, but rmdir of it and a rename over it answer EBUSY (as NFS does for its .nfs
 //   names): a path-bound backend (libfuse 2's high-level API) finds the open handle through the
@@ -219,6 +220,13 @@ export class Namespace {
     const replaced = this.store.objs.get(to);
     for (const o of moving) await this.uploader.stop(o);
     if (replaced) await this.uploader.stop(replaced);
+    // a file replaced while open keeps its content for its handles, as an unlinked one does: the
+    // part not cached comes first, while the server still has it (our move or upload replaces it).
+    // Its failure is the open handles' (they fail to read later), not this rename's.
+    if (replaced && replaced.refs > 0 && !replaced.complete) {
+      await this.deps.ensureWhole(replaced).catch((e) =>
+        this.ctx.log.warn(`rename onto ${to}: the replaced file is still open and its content could not be fetched first: ${(e as Error).message}`));
+    }
     await this.deps.attrWriter.stop(from, true);
     if (dst) await this.deps.attrWriter.stop(to, true);
     const so = this.store.objs.get(from);
