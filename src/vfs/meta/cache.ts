@@ -177,11 +177,11 @@ export class MetaCache {
     for (const e of this.made.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
-    // the folder itself removed by us meanwhile (its delete pending, or just made: the negative
-    // entry our rmdir left): the server may still list it, but this answer must not bring it back
-    // (a file renamed onto its name then answered EISDIR: mk14 soak seed 810065)
+    // the folder removed by us with its delete already settled (the negative entry our rmdir left;
+    // a pending delete threw above): an answer from before the delete must not bring it back (a
+    // file renamed onto its name then answered EISDIR: mk14 soak seed 810065)
     const self = this.attrs.get(dir);
-    const removed = this.gone(dir) || (!!self && self.entry === null && self.expires > Date.now());
+    const removed = !!self && self.entry === null && self.expires > Date.now();
     if (!changedMeanwhile && !removed) {
       if (old && this.onServerChange) this.compare(dir, old.entries, entries);
       this.dirs.set(dir, slot);
