@@ -50,6 +50,13 @@ export interface StatFs {
 }
 
 /**
+ * A time as both services keep it: whole seconds (rsync's file lists and vBoxx `client_mtime`).
+ * Every comparison with a time read back, and every time reported for a file we just wrote, goes
+ * through this one rounding, or a set time would look changed by the server on the next listing.
+ */
+export const toWholeSecond = (ms: number): number => Math.floor(ms / 1000) * 1000;
+
+/**
  * What the service keeps of a file beyond its bytes. Present when upload() keeps
  * TransferOptions.mtimeMs as the file's mtime and entries report it back (vBoxx `client_mtime`):
  * a time a program set survives a remount. Absent, times and mode live for the mount.

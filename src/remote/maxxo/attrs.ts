@@ -2,6 +2,7 @@
 import { mkdir, rm, stat as fsStat, utimes } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import type { AttrChange, CallOptions, RemoteEntry } from '../types.js';
+import { toWholeSecond } from '../types.js';
 import { IsADirectory, BadRequest, TransferFailed } from '../../errors.js';
 import { pathParts } from '../url.js';
 import { parentOf, baseName, modeOf, FILE_MODE_BITS } from './listings.js';
@@ -34,8 +35,8 @@ export class AttrChanges {
     const listed = await this.p.listings.since(parentOf(path), asked);
     const row = listed?.rows.get(baseName(path));
     if (!row || row.size !== cur.size) throw new TransferFailed('the daemon listing does not show the file as ops/filesize does', { path });
-    if (o.serverMtimeMs !== undefined && row.mtimeMs !== Math.floor(o.serverMtimeMs / 1000) * 1000) return null;
-    const mtimeMs = attrs.mtimeMs !== undefined ? Math.floor(attrs.mtimeMs / 1000) * 1000 : row.mtimeMs;
+    if (o.serverMtimeMs !== undefined && row.mtimeMs !== toWholeSecond(o.serverMtimeMs)) return null;
+    const mtimeMs = attrs.mtimeMs !== undefined ? toWholeSecond(attrs.mtimeMs) : row.mtimeMs;
     const exec = attrs.mode !== undefined ? (attrs.mode & FILE_MODE_BITS) !== 0 : row.exec;
     const entry: RemoteEntry = { ...cur, mtimeMs, ...(exec !== undefined ? { mode: modeOf(exec) } : {}) };
     if (mtimeMs === row.mtimeMs && exec === row.exec) return entry;
@@ -68,7 +69,7 @@ export class AttrChanges {
    */
   private async setFolderTime(path: string, cur: RemoteEntry, attrs: AttrChange, o: CallOptions): Promise<RemoteEntry> {
     if (attrs.mtimeMs === undefined) return cur;
-    const mtimeMs = Math.floor(attrs.mtimeMs / 1000) * 1000;
+    const mtimeMs = toWholeSecond(attrs.mtimeMs);
     const wire = pathParts(path).join('/');
     if (Buffer.byteLength(wire) > PUSH_DEST_MAX) throw new BadRequest('the folder path is too long for a time change through the rsync daemon', { path });
     const stage = await this.p.stages.make();

@@ -3,6 +3,7 @@
 import { mkdtemp, rm, open, rename, writeFile, stat as fsStat, utimes } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import type { DownloadedVersion, TransferOptions } from '../types.js';
+import { toWholeSecond } from '../types.js';
 import { RemoteError, IsADirectory } from '../../errors.js';
 import { pathParts } from '../url.js';
 import { skippedDirectory, escapeSource } from './rsync.js';
@@ -60,7 +61,7 @@ export class Downloads {
     const got = await fsStat(local);
     if (got.mtimeMs === 0) return { size: got.size };
     // listed to the second, as the daemon's listings say it
-    const version = { size: got.size, mtimeMs: Math.floor(got.mtimeMs / 1000) * 1000 };
+    const version = { size: got.size, mtimeMs: toWholeSecond(got.mtimeMs) };
     this.downloaded(path, version);
     return version;
   }

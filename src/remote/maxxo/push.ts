@@ -4,6 +4,7 @@ import { mkdtemp, mkdir as fsMkdir, readdir, rm, symlink, writeFile, utimes, chm
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { CallOptions, RemoteEntry } from '../types.js';
+import { toWholeSecond } from '../types.js';
 import { FILE_MODE_BITS, type DaemonListings } from './listings.js';
 import type { InflightUploads } from './inflight.js';
 import type { Logger } from '../../log.js';
@@ -106,7 +107,7 @@ export async function push(rsync: RsyncRunner, stage: string, parts: string[], l
 export async function carryAttrs(local: string, st: { atimeMs: number; mtimeMs: number; mode: number }, o: { mtimeMs?: number; mode?: number }):
   Promise<{ flags: string[]; sent: { mtimeMs: number; exec?: boolean } }> {
   // whole seconds, as the daemon lists them (it would keep the fraction: a remount would show less)
-  const mtimeMs = o.mtimeMs !== undefined ? Math.floor(o.mtimeMs / 1000) * 1000 : st.mtimeMs;
+  const mtimeMs = o.mtimeMs !== undefined ? toWholeSecond(o.mtimeMs) : st.mtimeMs;
   if (mtimeMs !== st.mtimeMs) await utimes(local, st.atimeMs / 1000, mtimeMs / 1000);
   if (o.mode !== undefined) {
     const exec = (o.mode & FILE_MODE_BITS) !== 0;

@@ -5,6 +5,7 @@
 import { mkdir as fsMkdir, rm, symlink, writeFile, stat as fsStat } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import type { CallOptions, RemoteEntry, TransferOptions, UploadResult } from '../types.js';
+import { toWholeSecond } from '../types.js';
 import { RemoteError, IsADirectory, BadRequest, TransferFailed } from '../../errors.js';
 import { pathParts } from '../url.js';
 import { parseProgress } from './rsync.js';
@@ -61,7 +62,7 @@ export class Uploads {
    */
   private uploaded(path: string, e: RemoteEntry, local: { size: number; mtimeMs: number; exec?: boolean }): void {
     if (e.size === local.size) {
-      e.mtimeMs = Math.floor(local.mtimeMs / 1000) * 1000;
+      e.mtimeMs = toWholeSecond(local.mtimeMs);
       const before = this.p.listings.row(path);
       const exec = local.exec ?? (before === null ? false : before?.exec);
       if (exec !== undefined) e.mode = modeOf(exec);

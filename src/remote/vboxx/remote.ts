@@ -8,6 +8,7 @@ import { validName } from '../names.js';
 import type {
   AttrChange, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions, UploadPolicy,
 } from '../types.js';
+import { toWholeSecond } from '../types.js';
 import type { VboxxClientOptions } from '../options.js';
 import { VboxxClient, type VboxxClientConfig } from './client.js';
 import { mapRoots, pickRoot, type MappedRoot } from './roots.js';
@@ -219,7 +220,7 @@ export class VboxxRemote implements Remote {
     // a move gives a new rev but keeps the server's write time: the same bytes, moved (ours)
     const moved = o.written !== undefined && cur.written === o.written;
     if (o.rev !== undefined && cur.rev !== undefined && cur.rev !== o.rev && !moved) return null;
-    if (attrs.mtimeMs === undefined || cur.mtimeMs === Math.floor(attrs.mtimeMs / 1000) * 1000) return cur;
+    if (attrs.mtimeMs === undefined || cur.mtimeMs === toWholeSecond(attrs.mtimeMs)) return cur;
     let source = o.localFile;
     if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) source = undefined;
     let scratch: string | undefined;
