@@ -10,3 +10,18 @@ export function sleep(ms: number, signal?: AbortSignal, abortError: () => unknow
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * p, or the abort error as soon as signal aborts: the caller stops waiting, the work behind p goes
+ * on (a flush that is given up on still finishes its uploads).
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, abortError: () => unknown = () => signal!.reason): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(abortError());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e) => { signal.removeEventListener('abort', onAbort); reject(e); });
+  });
+}

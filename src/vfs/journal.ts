@@ -231,6 +231,40 @@ export class Journal {
     return this.pending.size + this.attrs.size + this.deletes.size + this.mkdirs.size;
   }
 
+  /** Bytes of the uploads not yet confirmed. */
+  get pendingBytes(): number {
+    let n = 0;
+    for (const p of this.pending.values()) n += p.size;
+    return n;
+  }
+
+  /** When oldestAtMs() first saw each live record that carries no time (see there). */
+  private readonly firstSeen = new Map<string, number>();
+
+  /**
+   * When the oldest live change was made. Records carry the time of their change; those written
+   * by older versions carry none and are dated when this is first asked (status() is polled).
+   */
+  oldestAtMs(now = Date.now()): number | undefined {
+    let oldest: number | undefined;
+    const untimed = new Set<string>();
+    const consider = (uid: string, atMs: number | undefined) => {
+      let at = atMs;
+      if (at === undefined) {
+        untimed.add(uid);
+        at = this.firstSeen.get(uid);
+        if (at === undefined) this.firstSeen.set(uid, at = now);
+      }
+      if (oldest === undefined || at < oldest) oldest = at;
+    };
+    for (const p of this.pending.values()) consider(p.uid, p.atMs);
+    for (const d of this.deletes.values()) consider(d.uid, d.atMs);
+    for (const m of this.mkdirs.values()) consider(m.uid, m.atMs);
+    for (const x of this.attrs.values()) consider(x.uid, x.atMs);
+    for (const uid of this.firstSeen.keys()) if (!untimed.has(uid)) this.firstSeen.delete(uid);
+    return oldest;
+  }
+
   private anyUnder(path: string): boolean {
     for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) return true;
     for (const a of this.attrs.values()) if (a.path === path || isUnder(a.path, path)) return true;

@@ -44,6 +44,7 @@ import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
 import { AttrWriter, contentUnsent } from './writeback/attrs.js';
 import { usableDir } from '../util/dirs.js';
+import { untilAborted } from '../util/sleep.js';
 import { ShareLinkAttr } from './meta/sharelinks.js';
 
 export { defaultVfsOptions } from './options.js';
@@ -251,17 +252,7 @@ export class Vfs implements VfsApi {
     const retry = opts.retryFailed !== false;
     // deletes first: uploads at or under one wait for it anyway
     const all = this.deletes.flush().then(() => this.mkdirs?.flush()).then(() => this.uploader.flush([...this.store.localObjs], retry)).then(() => this.attrWriter.flush(retry));
-    if (opts.signal) {
-      const signal = opts.signal;
-      if (signal.aborted) throw new Cancelled('flush aborted');
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(new Cancelled('flush aborted'));
-        signal.addEventListener('abort', onAbort, { once: true });
-        all.then(() => { signal.removeEventListener('abort', onAbort); resolve(); }, reject);
-      });
-    } else {
-      await all;
-    }
+    await untilAborted(all, opts.signal, () => new Cancelled('flush aborted'));
     return {
       pending: this.journal.live,
       failed: [...this.deletes.stillPending(), ...(this.mkdirs?.stillPending() ?? []), ...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
@@ -269,34 +260,14 @@ export class Vfs implements VfsApi {
   }
 
   status(): DriveStatus {
-    let pendingBytes = 0;
-    for (const p of this.journal.pending.values()) pendingBytes += p.size;
     let dirtyBytes = 0;
     for (const o of this.store.localObjs) if (o.dirty) dirtyBytes += o.size;
-    // Records carry the time of their change; those of older versions are dated when a status
-    // call first sees them (callers poll).
-    const now = Date.now();
-    let oldest: number | undefined;
-    const live = new Set<string>();
-    const consider = (uid: string, atMs: number | undefined) => {
-      let at = atMs;
-      if (at === undefined) {
-        live.add(uid);
-        at = this.pendingSeen.get(uid);
-        if (at === undefined) this.pendingSeen.set(uid, at = now);
-      }
-      if (oldest === undefined || at < oldest) oldest = at;
-    };
-    for (const p of this.journal.pending.values()) consider(p.uid, p.atMs);
-    for (const d of this.journal.deletes.values()) consider(d.uid, d.atMs);
-    for (const m of this.journal.mkdirs.values()) consider(m.uid, m.atMs);
-    for (const x of this.journal.attrs.values()) consider(x.uid, x.atMs);
-    for (const uid of this.pendingSeen.keys()) if (!live.has(uid)) this.pendingSeen.delete(uid);
+    const oldest = this.journal.oldestAtMs();
     const act = this.ctx.remote.activity?.();
     const remoteCounters = this.ctx.remote.counters?.();
     return {
       pending: this.journal.live,
-      pendingBytes,
+      pendingBytes: this.journal.pendingBytes,
       pendingDeletes: this.journal.deletes.size,
       ...(this.mkdirs ? { pendingMkdirs: this.journal.mkdirs.size } : {}),
       failures: [...this.deletes.failures.values(), ...(this.mkdirs?.failures.values() ?? []), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
@@ -316,9 +287,6 @@ export class Vfs implements VfsApi {
   async deletesSent(): Promise<void> {
     await this.deletes.flush();
   }
-
-  /** First time status() saw each pending record (see status()). */
-  private readonly pendingSeen = new Map<string, number>();
 
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (this.ctx.closed) return;
@@ -470,14 +438,8 @@ export class Vfs implements VfsApi {
    * after the write-back delay, alone or with the content upload; so is a folder's mtime where the
    * service keeps folder times (Maxxo). atime is kept for the mount only (no service holds it).
    */
-  async utimens(path: string, atimeMs: number | undefined, mtimeMs: number | undefined): Promise<void> {
-    path = normPath(path);
-    this.assertWritable();
-    const e = await this.lookups.existing(path);
-    this.attrTable.update(path, {
-      ...(atimeMs !== undefined ? { atimeMs } : {}), ...(mtimeMs !== undefined ? { mtimeMs } : {}), ctimeMs: Date.now(),
-    });
-    if (mtimeMs !== undefined && this.timesHeld(e)) await this.attrWriter.record(path, { mtimeMs });
+  utimens(path: string, atimeMs: number | undefined, mtimeMs: number | undefined): Promise<void> {
+    return this.setTimes(path, { ...(atimeMs !== undefined ? { atime: atimeMs } : {}), ...(mtimeMs !== undefined ? { mtime: mtimeMs } : {}) });
   }
 
   async setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void> {
