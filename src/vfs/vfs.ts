@@ -166,7 +166,7 @@ export class Vfs implements VfsApi {
       landed: (path, e, o) => {
         const entry: RemoteEntry = { ...e, name: baseOf(path) };
         if (o && !o.dirty && !o.unlinked) o.ident = { ...entry };
-        this.meta.setInParent(path, entry);
+        if (path === '/') this.lookups.setRoot(entry); else this.meta.setInParent(path, entry);
       },
       wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
       // (a folder not made yet, or one made below it, moves its time when made: --existing would
@@ -216,6 +216,7 @@ export class Vfs implements VfsApi {
     await fsp.mkdir(this.store.dataDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(this.root, 0o700);
     await fsp.chmod(this.store.dataDir, 0o700);
+    this.lookups.fetchRoot();
     const pending = await this.journal.open();
     // deletes not confirmed: hidden, sent again (before any upload at or under them: the gate)
     this.deletes.restore();

@@ -199,6 +199,12 @@ for (const kind of KINDS) {
     const third = await remount(t, again);
     t.is((await fsp.stat(third.p(rel))).mtimeMs, WHEN_MS, 'untouched by a change one level down');
     t.true((await fsp.stat(third.p(rel, 's1'))).mtimeMs > WHEN_MS, 'a create inside moved it on the server');
+    // the top folder, which no parent lists: its own listing's "." row gives its time
+    await sh(t, 'touch', ['-d', WHEN, third.mnt]);
+    t.is((await fsp.stat(third.mnt)).mtimeMs, WHEN_MS);
+    const fourth = await remount(t, third);
+    t.is((await fsp.stat(fourth.mnt)).mtimeMs, WHEN_MS, 'the top folder time after a remount');
+    t.false((await fsp.readdir(fourth.mnt)).includes(''), 'the top has no entry of its own in its listing');
   });
 }
 

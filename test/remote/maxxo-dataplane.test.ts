@@ -243,7 +243,7 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.deepEqual([0, 1, 2, 3].map((i) => statSync(join(folder, 'm', `b${i}`)).mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
 });
 
-test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, others ignored', (t) => {
+test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, the folder\'s own row as ., others ignored', (t) => {
   t.deepEqual(parseListLine('-rw-r--r--           5000 2026/12/04 07:40:50 big'),
     { name: 'big', type: 'file', size: 5000, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 50), exec: false });
   t.deepEqual(parseListLine('-rw-r--r--          5,000 2026/12/04 07:40:50 with  two spaces '),
@@ -255,7 +255,8 @@ test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, ot
   t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 nl\\#012x')!.name, 'nl\nx');
   t.is(parseListLine('-rw-r--r--              0 2026/12/04 07:40:51 \\#346\\#227\\#245\\#346\\#234\\#254 \\#360\\#237\\#230\\#200')!.name, '日本 😀');
   t.is(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 sub')!.type, 'dir');
-  t.is(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 .'), undefined);
+  t.deepEqual(parseListLine('drwxr-xr-x           4096 2026/12/04 07:40:51 .'),
+    { name: '.', type: 'dir', size: 0, mtimeMs: Date.UTC(2026, 11, 4, 7, 40, 51), exec: false }, 'the folder itself: its own time');
   t.is(parseListLine('lrwxrwxrwx             10 2026/12/04 07:40:51 link -> target'), undefined);
   t.is(parseListLine('receiving incremental file list'), undefined);
 });

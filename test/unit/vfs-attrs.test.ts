@@ -203,3 +203,28 @@ test('rmdir of a folder whose time is pending: nothing is sent for it', async (t
   t.is(r.pending, 0);
   t.is(s.remote.calls.setAttrs, 0);
 });
+
+test('the top folder (no parent lists it) shows the service\'s time; a touch of it is sent, and a new mount shows that', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 30 });
+  node(s.remote, '/').mtimeMs = T2;
+  await s.vfs.close();
+  const v = await s.reopen();
+  t.is((await v.getattr('/')).mtimeMs, T2, 'the first look at the top waits for its time');
+  await v.utimens('/', T1, T1);
+  t.is((await v.getattr('/')).mtimeMs, T1);
+  const r = await v.flushAll();
+  t.is(r.pending, 0);
+  t.is(node(s.remote, '/').mtimeMs, T1);
+  t.deepEqual((await v.readdir('/')).names.filter((n) => n === ''), [], 'no entry of its own in its listing');
+  await v.close();
+  const w = await s.reopen();
+  t.is((await w.getattr('/')).mtimeMs, T1);
+});
+
+test('without folder times the top folder shows the mount time, and asks the service nothing for it', async (t) => {
+  const s = await setup(t, {}, { writebackDelayMs: 30 });
+  const before = Date.now();
+  const a = await s.vfs.getattr('/');
+  t.true(a.mtimeMs <= Date.now() && a.mtimeMs >= before - 60_000);
+  t.is(s.remote.calls.stat ?? 0, 0);
+});

@@ -26,8 +26,11 @@ export class AttrChanges {
     const asked = Date.now();
     const parts = pathParts(path);
     toWire(path);
-    if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path });
     const [cur] = await this.p.sizes([path], o);
+    if (parts.length === 0) {
+      if (attrs.mode !== undefined && attrs.mtimeMs === undefined) throw new IsADirectory('the top folder has no mode to change', { path });
+      return this.setFolderTime(path, { name: '', type: 'dir', size: 0 }, attrs, o);
+    }
     if (cur?.type === 'dir') return this.setFolderTime(path, cur, attrs, o);
     if (!cur || cur.type !== 'file') return null;
     // the version on the server now: a listing that started after this call did (the changes of
@@ -77,7 +80,7 @@ export class AttrChanges {
       const src = join(stage, 'd');
       await mkdir(src);
       await utimes(src, mtimeMs / 1000, mtimeMs / 1000);
-      await this.p.rsync(path, o, (url) => ['-d', '-t', '--existing', `${src}/`, `${url}/${wire}/`], undefined);
+      await this.p.rsync(path, o, (url) => ['-d', '-t', '--existing', `${src}/`, wire ? `${url}/${wire}/` : `${url}/`], undefined);
     } finally {
       await rm(stage, { recursive: true, force: true });
     }

@@ -24,7 +24,11 @@ import type { Logger } from '../../log.js';
  * mtimes of its subfolders (the daemon's filesystem keeps folder times: what rsync -t sets, moved
  * by every change inside, POSIX-like).
  */
-export interface DaemonListing { at: number; rows: Map<string, ListedRow>; dirs: Map<string, number> }
+export interface DaemonListing {
+  at: number; rows: Map<string, ListedRow>; dirs: Map<string, number>;
+  /** The folder's own mtime (its "." row): the top folder has no parent to take it from. */
+  self?: number;
+}
 
 /** A folder's daemon listings: the last one fetched, the one in flight. */
 interface Slot {
@@ -35,6 +39,8 @@ interface Slot {
   failedAt?: number;
   /** Our own changes while a run was in flight (null: no such file now): it may have missed them. */
   own: Map<string, ListedRow | null>;
+  /** The folder's own time, set by us while a run was in flight. */
+  ownSelf?: number;
 }
 
 /** When source() renews a folder's listing in the background (RENEW_TTLS x dir_timeout, at least RENEW_MIN_MS), or waits for one. */
@@ -47,7 +53,7 @@ const LIST_RETRY_MS = 5000;
 const MAX_FOLDERS = 2000;
 
 export interface ListingHooks {
-  /** Runs `rsync --list-only` of the folder (mount path), each file row to onRow; rejects as rsync() does. */
+  /** Runs `rsync --list-only` of the folder (mount path), each row to onRow (the folder's own as "."); rejects as rsync() does. */
   run(dir: string, onRow: (r: ListedRow) => void): Promise<void>;
   /** True while an upload of ours of dir/name (dir in wire form) is not confirmed yet. */
   uploading(wireDir: string, name: string): boolean;
@@ -121,8 +127,13 @@ export class DaemonListings {
     const p = (async () => {
       const rows = new Map<string, ListedRow>();
       const dirs = new Map<string, number>();
+      let self: number | undefined;
       try {
-        await this.hooks.run(dir, (r) => { if (r.type === 'file') rows.set(r.name, r); else dirs.set(r.name, r.mtimeMs); });
+        await this.hooks.run(dir, (r) => {
+          if (r.name === '.') self = r.mtimeMs;
+          else if (r.type === 'file') rows.set(r.name, r);
+          else dirs.set(r.name, r.mtimeMs);
+        });
       } catch (e) {
         const missing = isRemoteError(e, 'NOT_FOUND');
         if (!missing) slot.failedAt = Date.now();
@@ -137,7 +148,10 @@ export class DaemonListings {
       // our own changes made while it ran may be missing from it
       for (const [name, row] of slot.own) setRow(rows, dirs, name, row);
       slot.own.clear();
-      const value = { at, rows, dirs };
+      // a time we set on the folder while it ran (the top folder's: folderTime('/'))
+      if (slot.ownSelf !== undefined) self = slot.ownSelf;
+      slot.ownSelf = undefined;
+      const value: DaemonListing = { at, rows, dirs, ...(self !== undefined ? { self } : {}) };
       slot.value = value;
       if (this.slots.get(dir) === slot) {
         // refreshed ones go to the end: the first in the map is the least recently fetched
@@ -180,6 +194,13 @@ export class DaemonListings {
 
   /** We set folder path's mtime: its parent's cached listing says so (its own listing stays). */
   folderTime(path: string, mtimeMs: number): void {
+    if (pathParts(path).length === 0) {
+      // the top folder: its own listing's "." row
+      const top = this.slots.get('/');
+      if (top?.inflight) top.ownSelf = mtimeMs;
+      if (top?.value) top.value.self = mtimeMs;
+      return;
+    }
     const s = this.slots.get(parentOf(path));
     const row: ListedRow = { name: baseName(path), type: 'dir', size: 0, mtimeMs };
     if (s?.inflight) s.own.set(row.name, row);

@@ -184,11 +184,13 @@ export class MaxxoRemote implements Remote {
   async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     const out = await this.sizes(paths, opts);
     const byDir = new Map<string, RemoteEntry[]>();
+    const tops: RemoteEntry[] = [];
     for (const [i, e] of out.entries()) {
-      // the top folder has no parent to be listed in
       // (a folder's mtime too: shown as the mount time until its parent is listed, it would
       // change under programs that already saw it; the first look at a folder costs the run)
-      if (!e || pathParts(paths[i]!).length === 0) continue;
+      if (!e) continue;
+      // the top folder has no parent to be listed in: its own listing's "." row has its time
+      if (pathParts(paths[i]!).length === 0) { tops.push(e); continue; }
       const dir = parentOf(paths[i]!);
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
@@ -196,6 +198,10 @@ export class MaxxoRemote implements Remote {
       const listed = await this.listings.source(dir, es);
       for (const e of es) withMtime(e, listed);
     }));
+    if (tops.length) {
+      const self = (await this.listings.source('/', []))?.self;
+      if (self !== undefined) for (const e of tops) e.mtimeMs = self;
+    }
     return out;
   }
 
@@ -420,7 +426,7 @@ export class MaxxoRemote implements Remote {
       (url) => ['--list-only', '--no-h', parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
       (l) => {
         const r = parseListLine(l);
-        if (r && validName(r.name)) onRow(r);
+        if (r && (validName(r.name) || r.name === '.')) onRow(r);
       }, { queue: this.listQueue, attempts: 2, listing: true });
   }
 

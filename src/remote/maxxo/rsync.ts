@@ -150,7 +150,8 @@ const LIST_LINE = /^([-dlpscb])([-rwxsStT]{9})[+.@]?\s+([\d,.]+)\s+(\d{4})\/(\d\
 
 /**
  * One line of `rsync --list-only --no-h` (run with TZ=UTC) -> a row, or undefined for anything
- * else: the folder itself ("."), symlinks and specials, lines that are not listing rows. rsync
+ * else: symlinks and specials, lines that are not listing rows. The folder itself comes back as a
+ * row named "." (its own mtime; not a name any entry can have). rsync
  * writes each byte it considers unprintable (under LC_ALL=C: every non-ASCII byte, control
  * characters, and a backslash that would read as an escape) as \#ooo; those are decoded back to
  * the name's bytes.
@@ -162,7 +163,8 @@ export function parseListLine(line: string): ListedRow | undefined {
   const size = Number(m[3]!.replace(/[,.]/g, ''));
   const mtimeMs = Date.UTC(+m[4]!, +m[5]! - 1, +m[6]!, +m[7]!, +m[8]!, +m[9]!);
   const raw = m[10]!;
-  if (raw === '.' || !Number.isSafeInteger(size) || !Number.isFinite(mtimeMs)) return undefined;
+  if (!Number.isSafeInteger(size) || !Number.isFinite(mtimeMs)) return undefined;
+  if (raw === '.') return m[1] === 'd' ? { name: '.', type: 'dir', size: 0, mtimeMs, exec: false } : undefined;
   // a multi-byte character is escaped whole (all its bytes are non-ASCII): each run of escapes
   // decodes on its own
   const name = raw.replace(/(?:\\#[0-7]{3})+/g, (run) =>

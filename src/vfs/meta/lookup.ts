@@ -67,13 +67,34 @@ export class Lookup {
   /** Listings started alongside the first stat in a folder: lookups after it wait for them (bounded). */
   private readonly specLists = new Map<string, SpecListing>();
   private statBatch: StatBatch | null = null;
+  /** The top folder: no parent lists it; its time is the service's where it keeps one (fetchRoot). */
+  private root: RemoteEntry = ROOT_ENTRY;
+  private rootP: Promise<void> | undefined;
 
   constructor(private readonly ctx: Ctx, private readonly meta: MetaCache, private readonly view: LocalView) {}
 
   /** What the caches alone know: an entry, null (known missing), or undefined (ask the server). */
   peek(path: string): RemoteEntry | null | undefined {
-    if (path === '/') return ROOT_ENTRY;
+    if (path === '/') return this.root;
     return this.view.hidden(path) ?? this.view.local(path) ?? (this.view.deleted?.(path) ? null : this.meta.cached(path));
+  }
+
+  /**
+   * Asks the service for the top folder's own entry (its mtime, on a service that keeps folder
+   * times): started at mount, waited for by the first lookup of '/', so the time a program first
+   * sees is the one it keeps seeing. A failure leaves the entry without a time (mount time shown).
+   */
+  fetchRoot(): void {
+    if (!this.ctx.remote.fileMeta?.folderTimes) return;
+    this.rootP = this.ctx.bounded('stat of the top folder', (signal) => this.ctx.remote.stat('/', { signal, priority: Priority.interactive }))
+      .then((e) => { if (e?.type === 'dir' && this.root === ROOT_ENTRY) this.root = { ...e, name: '' }; })
+      .catch(() => {})
+      .finally(() => { this.rootP = undefined; });
+  }
+
+  /** Our change of the top folder's time reached the server. */
+  setRoot(e: RemoteEntry): void {
+    this.root = { ...e, name: '', type: 'dir' };
   }
 
   async existing(path: string): Promise<RemoteEntry> {
@@ -98,6 +119,7 @@ export class Lookup {
 
   /** What the drive shows at path: local state first, then caches, then the server. */
   async lookup(path: string): Promise<RemoteEntry | null> {
+    if (path === '/' && this.rootP) await this.rootP;
     const known = this.peek(path);
     if (known !== undefined) return known;
     const { meta } = this;
