@@ -6,7 +6,8 @@
 //
 // Owns: the mkdirs not yet confirmed (`pending`, path -> record, mirrored by the journal's `m`
 // records; insertion order: a parent before its children), the batch timer, the one send in
-// flight, the mkdir failures. Ordering rules:
+// flight, the mkdir failures, the folders carried by uploads; the queue plumbing (window, waiters,
+// flush rounds, retries, refusal reports) is coalescing.ts's. Ordering rules:
 // - A pending folder exists for lookups and listings (`entry`, `childrenOf`: the facade's local
 //   view and MetaCache's listing overlay), and its own listing is empty without asking the server.
 // - One send at a time: a folder queued while its parent is on its way goes in the next call,
@@ -30,13 +31,11 @@
 //   the flush result (unmount). A transient failure is retried with backoff and stays in the
 //   journal for the next mount if the unmount's flush used up its attempts.
 import { randomUUID } from 'node:crypto';
-import { TransferFailed, isRemoteError } from '../../errors.js';
 import { Priority, type BatchMkdir, type RemoteEntry } from '../../remote/types.js';
-import { backoffDelay } from '../../util/backoff.js';
-import type { UploadFailure } from '../api.js';
-import { errText, type Ctx } from '../context.js';
+import type { Ctx } from '../context.js';
 import type { PendingMkdir } from '../journal.js';
 import { baseOf, isUnder, parentOf } from '../paths.js';
+import { CoalescingQueue, type QueuePorts } from './coalescing.js';
 
 /** The journal as the mkdir queue uses it. */
 export interface MkdirJournal {
@@ -45,26 +44,11 @@ export interface MkdirJournal {
   done(uid: string): Promise<void>;
 }
 
-const RETRY_MAX_MS = 30_000;
-
 const depth = (p: string) => p.split('/').length;
 
-export class MkdirQueue {
-  private readonly pending = new Map<string, PendingMkdir>();
-  /** Of those, the paths not sent yet. */
-  private readonly queued = new Set<string>();
+export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
   /** Pending folders an upload below may have made (see the top of this file). */
   private readonly carried = new Set<string>();
-  /** The send in flight and the uids it carries. */
-  private sending: { uids: Map<string, string>; p: Promise<void> } | null = null;
-  readonly failures = new Map<string, UploadFailure>();
-  /** Refusals a folder's fsync already failed for. */
-  private readonly reported = new WeakSet<UploadFailure>();
-  private timer: NodeJS.Timeout | null = null;
-  private firstQueuedAt = 0;
-  private sends = 0;
-  private retryAt = 0;
-  private idleWaiters: (() => void)[] = [];
   /**
    * What waiters need now (a rename's folders, an fsync's): the next send takes only those (with
    * their pending parents), the rest keeps its window. `all`: a flush, everything.
@@ -72,14 +56,12 @@ export class MkdirQueue {
   private urgent: ((k: string) => boolean)[] = [];
   private urgentAll = false;
 
-  constructor(private readonly ctx: Ctx, private readonly journal: MkdirJournal, private readonly batch: BatchMkdir,
-    private readonly ports: { confirmed(path: string): void; refused(path: string): void }) {}
-
-  get size(): number { return this.pending.size; }
-
-  private get busy(): boolean { return this.queued.size > 0 || this.sending !== null || this.timer !== null; }
-
-  paths(): string[] { return [...this.pending.keys()]; }
+  constructor(ctx: Ctx, journal: MkdirJournal, private readonly batch: BatchMkdir, ports: QueuePorts) {
+    super(ctx, journal, ports, {
+      op: 'mkdir', many: 'folders', waitingFor: 'making the pending folders', notYet: 'not made yet',
+      idleMs: 'mkdirIdleMs', maxDelayMs: 'mkdirMaxDelayMs',
+    });
+  }
 
   /** The entry of a pending folder (the drive shows it before the server has it). */
   entry(path: string): RemoteEntry | undefined {
@@ -110,27 +92,19 @@ export class MkdirQueue {
 
   /** The records an earlier run left: sent at once. */
   restore(): void {
-    for (const m of this.journal.mkdirs.values()) this.enqueue(m);
-    if (this.pending.size > 0) {
-      this.ctx.log.info(`replaying ${this.pending.size} pending mkdir(s) from the journal`);
-      this.kick(0);
-    }
+    this.replay(this.journal.mkdirs.values());
   }
 
   /** Records the mkdir of path (durable in the journal when this resolves) and queues it. */
   async add(path: string): Promise<void> {
     const m: PendingMkdir = { uid: randomUUID(), path, atMs: Date.now() };
-    const rec = this.journal.mkdirRec(m);
-    this.failures.delete(path);
-    this.enqueue(m);
-    this.kick();
-    await rec;
+    await this.queue(m, this.journal.mkdirRec(m));
   }
 
-  private enqueue(m: PendingMkdir): void {
-    this.pending.set(m.path, m);
-    if (this.queued.size === 0) this.firstQueuedAt = Date.now();
-    this.queued.add(m.path);
+  /** The one send in flight (at most one: see sendQueued). */
+  private get sending(): { uids: Map<string, string> } | undefined {
+    for (const s of this.inFlight) return s;
+    return undefined;
   }
 
   /**
@@ -164,77 +138,31 @@ export class MkdirQueue {
     return undefined;
   }
 
-  /** Waits (bounded by opTimeoutMs) until no mkdir at, above or below any of paths is pending. */
-  async settle(paths: string[]): Promise<void> {
-    if (this.pending.size === 0) return;
-    const touches = (k: string) => paths.some((p) => k === p || isUnder(k, p) || isUnder(p, k));
-    if (![...this.pending.keys()].some(touches)) return;
-    await this.ctx.within(`making the pending folders of ${paths.join(', ')}`, this.whenSent(touches));
+  /** fsync of a folder waits for the folder itself and the folders made in it. */
+  protected ofDir(dir: string): (k: string) => boolean {
+    return (k) => k === dir || parentOf(k) === dir;
   }
 
-  private async whenSent(match: (k: string) => boolean): Promise<void> {
-    this.urgent.push(match);
-    this.kick(0);
-    while (this.busy && [...this.pending.keys()].some(match)) {
-      await new Promise<void>((r) => this.idleWaiters.push(r));
-    }
-  }
-
-  /** Sends everything pending now and waits, `uploadAttempts` rounds at most. */
-  async flush(): Promise<UploadFailure[]> {
-    for (let round = 0; this.pending.size > 0 && round < this.ctx.opts.uploadAttempts && !this.ctx.closed; round++) {
-      if (this.retryAt > Date.now()) await new Promise((r) => setTimeout(r, this.retryAt - Date.now()));
-      this.urgentAll = true;
-      this.kick(0);
-      const before = this.sends;
-      while (this.pending.size > 0 && this.sends === before && this.busy) await new Promise<void>((r) => this.idleWaiters.push(r));
-    }
-    return this.stillPending();
+  protected want(match: ((k: string) => boolean) | 'all'): void {
+    if (match === 'all') this.urgentAll = true;
+    else this.urgent.push(match);
   }
 
   /**
-   * fsync of a folder: waits (bounded) until the folder itself and the folders made in it reached
-   * the server, then fails once (EIO) for each refused since the last fsync of the folder.
+   * A waiter that came meanwhile hurries what is queued (the waiters this send served are done:
+   * what is left keeps its window).
    */
-  async syncDir(dir: string): Promise<void> {
-    const mine = (k: string) => k === dir || parentOf(k) === dir;
-    if ([...this.pending.keys()].some(mine)) {
-      await this.ctx.within(`making the pending folders in ${dir}`, this.whenSent(mine));
-    }
-    for (const [p, f] of this.failures) {
-      if (!mine(p) || this.pending.has(p) || this.reported.has(f)) continue;
-      this.reported.add(f);
-      throw new TransferFailed(`mkdir of ${p} refused by the server: ${f.error}`, { path: p });
-    }
+  protected waiting(): boolean {
+    return this.urgent.length > 0 || this.urgentAll;
   }
 
-  stillPending(): UploadFailure[] {
-    return this.paths().map((p) => this.failures.get(p) ?? { path: p, op: 'mkdir', error: 'not made yet', attempts: 0, atMs: Date.now() });
-  }
-
-  shutdown(): Promise<unknown> {
-    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
-    return this.sending?.p ?? Promise.resolve();
-  }
-
-  private kick(delay?: number): void {
-    if (this.queued.size === 0 || this.ctx.closed) return;
+  protected kick(delay?: number): void {
     // the one in flight sends what is queued when it ends
     if (this.sending) return;
-    const now = Date.now();
-    let wait = delay ?? Math.min(this.ctx.opts.mkdirIdleMs, Math.max(0, this.firstQueuedAt + this.ctx.opts.mkdirMaxDelayMs - now));
-    if (this.retryAt > now) wait = Math.max(wait, this.retryAt - now);
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => { this.timer = null; this.sendQueued(); }, wait);
+    super.kick(delay);
   }
 
-  private wakeWaiters(): void {
-    const w = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const r of w) r();
-  }
-
-  private sendQueued(): void {
+  protected sendQueued(): void {
     if (this.queued.size === 0 || this.ctx.closed || this.sending) { this.wakeWaiters(); return; }
     let picked = [...this.queued];
     if (!this.urgentAll && this.urgent.length > 0) {
@@ -253,20 +181,10 @@ export class MkdirQueue {
     const paths = picked.sort((a, b) => depth(a) - depth(b));
     const uids = new Map<string, string>();
     for (const p of paths) { uids.set(p, this.pending.get(p)!.uid); this.queued.delete(p); }
-    const s = { uids, p: Promise.resolve() };
-    s.p = this.send(uids).finally(() => {
-      this.sending = null;
-      this.sends++;
-      // a waiter that came meanwhile, or a retry: after its backoff, not after another window
-      // (the waiters this send served are done: what is left keeps its window)
-      const hurry = this.urgent.length > 0 || this.urgentAll || this.retryAt > 0;
-      this.wakeWaiters();
-      if (this.queued.size > 0) this.kick(hurry ? 0 : undefined);
-    });
-    this.sending = s;
+    this.launch(uids);
   }
 
-  private async send(uids: Map<string, string>): Promise<void> {
+  protected async send(uids: Map<string, string>): Promise<void> {
     const paths = [...uids.keys()];
     let res: (unknown | undefined)[];
     try {
@@ -282,46 +200,20 @@ export class MkdirQueue {
     });
   }
 
-  private confirmed(path: string, uid: string): void {
-    this.retryAt = 0;
-    this.failures.delete(path);
-    const cur = this.pending.get(path);
-    if (cur?.uid !== uid) return;
-    this.pending.delete(path);
+  protected forget(path: string): void {
     this.carried.delete(path);
-    this.journal.done(uid).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
-    this.ports.confirmed(path);
   }
 
-  private failed(paths: string[], uids: Map<string, string>, err: unknown): void {
-    const retryable = isRemoteError(err) ? err.retryable : true;
-    const error = errText(err);
-    for (const p of paths) {
-      const cur = this.pending.get(p);
-      if (!cur || cur.uid !== uids.get(p)) continue;
-      const attempts = (this.failures.get(p)?.attempts ?? 0) + 1;
-      this.failures.set(p, { path: p, op: 'mkdir', error, attempts, atMs: Date.now() });
-      if (retryable) {
-        this.queued.add(p);
-        continue;
-      }
-      // not made: gone from the drive, with what was to be made below it, and reported
-      for (const [k, m] of [...this.pending]) {
-        if (k !== p && !isUnder(k, p)) continue;
-        this.pending.delete(k);
-        this.queued.delete(k);
-        this.carried.delete(k);
-        if (k !== p) this.failures.set(k, { path: k, op: 'mkdir', error: `its parent ${p} was refused`, attempts, atMs: Date.now() });
-        this.journal.done(m.uid).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
-      }
-      this.ctx.log.error(`mkdir of ${p} refused by the server, the folder is not made: ${error}`);
-      this.ports.refused(p);
+  /** Not made: gone from the drive, with what was to be made below it, and reported. */
+  protected drop(path: string, _rec: PendingMkdir, error: string, attempts: number): void {
+    for (const [k, m] of [...this.pending]) {
+      if (k !== path && !isUnder(k, path)) continue;
+      this.pending.delete(k);
+      this.queued.delete(k);
+      this.carried.delete(k);
+      if (k !== path) this.failures.set(k, { path: k, op: 'mkdir', error: `its parent ${path} was refused`, attempts, atMs: Date.now() });
+      this.done(m.uid);
     }
-    if (retryable) {
-      const n = Math.max(1, ...paths.map((p) => this.failures.get(p)?.attempts ?? 1));
-      const delay = backoffDelay(n, this.ctx.opts.uploadBackoffMs, RETRY_MAX_MS, 'spread');
-      this.retryAt = Date.now() + delay;
-      this.ctx.log.warn(`mkdir of ${paths.length === 1 ? paths[0] : `${paths.length} folders`} failed (attempt ${n}), retrying in ${Math.round(delay)} ms: ${error}`);
-    }
+    this.ctx.log.error(`mkdir of ${path} refused by the server, the folder is not made: ${error}`);
   }
 }
