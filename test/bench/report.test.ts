@@ -1,8 +1,9 @@
 // The bench's --baseline comparison: new/old ratios of seconds, the ✗ past the 10 % noise margin
 // (as the table rounds it), failures counted as slower, the raw wire row never judged, the table's
-// columns and legend only when both sides ran.
+// columns and legend only when both sides ran; and the run order that alternates the two builds.
 import test from 'ava';
 import { formatTable, newOverOld, newOldCell, slowerRows, slowerThanOld, SLOWER_MARGIN, type Cell, type ColumnId, type Results } from '../../tools/bench/report.js';
+import { baselineColumns, phaseOrder } from '../../tools/bench/baseline.js';
 import { quickSizes } from '../../tools/bench/tree.js';
 
 const cell = (seconds: number | null, error?: string): Cell => (error ? { seconds, error } : { seconds });
@@ -88,4 +89,22 @@ test('no new/old column without both sides of a pair, and none at all in a run w
   const plain = formatTable(results(['maxxo', 'vboxx'], { ls_l: { maxxo: cell(1), vboxx: cell(1) } }));
   t.false(plain.includes('new/old'));
   t.false(plain.includes('base'));
+});
+
+test('the -base columns need --baseline, which needs one of them; without it the default leaves them out', (t) => {
+  const all: ColumnId[] = ['maxxo', 'maxxo-base', 'vboxx', 'vboxx-base', 'rclone-writes', 'rclone-full'];
+  t.deepEqual(baselineColumns(all, false, null), ['maxxo', 'vboxx', 'rclone-writes', 'rclone-full']);
+  t.deepEqual(baselineColumns(all, false, '/old'), all);
+  t.throws(() => baselineColumns(['maxxo', 'maxxo-base'], true, null), { message: /need --baseline/ });
+  t.throws(() => baselineColumns(['maxxo', 'vboxx'], true, '/old'), { message: /none of maxxo-base, vboxx-base/ });
+});
+
+test('each pair trades places every other phase; the other columns keep theirs', (t) => {
+  const cols = (['maxxo', 'maxxo-base', 'vboxx', 'vboxx-base', 'rclone-full'] as ColumnId[]).map((id) => ({ id }));
+  const ids = (round: number) => phaseOrder(cols, round).map((c) => c.id);
+  t.deepEqual(ids(0), ['maxxo', 'maxxo-base', 'vboxx', 'vboxx-base', 'rclone-full']);
+  t.deepEqual(ids(1), ['maxxo-base', 'maxxo', 'vboxx-base', 'vboxx', 'rclone-full']);
+  t.deepEqual(ids(2), ids(0));
+  // a column without its pair stays put
+  t.deepEqual(phaseOrder([{ id: 'maxxo' as ColumnId }, { id: 'vboxx-base' as ColumnId }], 1).map((c) => c.id), ['maxxo', 'vboxx-base']);
 });
