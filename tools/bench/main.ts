@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { fullSizes, quickSizes, generateTree, T, MiB, type Sizes, type TreeManifest, fullScale, quickScale, generateScaleTree, S, type ScaleSizes } from './tree.js';
 import type { Job, JobResult } from './workload.js';
-import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS } from './report.js';
+import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS, BASE_OF, type OurColumn } from './report.js';
+import { baselineColumns, cliOf, inspectBaseline, phaseOrder } from './baseline.js';
 import { findMount, isMounted, lazyUnmountSync, mountTable } from '../../src/util/mounts.js';
 import { sleep } from '../../src/util/sleep.js';
 
@@ -24,7 +25,6 @@ const repo = resolve(here, '..', '..', '..');
 const WORKLOAD = join(here, 'workload.js');
 const PROXY = join(here, 'delay-proxy.js');
 const SERVE = join(here, 'serve.js');
-const CLI = join(repo, 'dist', 'src', 'cli', 'main.js');
 
 const MAXXO_EMAIL = 'demo@maxxo.test';
 const MAXXO_PASSWORD = 'demo-password';
@@ -49,6 +49,8 @@ interface Args {
   scaling: boolean;
   tableFrom: string | null;
   profile: string | null;
+  /** --baseline: another checkout whose CLI the maxxo-base / vboxx-base columns mount. */
+  baseline: string | null;
 }
 
 const USAGE = `Usage: scripts/bench [options]
@@ -56,6 +58,16 @@ const USAGE = `Usage: scripts/bench [options]
   --rtt-ms N         round-trip time the delay proxy adds (default 20: 10 ms each way)
   --only ROWS        comma-separated row ids to run (their phase runs whole); ids: ${rowDefs(fullSizes, fullScale).map((r) => r.id).join(', ')}
   --columns COLS     comma-separated subset of: ${COLUMNS.join(', ')}
+                     (default: all; the -base ones only with --baseline)
+  --baseline DIR     compare with another checkout of cloudmount (its dist/ built; its own
+                     build/Release/cmfuse3.node and node_modules, a symlink will do): columns
+                     maxxo-base and vboxx-base mount with DIR's CLI, each against its own copy of
+                     this checkout's reference server with the same tree, RTT and phases, run
+                     next to maxxo / vboxx (which of the two goes first alternates by phase). The
+                     table gets "Maxxo new/old" and "vBoxx new/old" (ratio of seconds) and marks ✗
+                     where new is more than 10 % slower (the noise margin); the JSON records DIR
+                     and its commit. Full comparison:
+                       scripts/bench --baseline DIR --columns maxxo,maxxo-base,vboxx,vboxx-base
   --keep             keep the work folder (trees, caches, logs) and print where it is
   --no-drop-caches   do not drop the kernel page cache before cold runs
   --out FILE         JSON results file (default .bench/results-<date>.json)
@@ -73,8 +85,9 @@ const USAGE = `Usage: scripts/bench [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false, tableFrom: null, profile: null,
+    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false, tableFrom: null, profile: null, baseline: null,
   };
+  let columnsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const val = () => {
@@ -95,6 +108,7 @@ function parseArgs(argv: string[]): Args {
         const cols = val().split(',').map((s) => s.trim()).filter(Boolean);
         for (const c of cols) if (!COLUMNS.includes(c as ColumnId)) throw new Error(`unknown column ${c} (known: ${COLUMNS.join(', ')})`);
         a.columns = COLUMNS.filter((c) => cols.includes(c));
+        columnsGiven = true;
         break;
       }
       case '--keep': a.keep = true; break;
@@ -106,11 +120,13 @@ function parseArgs(argv: string[]): Args {
       case '--scaling': a.scaling = true; break;
       case '--table-from': a.tableFrom = val(); break;
       case '--profile': a.profile = resolve(val()); break;
+      case '--baseline': a.baseline = resolve(val()); break;
       case '-v': case '--verbose': a.verbose = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
       default: throw new Error(`unknown option ${k}\n${USAGE}`);
     }
   }
+  if (!a.tableFrom) a.columns = baselineColumns(a.columns, columnsGiven, a.baseline);
   if (a.only) {
     const known = new Set(rowDefs(fullSizes, fullScale).map((r) => r.id));
     if ([...a.only].some((r) => r.startsWith('scale_'))) a.scaling = true;
@@ -175,13 +191,14 @@ function cleanup(): Promise<void> {
 }
 
 /** Starts a long-lived helper in its own process group (so Ctrl-C reaches only us, and we stop it in order). */
-function startProc(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logFile?: string; stdinPipe?: boolean } = {}): ChildProcess {
+function startProc(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; logFile?: string; stdinPipe?: boolean } = {}): ChildProcess {
   // Once teardown began, nothing new may start (the run loop may still be unwinding).
   if (cleaning) throw new Error('stopping');
   const p = spawn(cmd, args, {
     detached: true,
     stdio: [opts.stdinPipe === false ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     env: opts.env ?? process.env,
+    cwd: opts.cwd,
   });
   started.add(p);
   p.once('exit', () => started.delete(p));
@@ -475,17 +492,20 @@ function isolatedEnv(home: string): NodeJS.ProcessEnv {
   };
 }
 
-function ourMount(kind: 'maxxo' | 'vboxx', serverUrl: string, home: string, extraOpts: string[], root?: string) {
+/** A mount with the CLI of `checkout` (this one, or --baseline's), run from there. */
+function ourMount(kind: OurColumn, checkout: string, serverUrl: string, home: string, extraOpts: string[], root?: string) {
+  const cli = cliOf(checkout);
   return async (mnt: string, cacheDir: string): Promise<Mount> => {
-    if (!existsSync(CLI)) throw new Error(`our CLI is not built (${CLI} missing)`);
+    if (!existsSync(cli)) throw new Error(`the CLI is not built (${cli} missing)`);
     const env = { ...isolatedEnv(home), CLOUDMOUNT_PASSWORD: kind === 'maxxo' ? MAXXO_PASSWORD : VBOXX_PASSWORD };
     const o = [`cache_dir=${cacheDir}`, ...(root ? [`root=${root}`] : []), ...extraOpts].join(',');
     // One CPU profile per mount, written when the mount process exits.
     const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, basename(mnt))}`] : [];
-    const args = [...prof, CLI, 'mount', kind, mnt, '--server', serverUrl,
+    const args = [...prof, cli, 'mount', kind, mnt, '--server', serverUrl,
       ...(kind === 'maxxo' ? ['--email', MAXXO_EMAIL] : ['--username', VBOXX_USER]), '-o', o];
     const t0 = performance.now();
-    const proc = startProc(process.execPath, args, { env, logFile: join(home, `mount-${kind}.log`) });
+    // isolatedEnv passes no CMFUSE3_ADDON or NODE_PATH: the CLI loads the addon and modules of its checkout
+    const proc = startProc(process.execPath, args, { env, cwd: checkout, logFile: join(home, `mount-${kind}.log`) });
     mounted.add(mnt);
     await waitMounted(mnt, proc, `cloudmount mount ${kind}`);
     return {
@@ -994,6 +1014,76 @@ function updateReadme(table: string): void {
   log('README.md bench table updated');
 }
 
+/**
+ * One side of ours: a reference server (this checkout's) holding the tree, a delay proxy for its
+ * HTTP port and one for its rsync daemon (which /slice then advertises), and a column per service
+ * whose mounts run the CLI of `checkout`. The --baseline side gets a server of its own: the write
+ * phases change the tree, and each demo account has one, so two builds cannot share one.
+ */
+async function startOurSide(ctx: Ctx, kinds: OurColumn[], side: { checkout: string; base: boolean },
+  trees: { master: string; scaleMaster: string; needMain: boolean }): Promise<Column[]> {
+  const { args, work } = ctx;
+  const { master, scaleMaster, needMain } = trees;
+  const delayMs = args.rttMs / 2;
+  const { checkout, base } = side;
+  const sfx = base ? '-base' : '';
+  const id = (k: OurColumn): ColumnId => (base ? BASE_OF[k] : k);
+  const out: Column[] = [];
+  const dataDir = join(work, `server${sfx}`);
+  const serve = startProc(process.execPath, [SERVE, '--data-dir', dataDir], { logFile: join(work, `serve${sfx}.log`) });
+  const info = await firstJsonLine<{ url: string; port: number; rsyncHost: string | null; rsyncPort: number | null; filesDir: string }>(serve, 'reference server');
+  const httpProxy = await startProxy('127.0.0.1', info.port, delayMs);
+  const proxied = `http://127.0.0.1:${httpProxy.port}`;
+  const emuStats = async () => (await (await fetch(`${info.url}/_emulator/stats`)).json()) as Record<string, number>;
+  vlog(`reference server ${info.url}, through the proxy ${proxied}`);
+  if (kinds.includes('maxxo')) {
+    if (!info.rsyncPort) throw new Error('the reference server runs no rsync daemon');
+    const rsyncProxy = await startProxy(info.rsyncHost ?? '127.0.0.1', info.rsyncPort, delayMs);
+    serve.stdin!.write(`${JSON.stringify({ advertiseRsyncPort: rsyncProxy.port })}\n`);
+    const slice = await maxxoSlice(info.url);
+    if (slice.rsync_port !== rsyncProxy.port) throw new Error(`/slice advertises rsync port ${slice.rsync_port}, not the proxy's ${rsyncProxy.port}`);
+    const userDir = join(info.filesDir, 'maxxo', slice.login);
+    if (needMain) cpSync(join(master, T.top), join(userDir, T.top), { recursive: true });
+    if (ctx.scale) linkTree(join(scaleMaster, S.top), join(userDir, S.top));
+    out.push({
+      id: id('maxxo'),
+      mount: ourMount('maxxo', checkout, proxied, join(work, `home-${id('maxxo')}`), args.ourOpts),
+      server: localView(userDir),
+      counters: async () => ({ proxies: { http: await httpProxy.stats(), rsync: await rsyncProxy.stats() }, routes: await emuStats() }),
+      wire: async (scratch, bytes) => {
+        mkdirSync(scratch, { recursive: true });
+        const dest = join(scratch, 'wire-maxxo.bin');
+        try {
+          return await runWorkload({ op: 'rsync', dest, expect: bytes }, {
+            env: { BENCH_URL: `rsync://${slice.login}@127.0.0.1:${rsyncProxy.port}/${slice.login}/${T.big}`, RSYNC_PASSWORD: slice.rsync },
+          });
+        } finally { rmSync(dest, { force: true }); }
+      },
+    });
+  }
+  if (kinds.includes('vboxx')) {
+    const api = new VboxxApi(info.url);
+    await api.login();
+    log(`uploading the tree to the vBoxx reference server${sfx}`);
+    if (needMain) await api.uploadTree(master, T.top);
+    if (ctx.scale) {
+      await api.allowFileSize(ctx.scale.sizes.bigBytes);
+      log(`uploading the scaling tree to the vBoxx reference server${sfx}`);
+      await api.uploadTree(scaleMaster, S.top, 16);
+    }
+    out.push({
+      id: id('vboxx'),
+      mount: ourMount('vboxx', checkout, proxied, join(work, `home-${id('vboxx')}`), args.ourOpts, String(api.rootId)),
+      server: api.view(),
+      counters: async () => ({ proxies: { http: await httpProxy.stats() }, routes: await emuStats() }),
+      wire: (_scratch, bytes) => runWorkload({ op: 'get', expect: bytes }, {
+        env: { BENCH_URL: `${proxied}/1/files/${api.rootId}/${api.enc(T.big)}?session_token=${encodeURIComponent(api.token)}` },
+      }),
+    });
+  }
+  return out;
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   verbose = args.verbose;
@@ -1011,6 +1101,8 @@ async function main(): Promise<number> {
   if (wantRclone) ensureRclone();
   if (!existsSync('/dev/fuse')) throw new Error('/dev/fuse is missing: this machine cannot mount FUSE filesystems');
 
+  // before anything starts: a baseline that cannot mount stops the run here
+  const baseline = args.baseline ? inspectBaseline(args.baseline) : null;
   const parent = args.workDir ?? os.tmpdir();
   mkdirSync(parent, { recursive: true });
   const work = mkdtempSync(join(parent, 'cloudmount-bench-'));
@@ -1031,6 +1123,12 @@ async function main(): Promise<number> {
     date, command: `scripts/bench ${process.argv.slice(2).join(' ')}`.trim(), machine: machine(), rttMs: args.rttMs,
     sizes, columns: args.columns, rows: {}, rss: {}, mounts: {}, notes: [],
   };
+  if (baseline) {
+    const { info, warnings } = baseline;
+    results.baseline = info;
+    for (const w of warnings) { log(`baseline: ${w}`); results.notes.push(`baseline: ${w}`); }
+    log(`baseline ${info.dir} at ${info.commit ?? '?'}${info.dirty ? ' (uncommitted changes)' : ''}`);
+  }
   try {
     log(`generating the tree (${(fullSizes === sizes ? 'full' : 'quick')} sizes)`);
     const master = join(work, 'master');
@@ -1049,63 +1147,12 @@ async function main(): Promise<number> {
     }
     const columns: Column[] = [];
 
-    // Our side: one reference server for both services, a proxy for its HTTP port and one for
-    // the rsync daemon, which /slice then advertises.
-    const ours = args.columns.filter((c) => c === 'maxxo' || c === 'vboxx');
-    if (ours.length) {
-      const dataDir = join(work, 'server');
-      const serve = startProc(process.execPath, [SERVE, '--data-dir', dataDir], { logFile: join(work, 'serve.log') });
-      const info = await firstJsonLine<{ url: string; port: number; rsyncHost: string | null; rsyncPort: number | null; filesDir: string }>(serve, 'reference server');
-      const httpProxy = await startProxy('127.0.0.1', info.port, delayMs);
-      const proxied = `http://127.0.0.1:${httpProxy.port}`;
-      const emuStats = async () => (await (await fetch(`${info.url}/_emulator/stats`)).json()) as Record<string, number>;
-      vlog(`reference server ${info.url}, through the proxy ${proxied}`);
-      if (ours.includes('maxxo')) {
-        if (!info.rsyncPort) throw new Error('the reference server runs no rsync daemon');
-        const rsyncProxy = await startProxy(info.rsyncHost ?? '127.0.0.1', info.rsyncPort, delayMs);
-        serve.stdin!.write(`${JSON.stringify({ advertiseRsyncPort: rsyncProxy.port })}\n`);
-        const slice = await maxxoSlice(info.url);
-        if (slice.rsync_port !== rsyncProxy.port) throw new Error(`/slice advertises rsync port ${slice.rsync_port}, not the proxy's ${rsyncProxy.port}`);
-        const userDir = join(info.filesDir, 'maxxo', slice.login);
-        if (needMain) cpSync(join(master, T.top), join(userDir, T.top), { recursive: true });
-        if (ctx.scale) linkTree(join(scaleMaster, S.top), join(userDir, S.top));
-        columns.push({
-          id: 'maxxo',
-          mount: ourMount('maxxo', proxied, join(work, 'home-maxxo'), args.ourOpts),
-          server: localView(userDir),
-          counters: async () => ({ proxies: { http: await httpProxy.stats(), rsync: await rsyncProxy.stats() }, routes: await emuStats() }),
-          wire: async (scratch, bytes) => {
-            mkdirSync(scratch, { recursive: true });
-            const dest = join(scratch, 'wire-maxxo.bin');
-            try {
-              return await runWorkload({ op: 'rsync', dest, expect: bytes }, {
-                env: { BENCH_URL: `rsync://${slice.login}@127.0.0.1:${rsyncProxy.port}/${slice.login}/${T.big}`, RSYNC_PASSWORD: slice.rsync },
-              });
-            } finally { rmSync(dest, { force: true }); }
-          },
-        });
-      }
-      if (ours.includes('vboxx')) {
-        const api = new VboxxApi(info.url);
-        await api.login();
-        log('uploading the tree to the vBoxx reference server');
-        if (needMain) await api.uploadTree(master, T.top);
-        if (ctx.scale) {
-          await api.allowFileSize(ctx.scale.sizes.bigBytes);
-          log('uploading the scaling tree to the vBoxx reference server');
-          await api.uploadTree(scaleMaster, S.top, 16);
-        }
-        columns.push({
-          id: 'vboxx',
-          mount: ourMount('vboxx', proxied, join(work, 'home-vboxx'), args.ourOpts, String(api.rootId)),
-          server: api.view(),
-          counters: async () => ({ proxies: { http: await httpProxy.stats() }, routes: await emuStats() }),
-          wire: (_scratch, bytes) => runWorkload({ op: 'get', expect: bytes }, {
-            env: { BENCH_URL: `${proxied}/1/files/${api.rootId}/${api.enc(T.big)}?session_token=${encodeURIComponent(api.token)}` },
-          }),
-        });
-      }
-    }
+    // Our side; with --baseline a second one whose mounts run the baseline's CLI.
+    const ours = args.columns.filter((c): c is OurColumn => c === 'maxxo' || c === 'vboxx');
+    const oursBase = (Object.keys(BASE_OF) as OurColumn[]).filter((c) => args.columns.includes(BASE_OF[c]));
+    const trees = { master, scaleMaster, needMain };
+    if (ours.length) columns.push(...await startOurSide(ctx, ours, { checkout: repo, base: false }, trees));
+    if (oursBase.length) columns.push(...await startOurSide(ctx, oursBase, { checkout: args.baseline!, base: true }, trees));
 
     // rclone side: `rclone serve webdav` over a folder with one copy of the tree per mode.
     const rcloneCols = args.columns.filter((c): c is 'rclone-writes' | 'rclone-full' => c.startsWith('rclone'));
@@ -1138,10 +1185,12 @@ async function main(): Promise<number> {
     }
 
     const wanted = (phase: Phase) => rowDefs(sizes, ctx.scale?.sizes).some((r) => r.phase === phase && (!args.only || args.only.has(r.id)));
+    columns.sort((a, b) => COLUMNS.indexOf(a.id) - COLUMNS.indexOf(b.id));
+    let round = 0;
     for (const phase of PHASES) {
       if (!wanted(phase)) continue;
       log(`phase ${phase}`);
-      for (const col of columns) {
+      for (const col of phaseOrder(columns, round++)) {
         await runPhase(ctx, col, phase);
       }
     }

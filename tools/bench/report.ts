@@ -2,13 +2,25 @@
 import type { Sizes, ScaleSizes } from './tree.js';
 import { MiB } from './tree.js';
 
-export const COLUMNS = ['maxxo', 'vboxx', 'rclone-writes', 'rclone-full'] as const;
+// In table order: each --baseline column next to the column of this checkout it mirrors.
+export const COLUMNS = ['maxxo', 'maxxo-base', 'vboxx', 'vboxx-base', 'rclone-writes', 'rclone-full'] as const;
 export type ColumnId = (typeof COLUMNS)[number];
-const OURS: ColumnId[] = ['maxxo', 'vboxx'];
+export type OurColumn = 'maxxo' | 'vboxx';
+const OURS: OurColumn[] = ['maxxo', 'vboxx'];
 const RCLONE: ColumnId[] = ['rclone-writes', 'rclone-full'];
+/** The column that mounts the --baseline checkout's CLI in place of this checkout's. */
+export const BASE_OF = { maxxo: 'maxxo-base', vboxx: 'vboxx-base' } as const satisfies Record<OurColumn, ColumnId>;
+export const BASELINE_COLUMNS: ColumnId[] = Object.values(BASE_OF);
 const TITLE: Record<ColumnId, string> = {
-  maxxo: 'ours Maxxo', vboxx: 'ours vBoxx', 'rclone-writes': 'rclone writes', 'rclone-full': 'rclone full',
+  maxxo: 'ours Maxxo', vboxx: 'ours vBoxx', 'maxxo-base': 'base Maxxo', 'vboxx-base': 'base vBoxx',
+  'rclone-writes': 'rclone writes', 'rclone-full': 'rclone full',
 };
+const SERVICE: Record<OurColumn, string> = { maxxo: 'Maxxo', vboxx: 'vBoxx' };
+/**
+ * New over old above 1 + this is "slower": a row moves by about that much between two runs of
+ * the same build on this shared machine, so less is not taken as a regression.
+ */
+export const SLOWER_MARGIN = 0.1;
 
 export interface RowDef {
   id: string;
@@ -66,6 +78,16 @@ export interface Cell {
   [k: string]: unknown;
 }
 
+export interface BaselineInfo {
+  dir: string;
+  /** `git -C dir rev-parse HEAD`, null when dir is not a git checkout. */
+  commit: string | null;
+  /** Uncommitted changes in dir (the commit alone does not name what ran). */
+  dirty: boolean;
+  /** dir has build/Release/cmfuse3.node (else its mounts run on fuse-native). */
+  addon: boolean;
+}
+
 export interface Results {
   date: string;
   command: string;
@@ -74,6 +96,8 @@ export interface Results {
   sizes: Sizes;
   scale?: ScaleSizes;
   columns: ColumnId[];
+  /** --baseline: the other checkout whose CLI the *-base columns mounted. */
+  baseline?: BaselineInfo;
   rows: Record<string, Partial<Record<ColumnId, Cell>>>;
   rss: Partial<Record<ColumnId, { hwmMiB: number; treePeakMiB: number }>>;
   mounts: Partial<Record<ColumnId, Record<string, { mountSeconds?: number; unmountSeconds?: number }>>>;
@@ -97,6 +121,70 @@ export function ratio(results: Results, row: string, col: ColumnId): number | nu
   return mine.seconds / best;
 }
 
+type Row = Partial<Record<ColumnId, Cell>>;
+
+/** Seconds of this checkout over seconds of the --baseline checkout; null unless both ran cleanly. */
+export function newOverOld(r: Row | undefined, col: OurColumn): number | null {
+  const mine = r?.[col];
+  const old = r?.[BASE_OF[col]];
+  if (!ok(mine) || !ok(old) || old.seconds <= 0) return null;
+  return mine.seconds / old.seconds;
+}
+
+/** New more than SLOWER_MARGIN slower than old (as the table rounds it), or failed where old did not. */
+export function slowerThanOld(r: Row | undefined, col: OurColumn): boolean {
+  const v = newOverOld(r, col);
+  if (v !== null) return Math.round(v * 100) / 100 > 1 + SLOWER_MARGIN;
+  const mine = r?.[col];
+  return !!mine && !ok(mine) && ok(r?.[BASE_OF[col]]);
+}
+
+/** The new/old cell; `judged` false for rows that measure no build (the raw wire). */
+export function newOldCell(r: Row | undefined, col: OurColumn, judged = true): string {
+  const v = newOverOld(r, col);
+  const slower = judged && slowerThanOld(r, col);
+  if (v !== null) return `${v.toFixed(2)}${slower ? ' ✗' : ''}`;
+  const mine = r?.[col];
+  const old = r?.[BASE_OF[col]];
+  if (!mine || !old) return '';
+  if (!ok(mine) && ok(old)) return `new failed${slower ? ' ✗' : ''}`;
+  if (ok(mine) && !ok(old)) return 'old failed';
+  return '';
+}
+
+/** Rows (and services) where this checkout is slower than the baseline, as the table marks them. */
+export function slowerRows(res: Results): string[] {
+  const out: string[] = [];
+  for (const def of rowDefs(res.sizes, res.scale)) {
+    if (def.id === 'wire') continue;
+    for (const c of basePairs(res)) if (slowerThanOld(res.rows[def.id], c)) out.push(`${def.id} (${SERVICE[c]})`);
+  }
+  return out;
+}
+
+/** Our columns whose baseline column ran too. */
+function basePairs(res: Results): OurColumn[] {
+  return OURS.filter((c) => res.columns.includes(c) && res.columns.includes(BASE_OF[c]));
+}
+
+function baselineLegend(res: Results): string[] {
+  const pairs = basePairs(res);
+  if (!pairs.length) return [];
+  const b = res.baseline;
+  const what = b ? `\`${b.dir}\` at ${b.commit ? b.commit.slice(0, 12) : 'an unknown commit'}${b.dirty ? ' with uncommitted changes' : ''}` +
+    `${b.addon ? '' : ', without its libfuse3 addon (fuse-native)'}` : 'the --baseline checkout';
+  const slow = slowerRows(res);
+  return [
+    '',
+    `new/old: seconds of this checkout (ours) over seconds of the baseline (base: ${what}) on the same row; ` +
+      'each side mounts its own copy of the reference server (same program, tree, RTT and phases), one right after the other. ' +
+      `✗: new more than ${SLOWER_MARGIN * 100} % slower than old, or failed where old did not; ` +
+      `a difference within ${SLOWER_MARGIN * 100} % is this machine's run-to-run noise, not a regression. ` +
+      'The raw wire row compares the two server copies, not the builds: it shows that noise.',
+    `Rows where new is slower than old: ${slow.length ? slow.join(', ') : 'none'}.`,
+  ];
+}
+
 function secs(c: Cell | undefined): string {
   if (!c) return '';
   if (c.seconds === null) return 'failed';
@@ -115,7 +203,10 @@ function mark(v: number | null, target: number | undefined, higherIsBetter = fal
 export function formatTable(res: Results): string {
   const cols = COLUMNS.filter((c) => res.columns.includes(c));
   const ours = OURS.filter((c) => cols.includes(c));
-  const head = ['', ...cols.map((c) => `${TITLE[c]} (s)`), ...ours.map((c) => `${TITLE[c]} / best rclone`), 'target'];
+  const pairs = basePairs(res);
+  const none = () => pairs.map(() => '');
+  const head = ['', ...cols.map((c) => `${TITLE[c]} (s)`), ...ours.map((c) => `${TITLE[c]} / best rclone`),
+    ...pairs.map((c) => `${SERVICE[c]} new/old`), 'target'];
   const lines: string[][] = [];
   for (const def of rowDefs(res.sizes, res.scale)) {
     const r = res.rows[def.id];
@@ -124,6 +215,7 @@ export function formatTable(res: Results): string {
       def.label,
       ...cols.map((c) => secs(r[c])),
       ...ours.map((c) => (def.id === 'wire' ? '' : mark(ratio(res, def.id, c), def.target))),
+      ...pairs.map((c) => newOldCell(r, c, def.id !== 'wire')),
       def.target !== undefined ? `<= ${def.target}` : '',
     ]);
   }
@@ -136,14 +228,16 @@ export function formatTable(res: Results): string {
       const r = cold[c];
       return ok(w) && ok(r) ? w.seconds / r.seconds : null;
     };
-    lines.push(['cold read speed / wire speed', ...cols.map(() => ''), ...ours.map((c) => mark(frac(c), 0.5, true)), '>= 0.5']);
-    lines.push(['(same, rclone: writes / full)', ...cols.map((c) => (RCLONE.includes(c) ? (frac(c)?.toFixed(2) ?? '') : '')), ...ours.map(() => ''), '']);
+    // the baseline's figure sits in its own seconds column (it has no ratio column of its own)
+    const base = (c: ColumnId) => (BASELINE_COLUMNS.includes(c) ? (frac(c)?.toFixed(2) ?? '') : '');
+    lines.push(['cold read speed / wire speed', ...cols.map(base), ...ours.map((c) => mark(frac(c), 0.5, true)), ...none(), '>= 0.5']);
+    lines.push(['(same, rclone: writes / full)', ...cols.map((c) => (RCLONE.includes(c) ? (frac(c)?.toFixed(2) ?? '') : '')), ...ours.map(() => ''), ...none(), '']);
   }
   if (Object.keys(res.rss).length) {
     const mib = (v: number | undefined) => (v === undefined ? '' : `${v.toFixed(0)} MiB`);
     lines.push(['peak RSS of the mount process during the cold read', ...cols.map((c) => mib(res.rss[c]?.hwmMiB)),
-      ...ours.map((c) => { const v = res.rss[c]?.hwmMiB; return v === undefined ? '' : (v <= 150 ? '✓' : '✗'); }), '<= 150 MiB']);
-    lines.push(['peak RSS with child processes (sampled)', ...cols.map((c) => mib(res.rss[c]?.treePeakMiB)), ...ours.map(() => ''), '']);
+      ...ours.map((c) => { const v = res.rss[c]?.hwmMiB; return v === undefined ? '' : (v <= 150 ? '✓' : '✗'); }), ...none(), '<= 150 MiB']);
+    lines.push(['peak RSS with child processes (sampled)', ...cols.map((c) => mib(res.rss[c]?.treePeakMiB)), ...ours.map(() => ''), ...none(), '']);
   }
   const m = res.machine;
   const traffic = trafficTable(res, cols);
@@ -156,6 +250,7 @@ export function formatTable(res: Results): string {
       `command: \`${res.command}\``,
     '',
     ...markdown(head, lines),
+    ...baselineLegend(res),
     ...(traffic.length ? ['', 'Traffic per row (through the delay proxy; ours: server requests by route in the JSON):', '', ...traffic] : []),
     ...(failures.length ? ['', 'Failures and checks that did not hold ((!) above):', ...failures] : []),
     ...(res.notes?.length ? ['', 'Notes:', ...res.notes.map((x) => `- ${x}`)] : []),
