@@ -97,6 +97,18 @@ export class DaemonListings {
   }
 
   /**
+   * Starts the first listing of a folder that has none (nor one in flight), without waiting: the
+   * caller will want it soon (list() before its ops/list call, a folder's stat for its own
+   * listing), and a cold `ls -l a/b/c` then runs the listings of each level side by side, where
+   * each waited for the one before (one rsync run each, 150-500 ms).
+   */
+  prime(dir: string): void {
+    const s = this.slots.get(dir);
+    if (s?.value || s?.inflight) return;
+    void this.get(dir, Infinity);
+  }
+
+  /**
    * A folder's listing no older than maxAgeMs (one in flight that started within it counts), or
    * the last one when a new one cannot be had (the daemon out of reach), or undefined. Never
    * rejects. Not tied to a caller's signal: other callers may share it; rsync's own timeouts

@@ -145,6 +145,8 @@ export class MaxxoRemote implements Remote {
 
   async list(dir: string, opts: ListOptions = {}): Promise<ListResult> {
     const wire = toWire(dir);
+    // its mtimes come from the daemon listing: both runs at once
+    this.listings.prime('/' + pathParts(dir).join('/'));
     let rows;
     let ours: (name: string) => boolean;
     try {
@@ -191,6 +193,8 @@ export class MaxxoRemote implements Remote {
       if (!e) continue;
       // the top folder has no parent to be listed in: its own listing's "." row has its time
       if (pathParts(paths[i]!).length === 0) { tops.push(e); continue; }
+      // a folder looked up is about to be listed, or looked into (its files' mtimes)
+      if (e.type === 'dir') this.listings.prime('/' + pathParts(paths[i]!).join('/'));
       const dir = parentOf(paths[i]!);
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
