@@ -102,7 +102,9 @@ export class DaemonListings {
    * listing), and a cold `ls -l a/b/c` then runs the listings of each level side by side, where
    * each waited for the one before (one rsync run each, 150-500 ms).
    */
-  prime(dir: string): void {
+  prime(path: string): void {
+    // slots are keyed as parentOf() spells folders
+    const dir = '/' + pathParts(path).join('/');
     const s = this.slots.get(dir);
     if (s?.value || s?.inflight) return;
     void this.get(dir, Infinity);

@@ -146,7 +146,7 @@ export class MaxxoRemote implements Remote {
   async list(dir: string, opts: ListOptions = {}): Promise<ListResult> {
     const wire = toWire(dir);
     // its mtimes come from the daemon listing: both runs at once
-    this.listings.prime('/' + pathParts(dir).join('/'));
+    this.listings.prime(dir);
     let rows;
     let ours: (name: string) => boolean;
     try {
@@ -194,7 +194,7 @@ export class MaxxoRemote implements Remote {
       // the top folder has no parent to be listed in: its own listing's "." row has its time
       if (pathParts(paths[i]!).length === 0) { tops.push(e); continue; }
       // a folder looked up is about to be listed, or looked into (its files' mtimes)
-      if (e.type === 'dir') this.listings.prime('/' + pathParts(paths[i]!).join('/'));
+      if (e.type === 'dir') this.listings.prime(paths[i]!);
       const dir = parentOf(paths[i]!);
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
