@@ -531,7 +531,7 @@ export class Vfs implements VfsApi {
       // another open of the path may have made its content object meanwhile
       o = this.store.objs.get(path);
     }
-    let keepCache = !!o;
+    let keepCache = !!o && o.kernelEpoch === o.epoch;
     if (o && !o.authoritative && !sameIdent(o.ident, e)) {
       // the server has other content now: cached bytes are stale
       keepCache = false;
@@ -542,7 +542,10 @@ export class Vfs implements VfsApi {
     }
     // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
     if (!writable) this.prefetch.siblings(parentOf(path), path);
-    return { fh: await this.openObj(o, flags, writable), keepCache: keepCache && !(flags & O_TRUNC) };
+    const fh = await this.openObj(o, flags, writable);
+    keepCache &&= o.kernelEpoch === o.epoch && !(flags & O_TRUNC);
+    o.kernelEpoch = o.epoch;
+    return { fh, keepCache };
   }
 
   /**
@@ -601,6 +604,8 @@ export class Vfs implements VfsApi {
     const stale = this.store.objs.get(path);
     if (stale) this.store.detach(stale);
     const o = this.store.add(path, 0, false);
+    // what the creator writes through its handle is what the drive holds
+    o.kernelEpoch = o.epoch;
     o.gen = 1;
     o.localMtime = Date.now();
     this.store.markLocal(o);

@@ -11,6 +11,10 @@ import {
 
 const MiB = 1024 * 1024;
 const v = useVboxxApi(test);
+/** test/e2e/libfuse3/readahead.test.ts runs the kernel page-cache case of this file on libfuse3. */
+const LIBFUSE3 = process.env.CLOUDMOUNT_TEST_BACKEND === 'libfuse3';
+/** The cases whose outcome depends only on the drive, not on the binding: once, on fuse-native. */
+const driveOnly = LIBFUSE3 ? (() => {}) as unknown as typeof test.serial : test.serial;
 
 /** Ranged and whole GETs of file content the server answered since the last reset. */
 async function fileGets(): Promise<number> {
@@ -24,7 +28,7 @@ async function node(t: ExecutionContext, script: string, args: string[], timeout
   return r.stdout;
 }
 
-test.serial('sequential read of 24 MiB: exact bytes by sha256, a few long ranged GETs in flight together', async (t) => {
+driveOnly('sequential read of 24 MiB: exact bytes by sha256, a few long ranged GETs in flight together', async (t) => {
   const dir = uniq('ra');
   const src = randomBytesSeeded(24 * MiB + 4097, 61);
   await v.api.filesPut(v.filesRoot, `/${dir}/big.bin`, src);
@@ -43,7 +47,7 @@ test.serial('sequential read of 24 MiB: exact bytes by sha256, a few long ranged
   t.is(await fileGets(), 0);
 });
 
-test.serial('partial reads at random offsets of a cold file return exactly the server bytes', async (t) => {
+driveOnly('partial reads at random offsets of a cold file return exactly the server bytes', async (t) => {
   const dir = uniq('rr');
   const src = randomBytesSeeded(12 * MiB + 123, 62);
   await v.api.filesPut(v.filesRoot, `/${dir}/r.bin`, src);
@@ -71,7 +75,7 @@ test.serial('partial reads at random offsets of a cold file return exactly the s
   t.is(out.total, reads.reduce((a, [p, l]) => a + Math.min(src.length, p + l) - p, 0));
 });
 
-test.serial('files of a few MiB: one GET each at the first read; 1 MiB siblings come with the prefetch', async (t) => {
+driveOnly('files of a few MiB: one GET each at the first read; 1 MiB siblings come with the prefetch', async (t) => {
   const dir = uniq('rw');
   const files = [0, 1, 2, 3].map((i) => randomBytesSeeded(3 * MiB + i, 70 + i));
   for (let i = 0; i < files.length; i++) await v.api.filesPut(v.filesRoot, `/${dir}/m${i}.bin`, files[i]!);
@@ -91,6 +95,7 @@ test.serial('a file replaced on the server while a program reads it: old bytes u
   const v1 = randomBytesSeeded(size, 81);
   const v2 = randomBytesSeeded(size, 82);
   await v.api.filesPut(v.filesRoot, `/${dir}/c.bin`, v1);
+  const v1PutAt = Date.now();
   // a small read-ahead window, so most of the file is still on the server when it changes
   const d = await mountService(t, v.servers, 'vboxx', { vfs: { readAheadBytes: 256 * 1024, readAheadMaxBytes: 1 * MiB, readWholeMaxBytes: 0 } });
   const file = d.p(dir, 'c.bin');
@@ -117,6 +122,13 @@ test.serial('a file replaced on the server while a program reads it: old bytes u
     check();
   });
   await waitFor('READY');
+  if (!LIBFUSE3) {
+    // fuse-native: libfuse 2 decides at open whether the kernel keeps its pages (auto_cache), from
+    // size and mtime alone, and takes no word from us; vBoxx's mtimes are whole seconds, so a
+    // replacement of the same size in the same second stays unseen at open there (the limit in
+    // native-notes/fuse.md). libfuse3 takes our keep_cache per open: no wait there.
+    while (Math.floor(Date.now() / 1000) <= Math.floor(v1PutAt / 1000)) await new Promise((r) => setTimeout(r, 50));
+  }
   await v.api.filesPut(v.filesRoot, `/${dir}/c.bin`, v2);
   child.stdin!.write('go\n');
   await waitFor('DONE');

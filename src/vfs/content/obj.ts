@@ -42,6 +42,14 @@ export class Obj {
   readonly ranges = new RangeSet();
   /** Bumped whenever cached bytes are thrown away, so a fetch started before drops its result. */
   epoch = 0;
+  /**
+   * The epoch of the bytes the kernel may hold in its page cache from opens of this object (-1:
+   * none handed out yet). An open may let the kernel keep its pages only while it is still the
+   * current epoch: a server change noticed while a file is read (serverChanged) keeps the same
+   * identity checks passing afterwards (ident follows the server), and fuse-native cannot tell the
+   * kernel to drop those pages.
+   */
+  kernelEpoch = -1;
   /** Server identity the clean content belongs to (null: never on the server as far as we know). */
   ident: RemoteEntry | null = null;
   /** Modifications of the content (writes, truncates); see writeback/state.ts for the marks that follow it. */
