@@ -67,7 +67,15 @@ async function rsyncTwice(t: ExecutionContext, kind: Kind, flags: string[]): Pro
   t.deepEqual(lines.filter((l) => l.startsWith('>f')), [], `no file content transferred:\n${out}`);
   t.deepEqual(lines.filter((l) => l[1] === 'f' && l[4] === 't'), [], `no file mtime differs:\n${out}`);
   // fuse-native lands rsync -U's atime in a folder's mtime too
-  if (kind === 'maxxo' && LIBFUSE3) t.deepEqual(lines.filter((l) => l[1] === 'd' && l[4] === 't'), [], `no folder mtime differs:\n${out}`);
+  const folderTimes = lines.filter((l) => l[1] === 'd' && l[4] === 't');
+  if (kind === 'maxxo' && LIBFUSE3 && folderTimes.length) {
+    // seen once in ~35 CI runs, never alone since: what each side holds, for the next time
+    const srv = path.join(await servers.maxxoFolder(), rel);
+    const ms = async (p: string) => (await fsp.stat(p).catch(() => null))?.mtimeMs;
+    t.log(`folder mtimes: source ${await ms(src)}, mount ${await ms(f.p(rel))}, server ${await ms(srv)}; ` +
+      `sub: ${await ms(path.join(src, 'sub'))} / ${await ms(f.p(rel, 'sub'))} / ${await ms(path.join(srv, 'sub'))}\nmount log:\n${f.stderr().slice(-4000)}`);
+    t.deepEqual(folderTimes, [], `no folder mtime differs:\n${out}`);
+  }
   if (lines.length) t.log(`not held by ${kind} (folder times, atimes):\n${out}`);
 }
 
