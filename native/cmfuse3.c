@@ -1070,6 +1070,10 @@ static void fill_open(struct fuse_file_info *fi, double fh, double flags)
 	fi->keep_cache = !!(f & 2);
 	fi->nonseekable = !!(f & 4);
 	fi->cache_readdir = !!(f & 8);
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
+	/* no FLUSH at close (FOPEN_NOFLUSH; kernels without it ignore the bit and flush as before) */
+	fi->noflush = !!(f & 16);
+#endif
 }
 
 /* ---- reply functions (JS thread) ----

@@ -191,7 +191,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     open(req) {
       trace(req, req.flags.toString(8));
-      run(req, () => vfs.open(req.ino, req.flags), (r) => { req.open(r.fh, { keepCache: r.keepCache }); });
+      run(req, () => vfs.open(req.ino, req.flags), (r) => { req.open(r.fh, { keepCache: r.keepCache, noFlush: r.noFlush }); });
     },
 
     create(req) {
