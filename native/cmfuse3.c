@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CM_MAX_THREADS 16
@@ -75,6 +76,7 @@ typedef struct cm_item {
 	int writepage;
 	int interrupted;   /* the kernel interrupted it before JS saw it */
 	uint64_t seq;      /* order of creation: an interrupt only matches older requests */
+	uint64_t t_recv;   /* CLOCK_MONOTONIC ns when a reader decoded it (latency counters) */
 	uintptr_t intr_key; /* CM_INTERRUPT: the fuse_req it is about (compared, never dereferenced) */
 	uint32_t mode;
 	uint64_t rdev;
@@ -126,6 +128,8 @@ typedef struct cm_session {
 	atomic_ulong bytes_stolen;
 	atomic_ulong seq;
 	atomic_ulong interrupts;
+	/* JS thread only: per op, requests answered, ns from decoding to JS's call and to the answer */
+	double lat_n[CM_NOPS], lat_handoff[CM_NOPS], lat_total[CM_NOPS];
 } cm_session;
 
 static __thread char *tl_mem;
@@ -167,6 +171,13 @@ static void cm_log(enum fuse_log_level level, const char *fmt, va_list ap)
 }
 
 /* ---- items ---- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 static int valid_utf8(const char *s)
 {
@@ -216,6 +227,7 @@ static cm_item *item_new(cm_session *s, int op, fuse_req_t req, uint64_t ino,
 		return NULL;
 	}
 	memset(it, 0, sizeof *it);
+	it->t_recv = now_ns();
 	it->seq = atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed);
 	it->op = op;
 	it->req = req;
@@ -813,6 +825,7 @@ static napi_value item_to_js(napi_env env, cm_session *s, cm_item *it)
 	{
 		int64_t id = slot_put(s, it);
 		if (id < 0) return NULL;
+		s->lat_handoff[it->op] += (double)(now_ns() - it->t_recv);
 		set_num(env, o, "id", (double)id);
 	}
 	set_num(env, o, "uid", it->uid);
@@ -1057,6 +1070,10 @@ static void fill_open(struct fuse_file_info *fi, double fh, double flags)
 	fi->keep_cache = !!(f & 2);
 	fi->nonseekable = !!(f & 4);
 	fi->cache_readdir = !!(f & 8);
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
+	/* no FLUSH at close (FOPEN_NOFLUSH; kernels without it ignore the bit and flush as before) */
+	fi->noflush = !!(f & 16);
+#endif
 }
 
 /* ---- reply functions (JS thread) ----
@@ -1072,6 +1089,10 @@ static cm_item *take_reply(napi_env env, napi_callback_info info, size_t want, n
 	int bad;
 	cm_item *it = take(env, info, want, argv, ps, &bad);
 	*ret = bad || it ? NULL : boolean(env, 0);
+	if (it) {
+		(*ps)->lat_n[it->op] += 1;
+		(*ps)->lat_total[it->op] += (double)(now_ns() - it->t_recv);
+	}
 	return it;
 }
 
@@ -1796,6 +1817,20 @@ static napi_value n_stats(napi_env env, napi_callback_info info)
 		if (c) set_num(env, per, cm_op_names[k], (double)c);
 	}
 	napi_set_named_property(env, o, "received", per);
+	{
+		napi_value lat;
+		napi_create_object(env, &lat);
+		for (int k = CM_FORGET; k < CM_NOPS; k++) {
+			napi_value e;
+			if (!s->lat_n[k]) continue;
+			napi_create_object(env, &e);
+			set_num(env, e, "n", s->lat_n[k]);
+			set_num(env, e, "handoffUs", s->lat_handoff[k] / 1000);
+			set_num(env, e, "totalUs", s->lat_total[k] / 1000);
+			napi_set_named_property(env, lat, cm_op_names[k], e);
+		}
+		napi_set_named_property(env, o, "latency", lat);
+	}
 	set_num(env, o, "nativeAnswered", (double)atomic_load(&s->native_answered));
 	set_num(env, o, "batches", (double)atomic_load(&s->batches));
 	set_num(env, o, "delivered", (double)atomic_load(&s->delivered));

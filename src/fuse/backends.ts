@@ -49,6 +49,7 @@ export interface FuseOpStats {
   received: Record<string, number>;
   toJs: Record<string, number>;
   nativeAnswered: number;
+  latency?: Record<string, { n: number; handoffUs: number; totalUs: number }>;
 }
 
 export interface BackendConfig {
@@ -108,7 +109,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       `max_write ${conn.maxWrite}, read-ahead ${conn.readAheadKb ?? conn.maxReadahead / 1024} KiB, ${conn.features.join(' ')}`,
     stats() {
       const n = session.stats();
-      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered };
+      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered, latency: n.latency };
     },
     async unmount(force) {
       if (force) {

@@ -78,7 +78,7 @@ export interface DriveStatus {
    */
   counters?: { reads: { memory: number; file: number }; journalSyncs: number; remote?: Record<string, number> };
   /** FUSE requests since the mount by op (libfuse3 backend): all the kernel sent, those that reached JS. */
-  fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number };
+  fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number; latency?: Record<string, { n: number; handoffUs: number; totalUs: number }> };
 }
 
 export interface DriveNotice {
@@ -227,8 +227,9 @@ export interface InodeApi {
   /** The folder's entries with their attributes (and inode numbers), plus the folder's and its parent's numbers. */
   /** fh: the open folder handle; its listing's numbers stay valid until its next listing or releasedir. */
   readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }>;
-  /** keepCache: the content the kernel may have cached from earlier opens is still what the drive holds. */
-  open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean }>;
+  /** keepCache: the content the kernel may have cached from earlier opens is still what the drive holds.
+   *  noFlush: flush of this handle has nothing to do (read-only), so close() need not wait for one. */
+  open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }>;
   create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }>;
   mkdir(parent: number, name: string, mode: number): Promise<InoAttr>;
   /** An open file stays readable and writable through its handles, and is not uploaded again. */

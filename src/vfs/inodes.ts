@@ -41,7 +41,7 @@ export class InodeVfs implements InodeApi {
   private readonly listed = new Map<number, number[]>();
 
   constructor(
-    private readonly vfs: VfsApi & { openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> },
+    private readonly vfs: VfsApi & { openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> },
     private readonly table: AttrTable,
     private readonly deps: InodeDeps,
   ) {}
@@ -213,7 +213,7 @@ export class InodeVfs implements InodeApi {
     return { self: ino, parent: path === '/' ? 1 : this.table.ino(parentOf(path)), entries };
   }
 
-  async open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean }> {
+  async open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> {
     return this.vfs.openCached(this.path(ino), flags);
   }
 

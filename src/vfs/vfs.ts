@@ -513,14 +513,14 @@ export class Vfs implements VfsApi {
    * open, and whether the kernel may keep what it cached of the file from earlier opens: only when
    * this content object outlived them unchanged (not evicted, not found stale on the server now).
    */
-  async openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean }> {
+  async openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> {
     path = normPath(path);
     await this.start();
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable || (flags & O_TRUNC)) this.assertWritable();
     let e = await this.lookups.lookup(path);
     if (!e) {
-      if (flags & O_CREAT) return { fh: await this.create(path, 0o644, flags), keepCache: false };
+      if (flags & O_CREAT) return { fh: await this.create(path, 0o644, flags), keepCache: false, noFlush: false };
       throw new NotFound('no such file', { path });
     }
     if (e.type === 'dir') throw new IsADirectory('is a folder', { path });
@@ -545,7 +545,8 @@ export class Vfs implements VfsApi {
     const fh = await this.openObj(o, flags, writable);
     keepCache &&= o.kernelEpoch === o.epoch && !(flags & O_TRUNC);
     o.kernelEpoch = o.epoch;
-    return { fh, keepCache };
+    // flush() commits what a writable handle changed; a read-only one has nothing to flush
+    return { fh, keepCache, noFlush: !writable };
   }
 
   /**

@@ -422,7 +422,21 @@ interface Mount {
   fuseOps?(): Promise<FuseOps | null>;
 }
 
-interface FuseOps { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number }
+type Latency = Record<string, { n: number; handoffUs: number; totalUs: number }>;
+interface FuseOps { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number; latency?: Latency }
+
+/** libfuse3: mean microseconds per request of the row, from a reader decoding it to JS getting it
+ *  (handoff) and to JS answering it (total). */
+function diffLatency(a: Latency | undefined, b: Latency | undefined): Record<string, { n: number; handoffUs: number; totalUs: number }> | undefined {
+  if (!b) return undefined;
+  const r: Record<string, { n: number; handoffUs: number; totalUs: number }> = {};
+  for (const [k, v] of Object.entries(b)) {
+    const p = a?.[k] ?? { n: 0, handoffUs: 0, totalUs: 0 };
+    const n = v.n - p.n;
+    if (n > 0) r[k] = { n, handoffUs: Math.round((v.handoffUs - p.handoffUs) / n), totalUs: Math.round((v.totalUs - p.totalUs) / n) };
+  }
+  return r;
+}
 
 function diffOps(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   const r: Record<string, number> = {};
@@ -795,6 +809,7 @@ async function runPhase(ctx: Ctx, col: Column, phase: Phase): Promise<void> {
       cell.fuse = {
         received: diffOps(opsBefore.received, opsAfter.received), toJs,
         lookupsToJs: toJs.lookup ?? 0, getxattrToJs: toJs.getxattr ?? 0, nativeAnswered: opsAfter.nativeAnswered - opsBefore.nativeAnswered,
+        ...(opsAfter.latency ? { latencyUs: diffLatency(opsBefore.latency, opsAfter.latency) } : {}),
       };
     }
     await mark();

@@ -63,6 +63,25 @@ for (const kind of KINDS) {
     t.is(await st(path.join(dir, 'cp2.txt'), '%Y'), T2001, 'cp -p inside the mount');
   });
 
+  test.serial('close of a read-only open sends no FLUSH (FOPEN_NOFLUSH); a writable one still flushes', onDrive, kind, async (t, d, dir) => {
+    const f = path.join(dir, 'f');
+    await fsp.writeFile(f, 'one\n');
+    const ops = async () => { const x = (await d.status()).fuse!.toJs; return { open: x.open ?? 0, flush: x.flush ?? 0 }; };
+    const a = await ops();
+    for (let i = 0; i < 3; i++) t.is((await run('cat', [f])).stdout, 'one\n');
+    const b = await ops();
+    t.is(b.open - a.open, 3, 'each cat opened the file');
+    t.is(b.flush, a.flush, 'no FLUSH reached the drive for read-only closes');
+    // an append, and an O_RDWR open without a write (still a writer's handle): one close each
+    const py = 'import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND); os.write(fd, b"two\\n"); os.close(fd)\nos.close(os.open(sys.argv[1], os.O_RDWR))';
+    const w = await run('python3', ['-c', py, f]);
+    t.is(w.code, 0, w.stderr);
+    const c = await ops();
+    t.is(c.flush - b.flush, 2, 'the writers\' closes were flushed');
+    await d.flush();
+    t.is(await fsp.readFile(f, 'utf8'), 'one\ntwo\n');
+  });
+
   test.serial('create with mode 0 gives mode 0, 0600 gives 0600', onDrive, kind, async (t, _d, dir) => {
     const r = await run('python3', ['-c', `
 import os, sys
