@@ -9,7 +9,7 @@ import type { VfsApi } from '../vfs/api.js';
 import type { Logger } from '../log.js';
 import { createOps } from './adapter.js';
 import { createLowLevelHandlers, forwardInvalidations } from './ll-adapter.js';
-import { LowLevelSession, lowlevelAvailable } from './lowlevel.js';
+import { LowLevelSession, lowlevelAvailable, type OpLatency } from './lowlevel.js';
 import { createFuse, type FuseInstance } from './native.js';
 import { MountError, unmountPath, type MountOptions } from './mount.js';
 import { lazyUnmount } from '../util/mounts.js';
@@ -49,7 +49,7 @@ export interface FuseOpStats {
   received: Record<string, number>;
   toJs: Record<string, number>;
   nativeAnswered: number;
-  latency?: Record<string, { n: number; handoffUs: number; totalUs: number }>;
+  latency?: OpLatency;
 }
 
 export interface BackendConfig {

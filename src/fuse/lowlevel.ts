@@ -81,10 +81,12 @@ export interface NativeStats {
   /** Requests JS holds and has not answered. */
   outstanding: number;
   threads: number;
-  /** Per op: requests answered, and the sums over them of microseconds from a reader decoding the
-   *  request to JS receiving it (handoffUs) and to JS answering it (totalUs). */
-  latency: Record<string, { n: number; handoffUs: number; totalUs: number }>;
+  latency: OpLatency;
 }
+
+/** Per op: requests answered, and the sums over them of microseconds from a reader decoding the
+ *  request to JS receiving it (handoffUs) and to JS answering it (totalUs). */
+export type OpLatency = Record<string, { n: number; handoffUs: number; totalUs: number }>;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 let binding: Binding | undefined;

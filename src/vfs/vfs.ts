@@ -531,10 +531,8 @@ export class Vfs implements VfsApi {
       // another open of the path may have made its content object meanwhile
       o = this.store.objs.get(path);
     }
-    let keepCache = !!o && o.kernelEpoch === o.epoch;
     if (o && !o.authoritative && !sameIdent(o.ident, e)) {
-      // the server has other content now: cached bytes are stale
-      keepCache = false;
+      // the server has other content now: cached bytes are stale (their epoch ends: no keep_cache)
       await this.fetcher.resetContent(o, e);
     }
     if (!o) {
@@ -543,7 +541,9 @@ export class Vfs implements VfsApi {
     // a program reading one file of a listed folder often reads its siblings next (cat *, grep -r)
     if (!writable) this.prefetch.siblings(parentOf(path), path);
     const fh = await this.openObj(o, flags, writable);
-    keepCache &&= o.kernelEpoch === o.epoch && !(flags & O_TRUNC);
+    // the kernel's pages are these bytes only if none were thrown away since they were handed out
+    // (a new object has handed out none: kernelEpoch -1)
+    const keepCache = o.kernelEpoch === o.epoch && !(flags & O_TRUNC);
     o.kernelEpoch = o.epoch;
     // flush() commits what a writable handle changed; a read-only one has nothing to flush
     return { fh, keepCache, noFlush: !writable };

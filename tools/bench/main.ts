@@ -19,6 +19,7 @@ import { formatTable, rowDefs, type ColumnId, type Results, COLUMNS, BASE_OF, ty
 import { baselineColumns, cliOf, inspectBaseline, phaseOrder } from './baseline.js';
 import { findMount, isMounted, lazyUnmountSync, mountTable } from '../../src/util/mounts.js';
 import { sleep } from '../../src/util/sleep.js';
+import type { OpLatency } from '../../src/fuse/lowlevel.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..', '..');
@@ -422,14 +423,13 @@ interface Mount {
   fuseOps?(): Promise<FuseOps | null>;
 }
 
-type Latency = Record<string, { n: number; handoffUs: number; totalUs: number }>;
-interface FuseOps { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number; latency?: Latency }
+interface FuseOps { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number; latency?: OpLatency }
 
 /** libfuse3: mean microseconds per request of the row, from a reader decoding it to JS getting it
  *  (handoff) and to JS answering it (total). */
-function diffLatency(a: Latency | undefined, b: Latency | undefined): Record<string, { n: number; handoffUs: number; totalUs: number }> | undefined {
+function diffLatency(a: OpLatency | undefined, b: OpLatency | undefined): OpLatency | undefined {
   if (!b) return undefined;
-  const r: Record<string, { n: number; handoffUs: number; totalUs: number }> = {};
+  const r: OpLatency = {};
   for (const [k, v] of Object.entries(b)) {
     const p = a?.[k] ?? { n: 0, handoffUs: 0, totalUs: 0 };
     const n = v.n - p.n;
