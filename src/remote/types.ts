@@ -84,8 +84,10 @@ export interface FileMetadata {
    * the content into `scratch` first.
    * Resolves with the entry now on the server, or null when the file is gone or its content
    * changed on the server since (then nothing was changed: the newer content's times stand).
+   * `folder`: the caller changes a folder's time; null when path is no folder now (another client
+   * put a file there: its time is not ours to change).
    */
-  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; serverMtimeMs?: number; scratch?: string }): Promise<RemoteEntry | null>;
+  setAttrs(path: string, attrs: AttrChange, opts?: CallOptions & { localFile?: string; rev?: string; written?: number; serverMtimeMs?: number; scratch?: string; folder?: boolean }): Promise<RemoteEntry | null>;
 }
 
 /** Priority classes for the request queue: higher runs first. */

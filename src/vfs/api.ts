@@ -52,6 +52,8 @@ export interface DriveStatus {
   pendingDeletes?: number;
   /** Of `pending`, the folders made but not yet confirmed by the server. */
   pendingMkdirs?: number;
+  /** Of `pending`, the changes of times or mode alone (folder times our own changes moved among them). */
+  pendingAttrs?: number;
   failures: UploadFailure[];
   /** Things the drive did on its own that a user should know of (e.g. a folder recreated). */
   notices?: DriveNotice[];

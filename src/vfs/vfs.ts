@@ -174,6 +174,7 @@ export class Vfs implements VfsApi {
       busyBelow: (dir) => this.deletes.below(dir) || !!this.mkdirs?.atOrBelow(dir)
         || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && contentUnsent(o)),
     }, gate);
+    if (remote.fileMeta?.folderTimes) this.attrTable.onDirChanged = (dir, ms) => this.attrWriter.implied(dir, ms);
     this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, gate, {
       now: (o) => this.attrTable.toSend(o.path, o.localMtime),
       sent: (path, carried) => this.attrWriter.sent(path, carried),
@@ -271,6 +272,7 @@ export class Vfs implements VfsApi {
       pendingBytes: this.journal.pendingBytes,
       pendingDeletes: this.journal.deletes.size,
       ...(this.mkdirs ? { pendingMkdirs: this.journal.mkdirs.size } : {}),
+      pendingAttrs: this.journal.attrs.size,
       failures: [...this.deletes.failures.values(), ...(this.mkdirs?.failures.values() ?? []), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
@@ -459,7 +461,7 @@ export class Vfs implements VfsApi {
       change.atimeMs = (await this.getattr(path)).atimeMs;
     }
     this.attrTable.update(path, change);
-    if (change.mtimeMs !== undefined && this.timesHeld(e)) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs });
+    if (change.mtimeMs !== undefined && this.timesHeld(e)) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs }, e.type === 'dir');
   }
 
   /** Whether the service keeps e's mtime (files: where it keeps any; folders: fileMeta.folderTimes). */

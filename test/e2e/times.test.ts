@@ -216,6 +216,36 @@ for (const kind of KINDS) {
   });
 }
 
+// What the mount showed of a folder's time is what a remount shows (the mount sends the times its
+// own changes moved): the server moves a folder's time again when those changes land, here more
+// than a second after them, so without that a second `rsync -a` finds the folder differing
+// (rsync compares whole seconds, and sets no time it found equal the first time).
+test.serial('maxxo: folder times moved by our own create, mkdir and unlink are what a remount shows', async (t) => {
+  const d = await mountService(t, servers, 'maxxo');
+  const rel = uniq('dirtimes');
+  await fsp.mkdir(d.p(rel, 'sub'), { recursive: true });
+  await fsp.writeFile(d.p(rel, 'sub', 'gone.txt'), 'to be deleted');
+  await d.flush();
+  // the create moves sub's time now; the upload lands when the file is closed, seconds later
+  const fh = await fsp.open(d.p(rel, 'sub', 'late.txt'), 'w');
+  await fsp.mkdir(d.p(rel, 'sub', 'new'));
+  await fsp.unlink(d.p(rel, 'sub', 'gone.txt'));
+  await new Promise((r) => setTimeout(r, 1200));
+  await fh.write('written and closed later');
+  await fh.close();
+  const shown = new Map<string, number>();
+  for (const p of [rel, `${rel}/sub`, `${rel}/sub/new`]) shown.set(p, (await fsp.stat(d.p(p))).mtimeMs);
+  await new Promise((r) => setTimeout(r, 1100));
+  const f = await remount(t, d);
+  const srv = await servers.maxxoFolder();
+  for (const [p, ms] of shown) {
+    t.is(ms % 1000, 0, `${p}: shown at the service's resolution`);
+    t.is((await fsp.stat(f.p(p))).mtimeMs, ms, `${p}: after the remount (server: ${(await fsp.stat(path.join(srv, p))).mtimeMs})`);
+  }
+  t.deepEqual((await fsp.readdir(f.p(rel, 'sub'))).sort(), ['late.txt', 'new']);
+  t.is(await fsp.readFile(f.p(rel, 'sub', 'late.txt'), 'utf8'), 'written and closed later');
+});
+
 // journalling is the same on both backends: Maxxo's case runs on fuse-native only (suite time)
 for (const kind of LIBFUSE3 ? ['vboxx' as const] : KINDS) test.serial(`${kind}: a time change journalled, the drive killed before sending it: the next mount delivers it`, async (t) => {
   const cacheDir = tempDir(t, 'cm-cache-times-crash-');

@@ -304,7 +304,7 @@ export class MemoryRemote implements Remote {
     return this.entryOf(path, node);
   }
 
-  private async doSetAttrs(path: string, attrs: AttrChange, opts: CallOptions & { rev?: string } = {}): Promise<RemoteEntry | null> {
+  private async doSetAttrs(path: string, attrs: AttrChange, opts: CallOptions & { rev?: string; folder?: boolean } = {}): Promise<RemoteEntry | null> {
     path = norm(path);
     await this.enter('setAttrs', path, opts);
     const n = this.nodes.get(path);
@@ -314,6 +314,7 @@ export class MemoryRemote implements Remote {
       if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
       return this.entryOf(path, n);
     }
+    if (opts.folder) return null;
     if (opts.rev !== undefined && this.opts.serverRevision !== false && String(n.rev) !== opts.rev) return null;
     if (attrs.mtimeMs !== undefined) n.mtimeMs = attrs.mtimeMs;
     if (attrs.mode !== undefined) n.mode = attrs.mode;

@@ -72,7 +72,7 @@ for (const pause of ['uploaded', 0, 150, 400] as const) {
       if (pause !== 'uploaded') return new Promise((r) => setTimeout(r, pause));
       for (let i = 0; i < 600; i++) {
         const st = vfs.status();
-        if (st.pending === (st.pendingMkdirs ?? 0)) return;
+        if (st.pending === (st.pendingMkdirs ?? 0) + (st.pendingAttrs ?? 0)) return;
         await new Promise((r) => setTimeout(r, 50));
       }
       throw new Error(`the uploads did not end: ${JSON.stringify(vfs.status())}`);

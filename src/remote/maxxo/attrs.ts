@@ -1,12 +1,12 @@
 // Changes of a file's mtime or executability alone, or of a folder's mtime (FileMetadata.setAttrs).
-import { mkdir, rm, stat as fsStat, utimes } from 'node:fs/promises';
+import { mkdir, rm, stat as fsStat, utimes, writeFile } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
-import type { AttrChange, CallOptions, RemoteEntry } from '../types.js';
+import { Priority, type AttrChange, type CallOptions, type RemoteEntry } from '../types.js';
 import { toWholeSecond } from '../types.js';
 import { IsADirectory, BadRequest, TransferFailed } from '../../errors.js';
 import { pathParts } from '../url.js';
 import { parentOf, baseName, modeOf, FILE_MODE_BITS } from './listings.js';
-import { carryAttrs, push, PUSH_DEST_MAX, type TransferPorts } from './push.js';
+import { carryAttrs, push, type TransferPorts } from './push.js';
 import { toWire } from './wire.js';
 
 export class AttrChanges {
@@ -22,16 +22,17 @@ export class AttrChanges {
    * vBoxx has too), never filler. Nothing is sent when the server already holds the change; null
    * when the file is gone or is no longer the version the caller holds (serverMtimeMs).
    */
-  async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; serverMtimeMs?: number; scratch?: string } = {}): Promise<RemoteEntry | null> {
+  async setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; serverMtimeMs?: number; scratch?: string; folder?: boolean } = {}): Promise<RemoteEntry | null> {
     const asked = Date.now();
     const parts = pathParts(path);
     toWire(path);
-    const [cur] = await this.p.sizes([path], o);
+    const cur = await this.sizeOf(path, o);
     if (parts.length === 0) {
       if (attrs.mode !== undefined && attrs.mtimeMs === undefined) throw new IsADirectory('the top folder has no mode to change', { path });
       return this.setFolderTime(path, { name: '', type: 'dir', size: 0 }, attrs, o);
     }
     if (cur?.type === 'dir') return this.setFolderTime(path, cur, attrs, o);
+    if (o.folder) return null;
     if (!cur || cur.type !== 'file') return null;
     // the version on the server now: a listing that started after this call did (the changes of
     // many files of a folder, as `touch *` makes them, share the next one)
@@ -66,26 +67,120 @@ export class AttrChanges {
   }
 
   /**
-   * A folder's mtime: one rsync run of an empty folder's contents ("." with the time) onto it,
-   * -d (no recursion), -t, --existing (a folder deleted meanwhile is not made again). Nothing
-   * else of the folder is touched; a later change inside it moves the time on the server again.
+   * A folder's mtime. The drive sends one for every folder its own changes moved (the server moves
+   * it again when they land, see vfs/writeback/attrs.ts), so many come at once (tar x, git
+   * checkout): they are coalesced, as mkdirs.ts does with folders, into one rsync run of a stage
+   * of empty folders carrying the times, named in a NUL-separated --files-from list (implies -d,
+   * no recursion: nothing inside a folder is touched), -t, --existing (a folder deleted meanwhile
+   * is not made again), --no-implied-dirs (a parent not asked for keeps its time). Changes asked
+   * while a run is on go in the next one. The top folder goes alone ("." of an empty folder).
    */
-  private async setFolderTime(path: string, cur: RemoteEntry, attrs: AttrChange, o: CallOptions): Promise<RemoteEntry> {
-    if (attrs.mtimeMs === undefined) return cur;
+  private setFolderTime(path: string, cur: RemoteEntry, attrs: AttrChange, o: CallOptions): Promise<RemoteEntry> {
+    if (attrs.mtimeMs === undefined) return Promise.resolve(cur);
     const mtimeMs = toWholeSecond(attrs.mtimeMs);
-    const wire = pathParts(path).join('/');
-    if (Buffer.byteLength(wire) > PUSH_DEST_MAX) throw new BadRequest('the folder path is too long for a time change through the rsync daemon', { path });
+    if (pathParts(path).length === 0) return this.setTopFolderTime(cur, mtimeMs, o);
+    return new Promise<RemoteEntry>((resolve, reject) => {
+      this.folderQueue.push({ path, cur, mtimeMs, opts: o, resolve, reject });
+      if (!this.folderRun) this.folderRun = this.runFolderTimes().finally(() => { this.folderRun = null; });
+    });
+  }
+
+  private readonly folderQueue: FolderTimeAsk[] = [];
+  private sizeAsks: { path: string; priority: number; resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[] = [];
+
+  /**
+   * ops/filesize of path, shared by the setAttrs calls of the same turn (a flush sends the times of
+   * every folder it changed at once: one request, not one per folder). A caller whose signal ends
+   * stops waiting; the shared request goes on for the others.
+   */
+  private sizeOf(path: string, o: CallOptions): Promise<RemoteEntry | null> {
+    if (o.signal?.aborted) return Promise.reject(o.signal.reason ?? new Error('aborted'));
+    return new Promise((resolve, reject) => {
+      if (this.sizeAsks.length === 0) {
+        setImmediate(() => {
+          const asks = this.sizeAsks;
+          this.sizeAsks = [];
+          const priority = Math.max(...asks.map((a) => a.priority));
+          this.p.sizes(asks.map((a) => a.path), { priority }).then(
+            (rows) => asks.forEach((a, k) => a.resolve(rows[k] ?? null)),
+            (e) => asks.forEach((a) => a.reject(e)));
+        });
+      }
+      o.signal?.addEventListener('abort', () => reject(o.signal!.reason ?? new Error('aborted')), { once: true });
+      this.sizeAsks.push({ path, priority: o.priority ?? Priority.background, resolve, reject });
+    });
+  }
+  private folderRun: Promise<void> | null = null;
+
+  private async runFolderTimes(): Promise<void> {
+    // asks made in the same turn (many tasks' timers at once) share the first run
+    await new Promise<void>((r) => setImmediate(r));
+    while (this.folderQueue.length > 0) {
+      const asks = this.folderQueue.splice(0);
+      const live = asks.filter((a) => {
+        if (!a.opts.signal?.aborted) return true;
+        a.reject(a.opts.signal.reason ?? new Error('aborted'));
+        return false;
+      });
+      // the newest ask of a path wins
+      const byPath = new Map<string, FolderTimeAsk>();
+      for (const a of live) byPath.set(a.path, a);
+      if (byPath.size === 0) continue;
+      try {
+        await this.sendFolderTimes([...byPath.values()]);
+        for (const a of live) a.resolve({ ...a.cur, mtimeMs: byPath.get(a.path)!.mtimeMs });
+      } catch (e) {
+        for (const a of live) a.reject(e);
+      }
+    }
+  }
+
+  private async sendFolderTimes(asks: FolderTimeAsk[]): Promise<void> {
+    const rels = asks.map((a) => pathParts(a.path).join('/'));
+    // the run is cancelled only when every ask in it is (one rename does not stop the others)
+    const ac = new AbortController();
+    const signals = asks.map((a) => a.opts.signal).filter((s): s is AbortSignal => !!s);
+    if (signals.length === asks.length) {
+      const check = () => { if (signals.every((s) => s.aborted)) ac.abort(signals[0]!.reason); };
+      for (const s of signals) s.addEventListener('abort', check, { once: true });
+    }
+    const priority = Math.max(...asks.map((a) => a.opts.priority ?? Priority.background));
+    const stage = await this.p.stages.make();
+    try {
+      const root = join(stage, 'd');
+      for (const r of rels) await mkdir(join(root, r), { recursive: true });
+      // after every folder is made: making a child moves its parent's time in the stage too
+      for (const [k, r] of rels.entries()) await utimes(join(root, r), asks[k]!.mtimeMs / 1000, asks[k]!.mtimeMs / 1000);
+      const list = join(stage, 'list');
+      await writeFile(list, rels.join('\0') + '\0', { mode: 0o600 });
+      await this.p.rsync(asks[0]!.path, { signal: ac.signal, priority },
+        (url) => ['-d', '-t', '--existing', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined, { folderTimes: true });
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
+    for (const a of asks) this.p.listings.folderTime(a.path, a.mtimeMs);
+  }
+
+  private async setTopFolderTime(cur: RemoteEntry, mtimeMs: number, o: CallOptions): Promise<RemoteEntry> {
     const stage = await this.p.stages.make();
     try {
       const src = join(stage, 'd');
       await mkdir(src);
       await utimes(src, mtimeMs / 1000, mtimeMs / 1000);
-      await this.p.rsync(path, o, (url) => ['-d', '-t', '--existing', `${src}/`, wire ? `${url}/${wire}/` : `${url}/`], undefined);
+      await this.p.rsync('/', o, (url) => ['-d', '-t', '--existing', `${src}/`, `${url}/`], undefined, { folderTimes: true });
     } finally {
       await rm(stage, { recursive: true, force: true });
     }
-    this.p.listings.folderTime(path, mtimeMs);
+    this.p.listings.folderTime('/', mtimeMs);
     return { ...cur, mtimeMs };
   }
+}
 
+interface FolderTimeAsk {
+  path: string;
+  cur: RemoteEntry;
+  mtimeMs: number;
+  opts: CallOptions;
+  resolve: (e: RemoteEntry) => void;
+  reject: (e: unknown) => void;
 }

@@ -399,7 +399,7 @@ export class MaxxoRemote implements Remote {
   }
 
   /** A change of a file's mtime or executability alone (see AttrChanges.setAttrs()). */
-  setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; serverMtimeMs?: number; scratch?: string } = {}): Promise<RemoteEntry | null> {
+  setAttrs(path: string, attrs: AttrChange, o: CallOptions & { localFile?: string; serverMtimeMs?: number; scratch?: string; folder?: boolean } = {}): Promise<RemoteEntry | null> {
     return this.attrChanges.setAttrs(path, attrs, o);
   }
 

@@ -37,7 +37,7 @@ export interface MaxxoRemoteOptions extends ClientOptions {
 }
 
 /** How one run goes: its queue (the transfer lanes unless told), attempts, a hook before each run. */
-export interface RunOptions { queue?: PQueue; attempts?: number; listing?: boolean; beforeRun?: () => Promise<void> }
+export interface RunOptions { queue?: PQueue; attempts?: number; listing?: boolean; folderTimes?: boolean; beforeRun?: () => Promise<void> }
 
 /** One rsync run against the daemon: argv from the module URL, each output line to onLine. */
 export type RsyncRunner = (path: string, opts: CallOptions, args: (url: string) => string[],
@@ -54,9 +54,10 @@ export class DaemonTransport {
   readonly children = new Set<ChildProcess>();
   /**
    * Diagnostics (MaxxoRemote.counters()): rsync runs started, retries included; of those, daemon
-   * listings (--list-only) for mtimes; times /slice was fetched (the first time included).
+   * listings (--list-only) for mtimes, and runs that set folder times alone; times /slice was
+   * fetched (the first time included).
    */
-  readonly counts = { rsyncRuns: 0, listRuns: 0, sliceFetches: 0 };
+  readonly counts = { rsyncRuns: 0, listRuns: 0, folderTimeRuns: 0, sliceFetches: 0 };
   private readonly transfers: PQueue;
   private slicePromise?: Promise<MaxxoSlice>;
   /** Address of the last slice fetched, to tell when the storage server moved. */
@@ -99,6 +100,7 @@ export class DaemonTransport {
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
         this.counts.rsyncRuns++;
         if (o.listing) this.counts.listRuns++;
+        if (o.folderTimes) this.counts.folderTimeRuns++;
         return (o.beforeRun?.() ?? Promise.resolve()).then(() => {
           const startedAt = Date.now();
           return runRsync({

@@ -154,10 +154,19 @@ export class AttrTable {
     this.local.set(path, la);
   }
 
-  /** Our own create/unlink/mkdir/rmdir/rename inside dir: its mtime and ctime move (POSIX). */
+  /**
+   * Where the service keeps folder times: told of each folder time our own changes moved, so that
+   * it is sent (the server moves it again when those changes land: without this, what the mount
+   * showed would change at a remount, and rsync, which compares whole seconds, may have found it
+   * equal to its source's and set nothing).
+   */
+  onDirChanged?: (dir: string, mtimeMs: number) => void;
+
+  /** Our own create/unlink/mkdir/rmdir/rename inside dir (or a mkdir of dir): its mtime and ctime move (POSIX). */
   dirChanged(dir: string): void {
     const now = Date.now();
     this.update(dir, { mtimeMs: now, ctimeMs: now });
+    this.onDirChanged?.(dir, now);
   }
 
   /** The times and mode of path to send with its content (only what the service keeps). */
@@ -195,7 +204,9 @@ export class AttrTable {
       mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? this.mountTime;
     }
     const res = this.meta?.mtimeResolutionMs ?? 1;
-    if (!isDir && this.meta && res > 1) mtimeMs = Math.floor(mtimeMs / res) * res;
+    // a folder's too where the service keeps it: the time our own changes moved is sent, and what
+    // a remount shows must be what this mount showed
+    if (this.meta && res > 1 && (!isDir || this.meta.folderTimes)) mtimeMs = Math.floor(mtimeMs / res) * res;
     const def = isDir ? 0o755 : 0o644;
     const held = isDir ? 0 : (this.meta?.modeBits ?? 0);
     // Bits the service cannot hold still answer what a program set (create mode, chmod +x of a

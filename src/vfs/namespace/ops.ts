@@ -123,6 +123,8 @@ export class Namespace {
     this.meta.setEmptyDir(path);
     if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
     else this.attrTable.local.delete(path);
+    // the new folder's own time is now, not when its write-back makes it on the server
+    this.attrTable.dirChanged(path);
     this.attrTable.dirChanged(parentOf(path));
   }
 

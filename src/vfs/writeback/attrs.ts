@@ -80,6 +80,11 @@ export function sameTime(a: number | undefined, b: number | undefined, resMs: nu
 export class AttrWriter {
   readonly failures = new Map<string, UploadFailure>();
   private readonly tasks = new Map<string, Task>();
+  /**
+   * Pending records known to be of folders (the service is told, so that a file another client
+   * put in a folder's place keeps its time). Not journalled: a replayed record goes without.
+   */
+  private readonly folders = new Set<string>();
 
   constructor(
     private readonly ctx: Ctx,
@@ -101,11 +106,24 @@ export class AttrWriter {
   }
 
   /** utimens/chmod of a file: durable in the journal, then sent after the write-back delay. */
-  async record(path: string, change: AttrChange): Promise<void> {
+  async record(path: string, change: AttrChange, folder = false): Promise<void> {
     const h = this.held(change);
     if (h.mtimeMs === undefined && h.mode === undefined) return;
+    if (folder) this.folders.add(path);
     await this.journal.setAttrs(randomUUID(), path, h);
     this.schedule(path, this.ctx.opts.writebackDelayMs);
+  }
+
+  /**
+   * Our own change inside folder dir moved its time (AttrTable.dirChanged), on a service that keeps
+   * folder times: sent like a utimens of the folder, after the changes below it (busyBelow). Each
+   * move is a new record (merged into the pending one), so a send already in flight with an older
+   * time does not complete it. Not waited for: the record goes with the change's own journal writes.
+   */
+  implied(dir: string, mtimeMs: number): void {
+    this.folders.add(dir);
+    this.journal.setAttrs(randomUUID(), dir, { mtimeMs }).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
+    this.schedule(dir, this.ctx.opts.writebackDelayMs);
   }
 
   get pending(): number { return this.journal.attrs.size; }
@@ -156,8 +174,12 @@ export class AttrWriter {
     await Promise.all(work);
   }
 
+  /**
+   * A folder's time waiting for a change below it that failed is not a failure of its own: that
+   * change is reported, and the time goes once it lands (or is given up).
+   */
   stillPending(): UploadFailure[] {
-    return [...this.journal.attrs.keys()].map((p) => this.failures.get(p) ?? { path: p, error: 'metadata change not sent', attempts: 0, atMs: Date.now() });
+    return [...this.journal.attrs.keys()].filter((p) => this.failures.has(p) || this.ports.obj(p) || !this.ports.busyBelow(p)).map((p) => this.failures.get(p) ?? { path: p, error: 'metadata change not sent', attempts: 0, atMs: Date.now() });
   }
 
   private async untilDone(path: string): Promise<void> {
@@ -206,11 +228,13 @@ export class AttrWriter {
 
   rekey(from: string, to: string): void {
     rekeyMap(this.failures, from, to, (f, nk) => { f.path = nk; });
+    for (const p of [...this.folders]) if (p === from || isUnder(p, from)) { this.folders.delete(p); this.folders.add(to + p.slice(from.length)); }
     // tasks are not moved: a running one finds no record at its old path and ends; resume() starts anew
   }
 
   forget(path: string): void {
     this.failures.delete(path);
+    for (const p of [...this.folders]) if (p === path || isUnder(p, path)) this.folders.delete(p);
   }
 
   shutdown(): Promise<unknown> {
@@ -273,6 +297,7 @@ export class AttrWriter {
         const change = this.change(rec, o);
         const e = await meta.setAttrs(path, change, {
           signal: ac.signal, priority: Priority.background, ...whole, ...(needScratch ? { scratch: this.ports.scratch() } : {}),
+          ...(this.folders.has(path) ? { folder: true } : {}),
         });
         t.sending = false;
         t.abort = null;
@@ -280,7 +305,10 @@ export class AttrWriter {
         // gone or changed by another client: its own state stands, our change has nothing to apply to
         if (!e) this.ctx.log.info(`metadata change of ${path} dropped: the file is gone or was changed on the server`);
         else this.ports.landed(path, e, o);
-        if (this.journal.attrs.get(path)?.uid === rec.uid) await this.journal.done(rec.uid);
+        if (this.journal.attrs.get(path)?.uid === rec.uid) {
+          this.folders.delete(path);
+          await this.journal.done(rec.uid);
+        }
         // a newer change arrived meanwhile: it goes after its own delay
         if (this.journal.attrs.has(path)) this.schedule(path, this.ctx.opts.writebackDelayMs);
         return;
