@@ -18,7 +18,7 @@ test('server gone: flushAll gives up after the retry budget, reports, keeps the 
   // the unmount's close: what already used up its budget is not tried a second time
   await vfs.close();
   t.is(remote.calls.upload, 6);
-  t.true(logs.some((l) => /2 pending change\(s\) stay in the journal/.test(l)), logs.join('\n'));
+  t.true(logs.some((l) => /2 pending change\(s\) \(2 uploads\) stay in the journal/.test(l)), logs.join('\n'));
   // next mount: replayed
   remote.clearFailures();
   const v2 = await s.reopen();

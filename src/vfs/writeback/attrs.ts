@@ -193,11 +193,9 @@ export class AttrWriter {
         else return;
         continue;
       }
-      // a folder: what goes below it first (the caller flushed it; a failed upload stays)
-      if (!o && this.ports.busyBelow(path)) {
-        await sleep(250);
-        continue;
-      }
+      // a folder: what goes below it first. The caller flushed that before: what is still there
+      // failed (or came since) and keeps the folder's time pending with it (not a failure of its own)
+      if (!o && this.ports.busyBelow(path)) return;
       await this.run(path);
     }
   }
