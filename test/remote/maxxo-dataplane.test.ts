@@ -260,3 +260,50 @@ test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, th
   t.is(parseListLine('lrwxrwxrwx             10 2026/12/04 07:40:51 link -> target'), undefined);
   t.is(parseListLine('receiving incremental file list'), undefined);
 });
+
+test('a cold listing takes two levels in one run: the subfolders then list with their mtimes and no run; too many rows: one level', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  const put = (rel: string, s: number) => {
+    writeFileSync(join(folder, rel), `content of ${rel}`);
+    utimesSync(join(folder, rel), s, s);
+  };
+  mkdirSync(join(folder, 'top', 'a', 'deep', 'deeper'), { recursive: true });
+  mkdirSync(join(folder, 'top', 'empty'));
+  put('top/f', 1_600_000_000);
+  put('top/a/g', 1_600_000_001);
+  put('top/a/deep/h', 1_600_000_002);
+  utimesSync(join(folder, 'top', 'a', 'deep'), 1_600_000_003, 1_600_000_003);
+  let runs = remote.counters().listRuns;
+  // (a subfolder asked for while its parent's run is on its way waits for that run)
+  const [top, a] = await Promise.all([remote.list('/top'), remote.list('/top/a')]);
+  t.deepEqual(top.entries.map((e) => [e.name, e.mtimeMs]).sort(),
+    [['a', sec(statSync(join(folder, 'top', 'a')).mtimeMs)], ['empty', sec(statSync(join(folder, 'top', 'empty')).mtimeMs)], ['f', 1_600_000_000_000]]);
+  t.deepEqual(a.entries.map((e) => [e.name, e.mtimeMs]).sort(), [['deep', 1_600_000_003_000], ['g', 1_600_000_001_000]]);
+  t.is(remote.counters().listRuns - runs, 1, 'one for /top, two levels');
+  runs = remote.counters().listRuns;
+  t.deepEqual((await remote.list('/top/empty')).entries, []);
+  t.is(remote.counters().listRuns - runs, 0, 'the subfolders came with the first run');
+  // the third level is not in it: its own run (two levels again)
+  t.deepEqual((await remote.list('/top/a/deep')).entries.map((e) => [e.name, e.mtimeMs]).sort(), [['deeper', sec(statSync(join(folder, 'top', 'a', 'deep', 'deeper')).mtimeMs)], ['h', 1_600_000_002_000]]);
+  t.is(remote.counters().listRuns - runs, 1);
+
+  // a folder whose two levels hold more rows than a two-level listing takes: one level, and each
+  // subfolder its own run
+  mkdirSync(join(folder, 'big', 's1'), { recursive: true });
+  mkdirSync(join(folder, 'big', 's2'));
+  for (let i = 0; i < 2600; i++) { writeFileSync(join(folder, 'big', 's1', `x${i}`), ''); writeFileSync(join(folder, 'big', 's2', `y${i}`), ''); }
+  put('big/s1/x7', 1_600_000_007);
+  put('big/top.txt', 1_600_000_008);
+  runs = remote.counters().listRuns;
+  const big = await remote.list('/big');
+  t.deepEqual(big.entries.find((e) => e.name === 'top.txt')?.mtimeMs, 1_600_000_008_000);
+  t.is(remote.counters().listRuns - runs, 2, 'the two-level run given up, then a one-level one');
+  runs = remote.counters().listRuns;
+  const s1 = await remote.list('/big/s1');
+  t.is(s1.entries.length, 2600);
+  t.is(s1.entries.find((e) => e.name === 'x7')?.mtimeMs, 1_600_000_007_000);
+  t.true(s1.entries.every((e) => e.mtimeMs !== undefined));
+  t.is(remote.counters().listRuns - runs, 1, 's1 listed on its own');
+});

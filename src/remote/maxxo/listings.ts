@@ -13,6 +13,12 @@
 //   same-size change within the second of the previous version is not seen).
 // - our own uploads (-t: the server file gets the mtime we hold), time changes, moves, deletes
 //   and mkdirs are written into the cached listings (own()), so folders we write into cost no runs.
+// - the first listing of a folder takes two levels in one run (-r, nothing below the
+//   subfolders' own entries): a cold walk (find, ls -lR, a file manager opening folders) then waits
+//   for one run per two levels, not one per folder. Each subfolder's part is a complete listing of
+//   it, kept unless a run of its own or a change of ours since makes it stale. A folder with more
+//   than DEEP_ROWS_MAX rows in its two levels is listed again one level deep (a run of its own
+//   per subfolder then, as before).
 import type { RemoteEntry } from '../types.js';
 import type { ListedRow } from './rsync.js';
 import { pathParts } from '../url.js';
@@ -35,6 +41,8 @@ interface Slot {
   value?: DaemonListing;
   inflight?: Promise<DaemonListing | undefined>;
   inflightAt: number;
+  /** The run in flight lists the subfolders too. */
+  inflightDeep?: boolean;
   /** When the last run failed (not tried again for LIST_RETRY_MS). */
   failedAt?: number;
   /** Our own changes while a run was in flight (null: no such file now): it may have missed them. */
@@ -51,10 +59,17 @@ const WAIT_RENEWS = 5;
 const LIST_RETRY_MS = 5000;
 /** Folders whose listing is kept (least recently fetched go first). */
 const MAX_FOLDERS = 2000;
+/** Rows a two-level listing may have before it is given up for a one-level one. */
+export const DEEP_ROWS_MAX = 5000;
+const TOO_MANY = new Error('more rows than a two-level listing takes');
 
 export interface ListingHooks {
-  /** Runs `rsync --list-only` of the folder (mount path), each row to onRow (the folder's own as "."); rejects as rsync() does. */
-  run(dir: string, onRow: (r: ListedRow) => void): Promise<void>;
+  /**
+   * Runs `rsync --list-only` of the folder (mount path), each row to onRow (the folder's own as
+   * "."); with deep, the subfolders' entries too, named "sub/name"; rejects as rsync() does (and
+   * when signal ends).
+   */
+  run(dir: string, onRow: (r: ListedRow) => void, o?: { deep?: boolean; signal?: AbortSignal }): Promise<void>;
   /** True while an upload of ours of dir/name (dir in wire form) is not confirmed yet. */
   uploading(wireDir: string, name: string): boolean;
   closed(): boolean;
@@ -85,7 +100,7 @@ export class DaemonListings {
   async source(dir: string, es: RemoteEntry[]): Promise<DaemonListing | undefined> {
     const s = this.slots.get(dir);
     const v = s?.value;
-    if (!v) return this.get(dir, Infinity);
+    if (!v) return this.since(dir, -Infinity, true);
     const age = Date.now() - v.at;
     const renew = Math.max(this.ttlMs * RENEW_TTLS, RENEW_MIN_MS);
     if (age > renew * WAIT_RENEWS) return this.get(dir, renew * WAIT_RENEWS);
@@ -107,7 +122,7 @@ export class DaemonListings {
     const dir = '/' + pathParts(path).join('/');
     const s = this.slots.get(dir);
     if (s?.value || s?.inflight) return;
-    void this.get(dir, Infinity);
+    void this.since(dir, -Infinity, true);
   }
 
   /**
@@ -120,8 +135,11 @@ export class DaemonListings {
     return this.since(dir, Date.now() - maxAgeMs);
   }
 
-  /** As get(), for a listing whose run started at `oldest` (ms since the epoch) or later. */
-  async since(dir: string, oldest: number): Promise<DaemonListing | undefined> {
+  /**
+   * As get(), for a listing whose run started at `oldest` (ms since the epoch) or later; deep: a
+   * new run also lists the subfolders (the first listing of a folder, see the top of this file).
+   */
+  async since(dir: string, oldest: number, deep = false): Promise<DaemonListing | undefined> {
     const now = Date.now();
     let s = this.slots.get(dir);
     if (s?.value && s.value.at >= oldest) return s.value;
@@ -132,22 +150,56 @@ export class DaemonListings {
       // one run per folder at a time: the one in flight started too early for this caller (the
       // callers that waited for it share the next one)
       await s.inflight;
-      return this.since(dir, oldest);
+      return this.since(dir, oldest, deep);
+    }
+    // a folder never listed whose parent's two-level run is on its way: that run lists it (a cold
+    // walk looks a folder up, which primes it, while its parent's run is still going)
+    const ps = dir === '/' || s?.value ? undefined : this.slots.get(parentOf(dir));
+    if (ps?.inflight && ps.inflightDeep && ps.inflightAt >= oldest) {
+      await ps.inflight;
+      return this.since(dir, oldest, deep);
     }
     if (!s) s = this.add(dir, { inflightAt: 0, own: new Map() });
     const slot = s;
     const at = Date.now();
     slot.inflightAt = at;
+    slot.inflightDeep = deep;
     const p = (async () => {
-      const rows = new Map<string, ListedRow>();
-      const dirs = new Map<string, number>();
+      let rows = new Map<string, ListedRow>();
+      let dirs = new Map<string, number>();
+      let subs = new Map<string, { rows: Map<string, ListedRow>; dirs: Map<string, number> }>();
       let self: number | undefined;
-      try {
-        await this.hooks.run(dir, (r) => {
+      let seen = 0;
+      const stop = new AbortController();
+      const onRow = (r: ListedRow) => {
+        if (deep && ++seen > DEEP_ROWS_MAX) { stop.abort(TOO_MANY); return; }
+        const slash = r.name.indexOf('/');
+        if (slash < 0) {
           if (r.name === '.') self = r.mtimeMs;
           else if (r.type === 'file') rows.set(r.name, r);
           else dirs.set(r.name, r.mtimeMs);
-        });
+          return;
+        }
+        const sub = r.name.slice(0, slash);
+        const name = r.name.slice(slash + 1);
+        if (name.includes('/')) return;
+        let m = subs.get(sub);
+        if (!m) subs.set(sub, m = { rows: new Map(), dirs: new Map() });
+        if (r.type === 'file') m.rows.set(name, { ...r, name });
+        else m.dirs.set(name, r.mtimeMs);
+      };
+      try {
+        try {
+          await this.hooks.run(dir, onRow, deep ? { deep, signal: stop.signal } : undefined);
+        } catch (e) {
+          if (stop.signal.reason !== TOO_MANY) throw e;
+          deep = false;
+          rows = new Map();
+          dirs = new Map();
+          subs = new Map();
+          self = undefined;
+          await this.hooks.run(dir, onRow);
+        }
       } catch (e) {
         const missing = isRemoteError(e, 'NOT_FOUND');
         if (!missing) slot.failedAt = Date.now();
@@ -172,11 +224,32 @@ export class DaemonListings {
         this.slots.delete(dir);
         this.slots.set(dir, slot);
       }
+      if (deep) this.adoptSubfolders(dir, at, dirs, subs);
       return value;
     })();
     slot.inflight = p;
     void p.finally(() => { if (slot.inflight === p) slot.inflight = undefined; });
     return p;
+  }
+
+  /**
+   * The subfolders' parts of a two-level listing of dir, run from `at`: each a complete listing of
+   * its folder (an empty folder has no rows), kept where no newer one is cached or on its way and
+   * no change of ours landed in it, or in dir, since the run began (it may have missed that).
+   */
+  private adoptSubfolders(dir: string, at: number, dirs: Map<string, number>,
+    subs: Map<string, { rows: Map<string, ListedRow>; dirs: Map<string, number> }>): void {
+    const base = dir === '/' ? '' : dir;
+    if ((this.touched.get(dir) ?? -1) >= at) return;
+    for (const name of dirs.keys()) {
+      const child = `${base}/${name}`;
+      const s = this.slots.get(child);
+      if (s?.inflight || (s?.value && s.value.at >= at) || (this.touched.get(child) ?? -1) >= at) continue;
+      const m = subs.get(name);
+      const value: DaemonListing = { at, rows: m?.rows ?? new Map(), dirs: m?.dirs ?? new Map(), self: dirs.get(name)! };
+      if (s) s.value = value;
+      else this.add(child, { value, inflightAt: 0, own: new Map() });
+    }
   }
 
   /** The cached row of a file (any age); null: not in its folder's cached listing; undefined: no listing of the folder. */

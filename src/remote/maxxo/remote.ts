@@ -111,7 +111,7 @@ export class MaxxoRemote implements Remote {
     this.log = opts.log ?? silentLogger;
     this.transport = new DaemonTransport(this.client, opts, this.log);
     this.listings = new DaemonListings({
-      run: (dir, onRow) => this.listRun(dir, onRow),
+      run: (dir, onRow, o) => this.listRun(dir, onRow, o),
       uploading: (wireDir, name) => this.inflight.has(wireDir, name),
       closed: () => this.closed,
       log: this.log,
@@ -424,13 +424,14 @@ export class MaxxoRemote implements Remote {
   }
 
   /** One daemon listing of a folder (see listings.ts), in its own queue. */
-  private async listRun(dir: string, onRow: (r: ListedRow) => void): Promise<void> {
+  private async listRun(dir: string, onRow: (r: ListedRow) => void, o: { deep?: boolean; signal?: AbortSignal } = {}): Promise<void> {
     const parts = pathParts(dir);
-    await this.rsync(dir, { priority: Priority.interactive },
-      (url) => ['--list-only', '--no-h', parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
+    // deep: the subfolders' entries too, nothing below them ("/*/*/*" is the third level)
+    await this.rsync(dir, { priority: Priority.interactive, ...(o.signal ? { signal: o.signal } : {}) },
+      (url) => ['--list-only', '--no-h', ...(o.deep ? ['-r', '--exclude=/*/*/*'] : []), parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
       (l) => {
         const r = parseListLine(l);
-        if (r && (validName(r.name) || r.name === '.')) onRow(r);
+        if (r && (r.name === '.' || (o.deep ? r.name.split('/').every(validName) : validName(r.name)))) onRow(r);
       }, { queue: this.listQueue, attempts: 2, listing: true });
   }
 
