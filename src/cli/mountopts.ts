@@ -52,6 +52,7 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'password_file', value: 'FILE', desc: 'Read the password from FILE (for fstab lines)' },
   { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
   { name: 'kernel_timeout', value: 'SEC', desc: 'How long the kernel caches names and attributes before asking again (default 1; libfuse3 is told of server changes a listing reveals)' },
+  { name: 'no_modtime', desc: 'Neither keep nor read modification times (as rclone --no-modtime): Maxxo walks folders without rsync listings; times and chmod +x hold for the mount only, and a same-size change by another client goes unseen in cached files' },
   { name: 'cache_readdir', desc: 'libfuse3: the kernel keeps a folder listing while ours is unchanged (pays off with a long kernel_timeout)' },
   { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
@@ -126,6 +127,7 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'debug': flag(); s.debug = true; break;
         case 'kernel_timeout': s.kernelTimeoutS = dur() / 1000; break;
         case 'cache_readdir': flag(); s.cacheReaddir = true; break;
+        case 'no_modtime': flag(); s.client.modtimes = false; break;
         case 'backend': {
           const v = need();
           if (v !== 'libfuse3' && v !== 'fuse-native') throw new UsageError(`-o backend=${v}: expected libfuse3 or fuse-native`);

@@ -20,6 +20,13 @@ export interface ClientOptions {
   maxRetryTimeMs?: number;
   /** PEM CA bundle for https servers with a private CA. */
   ca?: string | Buffer;
+  /**
+   * false (-o no_modtime, as rclone's --no-modtime): modification times are neither written
+   * (no time or mode write-back, no client_mtime) nor read where reading them costs extra (Maxxo:
+   * no rsync daemon listings; files show the mount's own times, and a same-size change by another
+   * client is not told from the version cached). Default true.
+   */
+  modtimes?: boolean;
   log?: Logger;
 }
 

@@ -18,6 +18,8 @@ test('-o options map onto vfs and client settings', (t) => {
   t.is(parseMountOptions(['backend=fuse-native']).backend, 'fuse-native');
   t.is(parseMountOptions(['backend=libfuse3']).backend, 'libfuse3');
   t.is(parseMountOptions(['ro']).backend, undefined, 'no backend asked: the mount picks');
+  t.deepEqual(parseMountOptions(['no_modtime']).client, { modtimes: false });
+  t.is(parseMountOptions(['ro']).client.modtimes, undefined);
 });
 
 test('bad -o options are usage errors naming the option', (t) => {

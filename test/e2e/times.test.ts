@@ -246,6 +246,33 @@ test.serial('maxxo: folder times moved by our own create, mkdir and unlink are w
   t.is(await fsp.readFile(f.p(rel, 'sub', 'late.txt'), 'utf8'), 'written and closed later');
 });
 
+// -o no_modtime (rclone's --no-modtime): a cold walk costs no rsync daemon listing; times and
+// chmod +x hold for the mount, a remount shows the mount's own times; content is unaffected
+if (!LIBFUSE3) test.serial('maxxo -o no_modtime: no daemon listings; times hold for the mount only; the bytes are right', async (t) => {
+  const rel = uniq('nomtime');
+  const srv = path.join(await servers.maxxoFolder(), rel);
+  await fsp.mkdir(path.join(srv, 'a', 'b'), { recursive: true });
+  for (const f of ['x.txt', 'a/y.txt', 'a/b/z.txt']) {
+    await fsp.writeFile(path.join(srv, f), `server file ${f}\n`);
+    await fsp.utimes(path.join(srv, f), 1_500_000_000, 1_500_000_000);
+  }
+  const opts = { client: { modtimes: false } };
+  const d = await mountService(t, servers, 'maxxo', opts);
+  const listRuns = async (h: Drive) => (await h.status()).counters?.remote?.listRuns;
+  const found = (await sh(t, 'find', [d.p(rel)])).split('\n').filter(Boolean).length;
+  t.is(found, 6);
+  t.not((await fsp.stat(d.p(rel, 'a', 'b', 'z.txt'))).mtimeMs, 1_500_000_000_000, 'the server time is not read');
+  t.is(await fsp.readFile(d.p(rel, 'a', 'b', 'z.txt'), 'utf8'), 'server file a/b/z.txt\n');
+  await fsp.writeFile(d.p(rel, 'new.txt'), 'written through the mount\n');
+  await sh(t, 'touch', ['-d', WHEN, d.p(rel, 'new.txt')]);
+  t.is((await fsp.stat(d.p(rel, 'new.txt'))).mtimeMs, WHEN_MS, 'holds for the mount');
+  t.is(await listRuns(d), 0, 'no daemon listing');
+  const f = await remount(t, d).then(async (x) => { await x.stop(); return mountService(t, servers, 'maxxo', opts); });
+  t.is(await fsp.readFile(f.p(rel, 'new.txt'), 'utf8'), 'written through the mount\n');
+  t.not((await fsp.stat(f.p(rel, 'new.txt'))).mtimeMs, WHEN_MS, 'not kept');
+  t.is(await listRuns(f), 0);
+});
+
 // journalling is the same on both backends: Maxxo's case runs on fuse-native only (suite time)
 for (const kind of LIBFUSE3 ? ['vboxx' as const] : KINDS) test.serial(`${kind}: a time change journalled, the drive killed before sending it: the next mount delivers it`, async (t) => {
   const cacheDir = tempDir(t, 'cm-cache-times-crash-');

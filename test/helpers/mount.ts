@@ -25,7 +25,7 @@ export interface ChildConfig {
   cacheDir: string;
   vfs?: Partial<Omit<VfsOptions, 'log'>>;
   mount?: Partial<Omit<MountOptions, 'log' | 'accountId'>>;
-  client?: { timeoutMs?: number; maxAttempts?: number; maxRetryTimeMs?: number; concurrency?: number; rsyncExtraArgs?: string[] };
+  client?: { timeoutMs?: number; maxAttempts?: number; maxRetryTimeMs?: number; concurrency?: number; rsyncExtraArgs?: string[]; modtimes?: boolean };
   logLevel?: string;
 }
 

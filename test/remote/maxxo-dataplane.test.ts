@@ -204,7 +204,7 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.not(statSync(server).mode & 0o111, 0);
   t.like(await remote.stat('/m/f'), { mtimeMs: 1_500_000_100_000, mode: 0o755 }, 'read back from the daemon listing');
   const ino = statSync(server).ino;
-  const e = await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_000, mode: 0o644 }, { localFile: src, serverMtimeMs: 1_500_000_100_000 });
+  const e = await remote.fileMeta!.setAttrs('/m/f', { mtimeMs: 1_600_000_000_000, mode: 0o644 }, { localFile: src, serverMtimeMs: 1_500_000_100_000 });
   t.like(e, { size: 14, mtimeMs: 1_600_000_000_000, mode: 0o644 });
   t.is(statSync(server).ino, ino, 'no bytes sent (rsync writes a new file when it sends any)');
   t.is(statSync(server).mtimeMs, 1_600_000_000_000);
@@ -212,17 +212,17 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.like(await remote.stat('/m/f'), { mtimeMs: 1_600_000_000_000, mode: 0o644 });
   // what the server holds already: no run but the listing
   let runs = remote.counters().rsyncRuns - remote.counters().listRuns;
-  t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_600_000_000_900 }, { localFile: src }), { mtimeMs: 1_600_000_000_000 });
+  t.like(await remote.fileMeta!.setAttrs('/m/f', { mtimeMs: 1_600_000_000_900 }, { localFile: src }), { mtimeMs: 1_600_000_000_000 });
   t.is(remote.counters().rsyncRuns - remote.counters().listRuns - runs, 0);
   // another client's content of the same size: left alone
   writeFileSync(server, 'META CONTENT 2');
   utimesSync(server, 1_700_000_000, 1_700_000_000);
-  t.is(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { localFile: src, serverMtimeMs: 1_600_000_000_000 }), null);
+  t.is(await remote.fileMeta!.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { localFile: src, serverMtimeMs: 1_600_000_000_000 }), null);
   t.is(statSync(server).mtimeMs, 1_700_000_000_000);
   // content not cached: fetched into scratch first (so that a size change meanwhile sends real bytes)
   const scratch = join(tmp, `scratch-${n}`);
   runs = remote.counters().rsyncRuns - remote.counters().listRuns;
-  t.like(await remote.fileMeta.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { scratch }), { mtimeMs: 1_650_000_000_000 });
+  t.like(await remote.fileMeta!.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { scratch }), { mtimeMs: 1_650_000_000_000 });
   t.is(remote.counters().rsyncRuns - remote.counters().listRuns - runs, 2, 'the download and the attribute run');
   t.is(statSync(server).mtimeMs, 1_650_000_000_000);
   t.is(readFileSync(server, 'utf8'), 'META CONTENT 2');

@@ -46,6 +46,8 @@ interface Args {
   workDir: string | null;
   verbose: boolean;
   ourOpts: string[];
+  /** --new-o: -o options for this checkout's mounts only (not --baseline's, which may not know them). */
+  newOpts: string[];
   readme: boolean;
   scaling: boolean;
   tableFrom: string | null;
@@ -74,6 +76,8 @@ const USAGE = `Usage: scripts/bench [options]
   --out FILE         JSON results file (default .bench/results-<date>.json)
   --work-dir DIR     parent of the work folder (default the system temp dir)
   -o OPTS            extra -o options for our mounts (may repeat)
+  --new-o OPTS       extra -o options for this checkout's mounts only, not --baseline's (may
+                     repeat; e.g. --new-o no_modtime to compare with a build that read no mtimes)
   --scaling          also the scaling rows: ls -l and find over 1,000 / 10,000 / 100,000 entries,
                      sequential read of 4 GiB (quick: 100 / 1,000 / 10,000 and 256 MiB)
   --profile DIR      run our mounts under node --cpu-prof (profiles in DIR, per phase); the JSON gets
@@ -86,7 +90,7 @@ const USAGE = `Usage: scripts/bench [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [], readme: false, scaling: false, tableFrom: null, profile: null, baseline: null,
+    workDir: null, verbose: false, ourOpts: [], newOpts: [], readme: false, scaling: false, tableFrom: null, profile: null, baseline: null,
   };
   let columnsGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -117,6 +121,7 @@ function parseArgs(argv: string[]): Args {
       case '--out': a.out = val(); break;
       case '--work-dir': a.workDir = val(); break;
       case '-o': a.ourOpts.push(val()); break;
+      case '--new-o': a.newOpts.push(val()); break;
       case '--readme': a.readme = true; break;
       case '--scaling': a.scaling = true; break;
       case '--table-from': a.tableFrom = val(); break;
@@ -1062,7 +1067,7 @@ async function startOurSide(ctx: Ctx, kinds: OurColumn[], side: { checkout: stri
     if (ctx.scale) linkTree(join(scaleMaster, S.top), join(userDir, S.top));
     out.push({
       id: id('maxxo'),
-      mount: ourMount('maxxo', checkout, proxied, join(work, `home-${id('maxxo')}`), args.ourOpts),
+      mount: ourMount('maxxo', checkout, proxied, join(work, `home-${id('maxxo')}`), base ? args.ourOpts : [...args.ourOpts, ...args.newOpts]),
       server: localView(userDir),
       counters: async () => ({ proxies: { http: await httpProxy.stats(), rsync: await rsyncProxy.stats() }, routes: await emuStats() }),
       wire: async (scratch, bytes) => {
@@ -1088,7 +1093,7 @@ async function startOurSide(ctx: Ctx, kinds: OurColumn[], side: { checkout: stri
     }
     out.push({
       id: id('vboxx'),
-      mount: ourMount('vboxx', checkout, proxied, join(work, `home-${id('vboxx')}`), args.ourOpts, String(api.rootId)),
+      mount: ourMount('vboxx', checkout, proxied, join(work, `home-${id('vboxx')}`), base ? args.ourOpts : [...args.ourOpts, ...args.newOpts], String(api.rootId)),
       server: api.view(),
       counters: async () => ({ proxies: { http: await httpProxy.stats() }, routes: await emuStats() }),
       wire: (_scratch, bytes) => runWorkload({ op: 'get', expect: bytes }, {

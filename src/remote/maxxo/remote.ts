@@ -81,10 +81,7 @@ export class MaxxoRemote implements Remote {
    * The daemon keeps what rsync -t and -E send: mtimes (listed to the second) and whether a file
    * is executable. A change of them alone is an rsync run that sends no bytes (--size-only).
    */
-  readonly fileMeta: FileMetadata = {
-    mtimeResolutionMs: 1000, modeBits: FILE_MODE_BITS, attrsNeedContent: true, folderTimes: true,
-    setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
-  };
+  readonly fileMeta?: FileMetadata;
   readonly client: MaxxoClient;
   private readonly transport: DaemonTransport;
   /** Running rsync children (tests check that cancel really ends them). */
@@ -98,6 +95,8 @@ export class MaxxoRemote implements Remote {
    * the transfer lanes: the first stats in many folders each wait for their folder's listing.
    */
   private readonly listQueue = new PQueue({ concurrency: 4 });
+  /** false (-o no_modtime): no daemon listings; entries carry no mtime (see ClientOptions.modtimes). */
+  private readonly mtimes: boolean;
   private closed = false;
   private readonly stages = new UploadStages();
   private readonly inflight = new InflightUploads();
@@ -107,6 +106,13 @@ export class MaxxoRemote implements Remote {
 
   constructor(opts: MaxxoRemoteOptions) {
     this.opts = opts;
+    this.mtimes = opts.modtimes !== false;
+    if (this.mtimes) {
+      this.fileMeta = {
+        mtimeResolutionMs: 1000, modeBits: FILE_MODE_BITS, attrsNeedContent: true, folderTimes: true,
+        setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
+      };
+    }
     this.client = new MaxxoClient(opts);
     this.log = opts.log ?? silentLogger;
     this.transport = new DaemonTransport(this.client, opts, this.log);
@@ -146,7 +152,7 @@ export class MaxxoRemote implements Remote {
   async list(dir: string, opts: ListOptions = {}): Promise<ListResult> {
     const wire = toWire(dir);
     // its mtimes come from the daemon listing: both runs at once
-    this.listings.prime(dir);
+    if (this.mtimes) this.listings.prime(dir);
     let rows;
     let ours: (name: string) => boolean;
     try {
@@ -173,6 +179,7 @@ export class MaxxoRemote implements Remote {
       entries.push({ name, type: r.type === 'd' ? 'dir' : 'file', size: Math.max(0, r.size) });
     }
     opts.onNames?.(seen);
+    if (!this.mtimes) return { entries };
     const listed = await this.listings.source(dir, entries);
     for (const e of entries) withMtime(e, listed);
     return { entries };
@@ -185,6 +192,7 @@ export class MaxxoRemote implements Remote {
   /** Entries with the mtimes of files and folders (see the top of this file and mtimeSource()). */
   async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
     const out = await this.sizes(paths, opts);
+    if (!this.mtimes) return out;
     const byDir = new Map<string, RemoteEntry[]>();
     const tops: RemoteEntry[] = [];
     for (const [i, e] of out.entries()) {
@@ -216,7 +224,7 @@ export class MaxxoRemote implements Remote {
    * reached (the last known version stays usable rather than every file looking changed).
    */
   async revalidate(path: string, e: RemoteEntry, maxAgeMs: number): Promise<RemoteEntry> {
-    if (e.type !== 'file') return e;
+    if (e.type !== 'file' || !this.mtimes) return e;
     const listed = await this.listings.get(parentOf(path), maxAgeMs);
     if (!listed) return e;
     const row = listed.rows.get(pathParts(path).pop()!);
@@ -389,13 +397,21 @@ export class MaxxoRemote implements Remote {
   }
 
 
-  upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
-    return this.uploads.upload(localFile, path, opts);
+  async upload(localFile: string, path: string, opts: TransferOptions = {}): Promise<RemoteEntry> {
+    return this.noMtime(await this.uploads.upload(localFile, path, opts));
+  }
+
+  /** -o no_modtime: no entry carries an mtime (one from a transfer would differ from the listings'). */
+  private noMtime<T extends { mtimeMs?: number }>(e: T): T {
+    if (!this.mtimes && e.mtimeMs !== undefined) delete e.mtimeMs;
+    return e;
   }
 
   /** Many uploads with one rsync run (see Uploads.uploadMany()). */
-  uploadMany(items: UploadItem[], opts: CallOptions = {}): Promise<UploadResult[]> {
-    return this.uploads.uploadMany(items, opts);
+  async uploadMany(items: UploadItem[], opts: CallOptions = {}): Promise<UploadResult[]> {
+    const res = await this.uploads.uploadMany(items, opts);
+    for (const r of res) if (r.entry) this.noMtime(r.entry);
+    return res;
   }
 
   /** A change of a file's mtime or executability alone (see AttrChanges.setAttrs()). */
@@ -403,8 +419,8 @@ export class MaxxoRemote implements Remote {
     return this.attrChanges.setAttrs(path, attrs, o);
   }
 
-  download(path: string, localFile: string, opts: TransferOptions = {}): Promise<DownloadedVersion> {
-    return this.downloads.download(path, localFile, opts);
+  async download(path: string, localFile: string, opts: TransferOptions = {}): Promise<DownloadedVersion> {
+    return this.noMtime(await this.downloads.download(path, localFile, opts));
   }
 
   /** Many whole files with one rsync run (see Downloads.downloadMany()). */

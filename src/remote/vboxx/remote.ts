@@ -31,10 +31,7 @@ export class VboxxRemote implements Remote {
   readonly ranged: RangedReads = { readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o) };
   readonly shareLinks: ShareLinks = { shareLink: (path, o) => this.shareLink(path, o) };
   // client_mtime (whole seconds) on every upload; no mode at all, no folder times
-  readonly fileMeta: FileMetadata = {
-    mtimeResolutionMs: 1000, modeBits: 0, attrsNeedContent: true,
-    setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
-  };
+  readonly fileMeta?: FileMetadata;
   readonly client: VboxxClient;
   private readonly rootSel?: string;
   private readonly ttl: number;
@@ -44,6 +41,14 @@ export class VboxxRemote implements Remote {
 
   constructor(opts: VboxxRemoteOptions) {
     this.client = new VboxxClient(opts);
+    // -o no_modtime: no client_mtime sent (times hold for the mount); listings still carry the
+    // server's times, which cost nothing there
+    if (opts.modtimes !== false) {
+      this.fileMeta = {
+        mtimeResolutionMs: 1000, modeBits: 0, attrsNeedContent: true,
+        setAttrs: (path, attrs, o) => this.setAttrs(path, attrs, o),
+      };
+    }
     if (opts.root !== undefined && opts.root !== '') this.rootSel = String(opts.root);
     this.ttl = opts.cacheTtlMs ?? 60_000;
   }
