@@ -226,6 +226,12 @@ export class Journal {
   }
 
 
+  /** What is pending, by kind: "1 upload, 2 time/mode changes". */
+  summary(): string {
+    const kinds = [[this.pending.size, 'upload'], [this.deletes.size, 'delete'], [this.mkdirs.size, 'mkdir'], [this.attrs.size, 'time/mode change']] as const;
+    return kinds.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}${n === 1 ? '' : 's'}`).join(', ');
+  }
+
   /** Records of the live state. */
   get live(): number {
     return this.pending.size + this.attrs.size + this.deletes.size + this.mkdirs.size;

@@ -310,10 +310,7 @@ export class Vfs implements VfsApi {
     this.handles.clear();
     const kept = this.journal.live;
     if (kept > 0) {
-      const j = this.journal;
-      const kinds = [[j.pending.size, 'upload'], [j.deletes.size, 'delete'], [j.mkdirs.size, 'mkdir'], [j.attrs.size, 'time/mode change']] as const;
-      const parts = kinds.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}${n === 1 ? '' : 's'}`).join(', ');
-      this.log.warn(`${kept} pending change(s) (${parts}) stay in the journal under ${this.root}; ` +
+      this.log.warn(`${kept} pending change(s) (${this.journal.summary()}) stay in the journal under ${this.root}; ` +
         'they are delivered at the next mount of this account');
     }
     await this.journal.close().catch(() => {});
