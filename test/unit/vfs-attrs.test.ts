@@ -258,3 +258,24 @@ test('without folder times the top folder shows the mount time, and asks the ser
   t.true(a.mtimeMs <= Date.now() && a.mtimeMs >= before - 60_000);
   t.is(s.remote.calls.stat ?? 0, 0);
 });
+
+// CI at load: a folder's time, due while its rmdir waited for a fresh listing, parked at the
+// rmdir's barrier; once the folder's delete was queued, the parked send waited for that delete
+// and so sent the whole delete window at once (a delete's window is for coalescing a tree)
+test('a folder time due during its rmdir does not hurry the pending deletes', async (t) => {
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 30, deleteIdleMs: 600_000, deleteMaxDelayMs: 600_000 });
+  s.remote.putFile('/d/e/f', 'x');
+  await s.vfs.getattr('/d/e/f');
+  await s.vfs.unlink('/d/e/f');
+  const release = s.remote.hold('list');
+  const rm = s.vfs.rmdir('/d/e');
+  await sleep(300);
+  release();
+  await rm;
+  await sleep(300);
+  t.is(s.vfs.status().pendingDeletes, 1, 'the folder delete (it folds the file\'s) still waits for its window');
+  t.is(s.remote.calls.remove, 0);
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(s.remote.calls.remove, 1);
+});

@@ -266,6 +266,11 @@ export class AttrWriter {
     const stop = t.stopGen;
     for (let attempts = 1; ; attempts++) {
       while (!this.gate.idle) {
+        // Waiting at a pending delete hurries its whole window. A record stopped or gone meanwhile
+        // (a folder removed while this was parked at its rmdir's barrier: the folder's delete then
+        // covers it), and a folder's time waiting for changes below it, must not do that.
+        if (t.stopGen !== stop || !this.journal.attrs.has(path)) break;
+        if (!this.ports.obj(path) && this.ports.busyBelow(path)) break;
         const b = this.gate.covering(path);
         if (!b) break;
         await b;
