@@ -187,6 +187,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       allowNonEmpty: settings.allowNonEmpty, umask: settings.umask, debug: settings.debug, backend: settings.backend, log,
       ...(settings.kernelTimeoutS !== undefined ? { attrTimeoutS: settings.kernelTimeoutS, entryTimeoutS: settings.kernelTimeoutS } : {}),
       cacheReaddir: settings.cacheReaddir,
+      ...(settings.writebackCache ? { writebackCache: true } : {}),
     });
   } catch (e) {
     removeRecord(process.pid);

@@ -92,6 +92,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       attrTimeout: opts.attrTimeoutS ?? 1,
       entryTimeout: opts.entryTimeoutS ?? 1,
       negativeTimeout: opts.negativeTimeoutS ?? 0,
+      ...(opts.writebackCache ? { writebackCache: true } : {}),
       extraOptions: extra,
       initTimeoutMs: opts.mountTimeoutMs ?? 30_000,
     });

@@ -35,6 +35,12 @@ export interface MountOptions extends Partial<VfsOptions> {
    * pays one lookup per name where readdirplus answered all at once.
    */
   cacheReaddir?: boolean;
+  /**
+   * libfuse3: the kernel's write-back cache (FUSE_CAP_WRITEBACK_CACHE): writes land in the page
+   * cache and reach us in big batches at close/fsync or under memory pressure. Off by default;
+   * measured in native-notes/lowlevel.md.
+   */
+  writebackCache?: boolean;
   /** Kernel cache of "no such file", seconds (default 0: the vfs keeps its own negative cache). */
   negativeTimeoutS?: number;
   /** Keep page cache across opens always (only safe when nobody else changes the files). */

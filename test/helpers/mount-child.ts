@@ -46,6 +46,8 @@ async function main() {
       log,
       // the suites pin fuse-native unless a test (or CLOUDMOUNT_TEST_BACKEND) asks for another
       backend: (process.env.CLOUDMOUNT_TEST_BACKEND as 'libfuse3' | 'fuse-native' | undefined) || 'fuse-native',
+      // (measuring -o writeback_cache: the suites run with it on, not in CI; native-notes/lowlevel.md)
+      ...(process.env.CLOUDMOUNT_TEST_WRITEBACK_CACHE ? { writebackCache: true } : {}),
       ...(cfg.vfs ?? {}),
       ...(cfg.mount ?? {}),
     });
