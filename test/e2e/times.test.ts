@@ -13,7 +13,7 @@ import test, { type ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { mountChild, tempDir } from '../helpers/mount.js';
-import { useServers, mountService, KINDS, uniq, run, type Drive } from './lib/services.js';
+import { useServers, mountService, KINDS, uniq, run, type Drive, type DriveOptions } from './lib/services.js';
 import type { Kind } from './lib/services.js';
 
 const servers = useServers(test);
@@ -26,11 +26,11 @@ const LIBFUSE3 = process.env.CLOUDMOUNT_TEST_BACKEND === 'libfuse3';
 const WHEN = '2001-02-03 04:05:06';
 const WHEN_MS = new Date('2001-02-03T04:05:06').getTime();
 
-async function remount(t: ExecutionContext, d: Drive): Promise<Drive> {
+async function remount(t: ExecutionContext, d: Drive, o: DriveOptions = {}): Promise<Drive> {
   await d.flush();
   t.is((await d.status()).pending, 0);
   t.is(await d.stop(), 0);
-  return mountService(t, servers, d.kind);
+  return mountService(t, servers, d.kind, o);
 }
 
 async function sh(t: ExecutionContext, cmd: string, args: string[]): Promise<string> {
@@ -267,7 +267,7 @@ if (!LIBFUSE3) test.serial('maxxo -o no_modtime: no daemon listings; times hold 
   await sh(t, 'touch', ['-d', WHEN, d.p(rel, 'new.txt')]);
   t.is((await fsp.stat(d.p(rel, 'new.txt'))).mtimeMs, WHEN_MS, 'holds for the mount');
   t.is(await listRuns(d), 0, 'no daemon listing');
-  const f = await remount(t, d).then(async (x) => { await x.stop(); return mountService(t, servers, 'maxxo', opts); });
+  const f = await remount(t, d, opts);
   t.is(await fsp.readFile(f.p(rel, 'new.txt'), 'utf8'), 'written through the mount\n');
   t.not((await fsp.stat(f.p(rel, 'new.txt'))).mtimeMs, WHEN_MS, 'not kept');
   t.is(await listRuns(f), 0);

@@ -86,6 +86,7 @@ export class AttrChanges {
   }
 
   private readonly folderQueue: FolderTimeAsk[] = [];
+  private folderRun: Promise<void> | null = null;
   private sizeAsks: { path: string; priority: number; resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[] = [];
 
   /**
@@ -110,7 +111,6 @@ export class AttrChanges {
       this.sizeAsks.push({ path, priority: o.priority ?? Priority.background, resolve, reject });
     });
   }
-  private folderRun: Promise<void> | null = null;
 
   private async runFolderTimes(): Promise<void> {
     // asks made in the same turn (many tasks' timers at once) share the first run

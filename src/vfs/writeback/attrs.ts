@@ -29,7 +29,7 @@ import { CLOSING, MUTATION, errText, type Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
 import type { PendingAttrs } from '../journal.js';
 import type { BarrierGate } from '../namespace/barriers.js';
-import { isUnder, rekeyMap } from '../paths.js';
+import { isUnder, rebase, rekeyMap } from '../paths.js';
 
 /** After the attempts of a send are used up with a transient error, it is tried again this much later. */
 const RETRY_LATER_MS = 60_000;
@@ -179,7 +179,7 @@ export class AttrWriter {
    * change is reported, and the time goes once it lands (or is given up).
    */
   stillPending(): UploadFailure[] {
-    return [...this.journal.attrs.keys()].filter((p) => this.failures.has(p) || this.ports.obj(p) || !this.ports.busyBelow(p)).map((p) => this.failures.get(p) ?? { path: p, error: 'metadata change not sent', attempts: 0, atMs: Date.now() });
+    return [...this.journal.attrs.keys()].filter((p) => this.failures.has(p) || !this.waitsBelow(p, this.ports.obj(p))).map((p) => this.failures.get(p) ?? { path: p, error: 'metadata change not sent', attempts: 0, atMs: Date.now() });
   }
 
   private async untilDone(path: string): Promise<void> {
@@ -195,7 +195,7 @@ export class AttrWriter {
       }
       // a folder: what goes below it first. The caller flushed that before: what is still there
       // failed (or came since) and keeps the folder's time pending with it (not a failure of its own)
-      if (!o && this.ports.busyBelow(path)) return;
+      if (this.waitsBelow(path, o)) return;
       await this.run(path);
     }
   }
@@ -226,7 +226,9 @@ export class AttrWriter {
 
   rekey(from: string, to: string): void {
     rekeyMap(this.failures, from, to, (f, nk) => { f.path = nk; });
-    for (const p of [...this.folders]) if (p === from || isUnder(p, from)) { this.folders.delete(p); this.folders.add(to + p.slice(from.length)); }
+    const moved = [...this.folders].filter((p) => p === from || isUnder(p, from));
+    for (const p of moved) this.folders.delete(p);
+    for (const p of moved) this.folders.add(rebase(p, from, to));
     // tasks are not moved: a running one finds no record at its old path and ends; resume() starts anew
   }
 
@@ -243,6 +245,11 @@ export class AttrWriter {
       if (t.running) settle.push(t.running.catch(() => {}));
     }
     return Promise.all(settle);
+  }
+
+  /** A record without content (a folder's time) whose folder still has changes below it to land first. */
+  private waitsBelow(path: string, o: Obj | undefined): boolean {
+    return !o && this.ports.busyBelow(path);
   }
 
   private task(path: string): Task {
@@ -270,7 +277,7 @@ export class AttrWriter {
         // (a folder removed while this was parked at its rmdir's barrier: the folder's delete then
         // covers it), and a folder's time waiting for changes below it, must not do that.
         if (t.stopGen !== stop || !this.journal.attrs.has(path)) break;
-        if (!this.ports.obj(path) && this.ports.busyBelow(path)) break;
+        if (this.waitsBelow(path, this.ports.obj(path))) break;
         const b = this.gate.covering(path);
         if (!b) break;
         await b;
@@ -286,7 +293,7 @@ export class AttrWriter {
         return;
       }
       if (o?.unlinked) return;
-      if (!o && this.ports.busyBelow(path)) {
+      if (this.waitsBelow(path, o)) {
         this.schedule(path, Math.max(this.ctx.opts.writebackDelayMs, 1000));
         return;
       }
