@@ -188,6 +188,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       ...(settings.kernelTimeoutS !== undefined ? { attrTimeoutS: settings.kernelTimeoutS, entryTimeoutS: settings.kernelTimeoutS } : {}),
       cacheReaddir: settings.cacheReaddir,
       ...(settings.writebackCache ? { writebackCache: true } : {}),
+      ...(settings.readdirplus ? { readdirplus: settings.readdirplus } : {}),
     });
   } catch (e) {
     removeRecord(process.pid);

@@ -26,6 +26,8 @@ export interface MountSettings {
   cacheReaddir?: boolean;
   /** -o writeback_cache: the kernel's write-back cache (libfuse3). */
   writebackCache?: boolean;
+  /** -o readdirplus=always|auto|off (libfuse3). */
+  readdirplus?: 'always' | 'auto' | 'off';
 }
 
 /** The table the help text, README and the parser share. */
@@ -56,6 +58,7 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'kernel_timeout', value: 'SEC', desc: 'How long the kernel caches names and attributes before asking again (default 1; libfuse3 is told of server changes a listing reveals)' },
   { name: 'no_modtime', desc: 'Neither keep nor read modification times (as rclone --no-modtime): Maxxo walks folders without rsync listings; times and chmod +x hold for the mount only, and a same-size change by another client goes unseen in cached files' },
   { name: 'cache_readdir', desc: 'libfuse3: the kernel keeps a folder listing while ours is unchanged (pays off with a long kernel_timeout)' },
+  { name: 'readdirplus', value: 'MODE', desc: 'libfuse3: always (default: attributes with every listing, so ls -l asks nothing more), auto (the kernel asks for them when lookups follow a listing) or off' },
   { name: 'writeback_cache', desc: 'libfuse3, experimental: the kernel gathers writes in its page cache and hands them over at close/fsync (see native-notes/lowlevel.md for what it changes)' },
   { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
@@ -132,6 +135,12 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'cache_readdir': flag(); s.cacheReaddir = true; break;
         case 'no_modtime': flag(); s.client.modtimes = false; break;
         case 'writeback_cache': flag(); s.writebackCache = true; break;
+        case 'readdirplus': {
+          const v = need();
+          if (v !== 'always' && v !== 'auto' && v !== 'off') throw new UsageError(`-o readdirplus=${v}: expected always, auto or off`);
+          s.readdirplus = v;
+          break;
+        }
         case 'backend': {
           const v = need();
           if (v !== 'libfuse3' && v !== 'fuse-native') throw new UsageError(`-o backend=${v}: expected libfuse3 or fuse-native`);

@@ -93,6 +93,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       entryTimeout: opts.entryTimeoutS ?? 1,
       negativeTimeout: opts.negativeTimeoutS ?? 0,
       ...(opts.writebackCache ? { writebackCache: true } : {}),
+      ...(opts.readdirplus ? { readdirplus: opts.readdirplus } : {}),
       extraOptions: extra,
       initTimeoutMs: opts.mountTimeoutMs ?? 30_000,
     });

@@ -41,6 +41,8 @@ export interface MountOptions extends Partial<VfsOptions> {
    * measured in native-notes/lowlevel.md.
    */
   writebackCache?: boolean;
+  /** libfuse3: readdirplus always (default), auto (the kernel decides per folder) or off. */
+  readdirplus?: 'always' | 'auto' | 'off';
   /** Kernel cache of "no such file", seconds (default 0: the vfs keeps its own negative cache). */
   negativeTimeoutS?: number;
   /** Keep page cache across opens always (only safe when nobody else changes the files). */

@@ -20,13 +20,16 @@ test('-o options map onto vfs and client settings', (t) => {
   t.is(parseMountOptions(['ro']).backend, undefined, 'no backend asked: the mount picks');
   t.deepEqual(parseMountOptions(['no_modtime']).client, { modtimes: false });
   t.is(parseMountOptions(['ro']).client.modtimes, undefined);
+  t.is(parseMountOptions(['readdirplus=auto']).readdirplus, 'auto');
+  t.is(parseMountOptions(['readdirplus=off']).readdirplus, 'off');
+  t.is(parseMountOptions(['ro']).readdirplus, undefined);
 });
 
 test('bad -o options are usage errors naming the option', (t) => {
   for (const [o, re] of [['cache_size=big', /cache_size=big/], ['attr_timeout=', /needs a value/], ['concurrency=0', /concurrency=0/],
     ['ro=1', /takes no value/], ['bogus', /unknown mount option -o bogus/], ['timeout=0', /timeout must be > 0/],
     ['read_ahead=8M,read_ahead_max=1M', /read_ahead_max/], ['backend=fuse2', /backend=fuse2: expected libfuse3 or fuse-native/],
-    ['backend', /needs a value/]] as const) {
+    ['backend', /needs a value/], ['readdirplus=yes', /readdirplus=yes: expected always, auto or off/]] as const) {
     const e = t.throws(() => parseMountOptions([o]), { instanceOf: UsageError }, o);
     t.regex(e!.message, re);
   }

@@ -57,6 +57,18 @@ run('ls -l after READDIRPLUS sends no LOOKUP or GETATTR per name to JS', async (
   t.is(Object.values(s.nlookup).filter((n) => n === 1).length, 202); // root, seed, 200 files
 });
 
+run('readdirplus=auto lets the kernel choose, readdirplus=off asks for none', async (t) => {
+  const a = await startMemfs(t, { mount: { readdirplus: 'auto' } });
+  t.true(a.ready.conn.features.includes('READDIRPLUS'));
+  t.true(a.ready.conn.features.includes('READDIRPLUS_AUTO'));
+  const o = await startMemfs(t, { mount: { readdirplus: 'off' } });
+  t.false(o.ready.conn.features.includes('READDIRPLUS'));
+  await o.cmd({ cmd: 'mkmany', dir: '/', prefix: 'h', n: 5 });
+  const r = await sh(`ls -l ${o.mnt} | wc -l`);
+  t.is(r.out.trim(), '6');
+  t.true((await o.cmd({ cmd: 'stats' })).counts.readdir >= 1);
+});
+
 run('without a readdirplus handler plain READDIR serves ls, and ls -l pays a LOOKUP per name', async (t) => {
   const h = await startMemfs(t, { fs: { noReaddirplus: true } });
   t.false(h.ready.conn.features.includes('READDIRPLUS'));
