@@ -61,6 +61,34 @@ const LIST_RETRY_MS = 5000;
 const MAX_FOLDERS = 2000;
 /** Rows a two-level listing may have before it is given up for a one-level one. */
 export const DEEP_ROWS_MAX = 5000;
+
+/** What one listing run collected: the folder's own rows, and its subfolders' in a two-level run. */
+class RunRows {
+  readonly rows = new Map<string, ListedRow>();
+  readonly dirs = new Map<string, number>();
+  readonly subs = new Map<string, { rows: Map<string, ListedRow>; dirs: Map<string, number> }>();
+  /** The folder's own time (its "." row). */
+  self: number | undefined;
+  /** Rows seen (the two-level run's bound). */
+  seen = 0;
+
+  add(r: ListedRow): void {
+    const slash = r.name.indexOf('/');
+    if (slash < 0) {
+      if (r.name === '.') this.self = r.mtimeMs;
+      else if (r.type === 'file') this.rows.set(r.name, r);
+      else this.dirs.set(r.name, r.mtimeMs);
+      return;
+    }
+    const sub = r.name.slice(0, slash);
+    const name = r.name.slice(slash + 1);
+    if (name.includes('/')) return;
+    let m = this.subs.get(sub);
+    if (!m) this.subs.set(sub, m = { rows: new Map(), dirs: new Map() });
+    if (r.type === 'file') m.rows.set(name, { ...r, name });
+    else m.dirs.set(name, r.mtimeMs);
+  }
+}
 const TOO_MANY = new Error('more rows than a two-level listing takes');
 
 export interface ListingHooks {
@@ -165,39 +193,20 @@ export class DaemonListings {
     slot.inflightAt = at;
     slot.inflightDeep = deep;
     const p = (async () => {
-      let rows = new Map<string, ListedRow>();
-      let dirs = new Map<string, number>();
-      let subs = new Map<string, { rows: Map<string, ListedRow>; dirs: Map<string, number> }>();
-      let self: number | undefined;
-      let seen = 0;
+      let got = new RunRows();
       const stop = new AbortController();
       const onRow = (r: ListedRow) => {
-        if (deep && ++seen > DEEP_ROWS_MAX) { stop.abort(TOO_MANY); return; }
-        const slash = r.name.indexOf('/');
-        if (slash < 0) {
-          if (r.name === '.') self = r.mtimeMs;
-          else if (r.type === 'file') rows.set(r.name, r);
-          else dirs.set(r.name, r.mtimeMs);
-          return;
-        }
-        const sub = r.name.slice(0, slash);
-        const name = r.name.slice(slash + 1);
-        if (name.includes('/')) return;
-        let m = subs.get(sub);
-        if (!m) subs.set(sub, m = { rows: new Map(), dirs: new Map() });
-        if (r.type === 'file') m.rows.set(name, { ...r, name });
-        else m.dirs.set(name, r.mtimeMs);
+        if (deep && ++got.seen > DEEP_ROWS_MAX) { stop.abort(TOO_MANY); return; }
+        got.add(r);
       };
       try {
         try {
           await this.hooks.run(dir, onRow, deep ? { deep, signal: stop.signal } : undefined);
         } catch (e) {
           if (stop.signal.reason !== TOO_MANY) throw e;
+          // too big for two levels: one level, from scratch
           deep = false;
-          rows = new Map();
-          dirs = new Map();
-          subs = new Map();
-          self = undefined;
+          got = new RunRows();
           await this.hooks.run(dir, onRow);
         }
       } catch (e) {
@@ -212,6 +221,8 @@ export class DaemonListings {
       }
       slot.failedAt = undefined;
       // our own changes made while it ran may be missing from it
+      const { rows, dirs, subs } = got;
+      let self = got.self;
       for (const [name, row] of slot.own) setRow(rows, dirs, name, row);
       slot.own.clear();
       // a time we set on the folder while it ran (the top folder's: folderTime('/'))
