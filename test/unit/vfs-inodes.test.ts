@@ -155,8 +155,9 @@ test('rename NOREPLACE: EEXIST for a target the caches know, and for one only th
   t.true(isRemoteError(err2, 'ALREADY_EXISTS'), String(err2));
   t.is(remote.getFile('/c')?.toString(), 'C');
   t.is(remote.getFile('/a')?.toString(), 'A');
-  // without the flag it replaces
+  // without the flag it replaces (written back: on the server after the flush)
   await vfs.inodes.rename(1, 'a', 1, 'b');
+  await vfs.flushAll();
   t.is(remote.getFile('/b')?.toString(), 'A');
 });
 

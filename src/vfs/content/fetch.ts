@@ -13,6 +13,9 @@
 // - Readers join fetches in flight and wait only until their own bytes landed (arrival), not for
 //   the end of a long request; every wait is bounded by opTimeoutMs.
 // - Read-ahead and fetches of clean content only: dirty content is complete and never fetched.
+// - A fetch asks the server for the path where it has the file (`serverPath`: the old name while
+//   a rename written back is not sent yet); a fetch that failed while that path changed (the move
+//   landed meanwhile) is asked again at the new one.
 import fs, { promises as fsp } from 'node:fs';
 import { BadResponse, Cancelled } from '../../errors.js';
 import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '../../remote/types.js';
@@ -43,7 +46,24 @@ export class Fetcher {
     private readonly store: ContentStore,
     /** The file changed on the server while being read: o follows entry e now (the caches should too). */
     private readonly onServerChanged: (path: string, e: RemoteEntry) => void,
+    /** Where the server has the file the drive shows at path (a rename written back may not be sent yet). */
+    readonly serverPath: (path: string) => string = (path) => path,
   ) {}
+
+  /**
+   * Runs a request for o's content at its server path; a failure while that path changed (a
+   * rename written back landed meanwhile) tries once more at the new one.
+   */
+  private async atServer<T>(o: Obj, call: (path: string) => Promise<T>): Promise<T> {
+    const at = this.serverPath(o.path);
+    try {
+      return await call(at);
+    } catch (err) {
+      const now = this.serverPath(o.path);
+      if (now === at || this.ctx.closed || err === STALE_RUN) throw err;
+      return call(now);
+    }
+  }
 
   /** The drive is closing: downloads aborted; settles when every fetch of objs did. */
   shutdown(objs: Iterable<Obj>): Promise<unknown> {
@@ -268,7 +288,7 @@ export class Fetcher {
     };
     let got: RangeRead;
     try {
-      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(path, s, e - s, sink, { signal, priority }));
+      got = await this.atServer(o, (at) => this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(at, s, e - s, sink, { signal, priority })));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
@@ -321,11 +341,11 @@ export class Fetcher {
     const path = o.path;
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      const got = await this.ctx.remote.download(path, this.store.file(o), {
+      const got = await this.atServer(o, (at) => this.ctx.remote.download(at, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
-      });
+      }));
       // the client may have replaced the file instead of writing in place: follow the new inode
       const [a, b] = await Promise.all([fsp.stat(this.store.file(o)), fstatFd(o.fd)]);
       // a reset, or a change made anyway (changes wait for the end: ensureWhole), is not undone here
