@@ -8,8 +8,9 @@
 // Semantics are DESIGN.md's "Semantics".
 //
 // Design decisions (why):
-// - Namespace changes go to the server before the call returns; only file *content* is written
-//   back later (namespace/ops.ts).
+// - File content, deletes, Maxxo mkdirs and renames of files are written back (journalled, sent
+//   later, replayed after a crash); renames of folders go to the server before the call returns
+//   (namespace/ops.ts and the queues there).
 // - A file's content is fetched whole before its first write, so every dirty cache file is a
 //   complete copy that can be uploaded as is, also after a crash (content/obj.ts).
 // - One content object (Obj) per path owns one cache file and one fd shared by all handles; reads
