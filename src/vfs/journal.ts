@@ -112,6 +112,8 @@ export interface PendingMove {
   to: string;
   /** The rename replaced a file the server may hold at `to` (a merge with a later unlink must delete it). */
   replaces?: boolean;
+  /** RENAME_NOREPLACE: a file the server has at `to` when the move is sent is not replaced (refused). */
+  noReplace?: boolean;
   /** What the drive shows at `to` until then (the file's entry at the rename). */
   size: number;
   mtimeMs?: number;
@@ -130,7 +132,7 @@ export interface MoveRecOpts {
 type Rec =
   | { t: 'm'; uid: string; p: string; at?: number }
   | { t: 'x'; uid: string; p: string; dir?: 1; at?: number; mv?: string }
-  | { t: 'v'; uid: string; f: string; to: string; s?: string; rep?: string; rp?: 1; n: number; mt?: number; at?: number }
+  | { t: 'v'; uid: string; f: string; to: string; s?: string; rep?: string; rp?: 1; nr?: 1; n: number; mt?: number; at?: number }
   | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number; at?: number }
   | { t: 'a'; uid: string; p: string; mt?: number; mo?: number; at?: number }
   | { t: 'd'; uid: string }
@@ -430,7 +432,7 @@ export class Journal {
         // a chain back to where the server has the file moves nothing
         if (from !== rec.to) {
           this.moves.set(rec.to, {
-            uid: rec.uid, from, to: rec.to, size: rec.n, ...(rec.rp ? { replaces: true } : {}),
+            uid: rec.uid, from, to: rec.to, size: rec.n, ...(rec.rp ? { replaces: true } : {}), ...(rec.nr ? { noReplace: true } : {}),
             ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
           });
         }
@@ -487,7 +489,7 @@ export class Journal {
     const f = o.renamed ?? m.from;
     return {
       t: 'v', uid: m.uid, f, to: m.to, ...(f !== m.from ? { s: m.from } : {}), ...(o.replaces ? { rep: o.replaces } : {}),
-      ...(m.replaces ? { rp: 1 as const } : {}), n: m.size, ...(m.mtimeMs !== undefined ? { mt: m.mtimeMs } : {}),
+      ...(m.replaces ? { rp: 1 as const } : {}), ...(m.noReplace ? { nr: 1 as const } : {}), n: m.size, ...(m.mtimeMs !== undefined ? { mt: m.mtimeMs } : {}),
       ...(m.atMs !== undefined ? { at: m.atMs } : {}),
     };
   }

@@ -233,8 +233,8 @@ test('a refused move is reported (status, fsync of its folder, log) and the driv
   t.true(logs.some((l) => /rename of \/a to \/a2 refused/.test(l)));
 });
 
-test('what the service refuses beforehand (EXDEV) is the program\'s error at once; RENAME_NOREPLACE goes at once', async (t) => {
-  const { remote, vfs } = await setup(t, {}, HOLD);
+test('what the service refuses beforehand (EXDEV) is the program\'s error at once; RENAME_NOREPLACE is written back, and does not replace what another client put there', async (t) => {
+  const { remote, vfs } = await setup(t, { moveReplaces: true }, HOLD);
   remote.putFile('/r1/a', 'A');
   remote.putFile('/r2/x', 'X');
   remote.putFile('/n', 'N');
@@ -243,10 +243,22 @@ test('what the service refuses beforehand (EXDEV) is the program\'s error at onc
   };
   t.is(await code(vfs.rename('/r1/a', '/r2/a')), 'CROSS_DEVICE');
   t.is((await readAll(vfs, '/r1/a')).toString(), 'A');
-  await vfs.rename('/n', '/r1/m', { noReplace: true }).catch(() => {});
+  t.is(await code(vfs.rename('/r1/a', '/n2', { noReplace: true })), 'CROSS_DEVICE');
+  t.is(await code(vfs.rename('/n', '/r2/z', { noReplace: true })), 'CROSS_DEVICE');
   await vfs.rename('/r1/a', '/r1/b', { noReplace: true });
+  await vfs.readdir('/r2');
+  await vfs.rename('/r2/x', '/r2/y', { noReplace: true });
+  // another client takes /r2/y before the move went: the service would replace it, it is asked first
+  remote.putFile('/r2/y', 'theirs');
+  t.deepEqual(moves(remote), []);
+  t.is(vfs.status().pendingMoves, 2);
+  await vfs.flushAll();
   t.deepEqual(moves(remote), ['move /r1/a /r1/b']);
-  t.is(vfs.status().pendingMoves, 0);
+  t.is(remote.getFile('/r2/y')?.toString(), 'theirs');
+  t.is(remote.getFile('/r2/x')?.toString(), 'X');
+  t.deepEqual(vfs.status().failures.map((f) => [f.op, f.path]), [['move', '/r2/y']]);
+  t.deepEqual((await vfs.readdir('/r2')).names.sort(), ['x', 'y']);
+  t.is((await readAll(vfs, '/r2/y')).toString(), 'theirs');
 });
 
 test('the save pattern: a temp file renamed over the original sends no move; one uploaded already moves; the right bytes after a restart', async (t) => {

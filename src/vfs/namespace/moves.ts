@@ -1,15 +1,16 @@
 // Rename write-back, for files: rename(2) of a file the server holds answers once its `v` record
 // is in the journal; the server hears of it here, later: the queue collects renames while they keep
 // coming (moveIdleMs since the last, at most moveMaxDelayMs since the first) and sends them in the
-// order they were made, those that share no name side by side. A folder's rename, and a rename
-// with RENAME_NOREPLACE (the server's answer is the program's), still go to the server before
-// they return (ops.ts).
+// order they were made, those that share no name side by side. A folder's rename still goes to
+// the server before it returns (ops.ts). RENAME_NOREPLACE (what `mv` asks where the kernel passes
+// the flag: the libfuse 3 backend) is decided on the drive's view of the target; a file another
+// client put there meanwhile is not replaced when the move is sent (a refusal, reported).
 //
 // Owns: the moves not yet confirmed (`pending`, target -> record, mirrored by the journal's `v`
 // records; Map order is the order they were made), the latest pending move of each name (`last`:
-// whether the drive shows that name or hides it), the batch
-// timer, the one send in flight, the move failures; the queue plumbing (window, waiters, flush
-// rounds, retries, refusal reports) is coalescing.ts's. Ordering rules:
+// whether the drive shows that name or hides it), the batch timer, the one send in flight, the
+// move failures; the queue plumbing (window, waiters, flush rounds, retries, refusal reports) is
+// coalescing.ts's. Ordering rules:
 // - Until the server confirmed, the drive shows the file at `to` (`entry`, `movedInto`: the
 //   facade's local view, MetaCache's listing overlay, which also fixes listings fetched from the
 //   server meanwhile) and not at `from` (`hides`); reads of `to` not cached yet fetch the server's
@@ -18,21 +19,23 @@
 //   metadata sends park at `covering`; a delete of `to` takes the move back where it can
 //   (`withdraw`: the unlink then deletes `from`), else waits for it; rmdir, mkdir and a folder's
 //   rename `settle` the moves at, above or below their paths first. Waiters hurry the batch.
-// - A move goes after the deletes and mkdirs at, above or below its names (`before`: they were
-//   all made before it, since a later one settles the move first), after the journal is on the
-//   disk (no replay may undo it), and after the earlier moves that share a name with it: one
+// - A move goes after the deletes and mkdirs at, above or below its names (`before`, for the
+//   whole send: they were all made before it, since a later one settles the move first), after
+//   the journal is on the disk (no replay may undo it), and after the earlier moves that share a
+//   name with it: one
 //   send at a time, each in the order made; one that failed holds back those after it that share
 //   a name (they go with the next send, after its retry).
 // - A chain (a->b, then b->c) folds into one move of the server's file (a->c) while the first is
 //   not on its way, replaced nothing on the server and no other move shares a name with them; a
 //   chain back to the start moves nothing.
 // - The service may refuse to move onto an existing file (vBoxx): the target is then deleted first
-//   (rename(2) replaces it). A source missing on the server counts as moved when the target is
+//   (rename(2) replaces it), unless the rename was RENAME_NOREPLACE (refused; where the service
+//   would replace it, Maxxo, the target is asked for first). A source missing on the server counts as moved when the target is
 //   there (a replay after a crash that came after the server moved it) or when an upload of the
 //   target is pending (it puts the content there).
 // - A refusal drops the record and those after it that share one of its names, the drive shows
 //   what the server holds again, and it is reported: log, status failures (`op: 'move'`), fsync of
-//   either folder, the flush result. A transient failure is retried with backoff and stays in the
+//   the target's folder, the flush result. A transient failure is retried with backoff and stays in the
 //   journal for the next mount if the unmount's flush used up its attempts.
 import { randomUUID } from 'node:crypto';
 import { AlreadyExists, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
@@ -69,6 +72,12 @@ const CONCURRENCY = 4;
 export async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolean; noReplace?: boolean; priority: number; staleTarget?: boolean }): Promise<void> {
   const { remote } = ctx;
   const move = () => ctx.bounded(`move ${from} -> ${to}`, (signal) => remote.move(from, to, { signal, priority: o.priority }));
+  if (o.noReplace && remote.moveReplaces) {
+    // the service would replace it without a word
+    if (await ctx.bounded(`stat ${to}`, (signal) => remote.stat(to, { signal, priority: o.priority }))) {
+      throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
+    }
+  }
   try {
     await move();
   } catch (err) {
@@ -180,7 +189,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
    * of a pending move to `renamed`) to `to`: durable in the journal when this resolves, which also
    * retargets what is pending at `renamed`. Folds into a pending move to `renamed` where it can.
    */
-  add(renamed: string, to: string, e: { size: number; mtimeMs?: number }, replaces: boolean): Promise<void> {
+  add(renamed: string, to: string, e: { size: number; mtimeMs?: number }, replaces: boolean, noReplace = false): Promise<void> {
     // one record per target: the caller took back or settled a move onto `to` first
     if (this.pending.has(to)) return Promise.reject(new Error(`a move to ${to} is still pending`));
     const prev = this.to(renamed);
@@ -188,6 +197,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     const m: PendingMove = {
       uid: randomUUID(), from: fold ? fold.from : renamed, to, size: e.size, atMs: Date.now(),
       ...(e.mtimeMs !== undefined ? { mtimeMs: e.mtimeMs } : {}), ...(replaces ? { replaces: true } : {}),
+      ...(noReplace ? { noReplace: true } : {}),
     };
     if (fold) this.take(fold);
     const written = this.journal.moveRec(m, { renamed, ...(fold ? { replaces: fold.uid } : {}) });
@@ -283,6 +293,11 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     try {
       // no replay may undo what the server applied (the retargets of the renames are in the journal too)
       await this.journal.flushed();
+      // the deletes and mkdirs at their names were all made before them (a later one settles the
+      // move first, so waiting for them here never waits for what waits for this send)
+      const names = new Set<string>();
+      for (const k of all) { const m = this.pending.get(k); if (m) { names.add(m.from); names.add(m.to); } }
+      await this.sendPorts.before([...names]);
     } catch (err) {
       this.sendingNow = new Set();
       this.failed(all, uids, err);
@@ -320,9 +335,8 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
   }
 
   private async moveOne(m: PendingMove): Promise<void> {
-    await this.sendPorts.before([m.from, m.to]);
     try {
-      await moveOnServer(this.ctx, m.from, m.to, { dir: false, priority: Priority.background });
+      await moveOnServer(this.ctx, m.from, m.to, { dir: false, noReplace: !!m.noReplace, priority: Priority.background });
     } catch (err) {
       if (!isRemoteError(err, 'NOT_FOUND')) throw err;
       // the source is not there: moved already (a replay), or its content never got there

@@ -1,7 +1,9 @@
 // Namespace changes: mkdir, rmdir, unlink, rename. A file's rename answers once journalled and the
 // MoveQueue (moves.ts) sends it later (what the service refuses beforehand, EXDEV across vBoxx
-// roots, is checked at once: checkMove); a folder's rename, and one with RENAME_NOREPLACE, go to
-// the server before the call returns, so the program gets the server's verdict, and so does mkdir
+// roots, is checked at once: checkMove; RENAME_NOREPLACE on the drive's view of the target); a
+// folder's rename goes to the server before the call returns, so the program gets the server's
+// verdict (moveOnServer: a target the service would not replace is deleted first, as rename(2)
+// replaces it), and so does mkdir
 // where the service makes folders one at a time (vBoxx). Where it makes them in batches (Maxxo),
 // mkdir answers once journalled and the MkdirQueue (mkdirs.ts) sends the folders made meanwhile
 // together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
@@ -261,10 +263,10 @@ export class Namespace {
     // and a local entry (local mtime) left in the listing would not match its server identity,
     // so the next open dropped the cached bytes and downloaded them again (soak seed 800303)
     const moved = so && src.type === 'file' && !so.authoritative && so.ident ? so.ident : src;
-    if (src.type === 'file' && !srcLocalOnly && !noReplace) {
+    if (src.type === 'file' && !srcLocalOnly) {
       // written back: the move record retargets the journal, then the local table moves
       await this.moves.settleTo(to);
-      const rec = this.moves.add(from, to, moved, dstOnServer);
+      const rec = this.moves.add(from, to, moved, dstOnServer, noReplace);
       if (replaced) this.store.detach(replaced);
       this.rekey(from, to, moving);
       await rec;
