@@ -300,3 +300,18 @@ test('an upload of the new name due before the rename\'s window ends waits for t
   t.is(remote.getFile('/b')?.toString(), 'NEW');
   t.is(remote.getFile('/a')?.toString(), 'another');
 });
+
+test('a file whose upload was tried and never landed, renamed over a server file and renamed again: the old server file goes, the content lands at the last name (soak seed 140009)', async (t) => {
+  const { remote, vfs } = await setup(t, {}, { ...HOLD, writebackDelayMs: 1, uploadAttempts: 1 });
+  remote.putFile('/d/f', 'old');
+  remote.failNext({ method: 'upload', match: (p) => p === '/d/f.tmp' });
+  await writeFile(vfs, '/d/f.tmp', 'new content');
+  await until(() => vfs.status().failures.length === 1, 'the upload of the temp file failed');
+  await vfs.rename('/d/f.tmp', '/d/f');
+  await vfs.rename('/d/f', '/d/g');
+  await vfs.flushAll();
+  t.deepEqual(vfs.status().failures, []);
+  t.deepEqual(remote.paths(), ['/', '/d', '/d/g']);
+  t.is(remote.getFile('/d/g')?.toString(), 'new content');
+  t.is(vfs.status().pending, 0);
+});

@@ -30,9 +30,10 @@
 //   chain back to the start moves nothing.
 // - The service may refuse to move onto an existing file (vBoxx): the target is then deleted first
 //   (rename(2) replaces it), unless the rename was RENAME_NOREPLACE (refused; where the service
-//   would replace it, Maxxo, the target is asked for first). A source missing on the server counts as moved when the target is
-//   there (a replay after a crash that came after the server moved it) or when an upload of the
-//   target is pending (it puts the content there).
+//   would replace it, Maxxo, the target is asked for first). A source missing on the server
+//   counts as moved when the target is there (a replay after a crash that came after the server
+//   moved it) or when an upload of the file is pending at its final name (the target, or where
+//   later moves take it: its upload puts the content there; soak seed 140009).
 // - A refusal drops the record and those after it that share one of its names, the drive shows
 //   what the server holds again, and it is reported: log, status failures (`op: 'move'`), fsync of
 //   the target's folder, the flush result. A transient failure is retried with backoff and stays in the
@@ -343,9 +344,22 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
       const st = (p: string) => this.ctx.bounded(`stat ${p}`, (signal) => this.ctx.remote.stat(p, { signal, priority: Priority.background }));
       const [a, b] = await Promise.all([st(m.from), st(m.to)]);
       if (!a && b?.type === 'file' && b.size === m.size) return;
-      if (!a && this.sendPorts.contentPending(m.to)) return;
+      // (the upload goes to where the later renames of the file took it: what this move would have
+      // replaced at `to` is moved on or replaced by them)
+      if (!a && this.sendPorts.contentPending(this.finalName(m))) return;
       throw err;
     }
+  }
+
+  /** Where the file m moves ends, after the renames of it made later. */
+  private finalName(m: PendingMove): string {
+    let at = m.to;
+    let later = false;
+    for (const r of this.pending.values()) {
+      if (r === m) later = true;
+      else if (later && r.from === at) at = r.to;
+    }
+    return at;
   }
 
   /**
