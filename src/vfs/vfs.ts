@@ -124,7 +124,7 @@ export class Vfs implements VfsApi {
     this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => {
       this.meta.setInParent(path, e);
       this.inodes.serverChanged(path, 'attr');
-    }, (path) => this.queues.moves.serverPath(path));
+    }, { serverPath: (path) => this.queues.moves.serverPath(path), moved: (path) => this.queues.moves.settleTo(path) });
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);

@@ -315,3 +315,23 @@ test('a file whose upload was tried and never landed, renamed over a server file
   t.is(remote.getFile('/d/g')?.toString(), 'new content');
   t.is(vfs.status().pending, 0);
 });
+
+test('a read the old name answers NOT_FOUND while the move is on its way waits for the move and reads the new name', async (t) => {
+  for (const rangedReads of [true, false]) {
+    const { remote, vfs } = await setup(t, { rangedReads }, { ...HOLD, prefetchFiles: 0 });
+    remote.putFile('/a', 'z'.repeat(3000));
+    await vfs.rename('/a', '/b');
+    const release = remote.hold('move');
+    const flushing = vfs.flushAll();
+    await until(() => remote.held('move') === 1, 'the move was sent');
+    // the server applied it; its answer has not come back yet
+    remote.putFile('/b', 'z'.repeat(3000));
+    remote.deleteExternal('/a');
+    const reading = readAll(vfs, '/b');
+    await until(() => remote.calls[rangedReads ? 'read' : 'download'] >= 1, 'the read at the old name');
+    release();
+    t.is((await reading).toString(), 'z'.repeat(3000), `rangedReads ${rangedReads}`);
+    await flushing;
+    t.deepEqual(vfs.status().failures, []);
+  }
+});
