@@ -3,10 +3,9 @@
 // roots, is checked at once: checkMove; RENAME_NOREPLACE on the drive's view of the target); a
 // folder's rename goes to the server before the call returns, so the program gets the server's
 // verdict (moveOnServer: a target the service would not replace is deleted first, as rename(2)
-// replaces it), and so does mkdir
-// where the service makes folders one at a time (vBoxx). Where it makes them in batches (Maxxo),
-// mkdir answers once journalled and the MkdirQueue (mkdirs.ts) sends the folders made meanwhile
-// together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
+// replaces it), and so does mkdir where the service makes folders one at a time (vBoxx). Where it
+// makes them in batches (Maxxo), mkdir answers once journalled and the MkdirQueue (mkdirs.ts)
+// sends the folders made meanwhile together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
 // journalled; the DeleteQueue (deletes.ts) sends them coalesced. Everything that reaches the
 // server at or under a pending delete, at either name of a pending move, or below a pending mkdir,
 // goes after it (see there); an unlink of a pending move's target takes the move back where it
@@ -40,7 +39,7 @@
 //   every read, write, fsync of the handle and hands the last release no path at all
 //   (native-notes/fuse.md). Moving the folder is fine: the hidden names move with it.
 import type { RenameFlags } from '../api.js';
-import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, NotFound, isRemoteError } from '../../errors.js';
+import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, NotFound } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
@@ -294,7 +293,10 @@ export class Namespace {
         // is pending, and that delete must neither remove what this move puts there nor miss
         // a name the move carries away
         await this.deletes.settle([from, to]);
-        await this.serverMove(from, to, src, dst, so, noReplace);
+        // (only folders get here: a file that reaches the server is written back above). The
+        // target's absence may come from a stale cache: the service's conflict answer is then
+        // decided as rename(2) would, from fresh answers about the target
+        await moveOnServer(this.ctx, from, to, { dir: true, noReplace, priority: Priority.interactive, staleTarget: !dst });
       }
     } catch (err) {
       this.rekey(to, from, moving);
@@ -338,21 +340,6 @@ export class Namespace {
     // first: alone it is an unlink of the renamed file, nothing of it comes back)
     await Promise.all([this.deletes.add(m.from, false, m.uid), ...(m.replaces ? [this.deletes.add(path, false)] : [])]);
     return true;
-  }
-
-  /**
-   * The move itself: one request when the caches knew source and target. The target's absence
-   * may come from a cache that is stale (another client made it since): the service's conflict
-   * answer is then decided as rename(2) would, from fresh answers about the target.
-   */
-  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined, noReplace = false): Promise<void> {
-    try {
-      await moveOnServer(this.ctx, from, to, { dir: src.type === 'dir', noReplace, priority: Priority.interactive, staleTarget: !dst });
-    } catch (err) {
-      // a file whose pending upload never reached the server has nothing to move there
-      if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.wb.pendingUid !== null) return;
-      throw err;
-    }
   }
 
   /** EBUSY while a file unlinked but still open lives in dir under its hidden name (see the header). */
