@@ -335,3 +335,23 @@ test('a read the old name answers NOT_FOUND while the move is on its way waits f
     t.deepEqual(vfs.status().failures, []);
   }
 });
+
+test('an open file renamed and then unlinked before the send: its handle still reads it all (fetched from the old name first), the server file is deleted, nothing moved', async (t) => {
+  for (const rangedReads of [true, false]) {
+    const { remote, vfs } = await setup(t, { rangedReads }, { ...HOLD, prefetchFiles: 0 });
+    const data = 'q'.repeat(300_000);
+    remote.putFile('/a', data);
+    const fh = await vfs.open('/a', O_RDONLY);
+    await vfs.rename('/a', '/b');
+    await vfs.unlink('/b', { keepOpenAs: '/.fuse_hidden0000000100000001' });
+    t.is(vfs.status().pendingMoves, 0);
+    await vfs.flushAll();
+    t.deepEqual(moves(remote), []);
+    t.false(remote.has('/a'));
+    const buf = Buffer.alloc(data.length);
+    let n = 0;
+    for (let got; n < data.length && (got = await vfs.read('/b', fh, buf.subarray(n), data.length - n, n)) > 0;) n += got;
+    t.is(buf.subarray(0, n).toString(), data, `rangedReads ${rangedReads}`);
+    await vfs.release('/b', fh);
+  }
+});
