@@ -294,7 +294,7 @@ function recordLine(r: MountRecord): Record<string, unknown> {
   const link = s?.link && s.link.state !== 'ok' ? `${s.link.state} ${age(s.link.sinceMs)}` : undefined;
   return {
     mountpoint: r.mountpoint, kind: r.kind, account: r.name ?? r.user, pid: r.pid, state: link ? `${r.state}, ${link}` : r.state,
-    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)}${s.pendingDeletes ? `, ${s.pendingDeletes} delete${s.pendingDeletes === 1 ? '' : 's'}` : ''}${s.pendingMkdirs ? `, ${s.pendingMkdirs} mkdir${s.pendingMkdirs === 1 ? '' : 's'}` : ''}${s.pendingAttrs ? `, ${s.pendingAttrs} time/mode change${s.pendingAttrs === 1 ? '' : 's'}` : ''})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
+    pending: s ? `${s.pending} (${humanBytes(s.pendingBytes)}${s.pendingDeletes ? `, ${s.pendingDeletes} delete${s.pendingDeletes === 1 ? '' : 's'}` : ''}${s.pendingMkdirs ? `, ${s.pendingMkdirs} mkdir${s.pendingMkdirs === 1 ? '' : 's'}` : ''}${s.pendingMoves ? `, ${s.pendingMoves} rename${s.pendingMoves === 1 ? '' : 's'}` : ''}${s.pendingAttrs ? `, ${s.pendingAttrs} time/mode change${s.pendingAttrs === 1 ? '' : 's'}` : ''})${s.pending && s.oldestPendingMs ? `, oldest ${age(s.oldestPendingMs)}` : ''}` : '-',
     failures: s ? s.failures.length : '-',
     cache: s ? humanBytes(s.cacheBytes) : '-',
   };

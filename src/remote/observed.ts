@@ -134,6 +134,8 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
     },
     ...(inner.removeBatchMax ? { removeBatchMax: inner.removeBatchMax } : {}),
     ...(inner.checkRemove ? { checkRemove: (path: string) => inner.checkRemove!(path) } : {}),
+    ...(inner.moveReplaces ? { moveReplaces: true } : {}),
+    ...(inner.checkMove ? { checkMove: (from: string, to: string) => inner.checkMove!(from, to) } : {}),
     remove(paths: string[], opts = {}) {
       return timed(`delete ${paths.length === 1 ? paths[0] : `${paths.length} items (${paths.slice(0, 3).join(', ')}${paths.length > 3 ? ', ...' : ''})`}`,
         () => undefined, () => inner.remove(paths, opts));

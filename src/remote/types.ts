@@ -192,6 +192,16 @@ export interface Remote {
   /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
   move(from: string, to: string, opts?: CallOptions): Promise<void>;
   /**
+   * move() onto an existing file (or empty folder) replaces it instead of refusing (Maxxo): a
+   * rename with RENAME_NOREPLACE asks for the target first.
+   */
+  readonly moveReplaces?: boolean;
+  /**
+   * Refusals of a move known without asking the server (vBoxx: between roots, EXDEV; a root).
+   * Renames of files are written back: what is refused here is the program's error at once.
+   */
+  checkMove?(from: string, to: string): void;
+  /**
    * How many paths one remove() sends as one request (Maxxo: /ops/delete with many file[]);
    * absent: one request per path.
    */

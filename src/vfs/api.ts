@@ -36,8 +36,11 @@ export interface FsStats {
 
 export interface UploadFailure {
   path: string;
-  /** What failed: the upload of the path (when absent) or its delete (written back too). */
-  op?: 'upload' | 'delete' | 'mkdir';
+  /**
+   * What failed: the upload of the path (when absent), or its delete, mkdir or rename (`path` the
+   * target), written back too.
+   */
+  op?: 'upload' | 'delete' | 'mkdir' | 'move';
   error: string;
   attempts: number;
   atMs: number;
@@ -52,6 +55,8 @@ export interface DriveStatus {
   pendingDeletes?: number;
   /** Of `pending`, the folders made but not yet confirmed by the server. */
   pendingMkdirs?: number;
+  /** Of `pending`, the renames of files not yet confirmed by the server. */
+  pendingMoves?: number;
   /** Of `pending`, the changes of times or mode alone (folder times our own changes moved among them). */
   pendingAttrs?: number;
   failures: UploadFailure[];
@@ -146,6 +151,13 @@ export interface VfsOptions {
    */
   mkdirIdleMs?: number;
   mkdirMaxDelayMs?: number;
+  /**
+   * Renames of files are written back (namespace/moves.ts): a batch goes once no rename came for
+   * moveIdleMs (default 300), at most moveMaxDelayMs (default 2000) after its first, or at once
+   * when something waits for it (an upload or delete of either name, fsync of a folder).
+   */
+  moveIdleMs?: number;
+  moveMaxDelayMs?: number;
   /**
    * listxattr names user.cloudmount.share_link (default false: programs copying all attributes
    * would create a public link of every file they copy; getxattr by name works either way).

@@ -1,6 +1,7 @@
 // The durable write-back journal: an append-only file of JSON lines recording which closed files
 // still have to reach the server (with their mtime/mode at the close), which metadata changes alone
-// (utimens/chmod, `a` records, one per path) do, and renames/cancellations that affect both. A record is durable
+// (utimens/chmod, `a` records, one per path) do, and renames/cancellations that affect both, deletes
+// (`x`), folders made (`m`) and file moves (`v`) answered to programs but not yet confirmed. A record is durable
 // before the operation that wrote it returns, so after a crash (kill -9) the next start() knows
 // every closed file whose upload had not been confirmed. Appends are group-committed (one write
 // for everything queued meanwhile) and the file is compacted to the live state when it grows.
@@ -97,9 +98,41 @@ export interface PendingMkdir {
   atMs?: number;
 }
 
+/**
+ * A file rename answered to the program but not yet sent to the server (namespace/moves.ts). One
+ * per target name. Its record also retargets what was pending at `from` to `to` (as `r` does) and
+ * cancels what was pending at `to`; a chain (a->b, then b->c) may be folded into one move of the
+ * server's file (`from` a, `to` c).
+ */
+export interface PendingMove {
+  uid: string;
+  /** Where the server has the file until the move is sent. */
+  from: string;
+  /** The name the drive shows it under. */
+  to: string;
+  /** The rename replaced a file the server may hold at `to` (a merge with a later unlink must delete it). */
+  replaces?: boolean;
+  /** RENAME_NOREPLACE: a file the server has at `to` when the move is sent is not replaced (refused). */
+  noReplace?: boolean;
+  /** What the drive shows at `to` until then (the file's entry at the rename). */
+  size: number;
+  mtimeMs?: number;
+  /** When the rename was made (epoch ms). */
+  atMs?: number;
+}
+
+/** How a move record was made: the local rename it retargets, and the pending move it folds in. */
+export interface MoveRecOpts {
+  /** The local name the rename came from (pending records there move to `to`); default m.from. */
+  renamed?: string;
+  /** The uid of the pending move this one replaces (a chain folded into one move). */
+  replaces?: string;
+}
+
 type Rec =
   | { t: 'm'; uid: string; p: string; at?: number }
-  | { t: 'x'; uid: string; p: string; dir?: 1; at?: number }
+  | { t: 'x'; uid: string; p: string; dir?: 1; at?: number; mv?: string }
+  | { t: 'v'; uid: string; f: string; to: string; s?: string; rep?: string; rp?: 1; nr?: 1; n: number; mt?: number; at?: number }
   | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number; at?: number }
   | { t: 'a'; uid: string; p: string; mt?: number; mo?: number; at?: number }
   | { t: 'd'; uid: string }
@@ -116,6 +149,8 @@ export class Journal {
   readonly deletes = new Map<string, PendingDelete>();
   /** Folders made but not yet confirmed, by path (in the order they were made: parents first). */
   readonly mkdirs = new Map<string, PendingMkdir>();
+  /** File moves not yet sent, by target name (in the order they were made). */
+  readonly moves = new Map<string, PendingMove>();
   private fh: fsp.FileHandle | null = null;
   /** Where the next record goes; the file holds zeros from here to `ahead`. */
   private end = 0;
@@ -180,7 +215,7 @@ export class Journal {
     return this.append({ t: 'a', uid, p: path, ...(mt !== undefined ? { mt } : {}), ...(mo !== undefined ? { mo } : {}), at });
   }
   done(uid: string): Promise<void> {
-    if (!this.pending.has(uid) && !this.attrUid(uid) && !this.deleteUid(uid) && !this.mkdirUid(uid)) return Promise.resolve();
+    if (!this.pending.has(uid) && !this.attrUid(uid) && !this.deleteUid(uid) && !this.mkdirUid(uid) && !this.moveUid(uid)) return Promise.resolve();
     return this.append({ t: 'd', uid });
   }
   /**
@@ -189,8 +224,16 @@ export class Journal {
    * device flush may follow within syncDelayMs); the sender calls flushed() before the server
    * hears of it, so no replay can undo a delete the server applied.
    */
-  deleteRec(d: PendingDelete): Promise<void> {
-    return this.append(this.deleteRecOf({ ...d, atMs: d.atMs ?? Date.now() }));
+  deleteRec(d: PendingDelete, endsMove?: string): Promise<void> {
+    return this.append({ ...this.deleteRecOf({ ...d, atMs: d.atMs ?? Date.now() }), ...(endsMove ? { mv: endsMove } : {}) });
+  }
+  /**
+   * A file rename written back: retargets what is pending at `renamed` (default m.from) to m.to,
+   * cancels what was pending at m.to, and is replayed until `done`; `replaces` folds a pending
+   * move into it (a chain). Written like a close's record; the sender calls flushed() first.
+   */
+  moveRec(m: PendingMove, o: MoveRecOpts = {}): Promise<void> {
+    return this.append(this.moveRecOf({ ...m, atMs: m.atMs ?? Date.now() }, o));
   }
   /** A folder made (written back): replayed until `done`. */
   mkdirRec(m: PendingMkdir): Promise<void> {
@@ -228,13 +271,13 @@ export class Journal {
 
   /** What is pending, by kind: "1 upload, 2 time/mode changes". */
   summary(): string {
-    const kinds = [[this.pending.size, 'upload'], [this.deletes.size, 'delete'], [this.mkdirs.size, 'mkdir'], [this.attrs.size, 'time/mode change']] as const;
+    const kinds = [[this.pending.size, 'upload'], [this.deletes.size, 'delete'], [this.mkdirs.size, 'mkdir'], [this.moves.size, 'rename'], [this.attrs.size, 'time/mode change']] as const;
     return kinds.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}${n === 1 ? '' : 's'}`).join(', ');
   }
 
   /** Records of the live state. */
   get live(): number {
-    return this.pending.size + this.attrs.size + this.deletes.size + this.mkdirs.size;
+    return this.pending.size + this.attrs.size + this.deletes.size + this.mkdirs.size + this.moves.size;
   }
 
   /** Bytes of the uploads not yet confirmed. */
@@ -266,6 +309,7 @@ export class Journal {
     for (const p of this.pending.values()) consider(p.uid, p.atMs);
     for (const d of this.deletes.values()) consider(d.uid, d.atMs);
     for (const m of this.mkdirs.values()) consider(m.uid, m.atMs);
+    for (const m of this.moves.values()) consider(m.uid, m.atMs);
     for (const x of this.attrs.values()) consider(x.uid, x.atMs);
     for (const uid of this.firstSeen.keys()) if (!untimed.has(uid)) this.firstSeen.delete(uid);
     return oldest;
@@ -284,6 +328,11 @@ export class Journal {
 
   private mkdirUid(uid: string): PendingMkdir | undefined {
     for (const m of this.mkdirs.values()) if (m.uid === uid) return m;
+    return undefined;
+  }
+
+  private moveUid(uid: string): PendingMove | undefined {
+    for (const m of this.moves.values()) if (m.uid === uid) return m;
     return undefined;
   }
 
@@ -345,42 +394,71 @@ export class Journal {
           else {
             const x = this.deleteUid(rec.uid);
             if (x) this.deletes.delete(x.path);
-            else { const m = this.mkdirUid(rec.uid); if (m) this.mkdirs.delete(m.path); }
+            else {
+              const m = this.mkdirUid(rec.uid);
+              if (m) this.mkdirs.delete(m.path);
+              else { const v = this.moveUid(rec.uid); if (v) this.moves.delete(v.to); }
+            }
           }
         }
         break;
       }
       case 'x':
-        for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
-        for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
+        this.cancelAt(rec.p);
         for (const k of [...this.deletes.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.deletes.delete(k);
         // (the queue settles a mkdir before a delete of it or above it: this only keeps replay safe)
         for (const k of [...this.mkdirs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.mkdirs.delete(k);
+        // an unlink of a move's target before it was sent: the server's file goes instead, and
+        // what was pending at the target with it
+        if (rec.mv) {
+          const v = this.moveUid(rec.mv);
+          if (v) { this.moves.delete(v.to); this.cancelAt(v.to); }
+        }
         this.deletes.set(rec.p, { uid: rec.uid, path: rec.p, dir: rec.dir === 1, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
         break;
       case 'm':
         this.mkdirs.set(rec.p, { uid: rec.uid, path: rec.p, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
         break;
       case 'c':
-        for (const [k, p] of this.pending) if (p.path === rec.p || isUnder(p.path, rec.p)) this.forget(k, p);
-        for (const k of [...this.attrs.keys()]) if (k === rec.p || isUnder(k, rec.p)) this.attrs.delete(k);
+        this.cancelAt(rec.p);
         break;
-      case 'r': {
-        for (const [k, p] of this.pending) {
-          if (p.path === rec.to || isUnder(p.path, rec.to)) this.forget(k, p);
-        }
-        for (const k of [...this.attrs.keys()]) if (k === rec.to || isUnder(k, rec.to)) this.attrs.delete(k);
-        const moved: PendingAttrs[] = [];
-        for (const [k, a] of this.attrs) if (k === rec.f || isUnder(k, rec.f)) { this.attrs.delete(k); moved.push(a); }
-        for (const a of moved) { a.path = rec.to + a.path.slice(rec.f.length); this.attrs.set(a.path, a); }
-        for (const p of this.pending.values()) {
-          if (p.path === rec.f || isUnder(p.path, rec.f)) {
-            if (this.byPath.get(p.path) === p.uid) this.byPath.delete(p.path);
-            p.path = rec.to + p.path.slice(rec.f.length);
-            this.byPath.set(p.path, p.uid);
-          }
+      case 'r':
+        this.retarget(rec.f, rec.to);
+        break;
+      case 'v': {
+        if (rec.rep) { const old = this.moveUid(rec.rep); if (old) this.moves.delete(old.to); }
+        this.retarget(rec.f, rec.to);
+        const from = rec.s ?? rec.f;
+        // a chain back to where the server has the file moves nothing
+        if (from !== rec.to) {
+          this.moves.set(rec.to, {
+            uid: rec.uid, from, to: rec.to, size: rec.n, ...(rec.rp ? { replaces: true } : {}), ...(rec.nr ? { noReplace: true } : {}),
+            ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
+          });
         }
         break;
+      }
+    }
+  }
+
+  /** Uploads and metadata changes pending at or under path are forgotten. */
+  private cancelAt(path: string): void {
+    for (const [k, p] of this.pending) if (p.path === path || isUnder(p.path, path)) this.forget(k, p);
+    for (const k of [...this.attrs.keys()]) if (k === path || isUnder(k, path)) this.attrs.delete(k);
+  }
+
+  /** Pending records of `from` (and below it) name `to` now; those pending at `to` are replaced. */
+  private retarget(from: string, to: string): void {
+    if (from === to) return;
+    this.cancelAt(to);
+    const moved: PendingAttrs[] = [];
+    for (const [k, a] of this.attrs) if (k === from || isUnder(k, from)) { this.attrs.delete(k); moved.push(a); }
+    for (const a of moved) { a.path = to + a.path.slice(from.length); this.attrs.set(a.path, a); }
+    for (const p of this.pending.values()) {
+      if (p.path === from || isUnder(p.path, from)) {
+        if (this.byPath.get(p.path) === p.uid) this.byPath.delete(p.path);
+        p.path = to + p.path.slice(from.length);
+        this.byPath.set(p.path, p.uid);
       }
     }
   }
@@ -405,6 +483,15 @@ export class Journal {
 
   private mkdirRecOf(m: PendingMkdir): Rec {
     return { t: 'm', uid: m.uid, p: m.path, ...(m.atMs !== undefined ? { at: m.atMs } : {}) };
+  }
+
+  private moveRecOf(m: PendingMove, o: MoveRecOpts = {}): Rec {
+    const f = o.renamed ?? m.from;
+    return {
+      t: 'v', uid: m.uid, f, to: m.to, ...(f !== m.from ? { s: m.from } : {}), ...(o.replaces ? { rep: o.replaces } : {}),
+      ...(m.replaces ? { rp: 1 as const } : {}), ...(m.noReplace ? { nr: 1 as const } : {}), n: m.size, ...(m.mtimeMs !== undefined ? { mt: m.mtimeMs } : {}),
+      ...(m.atMs !== undefined ? { at: m.atMs } : {}),
+    };
   }
 
   private attrsRec(a: PendingAttrs): Rec {
@@ -519,9 +606,12 @@ export class Journal {
     if (this.fh) { await this.fh.close(); this.fh = null; }
     const tmp = this.file + '.tmp';
     // deletes first: each cancels what is under it, and every upload still pending came after it;
-    // then the folders made, parents first, before the uploads into them
+    // then the folders made, parents first, before the uploads into them; then the moves in the
+    // order they were made (their retargets find nothing: the uploads written after them already
+    // name the targets)
     const lines = [...this.deletes.values()].map((d) => JSON.stringify(this.deleteRecOf(d)) + '\n');
     for (const m of this.mkdirs.values()) lines.push(JSON.stringify(this.mkdirRecOf(m)) + '\n');
+    for (const m of this.moves.values()) lines.push(JSON.stringify(this.moveRecOf(m)) + '\n');
     for (const p of this.pending.values()) lines.push(JSON.stringify(this.uploadRec(p)) + '\n');
     for (const a of this.attrs.values()) lines.push(JSON.stringify(this.attrsRec(a)) + '\n');
     const fh = await fsp.open(tmp, 'w', 0o600);

@@ -18,6 +18,8 @@ export const OPTIONAL_DEFAULTS = {
   deleteMaxDelayMs: 2000,
   mkdirIdleMs: 300,
   mkdirMaxDelayMs: 2000,
+  moveIdleMs: 300,
+  moveMaxDelayMs: 2000,
   listShareLinkXattr: false,
   prefetchFiles: 1000,
   prefetchFileMaxBytes: 2 * MiB,

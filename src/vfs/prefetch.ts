@@ -150,7 +150,8 @@ export class Prefetcher {
       if (e.size > budget) break;
       st.next++;
       const p = joinPath(dir, name);
-      if (p === opening) continue;
+      // (a file renamed, its move not sent: the server has it under its old name)
+      if (p === opening || this.fetcher.serverPath(p) !== p) continue;
       let o = this.store.objs.get(p);
       if (o) {
         // only idle clean objects of the same content that miss bytes

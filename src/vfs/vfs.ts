@@ -8,8 +8,9 @@
 // Semantics are DESIGN.md's "Semantics".
 //
 // Design decisions (why):
-// - Namespace changes go to the server before the call returns; only file *content* is written
-//   back later (namespace/ops.ts).
+// - File content, deletes, Maxxo mkdirs and renames of files are written back (journalled, sent
+//   later, replayed after a crash); renames of folders go to the server before the call returns
+//   (namespace/ops.ts and the queues there).
 // - A file's content is fetched whole before its first write, so every dirty cache file is a
 //   complete copy that can be uploaded as is, also after a crash (content/obj.ts).
 // - One content object (Obj) per path owns one cache file and one fd shared by all handles; reads
@@ -34,9 +35,7 @@ import { MetaCache } from './meta/cache.js';
 import { Lookup } from './meta/lookup.js';
 import { Barriers } from './namespace/barriers.js';
 import { Namespace } from './namespace/ops.js';
-import { DeleteQueue } from './namespace/deletes.js';
-import { MkdirQueue } from './namespace/mkdirs.js';
-import type { BarrierGate } from './namespace/barriers.js';
+import { NamespaceQueues } from './namespace/queues.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
 import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
@@ -92,9 +91,8 @@ export class Vfs implements VfsApi {
   private readonly policy: PolicyGate;
   private readonly uploader: Uploader;
   private readonly ns: Namespace;
-  private readonly deletes: DeleteQueue;
-  /** Mkdirs written back (services that make folders in batches); undefined: mkdir goes at once. */
-  private readonly mkdirs: MkdirQueue | undefined;
+  /** Deletes, mkdirs (where the service makes folders in batches) and renames of files, written back. */
+  private readonly queues: NamespaceQueues;
   private readonly io: ContentIo;
   private readonly opts: ResolvedOptions;
   readonly inodes: InodeVfs;
@@ -104,9 +102,10 @@ export class Vfs implements VfsApi {
     this.ctx = new Ctx(remote, opts);
     this.remote.revalidation?.cacheTtls({ attrTtlMs: opts.attrTtlMs, dirTtlMs: opts.dirTtlMs });
     this.attrTable = new AttrTable(remote.fileMeta);
-    this.meta = new MetaCache(this.ctx, (path) => this.deletes.hides(path), {
-      pending: (path) => !!this.mkdirs?.entry(path),
-      childrenOf: (dir) => this.mkdirs?.childrenOf(dir) ?? [],
+    this.meta = new MetaCache(this.ctx, (path) => this.queues.hides(path), {
+      pending: (path) => this.queues.overlay.pending(path),
+      childrenOf: (dir) => this.queues.overlay.childrenOf(dir),
+      movedInto: (dir) => this.queues.overlay.movedInto!(dir),
     });
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {
@@ -115,9 +114,9 @@ export class Vfs implements VfsApi {
       },
       local: (path) => {
         const o = this.store.objs.get(path);
-        return o && o.authoritative ? this.store.localEntry(o) : this.mkdirs?.entry(path);
+        return o && o.authoritative ? this.store.localEntry(o) : this.queues.entry(path);
       },
-      deleted: (path) => this.deletes.hides(path),
+      deleted: (path) => this.queues.hides(path),
     });
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
@@ -125,40 +124,33 @@ export class Vfs implements VfsApi {
     this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => {
       this.meta.setInParent(path, e);
       this.inodes.serverChanged(path, 'attr');
-    });
+    }, { serverPath: (path) => this.queues.moves.serverPath(path), moved: (path) => this.queues.moves.settleTo(path) });
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
-    this.deletes = new DeleteQueue(this.ctx, this.journal, {
-      // an answer listed before the delete landed must not be cached after it
-      // (and one about the removed folder itself, a listing of it in flight, must not be either)
-      confirmed: (path) => { this.meta.bumpDir(parentOf(path)); this.meta.bumpDir(path); },
-      // the server keeps it: shown again
-      refused: (path) => { this.meta.forgetTree(path); this.meta.dropListing(parentOf(path)); },
-    });
-    this.mkdirs = remote.batchMkdir ? new MkdirQueue(this.ctx, this.journal, remote.batchMkdir, {
-      // a listing asked before the folder landed must not be cached after it
-      confirmed: (path) => { this.meta.bumpDir(parentOf(path)); this.meta.bumpDir(path); },
-      // not made: gone from the drive
-      refused: (path) => {
-        this.meta.forgetTree(path);
-        this.meta.dropListing(parentOf(path));
-        // the kernel's entry of it is a folder that is not there (another client may have a file
-        // there: a new lookup gets a new number, not the folder's)
-        this.inodes.serverChanged(path, 'gone');
-        this.attrTable.forget(path);
-      },
-    }) : undefined;
-    // uploads and metadata sends wait at namespace barriers and at pending deletes of their path;
-    // pending mkdirs of their folders do not hold them (they carry their folders: see mkdirs.ts)
-    const barriers = this.barriers;
-    const deletes = this.deletes;
-    const mkdirs = this.mkdirs;
-    const gate: BarrierGate = {
-      get idle() { return barriers.idle && deletes.size === 0 && (mkdirs?.size ?? 0) === 0; },
-      covering: (path) => barriers.covering(path) ?? deletes.covering(path) ?? mkdirs?.covering(path),
-      pendingFolder: (dir) => !!mkdirs?.entry(dir),
+    const serverKeeps = (path: string, gone: boolean) => {
+      this.meta.forgetTree(path);
+      this.meta.dropListing(parentOf(path));
+      if (!gone) return;
+      // the kernel's entry names what is not there (a new lookup gets a new number)
+      this.inodes.serverChanged(path, 'gone');
+      this.attrTable.forget(path);
     };
+    this.queues = new NamespaceQueues(this.ctx, this.journal, remote, this.barriers, {
+      landed: (dir) => this.meta.bumpDir(dir),
+      serverKeeps,
+      moveRefused: (m) => {
+        // content of ours at the target still goes there (its upload); else the server's view
+        const o = this.store.objs.get(m.to);
+        if (!o?.authoritative) {
+          if (o) this.store.detach(o);
+          serverKeeps(m.to, true);
+        }
+        serverKeeps(m.from, false);
+      },
+      contentPending: (path) => !!this.journal.forPath(path),
+    });
+    const gate = this.queues.gate;
     this.attrWriter = new AttrWriter(this.ctx, this.journal, {
       obj: (path) => this.store.objs.get(path),
       file: (o) => this.store.file(o),
@@ -171,7 +163,7 @@ export class Vfs implements VfsApi {
       wanted: (path, o) => this.attrWriter.held(this.attrTable.toSend(path, o?.localMtime ?? 0)),
       // (a folder not made yet, or one made below it, moves its time when made: --existing would
       // also drop a time sent before the folder is there)
-      busyBelow: (dir) => this.deletes.below(dir) || !!this.mkdirs?.atOrBelow(dir)
+      busyBelow: (dir) => this.queues.below(dir)
         || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && contentUnsent(o)),
     }, gate);
     if (remote.fileMeta?.folderTimes) this.attrTable.onDirChanged = (dir, ms) => this.attrWriter.implied(dir, ms);
@@ -182,13 +174,15 @@ export class Vfs implements VfsApi {
     });
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
     this.shareLinks = new ShareLinkAttr(this.ctx, remote.shareLinks, !!opts.listShareLinkXattr, async (path) => {
+      // the link is the server's file's: a rename of it lands first
+      await this.queues.moves.settleTo(path);
       const o = this.store.objs.get(path);
       if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
     });
     this.ns = new Namespace({
       ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
       attrWriter: this.attrWriter,
-      barriers: this.barriers, deletes: this.deletes, mkdirs: this.mkdirs, policy: this.policy,
+      barriers: this.barriers, deletes: this.queues.deletes, mkdirs: this.queues.mkdirs, moves: this.queues.moves, policy: this.policy,
       ensureWhole: (o) => this.fetcher.ensureWhole(o),
       forgetShareLinks: (path, tree) => this.shareLinks.forget(path, tree),
       writable: () => this.assertWritable(),
@@ -219,10 +213,9 @@ export class Vfs implements VfsApi {
     await fsp.chmod(this.store.dataDir, 0o700);
     this.lookups.fetchRoot();
     const pending = await this.journal.open();
-    // deletes not confirmed: hidden, sent again (before any upload at or under them: the gate)
-    this.deletes.restore();
-    // folders made and not confirmed: shown, made (before any upload into them: the gate)
-    this.mkdirs?.restore();
+    // deletes, folders made and renames not confirmed: shown as the programs left them, sent again
+    // (before any upload at or under them: the gate)
+    this.queues.restore();
     const restored = await this.store.recover(pending, (p) => {
       this.uploader.lost(p, 'cache file of a pending upload is missing');
       this.log.error(`pending upload of ${p.path} cannot be replayed: its cache file is missing`);
@@ -252,12 +245,12 @@ export class Vfs implements VfsApi {
   async flushAll(opts: { signal?: AbortSignal; retryFailed?: boolean } = {}): Promise<FlushResult> {
     // content first: its uploads carry the times and modes, the metadata sends go after
     const retry = opts.retryFailed !== false;
-    // deletes first: uploads at or under one wait for it anyway
-    const all = this.deletes.flush().then(() => this.mkdirs?.flush()).then(() => this.uploader.flush([...this.store.localObjs], retry)).then(() => this.attrWriter.flush(retry));
+    // namespace changes first: uploads at their names wait for them anyway
+    const all = this.queues.flush().then(() => this.uploader.flush([...this.store.localObjs], retry)).then(() => this.attrWriter.flush(retry));
     await untilAborted(all, opts.signal, () => new Cancelled('flush aborted'));
     return {
       pending: this.journal.live,
-      failed: [...this.deletes.stillPending(), ...(this.mkdirs?.stillPending() ?? []), ...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
+      failed: [...this.queues.stillPending(), ...this.uploader.stillPending(this.store.localObjs), ...this.attrWriter.stillPending()],
     };
   }
 
@@ -271,9 +264,10 @@ export class Vfs implements VfsApi {
       pending: this.journal.live,
       pendingBytes: this.journal.pendingBytes,
       pendingDeletes: this.journal.deletes.size,
-      ...(this.mkdirs ? { pendingMkdirs: this.journal.mkdirs.size } : {}),
+      ...(this.queues.mkdirs ? { pendingMkdirs: this.journal.mkdirs.size } : {}),
+      pendingMoves: this.journal.moves.size,
       pendingAttrs: this.journal.attrs.size,
-      failures: [...this.deletes.failures.values(), ...(this.mkdirs?.failures.values() ?? []), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
+      failures: [...this.queues.failures(), ...this.uploader.failures.values(), ...this.attrWriter.failures.values()],
       notices: [...this.ctx.notices.list],
       cacheBytes: this.store.cacheBytes,
       dirtyBytes,
@@ -288,7 +282,7 @@ export class Vfs implements VfsApi {
   }
   /** Test hook: resolves once the deletes written back so far reached the server (or failed). */
   async deletesSent(): Promise<void> {
-    await this.deletes.flush();
+    await this.queues.deletes.flush();
   }
 
   async close(opts: { force?: boolean } = {}): Promise<void> {
@@ -303,7 +297,7 @@ export class Vfs implements VfsApi {
     this.ctx.closed = true;
     this.prefetch.stop();
     const objs = [...this.store.objs.values()];
-    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown(), this.deletes.shutdown(), this.mkdirs?.shutdown()]);
+    await Promise.all([this.uploader.shutdown(objs), this.fetcher.shutdown(objs), this.attrWriter.shutdown(), this.queues.shutdown()]);
     // writes that arrived while the flush ran: into the journal, for the next mount
     await this.commitOpenWriters();
     await this.store.closeAll();
@@ -405,8 +399,7 @@ export class Vfs implements VfsApi {
   }
 
   async fsyncdir(path: string): Promise<void> {
-    await this.deletes.syncDir(normPath(path));
-    await this.mkdirs?.syncDir(normPath(path));
+    await this.queues.syncDir(normPath(path));
   }
 
   async releasedir(_path: string, fh: number): Promise<void> {
@@ -566,7 +559,9 @@ export class Vfs implements VfsApi {
 
   private async revalidated(path: string, e: RemoteEntry): Promise<RemoteEntry> {
     const rv = this.remote.revalidation!;
-    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => rv.revalidate(path, e, this.opts.dirTtlMs, { signal }));
+    // (a file renamed, its move not sent: the server has it at its old name)
+    const at = this.queues.moves.serverPath(path);
+    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => rv.revalidate(at, e, this.opts.dirTtlMs, { signal }));
     if (fresh.size !== e.size || fresh.mtimeMs !== e.mtimeMs) this.meta.setInParent(path, fresh);
     return fresh;
   }

@@ -212,12 +212,13 @@ test.serial('maxxo: an upload into a pending folder carries it (its rsync run ma
   t.is((await a.status()).pendingMkdirs, 3);
   t.deepEqual((await a.status()).notices ?? [], [], 'no "folder deleted by another client" notice for our own new folders');
   // a rename in a carried folder needs that folder on the server: only it (and its parents) go,
-  // found there (no rsync run); a folder made meanwhile elsewhere keeps its window
+  // found there (no rsync run), when the rename is sent (written back: after its own window); a
+  // folder made meanwhile elsewhere keeps its window
   let from = await runs(a);
   const mv = await sh('set -e; cd "$1"; mkdir z; mv c/d/f c/d/f2', [r]);
   t.is(mv.code, 0, mv.stderr);
+  await waitFor(async () => await exists(path.join(onServer, 'c/d/f2')) === 'file', 20_000, 'the rename');
   t.is(await runs(a) - from, 0, 'the rename sent no rsync run');
-  t.is(await exists(path.join(onServer, 'c/d/f2')), 'file');
   t.is((await a.status()).pendingMkdirs, 2, 'g and z still pending');
   // a folder carried by an upload, then emptied and removed: deleted on the server
   const rm = await sh('set -e; cd "$1"; rm g/h; rmdir g', [r]);

@@ -112,10 +112,12 @@ export class MemoryRemote implements Remote {
   checkUpload?: (path: string, size: number, opts?: CallOptions) => Promise<void>;
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
   removeBatchMax?: number;
+  moveReplaces?: boolean;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
     if (opts.removeBatchMax) this.removeBatchMax = opts.removeBatchMax;
+    if (opts.moveReplaces) this.moveReplaces = true;
     this.latencyMs = opts.latencyMs ?? 0;
     this.calls = {
       list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,

@@ -144,3 +144,46 @@ test('journal: mkdir records replay in the order made until done, survive compac
   t.deepEqual([...j3.mkdirs.keys()], ['/a/b']);
   await j3.close();
 });
+
+test('journal: move records retarget what was pending, fold chains, end with a delete of their file, keep their order through compaction', async (t) => {
+  const file = join(tempDir(t), 'journal');
+  const j = new Journal(file, 4);
+  await j.open();
+  await j.upload({ uid: 'u1', path: '/a', id: 'i1', size: 1 });
+  await j.upload({ uid: 'u0', path: '/b', id: 'i0', size: 9 });
+  // a -> b: the pending upload of a names b, the one pending at b is replaced
+  await j.moveRec({ uid: 'v1', from: '/a', to: '/b', size: 1, replaces: true });
+  await j.upload({ uid: 'u2', path: '/a', id: 'i2', size: 2 });
+  t.deepEqual([...j.pending.values()].map((p) => [p.uid, p.path]), [['u1', '/b'], ['u2', '/a']]);
+  // p -> q, then q -> r folded into p -> r (one record, the server's file still at p)
+  await j.moveRec({ uid: 'v2', from: '/p', to: '/q', size: 5 });
+  await j.moveRec({ uid: 'v3', from: '/p', to: '/r', size: 5 }, { renamed: '/q', replaces: 'v2' });
+  // s -> t, then an unlink of t before the move went: the delete of s ends it
+  await j.moveRec({ uid: 'v4', from: '/s', to: '/t', size: 3 });
+  await j.upload({ uid: 'u3', path: '/t', id: 'i3', size: 3 });
+  await j.deleteRec({ uid: 'x1', path: '/s', dir: false }, 'v4');
+  // m -> n, then n -> m: a chain back moves nothing
+  await j.moveRec({ uid: 'v5', from: '/m', to: '/n', size: 1 });
+  await j.moveRec({ uid: 'v6', from: '/m', to: '/m', size: 1 }, { renamed: '/n', replaces: 'v5' });
+  const live = () => [...j.moves.values()].map((m) => [m.uid, m.from, m.to, !!m.replaces]);
+  t.deepEqual(live(), [['v1', '/a', '/b', true], ['v3', '/p', '/r', false]]);
+  t.deepEqual([...j.pending.values()].map((p) => p.uid), ['u1', 'u2']);
+  t.is(j.summary(), '2 uploads, 1 delete, 2 renames');
+  // (compaction: the file is written again from the live state)
+  for (let i = 0; i < 12; i++) await j.upload({ uid: `w${i}`, path: '/w', id: 'iw', size: i });
+  await j.close();
+  const j2 = new Journal(file);
+  await j2.open();
+  t.deepEqual([...j2.moves.values()].map((m) => [m.uid, m.from, m.to, !!m.replaces]), [['v1', '/a', '/b', true], ['v3', '/p', '/r', false]]);
+  t.deepEqual([...j2.pending.values()].map((p) => [p.uid, p.path]).sort(), [['u1', '/b'], ['u2', '/a'], ['w11', '/w']]);
+  t.deepEqual([...j2.deletes.keys()], ['/s']);
+  const order = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { t: string }).t);
+  t.deepEqual(order, ['x', 'v', 'v', 'u', 'u', 'u'], 'deletes, mkdirs, moves in order, then uploads');
+  await j2.done('v1');
+  await j2.close();
+  const j3 = new Journal(file);
+  await j3.open();
+  t.deepEqual([...j3.moves.keys()], ['/r']);
+  t.deepEqual([...j3.pending.values()].map((p) => p.path).sort(), ['/a', '/b', '/w']);
+  await j3.close();
+});

@@ -76,16 +76,20 @@ test('crash before the send: the journalled time change is delivered by the next
 });
 
 test('a pending time change follows a rename and dies with an unlink', async (t) => {
-  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000 });
+  const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 60_000, moveIdleMs: 60_000, moveMaxDelayMs: 60_000 });
   s.remote.putFile('/r1', 'one');
   s.remote.putFile('/u1', 'two');
   await s.vfs.utimens('/r1', T1, T1);
   await s.vfs.utimens('/u1', T2, T2);
   await s.vfs.rename('/r1', '/r2');
   await s.vfs.unlink('/u1');
+  // (the rename is written back too: replayed at once, before the time change of its new name)
+  const release = s.remote.hold('move');
   const v = await s.reopen({ writebackDelayMs: 0 });
-  t.is(v.status().pending, 2, '/r2, and / (moved by the rename and the unlink)');
+  t.is(v.status().pending, 3, 'the move to /r2, the time of /r2, and / (moved by the rename and the unlink)');
+  release();
   await v.flushAll();
+  t.true(s.remote.log.indexOf('move /r1 /r2') >= 0 && s.remote.log.indexOf('move /r1 /r2') < s.remote.log.findIndex((l) => l.startsWith('setAttrs /r2')), s.remote.log.join('\n'));
   t.is(node(s.remote, '/r2').mtimeMs, T1);
   t.deepEqual(attrSends(s.remote), ['/r2', '/']);
 });

@@ -140,8 +140,9 @@ test('POSIX errors of mkdir, rmdir, unlink, rename, open', async (t) => {
   t.is(await code(vfs.open('/nope', O_RDONLY)), 'NOT_FOUND');
   t.is(await code(vfs.open('/empty', O_WRONLY)), 'IS_A_DIRECTORY');
   t.is(await code(vfs.readdir('/f')), 'NOT_A_DIRECTORY');
-  // rename over an existing file replaces it (the service refuses, vfs removes first)
+  // rename over an existing file replaces it (the service refuses, vfs removes first; written back)
   await vfs.rename('/f', '/g');
+  await vfs.flushAll();
   t.is(remote.getFile('/g')!.toString(), 'x');
   t.false(remote.has('/f'));
   // rename dir over an empty dir replaces it

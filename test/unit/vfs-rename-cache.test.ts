@@ -52,11 +52,20 @@ test('stale cache says the target is missing: a file there is replaced (POSIX), 
   remote.putFile('/plain', 'p');
   t.is(await code(vfs.getattr('/taken.txt')), 'NOT_FOUND', 'the cache does not know the new names');
 
+  // (a file's rename is written back: the server's conflict answer comes when it is sent)
   await vfs.rename('/a.txt', '/taken.txt');
+  await vfs.flushAll();
   t.is(remote.getFile('/taken.txt')!.toString(), 'new content');
   t.false(remote.has('/a.txt'));
 
-  t.is(await code(vfs.rename('/b.txt', '/fulldir')), 'IS_A_DIRECTORY');
+  // a file onto what only the server knows is a folder: answered, then refused when sent, and reported
+  await vfs.rename('/b.txt', '/fulldir');
+  const r = await vfs.flushAll();
+  t.deepEqual(r.failed, []);
+  t.deepEqual(vfs.status().failures.map((f) => [f.op, f.path]), [['move', '/fulldir']]);
+  t.regex(vfs.status().failures[0]!.error, /folder/);
+  t.is((await vfs.getattr('/fulldir')).type, 'dir', 'the drive shows what the server holds again');
+  t.is((await vfs.getattr('/b.txt')).type, 'file');
   t.is(await code(vfs.rename('/dir1', '/fulldir')), 'NOT_EMPTY');
   t.is(await code(vfs.rename('/dir1', '/plain')), 'NOT_A_DIRECTORY');
   // nothing moved by the refused renames, and the local view still shows the sources

@@ -67,6 +67,8 @@ export class MaxxoRemote implements Remote {
   readonly batchStat: BatchStat = { statMany: (paths, o) => this.statMany(paths, o) };
   /** /ops/delete takes many file[] (a form of this many paths stays far below request limits). */
   readonly removeBatchMax = 500;
+  /** ops/move is rename(2): an existing file or empty folder at the target is replaced. */
+  readonly moveReplaces = true;
   readonly batchUpload: BatchUpload = { uploadMany: (items, o) => this.uploadMany(items, o) };
   /** Many folders with one rsync run (mkdirs.ts): the drive writes mkdirs back. */
   readonly batchMkdir: BatchMkdir = batchMkdir({

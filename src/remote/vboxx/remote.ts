@@ -274,6 +274,14 @@ export class VboxxRemote implements Remote {
     await this.client.move(a.root.id, a.sub, b.sub, o);
   }
 
+  checkMove(from: string, to: string): void {
+    if (this.rootSel) return;
+    const a = split(from);
+    const b = split(to);
+    if (a.length === 1 || b.length === 1) throw new Forbidden('cannot move a root from the drive', { path: a.length === 1 ? from : to });
+    if (a[0] !== b[0]) throw new CrossDevice('cannot move between roots; copy and delete instead', { path: from });
+  }
+
   checkRemove(path: string): void {
     if (!this.rootSel && split(path).length === 1) throw new Forbidden('cannot delete a root from the drive', { path });
   }

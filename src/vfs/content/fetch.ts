@@ -13,8 +13,12 @@
 // - Readers join fetches in flight and wait only until their own bytes landed (arrival), not for
 //   the end of a long request; every wait is bounded by opTimeoutMs.
 // - Read-ahead and fetches of clean content only: dirty content is complete and never fetched.
+// - A fetch asks the server for the path where it has the file (`ServerNames.serverPath`: the old
+//   name while a rename written back is not sent yet); a fetch that failed while that path changed
+//   (the move landed meanwhile) is asked again at the new one, and one the old name answered
+//   NOT_FOUND (the move on its way) hurries the move and waits for it first.
 import fs, { promises as fsp } from 'node:fs';
-import { BadResponse, Cancelled } from '../../errors.js';
+import { BadResponse, Cancelled, isRemoteError } from '../../errors.js';
 import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '../../remote/types.js';
 import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';
@@ -30,6 +34,14 @@ const LAND_BYTES = 1024 * 1024;
 /** Bytes of just-landed content kept in memory per file being read (see Obj.recent). */
 const RECENT_BYTES = 8 * 1024 * 1024;
 
+/** Where the server has the files the drive shows (renames written back: namespace/moves.ts). */
+export interface ServerNames {
+  /** The server's path of the file the drive shows at path (its old name while its rename is not sent). */
+  serverPath(path: string): string;
+  /** Settles (bounded) once a pending rename to path reached the server (sent at once). */
+  moved(path: string): Promise<void>;
+}
+
 /** A handle's read-ahead state (sequential detection and window). */
 export interface ReadCursor {
   nextPos: number;
@@ -43,7 +55,30 @@ export class Fetcher {
     private readonly store: ContentStore,
     /** The file changed on the server while being read: o follows entry e now (the caches should too). */
     private readonly onServerChanged: (path: string, e: RemoteEntry) => void,
+    private readonly names: ServerNames = { serverPath: (path) => path, moved: async () => {} },
   ) {}
+
+  /** Where the server has the file the drive shows at path. */
+  serverPath(path: string): string {
+    return this.names.serverPath(path);
+  }
+
+  /**
+   * Runs a request for o's content at its server path; a failure while that path changed (a
+   * rename written back landed meanwhile) tries once more at the new one.
+   */
+  private async atServer<T>(o: Obj, call: (path: string) => Promise<T>): Promise<T> {
+    const at = this.serverPath(o.path);
+    try {
+      return await call(at);
+    } catch (err) {
+      if (this.ctx.closed || err === STALE_RUN) throw err;
+      if (at !== o.path && isRemoteError(err, 'NOT_FOUND')) await this.names.moved(o.path).catch(() => {});
+      const now = this.serverPath(o.path);
+      if (now === at) throw err;
+      return call(now);
+    }
+  }
 
   /** The drive is closing: downloads aborted; settles when every fetch of objs did. */
   shutdown(objs: Iterable<Obj>): Promise<unknown> {
@@ -268,7 +303,7 @@ export class Fetcher {
     };
     let got: RangeRead;
     try {
-      got = await this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(path, s, e - s, sink, { signal, priority }));
+      got = await this.atServer(o, (at) => this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(at, s, e - s, sink, { signal, priority })));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
@@ -321,11 +356,11 @@ export class Fetcher {
     const path = o.path;
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      const got = await this.ctx.remote.download(path, this.store.file(o), {
+      const got = await this.atServer(o, (at) => this.ctx.remote.download(at, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
-      });
+      }));
       // the client may have replaced the file instead of writing in place: follow the new inode
       const [a, b] = await Promise.all([fsp.stat(this.store.file(o)), fstatFd(o.fd)]);
       // a reset, or a change made anyway (changes wait for the end: ensureWhole), is not undone here

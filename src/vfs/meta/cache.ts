@@ -41,10 +41,12 @@ export type ServerChange = 'attr' | 'gone' | 'listing';
 const differs = (a: RemoteEntry, b: RemoteEntry) =>
   a.type !== b.type || (a.type === 'file' && (a.size !== b.size || (a.mtimeMs !== undefined && b.mtimeMs !== undefined && a.mtimeMs !== b.mtimeMs)));
 
-/** Folders made by us and not yet confirmed (namespace/mkdirs.ts). */
+/** Names of ours the server may not have yet: folders made (namespace/mkdirs.ts), files renamed (moves.ts). */
 export interface MadeFolders {
   pending(path: string): boolean;
   childrenOf(dir: string): RemoteEntry[];
+  /** Files renamed into dir, the moves not confirmed: they replace what a listing says of their names. */
+  movedInto?(dir: string): RemoteEntry[];
 }
 
 export class MetaCache {
@@ -66,7 +68,8 @@ export class MetaCache {
    */
   /**
    * @param made folders of ours the server may not have yet (mkdirs written back): a pending one's
-   *   listing is empty without asking the server, and each shows in its parent's listings.
+   *   listing is empty without asking the server, and each shows in its parent's listings; and
+   *   files renamed, the moves not sent yet (shown at their new names; `gone` hides the old ones).
    */
   constructor(private readonly ctx: Ctx, private readonly gone: (path: string) => boolean = () => false,
     private readonly made: MadeFolders = { pending: () => false, childrenOf: () => [] }) {}
@@ -145,6 +148,7 @@ export class MetaCache {
       // own changes put into the cached listing stays
       const entries = new Map<string, RemoteEntry>(this.dirs.peek(dir)?.entries ?? []);
       for (const e of this.made.childrenOf(dir)) entries.set(e.name, e);
+      for (const e of this.made.movedInto?.(dir) ?? []) entries.set(e.name, e);
       const slot: DirSlot = { entries, expires: Date.now() + opts.dirTtlMs };
       this.dirs.set(dir, slot);
       return slot;
@@ -175,6 +179,8 @@ export class MetaCache {
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
     for (const e of this.made.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
+    // (the server may list another file there still: one our rename replaces)
+    for (const e of this.made.movedInto?.(dir) ?? []) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
     // the folder removed by us with its delete already settled (the negative entry our rmdir left;

@@ -28,15 +28,15 @@ import { isUnder } from '../paths.js';
 const RETRY_MAX_MS = 30_000;
 
 /** What the rest of the drive hears of a record's end. */
-export interface QueuePorts {
-  confirmed(path: string): void;
-  refused(path: string): void;
+export interface QueuePorts<R = unknown> {
+  confirmed(path: string, rec: R): void;
+  refused(path: string, rec: R): void;
 }
 
 /** A queue's names and options (log lines, status failures, its collecting window). */
 export interface QueueTerms {
   /** The record's op in status failures, and the noun of the log lines. */
-  op: 'delete' | 'mkdir';
+  op: 'delete' | 'mkdir' | 'move';
   /** Many paths in a log line: `${n} ${many}`. */
   many: string;
   /** What a waiter waits for (the time bound's message): `${waitingFor} of/in <paths>`. */
@@ -44,8 +44,8 @@ export interface QueueTerms {
   /** The error of a record a flush leaves without one. */
   notYet: string;
   /** The options of its window: a batch goes idleMs after the last record, at most maxDelayMs after the first. */
-  idleMs: 'deleteIdleMs' | 'mkdirIdleMs';
-  maxDelayMs: 'deleteMaxDelayMs' | 'mkdirMaxDelayMs';
+  idleMs: 'deleteIdleMs' | 'mkdirIdleMs' | 'moveIdleMs';
+  maxDelayMs: 'deleteMaxDelayMs' | 'mkdirMaxDelayMs' | 'moveMaxDelayMs';
 }
 
 interface Sent {
@@ -53,7 +53,7 @@ interface Sent {
   p: Promise<void>;
 }
 
-export abstract class CoalescingQueue<R extends { uid: string; path: string }, J extends { done(uid: string): Promise<void> }> {
+export abstract class CoalescingQueue<R extends { uid: string }, J extends { done(uid: string): Promise<void> }> {
   /** Records not yet confirmed, by path (queued or being sent). */
   protected readonly pending = new Map<string, R>();
   /** Of those, the paths not sent yet. */
@@ -70,7 +70,7 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
   /** Settles when nothing is queued or in flight. */
   protected idleWaiters: (() => void)[] = [];
 
-  constructor(protected readonly ctx: Ctx, protected readonly journal: J, private readonly ports: QueuePorts,
+  constructor(protected readonly ctx: Ctx, protected readonly journal: J, protected readonly ports: QueuePorts<R>,
     private readonly terms: QueueTerms) {}
 
   get size(): number { return this.pending.size; }
@@ -81,6 +81,8 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
   /** Paths still pending (status, flush result). */
   paths(): string[] { return [...this.pending.keys()]; }
 
+  /** The path a record is kept under (one record per path). */
+  protected abstract key(r: R): string;
   /** Sends what queued picks (the uids it carries), then confirms or fails each. */
   protected abstract sendQueued(): void;
   protected abstract send(uids: Map<string, string>): Promise<void>;
@@ -93,7 +95,11 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
   /** What waiters ask for (match; 'all': a flush) before the queue is kicked for them. */
   protected want(_match: ((k: string) => boolean) | 'all'): void {}
   /** A record left pending, confirmed: what the subclass keeps beside it goes too. */
-  protected forget(_path: string): void {}
+  protected forget(_path: string, _rec: R): void {}
+  /** Whether the record at key k is at, above or below path (settle waits for those). */
+  protected related(k: string, path: string): boolean {
+    return k === path || isUnder(k, path) || isUnder(path, k);
+  }
 
   /** The records an earlier run left: sent at once. */
   protected replay(records: Iterable<R>): void {
@@ -106,16 +112,16 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
 
   /** Queues rec, whose journal record `written` is on its way; resolves when it is durable. */
   protected async queue(rec: R, written: Promise<void>): Promise<void> {
-    this.failures.delete(rec.path);
+    this.failures.delete(this.key(rec));
     this.enqueue(rec);
     this.kick();
     await written;
   }
 
   protected enqueue(r: R): void {
-    this.pending.set(r.path, r);
+    this.pending.set(this.key(r), r);
     if (this.queued.size === 0) this.firstQueuedAt = Date.now();
-    this.queued.add(r.path);
+    this.queued.add(this.key(r));
   }
 
   /**
@@ -124,7 +130,7 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
    */
   async settle(paths: string[]): Promise<void> {
     if (this.pending.size === 0) return;
-    const touches = (k: string) => paths.some((p) => k === p || isUnder(k, p) || isUnder(p, k));
+    const touches = (k: string) => paths.some((p) => this.related(k, p));
     if (![...this.pending.keys()].some(touches)) return;
     await this.ctx.within(`${this.terms.waitingFor} of ${paths.join(', ')}`, this.whenSent(touches));
   }
@@ -218,9 +224,9 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
     const cur = this.pending.get(path);
     if (cur?.uid !== uid) return;
     this.pending.delete(path);
-    this.forget(path);
+    this.forget(path, cur);
     this.done(uid);
-    this.ports.confirmed(path);
+    this.ports.confirmed(path, cur);
   }
 
   protected failed(paths: string[], uids: Map<string, string>, err: unknown): void {
@@ -236,7 +242,7 @@ export abstract class CoalescingQueue<R extends { uid: string; path: string }, J
         continue;
       }
       this.drop(p, cur, error, attempts);
-      this.ports.refused(p);
+      this.ports.refused(p, cur);
     }
     if (retryable) {
       const n = Math.max(1, ...paths.map((p) => this.failures.get(p)?.attempts ?? 1));

@@ -35,7 +35,7 @@ import { CoalescingQueue, type QueuePorts } from './coalescing.js';
 /** The journal as the delete queue uses it. */
 export interface DeleteJournal {
   readonly deletes: Map<string, PendingDelete>;
-  deleteRec(d: PendingDelete): Promise<void>;
+  deleteRec(d: PendingDelete, endsMove?: string): Promise<void>;
   done(uid: string): Promise<void>;
   flushed(): Promise<void>;
 }
@@ -48,7 +48,7 @@ export const DELETE_MAX_DELAY_MS = 2000;
 const SINGLE_CONCURRENCY = 4;
 
 export class DeleteQueue extends CoalescingQueue<PendingDelete, DeleteJournal> {
-  constructor(ctx: Ctx, journal: DeleteJournal, ports: QueuePorts) {
+  constructor(ctx: Ctx, journal: DeleteJournal, ports: QueuePorts<PendingDelete>) {
     super(ctx, journal, ports, {
       op: 'delete', many: 'items', waitingFor: 'sending the pending deletes', notYet: 'not deleted yet',
       idleMs: 'deleteIdleMs', maxDelayMs: 'deleteMaxDelayMs',
@@ -70,16 +70,24 @@ export class DeleteQueue extends CoalescingQueue<PendingDelete, DeleteJournal> {
     return false;
   }
 
+  protected key(r: PendingDelete): string {
+    return r.path;
+  }
+
   /** The records an earlier run left: sent at once. */
   restore(): void {
     this.replay(this.journal.deletes.values());
   }
 
-  /** Records the delete of path (durable in the journal when this resolves) and queues it. */
-  async add(path: string, dir: boolean): Promise<void> {
+  /**
+   * Records the delete of path (durable in the journal when this resolves) and queues it.
+   * endsMove: the uid of a move of this (server) file not sent yet, which the delete replaces (an
+   * unlink of the move's target): one record, so no replay sees one without the other.
+   */
+  async add(path: string, dir: boolean, endsMove?: string): Promise<void> {
     const d: PendingDelete = { uid: randomUUID(), path, dir };
     // the journal folds the records below a folder itself; the queue follows it
-    const rec = this.journal.deleteRec(d);
+    const rec = this.journal.deleteRec(d, endsMove);
     for (const k of [...this.pending.keys()]) if (isUnder(k, path)) { this.pending.delete(k); this.queued.delete(k); }
     await this.queue(d, rec);
   }

@@ -56,7 +56,7 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
   private urgent: ((k: string) => boolean)[] = [];
   private urgentAll = false;
 
-  constructor(ctx: Ctx, journal: MkdirJournal, private readonly batch: BatchMkdir, ports: QueuePorts) {
+  constructor(ctx: Ctx, journal: MkdirJournal, private readonly batch: BatchMkdir, ports: QueuePorts<PendingMkdir>) {
     super(ctx, journal, ports, {
       op: 'mkdir', many: 'folders', waitingFor: 'making the pending folders', notYet: 'not made yet',
       idleMs: 'mkdirIdleMs', maxDelayMs: 'mkdirMaxDelayMs',
@@ -88,6 +88,10 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
   /** Throws at once for a name the service would refuse (the program's error, not a later one). */
   check(path: string): void {
     this.batch.check(path);
+  }
+
+  protected key(r: PendingMkdir): string {
+    return r.path;
   }
 
   /** The records an earlier run left: sent at once. */

@@ -1,10 +1,15 @@
-// Namespace changes: mkdir, rmdir, unlink, rename. rename goes to the server before the call
-// returns, so the program gets the server's verdict (EEXIST, EXDEV...), and so does mkdir where
-// the service makes folders one at a time (vBoxx). Where it makes them in batches (Maxxo), mkdir
-// answers once journalled and the MkdirQueue (mkdirs.ts) sends the folders made meanwhile
-// together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
+// Namespace changes: mkdir, rmdir, unlink, rename. A file's rename answers once journalled and the
+// MoveQueue (moves.ts) sends it later (what the service refuses beforehand, EXDEV across vBoxx
+// roots, is checked at once: checkMove; RENAME_NOREPLACE on the drive's view of the target); a
+// folder's rename goes to the server before the call returns, so the program gets the server's
+// verdict (moveOnServer: a target the service would not replace is deleted first, as rename(2)
+// replaces it), and so does mkdir where the service makes folders one at a time (vBoxx). Where it
+// makes them in batches (Maxxo), mkdir answers once journalled and the MkdirQueue (mkdirs.ts)
+// sends the folders made meanwhile together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
 // journalled; the DeleteQueue (deletes.ts) sends them coalesced. Everything that reaches the
-// server at or under a pending delete, or below a pending mkdir, goes after it (see there).
+// server at or under a pending delete, at either name of a pending move, or below a pending mkdir,
+// goes after it (see there); an unlink of a pending move's target takes the move back where it
+// can (the server's file is deleted at its old name instead).
 //
 // Owns: no state of its own; it orders the state of the others. Ordering rules:
 // - One namespace change at a time per path and subtree (Barriers.run), and upload tasks of the
@@ -14,9 +19,12 @@
 //   overtaken: a delete is never followed by the upload of the old name, nor a rename by an
 //   upload to the old name.
 // - The journal is changed first: unlink/rmdir write a delete record (the DeleteQueue's), which
-//   also cancels the pending upload (after a crash it must not come back); rename retargets pending records (and the local
-//   table) before the server move, so a close() journaling meanwhile records the new name. If the
-//   server refuses, both are put back.
+//   also cancels the pending upload (after a crash it must not come back); rename retargets pending
+//   records (a file's: its move record does) before the local table, so a close() journaling
+//   meanwhile records the new name. If the server refuses a rename sent at once, both are put back.
+// - A change that reaches the server at once goes after the pending moves at, above or below its
+//   paths (rmdir of a folder a file was renamed out of, mkdir at a file's old name, a folder's
+//   rename): they are sent first (MoveQueue.settle).
 // - Local-only content (never on the server, never attempted, shadowing nothing: WriteState.localOnly)
 //   needs no server call. Content that shadows a server file (a temp file renamed over an uploaded
 //   one, the save pattern) does: shadowsServer keeps the server's old copy in mind until our
@@ -31,7 +39,7 @@
 //   every read, write, fsync of the handle and hands the last release no path at all
 //   (native-notes/fuse.md). Moving the folder is fine: the hidden names move with it.
 import type { RenameFlags } from '../api.js';
-import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, NotFound, isRemoteError } from '../../errors.js';
+import { AlreadyExists, BadRequest, Busy, IsADirectory, NotADirectory, NotEmpty, NotFound } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { Obj } from '../content/obj.js';
@@ -46,6 +54,7 @@ import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 import type { DeleteQueue } from './deletes.js';
 import type { MkdirQueue } from './mkdirs.js';
+import { moveOnServer, type MoveQueue } from './moves.js';
 
 export interface NamespaceDeps {
   ctx: Ctx;
@@ -60,6 +69,8 @@ export interface NamespaceDeps {
   deletes: DeleteQueue;
   /** Mkdirs written back, where the service makes folders in batches (else mkdir goes at once). */
   mkdirs?: MkdirQueue | undefined;
+  /** Renames of files written back. */
+  moves: MoveQueue;
   policy: PolicyGate;
   /** Makes o's whole content local (an open file about to lose its server copy). */
   ensureWhole(o: Obj): Promise<void>;
@@ -79,10 +90,11 @@ export class Namespace {
   private readonly barriers: Barriers;
   private readonly policy: PolicyGate;
   private readonly deletes: DeleteQueue;
+  private readonly moves: MoveQueue;
 
   constructor(private readonly deps: NamespaceDeps) {
     ({ ctx: this.ctx, meta: this.meta, lookups: this.lookups, store: this.store, attrs: this.attrTable, uploader: this.uploader,
-      barriers: this.barriers, policy: this.policy, deletes: this.deletes } = deps);
+      barriers: this.barriers, policy: this.policy, deletes: this.deletes, moves: this.moves } = deps);
   }
 
   private writable(): void {
@@ -106,8 +118,10 @@ export class Namespace {
     if (await this.lookups.lookup(path)) throw new AlreadyExists('already exists', { path });
     const mk = this.deps.mkdirs;
     mk?.check(path);
-    // a folder deleted here a moment ago (rm -rf d; mkdir d) is gone from the server first
+    // a folder deleted here a moment ago (rm -rf d; mkdir d) is gone from the server first, and
+    // so is a file renamed away from this name (the server has it here until its move is sent)
     await this.deletes.settle([path]);
+    await this.moves.settle([path]);
     // written back: journalled here, made on the server with the others made meanwhile (one
     // barrier: a rename of a folder above waits, and so does this for it)
     if (mk) {
@@ -141,6 +155,8 @@ export class Namespace {
       const kids = await this.children(path, true);
       if (kids.size > 0) throw new NotEmpty('folder is not empty', { path });
       this.refuseIfHoldsOpenHidden(path);
+      // files renamed out of it leave it on the server first (its delete would take them along)
+      await this.moves.settle([path]);
       // a send of the folder's times must not land after (or make again) the folder
       await this.deps.attrWriter.stop(path, true);
       // a folder made and removed before it was sent: nothing reaches the server
@@ -169,10 +185,13 @@ export class Namespace {
       // cannot be fetched any more, so the part not cached yet comes first.
       if (o && o.refs > 0 && !o.complete) await this.deps.ensureWhole(o);
       // In the journal first: after a crash the upload must not come back. A file the server
-      // holds (or may hold) gets a delete record, which cancels the pending upload as well.
+      // holds (or may hold) gets a delete record, which cancels the pending upload as well (the
+      // target of a move not sent yet: the move is taken back, the server's file deleted instead).
       const localOnly = !!o && o.wb.localOnly;
-      if (localOnly) await this.uploader.cancelPath(path);
-      else await this.deletes.add(path, false);
+      if (!(await this.releaseTarget(path))) {
+        if (localOnly) await this.uploader.cancelPath(path);
+        else await this.deletes.add(path, false);
+      }
       if (o) {
         this.store.detach(o);
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
@@ -233,12 +252,34 @@ export class Namespace {
     if (dst) await this.deps.attrWriter.stop(to, true);
     const so = this.store.objs.get(from);
     const srcLocalOnly = src.type === 'file' && !!so && so.wb.localOnly;
+    // what the service refuses whatever the state (EXDEV across vBoxx roots) is the program's error now
+    if (!srcLocalOnly) this.ctx.remote.checkMove?.(from, to);
     // what the server holds at the target after a move that sends nothing (see shadowsServer)
     const dstOnServer = replaced ? replaced.wb.serverMayHold : !!dst;
+    // a move onto `to` not sent yet is taken back (its file deleted on the server instead) or sent
+    if (dst?.type === 'file') await this.releaseTarget(to);
+    // src was looked up before the barrier: an upload that ended meanwhile made the file clean,
+    // and a local entry (local mtime) left in the listing would not match its server identity,
+    // so the next open dropped the cached bytes and downloaded them again (soak seed 800303)
+    const moved = so && src.type === 'file' && !so.authoritative && so.ident ? so.ident : src;
+    if (src.type === 'file' && !srcLocalOnly) {
+      // written back: the move record retargets the journal, then the local table moves
+      await this.moves.settleTo(to);
+      const rec = this.moves.add(from, to, moved, dstOnServer, noReplace);
+      if (replaced) this.store.detach(replaced);
+      this.rekey(from, to, moving);
+      await rec;
+      this.renamed(from, to, src, dst, moved);
+      return;
+    }
     const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
     // folders made at, above or below either name reach the server first: the move needs the
-    // target's parent there, and a folder moved away must not be made again at its old name
-    if (!srcLocalOnly) await this.deps.mkdirs?.settle([from, to]);
+    // target's parent there, and a folder moved away must not be made again at its old name;
+    // so do the file moves into, out of or onto them (their names change with this move)
+    if (!srcLocalOnly) {
+      await this.deps.mkdirs?.settle([from, to]);
+      await this.moves.settle([from, to]);
+    }
     if (dst) await this.uploader.cancelPath(to);
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
@@ -252,7 +293,10 @@ export class Namespace {
         // is pending, and that delete must neither remove what this move puts there nor miss
         // a name the move carries away
         await this.deletes.settle([from, to]);
-        await this.serverMove(from, to, src, dst, so, noReplace);
+        // (only folders get here: a file that reaches the server is written back above). The
+        // target's absence may come from a stale cache: the service's conflict answer is then
+        // decided as rename(2) would, from fresh answers about the target
+        await moveOnServer(this.ctx, from, to, { dir: true, noReplace, priority: Priority.interactive, staleTarget: !dst });
       }
     } catch (err) {
       this.rekey(to, from, moving);
@@ -266,51 +310,36 @@ export class Namespace {
     }
     if (replaced) this.store.detach(replaced);
     if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
+    this.renamed(from, to, src, dst, moved);
+  }
+
+  /** The caches and folder times after a rename: `to` shows `moved`, `from` is gone. */
+  private renamed(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, moved: RemoteEntry): void {
     this.forgetTree(from, src.type === 'dir');
     this.forgetTree(to, src.type === 'dir' || dst?.type === 'dir');
     this.meta.setInParent(from, null);
-    // src was looked up before the barrier: an upload that ended meanwhile made the file clean,
-    // and a local entry (local mtime) left in the listing would not match its server identity,
-    // so the next open dropped the cached bytes and downloaded them again (soak seed 800303)
-    const moved = so && src.type === 'file' && !so.authoritative && so.ident ? so.ident : src;
     this.meta.setInParent(to, { ...moved, name: baseOf(to) });
     this.attrTable.dirChanged(parentOf(from));
     if (parentOf(to) !== parentOf(from)) this.attrTable.dirChanged(parentOf(to));
   }
 
   /**
-   * The move itself: one request when the caches knew source and target. The target's absence
-   * may come from a cache that is stale (another client made it since): the service's conflict
-   * answer is then decided as rename(2) would, from fresh answers about the target.
+   * The file shown at path is the target of a move not sent yet and is deleted or replaced now:
+   * true when the move was taken back (recorded: the server's file is deleted at its old name
+   * instead, and at path too where the rename replaced a file there), false when there was none
+   * or it had to be sent first (the caller deletes path as usual).
    */
-  private async serverMove(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, so: Obj | undefined, noReplace = false): Promise<void> {
-    const move = () => this.ctx.bounded(`move ${from} -> ${to}`, (signal) => this.ctx.remote.move(from, to, { signal, priority: Priority.interactive }));
-    try {
-      await move();
-    } catch (err) {
-      // Maxxo explains its refusal by the types it finds (a folder onto any folder is NOT_EMPTY)
-      const conflict = isRemoteError(err, 'ALREADY_EXISTS') || isRemoteError(err, 'NOT_EMPTY') ||
-        isRemoteError(err, 'IS_A_DIRECTORY') || isRemoteError(err, 'NOT_A_DIRECTORY');
-      if (conflict) {
-        const cur = await this.ctx.bounded(`stat ${to}`, (signal) => this.ctx.remote.stat(to, { signal, priority: Priority.interactive }));
-        if (!cur) throw err;
-        if (!dst) this.ctx.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
-        if (noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
-        if (src.type === 'dir' && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
-        if (src.type !== 'dir' && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
-        if (cur.type === 'dir') {
-          const l = await this.ctx.bounded(`list ${to}`, (signal) => this.ctx.remote.list(to, { signal, priority: Priority.interactive }));
-          if (l.entries.length > 0) throw new NotEmpty('target folder is not empty', { path: to });
-        }
-        // POSIX rename replaces the target; the service would not, so remove it first
-        await this.ctx.bounded(`remove ${to}`, (signal) => this.ctx.remote.remove([to], { signal, priority: Priority.interactive }));
-        await move();
-        return;
-      }
-      // a file whose pending upload never reached the server has nothing to move there
-      if (isRemoteError(err, 'NOT_FOUND') && src.type === 'file' && so && so.wb.pendingUid !== null) return;
-      throw err;
+  private async releaseTarget(path: string): Promise<boolean> {
+    if (!this.moves.to(path)) return false;
+    const m = this.moves.withdraw(path, (from) => !this.store.objs.has(from) && !this.uploader.pendingRecord(from) && !this.deps.attrWriter.has(from) && !this.deletes.hides(from));
+    if (!m) {
+      await this.moves.settleTo(path);
+      return false;
     }
+    // the delete record ends the move and what was pending at its target (its journal line comes
+    // first: alone it is an unlink of the renamed file, nothing of it comes back)
+    await Promise.all([this.deletes.add(m.from, false, m.uid), ...(m.replaces ? [this.deletes.add(path, false)] : [])]);
+    return true;
   }
 
   /** EBUSY while a file unlinked but still open lives in dir under its hidden name (see the header). */

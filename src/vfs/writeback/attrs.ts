@@ -128,6 +128,9 @@ export class AttrWriter {
 
   get pending(): number { return this.journal.attrs.size; }
 
+  /** A change of path is pending. */
+  has(path: string): boolean { return this.journal.attrs.has(path); }
+
   /** What to send for rec: the fields it names, at the values the path shows now. */
   private change(rec: PendingAttrs, o: Obj | undefined): AttrChange {
     const now = this.ports.wanted(rec.path, o);
