@@ -123,12 +123,17 @@ export async function unmountPath(mnt: string, busyMs: number, log?: Logger): Pr
 
 /** A stat that cannot hang the caller on a hung mount (the libuv thread stays stuck, we don't). */
 async function statBounded(p: string, ms = 5000): Promise<fs.Stats> {
+  return boundedFs(fsp.stat(p), ms, 'stat');
+}
+
+/** A filesystem call on a mount that may hang (a hung FUSE daemon): ETIMEDOUT after ms. */
+async function boundedFs<T>(call: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error('stat timed out'), { code: 'ETIMEDOUT' })), ms);
+    timer = setTimeout(() => reject(Object.assign(new Error(`${what} timed out`), { code: 'ETIMEDOUT' })), ms);
   });
   try {
-    return await Promise.race([fsp.stat(p), timeout]);
+    return await Promise.race([call, timeout]);
   } finally {
     clearTimeout(timer);
   }
@@ -154,6 +159,10 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
   let st: fs.Stats | undefined;
   try {
     st = await statBounded(mnt);
+    // For a moment after its process died (kill -9, then a mount again at once) the kernel may
+    // still answer a stat of a dead mount's root from its attribute cache; statfs always asks
+    // the daemon, so a dead one answers ENOTCONN and is cleaned below instead of "already mounted".
+    if (await findMountAsync(mnt)) await boundedFs(fsp.statfs(mnt), 5000, 'statfs');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {

@@ -45,6 +45,18 @@ for (const kind of KINDS) {
   });
 }
 
+test.serial('a mount at once after kill -9, while the kernel still answers stat of the dead root from its cache, cleans the stale mount', async (t) => {
+  // long kernel timeouts: the root's attributes stay cached after the process is gone
+  const d = await mountService(t, servers, 'vboxx', { mount: { attrTimeoutS: 60, entryTimeoutS: 60 } });
+  await fsp.stat(d.mnt);
+  await d.kill9();
+  t.true(isMounted(d.mnt), 'kill -9 leaves a dead mount behind');
+  const st = await fsp.stat(d.mnt).then(() => 'cached', (e) => (e as NodeJS.ErrnoException).code);
+  t.log(`stat of the dead root right after the kill: ${st}`);
+  const d2 = await mountChild(t, { ...d.cfg, mountpoint: d.mnt });
+  t.true((await fsp.readdir(d2.mnt)).includes('Files'));
+});
+
 test.serial('SIGTERM flushes pending uploads, unmounts and exits 0', async (t) => {
   const d = await mountService(t, servers, 'maxxo', { vfs: { writebackDelayMs: 10_000 } });
   const rel = uniq('term');
