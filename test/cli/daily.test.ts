@@ -65,12 +65,13 @@ test('-v logs one line per mkdir, upload, rename, download and delete with size 
   const logFile = join(h.dir, 'drive.log');
   const m = await mountFg(t, [...vboxx(mp), '-v', '--log-file', logFile, '-o', 'writeback_delay=0'], h.pwEnv);
   t.true(isMounted(mp), m.output());
-  const w = await sh(`set -e; cd "$1/Files"; mkdir logd; head -c 3000 /dev/urandom > logd/a.bin; mv logd/a.bin logd/b.bin
+  // renames and deletes are written back: a folder's fsync waits until those of names in it
+  // reached the server. Without it the rename would be taken back by the rm (the server's file is
+  // then deleted at its old name) and the file's delete folded into the folder's.
+  const w = await sh(`set -e; cd "$1/Files"; fsyncdir() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.close(fd)' "$1"; }
+    mkdir logd; head -c 3000 /dev/urandom > logd/a.bin; mv logd/a.bin logd/b.bin; fsyncdir logd
     cat readme.txt > /dev/null; ls -l logd > /dev/null; getfattr -n security.capability logd/b.bin 2>/dev/null || true
-    rm logd/b.bin
-    # deletes are written back and a folder's delete folds those inside it: the folder's fsync
-    # waits until the file's delete reached the server, so each shows as a line of its own
-    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.close(fd)' logd
+    rm logd/b.bin; fsyncdir logd
     rmdir logd`, mp);
   t.is(w.code, 0, w.stderr);
   const um = await cli(['unmount', mp], { env: h.env, timeoutMs: 120_000 });
