@@ -91,6 +91,9 @@ test.serial('maxxo: secrets never in argv, environ (except rsync\'s RSYNC_PASSWO
         try {
           const cmdline = readFileSync(`/proc/${d.pid}/cmdline`, 'utf8');
           const environ = readFileSync(`/proc/${d.pid}/environ`, 'utf8').split('\0').filter(Boolean);
+          // a child caught between fork and exec shows node's argv first and rsync's environment
+          // after its exec: such a pair belongs to no one process image, so it is read again
+          if (readFileSync(`/proc/${d.pid}/cmdline`, 'utf8') !== cmdline) continue;
           if (cmdline) seen.set(d.pid, { cmdline, environ });
         } catch { /* exited */ }
       }
