@@ -96,6 +96,11 @@ export function parseMountOptions(specs: string[]): MountSettings {
         if (!/^\d+$/.test(v) || Number(v) < min) throw new UsageError(`-o ${key}=${v}: expected a whole number >= ${min}`);
         return Number(v);
       };
+      const oneOf = <T extends string>(...vals: T[]): T => {
+        const v = need();
+        if (!(vals as string[]).includes(v)) throw new UsageError(`-o ${key}=${v}: expected ${vals.slice(0, -1).join(', ')} or ${vals[vals.length - 1]}`);
+        return v as T;
+      };
       const flag = () => { if (val !== undefined) throw new UsageError(`-o ${key} takes no value`); };
       switch (key) {
         case 'cache_dir': s.vfs.cacheDir = need(); break;
@@ -135,18 +140,8 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'cache_readdir': flag(); s.cacheReaddir = true; break;
         case 'no_modtime': flag(); s.client.modtimes = false; break;
         case 'writeback_cache': flag(); s.writebackCache = true; break;
-        case 'readdirplus': {
-          const v = need();
-          if (v !== 'always' && v !== 'auto' && v !== 'off') throw new UsageError(`-o readdirplus=${v}: expected always, auto or off`);
-          s.readdirplus = v;
-          break;
-        }
-        case 'backend': {
-          const v = need();
-          if (v !== 'libfuse3' && v !== 'fuse-native') throw new UsageError(`-o backend=${v}: expected libfuse3 or fuse-native`);
-          s.backend = v;
-          break;
-        }
+        case 'readdirplus': s.readdirplus = oneOf('always', 'auto', 'off'); break;
+        case 'backend': s.backend = oneOf('libfuse3', 'fuse-native'); break;
         default: {
           const known = mountOptionTable.map((o) => o.name);
           const near = didYouMean(key, known);

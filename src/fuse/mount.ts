@@ -157,20 +157,24 @@ async function resolveMountpoint(mountpoint: string): Promise<string> {
 
 async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): Promise<void> {
   let st: fs.Stats | undefined;
+  let live: Awaited<ReturnType<typeof findMountAsync>>;
   try {
     st = await statBounded(mnt);
+    live = await findMountAsync(mnt);
     // For a moment after its process died (kill -9, then a mount again at once) the kernel may
     // still answer a stat of a dead mount's root from its attribute cache; statfs always asks
     // the daemon, so a dead one answers ENOTCONN and is cleaned below instead of "already mounted".
-    if (await findMountAsync(mnt)) await boundedFs(fsp.statfs(mnt), 5000, 'statfs');
+    if (live) await boundedFs(fsp.statfs(mnt), 5000, 'statfs');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
       // A FUSE mount whose process is gone: what a crash or kill -9 leaves behind.
-      const entry = await findMountAsync(mnt);
+      const entry = live ?? await findMountAsync(mnt);
       log.warn(`${mnt}: stale mount of a crashed run${entry ? ` (${entry.source})` : ''}; cleaning it`);
       if ((await lazyUnmount(mnt)).code !== 0) throw new MountError(`${mnt} is a dead FUSE mount and "fusermount -uz ${mnt}" failed`);
       st = await statBounded(mnt).catch(() => undefined);
+      // (another mount may lie under the one cleaned)
+      live = await findMountAsync(mnt);
     } else if (code === 'ETIMEDOUT') {
       throw new MountError(HUNG_HELP(mnt));
     } else if (code === 'ENOENT') {
@@ -182,7 +186,6 @@ async function prepareMountpoint(mnt: string, opts: MountOptions, log: Logger): 
     }
   }
   if (!st) throw new MountError(`mountpoint ${mnt} is not usable after cleaning a stale mount`);
-  const live = await findMountAsync(mnt);
   if (live) throw new MountError(`${mnt} is already mounted (${live.fstype} ${live.source}); unmount it first`);
   if (!st.isDirectory()) throw new MountError(`mountpoint ${mnt} is not a folder`);
   if (!opts.allowNonEmpty) {

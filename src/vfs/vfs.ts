@@ -105,7 +105,7 @@ export class Vfs implements VfsApi {
     this.meta = new MetaCache(this.ctx, (path) => this.queues.hides(path), {
       pending: (path) => this.queues.overlay.pending(path),
       childrenOf: (dir) => this.queues.overlay.childrenOf(dir),
-      movedInto: (dir) => this.queues.overlay.movedInto!(dir),
+      movedInto: (dir) => this.queues.overlay.movedInto(dir),
     });
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {

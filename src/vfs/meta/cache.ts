@@ -46,7 +46,7 @@ export interface MadeFolders {
   pending(path: string): boolean;
   childrenOf(dir: string): RemoteEntry[];
   /** Files renamed into dir, the moves not confirmed: they replace what a listing says of their names. */
-  movedInto?(dir: string): RemoteEntry[];
+  movedInto(dir: string): RemoteEntry[];
 }
 
 export class MetaCache {
@@ -72,7 +72,7 @@ export class MetaCache {
    *   files renamed, the moves not sent yet (shown at their new names; `gone` hides the old ones).
    */
   constructor(private readonly ctx: Ctx, private readonly gone: (path: string) => boolean = () => false,
-    private readonly made: MadeFolders = { pending: () => false, childrenOf: () => [] }) {}
+    private readonly made: MadeFolders = { pending: () => false, childrenOf: () => [], movedInto: () => [] }) {}
 
   bumpDir(dir: string): void {
     this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
@@ -148,7 +148,7 @@ export class MetaCache {
       // own changes put into the cached listing stays
       const entries = new Map<string, RemoteEntry>(this.dirs.peek(dir)?.entries ?? []);
       for (const e of this.made.childrenOf(dir)) entries.set(e.name, e);
-      for (const e of this.made.movedInto?.(dir) ?? []) entries.set(e.name, e);
+      for (const e of this.made.movedInto(dir)) entries.set(e.name, e);
       const slot: DirSlot = { entries, expires: Date.now() + opts.dirTtlMs };
       this.dirs.set(dir, slot);
       return slot;
@@ -180,7 +180,7 @@ export class MetaCache {
     for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
     for (const e of this.made.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
     // (the server may list another file there still: one our rename replaces)
-    for (const e of this.made.movedInto?.(dir) ?? []) entries.set(e.name, e);
+    for (const e of this.made.movedInto(dir)) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
     // the folder removed by us with its delete already settled (the negative entry our rmdir left;
