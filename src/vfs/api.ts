@@ -152,7 +152,7 @@ export interface VfsOptions {
   mkdirIdleMs?: number;
   mkdirMaxDelayMs?: number;
   /**
-   * Renames of files are written back (namespace/moves.ts): a batch goes once no rename came for
+   * Renames (of files and folders) are written back (namespace/moves.ts): a batch goes once no rename came for
    * moveIdleMs (default 300), at most moveMaxDelayMs (default 2000) after its first, or at once
    * when something waits for it (an upload or delete of either name, fsync of a folder).
    */

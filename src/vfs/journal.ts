@@ -99,10 +99,10 @@ export interface PendingMkdir {
 }
 
 /**
- * A file rename answered to the program but not yet sent to the server (namespace/moves.ts). One
- * per target name. Its record also retargets what was pending at `from` to `to` (as `r` does) and
- * cancels what was pending at `to`; a chain (a->b, then b->c) may be folded into one move of the
- * server's file (`from` a, `to` c).
+ * A rename of a file or folder answered to the program but not yet sent to the server
+ * (namespace/moves.ts). One per target name. Its record also retargets what was pending at or
+ * below `from` to `to` (as `r` does) and cancels what was pending at or below `to`; a chain (a->b,
+ * then b->c) may be folded into one move of the server's file (`from` a, `to` c).
  */
 export interface PendingMove {
   uid: string;
@@ -110,6 +110,8 @@ export interface PendingMove {
   from: string;
   /** The name the drive shows it under. */
   to: string;
+  /** A folder's rename (what is below `to` is below `from` on the server until it is sent). */
+  dir?: boolean;
   /** The rename replaced a file the server may hold at `to` (a merge with a later unlink must delete it). */
   replaces?: boolean;
   /** RENAME_NOREPLACE: a file the server has at `to` when the move is sent is not replaced (refused). */
@@ -132,7 +134,7 @@ export interface MoveRecOpts {
 type Rec =
   | { t: 'm'; uid: string; p: string; at?: number }
   | { t: 'x'; uid: string; p: string; dir?: 1; at?: number; mv?: string }
-  | { t: 'v'; uid: string; f: string; to: string; s?: string; rep?: string; rp?: 1; nr?: 1; n: number; mt?: number; at?: number }
+  | { t: 'v'; uid: string; f: string; to: string; s?: string; rep?: string; rp?: 1; nr?: 1; d?: 1; n: number; mt?: number; at?: number }
   | { t: 'u'; uid: string; p: string; id: string; n: number; b?: string; mt?: number; mo?: number; at?: number }
   | { t: 'a'; uid: string; p: string; mt?: number; mo?: number; at?: number }
   | { t: 'd'; uid: string }
@@ -228,7 +230,7 @@ export class Journal {
     return this.append({ ...this.deleteRecOf({ ...d, atMs: d.atMs ?? Date.now() }), ...(endsMove ? { mv: endsMove } : {}) });
   }
   /**
-   * A file rename written back: retargets what is pending at `renamed` (default m.from) to m.to,
+   * A rename written back (a file's or a folder's): retargets what is pending at `renamed` (default m.from) to m.to,
    * cancels what was pending at m.to, and is replayed until `done`; `replaces` folds a pending
    * move into it (a chain). Written like a close's record; the sender calls flushed() first.
    */
@@ -433,6 +435,7 @@ export class Journal {
         if (from !== rec.to) {
           this.moves.set(rec.to, {
             uid: rec.uid, from, to: rec.to, size: rec.n, ...(rec.rp ? { replaces: true } : {}), ...(rec.nr ? { noReplace: true } : {}),
+            ...(rec.d ? { dir: true } : {}),
             ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
           });
         }
@@ -489,7 +492,7 @@ export class Journal {
     const f = o.renamed ?? m.from;
     return {
       t: 'v', uid: m.uid, f, to: m.to, ...(f !== m.from ? { s: m.from } : {}), ...(o.replaces ? { rep: o.replaces } : {}),
-      ...(m.replaces ? { rp: 1 as const } : {}), ...(m.noReplace ? { nr: 1 as const } : {}), n: m.size, ...(m.mtimeMs !== undefined ? { mt: m.mtimeMs } : {}),
+      ...(m.replaces ? { rp: 1 as const } : {}), ...(m.noReplace ? { nr: 1 as const } : {}), ...(m.dir ? { d: 1 as const } : {}), n: m.size, ...(m.mtimeMs !== undefined ? { mt: m.mtimeMs } : {}),
       ...(m.atMs !== undefined ? { at: m.atMs } : {}),
     };
   }

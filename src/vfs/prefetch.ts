@@ -150,8 +150,8 @@ export class Prefetcher {
       if (e.size > budget) break;
       st.next++;
       const p = joinPath(dir, name);
-      // (a file renamed, its move not sent: the server has it under its old name)
-      if (p === opening || this.fetcher.serverPath(p) !== p) continue;
+      // (a file renamed, or a folder above it, the move not sent: the server has it under its old name)
+      if (p === opening || this.ctx.names.serverPath(p) !== p) continue;
       let o = this.store.objs.get(p);
       if (o) {
         // only idle clean objects of the same content that miss bytes

@@ -124,7 +124,7 @@ export class Vfs implements VfsApi {
     this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => {
       this.meta.setInParent(path, e);
       this.inodes.serverChanged(path, 'attr');
-    }, { serverPath: (path) => this.queues.moves.serverPath(path), moved: (path) => this.queues.moves.settleTo(path) });
+    });
     this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
@@ -140,6 +140,13 @@ export class Vfs implements VfsApi {
       landed: (dir) => this.meta.bumpDir(dir),
       serverKeeps,
       moveRefused: (m) => {
+        if (m.dir) {
+          // what is ours below the target goes back below the folder the server keeps
+          this.ns.moveBack(m.from, m.to).catch((e) => this.log.error(`after the refused rename of ${m.from}: ${errText(e)}`));
+          serverKeeps(m.to, true);
+          serverKeeps(m.from, false);
+          return;
+        }
         // content of ours at the target still goes there (its upload); else the server's view
         const o = this.store.objs.get(m.to);
         if (!o?.authoritative) {
@@ -150,6 +157,8 @@ export class Vfs implements VfsApi {
       },
       contentPending: (path) => !!this.journal.forPath(path),
     });
+    const moves = this.queues.moves;
+    this.ctx.names = { serverPath: (path) => moves.serverPath(path), moving: (path) => moves.sendingInto(path), moved: (path) => moves.settleInto(path) };
     const gate = this.queues.gate;
     this.attrWriter = new AttrWriter(this.ctx, this.journal, {
       obj: (path) => this.store.objs.get(path),
@@ -174,8 +183,8 @@ export class Vfs implements VfsApi {
     });
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
     this.shareLinks = new ShareLinkAttr(this.ctx, remote.shareLinks, !!opts.listShareLinkXattr, async (path) => {
-      // the link is the server's file's: a rename of it lands first
-      await this.queues.moves.settleTo(path);
+      // the link is the server's file's: a rename of it (or of a folder above it) lands first
+      await this.queues.moves.settleInto(path);
       const o = this.store.objs.get(path);
       if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
     });
@@ -559,9 +568,8 @@ export class Vfs implements VfsApi {
 
   private async revalidated(path: string, e: RemoteEntry): Promise<RemoteEntry> {
     const rv = this.remote.revalidation!;
-    // (a file renamed, its move not sent: the server has it at its old name)
-    const at = this.queues.moves.serverPath(path);
-    const fresh = await this.ctx.bounded(`revalidation of ${path}`, (signal) => rv.revalidate(at, e, this.opts.dirTtlMs, { signal }));
+    // (a file renamed, or a folder above it, its move not sent: the server has it at its old name)
+    const fresh = await this.ctx.atServer(path, (at) => this.ctx.bounded(`revalidation of ${path}`, (signal) => rv.revalidate(at, e, this.opts.dirTtlMs, { signal })));
     if (fresh.size !== e.size || fresh.mtimeMs !== e.mtimeMs) this.meta.setInParent(path, fresh);
     return fresh;
   }

@@ -9,12 +9,12 @@ import {
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
 } from '../../src/errors.js';
 import type {
-  AttrChange, BatchStat, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
+  AttrChange, BatchMkdir, BatchStat, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
 } from '../../src/remote/types.js';
 import { sleep as waitMs } from '../support/wait.js';
 
 export type MemoryMethod = 'list' | 'stat' | 'statMany' | 'read' | 'download' | 'downloadMany' | 'upload' | 'checkUpload'
-  | 'mkdir' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close' | 'setAttrs';
+  | 'mkdir' | 'mkdirMany' | 'move' | 'remove' | 'statfs' | 'shareLink' | 'close' | 'setAttrs';
 
 export interface MemoryRemoteOptions {
   /** true: ranged reads (vBoxx-like); false: whole-file downloads only (Maxxo-like). Default true. */
@@ -49,6 +49,8 @@ export interface MemoryRemoteOptions {
   keepsAttrs?: boolean;
   /** remove() takes this many paths as one request (Maxxo-like); absent = one path per request. */
   removeBatchMax?: number;
+  /** batchMkdir exists (Maxxo-like: the drive writes mkdirs back). Default false. */
+  batchMkdir?: boolean;
 }
 
 interface Node {
@@ -113,6 +115,7 @@ export class MemoryRemote implements Remote {
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
   removeBatchMax?: number;
   moveReplaces?: boolean;
+  batchMkdir?: BatchMkdir;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
@@ -120,7 +123,7 @@ export class MemoryRemote implements Remote {
     if (opts.moveReplaces) this.moveReplaces = true;
     this.latencyMs = opts.latencyMs ?? 0;
     this.calls = {
-      list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, move: 0,
+      list: 0, stat: 0, statMany: 0, read: 0, download: 0, downloadMany: 0, upload: 0, checkUpload: 0, mkdir: 0, mkdirMany: 0, move: 0,
       remove: 0, statfs: 0, shareLink: 0, close: 0, setAttrs: 0,
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
@@ -130,6 +133,19 @@ export class MemoryRemote implements Remote {
     if (opts.batchStat) this.batchStat = { statMany: (ps, c) => this.doStatMany(ps, c) };
     if (opts.shareLinks ?? true) this.shareLinks = { shareLink: (p, c) => this.doShareLink(p, c) };
     if (opts.policy) this.checkUpload = (p, s, c) => this.doCheckUpload(p, s, c);
+    if (opts.batchMkdir) this.batchMkdir = { check: () => {}, mkdirMany: (ps, c) => this.doMkdirMany(ps, c) };
+  }
+
+  private async doMkdirMany(paths: string[], opts: CallOptions = {}): Promise<(unknown | undefined)[]> {
+    await this.enter('mkdirMany', paths.join(','), opts);
+    return paths.map((p) => {
+      p = norm(p);
+      const n = this.nodes.get(p);
+      if (n) return n.type === 'dir' ? undefined : new AlreadyExists('a file is there', { path: p });
+      if (this.nodes.get(norm(p.slice(0, p.lastIndexOf('/')) || '/'))?.type !== 'dir') return new NotFound('parent folder does not exist', { path: p });
+      this.mkdirp(p);
+      return undefined;
+    });
   }
 
   // ---- test helpers (no counters, no latency) ----

@@ -27,6 +27,9 @@ test('cold rename of a folder: the target\'s negative lookup is answered by the 
   t.false(remote.log.includes('stat /small/d03-renamed'), remote.log.join(', '));
   t.deepEqual(remote.log.filter((l) => l.startsWith('stat')), ['stat /small', 'stat /small/d03']);
   t.deepEqual(remote.log.filter((l) => l.startsWith('list')).sort(), ['list /', 'list /small']);
+  // (the folder's move is written back)
+  t.is(remote.calls.move, 0);
+  await vfs.flushAll();
   t.is(remote.calls.move, 1);
   t.true(remote.has('/small/d03-renamed/f49'));
   t.false(remote.has('/small/d03'));

@@ -145,8 +145,9 @@ test('POSIX errors of mkdir, rmdir, unlink, rename, open', async (t) => {
   await vfs.flushAll();
   t.is(remote.getFile('/g')!.toString(), 'x');
   t.false(remote.has('/f'));
-  // rename dir over an empty dir replaces it
+  // rename dir over an empty dir replaces it (written back too)
   await vfs.rename('/empty', '/empty2');
+  await vfs.flushAll();
   t.is(remote.typeOf('/empty2'), 'dir');
   t.false(remote.has('/empty'));
   // rename to itself is a no-op
@@ -154,6 +155,7 @@ test('POSIX errors of mkdir, rmdir, unlink, rename, open', async (t) => {
   t.is(remote.getFile('/g')!.toString(), 'x');
   // folder rename moves its content
   await vfs.rename('/full', '/moved');
+  await vfs.flushAll();
   t.is(remote.getFile('/moved/inner')!.toString(), 'z');
   t.is((await vfs.getattr('/moved/inner')).size, 1);
   t.is(await code(vfs.getattr('/full/inner')), 'NOT_FOUND');

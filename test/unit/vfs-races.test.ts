@@ -85,7 +85,9 @@ test('a stat answered before a folder rename is not handed to a lookup after it'
   await vfs.rename('/x', '/w');
   const late = vfs.getattr('/x/sub/a').then(() => 'found', (e: { code?: string }) => e.code);
   release();
-  await early;
+  // (concurrent with the rename: either answer is right; the folder's move is written back, and
+  // the answer's path is one the drive hides by then)
+  await early.catch(() => {});
   t.is(await late, 'NOT_FOUND');
   t.is((await vfs.getattr('/w/sub/a')).size, 1);
 });

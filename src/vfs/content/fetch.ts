@@ -34,14 +34,6 @@ const LAND_BYTES = 1024 * 1024;
 /** Bytes of just-landed content kept in memory per file being read (see Obj.recent). */
 const RECENT_BYTES = 8 * 1024 * 1024;
 
-/** Where the server has the files the drive shows (renames written back: namespace/moves.ts). */
-export interface ServerNames {
-  /** The server's path of the file the drive shows at path (its old name while its rename is not sent). */
-  serverPath(path: string): string;
-  /** Settles (bounded) once a pending rename to path reached the server (sent at once). */
-  moved(path: string): Promise<void>;
-}
-
 /** A handle's read-ahead state (sequential detection and window). */
 export interface ReadCursor {
   nextPos: number;
@@ -55,30 +47,7 @@ export class Fetcher {
     private readonly store: ContentStore,
     /** The file changed on the server while being read: o follows entry e now (the caches should too). */
     private readonly onServerChanged: (path: string, e: RemoteEntry) => void,
-    private readonly names: ServerNames = { serverPath: (path) => path, moved: async () => {} },
   ) {}
-
-  /** Where the server has the file the drive shows at path. */
-  serverPath(path: string): string {
-    return this.names.serverPath(path);
-  }
-
-  /**
-   * Runs a request for o's content at its server path; a failure while that path changed (a
-   * rename written back landed meanwhile) tries once more at the new one.
-   */
-  private async atServer<T>(o: Obj, call: (path: string) => Promise<T>): Promise<T> {
-    const at = this.serverPath(o.path);
-    try {
-      return await call(at);
-    } catch (err) {
-      if (this.ctx.closed || err === STALE_RUN) throw err;
-      if (at !== o.path && isRemoteError(err, 'NOT_FOUND')) await this.names.moved(o.path).catch(() => {});
-      const now = this.serverPath(o.path);
-      if (now === at) throw err;
-      return call(now);
-    }
-  }
 
   /** The drive is closing: downloads aborted; settles when every fetch of objs did. */
   shutdown(objs: Iterable<Obj>): Promise<unknown> {
@@ -303,7 +272,7 @@ export class Fetcher {
     };
     let got: RangeRead;
     try {
-      got = await this.atServer(o, (at) => this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(at, s, e - s, sink, { signal, priority })));
+      got = await this.ctx.atServer(o.path, (at) => this.ctx.bounded(`read of ${path}`, (signal) => this.ctx.remote.ranged!.readTo(at, s, e - s, sink, { signal, priority })));
       await land();
     } catch (err) {
       if (err === STALE_RUN || o.epoch !== epoch) return;
@@ -356,7 +325,7 @@ export class Fetcher {
     const path = o.path;
     o.download = (async () => {
       if (o.fd < 0) await this.store.openFd(o);
-      const got = await this.atServer(o, (at) => this.ctx.remote.download(at, this.store.file(o), {
+      const got = await this.ctx.atServer(o.path, (at) => this.ctx.remote.download(at, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },

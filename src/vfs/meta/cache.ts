@@ -155,8 +155,9 @@ export class MetaCache {
     }
     const gen = this.dirGen(dir);
     const useHash = !!old?.hash;
-    const r = await this.ctx.bounded(`list ${dir}`, (signal) =>
-      remote.list(dir, { signal, priority, ...(useHash ? { hash: old!.hash } : {}), ...(onNames ? { onNames } : {}) }));
+    // (a folder renamed, or one above it, its move not sent: the server lists it at its old name)
+    const r = await this.ctx.atServer(dir, (at) => this.ctx.bounded(`list ${dir}`, (signal) =>
+      remote.list(at, { signal, priority, ...(useHash ? { hash: old!.hash } : {}), ...(onNames ? { onNames } : {}) })));
     // a folder we removed (its delete pending: the server still has it) is not made to exist again
     // by an answer about it: the listing would set the folder's own entry below (soak seed 812957:
     // a listing of the folder refetched after its rmdir answered EISDIR to a later create there)

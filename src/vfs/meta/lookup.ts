@@ -291,9 +291,11 @@ export class Lookup {
     let e: RemoteEntry | null;
     const batched = !!remote.batchStat;
     try {
-      e = batched
-        ? await this.batchedStat(path)
-        : await this.ctx.bounded(`stat ${path}`, (signal) => remote.stat(path, { signal, priority: Priority.interactive }));
+      // (a file or folder renamed, or one above it, its move not sent: the server has it at its old name)
+      e = await this.ctx.atServer(path, (at) => batched
+        ? this.batchedStat(at)
+        : this.ctx.bounded(`stat ${path}`, (signal) => remote.stat(at, { signal, priority: Priority.interactive })), (r) => r === null);
+      if (e && e.name !== baseOf(path)) e = { ...e, name: baseOf(path) };
     } catch (err) {
       // a parent that is a file reads as "no such entry" below it. Not for a batch: statMany
       // answers null per missing path, so its failure as a whole (a bare 404, a lost route) says

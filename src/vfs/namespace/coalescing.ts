@@ -101,6 +101,11 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
     return k === path || isUnder(k, path) || isUnder(path, k);
   }
 
+  /** Whether the record at key k is at or below path. */
+  protected within(k: string, path: string): boolean {
+    return k === path || isUnder(k, path);
+  }
+
   /** The records an earlier run left: sent at once. */
   protected replay(records: Iterable<R>): void {
     for (const r of records) this.enqueue(r);
@@ -125,12 +130,12 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
   }
 
   /**
-   * Waits (bounded by opTimeoutMs) until no record at, above or below any of paths is pending:
-   * a namespace change that reaches the server at once goes after them.
+   * Waits (bounded by opTimeoutMs) until no record at, above or below any of paths is pending
+   * (atOrBelow: at or below only): a namespace change that reaches the server at once goes after them.
    */
-  async settle(paths: string[]): Promise<void> {
+  async settle(paths: string[], atOrBelow = false): Promise<void> {
     if (this.pending.size === 0) return;
-    const touches = (k: string) => paths.some((p) => this.related(k, p));
+    const touches = (k: string) => paths.some((p) => atOrBelow ? this.within(k, p) : this.related(k, p));
     if (![...this.pending.keys()].some(touches)) return;
     await this.ctx.within(`${this.terms.waitingFor} of ${paths.join(', ')}`, this.whenSent(touches));
   }

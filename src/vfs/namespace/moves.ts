@@ -1,8 +1,8 @@
-// Rename write-back, for files: rename(2) of a file the server holds answers once its `v` record
-// is in the journal; the server hears of it here, later: the queue collects renames while they keep
-// coming (moveIdleMs since the last, at most moveMaxDelayMs since the first) and sends them in the
-// order they were made, those that share no name side by side. A folder's rename still goes to
-// the server before it returns (ops.ts). RENAME_NOREPLACE (what `mv` asks where the kernel passes
+// Rename write-back, for files and folders: rename(2) of a file the server holds, or of a folder,
+// answers once its `v` record is in the journal; the server hears of it here, later: the queue
+// collects renames while they keep coming (moveIdleMs since the last, at most moveMaxDelayMs since
+// the first) and sends them in the order they were made, those that share no name (and none below
+// another's) side by side. RENAME_NOREPLACE (what `mv` asks where the kernel passes
 // the flag: the libfuse 3 backend) is decided on the drive's view of the target; a file another
 // client put there meanwhile is not replaced when the move is sent (a refusal, reported).
 //
@@ -14,16 +14,22 @@
 // - Until the server confirmed, the drive shows the file at `to` (`entry`, `movedInto`: the
 //   facade's local view, MetaCache's listing overlay, which also fixes listings fetched from the
 //   server meanwhile) and not at `from` (`hides`); reads of `to` not cached yet fetch the server's
-//   `from` (`serverPath`). Both hold whether or not the server applied the move already.
-// - Whatever reaches the server at `from` or `to` afterwards waits for the move: uploads and
-//   metadata sends park at `covering`; a delete of `to` takes the move back where it can
+//   `from` (`serverPath`). Both hold whether or not the server applied the move already. A
+//   folder's move does the same for everything below it: `serverPath` undoes the pending moves
+//   newest first (below a moved folder's `to` leads below its `from`), `hides` is true at or below
+//   a `from` nothing moved to since; listings and stats below `to` ask the server's old names
+//   (Ctx.atServer). While no folder move is pending both answer from `last` (one name each).
+// - Whatever reaches the server at `from` or `to` (or below a moved folder's) afterwards waits
+//   for the move: uploads and metadata sends park at `covering`; a delete of `to` takes the move back where it can
 //   (`withdraw`: the unlink then deletes `from`), else waits for it; rmdir, mkdir and a folder's
-//   rename `settle` the moves at, above or below their paths first. Waiters hurry the batch.
+//   rename `settle` the moves at, above or below their paths first; an unlink below a moved
+//   folder sends its move first (`settleAbove`). Waiters hurry the batch. A folder's rename is
+//   made only after the moves, deletes and mkdirs at or below its names were sent (ops.ts): the
+//   records made later below its new name name the paths the server has once it is sent.
 // - A move goes after the deletes and mkdirs at, above or below its names (`before`, for the
 //   whole send: they were all made before it, since a later one settles the move first), after
 //   the journal is on the disk (no replay may undo it), and after the earlier moves that share a
-//   name with it: one
-//   send at a time, each in the order made; one that failed holds back those after it that share
+//   name with it (or have one at or below one of its names): one send at a time, each in the order made; one that failed holds back those after it that share
 //   a name (they go with the next send, after its retry).
 // - A chain (a->b, then b->c) folds into one move of the server's file (a->c) while the first is
 //   not on its way, replaced nothing on the server and no other move shares a name with them; a
@@ -34,8 +40,9 @@
 //   counts as moved when the target is there (a replay after a crash that came after the server
 //   moved it) or when an upload of the file is pending at its final name (the target, or where
 //   later moves take it: its upload puts the content there; soak seed 140009).
-// - A refusal drops the record and those after it that share one of its names, the drive shows
-//   what the server holds again, and it is reported: log, status failures (`op: 'move'`), fsync of
+// - A refusal drops the record and those after it that share one of its names (or one below), the
+//   drive shows what the server holds again (what is ours below a refused folder move's target
+//   goes back below its source: Namespace.moveBack), and it is reported: log, status failures (`op: 'move'`), fsync of
 //   the target's folder, the flush result. A transient failure is retried with backoff and stays in the
 //   journal for the next mount if the unmount's flush used up its attempts.
 import { randomUUID } from 'node:crypto';
@@ -43,7 +50,7 @@ import { AlreadyExists, IsADirectory, NotADirectory, NotEmpty, isRemoteError } f
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import type { MoveRecOpts, PendingMove } from '../journal.js';
-import { baseOf, isUnder, parentOf } from '../paths.js';
+import { baseOf, isUnder, parentOf, rebase } from '../paths.js';
 import { CoalescingQueue, type QueuePorts } from './coalescing.js';
 
 /** The journal as the move queue uses it. */
@@ -70,7 +77,7 @@ const CONCURRENCY = 4;
  * from fresh answers about the target, and a target rename(2) replaces is deleted first where the
  * service would not replace it. Throws the service's error otherwise (NOT_FOUND included).
  */
-export async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolean; noReplace?: boolean; priority: number; staleTarget?: boolean }): Promise<void> {
+async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolean; noReplace?: boolean; priority: number }): Promise<void> {
   const { remote } = ctx;
   const move = () => ctx.bounded(`move ${from} -> ${to}`, (signal) => remote.move(from, to, { signal, priority: o.priority }));
   if (o.noReplace && remote.moveReplaces) {
@@ -88,7 +95,6 @@ export async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir:
     if (!conflict) throw err;
     const cur = await ctx.bounded(`stat ${to}`, (signal) => remote.stat(to, { signal, priority: o.priority }));
     if (!cur) throw err;
-    if (o.staleTarget) ctx.log.debug(`rename ${from} -> ${to}: the target exists on the server after all (stale cache)`);
     if (o.noReplace) throw new AlreadyExists('target exists (RENAME_NOREPLACE)', { path: to });
     if (o.dir && cur.type !== 'dir') throw new NotADirectory('target is not a folder', { path: to });
     if (!o.dir && cur.type === 'dir') throw new IsADirectory('target is a folder', { path: to });
@@ -102,7 +108,20 @@ export async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir:
   }
 }
 
+/** a is b, or one of them is below the other (a rename of one moves the other, or its place). */
+function near(a: string, b: string): boolean {
+  return a === b || isUnder(a, b) || isUnder(b, a);
+}
+
+/** One of names is near one of m's names. */
+function touches(names: Iterable<string>, m: PendingMove): boolean {
+  for (const n of names) if (near(n, m.from) || near(n, m.to)) return true;
+  return false;
+}
+
 export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
+  /** Pending moves of folders: while there are none, every name question is about one name. */
+  private dirMoves = 0;
   /**
    * The latest pending move of each name, as its source or target: it decides what the drive shows
    * there (a swap through a temporary name leaves two moves on one name).
@@ -140,6 +159,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
    * pending): the source of that move, followed back through the earlier moves to that source.
    */
   serverPath(path: string): string {
+    if (this.dirMoves > 0) return this.resolve(path) ?? path;
     const m = this.to(path);
     if (!m) return path;
     const list = [...this.pending.values()];
@@ -148,9 +168,26 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     return at;
   }
 
-  /** Whether path is the old name of a pending move (the server may still list it). */
+  /** Whether path is (or is below) the old name of a pending move (the server may still list it). */
   hides(path: string): boolean {
+    if (this.dirMoves > 0) return this.resolve(path) === null;
     return this.last.size > 0 && this.last.get(path)?.from === path;
+  }
+
+  /**
+   * path through the pending moves back to where the server has it now: the moves undone newest
+   * first (a move to path or to a folder above it leads to its source); null when the newest move
+   * that decides path took it away (path is, or is below, a source, and nothing moved there since).
+   */
+  private resolve(path: string): string | null {
+    const list = [...this.pending.values()];
+    let at = path;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const m = list[i]!;
+      if (at === m.to || (m.dir && isUnder(at, m.to))) at = rebase(at, m.to, m.from);
+      else if (at === m.from || (m.dir && isUnder(at, m.from))) return null;
+    }
+    return at;
   }
 
   /** What the drive shows at a pending move's target. */
@@ -173,10 +210,18 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     return false;
   }
 
-  /** A pending move of or to path: settles when it was sent (sooner than the window). */
+  /** A pending move of or to path, or of a folder above it: settles when it was sent (sooner than the window). */
   covering(path: string): Promise<void> | undefined {
-    if (!this.last.has(path)) return undefined;
-    return this.whenSent((k) => k === path || this.pending.get(k)?.from === path);
+    if (this.dirMoves === 0) {
+      if (!this.last.has(path)) return undefined;
+      return this.whenSent((k) => k === path || this.pending.get(k)?.from === path);
+    }
+    const match = (k: string) => {
+      const m = this.pending.get(k);
+      return !!m && (k === path || m.from === path || (!!m.dir && (isUnder(path, m.to) || isUnder(path, m.from))));
+    };
+    if (![...this.pending.keys()].some(match)) return undefined;
+    return this.whenSent(match);
   }
 
   /** Waits (bounded) until the move to path, if any, reached the server. */
@@ -186,17 +231,46 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
   }
 
   /**
+   * Waits (bounded) until the moves that put path where the drive shows it (a move to path, or of
+   * a folder to above it) reached the server: then the server has it at path.
+   */
+  async settleInto(path: string): Promise<void> {
+    if (this.dirMoves === 0) return this.settleTo(path);
+    const match = (k: string) => k === path || (isUnder(path, k) && !!this.pending.get(k)?.dir);
+    if (![...this.pending.keys()].some(match)) return;
+    await this.ctx.within(`sending the renames above ${path}`, this.whenSent(match));
+  }
+
+  /** Whether a move that puts path where the drive shows it (to path, or of a folder to above it) is being sent now. */
+  sendingInto(path: string): boolean {
+    if (this.sendingNow.size === 0) return false;
+    for (const k of this.sendingNow) if (k === path || (isUnder(path, k) && !!this.pending.get(k)?.dir)) return true;
+    return false;
+  }
+
+  /**
+   * Waits (bounded) until the pending folder moves to or from a folder above path reached the
+   * server: a change at path that the server hears of by its name (a delete) goes after them.
+   */
+  async settleAbove(path: string): Promise<void> {
+    if (this.dirMoves === 0) return;
+    const match = (k: string) => { const m = this.pending.get(k); return !!m?.dir && (isUnder(path, m.to) || isUnder(path, m.from)); };
+    if (![...this.pending.keys()].some(match)) return;
+    await this.ctx.within(`sending the folder renames above ${path}`, this.whenSent(match));
+  }
+
+  /**
    * A rename of the file the drive shows at `renamed` (the server has it there, or at the source
    * of a pending move to `renamed`) to `to`: durable in the journal when this resolves, which also
    * retargets what is pending at `renamed`. Folds into a pending move to `renamed` where it can.
    */
-  add(renamed: string, to: string, e: { size: number; mtimeMs?: number }, replaces: boolean, noReplace = false): Promise<void> {
+  add(renamed: string, to: string, e: { size: number; mtimeMs?: number }, replaces: boolean, noReplace = false, dir = false): Promise<void> {
     // one record per target: the caller took back or settled a move onto `to` first
     if (this.pending.has(to)) return Promise.reject(new Error(`a move to ${to} is still pending`));
     const prev = this.to(renamed);
     const fold = prev && this.canFold(prev, to) ? prev : undefined;
     const m: PendingMove = {
-      uid: randomUUID(), from: fold ? fold.from : renamed, to, size: e.size, atMs: Date.now(),
+      uid: randomUUID(), from: fold ? fold.from : renamed, to, size: dir ? 0 : e.size, atMs: Date.now(), ...(dir ? { dir: true } : {}),
       ...(e.mtimeMs !== undefined ? { mtimeMs: e.mtimeMs } : {}), ...(replaces ? { replaces: true } : {}),
       ...(noReplace ? { noReplace: true } : {}),
     };
@@ -218,7 +292,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
    */
   withdraw(path: string, free: (from: string) => boolean): PendingMove | undefined {
     const m = this.pending.get(path);
-    if (!m || this.sendingNow.has(path) || !free(m.from) || this.entangled(m, [m.from, m.to])) return undefined;
+    if (!m || m.dir || this.sendingNow.has(path) || !free(m.from) || this.entangled(m, [m.from, m.to])) return undefined;
     this.take(m);
     return m;
   }
@@ -228,9 +302,13 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     return !this.sendingNow.has(prev.to) && !prev.replaces && !this.entangled(prev, [prev.from, prev.to, to]);
   }
 
-  /** Another pending move than m has one of names as its source or target. */
+  /** Another pending move than m has one of names (or, where folders move, a name at or below one) as its source or target. */
   private entangled(m: PendingMove, names: string[]): boolean {
-    for (const o of this.pending.values()) if (o !== m && (names.includes(o.from) || names.includes(o.to))) return true;
+    if (this.dirMoves === 0) {
+      for (const o of this.pending.values()) if (o !== m && (names.includes(o.from) || names.includes(o.to))) return true;
+      return false;
+    }
+    for (const o of this.pending.values()) if (o !== m && touches(names, o)) return true;
     return false;
   }
 
@@ -249,9 +327,11 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
   private noteLast(m: PendingMove): void {
     this.last.set(m.from, m);
     this.last.set(m.to, m);
+    if (m.dir) this.dirMoves++;
   }
 
   protected forget(_path: string, m: PendingMove): void {
+    if (m.dir) this.dirMoves--;
     for (const name of [m.from, m.to]) {
       if (this.last.get(name) !== m) continue;
       this.last.delete(name);
@@ -263,6 +343,11 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
   protected related(k: string, path: string): boolean {
     const m = this.pending.get(k);
     return super.related(k, path) || (!!m && super.related(m.from, path));
+  }
+
+  protected within(k: string, path: string): boolean {
+    const m = this.pending.get(k);
+    return super.within(k, path) || (!!m && super.within(m.from, path));
   }
 
   /** fsync of a folder waits for the moves into and out of it. */
@@ -312,13 +397,13 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
       for (; i < all.length && wave.length < CONCURRENCY; i++) {
         const m = this.pending.get(all[i]!);
         if (!m || m.uid !== uids.get(all[i]!)) continue;
-        if (held.has(m.from) || held.has(m.to)) {
+        if (touches(held, m)) {
           held.add(m.from); held.add(m.to);
           this.queued.add(m.to);
           continue;
         }
-        // an earlier move of this wave shares a name: this one starts the next wave
-        if (used.has(m.from) || used.has(m.to)) break;
+        // an earlier move of this wave shares a name (or a folder moved above one): this one starts the next wave
+        if (touches(used, m)) break;
         used.add(m.from); used.add(m.to);
         wave.push(m);
       }
@@ -337,12 +422,14 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
 
   private async moveOne(m: PendingMove): Promise<void> {
     try {
-      await moveOnServer(this.ctx, m.from, m.to, { dir: false, noReplace: !!m.noReplace, priority: Priority.background });
+      await moveOnServer(this.ctx, m.from, m.to, { dir: !!m.dir, noReplace: !!m.noReplace, priority: Priority.background });
     } catch (err) {
       if (!isRemoteError(err, 'NOT_FOUND')) throw err;
       // the source is not there: moved already (a replay), or its content never got there
       const st = (p: string) => this.ctx.bounded(`stat ${p}`, (signal) => this.ctx.remote.stat(p, { signal, priority: Priority.background }));
       const [a, b] = await Promise.all([st(m.from), st(m.to)]);
+      if (!a && m.dir && b?.type === 'dir') return;
+      if (m.dir) throw err;
       if (!a && b?.type === 'file' && b.size === m.size) return;
       // (the upload goes to where the later renames of the file took it: what this move would have
       // replaced at `to` is moved on or replaced by them)
@@ -372,7 +459,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     this.ctx.log.error(`rename of ${rec.from} to ${rec.to} refused by the server, the server keeps it at ${rec.from}: ${error}`);
     const names = new Set([rec.from, rec.to]);
     for (const m of [...this.pending.values()]) {
-      if (!names.has(m.from) && !names.has(m.to)) continue;
+      if (!touches(names, m)) continue;
       names.add(m.from); names.add(m.to);
       this.remove(m);
       this.done(m.uid);
@@ -383,5 +470,5 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
 }
 
 function entryOf(m: PendingMove): RemoteEntry {
-  return { name: baseOf(m.to), type: 'file', size: m.size, ...(m.mtimeMs !== undefined ? { mtimeMs: m.mtimeMs } : {}) };
+  return { name: baseOf(m.to), type: m.dir ? 'dir' : 'file', size: m.size, ...(m.mtimeMs !== undefined ? { mtimeMs: m.mtimeMs } : {}) };
 }

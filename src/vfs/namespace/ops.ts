@@ -1,9 +1,9 @@
-// Namespace changes: mkdir, rmdir, unlink, rename. A file's rename answers once journalled and the
-// MoveQueue (moves.ts) sends it later (what the service refuses beforehand, EXDEV across vBoxx
-// roots, is checked at once: checkMove; RENAME_NOREPLACE on the drive's view of the target); a
-// folder's rename goes to the server before the call returns, so the program gets the server's
-// verdict (moveOnServer: a target the service would not replace is deleted first, as rename(2)
-// replaces it), and so does mkdir where the service makes folders one at a time (vBoxx). Where it
+// Namespace changes: mkdir, rmdir, unlink, rename. A rename (a file's or a folder's) answers once
+// journalled and the MoveQueue (moves.ts) sends it later (what the service refuses beforehand,
+// EXDEV across vBoxx roots, is checked at once: checkMove; RENAME_NOREPLACE on the drive's view of
+// the target); a folder's rename is journalled after what is pending at or below its names was
+// sent. mkdir goes to the server before the call returns where the service makes folders one at
+// a time (vBoxx). Where it
 // makes them in batches (Maxxo), mkdir answers once journalled and the MkdirQueue (mkdirs.ts)
 // sends the folders made meanwhile together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
 // journalled; the DeleteQueue (deletes.ts) sends them coalesced. Everything that reaches the
@@ -20,11 +20,13 @@
 //   upload to the old name.
 // - The journal is changed first: unlink/rmdir write a delete record (the DeleteQueue's), which
 //   also cancels the pending upload (after a crash it must not come back); rename retargets pending
-//   records (a file's: its move record does) before the local table, so a close() journaling
-//   meanwhile records the new name. If the server refuses a rename sent at once, both are put back.
-// - A change that reaches the server at once goes after the pending moves at, above or below its
-//   paths (rmdir of a folder a file was renamed out of, mkdir at a file's old name, a folder's
-//   rename): they are sent first (MoveQueue.settle).
+//   records (its move record does) before the local table, so a close() journaling meanwhile
+//   records the new name. If the server refuses a folder's move when it is sent, what is ours
+//   below the target goes back below the source (moveBack).
+// - A change that reaches the server at once or on its own queue goes after the pending moves at,
+//   above or below its paths (rmdir of a folder a file was renamed out of, mkdir at a file's old
+//   name or below a renamed folder, an unlink below a renamed folder): they are sent first
+//   (MoveQueue.settle, settleAbove).
 // - Local-only content (never on the server, never attempted, shadowing nothing: WriteState.localOnly)
 //   needs no server call. Content that shadows a server file (a temp file renamed over an uploaded
 //   one, the save pattern) does: shadowsServer keeps the server's old copy in mind until our
@@ -54,7 +56,7 @@ import type { AttrWriter } from '../writeback/attrs.js';
 import type { Barriers } from './barriers.js';
 import type { DeleteQueue } from './deletes.js';
 import type { MkdirQueue } from './mkdirs.js';
-import { moveOnServer, type MoveQueue } from './moves.js';
+import type { MoveQueue } from './moves.js';
 
 export interface NamespaceDeps {
   ctx: Ctx;
@@ -190,7 +192,12 @@ export class Namespace {
       const localOnly = !!o && o.wb.localOnly;
       if (!(await this.releaseTarget(path))) {
         if (localOnly) await this.uploader.cancelPath(path);
-        else await this.deletes.add(path, false);
+        else {
+          // the delete names the file where the drive shows it: a folder above it renamed, its move
+          // not sent yet, gets there first (the delete queue sends on its own)
+          await this.moves.settleAbove(path);
+          await this.deletes.add(path, false);
+        }
       }
       if (o) {
         this.store.detach(o);
@@ -262,7 +269,24 @@ export class Namespace {
     // and a local entry (local mtime) left in the listing would not match its server identity,
     // so the next open dropped the cached bytes and downloaded them again (soak seed 800303)
     const moved = so && src.type === 'file' && !so.authoritative && so.ident ? so.ident : src;
-    if (src.type === 'file' && !srcLocalOnly) {
+    if (src.type === 'dir') {
+      // written back as a file's rename is. What the other queues and earlier moves hold at or below
+      // either name reaches the server first: their records name paths this move changes (a folder
+      // made or a name deleted below it would show at the old name only, and the listing overlay
+      // places a moved file by the name it was moved to). What comes later below the new name goes
+      // after the move: uploads and metadata sends wait at its gate, moves are sent in order,
+      // deletes and mkdirs there settle it first.
+      await this.deps.mkdirs?.settle([from, to], true);
+      await this.moves.settle([from, to], true);
+      await this.deletes.settle([from, to], true);
+      if (dst) this.store.forgetHiddenUnder(to);
+      const rec = this.moves.add(from, to, moved, dstOnServer, noReplace, true);
+      this.rekey(from, to, moving);
+      await rec;
+      this.renamed(from, to, src, dst, moved);
+      return;
+    }
+    if (!srcLocalOnly) {
       // written back: the move record retargets the journal, then the local table moves
       await this.moves.settleTo(to);
       const rec = this.moves.add(from, to, moved, dstOnServer, noReplace);
@@ -272,32 +296,15 @@ export class Namespace {
       this.renamed(from, to, src, dst, moved);
       return;
     }
+    // content the server never had: only the journal and the local view change
     const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
-    // folders made at, above or below either name reach the server first: the move needs the
-    // target's parent there, and a folder moved away must not be made again at its old name;
-    // so do the file moves into, out of or onto them (their names change with this move)
-    if (!srcLocalOnly) {
-      await this.deps.mkdirs?.settle([from, to]);
-      await this.moves.settle([from, to]);
-    }
     if (dst) await this.uploader.cancelPath(to);
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
     if (replaced) this.store.unregister(replaced);
-    if (dst?.type === 'dir') this.store.forgetHiddenUnder(to);
     this.rekey(from, to, moving);
     try {
       await jr;
-      if (!srcLocalOnly) {
-        // deletes at or under either name go first: the server still has a name whose delete
-        // is pending, and that delete must neither remove what this move puts there nor miss
-        // a name the move carries away
-        await this.deletes.settle([from, to]);
-        // (only folders get here: a file that reaches the server is written back above). The
-        // target's absence may come from a stale cache: the service's conflict answer is then
-        // decided as rename(2) would, from fresh answers about the target
-        await moveOnServer(this.ctx, from, to, { dir: true, noReplace, priority: Priority.interactive, staleTarget: !dst });
-      }
     } catch (err) {
       this.rekey(to, from, moving);
       await this.uploader.retarget(to, from).catch(() => {});
@@ -309,8 +316,27 @@ export class Namespace {
       throw err;
     }
     if (replaced) this.store.detach(replaced);
-    if (srcLocalOnly && dstOnServer) this.uploader.shadowsServer(so!);
+    if (dstOnServer) this.uploader.shadowsServer(so!);
     this.renamed(from, to, src, dst, moved);
+  }
+
+  /**
+   * The server refused a folder's move (another client put something at `to`): it keeps the folder
+   * at `from`, so what the drive holds below `to` of ours (content not uploaded yet, local
+   * attributes, names of open deleted files) goes back below `from`, in the journal too, where its
+   * uploads find the server's folder. Runs where the refusal is handled, before the uploads waiting
+   * for the move wake. A name made at `from` meanwhile keeps its place: then nothing moves back.
+   */
+  moveBack(from: string, to: string): Promise<void> {
+    if (this.store.objs.has(from) || this.store.under(from).length > 0) return Promise.resolve();
+    const moving = this.store.under(to);
+    const jr = this.uploader.retarget(to, from);
+    this.rekey(to, from, moving);
+    this.forgetTree(to);
+    this.forgetTree(from);
+    for (const o of moving) this.uploader.scheduleIfIdle(o);
+    this.deps.attrWriter.resume(from);
+    return jr;
   }
 
   /** The caches and folder times after a rename: `to` shows `moved`, `from` is gone. */
