@@ -2,49 +2,51 @@
 // answers once its `v` record is in the journal; the server hears of it here, later: the queue
 // collects renames while they keep coming (moveIdleMs since the last, at most moveMaxDelayMs since
 // the first) and sends them in the order they were made, those that share no name (and none below
-// another's) side by side. RENAME_NOREPLACE (what `mv` asks where the kernel passes
-// the flag: the libfuse 3 backend) is decided on the drive's view of the target; a file another
-// client put there meanwhile is not replaced when the move is sent (a refusal, reported).
+// another's) side by side. RENAME_NOREPLACE (what `mv` asks where the kernel passes the flag: the
+// libfuse 3 backend) is decided on the drive's view of the target; a file another client put there
+// meanwhile is not replaced when the move is sent (a refusal, reported).
 //
 // Owns: the moves not yet confirmed (`pending`, target -> record, mirrored by the journal's `v`
 // records; Map order is the order they were made), the latest pending move of each name (`last`:
-// whether the drive shows that name or hides it), the batch timer, the one send in flight, the
-// move failures; the queue plumbing (window, waiters, flush rounds, retries, refusal reports) is
+// whether the drive shows that name or hides it), the batch timer, the one send in flight, the move
+// failures; the queue plumbing (window, waiters, flush rounds, retries, refusal reports) is
 // coalescing.ts's. Ordering rules:
 // - Until the server confirmed, the drive shows the file at `to` (`entry`, `movedInto`: the
 //   facade's local view, MetaCache's listing overlay, which also fixes listings fetched from the
 //   server meanwhile) and not at `from` (`hides`); reads of `to` not cached yet fetch the server's
-//   `from` (`serverPath`). Both hold whether or not the server applied the move already. A
-//   folder's move does the same for everything below it: `serverPath` undoes the pending moves
-//   newest first (below a moved folder's `to` leads below its `from`), `hides` is true at or below
-//   a `from` nothing moved to since; listings and stats below `to` ask the server's old names
+//   `from` (`serverPath`). Both hold whether or not the server applied the move already. A folder's
+//   move does the same for everything below it: `serverPath` undoes the pending moves newest first
+//   (below a moved folder's `to` leads below its `from`), `hides` is true at or below a `from`
+//   nothing moved to since; listings and stats below `to` ask the server's old names
 //   (Ctx.atServer). While no folder move is pending both answer from `last` (one name each).
-// - Whatever reaches the server at `from` or `to` (or below a moved folder's) afterwards waits
-//   for the move: uploads and metadata sends park at `covering`; a delete of `to` takes the move back where it can
-//   (`withdraw`: the unlink then deletes `from`), else waits for it; rmdir, mkdir and a folder's
-//   rename `settle` the moves at, above or below their paths first; an unlink below a moved
-//   folder sends its move first (`settleAbove`). Waiters hurry the batch. A folder's rename is
-//   made only after the moves, deletes and mkdirs at or below its names were sent (ops.ts): the
+// - Whatever reaches the server at `from` or `to` (or below a moved folder's) afterwards waits for
+//   the move: uploads and metadata sends park at `covering`; a delete of `to` takes the move back
+//   where it can (`withdraw`: the unlink then deletes `from`), else waits for it; rmdir, mkdir and
+//   a folder's rename `settle` the moves at, above or below their paths first; an unlink below a
+//   moved folder sends its move first (`settleAbove`). Waiters hurry the batch. A folder's rename
+//   is made only after the moves, deletes and mkdirs at or below its names were sent (ops.ts): the
 //   records made later below its new name name the paths the server has once it is sent.
-// - A move goes after the deletes and mkdirs at, above or below its names (`before`, for the
-//   whole send: they were all made before it, since a later one settles the move first), after
-//   the journal is on the disk (no replay may undo it), and after the earlier moves that share a
-//   name with it (or have one at or below one of its names): one send at a time, each in the order made; one that failed holds back those after it that share
-//   a name (they go with the next send, after its retry).
+// - A move goes after the deletes and mkdirs at, above or below its names (`before`, for the whole
+//   send: they were all made before it, since a later one settles the move first), after the
+//   journal is on the disk (no replay may undo it), and after the earlier moves that share a name
+//   with it (or have one at or below one of its names): one send at a time, each in the order made;
+//   one that failed holds back those after it that share a name (they go with the next send, after
+//   its retry).
 // - A chain (a->b, then b->c) folds into one move of the server's file (a->c) while the first is
 //   not on its way, replaced nothing on the server and no other move shares a name with them; a
 //   chain back to the start moves nothing.
 // - The service may refuse to move onto an existing file (vBoxx): the target is then deleted first
 //   (rename(2) replaces it), unless the rename was RENAME_NOREPLACE (refused; where the service
-//   would replace it, Maxxo, the target is asked for first). A source missing on the server
-//   counts as moved when the target is there (a replay after a crash that came after the server
-//   moved it) or when an upload of the file is pending at its final name (the target, or where
-//   later moves take it: its upload puts the content there; soak seed 140009).
+//   would replace it, Maxxo, the target is asked for first). A source missing on the server counts
+//   as moved when the target is there (a replay after a crash that came after the server moved it)
+//   or when an upload of the file is pending at its final name (the target, or where later moves
+//   take it: its upload puts the content there; soak seed 140009).
 // - A refusal drops the record and those after it that share one of its names (or one below), the
-//   drive shows what the server holds again (what is ours below a refused folder move's target
-//   goes back below its source: Namespace.moveBack), and it is reported: log, status failures (`op: 'move'`), fsync of
-//   the target's folder, the flush result. A transient failure is retried with backoff and stays in the
-//   journal for the next mount if the unmount's flush used up its attempts.
+//   drive shows what the server holds again (what is ours below a refused folder move's target goes
+//   back below its source: Namespace.moveBack), and it is reported: log, status failures (`op:
+//   'move'`), fsync of the target's folder, the flush result. A transient failure is retried with
+//   backoff and stays in the journal for the next mount if the unmount's flush used up its
+//   attempts.
 import { randomUUID } from 'node:crypto';
 import { AlreadyExists, IsADirectory, NotADirectory, NotEmpty, isRemoteError } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';

@@ -2,14 +2,14 @@
 // journalled and the MoveQueue (moves.ts) sends it later (what the service refuses beforehand,
 // EXDEV across vBoxx roots, is checked at once: checkMove; RENAME_NOREPLACE on the drive's view of
 // the target); a folder's rename is journalled after what is pending at or below its names was
-// sent. mkdir goes to the server before the call returns where the service makes folders one at
-// a time (vBoxx). Where it
-// makes them in batches (Maxxo), mkdir answers once journalled and the MkdirQueue (mkdirs.ts)
-// sends the folders made meanwhile together; an rmdir before that cancels both. unlink and rmdir answer once their delete is
-// journalled; the DeleteQueue (deletes.ts) sends them coalesced. Everything that reaches the
-// server at or under a pending delete, at either name of a pending move, or below a pending mkdir,
-// goes after it (see there); an unlink of a pending move's target takes the move back where it
-// can (the server's file is deleted at its old name instead).
+// sent. mkdir goes to the server before the call returns where the service makes folders one at a
+// time (vBoxx). Where it makes them in batches (Maxxo), mkdir answers once journalled and the
+// MkdirQueue (mkdirs.ts) sends the folders made meanwhile together; an rmdir before that cancels
+// both. unlink and rmdir answer once their delete is journalled; the DeleteQueue (deletes.ts)
+// sends them coalesced. Everything that reaches the server at or under a pending delete, at either
+// name of a pending move (or below a moved folder), or below a pending mkdir, goes after it (see
+// there); an unlink of a pending move's target takes the move back where it can (the server's
+// file is deleted at its old name instead).
 //
 // Owns: no state of its own; it orders the state of the others. Ordering rules:
 // - One namespace change at a time per path and subtree (Barriers.run), and upload tasks of the
