@@ -1,4 +1,4 @@
-// Rename write-back of files on real mounts (namespace/moves.ts): mv answers before the server hears
+// Rename write-back of files and folders on real mounts (namespace/moves.ts): mv answers before the server hears
 // of it (no request at all when the caches know both names), the drive shows the new name while
 // the server and other mounts still have the old one, the renames of a moment reach the server
 // later (a chain as one move), the save pattern keeps the right bytes after a remount, a kill -9
@@ -92,6 +92,47 @@ for (const kind of KINDS) {
     t.deepEqual(await names(b.p(rel)), ['doc', 'doc2']);
     t.is(await fsp.readFile(b.p(rel, 'doc'), 'utf8'), 'v2');
     t.is(await fsp.readFile(b.p(rel, 'doc2'), 'utf8'), 'v3');
+  });
+}
+
+for (const kind of KINDS) {
+  test.serial(`${kind}: mv of a folder answers with no request; its tree is read and written at the new name before the move is sent; replayed after kill -9`, async (t) => {
+    const a = await mountService(t, servers, kind, { vfs: { ...HOLD, writebackDelayMs: 600_000 } });
+    const rel = uniq('mvd');
+    const r = a.p(rel);
+    const made = await sh('set -e; mkdir -p "$1/d/sub"; cd "$1"; echo A > d/a; echo DEEP > d/sub/deep; ls -la . d >/dev/null', [r]);
+    t.is(made.code, 0, made.stderr);
+    await a.flush();
+    await servers.resetStats();
+    const mv = await sh('set -e; cd "$1"; mv d e', [r]);
+    t.is(mv.code, 0, mv.stderr);
+    t.is(countRoutes(await servers.stats(), MOVE_ROUTE[kind]), 0, JSON.stringify(await servers.stats()));
+    t.is((await a.status()).pendingMoves, 1);
+    // below the new name: listings, reads (bytes not cached: the server's old names), a change, a new file
+    const use = await sh('set -e; cd "$1"; ls; ls e e/sub; cat e/a e/sub/deep; echo B >> e/a; echo N > e/sub/new; mv e/sub/deep e/deep2; cat e/a', [r]);
+    t.is(use.code, 0, use.stderr);
+    t.is(use.stdout, 'e\ne:\na\nsub\n\ne/sub:\ndeep\nA\nDEEP\nA\nB\n');
+    t.is(countRoutes(await servers.stats(), MOVE_ROUTE[kind]), 0, 'the folder move is still pending');
+    // another mount still sees the server's names
+    const b = await mountService(t, servers, kind);
+    t.deepEqual(await names(b.p(rel)), ['d']);
+    // a kill -9 before the send: the next mount with the same cache shows and sends it all
+    await a.kill9();
+    await waitFor(async () => !isMounted(a.mnt) || await errCode(fsp.stat(a.mnt)) === 'ENOTCONN', 10_000, 'the dead mount to show');
+    const a2 = await mountChild(t, { ...a.cfg, mountpoint: a.mnt });
+    const r2 = path.join(a2.mnt, path.relative(a.mnt, r));
+    t.deepEqual(await names(r2), ['e']);
+    t.deepEqual(await names(path.join(r2, 'e')), ['a', 'deep2', 'sub']);
+    await a2.flush();
+    t.is((await a2.status()).pending, 0);
+    t.deepEqual((await a2.status()).failures, []);
+    const c = await mountService(t, servers, kind);
+    t.deepEqual(await names(c.p(rel)), ['e']);
+    t.deepEqual(await names(c.p(rel, 'e')), ['a', 'deep2', 'sub']);
+    t.deepEqual(await names(c.p(rel, 'e', 'sub')), ['new']);
+    t.is(await fsp.readFile(c.p(rel, 'e', 'a'), 'utf8'), 'A\nB\n');
+    t.is(await fsp.readFile(c.p(rel, 'e', 'deep2'), 'utf8'), 'DEEP\n');
+    t.is(await fsp.readFile(c.p(rel, 'e', 'sub', 'new'), 'utf8'), 'N\n');
   });
 }
 
