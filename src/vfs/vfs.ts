@@ -140,19 +140,17 @@ export class Vfs implements VfsApi {
       landed: (dir) => this.meta.bumpDir(dir),
       serverKeeps,
       moveRefused: (m) => {
-        if (m.dir) {
-          // what is ours below the target goes back below the folder the server keeps
-          this.ns.moveBack(m.from, m.to).catch((e) => this.log.error(`after the refused rename of ${m.from}: ${errText(e)}`));
-          serverKeeps(m.to, true);
+        // what is ours at or below the target goes back to the file or folder the server keeps
+        const o = this.store.objs.get(m.to);
+        const back = m.dir || o?.authoritative ? this.ns.moveBack(m.from, m.to) : undefined;
+        back?.catch((e) => this.log.error(`after the refused rename of ${m.from}: ${errText(e)}`));
+        if (!back && o?.authoritative && !m.dir) {
+          // something of ours took the old name meanwhile: the content goes to the target (its upload)
           serverKeeps(m.from, false);
           return;
         }
-        // content of ours at the target still goes there (its upload); else the server's view
-        const o = this.store.objs.get(m.to);
-        if (!o?.authoritative) {
-          if (o) this.store.detach(o);
-          serverKeeps(m.to, true);
-        }
+        if (o && !back) this.store.detach(o);
+        serverKeeps(m.to, true);
         serverKeeps(m.from, false);
       },
       contentPending: (path) => !!this.journal.forPath(path),

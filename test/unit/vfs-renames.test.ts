@@ -355,3 +355,36 @@ test('an open file renamed and then unlinked before the send: its handle still r
     await vfs.release('/b', fh);
   }
 });
+
+test('a refused move takes the content written at its target back to the name the server keeps (never over another client\'s file), also along a chain', async (t) => {
+  const { remote, vfs } = await setup(t, { moveReplaces: true }, { ...HOLD, writebackDelayMs: 600_000 });
+  remote.putFile('/x', 'X');
+  remote.putFile('/p', 'P');
+  remote.putFile('/z', 'Z');
+  await vfs.readdir('/');
+  await vfs.rename('/x', '/y', { noReplace: true });
+  await writeFile(vfs, '/y', 'ours, written after the rename');
+  // a chain that does not fold (z takes p's name between): p -> q (refused), z -> p, q -> r, written at r
+  await vfs.rename('/p', '/q', { noReplace: true });
+  await vfs.rename('/z', '/p');
+  await vfs.rename('/q', '/r');
+  t.is(vfs.status().pendingMoves, 4);
+  await writeFile(vfs, '/r', 'ours at the end of the chain');
+  // another client takes /y and /q before the moves went
+  remote.putFile('/y', 'theirs');
+  remote.putFile('/q', 'theirs too');
+  await vfs.flushAll();
+  t.is(remote.getFile('/y')?.toString(), 'theirs', 'another client\'s file is not replaced');
+  t.is(remote.getFile('/x')?.toString(), 'ours, written after the rename');
+  t.is(remote.getFile('/q')?.toString(), 'theirs too');
+  // the file the chain renamed is p on the server: our content goes there; z stays where it was
+  t.is(remote.getFile('/p')?.toString(), 'ours at the end of the chain');
+  t.is(remote.getFile('/z')?.toString(), 'Z');
+  t.deepEqual(remote.paths(), ['/', '/p', '/q', '/x', '/y', '/z']);
+  t.deepEqual((await vfs.readdir('/')).names.sort(), ['p', 'q', 'x', 'y', 'z']);
+  t.is((await readAll(vfs, '/x')).toString(), 'ours, written after the rename');
+  t.is((await readAll(vfs, '/y')).toString(), 'theirs');
+  t.is((await readAll(vfs, '/p')).toString(), 'ours at the end of the chain');
+  t.is(vfs.status().pending, 0);
+  t.deepEqual(vfs.status().failures.map((f) => f.path).sort(), ['/p', '/q', '/r', '/y']);
+});

@@ -460,14 +460,18 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     this.done(rec.uid);
     this.ctx.log.error(`rename of ${rec.from} to ${rec.to} refused by the server, the server keeps it at ${rec.from}: ${error}`);
     const names = new Set([rec.from, rec.to]);
+    const dropped: PendingMove[] = [];
     for (const m of [...this.pending.values()]) {
       if (!touches(names, m)) continue;
       names.add(m.from); names.add(m.to);
       this.remove(m);
       this.done(m.uid);
       this.failures.set(m.to, { path: m.to, op: 'move', error: `an earlier rename it depends on (${path}) was refused`, attempts, atMs: Date.now() });
-      this.ports.refused(m.to, m);
+      dropped.push(m);
     }
+    // undone newest first (what is ours follows a chain back to where the server keeps it; the
+    // refused one itself comes last, from the caller)
+    for (const m of dropped.reverse()) this.ports.refused(m.to, m);
   }
 }
 

@@ -321,14 +321,15 @@ export class Namespace {
   }
 
   /**
-   * The server refused a folder's move (another client put something at `to`): it keeps the folder
-   * at `from`, so what the drive holds below `to` of ours (content not uploaded yet, local
-   * attributes, names of open deleted files) goes back below `from`, in the journal too, where its
-   * uploads find the server's folder. Runs where the refusal is handled, before the uploads waiting
-   * for the move wake. A name made at `from` meanwhile keeps its place: then nothing moves back.
+   * The server refused a move (another client put something at `to`): it keeps the file or folder
+   * at `from`, so what the drive holds of ours at or below `to` (content not uploaded yet, local
+   * attributes, names of open deleted files) goes back to `from`, in the journal too, where its
+   * uploads find the server's file or folder (and never replace what another client put at `to`).
+   * Runs where the refusal is handled, before the uploads waiting for the move wake. Undefined when
+   * something of ours was made at `from` meanwhile: then nothing moves back.
    */
-  moveBack(from: string, to: string): Promise<void> {
-    if (this.store.objs.has(from) || this.store.under(from).length > 0) return Promise.resolve();
+  moveBack(from: string, to: string): Promise<void> | undefined {
+    if (this.store.under(from).length > 0) return undefined;
     const moving = this.store.under(to);
     const jr = this.uploader.retarget(to, from);
     this.rekey(to, from, moving);

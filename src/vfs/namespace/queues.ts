@@ -28,7 +28,7 @@ export interface ViewPorts {
    * there goes (gone: the kernel's entry of it and its local attributes too).
    */
   serverKeeps(path: string, gone: boolean): void;
-  /** A refused move: the drive shows what the server holds at `to` again, unless it has content of ours there. */
+  /** A refused move: the drive shows what the server holds at `from` and `to` again; what is ours at `to` goes back to `from`. */
   moveRefused(m: PendingMove): void;
   /** An upload of path is pending (a move of a source the server never got is then done). */
   contentPending(path: string): boolean;
