@@ -189,8 +189,12 @@ export interface Remote {
    * writes mkdirs back (vfs/namespace/mkdirs.ts) instead of calling mkdir() before answering.
    */
   readonly batchMkdir?: BatchMkdir;
-  /** Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it. */
-  move(from: string, to: string, opts?: CallOptions): Promise<void>;
+  /**
+   * Rename/move. Throws AlreadyExists when `to` exists and the service will not replace it.
+   * Resolves with the entry now at `to` where the service answers with it (vBoxx: a moved file
+   * gets a new revision, and the drive's cached bytes of it stay valid only if it learns which).
+   */
+  move(from: string, to: string, opts?: CallOptions): Promise<RemoteEntry | void>;
   /**
    * move() onto an existing file (or empty folder) replaces it instead of refusing (Maxxo): a
    * rename with RENAME_NOREPLACE asks for the target first.

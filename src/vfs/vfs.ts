@@ -154,6 +154,18 @@ export class Vfs implements VfsApi {
         serverKeeps(m.from, false);
       },
       contentPending: (path) => !!this.journal.forPath(path),
+      moveLanded: (m, e) => {
+        // a service that gives a moved file a new revision (vBoxx): the bytes cached of it are the
+        // same, so the drive takes the new revision instead of fetching them again. Only where the
+        // file is still shown there (no later rename of it or onto it pending) and unchanged.
+        if (m.dir || e.type !== 'file' || this.queues.moves.serverPath(m.to) !== m.to || this.queues.hides(m.to)) return;
+        const o = this.store.objs.get(m.to);
+        if (!o || o.authoritative || !o.ident || o.ident.size !== e.size || o.ident.mtimeMs !== e.mtimeMs) return;
+        o.ident = { ...e, name: baseOf(m.to) };
+        this.meta.setInParent(m.to, o.ident);
+        if (o.ranges.bytes > 0 && o.refs === 0) this.store.writeMeta(o).catch(() => {});
+        else o.metaOnDisk = false;
+      },
     });
     const moves = this.queues.moves;
     this.ctx.names = { serverPath: (path) => moves.serverPath(path), moving: (path) => moves.sendingInto(path), moved: (path) => moves.settleInto(path) };

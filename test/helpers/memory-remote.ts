@@ -51,6 +51,8 @@ export interface MemoryRemoteOptions {
   removeBatchMax?: number;
   /** batchMkdir exists (Maxxo-like: the drive writes mkdirs back). Default false. */
   batchMkdir?: boolean;
+  /** move() gives a moved file a new revision and answers with its entry (vBoxx-like). Default false. */
+  revOnMove?: boolean;
 }
 
 interface Node {
@@ -352,7 +354,7 @@ export class MemoryRemote implements Remote {
     this.mkdirp(path);
   }
 
-  async move(from: string, to: string, opts: CallOptions = {}): Promise<void> {
+  async move(from: string, to: string, opts: CallOptions = {}): Promise<RemoteEntry | void> {
     from = norm(from); to = norm(to);
     await this.enter('move', `${from} ${to}`, opts);
     const n = this.nodes.get(from);
@@ -372,6 +374,10 @@ export class MemoryRemote implements Remote {
     for (const [k, v] of moved) this.nodes.set(to + k.slice(from.length), v);
     this.touchDir(parentOf(from));
     this.touchDir(parentOf(to));
+    if (this.opts.revOnMove && n.type === 'file') {
+      n.rev = this.revCounter++;
+      return this.entryOf(to, n);
+    }
   }
 
   async remove(paths: string[], opts: CallOptions = {}): Promise<void> {

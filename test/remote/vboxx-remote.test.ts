@@ -151,8 +151,14 @@ test('mkdir, move, remove, statfs, share link; top level and cross-root rules', 
   await r.upload(f, '/Files/m dir/a.txt');
   await r.upload(f, '/Files/m dir/b.txt');
   t.is(await code(r.move('/Files/m dir/a.txt', '/Files/m dir/b.txt')), 'ALREADY_EXISTS');
-  await r.move('/Files/m dir/a.txt', '/Files/m dir/c.txt');
+  const before = await r.stat('/Files/m dir/a.txt');
+  const moved = await r.move('/Files/m dir/a.txt', '/Files/m dir/c.txt');
   t.is(await r.stat('/Files/m dir/a.txt'), null);
+  // the answer is the entry at the target: a new revision, the same size and time (what the drive
+  // takes for its cached bytes instead of fetching them again)
+  const after = await r.stat('/Files/m dir/c.txt');
+  t.like(moved, { name: 'c.txt', type: 'file', size: 7, rev: after!.rev, mtimeMs: before!.mtimeMs });
+  t.not(after!.rev, before!.rev);
   t.is(await code(r.move('/Files/m dir/c.txt', '/Team Share/c.txt')), 'CROSS_DEVICE');
   t.is(await code(r.mkdir('/New Root')), 'FORBIDDEN');
   t.is(await code(r.remove(['/Files'])), 'FORBIDDEN');

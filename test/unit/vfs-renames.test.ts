@@ -388,3 +388,18 @@ test('a refused move takes the content written at its target back to the name th
   t.is(vfs.status().pending, 0);
   t.deepEqual(vfs.status().failures.map((f) => f.path).sort(), ['/p', '/q', '/r', '/y']);
 });
+
+test('a service that gives a moved file a new revision (vBoxx): the bytes cached before the rename are read again without a fetch', async (t) => {
+  for (const revOnMove of [true, false]) {
+    // (no attribute or listing caching: the open sees what the server lists now)
+    const { remote, vfs } = await setup(t, { revOnMove }, { ...HOLD, prefetchFiles: 0, attrTtlMs: 0, dirTtlMs: 0 });
+    remote.putFile('/a', 'c'.repeat(20_000));
+    t.is((await readAll(vfs, '/a')).toString(), 'c'.repeat(20_000));
+    await vfs.rename('/a', '/b');
+    await vfs.flushAll();
+    t.deepEqual(moves(remote), ['move /a /b']);
+    remote.resetCalls();
+    t.is((await readAll(vfs, '/b')).toString(), 'c'.repeat(20_000));
+    t.is(remote.calls.read + remote.calls.download, 0, `revOnMove ${revOnMove}: ${remote.log.join(', ')}`);
+  }
+});

@@ -263,7 +263,7 @@ export class VboxxRemote implements Remote {
     await this.client.createFolder(r.root.id, r.sub, o);
   }
 
-  async move(from: string, to: string, o: CallOptions = {}): Promise<void> {
+  async move(from: string, to: string, o: CallOptions = {}): Promise<RemoteEntry | void> {
     const a = await this.resolveForWrite(from, o, 'move');
     const b = await this.resolveForWrite(to, o, 'move');
     if (a.root.id !== b.root.id) {
@@ -271,7 +271,8 @@ export class VboxxRemote implements Remote {
       // to copy + delete through the drive, with their own progress and error handling.
       throw new CrossDevice('cannot move between roots; copy and delete instead', { path: from });
     }
-    await this.client.move(a.root.id, a.sub, b.sub, o);
+    const m = await this.client.move(a.root.id, a.sub, b.sub, o);
+    return (m && this.toEntry(m, split(to).at(-1))) ?? undefined;
   }
 
   checkMove(from: string, to: string): void {

@@ -69,6 +69,8 @@ export interface MoveSendPorts {
   before(paths: string[]): Promise<void>;
   /** An upload of path is pending: it puts the content there whatever the server holds. */
   contentPending(path: string): boolean;
+  /** The service answered m's move with the entry it holds at m.to now (a new revision: vBoxx). */
+  landed(m: PendingMove, e: RemoteEntry): void;
 }
 
 /** Moves sent side by side within one send (those sharing no name). */
@@ -79,7 +81,7 @@ const CONCURRENCY = 4;
  * from fresh answers about the target, and a target rename(2) replaces is deleted first where the
  * service would not replace it. Throws the service's error otherwise (NOT_FOUND included).
  */
-async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolean; noReplace?: boolean; priority: number }): Promise<void> {
+async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolean; noReplace?: boolean; priority: number }): Promise<RemoteEntry | void> {
   const { remote } = ctx;
   const move = () => ctx.bounded(`move ${from} -> ${to}`, (signal) => remote.move(from, to, { signal, priority: o.priority }));
   if (o.noReplace && remote.moveReplaces) {
@@ -89,7 +91,7 @@ async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolea
     }
   }
   try {
-    await move();
+    return await move();
   } catch (err) {
     // Maxxo explains its refusal by the types it finds (a folder onto any folder is NOT_EMPTY)
     const conflict = isRemoteError(err, 'ALREADY_EXISTS') || isRemoteError(err, 'NOT_EMPTY') ||
@@ -106,7 +108,7 @@ async function moveOnServer(ctx: Ctx, from: string, to: string, o: { dir: boolea
     }
     // POSIX rename replaces the target; the service would not, so remove it first
     await ctx.bounded(`remove ${to}`, (signal) => remote.remove([to], { signal, priority: o.priority }));
-    await move();
+    return move();
   }
 }
 
@@ -411,8 +413,9 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
       }
       await Promise.all(wave.map(async (m) => {
         try {
-          await this.moveOne(m);
+          const e = await this.moveOne(m);
           this.confirmed(m.to, m.uid);
+          if (e) this.sendPorts.landed(m, e);
         } catch (err) {
           held.add(m.from); held.add(m.to);
           this.failed([m.to], uids, err);
@@ -422,9 +425,9 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     this.sendingNow = new Set();
   }
 
-  private async moveOne(m: PendingMove): Promise<void> {
+  private async moveOne(m: PendingMove): Promise<RemoteEntry | void> {
     try {
-      await moveOnServer(this.ctx, m.from, m.to, { dir: !!m.dir, noReplace: !!m.noReplace, priority: Priority.background });
+      return await moveOnServer(this.ctx, m.from, m.to, { dir: !!m.dir, noReplace: !!m.noReplace, priority: Priority.background });
     } catch (err) {
       if (!isRemoteError(err, 'NOT_FOUND')) throw err;
       // the source is not there: moved already (a replay), or its content never got there

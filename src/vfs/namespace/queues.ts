@@ -32,6 +32,8 @@ export interface ViewPorts {
   moveRefused(m: PendingMove): void;
   /** An upload of path is pending (a move of a source the server never got is then done). */
   contentPending(path: string): boolean;
+  /** A move landed and the service answered with what it holds at the target now. */
+  moveLanded(m: PendingMove, e: RemoteEntry): void;
 }
 
 export class NamespaceQueues {
@@ -62,6 +64,7 @@ export class NamespaceQueues {
     const moves = this.moves = new MoveQueue(ctx, journal, {
       before: async (paths) => { await deletes.settle(paths); await mkdirs?.settle(paths); },
       contentPending: (path) => ports.contentPending(path),
+      landed: (m, e) => ports.moveLanded(m, e),
     }, {
       confirmed: (_to, m) => { ports.landed(parentOf(m.from)); ports.landed(parentOf(m.to)); },
       refused: (_to, m) => ports.moveRefused(m),
