@@ -41,11 +41,13 @@ export type ServerChange = 'attr' | 'gone' | 'listing';
 const differs = (a: RemoteEntry, b: RemoteEntry) =>
   a.type !== b.type || (a.type === 'file' && (a.size !== b.size || (a.mtimeMs !== undefined && b.mtimeMs !== undefined && a.mtimeMs !== b.mtimeMs)));
 
-/** Names of ours the server may not have yet: folders made (namespace/mkdirs.ts), files renamed (moves.ts). */
-export interface MadeFolders {
+/** Names of ours the server may not have yet: folders made (namespace/mkdirs.ts), files and folders renamed (moves.ts). */
+export interface PendingNames {
+  /** A folder made, not on the server yet (its listing is ours alone). */
   pending(path: string): boolean;
+  /** The folders made in dir, not on the server yet. */
   childrenOf(dir: string): RemoteEntry[];
-  /** Files renamed into dir, the moves not confirmed: they replace what a listing says of their names. */
+  /** Files and folders renamed into dir, the moves not confirmed: they replace what a listing says of their names. */
   movedInto(dir: string): RemoteEntry[];
 }
 
@@ -65,14 +67,13 @@ export class MetaCache {
   /**
    * @param gone names the server may still list but the drive does not show (a delete written
    *   back and not yet confirmed): dropped from every listing as it arrives.
-   */
-  /**
-   * @param made folders of ours the server may not have yet (mkdirs written back): a pending one's
-   *   listing is empty without asking the server, and each shows in its parent's listings; and
-   *   files renamed, the moves not sent yet (shown at their new names; `gone` hides the old ones).
+   * @param ours names of ours the server may not have yet: folders made (mkdirs written back), a
+   *   pending one's listing empty without asking the server, each shown in its parent's listings;
+   *   files and folders renamed, the moves not sent yet (shown at their new names; `gone` hides the
+   *   old ones).
    */
   constructor(private readonly ctx: Ctx, private readonly gone: (path: string) => boolean = () => false,
-    private readonly made: MadeFolders = { pending: () => false, childrenOf: () => [], movedInto: () => [] }) {}
+    private readonly ours: PendingNames = { pending: () => false, childrenOf: () => [], movedInto: () => [] }) {}
 
   bumpDir(dir: string): void {
     this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
@@ -143,12 +144,12 @@ export class MetaCache {
   private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive,
     onNames?: (names: ReadonlySet<string>) => void): Promise<DirSlot> {
     const { remote, opts } = this.ctx;
-    if (this.made.pending(dir)) {
+    if (this.ours.pending(dir)) {
       // nothing of it is on the server yet (what goes into it waits for it): no request; what our
       // own changes put into the cached listing stays
       const entries = new Map<string, RemoteEntry>(this.dirs.peek(dir)?.entries ?? []);
-      for (const e of this.made.childrenOf(dir)) entries.set(e.name, e);
-      for (const e of this.made.movedInto(dir)) entries.set(e.name, e);
+      for (const e of this.ours.childrenOf(dir)) entries.set(e.name, e);
+      for (const e of this.ours.movedInto(dir)) entries.set(e.name, e);
       const slot: DirSlot = { entries, expires: Date.now() + opts.dirTtlMs };
       this.dirs.set(dir, slot);
       return slot;
@@ -179,9 +180,9 @@ export class MetaCache {
     if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority);
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
-    for (const e of this.made.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
+    for (const e of this.ours.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
     // (the server may list another file there still: one our rename replaces)
-    for (const e of this.made.movedInto(dir)) entries.set(e.name, e);
+    for (const e of this.ours.movedInto(dir)) entries.set(e.name, e);
     const slot: DirSlot = { entries, hash: r.hash, expires: Date.now() + opts.dirTtlMs };
     this.noteSize(dir, entries.size);
     // the folder removed by us with its delete already settled (the negative entry our rmdir left;

@@ -14,7 +14,7 @@ import type { Ctx } from '../context.js';
 import type { PendingMove } from '../journal.js';
 import { parentOf } from '../paths.js';
 import type { BarrierGate, Barriers } from './barriers.js';
-import type { MadeFolders } from '../meta/cache.js';
+import type { PendingNames } from '../meta/cache.js';
 import { DeleteQueue, type DeleteJournal } from './deletes.js';
 import { MkdirQueue, type MkdirJournal } from './mkdirs.js';
 import { MoveQueue, type MoveJournal } from './moves.js';
@@ -44,7 +44,7 @@ export class NamespaceQueues {
   /** The gate uploads and metadata sends wait at (see the top of this file). */
   readonly gate: BarrierGate;
   /** The listing overlay of MetaCache: pending folders and renamed files. */
-  readonly overlay: MadeFolders;
+  readonly overlay: PendingNames;
 
   constructor(ctx: Ctx, journal: DeleteJournal & MkdirJournal & MoveJournal, remote: Remote, barriers: Barriers, ports: ViewPorts) {
     const deletes = this.deletes = new DeleteQueue(ctx, journal, {
