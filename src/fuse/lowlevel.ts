@@ -567,7 +567,11 @@ export interface MountOptions {
   parallelDirops?: boolean;
   /** The kernel buffers writes in the page cache and sends them later, big (default false). */
   writebackCache?: boolean;
-  /** The kernel drops a file's cached pages when it sees its mtime/size change (default true). */
+  /**
+   * The kernel drops a file's cached pages when it sees its mtime/size change (default false: it
+   * races with the kernel's own writes, see native-notes/lowlevel.md "AUTO_INVAL_DATA"; the vfs
+   * tells the kernel of server changes itself, notifyInvalInode and keep_cache per open).
+   */
   autoInvalData?: boolean;
   /** Negotiate SPLICE_WRITE/MOVE so dataFromFd(..., splice=true) moves file pages to the kernel by
    *  splice instead of copying them through memory (default false). */
@@ -648,7 +652,9 @@ export class LowLevelSession extends EventEmitter {
     flag(opts.asyncRead, true, c.ASYNC_READ);
     flag(opts.parallelDirops, true, c.PARALLEL_DIROPS);
     flag(opts.writebackCache, false, c.WRITEBACK_CACHE);
-    flag(opts.autoInvalData, true, c.AUTO_INVAL_DATA);
+    // off: with it, a getattr showing the mtime of an earlier write made the kernel drop pages whose
+    // WRITE had not reached us yet, and the READ that followed cached the bytes before that write
+    flag(opts.autoInvalData, false, c.AUTO_INVAL_DATA);
     flag(opts.cacheSymlinks, false, c.CACHE_SYMLINKS);
     // without a readdirplus handler libfuse would answer the kernel's READDIRPLUS with ENOSYS
     const rdp = handlers.readdirplus ? (opts.readdirplus ?? 'always') : 'off';
