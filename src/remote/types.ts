@@ -158,6 +158,13 @@ export interface Remote {
   stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null>;
   /** Many entries in one request where the service allows it (Maxxo /ops/filesize). */
   readonly batchStat?: BatchStat;
+  /**
+   * list() of a path that turns out to be a file, or missing, costs about what stat() does and
+   * fails cleanly (NotADirectory, NotFound) with no side effect (vBoxx: one /metadata request
+   * either way): the drive may list a name it looks up before it knows it is a folder. Not Maxxo:
+   * there it is two API calls and an rsync run.
+   */
+  readonly listBeforeType?: boolean;
   /** Reads of byte ranges, where they are cheap (HTTP Range). */
   readonly ranged?: RangedReads;
   /**

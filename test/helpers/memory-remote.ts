@@ -49,6 +49,8 @@ export interface MemoryRemoteOptions {
   keepsAttrs?: boolean;
   /** remove() takes this many paths as one request (Maxxo-like); absent = one path per request. */
   removeBatchMax?: number;
+  /** Sets Remote.listBeforeType (vBoxx-like). Default false. */
+  listBeforeType?: boolean;
 }
 
 interface Node {
@@ -113,9 +115,11 @@ export class MemoryRemote implements Remote {
   downloadMany?: (items: { path: string; localFile: string }[], opts?: TransferOptions) => Promise<string[]>;
   removeBatchMax?: number;
   moveReplaces?: boolean;
+  listBeforeType?: boolean;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
+    if (opts.listBeforeType) this.listBeforeType = true;
     if (opts.removeBatchMax) this.removeBatchMax = opts.removeBatchMax;
     if (opts.moveReplaces) this.moveReplaces = true;
     this.latencyMs = opts.latencyMs ?? 0;
