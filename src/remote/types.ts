@@ -265,9 +265,18 @@ export interface BatchMkdir {
   mkdirMany(paths: string[], opts?: CallOptions): Promise<(unknown | undefined)[]>;
 }
 
+export interface StatOptions extends CallOptions {
+  /**
+   * Called, where the service tells what each path is before the rest of its answer is in (Maxxo:
+   * types and sizes from the API, mtimes from a daemon listing that may take an rsync run), with
+   * those entries (without times), in the order of the paths.
+   */
+  onTypes?: (entries: readonly (RemoteEntry | null)[]) => void;
+}
+
 export interface BatchStat {
   /** One entry (or null) per path, in order. */
-  statMany(paths: string[], opts?: CallOptions): Promise<(RemoteEntry | null)[]>;
+  statMany(paths: string[], opts?: StatOptions): Promise<(RemoteEntry | null)[]>;
 }
 
 export interface RangedReads {

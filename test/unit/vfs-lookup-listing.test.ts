@@ -194,3 +194,21 @@ test('listBeforeType: a name\'s listing that lands before its stat does not make
   t.is(((await first) as { mtimeMs: number }).mtimeMs, when);
   t.is(second!.mtimeMs, when);
 });
+
+test('a folder the remote tells is one before its stat completes (Maxxo: times take a daemon run): its listing starts then, and readdir finds it', async (t) => {
+  const { remote, vfs } = await setup(t, { batchStat: true, typesAheadMs: 60, latencyMs: 5 });
+  for (let i = 0; i < 20; i++) remote.putFile(`/top/d/f${i}`, 'x');
+  remote.putFile('/top/file', 'y');
+  remote.resetCalls();
+  const a = vfs.getattr('/top/d');
+  await until(() => remote.log.includes('list /top/d'), 'the listing asked while the stat waits for times');
+  t.true(remote.calls.statMany >= 1);
+  t.is(((await a) as { type: string }).type, 'dir');
+  const lists = remote.calls.list;
+  t.is((await vfs.readdir('/top/d')).names.length, 20);
+  t.is(remote.calls.list, lists, 'readdir used that listing');
+  // a file: nothing listed for it
+  await vfs.getattr('/top/file');
+  await sleep(20);
+  t.false(remote.log.includes('list /top/file'), remote.log.join(', '));
+});

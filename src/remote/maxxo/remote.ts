@@ -36,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type {
-  AttrChange, BatchMkdir, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
+  AttrChange, BatchMkdir, BatchStat, BatchUpload, CallOptions, StatOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
   TransferOptions, UploadResult,
 } from '../types.js';
 import { Priority } from '../types.js';
@@ -192,9 +192,12 @@ export class MaxxoRemote implements Remote {
   }
 
   /** Entries with the mtimes of files and folders (see the top of this file and mtimeSource()). */
-  async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
+  async statMany(paths: string[], opts: StatOptions = {}): Promise<(RemoteEntry | null)[]> {
     const out = await this.sizes(paths, opts);
     if (!this.mtimes) return out;
+    // what they are is known now; a folder's time may wait for a daemon run (told only then: the
+    // drive lists a folder it is told of, one API call)
+    if (opts.onTypes && out.some((e, i) => e?.type === 'dir' && !this.listings.dirTimeAtHand(paths[i]!))) opts.onTypes(out.map((e) => e && { ...e }));
     const byDir = new Map<string, RemoteEntry[]>();
     const tops: RemoteEntry[] = [];
     const folders: Promise<void>[] = [];

@@ -252,6 +252,22 @@ export class Lookup {
   }
 
   /**
+   * A folder the remote said is one before its stat is complete (Remote statMany onTypes: on
+   * Maxxo a folder's time takes a daemon run, 300-500 ms at 20 ms RTT): its listing starts now, so
+   * the opendir that usually follows the lookup finds it landed, where it was asked only then
+   * (one API round trip and the parse of the listing after the run; 50-80 ms of a cold `ls -l`
+   * of 1,000 files). On Maxxo that listing waits for the same run, so it lands about when the
+   * stat answers; as the speculative listing of the folder it then answers the lookups in it
+   * (the next level of a path walk, a rename's target).
+   */
+  private listAhead(path: string): void {
+    if (this.ctx.opts.speculativeListMaxEntries <= 0 || this.meta.isBig(path) || this.meta.freshListing(path)) return;
+    if (this.meta.listingInFlight(path, true)) return;
+    const stat = this.statInflight.get(path)?.p ?? Promise.resolve();
+    this.speculativeListing(path, this.meta.dirs.get(path), stat, true);
+  }
+
+  /**
    * The speculative listing if it may answer a miss of name in a lookup starting now (see lookup),
    * 'missing' if the names the remote told ahead of it answer that, else undefined. In flight, it
    * is waited for until it took twice the paired stat's round trip (plus a little): slower than
@@ -347,7 +363,8 @@ export class Lookup {
     if (this.statBatch !== b) return;
     this.statBatch = null;
     const paths = b.paths;
-    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.ctx.remote.batchStat!.statMany(paths, { signal, priority: Priority.interactive }))
+    const onTypes = (es: readonly (RemoteEntry | null)[]) => es.forEach((e, i) => { if (e?.type === 'dir') this.listAhead(paths[i]!); });
+    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.ctx.remote.batchStat!.statMany(paths, { signal, priority: Priority.interactive, onTypes }))
       .then((res) => {
         if (!Array.isArray(res) || res.length !== paths.length) throw new BadResponse('statMany answered a different number of entries');
         paths.forEach((p, i) => { for (const w of b.waiters.get(p)!) w.resolve(res[i] ?? null); });
