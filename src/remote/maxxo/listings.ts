@@ -153,6 +153,11 @@ export class DaemonListings {
     void this.since(dir, -Infinity, true);
   }
 
+  /** dirTime() answers at once (the parent's listing is cached; the top folder has none to wait for). */
+  dirTimeAtHand(path: string): boolean {
+    return pathParts(path).length === 0 || !!this.slots.get(parentOf(path))?.value;
+  }
+
   /**
    * A folder's mtime for a lookup of the folder: from its parent's cached listing, as before; with
    * none, from whichever comes first of the parent's run in flight and the folder's own run (its
@@ -163,17 +168,16 @@ export class DaemonListings {
    * (measured at 20 ms RTT: 1.3 s of a 1.8 s `ls -l` of 1,000 files). Its own run is the one the
    * listing that usually follows needs anyway.
    */
-  /** dirTime() answers at once (the parent's listing is cached; the top folder has none to wait for). */
-  dirTimeAtHand(path: string): boolean {
-    return pathParts(path).length === 0 || !!this.slots.get(parentOf(path))?.value;
-  }
-
   async dirTime(path: string): Promise<number | undefined> {
     const dir = '/' + pathParts(path).join('/');
     const parent = parentOf(path);
     const name = baseName(path);
     const ps = this.slots.get(parent);
-    if (ps?.value) return (await this.source(parent, []))?.dirs.get(name);
+    if (ps?.value) {
+      // (the folder is about to be listed, or looked into: its own run starts now all the same)
+      this.prime(path);
+      return (await this.source(parent, []))?.dirs.get(name);
+    }
     const own = this.since(dir, -Infinity, true, true).then((v) => v?.self);
     if (!ps?.inflight) return (await own) ?? (await this.source(parent, []))?.dirs.get(name);
     return firstDefined([own, this.source(parent, []).then((v) => v?.dirs.get(name))]);
