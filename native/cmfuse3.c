@@ -558,7 +558,12 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* Only user.* can exist in our stores; everything else is a probe by the
  * kernel or a tool (security.selinux on ls, security.capability before each
- * write, ACLs on cp -a) and never deserves a trip to JS. */
+ * write, ACLs on cp -a) and never deserves a trip to JS. getxattr of those
+ * names answers ENOTSUP (a namespace we do not hold, as the kernel answers for
+ * a prefix without a handler), not ENODATA: coreutils' ls then takes the
+ * device for one without SELinux labels and ACLs and stops asking, where
+ * ENODATA cost two round trips per file of every ls -l (2,000 for 1,000 files,
+ * 85-100 ms). */
 static int xattr_for_js(const char *name)
 {
 	return strncmp(name, "user.", 5) == 0;
@@ -599,7 +604,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	cm_item *it;
-	if (xattr_native(req, CM_GETXATTR, name, ENODATA)) return;
+	if (xattr_native(req, CM_GETXATTR, name, ENOTSUP)) return;
 	it = item_new(S(req), CM_GETXATTR, req, ino, name, NULL, 0);
 	if (!it) return;
 	it->size = size;

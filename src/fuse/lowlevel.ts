@@ -15,7 +15,7 @@
 //    it returns. Write data (req.data) is owned by JS: keep it as long as you like.
 //  - Names are UTF-8 strings. A name that is not valid UTF-8 is answered natively (ENOENT for
 //    lookup, EILSEQ otherwise). xattr names outside user.* are answered natively too (getxattr and
-//    removexattr ENODATA, setxattr ENOTSUP): JS sees only user.* names.
+//    setxattr ENOTSUP, removexattr ENODATA): JS sees only user.* names.
 //  - An interrupted request (the caller got a signal) aborts req.signal; answer EINTR soon.
 //  - Ops without a handler are not registered: the kernel gets libfuse's default (ENOSYS, or
 //    success for open/opendir/release/releasedir/forget), and learns not to ask again.

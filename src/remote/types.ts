@@ -158,6 +158,13 @@ export interface Remote {
   stat(path: string, opts?: CallOptions): Promise<RemoteEntry | null>;
   /** Many entries in one request where the service allows it (Maxxo /ops/filesize). */
   readonly batchStat?: BatchStat;
+  /**
+   * list() of a path that turns out to be a file, or missing, costs about what stat() does and
+   * fails cleanly (NotADirectory, NotFound) with no side effect (vBoxx: one /metadata request
+   * either way): the drive may list a name it looks up before it knows it is a folder. Not Maxxo:
+   * there it is two API calls and an rsync run.
+   */
+  readonly listBeforeType?: boolean;
   /** Reads of byte ranges, where they are cheap (HTTP Range). */
   readonly ranged?: RangedReads;
   /**
@@ -262,9 +269,18 @@ export interface BatchMkdir {
   mkdirMany(paths: string[], opts?: CallOptions): Promise<(unknown | undefined)[]>;
 }
 
+export interface StatOptions extends CallOptions {
+  /**
+   * Called, where the service tells what each path is before the rest of its answer is in (Maxxo:
+   * types and sizes from the API, mtimes from a daemon listing that may take an rsync run), with
+   * those entries (without times), in the order of the paths.
+   */
+  onTypes?: (entries: readonly (RemoteEntry | null)[]) => void;
+}
+
 export interface BatchStat {
   /** One entry (or null) per path, in order. */
-  statMany(paths: string[], opts?: CallOptions): Promise<(RemoteEntry | null)[]>;
+  statMany(paths: string[], opts?: StatOptions): Promise<(RemoteEntry | null)[]>;
 }
 
 export interface RangedReads {

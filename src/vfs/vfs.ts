@@ -493,6 +493,11 @@ export class Vfs implements VfsApi {
   async getxattr(path: string, name: string): Promise<Buffer> {
     path = normPath(path);
     await this.lookups.existing(path);
+    // Only user.* names can be held here. ENOTSUP (not ENODATA) for the rest, as the kernel answers
+    // for a namespace without a handler: coreutils' ls then stops probing security.selinux and
+    // ACLs after the first name of the drive (two round trips per file of an ls -l otherwise). The
+    // libfuse 3 binding answers these natively the same way.
+    if (!name.startsWith('user.')) throw new Unsupported(`no ${name.slice(0, name.indexOf('.') + 1) || name} attributes on this drive`, { path });
     return this.shareLinks.get(path, name);
   }
 

@@ -61,7 +61,9 @@ for (const kind of KINDS) {
     const listing = countRoutes(stats, LIST_ROUTE[kind]);
     const perEntry = countRoutes(stats, STAT_ROUTE[kind]);
     const total = countRoutes(stats, /^(?!.*_emulator)/);
-    t.is(listing, 1, JSON.stringify(stats) + '\n' + d.stderr().split('\n').filter((l) => !/file \d+\.txt/.test(l)).slice(-25).join('\n'));
+    // (Maxxo: the stat above may have started the listing already, while the folder's time waited
+    // for a daemon run; then ls -l costs none)
+    t.true(listing <= 1, JSON.stringify(stats) + '\n' + d.stderr().split('\n').filter((l) => !/file \d+\.txt/.test(l)).slice(-25).join('\n'));
     t.is(perEntry, 0, JSON.stringify(stats));
     t.true(total <= 2, JSON.stringify(stats));
     // A second ls -l within the listing TTL costs nothing at all.

@@ -83,7 +83,9 @@ for (const kind of KINDS) {
       seen.push(metadata);
       if (kind === 'maxxo') {
         t.true(metadata <= parts + 1, JSON.stringify(stats));
-        t.true(countRoutes(stats, /ops\/list/) <= parts, JSON.stringify(stats));
+        // the parents' speculative listings, and each folder of the walk whose time waited for a
+        // daemon run (its parent's not listed yet) listed with its stat, in case a program lists it next
+        t.true(countRoutes(stats, /ops\/list/) <= 2 * parts, JSON.stringify(stats));
       } else {
         t.true(metadata <= 2 * parts, JSON.stringify(stats));
       }

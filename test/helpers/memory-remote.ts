@@ -9,7 +9,7 @@ import {
   PolicyFileTooLarge, QuotaExceeded, RemoteError,
 } from '../../src/errors.js';
 import type {
-  AttrChange, BatchMkdir, BatchStat, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
+  AttrChange, BatchMkdir, BatchStat, CallOptions, StatOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions,
 } from '../../src/remote/types.js';
 import { sleep as waitMs } from '../support/wait.js';
 
@@ -53,6 +53,10 @@ export interface MemoryRemoteOptions {
   batchMkdir?: boolean;
   /** move() gives a moved file a new revision and answers with its entry (vBoxx-like). Default false. */
   revOnMove?: boolean;
+  /** Sets Remote.listBeforeType (vBoxx-like). Default false. */
+  listBeforeType?: boolean;
+  /** statMany() tells the types (onTypes) this many ms before it answers (Maxxo-like: times take a daemon run). */
+  typesAheadMs?: number;
 }
 
 interface Node {
@@ -118,9 +122,11 @@ export class MemoryRemote implements Remote {
   removeBatchMax?: number;
   moveReplaces?: boolean;
   batchMkdir?: BatchMkdir;
+  listBeforeType?: boolean;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
+    if (opts.listBeforeType) this.listBeforeType = true;
     if (opts.removeBatchMax) this.removeBatchMax = opts.removeBatchMax;
     if (opts.moveReplaces) this.moveReplaces = true;
     this.latencyMs = opts.latencyMs ?? 0;
@@ -238,13 +244,19 @@ export class MemoryRemote implements Remote {
     return n ? this.entryOf(path, n) : null;
   }
 
-  private async doStatMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
+  private async doStatMany(paths: string[], opts: StatOptions = {}): Promise<(RemoteEntry | null)[]> {
     await this.enter('statMany', paths.join(','), opts);
-    return paths.map((p) => {
+    const out = paths.map((p) => {
       p = norm(p);
       const n = this.nodes.get(p);
       return n ? this.entryOf(p, n) : null;
     });
+    if (this.opts.typesAheadMs !== undefined) {
+      // as Maxxo: types first, times after a daemon listing
+      opts.onTypes?.(out.map((e) => e && { ...e, mtimeMs: undefined }));
+      await waitMs(this.opts.typesAheadMs);
+    }
+    return out;
   }
 
   /** Streamed in chunks of readChunkBytes (counted as a read call). */

@@ -138,7 +138,7 @@ test('mtimes: list and stat carry the daemon listing mtime, kept off their path;
   const st = await remote.statMany!(['/d/a', '/d/b', '/d/c', '/d', '/nope']);
   t.deepEqual(st.map((e) => e?.mtimeMs), [1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_000, dirMtime, undefined]);
   await remote.list('/d');
-  t.is(remote.counters().listRuns - runs, 1, 'stats and lists reuse it (one run more: the top folder, for /d itself)');
+  t.is(remote.counters().listRuns - runs, 0, 'stats and lists reuse it (/d\'s own time from its own listing\'s "." row)');
   runs = remote.counters().listRuns;
 
   // another client's change of the same size: list and stat still say the old mtime ...
@@ -241,6 +241,39 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   t.is(remote.counters().rsyncRuns - remote.counters().listRuns - runs, 2);
   t.deepEqual([0, 1, 2, 3].map((i) => (statSync(join(folder, 'm', `b${i}`)).mode & 0o111) !== 0), [true, false, false, false]);
   t.deepEqual([0, 1, 2, 3].map((i) => statSync(join(folder, 'm', `b${i}`)).mtimeMs), [1_400_000_000_000, 1_400_000_001_000, 1_400_000_002_000, 1_400_000_003_000]);
+});
+
+test('a folder looked up while its parent\'s two-level run is on its way gets its time from a run of its own, which its listing then uses', async (t) => {
+  // the parent's run is held until the gate exists: a lookup that waited for it would not return
+  const gate = join(tmp, `gate-${process.pid}-${n + 1}`);
+  const wrapper = join(tmp, `rsync-held-${process.pid}-${n + 1}`);
+  writeFileSync(wrapper, `#!/bin/sh
+deep=; for a in "$@"; do [ "$a" = -r ] && deep=1; last=$a; done
+case "$deep$last" in 1*/p/) while [ ! -e '${gate}' ]; do sleep 0.05; done;; esac
+exec rsync "$@"
+`, { mode: 0o755 });
+  const { remote, folder } = account({ rsyncPath: wrapper });
+  t.teardown(() => { writeFileSync(gate, ''); return remote.close(); });
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  mkdirSync(join(folder, 'p', 'c'), { recursive: true });
+  writeFileSync(join(folder, 'p', 'c', 'f'), 'x');
+  utimesSync(join(folder, 'p', 'c', 'f'), 1_600_000_010, 1_600_000_010);
+  utimesSync(join(folder, 'p', 'c'), 1_600_000_011, 1_600_000_011);
+  // the parent's listing (a cold `ls -l p/c` looks p up first, which starts p's two-level run)
+  const parent = remote.list('/p');
+  parent.catch(() => {});
+  t.true(await eventually(async () => remote.counters().listRuns === 1, 10_000, 10), 'the parent\'s run started');
+  const runs = remote.counters().listRuns;
+  const timeout = sleep(20_000).then(() => 'timeout' as const);
+  const st = await Promise.race([remote.statMany!(['/p/c']), timeout]);
+  if (st === 'timeout') { t.fail('the lookup of /p/c waited for its parent\'s run'); return; }
+  t.like(st[0], { type: 'dir', mtimeMs: 1_600_000_011_000 });
+  t.is(remote.counters().listRuns - runs, 1, 'its own run');
+  const c = await remote.list('/p/c');
+  t.deepEqual(c.entries.map((e) => [e.name, e.mtimeMs]), [['f', 1_600_000_010_000]]);
+  t.is(remote.counters().listRuns - runs, 1, 'its listing used that run');
+  writeFileSync(gate, '');
+  t.deepEqual((await parent).entries.map((e) => [e.name, e.mtimeMs]), [['c', 1_600_000_011_000]]);
 });
 
 test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, the folder\'s own row as ., others ignored', (t) => {

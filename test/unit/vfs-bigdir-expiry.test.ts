@@ -40,7 +40,7 @@ test('ls -l outlasting the listing TTL: every listed name stays visible, at a fe
     try {
       const a = await vfs.getattr(p);
       if (a.type !== 'file' || a.size !== 1) errs.push(`${p}: ${a.type} ${a.size}`);
-      await vfs.getxattr(p, 'security.selinux').catch((e) => { if (!isRemoteError(e, 'NO_XATTR')) throw e; });
+      await vfs.getxattr(p, 'security.selinux').catch((e) => { if (!isRemoteError(e, 'UNSUPPORTED')) throw e; });
     } catch (e) { errs.push(`${p}: ${(e as { code?: string }).code ?? (e as Error).message}`); }
   }
   const elapsed = Date.now() - t0;

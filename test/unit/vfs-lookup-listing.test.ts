@@ -120,3 +120,98 @@ test('a listing that fails leaves the lookups to their stats', async (t) => {
   t.is(((await vfs.getattr('/f/b')) as { size: number }).size, 2);
   t.is(await code(vfs.getattr('/f/c')), 'NOT_FOUND');
 });
+
+// Remote.listBeforeType (vBoxx): the first stat in a folder also lists the name it asks for.
+
+/** What the kernel does for a cold `ls -l /a/b/c`: a lookup per level, one after the other, then the listing. */
+async function coldLsL(vfs: { getattr(p: string): Promise<unknown>; readdir(p: string): Promise<{ names: string[] }> }, dir: string): Promise<string[]> {
+  const parts = dir.split('/').filter(Boolean);
+  for (let i = 1; i <= parts.length; i++) await vfs.getattr('/' + parts.slice(0, i).join('/'));
+  return (await vfs.readdir(dir)).names;
+}
+
+test('listBeforeType: a cold path walk lists each name with its stat; the next level and the last listing come from those (two round trips for three levels)', async (t) => {
+  const { remote, vfs } = await setup(t, { latencyMs: 20, listBeforeType: true });
+  for (let d = 0; d < 3; d++) for (let i = 0; i < 20; i++) remote.putFile(`/bench/small/d0${d}/f${i}`, 'x');
+  remote.resetCalls();
+  const names = await coldLsL(vfs, '/bench/small/d01');
+  t.is(names.length, 20);
+  // /bench/small: answered by /bench's listing, asked with /bench's stat
+  t.deepEqual(remote.log.filter((l) => l.startsWith('stat')), ['stat /bench', 'stat /bench/small/d01']);
+  // the parents' listings for misses, and the names' own: d01's is the one readdir used
+  t.deepEqual(remote.log.filter((l) => l.startsWith('list')).sort(), ['list /', 'list /bench', 'list /bench/small', 'list /bench/small/d01']);
+  // the folders' own entries are the stats' (with their times), not made up by the listings
+  const a = (await vfs.getattr('/bench/small/d01')) as { type: string; mtimeMs?: number };
+  t.is(a.type, 'dir');
+  t.is(remote.calls.stat + remote.calls.list, 6);
+});
+
+test('listBeforeType: a file looked up first in its folder: its listing fails, the stat answers, nothing is cached wrong', async (t) => {
+  const { remote, vfs } = await setup(t, { latencyMs: 5, listBeforeType: true });
+  remote.putFile('/p/doc.txt', 'hello');
+  remote.resetCalls();
+  t.is(((await vfs.getattr('/p/doc.txt')) as { type: string; size: number }).size, 5);
+  await until(() => remote.calls.list === 2, 'the listings');
+  await sleep(20);
+  t.deepEqual(remote.log.filter((l) => l.startsWith('list')).sort(), ['list /p', 'list /p/doc.txt']);
+  t.is(((await vfs.getattr('/p/doc.txt')) as { type: string }).type, 'file');
+  t.deepEqual((await vfs.readdir('/p')).names, ['doc.txt']);
+});
+
+test('listBeforeType: a name known to be a big folder is stat\'ed only; without the capability nothing changes', async (t) => {
+  const { remote, vfs } = await setup(t, { listBeforeType: true }, { speculativeListMaxEntries: 20, dirTtlMs: 50, attrTtlMs: 50, negativeTtlMs: 50 });
+  for (let i = 0; i < 30; i++) remote.putFile(`/top/big/f${i}`, 'x');
+  await vfs.readdir('/top/big');
+  await sleep(150);
+  remote.resetCalls();
+  await vfs.getattr('/top/big');
+  await sleep(30);
+  t.false(remote.log.includes('list /top/big'), remote.log.join(', '));
+  const m = await setup(t, { latencyMs: 5 });
+  m.remote.putFile('/q/r/f', 'x');
+  m.remote.resetCalls();
+  await m.vfs.getattr('/q/r');
+  await sleep(30);
+  t.deepEqual(m.remote.log.filter((l) => l.startsWith('list')), ['list /q']);
+});
+
+test('listBeforeType: a name\'s listing that lands before its stat does not make up the folder\'s entry (its time is the stat\'s)', async (t) => {
+  const { remote, vfs } = await setup(t, { listBeforeType: true });
+  remote.mkdirp('/a/b');
+  remote.putFile('/a/b/f', 'x');
+  const when = ((await remote.stat('/a/b')) as { mtimeMs: number }).mtimeMs;
+  remote.resetCalls();
+  // the parent's listing fails, so only the stat can tell /a/b's own entry
+  remote.failNext({ method: 'list', match: (p) => p === '/a', times: 5 });
+  const release = remote.hold('stat');
+  t.teardown(release);
+  const first = vfs.getattr('/a/b');
+  await until(() => remote.log.includes('list /a/b') && remote.held('stat') === 1, 'the stat held, the listing asked');
+  await sleep(30);
+  let second: { mtimeMs: number } | undefined;
+  const p = vfs.getattr('/a/b').then((a) => { second = a as { mtimeMs: number }; });
+  await sleep(30);
+  t.is(second, undefined, 'a lookup meanwhile waits for the stat');
+  release();
+  await p;
+  t.is(((await first) as { mtimeMs: number }).mtimeMs, when);
+  t.is(second!.mtimeMs, when);
+});
+
+test('a folder the remote tells is one before its stat completes (Maxxo: times take a daemon run): its listing starts then, and readdir finds it', async (t) => {
+  const { remote, vfs } = await setup(t, { batchStat: true, typesAheadMs: 60, latencyMs: 5 });
+  for (let i = 0; i < 20; i++) remote.putFile(`/top/d/f${i}`, 'x');
+  remote.putFile('/top/file', 'y');
+  remote.resetCalls();
+  const a = vfs.getattr('/top/d');
+  await until(() => remote.log.includes('list /top/d'), 'the listing asked while the stat waits for times');
+  t.true(remote.calls.statMany >= 1);
+  t.is(((await a) as { type: string }).type, 'dir');
+  const lists = remote.calls.list;
+  t.is((await vfs.readdir('/top/d')).names.length, 20);
+  t.is(remote.calls.list, lists, 'readdir used that listing');
+  // a file: nothing listed for it
+  await vfs.getattr('/top/file');
+  await sleep(20);
+  t.false(remote.log.includes('list /top/file'), remote.log.join(', '));
+});

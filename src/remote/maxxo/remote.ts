@@ -36,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type {
-  AttrChange, BatchMkdir, BatchStat, BatchUpload, CallOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
+  AttrChange, BatchMkdir, BatchStat, BatchUpload, CallOptions, StatOptions, DownloadedVersion, FileMetadata, ListOptions, ListResult, Remote, RemoteEntry, Revalidation, StatFs,
   TransferOptions, UploadResult,
 } from '../types.js';
 import { Priority } from '../types.js';
@@ -192,26 +192,34 @@ export class MaxxoRemote implements Remote {
   }
 
   /** Entries with the mtimes of files and folders (see the top of this file and mtimeSource()). */
-  async statMany(paths: string[], opts: CallOptions = {}): Promise<(RemoteEntry | null)[]> {
+  async statMany(paths: string[], opts: StatOptions = {}): Promise<(RemoteEntry | null)[]> {
     const out = await this.sizes(paths, opts);
     if (!this.mtimes) return out;
+    // what they are is known now; a folder's time may wait for a daemon run (told only then: the
+    // drive lists a folder it is told of, one API call)
+    if (opts.onTypes && out.some((e, i) => e?.type === 'dir' && !this.listings.dirTimeAtHand(paths[i]!))) opts.onTypes(out.map((e) => e && { ...e }));
     const byDir = new Map<string, RemoteEntry[]>();
     const tops: RemoteEntry[] = [];
+    const folders: Promise<void>[] = [];
     for (const [i, e] of out.entries()) {
       // (a folder's mtime too: shown as the mount time until its parent is listed, it would
       // change under programs that already saw it; the first look at a folder costs the run)
       if (!e) continue;
       // the top folder has no parent to be listed in: its own listing's "." row has its time
       if (pathParts(paths[i]!).length === 0) { tops.push(e); continue; }
-      // a folder looked up is about to be listed, or looked into (its files' mtimes)
-      if (e.type === 'dir') this.listings.prime(paths[i]!);
+      if (e.type === 'dir') {
+        // a folder looked up is about to be listed, or looked into (its files' mtimes): its own
+        // run starts now, and may tell its time before its parent's does
+        folders.push(this.listings.dirTime(paths[i]!).then((m) => { if (m !== undefined) e.mtimeMs = m; }));
+        continue;
+      }
       const dir = parentOf(paths[i]!);
       byDir.set(dir, [...(byDir.get(dir) ?? []), e]);
     }
-    await Promise.all([...byDir].map(async ([dir, es]) => {
+    await Promise.all([...folders, ...[...byDir].map(async ([dir, es]) => {
       const listed = await this.listings.source(dir, es);
       for (const e of es) withMtime(e, listed);
-    }));
+    })]);
     if (tops.length) {
       const self = (await this.listings.source('/', []))?.self;
       if (self !== undefined) for (const e of tops) e.mtimeMs = self;

@@ -28,6 +28,8 @@ const split = (p: string) => p.split('/').filter((s) => s !== '' && s !== '.');
 
 export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
+  /** list() is /metadata, as stat() is: of a file it answers the file (NotADirectory here). */
+  readonly listBeforeType = true;
   readonly ranged: RangedReads = { readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o) };
   readonly shareLinks: ShareLinks = { shareLink: (path, o) => this.shareLink(path, o) };
   // client_mtime (whole seconds) on every upload; no mode at all, no folder times

@@ -126,8 +126,14 @@ export class MetaCache {
     this.attrs.set(path, { entry: e, expires: Date.now() + (e ? this.ctx.opts.attrTtlMs : this.ctx.opts.negativeTtlMs) });
   }
 
-  /** A directory's listing, from cache, revalidated by hash, or fetched. */
-  async listing(dir: string, force = false, priority: number = Priority.interactive, onNames?: (names: ReadonlySet<string>) => void): Promise<DirSlot> {
+  /**
+   * A directory's listing, from cache, revalidated by hash, or fetched. `guess`: asked while a
+   * stat of dir is still on its way (Lookup: a name listed before its type is known), so a fetch
+   * this call starts leaves dir's own entry to that stat, which has its time (an entry made up
+   * from the listing has none, and would be shown if the listing landed first).
+   */
+  async listing(dir: string, force = false, priority: number = Priority.interactive, onNames?: (names: ReadonlySet<string>) => void,
+    guess = false): Promise<DirSlot> {
     const d = this.dirs.get(dir);
     if (d && !force && d.expires > Date.now()) return d;
     // a fetch that started before our latest change of this folder may answer the old state
@@ -135,14 +141,14 @@ export class MetaCache {
     const inf = this.listInflight.get(dir);
     if (inf && inf.gen === gen) return inf.p;
     // onNames only for the caller whose call starts the fetch (see Remote.list)
-    const slot = { gen, p: this.fetchListing(dir, d, 0, priority, onNames) };
+    const slot = { gen, p: this.fetchListing(dir, d, 0, priority, onNames, guess) };
     slot.p.finally(() => { if (this.listInflight.get(dir) === slot) this.listInflight.delete(dir); }).catch(() => {});
     this.listInflight.set(dir, slot);
     return slot.p;
   }
 
   private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive,
-    onNames?: (names: ReadonlySet<string>) => void): Promise<DirSlot> {
+    onNames?: (names: ReadonlySet<string>) => void, guess = false): Promise<DirSlot> {
     const { remote, opts } = this.ctx;
     if (this.ours.pending(dir)) {
       // nothing of it is on the server yet (what goes into it waits for it): no request; what our
@@ -168,7 +174,7 @@ export class MetaCache {
       // the answer may predate our own change: ask again (a folder changed by us without end
       // gets the cached view, which our changes keep right, or the last answer)
       const cur = this.dirs.get(dir);
-      if (tries < 3) return this.fetchListing(dir, cur, tries + 1, priority);
+      if (tries < 3) return this.fetchListing(dir, cur, tries + 1, priority, undefined, guess);
       if (cur) return cur;
       if (r.unchanged) return old!;
     }
@@ -177,7 +183,7 @@ export class MetaCache {
       this.dirs.set(dir, old!);
       return old!;
     }
-    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority);
+    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority, undefined, guess);
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
     for (const e of this.ours.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);
@@ -196,7 +202,9 @@ export class MetaCache {
       // the folder's own entry (its mtime from the parent's listing or a stat) stays: a listing
       // says nothing about the folder itself
       const had = this.attrs.get(dir)?.entry ?? this.dirs.peek(parentOf(dir))?.entries.get(baseOf(dir));
-      this.attrs.set(dir, { entry: had?.type === 'dir' ? had : { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
+      if (had?.type === 'dir' || !guess) {
+        this.attrs.set(dir, { entry: had?.type === 'dir' ? had : { name: baseOf(dir), type: 'dir', size: 0 }, expires: Date.now() + opts.dirTtlMs });
+      }
     }
     return slot;
   }

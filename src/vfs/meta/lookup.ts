@@ -2,7 +2,9 @@
 // with the ways a lookup avoids a round trip per name: stats batched into one call (statMany),
 // a folder listed after a few stats of its names, and the speculative listing started with the
 // first stat in a folder, whose answer serves the misses that follow (a rename's missing target,
-// the file a program is about to create).
+// the file a program is about to create); where the remote lists a file as cheaply as it stats it
+// (Remote.listBeforeType), the name stat'ed is listed too, in case it is a folder a program walks
+// into.
 //
 // Owns: stats in flight, per-folder stat counts, speculative listings, the pending stat batch.
 // Depends on: MetaCache (caches and listings), a LocalView (what local content overrides).
@@ -46,7 +48,9 @@ interface SpecListing {
 }
 
 interface StatBatch {
+  /** The drive's paths, and where the server has each (a rename written back not sent yet). */
   paths: string[];
+  ats: string[];
   waiters: Map<string, { resolve: (e: RemoteEntry | null) => void; reject: (e: unknown) => void }[]>;
 }
 
@@ -164,6 +168,7 @@ export class Lookup {
     }
     const cur = path === '/' ? undefined : meta.dirs.get(dir);
     let speculate = false;
+    let guess = false;
     if (path !== '/' && !(cur && cur.expires > Date.now())) {
       const worth = this.statsWorthListing(dir);
       if (worth === 'list') {
@@ -175,6 +180,7 @@ export class Lookup {
         }
       } else if (worth === 'first') {
         speculate = this.speculationWorth(dir);
+        guess = this.guessWorth(path);
       }
     }
     const gen = meta.dirGen(dir);
@@ -184,7 +190,23 @@ export class Lookup {
     slot.p.finally(() => { if (this.statInflight.get(path) === slot) this.statInflight.delete(path); }).catch(() => {});
     this.statInflight.set(path, slot);
     if (speculate) this.speculativeListing(dir, cur, slot.p);
+    if (guess) this.speculativeListing(path, meta.dirs.get(path), slot.p, true);
     return slot.p;
+  }
+
+  /**
+   * Whether the first stat in a folder should also list the name it asks for, before the stat
+   * says whether it is a folder. A cold path walk (`ls -l a/b/c`) costs a round trip per level
+   * plus the listing of the last; with the name's listing asked alongside its stat, the next
+   * level's lookup is answered from it and the last level's listing is on its way with its own
+   * lookup: two round trips for a/b/c instead of four (measured at 20 ms RTT on vBoxx). Only
+   * where such a listing of a file costs a stat's worth (Remote.listBeforeType), once per folder
+   * (the first stat in it), and not for names known to be big folders.
+   */
+  private guessWorth(path: string): boolean {
+    if (!this.ctx.remote.listBeforeType || this.ctx.opts.speculativeListMaxEntries <= 0) return false;
+    if (this.meta.isBig(path) || this.meta.freshListing(path)) return false;
+    return !this.meta.listingInFlight(path, true);
   }
 
   /**
@@ -199,7 +221,7 @@ export class Lookup {
     return !this.meta.listingInFlight(dir, true);
   }
 
-  private speculativeListing(dir: string, cur: DirSlot | undefined, stat: Promise<unknown>): void {
+  private speculativeListing(dir: string, cur: DirSlot | undefined, stat: Promise<unknown>, guess = false): void {
     const gen = this.meta.dirGen(dir);
     const started = Date.now();
     let namesIn!: () => void;
@@ -212,7 +234,7 @@ export class Lookup {
       s.namesUntil = 2 * Date.now() - started;
       namesIn();
     };
-    s.p = this.meta.listing(dir, false, Priority.interactive, onNames).then((d) => {
+    s.p = this.meta.listing(dir, false, Priority.interactive, onNames, guess).then((d) => {
       // fetched for lookups, not shown to a program: later misses are asked of the server again
       if (d !== cur && this.meta.dirs.get(dir) === d) d.implicit = true;
       s.slot = d;
@@ -229,6 +251,22 @@ export class Lookup {
     });
     if (this.specLists.size >= 1000) this.specLists.clear();
     this.specLists.set(dir, s);
+  }
+
+  /**
+   * A folder the remote said is one before its stat is complete (Remote statMany onTypes: on
+   * Maxxo a folder's time takes a daemon run, 300-500 ms at 20 ms RTT): its listing starts now, so
+   * the opendir that usually follows the lookup finds it landed, where it was asked only then
+   * (one API round trip and the parse of the listing after the run; 50-80 ms of a cold `ls -l`
+   * of 1,000 files). On Maxxo that listing waits for the same run, so it lands about when the
+   * stat answers; as the speculative listing of the folder it then answers the lookups in it
+   * (the next level of a path walk, a rename's target).
+   */
+  private listAhead(path: string): void {
+    if (this.ctx.opts.speculativeListMaxEntries <= 0 || this.meta.isBig(path) || this.meta.freshListing(path)) return;
+    if (this.meta.listingInFlight(path, true)) return;
+    const stat = this.statInflight.get(path)?.p ?? Promise.resolve();
+    this.speculativeListing(path, this.meta.dirs.get(path), stat, true);
   }
 
   /**
@@ -293,7 +331,7 @@ export class Lookup {
     try {
       // (a file or folder renamed, or one above it, its move not sent: the server has it at its old name)
       e = await this.ctx.atServer(path, (at) => batched
-        ? this.batchedStat(at)
+        ? this.batchedStat(path, at)
         : this.ctx.bounded(`stat ${path}`, (signal) => remote.stat(at, { signal, priority: Priority.interactive })), (r) => r === null);
       if (e && e.name !== baseOf(path)) e = { ...e, name: baseOf(path) };
     } catch (err) {
@@ -311,15 +349,15 @@ export class Lookup {
     return this.view.local(path) ?? e;
   }
 
-  private batchedStat(path: string): Promise<RemoteEntry | null> {
+  private batchedStat(path: string, at: string): Promise<RemoteEntry | null> {
     return new Promise((resolve, reject) => {
       let b = this.statBatch;
       if (!b) {
-        b = this.statBatch = { paths: [], waiters: new Map() };
+        b = this.statBatch = { paths: [], ats: [], waiters: new Map() };
         setTimeout(() => this.runStatBatch(b!), 2);
       }
       let w = b.waiters.get(path);
-      if (!w) { w = []; b.waiters.set(path, w); b.paths.push(path); }
+      if (!w) { w = []; b.waiters.set(path, w); b.paths.push(path); b.ats.push(at); }
       w.push({ resolve, reject });
       if (b.paths.length >= 200) this.runStatBatch(b);
     });
@@ -329,7 +367,8 @@ export class Lookup {
     if (this.statBatch !== b) return;
     this.statBatch = null;
     const paths = b.paths;
-    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.ctx.remote.batchStat!.statMany(paths, { signal, priority: Priority.interactive }))
+    const onTypes = (es: readonly (RemoteEntry | null)[]) => es.forEach((e, i) => { if (e?.type === 'dir') this.listAhead(paths[i]!); });
+    this.ctx.bounded(`stat of ${paths.length} paths`, (signal) => this.ctx.remote.batchStat!.statMany(b.ats, { signal, priority: Priority.interactive, onTypes }))
       .then((res) => {
         if (!Array.isArray(res) || res.length !== paths.length) throw new BadResponse('statMany answered a different number of entries');
         paths.forEach((p, i) => { for (const w of b.waiters.get(p)!) w.resolve(res[i] ?? null); });
