@@ -142,14 +142,15 @@ export class Vfs implements VfsApi {
       moveRefused: (m) => {
         // what is ours at or below the target goes back to the file or folder the server keeps
         const o = this.store.objs.get(m.to);
-        const back = m.dir || o?.authoritative ? this.ns.moveBack(m.from, m.to) : undefined;
-        back?.catch((e) => this.log.error(`after the refused rename of ${m.from}: ${errText(e)}`));
-        if (!back && o?.authoritative && !m.dir) {
-          // something of ours took the old name meanwhile: the content goes to the target (its upload)
-          serverKeeps(m.from, false);
-          return;
-        }
-        if (o && !back) this.store.detach(o);
+        if (m.dir || o?.authoritative) {
+          const back = this.ns.moveBack(m.from, m.to);
+          if (back) back.catch((e) => this.log.error(`after the refused rename of ${m.from}: ${errText(e)}`));
+          else if (!m.dir) {
+            // something of ours took the old name meanwhile: the content goes to the target (its upload)
+            serverKeeps(m.from, false);
+            return;
+          }
+        } else if (o) this.store.detach(o);
         serverKeeps(m.to, true);
         serverKeeps(m.from, false);
       },

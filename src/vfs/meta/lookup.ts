@@ -204,8 +204,12 @@ export class Lookup {
    * (the first stat in it), and not for names known to be big folders.
    */
   private guessWorth(path: string): boolean {
-    if (!this.ctx.remote.listBeforeType || this.ctx.opts.speculativeListMaxEntries <= 0) return false;
-    if (this.meta.isBig(path) || this.meta.freshListing(path)) return false;
+    return !!this.ctx.remote.listBeforeType && this.mayListAhead(path);
+  }
+
+  /** A listing of path asked ahead of need: none landed or on its way, not a big folder, not turned off. */
+  private mayListAhead(path: string): boolean {
+    if (this.ctx.opts.speculativeListMaxEntries <= 0 || this.meta.isBig(path) || this.meta.freshListing(path)) return false;
     return !this.meta.listingInFlight(path, true);
   }
 
@@ -263,8 +267,7 @@ export class Lookup {
    * (the next level of a path walk, a rename's target).
    */
   private listAhead(path: string): void {
-    if (this.ctx.opts.speculativeListMaxEntries <= 0 || this.meta.isBig(path) || this.meta.freshListing(path)) return;
-    if (this.meta.listingInFlight(path, true)) return;
+    if (!this.mayListAhead(path)) return;
     const stat = this.statInflight.get(path)?.p ?? Promise.resolve();
     this.speculativeListing(path, this.meta.dirs.get(path), stat, true);
   }

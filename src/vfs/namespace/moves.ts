@@ -240,16 +240,20 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
    */
   async settleInto(path: string): Promise<void> {
     if (this.dirMoves === 0) return this.settleTo(path);
-    const match = (k: string) => k === path || (isUnder(path, k) && !!this.pending.get(k)?.dir);
+    const match = (k: string) => this.into(k, path);
     if (![...this.pending.keys()].some(match)) return;
     await this.ctx.within(`sending the renames above ${path}`, this.whenSent(match));
   }
 
   /** Whether a move that puts path where the drive shows it (to path, or of a folder to above it) is being sent now. */
   sendingInto(path: string): boolean {
-    if (this.sendingNow.size === 0) return false;
-    for (const k of this.sendingNow) if (k === path || (isUnder(path, k) && !!this.pending.get(k)?.dir)) return true;
+    for (const k of this.sendingNow) if (this.into(k, path)) return true;
     return false;
+  }
+
+  /** The pending move to k puts path where the drive shows it: k is path, or a folder moved to above it. */
+  private into(k: string, path: string): boolean {
+    return k === path || (isUnder(path, k) && !!this.pending.get(k)?.dir);
   }
 
   /**
@@ -306,12 +310,12 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
     return !this.sendingNow.has(prev.to) && !prev.replaces && !this.entangled(prev, [prev.from, prev.to, to]);
   }
 
-  /** Another pending move than m has one of names (or, where folders move, a name at or below one) as its source or target. */
+  /**
+   * Another pending move than m has one of names, or a name at or below one, as its source or
+   * target (with files alone only the same names meet: a name moved away is settled before a
+   * folder is made there).
+   */
   private entangled(m: PendingMove, names: string[]): boolean {
-    if (this.dirMoves === 0) {
-      for (const o of this.pending.values()) if (o !== m && (names.includes(o.from) || names.includes(o.to))) return true;
-      return false;
-    }
     for (const o of this.pending.values()) if (o !== m && touches(names, o)) return true;
     return false;
   }

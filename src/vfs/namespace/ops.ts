@@ -269,27 +269,22 @@ export class Namespace {
     // and a local entry (local mtime) left in the listing would not match its server identity,
     // so the next open dropped the cached bytes and downloaded them again (soak seed 800303)
     const moved = so && src.type === 'file' && !so.authoritative && so.ident ? so.ident : src;
-    if (src.type === 'dir') {
-      // written back as a file's rename is. What the other queues and earlier moves hold at or below
-      // either name reaches the server first: their records name paths this move changes (a folder
-      // made or a name deleted below it would show at the old name only, and the listing overlay
-      // places a moved file by the name it was moved to). What comes later below the new name goes
-      // after the move: uploads and metadata sends wait at its gate, moves are sent in order,
-      // deletes and mkdirs there settle it first.
-      await this.deps.mkdirs?.settle([from, to], true);
-      await this.moves.settle([from, to], true);
-      await this.deletes.settle([from, to], true);
-      if (dst) this.store.forgetHiddenUnder(to);
-      const rec = this.moves.add(from, to, moved, dstOnServer, noReplace, true);
-      this.rekey(from, to, moving);
-      await rec;
-      this.renamed(from, to, src, dst, moved);
-      return;
-    }
     if (!srcLocalOnly) {
+      const dir = src.type === 'dir';
+      if (dir) {
+        // What the other queues and earlier moves hold at or below either name reaches the server
+        // first: their records name paths this move changes (a folder made or a name deleted below
+        // it would show at the old name only, and the listing overlay places a moved file by the
+        // name it was moved to). What comes later below the new name goes after the move: uploads
+        // and metadata sends wait at its gate, moves are sent in order, deletes and mkdirs there
+        // settle it first.
+        await this.deps.mkdirs?.settle([from, to], true);
+        await this.moves.settle([from, to], true);
+        await this.deletes.settle([from, to], true);
+        if (dst) this.store.forgetHiddenUnder(to);
+      } else await this.moves.settleTo(to);
       // written back: the move record retargets the journal, then the local table moves
-      await this.moves.settleTo(to);
-      const rec = this.moves.add(from, to, moved, dstOnServer, noReplace);
+      const rec = this.moves.add(from, to, moved, dstOnServer, noReplace, dir);
       if (replaced) this.store.detach(replaced);
       this.rekey(from, to, moving);
       await rec;
