@@ -625,7 +625,7 @@ export class Vfs implements VfsApi {
     await this.policy.checkName(path);
     const stale = this.store.objs.get(path);
     if (stale) this.store.detach(stale);
-    const o = this.store.add(path, 0, false);
+    const o = this.store.addNew(path);
     // what the creator writes through its handle is what the drive holds
     o.kernelEpoch = o.epoch;
     o.gen = 1;

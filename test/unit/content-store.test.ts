@@ -101,3 +101,41 @@ test('recover: clean content with its index, pending records (inline content win
   t.is(store.cacheBytes, 11);
   t.deepEqual(fs.readdirSync(dataDir).sort(), ['c1', 'c1.meta', 'p1']);
 });
+
+test('a new file takes a cache file made ahead: empty, private, removed at close; spares a crash left are removed at start', async (t) => {
+  const { store, dataDir } = setup(t);
+  const first = store.addNew('/first');
+  t.is(first.fd, -1, 'none made ahead yet: the first new file opens its own');
+  // the filling starts after the create's answer and makes the spares one by one
+  const until = Date.now() + 10_000;
+  while (fs.readdirSync(dataDir).length < 16 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  const spares = fs.readdirSync(dataDir);
+  t.is(spares.length, 16);
+  for (const f of spares) {
+    const st = fs.statSync(join(dataDir, f));
+    t.is(st.size, 0, f);
+    t.is(st.mode & 0o777, 0o600, f);
+  }
+  const o = store.addNew('/made');
+  t.true(o.fd >= 0, 'the new file has its cache file open at once');
+  t.true(spares.includes(o.id), 'it is one of the spares');
+  t.is(store.file(o), join(dataDir, o.id));
+  fs.writeSync(o.fd, 'abc', 0, 'utf8');
+  t.is(fs.readFileSync(store.file(o), 'utf8'), 'abc');
+  t.is(store.get('/made'), o);
+  // another store over the same folder after a crash: nobody refers to the spares
+  const again = new ContentStore(new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() })), dataDir, { detached: () => {} });
+  const before = fs.readdirSync(dataDir);
+  await again.recover([], () => {});
+  // (the first store may have made a spare more meanwhile)
+  t.deepEqual(fs.readdirSync(dataDir).filter((f) => before.includes(f)), [], 'spares and unreferenced cache files are gone');
+  fs.closeSync(o.fd);
+  o.fd = -1;
+  // close: the spares made meanwhile are closed and removed
+  store.addNew('/more');
+  await new Promise((r) => setTimeout(r, 200));
+  t.true(fs.readdirSync(dataDir).length > 0);
+  await store.closeAll();
+  const left = fs.readdirSync(dataDir);
+  t.true(left.every((f) => [...store.objs.values()].some((x) => x.id === f)), `only files of objects are left: ${left.join(' ')}`);
+});

@@ -53,3 +53,9 @@ export function openRw(file: string): Promise<number> {
   return new Promise<number>((resolve, reject) =>
     fs.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
+
+/** A file that must not exist yet (a fresh cache file name). */
+export function openNew(file: string): Promise<number> {
+  return new Promise<number>((resolve, reject) =>
+    fs.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+}

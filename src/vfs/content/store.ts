@@ -20,8 +20,11 @@ import type { RemoteEntry } from '../../remote/types.js';
 import type { PendingUpload } from '../journal.js';
 import { MUTATION, errText, type Ctx } from '../context.js';
 import { baseOf, isUnder, rebase, rekeyMap } from '../paths.js';
-import { openRw } from './fileio.js';
+import { openNew, openRw } from './fileio.js';
 import { Obj } from './obj.js';
+
+/** Empty cache files kept made ahead (see ContentStore.spares). */
+const SPARE_FILES = 16;
 
 export class ContentStore {
   /** Content objects by current path; Map order is LRU order (touched on open). */
@@ -36,6 +39,15 @@ export class ContentStore {
   readonly hidden = new Map<string, Obj>();
   cacheBytes = 0;
   private evicting = false;
+  /**
+   * Empty cache files made ahead, open (id, fd): a file being made takes one. Making a file costs
+   * 0.3-0.4 ms of the cache disk's metadata journal here (ext4 on a virtual disk), a third of
+   * what a create of a small file costs in all; made ahead, that wait is off the create's path.
+   * Nothing refers to a spare, so a crash leaves only empty files that recover() removes.
+   */
+  private readonly spares: { id: string; fd: number }[] = [];
+  private sparesFilling = false;
+  private sparesStopped = false;
 
   constructor(
     private readonly ctx: Ctx,
@@ -58,6 +70,38 @@ export class ContentStore {
     if (ident) o.ident = { ...ident };
     this.objs.set(path, o);
     return o;
+  }
+
+  /** A new empty object for a file being made at path, with an open cache file when a spare is ready. */
+  addNew(path: string): Obj {
+    const spare = this.spares.pop();
+    const o = new Obj(spare?.id ?? randomUUID(), path, 0, false);
+    if (spare) o.fd = spare.fd;
+    this.objs.set(path, o);
+    // after the create's answer: the filling's first open costs the JS thread a little too
+    if (!this.sparesFilling) setImmediate(() => this.fillSpares());
+    return o;
+  }
+
+  /** Keeps SPARE_FILES made ahead, one at a time on the threadpool; a failure (disk full) stops the filling until the next create. */
+  private fillSpares(): void {
+    if (this.sparesFilling || this.sparesStopped || this.spares.length >= SPARE_FILES) return;
+    this.sparesFilling = true;
+    void (async () => {
+      try {
+        while (!this.sparesStopped && this.spares.length < SPARE_FILES) {
+          const id = randomUUID();
+          const file = join(this.dataDir, id);
+          const fd = await openNew(file);
+          if (this.sparesStopped) { fs.close(fd, () => fs.rm(file, { force: true }, () => {})); break; }
+          this.spares.push({ id, fd });
+        }
+      } catch (e) {
+        this.ctx.log.debug(`making spare cache files: ${errText(e)}`);
+      } finally {
+        this.sparesFilling = false;
+      }
+    })();
   }
 
   /** o (and what is under it) moved from `from` to `to` (a rename): re-registered under the new paths, hidden names too. */
@@ -305,6 +349,11 @@ export class ContentStore {
 
   /** Closes every fd (the drive is closing); clean content keeps its index for the next run. */
   async closeAll(): Promise<void> {
+    this.sparesStopped = true;
+    for (const s of this.spares.splice(0)) {
+      try { fs.closeSync(s.fd); } catch { /* already closed */ }
+      fs.rmSync(join(this.dataDir, s.id), { force: true });
+    }
     for (const o of this.objs.values()) {
       if (!o.authoritative && o.ranges.bytes > 0) await this.writeMeta(o).catch(() => {});
       if (o.fd >= 0) { try { fs.closeSync(o.fd); } catch { /* already closed */ } o.fd = -1; }
