@@ -14,7 +14,8 @@
  *    Pending requests live in a slot table owned by the JS thread; ids carry a
  *    generation so a second answer to one request is refused, never a crash.
  *  - Some requests never reach JS: xattr names outside user.* (security.*,
- *    system.posix_acl_*, trusted.*) and names that are not UTF-8.
+ *    system.posix_acl_*, trusted.*), names that are not UTF-8, and a folder's
+ *    GETATTR right after JS changed that folder (the attribute slots below).
  */
 #define FUSE_USE_VERSION 35
 #define _GNU_SOURCE
@@ -38,6 +39,7 @@
 #define CM_SLOT_SPAN 4194304.0 /* 2^22 slots; id = generation * span + index */
 #define CM_STEAL_MIN 65536     /* writes this big keep libfuse's receive buffer instead of a copy */
 #define CM_NAME_MAX 4096
+#define CM_AC_SLOTS 256         /* folder attribute slots (power of two), indexed by ino */
 
 /* Order is the JS contract: lowlevel.ts reads the names from binding.ops. */
 #define CM_OPS(X) \
@@ -88,8 +90,43 @@ typedef struct cm_item {
 	size_t nforget;
 	struct fuse_forget_data *forgets;
 	struct fuse_conn_info conn;
+	/* inodes this request may change the attributes of (attribute slots, below) */
+	uint64_t hold[2];
+	int nhold;
+	struct cm_session *held; /* counted in its slots' busy (under qlock) until answered */
 	char tail[] __attribute__((aligned(8)));
 } cm_item;
+
+/*
+ * Folder attributes answered natively. Every CREATE, MKDIR, UNLINK, RMDIR and
+ * RENAME makes the kernel drop its parent's attributes, and with
+ * default_permissions the next path walk through that folder asks for them
+ * again: one GETATTR round trip to JS per file of tar x, cp -r or rm -rf. JS
+ * hands the folder's new attributes over with its answer to the change
+ * (cacheAttr, before the reply), and the GETATTR that follows is answered here.
+ *
+ * Coherence: a slot is emptied when any request that may change an inode
+ * mapping to it arrives (reader thread, under qlock), and counts such requests
+ * until they are answered (busy). The kernel sends one change of a folder at
+ * a time (each holds the folder's inode lock), but slots are shared by inodes
+ * and JS runs requests concurrently: attributes computed while another change
+ * of the slot was running could miss it. So JS takes a ticket (attrTicket)
+ * before it computes them, good only if no other change of the slot is in
+ * flight then, and the attributes are taken only if no change arrived since
+ * (arrivals unchanged). Changes answered before the ticket were applied before
+ * their answer, so the attributes include them. A
+ * slot answers for at most the
+ * attribute timeout JS gave, the time the kernel itself would have kept those
+ * attributes had it not dropped them; server changes empty it with the kernel's
+ * invalidation (notify), a FORGET empties it before its number can be reused.
+ */
+typedef struct {
+	uint64_t ino;
+	uint64_t until;    /* CLOCK_MONOTONIC ns; 0 = empty */
+	uint64_t arrivals; /* changes received, ever: a ticket is good while this stays */
+	uint32_t busy;
+	struct stat st;
+} cm_acslot;
 
 typedef struct cm_session {
 	struct fuse_session *se;
@@ -128,6 +165,8 @@ typedef struct cm_session {
 	atomic_ulong bytes_stolen;
 	atomic_ulong seq;
 	atomic_ulong interrupts;
+	cm_acslot ac[CM_AC_SLOTS]; /* under qlock */
+	atomic_ulong ac_hits;
 	/* JS thread only: per op, requests answered, ns from decoding to JS's call and to the answer */
 	double lat_n[CM_NOPS], lat_handoff[CM_NOPS], lat_total[CM_NOPS];
 } cm_session;
@@ -274,6 +313,13 @@ static void enqueue(cm_session *s, cm_item *it)
 		item_free(it);
 		return;
 	}
+	for (int i = 0; i < it->nhold; i++) {
+		cm_acslot *a = &s->ac[it->hold[i] & (CM_AC_SLOTS - 1)];
+		a->until = 0;
+		a->busy++;
+		a->arrivals++;
+	}
+	if (it->nhold) it->held = s;
 	if (it->req) {
 		/* Registered under qlock: an interrupt from another reader then queues after this
 		 * request, never before it. */
@@ -296,6 +342,46 @@ static void enqueue(cm_session *s, cm_item *it)
 }
 
 #define S(req) ((cm_session *)fuse_req_userdata(req))
+
+static void hold(cm_item *it, uint64_t ino)
+{
+	if (it->nhold < 2) it->hold[it->nhold++] = ino;
+}
+
+/* The request was answered: it no longer keeps its slots from answering. */
+static void ac_release(cm_item *it)
+{
+	cm_session *s = it->held;
+	if (!s) return;
+	pthread_mutex_lock(&s->qlock);
+	for (int i = 0; i < it->nhold; i++) s->ac[it->hold[i] & (CM_AC_SLOTS - 1)].busy--;
+	pthread_mutex_unlock(&s->qlock);
+	it->held = NULL;
+}
+
+static void ac_drop(cm_session *s, uint64_t ino)
+{
+	cm_acslot *a = &s->ac[ino & (CM_AC_SLOTS - 1)];
+	pthread_mutex_lock(&s->qlock);
+	if (a->ino == ino) a->until = 0;
+	pthread_mutex_unlock(&s->qlock);
+}
+
+/* A reader's GETATTR: 1 with *st and *timeout when the slot holds ino's attributes. */
+static int ac_answer(cm_session *s, uint64_t ino, struct stat *st, double *timeout)
+{
+	cm_acslot *a = &s->ac[ino & (CM_AC_SLOTS - 1)];
+	uint64_t now = now_ns();
+	int ok = 0;
+	pthread_mutex_lock(&s->qlock);
+	if (a->until > now && a->ino == ino && a->busy == 0) {
+		*st = a->st;
+		*timeout = (double)(a->until - now) / 1e9;
+		ok = 1;
+	}
+	pthread_mutex_unlock(&s->qlock);
+	return ok;
+}
 
 static void fill_fi(cm_item *it, struct fuse_file_info *fi)
 {
@@ -338,6 +424,7 @@ static void push_forgets(cm_session *s, size_t n, const struct fuse_forget_data 
 	if (!it) return; /* out of memory: the inode stays counted in JS, a leak not a bug */
 	it->forgets = (struct fuse_forget_data *)it->tail;
 	memcpy(it->forgets, f, n * sizeof *f);
+	for (size_t i = 0; i < n; i++) ac_drop(s, f[i].ino);
 	it->nforget = n;
 	enqueue(s, it);
 }
@@ -360,7 +447,18 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	cm_item *it = item_new(S(req), CM_GETATTR, req, ino, NULL, NULL, 0);
+	cm_session *s = S(req);
+	struct stat st;
+	double timeout;
+	cm_item *it;
+	if (ac_answer(s, ino, &st, &timeout)) {
+		atomic_fetch_add_explicit(&s->count[CM_GETATTR], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->native_answered, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->ac_hits, 1, memory_order_relaxed);
+		fuse_reply_attr(req, &st, timeout);
+		return;
+	}
+	it = item_new(s, CM_GETATTR, req, ino, NULL, NULL, 0);
 	if (!it) return;
 	fill_fi(it, fi);
 	enqueue(S(req), it);
@@ -371,6 +469,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 {
 	cm_item *it = item_new(S(req), CM_SETATTR, req, ino, NULL, NULL, 0);
 	if (!it) return;
+	hold(it, ino);
 	it->st = *attr;
 	it->valid = to_set;
 	fill_fi(it, fi);
@@ -387,6 +486,7 @@ static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	cm_item *it = item_new(S(req), CM_MKNOD, req, parent, name, NULL, 0);
 	if (!it) return;
+	hold(it, parent);
 	it->mode = mode;
 	it->rdev = rdev;
 	enqueue(S(req), it);
@@ -396,6 +496,7 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	cm_item *it = item_new(S(req), CM_MKDIR, req, parent, name, NULL, 0);
 	if (!it) return;
+	hold(it, parent);
 	it->mode = mode;
 	enqueue(S(req), it);
 }
@@ -403,19 +504,25 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	cm_item *it = item_new(S(req), CM_UNLINK, req, parent, name, NULL, 0);
-	if (it) enqueue(S(req), it);
+	if (!it) return;
+	hold(it, parent);
+	enqueue(S(req), it);
 }
 
 static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	cm_item *it = item_new(S(req), CM_RMDIR, req, parent, name, NULL, 0);
-	if (it) enqueue(S(req), it);
+	if (!it) return;
+	hold(it, parent);
+	enqueue(S(req), it);
 }
 
 static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	cm_item *it = item_new(S(req), CM_SYMLINK, req, parent, name, link, 0);
-	if (it) enqueue(S(req), it);
+	if (!it) return;
+	hold(it, parent);
+	enqueue(S(req), it);
 }
 
 static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -423,6 +530,8 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	cm_item *it = item_new(S(req), CM_RENAME, req, parent, name, newname, 0);
 	if (!it) return;
+	hold(it, parent);
+	hold(it, newparent);
 	it->ino2 = newparent;
 	it->flags = (int32_t)flags;
 	enqueue(S(req), it);
@@ -432,6 +541,7 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 {
 	cm_item *it = item_new(S(req), CM_LINK, req, ino, NULL, newname, 0);
 	if (!it) return;
+	hold(it, newparent);
 	it->ino2 = newparent;
 	enqueue(S(req), it);
 }
@@ -586,6 +696,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	if (xattr_native(req, CM_SETXATTR, name, ENOTSUP)) return;
 	it = item_new(S(req), CM_SETXATTR, req, ino, name, NULL, 0);
 	if (!it) return;
+	hold(it, ino);
 	it->flags = flags;
 	if (size) {
 		it->data = malloc(size);
@@ -624,7 +735,9 @@ static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	cm_item *it;
 	if (xattr_native(req, CM_REMOVEXATTR, name, ENODATA)) return;
 	it = item_new(S(req), CM_REMOVEXATTR, req, ino, name, NULL, 0);
-	if (it) enqueue(S(req), it);
+	if (!it) return;
+	hold(it, ino);
+	enqueue(S(req), it);
 }
 
 static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -640,6 +753,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	cm_item *it = item_new(S(req), CM_CREATE, req, parent, name, NULL, 0);
 	if (!it) return;
+	hold(it, parent);
 	it->mode = mode;
 	it->flags = fi->flags;
 	enqueue(S(req), it);
@@ -1104,6 +1218,7 @@ static cm_item *take_reply(napi_env env, napi_callback_info info, size_t want, n
 /* The kernel got its answer: the slot is freed, JS gets true. */
 static napi_value replied(napi_env env, cm_item *it)
 {
+	ac_release(it);
 	item_free(it);
 	return boolean(env, 1);
 }
@@ -1113,6 +1228,7 @@ static napi_value replied(napi_env env, cm_item *it)
 static napi_value reply_failed(cm_item *it, int err, napi_value ret)
 {
 	fuse_reply_err(it->req, err);
+	ac_release(it);
 	item_free(it);
 	return ret;
 }
@@ -1122,6 +1238,100 @@ static int attrs_arg(napi_env env, napi_value v, double **e)
 {
 	size_t n;
 	return f64_arg(env, v, e, &n) && n >= E_OFF;
+}
+
+/* The unanswered request id (its slot entry, not taken), or NULL. */
+static cm_item *slot_peek(cm_session *s, double id)
+{
+	int64_t v = (int64_t)id, idx;
+	if (s->destroyed || id < CM_SLOT_SPAN || (double)v != id) return NULL;
+	idx = v % (int64_t)CM_SLOT_SPAN;
+	if (idx >= s->nslots || !s->slots[idx] || s->gens[idx] != v / (int64_t)CM_SLOT_SPAN) return NULL;
+	return s->slots[idx];
+}
+
+/* How many of it's holds map to ino's slot; 0 when it holds ino itself not at all. */
+static uint32_t holds_of(cm_item *it, uint64_t ino)
+{
+	uint32_t mine = 0;
+	int own = 0;
+	if (!it->held) return 0;
+	for (int i = 0; i < it->nhold; i++) {
+		if ((it->hold[i] & (CM_AC_SLOTS - 1)) == (ino & (CM_AC_SLOTS - 1))) mine++;
+		if (it->hold[i] == ino) own = 1;
+	}
+	return own ? mine : 0;
+}
+
+static int attr_call(napi_env env, napi_callback_info info, size_t want, napi_value *argv, cm_session **ps, double *id)
+{
+	size_t argc = want;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+		throw_err(env, "cmfuse3: missing arguments");
+		return 0;
+	}
+	*ps = get_session(env, argv[0]);
+	if (!*ps) return 0;
+	if (napi_get_value_double(env, argv[1], id) != napi_ok) {
+		throw_err(env, "cmfuse3: request id must be a number");
+		return 0;
+	}
+	return 1;
+}
+
+/* attrTicket(handle, id, ino): taken by request id (a change of folder ino) before it computes
+ * ino's attributes; -1 when another change of the folder is in flight (then none are taken). */
+static napi_value n_attr_ticket(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], v;
+	cm_session *s;
+	cm_item *it;
+	double id, t = -1;
+	uint64_t ino;
+	uint32_t mine;
+	if (!attr_call(env, info, 3, argv, &s, &id)) return NULL;
+	ino = (uint64_t)num_arg(env, argv[2], 0);
+	it = slot_peek(s, id);
+	if (it && (mine = holds_of(it, ino)) > 0) {
+		cm_acslot *a = &s->ac[ino & (CM_AC_SLOTS - 1)];
+		pthread_mutex_lock(&s->qlock);
+		if (a->busy == mine) t = (double)a->arrivals;
+		pthread_mutex_unlock(&s->qlock);
+	}
+	napi_create_double(env, t, &v);
+	return v;
+}
+
+/* cacheAttr(handle, id, attrs, ticket): before answering request id, the
+ * folder's attributes after it, for the GETATTR that follows. true when taken
+ * (see the attribute slots at the top). */
+static napi_value n_cache_attr(napi_env env, napi_callback_info info)
+{
+	napi_value argv[4];
+	cm_session *s;
+	cm_item *it;
+	struct stat st;
+	double id, *e, ticket;
+	uint64_t ino;
+	int ok = 0;
+	if (!attr_call(env, info, 4, argv, &s, &id)) return NULL;
+	if (!attrs_arg(env, argv[2], &e)) return NULL;
+	ticket = num_arg(env, argv[3], -1);
+	it = slot_peek(s, id);
+	fill_stat(e, &st);
+	ino = (uint64_t)e[E_INO];
+	if (it && ticket >= 0 && S_ISDIR(st.st_mode) && e[E_ATTR_TO] > 0 && holds_of(it, ino) > 0) {
+		cm_acslot *a = &s->ac[ino & (CM_AC_SLOTS - 1)];
+		pthread_mutex_lock(&s->qlock);
+		if ((double)a->arrivals == ticket) {
+			a->ino = ino;
+			a->st = st;
+			a->until = now_ns() + (uint64_t)(e[E_ATTR_TO] * 1e9);
+			ok = 1;
+		}
+		pthread_mutex_unlock(&s->qlock);
+	}
+	return boolean(env, ok);
 }
 
 static napi_value n_reply_err(napi_env env, napi_callback_info info)
@@ -1451,6 +1661,9 @@ static napi_value n_notify(napi_env env, napi_callback_info info, int kind)
 	n->s = s;
 	n->kind = kind;
 	n->ino = (uint64_t)num_arg(env, argv[1], 0);
+	/* the kernel is told to drop what it has of ino (or of a name in folder ino, whose own
+	 * attributes change with it): so is our slot, before the kernel can ask again */
+	ac_drop(s, n->ino);
 	if (kind == 0) {
 		n->off = (int64_t)num_arg(env, argv[2], 0);
 		n->len = argc > 3 ? (int64_t)num_arg(env, argv[3], 0) : 0;
@@ -1837,6 +2050,7 @@ static napi_value n_stats(napi_env env, napi_callback_info info)
 		napi_set_named_property(env, o, "latency", lat);
 	}
 	set_num(env, o, "nativeAnswered", (double)atomic_load(&s->native_answered));
+	set_num(env, o, "attrSlotHits", (double)atomic_load(&s->ac_hits));
 	set_num(env, o, "batches", (double)atomic_load(&s->batches));
 	set_num(env, o, "delivered", (double)atomic_load(&s->delivered));
 	set_num(env, o, "maxBatch", (double)atomic_load(&s->max_batch));
@@ -1858,7 +2072,8 @@ static napi_value init_module(napi_env env, napi_value exports)
 		{ "replyBuf", n_reply_buf }, { "replyFd", n_reply_fd },
 		{ "replyReadlink", n_reply_readlink }, { "replyStatfs", n_reply_statfs },
 		{ "replyXattr", n_reply_xattr }, { "replyDir", n_reply_dir },
-		{ "notifyInvalInode", n_notify_inval_inode },
+		{ "notifyInvalInode", n_notify_inval_inode }, { "cacheAttr", n_cache_attr },
+		{ "attrTicket", n_attr_ticket },
 		{ "notifyInvalEntry", n_notify_inval_entry },
 	};
 	struct { const char *name; unsigned bit; } capv[] = {

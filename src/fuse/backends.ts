@@ -49,6 +49,8 @@ export interface FuseOpStats {
   received: Record<string, number>;
   toJs: Record<string, number>;
   nativeAnswered: number;
+  /** Of those, folder GETATTRs answered from attributes handed over with a change (libfuse3). */
+  attrSlotHits?: number;
   latency?: OpLatency;
 }
 
@@ -111,7 +113,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       `max_write ${conn.maxWrite}, read-ahead ${conn.readAheadKb ?? conn.maxReadahead / 1024} KiB, ${conn.features.join(' ')}`,
     stats() {
       const n = session.stats();
-      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered, latency: n.latency };
+      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered, attrSlotHits: n.attrSlotHits ?? 0, latency: n.latency };
     },
     async unmount(force) {
       if (force) {

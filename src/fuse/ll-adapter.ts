@@ -126,6 +126,22 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
   const okVoid = (req: Request) => () => { req.ok(); };
 
+  /**
+   * A folder's attributes after a change in it, handed to the binding with the answer (see
+   * Request.dirAttr): the kernel asks for them next, one round trip per file of tar x or rm -rf.
+   * Unknown (an error) is no answer, not a failure of the change.
+   */
+  type Handed = { ticket: number; a: InoAttr | undefined }[];
+  const folderAttrs = (req: Request, ...inos: number[]): Promise<Handed> =>
+    Promise.all([...new Set(inos)].map(async (ino) => {
+      // the ticket comes first: a change of the folder that arrives while these are computed voids it
+      const ticket = req.dirTicket(ino);
+      return { ticket, a: ticket < 0 ? undefined : await vfs.getattr(ino).catch(() => undefined) };
+    }));
+  const handOver = (req: Request, as: Handed) => {
+    for (const { ticket, a } of as) if (a?.type === 'dir') req.dirAttr(attr(a), ticket);
+  };
+
   /** The folder's listing for a paging reader: taken at offset 0 (or when the kernel skipped it). */
   async function listing(req: Request): Promise<Listing> {
     const have = req.fh !== undefined ? listings.get(req.fh) : undefined;
@@ -223,7 +239,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     create(req) {
       trace(req, req.mode.toString(8), req.flags.toString(8));
-      run(req, () => vfs.create(req.parent, req.name, req.mode & 0o7777, req.flags), (r) => { req.create({ attr: attr(r.attr) }, r.fh); });
+      run(req, async () => {
+        const r = await vfs.create(req.parent, req.name, req.mode & 0o7777, req.flags);
+        return { r, p: await folderAttrs(req, req.parent) };
+      }, ({ r, p }) => { handOver(req, p); req.create({ attr: attr(r.attr) }, r.fh); });
     },
 
     read(req) {
@@ -256,17 +275,20 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     mkdir(req) {
       trace(req, req.mode.toString(8));
-      run(req, () => vfs.mkdir(req.parent, req.name, req.mode & 0o7777), (a) => { req.entry({ attr: attr(a) }); });
+      run(req, async () => {
+        const a = await vfs.mkdir(req.parent, req.name, req.mode & 0o7777);
+        return { a, p: await folderAttrs(req, req.parent) };
+      }, ({ a, p }) => { handOver(req, p); req.entry({ attr: attr(a) }); });
     },
 
     unlink(req) {
       trace(req);
-      run(req, () => vfs.unlink(req.parent, req.name), okVoid(req));
+      run(req, async () => { await vfs.unlink(req.parent, req.name); return folderAttrs(req, req.parent); }, (p) => { handOver(req, p); req.ok(); });
     },
 
     rmdir(req) {
       trace(req);
-      run(req, () => vfs.rmdir(req.parent, req.name), okVoid(req));
+      run(req, async () => { await vfs.rmdir(req.parent, req.name); return folderAttrs(req, req.parent); }, (p) => { handOver(req, p); req.ok(); });
     },
 
     rename(req) {
@@ -275,7 +297,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
       if (req.flags & ~RENAME_NOREPLACE) { req.error(errno.EINVAL); return; }
       void RENAME_EXCHANGE;
       const noReplace = !!(req.flags & RENAME_NOREPLACE);
-      run(req, () => vfs.rename(req.parent, req.name, req.newParent, req.newName, { noReplace }), okVoid(req));
+      run(req, async () => {
+        await vfs.rename(req.parent, req.name, req.newParent, req.newName, { noReplace });
+        return folderAttrs(req, req.parent, req.newParent);
+      }, (p) => { handOver(req, p); req.ok(); });
     },
 
     statfs(req) {

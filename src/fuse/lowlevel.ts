@@ -61,6 +61,8 @@ interface Binding {
   replyStatfs(h: object, id: number, v: Float64Array): boolean;
   replyXattr(h: object, id: number, size: number): boolean;
   replyDir(h: object, id: number, names: string[], e: Float64Array, first: number): number | false;
+  attrTicket(h: object, id: number, ino: number): number;
+  cacheAttr(h: object, id: number, e: Float64Array, ticket: number): boolean;
   notifyInvalInode(h: object, ino: number, off: number, len: number): Promise<number>;
   notifyInvalEntry(h: object, parent: number, name: string): Promise<number>;
 }
@@ -70,6 +72,8 @@ export interface NativeStats {
   received: Record<string, number>;
   /** Requests answered without a trip to JS (xattr probes outside user.*, non-UTF-8 names). */
   nativeAnswered: number;
+  /** GETATTRs of folders answered from the attributes JS handed over with a change (Request.dirAttr). */
+  attrSlotHits?: number;
   /** JS wake-ups, requests handed over, the largest batch. */
   batches: number;
   delivered: number;
@@ -405,6 +409,30 @@ export class Request {
     encodeAttrFields(scratch, 0, a);
     scratch[2] = timeoutS ?? this.s._timeouts.attr;
     return this.settle(n.replyAttr(h, this.id, scratch));
+  }
+
+  /**
+   * A change in folder ino (create, mkdir, unlink, rmdir, rename), before it computes ino's
+   * attributes to hand over with dirAttr: -1 when another change of ino is in flight.
+   */
+  dirTicket(ino: number): number {
+    const [n, h] = this.b();
+    return n.attrTicket(h, this.id, ino);
+  }
+
+  /**
+   * Before answering that change: the folder's attributes after it, for the GETATTR the kernel
+   * sends next (it drops a changed folder's attributes; with default_permissions the next path
+   * walk asks for them), answered natively. Taken only if no change of the folder arrived since
+   * the ticket; false when not taken.
+   */
+  dirAttr(a: Attr, ticket: number, timeoutS?: number): boolean {
+    if (ticket < 0) return false;
+    const [n, h] = this.b();
+    scratch.fill(0);
+    encodeAttrFields(scratch, 0, a);
+    scratch[2] = timeoutS ?? this.s._timeouts.attr;
+    return n.cacheAttr(h, this.id, scratch, ticket);
   }
 
   /** open, opendir */

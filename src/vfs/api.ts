@@ -85,7 +85,7 @@ export interface DriveStatus {
    */
   counters?: { reads: { memory: number; file: number }; journalSyncs: number; remote?: Record<string, number> };
   /** FUSE requests since the mount by op (libfuse3 backend): all the kernel sent, those that reached JS. */
-  fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number; latency?: Record<string, { n: number; handoffUs: number; totalUs: number }> };
+  fuse?: { received: Record<string, number>; toJs: Record<string, number>; nativeAnswered: number; attrSlotHits?: number; latency?: Record<string, { n: number; handoffUs: number; totalUs: number }> };
 }
 
 export interface DriveNotice {

@@ -355,3 +355,40 @@ run('a mount that cannot happen says why (libfuse\'s own message)', async (t) =>
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   await t.throwsAsync(LowLevelSession.mount(dir, {}, { extraOptions: ['bogus_option'] }), { message: /unknown option\(s\): `-o bogus_option'/ });
 });
+
+run('a folder\'s attributes handed over with a change answer the GETATTR after it natively, until the kernel is told the folder changed', async (t) => {
+  const h = await startMemfs(t, { fs: { dirAttrs: {} } });
+  await h.cmd({ cmd: 'mk', name: 'd', mode: 0o040755 });
+  await h.cmd({ cmd: 'reset' });
+  const hits = async () => (await h.cmd({ cmd: 'stats' })).native.attrSlotHits ?? 0;
+  const hits0 = await hits();
+  // each create drops the folder's attributes in the kernel; the stat that follows is ours
+  const r = await sh(`for i in $(seq 1 30); do : > ${h.mnt}/d/f$i; stat -c '%a %h' ${h.mnt}/d > /dev/null; done; stat -c '%a' ${h.mnt}/d`);
+  t.is(r.code, 0, r.err);
+  t.is(r.out.trim(), '755');
+  const s = await h.cmd({ cmd: 'stats' });
+  t.true(s.native.attrSlotHits - hits0 >= 30, `hits ${s.native.attrSlotHits - hits0}`);
+  t.true((s.counts.getattr ?? 0) <= 2, `getattr reaching JS: ${s.counts.getattr}`);
+  // a change the kernel did not make, then told (notify_inval_inode): the slot goes with the
+  // kernel's copy, the next stat is memfs's
+  t.is((await sh(`: > ${h.mnt}/d/g`)).code, 0);
+  await h.cmd({ cmd: 'chmod', path: '/d', mode: 0o711 });
+  await h.cmd({ cmd: 'invalInode', path: '/d' });
+  t.is((await sh(`stat -c %a ${h.mnt}/d`)).out.trim(), '711');
+  // a rename between two folders hands over both; an unlink whose folder is another's too
+  await h.cmd({ cmd: 'mk', name: 'e', mode: 0o040750 });
+  const h1 = await hits();
+  const mv = await sh(`mv ${h.mnt}/d/f1 ${h.mnt}/e/f1 && : > ${h.mnt}/d/h && stat -c %a ${h.mnt}/d && : > ${h.mnt}/e/i && stat -c %a ${h.mnt}/e`);
+  t.is(mv.out.trim().split('\n').join(' '), '711 750', mv.err);
+  t.true(await hits() > h1);
+  await h.close();
+
+  // A slow answer: the create takes its ticket and the folder's attributes, then waits 600 ms; a
+  // chmod of the folder sent meanwhile waits for it in the kernel (a folder's changes hold its
+  // inode lock), and its own answer is what stat shows after both.
+  const slow = await startMemfs(t, { fs: { dirAttrs: { holdMs: 600 } } });
+  await slow.cmd({ cmd: 'mk', name: 'd', mode: 0o040755 });
+  const race = await sh(`(: > ${slow.mnt}/d/x) & sleep 0.2; chmod 700 ${slow.mnt}/d; wait; stat -c %a ${slow.mnt}/d; : > ${slow.mnt}/d/y; stat -c %a ${slow.mnt}/d`);
+  t.is(race.code, 0, race.err);
+  t.is(race.out.trim().split('\n').join(' '), '700 700');
+});

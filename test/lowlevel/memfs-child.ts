@@ -90,6 +90,13 @@ async function main() {
           out({ ino });
           break;
         }
+        case 'chmod': {
+          // a change the kernel did not make (another client's, on the server)
+          const n = memfs.nodes.get(memfs.resolve(c.path)!)!;
+          n.attr.mode = (n.attr.mode & 0o170000) | c.mode;
+          out({ ok: true });
+          break;
+        }
         case 'invalEntry':
           out({ r: await session.notifyInvalEntry(memfs.resolve(c.dir)!, c.name) });
           break;

@@ -39,6 +39,12 @@ export interface MemfsOptions {
   blksize?: number;
   entryTimeout?: number;
   negativeTimeout?: number;
+  /**
+   * create/mkdir/unlink hand the parent's attributes over with the answer (Request.dirAttr), as
+   * the drive does; the answer waits holdMs after the ticket and the attributes were taken (a
+   * slow drive: another change of the folder may arrive and finish meanwhile).
+   */
+  dirAttrs?: { holdMs?: number };
 }
 
 function now(): Timespec {
@@ -175,6 +181,16 @@ export class MemFs {
     return ino;
   }
 
+  /** The change is made; the parent's attributes go with the answer when dirAttrs asks so. */
+  private answerChange(req: Request, answer: () => void): void {
+    const da = this.o.dirAttrs;
+    if (!da) return answer();
+    const ticket = req.dirTicket(req.parent);
+    const snap = { ...this.nodes.get(req.parent)!.attr };
+    const go = () => { req.dirAttr(snap, ticket); answer(); };
+    if (da.holdMs) setTimeout(go, da.holdMs); else go();
+  }
+
   handlers(): Handlers {
     const h: Handlers = {
       lookup: (req) => {
@@ -246,7 +262,7 @@ export class MemFs {
       mkdir: (req) => {
         this.count('mkdir');
         const ino = this.newNode(req, S_IFDIR | (req.mode & 0o7777));
-        if (ino !== undefined) req.entry(this.entry(ino));
+        if (ino !== undefined) this.answerChange(req, () => req.entry(this.entry(ino)));
       },
       mknod: (req) => {
         this.count('mknod');
@@ -339,7 +355,7 @@ export class MemFs {
         this.count('create');
         this.creates.push({ name: req.name, flags: req.flags, mode: req.mode, umask: req.umask });
         const ino = this.newNode(req, S_IFREG | (req.mode & 0o7777));
-        if (ino !== undefined) req.create(this.entry(ino), this.nextFh++, { keepCache: this.o.keepCache });
+        if (ino !== undefined) this.answerChange(req, () => req.create(this.entry(ino), this.nextFh++, { keepCache: this.o.keepCache }));
       },
       read: (req) => {
         this.count('read');
