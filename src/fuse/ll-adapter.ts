@@ -160,7 +160,8 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   const h: Handlers = {
     lookup(req) {
       trace(req);
-      run(req, () => vfs.lookup(req.parent, req.name), (a) => { req.entry({ attr: attr(a) }); });
+      // a name that is not there is an answer, not a failure (every file a program makes is one)
+      run(req, () => vfs.find(req.parent, req.name), (a) => { if (a) req.entry({ attr: attr(a) }); else req.error(errno.ENOENT); });
     },
 
     forget(ino, n) {

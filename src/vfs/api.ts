@@ -230,6 +230,8 @@ export interface InodeApi {
    */
   onInvalidate(fn: ((x: Invalidation) => void) | undefined): void;
   lookup(parent: number, name: string): Promise<InoAttr>;
+  /** lookup with null for a name that does not exist: no exception on the path of every file a program makes. */
+  find(parent: number, name: string): Promise<InoAttr | null>;
   forget(ino: number, n: number): void;
   counted(ino: number, n?: number): void;
   getattr(ino: number, fh?: number): Promise<InoAttr>;
@@ -267,6 +269,8 @@ export interface InodeApi {
 
 export interface VfsApi {
   getattr(path: string): Promise<Attr>;
+  /** getattr with null where nothing is (other failures still throw). */
+  stat(path: string): Promise<Attr | null>;
   fgetattr(path: string, fh: number): Promise<Attr>;
   /** Names plus the attributes of each, so `ls -l` costs one listing call. */
   readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }>;

@@ -137,6 +137,12 @@ export class InodeVfs implements InodeApi {
     return this.countEntry(path, this.withIno(await this.vfs.getattr(path)));
   }
 
+  async find(parent: number, name: string): Promise<InoAttr | null> {
+    const path = this.child(parent, name);
+    const a = await this.vfs.stat(path);
+    return a && this.countEntry(path, this.withIno(a));
+  }
+
   async getattr(ino: number, fh?: number): Promise<InoAttr> {
     if (fh !== undefined && this.handleObj(fh)) return this.withIno(await this.vfs.fgetattr('', fh), ino);
     const o = this.orphans.size > 0 ? this.orphan(ino) : undefined;

@@ -362,8 +362,15 @@ export class Vfs implements VfsApi {
   // ------------------------------------------------------------------ metadata
 
   async getattr(path: string): Promise<Attr> {
+    const a = await this.stat(path);
+    if (!a) throw new NotFound('no such file or directory', { path });
+    return a;
+  }
+
+  async stat(path: string): Promise<Attr | null> {
     path = normPath(path);
-    const e = await this.lookups.existing(path);
+    const e = await this.lookups.lookup(path);
+    if (!e) return null;
     return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
   }
 
