@@ -127,19 +127,20 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   const okVoid = (req: Request) => () => { req.ok(); };
 
   /**
-   * A folder's attributes after a change in it, handed to the binding with the answer (see
-   * Request.dirAttr): the kernel asks for them next, one round trip per file of tar x or rm -rf.
-   * Unknown (an error) is no answer, not a failure of the change.
+   * Right before the answer to a change in folders inos: their attributes after it, handed to the
+   * binding (Request.dirAttr), for the GETATTR the kernel sends next (one round trip per file of
+   * tar x or rm -rf). From the caches only: a folder whose attributes would need the server is
+   * left to that GETATTR, never a wait added to the change.
    */
-  type Handed = { ticket: number; a: InoAttr | undefined }[];
-  const folderAttrs = (req: Request, ...inos: number[]): Promise<Handed> =>
-    Promise.all([...new Set(inos)].map(async (ino) => {
-      // the ticket comes first: a change of the folder that arrives while these are computed voids it
+  const handOver = (req: Request, ...inos: number[]) => {
+    for (const ino of new Set(inos)) {
+      // the ticket first: a change of the folder arriving while the attributes are read voids it
       const ticket = req.dirTicket(ino);
-      return { ticket, a: ticket < 0 ? undefined : await vfs.getattr(ino).catch(() => undefined) };
-    }));
-  const handOver = (req: Request, as: Handed) => {
-    for (const { ticket, a } of as) if (a?.type === 'dir') req.dirAttr(attr(a), ticket);
+      if (ticket < 0) continue;
+      let a: InoAttr | undefined;
+      try { a = vfs.cachedAttr(ino); } catch { a = undefined; }
+      if (a?.type === 'dir') req.dirAttr(attr(a), ticket);
+    }
   };
 
   /** The folder's listing for a paging reader: taken at offset 0 (or when the kernel skipped it). */
@@ -240,10 +241,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     create(req) {
       trace(req, req.mode.toString(8), req.flags.toString(8));
-      run(req, async () => {
-        const r = await vfs.create(req.parent, req.name, req.mode & 0o7777, req.flags);
-        return { r, p: await folderAttrs(req, req.parent) };
-      }, ({ r, p }) => { handOver(req, p); req.create({ attr: attr(r.attr) }, r.fh); });
+      run(req, () => vfs.create(req.parent, req.name, req.mode & 0o7777, req.flags), (r) => {
+        handOver(req, req.parent);
+        req.create({ attr: attr(r.attr) }, r.fh);
+      });
     },
 
     read(req) {
@@ -276,20 +277,17 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     mkdir(req) {
       trace(req, req.mode.toString(8));
-      run(req, async () => {
-        const a = await vfs.mkdir(req.parent, req.name, req.mode & 0o7777);
-        return { a, p: await folderAttrs(req, req.parent) };
-      }, ({ a, p }) => { handOver(req, p); req.entry({ attr: attr(a) }); });
+      run(req, () => vfs.mkdir(req.parent, req.name, req.mode & 0o7777), (a) => { handOver(req, req.parent); req.entry({ attr: attr(a) }); });
     },
 
     unlink(req) {
       trace(req);
-      run(req, async () => { await vfs.unlink(req.parent, req.name); return folderAttrs(req, req.parent); }, (p) => { handOver(req, p); req.ok(); });
+      run(req, () => vfs.unlink(req.parent, req.name), () => { handOver(req, req.parent); req.ok(); });
     },
 
     rmdir(req) {
       trace(req);
-      run(req, async () => { await vfs.rmdir(req.parent, req.name); return folderAttrs(req, req.parent); }, (p) => { handOver(req, p); req.ok(); });
+      run(req, () => vfs.rmdir(req.parent, req.name), () => { handOver(req, req.parent); req.ok(); });
     },
 
     rename(req) {
@@ -298,10 +296,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
       if (req.flags & ~RENAME_NOREPLACE) { req.error(errno.EINVAL); return; }
       void RENAME_EXCHANGE;
       const noReplace = !!(req.flags & RENAME_NOREPLACE);
-      run(req, async () => {
-        await vfs.rename(req.parent, req.name, req.newParent, req.newName, { noReplace });
-        return folderAttrs(req, req.parent, req.newParent);
-      }, (p) => { handOver(req, p); req.ok(); });
+      run(req, () => vfs.rename(req.parent, req.name, req.newParent, req.newName, { noReplace }), () => {
+        handOver(req, req.parent, req.newParent);
+        req.ok();
+      });
     },
 
     statfs(req) {

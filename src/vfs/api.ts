@@ -235,6 +235,8 @@ export interface InodeApi {
   forget(ino: number, n: number): void;
   counted(ino: number, n?: number): void;
   getattr(ino: number, fh?: number): Promise<InoAttr>;
+  /** The attributes of ino as far as the caches know them now, without asking the server (undefined: not known). */
+  cachedAttr(ino: number): InoAttr | undefined;
   setattr(ino: number, changes: SetAttrChanges, fh?: number): Promise<InoAttr>;
   opendir(ino: number): Promise<number>;
   /** The folder's listing is still the one last served through readdir (fresh, nothing changed since). */
@@ -271,6 +273,8 @@ export interface VfsApi {
   getattr(path: string): Promise<Attr>;
   /** getattr with null where nothing is (other failures still throw). */
   stat(path: string): Promise<Attr | null>;
+  /** getattr from the caches alone (undefined: it would have to ask the server). */
+  statCached(path: string): Attr | undefined;
   fgetattr(path: string, fh: number): Promise<Attr>;
   /** Names plus the attributes of each, so `ls -l` costs one listing call. */
   readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }>;

@@ -150,6 +150,12 @@ export class InodeVfs implements InodeApi {
     return this.withIno(await this.vfs.getattr(this.path(ino)), ino);
   }
 
+  cachedAttr(ino: number): InoAttr | undefined {
+    const p = this.table.pathOf(ino);
+    const a = p === undefined ? undefined : this.vfs.statCached(p);
+    return a && this.withIno(a, ino);
+  }
+
   async setattr(ino: number, c: SetAttrChanges, fh?: number): Promise<InoAttr> {
     const viaHandle = fh !== undefined && this.handleObj(fh) !== undefined;
     // a file deleted while open has no path: only what its handle can do applies to it

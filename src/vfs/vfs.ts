@@ -367,6 +367,13 @@ export class Vfs implements VfsApi {
     return a;
   }
 
+  statCached(path: string): Attr | undefined {
+    path = normPath(path);
+    const e = this.lookups.peekSettled(path);
+    if (!e) return undefined;
+    return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
+  }
+
   async stat(path: string): Promise<Attr | null> {
     path = normPath(path);
     const e = await this.lookups.lookup(path);

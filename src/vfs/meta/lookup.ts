@@ -83,6 +83,11 @@ export class Lookup {
     return this.view.hidden(path) ?? this.view.local(path) ?? (this.view.deleted?.(path) ? null : this.meta.cached(path));
   }
 
+  /** peek, but nothing for the top folder while its own entry is on its way (lookup waits for it). */
+  peekSettled(path: string): RemoteEntry | null | undefined {
+    return path === '/' && this.rootP ? undefined : this.peek(path);
+  }
+
   /**
    * Asks the service for the top folder's own entry (its mtime, on a service that keeps folder
    * times): started at mount, waited for by the first lookup of '/', so the time a program first
