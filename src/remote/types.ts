@@ -188,6 +188,11 @@ export interface Remote {
   readonly fileMeta?: FileMetadata;
   /** Checks an upload of `size` bytes to `path` against the service's policy before any byte moves. */
   checkUpload?(path: string, size: number, opts?: CallOptions): Promise<void>;
+  /**
+   * checkUpload from what the remote has cached, without a wait: true when checked (a refusal
+   * throws), false when it must ask the server (caches old, the quota close).
+   */
+  checkUploadCached?(path: string, size: number): boolean;
   /** The parts of an upload policy known before a file is complete (services that have one). */
   readonly uploadPolicy?: UploadPolicy;
   mkdir(path: string, opts?: CallOptions): Promise<void>;
@@ -341,6 +346,8 @@ export interface ShareLinks {
 export interface UploadPolicy {
   /** Throws the service's refusal of any file at `path` because of its name. */
   checkName(path: string, opts?: CallOptions): Promise<void>;
+  /** checkName from what the remote has cached: true when checked (a refusal throws), false when it must ask the server. */
+  checkNameCached?(path: string): boolean;
   /** The largest file the service takes at `path`, in bytes; null when unlimited. */
   maxFileSize(path: string, opts?: CallOptions): Promise<number | null>;
 }

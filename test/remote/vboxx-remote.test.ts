@@ -189,7 +189,21 @@ test.serial('checkUpload refuses by policy and quota before any byte moves', asy
   const r = remote({ user: slug, password: 'pw-chk-1' });
   const rootName = (await r.list('/')).entries[0]!.name;
   const putsBefore = (await serverStats(emu.url))['PUT /1/files_put/*'] ?? 0;
+  // the check at close from the caches alone: nothing cached yet -> false (ask the server)
+  const cached = (p: string, n: number) => { try { return r.checkUploadCached(p, n) ? 'OK' : 'ASK'; } catch (e) { return (e as RemoteError).code; } };
+  t.is(cached(`/${rootName}/ok.bin`, 10), 'ASK');
   t.is(await code(r.checkUpload(`/${rootName}/song.Mp3`, 10)), 'POLICY_EXCLUDED_EXTENSION');
+  // cached now: the same answers without a request
+  const reqs = (await serverStats(emu.url));
+  t.is(cached(`/${rootName}/song.Mp3`, 10), 'POLICY_EXCLUDED_EXTENSION');
+  t.is(cached(`/${rootName}/big.bin`, 2 * 1024 * 1024 + 1), 'POLICY_FILE_TOO_LARGE');
+  t.is(cached(`/${rootName}/ok.bin`, 2 * 1024 * 1024), 'OK');
+  t.is(cached(`/${rootName}`, 10), 'ASK', 'a root is no file target: the server path says why');
+  t.is(cached('/no-such-root/x.bin', 10), 'ASK');
+  t.is(cached(`/${rootName}/../x.bin`, 10), 'ASK');
+  t.throws(() => r.uploadPolicy.checkNameCached!(`/${rootName}/a.ogg`), { instanceOf: RemoteError });
+  t.true(r.uploadPolicy.checkNameCached!(`/${rootName}/a.txt`));
+  t.deepEqual(await serverStats(emu.url), reqs, 'answered from the caches');
   t.is(await code(r.checkUpload(`/${rootName}/big.bin`, 2 * 1024 * 1024 + 1)), 'POLICY_FILE_TOO_LARGE');
   t.is(await code(r.checkUpload(`/${rootName}/ok.bin`, 2 * 1024 * 1024)), 'OK');
   const two = join(dir, 'two-mb.bin');
@@ -199,6 +213,7 @@ test.serial('checkUpload refuses by policy and quota before any byte moves', asy
   t.is(await code(r.upload(mp3, `/${rootName}/x.mp3`)), 'POLICY_EXCLUDED_EXTENSION');
   t.is(((await serverStats(emu.url))['PUT /1/files_put/*'] ?? 0) - putsBefore, 0, 'refused before any byte moved');
   await r.upload(two, `/${rootName}/first.bin`);
+  t.is(cached(`/${rootName}/second.bin`, 2 * 1024 * 1024), 'ASK', 'past the quota: the server\'s size of the file decides');
   t.is(await code(r.checkUpload(`/${rootName}/second.bin`, 2 * 1024 * 1024)), 'QUOTA_EXCEEDED', 'person quota from account info');
   t.is(await code(r.checkUpload(`/${rootName}/first.bin`, 2 * 1024 * 1024)), 'OK', 'replacing a file gives its bytes back');
 

@@ -21,6 +21,8 @@ export class PolicyGate {
   async checkName(path: string): Promise<void> {
     const pol = this.ctx.remote.uploadPolicy;
     if (!pol) return;
+    // from the remote's caches without a wait where it can (a refusal throws from there too)
+    if (pol.checkNameCached?.(path)) return;
     try {
       await this.ctx.bounded(`policy check of ${path}`, (signal) => pol.checkName(path, { signal, priority: Priority.interactive }));
     } catch (err) {

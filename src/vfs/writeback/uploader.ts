@@ -204,7 +204,10 @@ export class Uploader {
     if (o.gen === o.wb.journaledGen || o.unlinked) return;
     if (this.ctx.remote.checkUpload) {
       try {
-        await this.ctx.bounded(`policy check of ${o.path}`, (signal) => this.ctx.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
+        // from the remote's caches without a wait where it can; else asked, bounded
+        if (!this.ctx.remote.checkUploadCached?.(o.path, o.size)) {
+          await this.ctx.bounded(`policy check of ${o.path}`, (signal) => this.ctx.remote.checkUpload!(o.path, o.size, { signal, priority: Priority.interactive }));
+        }
         o.wb.refused = null;
       } catch (err) {
         if (!isRemoteError(err) || !err.retryable) {
