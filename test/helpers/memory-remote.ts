@@ -47,6 +47,8 @@ export interface MemoryRemoteOptions {
    * with such calls would (Maxxo). Default false (times are the upload time).
    */
   keepsAttrs?: boolean;
+  /** with keepsAttrs: the time resolution the service keeps (Maxxo: 1000) */
+  mtimeResolutionMs?: number;
   /** remove() takes this many paths as one request (Maxxo-like); absent = one path per request. */
   removeBatchMax?: number;
   /** batchMkdir exists (Maxxo-like: the drive writes mkdirs back). Default false. */
@@ -136,7 +138,9 @@ export class MemoryRemote implements Remote {
     };
     this.nodes.set(SEP, { type: 'dir', data: Buffer.alloc(0), mtimeMs: Date.now(), rev: this.revCounter++ });
     if (opts.rangedReads ?? true) this.ranged = { readTo: (p, o, l, k, c) => this.doReadTo(p, o, l, k, c) };
-    if (opts.keepsAttrs) this.fileMeta = { modeBits: 0o7777, folderTimes: true, setAttrs: (p, a, c) => this.doSetAttrs(p, a, c) };
+    if (opts.keepsAttrs) {
+      this.fileMeta = { modeBits: 0o7777, folderTimes: true, setAttrs: (p, a, c) => this.doSetAttrs(p, a, c), ...(opts.mtimeResolutionMs ? { mtimeResolutionMs: opts.mtimeResolutionMs } : {}) };
+    }
     else this.downloadMany = (items, c) => this.doDownloadMany(items, c);
     if (opts.batchStat) this.batchStat = { statMany: (ps, c) => this.doStatMany(ps, c) };
     if (opts.shareLinks ?? true) this.shareLinks = { shareLink: (p, c) => this.doShareLink(p, c) };

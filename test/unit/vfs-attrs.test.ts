@@ -3,6 +3,8 @@
 // a crash, moved by renames and cancelled by unlinks; folder times and nlink from our own changes.
 // The memory remote with keepsAttrs is the model of a service that holds times and modes.
 import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
 import { O_CREAT, O_WRONLY, setup, sleep, writeFile } from './helpers.js';
 
 const T1 = Date.UTC(2001, 1, 3, 4, 5, 6);
@@ -282,4 +284,19 @@ test('a folder time due during its rmdir does not hurry the pending deletes', as
   const r = await s.vfs.flushAll();
   t.is(r.pending, 0);
   t.is(s.remote.calls.remove, 1);
+});
+
+test('a burst of creates in one folder journals its time once per second the service can tell; what is sent is the time it shows', async (t) => {
+  const s = await setup(t, { keepsAttrs: true, mtimeResolutionMs: 1000 }, { writebackDelayMs: 60_000 });
+  await s.vfs.mkdir('/d', 0o755);
+  const start = Date.now();
+  for (let i = 0; i < 40; i++) await writeFile(s.vfs, `/d/f${i}`, Buffer.from('x'));
+  const seconds = Math.floor(Date.now() / 1000) - Math.floor(start / 1000) + 1;
+  const journal = fs.readFileSync(path.join(s.opts.cacheDir, 'acct', 'journal'), 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l.replace(/\0+$/, '')) as { t: string; p?: string });
+  const folderRecs = journal.filter((r) => r.t === 'a' && r.p === '/d').length;
+  t.true(folderRecs >= 1 && folderRecs <= seconds + 1, `${folderRecs} records of /d's time in ${seconds} s`);
+  const shown = (await s.vfs.getattr('/d')).mtimeMs;
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.is(Math.floor(node(s.remote, '/d').mtimeMs / 1000), Math.floor(shown / 1000), 'the server has the second the folder shows');
 });

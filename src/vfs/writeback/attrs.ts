@@ -119,10 +119,16 @@ export class AttrWriter {
    * folder times: sent like a utimens of the folder, after the changes below it (busyBelow). Each
    * move is a new record (merged into the pending one), so a send already in flight with an older
    * time does not complete it. Not waited for: the record goes with the change's own journal writes.
+   * A pending record with a time the service cannot tell from this one (the same second on Maxxo)
+   * stands for it: what is sent is the time the folder shows then (wanted), and a send of the
+   * record lands that same service time. A burst of creates in one folder writes one record a second.
    */
   implied(dir: string, mtimeMs: number): void {
     this.folders.add(dir);
-    this.journal.setAttrs(randomUUID(), dir, { mtimeMs }).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
+    const rec = this.journal.attrs.get(dir);
+    if (!rec || !sameTime(rec.mtimeMs, mtimeMs, this.res)) {
+      this.journal.setAttrs(randomUUID(), dir, { mtimeMs }).catch((e) => this.ctx.log.warn(`journal: ${errText(e)}`));
+    }
     this.schedule(dir, this.ctx.opts.writebackDelayMs);
   }
 
