@@ -3,7 +3,10 @@
 // removed: the open must not bind to what the name holds now. It did: the handle of the old inode
 // read the new file's bytes, and with the old file still open elsewhere the kernel's pages of
 // that inode, shared by its handles, mixed the two versions in one read (found by an e2e run under
-// ASan on Maxxo: 10@0+32K 11@32K+432K ...; test/e2e/libfuse3/replace-read.test.ts).
+// ASan on Maxxo: 10@0+32K 11@32K+432K ...; test/e2e/libfuse3/replace-read.test.ts). And the other
+// side of the same race: an open bound to the target while the rename runs, after the rename
+// looked for the target's open handles (whose missing bytes it fetches before the server's copy
+// goes): that handle read the replacing version from the server.
 import test from 'ava';
 import { setup, O_CREAT, O_RDONLY, O_WRONLY } from './helpers.js';
 import { until } from '../support/wait.js';
@@ -119,5 +122,35 @@ for (const ranged of [false, true]) {
     t.is(await code(ino.lookup(d.ino, 'f')), 'NOT_FOUND');
     await vfs.deletesSent();
     t.false(remote.has('/d/f'));
+  });
+
+  test(`${kind}: a handle opened on the target while a rename replaces it (after the rename looked for open handles) reads the old version`, async (t) => {
+    const { vfs, remote } = await setup(t, { rangedReads: ranged }, { writebackDelayMs: 0 });
+    remote.putFile('/d/f', 'one');
+    const ino = vfs.inodes;
+    const d = await ino.lookup(1, 'd');
+    const f = await ino.lookup(d.ino, 'f');
+    // the new version, uploaded as a temp file (the rename is a move on the server)
+    const c = await ino.create(d.ino, 'f.tmp', 0o644, O_CREAT | O_WRONLY);
+    await ino.write(c.fh, Buffer.from('TWO'), 3, 0);
+    await ino.flush(c.fh);
+    await ino.release(c.fh);
+    // the rename waits (here: for the metadata sends of the target) after it checked the target's handles
+    const aw = (vfs as unknown as { attrWriter: { stop(p: string, tree: boolean): Promise<void> } }).attrWriter;
+    const stop = aw.stop.bind(aw);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    let waiting = false;
+    aw.stop = async (p, tree) => { if (p === '/d/f') { waiting = true; await gate; } return stop(p, tree); };
+    const renaming = ino.rename(d.ino, 'f.tmp', d.ino, 'f');
+    await until(() => waiting, 'the rename waits');
+    const h = await ino.open(f.ino, O_RDONLY);
+    release();
+    await renaming;
+    await until(() => remote.getFile('/d/f')?.toString() === 'TWO', 'the move reached the server');
+    const b = Buffer.alloc(64);
+    const n = await ino.read(h.fh, b, 64, 0);
+    t.is(b.subarray(0, n).toString(), 'one');
+    await ino.release(h.fh);
   });
 }
