@@ -723,16 +723,23 @@ export class Vfs implements VfsApi {
   }
 
   async truncate(path: string, size: number): Promise<void> {
+    await this.truncateNamed(path, size);
+  }
+
+  /** truncate; with `names` (see openCached) false, and nothing changed, when path no longer names the caller's file. */
+  async truncateNamed(path: string, size: number, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
     if (size < 0) throw new BadRequest('negative size', { path });
-    const fh = await this.open(path, size === 0 ? (1 | O_TRUNC) : 2);
+    const r = await this.openCached(path, size === 0 ? (1 | O_TRUNC) : 2, names);
+    if (!r) return false;
     try {
-      if (size > 0) await this.ftruncate(path, fh, size);
-      await this.flush(path, fh);
+      if (size > 0) await this.ftruncate(path, r.fh, size);
+      await this.flush(path, r.fh);
     } finally {
-      await this.release(path, fh);
+      await this.release(path, r.fh);
     }
+    return true;
   }
 
   async fsync(_path: string, fh: number, _datasync: boolean): Promise<void> {

@@ -153,4 +153,33 @@ for (const ranged of [false, true]) {
     t.is(b.subarray(0, n).toString(), 'one');
     await ino.release(h.fh);
   });
+
+  test(`${kind}: truncate(2) by number waiting while a rename replaces its name leaves the replacing file alone`, async (t) => {
+    const r = revalidating(ranged);
+    const { vfs } = await setup(t, {}, { writebackDelayMs: 60_000 }, r.remote);
+    r.remote.putFile('/d/f', 'one');
+    const ino = vfs.inodes;
+    const d = await ino.lookup(1, 'd');
+    const f = await ino.lookup(d.ino, 'f');
+    // its bytes cached: the truncate's open (to a size > 0) revalidates them
+    const h1 = await ino.open(f.ino, O_RDONLY);
+    t.is(await readAll(ino, h1.fh), 'one');
+    await until(cached(vfs, '/d/f'), 'the old version cached');
+    await ino.release(h1.fh);
+    const c = await ino.create(d.ino, 'f.tmp', 0o644, O_CREAT | O_WRONLY);
+    await ino.write(c.fh, Buffer.from('TWO'), 3, 0);
+    await ino.flush(c.fh);
+    await ino.release(c.fh);
+    const gate = r.hold('/d/f');
+    const cutting = ino.setattr(f.ino, { size: 1 });
+    cutting.catch(() => {});
+    await until(() => gate.held(), 'the truncate waits at its revalidation');
+    await ino.rename(d.ino, 'f.tmp', d.ino, 'f');
+    gate.release();
+    t.is(await code(cutting), 'NOT_FOUND');
+    const f2 = await ino.lookup(d.ino, 'f');
+    const h = await ino.open(f2.ino, O_RDONLY);
+    t.is(await readAll(ino, h.fh), 'TWO');
+    await ino.release(h.fh);
+  });
 }
