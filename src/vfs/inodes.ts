@@ -9,6 +9,9 @@
 //   writing it; getattr through a handle still answers (nlink 0).
 // - setattr carries both times, each set, 'now' or left alone, and the size/mode in one call.
 // - Every entry returned by lookup/create/mkdir counts one kernel reference.
+// - open (and a truncate by name) binds its handle to the content of the path its number names
+//   only while the number still names it: a rename over the name (or an unlink) that landed while the open waited leaves the
+//   number to its own file (found where it went, or gone: ENOENT), never the new one's bytes.
 import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
 import type { Attr, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
 import type { ServerChange } from './meta/cache.js';
@@ -41,7 +44,10 @@ export class InodeVfs implements InodeApi {
   private readonly listed = new Map<number, number[]>();
 
   constructor(
-    private readonly vfs: VfsApi & { openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> },
+    private readonly vfs: VfsApi & {
+      openCached(path: string, flags: number, names?: () => boolean): Promise<{ fh: number; keepCache: boolean; noFlush: boolean } | null>;
+      truncateNamed(path: string, size: number, names?: () => boolean): Promise<boolean>;
+    },
     private readonly table: AttrTable,
     private readonly deps: InodeDeps,
   ) {}
@@ -161,16 +167,30 @@ export class InodeVfs implements InodeApi {
     // a file deleted while open has no path: only what its handle can do applies to it
     const gone = viaHandle ? this.handleObj(fh!)!.unlinked : this.orphans.size > 0 && this.orphan(ino) !== undefined;
     if (gone && !viaHandle && c.size !== undefined) throw new NotFound(`inode ${ino} was deleted`);
-    const path = gone ? undefined : this.path(ino);
+    const named = gone ? undefined : this.path(ino);
     if (c.size !== undefined) {
-      if (viaHandle) await this.vfs.ftruncate(path ?? '', fh!, c.size);
-      else await this.vfs.truncate(path!, c.size);
+      if (viaHandle) await this.vfs.ftruncate(named ?? '', fh!, c.size);
+      else await this.truncate(ino, c.size);
     }
+    // after the truncate's waits: where the number is now
+    const path = c.size === undefined || gone ? named : this.table.pathOf(ino);
     if (path !== undefined) {
       if (c.mode !== undefined) await this.vfs.chmod(path, c.mode & 0o7777);
       if (c.atime !== undefined || c.mtime !== undefined) await this.vfs.setTimes(path, { atime: c.atime, mtime: c.mtime });
     }
     return this.getattr(ino, viaHandle ? fh : undefined);
+  }
+
+  /**
+   * truncate(2) by name: the file ino names, as open does (a rename over the name landing while the
+   * truncate waited left the replacing file cut short).
+   */
+  private async truncate(ino: number, size: number): Promise<void> {
+    for (let round = 0; round < 8; round++) {
+      const path = this.path(ino);
+      if (await this.vfs.truncateNamed(path, size, () => this.table.pathOf(ino) === path)) return;
+    }
+    throw new NotFound(`inode ${ino} kept being renamed while it was truncated`);
   }
 
   async opendir(ino: number): Promise<number> {
@@ -225,8 +245,21 @@ export class InodeVfs implements InodeApi {
     return { self: ino, parent: path === '/' ? 1 : this.table.ino(parentOf(path)), entries };
   }
 
+  /**
+   * The file ino names, opened. A rename over its name or an unlink of it may land while the open
+   * waits (lookup, revalidation): the path then names another file or none, and a handle bound to
+   * what it names would read another file's bytes for this inode (the kernel's pages of the inode
+   * mixing the two). The open is bound only while ino still names the path (openCached's `names`),
+   * else it follows the number to where it went, or finds it gone (ENOENT, as an open arriving
+   * after the change).
+   */
   async open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> {
-    return this.vfs.openCached(this.path(ino), flags);
+    for (let round = 0; round < 8; round++) {
+      const path = this.path(ino);
+      const r = await this.vfs.openCached(path, flags, () => this.table.pathOf(ino) === path);
+      if (r) return r;
+    }
+    throw new NotFound(`inode ${ino} kept being renamed while it was opened`);
   }
 
   async create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }> {

@@ -540,20 +540,29 @@ export class Vfs implements VfsApi {
   // ------------------------------------------------------------------ open / create / release
 
   async open(path: string, flags: number): Promise<number> {
-    return (await this.openCached(path, flags)).fh;
+    return (await this.openCached(path, flags))!.fh;
   }
 
   /**
    * open, and whether the kernel may keep what it cached of the file from earlier opens: only when
    * this content object outlived them unchanged (not evicted, not found stale on the server now).
+   *
+   * `names`: whether path still names the file the caller means (the inode layer: the number it
+   * resolved to path). Checked where the handle is bound to the path's content, after the last
+   * wait: a rename over path, or an unlink of it, that landed while the open waited (lookup,
+   * revalidation) has given path other content, or none. Then nothing is opened and the answer is
+   * null (the caller resolves its file again). Without it a handle of the replaced file read the
+   * new file's bytes, and with the kernel's pages of the inode shared by its handles, readers got
+   * the two versions mixed in one read (libfuse 3, Maxxo under ASan).
    */
-  async openCached(path: string, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> {
+  async openCached(path: string, flags: number, names?: () => boolean): Promise<{ fh: number; keepCache: boolean; noFlush: boolean } | null> {
     path = normPath(path);
     await this.start();
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable || (flags & O_TRUNC)) this.assertWritable();
     let e = await this.lookups.lookup(path);
     if (!e) {
+      if (names && !names()) return null;
       if (flags & O_CREAT) return { fh: await this.create(path, 0o644, flags), keepCache: false, noFlush: false };
       throw new NotFound('no such file', { path });
     }
@@ -569,6 +578,8 @@ export class Vfs implements VfsApi {
       // the server has other content now: cached bytes are stale (their epoch ends: no keep_cache)
       await this.fetcher.resetContent(o, e);
     }
+    // synchronous from here to openObj's count of the handle: no rename or unlink comes between
+    if (names && !names()) return null;
     if (!o) {
       o = this.store.add(path, e.size, true, e);
     }
@@ -719,16 +730,23 @@ export class Vfs implements VfsApi {
   }
 
   async truncate(path: string, size: number): Promise<void> {
+    await this.truncateNamed(path, size);
+  }
+
+  /** truncate; with `names` (see openCached) false, and nothing changed, when path no longer names the caller's file. */
+  async truncateNamed(path: string, size: number, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
     if (size < 0) throw new BadRequest('negative size', { path });
-    const fh = await this.open(path, size === 0 ? (1 | O_TRUNC) : 2);
+    const r = await this.openCached(path, size === 0 ? (1 | O_TRUNC) : 2, names);
+    if (!r) return false;
     try {
-      if (size > 0) await this.ftruncate(path, fh, size);
-      await this.flush(path, fh);
+      if (size > 0) await this.ftruncate(path, r.fh, size);
+      await this.flush(path, r.fh);
     } finally {
-      await this.release(path, fh);
+      await this.release(path, r.fh);
     }
+    return true;
   }
 
   async fsync(_path: string, fh: number, _datasync: boolean): Promise<void> {

@@ -248,13 +248,7 @@ export class Namespace {
     const replaced = this.store.objs.get(to);
     for (const o of moving) await this.uploader.stop(o);
     if (replaced) await this.uploader.stop(replaced);
-    // a file replaced while open keeps its content for its handles, as an unlinked one does: the
-    // part not cached comes first, while the server still has it (our move or upload replaces it).
-    // Its failure is the open handles' (they fail to read later), not this rename's.
-    if (replaced && replaced.refs > 0 && !replaced.complete) {
-      await this.deps.ensureWhole(replaced).catch((e) =>
-        this.ctx.log.warn(`rename onto ${to}: the replaced file is still open and its content could not be fetched first: ${(e as Error).message}`));
-    }
+    await this.keepReplaced(replaced, to);
     await this.deps.attrWriter.stop(from, true);
     if (dst) await this.deps.attrWriter.stop(to, true);
     const so = this.store.objs.get(from);
@@ -283,6 +277,8 @@ export class Namespace {
         await this.deletes.settle([from, to], true);
         if (dst) this.store.forgetHiddenUnder(to);
       } else await this.moves.settleTo(to);
+      // an open meanwhile may have given the target a handle (its number still names it)
+      await this.keepReplaced(this.store.objs.get(to), to);
       // written back: the move record retargets the journal, then the local table moves
       const rec = this.moves.add(from, to, moved, dstOnServer, noReplace, dir);
       if (replaced) this.store.detach(replaced);
@@ -294,6 +290,8 @@ export class Namespace {
     // content the server never had: only the journal and the local view change
     const replacedPending = replaced ? this.uploader.pendingRecord(to) : undefined;
     if (dst) await this.uploader.cancelPath(to);
+    // an open meanwhile may have given the target a handle (its number still names it)
+    await this.keepReplaced(this.store.objs.get(to), to);
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
     if (replaced) this.store.unregister(replaced);
@@ -313,6 +311,22 @@ export class Namespace {
     if (replaced) this.store.detach(replaced);
     if (dstOnServer) this.uploader.shadowsServer(so!);
     this.renamed(from, to, src, dst, moved);
+  }
+
+  /**
+   * A file replaced while open keeps its content for its handles, as an unlinked one does: the part
+   * not cached comes first, while the server still has it (our move or upload replaces it). Asked
+   * at the start of the rename and again after its last wait before the target is detached (then
+   * nothing awaits in between), of the object at the target then: an open that came while the
+   * rename waited has bound a handle to the target (its number still named the path; the object
+   * may be one the open made, after an eviction), and a handle that got no bytes read the
+   * replacing version from the server. Its failure is the open handles' (they fail to read
+   * later), not the rename's.
+   */
+  private async keepReplaced(replaced: Obj | undefined, to: string): Promise<void> {
+    if (!replaced || replaced.refs === 0 || replaced.complete) return;
+    await this.deps.ensureWhole(replaced).catch((e) =>
+      this.ctx.log.warn(`rename onto ${to}: the replaced file is still open and its content could not be fetched first: ${(e as Error).message}`));
   }
 
   /**
