@@ -874,15 +874,22 @@ static int64_t slot_put(cm_session *s, cm_item *it)
 	return (int64_t)s->gens[idx] * (int64_t)CM_SLOT_SPAN + idx;
 }
 
+/* The unanswered request id, still in its slot, or NULL (stale id, destroyed session). */
+static cm_item *slot_peek(cm_session *s, double id)
+{
+	int64_t v = (int64_t)id, idx;
+	if (s->destroyed || id < CM_SLOT_SPAN || (double)v != id) return NULL;
+	idx = v % (int64_t)CM_SLOT_SPAN;
+	if (idx >= s->nslots || !s->slots[idx] || s->gens[idx] != v / (int64_t)CM_SLOT_SPAN) return NULL;
+	return s->slots[idx];
+}
+
 static cm_item *slot_take(cm_session *s, double id)
 {
-	int64_t v = (int64_t)id, idx, gen;
-	cm_item *it;
-	if (id < CM_SLOT_SPAN || (double)v != id) return NULL;
-	idx = v % (int64_t)CM_SLOT_SPAN;
-	gen = v / (int64_t)CM_SLOT_SPAN;
-	if (idx >= s->nslots || !s->slots[idx] || s->gens[idx] != gen) return NULL;
-	it = s->slots[idx];
+	int64_t idx;
+	cm_item *it = slot_peek(s, id);
+	if (!it) return NULL;
+	idx = (int64_t)id % (int64_t)CM_SLOT_SPAN;
 	s->slots[idx] = NULL;
 	s->freestack[s->free_top++] = (uint32_t)idx;
 	s->outstanding--;
@@ -1104,27 +1111,31 @@ static cm_session *get_session(napi_env env, napi_value v)
 
 /* Common prologue of reply*(handle, id, ...): NULL = stale id (already
  * answered, or the session ended); the caller then returns false to JS. */
+/* (handle, id, ...): up to want arguments into argv, at least need; 0 after a thrown error. */
+static int req_args(napi_env env, napi_callback_info info, size_t want, size_t need, napi_value *argv,
+		    cm_session **ps, double *id)
+{
+	size_t argc = want;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < need) {
+		throw_err(env, "cmfuse3: missing arguments");
+		return 0;
+	}
+	*ps = get_session(env, argv[0]);
+	if (!*ps) return 0;
+	if (napi_get_value_double(env, argv[1], id) != napi_ok) {
+		throw_err(env, "cmfuse3: request id must be a number");
+		return 0;
+	}
+	return 1;
+}
+
 static cm_item *take(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
 		     cm_session **ps, int *bad)
 {
-	size_t argc = want;
 	double id;
-	cm_session *s;
-	*bad = 1;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
-		throw_err(env, "cmfuse3: missing arguments");
-		return NULL;
-	}
-	s = get_session(env, argv[0]);
-	if (!s) return NULL;
-	if (napi_get_value_double(env, argv[1], &id) != napi_ok) {
-		throw_err(env, "cmfuse3: request id must be a number");
-		return NULL;
-	}
-	*bad = 0;
-	*ps = s;
-	if (s->destroyed) return NULL;
-	return slot_take(s, id);
+	*bad = !req_args(env, info, want, 2, argv, ps, &id);
+	if (*bad || (*ps)->destroyed) return NULL;
+	return slot_take(*ps, id);
 }
 
 static double num_arg(napi_env env, napi_value v, double dflt)
@@ -1240,16 +1251,6 @@ static int attrs_arg(napi_env env, napi_value v, double **e)
 	return f64_arg(env, v, e, &n) && n >= E_OFF;
 }
 
-/* The unanswered request id (its slot entry, not taken), or NULL. */
-static cm_item *slot_peek(cm_session *s, double id)
-{
-	int64_t v = (int64_t)id, idx;
-	if (s->destroyed || id < CM_SLOT_SPAN || (double)v != id) return NULL;
-	idx = v % (int64_t)CM_SLOT_SPAN;
-	if (idx >= s->nslots || !s->slots[idx] || s->gens[idx] != v / (int64_t)CM_SLOT_SPAN) return NULL;
-	return s->slots[idx];
-}
-
 /* How many of it's holds map to ino's slot; 0 when it holds ino itself not at all. */
 static uint32_t holds_of(cm_item *it, uint64_t ino)
 {
@@ -1263,22 +1264,6 @@ static uint32_t holds_of(cm_item *it, uint64_t ino)
 	return own ? mine : 0;
 }
 
-static int attr_call(napi_env env, napi_callback_info info, size_t want, napi_value *argv, cm_session **ps, double *id)
-{
-	size_t argc = want;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-		throw_err(env, "cmfuse3: missing arguments");
-		return 0;
-	}
-	*ps = get_session(env, argv[0]);
-	if (!*ps) return 0;
-	if (napi_get_value_double(env, argv[1], id) != napi_ok) {
-		throw_err(env, "cmfuse3: request id must be a number");
-		return 0;
-	}
-	return 1;
-}
-
 /* attrTicket(handle, id, ino): taken by request id (a change of folder ino) before it computes
  * ino's attributes; -1 when another change of the folder is in flight (then none are taken). */
 static napi_value n_attr_ticket(napi_env env, napi_callback_info info)
@@ -1289,7 +1274,7 @@ static napi_value n_attr_ticket(napi_env env, napi_callback_info info)
 	double id, t = -1;
 	uint64_t ino;
 	uint32_t mine;
-	if (!attr_call(env, info, 3, argv, &s, &id)) return NULL;
+	if (!req_args(env, info, 3, 3, argv, &s, &id)) return NULL;
 	ino = (uint64_t)num_arg(env, argv[2], 0);
 	it = slot_peek(s, id);
 	if (it && (mine = holds_of(it, ino)) > 0) {
@@ -1314,7 +1299,7 @@ static napi_value n_cache_attr(napi_env env, napi_callback_info info)
 	double id, *e, ticket;
 	uint64_t ino;
 	int ok = 0;
-	if (!attr_call(env, info, 4, argv, &s, &id)) return NULL;
+	if (!req_args(env, info, 4, 4, argv, &s, &id)) return NULL;
 	if (!attrs_arg(env, argv[2], &e)) return NULL;
 	ticket = num_arg(env, argv[3], -1);
 	it = slot_peek(s, id);

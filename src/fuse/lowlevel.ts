@@ -402,13 +402,18 @@ export class Request {
     return this.settle(n.replyEntry(h, this.id, scratch));
   }
 
-  /** getattr, setattr */
-  attr(a: Attr, timeoutS?: number): boolean {
-    const [n, h] = this.b();
+  /** a and its timeout in the scratch array, as replyAttr and cacheAttr read them */
+  private attrScratch(a: Attr, timeoutS?: number): Float64Array {
     scratch.fill(0);
     encodeAttrFields(scratch, 0, a);
     scratch[2] = timeoutS ?? this.s._timeouts.attr;
-    return this.settle(n.replyAttr(h, this.id, scratch));
+    return scratch;
+  }
+
+  /** getattr, setattr */
+  attr(a: Attr, timeoutS?: number): boolean {
+    const [n, h] = this.b();
+    return this.settle(n.replyAttr(h, this.id, this.attrScratch(a, timeoutS)));
   }
 
   /**
@@ -429,10 +434,7 @@ export class Request {
   dirAttr(a: Attr, ticket: number, timeoutS?: number): boolean {
     if (ticket < 0) return false;
     const [n, h] = this.b();
-    scratch.fill(0);
-    encodeAttrFields(scratch, 0, a);
-    scratch[2] = timeoutS ?? this.s._timeouts.attr;
-    return n.cacheAttr(h, this.id, scratch, ticket);
+    return n.cacheAttr(h, this.id, this.attrScratch(a, timeoutS), ticket);
   }
 
   /** open, opendir */

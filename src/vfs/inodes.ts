@@ -139,8 +139,9 @@ export class InodeVfs implements InodeApi {
   }
 
   async lookup(parent: number, name: string): Promise<InoAttr> {
-    const path = this.child(parent, name);
-    return this.countEntry(path, this.withIno(await this.vfs.getattr(path)));
+    const a = await this.find(parent, name);
+    if (!a) throw new NotFound('no such file or directory', { path: this.child(parent, name) });
+    return a;
   }
 
   async find(parent: number, name: string): Promise<InoAttr | null> {

@@ -370,14 +370,17 @@ export class Vfs implements VfsApi {
   statCached(path: string): Attr | undefined {
     path = normPath(path);
     const e = this.lookups.peekSettled(path);
-    if (!e) return undefined;
-    return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
+    return e ? this.attrOf(path, e) : undefined;
   }
 
   async stat(path: string): Promise<Attr | null> {
     path = normPath(path);
     const e = await this.lookups.lookup(path);
-    if (!e) return null;
+    return e ? this.attrOf(path, e) : null;
+  }
+
+  /** What the drive shows at path, whose entry is e. */
+  private attrOf(path: string, e: RemoteEntry): Attr {
     return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
   }
 

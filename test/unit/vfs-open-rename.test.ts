@@ -46,14 +46,33 @@ function revalidating(ranged: boolean): { remote: MemoryRemote; hold(path: strin
 
 /** The content of path is all in the cache (a whole-file download also ended). */
 function cached(vfs: unknown, path: string): () => boolean {
-  return () => !!(vfs as { store: { objs: Map<string, { complete: boolean; download: unknown }> } }).store.objs.get(path)?.complete
-    && !(vfs as { store: { objs: Map<string, { download: unknown }> } }).store.objs.get(path)!.download;
+  const objs = (vfs as { store: { objs: Map<string, { complete: boolean; download: unknown }> } }).store.objs;
+  return () => { const o = objs.get(path); return !!o?.complete && !o.download; };
 }
 
-async function readAll(ino: { read(fh: number, b: Buffer, n: number, p: number): Promise<number> }, fh: number): Promise<string> {
+type Ino = Awaited<ReturnType<typeof setup>>['vfs']['inodes'];
+
+async function readAll(ino: Ino, fh: number): Promise<string> {
   const b = Buffer.alloc(64);
   const n = await ino.read(fh, b, b.length, 0);
   return b.subarray(0, n).toString();
+}
+
+/** A new version written to a temp file in folder dir and closed (the rename over the name is the test's). */
+async function tempVersion(ino: Ino, dir: number, text: string): Promise<void> {
+  const c = await ino.create(dir, 'f.tmp', 0o644, O_CREAT | O_WRONLY);
+  await ino.write(c.fh, Buffer.from(text), text.length, 0);
+  await ino.flush(c.fh);
+  await ino.release(c.fh);
+}
+
+/** File f read once through a handle, left open when `keep`: its bytes cached, the next open revalidates them. */
+async function readToCache(t: { is(a: unknown, b: unknown): void }, vfs: unknown, ino: Ino, f: number, keep = false): Promise<number> {
+  const h = await ino.open(f, O_RDONLY);
+  t.is(await readAll(ino, h.fh), 'one');
+  await until(cached(vfs, '/d/f'), 'the old version cached');
+  if (!keep) await ino.release(h.fh);
+  return h.fh;
 }
 
 for (const ranged of [false, true]) {
@@ -66,14 +85,9 @@ for (const ranged of [false, true]) {
     const d = await ino.lookup(1, 'd');
     const f = await ino.lookup(d.ino, 'f');
     // a reader has the old version open (its bytes are the inode's)
-    const h1 = await ino.open(f.ino, O_RDONLY);
-    t.is(await readAll(ino, h1.fh), 'one');
-    await until(cached(vfs, '/d/f'), 'the old version cached');
+    const h1 = await readToCache(t, vfs, ino, f.ino, true);
     // the new version, written to a temp file and closed (its upload later: the rename is local)
-    const c = await ino.create(d.ino, 'f.tmp', 0o644, O_CREAT | O_WRONLY);
-    await ino.write(c.fh, Buffer.from('TWO'), 3, 0);
-    await ino.flush(c.fh);
-    await ino.release(c.fh);
+    await tempVersion(ino, d.ino, 'TWO');
     // another reader's open of the old inode waits at the server (the revalidation of the cached bytes)...
     const gate = r.hold('/d/f');
     const opening = ino.open(f.ino, O_RDONLY);
@@ -90,8 +104,8 @@ for (const ranged of [false, true]) {
     } else {
       t.is(got, 'NOT_FOUND');
     }
-    t.is(await readAll(ino, h1.fh), 'one');
-    await ino.release(h1.fh);
+    t.is(await readAll(ino, h1), 'one');
+    await ino.release(h1);
     // the name has the new version
     const f2 = await ino.lookup(d.ino, 'f');
     t.not(f2.ino, f.ino);
@@ -107,11 +121,7 @@ for (const ranged of [false, true]) {
     const ino = vfs.inodes;
     const d = await ino.lookup(1, 'd');
     const f = await ino.lookup(d.ino, 'f');
-    // its bytes cached: the next open revalidates them
-    const h1 = await ino.open(f.ino, O_RDONLY);
-    t.is(await readAll(ino, h1.fh), 'one');
-    await until(cached(vfs, '/d/f'), 'the old version cached');
-    await ino.release(h1.fh);
+    await readToCache(t, vfs, ino, f.ino);
     const gate = r.hold('/d/f');
     const opening = ino.open(f.ino, O_RDONLY);
     opening.catch(() => {});
@@ -131,10 +141,7 @@ for (const ranged of [false, true]) {
     const d = await ino.lookup(1, 'd');
     const f = await ino.lookup(d.ino, 'f');
     // the new version, uploaded as a temp file (the rename is a move on the server)
-    const c = await ino.create(d.ino, 'f.tmp', 0o644, O_CREAT | O_WRONLY);
-    await ino.write(c.fh, Buffer.from('TWO'), 3, 0);
-    await ino.flush(c.fh);
-    await ino.release(c.fh);
+    await tempVersion(ino, d.ino, 'TWO');
     // the rename waits (here: for the metadata sends of the target) after it checked the target's handles
     const aw = (vfs as unknown as { attrWriter: { stop(p: string, tree: boolean): Promise<void> } }).attrWriter;
     const stop = aw.stop.bind(aw);
@@ -148,9 +155,7 @@ for (const ranged of [false, true]) {
     release();
     await renaming;
     await until(() => remote.getFile('/d/f')?.toString() === 'TWO', 'the move reached the server');
-    const b = Buffer.alloc(64);
-    const n = await ino.read(h.fh, b, 64, 0);
-    t.is(b.subarray(0, n).toString(), 'one');
+    t.is(await readAll(ino, h.fh), 'one');
     await ino.release(h.fh);
   });
 
@@ -162,14 +167,8 @@ for (const ranged of [false, true]) {
     const d = await ino.lookup(1, 'd');
     const f = await ino.lookup(d.ino, 'f');
     // its bytes cached: the truncate's open (to a size > 0) revalidates them
-    const h1 = await ino.open(f.ino, O_RDONLY);
-    t.is(await readAll(ino, h1.fh), 'one');
-    await until(cached(vfs, '/d/f'), 'the old version cached');
-    await ino.release(h1.fh);
-    const c = await ino.create(d.ino, 'f.tmp', 0o644, O_CREAT | O_WRONLY);
-    await ino.write(c.fh, Buffer.from('TWO'), 3, 0);
-    await ino.flush(c.fh);
-    await ino.release(c.fh);
+    await readToCache(t, vfs, ino, f.ino);
+    await tempVersion(ino, d.ino, 'TWO');
     const gate = r.hold('/d/f');
     const cutting = ino.setattr(f.ino, { size: 1 });
     cutting.catch(() => {});

@@ -89,29 +89,37 @@ export class VboxxRemote implements Remote {
     return this.rootSel ? [pickRoot(list, this.rootSel)] : list;
   }
 
-  private async resolve(path: string, o: CallOptions = {}): Promise<Resolved> {
+  /** The components of path, refused where it could escape (NUL, '..'). */
+  private partsOf(path: string): string[] {
     if (typeof path !== 'string' || path.includes('\0')) throw new BadRequest('invalid path');
     const parts = split(path);
     if (parts.includes('..')) throw new BadRequest('path traversal refused', { path });
+    return parts;
+  }
+
+  /** parts against a roots list; undefined when the root they name is not in it. */
+  private resolveIn(list: MappedRoot[], parts: string[]): Resolved | undefined {
     if (this.rootSel) {
-      let list = await this.loadRoots(o);
-      let root: MappedRoot;
-      try { root = pickRoot(list, this.rootSel); } catch {
-        list = await this.loadRoots(o, true);
-        root = pickRoot(list, this.rootSel);
-      }
-      return { top: false, root, sub: '/' + parts.join('/') };
+      try { return { top: false, root: pickRoot(list, this.rootSel), sub: '/' + parts.join('/') }; } catch { return undefined; }
     }
     if (parts.length === 0) return { top: true };
-    let list = await this.loadRoots(o);
-    let root = list.find((r) => r.name === parts[0]);
-    if (!root && this.roots && Date.now() - this.roots.at > 1000) {
-      // A root created since we last looked: refresh once before saying ENOENT.
-      list = await this.loadRoots(o, true);
-      root = list.find((r) => r.name === parts[0]);
+    const root = list.find((r) => r.name === parts[0]);
+    return root && { top: false, root, sub: '/' + parts.slice(1).join('/') };
+  }
+
+  private async resolve(path: string, o: CallOptions = {}): Promise<Resolved> {
+    const parts = this.partsOf(path);
+    if (!this.rootSel && parts.length === 0) return { top: true };
+    const r = this.resolveIn(await this.loadRoots(o), parts);
+    if (r) return r;
+    // The chosen root, or a root created since we last looked: refresh once before saying ENOENT.
+    if (this.rootSel || (this.roots && Date.now() - this.roots.at > 1000)) {
+      const list = await this.loadRoots(o, true);
+      const again = this.resolveIn(list, parts);
+      if (again) return again;
+      if (this.rootSel) pickRoot(list, this.rootSel); // throws, saying which root it could not find
     }
-    if (!root) throw new NotFound(`no such root: ${parts[0]}`, { path });
-    return { top: false, root, sub: '/' + parts.slice(1).join('/') };
+    throw new NotFound(`no such root: ${parts[0]}`, { path });
   }
 
   private rootEntry(r: MappedRoot): RemoteEntry {
@@ -267,12 +275,11 @@ export class VboxxRemote implements Remote {
     const pol = this.policyFresh();
     const roots = this.roots;
     if (pol === undefined || !roots || Date.now() - roots.at >= this.ttl || !Number.isSafeInteger(size) || size < 0) return false;
-    const parts = split(path);
-    if (parts.includes('..') || path.includes('\0')) return false;
-    if (this.rootSel) {
-      if (parts.length === 0) return false;
-      try { pickRoot(roots.list, this.rootSel); } catch { return false; }
-    } else if (parts.length < 2 || !roots.list.some((r) => r.name === parts[0])) return false;
+    let parts: string[];
+    let r: Resolved | undefined;
+    // (a path the server would refuse, or a root not known yet: the async check says why)
+    try { parts = this.partsOf(path); r = this.resolveIn(roots.list, parts); } catch { return false; }
+    if (!r || r.top || r.sub === '/') return false;
     const { total, info } = this.quota(pol ?? effectivePolicy(null), roots.account);
     // near the quota the server's size of the file decides (a replaced file frees its bytes)
     if (total !== null && info.space_usage + size > total) return false;

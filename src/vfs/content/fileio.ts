@@ -49,13 +49,8 @@ export function fstatFd(fd: number): Promise<fs.Stats> {
   return new Promise<fs.Stats>((r, j) => fs.fstat(fd, (err, st) => (err ? j(err) : r(st))));
 }
 
-export function openRw(file: string): Promise<number> {
-  return new Promise<number>((resolve, reject) =>
-    fs.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-/** A file that must not exist yet (a fresh cache file name). */
-export function openNew(file: string): Promise<number> {
-  return new Promise<number>((resolve, reject) =>
-    fs.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+/** fresh: a file that must not exist yet (a new cache file name). */
+export function openRw(file: string, fresh = false): Promise<number> {
+  const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | (fresh ? fs.constants.O_EXCL : 0);
+  return new Promise<number>((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 }

@@ -20,7 +20,7 @@ import type { RemoteEntry } from '../../remote/types.js';
 import type { PendingUpload } from '../journal.js';
 import { MUTATION, errText, type Ctx } from '../context.js';
 import { baseOf, isUnder, rebase, rekeyMap } from '../paths.js';
-import { openNew, openRw } from './fileio.js';
+import { openRw } from './fileio.js';
 import { Obj } from './obj.js';
 
 /** Empty cache files kept made ahead (see ContentStore.spares). */
@@ -99,7 +99,7 @@ export class ContentStore {
     const made = Array.from({ length: SPARE_FILES }, async () => {
       const id = randomUUID();
       const file = join(this.dataDir, id);
-      const fd = await openNew(file);
+      const fd = await openRw(file, true);
       if (this.sparesStopped) fs.close(fd, () => fs.rm(file, { force: true }, () => {}));
       else this.spares.push({ id, fd });
     });
