@@ -111,3 +111,38 @@ test('local state answers before any cache or request; hidden names too', async 
   await t.throwsAsync(lookup.existing('/missing'), { code: 'NOT_FOUND' } as never);
   await t.throwsAsync(lookup.parentDir('/l/x'), { code: 'NOT_A_DIRECTORY' } as never);
 });
+
+test('a name missing from names told ahead of a slow listing is stat\'ed once those names are old, not held for the listing', async (t) => {
+  // Maxxo's shape: ops/list names the entries at once, the mtimes take a daemon run; the first
+  // stat in the folder (a folder's, so it waits for a run too) is slow
+  const { src, lookup } = setup(t, { listAfterStats: 4 });
+  src.add('/d', 'dir');
+  src.add('/d/sub', 'dir');
+  let listDone = false;
+  const statsDuringList: string[] = [];
+  const plainStat = src.stat.bind(src);
+  src.stat = async (path: string) => {
+    if (!listDone) statsDuringList.push(path);
+    if (path === '/d/sub') await new Promise((r) => setTimeout(r, 300));
+    return plainStat(path);
+  };
+  src.list = async (dir: string, o?: { onNames?: (n: ReadonlySet<string>) => void }) => {
+    src.lists.push(dir);
+    await new Promise((r) => setTimeout(r, 20));
+    const entries = [...src.files.entries()].filter(([p]) => parentOf(p) === dir).map(([, e]) => e);
+    o?.onNames?.(new Set(entries.map((e) => e.name)));
+    await new Promise((r) => setTimeout(r, 1500));
+    listDone = true;
+    return { entries };
+  };
+  t.truthy(await lookup.lookup('/d/sub'));
+  t.deepEqual(src.lists, ['/d'], 'the speculative listing went with the first stat');
+  // the names came ~300 ms ago (older than their own round trip): not an answer for a miss,
+  // and the rest of the listing adds no names: the miss is asked at once (it was held for up to
+  // twice the paired stat's time, here 600 ms)
+  const miss = lookup.lookup('/d/sub-renamed');
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(statsDuringList, ['/d/sub', '/d/sub-renamed'], 'the miss was asked of the server right away');
+  t.is(await miss, null);
+  t.false(listDone);
+});
