@@ -34,6 +34,11 @@ function account(extra: Partial<MaxxoRemoteOptions> = {}) {
   return { email, folder, remote, lines };
 }
 
+/** Until the remote's two-level daemon listings still going after their folder's landed end. */
+function settled(remote: unknown): Promise<void> {
+  return (remote as { listings: { settled(): Promise<void> } }).listings.settled();
+}
+
 /** A TCP forwarder to the real daemon: closing it makes the advertised address refuse connections. */
 async function forwarder(port: number): Promise<{ port: number; close(): Promise<void> }> {
   const socks = new Set<net.Socket>();
@@ -294,7 +299,7 @@ test('parseListLine: rows of rsync --list-only --no-h, escaped names decoded, th
   t.is(parseListLine('receiving incremental file list'), undefined);
 });
 
-test('a cold listing takes two levels in one run: the subfolders then list with their mtimes and no run; too many rows: one level', async (t) => {
+test('a cold listing takes two levels in one run: the subfolders then list with their mtimes and no run; many rows: the folder\'s own run alongside', async (t) => {
   const { remote, folder } = account();
   t.teardown(() => remote.close());
   remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
@@ -322,8 +327,9 @@ test('a cold listing takes two levels in one run: the subfolders then list with 
   t.deepEqual((await remote.list('/top/a/deep')).entries.map((e) => [e.name, e.mtimeMs]).sort(), [['deeper', sec(statSync(join(folder, 'top', 'a', 'deep', 'deeper')).mtimeMs)], ['h', 1_600_000_002_000]]);
   t.is(remote.counters().listRuns - runs, 1);
 
-  // a folder whose two levels hold more rows than a two-level listing takes: one level, and each
-  // subfolder its own run
+  // a folder whose two levels hold more than DEEP_ROWS_MAX rows: its own one-level run starts
+  // alongside (its listing does not wait for all the subfolders' rows), the two-level run goes
+  // on and its subfolders are kept
   mkdirSync(join(folder, 'big', 's1'), { recursive: true });
   mkdirSync(join(folder, 'big', 's2'));
   for (let i = 0; i < 2600; i++) { writeFileSync(join(folder, 'big', 's1', `x${i}`), ''); writeFileSync(join(folder, 'big', 's2', `y${i}`), ''); }
@@ -332,11 +338,48 @@ test('a cold listing takes two levels in one run: the subfolders then list with 
   runs = remote.counters().listRuns;
   const big = await remote.list('/big');
   t.deepEqual(big.entries.find((e) => e.name === 'top.txt')?.mtimeMs, 1_600_000_008_000);
-  t.is(remote.counters().listRuns - runs, 2, 'the two-level run given up, then a one-level one');
+  t.is(remote.counters().listRuns - runs, 2, 'the two-level run and, past DEEP_ROWS_MAX rows, the one-level one');
+  // (the two-level run may still be on its way: a subfolder asked for meanwhile runs its own)
+  await settled(remote);
   runs = remote.counters().listRuns;
   const s1 = await remote.list('/big/s1');
   t.is(s1.entries.length, 2600);
   t.is(s1.entries.find((e) => e.name === 'x7')?.mtimeMs, 1_600_000_007_000);
   t.true(s1.entries.every((e) => e.mtimeMs !== undefined));
-  t.is(remote.counters().listRuns - runs, 1, 's1 listed on its own');
+  t.is((await remote.list('/big/s2')).entries.length, 2600);
+  t.is(remote.counters().listRuns - runs, 0, 's1 and s2 came with the two-level run');
+});
+
+test('a two-level listing stopped at its hard bound keeps the subfolders it completed, and only those', async (t) => {
+  const { remote, folder } = account({ listingBounds: { deepRowsMax: 1000, deepRowsHard: 3000 } });
+  t.teardown(() => remote.close());
+  remote.cacheTtls({ attrTtlMs: 1000, dirTtlMs: 60_000 });
+  for (const sub of ['s1', 's2', 's3']) {
+    mkdirSync(join(folder, 'big', sub), { recursive: true });
+    for (let i = 0; i < 1200; i++) writeFileSync(join(folder, 'big', sub, `${sub}-${i}`), '');
+    utimesSync(join(folder, 'big', sub, `${sub}-1199`), 1_600_000_009, 1_600_000_009);
+  }
+  writeFileSync(join(folder, 'big', 'top.txt'), 'x');
+  utimesSync(join(folder, 'big', 'top.txt'), 1_600_000_008, 1_600_000_008);
+  let runs = remote.counters().listRuns;
+  const big = await remote.list('/big');
+  t.is(big.entries.find((e) => e.name === 'top.txt')?.mtimeMs, 1_600_000_008_000);
+  t.true(big.entries.every((e) => e.mtimeMs !== undefined));
+  runs = remote.counters().listRuns - runs;
+  t.is(runs, 2, 'the two-level run and the one-level one');
+  await settled(remote);
+  // 3 x 1,200 rows past 3,000: s1 and s2 whole, s3 cut short (not kept: it would miss rows)
+  runs = remote.counters().listRuns;
+  for (const sub of ['s1', 's2']) {
+    const l = await remote.list(`/big/${sub}`);
+    t.is(l.entries.length, 1200);
+    t.is(l.entries.find((e) => e.name === `${sub}-1199`)?.mtimeMs, 1_600_000_009_000);
+    t.true(l.entries.every((e) => e.mtimeMs !== undefined));
+  }
+  t.is(remote.counters().listRuns - runs, 0, 's1 and s2 kept from the stopped run');
+  const s3 = await remote.list('/big/s3');
+  t.is(s3.entries.length, 1200);
+  t.is(s3.entries.find((e) => e.name === 's3-1199')?.mtimeMs, 1_600_000_009_000, 'its last row, past where the run stopped');
+  t.true(s3.entries.every((e) => e.mtimeMs !== undefined));
+  t.is(remote.counters().listRuns - runs, 1, 's3 listed on its own');
 });

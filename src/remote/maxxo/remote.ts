@@ -123,7 +123,7 @@ export class MaxxoRemote implements Remote {
       uploading: (wireDir, name) => this.inflight.has(wireDir, name),
       closed: () => this.closed,
       log: this.log,
-    }, opts.listingTtlMs ?? 30_000);
+    }, opts.listingTtlMs ?? 30_000, opts.listingBounds);
     const ports: TransferPorts = {
       rsync: this.transport.run, stages: this.stages, sizes: (paths, o) => this.sizes(paths, o),
       listings: this.listings, inflight: this.inflight, log: this.log,

@@ -34,6 +34,8 @@ export interface MaxxoRemoteOptions extends ClientOptions {
    * a daemon listing revalidate() may use (list/stat renew theirs less often: see mtimeSource()).
    */
   listingTtlMs?: number;
+  /** Row bounds of two-level daemon listings (tests; see DEEP_ROWS_MAX in listings.ts). */
+  listingBounds?: { deepRowsMax?: number; deepRowsHard?: number };
 }
 
 /** How one run goes: its queue (the transfer lanes unless told), attempts, a hook before each run. */
