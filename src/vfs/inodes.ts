@@ -12,8 +12,9 @@
 // - open (and a truncate by name) binds its handle to the content of the path its number names
 //   only while the number still names it: a rename over the name (or an unlink) that landed while the open waited leaves the
 //   number to its own file (found where it went, or gone: ENOENT), never the new one's bytes.
+//   chmod and utimens by number likewise change the file the number names, not the name's new file.
 import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
-import type { Attr, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, VfsApi } from './api.js';
+import type { Attr, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, TimeChange, VfsApi } from './api.js';
 import type { ServerChange } from './meta/cache.js';
 import type { Obj } from './content/obj.js';
 import type { AttrTable } from './meta/attrs.js';
@@ -47,6 +48,8 @@ export class InodeVfs implements InodeApi {
     private readonly vfs: VfsApi & {
       openCached(path: string, flags: number, names?: () => boolean): Promise<{ fh: number; keepCache: boolean; noFlush: boolean } | null>;
       truncateNamed(path: string, size: number, names?: () => boolean): Promise<boolean>;
+      chmodNamed(path: string, mode: number, names?: () => boolean): Promise<boolean>;
+      setTimesNamed(path: string, times: { atime?: TimeChange; mtime?: TimeChange }, names?: () => boolean): Promise<boolean>;
     },
     private readonly table: AttrTable,
     private readonly deps: InodeDeps,
@@ -173,25 +176,39 @@ export class InodeVfs implements InodeApi {
       if (viaHandle) await this.vfs.ftruncate(named ?? '', fh!, c.size);
       else await this.truncate(ino, c.size);
     }
-    // after the truncate's waits: where the number is now
-    const path = c.size === undefined || gone ? named : this.table.pathOf(ino);
-    if (path !== undefined) {
-      if (c.mode !== undefined) await this.vfs.chmod(path, c.mode & 0o7777);
-      if (c.atime !== undefined || c.mtime !== undefined) await this.vfs.setTimes(path, { atime: c.atime, mtime: c.mtime });
+    // A number that names nothing by now (deleted meanwhile) gets no mode or times: getattr below
+    // answers for it (an open orphan) or fails (ENOENT).
+    if (!gone) {
+      const mode = c.mode;
+      if (mode !== undefined) await this.byNumber(ino, 'its mode was set', (p, names) => this.vfs.chmodNamed(p, mode & 0o7777, names));
+      if (c.atime !== undefined || c.mtime !== undefined) {
+        const times = { atime: c.atime, mtime: c.mtime };
+        await this.byNumber(ino, 'its times were set', (p, names) => this.vfs.setTimesNamed(p, times, names));
+      }
     }
     return this.getattr(ino, viaHandle ? fh : undefined);
   }
 
   /**
-   * truncate(2) by name: the file ino names, as open does (a rename over the name landing while the
-   * truncate waited left the replacing file cut short).
+   * A change by name (truncate(2), chmod, utimens) of the file ino names, as open does: a rename
+   * over the name landing while the change waited (lookups, revalidation) gave it to the file that
+   * took the name. `run` applies it only while ino still names the path (its `names`, checked after
+   * its last wait) and answers false otherwise; the change is then run again at the path the
+   * number names now. False: the number names nothing any more.
    */
-  private async truncate(ino: number, size: number): Promise<void> {
+  private async byNumber(ino: number, doing: string, run: (path: string, names: () => boolean) => Promise<boolean>): Promise<boolean> {
     for (let round = 0; round < 8; round++) {
-      const path = this.path(ino);
-      if (await this.vfs.truncateNamed(path, size, () => this.table.pathOf(ino) === path)) return;
+      const path = this.table.pathOf(ino);
+      if (path === undefined) return false;
+      if (await run(path, () => this.table.pathOf(ino) === path)) return true;
     }
-    throw new NotFound(`inode ${ino} kept being renamed while it was truncated`);
+    throw new NotFound(`inode ${ino} kept being renamed while ${doing}`);
+  }
+
+  private async truncate(ino: number, size: number): Promise<void> {
+    if (!await this.byNumber(ino, 'it was truncated', (p, names) => this.vfs.truncateNamed(p, size, names))) {
+      throw new NotFound(`inode ${ino} names nothing any more`);
+    }
   }
 
   async opendir(ino: number): Promise<number> {

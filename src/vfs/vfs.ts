@@ -476,22 +476,48 @@ export class Vfs implements VfsApi {
   }
 
   async setTimes(path: string, times: { atime?: TimeChange; mtime?: TimeChange }): Promise<void> {
+    await this.setTimesNamed(path, times);
+  }
+
+  /**
+   * setTimes; with `names` (see openCached) false, and nothing changed, when path no longer names
+   * the caller's file: a rename over path landing during the lookups gave the time to the file
+   * that took the name (and journalled it to the server for that file).
+   */
+  async setTimesNamed(path: string, times: { atime?: TimeChange; mtime?: TimeChange }, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
-    const e = await this.lookups.existing(path);
+    const e = await this.existingNamed(path, names);
+    if (!e) return false;
     // one clock reading: "now" in both slots is the same instant (touch sets atime == mtime)
     const now = Date.now();
     const ms = (t: TimeChange) => (t === 'now' ? now : t);
     const change: { atimeMs?: number; mtimeMs?: number; ctimeMs: number } = { ctimeMs: now };
     if (times.atime !== undefined) change.atimeMs = ms(times.atime);
     if (times.mtime !== undefined) change.mtimeMs = ms(times.mtime);
-    if (change.atimeMs === undefined && change.mtimeMs === undefined) return;
+    if (change.atimeMs === undefined && change.mtimeMs === undefined) return true;
     // an mtime set alone must not drag the shown atime along (toAttr falls back to mtime for it)
     if (change.atimeMs === undefined && this.attrTable.local.get(path)?.atimeMs === undefined) {
-      change.atimeMs = (await this.getattr(path)).atimeMs;
+      const shown = await this.existingNamed(path, names);
+      if (!shown) return false;
+      change.atimeMs = this.attrOf(path, shown).atimeMs;
     }
+    // after the last wait: nothing comes between this check and the change
+    if (names && !names()) return false;
     this.attrTable.update(path, change);
     if (change.mtimeMs !== undefined && this.timesHeld(e)) await this.attrWriter.record(path, { mtimeMs: change.mtimeMs }, e.type === 'dir');
+    return true;
+  }
+
+  /**
+   * What path holds; null, rather than NotFound, when it holds nothing because the caller's file
+   * (`names` false) went elsewhere: the caller looks for it again.
+   */
+  private async existingNamed(path: string, names?: () => boolean): Promise<RemoteEntry | null> {
+    const e = await this.lookups.lookup(path);
+    if (e) return e;
+    if (names && !names()) return null;
+    throw new NotFound('no such file or directory', { path });
   }
 
   /** Whether the service keeps e's mtime (files: where it keeps any; folders: fileMeta.folderTimes). */
@@ -501,11 +527,18 @@ export class Vfs implements VfsApi {
 
   /** Bits the service cannot hold are accepted without effect (see AttrTable.toAttr). */
   async chmod(path: string, mode: number): Promise<void> {
+    await this.chmodNamed(path, mode);
+  }
+
+  /** chmod; with `names` false, and nothing changed, when path no longer names the caller's file (see setTimesNamed). */
+  async chmodNamed(path: string, mode: number, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
-    const e = await this.lookups.existing(path);
+    const e = await this.existingNamed(path, names);
+    if (!e || (names && !names())) return false;
     this.attrTable.update(path, { perm: mode & 0o7777, ctimeMs: Date.now() });
     if (e.type === 'file') await this.attrWriter.record(path, { mode: mode & 0o7777 });
+    return true;
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
