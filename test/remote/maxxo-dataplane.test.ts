@@ -327,11 +327,12 @@ test('a cold listing takes two levels in one run: the subfolders then list with 
   t.deepEqual((await remote.list('/top/a/deep')).entries.map((e) => [e.name, e.mtimeMs]).sort(), [['deeper', sec(statSync(join(folder, 'top', 'a', 'deep', 'deeper')).mtimeMs)], ['h', 1_600_000_002_000]]);
   t.is(remote.counters().listRuns - runs, 1);
 
-  // a folder whose two levels hold more than DEEP_ROWS_MAX rows: its own one-level run starts
-  // alongside (its listing does not wait for all the subfolders' rows), the two-level run goes
-  // on and its subfolders are kept
+  // a folder whose two levels hold more than DEEP_ROWS_MAX rows before its own last name (zz,
+  // listed after s1's and s2's rows): its own one-level run starts alongside (its listing does
+  // not wait for all the subfolders' rows), the two-level run goes on and its subfolders are kept
   mkdirSync(join(folder, 'big', 's1'), { recursive: true });
   mkdirSync(join(folder, 'big', 's2'));
+  mkdirSync(join(folder, 'big', 'zz'));
   for (let i = 0; i < 2600; i++) { writeFileSync(join(folder, 'big', 's1', `x${i}`), ''); writeFileSync(join(folder, 'big', 's2', `y${i}`), ''); }
   put('big/s1/x7', 1_600_000_007);
   put('big/top.txt', 1_600_000_008);

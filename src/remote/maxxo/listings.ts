@@ -53,6 +53,13 @@ interface Slot {
   own: Map<string, ListedRow | null>;
   /** The folder's own time, set by us while a run was in flight. */
   ownSelf?: number;
+  /** The run in flight is told the folder's names (expect()). */
+  expect?: (names: ReadonlySet<string>) => void;
+  /** The run in flight's "." row: the folder's own time (undefined if the run ended without it). */
+  selfP?: Promise<number | undefined>;
+  /** A two-level run's last rows (its subfolders' parts) after the folder's own listing landed
+   * by its names (see expect()): about the end of the run, worth waiting for. */
+  deepTail?: Promise<void>;
 }
 
 /** When source() renews a folder's listing in the background (RENEW_TTLS x dir_timeout, at least RENEW_MIN_MS), or waits for one. */
@@ -105,6 +112,18 @@ class RunRows {
 
   /** Rows of subfolders came. */
   get below(): boolean { return this.order.length > 0; }
+
+  /** Whether the folder's own rows name `name` (a file or a subfolder). */
+  has(name: string): boolean { return this.rows.has(name) || this.dirs.has(name); }
+
+  /** The folder's own rows so far, apart from what the run adds later. */
+  top(): RunRows {
+    const t = new RunRows();
+    for (const [k, v] of this.rows) t.rows.set(k, v);
+    for (const [k, v] of this.dirs) t.dirs.set(k, v);
+    t.self = this.self;
+    return t;
+  }
 
   /**
    * Of a run stopped early, the subfolders whose parts are whole: rsync lists a folder's rows
@@ -187,6 +206,14 @@ export class DaemonListings {
     void this.since(dir, -Infinity, true);
   }
 
+  /**
+   * The folder's names as the API listed them (all of them, our own temporary files aside): its
+   * run in flight serves the listing once each has its row (see since()).
+   */
+  expect(path: string, names: ReadonlySet<string>): void {
+    this.slots.get('/' + pathParts(path).join('/'))?.expect?.(names);
+  }
+
   /** dirTime() answers at once (the parent's listing is cached; the top folder has none to wait for). */
   dirTimeAtHand(path: string): boolean {
     return pathParts(path).length === 0 || !!this.slots.get(parentOf(path))?.value;
@@ -212,7 +239,10 @@ export class DaemonListings {
       this.prime(path);
       return (await this.source(parent, []))?.dirs.get(name);
     }
-    const own = this.since(dir, -Infinity, true, true).then((v) => v?.self);
+    const ownRun = this.since(dir, -Infinity, true, true);
+    // its "." row, the run's first: the time is known long before the folder's other rows
+    const s = this.slots.get(dir);
+    const own = s?.inflight && s.selfP ? firstDefined([s.selfP, ownRun.then((v) => v?.self)]) : ownRun.then((v) => v?.self);
     if (!ps?.inflight) return (await own) ?? (await this.source(parent, []))?.dirs.get(name);
     return firstDefined([own, this.source(parent, []).then((v) => v?.dirs.get(name))]);
   }
@@ -252,6 +282,10 @@ export class DaemonListings {
       await ps.inflight;
       return this.since(dir, oldest, deep);
     }
+    if (ps?.deepTail && ps.inflightAt >= oldest) {
+      await ps.deepTail;
+      return this.since(dir, oldest, deep);
+    }
     if (!s) s = this.add(dir, { inflightAt: 0, own: new Map() });
     const slot = s;
     const at = Date.now();
@@ -270,6 +304,25 @@ export class DaemonListings {
           this.hooks.run(dir, (r) => one.add(r)).then(() => resolve(one), reject);
         };
       });
+      // The folder's own rows are complete once every name the API gave (expect()) has its row:
+      // the listing is served then, not after rsync's closing exchange (three round trips and a
+      // 20 ms exit poll: ~110 ms of a run at 20 ms RTT) nor, in a two-level run, after the rows
+      // of the subfolders that come after its last name.
+      let resolveByNames!: (r: RunRows) => void;
+      let named: RunRows | undefined;
+      const byNames = new Promise<RunRows>((res) => { resolveByNames = (r) => { named = r; res(r); }; });
+      let namesWanted: Set<string> | undefined;
+      let missing = -1;
+      let resolveSelf!: (t: number | undefined) => void;
+      slot.selfP = new Promise((res) => { resolveSelf = res; });
+      const expect = (names: ReadonlySet<string>) => {
+        if (namesWanted) return;
+        namesWanted = new Set(names);
+        missing = 0;
+        for (const n of namesWanted) if (!whole.has(n)) missing++;
+        if (missing === 0 && whole.self !== undefined) resolveByNames(whole.top());
+      };
+      slot.expect = expect;
       const onRow = (r: ListedRow) => {
         if (deep) {
           const n = ++whole.seen;
@@ -277,27 +330,37 @@ export class DaemonListings {
           // (rows of the folder itself alone, as many as they are, are what a one-level run lists)
           if (n > this.deepRowsMax && !aloneOn && whole.below) startAlone();
         }
+        const wanted = missing > 0 && namesWanted!.has(r.name) && !whole.has(r.name);
         whole.add(r);
+        if (r.name === '.') resolveSelf(r.mtimeMs);
+        if (wanted && --missing === 0 && whole.self !== undefined) resolveByNames(whole.top());
       };
       const run = this.hooks.run(dir, onRow, deep ? { deep, signal: stop.signal } : undefined)
         .then(() => true, (e) => { if (stop.signal.reason === TOO_MANY) return false; throw e; });
+      void run.then(() => resolveSelf(whole.self), () => resolveSelf(undefined))
+        .finally(() => { if (slot.expect === expect) slot.expect = undefined; });
       let got: RunRows;
       try {
         if (!deep) {
-          await run;
-          got = whole;
+          got = await Promise.race([run.then(() => whole), byNames]);
         } else {
           // the folder's own rows: from the two-level run if it completes first, else from the
           // one-level one (a stopped or failed two-level run falls back on it once it started)
           const fromWhole = run.then((done) => (done ? whole : alone), (e) => { if (aloneOn) return alone; throw e; });
-          got = await Promise.race([fromWhole, alone.catch(() => fromWhole)]);
+          got = await Promise.race([fromWhole, alone.catch(() => fromWhole), byNames]);
           if (got !== whole) {
-            // the subfolders' parts are kept when the two-level run ends (a subfolder asked for
-            // meanwhile runs its own listing rather than wait for all the rows: at 20 ms RTT that
-            // measured no slower for a cold find, and a big tree's tail can take a second)
+            // the subfolders' parts are kept when the two-level run ends. A subfolder asked for
+            // meanwhile waits for that end when the folder's names told it complete (what is left
+            // is its closing exchange and the last subfolder's rows); when the one-level run
+            // told it, a run of its own rather than all the rows (a big tree's tail can take a
+            // second)
             const tail = run.then((done) => this.adoptSubfolders(dir, at, whole.dirs, whole.subs, done ? undefined : whole.complete()), () => {});
             this.tails.add(tail);
-            void tail.finally(() => this.tails.delete(tail));
+            if (got === named) slot.deepTail = tail;
+            void tail.finally(() => {
+              this.tails.delete(tail);
+              if (slot.deepTail === tail) slot.deepTail = undefined;
+            });
           }
         }
       } catch (e) {

@@ -182,6 +182,7 @@ export class MaxxoRemote implements Remote {
     }
     opts.onNames?.(seen);
     if (!this.mtimes) return { entries };
+    this.listings.expect(dir, seen);
     const listed = await this.listings.source(dir, entries);
     for (const e of entries) withMtime(e, listed);
     return { entries };

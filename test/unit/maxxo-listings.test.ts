@@ -1,0 +1,104 @@
+// DaemonListings (src/remote/maxxo/listings.ts) against a scripted rsync: when a folder's listing
+// is served while its run is still going (the API's names all have their rows, the "." row for a
+// folder's own time), and what the rest of the run still brings.
+import test from 'ava';
+import { DaemonListings } from '../../src/remote/maxxo/listings.js';
+import type { ListedRow } from '../../src/remote/maxxo/rsync.js';
+import { silentLogger } from '../../src/log.js';
+
+interface Run { dir: string; deep: boolean; row: (name: string, type?: 'file' | 'dir', size?: number) => void; end: () => void }
+
+function scripted() {
+  const runs: Run[] = [];
+  const waiting: ((r: Run) => void)[] = [];
+  const listings = new DaemonListings({
+    run: (dir, onRow, o) => new Promise<void>((resolve) => {
+      const r: Run = {
+        dir, deep: !!o?.deep,
+        row: (name, type = 'file', size = 1) => onRow({ name, type, size, mtimeMs: 1000 * (name.length + 1) } as ListedRow),
+        end: resolve,
+      };
+      runs.push(r);
+      waiting.shift()?.(r);
+    }),
+    uploading: () => false,
+    closed: () => false,
+    log: silentLogger,
+  }, 60_000);
+  const next = () => new Promise<Run>((res) => { const r = runs.find((x) => !(x as { taken?: boolean }).taken); if (r) { (r as { taken?: boolean }).taken = true; res(r); } else waiting.push((x) => { (x as { taken?: boolean }).taken = true; res(x); }); });
+  return { listings, runs, next };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 10));
+
+test('a listing is served once every name the API gave has its row, before the run ends', async (t) => {
+  const { listings, runs, next } = scripted();
+  let served = false;
+  const p = listings.since('/d', -Infinity).then((v) => { served = true; return v; });
+  const run = await next();
+  listings.expect('/d', new Set(['a', 'b']));
+  run.row('.', 'dir');
+  run.row('a');
+  await settle();
+  t.false(served, 'b has no row yet');
+  run.row('b');
+  const v = await p;
+  t.true(served);
+  t.deepEqual([...v!.rows.keys()].sort(), ['a', 'b']);
+  t.is(v!.self, 2000);
+  run.end();
+  t.is(runs.length, 1);
+});
+
+test('a name the daemon does not list: the listing waits for the run\'s end', async (t) => {
+  const { listings, next } = scripted();
+  let served = false;
+  const p = listings.since('/d', -Infinity).then((v) => { served = true; return v; });
+  const run = await next();
+  run.row('.', 'dir');
+  run.row('a');
+  listings.expect('/d', new Set(['a', 'gone']));
+  await settle();
+  t.false(served);
+  run.end();
+  t.deepEqual([...(await p)!.rows.keys()], ['a']);
+});
+
+test('a two-level run served by names keeps its subfolders when it ends; a subfolder asked for meanwhile waits for that, not a run of its own', async (t) => {
+  const { listings, runs, next } = scripted();
+  const p = listings.since('/d', -Infinity, true);
+  const run = await next();
+  t.true(run.deep);
+  listings.expect('/d', new Set(['f', 's', 't']));
+  run.row('.', 'dir');
+  run.row('f');
+  run.row('s', 'dir');
+  run.row('s/x');
+  run.row('t', 'dir');
+  const v = await p;
+  t.deepEqual([...v!.dirs.keys()].sort(), ['s', 't']);
+  // t's rows are still to come
+  let child: ListedRow[] | undefined;
+  const c = listings.since('/d/t', -Infinity, true).then((l) => { child = [...l!.rows.values()]; });
+  await settle();
+  t.is(child, undefined, 'waits for the two-level run');
+  run.row('t/y');
+  run.row('t/z');
+  run.end();
+  await c;
+  t.deepEqual(child!.map((r) => r.name).sort(), ['y', 'z']);
+  t.deepEqual([...(await listings.since('/d/s', -Infinity, true))!.rows.keys()], ['x']);
+  t.is(runs.length, 1, 'the subfolders came with the folder\'s run');
+});
+
+test('a folder\'s own time (dirTime) comes with the first row of its run, not its end', async (t) => {
+  const { listings, next } = scripted();
+  // the parent has a listing without this folder's time: dirTime runs the folder itself
+  const time = listings.dirTime('/p/q');
+  const run = await next();
+  t.is(run.dir, '/p/q');
+  run.row('.', 'dir');
+  t.is(await time, 2000);
+  run.row('many');
+  run.end();
+});
