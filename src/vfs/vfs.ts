@@ -388,9 +388,12 @@ export class Vfs implements VfsApi {
   private subdirs(dir: string): number | undefined {
     const d = this.meta.dirs.peek(dir);
     if (!d) return undefined;
-    let n = 0;
-    for (const e of d.entries.values()) if (e.type === 'dir') n++;
-    return n;
+    if (d.subdirs === undefined) {
+      let n = 0;
+      for (const e of d.entries.values()) if (e.type === 'dir') n++;
+      d.subdirs = n;
+    }
+    return d.subdirs;
   }
 
   async fgetattr(path: string, fh: number): Promise<Attr> {

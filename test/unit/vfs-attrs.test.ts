@@ -150,6 +150,18 @@ test('folder mtime and ctime move with our own changes inside; nlink counts subf
   }
   t.true(before.mtimeMs > 0);
   t.is((await vfs.getattr('/d')).nlink, 4, 's1 gone, s3 made');
+  // the count is kept with each change, not counted again (a folder moved out and in, a file
+  // renamed over by a folder's move is not possible, a file made where a folder was)
+  await vfs.mkdir('/elsewhere', 0o755);
+  await vfs.rename('/d/s2', '/elsewhere/s2');
+  t.is((await vfs.getattr('/d')).nlink, 3, 's2 moved out');
+  await vfs.rename('/elsewhere/s2', '/d/s2b');
+  t.is((await vfs.getattr('/d')).nlink, 4, 's2 moved back in under another name');
+  await vfs.rmdir('/d/s3');
+  const fh = await vfs.create('/d/s3', 0o644, O_CREAT | O_WRONLY);
+  await vfs.release('/d/s3', fh);
+  t.is((await vfs.getattr('/d')).nlink, 3, 'a file where the folder s3 was');
+  t.is((await vfs.readdir('/d')).attrs.get('s2b')?.nlink, 2);
 });
 
 test('the folder times our own changes moved reach the server after those changes; a new mount shows what this one did', async (t) => {

@@ -29,6 +29,12 @@ export interface DirSlot {
    * client just made must not vanish for a listing's TTL when nobody ran ls).
    */
   implicit?: boolean;
+  /**
+   * How many entries are folders (a folder's st_nlink), counted once and kept with setInParent:
+   * counting at every stat was O(n) per file of a create or rm -rf in a big folder (the folder's
+   * attributes are computed after each change, for the kernel's GETATTR that follows).
+   */
+  subdirs?: number;
 }
 
 /**
@@ -236,7 +242,10 @@ export class MetaCache {
     this.bumpDir(dir);
     const d = this.dirs.get(dir);
     if (d) {
-      if (e) d.entries.set(baseOf(path), { ...e, name: baseOf(path) }); else d.entries.delete(baseOf(path));
+      const name = baseOf(path);
+      const was = d.entries.get(name);
+      if (e) d.entries.set(name, { ...e, name }); else d.entries.delete(name);
+      if (d.subdirs !== undefined) d.subdirs += (e?.type === 'dir' ? 1 : 0) - (was?.type === 'dir' ? 1 : 0);
     }
     if (e) this.attrs.set(path, { entry: { ...e, name: baseOf(path) }, expires: Date.now() + this.ctx.opts.attrTtlMs });
     else this.attrs.set(path, { entry: null, expires: Date.now() + this.ctx.opts.negativeTtlMs });
