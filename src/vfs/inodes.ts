@@ -180,33 +180,39 @@ export class InodeVfs implements InodeApi {
     // answers for it (an open orphan) or fails (ENOENT).
     if (!gone) {
       const mode = c.mode;
-      if (mode !== undefined) await this.byNumber(ino, 'its mode was set', (p, names) => this.vfs.chmodNamed(p, mode & 0o7777, names));
+      if (mode !== undefined) await this.changed(ino, 'its mode was set', (p, names) => this.vfs.chmodNamed(p, mode & 0o7777, names));
       if (c.atime !== undefined || c.mtime !== undefined) {
         const times = { atime: c.atime, mtime: c.mtime };
-        await this.byNumber(ino, 'its times were set', (p, names) => this.vfs.setTimesNamed(p, times, names));
+        await this.changed(ino, 'its times were set', (p, names) => this.vfs.setTimesNamed(p, times, names));
       }
     }
     return this.getattr(ino, viaHandle ? fh : undefined);
   }
 
   /**
-   * A change by name (truncate(2), chmod, utimens) of the file ino names, as open does: a rename
-   * over the name landing while the change waited (lookups, revalidation) gave it to the file that
-   * took the name. `run` applies it only while ino still names the path (its `names`, checked after
-   * its last wait) and answers false otherwise; the change is then run again at the path the
-   * number names now. False: the number names nothing any more.
+   * An open or a change by name (truncate(2), chmod, utimens) of the file ino names: a rename over
+   * the name landing while it waited (lookups, revalidation) gave it to the file that took the
+   * name. `run` acts only while ino still names the path (its `names`, checked after its last
+   * wait) and answers null otherwise; it is then run again at the path the number names now.
+   * Null: the number names nothing any more.
    */
-  private async byNumber(ino: number, doing: string, run: (path: string, names: () => boolean) => Promise<boolean>): Promise<boolean> {
+  private async byNumber<T>(ino: number, doing: string, run: (path: string, names: () => boolean) => Promise<T | null>): Promise<T | null> {
     for (let round = 0; round < 8; round++) {
       const path = this.table.pathOf(ino);
-      if (path === undefined) return false;
-      if (await run(path, () => this.table.pathOf(ino) === path)) return true;
+      if (path === undefined) return null;
+      const r = await run(path, () => this.table.pathOf(ino) === path);
+      if (r !== null) return r;
     }
     throw new NotFound(`inode ${ino} kept being renamed while ${doing}`);
   }
 
+  /** A change by number that answers whether it was applied (Vfs.truncateNamed and the like). */
+  private changed(ino: number, doing: string, run: (path: string, names: () => boolean) => Promise<boolean>): Promise<true | null> {
+    return this.byNumber(ino, doing, async (p, names) => (await run(p, names)) || null);
+  }
+
   private async truncate(ino: number, size: number): Promise<void> {
-    if (!await this.byNumber(ino, 'it was truncated', (p, names) => this.vfs.truncateNamed(p, size, names))) {
+    if (!await this.changed(ino, 'it was truncated', (p, names) => this.vfs.truncateNamed(p, size, names))) {
       throw new NotFound(`inode ${ino} names nothing any more`);
     }
   }
@@ -272,12 +278,9 @@ export class InodeVfs implements InodeApi {
    * after the change).
    */
   async open(ino: number, flags: number): Promise<{ fh: number; keepCache: boolean; noFlush: boolean }> {
-    for (let round = 0; round < 8; round++) {
-      const path = this.path(ino);
-      const r = await this.vfs.openCached(path, flags, () => this.table.pathOf(ino) === path);
-      if (r) return r;
-    }
-    throw new NotFound(`inode ${ino} kept being renamed while it was opened`);
+    const r = await this.byNumber(ino, 'it was opened', (p, names) => this.vfs.openCached(p, flags, names));
+    if (!r) throw new NotFound(`inode ${ino} names nothing any more`);
+    return r;
   }
 
   async create(parent: number, name: string, mode: number, flags: number): Promise<{ fh: number; attr: InoAttr }> {

@@ -81,14 +81,21 @@ async function start(t: ExecutionContext): Promise<{ s: S; ino: Ino; d: number; 
   return { s, ino, d: d.ino, f: f.ino };
 }
 
+/** The case's setattr of f, started and waiting at the case's lookup of /d/f (release() lets it go). */
+async function heldSetattr(s: S, ino: Ino, f: number, c: Case) {
+  const gate = holdLookup(s.vfs, '/d/f', c.nth);
+  const setting = ino.setattr(f, c.change);
+  setting.catch(() => {});
+  await until(() => gate.held(), 'the setattr waits at its lookup');
+  return { setting, release: gate.release };
+}
+
 for (const c of cases) {
   test(`${c.name} by number waiting (${c.at}) while a rename replaces its name: the replacing file keeps its mode and mtime`, async (t) => {
     const { s, ino, d, f } = await start(t);
     await tempVersion(ino, d);
-    const gate = holdLookup(s.vfs, '/d/f', c.nth);
-    const setting = ino.setattr(f, c.change);
-    setting.catch(() => {});
-    await until(() => gate.held(), 'the setattr waits at its lookup');
+    const gate = await heldSetattr(s, ino, f, c);
+    const setting = gate.setting;
     await ino.rename(d, 'f.tmp', d, 'f');
     gate.release();
     const got = await code(setting);
@@ -114,10 +121,8 @@ for (const c of cases) {
 
   test(`${c.name} by number waiting (${c.at}) while its file is renamed: the change lands at the new name`, async (t) => {
     const { s, ino, d, f } = await start(t);
-    const gate = holdLookup(s.vfs, '/d/f', c.nth);
-    const setting = ino.setattr(f, c.change);
-    setting.catch(() => {});
-    await until(() => gate.held(), 'the setattr waits at its lookup');
+    const gate = await heldSetattr(s, ino, f, c);
+    const setting = gate.setting;
     await ino.rename(d, 'f', d, 'g');
     gate.release();
     t.is(await code(setting), 'OK');

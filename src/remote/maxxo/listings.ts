@@ -275,15 +275,13 @@ export class DaemonListings {
       await s.inflight;
       return this.since(dir, oldest, deep, own);
     }
-    // a folder never listed whose parent's two-level run is on its way: that run lists it (a cold
+    // a folder never listed whose parent's two-level run is on its way, or finishing its
+    // subfolders after the parent's own listing landed by its names: that run lists it (a cold
     // walk looks a folder up, which primes it, while its parent's run is still going)
     const ps = dir === '/' || s?.value || own ? undefined : this.slots.get(parentOf(dir));
-    if (ps?.inflight && ps.inflightDeep && ps.inflightAt >= oldest) {
-      await ps.inflight;
-      return this.since(dir, oldest, deep);
-    }
-    if (ps?.deepTail && ps.inflightAt >= oldest) {
-      await ps.deepTail;
+    const parentRun = ps && ps.inflightAt >= oldest ? (ps.inflightDeep && ps.inflight) || ps.deepTail : undefined;
+    if (parentRun) {
+      await parentRun;
       return this.since(dir, oldest, deep);
     }
     if (!s) s = this.add(dir, { inflightAt: 0, own: new Map() });
