@@ -3,7 +3,7 @@
 // only the rsync daemon's listing (mtimes) tells. Reference server in this process, real rsync.
 import test from 'ava';
 import net from 'node:net';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, statSync, utimesSync, mkdirSync, renameSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, statSync, utimesSync, mkdirSync, renameSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -252,10 +252,12 @@ test('a folder looked up while its parent\'s two-level run is on its way gets it
   // the parent's run is held until the gate exists: a lookup that waited for it would not return
   const gate = join(tmp, `gate-${process.pid}-${n + 1}`);
   const wrapper = join(tmp, `rsync-held-${process.pid}-${n + 1}`);
-  writeFileSync(wrapper, `#!/bin/sh
-deep=; for a in "$@"; do [ "$a" = -r ] && deep=1; last=$a; done
-case "$deep$last" in 1*/p/) while [ ! -e '${gate}' ]; do sleep 0.05; done;; esac
-exec rsync "$@"
+  // (a listing names its folder in the --files-from list on stdin, "p/." for /p)
+  writeFileSync(wrapper, `#!/bin/bash
+deep=; for a in "$@"; do [ "$a" = -r ] && deep=1; done
+case " $* " in *' --files-from=- '*) IFS= read -r -d '' name ;; *) exec rsync "$@" ;; esac
+[ "$deep$name" = 1p/. ] && while [ ! -e '${gate}' ]; do sleep 0.05; done
+printf '%s\\0' "$name" | exec rsync "$@"
 `, { mode: 0o755 });
   const { remote, folder } = account({ rsyncPath: wrapper });
   t.teardown(() => { writeFileSync(gate, ''); return remote.close(); });
@@ -383,4 +385,51 @@ test('a two-level listing stopped at its hard bound keeps the subfolders it comp
   t.is(s3.entries.find((e) => e.name === 's3-1199')?.mtimeMs, 1_600_000_009_000, 'its last row, past where the run stopped');
   t.true(s3.entries.every((e) => e.mtimeMs !== undefined));
   t.is(remote.counters().listRuns - runs, 1, 's3 listed on its own');
+});
+
+test('listing runs take rsync children started ahead (connected, waiting for their --files-from list): hostile folder names list as a fresh run lists them', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  // (below the top folder's two-level listing: each of these takes a run of its own)
+  const names = ['plain', 'with  space ', 'star*[x]?', 'back\\slash', 'new\nline', '-dash', 'ünïcødé', '.dot'];
+  for (const [i, name] of names.entries()) {
+    const d = join(folder, 'top', name);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, `f${i}`), 'x'.repeat(i));
+    utimesSync(join(d, `f${i}`), 1_500_000_000 + i, 1_500_000_000 + i);
+  }
+  await remote.list('/');
+  const before = remote.counters().warmRuns;
+  for (const [i, name] of names.entries()) {
+    const { entries } = await remote.list(`/top/${name}`);
+    t.deepEqual(entries.map((e) => [e.name, e.size, e.mtimeMs]), [[`f${i}`, i, (1_500_000_000 + i) * 1000]], JSON.stringify(name));
+  }
+  t.is(remote.counters().warmRuns - before, names.length, 'every run took a child started by the run before');
+  await t.throwsAsync(remote.list('/top/none'), { instanceOf: RemoteError });
+});
+
+test('a child started ahead whose run fails as a dropped connection would is not tried again: a fresh run lists the folder at once', async (t) => {
+  const marker = join(tmp, `fail-once-${process.pid}-${n + 1}`);
+  const wrapper = join(tmp, `rsync-fail-once-${process.pid}-${n + 1}`);
+  // the first listing after the marker appears exits as a connection lost mid-run (12)
+  writeFileSync(wrapper, `#!/bin/bash
+case " $* " in *' --files-from=- '*) IFS= read -r -d '' name ;; *) exec rsync "$@" ;; esac
+[ -e '${marker}' ] && { rm -f '${marker}'; echo 'rsync: connection unexpectedly closed' >&2; exit 12; }
+printf '%s\\0' "$name" | exec rsync "$@"
+`, { mode: 0o755 });
+  const { remote, folder, lines } = account({ rsyncPath: wrapper });
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'x', 'a', 'b'), { recursive: true });
+  writeFileSync(join(folder, 'x', 'a', 'b', 'f'), 'abc');
+  utimesSync(join(folder, 'x', 'a', 'b', 'f'), 1_500_000_000, 1_500_000_000);
+  await remote.list('/x');
+  writeFileSync(marker, '');
+  const c0 = remote.counters();
+  const { entries } = await remote.list('/x/a/b');
+  t.deepEqual(entries.map((e) => [e.name, e.mtimeMs]), [['f', 1_500_000_000_000]]);
+  const c1 = remote.counters();
+  t.false(existsSync(marker), 'the started child took the run and failed');
+  t.is(c1.warmRuns! - c0.warmRuns!, 1);
+  t.is(c1.rsyncRuns! - c0.rsyncRuns!, 2, 'the failed run and a fresh one');
+  t.deepEqual(lines.filter((l) => /WARN/.test(l)), []);
 });

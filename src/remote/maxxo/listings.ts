@@ -326,7 +326,8 @@ export class DaemonListings {
           const n = ++whole.seen;
           if (n > this.deepRowsHard) { if (!stop.signal.aborted) stop.abort(TOO_MANY); return; }
           // (rows of the folder itself alone, as many as they are, are what a one-level run lists)
-          if (n > this.deepRowsMax && !aloneOn && whole.below) startAlone();
+          // (not once the folder's names told its own rows complete)
+          if (n > this.deepRowsMax && !aloneOn && !named && whole.below) startAlone();
         }
         const wanted = missing > 0 && namesWanted!.has(r.name) && !whole.has(r.name);
         whole.add(r);

@@ -47,7 +47,7 @@ import { validName } from '../names.js';
 import { pathParts } from '../url.js';
 import { MaxxoClient, type MaxxoSizeRow } from './client.js';
 import { toGeneric, generic } from './errors.js';
-import { escapeSource, parseListLine, type ListedRow, type RsyncResult } from './rsync.js';
+import { parseListLine, type ListedRow, type RsyncResult } from './rsync.js';
 import { InflightUploads } from './inflight.js';
 import { batchMkdir } from './mkdirs.js';
 import { DaemonListings, withMtime, parentOf, baseName, modeOf, FILE_MODE_BITS } from './listings.js';
@@ -450,16 +450,21 @@ export class MaxxoRemote implements Remote {
     return this.transport.run(path, opts, args, onLine, o);
   }
 
-  /** One daemon listing of a folder (see listings.ts), in its own queue. */
+  /**
+   * One daemon listing of a folder (see listings.ts), in its own queue. The folder is named in a
+   * --files-from list ("dir/." with --no-relative: its contents, named from it), not in argv, so
+   * the run takes a child started ahead (WarmRuns in transport.ts); the list is not glob-expanded
+   * by the daemon, so no name needs escaping. The destination is never written (--list-only).
+   */
   private async listRun(dir: string, onRow: (r: ListedRow) => void, o: { deep?: boolean; signal?: AbortSignal } = {}): Promise<void> {
     const parts = pathParts(dir);
-    // deep: the subfolders' entries too, nothing below them ("/*/*/*" is the third level)
     await this.rsync(dir, { priority: Priority.interactive, ...(o.signal ? { signal: o.signal } : {}) },
-      (url) => ['--list-only', '--no-h', ...(o.deep ? ['-r', '--exclude=/*/*/*'] : []), parts.length ? `${url}/${escapeSource(parts.join('/'))}/` : `${url}/`],
+      // deep: the subfolders' entries too, nothing below them ("/*/*/*" is the third level)
+      (url) => ['--list-only', '--no-h', '--no-relative', '--from0', '--files-from=-', ...(o.deep ? ['-r', '--exclude=/*/*/*'] : []), `${url}/`, '/dev/null'],
       (l) => {
         const r = parseListLine(l);
         if (r && (r.name === '.' || (o.deep ? r.name.split('/').every(validName) : validName(r.name)))) onRow(r);
-      }, { queue: this.listQueue, attempts: 2, listing: true });
+      }, { queue: this.listQueue, attempts: 2, listing: true, input: `${parts.length ? parts.join('/') + '/.' : '.'}\0` });
   }
 
   async close(): Promise<void> {

@@ -7,68 +7,105 @@ import {
 } from '../../errors.js';
 import { redact } from '../../log.js';
 
+/** What a run gives its child (StartedRsync.attach). */
 export interface RsyncRun {
-  args: string[];
-  password: string;
   signal?: AbortSignal;
   /** Every line (split on \r and \n) rsync writes to stdout, e.g. --info=progress2 updates. */
   onLine?: (line: string) => void;
   /** Track the child (tests, close()). */
   children?: Set<ChildProcess>;
-  rsyncPath?: string;
+  /** Written to rsync's stdin, which is then closed (a --files-from=- list); stdin is /dev/null without. */
+  input?: string;
 }
 
 export interface RsyncResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
 const KILL_GRACE_MS = 2000;
 
-/** Runs rsync; resolves with its exit status (never rejects except Cancelled on abort). */
-export function runRsync(run: RsyncRun, ctx: ErrorContext): Promise<RsyncResult> {
-  return new Promise((resolve, reject) => {
-    if (run.signal?.aborted) return reject(new Cancelled('transfer cancelled', ctx));
-    const child = spawn(run.rsyncPath ?? 'rsync', run.args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
+/**
+ * An rsync child, started before it is given its work: what it writes meanwhile is kept, and
+ * attach() hands it over. A child started with `stdin: true` waits for its --files-from=- list,
+ * connected to the daemon and authenticated (see WarmRuns in transport.ts).
+ */
+export class StartedRsync {
+  readonly child: ChildProcess;
+  readonly startedAt = Date.now();
+  private stdout = '';
+  private stderr = '';
+  private partial = '';
+  private onLine?: (line: string) => void;
+  private ended?: { code: number | null; signal: NodeJS.Signals | null } | { error: Error };
+  private onEnd?: () => void;
+
+  constructor(args: string[], password: string, rsyncPath: string | undefined, stdin: boolean) {
+    this.child = spawn(rsyncPath ?? 'rsync', args, {
+      stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       // TZ=UTC: --list-only prints mtimes in the local time of the rsync process; parseListing
       // reads them as UTC, whatever time zone this process runs in.
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', TZ: 'UTC', RSYNC_PASSWORD: run.password },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', TZ: 'UTC', RSYNC_PASSWORD: password },
     });
-    run.children?.add(child);
-    let stdout = '';
-    let stderr = '';
-    let partial = '';
-    let killTimer: NodeJS.Timeout | undefined;
-    let cancelled = false;
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => {
-      if (stdout.length < 16384) stdout += d;
-      if (!run.onLine) return;
-      partial += d;
-      const parts = partial.split(/[\r\n]/);
-      partial = parts.pop() ?? '';
-      for (const l of parts) if (l.trim()) run.onLine(l);
+    // a child that died before its list came: the write fails with EPIPE, its exit says why
+    this.child.stdin?.on('error', () => {});
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stdout!.on('data', (d: string) => {
+      if (this.stdout.length < 16384) this.stdout += d;
+      this.partial += d;
+      const parts = this.partial.split(/[\r\n]/);
+      this.partial = parts.pop() ?? '';
+      if (this.onLine) for (const l of parts) if (l.trim()) this.onLine(l);
     });
-    child.stderr!.on('data', (d: string) => { if (stderr.length < 16384) stderr += d; });
-    const onAbort = () => {
-      cancelled = true;
-      child.kill('SIGTERM');
-      killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
-    };
-    run.signal?.addEventListener('abort', onAbort, { once: true });
-    child.once('error', (e) => {
-      run.signal?.removeEventListener('abort', onAbort);
-      run.children?.delete(child);
-      reject(new TransferFailed(`cannot run rsync: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { ...ctx, cause: e }));
+    this.child.stderr!.on('data', (d: string) => { if (this.stderr.length < 16384) this.stderr += d; });
+    this.child.once('error', (e) => { this.ended ??= { error: e }; this.onEnd?.(); });
+    this.child.once('close', (code, signal) => { this.ended ??= { code, signal }; this.onEnd?.(); });
+  }
+
+  /** Whether the child is still waiting (not exited, nothing attached). */
+  get alive(): boolean { return this.ended === undefined && this.onEnd === undefined; }
+
+  kill(): void { this.child.kill('SIGTERM'); }
+
+  /** Its exit status (never rejects except Cancelled on abort, TransferFailed when rsync cannot run). */
+  attach(run: RsyncRun, ctx: ErrorContext): Promise<RsyncResult> {
+    return new Promise((resolve, reject) => {
+      const child = this.child;
+      if (run.signal?.aborted) {
+        child.kill('SIGTERM');
+        return reject(new Cancelled('transfer cancelled', ctx));
+      }
+      run.children?.add(child);
+      let killTimer: NodeJS.Timeout | undefined;
+      let cancelled = false;
+      const onAbort = () => {
+        cancelled = true;
+        child.kill('SIGTERM');
+        killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
+      };
+      run.signal?.addEventListener('abort', onAbort, { once: true });
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        if (killTimer) clearTimeout(killTimer);
+        run.signal?.removeEventListener('abort', onAbort);
+        run.children?.delete(child);
+        const end = this.ended!;
+        if ('error' in end) {
+          const e = end.error as NodeJS.ErrnoException;
+          return reject(new TransferFailed(`cannot run rsync: ${e.code ?? e.message}`, { ...ctx, cause: e }));
+        }
+        if (this.partial.trim() && run.onLine) run.onLine(this.partial);
+        if (cancelled) return reject(new Cancelled('transfer cancelled', ctx));
+        resolve({ code: end.code, signal: end.signal, stdout: this.stdout, stderr: this.stderr });
+      };
+      this.onLine = run.onLine;
+      // lines written before the hand-over (a started child writes none before its list)
+      if (run.onLine) for (const l of this.stdout.split(/[\r\n]/).slice(0, -1)) if (l.trim()) run.onLine(l);
+      if (this.ended) return finish();
+      this.onEnd = finish;
+      if (run.input !== undefined) child.stdin?.end(run.input);
     });
-    child.once('close', (code, sig) => {
-      if (killTimer) clearTimeout(killTimer);
-      run.signal?.removeEventListener('abort', onAbort);
-      run.children?.delete(child);
-      if (partial.trim() && run.onLine) run.onLine(partial);
-      if (cancelled) return reject(new Cancelled('transfer cancelled', ctx));
-      resolve({ code, signal: sig, stdout, stderr });
-    });
-  });
+  }
 }
 
 /** Exit codes worth repeating: protocol start (non-auth), socket I/O, data stream, timeouts. */

@@ -4,7 +4,7 @@
 // - The slice is cached; an rsync that cannot reach the daemon or is refused its password reads
 //   /slice again before the next attempt (the storage server moved, or restarted on another port).
 //   One re-read serves every transfer that used the old slice; one warning per address in trouble.
-// - The password goes to the child's environment only (runRsync), never into argv or the log.
+// - The password goes to the child's environment only (runRsync), never into argv or the log (StartedRsync).
 // - While the API server of the account is silent, no run starts (fail fast like the API requests).
 import type { ChildProcess } from 'node:child_process';
 import PQueue from 'p-queue';
@@ -15,7 +15,7 @@ import type { ClientOptions } from '../options.js';
 import { enqueue } from '../http.js';
 import type { MaxxoClient, MaxxoSlice } from './client.js';
 import { generic } from './errors.js';
-import { runRsync, rsyncFailure, type RsyncResult } from './rsync.js';
+import { StartedRsync, rsyncFailure, type RsyncResult } from './rsync.js';
 import type { Logger } from '../../log.js';
 import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
@@ -39,7 +39,14 @@ export interface MaxxoRemoteOptions extends ClientOptions {
 }
 
 /** How one run goes: its queue (the transfer lanes unless told), attempts, a hook before each run. */
-export interface RunOptions { queue?: PQueue; attempts?: number; listing?: boolean; folderTimes?: boolean; beforeRun?: () => Promise<void> }
+export interface RunOptions {
+  queue?: PQueue; attempts?: number; listing?: boolean; folderTimes?: boolean; beforeRun?: () => Promise<void>;
+  /**
+   * The run's --files-from=- list, written to its stdin. Its argv then names no path, so a child
+   * started ahead with the same argv takes it (see WarmRuns).
+   */
+  input?: string;
+}
 
 /** One rsync run against the daemon: argv from the module URL, each output line to onLine. */
 export type RsyncRunner = (path: string, opts: CallOptions, args: (url: string) => string[],
@@ -51,16 +58,75 @@ export function backoff(attempt: number): number {
   return backoffDelay(attempt, 200, 5000);
 }
 
+/**
+ * rsync children started ahead of the runs that will take them, one per argv (the listing runs'):
+ * by the time a run comes, its child has connected to the daemon, authenticated and agreed the
+ * protocol, and waits for its --files-from list on stdin. Those are 5 round trips (greeting, auth
+ * challenge, auth, arguments, checksum negotiation) before the first row of a cold run: at 20 ms
+ * RTT a cold --list-only of 1,000 files gave its first row after 125-165 ms, a started one 28-32
+ * ms after its list was written. A child is started when a run of its argv begins, so an idle
+ * drive keeps none, and ended unused after WARM_MAX_MS (half the run timeout if shorter: rsync's
+ * and the daemon's own --timeout would end it).
+ */
+class WarmRuns {
+  private readonly idle = new Map<string, StartedRsync[]>();
+  private closed = false;
+
+  /** The oldest child waiting for key's argv that is still fit to take a run. */
+  take(key: string): StartedRsync | undefined {
+    const list = this.idle.get(key);
+    while (list?.length) {
+      const c = list.shift()!;
+      if (c.alive) return c;
+      c.kill();
+    }
+    return undefined;
+  }
+
+  /** Starts children for key until WARM_PER_KEY wait. */
+  refill(key: string, maxAgeMs: number, start: () => StartedRsync): void {
+    if (this.closed) return;
+    let list = this.idle.get(key);
+    if (!list) this.idle.set(key, list = []);
+    while (list.length < WARM_PER_KEY) {
+      const c = start();
+      list.push(c);
+      const drop = () => {
+        const i = list!.indexOf(c);
+        if (i >= 0) list!.splice(i, 1);
+        if (list!.length === 0 && this.idle.get(key) === list) this.idle.delete(key);
+        return i >= 0;
+      };
+      c.child.once('close', drop);
+      setTimeout(() => { if (drop()) c.kill(); }, maxAgeMs).unref();
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const list of this.idle.values()) for (const c of list) c.kill();
+    this.idle.clear();
+  }
+}
+
+/**
+ * Children kept waiting per argv: a cold path walk starts a run per level ~1 RTT apart, and a
+ * child started by the run before is still in its handshake then.
+ */
+const WARM_PER_KEY = 2;
+const WARM_MAX_MS = 10_000;
+
 export class DaemonTransport {
   /** Running rsync children (tests check that cancel really ends them). */
   readonly children = new Set<ChildProcess>();
   /**
    * Diagnostics (MaxxoRemote.counters()): rsync runs started, retries included; of those, daemon
-   * listings (--list-only) for mtimes, and runs that set folder times alone; times /slice was
-   * fetched (the first time included).
+   * listings (--list-only) for mtimes, and runs that set folder times alone; runs that took a
+   * child started ahead (WarmRuns); times /slice was fetched (the first time included).
    */
-  readonly counts = { rsyncRuns: 0, listRuns: 0, folderTimeRuns: 0, sliceFetches: 0 };
+  readonly counts = { rsyncRuns: 0, listRuns: 0, folderTimeRuns: 0, warmRuns: 0, sliceFetches: 0 };
   private readonly transfers: PQueue;
+  private readonly warm = new WarmRuns();
   private slicePromise?: Promise<MaxxoSlice>;
   /** Address of the last slice fetched, to tell when the storage server moved. */
   private sliceAddr?: string;
@@ -85,6 +151,8 @@ export class DaemonTransport {
     const deadline = Date.now() + (this.opts.maxRetryTimeMs ?? 60_000);
     const secs = Math.max(1, Math.ceil((this.opts.timeoutMs ?? 30_000) / 1000));
     let reSliced = false;
+    // a started child that failed is not trusted twice: the next attempt starts its own at once
+    let cold = false;
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new Cancelled('remote closed', ctx);
       if (opts.signal?.aborted) throw new Cancelled('transfer cancelled', ctx);
@@ -100,6 +168,8 @@ export class DaemonTransport {
       // Nagle's algorithm held until the daemon's delayed ACK: 40 ms stalled in every run (an
       // rsync --list-only of a folder took 120 ms on the loopback, 60-80 with it)
       const argv = ['-s', '--no-motd', '--sockopts=TCP_NODELAY', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
+      const warmKey = o.input !== undefined ? `${argv.join('\0')}\0${slice.rsync}` : undefined;
+      let warmed = false;
       const r = await enqueue(o.queue ?? this.transfers, () => {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
         if (this.client.http.silent) return Promise.reject(new Timeout('server not answering (transfer not started)', ctx));
@@ -108,11 +178,17 @@ export class DaemonTransport {
         if (o.folderTimes) this.counts.folderTimeRuns++;
         return (o.beforeRun?.() ?? Promise.resolve()).then(() => {
           const startedAt = Date.now();
-          return runRsync({
-            args: argv, password: slice.rsync, signal: opts.signal, onLine, children: this.children, rsyncPath: this.opts.rsyncPath,
-          }, ctx).then((res) => {
+          let child = warmKey !== undefined && !cold ? this.warm.take(warmKey) : undefined;
+          warmed = child !== undefined;
+          if (warmed) this.counts.warmRuns++;
+          child ??= new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, o.input !== undefined);
+          if (warmKey !== undefined) {
+            this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true));
+          }
+          if (opts.signal?.aborted) child.kill();
+          return child.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
             // -vv: one line per run; the password is in the child's environment only, never here
-            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+            this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${warmed ? ' (started ahead)' : ''}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
             return res;
           });
         });
@@ -135,6 +211,12 @@ export class DaemonTransport {
         const line = `maxxo: rsync daemon at ${addr} ${what}; reading /slice again for its current address and credentials`;
         if (this.daemonTrouble !== addr) this.log.warn(line); else this.log.debug(line);
         this.daemonTrouble = addr;
+      }
+      if (warmed && !cold && (f.transient || f.unreachable || f.authFailed || r.signal !== null)) {
+        // the daemon may have ended the connection it held (its own timeout, a restart)
+        cold = true;
+        attempt--;
+        continue;
       }
       if (f.authFailed && !reSliced) {
         reSliced = true;
@@ -176,6 +258,7 @@ export class DaemonTransport {
   close(): void {
     this.closed = true;
     this.transfers.clear();
+    this.warm.close();
     for (const c of this.children) c.kill('SIGTERM');
   }
 }
