@@ -3,7 +3,7 @@
 // only the rsync daemon's listing (mtimes) tells. Reference server in this process, real rsync.
 import test from 'ava';
 import net from 'node:net';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, statSync, utimesSync, mkdirSync, renameSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, statSync, utimesSync, mkdirSync, renameSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -432,4 +432,24 @@ printf '%s\\0' "$name" | exec rsync "$@"
   t.is(c1.warmRuns! - c0.warmRuns!, 1);
   t.is(c1.rsyncRuns! - c0.rsyncRuns!, 2, 'the failed run and a fresh one');
   t.deepEqual(lines.filter((l) => /WARN/.test(l)), []);
+});
+
+test('downloadMany: hostile names byte-exact, a missing file only missing from the answer; the next batch takes a child started ahead; no working folder left after close', async (t) => {
+  const { remote, folder } = account();
+  const local = mkdtempSync(join(tmp, 'many-'));
+  const names = ['a b', 'star*[x]?', 'back\\slash', 'new\nline', '-dash', 'ünï'];
+  mkdirSync(join(folder, 'm'));
+  for (const [i, name] of names.entries()) writeFileSync(join(folder, 'm', name), `content ${i} `.repeat(i + 1));
+  const items = (ns: string[]) => ns.map((name, i) => ({ path: `/m/${name}`, localFile: join(local, `f${i}-${ns.length}`) }));
+  const first = items([...names.slice(0, 3), 'missing']);
+  t.deepEqual(await remote.downloadMany!(first), first.slice(0, 3).map((it) => it.path));
+  for (const [i, it] of first.slice(0, 3).entries()) t.is(readFileSync(it.localFile, 'utf8'), `content ${i} `.repeat(i + 1));
+  const warm = remote.counters().warmRuns!;
+  const second = items(names.slice(3));
+  t.deepEqual(await remote.downloadMany!(second), second.map((it) => it.path));
+  for (const [i, it] of second.entries()) t.is(readFileSync(it.localFile, 'utf8'), `content ${i + 3} `.repeat(i + 4));
+  t.is(remote.counters().warmRuns! - warm, 1, 'the second batch took the child the first one started');
+  t.true(readdirSync(local).some((n) => n.startsWith('.rsync-run-')), 'children wait in folders of their own');
+  await remote.close();
+  t.deepEqual(readdirSync(local).filter((n) => n.startsWith('.rsync-run-')), []);
 });

@@ -440,7 +440,7 @@ test('a staging folder left in the cache by a killed batch download does not sto
   const s = await setup(t, {}, { writebackDelayMs: 60_000 });
   await writeFile(s.vfs, '/kept.txt', 'closed before the crash');
   const data = join(s.opts.cacheDir, 'acct', 'data');
-  const stage = join(data, '.rsync-many-abc123');
+  const stage = join(data, '.rsync-run-abc123');
   mkdirSync(join(stage, 'sub'), { recursive: true });
   writeFileSyncFs(join(stage, 'sub', 'part'), 'half a download');
   const v2 = await s.reopen({ writebackDelayMs: 0 });

@@ -1,6 +1,6 @@
 // Downloads: one whole file written in place as it arrives (readers may follow its bytes), or many
 // whole files with one rsync run (--files-from) through a staging folder.
-import { mkdtemp, rm, open, rename, writeFile, stat as fsStat, utimes } from 'node:fs/promises';
+import { rm, open, rename, stat as fsStat, utimes } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import type { DownloadedVersion, TransferOptions } from '../types.js';
 import { toWholeSecond } from '../types.js';
@@ -81,9 +81,10 @@ export class Downloads {
 
   /**
    * Many whole files with one rsync run (`--files-from`): every file otherwise costs a process
-   * start, a connection and the daemon's auth. Files land in a staging folder next to the first
-   * localFile and are renamed into place; a file that vanished meanwhile (rsync code 23) is only
-   * missing from the answer.
+   * start, a connection and the daemon's auth. The names go on stdin, so the run takes a child
+   * started ahead (WarmRuns in transport.ts); files land in the child's working folder, made next
+   * to the first localFile, and are renamed into place; a file that vanished meanwhile (rsync code
+   * 23) is only missing from the answer.
    */
   async downloadMany(items: { path: string; localFile: string }[], opts: TransferOptions = {}): Promise<string[]> {
     if (items.length === 0) return [];
@@ -93,20 +94,21 @@ export class Downloads {
       if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path: it.path });
       return parts.join('/');
     });
-    const stage = await mkdtemp(join(dirname(resolvePath(items[0]!.localFile)), '.rsync-many-'));
-    const dest = join(stage, 'd');
-    const list = join(stage, 'list');
+    // every attempt's folder (the last one holds what came)
+    const workdirs: string[] = [];
     try {
-      await writeFile(list, rels.join('\0') + '\0', { mode: 0o600 });
       try {
         // files-from names are literal (no wildcards); -s keeps them from the remote shell
-        await this.rsync(items[0]!.path, opts, (url) => ['-I', '--from0', `--files-from=${list}`, `${url}/`, dest + '/'], undefined);
+        await this.rsync(items[0]!.path, opts, (url) => ['-I', '--from0', '--files-from=-', `${url}/`, 'd/'], undefined, {
+          input: rels.join('\0') + '\0', workdirIn: dirname(resolvePath(items[0]!.localFile)), onWorkdir: (d) => workdirs.push(d),
+        });
       } catch (e) {
         if (opts.signal?.aborted || (e instanceof RemoteError && e.code === 'CANCELLED')) throw e;
         this.log.debug(`maxxo: batch download of ${items.length} files partly failed: ${(e as Error).message}`);
       }
       const got: string[] = [];
-      for (let i = 0; i < items.length; i++) {
+      const dest = workdirs.length > 0 ? join(workdirs[workdirs.length - 1]!, 'd') : undefined;
+      for (let i = 0; dest !== undefined && i < items.length; i++) {
         const src = join(dest, rels[i]!);
         try {
           if (!(await fsStat(src)).isFile()) continue;
@@ -116,7 +118,7 @@ export class Downloads {
       }
       return got;
     } finally {
-      await rm(stage, { recursive: true, force: true });
+      for (const d of workdirs) await rm(d, { recursive: true, force: true });
     }
   }
 }

@@ -37,9 +37,11 @@ export class StartedRsync {
   private ended?: { code: number | null; signal: NodeJS.Signals | null } | { error: Error };
   private onEnd?: () => void;
 
-  constructor(args: string[], password: string, rsyncPath: string | undefined, stdin: boolean) {
+  /** cwd: the child's working folder (a relative destination lands there). */
+  constructor(args: string[], password: string, rsyncPath: string | undefined, stdin: boolean, readonly cwd?: string) {
     this.child = spawn(rsyncPath ?? 'rsync', args, {
       stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      ...(cwd !== undefined ? { cwd } : {}),
       // TZ=UTC: --list-only prints mtimes in the local time of the rsync process; parseListing
       // reads them as UTC, whatever time zone this process runs in.
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', TZ: 'UTC', RSYNC_PASSWORD: password },

@@ -7,6 +7,8 @@
 // - The password goes to the child's environment only (runRsync), never into argv or the log (StartedRsync).
 // - While the API server of the account is silent, no run starts (fail fast like the API requests).
 import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type { CallOptions } from '../types.js';
 import { Priority } from '../types.js';
@@ -46,6 +48,13 @@ export interface RunOptions {
    * started ahead with the same argv takes it (see WarmRuns).
    */
   input?: string;
+  /**
+   * Each child works in a folder of its own made in this one (a relative destination in argv
+   * lands there), told to onWorkdir when a run takes the child: the caller's to remove, those of
+   * failed attempts too. Folders of children no run took are removed here.
+   */
+  workdirIn?: string;
+  onWorkdir?: (dir: string) => void;
 }
 
 /** One rsync run against the daemon: argv from the module URL, each output line to onLine. */
@@ -78,7 +87,7 @@ class WarmRuns {
     while (list?.length) {
       const c = list.shift()!;
       if (c.alive) return c;
-      c.kill();
+      discard(c);
     }
     return undefined;
   }
@@ -97,16 +106,23 @@ class WarmRuns {
         if (list!.length === 0 && this.idle.get(key) === list) this.idle.delete(key);
         return i >= 0;
       };
-      c.child.once('close', drop);
-      setTimeout(() => { if (drop()) c.kill(); }, maxAgeMs).unref();
+      c.child.once('close', () => { if (drop()) discard(c); });
+      setTimeout(() => { if (drop()) discard(c); }, maxAgeMs).unref();
     }
   }
 
   close(): void {
     this.closed = true;
-    for (const list of this.idle.values()) for (const c of list) c.kill();
+    for (const list of this.idle.values()) for (const c of list) discard(c);
     this.idle.clear();
   }
+}
+
+/** Ends a child no run took, and removes its working folder. */
+function discard(c: StartedRsync): void {
+  c.kill();
+  // (its child may still be writing the folder: it got no list, so nothing lands there)
+  if (c.cwd !== undefined) rmSync(c.cwd, { recursive: true, force: true });
 }
 
 /**
@@ -168,7 +184,7 @@ export class DaemonTransport {
       // Nagle's algorithm held until the daemon's delayed ACK: 40 ms stalled in every run (an
       // rsync --list-only of a folder took 120 ms on the loopback, 60-80 with it)
       const argv = ['-s', '--no-motd', '--sockopts=TCP_NODELAY', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
-      const warmKey = o.input !== undefined ? `${argv.join('\0')}\0${slice.rsync}` : undefined;
+      const warmKey = o.input !== undefined ? `${argv.join('\0')}\0${slice.rsync}\0${o.workdirIn ?? ''}` : undefined;
       let warmed = false;
       const r = await enqueue(o.queue ?? this.transfers, () => {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
@@ -181,9 +197,11 @@ export class DaemonTransport {
           let child = warmKey !== undefined && !cold ? this.warm.take(warmKey) : undefined;
           warmed = child !== undefined;
           if (warmed) this.counts.warmRuns++;
-          child ??= new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, o.input !== undefined);
+          const workdir = () => (o.workdirIn !== undefined ? mkdtempSync(join(o.workdirIn, '.rsync-run-')) : undefined);
+          child ??= new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, o.input !== undefined, workdir());
+          if (child.cwd !== undefined) o.onWorkdir?.(child.cwd);
           if (warmKey !== undefined) {
-            this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true));
+            this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
           }
           if (opts.signal?.aborted) child.kill();
           return child.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
