@@ -102,3 +102,79 @@ test('a folder\'s own time (dirTime) comes with the first row of its run, not it
   run.row('many');
   run.end();
 });
+
+test('a subfolder looked up during its parent\'s two-level run gets its time and listing from that run once its part is whole, before its own run gives a row', async (t) => {
+  const { listings, runs, next } = scripted();
+  void listings.since('/p', -Infinity, true);
+  const parent = await next();
+  t.true(parent.deep);
+  parent.row('.', 'dir');
+  parent.row('f');
+  parent.row('a', 'dir');
+  parent.row('a/x');
+  // the lookup of /p/a: its own run starts, and gives nothing yet
+  let time: number | undefined;
+  const ownStart = Date.now();
+  const timeP = listings.dirTime('/p/a').then((v) => { time = v; });
+  const own = await next();
+  t.is(own.dir, '/p/a');
+  let listed: string[] | undefined;
+  const listP = listings.since('/p/a', -Infinity, true).then((l) => { listed = [...l!.rows.keys()]; });
+  parent.row('a/y');
+  await settle();
+  t.is(listed, undefined, 'the part may still grow');
+  t.is(time, undefined);
+  // the next row of /p itself: a's part is whole
+  parent.row('b', 'dir');
+  await Promise.all([timeP, listP]);
+  t.is(time, 2000, 'the time of the row "a"');
+  t.deepEqual(listed!.sort(), ['x', 'y']);
+  // a later ask is answered at once the same way while the runs go on
+  t.deepEqual([...(await listings.since('/p/a', -Infinity, true))!.rows.keys()].sort(), ['x', 'y']);
+  // a listing asked to be newer than the parent's run is not served from it
+  let fresh = false;
+  const freshP = listings.since('/p/a', ownStart).then(() => { fresh = true; });
+  await settle();
+  t.false(fresh);
+  own.row('.', 'dir');
+  own.row('x');
+  own.row('y');
+  own.row('new');
+  own.end();
+  await freshP;
+  parent.row('b/z');
+  parent.end();
+  t.is(runs.length, 2);
+});
+
+test('the last subfolder\'s part is whole when its parent\'s run ends; a folder changed by us since that run began is not served from it', async (t) => {
+  const { listings, next } = scripted();
+  void listings.since('/p', -Infinity, true);
+  const parent = await next();
+  parent.row('.', 'dir');
+  parent.row('a', 'dir');
+  parent.row('a/x');
+  parent.row('b', 'dir');
+  parent.row('b/y');
+  const bTime = listings.dirTime('/p/b');
+  const ownB = await next();
+  // a file of ours lands in /p/a while the parent's run goes on: its part may miss it
+  listings.own('/p/a/mine', { name: 'mine', type: 'file', size: 1, mtimeMs: 5000 });
+  let aServed = false;
+  const aP = listings.since('/p/a', -Infinity, true).then((l) => { aServed = true; return l; });
+  await settle();
+  t.false(aServed, 'not from the parent\'s part');
+  parent.end();
+  t.is(await bTime, 2000, 'b\'s part was whole at the end of the run');
+  // nor kept from it: a run of its own
+  const ownA = await next();
+  t.is(ownA.dir, '/p/a');
+  t.false(aServed);
+  ownA.row('.', 'dir');
+  ownA.row('x');
+  ownA.row('mine');
+  ownA.end();
+  t.deepEqual([...(await aP)!.rows.keys()].sort(), ['mine', 'x']);
+  ownB.end();
+  t.deepEqual([...(await listings.since('/p/b', -Infinity, true))!.rows.keys()], []);
+});

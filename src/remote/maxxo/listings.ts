@@ -60,6 +60,15 @@ interface Slot {
   /** A two-level run's last rows (its subfolders' parts) after the folder's own listing landed
    * by its names (see expect()): about the end of the run, worth waiting for. */
   deepTail?: Promise<void>;
+  /** The two-level run going on (in flight, or its tail): what it collected so far. */
+  deepRun?: DeepRun;
+}
+
+/** A two-level run going on, and the subfolders' listings asked of it before their parts were whole. */
+interface DeepRun {
+  at: number;
+  rows: RunRows;
+  waiting: Map<string, { p: Promise<DaemonListing | undefined>; resolve: (v: DaemonListing | undefined) => void }>;
 }
 
 /** When source() renews a folder's listing in the background (RENEW_TTLS x dir_timeout, at least RENEW_MIN_MS), or waits for one. */
@@ -89,6 +98,11 @@ class RunRows {
   /** Subfolders in the order their rows came, and whether one's rows came apart (see complete()). */
   private readonly order: string[] = [];
   private apart = false;
+  /** The subfolder whose row came last of the folder's own (its rows follow it), and those passed. */
+  private current: string | undefined;
+  private readonly passed = new Set<string>();
+  /** Rows of a subfolder came other than right after its own row: no part is served early. */
+  private strayed = false;
 
   add(r: ListedRow): void {
     const slash = r.name.indexOf('/');
@@ -96,11 +110,16 @@ class RunRows {
       if (r.name === '.') this.self = r.mtimeMs;
       else if (r.type === 'file') this.rows.set(r.name, r);
       else this.dirs.set(r.name, r.mtimeMs);
+      if (r.name !== '.') {
+        if (this.current !== undefined) this.passed.add(this.current);
+        this.current = r.type === 'dir' ? r.name : undefined;
+      }
       return;
     }
     const sub = r.name.slice(0, slash);
     const name = r.name.slice(slash + 1);
     if (name.includes('/')) return;
+    if (sub !== this.current) this.strayed = true;
     let m = this.subs.get(sub);
     if (!m) {
       this.subs.set(sub, m = { rows: new Map(), dirs: new Map() });
@@ -108,6 +127,12 @@ class RunRows {
     } else if (this.order[this.order.length - 1] !== sub) this.apart = true;
     if (r.type === 'file') m.rows.set(name, { ...r, name });
     else m.dirs.set(name, r.mtimeMs);
+  }
+
+  /** The run listed everything: the last subfolder's part is whole too. */
+  end(): void {
+    if (this.current !== undefined) this.passed.add(this.current);
+    this.current = undefined;
   }
 
   /** Rows of subfolders came. */
@@ -123,6 +148,17 @@ class RunRows {
     for (const [k, v] of this.dirs) t.dirs.set(k, v);
     t.self = this.self;
     return t;
+  }
+
+  /**
+   * A subfolder's part while the run goes on, once whole: rsync lists a folder's rows right after
+   * the folder's own row, so the part ended when the next row of the folder itself came (checked:
+   * none came apart so far). Undefined while it may grow.
+   */
+  part(sub: string): { rows: Map<string, ListedRow>; dirs: Map<string, number>; self: number } | undefined {
+    if (this.apart || this.strayed || !this.passed.has(sub)) return undefined;
+    const m = this.subs.get(sub);
+    return { rows: new Map(m?.rows), dirs: new Map(m?.dirs), self: this.dirs.get(sub)! };
   }
 
   /**
@@ -266,7 +302,7 @@ export class DaemonListings {
     const now = Date.now();
     let s = this.slots.get(dir);
     if (s?.value && s.value.at >= oldest) return s.value;
-    if (s?.inflight && s.inflightAt >= oldest) return s.inflight;
+    if (s?.inflight && s.inflightAt >= oldest) return oldest === -Infinity ? this.orEarly(dir, s.inflight) : s.inflight;
     // a listing that just failed is not tried again for every call meanwhile
     if (s?.failedAt !== undefined && now - s.failedAt < LIST_RETRY_MS) return s.value;
     if (s?.inflight) {
@@ -281,8 +317,8 @@ export class DaemonListings {
     const ps = dir === '/' || s?.value || own ? undefined : this.slots.get(parentOf(dir));
     const parentRun = ps && ps.inflightAt >= oldest ? (ps.inflightDeep && ps.inflight) || ps.deepTail : undefined;
     if (parentRun) {
-      await parentRun;
-      return this.since(dir, oldest, deep);
+      const after = parentRun.then(() => this.since(dir, oldest, deep));
+      return oldest === -Infinity ? this.orEarly(dir, after) : after;
     }
     if (!s) s = this.add(dir, { inflightAt: 0, own: new Map() });
     const slot = s;
@@ -333,9 +369,18 @@ export class DaemonListings {
         whole.add(r);
         if (r.name === '.') resolveSelf(r.mtimeMs);
         if (wanted && --missing === 0 && whole.self !== undefined) resolveByNames(whole.top());
+        if (live && live.waiting.size > 0 && !r.name.includes('/')) this.servePartsAsked(dir, live);
       };
+      const live: DeepRun | undefined = deep ? { at, rows: whole, waiting: new Map() } : undefined;
+      if (live) slot.deepRun = live;
       const run = this.hooks.run(dir, onRow, deep ? { deep, signal: stop.signal } : undefined)
         .then(() => true, (e) => { if (stop.signal.reason === TOO_MANY) return false; throw e; });
+      if (live) {
+        void run.then((done) => { if (done) whole.end(); }, () => {}).then(() => {
+          if (slot.deepRun === live) slot.deepRun = undefined;
+          this.servePartsAsked(dir, live, true);
+        });
+      }
       void run.then(() => resolveSelf(whole.self), () => resolveSelf(undefined))
         .finally(() => { if (slot.expect === expect) slot.expect = undefined; });
       let got: RunRows;
@@ -393,7 +438,52 @@ export class DaemonListings {
     })();
     slot.inflight = p;
     void p.finally(() => { if (slot.inflight === p) slot.inflight = undefined; });
-    return p;
+    return oldest === -Infinity ? this.orEarly(dir, p) : p;
+  }
+
+  /**
+   * A folder's listing from its parent's two-level run going on, once its part is whole there
+   * (see RunRows.part()): a cold walk (`ls -l a/b`) looks b up while a's run lists b's rows, and
+   * b's own run (started by the lookup) gives its first row a round trip later. Only for callers
+   * that take any listing (the first of a folder): the part is as old as the parent's run. Not
+   * when a change of ours landed in the folder, or in its parent, since that run began.
+   */
+  private earlyPart(dir: string): Promise<DaemonListing | undefined> | undefined {
+    if (dir === '/') return undefined;
+    const live = this.slots.get(parentOf(dir))?.deepRun;
+    if (!live || this.changedSince(dir, live.at)) return undefined;
+    const name = baseName(dir);
+    const part = live.rows.part(name);
+    if (part) return Promise.resolve({ at: live.at, ...part });
+    let w = live.waiting.get(name);
+    if (!w) {
+      let resolve!: (v: DaemonListing | undefined) => void;
+      const p = new Promise<DaemonListing | undefined>((r) => { resolve = r; });
+      live.waiting.set(name, w = { p, resolve });
+    }
+    return w.p;
+  }
+
+  /** p, or dir's part of its parent's run going on if that comes first (see earlyPart()). */
+  private orEarly(dir: string, p: Promise<DaemonListing | undefined>): Promise<DaemonListing | undefined> {
+    const early = this.earlyPart(dir);
+    return early ? firstDefined([p, early]) : p;
+  }
+
+  /** Answers the subfolders asked of a two-level run whose parts are whole now (all: the run is over). */
+  private servePartsAsked(dir: string, live: DeepRun, all = false): void {
+    const base = dir === '/' ? '' : dir;
+    for (const [name, w] of live.waiting) {
+      const part = live.rows.part(name);
+      if (!part && !all) continue;
+      live.waiting.delete(name);
+      w.resolve(part && !this.changedSince(`${base}/${name}`, live.at) ? { at: live.at, ...part } : undefined);
+    }
+  }
+
+  /** A change of ours landed in dir, or in its parent, since `at`. */
+  private changedSince(dir: string, at: number): boolean {
+    return (this.touched.get(dir) ?? -1) >= at || (this.touched.get(parentOf(dir)) ?? -1) >= at;
   }
 
   /**
