@@ -121,6 +121,11 @@ export interface TransferOptions extends CallOptions {
   /** Called with the number of bytes transferred so far (monotonic). */
   onProgress?: (bytes: number) => void;
   /**
+   * Downloads: the size the caller expects (its listing's). A remote may fetch a small file whole
+   * and replace localFile with it instead of writing in place (readers then see it at the end).
+   */
+  sizeHint?: number;
+  /**
    * Uploads: called when the request that can change the server leaves for it (again on a retry);
    * until then an abort takes the upload back for sure. A remote that cannot tell calls it first.
    */

@@ -47,8 +47,6 @@ export class Prefetcher {
     private readonly meta: MetaCache,
     private readonly store: ContentStore,
     private readonly fetcher: Fetcher,
-    /** The account's cache folder: batch downloads stage their files below it. */
-    private readonly root: string,
   ) {
     // batches (one transfer run each) go a few at a time; single-request fetches more widely
     // (ranged: a few connections of the account's pool stay free for what a program waits for)
@@ -187,11 +185,14 @@ export class Prefetcher {
     return new Promise((resolve) => {
       const queued = this.bg(this.fileLane, async () => {
         const got = new Set<Obj>();
-        const stage = join(this.root, 'stage-' + randomUUID());
+        // next to the cache files, as a download's: a remote that starts its transfers ahead
+        // (Maxxo) makes their working folders next to the files asked, and keys them by that
+        // folder (what a killed run leaves there goes with the store's sweep at the next start)
+        const batch = randomUUID();
+        let items: { path: string; localFile: string }[] = [];
         try {
-          await fsp.mkdir(stage, { mode: 0o700 });
           const epochs = objs.map((o) => o.epoch);
-          const items = objs.map((o, i) => ({ path: o.path, localFile: join(stage, String(i)) }));
+          items = objs.map((o, i) => ({ path: o.path, localFile: join(this.store.dataDir, `.prefetch-${batch}-${i}`) }));
           let delivered: string[] = [];
           const stop = new AbortController();
           this.batchAborts.add(stop);
@@ -224,7 +225,7 @@ export class Prefetcher {
             }
           }
         } finally {
-          await fsp.rm(stage, { recursive: true, force: true }).catch(() => {});
+          for (const it of items) await fsp.rm(it.localFile, { force: true }).catch(() => {});
           resolve(got);
         }
       });

@@ -125,7 +125,7 @@ export class Vfs implements VfsApi {
       this.meta.setInParent(path, e);
       this.inodes.serverChanged(path, 'attr');
     });
-    this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher, this.root);
+    this.prefetch = new Prefetcher(this.ctx, this.meta, this.store, this.fetcher);
     this.journal = new Journal(join(this.root, 'journal'), undefined, { syncDelayMs: this.opts.syncClose ? 0 : JOURNAL_SYNC_DELAY_MS });
     this.policy = new PolicyGate(this.ctx);
     const serverKeeps = (path: string, gone: boolean) => {

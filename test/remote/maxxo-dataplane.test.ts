@@ -453,3 +453,27 @@ test('downloadMany: hostile names byte-exact, a missing file only missing from t
   await remote.close();
   t.deepEqual(readdirSync(local).filter((n) => n.startsWith('.rsync-run-')), []);
 });
+
+test('download of a file expected small (sizeHint): whole through a child started ahead, the server mtime as its version; a folder or a missing file fail as in place', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const local = mkdtempSync(join(tmp, 'small-'));
+  mkdirSync(join(folder, 's', 'sub'), { recursive: true });
+  const names = ['new\nline', 'star*[x]?', '-dash'];
+  for (const [i, name] of names.entries()) {
+    writeFileSync(join(folder, 's', name), `small ${i}`);
+    utimesSync(join(folder, 's', name), 1_500_000_000 + i, 1_500_000_000 + i);
+  }
+  const warm = remote.counters().warmRuns!;
+  for (const [i, name] of names.entries()) {
+    const file = join(local, `f${i}`);
+    writeFileSync(file, '');
+    const v = await remote.download(`/s/${name}`, file, { sizeHint: 7 });
+    t.deepEqual(v, { size: 7, mtimeMs: (1_500_000_000 + i) * 1000 });
+    t.is(readFileSync(file, 'utf8'), `small ${i}`);
+  }
+  t.true(remote.counters().warmRuns! - warm >= names.length - 1, 'the runs after the first took started children');
+  t.is(await code(remote.download('/s/sub', join(local, 'x'), { sizeHint: 0 })), 'IS_A_DIRECTORY');
+  t.is(await code(remote.download('/s/missing', join(local, 'y'), { sizeHint: 5 })), 'NOT_FOUND');
+  t.deepEqual(readdirSync(local).filter((n) => n.startsWith('.rsync-run-')).length <= 2, true, 'only the children waiting');
+});

@@ -328,6 +328,7 @@ export class Fetcher {
       const got = await this.ctx.atServer(o.path, (at) => this.ctx.remote.download(at, this.store.file(o), {
         signal: ac.signal,
         priority: Priority.interactive,
+        ...(o.ident ? { sizeHint: o.size } : {}),
         onProgress: (n) => { if (o.epoch === epoch) { o.downloaded = n; wake(o); } },
       }));
       // the client may have replaced the file instead of writing in place: follow the new inode

@@ -350,7 +350,7 @@ export class ContentStore {
     for (const o of this.objs.values()) known.add(o.id);
     for (const n of names) {
       const id = n.endsWith('.meta') ? n.slice(0, -5) : n;
-      // recursive: a batch download killed midway leaves its working folder (.rsync-run-*) here
+      // recursive: a download killed midway leaves its files (.prefetch-*) and working folder (.rsync-run-*) here
       if (!known.has(id)) await fsp.rm(join(this.dataDir, n), { force: true, recursive: true });
     }
     return restored;
