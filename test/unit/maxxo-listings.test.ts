@@ -178,3 +178,24 @@ test('the last subfolder\'s part is whole when its parent\'s run ends; a folder 
   ownB.end();
   t.deepEqual([...(await listings.since('/p/b', -Infinity, true))!.rows.keys()], []);
 });
+
+test('a folder whose time we set while its parent\'s two-level run goes on does not take its time from that run\'s part', async (t) => {
+  const { listings, next } = scripted();
+  void listings.since('/p', -Infinity, true);
+  const parent = await next();
+  parent.row('.', 'dir');
+  parent.row('c', 'dir');
+  parent.row('c/x');
+  listings.folderTime('/p/c', 9000);
+  parent.row('d', 'dir');
+  let time: number | undefined;
+  const timeP = listings.dirTime('/p/c').then((v) => { time = v; });
+  const own = await next();
+  t.is(own.dir, '/p/c');
+  await settle();
+  t.is(time, undefined, 'not the part\'s 2000');
+  parent.end();
+  await timeP;
+  t.is(time, 9000, 'ours, from the parent\'s listing');
+  own.end();
+});

@@ -481,9 +481,14 @@ export class DaemonListings {
     }
   }
 
-  /** A change of ours landed in dir, or in its parent, since `at`. */
+  /**
+   * A change of ours landed in dir, or in its parent, since `at`; or we set dir's time while its
+   * parent's run is in flight (folderTime()).
+   */
   private changedSince(dir: string, at: number): boolean {
-    return (this.touched.get(dir) ?? -1) >= at || (this.touched.get(parentOf(dir)) ?? -1) >= at;
+    const parent = parentOf(dir);
+    return (this.touched.get(dir) ?? -1) >= at || (this.touched.get(parent) ?? -1) >= at
+      || !!this.slots.get(parent)?.own.has(baseName(dir));
   }
 
   /**

@@ -29,7 +29,6 @@ const KILL_GRACE_MS = 2000;
  */
 export class StartedRsync {
   readonly child: ChildProcess;
-  readonly startedAt = Date.now();
   private stdout = '';
   private stderr = '';
   private partial = '';

@@ -4,7 +4,7 @@
 // - The slice is cached; an rsync that cannot reach the daemon or is refused its password reads
 //   /slice again before the next attempt (the storage server moved, or restarted on another port).
 //   One re-read serves every transfer that used the old slice; one warning per address in trouble.
-// - The password goes to the child's environment only (runRsync), never into argv or the log (StartedRsync).
+// - The password goes to the child's environment only (StartedRsync), never into argv or the log.
 // - While the API server of the account is silent, no run starts (fail fast like the API requests).
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -68,7 +68,8 @@ export function backoff(attempt: number): number {
 }
 
 /**
- * rsync children started ahead of the runs that will take them, one per argv (the listing runs'):
+ * rsync children started ahead of the runs that will take them, WARM_PER_KEY per argv (those of
+ * runs that give their names on stdin: listings, downloads of small files and batches):
  * by the time a run comes, its child has connected to the daemon, authenticated and agreed the
  * protocol, and waits for its --files-from list on stdin. Those are 5 round trips (greeting, auth
  * challenge, auth, arguments, checksum negotiation) before the first row of a cold run: at 20 ms
@@ -203,7 +204,6 @@ export class DaemonTransport {
           if (warmKey !== undefined) {
             this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
           }
-          if (opts.signal?.aborted) child.kill();
           return child.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
             // -vv: one line per run; the password is in the child's environment only, never here
             this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${warmed ? ' (started ahead)' : ''}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
