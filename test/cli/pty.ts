@@ -44,7 +44,9 @@ export function ptyRun(argv: string[], o: { env: NodeJS.ProcessEnv; cwd?: string
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   child.stdin!.on('error', () => {});
   let code: number | null | undefined;
-  const exited = new Promise<number | null>((r) => child.once('exit', (c, sig) => {
+  // 'close', not 'exit': exit can come before the last output is read (a flake seen in CI: exit
+  // code 0 and the final "saved account" line not yet in `out`)
+  const exited = new Promise<number | null>((r) => child.once('close', (c, sig) => {
     code = c ?? (sig ? 128 : null);
     if (sig) out += `\n[script ended by ${sig}]`;
     r(code);

@@ -443,7 +443,10 @@ test('downloadMany: hostile names byte-exact, a missing file only missing from t
   const items = (ns: string[]) => ns.map((name, i) => ({ path: `/m/${name}`, localFile: join(local, `f${i}-${ns.length}`) }));
   const first = items([...names.slice(0, 3), 'missing']);
   t.deepEqual(await remote.downloadMany!(first), first.slice(0, 3).map((it) => it.path));
-  for (const [i, it] of first.slice(0, 3).entries()) t.is(readFileSync(it.localFile, 'utf8'), `content ${i} `.repeat(i + 1));
+  for (const [i, it] of first.slice(0, 3).entries()) {
+    t.is(readFileSync(it.localFile, 'utf8'), `content ${i} `.repeat(i + 1));
+    t.is(statSync(it.localFile).mode & 0o777, 0o600, 'a cache file is private');
+  }
   const warm = remote.counters().warmRuns!;
   const second = items(names.slice(3));
   t.deepEqual(await remote.downloadMany!(second), second.map((it) => it.path));
@@ -471,6 +474,7 @@ test('download of a file expected small (sizeHint): whole through a child starte
     const v = await remote.download(`/s/${name}`, file, { sizeHint: 7 });
     t.deepEqual(v, { size: 7, mtimeMs: (1_500_000_000 + i) * 1000 });
     t.is(readFileSync(file, 'utf8'), `small ${i}`);
+    t.is(statSync(file).mode & 0o777, 0o600, 'a cache file is private');
   }
   t.true(remote.counters().warmRuns! - warm >= names.length - 1, 'the runs after the first took started children');
   t.is(await code(remote.download('/s/sub', join(local, 'x'), { sizeHint: 0 })), 'IS_A_DIRECTORY');

@@ -152,10 +152,11 @@ export class Downloads {
 
 /**
  * Batch downloads (and small single ones): names on stdin, into the child's working folder; -t
- * (the server's mtime: the version a single download got). One argv for both, so they share the
- * children started ahead.
+ * (the server's mtime: the version a single download got); files made private (0600: they become
+ * cache files; without it rsync makes them with the server's mode under our umask). One argv for
+ * both, so they share the children started ahead.
  */
-const BATCH_ARGS = (url: string) => ['-I', '-t', '--from0', '--files-from=-', `${url}/`, 'd/'];
+const BATCH_ARGS = (url: string) => ['-I', '-t', '--chmod=F600,D700', '--from0', '--files-from=-', `${url}/`, 'd/'];
 
 /** Files up to this size (sizeHint) come whole through a started child rather than in place. */
 const SMALL_WHOLE = 1 << 20;
