@@ -8,11 +8,13 @@ import { silentLogger } from '../../src/log.js';
 
 interface Run { dir: string; deep: boolean; row: (name: string, type?: 'file' | 'dir', size?: number) => void; end: () => void }
 
-function scripted() {
+function scripted(bounds: { deepRowsMax?: number; deepRowsHard?: number } = {}) {
   const runs: Run[] = [];
   const waiting: ((r: Run) => void)[] = [];
   const listings = new DaemonListings({
-    run: (dir, onRow, o) => new Promise<void>((resolve) => {
+    run: (dir, onRow, o) => new Promise<void>((resolve, reject) => {
+      // a stopped run ends as rsync killed by its signal would
+      o?.signal?.addEventListener('abort', () => reject(o.signal!.reason), { once: true });
       const r: Run = {
         dir, deep: !!o?.deep,
         row: (name, type = 'file', size = 1) => onRow({ name, type, size, mtimeMs: 1000 * (name.length + 1) } as ListedRow),
@@ -24,7 +26,7 @@ function scripted() {
     uploading: () => false,
     closed: () => false,
     log: silentLogger,
-  }, 60_000);
+  }, 60_000, bounds);
   const next = () => new Promise<Run>((res) => { const r = runs.find((x) => !(x as { taken?: boolean }).taken); if (r) { (r as { taken?: boolean }).taken = true; res(r); } else waiting.push((x) => { (x as { taken?: boolean }).taken = true; res(x); }); });
   return { listings, runs, next };
 }
@@ -198,4 +200,35 @@ test('a folder whose time we set while its parent\'s two-level run goes on does 
   await timeP;
   t.is(time, 9000, 'ours, from the parent\'s listing');
   own.end();
+});
+
+test('a flat folder past the two-level bounds is listed whole by its two-level run; one with subfolders stopped at the hard bound is listed by a one-level run', async (t) => {
+  const { listings, runs, next } = scripted({ deepRowsMax: 3, deepRowsHard: 5 });
+  const flat = listings.since('/flat', -Infinity, true);
+  const run = await next();
+  run.row('.', 'dir');
+  for (let i = 0; i < 10; i++) run.row(`f${i}`);
+  run.end();
+  t.is((await flat)!.rows.size, 10, 'no bound for the folder\'s own rows');
+  t.is(runs.length, 1);
+
+  const mixed = listings.since('/mixed', -Infinity, true);
+  const deep = await next();
+  deep.row('.', 'dir');
+  for (let i = 0; i < 6; i++) deep.row(`f${i}`);
+  deep.row('s', 'dir');
+  deep.row('s/x');
+  // past the hard bound with rows below: stopped, and the folder's own rows come from a
+  // one-level run (before: nothing started it, the listing never came)
+  deep.row('s/y');
+  const one = await next();
+  t.false(one.deep);
+  t.is(one.dir, '/mixed');
+  one.row('.', 'dir');
+  for (let i = 0; i < 6; i++) one.row(`f${i}`);
+  one.row('s', 'dir');
+  one.end();
+  const v = await mixed;
+  t.is(v!.rows.size, 6);
+  t.deepEqual([...v!.dirs.keys()], ['s']);
 });

@@ -360,8 +360,10 @@ export class DaemonListings {
       const onRow = (r: ListedRow) => {
         if (deep) {
           const n = ++whole.seen;
-          if (n > this.deepRowsHard) { if (!stop.signal.aborted) stop.abort(TOO_MANY); return; }
-          // (rows of the folder itself alone, as many as they are, are what a one-level run lists)
+          // Rows of the folder itself alone, as many as they are, are what a one-level run lists:
+          // the bounds count once rows of subfolders came (a flat folder of 100,000 files stopped
+          // at the hard bound left its listing to a one-level run never started: EIO)
+          if (n > this.deepRowsHard && whole.below) { if (!stop.signal.aborted) stop.abort(TOO_MANY); return; }
           // (not once the folder's names told its own rows complete)
           if (n > this.deepRowsMax && !aloneOn && !named && whole.below) startAlone();
         }
@@ -390,7 +392,12 @@ export class DaemonListings {
         } else {
           // the folder's own rows: from the two-level run if it completes first, else from the
           // one-level one (a stopped or failed two-level run falls back on it once it started)
-          const fromWhole = run.then((done) => (done ? whole : alone), (e) => { if (aloneOn) return alone; throw e; });
+          const fromWhole = run.then((done) => {
+            if (done) return whole;
+            // stopped at the hard bound: the folder's own rows come from the one-level run
+            if (!aloneOn) startAlone();
+            return alone;
+          }, (e) => { if (aloneOn) return alone; throw e; });
           got = await Promise.race([fromWhole, alone.catch(() => fromWhole), byNames]);
           if (got !== whole) {
             // the subfolders' parts are kept when the two-level run ends. A subfolder asked for
