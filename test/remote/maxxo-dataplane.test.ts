@@ -481,3 +481,16 @@ test('download of a file expected small (sizeHint): whole through a child starte
   t.is(await code(remote.download('/s/missing', join(local, 'y'), { sizeHint: 5 })), 'NOT_FOUND');
   t.deepEqual(readdirSync(local).filter((n) => n.startsWith('.rsync-run-')).length <= 2, true, 'only the children waiting');
 });
+
+test('a flat folder with more files than a two-level run takes lists whole with its mtimes (it failed with no listing at all)', async (t) => {
+  const { remote, folder } = account({ listingBounds: { deepRowsMax: 10, deepRowsHard: 20 } });
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'flat'));
+  for (let i = 0; i < 60; i++) {
+    writeFileSync(join(folder, 'flat', `f${i}`), 'x');
+    utimesSync(join(folder, 'flat', `f${i}`), 1_500_000_000 + i, 1_500_000_000 + i);
+  }
+  const { entries } = await remote.list('/flat');
+  t.is(entries.length, 60);
+  t.true(entries.every((e) => e.mtimeMs === (1_500_000_000 + Number(e.name.slice(1))) * 1000), 'every file has its mtime');
+});
