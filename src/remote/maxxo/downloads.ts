@@ -1,5 +1,5 @@
 // Downloads: one whole file written in place as it arrives (readers may follow its bytes), or many
-// whole files with one rsync run (--files-from) through a staging folder.
+// whole files with one rsync run (--files-from) into the working folder of a child started ahead.
 import { rm, open, rename, stat as fsStat, utimes } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import type { DownloadedVersion, TransferOptions } from '../types.js';
@@ -73,21 +73,38 @@ export class Downloads {
 
   private async downloadSmall(path: string, localFile: string, opts: TransferOptions): Promise<DownloadedVersion> {
     const rel = pathParts(path).join('/');
-    const workdirs: string[] = [];
-    try {
-      const r = await this.rsync(path, opts, BATCH_ARGS, undefined, {
-        input: rel + '\0', workdirIn: dirname(resolvePath(localFile)), onWorkdir: (d) => workdirs.push(d),
-      });
-      const got = join(workdirs[workdirs.length - 1]!, 'd', rel);
+    return this.batchRun(path, [rel], localFile, opts, async (dest, error) => {
+      if (error !== undefined) throw error;
+      const got = join(dest!, rel);
       const st = await fsStat(got);
       // (files-from implies --dirs: a folder named comes as an empty folder)
-      if (st.isDirectory()) throw skippedDirectory(r, { path }) ?? new IsADirectory('is a folder', { path });
+      if (st.isDirectory()) throw new IsADirectory('is a folder', { path });
       // (no onProgress: a reader told of bytes would read them through its descriptor of the
       // file this one replaces)
       await rename(got, resolvePath(localFile));
       const version = { size: st.size, mtimeMs: toWholeSecond(st.mtimeMs) };
       this.downloaded(path, version);
       return version;
+    });
+  }
+
+  /**
+   * One run of BATCH_ARGS for rels (a child started ahead takes it), into the child's working
+   * folder made next to `near`; `take` gets the folder files land in (of the last attempt, which
+   * holds what came; undefined if no attempt started) and the run's error, and moves what it keeps
+   * out before every attempt's folder is removed.
+   */
+  private async batchRun<T>(first: string, rels: string[], near: string, opts: TransferOptions,
+    take: (dest: string | undefined, error: unknown) => Promise<T>): Promise<T> {
+    const workdirs: string[] = [];
+    try {
+      let error: unknown;
+      // files-from names are literal (no wildcards); -s keeps them from the remote shell
+      await this.rsync(first, opts, BATCH_ARGS, undefined, {
+        input: rels.join('\0') + '\0', workdirIn: dirname(resolvePath(near)), onWorkdir: (d) => workdirs.push(d),
+      }).catch((e: unknown) => { error = e; });
+      const last = workdirs[workdirs.length - 1];
+      return await take(last === undefined ? undefined : join(last, 'd'), error);
     } finally {
       for (const d of workdirs) await rm(d, { recursive: true, force: true });
     }
@@ -121,20 +138,12 @@ export class Downloads {
       if (parts.length === 0) throw new IsADirectory('the top folder is not a file', { path: it.path });
       return parts.join('/');
     });
-    // every attempt's folder (the last one holds what came)
-    const workdirs: string[] = [];
-    try {
-      try {
-        // files-from names are literal (no wildcards); -s keeps them from the remote shell
-        await this.rsync(items[0]!.path, opts, BATCH_ARGS, undefined, {
-          input: rels.join('\0') + '\0', workdirIn: dirname(resolvePath(items[0]!.localFile)), onWorkdir: (d) => workdirs.push(d),
-        });
-      } catch (e) {
-        if (opts.signal?.aborted || (e instanceof RemoteError && e.code === 'CANCELLED')) throw e;
-        this.log.debug(`maxxo: batch download of ${items.length} files partly failed: ${(e as Error).message}`);
+    return this.batchRun(items[0]!.path, rels, items[0]!.localFile, opts, async (dest, error) => {
+      if (error !== undefined) {
+        if (opts.signal?.aborted || (error instanceof RemoteError && error.code === 'CANCELLED')) throw error;
+        this.log.debug(`maxxo: batch download of ${items.length} files partly failed: ${(error as Error).message}`);
       }
       const got: string[] = [];
-      const dest = workdirs.length > 0 ? join(workdirs[workdirs.length - 1]!, 'd') : undefined;
       for (let i = 0; dest !== undefined && i < items.length; i++) {
         const src = join(dest, rels[i]!);
         try {
@@ -144,9 +153,7 @@ export class Downloads {
         } catch { /* not delivered */ }
       }
       return got;
-    } finally {
-      for (const d of workdirs) await rm(d, { recursive: true, force: true });
-    }
+    });
   }
 }
 
