@@ -80,6 +80,8 @@ export function backoff(attempt: number): number {
  */
 class WarmRuns {
   private readonly idle = new Map<string, StartedRsync[]>();
+  /** Keys with a start scheduled (one at a time per key). */
+  private readonly refilling = new Set<string>();
   private closed = false;
 
   /** The oldest child waiting for key's argv that is still fit to take a run. */
@@ -93,12 +95,28 @@ class WarmRuns {
     return undefined;
   }
 
-  /** Starts children for key until WARM_PER_KEY wait. */
+  /**
+   * Starts children for key until WARM_PER_KEY wait: one per turn of the event loop, the first
+   * after the current one. Starting a child blocks this process until the child has exec'd
+   * (libuv waits for it): 5-12 ms each on this kind of machine, measured. Started at once, before
+   * the run that took a child wrote its list, two of them held that run's list back by ~20 ms, and
+   * with it the stat batch and the answers that came meanwhile (a cold `ls -l a/b/c` on Maxxo).
+   * After it, they fill the round trip the run waits for anyway.
+   */
   refill(key: string, maxAgeMs: number, start: () => StartedRsync): void {
+    if (this.closed || this.refilling.has(key)) return;
+    this.refilling.add(key);
+    setTimeout(() => {
+      this.refilling.delete(key);
+      this.startOne(key, maxAgeMs, start);
+    }, REFILL_DELAY_MS).unref();
+  }
+
+  private startOne(key: string, maxAgeMs: number, start: () => StartedRsync): void {
     if (this.closed) return;
     let list = this.idle.get(key);
     if (!list) this.idle.set(key, list = []);
-    while (list.length < WARM_PER_KEY) {
+    if (list.length < WARM_PER_KEY) {
       const c = start();
       list.push(c);
       const drop = () => {
@@ -109,6 +127,7 @@ class WarmRuns {
       };
       c.child.once('close', () => { if (drop()) discard(c); });
       setTimeout(() => { if (drop()) discard(c); }, maxAgeMs).unref();
+      if (list.length < WARM_PER_KEY) this.refill(key, maxAgeMs, start);
     }
   }
 
@@ -132,6 +151,8 @@ function discard(c: StartedRsync): void {
  */
 const WARM_PER_KEY = 2;
 const WARM_MAX_MS = 10_000;
+/** See WarmRuns.refill. */
+const REFILL_DELAY_MS = 10;
 
 export class DaemonTransport {
   /** Running rsync children (tests check that cancel really ends them). */
@@ -201,14 +222,16 @@ export class DaemonTransport {
           const workdir = () => (o.workdirIn !== undefined ? mkdtempSync(join(o.workdirIn, '.rsync-run-')) : undefined);
           child ??= new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, o.input !== undefined, workdir());
           if (child.cwd !== undefined) o.onWorkdir?.(child.cwd);
-          if (warmKey !== undefined) {
-            this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
-          }
-          return child.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
+          const running = child.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
             // -vv: one line per run; the password is in the child's environment only, never here
             this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${warmed ? ' (started ahead)' : ''}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
             return res;
           });
+          // after the run's list went out: see WarmRuns.refill
+          if (warmKey !== undefined) {
+            this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
+          }
+          return running;
         });
       }, opts.priority ?? Priority.background, opts.signal)
         .catch((e) => { throw opts.signal?.aborted ? new Cancelled('transfer cancelled', ctx) : e; });
