@@ -170,6 +170,12 @@ export interface Remote {
    * there it is two API calls and an rsync run.
    */
   readonly listBeforeType?: boolean;
+  /**
+   * What the remote already knows, with no request, of path being a folder (Maxxo: a daemon
+   * listing of its parent kept for mtimes): the drive may list it while its lookup is on its way,
+   * as it does for any name where listBeforeType. A wrong guess costs a listing that fails.
+   */
+  likelyFolder?(path: string): boolean;
   /** Reads of byte ranges, where they are cheap (HTTP Range). */
   readonly ranged?: RangedReads;
   /**

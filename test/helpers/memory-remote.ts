@@ -57,6 +57,8 @@ export interface MemoryRemoteOptions {
   revOnMove?: boolean;
   /** Sets Remote.listBeforeType (vBoxx-like). Default false. */
   listBeforeType?: boolean;
+  /** Remote.likelyFolder answers from this set (Maxxo-like: folders a kept daemon listing has). */
+  likelyFolders?: ReadonlySet<string>;
   /** statMany() tells the types (onTypes) this many ms before it answers (Maxxo-like: times take a daemon run). */
   typesAheadMs?: number;
 }
@@ -125,10 +127,13 @@ export class MemoryRemote implements Remote {
   moveReplaces?: boolean;
   batchMkdir?: BatchMkdir;
   listBeforeType?: boolean;
+  likelyFolder?: (path: string) => boolean;
 
   constructor(opts: MemoryRemoteOptions = {}) {
     this.opts = opts;
     if (opts.listBeforeType) this.listBeforeType = true;
+    const hints = opts.likelyFolders;
+    if (hints) this.likelyFolder = (path: string) => hints.has(path);
     if (opts.removeBatchMax) this.removeBatchMax = opts.removeBatchMax;
     if (opts.moveReplaces) this.moveReplaces = true;
     this.latencyMs = opts.latencyMs ?? 0;

@@ -268,3 +268,22 @@ test('rsync helpers: source escaping and progress parsing', (t) => {
   t.is(parseProgress('     10,485,760 100%  526.32MB/s    0:00:00 (xfr#1, to-chk=0/1)'), 10485760);
   t.is(parseProgress('sending incremental file list'), undefined);
 });
+
+test('likelyFolder: a folder the kept daemon listing of its parent has; files, unknown and unlisted folders are not', async (t) => {
+  const { folder, remote } = account();
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'p', 'sub', 'deeper'), { recursive: true });
+  writeFileSync(join(folder, 'p', 'file.txt'), 'x');
+  t.false(remote.likelyFolder('/p/sub'));
+  await remote.list('/p');
+  t.true(remote.likelyFolder('/p/sub'));
+  t.false(remote.likelyFolder('/p/file.txt'));
+  t.false(remote.likelyFolder('/p/nothing'));
+  // (the two-level run lists /p/sub's rows too, kept once the run ended: a hint one level further)
+  for (let i = 0; i < 100 && !remote.likelyFolder('/p/sub/deeper'); i++) await new Promise((r) => setTimeout(r, 20));
+  t.true(remote.likelyFolder('/p/sub/deeper'));
+  const plain = createMaxxoRemote({ server: emu.url, user: 'demo@maxxo.test', password: 'demo-password', modtimes: false });
+  t.teardown(() => plain.close());
+  await plain.list('/');
+  t.false(plain.likelyFolder('/Documents'));
+});

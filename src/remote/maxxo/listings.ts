@@ -250,6 +250,13 @@ export class DaemonListings {
     this.slots.get('/' + pathParts(path).join('/'))?.expect?.(names);
   }
 
+  /** The parent's last daemon listing has path as a folder (however old: a hint, not an answer). */
+  knownFolder(path: string): boolean {
+    const parts = pathParts(path);
+    if (parts.length === 0) return true;
+    return !!this.slots.get(parentOf(path))?.value?.dirs.has(parts[parts.length - 1]!);
+  }
+
   /** dirTime() answers at once (the parent's listing is cached; the top folder has none to wait for). */
   dirTimeAtHand(path: string): boolean {
     return pathParts(path).length === 0 || !!this.slots.get(parentOf(path))?.value;

@@ -65,6 +65,10 @@ export type { MaxxoRemoteOptions } from './transport.js';
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
   readonly batchStat: BatchStat = { statMany: (paths, o) => this.statMany(paths, o) };
+
+  likelyFolder(path: string): boolean {
+    return this.mtimes && this.listings.knownFolder(path);
+  }
   /** /ops/delete takes many file[] (a form of this many paths stays far below request limits). */
   readonly removeBatchMax = 500;
   /** ops/move is rename(2): an existing file or empty folder at the target is replaced. */

@@ -205,11 +205,15 @@ export class Lookup {
    * plus the listing of the last; with the name's listing asked alongside its stat, the next
    * level's lookup is answered from it and the last level's listing is on its way with its own
    * lookup: two round trips for a/b/c instead of four (measured at 20 ms RTT on vBoxx). Only
-   * where such a listing of a file costs a stat's worth (Remote.listBeforeType), once per folder
-   * (the first stat in it), and not for names known to be big folders.
+   * where such a listing of a file costs a stat's worth (Remote.listBeforeType), or where the
+   * remote already holds a hint that the name is a folder (Remote.likelyFolder: on Maxxo its
+   * listing then starts a round trip before the stat says so, and is about landed when the
+   * opendir that follows comes), once per folder (the first stat in it), and not for names known
+   * to be big folders.
    */
   private guessWorth(path: string): boolean {
-    return !!this.ctx.remote.listBeforeType && this.mayListAhead(path);
+    const { remote } = this.ctx;
+    return (!!remote.listBeforeType || !!remote.likelyFolder?.(path)) && this.mayListAhead(path);
   }
 
   /** A listing of path asked ahead of need: none landed or on its way, not a big folder, not turned off. */
