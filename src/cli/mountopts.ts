@@ -57,6 +57,7 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'debug', desc: 'Log every FUSE operation (implies -vv)' },
   { name: 'kernel_timeout', value: 'SEC', desc: 'How long the kernel caches names and attributes before asking again (default 1; libfuse3 is told of server changes a listing reveals)' },
   { name: 'no_modtime', desc: 'Neither keep nor read modification times (as rclone --no-modtime): Maxxo walks folders without rsync listings; times and chmod +x hold for the mount only, and a same-size change by another client goes unseen in cached files' },
+  { name: 'no_warm_start', desc: 'Do not list the top folder and its subfolders in the background when the drive mounts (default: listed, so the first walk into the drive waits for no listing of its first two levels)' },
   { name: 'cache_readdir', desc: 'libfuse3: the kernel keeps a folder listing while ours is unchanged (pays off with a long kernel_timeout)' },
   { name: 'readdirplus', value: 'MODE', desc: 'libfuse3: always (default: attributes with every listing, so ls -l asks nothing more), auto (the kernel asks for them when lookups follow a listing) or off' },
   { name: 'writeback_cache', desc: 'libfuse3, experimental: the kernel gathers writes in its page cache and hands them over at close/fsync (see native-notes/lowlevel.md for what it changes)' },
@@ -139,6 +140,7 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'kernel_timeout': s.kernelTimeoutS = dur() / 1000; break;
         case 'cache_readdir': flag(); s.cacheReaddir = true; break;
         case 'no_modtime': flag(); s.client.modtimes = false; break;
+        case 'no_warm_start': flag(); s.vfs.warmStart = false; break;
         case 'writeback_cache': flag(); s.writebackCache = true; break;
         case 'readdirplus': s.readdirplus = oneOf('always', 'auto', 'off'); break;
         case 'backend': s.backend = oneOf('libfuse3', 'fuse-native'); break;

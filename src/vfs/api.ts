@@ -175,6 +175,12 @@ export interface VfsOptions {
   /** Subfolder listings fetched in the background after a program listed a folder (default 64; 0 = off). */
   prefetchDirs?: number;
   /**
+   * At start: the top folder's listing and its subfolders' (up to prefetchDirs) fetched in the
+   * background, as rclone's --vfs-refresh does for a whole tree, so the first walk into the drive
+   * finds its first two levels listed. Default true (the mount's -o no_warm_start turns it off).
+   */
+  warmStart?: boolean;
+  /**
    * Names looked up one by one in a folder not listed yet: after this many stats within the listing
    * TTL the folder is listed instead (one call answers every sibling, and the small-file prefetch
    * can start). Default 4; 0 = never.

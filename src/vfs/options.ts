@@ -25,6 +25,7 @@ export const OPTIONAL_DEFAULTS = {
   prefetchFileMaxBytes: 2 * MiB,
   prefetchBytes: 64 * MiB,
   prefetchDirs: 64,
+  warmStart: true,
   listAfterStats: 4,
   speculativeListMaxEntries: 5000,
 } as const;

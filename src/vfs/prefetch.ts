@@ -83,6 +83,32 @@ export class Prefetcher {
     return ps;
   }
 
+  /**
+   * At start (warmStart): the top folder's listing, then its subfolders' as after a program listed
+   * it. A cold `ls -l a/b/c` walks a level per round trip; with the first two levels listed the
+   * walk starts at the third. Both are marked fetched for lookups (implicit): a name missing from
+   * them is still asked of the server, since no program saw them.
+   */
+  warm(): void {
+    if (this.ctx.opts.prefetchDirs <= 0) return;
+    const implicitly = async (dir: string) => {
+      const cur = this.meta.dirs.get(dir);
+      const d = await this.meta.listing(dir, false, Priority.normal);
+      if (d !== cur && this.meta.dirs.get(dir) === d) d.implicit = true;
+      return d;
+    };
+    this.bg(this.dirLane, async () => {
+      const top = await implicitly('/');
+      this.prefetched(top).dirs = true;
+      let n = 0;
+      for (const [name, e] of top.entries) {
+        if (e.type !== 'dir') continue;
+        if (++n > this.ctx.opts.prefetchDirs) break;
+        this.bg(this.dirLane, async () => { await implicitly(joinPath('/', name)); });
+      }
+    });
+  }
+
   /** After a program listed a folder: its subfolders' listings, so `find` / `ls -R` go on from cache. */
   subdirs(dir: string): void {
     const max = this.ctx.opts.prefetchDirs;

@@ -254,6 +254,7 @@ export class Vfs implements VfsApi {
     }
     if (this.journal.attrs.size > 0) this.log.info(`replaying ${this.journal.attrs.size} pending metadata change(s) from the journal`);
     this.store.maybeEvict();
+    if (this.opts.warmStart) this.prefetch.warm();
   }
 
   /**

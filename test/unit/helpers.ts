@@ -40,6 +40,8 @@ export async function setup(t: ExecutionContext, remoteOpts: MemoryRemoteOptions
     uploadAttempts: 3,
     deleteIdleMs: 0,
     opTimeoutMs: 10_000,
+    // (the tests count requests and change the server after start; vfs-warm-start tests it)
+    warmStart: false,
     ...overrides,
   };
   const vfs = new Vfs(remote, opts);
