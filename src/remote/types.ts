@@ -111,6 +111,12 @@ export interface ListOptions extends CallOptions {
    * those names: enough to tell a name is not there.
    */
   onNames?: (names: ReadonlySet<string>) => void;
+  /**
+   * Asked to answer lookups of names in the folder (a path walk going through it), not for a
+   * program's listing: the remote may leave out what it would gather ahead for a walk below the
+   * folder (Maxxo: a daemon listing of the folder alone, not two levels).
+   */
+  forLookups?: boolean;
 }
 
 export interface TransferOptions extends CallOptions {

@@ -65,7 +65,9 @@ for (const kind of KINDS) {
     for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
       const rel = uniq('rn');
       await seed(kind, rel);
-      const d = await mountService(t, servers, kind, { vfs: { attrTtlMs: 10_000, dirTtlMs: 30_000, negativeTtlMs: 5_000 } });
+      // (no warm start: its background listings of the top two levels would be counted in, or
+      // answer the walk, depending on when they land)
+      const d = await mountService(t, servers, kind, { vfs: { attrTtlMs: 10_000, dirTtlMs: 30_000, negativeTtlMs: 5_000, warmStart: false } });
       await servers.resetStats();
       // a round trip like a real network's: the load of other tests then jitters both answers
       // by less than the bound the listing must land within
@@ -95,9 +97,10 @@ for (const kind of KINDS) {
       // sent within the write-back window
       await until(async () => countRoutes(await servers.stats(), MOVE_ROUTE[kind]) === 1, 'the move was sent', 10_000, 100);
       await d.stop();
-      if (kind === 'vboxx' || metadata === parts) break;
+      if (kind === 'vboxx' || metadata <= parts) break;
     }
     t.log(`${kind}: stat requests per attempt: ${seen.join(', ')}`);
-    if (kind === 'maxxo') t.true(seen.includes(parts), `no attempt saved the target's stat: ${seen.join(', ')}`);
+    // (fewer than parts: a level's lookup answered by the listing of its parent the level above started)
+    if (kind === 'maxxo') t.true(seen.some((m) => m <= parts), `no attempt saved the target's stat: ${seen.join(', ')}`);
   });
 }

@@ -106,6 +106,8 @@ export class MemoryRemote implements Remote {
   readonly calls: Record<MemoryMethod, number>;
   /** Every call in order, as "method path[ path2]" strings, for ordering assertions. */
   readonly log: string[] = [];
+  /** Folders list() was asked with forLookups, in order. */
+  readonly listedForLookups: string[] = [];
   latencyMs: number;
   private readonly nodes = new Map<string, Node>();
   private readonly failures: Failure[] = [];
@@ -227,8 +229,9 @@ export class MemoryRemote implements Remote {
 
   // ---- Remote ----
 
-  async list(dir: string, opts: CallOptions & { hash?: string } = {}): Promise<ListResult> {
+  async list(dir: string, opts: CallOptions & { hash?: string; forLookups?: boolean } = {}): Promise<ListResult> {
     dir = norm(dir);
+    if (opts.forLookups) this.listedForLookups.push(dir);
     await this.enter('list', dir, opts);
     const n = this.nodes.get(dir);
     if (!n) throw new NotFound('no such folder', { path: dir });

@@ -232,3 +232,21 @@ test('a flat folder past the two-level bounds is listed whole by its two-level r
   t.is(v!.rows.size, 6);
   t.deepEqual([...v!.dirs.keys()], ['s']);
 });
+
+test('a listing for lookups (source with deep false, prime the same) runs one level; a program\'s first listing two', async (t) => {
+  const { listings, next } = scripted();
+  listings.prime('/walk', false);
+  const p = listings.source('/walk', [], false);
+  const run = await next();
+  t.false(run.deep);
+  run.row('.', 'dir');
+  run.row('sub', 'dir');
+  run.end();
+  t.deepEqual([...(await p)!.dirs.keys()], ['sub']);
+  const q = listings.source('/other', []);
+  const run2 = await next();
+  t.true(run2.deep);
+  run2.row('.', 'dir');
+  run2.end();
+  await q;
+});

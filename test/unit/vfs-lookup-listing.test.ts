@@ -144,6 +144,8 @@ test('listBeforeType: a cold path walk lists each name with its stat; the next l
   const a = (await vfs.getattr('/bench/small/d01')) as { type: string; mtimeMs?: number };
   t.is(a.type, 'dir');
   t.is(remote.calls.stat + remote.calls.list, 6);
+  // the listings of parents not listed with their own stat were asked for lookups (ListOptions.forLookups), the names' own not
+  t.deepEqual([...remote.listedForLookups].sort(), ['/', '/bench/small']);
 });
 
 test('listBeforeType: a file looked up first in its folder: its listing fails, the stat answers, nothing is cached wrong', async (t) => {

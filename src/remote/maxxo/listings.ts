@@ -23,6 +23,11 @@
 //   completed). It used to be given up at 5,000 rows and the folder run again one level deep, a
 //   run per subfolder then: a cold `find` of 10 folders of 1,000 files took 2.6-3.0 s at 20 ms
 //   RTT, the aborted run's ~0.5 s on its path; each subfolder kept: 1.1-1.4 s.
+//   Not for a listing asked to answer lookups (ListOptions.forLookups: the parent of a name a
+//   path walk looks up): that walk goes into one subfolder, and the rows of all the others cost
+//   the walk's next levels their CPU and the folder's own names come last (rsync lists a
+//   subfolder's rows right after its row): a cold `ls -l bench/small/d01` with 10 folders of
+//   1,000 files in small waited for a 10,000-row run (530 ms) and the one-level run it started.
 import type { RemoteEntry } from '../types.js';
 import type { ListedRow } from './rsync.js';
 import { pathParts } from '../url.js';
@@ -214,10 +219,10 @@ export class DaemonListings {
    * (rsync's temporary files) and our uploads in flight: a folder we write into, or read from,
    * costs no runs after its first.
    */
-  async source(dir: string, es: RemoteEntry[]): Promise<DaemonListing | undefined> {
+  async source(dir: string, es: RemoteEntry[], deep = true): Promise<DaemonListing | undefined> {
     const s = this.slots.get(dir);
     const v = s?.value;
-    if (!v) return this.since(dir, -Infinity, true);
+    if (!v) return this.since(dir, -Infinity, deep);
     const age = Date.now() - v.at;
     const renew = Math.max(this.ttlMs * RENEW_TTLS, RENEW_MIN_MS);
     if (age > renew * WAIT_RENEWS) return this.get(dir, renew * WAIT_RENEWS);
@@ -234,12 +239,12 @@ export class DaemonListings {
    * listing), and a cold `ls -l a/b/c` then runs the listings of each level side by side, where
    * each waited for the one before (one rsync run each, 150-500 ms).
    */
-  prime(path: string): void {
+  prime(path: string, deep = true): void {
     // slots are keyed as parentOf() spells folders
     const dir = '/' + pathParts(path).join('/');
     const s = this.slots.get(dir);
     if (s?.value || s?.inflight) return;
-    void this.since(dir, -Infinity, true);
+    void this.since(dir, -Infinity, deep);
   }
 
   /**

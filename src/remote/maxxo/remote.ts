@@ -158,7 +158,8 @@ export class MaxxoRemote implements Remote {
   async list(dir: string, opts: ListOptions = {}): Promise<ListResult> {
     const wire = toWire(dir);
     // its mtimes come from the daemon listing: both runs at once
-    if (this.mtimes) this.listings.prime(dir);
+    const deep = !opts.forLookups;
+    if (this.mtimes) this.listings.prime(dir, deep);
     let rows;
     let ours: (name: string) => boolean;
     try {
@@ -187,7 +188,7 @@ export class MaxxoRemote implements Remote {
     opts.onNames?.(seen);
     if (!this.mtimes) return { entries };
     this.listings.expect(dir, seen);
-    const listed = await this.listings.source(dir, entries);
+    const listed = await this.listings.source(dir, entries, deep);
     for (const e of entries) withMtime(e, listed);
     return { entries };
   }

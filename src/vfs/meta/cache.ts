@@ -136,10 +136,11 @@ export class MetaCache {
    * A directory's listing, from cache, revalidated by hash, or fetched. `guess`: asked while a
    * stat of dir is still on its way (Lookup: a name listed before its type is known), so a fetch
    * this call starts leaves dir's own entry to that stat, which has its time (an entry made up
-   * from the listing has none, and would be shown if the listing landed first).
+   * from the listing has none, and would be shown if the listing landed first). `forLookups`:
+   * asked to answer lookups in dir, not for a program's listing (Remote ListOptions.forLookups).
    */
   async listing(dir: string, force = false, priority: number = Priority.interactive, onNames?: (names: ReadonlySet<string>) => void,
-    guess = false): Promise<DirSlot> {
+    guess = false, forLookups = false): Promise<DirSlot> {
     const d = this.dirs.get(dir);
     if (d && !force && d.expires > Date.now()) return d;
     // a fetch that started before our latest change of this folder may answer the old state
@@ -147,14 +148,14 @@ export class MetaCache {
     const inf = this.listInflight.get(dir);
     if (inf && inf.gen === gen) return inf.p;
     // onNames only for the caller whose call starts the fetch (see Remote.list)
-    const slot = { gen, p: this.fetchListing(dir, d, 0, priority, onNames, guess) };
+    const slot = { gen, p: this.fetchListing(dir, d, 0, priority, onNames, guess, forLookups) };
     slot.p.finally(() => { if (this.listInflight.get(dir) === slot) this.listInflight.delete(dir); }).catch(() => {});
     this.listInflight.set(dir, slot);
     return slot.p;
   }
 
   private async fetchListing(dir: string, old: DirSlot | undefined, tries = 0, priority: number = Priority.interactive,
-    onNames?: (names: ReadonlySet<string>) => void, guess = false): Promise<DirSlot> {
+    onNames?: (names: ReadonlySet<string>) => void, guess = false, forLookups = false): Promise<DirSlot> {
     const { remote, opts } = this.ctx;
     if (this.ours.pending(dir)) {
       // nothing of it is on the server yet (what goes into it waits for it): no request; what our
@@ -170,7 +171,7 @@ export class MetaCache {
     const useHash = !!old?.hash;
     // (a folder renamed, or one above it, its move not sent: the server lists it at its old name)
     const r = await this.ctx.atServer(dir, (at) => this.ctx.bounded(`list ${dir}`, (signal) =>
-      remote.list(at, { signal, priority, ...(useHash ? { hash: old!.hash } : {}), ...(onNames ? { onNames } : {}) })));
+      remote.list(at, { signal, priority, ...(useHash ? { hash: old!.hash } : {}), ...(onNames ? { onNames } : {}), ...(forLookups ? { forLookups } : {}) })));
     // a folder we removed (its delete pending: the server still has it) is not made to exist again
     // by an answer about it: the listing would set the folder's own entry below (soak seed 812957:
     // a listing of the folder refetched after its rmdir answered EISDIR to a later create there)
@@ -180,7 +181,7 @@ export class MetaCache {
       // the answer may predate our own change: ask again (a folder changed by us without end
       // gets the cached view, which our changes keep right, or the last answer)
       const cur = this.dirs.get(dir);
-      if (tries < 3) return this.fetchListing(dir, cur, tries + 1, priority, undefined, guess);
+      if (tries < 3) return this.fetchListing(dir, cur, tries + 1, priority, undefined, guess, forLookups);
       if (cur) return cur;
       if (r.unchanged) return old!;
     }
@@ -189,7 +190,7 @@ export class MetaCache {
       this.dirs.set(dir, old!);
       return old!;
     }
-    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority, undefined, guess);
+    if (r.unchanged) return this.fetchListing(dir, undefined, tries + 1, priority, undefined, guess, forLookups);
     const entries = new Map<string, RemoteEntry>();
     for (const e of r.entries) if (!this.gone(joinPath(dir, e.name))) entries.set(e.name, e);
     for (const e of this.ours.childrenOf(dir)) if (!entries.has(e.name)) entries.set(e.name, e);

@@ -247,7 +247,7 @@ export class Lookup {
       s.namesUntil = 2 * Date.now() - started;
       namesIn();
     };
-    s.p = this.meta.listing(dir, false, Priority.interactive, onNames, guess).then((d) => {
+    s.p = this.meta.listing(dir, false, Priority.interactive, onNames, guess, !guess).then((d) => {
       // fetched for lookups, not shown to a program: later misses are asked of the server again
       if (d !== cur && this.meta.dirs.get(dir) === d) d.implicit = true;
       s.slot = d;
