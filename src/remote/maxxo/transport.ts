@@ -85,8 +85,8 @@ export function backoff(attempt: number): number {
  */
 class WarmRuns {
   private readonly idle = new Map<string, StartedRsync[]>();
-  /** Keys with a start scheduled (one at a time per key). */
-  private readonly refilling = new Set<string>();
+  /** Keys with a start scheduled (one at a time per key), and whether it is the short delay. */
+  private readonly refilling = new Map<string, { timer: NodeJS.Timeout; urgent: boolean }>();
   private closed = false;
 
   /** The oldest child waiting for key's argv that is still fit to take a run. */
@@ -101,20 +101,29 @@ class WarmRuns {
   }
 
   /**
-   * Starts children for key until WARM_PER_KEY wait: one per turn of the event loop, the first
-   * after the current one. Starting a child blocks this process until the child has exec'd
-   * (libuv waits for it): 5-12 ms each on this kind of machine, measured. Started at once, before
-   * the run that took a child wrote its list, two of them held that run's list back by ~20 ms, and
-   * with it the stat batch and the answers that came meanwhile (a cold `ls -l a/b/c` on Maxxo).
-   * After it, they fill the round trip the run waits for anyway.
+   * Starts children for key until WARM_PER_KEY wait: one at a time, REFILL_DELAY_MS apart, the
+   * first that long after the run that took one. Starting a child blocks this process until the
+   * child has exec'd (libuv waits for it): 5-12 ms each on this kind of machine, measured. Started
+   * at once, before the run that took a child wrote its list, two of them held that list back by
+   * ~20 ms; started 10 ms after it, they blocked the loop just when the walk's answers came (the
+   * stat, the listings a cold `ls -l a/b/c` asks together: 46-62 ms for requests of one round
+   * trip). 100 ms later the walk is over, and the pool of two still serves the next levels of a
+   * cold `find` (measured: ls -l 0.137-0.148 s -> 0.099-0.103 s; find cold 0.82-0.90 s, base
+   * 0.86-0.88 s, in the same runs). Only when none is left waiting: 10 ms, as before.
    */
   refill(key: string, maxAgeMs: number, start: () => StartedRsync): void {
-    if (this.closed || this.refilling.has(key)) return;
-    this.refilling.add(key);
-    setTimeout(() => {
+    if (this.closed) return;
+    // none left waiting: the next run of this argv would start cold, which costs it more than
+    // the loop a start blocks (runs back to back, faster than the delay)
+    const urgent = (this.idle.get(key)?.length ?? 0) === 0;
+    const pending = this.refilling.get(key);
+    if (pending && (pending.urgent || !urgent)) return;
+    if (pending) clearTimeout(pending.timer);
+    const timer = setTimeout(() => {
       this.refilling.delete(key);
       this.startOne(key, maxAgeMs, start);
-    }, REFILL_DELAY_MS).unref();
+    }, urgent ? REFILL_URGENT_MS : REFILL_DELAY_MS).unref();
+    this.refilling.set(key, { timer, urgent });
   }
 
   private startOne(key: string, maxAgeMs: number, start: () => StartedRsync): void {
@@ -138,6 +147,8 @@ class WarmRuns {
 
   close(): void {
     this.closed = true;
+    for (const r of this.refilling.values()) clearTimeout(r.timer);
+    this.refilling.clear();
     for (const list of this.idle.values()) for (const c of list) discard(c);
     this.idle.clear();
   }
@@ -157,7 +168,8 @@ function discard(c: StartedRsync): void {
 const WARM_PER_KEY = 2;
 const WARM_MAX_MS = 10_000;
 /** See WarmRuns.refill. */
-const REFILL_DELAY_MS = 10;
+const REFILL_DELAY_MS = 100;
+const REFILL_URGENT_MS = 10;
 
 export class DaemonTransport {
   /** Running rsync children (tests check that cancel really ends them). */
