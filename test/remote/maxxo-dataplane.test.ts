@@ -511,3 +511,26 @@ test('a flat folder with more files than a two-level run takes lists whole with 
   t.is(entries.length, 60);
   t.true(entries.every((e) => e.mtimeMs === (1_500_000_000 + Number(e.name.slice(1))) * 1000), 'every file has its mtime');
 });
+
+test('a listing guessed for a name that is a file (Remote.likelyFolder says so of names without an extension) fails as NotADirectory, warns nothing, and leaves the stat right', async (t) => {
+  const { remote, folder, lines } = account();
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'g', 'dir'), { recursive: true });
+  writeFileSync(join(folder, 'g', 'Makefile'), 'all:');
+  writeFileSync(join(folder, 'g', 'notes.txt'), 'n');
+  // no listing of /g kept: the name decides
+  t.true(remote.likelyFolder('/g/dir'));
+  t.true(remote.likelyFolder('/g/Makefile'));
+  t.false(remote.likelyFolder('/g/notes.txt'));
+  t.true(remote.likelyFolder('/g/.hidden'));
+  await t.throwsAsync(remote.list('/g/Makefile'), { instanceOf: RemoteError, code: 'NOT_A_DIRECTORY' });
+  await settled(remote);
+  const st = await remote.stat('/g/Makefile');
+  t.is(st?.type, 'file');
+  t.is(st?.size, 4);
+  t.deepEqual(lines.filter((l) => / (WARN|ERROR) /.test(l)), []);
+  // once /g is listed its daemon listing answers
+  await remote.list('/g');
+  t.true(remote.likelyFolder('/g/dir'));
+  t.false(remote.likelyFolder('/g/Makefile'));
+});

@@ -269,12 +269,13 @@ test('rsync helpers: source escaping and progress parsing', (t) => {
   t.is(parseProgress('sending incremental file list'), undefined);
 });
 
-test('likelyFolder: a folder the kept daemon listing of its parent has; files, unknown and unlisted folders are not', async (t) => {
+test('likelyFolder: a folder the kept daemon listing of its parent has; files and unknown names are not', async (t) => {
   const { folder, remote } = account();
   t.teardown(() => remote.close());
   mkdirSync(join(folder, 'p', 'sub', 'deeper'), { recursive: true });
   writeFileSync(join(folder, 'p', 'file.txt'), 'x');
-  t.false(remote.likelyFolder('/p/sub'));
+  // (no listing of /p kept yet: the name decides, see the dataplane test)
+  t.false(remote.likelyFolder('/p/file.txt'));
   await remote.list('/p');
   t.true(remote.likelyFolder('/p/sub'));
   t.false(remote.likelyFolder('/p/file.txt'));

@@ -255,11 +255,18 @@ export class DaemonListings {
     this.slots.get('/' + pathParts(path).join('/'))?.expect?.(names);
   }
 
-  /** The parent's last daemon listing has path as a folder (however old: a hint, not an answer). */
+  /**
+   * Whether path is likely a folder, with no request (a hint, not an answer): what the parent's
+   * last daemon listing says (however old); with none, whether the name has no extension (most
+   * folders have none, most files one: `d01`, `src`, not `notes.txt`).
+   */
   knownFolder(path: string): boolean {
     const parts = pathParts(path);
     if (parts.length === 0) return true;
-    return !!this.slots.get(parentOf(path))?.value?.dirs.has(parts[parts.length - 1]!);
+    const name = parts[parts.length - 1]!;
+    const listed = this.slots.get(parentOf(path))?.value;
+    if (listed) return listed.dirs.has(name);
+    return name.lastIndexOf('.') <= 0;
   }
 
   /** dirTime() answers at once (the parent's listing is cached; the top folder has none to wait for). */
@@ -427,7 +434,8 @@ export class DaemonListings {
           }
         }
       } catch (e) {
-        const missing = isRemoteError(e, 'NOT_FOUND');
+        // (a folder gone, or a name guessed to be one that is a file: nothing to warn of)
+        const missing = isRemoteError(e, 'NOT_FOUND') || isRemoteError(e, 'NOT_A_DIRECTORY');
         if (!missing) slot.failedAt = Date.now();
         if (!missing && !this.hooks.closed() && Date.now() - this.failLogged > 60_000) {
           this.failLogged = Date.now();

@@ -3,7 +3,7 @@
 // minimal environment so nothing of ours (RSYNC_RSH, RSYNC_PROXY, ...) changes how rsync behaves.
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  RemoteError, AuthFailed, NotFound, IsADirectory, InvalidName, NoSpace, Cancelled, TransferFailed, Timeout, type ErrorContext,
+  RemoteError, AuthFailed, NotFound, NotADirectory, IsADirectory, InvalidName, NoSpace, Cancelled, TransferFailed, Timeout, type ErrorContext,
 } from '../../errors.js';
 import { redact } from '../../log.js';
 
@@ -141,6 +141,10 @@ export function rsyncFailure(r: RsyncResult, ctx: ErrorContext, secret: string):
   if (/No space left on device|Disk quota exceeded/i.test(text)) return { error: new NoSpace(msg, ctx), transient: false, ...no };
   if ((r.code === 23 || r.code === 11) && /No such file or directory/.test(text)) {
     return { error: new NotFound(msg, ctx), transient: false, ...no };
+  }
+  // a listing of a name that is a file (a drive's guess that it is a folder, Remote.likelyFolder)
+  if (r.code === 23 && /change_dir .* failed: Not a directory \(20\)/.test(text)) {
+    return { error: new NotADirectory(msg, ctx), transient: false, ...no };
   }
   // a path the storage server cannot hold: the program gets ENAMETOOLONG, no retry
   if (/File name too long \(36\)/.test(text)) return { error: new InvalidName(`path too long for the storage server: ${msg}`, ctx), transient: false, ...no };
