@@ -177,9 +177,10 @@ export interface Remote {
    */
   readonly listBeforeType?: boolean;
   /**
-   * What the remote already knows, with no request, of path being a folder (Maxxo: a daemon
-   * listing of its parent kept for mtimes): the drive may list it while its lookup is on its way,
-   * as it does for any name where listBeforeType. A wrong guess costs a listing that fails.
+   * Whether path is likely a folder, told with no request (Maxxo: from a daemon listing of its
+   * parent kept for mtimes, else by the name having no extension): the drive may list it while
+   * its lookup is on its way, as it does for any name where listBeforeType. A wrong guess costs a
+   * listing that fails (NotADirectory), nothing else.
    */
   likelyFolder?(path: string): boolean;
   /** Reads of byte ranges, where they are cheap (HTTP Range). */

@@ -4,6 +4,7 @@
 //   (cat *, grep -r), bounded by count, file size and bytes ahead of the program, and only while
 //   the cache has room. Ranged remotes fetch each file with one request; others in growing
 //   batches (Maxxo: one rsync run for many files), which readers of a picked file join.
+// - At start (warmStart): the top folder and its subfolders, listed for lookups (implicit).
 //
 // Owns: the background lanes (bounded concurrency, so prefetch never holds a thousand fds nor
 // queues ahead of what a program waits for), the per-listing prefetch state (it goes with the

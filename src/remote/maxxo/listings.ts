@@ -260,7 +260,7 @@ export class DaemonListings {
    * last daemon listing says (however old); with none, whether the name has no extension (most
    * folders have none, most files one: `d01`, `src`, not `notes.txt`).
    */
-  knownFolder(path: string): boolean {
+  likelyFolder(path: string): boolean {
     const parts = pathParts(path);
     if (parts.length === 0) return true;
     const name = parts[parts.length - 1]!;

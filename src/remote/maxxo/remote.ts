@@ -65,10 +65,6 @@ export type { MaxxoRemoteOptions } from './transport.js';
 export class MaxxoRemote implements Remote {
   readonly kind = 'maxxo' as const;
   readonly batchStat: BatchStat = { statMany: (paths, o) => this.statMany(paths, o) };
-
-  likelyFolder(path: string): boolean {
-    return this.mtimes && this.listings.knownFolder(path);
-  }
   /** /ops/delete takes many file[] (a form of this many paths stays far below request limits). */
   readonly removeBatchMax = 500;
   /** ops/move is rename(2): an existing file or empty folder at the target is replaced. */
@@ -191,6 +187,11 @@ export class MaxxoRemote implements Remote {
     const listed = await this.listings.source(dir, entries, deep);
     for (const e of entries) withMtime(e, listed);
     return { entries };
+  }
+
+  /** See DaemonListings.likelyFolder (without daemon listings the guess would cost two API calls for nothing). */
+  likelyFolder(path: string): boolean {
+    return this.mtimes && this.listings.likelyFolder(path);
   }
 
   async stat(path: string, opts: CallOptions = {}): Promise<RemoteEntry | null> {

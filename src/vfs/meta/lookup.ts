@@ -206,10 +206,10 @@ export class Lookup {
    * level's lookup is answered from it and the last level's listing is on its way with its own
    * lookup: two round trips for a/b/c instead of four (measured at 20 ms RTT on vBoxx). Only
    * where such a listing of a file costs a stat's worth (Remote.listBeforeType), or where the
-   * remote already holds a hint that the name is a folder (Remote.likelyFolder: on Maxxo its
-   * listing then starts a round trip before the stat says so, and is about landed when the
-   * opendir that follows comes), once per folder (the first stat in it), and not for names known
-   * to be big folders.
+   * remote tells the name is likely a folder (Remote.likelyFolder: on Maxxo, where a listing costs
+   * two API calls and an rsync run, its listing then starts a round trip before the stat says
+   * it is one, and is about landed when the opendir that follows comes), once per folder (the
+   * first stat in it), and not for names known to be big folders.
    */
   private guessWorth(path: string): boolean {
     const { remote } = this.ctx;
