@@ -408,23 +408,6 @@ test('listing runs take rsync children started ahead (connected, waiting for the
   await t.throwsAsync(remote.list('/top/none'), { instanceOf: RemoteError });
 });
 
-test('a listing run of one depth starts children for the other too: the first listing for lookups after two-level ones, and the other way, takes a started child', async (t) => {
-  const { remote, folder } = account();
-  t.teardown(() => remote.close());
-  for (const d of ['a', 'b', 'c']) { mkdirSync(join(folder, 'top', d, 'sub'), { recursive: true }); writeFileSync(join(folder, 'top', d, 'f'), d); }
-  await remote.list('/');
-  // (the starts come a few ms after the run that asked for them)
-  await new Promise((r) => setTimeout(r, 300));
-  const w0 = remote.counters().warmRuns!;
-  // one level (a walk's parent): never run at this depth before, yet started ahead
-  await remote.list('/top/a', { forLookups: true });
-  t.is(remote.counters().warmRuns! - w0, 1, 'the one-level run took a child the two-level run started');
-  await new Promise((r) => setTimeout(r, 300));
-  const w1 = remote.counters().warmRuns!;
-  await remote.list('/top/b');
-  t.is(remote.counters().warmRuns! - w1, 1, 'the two-level run took a started child');
-});
-
 test('a child started ahead whose run fails as a dropped connection would is not tried again: a fresh run lists the folder at once', async (t) => {
   const marker = join(tmp, `fail-once-${process.pid}-${n + 1}`);
   const wrapper = join(tmp, `rsync-fail-once-${process.pid}-${n + 1}`);

@@ -464,18 +464,13 @@ export class MaxxoRemote implements Remote {
    */
   private async listRun(dir: string, onRow: (r: ListedRow) => void, o: { deep?: boolean; signal?: AbortSignal } = {}): Promise<void> {
     const parts = pathParts(dir);
-    // deep: the subfolders' entries too, nothing below them ("/*/*/*" is the third level)
-    const args = (deep: boolean) => (url: string) => ['--list-only', '--no-h', '--no-relative', '--from0', '--files-from=-', ...(deep ? ['-r', '--exclude=/*/*/*'] : []), `${url}/`, '/dev/null'];
-    await this.rsync(dir, { priority: Priority.interactive, ...(o.signal ? { signal: o.signal } : {}) }, args(!!o.deep),
+    await this.rsync(dir, { priority: Priority.interactive, ...(o.signal ? { signal: o.signal } : {}) },
+      // deep: the subfolders' entries too, nothing below them ("/*/*/*" is the third level)
+      (url) => ['--list-only', '--no-h', '--no-relative', '--from0', '--files-from=-', ...(o.deep ? ['-r', '--exclude=/*/*/*'] : []), `${url}/`, '/dev/null'],
       (l) => {
         const r = parseListLine(l);
         if (r && (r.name === '.' || (o.deep ? r.name.split('/').every(validName) : validName(r.name)))) onRow(r);
-      }, {
-        queue: this.listQueue, attempts: 2, listing: true, input: `${parts.length ? parts.join('/') + '/.' : '.'}\0`,
-        // a walk's listings for lookups are one level deep, a program's first listing two: both
-        // come in a cold `ls -l a/b/c`, and the first of either kind would start cold
-        alsoStart: args(!o.deep),
-      });
+      }, { queue: this.listQueue, attempts: 2, listing: true, input: `${parts.length ? parts.join('/') + '/.' : '.'}\0` });
   }
 
   async close(): Promise<void> {

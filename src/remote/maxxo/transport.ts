@@ -55,11 +55,6 @@ export interface RunOptions {
    */
   workdirIn?: string;
   onWorkdir?: (dir: string) => void;
-  /**
-   * With input: the argv of a run likely to follow this one (a listing of the other depth):
-   * children are started ahead for it too, so its first run does not start cold.
-   */
-  alsoStart?: (url: string) => string[];
 }
 
 /** One rsync run against the daemon: argv from the module URL, each output line to onLine. */
@@ -222,11 +217,8 @@ export class DaemonTransport {
       // TCP_NODELAY: rsync writes its arguments and protocol setup in many small writes, which
       // Nagle's algorithm held until the daemon's delayed ACK: 40 ms stalled in every run (an
       // rsync --list-only of a folder took 120 ms on the loopback, 60-80 with it)
-      const common = ['-s', '--no-motd', '--sockopts=TCP_NODELAY', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? [])];
-      const argv = [...common, ...args(url)];
-      const keyOf = (a: string[]) => `${a.join('\0')}\0${slice.rsync}\0${o.workdirIn ?? ''}`;
-      const warmKey = o.input !== undefined ? keyOf(argv) : undefined;
-      const sibling = o.input !== undefined && o.alsoStart ? [...common, ...o.alsoStart(url)] : undefined;
+      const argv = ['-s', '--no-motd', '--sockopts=TCP_NODELAY', `--contimeout=${secs}`, `--timeout=${secs}`, ...(this.opts.rsyncExtraArgs ?? []), ...args(url)];
+      const warmKey = o.input !== undefined ? `${argv.join('\0')}\0${slice.rsync}\0${o.workdirIn ?? ''}` : undefined;
       let warmed = false;
       const r = await enqueue(o.queue ?? this.transfers, () => {
         // turned silent while this transfer waited in the queue: fail fast like the API requests
@@ -250,7 +242,6 @@ export class DaemonTransport {
           // after the run's list went out: see WarmRuns.refill
           if (warmKey !== undefined) {
             this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
-            if (sibling) this.warm.refill(keyOf(sibling), Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(sibling, slice.rsync, this.opts.rsyncPath, true, workdir()));
           }
           return running;
         });
