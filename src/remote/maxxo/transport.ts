@@ -103,8 +103,9 @@ class WarmRuns {
    * ~20 ms; started 10 ms after it, they blocked the loop just when the walk's answers came (the
    * stat, the listings a cold `ls -l a/b/c` asks together: 46-62 ms for requests of one round
    * trip). 100 ms later the walk is over, and the pool of two still serves the next levels of a
-   * cold `find` (measured: ls -l 0.137-0.148 s -> 0.099-0.103 s; find cold 0.82-0.90 s, base
-   * 0.86-0.88 s, in the same runs). Only when none is left waiting: 10 ms, as before.
+   * cold `find` (measured, with children of both listing depths started then, since reverted:
+   * ls -l 0.137-0.148 s -> 0.099-0.103 s; find cold 0.82-0.90 s, base 0.86-0.88 s, in the same
+   * runs). Only when none is left waiting: 10 ms, as before.
    */
   refill(key: string, maxAgeMs: number, start: () => StartedRsync): void {
     if (this.closed) return;
