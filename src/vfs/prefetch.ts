@@ -92,26 +92,18 @@ export class Prefetcher {
    */
   warm(): void {
     if (this.ctx.opts.prefetchDirs <= 0) return;
-    const implicitly = async (dir: string) => {
-      const cur = this.meta.dirs.get(dir);
-      const d = await this.meta.listing(dir, false, Priority.normal);
-      if (d !== cur && this.meta.dirs.get(dir) === d) d.implicit = true;
-      return d;
-    };
     this.bg(this.dirLane, async () => {
-      const top = await implicitly('/');
-      this.prefetched(top).dirs = true;
-      let n = 0;
-      for (const [name, e] of top.entries) {
-        if (e.type !== 'dir') continue;
-        if (++n > this.ctx.opts.prefetchDirs) break;
-        this.bg(this.dirLane, async () => { await implicitly(joinPath('/', name)); });
-      }
+      const before = this.meta.dirs.get('/');
+      this.meta.markImplicit('/', before, await this.meta.listing('/', false, Priority.normal));
+      this.subdirs('/', true);
     });
   }
 
-  /** After a program listed a folder: its subfolders' listings, so `find` / `ls -R` go on from cache. */
-  subdirs(dir: string): void {
+  /**
+   * After a program listed a folder: its subfolders' listings, so `find` / `ls -R` go on from
+   * cache. `implicit`: listed for lookups (the warm start), not because a program listed dir.
+   */
+  subdirs(dir: string, implicit = false): void {
     const max = this.ctx.opts.prefetchDirs;
     const d = this.meta.dirs.get(dir);
     if (max <= 0 || !d) return;
@@ -129,7 +121,8 @@ export class Prefetcher {
       this.bg(this.dirLane, async () => {
         const c2 = this.meta.dirs.get(p);
         if ((c2 && c2.expires > Date.now()) || this.meta.listingInFlight(p)) return;
-        await this.meta.listing(p, false, Priority.normal);
+        const got = await this.meta.listing(p, false, Priority.normal);
+        if (implicit) this.meta.markImplicit(p, c2, got);
       });
     }
   }

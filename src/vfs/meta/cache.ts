@@ -109,6 +109,14 @@ export class MetaCache {
     return d && d.expires > Date.now() ? d : undefined;
   }
 
+  /**
+   * d, the listing of dir a fetch for lookups returned, is marked implicit if it is a new one now
+   * cached (not `before`, which a program may have seen; not one our change replaced meanwhile).
+   */
+  markImplicit(dir: string, before: DirSlot | undefined, d: DirSlot): void {
+    if (d !== before && this.dirs.get(dir) === d) d.implicit = true;
+  }
+
   /** What the caches know of path: an entry, null (known missing), or undefined (ask the server). */
   cached(path: string): RemoteEntry | null | undefined {
     const now = Date.now();

@@ -179,7 +179,7 @@ export class Lookup {
       if (worth === 'list') {
         const listed = await meta.listing(dir).catch(missingFolder);
         if (listed) {
-          if (listed !== cur && meta.dirs.get(dir) === listed) listed.implicit = true;
+          meta.markImplicit(dir, cur, listed);
           const again = this.peek(path);
           if (again !== undefined) return again;
         }
@@ -249,7 +249,7 @@ export class Lookup {
     };
     s.p = this.meta.listing(dir, false, Priority.interactive, onNames, guess, !guess).then((d) => {
       // fetched for lookups, not shown to a program: later misses are asked of the server again
-      if (d !== cur && this.meta.dirs.get(dir) === d) d.implicit = true;
+      this.meta.markImplicit(dir, cur, d);
       s.slot = d;
       s.missesUntil = 2 * Date.now() - started;
       // the record (and the listing it holds) goes with its window
