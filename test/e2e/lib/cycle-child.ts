@@ -102,7 +102,13 @@ async function main(): Promise<void> {
     } finally {
       await drive.unmount();
     }
-    const s = sample(c, Date.now() - t0);
+    // Sockets of the unmounted drive's connections may still be closing (measured here: up to 8
+    // still open right after unmount(), gone moments later; a leak would stay): the sample waits,
+    // up to 3 s, for the fds to come back to what the first cycle left.
+    const ms = Date.now() - t0;
+    const floor = samples[1]?.fds;
+    for (let i = 0; floor !== undefined && i < 30 && fs.readdirSync('/proc/self/fd').length > floor; i++) await new Promise((r) => setTimeout(r, 100));
+    const s = sample(c, ms);
     samples.push(s);
     process.stdout.write(`SAMPLE ${JSON.stringify(s)}\n`);
   }
