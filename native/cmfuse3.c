@@ -23,6 +23,7 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -156,6 +157,15 @@ typedef struct cm_session {
 	struct cm_session *live_next; /* the live list: what exit() still has to unmount */
 	char *fdbuf; /* replyFd's read buffer, reused: a fresh 1 MiB per reply costs an mmap and 256 page faults */
 	size_t fdbuf_size;
+
+	/* replyFdAsync: the data thread reads cache-file bytes and answers READs off the JS thread */
+	pthread_mutex_t dlock;
+	pthread_cond_t dcond;
+	struct cm_fdjob *dhead, *dtail; /* under dlock */
+	int dstop;                      /* under dlock */
+	int dstarted;                   /* JS thread only */
+	pthread_t dthread;
+	atomic_ulong data_replies;
 
 	atomic_ulong count[CM_NOPS];
 	atomic_ulong native_answered;
@@ -1491,6 +1501,133 @@ static napi_value n_reply_fd(napi_env env, napi_callback_info info)
 	return replied(env, it);
 }
 
+/* ---- replyFdAsync: READ answers from a file of ours, off the JS thread ----
+ * The JS thread only takes the request and a dup of the fd; the data thread
+ * preads and writes the answer to /dev/fuse. On a cold sequential read the
+ * answer's two copies (cache file -> buffer -> kernel pages) were the biggest
+ * share of the JS thread's time, and every READ waited behind socket and
+ * landing work there. The dup keeps the bytes' file open whatever JS does with
+ * its own fd meanwhile (close on eviction: a reused number would be another
+ * file). */
+
+typedef struct cm_fdjob {
+	struct cm_fdjob *next;
+	cm_item *it;
+	int fd;
+	off_t off;
+	size_t len;
+} cm_fdjob;
+
+static void fdjob_run(cm_session *s, cm_fdjob *j, char **buf, size_t *bufsize)
+{
+	size_t got = 0;
+	int err = 0;
+	if (*bufsize < j->len) {
+		char *nb = realloc(*buf, j->len);
+		if (!nb) err = ENOMEM;
+		else {
+			*buf = nb;
+			*bufsize = j->len;
+		}
+	}
+	while (!err && got < j->len) {
+		ssize_t r = pread(j->fd, *buf + got, j->len - got, j->off + (off_t)got);
+		if (r < 0 && errno == EINTR) continue;
+		if (r < 0) err = errno;
+		if (r <= 0) break;
+		got += (size_t)r;
+	}
+	if (err && got == 0) fuse_reply_err(j->it->req, err);
+	else fuse_reply_buf(j->it->req, *buf, got);
+	atomic_fetch_add_explicit(&s->data_replies, 1, memory_order_relaxed);
+	close(j->fd);
+	ac_release(j->it);
+	item_free(j->it);
+	free(j);
+}
+
+static void *data_thread(void *arg)
+{
+	cm_session *s = arg;
+	char *buf = NULL;
+	size_t bufsize = 0;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		cm_fdjob *j;
+		pthread_mutex_lock(&s->dlock);
+		while (!s->dhead && !s->dstop) pthread_cond_wait(&s->dcond, &s->dlock);
+		j = s->dhead;
+		if (j) {
+			s->dhead = j->next;
+			if (!s->dhead) s->dtail = NULL;
+		}
+		pthread_mutex_unlock(&s->dlock);
+		if (!j) break; /* stopped and drained */
+		fdjob_run(s, j, &buf, &bufsize);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Before the session is freed: every queued answer is sent, then the thread ends. */
+static void data_stop(cm_session *s)
+{
+	if (!s->dstarted) return;
+	pthread_mutex_lock(&s->dlock);
+	s->dstop = 1;
+	pthread_cond_signal(&s->dcond);
+	pthread_mutex_unlock(&s->dlock);
+	pthread_join(s->dthread, NULL);
+	s->dstarted = 0;
+}
+
+/* replyFdAsync(handle, id, fd, offset, length): as replyFd without splice, but
+ * the bytes are read and sent by the data thread; true once queued. */
+static napi_value n_reply_fd_async(napi_env env, napi_callback_info info)
+{
+	napi_value argv[5], ret;
+	cm_session *s;
+	cm_fdjob *j;
+	int fd, dfd;
+	double off, len;
+	cm_item *it = take_reply(env, info, 5, argv, &s, &ret);
+	if (!it) return ret;
+	fd = (int)num_arg(env, argv[2], -1);
+	off = num_arg(env, argv[3], 0);
+	len = num_arg(env, argv[4], 0);
+	if (fd < 0 || off < 0 || len < 0) return reply_failed(it, EINVAL, boolean(env, 1));
+	if (it->size && len > (double)it->size && it->op == CM_READ) len = (double)it->size;
+	if (len == 0) {
+		fuse_reply_buf(it->req, NULL, 0);
+		return replied(env, it);
+	}
+	if (!s->dstarted) {
+		if (pthread_create(&s->dthread, NULL, data_thread, s) != 0) return reply_failed(it, EAGAIN, boolean(env, 1));
+		s->dstarted = 1;
+	}
+	dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dfd < 0) return reply_failed(it, errno, boolean(env, 1));
+	j = malloc(sizeof *j);
+	if (!j) {
+		close(dfd);
+		return reply_failed(it, ENOMEM, boolean(env, 1));
+	}
+	j->next = NULL;
+	j->it = it;
+	j->fd = dfd;
+	j->off = (off_t)off;
+	j->len = (size_t)len;
+	pthread_mutex_lock(&s->dlock);
+	if (s->dtail) s->dtail->next = j;
+	else s->dhead = j;
+	s->dtail = j;
+	pthread_cond_signal(&s->dcond);
+	pthread_mutex_unlock(&s->dlock);
+	return boolean(env, 1);
+}
+
 static napi_value n_reply_readlink(napi_env env, napi_callback_info info)
 {
 	napi_value argv[3], ret;
@@ -1743,6 +1880,8 @@ static void session_finalize(napi_env env, void *data, void *hint)
 	 * still point at it (JS dropped a live mount; leak rather than crash). */
 	if (!s->destroyed) return;
 	pthread_mutex_destroy(&s->qlock);
+	pthread_mutex_destroy(&s->dlock);
+	pthread_cond_destroy(&s->dcond);
 	free(s->slots);
 	free(s->gens);
 	free(s->freestack);
@@ -1791,6 +1930,8 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	pthread_mutex_init(&s->qlock, NULL);
+	pthread_mutex_init(&s->dlock, NULL);
+	pthread_cond_init(&s->dcond, NULL);
 	s->env = env;
 
 	get_prop_u32(env, argv[2], "threads", &threads);
@@ -1960,6 +2101,7 @@ static napi_value n_destroy(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	for (int i = 0; i < s->nthreads; i++) pthread_join(s->threads[i], NULL);
+	data_stop(s);
 	live_remove(s);
 	pthread_mutex_lock(&s->qlock);
 	s->closing = 1;
@@ -2036,6 +2178,7 @@ static napi_value n_stats(napi_env env, napi_callback_info info)
 	}
 	set_num(env, o, "nativeAnswered", (double)atomic_load(&s->native_answered));
 	set_num(env, o, "attrSlotHits", (double)atomic_load(&s->ac_hits));
+	set_num(env, o, "dataThreadReplies", (double)atomic_load(&s->data_replies));
 	set_num(env, o, "batches", (double)atomic_load(&s->batches));
 	set_num(env, o, "delivered", (double)atomic_load(&s->delivered));
 	set_num(env, o, "maxBatch", (double)atomic_load(&s->max_batch));
@@ -2054,7 +2197,7 @@ static napi_value init_module(napi_env env, napi_value exports)
 		{ "replyErr", n_reply_err }, { "replyEntry", n_reply_entry },
 		{ "replyCreate", n_reply_create }, { "replyAttr", n_reply_attr },
 		{ "replyOpen", n_reply_open }, { "replyWrite", n_reply_write },
-		{ "replyBuf", n_reply_buf }, { "replyFd", n_reply_fd },
+		{ "replyBuf", n_reply_buf }, { "replyFd", n_reply_fd }, { "replyFdAsync", n_reply_fd_async },
 		{ "replyReadlink", n_reply_readlink }, { "replyStatfs", n_reply_statfs },
 		{ "replyXattr", n_reply_xattr }, { "replyDir", n_reply_dir },
 		{ "notifyInvalInode", n_notify_inval_inode }, { "cacheAttr", n_cache_attr },

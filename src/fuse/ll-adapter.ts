@@ -66,31 +66,6 @@ const DIRENT_MIN = 32;
 const DIRENTPLUS_MIN = 160;
 const fits = (size: number, min: number) => Math.max(1, Math.ceil((size || 4096) / min));
 
-/**
- * Buffers for read replies, reused: a fresh Buffer per READ of up to 1 MiB is a new external
- * allocation each time (page faults, and V8 counts external memory towards its next full GC: cat of
- * 100 files of 1 MiB did twice the GC of fuse-native, whose reads land in libfuse's own buffer).
- * A buffer goes back only once its vfs read settled (bytes() has copied it to the kernel by then),
- * never while a read that outlived its bound may still fill it.
- */
-export class ReadBuffers {
-  private free: Buffer[] = [];
-  constructor(private readonly size: number, private readonly keep = 8) {}
-
-  take(n: number): Buffer {
-    if (n > this.size) return Buffer.allocUnsafe(n);
-    const b = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-    return n === this.size ? b : b.subarray(0, n);
-  }
-
-  give(b: Buffer): void {
-    if (b.buffer.byteLength !== this.size || b.byteOffset !== 0 || this.free.length >= this.keep) return;
-    this.free.push(Buffer.from(b.buffer, 0, this.size));
-  }
-
-  get pooled(): number { return this.free.length; }
-}
-
 interface Listing {
   names: string[];
   attrs: LlAttr[];
@@ -102,8 +77,6 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   const umask = o.umask ?? 0;
   const attr = (a: InoAttr) => toLlAttr(a, uid, gid, umask);
   const listings = new Map<number, Listing>();
-  // READs are at most max_pages (256) pages: the session's 1 MiB
-  const readBufs = new ReadBuffers(1024 * 1024);
 
   const trace = (req: Request, ...args: unknown[]) => {
     if (!o.debug && log.level !== 'trace') return;
@@ -249,9 +222,9 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     read(req) {
       trace(req, req.fh, req.size, req.offset);
-      const buf = readBufs.take(req.size);
-      run(req, () => vfs.read(req.fh!, buf, req.size, req.offset).catch((e) => { readBufs.give(buf); throw e; }),
-        (n) => { try { req.bytes(buf, n); } finally { readBufs.give(buf); } });
+      // The binding's data thread reads the bytes from the cache file and answers: the JS thread
+      // neither copies them nor writes them to the kernel.
+      run(req, () => vfs.readExtent(req.fh!, req.size, req.offset), (x) => { req.dataFromFdAsync(x.fd, x.offset, x.length); });
     },
 
     write(req) {

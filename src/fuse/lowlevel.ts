@@ -57,6 +57,7 @@ interface Binding {
   replyWrite(h: object, id: number, n: number): boolean;
   replyBuf(h: object, id: number, buf?: Uint8Array | null, len?: number): boolean;
   replyFd(h: object, id: number, fd: number, offset: number, len: number, splice: boolean): boolean;
+  replyFdAsync(h: object, id: number, fd: number, offset: number, len: number): boolean;
   replyReadlink(h: object, id: number, target: string): boolean;
   replyStatfs(h: object, id: number, v: Float64Array): boolean;
   replyXattr(h: object, id: number, size: number): boolean;
@@ -74,6 +75,8 @@ export interface NativeStats {
   nativeAnswered: number;
   /** GETATTRs of folders answered from the attributes JS handed over with a change (Request.dirAttr). */
   attrSlotHits?: number;
+  /** READs answered by the data thread (dataFromFdAsync). */
+  dataThreadReplies?: number;
   /** JS wake-ups, requests handed over, the largest batch. */
   batches: number;
   delivered: number;
@@ -462,6 +465,14 @@ export class Request {
   dataFromFd(fd: number, offset: number, length: number, splice = false): boolean {
     const [n, h] = this.b();
     return this.settle(n.replyFd(h, this.id, fd, offset, Math.min(length, this.size || length), splice));
+  }
+
+  /** read: as dataFromFd, but the bytes are read and sent by the binding's data thread, off the JS
+   *  thread; true once queued. The binding reads a duplicate of fd, so the caller may close its own
+   *  at once; the bytes it sends are the file's at the time the data thread reads them. */
+  dataFromFdAsync(fd: number, offset: number, length: number): boolean {
+    const [n, h] = this.b();
+    return this.settle(n.replyFdAsync(h, this.id, fd, offset, Math.min(length, this.size || length)));
   }
 
   /** write: how many bytes were taken. */

@@ -218,6 +218,13 @@ export interface RenameFlags {
 /** An inode number (stable for the mount, root = 1) with what the drive shows for it. */
 export type InoAttr = Attr & { ino: number };
 
+/** Bytes of a file as they are in the drive's cache file (readExtent): `length` bytes at `offset` of `fd`. */
+export interface FileExtent {
+  fd: number;
+  offset: number;
+  length: number;
+}
+
 /**
  * The vfs addressed by inode number, for the libfuse 3 backend: the vfs's own inode table (the one
  * st_ino comes from) is THE table, with the kernel's lookup counts kept in it. Every entry this
@@ -261,6 +268,12 @@ export interface InodeApi {
   rmdir(parent: number, name: string): Promise<void>;
   rename(parent: number, name: string, newParent: number, newName: string, flags?: RenameFlags): Promise<void>;
   read(fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  /**
+   * read() without the copy: the bytes are made present and their place in the cache file is
+   * answered, for a reader that takes them from there itself. The fd stays the drive's: read it
+   * at once (or a duplicate of it); it may be closed when the file leaves the cache.
+   */
+  readExtent(fh: number, length: number, position: number): Promise<FileExtent>;
   write(fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   flush(fh: number): Promise<void>;
   release(fh: number): Promise<void>;

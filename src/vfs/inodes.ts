@@ -14,7 +14,7 @@
 //   number to its own file (found where it went, or gone: ENOENT), never the new one's bytes.
 //   chmod and utimens by number likewise change the file the number names, not the name's new file.
 import { AlreadyExists, InvalidName, NotFound } from '../errors.js';
-import type { Attr, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, TimeChange, VfsApi } from './api.js';
+import type { Attr, FileExtent, FsStats, InoAttr, InodeApi, Invalidation, RenameFlags, SetAttrChanges, TimeChange, VfsApi } from './api.js';
 import type { ServerChange } from './meta/cache.js';
 import type { Obj } from './content/obj.js';
 import type { AttrTable } from './meta/attrs.js';
@@ -50,6 +50,7 @@ export class InodeVfs implements InodeApi {
       truncateNamed(path: string, size: number, names?: () => boolean): Promise<boolean>;
       chmodNamed(path: string, mode: number, names?: () => boolean): Promise<boolean>;
       setTimesNamed(path: string, times: { atime?: TimeChange; mtime?: TimeChange }, names?: () => boolean): Promise<boolean>;
+      readExtent(fh: number, length: number, position: number): Promise<FileExtent>;
     },
     private readonly table: AttrTable,
     private readonly deps: InodeDeps,
@@ -321,6 +322,10 @@ export class InodeVfs implements InodeApi {
 
   read(fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     return this.vfs.read('', fh, buf, length, position);
+  }
+
+  readExtent(fh: number, length: number, position: number): Promise<FileExtent> {
+    return this.vfs.readExtent(fh, length, position);
   }
 
   write(fh: number, buf: Buffer, length: number, position: number): Promise<number> {

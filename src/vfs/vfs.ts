@@ -22,7 +22,7 @@ import {
   AlreadyExists, BadRequest, Cancelled, IsADirectory, NotFound, ReadOnly, Unsupported,
 } from '../errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FlushResult, FsStats, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DriveStatus, FileExtent, FlushResult, FsStats, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
 import { InodeVfs } from './inodes.js';
 import { Ctx, errText } from './context.js';
 import { ContentIo } from './content/io.js';
@@ -753,6 +753,11 @@ export class Vfs implements VfsApi {
   async read(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     const h = this.handle(fh);
     return this.io.read(h.obj, h, buf, length, position);
+  }
+
+  async readExtent(fh: number, length: number, position: number): Promise<FileExtent> {
+    const h = this.handle(fh);
+    return this.io.extent(h.obj, h, length, position);
   }
 
   async write(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {

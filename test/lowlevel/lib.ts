@@ -42,7 +42,7 @@ export function tmpMountpoint(tag: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `cmll-${tag}-`));
 }
 
-export async function startMemfs(t: ExecutionContext | undefined, opts: { mount?: MountOptions; fs?: MemfsOptions; mnt?: string; bigFile?: { path: string; splice: boolean } } = {}): Promise<MemfsHandle> {
+export async function startMemfs(t: ExecutionContext | undefined, opts: { mount?: MountOptions; fs?: MemfsOptions; mnt?: string; bigFile?: { path: string; splice: boolean; async?: boolean } } = {}): Promise<MemfsHandle> {
   const mnt = opts.mnt ?? tmpMountpoint('m');
   const child = spawn(process.execPath, ['--expose-gc', CHILD, JSON.stringify({ mnt, mount: opts.mount, fs: opts.fs, bigFile: opts.bigFile })], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';

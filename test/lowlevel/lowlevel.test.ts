@@ -6,6 +6,8 @@ import crypto from 'node:crypto';
 import { LowLevelSession, lowlevelAvailable } from '../../src/fuse/lowlevel.js';
 import { sh, startMemfs, tmpMountpoint } from './lib.js';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 const avail = lowlevelAvailable();
 const run = avail.ok ? test.serial : test.serial.skip;
@@ -104,6 +106,30 @@ run('1 MiB READ and WRITE requests; write data handed to JS without a copy', asy
   t.log('getxattr probes answered natively during the writes:', s.native.received.getxattr ?? 0);
   const back = await sh(`cmp <(head -c 1048576 ${h.mnt}/w) <(dd if=${h.mnt}/w bs=1M count=1 status=none) && echo same`);
   t.is(back.out.trim(), 'same');
+});
+
+run('dataFromFdAsync: the data thread answers READs from a file of ours while the JS thread goes on; our fd closed at once', async (t) => {
+  const size = 24 << 20;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cmll-fd-'));
+  const file = path.join(dir, 'src');
+  const bytes = crypto.randomBytes(size);
+  fs.writeFileSync(file, bytes);
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const h = await startMemfs(t, { fs: { bigFileBytes: size }, bigFile: { path: file, splice: false, async: true } });
+  // four readers at once, each a quarter with O_DIRECT (every read is a READ request), plus a
+  // whole buffered read; the answers must be the file's bytes, in place
+  const q = size / 4;
+  const parts = await Promise.all([0, 1, 2, 3].map((i) =>
+    sh(`dd if=${h.mnt}/big bs=256K skip=${(i * q) / (256 << 10)} count=${q / (256 << 10)} iflag=direct status=none | sha256sum`)));
+  parts.forEach((r, i) => t.is(r.out.split(' ')[0], crypto.createHash('sha256').update(bytes.subarray(i * q, (i + 1) * q)).digest('hex'), `quarter ${i}`));
+  const whole = await sh(`sha256sum < ${h.mnt}/big`);
+  t.is(whole.out.split(' ')[0], crypto.createHash('sha256').update(bytes).digest('hex'));
+  // a read past the end: nothing, not an error
+  const past = await sh(`dd if=${h.mnt}/big bs=4096 skip=${size / 4096} count=1 status=none | wc -c`);
+  t.is(past.out.trim(), '0');
+  const s = await h.cmd({ cmd: 'stats' });
+  t.true(s.native.dataThreadReplies >= 96, `data thread answers: ${s.native.dataThreadReplies}`);
+  t.is(s.native.outstanding, 0);
 });
 
 run('utimens: touch -m and touch -a set one time exactly, keep the other; touch sets both to now', async (t) => {

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { LowLevelSession, type MountOptions } from '../../src/fuse/lowlevel.js';
 import { MemFs, type MemfsOptions } from './memfs.js';
 
-interface Cfg { mnt: string; mount?: MountOptions; fs?: MemfsOptions; bigFile?: { path: string; splice: boolean } }
+interface Cfg { mnt: string; mount?: MountOptions; fs?: MemfsOptions; bigFile?: { path: string; splice: boolean; async?: boolean } }
 const cfg = JSON.parse(process.argv[2]!) as Cfg;
 
 function procInfo() {
@@ -29,7 +29,9 @@ const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
 
 async function main() {
   const fsOpts = { ...cfg.fs };
-  if (cfg.bigFile) fsOpts.bigFromFd = { fd: fs.openSync(cfg.bigFile.path, 'r'), splice: cfg.bigFile.splice };
+  if (cfg.bigFile) {
+    fsOpts.bigFromFd = { fd: fs.openSync(cfg.bigFile.path, 'r'), splice: cfg.bigFile.splice, ...(cfg.bigFile.async ? { async: { path: cfg.bigFile.path } } : {}) };
+  }
   const memfs = new MemFs(fsOpts);
   let session = await LowLevelSession.mount(cfg.mnt, memfs.handlers(), cfg.mount);
   let handlerErrors = 0;

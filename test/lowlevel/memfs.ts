@@ -1,6 +1,7 @@
 // A small inode-based in-memory file system over src/fuse/lowlevel.ts, for the binding's tests
 // and benchmark. It keeps the kernel's lookup counts the way the real vfs will have to: an inode
 // leaves the table only when it has no names left and the kernel forgot it.
+import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import {
   RENAME_EXCHANGE, RENAME_NOREPLACE,
@@ -32,7 +33,7 @@ export interface MemfsOptions {
   /** a virtual file of this many bytes at /big, served from one buffer, never stored per byte */
   bigFileBytes?: number;
   /** serve /big from this file of ours through replyFd (libfuse reads it; splice if asked) */
-  bigFromFd?: { fd: number; splice: boolean };
+  bigFromFd?: { fd: number; splice: boolean; async?: { path: string } };
   /** leave readdirplus unhandled (plain readdir only) */
   noReaddirplus?: boolean;
   /** st_blksize we report */
@@ -364,6 +365,12 @@ export class MemFs {
         if (!n) return req.error(E.ENOENT);
         if (this.isBig(req.ino) && this.o.bigFromFd) {
           const len = Math.max(0, Math.min(n.attr.size, req.offset + req.size) - req.offset);
+          const a = this.o.bigFromFd.async;
+          if (a) {
+            // the binding's data thread answers; our fd is closed at once (it reads its own duplicate)
+            const fd = fs.openSync(a.path, 'r');
+            try { return req.dataFromFdAsync(fd, req.offset, len); } finally { fs.closeSync(fd); }
+          }
           return req.dataFromFd(this.o.bigFromFd.fd, req.offset, len, this.o.bigFromFd.splice);
         }
         if (this.isBig(req.ino)) {

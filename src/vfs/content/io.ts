@@ -11,6 +11,7 @@
 //   limit fails with EFBIG.
 import fs from 'node:fs';
 import { PolicyFileTooLarge } from '../../errors.js';
+import type { FileExtent } from '../api.js';
 import type { Ctx } from '../context.js';
 import type { AttrTable } from '../meta/attrs.js';
 import type { PolicyGate } from '../writeback/policy.js';
@@ -63,8 +64,36 @@ export class ContentIo {
 
   /** Fills buf[0..n) from position of o's content; h is the handle's read-ahead state. */
   async read(o: Obj, h: ReadCursor, buf: Buffer, length: number, position: number): Promise<number> {
+    const end = await this.present(o, h, length, position);
+    if (end <= position) return 0;
+    if (o.recent.length > 0 && copyRecent(o, buf, position, end)) { this.readsFrom.memory++; return end - position; }
+    this.readsFrom.file++;
+    let n = 0;
+    const want = end - position;
+    while (n < want) {
+      const r = await pread(o.fd, buf, n, want - n, position + n);
+      if (r === 0) break;
+      n += r;
+    }
+    return n;
+  }
+
+  /**
+   * read() without the copy: where in the cache file the bytes asked are, once present (for a
+   * reader that takes them from the file itself: the libfuse3 binding's data thread). The
+   * extent is the cache file's at this moment; a write or truncate after it is as good as one
+   * that came before the read.
+   */
+  async extent(o: Obj, h: ReadCursor, length: number, position: number): Promise<FileExtent> {
+    const end = await this.present(o, h, length, position);
+    this.readsFrom.file++;
+    return { fd: o.fd, offset: position, length: Math.max(0, end - position) };
+  }
+
+  /** Makes [position, position+length) present in the cache file (up to the end of o); returns its end. */
+  private async present(o: Obj, h: ReadCursor, length: number, position: number): Promise<number> {
     const size = o.size;
-    if (position >= size || length <= 0) return 0;
+    if (position >= size || length <= 0) return position;
     let end = position + length;
     if (end > size) end = size;
     // the kernel sends its read-ahead reads concurrently and they may arrive a little out of
@@ -81,16 +110,7 @@ export class ContentIo {
     } else if (seq && !o.dirty && this.ctx.ranged) {
       this.fetcher.readAhead(o, h, end);
     }
-    if (o.recent.length > 0 && copyRecent(o, buf, position, end)) { this.readsFrom.memory++; return end - position; }
-    this.readsFrom.file++;
-    let n = 0;
-    const want = end - position;
-    while (n < want) {
-      const r = await pread(o.fd, buf, n, want - n, position + n);
-      if (r === 0) break;
-      n += r;
-    }
-    return n;
+    return end;
   }
 
   /** Writes buf[0..length) at position (append: at the end, taken before any await); returns what was written. */
