@@ -64,6 +64,7 @@ export class ContentIo {
 
   /** Fills buf[0..n) from position of o's content; h is the handle's read-ahead state. */
   async read(o: Obj, h: ReadCursor, buf: Buffer, length: number, position: number): Promise<number> {
+    o.copyReader = true;
     const end = await this.present(o, h, length, position);
     if (end <= position) return 0;
     if (o.recent.length > 0 && copyRecent(o, buf, position, end)) { this.readsFrom.memory++; return end - position; }

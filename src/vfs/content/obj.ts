@@ -75,6 +75,12 @@ export class Obj {
    */
   recent: RecentSeg[] = [];
   recentBytes = 0;
+  /**
+   * Some reader of this object copies its bytes (ContentIo.read, fuse-native). Only then are
+   * recent segments kept: readers of extents (the libfuse3 backend) take the bytes from the cache
+   * file, and segments nobody copies from would only hold memory (up to RECENT_BYTES per file).
+   */
+  copyReader = false;
   // whole-file download
   download: Promise<void> | null = null;
   dlAbort: AbortController | null = null;
