@@ -414,19 +414,21 @@ export class VboxxClient {
         const promised = r.end === undefined ? undefined : Math.min(offset + length, r.end);
         const served = { ...(r.rev !== undefined ? { rev: r.rev } : {}), ...(r.size !== undefined ? { size: r.size } : {}) };
         try {
-          for await (let b of afterSkip(r.body, skip)) {
+          await drainBody(r.body, skip, (b) => {
             const want = length - got;
             if (b.length > want) b = b.subarray(0, want);
-            try {
-              await sink(b, offset + got, served);
-            } catch (e) {
-              sinkFailed = true;
-              sinkError = e;
-              throw e;
-            }
+            const pos = offset + got;
             got += b.length;
-            if (got >= length) break;
-          }
+            const more = got < length;
+            const failed = (e: unknown) => { sinkFailed = true; sinkError = e; throw e; };
+            let p: void | Promise<void>;
+            try {
+              p = sink(b, pos, served);
+            } catch (e) {
+              return failed(e);
+            }
+            return p ? p.then(() => more, failed) : more;
+          });
         } finally {
           r.body.destroy();
         }
@@ -808,6 +810,65 @@ function bufferStream(b: Buffer): Readable {
 }
 
 /** The chunks of body after its first `skip` bytes (what a server that ignores Range sends first). */
+/**
+ * The body's bytes after the first `skip`, to onChunk as they arrive: events, not an async
+ * iterator (measured on 512 MiB in 64 KiB chunks: 0.15-0.2 s less CPU than for-await through a
+ * generator, on the thread that also answers the kernel). onChunk answers whether to go on (false:
+ * enough, the caller destroys the body), or a promise of that: the body is paused until it
+ * settles, so memory holds what the sink has not taken, never more. Settles at the end of the
+ * body, with the body's error, or with onChunk's (thrown or rejected).
+ */
+function drainBody(body: Readable, skip: number, onChunk: (b: Buffer) => boolean | Promise<boolean>): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let done = false;
+    // onChunk's promise not settled yet: the body's error or close waits for it, so a caller that
+    // goes on after an error (a resume from the bytes taken) never has two onChunk calls at once
+    let waiting = false;
+    let deferred: { err: unknown } | undefined;
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      body.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      if (err === undefined) resolve(); else reject(err);
+    };
+    const failBody = (err: unknown) => {
+      if (waiting) deferred ??= { err };
+      else finish(err);
+    };
+    const onData = (c: Buffer) => {
+      if (done) return;
+      let b = c;
+      if (skip > 0) {
+        if (b.length <= skip) { skip -= b.length; return; }
+        b = b.subarray(skip);
+        skip = 0;
+      }
+      let r: boolean | Promise<boolean>;
+      try {
+        r = onChunk(b);
+      } catch (e) {
+        finish(e);
+        return;
+      }
+      if (r === true) return;
+      if (r === false) { finish(); return; }
+      body.pause();
+      waiting = true;
+      r.then((more) => {
+        waiting = false;
+        if (deferred) finish(deferred.err);
+        else if (!more) finish();
+        else if (!done) body.resume();
+      }, (e) => { waiting = false; finish(e); });
+    };
+    const onEnd = () => finish();
+    const onError = (e: unknown) => failBody(e ?? new Error('response body failed'));
+    // (a body destroyed without an error before its end: cut short, as for-await would say)
+    const onClose = () => failBody(Object.assign(new Error('response body closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    body.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
+}
+
 async function* afterSkip(body: AsyncIterable<unknown>, skip: number): AsyncGenerator<Buffer> {
   for await (const c of body) {
     let b = c as Buffer;
