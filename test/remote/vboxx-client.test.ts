@@ -134,6 +134,24 @@ test('readRange / openFile: 206 ranges, end of file, past end, folder', async (t
   t.is(await code(c.readRange(demoRoot, '/documents', 0, 10)), 'BAD_REQUEST');
 });
 
+test('readTo: a slow async sink has taken every chunk, the last one too, before the read resolves; one sink call at a time', async (t) => {
+  const c = demo();
+  const whole = readFileSync(await downloadTmp(c, demoRoot, '/big/random-10MiB.bin'));
+  const parts: Buffer[] = [];
+  let inSink = 0;
+  let overlap = false;
+  const r = await c.readTo(demoRoot, '/big/random-10MiB.bin', 3, 2 * 1024 * 1024, async (chunk, pos) => {
+    if (inSink++ > 0) overlap = true;
+    await new Promise((res) => setTimeout(res, 5));
+    t.is(pos, 3 + parts.reduce((n, b) => n + b.length, 0));
+    parts.push(Buffer.from(chunk));
+    inSink--;
+  });
+  t.is(r.bytes, 2 * 1024 * 1024);
+  t.false(overlap);
+  t.true(Buffer.concat(parts).equals(whole.subarray(3, 3 + 2 * 1024 * 1024)), 'every chunk taken when readTo resolved');
+});
+
 async function downloadTmp(c: VboxxClient, root: number, path: string): Promise<string> {
   const f = join(dir, `dl-${randomBytes(6).toString('hex')}`);
   await c.download(root, path, f);

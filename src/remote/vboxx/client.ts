@@ -825,6 +825,9 @@ function drainBody(body: Readable, skip: number, onChunk: (b: Buffer) => boolean
     // goes on after an error (a resume from the bytes taken) never has two onChunk calls at once
     let waiting = false;
     let deferred: { err: unknown } | undefined;
+    // the body ended while onChunk's promise was pending: settled once it is (the last chunk's
+    // write must be done when this resolves, as with for-await)
+    let ended = false;
     const finish = (err?: unknown) => {
       if (done) return;
       done = true;
@@ -857,14 +860,17 @@ function drainBody(body: Readable, skip: number, onChunk: (b: Buffer) => boolean
       r.then((more) => {
         waiting = false;
         if (deferred) finish(deferred.err);
-        else if (!more) finish();
+        else if (!more || ended) finish();
         else if (!done) body.resume();
       }, (e) => { waiting = false; finish(e); });
     };
-    const onEnd = () => finish();
+    const onEnd = () => {
+      ended = true;
+      if (!waiting) finish();
+    };
     const onError = (e: unknown) => failBody(e ?? new Error('response body failed'));
     // (a body destroyed without an error before its end: cut short, as for-await would say)
-    const onClose = () => failBody(Object.assign(new Error('response body closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    const onClose = () => { if (!ended) failBody(Object.assign(new Error('response body closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })); };
     body.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
   });
 }
