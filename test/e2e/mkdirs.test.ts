@@ -1,4 +1,4 @@
-// Mkdir write-back on real Maxxo mounts (namespace/mkdirs.ts, remote/maxxo/mkdirs.ts): mkdir
+// Mkdir write-back on real Maxxo mounts (vBoxx: vboxx-mkdirs.test.ts) (namespace/mkdirs.ts, remote/maxxo/mkdirs.ts): mkdir
 // answers before the server hears of it, the folders made meanwhile go as one rsync run, a
 // folder made and removed before that sends nothing, a kill -9 leaves the mkdirs in the journal
 // for the next mount, and a refusal is reported (log, status, fsync of the folder). Counts, never
@@ -165,18 +165,6 @@ test.serial('maxxo: a mkdir the server refuses (another client put a file there)
     return e;
   }, 10_000).catch((e: Error) => e.message);
   t.is(shown, 'file', 'the drive shows what the server has');
-});
-
-test.serial('vboxx: mkdir is unchanged (sent before it returns)', async (t) => {
-  const a = await mountService(t, servers, 'vboxx', { vfs: HOLD });
-  const rel = uniq('mkv');
-  await fsp.mkdir(a.p(rel));
-  await fsp.mkdir(a.p(rel, 'x'));
-  const st = await a.status();
-  t.is(st.pending, 0);
-  t.is(st.pendingMkdirs, undefined);
-  const b = await mountService(t, servers, 'vboxx');
-  t.deepEqual(await names(b.p(rel)), ['x']);
 });
 
 test.serial('maxxo: renames of pending folders, and of a server file into one, reach the server after the folders', async (t) => {

@@ -2,11 +2,11 @@
 // top-level folder named after it, or with `root` the one chosen root is the drive's top.
 import { rm, stat as fsStat } from 'node:fs/promises';
 import {
-  BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
+  AlreadyExists, BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
 } from '../../errors.js';
 import { validName } from '../names.js';
 import type {
-  AttrChange, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions, UploadPolicy,
+  AttrChange, BatchMkdir, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions, UploadPolicy,
 } from '../types.js';
 import { toWholeSecond } from '../types.js';
 import type { VboxxClientOptions } from '../options.js';
@@ -290,6 +290,66 @@ export class VboxxRemote implements Remote {
   async mkdir(path: string, o: CallOptions = {}): Promise<void> {
     const r = await this.resolveForWrite(path, o, 'create a folder');
     await this.client.createFolder(r.root.id, r.sub, o);
+  }
+
+  /**
+   * Folders written back (vfs/namespace/mkdirs.ts), as on Maxxo: mkdir answers once journalled, so
+   * `tar x`, `git clone` or `mkdir d && cp f d/` do not wait a round trip per folder before the
+   * files (one create_folder is ~1 RTT: 23 ms at the bench's 20 ms; tar x of 10 folders waited
+   * ten). create_folder makes one folder per request: a batch goes depth by depth, the folders of
+   * one depth side by side. files_put and the chunked commit make the missing parents of a file
+   * themselves, so an upload into a pending folder need not wait for it, and the batch then finds
+   * the folder there: a folder already at the path counts as made (as after a replay, or another
+   * client's), only a file in the way is a refusal.
+   */
+  readonly batchMkdir: BatchMkdir = {
+    check: (path) => {
+      if (!this.rootSel && split(path).length <= 1) throw new Forbidden('cannot create a folder at the top of the drive: its folders are the account\'s roots', { path });
+    },
+    mkdirMany: (paths, o) => this.mkdirMany(paths, o),
+  };
+
+  private async mkdirMany(paths: string[], o: CallOptions = {}): Promise<(unknown | undefined)[]> {
+    const out: (unknown | undefined)[] = new Array(paths.length).fill(undefined);
+    const byDepth = new Map<number, number[]>();
+    for (const [i, p] of paths.entries()) {
+      const d = split(p).length;
+      byDepth.set(d, [...(byDepth.get(d) ?? []), i]);
+    }
+    // a folder below one that failed: refused with it, or tried again with it
+    const failed = new Map<string, unknown>();
+    const key = (p: string) => split(p).join('/');
+    for (const d of [...byDepth.keys()].sort((a, b) => a - b)) {
+      await Promise.all(byDepth.get(d)!.map(async (i) => {
+        const p = paths[i]!;
+        const up = failed.get(split(p).slice(0, -1).join('/'));
+        if (up !== undefined) {
+          out[i] = up instanceof RemoteError && up.retryable ? up : new NotFound('its parent folder could not be made', { path: p });
+          failed.set(key(p), out[i]);
+          return;
+        }
+        try {
+          await this.mkdir(p, o);
+        } catch (e) {
+          let err = e;
+          if (e instanceof RemoteError && e.code === 'ALREADY_EXISTS') {
+            try {
+              const there = await this.stat(p, o);
+              if (there?.type === 'dir') return;
+              err = there
+                ? new AlreadyExists('a file of that name is in the way on the server', { path: p })
+                // said to exist, then gone: not a refusal, tried again
+                : new RemoteError('CONFLICT', 'the server said the folder exists, then listed nothing there', { path: p }, true);
+            } catch (se) {
+              err = se;
+            }
+          }
+          out[i] = err;
+          failed.set(key(p), err);
+        }
+      }));
+    }
+    return out;
   }
 
   async move(from: string, to: string, o: CallOptions = {}): Promise<RemoteEntry | void> {

@@ -1,5 +1,6 @@
-// Mkdir write-back, for services that make folders in batches (`Remote.batchMkdir`, Maxxo: one
-// rsync run for many folders, where each mkdir alone cost a run of ~200 ms). mkdir answers once
+// Mkdir write-back, for services that make folders in batches (`Remote.batchMkdir`; Maxxo: one
+// rsync run for many folders, where each mkdir alone cost a run of ~200 ms; vBoxx: a round trip
+// per folder that mkdir, tar x or git clone no longer wait for). mkdir answers once
 // its `m` record is in the journal; the server hears of it here, coalesced: the queue collects
 // mkdirs while they keep coming (mkdirIdleMs since the last, at most mkdirMaxDelayMs since the
 // first) and sends them as one call, parents first.
@@ -13,7 +14,7 @@
 // - One send at a time: a folder queued while its parent is on its way goes in the next call,
 //   which the service can then make below the parent.
 // - An upload into a pending folder does not wait for it: the service makes the missing parents
-//   of an upload (Maxxo: --mkpath, or implied by --files-from), so the upload carries its folders
+//   of an upload (Maxxo: --mkpath, or implied by --files-from; vBoxx: files_put), so the upload carries its folders
 //   in its own rsync run; `covering` only marks the pending folders above it as `carried` (the
 //   server may have them now), and the record stays until the batch confirms it (finding the
 //   folder there costs the filesize request alone, no rsync run). The uploader skips its check
