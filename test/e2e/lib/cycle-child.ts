@@ -104,10 +104,19 @@ async function main(): Promise<void> {
     }
     // Sockets of the unmounted drive's connections may still be closing (measured here: up to 8
     // still open right after unmount(), gone moments later; a leak would stay): the sample waits,
-    // up to 3 s, for the fds to come back to what the first cycle left.
+    // up to 3 s, for the fds to come back to what the first cycle left, and the first cycle's own
+    // sample waits until the count holds still for 300 ms (it once kept 3 closing sockets, and a
+    // later cycle that closed all of its own then had fewer than that "floor").
     const ms = Date.now() - t0;
     const floor = samples[1]?.fds;
-    for (let i = 0; floor !== undefined && i < 30 && fs.readdirSync('/proc/self/fd').length > floor; i++) await new Promise((r) => setTimeout(r, 100));
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    for (let i = 0, last = fds(), still = 0; i < 30; i++) {
+      if (floor !== undefined ? last <= floor : still >= 3) break;
+      await new Promise((r) => setTimeout(r, 100));
+      const n = fds();
+      still = n === last ? still + 1 : 0;
+      last = n;
+    }
     const s = sample(c, ms);
     samples.push(s);
     process.stdout.write(`SAMPLE ${JSON.stringify(s)}\n`);

@@ -48,7 +48,8 @@ run(`maxxo: ${WORKERS} processes x ${ITERS} iterations, then ${CYCLES} mount/unm
     `RSS ${s0!.rssMiB} -> ${first!.rssMiB} -> ${last.rssMiB} MiB (max ${Math.max(...res.samples.map((s) => s.rssMiB))}); ` +
     `cycle ms median ${rest.map((s) => s.ms).sort((a, b) => a - b)[rest.length >> 1] ?? '-'}`);
   t.true(res.syscalls >= WORKERS * ITERS * 30, `${res.syscalls} syscalls`);
-  t.is(last.fds, first!.fds, 'no /dev/fuse, socket or cache fd left per mount');
+  // (fewer is fine: sockets the first cycle's sample still saw closing)
+  t.true(last.fds <= first!.fds, `no /dev/fuse, socket or cache fd left per mount: ${first!.fds} -> ${last.fds}`);
   t.is(last.threads, first!.threads, 'every reader thread joined');
   t.false(isMounted(mnt));
 });
