@@ -9,6 +9,7 @@ import fsp from 'node:fs/promises';
 import { mountChild } from '../helpers/mount.js';
 import { useVboxxApi, mountService, uniq, sh, countRoutes } from './lib/services.js';
 import { waitFor } from '../support/wait.js';
+import { setFaults } from '../helpers/emulator.js';
 
 const v = useVboxxApi(test);
 /** Nothing is sent until a flush or a waiter asks for it; caches outlive the test's steps. */
@@ -139,4 +140,35 @@ test.serial('vboxx: mkdir at the top of the drive (the account\'s roots) is refu
   t.deepEqual((await a2.status()).failures, []);
   t.deepEqual(await serverNames(rel), ['e', 'p']);
   t.deepEqual(await serverNames(`${rel}/p/q`), ['f']);
+});
+
+test.serial('vboxx: folders sent while the server fails half the requests (500, 503, answers cut after the server acted): retried, all made, none refused', async (t) => {
+  const a = await mountService(t, v.servers, 'vboxx', { vfs: { ...HOLD, writebackDelayMs: 600_000 } });
+  const rel = uniq('vmkfault');
+  const r = a.p(rel);
+  await fsp.mkdir(r);
+  await a.flush();
+  const mk = await sh('set -e; cd "$1"; mkdir -p a/b/c/d; for i in $(seq 1 12); do mkdir "m$i"; mkdir "m$i/n"; done', [r]);
+  t.is(mk.code, 0, mk.stderr);
+  t.is((await a.status()).pendingMkdirs, 28);
+  await v.servers.resetStats();
+  await setFaults(v.servers.url, { failRate: 0.5 });
+  try {
+    // may end with some still pending (their retries used up): the next flush, faults off, sends them
+    await a.flush().catch(() => {});
+  } finally {
+    await setFaults(v.servers.url, { failRate: 0 });
+  }
+  const faults = countRoutes(await v.servers.stats(), /^FAULT /);
+  t.true(faults > 0, 'faults were injected');
+  await a.flush();
+  const st = await a.status();
+  t.is(st.pending, 0);
+  t.deepEqual(st.failures, [], 'nothing refused: an answer lost after the server made the folder is a folder made');
+  t.notRegex(a.stderr(), /refused/);
+  t.is(await onServer(`${rel}/a/b/c/d`), 'dir');
+  const top = await serverNames(rel);
+  t.is(top.length, 13);
+  for (let i = 1; i <= 12; i++) t.deepEqual(await serverNames(`${rel}/m${i}`), ['n']);
+  t.log(`${faults} faults injected`);
 });
