@@ -245,6 +245,17 @@ test('fileops: create_folder, move, copy, delete and their errors', async (t) =>
   t.is(await code(c.createFolder(adminRoot, '/x')), 'FORBIDDEN', 'no access is not "exists"');
 });
 
+test('create_folder with existingOk: a folder already there is the answer, a file there is still ALREADY_EXISTS', async (t) => {
+  const c = demo();
+  await c.createFolder(demoRoot, '/eok/made');
+  const again = await c.createFolder(demoRoot, '/eok/made', { existingOk: true });
+  t.true(again.is_dir);
+  t.is(again.path, '/eok/made');
+  t.is(await code(c.createFolder(demoRoot, '/eok/made')), 'ALREADY_EXISTS', 'without it, mkdir semantics');
+  await c.filesPut(demoRoot, '/eok/file', Buffer.from('f'));
+  t.is(await code(c.createFolder(demoRoot, '/eok/file', { existingOk: true })), 'ALREADY_EXISTS');
+});
+
 test('share links: root, folder, file; missing path', async (t) => {
   const c = demo();
   for (const p of ['/', '/documents', '/documents/abc.txt']) {

@@ -228,10 +228,12 @@ export class VboxxClient {
    * Runs a mutation that the HTTP core must not repeat blindly (POST fileops, commit). When an
    * attempt fails in a way that may or may not have reached the server, it is repeated, and a
    * "conflict" answer after such a repeat is checked with `reconcile` (did our first attempt
-   * do it?) instead of being reported.
+   * do it?) instead of being reported. `reconcileFirst`: checked on the first attempt too (a
+   * caller for whom what is already there may be the answer).
    */
-  private async mutate<T>(call: () => Promise<T>, reconcile: (err: RemoteError) => Promise<T | undefined>, signal?: AbortSignal): Promise<T> {
-    let uncertain = false;
+  private async mutate<T>(call: () => Promise<T>, reconcile: (err: RemoteError) => Promise<T | undefined>, signal?: AbortSignal,
+    reconcileFirst = false): Promise<T> {
+    let uncertain = reconcileFirst;
     for (let attempt = 1; ; attempt++) {
       try {
         return await call();
@@ -626,12 +628,12 @@ export class VboxxClient {
   // ---- fileops ----
 
   private fileop(op: 'create_folder' | 'delete' | 'move' | 'copy', form: Record<string, FormValue>, o: Call,
-    reconcile: (err: RemoteError) => Promise<VboxxMetadata | undefined>): Promise<VboxxMetadata> {
+    reconcile: (err: RemoteError) => Promise<VboxxMetadata | undefined>, reconcileFirst = false): Promise<VboxxMetadata> {
     const p = `/1/fileops/${op}`;
     return this.mutate(async () => {
       const { data } = await this.getJson({ method: 'POST', path: p, form: cleanForm(form), signal: o.signal, priority: o.priority ?? Priority.interactive });
       return parseMetadata(data, this.ctx('POST', p), this.log);
-    }, reconcile, o.signal);
+    }, reconcile, o.signal, reconcileFirst);
   }
 
   private async metaOrNull(root: number | string, path: string, signal?: AbortSignal): Promise<VboxxMetadata | null> {
@@ -644,12 +646,22 @@ export class VboxxClient {
     }
   }
 
-  /** Creates a folder; AlreadyExists when something is there. */
-  createFolder(root: number | string, path: string, o: Call = {}): Promise<VboxxMetadata> {
+  /**
+   * Creates a folder; AlreadyExists when something is there. `existingOk`: a folder already there
+   * is the answer (the drive's mkdir write-back: an upload into the pending folder made it), a file
+   * there stays AlreadyExists, and nothing there after the server said it exists is a retryable
+   * conflict, never a refusal on a guess.
+   */
+  createFolder(root: number | string, path: string, o: Call & { existingOk?: boolean } = {}): Promise<VboxxMetadata> {
     return this.fileop('create_folder', { root: rootSeg(root), path: '/' + relPathPlain(path) }, o, async (e) => {
-      const m = e.code === 'ALREADY_EXISTS' ? await this.metaOrNull(root, path, o.signal) : null;
-      return m?.is_dir ? m : undefined;
-    });
+      if (e.code !== 'ALREADY_EXISTS') return undefined;
+      const m = await this.metaOrNull(root, path, o.signal);
+      if (m?.is_dir) return m;
+      if (o.existingOk && !m) {
+        throw new RemoteError('CONFLICT', 'the server said the folder exists, then listed nothing there', { path }, true);
+      }
+      return undefined;
+    }, o.existingOk);
   }
 
   /** Deletes a file or (recursively) a folder; NotFound when nothing is there. */

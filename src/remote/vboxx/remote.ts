@@ -2,7 +2,7 @@
 // top-level folder named after it, or with `root` the one chosen root is the drive's top.
 import { rm, stat as fsStat } from 'node:fs/promises';
 import {
-  AlreadyExists, BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
+  BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
 } from '../../errors.js';
 import { validName } from '../names.js';
 import type {
@@ -287,7 +287,7 @@ export class VboxxRemote implements Remote {
     return true;
   }
 
-  async mkdir(path: string, o: CallOptions = {}): Promise<void> {
+  async mkdir(path: string, o: CallOptions & { existingOk?: boolean } = {}): Promise<void> {
     const r = await this.resolveForWrite(path, o, 'create a folder');
     await this.client.createFolder(r.root.id, r.sub, o);
   }
@@ -314,7 +314,8 @@ export class VboxxRemote implements Remote {
     const byDepth = new Map<number, number[]>();
     for (const [i, p] of paths.entries()) {
       const d = split(p).length;
-      byDepth.set(d, [...(byDepth.get(d) ?? []), i]);
+      const at = byDepth.get(d);
+      if (at) at.push(i); else byDepth.set(d, [i]);
     }
     // a folder below one that failed: refused with it, or tried again with it
     const failed = new Map<string, unknown>();
@@ -329,23 +330,10 @@ export class VboxxRemote implements Remote {
           return;
         }
         try {
-          await this.mkdir(p, o);
+          await this.mkdir(p, { ...o, existingOk: true });
         } catch (e) {
-          let err = e;
-          if (e instanceof RemoteError && e.code === 'ALREADY_EXISTS') {
-            try {
-              const there = await this.stat(p, o);
-              if (there?.type === 'dir') return;
-              err = there
-                ? new AlreadyExists('a file of that name is in the way on the server', { path: p })
-                // said to exist, then gone: not a refusal, tried again
-                : new RemoteError('CONFLICT', 'the server said the folder exists, then listed nothing there', { path: p }, true);
-            } catch (se) {
-              err = se;
-            }
-          }
-          out[i] = err;
-          failed.set(key(p), err);
+          out[i] = e;
+          failed.set(key(p), e);
         }
       }));
     }
