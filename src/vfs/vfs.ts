@@ -8,7 +8,7 @@
 // Semantics are DESIGN.md's "Semantics".
 //
 // Design decisions (why):
-// - File content, deletes, Maxxo mkdirs and renames of files are written back (journalled, sent
+// - File content, deletes, mkdirs and renames of files are written back (journalled, sent
 //   later, replayed after a crash); renames of folders go to the server before the call returns
 //   (namespace/ops.ts and the queues there).
 // - A file's content is fetched whole before its first write, so every dirty cache file is a
@@ -194,8 +194,10 @@ export class Vfs implements VfsApi {
     });
     this.io = new ContentIo(this.ctx, this.store, this.fetcher, this.policy, this.attrTable);
     this.shareLinks = new ShareLinkAttr(this.ctx, remote.shareLinks, !!opts.listShareLinkXattr, async (path) => {
-      // the link is the server's file's: a rename of it (or of a folder above it) lands first
+      // the link is the server's file's: a rename of it (or of a folder above it) lands first,
+      // then a pending mkdir of the folder (or above it), else the server has no such path yet
       await this.queues.moves.settleInto(path);
+      await this.queues.mkdirs?.settleMade(path);
       const o = this.store.objs.get(path);
       if (o && o.wb.pendingUid !== null) await this.ctx.within(`upload of ${path}`, this.uploader.uploadUntilClean(o));
     });

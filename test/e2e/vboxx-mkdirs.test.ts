@@ -7,7 +7,7 @@
 import test from 'ava';
 import fsp from 'node:fs/promises';
 import { mountChild } from '../helpers/mount.js';
-import { useVboxxApi, mountService, uniq, sh, countRoutes } from './lib/services.js';
+import { useVboxxApi, mountService, uniq, sh, run, countRoutes } from './lib/services.js';
 import { waitFor } from '../support/wait.js';
 import { setFaults } from '../helpers/emulator.js';
 
@@ -171,4 +171,34 @@ test.serial('vboxx: folders sent while the server fails half the requests (500, 
   t.is(top.length, 13);
   for (let i = 1; i <= 12; i++) t.deepEqual(await serverNames(`${rel}/m${i}`), ['n']);
   t.log(`${faults} faults injected`);
+});
+
+test.serial('vboxx: a share link of a folder made a moment ago (or of a file in it) makes the folder and those above it first, not the ones below', async (t) => {
+  const a = await mountService(t, v.servers, 'vboxx', { vfs: { ...HOLD, writebackDelayMs: 600_000 } });
+  const rel = uniq('vmkshare');
+  const r = a.p(rel);
+  await fsp.mkdir(r);
+  await a.flush();
+  const mk = await sh('set -e; cd "$1"; mkdir -p s/t/below; mkdir u; echo in-u > u/f', [r]);
+  t.is(mk.code, 0, mk.stderr);
+  t.is((await a.status()).pendingMkdirs, 4);
+  t.is(await onServer(`${rel}/s`), null, 'held: nothing sent before the link is asked for');
+
+  const link = await run('getfattr', ['--only-values', '-n', 'user.cloudmount.share_link', `${r}/s/t`]);
+  t.is(link.code, 0, link.stderr);
+  t.regex(link.stdout, /^https?:\/\/\S+$/);
+  t.is(await onServer(`${rel}/s/t`), 'dir');
+  t.is(await onServer(`${rel}/s/t/below`), null, 'the folder below was not waited for');
+  t.is((await a.status()).pendingMkdirs, 2, 's/t/below and u still pending');
+
+  // a file not uploaded yet in a pending folder: its upload goes first and carries the folder
+  const fileLink = await run('getfattr', ['--only-values', '-n', 'user.cloudmount.share_link', `${r}/u/f`]);
+  t.is(fileLink.code, 0, fileLink.stderr);
+  const res = await fetch(fileLink.stdout.trim());
+  t.is(res.status, 200);
+  t.is(await res.text(), 'in-u\n');
+
+  await a.flush();
+  t.deepEqual((await a.status()).failures, []);
+  t.is(await onServer(`${rel}/s/t/below`), 'dir');
 });

@@ -86,6 +86,18 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
     return out;
   }
 
+  /**
+   * Waits (bounded) until path and the folders above it are on the server, if any of them is
+   * pending: something asked of the server by that path (a share link) needs it there. Folders
+   * below it are not waited for (a tar x still making them must not hold a share link of the top).
+   */
+  async settleMade(path: string): Promise<void> {
+    if (this.pending.size === 0) return;
+    const match = (k: string) => k === path || isUnder(path, k);
+    if (![...this.pending.keys()].some(match)) return;
+    await this.ctx.within(`making the pending folders of ${path}`, this.whenSent(match));
+  }
+
   /** Throws at once for a name the service would refuse (the program's error, not a later one). */
   check(path: string): void {
     this.batch.check(path);
