@@ -35,8 +35,8 @@ export function drivePath(arg: string, t: Target, cwd = process.cwd()): DrivePat
 }
 
 /**
- * Waits until the drive has uploaded what programs wrote under `local` (a file, or every file
- * of a folder): fsync of a file through the mount returns once the server has its bytes. Runs
+ * Waits until the drive has uploaded what programs wrote under `local` (a file, or a folder with
+ * its subfolders and files): fsync through the mount returns once the server has it. Runs
  * in this process, never in the mount's own (that would deadlock it).
  */
 export async function flushThroughMount(local: string, onFile?: () => void): Promise<'file' | 'dir'> {
@@ -45,13 +45,16 @@ export async function flushThroughMount(local: string, onFile?: () => void): Pro
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new CliError(`${local}: no such file or folder in the mounted drive`);
     throw new CliError(`${local}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const syncFile = async (p: string) => {
+  const sync = async (p: string) => {
     const fh = await open(p, 'r');
     try { await fh.sync(); } finally { await fh.close(); }
-    onFile?.();
   };
+  const syncFile = async (p: string) => { await sync(p); onFile?.(); };
   if (!st.isDirectory()) { await syncFile(local); return 'file'; }
   const walk = async (d: string): Promise<void> => {
+    // fsync of a folder makes it and its subfolders if they are still pending mkdirs (written
+    // back): an empty folder made a moment ago is otherwise unknown to the server
+    await sync(d);
     for (const ent of await readdir(d, { withFileTypes: true })) {
       const p = `${d}/${ent.name}`;
       if (ent.isDirectory()) await walk(p);

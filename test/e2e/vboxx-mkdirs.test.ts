@@ -2,7 +2,8 @@
 // answers before the server hears of it; a flush makes the folders depth by depth (create_folder
 // makes one); an upload into a pending folder makes it itself (files_put makes parents), and the
 // batch then finds it there and counts it made; a file of another client in the way is a
-// refusal, reported; a kill -9 leaves the mkdirs in the journal for the next mount. The server's
+// refusal, reported; a kill -9 leaves the mkdirs in the journal for the next mount; a share link
+// or the CLI's flush of a path (vboxx share, maxxo send) makes its pending folders first. The server's
 // state is read through the API, not through the mount. Counts, never wall clock.
 import test from 'ava';
 import fsp from 'node:fs/promises';
@@ -10,6 +11,7 @@ import { mountChild } from '../helpers/mount.js';
 import { useVboxxApi, mountService, uniq, sh, run, countRoutes } from './lib/services.js';
 import { waitFor } from '../support/wait.js';
 import { setFaults } from '../helpers/emulator.js';
+import { flushThroughMount } from '../../src/cli/mounted.js';
 
 const v = useVboxxApi(test);
 /** Nothing is sent until a flush or a waiter asks for it; caches outlive the test's steps. */
@@ -201,4 +203,20 @@ test.serial('vboxx: a share link of a folder made a moment ago (or of a file in 
   await a.flush();
   t.deepEqual((await a.status()).failures, []);
   t.is(await onServer(`${rel}/s/t/below`), 'dir');
+});
+
+test.serial('vboxx: what the CLI does before `vboxx share` / `maxxo send` of a path in the mount makes its pending folders too (flushThroughMount)', async (t) => {
+  const a = await mountService(t, v.servers, 'vboxx', { vfs: { ...HOLD, writebackDelayMs: 600_000 } });
+  const rel = uniq('vmkcli');
+  const r = a.p(rel);
+  await fsp.mkdir(r);
+  await a.flush();
+  const mk = await sh('set -e; cd "$1"; mkdir -p x/empty x/sub/deeper; echo f > x/sub/f', [r]);
+  t.is(mk.code, 0, mk.stderr);
+  t.is(await onServer(`${rel}/x`), null);
+  t.is(await flushThroughMount(`${r}/x`), 'dir');
+  t.is(await onServer(`${rel}/x/empty`), 'dir');
+  t.is(await onServer(`${rel}/x/sub/deeper`), 'dir');
+  t.is(await onServer(`${rel}/x/sub/f`), 'file');
+  t.is((await a.status()).pending, 0);
 });
