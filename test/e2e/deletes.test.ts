@@ -6,14 +6,13 @@
 import test from 'ava';
 import fsp from 'node:fs/promises';
 import { mountChild } from '../helpers/mount.js';
-import { useServers, mountService, KINDS, uniq, sh, countRoutes, errCode } from './lib/services.js';
+import { useServers, mountService, KINDS, uniq, sh, countRoutes, errCode, sortedNames } from './lib/services.js';
 
 const servers = useServers(test);
 /** Nothing is sent until a flush or a waiter asks for it. */
 const HOLD = { deleteIdleMs: 600_000, deleteMaxDelayMs: 600_000 };
 const DELETE_ROUTE = { maxxo: /ops\/delete/, vboxx: /fileops\/delete/ };
 
-const names = async (dir: string) => (await fsp.readdir(dir)).sort();
 
 for (const kind of KINDS) {
   test.serial(`${kind}: rm answers at once, pending deletes hidden, replayed after kill -9, one delete per tree; later changes of the same names go after the delete`, async (t) => {
@@ -32,11 +31,11 @@ for (const kind of KINDS) {
     // pending: hidden here, still on the server (a fresh mount lists them), nothing sent
     const rm = await sh('set -e; cd "$1"; rm -rf tree; rm p', [r]);
     t.is(rm.code, 0, rm.stderr);
-    t.deepEqual(await names(r), ['a', 'd2', 'f', 's', 't']);
+    t.deepEqual(await sortedNames(r), ['a', 'd2', 'f', 's', 't']);
     const st = await a.status();
     t.is(st.pendingDeletes, 2, 'the tree folds into one delete');
     const b = await mountService(t, servers, kind);
-    t.deepEqual(await names(b.p(rel)), ['a', 'd2', 'f', 'p', 's', 't', 'tree']);
+    t.deepEqual(await sortedNames(b.p(rel)), ['a', 'd2', 'f', 'p', 's', 't', 'tree']);
     t.is(countRoutes(await servers.stats(), DELETE_ROUTE[kind]), 0);
 
     // a crash: the next mount with the same cache sends them (Maxxo: one request for both)
@@ -53,11 +52,11 @@ for (const kind of KINDS) {
     t.deepEqual((await a2.status()).failures, []);
     const c = await mountService(t, servers, kind);
     const cr = c.p(rel);
-    t.deepEqual(await names(cr), ['a', 'd2', 'g', 't']);
+    t.deepEqual(await sortedNames(cr), ['a', 'd2', 'g', 't']);
     t.is(await fsp.readFile(`${cr}/a`, 'utf8'), 'new\n');
     t.is(await fsp.readFile(`${cr}/t`, 'utf8'), 'src\n');
-    t.deepEqual(await names(`${cr}/g`), ['keep']);
-    t.deepEqual(await names(`${cr}/d2`), ['x']);
+    t.deepEqual(await sortedNames(`${cr}/g`), ['keep']);
+    t.deepEqual(await sortedNames(`${cr}/d2`), ['x']);
     t.is(await fsp.readFile(`${cr}/d2/x`, 'utf8'), 'n\n');
   });
 }

@@ -8,14 +8,13 @@ import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { mountChild, type MountHandle } from '../helpers/mount.js';
-import { useServers, mountService, uniq, sh, countRoutes, eventually } from './lib/services.js';
+import { useServers, mountService, uniq, sh, countRoutes, eventually, sortedNames, fsyncInChild } from './lib/services.js';
 import { waitFor } from '../support/wait.js';
 
 const servers = useServers(test);
 /** Nothing is sent until a flush or a waiter asks for it; caches outlive the test's steps. */
 const HOLD = { mkdirIdleMs: 600_000, mkdirMaxDelayMs: 600_000, deleteIdleMs: 600_000, deleteMaxDelayMs: 600_000, attrTtlMs: 120_000, dirTtlMs: 120_000, negativeTtlMs: 120_000 };
 
-const names = async (dir: string) => (await fsp.readdir(dir)).sort();
 /**
  * rsync runs of the mount that move data or make folders (its status counters; the daemon
  * listings for mtimes are not counted: a lookup may ask for one; nor are the runs that send the
@@ -46,8 +45,8 @@ test.serial('maxxo: mkdir -p of a deep tree and 50 folders answer at once, go as
   t.is(await exists(path.join(onServer, 'deep')), null);
   t.is(await runs(a) - from, 0);
   t.is(countRoutes(await servers.stats(), /ops\/|slice/), 0, 'no request for 60 mkdirs');
-  t.is((await names(r)).length, 51);
-  t.deepEqual(await names(`${r}/deep/a/b/c/d/e/f/g/h/i`), []);
+  t.is((await sortedNames(r)).length, 51);
+  t.deepEqual(await sortedNames(`${r}/deep/a/b/c/d/e/f/g/h/i`), []);
 
   await a.flush();
   t.is(await runs(a) - from, 1, 'the 60 folders are one rsync run');
@@ -70,11 +69,11 @@ test.serial('maxxo: mkdir -p of a deep tree and 50 folders answer at once, go as
   t.deepEqual((await a.status()).failures, []);
   const b = await mountService(t, servers, 'maxxo');
   const br = b.p(rel);
-  t.deepEqual(await names(`${br}/t`), ['empty', 'h', 'x', 'z']);
+  t.deepEqual(await sortedNames(`${br}/t`), ['empty', 'h', 'x', 'z']);
   t.is(await fsp.readFile(`${br}/t/x/y/f`, 'utf8'), 'deep\n');
   t.is(await fsp.readFile(`${br}/t/z/g`, 'utf8'), 'z\n');
-  t.deepEqual(await names(`${br}/deep/a/b/c/d/e/f/g/h`), ['i']);
-  t.is((await names(br)).filter((n) => n.startsWith('m')).length, 50);
+  t.deepEqual(await sortedNames(`${br}/deep/a/b/c/d/e/f/g/h`), ['i']);
+  t.is((await sortedNames(br)).filter((n) => n.startsWith('m')).length, 50);
 });
 
 test.serial('maxxo: mkdir then rmdir before the write-back sends nothing; rm -rf of a new tree with new files neither', async (t) => {
@@ -88,7 +87,7 @@ test.serial('maxxo: mkdir then rmdir before the write-back sends nothing; rm -rf
   const from = await runs(a);
   const s = await sh('set -e; cd "$1"; mkdir gone; rmdir gone; mkdir -p tree/a/b; echo x > tree/a/b/f; echo y > tree/g; rm -rf tree; mkdir kept', [r]);
   t.is(s.code, 0, s.stderr);
-  t.deepEqual(await names(r), ['kept']);
+  t.deepEqual(await sortedNames(r), ['kept']);
   t.is((await a.status()).pendingMkdirs, 1);
   await a.flush();
   t.is((await a.status()).pending, 0);
@@ -98,7 +97,7 @@ test.serial('maxxo: mkdir then rmdir before the write-back sends nothing; rm -rf
   const st = await servers.stats();
   t.is(countRoutes(st, /ops\/delete/), 0);
   t.is(countRoutes(st, /ops\//), 2, JSON.stringify(st));
-  t.deepEqual(await names(path.join(await servers.maxxoFolder(), rel)), ['kept']);
+  t.deepEqual(await sortedNames(path.join(await servers.maxxoFolder(), rel)), ['kept']);
 });
 
 test.serial('maxxo: a kill -9 after mkdirs were journalled and before their write-back: the next mount makes them (and uploads into them)', async (t) => {
@@ -115,16 +114,16 @@ test.serial('maxxo: a kill -9 after mkdirs were journalled and before their writ
   t.is(st.pendingAttrs, 5);
   t.is(st.pending, 10);
   const onServer = path.join(await servers.maxxoFolder(), rel);
-  t.deepEqual(await names(onServer), []);
+  t.deepEqual(await sortedNames(onServer), []);
   await a.kill9();
 
   const a2 = await mountChild(t, { ...a.cfg, mountpoint: a.mnt, vfs: { ...a.cfg.vfs, writebackDelayMs: 100 } });
   // shown before they are made
-  t.deepEqual(await names(path.join(a2.mnt, rel)), ['e', 'p']);
+  t.deepEqual(await sortedNames(path.join(a2.mnt, rel)), ['e', 'p']);
   await a2.flush();
   t.is((await a2.status()).pending, 0);
   t.deepEqual((await a2.status()).failures, []);
-  t.deepEqual(await names(onServer), ['e', 'p']);
+  t.deepEqual(await sortedNames(onServer), ['e', 'p']);
   t.is(await fsp.readFile(path.join(onServer, 'p/q/r/f'), 'utf8'), 'data\n');
   // the folder times the first mount showed (journalled) are what the server holds
   for (const d of ['', 'e', 'p', 'p/q/r']) {
@@ -145,10 +144,10 @@ test.serial('maxxo: a mkdir the server refuses (another client put a file there)
   // another client's file takes the name before our mkdir went
   const onServer = path.join(await servers.maxxoFolder(), rel);
   await fsp.writeFile(path.join(onServer, 'clash'), 'theirs\n');
-  const fsync = await sh('exec python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)" "$1"', [r]);
+  const fsync = await fsyncInChild(r);
   t.not(fsync.code, 0, 'fsync of the folder fails for the refused mkdir');
   t.regex(fsync.stderr, /Input\/output error|EIO|Errno 5/);
-  const again = await sh('exec python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)" "$1"', [r]);
+  const again = await fsyncInChild(r);
   t.is(again.code, 0, 'reported once');
   await a.flush();
   const st = await a.status();
@@ -180,8 +179,8 @@ test.serial('maxxo: renames of pending folders, and of a server file into one, r
   t.deepEqual((await a.status()).failures, []);
   t.is((await a.status()).pending, 0);
   const onServer = path.join(await servers.maxxoFolder(), rel);
-  t.deepEqual(await names(onServer), ['m']);
-  t.deepEqual(await names(path.join(onServer, 'm/e')), ['moved', 'n2']);
+  t.deepEqual(await sortedNames(onServer), ['m']);
+  t.deepEqual(await sortedNames(path.join(onServer, 'm/e')), ['moved', 'n2']);
   t.is(await fsp.readFile(path.join(onServer, 'm/e/moved'), 'utf8'), 'server file\n');
   t.is(await fsp.readFile(path.join(onServer, 'm/e/n2/w'), 'utf8'), 'w\n');
 });
@@ -217,6 +216,6 @@ test.serial('maxxo: an upload into a pending folder carries it (its rsync run ma
   t.is((await a.status()).pending, 0);
   t.deepEqual((await a.status()).failures, []);
   t.is(await runs(a) - from, 1, 'z alone needed a run');
-  t.deepEqual(await names(onServer), ['c', 'z']);
-  t.deepEqual(await names(path.join(onServer, 'c/d')), ['f2']);
+  t.deepEqual(await sortedNames(onServer), ['c', 'z']);
+  t.deepEqual(await sortedNames(path.join(onServer, 'c/d')), ['f2']);
 });

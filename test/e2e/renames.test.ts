@@ -9,7 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { isMounted, mountChild } from '../helpers/mount.js';
 import { waitFor } from '../support/wait.js';
-import { useServers, mountService, KINDS, uniq, sh, countRoutes, errCode, eventually, type Kind } from './lib/services.js';
+import { useServers, mountService, KINDS, uniq, sh, countRoutes, errCode, eventually, type Kind, sortedNames, fsyncInChild } from './lib/services.js';
 
 const servers = useServers(test);
 /** Nothing is sent until a flush or a waiter asks for it; caches outlive the test's steps. */
@@ -19,7 +19,6 @@ const HOLD = {
 };
 const MOVE_ROUTE: Record<Kind, RegExp> = { maxxo: /ops\/move/, vboxx: /fileops\/move/ };
 
-const names = async (dir: string) => (await fsp.readdir(dir)).sort();
 const all = (st: Record<string, number>) => countRoutes(st, /./);
 
 for (const kind of KINDS) {
@@ -38,14 +37,14 @@ for (const kind of KINDS) {
     const mv = await sh('set -e; cd "$1"; mv a b; mv b sub/c; mv x y; ls . sub >/dev/null; cat sub/c y >/dev/null', [r]);
     t.is(mv.code, 0, mv.stderr);
     t.is(all(await servers.stats()), 0, `no request: ${JSON.stringify(await servers.stats())}`);
-    t.deepEqual(await names(r), ['keep', 's', 'sub', 't', 'y']);
-    t.deepEqual(await names(`${r}/sub`), ['c']);
+    t.deepEqual(await sortedNames(r), ['keep', 's', 'sub', 't', 'y']);
+    t.deepEqual(await sortedNames(`${r}/sub`), ['c']);
     t.is(await fsp.readFile(`${r}/sub/c`, 'utf8'), 'A\n');
     const st = await a.status();
     t.is(st.pendingMoves, 2, 'a -> b -> sub/c is one move');
     // another mount still sees the server's names
     const b = await mountService(t, servers, kind);
-    t.deepEqual(await names(b.p(rel)), ['a', 'keep', 's', 'sub', 't', 'x']);
+    t.deepEqual(await sortedNames(b.p(rel)), ['a', 'keep', 's', 'sub', 't', 'x']);
 
     await a.flush();
     t.is(countRoutes(await servers.stats(), MOVE_ROUTE[kind]), 2, JSON.stringify(await servers.stats()));
@@ -61,13 +60,13 @@ for (const kind of KINDS) {
     // next mount takes the dead mount for a live one until then)
     await waitFor(async () => !isMounted(a.mnt) || await errCode(fsp.stat(a.mnt)) === 'ENOTCONN', 10_000, 'the dead mount to show');
     const a2 = await mountChild(t, { ...a.cfg, mountpoint: a.mnt });
-    t.deepEqual(await names(path.join(a2.mnt, path.relative(a.mnt, r))), ['s2', 'sub', 'y']);
+    t.deepEqual(await sortedNames(path.join(a2.mnt, path.relative(a.mnt, r))), ['s2', 'sub', 'y']);
     await a2.flush();
     t.is((await a2.status()).pending, 0);
     t.deepEqual((await a2.status()).failures, []);
     const c = await mountService(t, servers, kind);
-    t.deepEqual(await names(c.p(rel)), ['s2', 'sub', 'y']);
-    t.deepEqual(await names(c.p(rel, 'sub')), ['c', 't2']);
+    t.deepEqual(await sortedNames(c.p(rel)), ['s2', 'sub', 'y']);
+    t.deepEqual(await sortedNames(c.p(rel, 'sub')), ['c', 't2']);
     t.is(await fsp.readFile(c.p(rel, 'sub', 't2'), 'utf8'), 'T\n');
     t.is(await fsp.readFile(c.p(rel, 's2'), 'utf8'), 'S\n');
   });
@@ -89,7 +88,7 @@ for (const kind of KINDS) {
     t.is((await a.status()).pendingMoves, 1);
     await a.stop();
     const b = await mountService(t, servers, kind);
-    t.deepEqual(await names(b.p(rel)), ['doc', 'doc2']);
+    t.deepEqual(await sortedNames(b.p(rel)), ['doc', 'doc2']);
     t.is(await fsp.readFile(b.p(rel, 'doc'), 'utf8'), 'v2');
     t.is(await fsp.readFile(b.p(rel, 'doc2'), 'utf8'), 'v3');
   });
@@ -115,21 +114,21 @@ for (const kind of KINDS) {
     t.is(countRoutes(await servers.stats(), MOVE_ROUTE[kind]), 0, 'the folder move is still pending');
     // another mount still sees the server's names
     const b = await mountService(t, servers, kind);
-    t.deepEqual(await names(b.p(rel)), ['d']);
+    t.deepEqual(await sortedNames(b.p(rel)), ['d']);
     // a kill -9 before the send: the next mount with the same cache shows and sends it all
     await a.kill9();
     await waitFor(async () => !isMounted(a.mnt) || await errCode(fsp.stat(a.mnt)) === 'ENOTCONN', 10_000, 'the dead mount to show');
     const a2 = await mountChild(t, { ...a.cfg, mountpoint: a.mnt });
     const r2 = path.join(a2.mnt, path.relative(a.mnt, r));
-    t.deepEqual(await names(r2), ['e']);
-    t.deepEqual(await names(path.join(r2, 'e')), ['a', 'deep2', 'sub']);
+    t.deepEqual(await sortedNames(r2), ['e']);
+    t.deepEqual(await sortedNames(path.join(r2, 'e')), ['a', 'deep2', 'sub']);
     await a2.flush();
     t.is((await a2.status()).pending, 0);
     t.deepEqual((await a2.status()).failures, []);
     const c = await mountService(t, servers, kind);
-    t.deepEqual(await names(c.p(rel)), ['e']);
-    t.deepEqual(await names(c.p(rel, 'e')), ['a', 'deep2', 'sub']);
-    t.deepEqual(await names(c.p(rel, 'e', 'sub')), ['new']);
+    t.deepEqual(await sortedNames(c.p(rel)), ['e']);
+    t.deepEqual(await sortedNames(c.p(rel, 'e')), ['a', 'deep2', 'sub']);
+    t.deepEqual(await sortedNames(c.p(rel, 'e', 'sub')), ['new']);
     t.is(await fsp.readFile(c.p(rel, 'e', 'a'), 'utf8'), 'A\nB\n');
     t.is(await fsp.readFile(c.p(rel, 'e', 'deep2'), 'utf8'), 'DEEP\n');
     t.is(await fsp.readFile(c.p(rel, 'e', 'sub', 'new'), 'utf8'), 'N\n');
@@ -148,17 +147,17 @@ test.serial('maxxo: a rename the server refuses (the target folder deleted by an
   // another client removes the folder before the rename went
   const onServer = path.join(await servers.maxxoFolder(), rel);
   await fsp.rm(path.join(onServer, 'into'), { recursive: true });
-  const fsync = await sh('exec python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)" "$1"', [`${r}/into`]);
+  const fsync = await fsyncInChild(`${r}/into`);
   t.not(fsync.code, 0, 'fsync of the target\'s folder fails for the refused rename');
   await a.flush();
   const st = await a.status();
   t.is(st.pending, 0);
   t.deepEqual(st.failures.filter((f) => f.op === 'move').map((f) => f.path), [`/${rel}/into/f`]);
   t.regex(a.stderr(), /rename of \/\S+\/f to \/\S+\/into\/f refused by the server/);
-  t.deepEqual(await names(onServer), ['f', 'g2'], 'the server keeps f; the other rename went');
+  t.deepEqual(await sortedNames(onServer), ['f', 'g2'], 'the server keeps f; the other rename went');
   // (the kernel may keep its entries for its entry timeout)
   const shown = await eventually(async () => {
-    const n = await names(r);
+    const n = await sortedNames(r);
     if (!n.includes('f')) throw new Error(`listed: ${n.join(' ')}`);
     return n;
   }, 10_000).catch((e: Error) => e.message);

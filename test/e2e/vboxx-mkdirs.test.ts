@@ -8,7 +8,7 @@
 import test from 'ava';
 import fsp from 'node:fs/promises';
 import { mountChild } from '../helpers/mount.js';
-import { useVboxxApi, mountService, uniq, sh, run, countRoutes } from './lib/services.js';
+import { useVboxxApi, mountService, uniq, sh, run, countRoutes, sortedNames, fsyncInChild } from './lib/services.js';
 import { waitFor } from '../support/wait.js';
 import { setFaults } from '../helpers/emulator.js';
 import { flushThroughMount } from '../../src/cli/mounted.js';
@@ -17,7 +17,6 @@ const v = useVboxxApi(test);
 /** Nothing is sent until a flush or a waiter asks for it; caches outlive the test's steps. */
 const HOLD = { mkdirIdleMs: 600_000, mkdirMaxDelayMs: 600_000, deleteIdleMs: 600_000, deleteMaxDelayMs: 600_000, attrTtlMs: 120_000, dirTtlMs: 120_000, negativeTtlMs: 120_000 };
 
-const names = async (dir: string) => (await fsp.readdir(dir)).sort();
 /** What the server has at path below the Files root: 'dir', 'file' or null. */
 async function onServer(rel: string): Promise<'dir' | 'file' | null> {
   const r = await v.api.metadata(v.filesRoot, rel).catch((e: { code?: string }) => {
@@ -49,8 +48,8 @@ test.serial('vboxx: mkdir -p and 20 folders answer with no request; a flush make
   t.is((await a.status()).pendingMkdirs, 25);
   t.is(await folderCalls(), 0, 'no create_folder before the flush');
   t.is(await onServer(`${rel}/deep`), null);
-  t.is((await names(r)).length, 21);
-  t.deepEqual(await names(`${r}/deep/a/b/c/d`), []);
+  t.is((await sortedNames(r)).length, 21);
+  t.deepEqual(await sortedNames(`${r}/deep/a/b/c/d`), []);
 
   await a.flush();
   t.is(await folderCalls(), 25, 'one create_folder per folder');
@@ -58,7 +57,7 @@ test.serial('vboxx: mkdir -p and 20 folders answer with no request; a flush make
   t.is((await a.status()).pending, 0);
   t.is(await onServer(`${rel}/deep/a/b/c/d`), 'dir');
   t.is(await onServer(`${rel}/m20`), 'dir');
-  t.deepEqual(await names(r), (await serverNames(rel)));
+  t.deepEqual(await sortedNames(r), (await serverNames(rel)));
 
   // files into folders not made yet (uploads held too: the flush sends folders, then files)
   const files = await sh('set -e; cd "$1"; mkdir -p t/x/y t/z; echo deep > t/x/y/f; echo z > t/z/g; echo top > t/h; mkdir t/empty', [r]);
@@ -71,7 +70,7 @@ test.serial('vboxx: mkdir -p and 20 folders answer with no request; a flush make
   const br = b.p(rel);
   t.is(await fsp.readFile(`${br}/t/x/y/f`, 'utf8'), 'deep\n');
   t.is(await fsp.readFile(`${br}/t/z/g`, 'utf8'), 'z\n');
-  t.deepEqual(await names(`${br}/deep/a/b/c`), ['d']);
+  t.deepEqual(await sortedNames(`${br}/deep/a/b/c`), ['d']);
 });
 
 test.serial('vboxx: an upload into a pending folder makes it on the server; the batch then finds it there and counts it made (no refusal, nothing dropped)', async (t) => {
@@ -91,8 +90,8 @@ test.serial('vboxx: an upload into a pending folder makes it on the server; the 
   t.is(st.pending, 0);
   t.deepEqual(st.failures, [], 'folders already there are made, not refused');
   t.notRegex(a.stderr(), /refused/);
-  t.deepEqual(await names(r), ['c', 'g']);
-  t.deepEqual(await names(`${r}/c/d`), ['f']);
+  t.deepEqual(await sortedNames(r), ['c', 'g']);
+  t.deepEqual(await sortedNames(`${r}/c/d`), ['f']);
   t.is(await fsp.readFile(`${r}/g/h`, 'utf8'), 'y\n');
   // the folder's own listing still counts its subfolder (nlink from the cached listing)
   t.is((await fsp.stat(`${r}/c`)).nlink, 3);
@@ -107,7 +106,7 @@ test.serial('vboxx: a mkdir the server refuses (another client put a file there)
   const mk = await sh('set -e; cd "$1"; mkdir clash; mkdir clash/below; mkdir fine', [r]);
   t.is(mk.code, 0, mk.stderr);
   await v.api.filesPut(v.filesRoot, `${rel}/clash`, Buffer.from('theirs\n'));
-  const fsync = await sh('exec python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)" "$1"', [r]);
+  const fsync = await fsyncInChild(r);
   t.not(fsync.code, 0, 'fsync of the folder fails for the refused mkdir');
   t.regex(fsync.stderr, /Input\/output error|EIO|Errno 5/);
   await a.flush();
@@ -136,7 +135,7 @@ test.serial('vboxx: mkdir at the top of the drive (the account\'s roots) is refu
   t.deepEqual(await serverNames(rel), []);
   await a.kill9();
   const a2 = await mountChild(t, { ...a.cfg, mountpoint: a.mnt, vfs: { ...a.cfg.vfs, writebackDelayMs: 100 } });
-  t.deepEqual(await names(a2.mnt + `/Files/${rel}`), ['e', 'p'], 'shown before they are made');
+  t.deepEqual(await sortedNames(a2.mnt + `/Files/${rel}`), ['e', 'p'], 'shown before they are made');
   await a2.flush();
   t.is((await a2.status()).pending, 0);
   t.deepEqual((await a2.status()).failures, []);

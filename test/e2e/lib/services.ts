@@ -2,6 +2,7 @@
 // mounted in another child process, and small async helpers (the test process must never block
 // on the mount with sync fs: see test/helpers/emulator-child.ts).
 import { execFile } from 'node:child_process';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ExecutionContext, TestFn } from 'ava';
 import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
@@ -173,6 +174,16 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs
 /** Runs a bash script with positional arguments ($1...): data stays out of the script text. */
 export function sh(script: string, args: string[] = [], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
   return run('bash', ['-c', script, 'sh', ...args], opts);
+}
+
+/** fsync(2) of a file or folder by a child process (Node's own would run in this process). */
+export function fsyncInChild(p: string): Promise<RunResult> {
+  return sh('exec python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)" "$1"', [p]);
+}
+
+/** The names in a folder, sorted (async fs: the mount runs in a child). */
+export async function sortedNames(dir: string): Promise<string[]> {
+  return (await fsp.readdir(dir)).sort();
 }
 
 /** The errno name of a failed fs call (Node has no name for a few, e.g. EDQUOT). */
