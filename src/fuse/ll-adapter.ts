@@ -78,8 +78,10 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
   const attr = (a: InoAttr) => toLlAttr(a, uid, gid, umask);
   const listings = new Map<number, Listing>();
 
+  /** Whether op lines are logged: callers whose arguments cost something to format ask first. */
+  const tracing = () => !!o.debug || log.level === 'trace';
   const trace = (req: Request, ...args: unknown[]) => {
-    if (!o.debug && log.level !== 'trace') return;
+    if (!tracing()) return;
     const line = `fuse ${req.op} ino=${req.ino || req.parent}${req.name ? ` ${JSON.stringify(req.name)}` : ''} ${args.map(String).join(' ')}`;
     if (o.debug) log.info(line); else log.trace(line);
   };
@@ -93,7 +95,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     if (req.name && nameTooLong(req.name)) { req.error(errno.ENAMETOOLONG); return; }
     if (req.op === 'rename' && nameTooLong(req.newName)) { req.error(errno.ENAMETOOLONG); return; }
     // a reply from ok() may have gone out before it threw: then the binding refuses a second one
-    answerOnce(log, req.op, `${req.op} ino ${req.ino || req.parent}${req.name ? ` ${req.name}` : ''}`,
+    answerOnce(log, req.op, () => `${req.op} ino ${req.ino || req.parent}${req.name ? ` ${req.name}` : ''}`,
       LONG_OPS.has(req.op) ? o.longOpBoundMs : o.opBoundMs, !!o.debug, call, ok, (n) => { if (!req.replied) req.error(n); });
   }
 
@@ -149,7 +151,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
 
     setattr(req) {
       const c = req.changes;
-      trace(req, JSON.stringify(c));
+      if (tracing()) trace(req, JSON.stringify(c));
       const changes: SetAttrChanges = {
         size: c.size,
         mode: c.mode === undefined ? undefined : c.mode & 0o7777,
@@ -208,12 +210,12 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     },
 
     open(req) {
-      trace(req, req.flags.toString(8));
+      if (tracing()) trace(req, req.flags.toString(8));
       run(req, () => vfs.open(req.ino, req.flags), (r) => { req.open(r.fh, { keepCache: r.keepCache, noFlush: r.noFlush }); });
     },
 
     create(req) {
-      trace(req, req.mode.toString(8), req.flags.toString(8));
+      if (tracing()) trace(req, req.mode.toString(8), req.flags.toString(8));
       run(req, () => vfs.create(req.parent, req.name, req.mode & 0o7777, req.flags), (r) => {
         handOver(req, req.parent);
         req.create({ attr: attr(r.attr) }, r.fh);
@@ -249,7 +251,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     },
 
     mkdir(req) {
-      trace(req, req.mode.toString(8));
+      if (tracing()) trace(req, req.mode.toString(8));
       run(req, () => vfs.mkdir(req.parent, req.name, req.mode & 0o7777), (a) => { handOver(req, req.parent); req.entry({ attr: attr(a) }); });
     },
 
@@ -264,7 +266,7 @@ export function createLowLevelHandlers(vfs: InodeApi, o: LlAdapterOptions): Hand
     },
 
     rename(req) {
-      trace(req, req.newParent, JSON.stringify(req.newName), req.flags);
+      if (tracing()) trace(req, req.newParent, JSON.stringify(req.newName), req.flags);
       // EXCHANGE would need a two-sided server move the services do not have; WHITEOUT is for overlayfs
       if (req.flags & ~RENAME_NOREPLACE) { req.error(errno.EINVAL); return; }
       void RENAME_EXCHANGE;

@@ -124,6 +124,31 @@ test('adapter: a vfs call that never settles is answered EIO once, at our bound'
   t.true(lines.some((l) => l.includes('getattr /slow')));
 });
 
+test('adapter: each request gets its own bound (one timer per bound length): answered ones are left alone, a later one is not cut short by an earlier one\'s', async (t) => {
+  const vfs = fakeVfs({
+    getattr: (p: string) => p === '/quick' ? new Promise<Attr>((r) => setTimeout(() => r({ type: 'file', size: 1, mtimeMs: 0, perm: 0o644 } as Attr), 20)) : new Promise<Attr>(() => {}),
+  });
+  const ops = createOps(vfs, { uid: 0, gid: 0, log: createLogger('error', () => {}), opBoundMs: 120, longOpBoundMs: 120 });
+  const t0 = performance.now();
+  const answer = (p: string) => new Promise<{ r: unknown[]; at: number; n: number }>((resolve) => {
+    let n = 0;
+    ops.getattr!(p, (...a: unknown[]) => { n++; resolve({ r: a, at: performance.now() - t0, n }); });
+  });
+  const first = answer('/first');
+  const quick = answer('/quick');
+  await new Promise((r) => setTimeout(r, 60));
+  const laterStart = performance.now() - t0;
+  const later = answer('/later');
+  const [a, q, l] = await Promise.all([first, quick, later]);
+  t.deepEqual(a.r, [-errno.EIO]);
+  t.true(a.at >= 119, `the first bound ran its length (${a.at} ms)`);
+  t.is(q.r[0], 0, 'the answered request got its answer, not EIO');
+  t.deepEqual(l.r, [-errno.EIO]);
+  t.true(l.at - laterStart >= 119, `the later request had its own whole bound (${l.at - laterStart} ms)`);
+  await new Promise((r) => setTimeout(r, 150));
+  t.is(a.n + q.n + l.n, 3, 'one answer each');
+});
+
 test('adapter: a vfs method that throws synchronously is an errno, not a crash', async (t) => {
   const vfs = fakeVfs({ unlink: () => { throw new E.NotEmpty(); } });
   const ops = createOps(vfs, { uid: 0, gid: 0, log: createLogger('error', () => {}), opBoundMs: 1000, longOpBoundMs: 1000 });
