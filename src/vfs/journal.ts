@@ -245,10 +245,13 @@ export class Journal {
   flushed(): Promise<void> {
     return this.durable();
   }
-  /** Forgets pending uploads of path and of everything under it (deleted). */
-  cancel(path: string): Promise<void> {
-    if (!this.anyUnder(path)) return this.durable();
-    return this.append({ t: 'c', p: path }, undefined, true);
+  /**
+   * Forgets pending uploads and metadata changes of path and of everything under it (deleted).
+   * durable false: no wait for the disk (what a lost record would bring back is harmless).
+   */
+  cancel(path: string, durable = true): Promise<void> {
+    if (!this.anyUnder(path)) return durable ? this.durable() : Promise.resolve();
+    return this.append({ t: 'c', p: path }, undefined, durable);
   }
   rename(from: string, to: string): Promise<void> {
     if (!this.anyUnder(from)) return this.durable();

@@ -252,6 +252,30 @@ test('rmdir of a folder whose time is pending: nothing is sent for it', async (t
   t.deepEqual(attrSends(s.remote), ['/'], 'only the top folder\'s time (moved by the mkdir and the rmdir)');
 });
 
+test('mkdir then rmdir before the mkdir was sent (mkdirs written back): the folder\'s time goes with it, nothing stays pending', async (t) => {
+  // the soak saw pending records grow by one per mkdir+rmdir on Maxxo, each sent only at unmount
+  const hold = { mkdirIdleMs: 600_000, mkdirMaxDelayMs: 600_000, writebackDelayMs: 600_000 };
+  const s = await setup(t, { keepsAttrs: true, batchMkdir: true }, hold);
+  await s.vfs.mkdir('/d', 0o755);
+  await s.vfs.flushAll();
+  const before = attrSends(s.remote).length;
+  for (let i = 0; i < 5; i++) {
+    await s.vfs.mkdir(`/d/tmp${i}`, 0o755);
+    await s.vfs.rmdir(`/d/tmp${i}`);
+  }
+  const st = s.vfs.status();
+  t.is(st.pendingMkdirs, 0);
+  t.is(st.pending - (st.pendingAttrs ?? 0), 0, 'no upload, delete, mkdir or move pending');
+  t.is(st.pendingAttrs, 1, 'the time of /d alone (moved by the mkdirs and rmdirs in it)');
+  const r = await s.vfs.flushAll();
+  t.is(r.pending, 0);
+  t.deepEqual(attrSends(s.remote).slice(before), ['/d'], 'nothing sent for the folders made and removed');
+  t.is(s.remote.calls.mkdirMany, 1, 'only /d was made');
+  // and nothing of them comes back after a restart
+  const v = await s.reopen();
+  t.is(v.status().pending, 0);
+});
+
 test('the top folder (no parent lists it) shows the service\'s time; a touch of it is sent, and a new mount shows that', async (t) => {
   const s = await setup(t, { keepsAttrs: true }, { writebackDelayMs: 30 });
   node(s.remote, '/').mtimeMs = T2;

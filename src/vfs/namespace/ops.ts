@@ -161,8 +161,12 @@ export class Namespace {
       await this.moves.settle([path]);
       // a send of the folder's times must not land after (or make again) the folder
       await this.deps.attrWriter.stop(path, true);
-      // a folder made and removed before it was sent: nothing reaches the server
-      if (!(await this.deps.mkdirs?.cancel(path))) await this.deletes.add(path, true);
+      // A folder made and removed before it was sent: nothing reaches the server, and the time its
+      // mkdir gave it (a service that keeps folder times) is forgotten too; the delete record does
+      // that for a folder the server has. Not durable: replayed, that time finds no folder
+      // (Maxxo sends folder times with --existing), where a sync would cost every mkdir+rmdir.
+      if (await this.deps.mkdirs?.cancel(path)) await this.uploader.cancelPath(path, false);
+      else await this.deletes.add(path, true);
       this.forgetTree(path);
       this.store.forgetHiddenUnder(path);
       this.meta.setInParent(path, null);

@@ -244,6 +244,8 @@ export class AttrWriter {
   forget(path: string): void {
     this.failures.delete(path);
     for (const p of [...this.folders]) if (p === path || isUnder(p, path)) this.folders.delete(p);
+    // a task stop() left idle (its record gone with the path) would stay in the map for good
+    for (const [p, t] of this.tasks) if ((p === path || isUnder(p, path)) && !t.timer && !t.running) this.tasks.delete(p);
   }
 
   shutdown(): Promise<unknown> {

@@ -44,7 +44,7 @@ export interface UploaderJournal {
   canInline(size: number): boolean;
   upload(p: PendingUpload): Promise<void>;
   done(uid: string): Promise<void>;
-  cancel(path: string): Promise<void>;
+  cancel(path: string, durable?: boolean): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   forPath(path: string): PendingUpload | undefined;
 }
@@ -124,8 +124,8 @@ export class Uploader {
   // so its records and Obj.wb cannot drift apart.
 
   /** path is being deleted: its pending record is cancelled, durably, before the server hears of it. */
-  cancelPath(path: string): Promise<void> {
-    return this.journal.cancel(path);
+  cancelPath(path: string, durable = true): Promise<void> {
+    return this.journal.cancel(path, durable);
   }
 
   /** Pending records of `from` (and below it) name `to` now, durably before the server move. */
