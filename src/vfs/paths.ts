@@ -41,3 +41,66 @@ export function rekeyMap<V>(m: Map<string, V>, from: string, to: string, onMove?
     m.set(nk, v);
   }
 }
+
+/**
+ * The keys of a path-keyed table by folder, so that what is at or under a path (a rename's or an
+ * rmdir's tree) is found in O(that tree). A scan of every key cost a rename or rmdir 5 ms with
+ * 20,000 cached paths and 170-240 ms with 200,000 (the metadata cache's bound), on the JS thread.
+ * Each key is linked under its parent, and each folder above it under its own parent up to the
+ * top (a key's folder need not be a key itself); the table says what is a key (`isKey`), and tells
+ * the index of each key it gains or loses.
+ */
+export class PathIndex {
+  private readonly children = new Map<string, Set<string>>();
+
+  constructor(private readonly isKey: (path: string) => boolean) {}
+
+  /** path became a key of the table. */
+  add(path: string): void {
+    for (let c = path; c !== '/';) {
+      const dir = parentOf(c);
+      let s = this.children.get(dir);
+      if (!s) this.children.set(dir, s = new Set());
+      else if (s.has(c)) return;
+      s.add(c);
+      c = dir;
+    }
+  }
+
+  /** path is no longer a key: unlinked, with the folders above it that link nothing else. */
+  delete(path: string): void {
+    for (let c = path; c !== '/';) {
+      // still the folder of keys below it, or a key itself (a folder above the one removed)
+      if (this.children.has(c) || (c !== path && this.isKey(c))) return;
+      const dir = parentOf(c);
+      const s = this.children.get(dir);
+      if (!s) return;
+      s.delete(c);
+      if (s.size > 0) return;
+      this.children.delete(dir);
+      c = dir;
+    }
+  }
+
+  /** The keys at or under path. */
+  under(path: string): string[] {
+    const out: string[] = [];
+    const stack = [path];
+    while (stack.length) {
+      const c = stack.pop()!;
+      const key = this.isKey(c);
+      if (key) out.push(c);
+      const s = this.children.get(c);
+      if (s) for (const k of s) stack.push(k);
+      // a folder left linked by a removal while it was still a key itself (a table that drops
+      // several keys at once may say so until it is done): unlinked when found
+      else if (!key && c !== path) this.delete(c);
+    }
+    return out;
+  }
+
+  /** Folders linked (tests: nothing is left once the table is empty). */
+  get size(): number {
+    return this.children.size;
+  }
+}

@@ -16,7 +16,7 @@ import { LRUCache } from 'lru-cache';
 import { NotFound } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
-import { baseOf, isUnder, joinPath, parentOf } from '../paths.js';
+import { PathIndex, baseOf, isUnder, joinPath, parentOf } from '../paths.js';
 
 export interface AttrSlot { entry: RemoteEntry | null; expires: number }
 export interface DirSlot {
@@ -57,12 +57,25 @@ export interface PendingNames {
   movedInto(dir: string): RemoteEntry[];
 }
 
+/** An LRU of path-keyed slots whose keys idx follows (added on insert, dropped on evict or delete). */
+export function indexedLru<V extends object>(max: number, idx: PathIndex): LRUCache<string, V> {
+  return new LRUCache<string, V>({
+    max,
+    onInsert: (_v, k, reason) => { if (reason === 'add') idx.add(k); },
+    // 'set' replaces the value of a key that stays
+    dispose: (_v, k, reason) => { if (reason !== 'set') idx.delete(k); },
+  });
+}
+
 export class MetaCache {
   /** Told of server changes (InodeVfs: kernel cache invalidation). */
   onServerChange: ((path: string, what: ServerChange) => void) | undefined;
 
-  readonly attrs = new LRUCache<string, AttrSlot>({ max: 200_000 });
-  readonly dirs = new LRUCache<string, DirSlot>({ max: 20_000 });
+  /** The keys of attrs and dirs by folder (forgetTree visits only the tree it forgets). */
+  private readonly attrPaths = new PathIndex((k) => this.attrs.has(k));
+  private readonly dirPaths = new PathIndex((k) => this.dirs.has(k));
+  readonly attrs = indexedLru<AttrSlot>(200_000, this.attrPaths);
+  readonly dirs = indexedLru<DirSlot>(20_000, this.dirPaths);
   private readonly dirEpoch = new Map<string, number>();
   /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
   private treeGen = 0;
@@ -282,7 +295,12 @@ export class MetaCache {
   forgetTree(path: string, isDir = true): void {
     // listings of folders below are not all cached (nor bumped one by one): one tree generation
     if (isDir) this.treeGen++;
-    for (const k of [...this.attrs.keys()]) if (k === path || isUnder(k, path)) this.attrs.delete(k);
-    for (const k of [...this.dirs.keys()]) if (k === path || isUnder(k, path)) { this.dirs.delete(k); this.bumpDir(k); }
+    for (const k of this.attrPaths.under(path)) this.attrs.delete(k);
+    for (const k of this.dirPaths.under(path)) { this.dirs.delete(k); this.bumpDir(k); }
+  }
+
+  /** Folders the key indexes link (tests: they empty with the caches). */
+  get indexSizes(): { attrs: number; dirs: number } {
+    return { attrs: this.attrPaths.size, dirs: this.dirPaths.size };
   }
 }

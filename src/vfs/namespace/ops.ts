@@ -237,9 +237,11 @@ export class Namespace {
     try {
       await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst, !!flags.noReplace));
     } finally {
-      // the uploads stopped for the move go on at the new names (at the old ones if it failed)
-      for (const o of this.store.localObjs) {
-        if (o.path === to || isUnder(o.path, to) || o.path === from || isUnder(o.path, from)) this.uploader.scheduleIfIdle(o);
+      // the uploads stopped for the move go on at the new names (at the old ones if it failed);
+      // a file's are found by name, not by a walk of all local content (O(pending) per rename)
+      const stopped = src.type === 'dir' ? this.store.localObjs : [this.store.objs.get(to), this.store.objs.get(from)];
+      for (const o of stopped) {
+        if (o && this.store.localObjs.has(o) && (o.path === to || isUnder(o.path, to) || o.path === from || isUnder(o.path, from))) this.uploader.scheduleIfIdle(o);
       }
       // and so do the metadata changes stopped for it
       this.deps.attrWriter.resume(to);
@@ -248,7 +250,8 @@ export class Namespace {
   }
 
   private async renameLocked(from: string, to: string, src: RemoteEntry, dst: RemoteEntry | null, noReplace: boolean): Promise<void> {
-    const moving = this.store.under(from);
+    // nothing is below a file: its object by name, not a walk of every cached one
+    const moving = src.type === 'dir' ? this.store.under(from) : [this.store.objs.get(from)].filter((o): o is Obj => !!o);
     const replaced = this.store.objs.get(to);
     for (const o of moving) await this.uploader.stop(o);
     if (replaced) await this.uploader.stop(replaced);
