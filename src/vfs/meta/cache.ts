@@ -298,9 +298,4 @@ export class MetaCache {
     for (const k of this.attrPaths.under(path)) this.attrs.delete(k);
     for (const k of this.dirPaths.under(path)) { this.dirs.delete(k); this.bumpDir(k); }
   }
-
-  /** Folders the key indexes link (tests: they empty with the caches). */
-  get indexSizes(): { attrs: number; dirs: number } {
-    return { attrs: this.attrPaths.size, dirs: this.dirPaths.size };
-  }
 }
