@@ -16,7 +16,7 @@ import { LRUCache } from 'lru-cache';
 import { NotFound } from '../../errors.js';
 import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
-import { PathIndex, baseOf, isUnder, joinPath, parentOf } from '../paths.js';
+import { PathIndex, baseOf, joinPath, parentOf } from '../paths.js';
 
 export interface AttrSlot { entry: RemoteEntry | null; expires: number }
 export interface DirSlot {
