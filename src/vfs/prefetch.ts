@@ -33,7 +33,9 @@ interface SiblingPrefetch {
   aheadBytes: number;
 }
 
-interface Lane { limit: number; running: number; queue: (() => Promise<void>)[] }
+/** A queued task, and what tells its waiters it will not run (the drive closed first). */
+interface Queued { run: () => Promise<void>; dropped?: () => void }
+interface Lane { limit: number; running: number; queue: Queued[] }
 
 export class Prefetcher {
   private readonly dirLane: Lane = { limit: 8, running: 0, queue: [] };
@@ -54,18 +56,22 @@ export class Prefetcher {
     this.fileLane = { limit: ctx.ranged ? 12 : 2, running: 0, queue: [] };
   }
 
-  /** The drive is closing: batch transfers in flight are aborted (queued work is dropped by ctx.closed). */
+  /**
+   * The drive is closing: batch transfers in flight are aborted, and queued work is dropped, its
+   * waiters told (a batch's files wait for it: without that an unmount waited for them forever).
+   */
   stop(): void {
     for (const ac of this.batchAborts) ac.abort(CLOSING);
+    for (const lane of [this.dirLane, this.fileLane]) for (const q of lane.queue.splice(0)) q.dropped?.();
   }
 
   /**
    * Background work with its own concurrency bound (so a thousand prefetches never hold a
    * thousand fds or queue ahead of what a program waits for: they also go at background priority).
    */
-  private bg(lane: Lane, task: () => Promise<void>): boolean {
+  private bg(lane: Lane, run: () => Promise<void>, dropped?: () => void): boolean {
     if (this.ctx.closed || lane.queue.length >= 10_000) return false;
-    lane.queue.push(task);
+    lane.queue.push({ run, dropped });
     this.pump(lane);
     return true;
   }
@@ -74,7 +80,7 @@ export class Prefetcher {
     while (lane.running < lane.limit && lane.queue.length > 0 && !this.ctx.closed) {
       const task = lane.queue.shift()!;
       lane.running++;
-      task().catch((e) => this.ctx.log.debug(`prefetch: ${errText(e)}`)).finally(() => { lane.running--; this.pump(lane); });
+      task.run().catch((e) => this.ctx.log.debug(`prefetch: ${errText(e)}`)).finally(() => { lane.running--; this.pump(lane); });
     }
   }
 
@@ -248,7 +254,7 @@ export class Prefetcher {
           for (const it of items) await fsp.rm(it.localFile, { force: true }).catch(() => {});
           resolve(got);
         }
-      });
+      }, () => resolve(new Set()));
       if (!queued) resolve(new Set());
     });
   }

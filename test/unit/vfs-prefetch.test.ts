@@ -142,6 +142,22 @@ test('close() stops a batch in flight instead of waiting for it', async (t) => {
   t.is(remote.held('downloadMany'), 0);
 });
 
+test('close() with prefetch batches still queued behind the ones in flight: they are dropped, close does not hang', async (t) => {
+  // 400 files: batches of 16, 64, 256 and the rest, two at a time; an unmount found two batches
+  // queued and waited for them forever (the queue never ran again once the drive was closing)
+  const { remote, vfs } = await setup(t, { rangedReads: false });
+  fill(remote, '/big', 400, 10);
+  await vfs.readdir('/big');
+  const release = remote.hold('downloadMany');
+  t.teardown(release);
+  await readAll(vfs, '/big/f000');
+  await until(() => remote.held('downloadMany') === 2, 'two batches in flight, the rest queued');
+  const closed = await Promise.race([vfs.close().then(() => 'closed'), sleep(10_000).then(() => 'hung')]);
+  t.is(closed, 'closed');
+  t.is(remote.held('downloadMany'), 0);
+  t.is(remote.calls.downloadMany, 2, 'the queued batches never started');
+});
+
 test('names opened one by one in a folder nobody listed: after a few stats the folder is listed once, and prefetch starts', async (t) => {
   const { remote, vfs } = await setup(t, { rangedReads: false });
   const files = fill(remote, '/p', 30, 500);
