@@ -123,8 +123,9 @@ export type FuseOps = Record<string, (...args: any[]) => void>;
  * The bounds of requests in flight, one list per bound length. A bound per request as its own
  * setTimeout cost the JS thread a timer object, an insert and a clearTimeout for every FUSE op
  * (1.2-1.6 us hot in a loop, up to ~7 us per op in a CPU profile of small-file creates); here an
- * op costs a Map insert and a delete (~0.3 us), and one timer per list waits for the oldest. Same bound for all in a list, so insertion
- * order is deadline order. Monotonic time: a clock step must not time out a request early.
+ * op costs a Map insert and a delete (~0.3 us), and one timer per list waits for the oldest. Same
+ * bound for all in a list, so insertion order is deadline order. Monotonic time: a clock step must
+ * not time out a request early.
  */
 class BoundList {
   private readonly inFlight = new Map<number, { at: number; expire: () => void }>();

@@ -136,8 +136,13 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
   async settle(paths: string[], atOrBelow = false): Promise<void> {
     if (this.pending.size === 0) return;
     const touches = (k: string) => paths.some((p) => atOrBelow ? this.within(k, p) : this.related(k, p));
-    if (![...this.pending.keys()].some(touches)) return;
-    await this.ctx.within(`${this.terms.waitingFor} of ${paths.join(', ')}`, this.whenSent(touches));
+    await this.settleWhere(`${this.terms.waitingFor} of ${paths.join(', ')}`, touches);
+  }
+
+  /** Waits (bounded; `what` names the wait in its timeout) until no pending record matches; at once if none does. */
+  protected async settleWhere(what: string, match: (k: string) => boolean): Promise<void> {
+    if (![...this.pending.keys()].some(match)) return;
+    await this.ctx.within(what, this.whenSent(match));
   }
 
   protected async whenSent(match: (k: string) => boolean): Promise<void> {
@@ -169,9 +174,7 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
    */
   async syncDir(dir: string): Promise<void> {
     const mine = this.ofDir(dir);
-    if ([...this.pending.keys()].some(mine)) {
-      await this.ctx.within(`${this.terms.waitingFor} in ${dir}`, this.whenSent(mine));
-    }
+    await this.settleWhere(`${this.terms.waitingFor} in ${dir}`, mine);
     for (const [p, f] of this.failures) {
       if (!mine(p) || this.pending.has(p) || this.reported.has(f)) continue;
       this.reported.add(f);

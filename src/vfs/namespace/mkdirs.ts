@@ -93,9 +93,7 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
    */
   async settleMade(path: string): Promise<void> {
     if (this.pending.size === 0) return;
-    const match = (k: string) => k === path || isUnder(path, k);
-    if (![...this.pending.keys()].some(match)) return;
-    await this.ctx.within(`making the pending folders of ${path}`, this.whenSent(match));
+    await this.settleWhere(`making the pending folders of ${path}`, (k) => k === path || isUnder(path, k));
   }
 
   /** Throws at once for a name the service would refuse (the program's error, not a later one). */

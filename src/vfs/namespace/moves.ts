@@ -240,9 +240,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
    */
   async settleInto(path: string): Promise<void> {
     if (this.dirMoves === 0) return this.settleTo(path);
-    const match = (k: string) => this.into(k, path);
-    if (![...this.pending.keys()].some(match)) return;
-    await this.ctx.within(`sending the renames above ${path}`, this.whenSent(match));
+    await this.settleWhere(`sending the renames above ${path}`, (k) => this.into(k, path));
   }
 
   /** Whether a move that puts path where the drive shows it (to path, or of a folder to above it) is being sent now. */
@@ -262,9 +260,10 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
    */
   async settleAbove(path: string): Promise<void> {
     if (this.dirMoves === 0) return;
-    const match = (k: string) => { const m = this.pending.get(k); return !!m?.dir && (isUnder(path, m.to) || isUnder(path, m.from)); };
-    if (![...this.pending.keys()].some(match)) return;
-    await this.ctx.within(`sending the folder renames above ${path}`, this.whenSent(match));
+    await this.settleWhere(`sending the folder renames above ${path}`, (k) => {
+      const m = this.pending.get(k);
+      return !!m?.dir && (isUnder(path, m.to) || isUnder(path, m.from));
+    });
   }
 
   /**
