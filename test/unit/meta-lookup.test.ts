@@ -146,3 +146,18 @@ test('a name missing from names told ahead of a slow listing is stat\'ed once th
   t.is(await miss, null);
   t.false(listDone);
 });
+
+test('expired negative entries leave the attribute cache (a churn of deleted names does not hold the heap)', async (t) => {
+  const { meta } = setup(t, { negativeTtlMs: 30 });
+  for (let i = 0; i < 1000; i++) meta.setInParent(`/gone/f${i}`, null);
+  meta.setAttr('/known', { name: 'known', type: 'file', size: 1, mtimeMs: 1 });
+  t.is(meta.attrs.size, 1001);
+  t.is(meta.cached('/gone/f5'), null, 'still answered while fresh');
+  await new Promise((r) => setTimeout(r, 60));
+  // a name answered again since keeps its newer answer
+  meta.setAttr('/gone/f7', { name: 'f7', type: 'file', size: 2, mtimeMs: 1 });
+  meta.setAttr('/later', null);
+  t.deepEqual([...meta.attrs.keys()].sort(), ['/gone/f7', '/known', '/later']);
+  t.is(meta.cached('/gone/f7')?.size, 2);
+  t.is(meta.cached('/later'), null);
+});
