@@ -30,7 +30,7 @@
 //   back an old upload over them. A device flush per close cost about 1 ms of every create (half
 //   of a `create 200 small files` run on the reference machine), which rclone does not pay either.
 import fs, { promises as fsp } from 'node:fs';
-import { isUnder } from './paths.js';
+import { PathIndex, isUnder } from './paths.js';
 
 /** Content up to this size may travel inside its record. */
 export const INLINE_MAX_BYTES = 64 * 1024;
@@ -153,6 +153,12 @@ export class Journal {
   readonly mkdirs = new Map<string, PendingMkdir>();
   /** File moves not yet sent, by target name (in the order they were made). */
   readonly moves = new Map<string, PendingMove>();
+  /**
+   * The paths of byPath and attrs by folder: a rename or delete visits the records of its tree
+   * only (walking every pending record cost ~1.6 ms per rename with 20,000 uploads pending).
+   */
+  private readonly uploadPaths = new PathIndex((k) => this.byPath.has(k));
+  private readonly attrPaths = new PathIndex((k) => this.attrs.has(k));
   private fh: fsp.FileHandle | null = null;
   /** Where the next record goes; the file holds zeros from here to `ahead`. */
   private end = 0;
@@ -321,9 +327,7 @@ export class Journal {
   }
 
   private anyUnder(path: string): boolean {
-    for (const p of this.pending.values()) if (p.path === path || isUnder(p.path, path)) return true;
-    for (const a of this.attrs.values()) if (a.path === path || isUnder(a.path, path)) return true;
-    return false;
+    return this.uploadPaths.under(path).length > 0 || this.attrPaths.under(path).length > 0;
   }
 
   private deleteUid(uid: string): PendingDelete | undefined {
@@ -379,12 +383,12 @@ export class Journal {
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
           ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
         });
-        this.byPath.set(rec.p, rec.uid);
+        this.setByPath(rec.p, rec.uid);
         if (inline) this.inlineBytes += inline.length;
         break;
       }
       case 'a':
-        this.attrs.set(rec.p, {
+        this.setAttrRec(rec.p, {
           uid: rec.uid, path: rec.p,
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
           ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
@@ -395,7 +399,7 @@ export class Journal {
         if (p) this.forget(rec.uid, p);
         else {
           const a = this.attrUid(rec.uid);
-          if (a) this.attrs.delete(a.path);
+          if (a) this.deleteAttrRec(a.path);
           else {
             const x = this.deleteUid(rec.uid);
             if (x) this.deletes.delete(x.path);
@@ -449,8 +453,11 @@ export class Journal {
 
   /** Uploads and metadata changes pending at or under path are forgotten. */
   private cancelAt(path: string): void {
-    for (const [k, p] of this.pending) if (p.path === path || isUnder(p.path, path)) this.forget(k, p);
-    for (const k of [...this.attrs.keys()]) if (k === path || isUnder(k, path)) this.attrs.delete(k);
+    for (const k of this.uploadPaths.under(path)) {
+      const uid = this.byPath.get(k)!;
+      this.forget(uid, this.pending.get(uid)!);
+    }
+    for (const k of this.attrPaths.under(path)) this.deleteAttrRec(k);
   }
 
   /** Pending records of `from` (and below it) name `to` now; those pending at `to` are replaced. */
@@ -458,20 +465,47 @@ export class Journal {
     if (from === to) return;
     this.cancelAt(to);
     const moved: PendingAttrs[] = [];
-    for (const [k, a] of this.attrs) if (k === from || isUnder(k, from)) { this.attrs.delete(k); moved.push(a); }
-    for (const a of moved) { a.path = to + a.path.slice(from.length); this.attrs.set(a.path, a); }
-    for (const p of this.pending.values()) {
-      if (p.path === from || isUnder(p.path, from)) {
-        if (this.byPath.get(p.path) === p.uid) this.byPath.delete(p.path);
-        p.path = to + p.path.slice(from.length);
-        this.byPath.set(p.path, p.uid);
-      }
+    for (const k of this.attrPaths.under(from)) { moved.push(this.attrs.get(k)!); this.deleteAttrRec(k); }
+    for (const a of moved) { a.path = to + a.path.slice(from.length); this.setAttrRec(a.path, a); }
+    const ups: PendingUpload[] = [];
+    for (const k of this.uploadPaths.under(from)) {
+      ups.push(this.pending.get(this.byPath.get(k)!)!);
+      this.deleteByPath(k);
     }
+    for (const p of ups) {
+      p.path = to + p.path.slice(from.length);
+      this.setByPath(p.path, p.uid);
+    }
+  }
+
+  /** The paths with a metadata change pending at or under path. */
+  attrsUnder(path: string): string[] {
+    return this.attrPaths.under(path);
+  }
+
+  private setByPath(path: string, uid: string): void {
+    const had = this.byPath.has(path);
+    this.byPath.set(path, uid);
+    if (!had) this.uploadPaths.add(path);
+  }
+
+  private deleteByPath(path: string): void {
+    if (this.byPath.delete(path)) this.uploadPaths.delete(path);
+  }
+
+  private setAttrRec(path: string, a: PendingAttrs): void {
+    const had = this.attrs.has(path);
+    this.attrs.set(path, a);
+    if (!had) this.attrPaths.add(path);
+  }
+
+  private deleteAttrRec(path: string): void {
+    if (this.attrs.delete(path)) this.attrPaths.delete(path);
   }
 
   private forget(uid: string, p: PendingUpload): void {
     this.pending.delete(uid);
-    if (this.byPath.get(p.path) === uid) this.byPath.delete(p.path);
+    if (this.byPath.get(p.path) === uid) this.deleteByPath(p.path);
     if (p.data) this.inlineBytes -= p.data.length;
   }
 

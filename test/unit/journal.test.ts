@@ -187,3 +187,75 @@ test('journal: move records retarget what was pending, fold chains, end with a d
   t.deepEqual([...j3.pending.values()].map((p) => p.path).sort(), ['/a', '/b', '/w']);
   await j3.close();
 });
+
+test('journal: random uploads, metadata changes, cancels and renames of trees match a model (and a replay)', async (t) => {
+  // a small LCG: the same sequence every run, printed seed on failure
+  let seed = 12345;
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+  const paths = ['/a', '/a/b', '/a/b/c', '/a/bc', '/d', '/d/e', '/d/e/f', '/x', '/x/a', '/ab'];
+  const under = (p: string, root: string) => p === root || p.startsWith(root + '/');
+  for (let round = 0; round < 20; round++) {
+    const file = join(tempDir(t), `journal-${round}`);
+    const j = new Journal(file, 50);
+    await j.open();
+    // the model: pending uploads uid -> path (one per path), metadata changes path -> uid
+    const ups = new Map<string, string>();
+    const attrs = new Map<string, string>();
+    let n = 0;
+    const log: string[] = [];
+    for (let step = 0; step < 150; step++) {
+      const p = paths[rnd(paths.length)]!;
+      const op = rnd(6);
+      const uid = `u${n++}`;
+      if (op === 0) {
+        for (const [k, v] of ups) if (v === p) ups.delete(k);
+        ups.set(uid, p);
+        log.push(`upload ${uid} ${p}`);
+        await j.upload({ uid, path: p, id: uid, size: 1 });
+      } else if (op === 1) {
+        attrs.set(p, uid);
+        log.push(`attrs ${uid} ${p}`);
+        await j.setAttrs(uid, p, { mtimeMs: step });
+      } else if (op === 2) {
+        const live = [...ups.keys(), ...attrs.values()];
+        if (!live.length) continue;
+        const u = live[rnd(live.length)]!;
+        ups.delete(u);
+        for (const [k, v] of attrs) if (v === u) attrs.delete(k);
+        log.push(`done ${u}`);
+        await j.done(u);
+      } else if (op === 3) {
+        for (const [k, v] of ups) if (under(v, p)) ups.delete(k);
+        for (const k of attrs.keys()) if (under(k, p)) attrs.delete(k);
+        log.push(`cancel ${p}`);
+        await j.cancel(p);
+      } else {
+        const to = paths[rnd(paths.length)]!;
+        if (under(to, p) || under(p, to)) continue;
+        const any = [...ups.values()].some((v) => under(v, p)) || [...attrs.keys()].some((k) => under(k, p));
+        if (any) {
+          for (const [k, v] of ups) if (under(v, to)) ups.delete(k);
+          for (const k of [...attrs.keys()]) if (under(k, to)) attrs.delete(k);
+          for (const [k, v] of ups) if (under(v, p)) ups.set(k, to + v.slice(p.length));
+          const moved = [...attrs].filter(([k]) => under(k, p));
+          for (const [k] of moved) attrs.delete(k);
+          for (const [k, v] of moved) attrs.set(to + k.slice(p.length), v);
+        }
+        log.push(`rename ${p} ${to}`);
+        await j.rename(p, to);
+      }
+      const got = [...j.pending.values()].map((x) => `${x.uid}@${x.path}`).sort();
+      const want = [...ups].map(([k, v]) => `${k}@${v}`).sort();
+      t.deepEqual(got, want, `round ${round} step ${step}: ${log.slice(-6).join('; ')}`);
+      t.deepEqual([...j.attrs].map(([k, v]) => `${v.uid}@${k}`).sort(), [...attrs].map(([k, v]) => `${v}@${k}`).sort());
+      for (const q of paths) t.is(j.forPath(q)?.uid, [...ups].find(([, v]) => v === q)?.[0]);
+      if (got.join() !== want.join()) return;
+    }
+    await j.close();
+    const j2 = new Journal(file);
+    const replay = await j2.open();
+    t.deepEqual(replay.map((x) => `${x.uid}@${x.path}`).sort(), [...ups].map(([k, v]) => `${k}@${v}`).sort(), `replay of round ${round}`);
+    t.deepEqual([...j2.attrs.keys()].sort(), [...attrs.keys()].sort());
+    await j2.close();
+  }
+});

@@ -36,6 +36,8 @@ const RETRY_LATER_MS = 60_000;
 
 export interface AttrJournal {
   readonly attrs: Map<string, PendingAttrs>;
+  /** The paths of attrs at or under path (without a walk of all of them). */
+  attrsUnder(path: string): string[];
   setAttrs(uid: string, path: string, change: AttrChange): Promise<void>;
   done(uid: string): Promise<void>;
 }
@@ -230,7 +232,7 @@ export class AttrWriter {
 
   /** After a namespace change: the records now under `to` go after the write-back delay. */
   resume(path: string): void {
-    for (const p of this.journal.attrs.keys()) if (p === path || isUnder(p, path)) this.schedule(p, this.ctx.opts.writebackDelayMs);
+    for (const p of this.journal.attrsUnder(path)) this.schedule(p, this.ctx.opts.writebackDelayMs);
   }
 
   rekey(from: string, to: string): void {
