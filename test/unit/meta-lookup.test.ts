@@ -161,3 +161,23 @@ test('expired negative entries leave the attribute cache (a churn of deleted nam
   t.is(meta.cached('/gone/f7')?.size, 2);
   t.is(meta.cached('/later'), null);
 });
+
+test.serial('folder generations: bounded in number, never the same value again after a change', (t) => {
+  const { meta } = setup(t);
+  const g0 = meta.dirGen('/x');
+  meta.bumpDir('/x');
+  const g1 = meta.dirGen('/x');
+  t.true(g1 > g0);
+  // a churn of deleted names (each confirmed delete bumps its path) does not grow the table for good
+  for (let i = 0; i < 50_000; i++) meta.bumpDir(`/churn/f${i}`);
+  t.true((meta as unknown as { dirEpoch: Map<string, number> }).dirEpoch.size <= 20_000);
+  // /x's epoch was dropped: its generation may move (a fetch in flight asks again) but never back
+  const g2 = meta.dirGen('/x');
+  t.true(g2 >= g1);
+  meta.bumpDir('/x');
+  t.true(meta.dirGen('/x') > g2);
+  // a path tracked since its fetch started keeps its generation while others come and go
+  const y = meta.dirGen('/y');
+  for (let i = 0; i < 1000; i++) meta.bumpDir(`/more/f${i}`);
+  t.is(meta.dirGen('/y'), y);
+});

@@ -18,6 +18,9 @@ import { Priority, type RemoteEntry } from '../../remote/types.js';
 import type { Ctx } from '../context.js';
 import { PathIndex, baseOf, joinPath, parentOf } from '../paths.js';
 
+/** Folders whose change generation is kept (as many as cached listings). */
+const EPOCHS_KEPT = 20_000;
+
 export interface AttrSlot { entry: RemoteEntry | null; expires: number }
 export interface DirSlot {
   entries: Map<string, RemoteEntry>;
@@ -76,7 +79,10 @@ export class MetaCache {
   private readonly dirPaths = new PathIndex((k) => this.dirs.has(k));
   readonly attrs = indexedLru<AttrSlot>(200_000, this.attrPaths);
   readonly dirs = indexedLru<DirSlot>(20_000, this.dirPaths);
+  /** The last change generation of recently changed or fetched folders (see trackEpoch). */
   private readonly dirEpoch = new Map<string, number>();
+  private epochSeq = 0;
+  private epochFloor = 0;
   /** Bumped when a folder is renamed or removed: it changes the listings of every folder below. */
   private treeGen = 0;
   /** Folders whose last listing had more names than speculativeListMaxEntries: their lookups stat only. */
@@ -103,15 +109,33 @@ export class MetaCache {
     private readonly ours: PendingNames = { pending: () => false, childrenOf: () => [], movedInto: () => [] }) {}
 
   bumpDir(dir: string): void {
-    this.dirEpoch.set(dir, (this.dirEpoch.get(dir) ?? 0) + 1);
+    this.dirEpoch.delete(dir);
+    this.trackEpoch(dir, ++this.epochSeq);
   }
 
   /**
    * The generation of a folder's contents as we changed them: an answer fetched while it moved
    * may predate our change, so it is neither cached nor handed to callers that came after it.
+   * Monotonic per folder (epochs come from one sequence): never the same value after a change.
    */
   dirGen(dir: string): number {
-    return (this.dirEpoch.get(dir) ?? 0) * 65536 + this.treeGen;
+    let e = this.dirEpoch.get(dir);
+    // asked at the start of a fetch: tracked from now, so dropping others' epochs cannot move it
+    if (e === undefined) this.trackEpoch(dir, e = this.epochFloor);
+    return e * 65536 + this.treeGen;
+  }
+
+  /**
+   * Epochs are kept for a bounded number of paths (every deleted file's path was kept forever: a
+   * soak of create/delete churn grew the heap by 38,000 path strings in 8 minutes). One dropped
+   * raises the floor untracked paths answer to, so no path's generation ever goes back.
+   */
+  private trackEpoch(dir: string, e: number): void {
+    this.dirEpoch.set(dir, e);
+    if (this.dirEpoch.size <= EPOCHS_KEPT) return;
+    const [oldest, v] = this.dirEpoch.entries().next().value!;
+    this.dirEpoch.delete(oldest);
+    if (v > this.epochFloor) this.epochFloor = v;
   }
 
   isBig(dir: string): boolean {
