@@ -136,6 +136,11 @@ export interface TransferOptions extends CallOptions {
    * until then an abort takes the upload back for sure. A remote that cannot tell calls it first.
    */
   onSend?: () => void;
+  /**
+   * Uploads: localFile's bytes, already read (small files). A remote may send them instead of
+   * opening and reading the file again (vBoxx: no stat, open, read and close on the threadpool).
+   */
+  data?: Buffer;
 }
 
 /** Gets each chunk with its position and what the answer said about the content it comes from. */

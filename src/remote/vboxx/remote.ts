@@ -206,9 +206,10 @@ export class VboxxRemote implements Remote {
 
   async upload(localFile: string, path: string, o: TransferOptions = {}): Promise<RemoteEntry> {
     const r = await this.fileTarget(path, o);
-    const size = (await fsStat(localFile)).size;
+    const data = o.data && o.data.length <= this.client.chunkThreshold ? o.data : undefined;
+    const size = data ? data.length : (await fsStat(localFile)).size;
     await this.checkResolved(r, path, size, o);
-    const m = await this.client.upload(r.root.id, r.sub, localFile, o);
+    const m = data ? await this.client.filesPut(r.root.id, r.sub, data, o) : await this.client.upload(r.root.id, r.sub, localFile, o);
     this.bumpUsage(size);
     const e = this.toEntry(m, split(path).at(-1));
     if (!e) throw new BadRequest('uploaded under an invalid name', { path });

@@ -35,6 +35,8 @@ export interface UploadJob {
   /** The file's mtime and mode to keep, where the service keeps them. */
   mtimeMs?: number;
   mode?: number;
+  /** The bytes of localFile, when read already (small files on a remote without batches). */
+  data?: Buffer;
 }
 
 function attrsOf(job: UploadJob): { mtimeMs?: number; mode?: number } {
@@ -62,7 +64,9 @@ export class UploadBatcher {
     if (!mayBatch || !remote.batchUpload || job.size > UP_BATCH_FILE_MAX) {
       // Until the request leaves the client's queue an abort takes it back for sure, so a rename
       // or delete need not wait behind a busy queue (it did, up to the op timeout, then EIO).
-      return remote.upload(job.localFile, job.path, { signal: job.signal, priority: Priority.background, onSend: job.markSending, ...attrsOf(job) });
+      return remote.upload(job.localFile, job.path, {
+        signal: job.signal, priority: Priority.background, onSend: job.markSending, ...attrsOf(job), ...(job.data ? { data: job.data } : {}),
+      });
     }
     return new Promise<RemoteEntry>((resolve, reject) => {
       const it: UpItem = {
