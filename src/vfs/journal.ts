@@ -141,6 +141,18 @@ type Rec =
   | { t: 'c'; p: string }
   | { t: 'r'; f: string; to: string };
 
+/** A key set in a path-keyed map and its PathIndex together (the index learns new keys only). */
+function setIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string, v: V): void {
+  const had = m.has(k);
+  m.set(k, v);
+  if (!had) idx.add(k);
+}
+
+/** A key deleted from a path-keyed map and its PathIndex together. */
+function deleteIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string): void {
+  if (m.delete(k)) idx.delete(k);
+}
+
 export class Journal {
   readonly pending = new Map<string, PendingUpload>();
   /** uid of the pending upload of each path (a close must not scan every pending upload). */
@@ -383,12 +395,12 @@ export class Journal {
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
           ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
         });
-        this.setByPath(rec.p, rec.uid);
+        setIndexed(this.byPath, this.uploadPaths, rec.p, rec.uid);
         if (inline) this.inlineBytes += inline.length;
         break;
       }
       case 'a':
-        this.setAttrRec(rec.p, {
+        setIndexed(this.attrs, this.attrPaths, rec.p, {
           uid: rec.uid, path: rec.p,
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
           ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
@@ -399,7 +411,7 @@ export class Journal {
         if (p) this.forget(rec.uid, p);
         else {
           const a = this.attrUid(rec.uid);
-          if (a) this.deleteAttrRec(a.path);
+          if (a) deleteIndexed(this.attrs, this.attrPaths, a.path);
           else {
             const x = this.deleteUid(rec.uid);
             if (x) this.deletes.delete(x.path);
@@ -457,7 +469,7 @@ export class Journal {
       const uid = this.byPath.get(k)!;
       this.forget(uid, this.pending.get(uid)!);
     }
-    for (const k of this.attrPaths.under(path)) this.deleteAttrRec(k);
+    for (const k of this.attrPaths.under(path)) deleteIndexed(this.attrs, this.attrPaths, k);
   }
 
   /** Pending records of `from` (and below it) name `to` now; those pending at `to` are replaced. */
@@ -465,16 +477,16 @@ export class Journal {
     if (from === to) return;
     this.cancelAt(to);
     const moved: PendingAttrs[] = [];
-    for (const k of this.attrPaths.under(from)) { moved.push(this.attrs.get(k)!); this.deleteAttrRec(k); }
-    for (const a of moved) { a.path = to + a.path.slice(from.length); this.setAttrRec(a.path, a); }
+    for (const k of this.attrPaths.under(from)) { moved.push(this.attrs.get(k)!); deleteIndexed(this.attrs, this.attrPaths, k); }
+    for (const a of moved) { a.path = to + a.path.slice(from.length); setIndexed(this.attrs, this.attrPaths, a.path, a); }
     const ups: PendingUpload[] = [];
     for (const k of this.uploadPaths.under(from)) {
       ups.push(this.pending.get(this.byPath.get(k)!)!);
-      this.deleteByPath(k);
+      deleteIndexed(this.byPath, this.uploadPaths, k);
     }
     for (const p of ups) {
       p.path = to + p.path.slice(from.length);
-      this.setByPath(p.path, p.uid);
+      setIndexed(this.byPath, this.uploadPaths, p.path, p.uid);
     }
   }
 
@@ -483,29 +495,9 @@ export class Journal {
     return this.attrPaths.under(path);
   }
 
-  private setByPath(path: string, uid: string): void {
-    const had = this.byPath.has(path);
-    this.byPath.set(path, uid);
-    if (!had) this.uploadPaths.add(path);
-  }
-
-  private deleteByPath(path: string): void {
-    if (this.byPath.delete(path)) this.uploadPaths.delete(path);
-  }
-
-  private setAttrRec(path: string, a: PendingAttrs): void {
-    const had = this.attrs.has(path);
-    this.attrs.set(path, a);
-    if (!had) this.attrPaths.add(path);
-  }
-
-  private deleteAttrRec(path: string): void {
-    if (this.attrs.delete(path)) this.attrPaths.delete(path);
-  }
-
   private forget(uid: string, p: PendingUpload): void {
     this.pending.delete(uid);
-    if (this.byPath.get(p.path) === uid) this.deleteByPath(p.path);
+    if (this.byPath.get(p.path) === uid) deleteIndexed(this.byPath, this.uploadPaths, p.path);
     if (p.data) this.inlineBytes -= p.data.length;
   }
 
