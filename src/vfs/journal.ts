@@ -30,7 +30,7 @@
 //   back an old upload over them. A device flush per close cost about 1 ms of every create (half
 //   of a `create 200 small files` run on the reference machine), which rclone does not pay either.
 import fs, { promises as fsp } from 'node:fs';
-import { PathIndex, isUnder } from './paths.js';
+import { PathIndex, deleteIndexed, isUnder, setIndexed } from './paths.js';
 
 /** Content up to this size may travel inside its record. */
 export const INLINE_MAX_BYTES = 64 * 1024;
@@ -140,18 +140,6 @@ type Rec =
   | { t: 'd'; uid: string }
   | { t: 'c'; p: string }
   | { t: 'r'; f: string; to: string };
-
-/** A key set in a path-keyed map and its PathIndex together (the index learns new keys only). */
-function setIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string, v: V): void {
-  const had = m.has(k);
-  m.set(k, v);
-  if (!had) idx.add(k);
-}
-
-/** A key deleted from a path-keyed map and its PathIndex together. */
-function deleteIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string): void {
-  if (m.delete(k)) idx.delete(k);
-}
 
 export class Journal {
   readonly pending = new Map<string, PendingUpload>();

@@ -104,3 +104,15 @@ export class PathIndex {
     return this.children.size;
   }
 }
+
+/** A key set in a path-keyed map and its PathIndex together (the index learns new keys only). */
+export function setIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string, v: V): void {
+  const had = m.has(k);
+  m.set(k, v);
+  if (!had) idx.add(k);
+}
+
+/** A key deleted from a path-keyed map and its PathIndex together. */
+export function deleteIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string): void {
+  if (m.delete(k)) idx.delete(k);
+}

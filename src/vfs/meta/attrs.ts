@@ -14,7 +14,7 @@
 // returns; unlink and rmdir forget() them.
 import type { AttrChange, FileMetadata, RemoteEntry } from '../../remote/types.js';
 import type { Attr } from '../api.js';
-import { isUnder, rebase, rekeyMap } from '../paths.js';
+import { PathIndex, deleteIndexed, rebase, rekeyMap, setIndexed } from '../paths.js';
 import { sameIdent } from '../content/obj.js';
 
 export interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
@@ -33,6 +33,8 @@ export class AttrTable {
   private readonly inos = new Map<string, number>([['/', 1]]);
   /** ino -> path: the inode-addressed entry points resolve through it (numbers are never reused). */
   private readonly paths = new Map<number, string>([[1, '/']]);
+  /** The paths of inos by folder: a rename moves its tree only (a scan of every path the kernel holds before). */
+  private readonly inoPaths = new PathIndex((k) => this.inos.has(k));
   /**
    * The kernel's lookup count per inode (libfuse 3 backend): what entries it was sent minus what it
    * forgot. An unlinked name leaves the table at once (its open handles do not need it); a counted
@@ -62,7 +64,7 @@ export class AttrTable {
 
   ino(path: string): number {
     let ino = this.inos.get(path);
-    if (ino === undefined) { ino = this.nextIno++; this.inos.set(path, ino); this.paths.set(ino, path); }
+    if (ino === undefined) { ino = this.nextIno++; setIndexed(this.inos, this.inoPaths, path, ino); this.paths.set(ino, path); }
     return ino;
   }
 
@@ -114,7 +116,7 @@ export class AttrTable {
     const path = this.paths.get(ino);
     if (path === undefined) return;
     this.paths.delete(ino);
-    if (this.inos.get(path) === ino) this.inos.delete(path);
+    if (this.inos.get(path) === ino) deleteIndexed(this.inos, this.inoPaths, path);
     this.dropped++;
   }
 
@@ -127,7 +129,7 @@ export class AttrTable {
   forget(path: string): void {
     const ino = this.inos.get(path);
     if (ino !== undefined && ino !== 1) {
-      this.inos.delete(path);
+      deleteIndexed(this.inos, this.inoPaths, path);
       this.paths.delete(ino);
     }
     this.local.delete(path);
@@ -136,14 +138,14 @@ export class AttrTable {
   rekey(from: string, to: string): void {
     rekeyMap(this.local, from, to);
     const moved: [string, number][] = [];
-    for (const [k, v] of this.inos) if (k === from || isUnder(k, from)) moved.push([k, v]);
-    for (const [k] of moved) this.inos.delete(k);
+    for (const k of this.inoPaths.under(from)) moved.push([k, this.inos.get(k)!]);
+    for (const [k] of moved) deleteIndexed(this.inos, this.inoPaths, k);
     for (const [k, ino] of moved) {
       const nk = rebase(k, from, to);
       // a replaced target's number names nothing any more
       const old = this.inos.get(nk);
       if (old !== undefined && old !== ino) this.paths.delete(old);
-      this.inos.set(nk, ino);
+      setIndexed(this.inos, this.inoPaths, nk, ino);
       this.paths.set(ino, nk);
     }
   }
