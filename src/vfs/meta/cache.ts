@@ -92,7 +92,7 @@ export class MetaCache {
    * Negative slots in the order they were set (= the order they expire: one TTL for all). An
    * expired negative slot answers nothing (cached() skips it, a listing or stat is asked), yet it
    * held its path in the LRU until 200,000 newer slots pushed it out: a churn of deleted names
-   * grew the heap by ~115 MiB over 12 minutes (fault soak). Each new one drops those expired.
+   * filled the LRU with them. Each new one drops those expired.
    */
   private readonly negatives: Array<{ path: string; slot: AttrSlot }> = [];
   private negHead = 0;
