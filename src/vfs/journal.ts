@@ -30,7 +30,7 @@
 //   back an old upload over them. A device flush per close cost about 1 ms of every create (half
 //   of a `create 200 small files` run on the reference machine), which rclone does not pay either.
 import fs, { promises as fsp } from 'node:fs';
-import { PathIndex, deleteIndexed, isUnder, setIndexed } from './paths.js';
+import { PathIndex, deleteIndexed, isUnder, rekeyIndexed, setIndexed } from './paths.js';
 
 /** Content up to this size may travel inside its record. */
 export const INLINE_MAX_BYTES = 64 * 1024;
@@ -464,18 +464,8 @@ export class Journal {
   private retarget(from: string, to: string): void {
     if (from === to) return;
     this.cancelAt(to);
-    const moved: PendingAttrs[] = [];
-    for (const k of this.attrPaths.under(from)) { moved.push(this.attrs.get(k)!); deleteIndexed(this.attrs, this.attrPaths, k); }
-    for (const a of moved) { a.path = to + a.path.slice(from.length); setIndexed(this.attrs, this.attrPaths, a.path, a); }
-    const ups: PendingUpload[] = [];
-    for (const k of this.uploadPaths.under(from)) {
-      ups.push(this.pending.get(this.byPath.get(k)!)!);
-      deleteIndexed(this.byPath, this.uploadPaths, k);
-    }
-    for (const p of ups) {
-      p.path = to + p.path.slice(from.length);
-      setIndexed(this.byPath, this.uploadPaths, p.path, p.uid);
-    }
+    rekeyIndexed(this.attrs, this.attrPaths, from, to, (a, nk) => { a.path = nk; });
+    rekeyIndexed(this.byPath, this.uploadPaths, from, to, (uid, nk) => { this.pending.get(uid)!.path = nk; });
   }
 
   /** The paths with a metadata change pending at or under path. */

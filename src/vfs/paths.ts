@@ -116,3 +116,15 @@ export function setIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string, v: V
 export function deleteIndexed<V>(m: Map<string, V>, idx: PathIndex, k: string): void {
   if (m.delete(k)) idx.delete(k);
 }
+
+/** rekeyMap for a map with a PathIndex: visits the keys of the renamed tree only. */
+export function rekeyIndexed<V>(m: Map<string, V>, idx: PathIndex, from: string, to: string, onMove?: (v: V, newKey: string) => void): void {
+  const moved: [string, V][] = [];
+  for (const k of idx.under(from)) moved.push([k, m.get(k)!]);
+  for (const [k] of moved) deleteIndexed(m, idx, k);
+  for (const [k, v] of moved) {
+    const nk = rebase(k, from, to);
+    onMove?.(v, nk);
+    setIndexed(m, idx, nk, v);
+  }
+}

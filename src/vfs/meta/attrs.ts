@@ -14,7 +14,7 @@
 // returns; unlink and rmdir forget() them.
 import type { AttrChange, FileMetadata, RemoteEntry } from '../../remote/types.js';
 import type { Attr } from '../api.js';
-import { PathIndex, deleteIndexed, rebase, rekeyMap, setIndexed } from '../paths.js';
+import { PathIndex, deleteIndexed, rekeyIndexed, rekeyMap, setIndexed } from '../paths.js';
 import { sameIdent } from '../content/obj.js';
 
 export interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
@@ -137,17 +137,12 @@ export class AttrTable {
 
   rekey(from: string, to: string): void {
     rekeyMap(this.local, from, to);
-    const moved: [string, number][] = [];
-    for (const k of this.inoPaths.under(from)) moved.push([k, this.inos.get(k)!]);
-    for (const [k] of moved) deleteIndexed(this.inos, this.inoPaths, k);
-    for (const [k, ino] of moved) {
-      const nk = rebase(k, from, to);
+    rekeyIndexed(this.inos, this.inoPaths, from, to, (ino, nk) => {
       // a replaced target's number names nothing any more
       const old = this.inos.get(nk);
       if (old !== undefined && old !== ino) this.paths.delete(old);
-      setIndexed(this.inos, this.inoPaths, nk, ino);
       this.paths.set(ino, nk);
-    }
+    });
   }
 
   update(path: string, change: LocalAttrs): void {

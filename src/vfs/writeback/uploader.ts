@@ -342,7 +342,7 @@ export class Uploader {
           // a retry goes alone: whatever made the batch fail does not hold the file back again
           const data = this.smallContent(o);
           entry = await this.batcher.send({
-            localFile: this.files.file(o), path, size: data ? data.length : o.size, signal: ac.signal, markSending: () => { o.wb.sending = true; },
+            localFile: this.files.file(o), path, size: o.size, signal: ac.signal, markSending: () => { o.wb.sending = true; },
             ...carried, ...(data ? { data } : {}),
           }, attempts === 1);
         } finally {
