@@ -139,3 +139,29 @@ test('a new file takes a cache file made ahead: empty, private, removed at close
   await new ContentStore(ctx(), dataDir, { detached: () => {} }).recover([], () => {});
   t.deepEqual(fs.readdirSync(dataDir), [], 'spares and unreferenced cache files are gone');
 });
+
+test('the .meta index: a change that starts while it is being written leaves no index of the old bytes behind', async (t) => {
+  const { store, clean } = setup(t);
+  const metaOf = (o: Obj) => store.file(o) + '.meta';
+  // the removal before a write (beforeModify) while the index is on its way to disk
+  const a = clean('/a', 10);
+  const writing = store.writeMeta(a);
+  const dropped = store.dropMeta(a, true);
+  a.gen++; // the change itself, once the removal returned
+  await Promise.all([writing, dropped]);
+  t.false(fs.existsSync(metaOf(a)), 'removed after the write landed');
+  t.false(a.metaOnDisk);
+  // content dropped (epoch) or renamed while the index was written: it is taken back
+  const b = clean('/b', 10);
+  const w2 = store.writeMeta(b);
+  b.epoch++;
+  await w2;
+  t.false(fs.existsSync(metaOf(b)));
+  t.false(b.metaOnDisk);
+  // unchanged: written, and two writes at once do not trip over the shared temporary name
+  const c = clean('/c', 10);
+  await Promise.all([store.writeMeta(c), store.writeMeta(c), store.writeMeta(c)]);
+  t.true(c.metaOnDisk);
+  t.deepEqual(JSON.parse(fs.readFileSync(metaOf(c), 'utf8')).ranges, [[0, 10]]);
+  t.false(fs.existsSync(metaOf(c) + '.tmp'));
+});

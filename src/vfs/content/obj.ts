@@ -59,6 +59,8 @@ export class Obj {
   localMtime = 0;
   unlinked = false;
   metaOnDisk = false;
+  /** The .meta index being written (ContentStore.writeMeta): a removal waits for it. */
+  metaWriting: Promise<void> | null = null;
   /** The I/O gate of the cache file (see the top of this file). */
   ioShared = 0;
   ioExclusive: Promise<void> | null = null;
