@@ -503,7 +503,7 @@ export class Vfs implements VfsApi {
     if (times.mtime !== undefined) change.mtimeMs = ms(times.mtime);
     if (change.atimeMs === undefined && change.mtimeMs === undefined) return true;
     // an mtime set alone must not drag the shown atime along (toAttr falls back to mtime for it)
-    if (change.atimeMs === undefined && this.attrTable.local.get(path)?.atimeMs === undefined) {
+    if (change.atimeMs === undefined && this.attrTable.localOf(path)?.atimeMs === undefined) {
       const shown = await this.existingNamed(path, names);
       if (!shown) return false;
       change.atimeMs = this.attrOf(path, shown).atimeMs;
@@ -701,7 +701,7 @@ export class Vfs implements VfsApi {
     this.meta.localChange(path);
     const perm = mode & 0o7777;
     // mode 0 is a mode too (the creator's handle is open already): only the default is not stored
-    if (perm !== 0o644) this.attrTable.local.set(path, { perm }); else this.attrTable.local.delete(path);
+    this.attrTable.setLocal(path, perm !== 0o644 ? { perm } : undefined);
     this.attrTable.dirChanged(parentOf(path));
     // even O_RDONLY|O_CREAT made a file: the handle commits it like a writer
     return this.openObj(o, flags & ~O_TRUNC, true);

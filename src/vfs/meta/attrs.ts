@@ -14,7 +14,7 @@
 // returns; unlink and rmdir forget() them.
 import type { AttrChange, FileMetadata, RemoteEntry } from '../../remote/types.js';
 import type { Attr } from '../api.js';
-import { PathIndex, deleteIndexed, rekeyIndexed, rekeyMap, setIndexed } from '../paths.js';
+import { PathIndex, deleteIndexed, rekeyIndexed, setIndexed } from '../paths.js';
 import { sameIdent } from '../content/obj.js';
 
 export interface LocalAttrs { perm?: number; mtimeMs?: number; atimeMs?: number; ctimeMs?: number }
@@ -55,8 +55,14 @@ export class AttrTable {
   private nextIno = 2;
   /** Numbers dropped since the mount (status). */
   private dropped = 0;
-  /** chmod / utimens / a create's mode: kept locally (the services have no such attributes). */
-  readonly local = new Map<string, LocalAttrs>();
+  /**
+   * chmod / utimens / a create's mode: kept locally (the services have no such attributes), for
+   * the mount's life. Indexed by folder like the numbers: tar x and rsync -t give every file an
+   * entry, and a scan of them per rename cost 1.9 ms with 100,000 (rsync renames each file it
+   * writes: quadratic over a tree).
+   */
+  private readonly local = new Map<string, LocalAttrs>();
+  private readonly localPaths = new PathIndex((k) => this.local.has(k));
   private readonly mountTime = Date.now();
 
   /** meta: what the service keeps of a file's times and mode (absent: nothing, all lives for the mount). */
@@ -132,11 +138,11 @@ export class AttrTable {
       deleteIndexed(this.inos, this.inoPaths, path);
       this.paths.delete(ino);
     }
-    this.local.delete(path);
+    deleteIndexed(this.local, this.localPaths, path);
   }
 
   rekey(from: string, to: string): void {
-    rekeyMap(this.local, from, to);
+    rekeyIndexed(this.local, this.localPaths, from, to);
     rekeyIndexed(this.inos, this.inoPaths, from, to, (ino, nk) => {
       // a replaced target's number names nothing any more
       const old = this.inos.get(nk);
@@ -146,9 +152,25 @@ export class AttrTable {
   }
 
   update(path: string, change: LocalAttrs): void {
-    const la = this.local.get(path) ?? {};
-    Object.assign(la, change);
-    this.local.set(path, la);
+    const la = this.local.get(path);
+    if (la) Object.assign(la, change);
+    else setIndexed(this.local, this.localPaths, path, { ...change });
+  }
+
+  /** A new file's or folder's own attributes (its mode): what an earlier node at path had is gone. */
+  setLocal(path: string, la: LocalAttrs | undefined): void {
+    if (la) setIndexed(this.local, this.localPaths, path, la);
+    else deleteIndexed(this.local, this.localPaths, path);
+  }
+
+  /** What is kept locally of path (undefined: nothing). */
+  localOf(path: string): Readonly<LocalAttrs> | undefined {
+    return this.local.get(path);
+  }
+
+  /** Paths with local attributes (tests, status). */
+  get localCount(): number {
+    return this.local.size;
   }
 
   /**

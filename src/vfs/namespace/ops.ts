@@ -137,8 +137,7 @@ export class Namespace {
     const now = Date.now();
     this.meta.setInParent(path, { name: baseOf(path), type: 'dir', size: 0, mtimeMs: now });
     this.meta.setEmptyDir(path);
-    if (mode && (mode & 0o7777) !== 0o755) this.attrTable.local.set(path, { perm: mode & 0o7777 });
-    else this.attrTable.local.delete(path);
+    this.attrTable.setLocal(path, mode && (mode & 0o7777) !== 0o755 ? { perm: mode & 0o7777 } : undefined);
     // the new folder's own time is now, not when its write-back makes it on the server
     this.attrTable.dirChanged(path);
     this.attrTable.dirChanged(parentOf(path));
