@@ -99,6 +99,12 @@ export class PathIndex {
     return out;
   }
 
+  /** The keys directly in folder dir (not below its subfolders). */
+  childKeys(dir: string): string[] {
+    const s = this.children.get(dir);
+    return s ? [...s].filter((c) => this.isKey(c)) : [];
+  }
+
   /** Folders linked (tests: nothing is left once the table is empty). */
   get size(): number {
     return this.children.size;

@@ -37,7 +37,7 @@ import { Barriers } from './namespace/barriers.js';
 import { Namespace } from './namespace/ops.js';
 import { NamespaceQueues } from './namespace/queues.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
-import { baseOf, isUnder, joinPath, normPath, parentOf } from './paths.js';
+import { baseOf, joinPath, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
@@ -184,7 +184,7 @@ export class Vfs implements VfsApi {
       // (a folder not made yet, or one made below it, moves its time when made: --existing would
       // also drop a time sent before the folder is there)
       busyBelow: (dir) => this.queues.below(dir)
-        || [...this.store.localObjs].some((o) => isUnder(o.path, dir) && contentUnsent(o)),
+        || this.store.under(dir).some((o) => o.path !== dir && this.store.localObjs.has(o) && contentUnsent(o)),
     }, gate);
     if (remote.fileMeta?.folderTimes) this.attrTable.onDirChanged = (dir, ms) => this.attrWriter.implied(dir, ms);
     this.uploader = new Uploader(this.ctx, this.journal, this.store, this.meta, gate, {

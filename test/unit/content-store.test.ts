@@ -8,7 +8,7 @@ import { Ctx } from '../../src/vfs/context.js';
 import type { Obj } from '../../src/vfs/content/obj.js';
 import { ContentStore } from '../../src/vfs/content/store.js';
 import { defaultVfsOptions, resolveOptions } from '../../src/vfs/options.js';
-import { quietLog, tempDir } from './helpers.js';
+import { quietLog, rng, tempDir } from './helpers.js';
 
 function setup(t: ExecutionContext, cacheMaxBytes = 1000) {
   const dir = tempDir(t, 'cm-store-');
@@ -164,4 +164,47 @@ test('the .meta index: a change that starts while it is being written leaves no 
   t.true(c.metaOnDisk);
   t.deepEqual(JSON.parse(fs.readFileSync(metaOf(c), 'utf8')).ranges, [[0, 10]]);
   t.false(fs.existsSync(metaOf(c) + '.tmp'));
+});
+
+test('the objects at or under a path and in a folder: the index matches a scan through random adds, renames, detaches and destroys', async (t) => {
+  const { store } = setup(t, 1 << 30);
+  const names = ['/a', '/a/b', '/a/b/c', '/a/bc', '/a/b/c/d', '/ab', '/x', '/x/a', '/x/a/b', '/y'];
+  const r = rng(7);
+  const pick = () => names[Math.floor(r() * names.length)]!;
+  const scanUnder = (p: string) => [...store.objs.values()].filter((o) => p === '/' || o.path === p || o.path.startsWith(p + '/')).map((o) => o.id).sort();
+  const scanIn = (d: string) => [...store.objs.values()].filter((o) => o.path !== d && o.path.slice(0, o.path.lastIndexOf('/') || 1) === d).map((o) => o.id).sort();
+  const log: string[] = [];
+  for (let step = 0; step < 3000; step++) {
+    const p = pick();
+    const op = Math.floor(r() * 6);
+    if (op <= 1) {
+      const o = store.objs.get(p);
+      if (o) store.detach(o);
+      store.add(p, 0, false);
+      log.push(`add ${p}`);
+    } else if (op === 2) {
+      const to = pick();
+      if (to === p || to.startsWith(p + '/')) continue;
+      store.move(store.under(p), p, to);
+      log.push(`move ${p} ${to}`);
+    } else if (op === 3) {
+      const o = store.objs.get(p);
+      if (o) { store.detach(o); log.push(`detach ${p}`); }
+    } else if (op === 4) {
+      const o = store.objs.get(p);
+      if (o) { await store.destroy(o); log.push(`destroy ${p}`); }
+    } else {
+      const o = store.objs.get(p);
+      if (o) { store.unregister(o); store.touchLru(o); store.register(o); log.push(`re-register ${p}`); }
+    }
+    for (const n of [...names, '/']) {
+      const u = store.under(n).map((o) => o.id).sort();
+      const i = store.objsIn(n).map((o) => o.id).sort();
+      if (JSON.stringify(u) !== JSON.stringify(scanUnder(n)) || JSON.stringify(i) !== JSON.stringify(scanIn(n))) {
+        t.fail(`step ${step} after ${log.slice(-5).join('; ')}: ${n}: under ${u.length} vs ${scanUnder(n).length}, in ${i.length} vs ${scanIn(n).length}`);
+        return;
+      }
+    }
+  }
+  t.pass();
 });

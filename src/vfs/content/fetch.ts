@@ -18,7 +18,7 @@
 //   (the move landed meanwhile) is asked again at the new one, and one the old name answered
 //   NOT_FOUND (the move on its way) hurries the move and waits for it first.
 import fs, { promises as fsp } from 'node:fs';
-import { BadResponse, Cancelled, isRemoteError } from '../../errors.js';
+import { BadResponse, Cancelled } from '../../errors.js';
 import { Priority, type RangeRead, type RangeServed, type RemoteEntry } from '../../remote/types.js';
 import { CLOSING, MUTATION, MiB, errText, type Ctx } from '../context.js';
 import { baseOf } from '../paths.js';

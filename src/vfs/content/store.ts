@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { RemoteEntry } from '../../remote/types.js';
 import type { PendingUpload } from '../journal.js';
 import { MUTATION, errText, type Ctx } from '../context.js';
-import { baseOf, isUnder, rebase, rekeyMap } from '../paths.js';
+import { PathIndex, baseOf, isUnder, rebase, rekeyMap } from '../paths.js';
 import { openRw } from './fileio.js';
 import { Obj } from './obj.js';
 
@@ -27,8 +27,14 @@ import { Obj } from './obj.js';
 const SPARE_FILES = 32;
 
 export class ContentStore {
-  /** Content objects by current path; Map order is LRU order (touched on open). */
-  readonly objs = new Map<string, Obj>();
+  /**
+   * Content objects by current path; Map order is LRU order (touched on open). Changed only here
+   * (setObj, deleteObj), so that objPaths knows every key: a folder's rename, a listing's local
+   * names and a folder's pending work visit the objects at or under one path, not all of them (a
+   * scan per listing of every object with local changes, per folder rename of every cached one).
+   */
+  readonly objs: ReadonlyMap<string, Obj> = new Map<string, Obj>();
+  private readonly objPaths = new PathIndex((k) => this.objs.has(k));
   /** Objects whose local state overrides the server (dirty, pending, local-only). */
   readonly localObjs = new Set<Obj>();
   /**
@@ -64,11 +70,28 @@ export class ContentStore {
     return this.objs.get(path);
   }
 
+  private setObj(path: string, o: Obj): void {
+    const m = this.objs as Map<string, Obj>;
+    const had = m.has(path);
+    m.set(path, o);
+    if (!had) this.objPaths.add(path);
+  }
+
+  /** Removes path's entry if it is o's (another object may have taken the path meanwhile). */
+  private deleteObj(o: Obj, path = o.path): void {
+    if (this.objs.get(path) === o && (this.objs as Map<string, Obj>).delete(path)) this.objPaths.delete(path);
+  }
+
+  /** Objects in folder dir (not below its subfolders). */
+  objsIn(dir: string): Obj[] {
+    return this.objPaths.childKeys(dir).map((k) => this.objs.get(k)!);
+  }
+
   /** A new content object for path (not yet open), registered under it. */
   add(path: string, size: number, onServer: boolean, ident?: RemoteEntry): Obj {
     const o = new Obj(randomUUID(), path, size, onServer);
     if (ident) o.ident = { ...ident };
-    this.objs.set(path, o);
+    this.setObj(path, o);
     return o;
   }
 
@@ -82,7 +105,7 @@ export class ContentStore {
     const spare = this.spares.pop();
     const o = new Obj(spare?.id ?? randomUUID(), path, 0, false);
     if (spare) o.fd = spare.fd;
-    this.objs.set(path, o);
+    this.setObj(path, o);
     // after the create's answer: the filling's first open costs the JS thread a little too
     if (!this.sparesFilling) setImmediate(() => this.fillSpares());
     return o;
@@ -112,12 +135,12 @@ export class ContentStore {
 
   /** o (and what is under it) moved from `from` to `to` (a rename): re-registered under the new paths, hidden names too. */
   move(objs: Obj[], from: string, to: string): void {
-    for (const o of objs) if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    for (const o of objs) this.deleteObj(o);
     for (const o of objs) {
       o.path = rebase(o.path, from, to);
       const prev = this.objs.get(o.path);
       if (prev && prev !== o) this.detach(prev);
-      this.objs.set(o.path, o);
+      this.setObj(o.path, o);
       // the index names the old path; it is written again at the next release
       this.dropMeta(o);
     }
@@ -133,17 +156,17 @@ export class ContentStore {
 
   /** Objects at path or below it. */
   under(path: string): Obj[] {
-    return [...this.objs.values()].filter((o) => o.path === path || isUnder(o.path, path));
+    return this.objPaths.under(path).map((k) => this.objs.get(k)!);
   }
 
   /** o leaves the table for now (a rename's replaced target; put back by register if the rename fails). */
   unregister(o: Obj): void {
-    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.deleteObj(o);
     this.localObjs.delete(o);
   }
 
   register(o: Obj): void {
-    this.objs.set(o.path, o);
+    this.setObj(o.path, o);
     this.markLocal(o);
   }
 
@@ -197,7 +220,9 @@ export class ContentStore {
   }
 
   touchLru(o: Obj): void {
-    if (this.objs.get(o.path) === o) { this.objs.delete(o.path); this.objs.set(o.path, o); }
+    // the key stays: the index is not touched
+    const m = this.objs as Map<string, Obj>;
+    if (m.get(o.path) === o) { m.delete(o.path); m.set(o.path, o); }
   }
 
   /** The .meta index of o's clean bytes is about to be wrong: it goes first (awaitable), or in the background. */
@@ -262,7 +287,7 @@ export class ContentStore {
   detach(o: Obj): void {
     this.hooks.detached(o);
     o.unlinked = true;
-    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.deleteObj(o);
     this.localObjs.delete(o);
     if (o.refs === 0) this.destroy(o);
   }
@@ -272,7 +297,7 @@ export class ContentStore {
     o.epoch++;
     o.dlAbort?.abort(MUTATION);
     this.clearRanges(o);
-    if (this.objs.get(o.path) === o) this.objs.delete(o.path);
+    this.deleteObj(o);
     this.localObjs.delete(o);
     // the space of a removed file comes back only once its fd is closed too (evictForSpace waits)
     const close = () => new Promise<void>((r) => {
@@ -339,7 +364,7 @@ export class ContentStore {
         for (const [s, e] of m.ranges) o.ranges.add(s, Math.min(e, o.size));
         o.metaOnDisk = true;
         this.cacheBytes += o.ranges.bytes;
-        this.objs.set(o.path, o);
+        this.setObj(o.path, o);
       } catch {
         await fsp.rm(metaFile, { force: true });
         await fsp.rm(join(this.dataDir, id), { force: true });
@@ -362,7 +387,7 @@ export class ContentStore {
       const o = new Obj(p.id, p.path, size, true);
       o.localMtime = Date.now();
       this.addRange(o, 0, size);
-      this.objs.set(o.path, o);
+      this.setObj(o.path, o);
       restored.push({ obj: o, rec: p });
     }
     // cache files nobody refers to (crash while writing an unclosed file, or before meta was written)

@@ -237,11 +237,9 @@ export class Namespace {
       await this.barriers.run([from, to], () => this.renameLocked(from, to, src, dst, !!flags.noReplace));
     } finally {
       // the uploads stopped for the move go on at the new names (at the old ones if it failed);
-      // a file's are found by name, not by a walk of all local content (O(pending) per rename)
-      const stopped = src.type === 'dir' ? this.store.localObjs : [this.store.objs.get(to), this.store.objs.get(from)];
-      for (const o of stopped) {
-        if (o && this.store.localObjs.has(o) && (o.path === to || isUnder(o.path, to) || o.path === from || isUnder(o.path, from))) this.uploader.scheduleIfIdle(o);
-      }
+      // found by name or by the trees' index, not by a walk of all local content
+      const stopped = src.type === 'dir' ? [...this.store.under(to), ...this.store.under(from)] : [this.store.objs.get(to), this.store.objs.get(from)];
+      for (const o of stopped) if (o && this.store.localObjs.has(o)) this.uploader.scheduleIfIdle(o);
       // and so do the metadata changes stopped for it
       this.deps.attrWriter.resume(to);
       this.deps.attrWriter.resume(from);
@@ -409,8 +407,10 @@ export class Namespace {
       const o = this.store.objs.get(p);
       out.set(name, { e, o });
     }
-    for (const o of this.store.localObjs) {
-      if (!o.unlinked && parentOf(o.path) === dir && o.path !== '/') {
+    // names of ours the server does not list yet (every object with local changes is registered
+    // under its path, so the folder's own objects are all there is to look at)
+    for (const o of this.store.objsIn(dir)) {
+      if (!o.unlinked && this.store.localObjs.has(o) && o.path !== '/') {
         const name = baseOf(o.path);
         out.set(name, { e: out.get(name)?.e ?? this.store.localEntry(o), o });
       }
