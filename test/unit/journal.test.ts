@@ -259,3 +259,94 @@ test('journal: random uploads, metadata changes, cancels and renames of trees ma
     await j2.close();
   }
 });
+
+test('journal: random deletes, mkdirs, moves, metadata changes, uploads and dones match a model (and a replay)', async (t) => {
+  let seed = 777;
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+  const paths = ['/a', '/a/b', '/a/b/c', '/a/bc', '/d', '/d/e', '/d/e/f', '/x', '/x/a', '/ab'];
+  const under = (p: string, root: string) => p === root || p.startsWith(root + '/');
+  for (let round = 0; round < 15; round++) {
+    const file = join(tempDir(t), `journal-x-${round}`);
+    const j = new Journal(file, 40);
+    await j.open();
+    // the model: uploads uid -> path; metadata, deletes, mkdirs path -> uid; moves target -> uid
+    const ups = new Map<string, string>();
+    const attrs = new Map<string, string>();
+    const dels = new Map<string, string>();
+    const mks = new Map<string, string>();
+    const mvs = new Map<string, string>();
+    const cancelAt = (p: string) => {
+      for (const [k, v] of ups) if (under(v, p)) ups.delete(k);
+      for (const k of [...attrs.keys()]) if (under(k, p)) attrs.delete(k);
+    };
+    let n = 0;
+    const log: string[] = [];
+    for (let step = 0; step < 160; step++) {
+      const p = paths[rnd(paths.length)]!;
+      const op = rnd(7);
+      const uid = `u${n++}`;
+      if (op === 0) {
+        for (const [k, v] of ups) if (v === p) ups.delete(k);
+        ups.set(uid, p);
+        log.push(`upload ${uid} ${p}`);
+        await j.upload({ uid, path: p, id: uid, size: 1 });
+      } else if (op === 1) {
+        attrs.set(p, uid);
+        log.push(`attrs ${uid} ${p}`);
+        await j.setAttrs(uid, p, { mtimeMs: step });
+      } else if (op === 2) {
+        cancelAt(p);
+        for (const k of [...dels.keys()]) if (under(k, p)) dels.delete(k);
+        for (const k of [...mks.keys()]) if (under(k, p)) mks.delete(k);
+        dels.set(p, uid);
+        const dir = rnd(2) === 1;
+        log.push(`delete ${uid} ${p}${dir ? '/' : ''}`);
+        await j.deleteRec({ uid, path: p, dir });
+      } else if (op === 3) {
+        mks.set(p, uid);
+        log.push(`mkdir ${uid} ${p}`);
+        await j.mkdirRec({ uid, path: p });
+      } else if (op === 4) {
+        const to = paths[rnd(paths.length)]!;
+        if (under(to, p) || under(p, to)) continue;
+        cancelAt(to);
+        for (const [k, v] of ups) if (under(v, p)) ups.set(k, to + v.slice(p.length));
+        const moved = [...attrs].filter(([k]) => under(k, p));
+        for (const [k] of moved) attrs.delete(k);
+        for (const [k, v] of moved) attrs.set(to + k.slice(p.length), v);
+        mvs.set(to, uid);
+        log.push(`move ${uid} ${p} ${to}`);
+        await j.moveRec({ uid, from: p, to, size: 1 });
+      } else {
+        const live = [...ups.keys(), ...attrs.values(), ...dels.values(), ...mks.values(), ...mvs.values()];
+        if (!live.length) continue;
+        const u = live[rnd(live.length)]!;
+        ups.delete(u);
+        for (const m of [attrs, dels, mks, mvs]) for (const [k, v] of m) if (v === u) m.delete(k);
+        log.push(`done ${u}`);
+        await j.done(u);
+      }
+      const at = `round ${round} step ${step}: ${log.slice(-6).join('; ')}`;
+      const same = (got: string[], want: string[], what: string) => {
+        t.deepEqual(got.sort(), want.sort(), `${what}, ${at}`);
+        return got.join() === want.join();
+      };
+      const ok = same([...j.pending.values()].map((x) => `${x.uid}@${x.path}`), [...ups].map(([k, v]) => `${k}@${v}`), 'uploads')
+        && same([...j.attrs].map(([k, v]) => `${v.uid}@${k}`), [...attrs].map(([k, v]) => `${v}@${k}`), 'metadata')
+        && same([...j.deletes].map(([k, v]) => `${v.uid}@${k}`), [...dels].map(([k, v]) => `${v}@${k}`), 'deletes')
+        && same([...j.mkdirs].map(([k, v]) => `${v.uid}@${k}`), [...mks].map(([k, v]) => `${v}@${k}`), 'mkdirs')
+        && same([...j.moves].map(([k, v]) => `${v.uid}@${k}`), [...mvs].map(([k, v]) => `${v}@${k}`), 'moves');
+      if (!ok) return;
+      // the uid index holds the live records only (a record replaced or cancelled leaves it)
+      t.is(j.uidCount, j.attrs.size + j.deletes.size + j.mkdirs.size + j.moves.size, at);
+    }
+    await j.close();
+    const j2 = new Journal(file);
+    await j2.open();
+    t.deepEqual([...j2.pending.values()].map((x) => `${x.uid}@${x.path}`).sort(), [...ups].map(([k, v]) => `${k}@${v}`).sort(), `replay of round ${round}`);
+    t.deepEqual([...j2.deletes].map(([k, v]) => `${v.uid}@${k}`).sort(), [...dels].map(([k, v]) => `${v}@${k}`).sort());
+    t.deepEqual([...j2.mkdirs].map(([k, v]) => `${v.uid}@${k}`).sort(), [...mks].map(([k, v]) => `${v}@${k}`).sort());
+    t.deepEqual([...j2.moves].map(([k, v]) => `${v.uid}@${k}`).sort(), [...mvs].map(([k, v]) => `${v}@${k}`).sort());
+    await j2.close();
+  }
+});
