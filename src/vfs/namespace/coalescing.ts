@@ -23,7 +23,7 @@ import { TransferFailed, isRemoteError } from '../../errors.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
 import { errText, type Ctx } from '../context.js';
-import { isUnder } from '../paths.js';
+import { PathIndex, isUnder } from '../paths.js';
 
 const RETRY_MAX_MS = 30_000;
 
@@ -54,8 +54,14 @@ interface Sent {
 }
 
 export abstract class CoalescingQueue<R extends { uid: string }, J extends { done(uid: string): Promise<void> }> {
-  /** Records not yet confirmed, by path (queued or being sent). */
-  protected readonly pending = new Map<string, R>();
+  /**
+   * Records not yet confirmed, by path (queued or being sent). Changed only through setPending and
+   * deletePending, so that pendingPaths knows every key: a folder's delete folds the records below
+   * it by visiting that tree (a walk of every pending delete cost each unlink of an rm -rf ~0.17 ms
+   * on average over 20,000 held back).
+   */
+  protected readonly pending: ReadonlyMap<string, R> = new Map<string, R>();
+  private readonly pendingPaths = new PathIndex((k) => this.pending.has(k));
   /** Of those, the paths not sent yet. */
   protected readonly queued = new Set<string>();
   protected readonly inFlight = new Set<Sent>();
@@ -123,8 +129,24 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
     await written;
   }
 
+  protected setPending(k: string, r: R): void {
+    const m = this.pending as Map<string, R>;
+    const had = m.has(k);
+    m.set(k, r);
+    if (!had) this.pendingPaths.add(k);
+  }
+
+  protected deletePending(k: string): void {
+    if ((this.pending as Map<string, R>).delete(k)) this.pendingPaths.delete(k);
+  }
+
+  /** The pending keys below path (not path itself). */
+  protected pendingBelow(path: string): string[] {
+    return this.pendingPaths.under(path).filter((k) => k !== path);
+  }
+
   protected enqueue(r: R): void {
-    this.pending.set(this.key(r), r);
+    this.setPending(this.key(r), r);
     if (this.queued.size === 0) this.firstQueuedAt = Date.now();
     this.queued.add(this.key(r));
   }
@@ -231,7 +253,7 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
     this.failures.delete(path);
     const cur = this.pending.get(path);
     if (cur?.uid !== uid) return;
-    this.pending.delete(path);
+    this.deletePending(path);
     this.forget(path, cur);
     this.done(uid);
     this.ports.confirmed(path, cur);

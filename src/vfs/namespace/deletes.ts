@@ -88,7 +88,7 @@ export class DeleteQueue extends CoalescingQueue<PendingDelete, DeleteJournal> {
     const d: PendingDelete = { uid: randomUUID(), path, dir };
     // the journal folds the records below a folder itself; the queue follows it
     const rec = this.journal.deleteRec(d, endsMove);
-    for (const k of [...this.pending.keys()]) if (isUnder(k, path)) { this.pending.delete(k); this.queued.delete(k); }
+    for (const k of this.pendingBelow(path)) { this.deletePending(k); this.queued.delete(k); }
     await this.queue(d, rec);
   }
 
@@ -168,7 +168,7 @@ export class DeleteQueue extends CoalescingQueue<PendingDelete, DeleteJournal> {
 
   /** The server keeps it: shown again, and reported. */
   protected drop(path: string, rec: PendingDelete, error: string): void {
-    this.pending.delete(path);
+    this.deletePending(path);
     this.done(rec.uid);
     this.ctx.log.error(`delete of ${path} refused by the server, the server keeps it: ${error}`);
   }

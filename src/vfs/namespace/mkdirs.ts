@@ -135,7 +135,7 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
       return false;
     }
     const carried = this.carried.delete(path);
-    this.pending.delete(path);
+    this.deletePending(path);
     this.queued.delete(path);
     this.failures.delete(path);
     await this.journal.done(m.uid);
@@ -223,7 +223,7 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
   protected drop(path: string, _rec: PendingMkdir, error: string, attempts: number): void {
     for (const [k, m] of [...this.pending]) {
       if (k !== path && !isUnder(k, path)) continue;
-      this.pending.delete(k);
+      this.deletePending(k);
       this.queued.delete(k);
       this.carried.delete(k);
       if (k !== path) this.failures.set(k, { path: k, op: 'mkdir', error: `its parent ${path} was refused`, attempts, atMs: Date.now() });

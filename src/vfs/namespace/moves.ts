@@ -326,7 +326,7 @@ export class MoveQueue extends CoalescingQueue<PendingMove, MoveJournal> {
   }
 
   private remove(m: PendingMove): void {
-    this.pending.delete(m.to);
+    this.deletePending(m.to);
     this.queued.delete(m.to);
     this.forget(m.to, m);
   }
