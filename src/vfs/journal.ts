@@ -164,7 +164,7 @@ export class Journal {
    * changes, deletes, mkdirs and moves: a delete cancels what is below it and a done finds its
    * record without a walk of every pending one (with 20,000 deletes pending, as an rm -rf of a
    * big tree makes while the server is slow or away, each unlink cost 0.56 ms, and each
-   * confirmation a walk of them all twice). The maps change only through the put and drop helpers below.
+   * confirmation a walk of them all twice). The maps change only through putRec and dropRec.
    */
   private readonly deletePaths = new PathIndex((k) => this.deletes.has(k));
   private readonly mkdirPaths = new PathIndex((k) => this.mkdirs.has(k));
@@ -350,61 +350,22 @@ export class Journal {
     return this.byUid.size;
   }
 
-  private putAttr(a: PendingAttrs): void {
-    const old = this.attrs.get(a.path);
+  /**
+   * r becomes the record of key in m (and its uid the index's): one already there keeps its place
+   * in m's order (a mkdir's parents first, the moves as made) and leaves the uid index.
+   */
+  private putRec<V extends PendingAttrs | PendingDelete | PendingMkdir | PendingMove>(m: Map<string, V>, idx: PathIndex | null, key: string, r: V): void {
+    const old = m.get(key);
     if (old) this.byUid.delete(old.uid);
-    setIndexed(this.attrs, this.attrPaths, a.path, a);
-    this.byUid.set(a.uid, a);
+    if (idx) setIndexed(m, idx, key, r); else m.set(key, r);
+    this.byUid.set(r.uid, r);
   }
 
-  private dropAttr(path: string): void {
-    const a = this.attrs.get(path);
-    if (!a) return;
-    this.byUid.delete(a.uid);
-    deleteIndexed(this.attrs, this.attrPaths, path);
-  }
-
-  private putDelete(d: PendingDelete): void {
-    this.dropDelete(d.path);
-    setIndexed(this.deletes, this.deletePaths, d.path, d);
-    this.byUid.set(d.uid, d);
-  }
-
-  private dropDelete(path: string): void {
-    const d = this.deletes.get(path);
-    if (!d) return;
-    this.byUid.delete(d.uid);
-    deleteIndexed(this.deletes, this.deletePaths, path);
-  }
-
-  /** A mkdir of a path already pending keeps its place (parents first) under the new uid. */
-  private putMkdir(m: PendingMkdir): void {
-    const old = this.mkdirs.get(m.path);
-    if (old) this.byUid.delete(old.uid);
-    setIndexed(this.mkdirs, this.mkdirPaths, m.path, m);
-    this.byUid.set(m.uid, m);
-  }
-
-  private dropMkdir(path: string): void {
-    const m = this.mkdirs.get(path);
-    if (!m) return;
-    this.byUid.delete(m.uid);
-    deleteIndexed(this.mkdirs, this.mkdirPaths, path);
-  }
-
-  /** A move onto a target already pending keeps its place (the order they were made) under the new record. */
-  private putMove(m: PendingMove): void {
-    const old = this.moves.get(m.to);
-    if (old) this.byUid.delete(old.uid);
-    this.moves.set(m.to, m);
-    this.byUid.set(m.uid, m);
-  }
-
-  private dropMove(to: string): void {
-    const m = this.moves.get(to);
-    if (!m) return;
-    this.byUid.delete(m.uid);
-    this.moves.delete(to);
+  private dropRec<V extends PendingAttrs | PendingDelete | PendingMkdir | PendingMove>(m: Map<string, V>, idx: PathIndex | null, key: string): void {
+    const old = m.get(key);
+    if (!old) return;
+    this.byUid.delete(old.uid);
+    if (idx) deleteIndexed(m, idx, key); else m.delete(key);
   }
 
   /** Pending upload of exactly `path`, if any. */
@@ -445,7 +406,7 @@ export class Journal {
         break;
       }
       case 'a':
-        this.putAttr({
+        this.putRec(this.attrs, this.attrPaths, rec.p, {
           uid: rec.uid, path: rec.p,
           ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.mo === 'number' ? { mode: rec.mo } : {}),
           ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
@@ -456,27 +417,28 @@ export class Journal {
         if (p) { this.forget(rec.uid, p); break; }
         const r = this.byUid.get(rec.uid);
         if (!r) break;
-        if ('to' in r) this.dropMove(r.to);
-        else if (this.attrs.get(r.path) === r) this.dropAttr(r.path);
-        else if (this.deletes.get(r.path) === r) this.dropDelete(r.path);
-        else if (this.mkdirs.get(r.path) === r) this.dropMkdir(r.path);
+        if ('to' in r) this.dropRec(this.moves, null, r.to);
+        else if (this.attrs.get(r.path) === r) this.dropRec(this.attrs, this.attrPaths, r.path);
+        else if (this.deletes.get(r.path) === r) this.dropRec(this.deletes, this.deletePaths, r.path);
+        else if (this.mkdirs.get(r.path) === r) this.dropRec(this.mkdirs, this.mkdirPaths, r.path);
         break;
       }
       case 'x':
         this.cancelAt(rec.p);
-        for (const k of this.deletePaths.under(rec.p)) this.dropDelete(k);
+        for (const k of this.deletePaths.under(rec.p)) this.dropRec(this.deletes, this.deletePaths, k);
         // (the queue settles a mkdir before a delete of it or above it: this only keeps replay safe)
-        for (const k of this.mkdirPaths.under(rec.p)) this.dropMkdir(k);
+        for (const k of this.mkdirPaths.under(rec.p)) this.dropRec(this.mkdirs, this.mkdirPaths, k);
         // an unlink of a move's target before it was sent: the server's file goes instead, and
         // what was pending at the target with it
         if (rec.mv) {
           const v = this.moveUid(rec.mv);
-          if (v) { this.dropMove(v.to); this.cancelAt(v.to); }
+          if (v) { this.dropRec(this.moves, null, v.to); this.cancelAt(v.to); }
         }
-        this.putDelete({ uid: rec.uid, path: rec.p, dir: rec.dir === 1, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
+        // (a delete goes to the end of the order: the one at rec.p left above)
+        this.putRec(this.deletes, this.deletePaths, rec.p, { uid: rec.uid, path: rec.p, dir: rec.dir === 1, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
         break;
       case 'm':
-        this.putMkdir({ uid: rec.uid, path: rec.p, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
+        this.putRec(this.mkdirs, this.mkdirPaths, rec.p, { uid: rec.uid, path: rec.p, ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}) });
         break;
       case 'c':
         this.cancelAt(rec.p);
@@ -485,12 +447,12 @@ export class Journal {
         this.retarget(rec.f, rec.to);
         break;
       case 'v': {
-        if (rec.rep) { const old = this.moveUid(rec.rep); if (old) this.dropMove(old.to); }
+        if (rec.rep) { const old = this.moveUid(rec.rep); if (old) this.dropRec(this.moves, null, old.to); }
         this.retarget(rec.f, rec.to);
         const from = rec.s ?? rec.f;
         // a chain back to where the server has the file moves nothing
         if (from !== rec.to) {
-          this.putMove({
+          this.putRec(this.moves, null, rec.to, {
             uid: rec.uid, from, to: rec.to, size: rec.n, ...(rec.rp ? { replaces: true } : {}), ...(rec.nr ? { noReplace: true } : {}),
             ...(rec.d ? { dir: true } : {}),
             ...(typeof rec.mt === 'number' ? { mtimeMs: rec.mt } : {}), ...(typeof rec.at === 'number' ? { atMs: rec.at } : {}),
@@ -507,7 +469,7 @@ export class Journal {
       const uid = this.byPath.get(k)!;
       this.forget(uid, this.pending.get(uid)!);
     }
-    for (const k of this.attrPaths.under(path)) this.dropAttr(k);
+    for (const k of this.attrPaths.under(path)) this.dropRec(this.attrs, this.attrPaths, k);
   }
 
   /** Pending records of `from` (and below it) name `to` now; those pending at `to` are replaced. */

@@ -188,6 +188,20 @@ test('journal: move records retarget what was pending, fold chains, end with a d
   await j3.close();
 });
 
+/** A step of the random journal tests and of their model: an upload of p (one per path, op 0) or a metadata change of p (op 1). */
+async function uploadOrAttrs(j: Journal, m: { ups: Map<string, string>; attrs: Map<string, string>; log: string[] }, op: number, p: string, uid: string, step: number): Promise<void> {
+  if (op === 0) {
+    for (const [k, v] of m.ups) if (v === p) m.ups.delete(k);
+    m.ups.set(uid, p);
+    m.log.push(`upload ${uid} ${p}`);
+    await j.upload({ uid, path: p, id: uid, size: 1 });
+  } else {
+    m.attrs.set(p, uid);
+    m.log.push(`attrs ${uid} ${p}`);
+    await j.setAttrs(uid, p, { mtimeMs: step });
+  }
+}
+
 test('journal: random uploads, metadata changes, cancels and renames of trees match a model (and a replay)', async (t) => {
   // a small LCG: the same sequence every run, printed seed on failure
   let seed = 12345;
@@ -207,15 +221,8 @@ test('journal: random uploads, metadata changes, cancels and renames of trees ma
       const p = paths[rnd(paths.length)]!;
       const op = rnd(6);
       const uid = `u${n++}`;
-      if (op === 0) {
-        for (const [k, v] of ups) if (v === p) ups.delete(k);
-        ups.set(uid, p);
-        log.push(`upload ${uid} ${p}`);
-        await j.upload({ uid, path: p, id: uid, size: 1 });
-      } else if (op === 1) {
-        attrs.set(p, uid);
-        log.push(`attrs ${uid} ${p}`);
-        await j.setAttrs(uid, p, { mtimeMs: step });
+      if (op <= 1) {
+        await uploadOrAttrs(j, { ups, attrs, log }, op, p, uid, step);
       } else if (op === 2) {
         const live = [...ups.keys(), ...attrs.values()];
         if (!live.length) continue;
@@ -285,15 +292,8 @@ test('journal: random deletes, mkdirs, moves, metadata changes, uploads and done
       const p = paths[rnd(paths.length)]!;
       const op = rnd(7);
       const uid = `u${n++}`;
-      if (op === 0) {
-        for (const [k, v] of ups) if (v === p) ups.delete(k);
-        ups.set(uid, p);
-        log.push(`upload ${uid} ${p}`);
-        await j.upload({ uid, path: p, id: uid, size: 1 });
-      } else if (op === 1) {
-        attrs.set(p, uid);
-        log.push(`attrs ${uid} ${p}`);
-        await j.setAttrs(uid, p, { mtimeMs: step });
+      if (op <= 1) {
+        await uploadOrAttrs(j, { ups, attrs, log }, op, p, uid, step);
       } else if (op === 2) {
         cancelAt(p);
         for (const k of [...dels.keys()]) if (under(k, p)) dels.delete(k);
