@@ -14,6 +14,21 @@ export function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: n
   });
 }
 
+/**
+ * The first size bytes of fd, read inline (a few pages of our own cache file: cheaper than a
+ * threadpool hop). Fewer when the file is shorter: the caller decides what that means.
+ */
+export function readStartSync(fd: number, size: number): Buffer {
+  const buf = Buffer.allocUnsafe(size);
+  let n = 0;
+  while (n < size) {
+    const r = fs.readSync(fd, buf, n, size - n, n);
+    if (r === 0) break;
+    n += r;
+  }
+  return n === size ? buf : buf.subarray(0, n);
+}
+
 function pwritev(fd: number, bufs: Buffer[], pos: number): Promise<number> {
   return new Promise((resolve, reject) => {
     fs.writev(fd, bufs, pos, (err, n) => (err ? reject(err) : resolve(n)));

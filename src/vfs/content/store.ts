@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { RemoteEntry } from '../../remote/types.js';
 import type { PendingUpload } from '../journal.js';
 import { MUTATION, errText, type Ctx } from '../context.js';
-import { PathIndex, baseOf, isUnder, rebase, rekeyMap } from '../paths.js';
+import { PathIndex, baseOf, deleteIndexed, isUnder, rebase, rekeyMap, setIndexed } from '../paths.js';
 import { openRw } from './fileio.js';
 import { Obj } from './obj.js';
 
@@ -71,15 +71,12 @@ export class ContentStore {
   }
 
   private setObj(path: string, o: Obj): void {
-    const m = this.objs as Map<string, Obj>;
-    const had = m.has(path);
-    m.set(path, o);
-    if (!had) this.objPaths.add(path);
+    setIndexed(this.objs as Map<string, Obj>, this.objPaths, path, o);
   }
 
-  /** Removes path's entry if it is o's (another object may have taken the path meanwhile). */
-  private deleteObj(o: Obj, path = o.path): void {
-    if (this.objs.get(path) === o && (this.objs as Map<string, Obj>).delete(path)) this.objPaths.delete(path);
+  /** Removes o's entry if the path is still o's (another object may have taken it meanwhile). */
+  private deleteObj(o: Obj): void {
+    if (this.objs.get(o.path) === o) deleteIndexed(this.objs as Map<string, Obj>, this.objPaths, o.path);
   }
 
   /** Objects in folder dir (not below its subfolders). */

@@ -23,7 +23,7 @@ import { TransferFailed, isRemoteError } from '../../errors.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
 import { errText, type Ctx } from '../context.js';
-import { PathIndex, isUnder } from '../paths.js';
+import { PathIndex, deleteIndexed, isUnder, setIndexed } from '../paths.js';
 
 const RETRY_MAX_MS = 30_000;
 
@@ -130,14 +130,11 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
   }
 
   protected setPending(k: string, r: R): void {
-    const m = this.pending as Map<string, R>;
-    const had = m.has(k);
-    m.set(k, r);
-    if (!had) this.pendingPaths.add(k);
+    setIndexed(this.pending as Map<string, R>, this.pendingPaths, k, r);
   }
 
   protected deletePending(k: string): void {
-    if ((this.pending as Map<string, R>).delete(k)) this.pendingPaths.delete(k);
+    deleteIndexed(this.pending as Map<string, R>, this.pendingPaths, k);
   }
 
   /** The pending keys below path (not path itself). */

@@ -27,7 +27,7 @@ import { sleep } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
 import { CLOSING, MUTATION, errText, type Ctx } from '../context.js';
-import { fdatasyncFd, ftruncateFd } from '../content/fileio.js';
+import { fdatasyncFd, ftruncateFd, readStartSync } from '../content/fileio.js';
 import { exclusiveIo, type Obj } from '../content/obj.js';
 import type { PendingUpload } from '../journal.js';
 import type { BarrierGate } from '../namespace/barriers.js';
@@ -240,12 +240,8 @@ export class Uploader {
         // threadpool hops cost a create of a small file ~0.1-0.2 ms on a busy machine. The file
         // is at most a failed write's reservation longer than size, so the truncate frees little.
         fs.ftruncateSync(o.fd, size);
-        const data = Buffer.allocUnsafe(size);
-        for (let off = 0; off < size;) {
-          const n = fs.readSync(o.fd, data, off, size - off, off);
-          if (n === 0) throw new BadResponse(`cache file of ${o.path} is shorter than its content`, { path: o.path });
-          off += n;
-        }
+        const data = readStartSync(o.fd, size);
+        if (data.length < size) throw new BadResponse(`cache file of ${o.path} is shorter than its content`, { path: o.path });
         record = this.recordClose(o, gen, size, data);
       } else {
         // writes start again once the file has the size they extend
@@ -394,15 +390,9 @@ export class Uploader {
     const own = fd < 0;
     try {
       if (own) fd = fs.openSync(this.files.file(o), 'r');
-      const buf = Buffer.allocUnsafe(size);
-      let n = 0;
-      while (n < size) {
-        const r = fs.readSync(fd, buf, n, size - n, n);
-        if (r === 0) break;
-        n += r;
-      }
+      const buf = readStartSync(fd, size);
       // shorter than the size it had a moment ago (truncated meanwhile): the file path decides
-      return n === size ? buf : undefined;
+      return buf.length === size ? buf : undefined;
     } catch {
       return undefined;
     } finally {
