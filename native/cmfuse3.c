@@ -3,7 +3,7 @@
  *
  * Threading model (native-notes/lowlevel.md has the long version):
  *  - N reader threads block in read(/dev/fuse) and let libfuse decode each
- *    request. Our op callbacks never wait for JS: they copy what the request
+ *    request (or, in poll mode, the JS thread reads them itself: pump()). Our op callbacks never wait for JS: they copy what the request
  *    carries into a cm_item, append it to one queue and return, so a reader is
  *    back in read() within microseconds.
  *  - The JS thread is woken once per empty->non-empty transition of the queue
@@ -21,10 +21,13 @@
 #define _GNU_SOURCE
 #include <fuse_lowlevel.h>
 #include <node_api.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -177,6 +180,15 @@ typedef struct cm_session {
 	atomic_ulong interrupts;
 	cm_acslot ac[CM_AC_SLOTS]; /* under qlock */
 	atomic_ulong ac_hits;
+	/* Poll mode (reader "poll"): the JS thread reads /dev/fuse itself (uv_poll on the
+	 * non-blocking fd) and no reader thread exists; see pump() and spin(). JS thread only. */
+	int poll_mode;
+	uv_poll_t *upoll;
+	uv_prepare_t *uprep;
+	struct fuse_buf pbuf;
+	uint64_t last_req_ns;
+	uint64_t spin_ns;
+	unsigned long spins, spin_hits;
 	/* JS thread only: per op, requests answered, ns from decoding to JS's call and to the answer */
 	double lat_n[CM_NOPS], lat_handoff[CM_NOPS], lat_total[CM_NOPS];
 } cm_session;
@@ -805,6 +817,137 @@ static void *reader(void *arg)
 	return NULL;
 }
 
+/*
+ * Poll mode. Each synchronous request a program makes (open, write, close of a
+ * small file...) crosses threads twice with reader threads: kernel -> reader,
+ * reader -> JS. On a VM an idle vCPU halts, and waking it costs tens of
+ * microseconds per crossing (native-notes/lowlevel.md, "Poll mode"). Here the
+ * JS thread reads requests itself when libuv reports the fd readable, and
+ * after recent requests it polls the event loop's own epoll fd for a short
+ * while before letting libuv sleep, so the program's next request finds it
+ * awake. The doorbell still rings (from this thread: no cross-thread wake),
+ * so JS gets requests through the same call_js path as with readers.
+ */
+static void poll_end(cm_session *s);
+
+static void pump(uv_poll_t *h, int status, int events)
+{
+	cm_session *s = h->data;
+	(void)events;
+	for (int n = 0; n < 64; n++) {
+		int r;
+		if (status < 0 || fuse_session_exited(s->se)) {
+			poll_end(s);
+			return;
+		}
+		r = fuse_session_receive_buf(s->se, &s->pbuf);
+		if (r == -EAGAIN) break;
+		if (r == -EINTR) continue;
+		if (r <= 0) {
+			poll_end(s);
+			return;
+		}
+		tl_mem = s->pbuf.mem;
+		tl_stolen = 0;
+		fuse_session_process_buf(s->se, &s->pbuf);
+		if (tl_stolen) s->pbuf.mem = NULL;
+		tl_mem = NULL;
+	}
+	s->last_req_ns = now_ns();
+}
+
+static void spin(uv_prepare_t *h)
+{
+	cm_session *s = h->data;
+	uv_loop_t *loop = h->loop;
+	struct pollfd p;
+	uint64_t t0, until;
+	if (!s->spin_ns || s->closing) return;
+	t0 = now_ns();
+	/* only right after requests: an idle mount never spins */
+	if (t0 - s->last_req_ns > 2000000) return;
+	if (uv_backend_timeout(loop) == 0) return; /* something is due now anyway */
+	s->spins++;
+	p.fd = uv_backend_fd(loop); /* readable when any fd of the loop is: ours, the doorbell, sockets, the pool */
+	p.events = POLLIN;
+	until = t0 + s->spin_ns;
+	do {
+		p.revents = 0;
+		if (poll(&p, 1, 0) > 0) {
+			s->spin_hits++;
+			return;
+		}
+		/* polite: whatever else is runnable here (the program itself, a pool thread) goes first */
+		sched_yield();
+	} while (now_ns() < until);
+}
+
+static void free_handle(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void spin_stop(cm_session *s)
+{
+	if (!s->uprep) return;
+	uv_prepare_stop(s->uprep);
+	uv_close((uv_handle_t *)s->uprep, free_handle);
+	s->uprep = NULL;
+}
+
+static void poll_end(cm_session *s)
+{
+	cm_item *it;
+	if (s->upoll) {
+		uv_poll_stop(s->upoll);
+		uv_close((uv_handle_t *)s->upoll, free_handle);
+		s->upoll = NULL;
+	}
+	spin_stop(s);
+	free(s->pbuf.mem);
+	s->pbuf.mem = NULL;
+	pthread_mutex_lock(&s->qlock);
+	s->running = 0;
+	pthread_mutex_unlock(&s->qlock);
+	it = item_new(s, CM_ENDED, NULL, 0, NULL, NULL, 0);
+	if (it) enqueue(s, it);
+}
+
+static int poll_start(napi_env env, cm_session *s)
+{
+	uv_loop_t *loop = NULL;
+	int fd = fuse_session_fd(s->se);
+	int fl = fcntl(fd, F_GETFL);
+	if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) return -1;
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+	s->upoll = calloc(1, sizeof *s->upoll);
+	if (!s->upoll) goto fail;
+	if (uv_poll_init(loop, s->upoll, fd) != 0) goto fail;
+	s->upoll->data = s;
+	uv_poll_start(s->upoll, UV_READABLE, pump);
+	s->running = 1;
+	return 0;
+fail:
+	free(s->upoll);
+	s->upoll = NULL;
+	return -1;
+}
+
+static int spin_start(napi_env env, cm_session *s)
+{
+	uv_loop_t *loop = NULL;
+	if (!s->spin_ns) return 0;
+	if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) return -1;
+	s->uprep = calloc(1, sizeof *s->uprep);
+	if (!s->uprep) return -1;
+	uv_prepare_init(loop, s->uprep);
+	s->uprep->data = s;
+	/* never keeps the loop alive */
+	uv_unref((uv_handle_t *)s->uprep);
+	uv_prepare_start(s->uprep, spin);
+	return 0;
+}
+
 /* ---- N-API helpers ---- */
 
 #define NAPI(call) do { if ((call) != napi_ok) goto napi_fail; } while (0)
@@ -1087,6 +1230,7 @@ static void call_js(napi_env env, napi_value js_cb, void *ctx, void *data)
 		return;
 	}
 	for (it = list; it; it = it->next) n++;
+	s->last_req_ns = now_ns();
 	atomic_fetch_add(&s->batches, 1);
 	atomic_fetch_add(&s->delivered, n);
 	mb = atomic_load(&s->max_batch);
@@ -1942,6 +2086,13 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 	get_prop_u32(env, argv[2], "maxReadahead", &s->max_readahead);
 	get_prop_u32(env, argv[2], "maxBackground", &s->max_background);
 	get_prop_u32(env, argv[2], "congestionThreshold", &s->congestion);
+	{
+		unsigned pm = 0, spin_us = 0;
+		get_prop_u32(env, argv[2], "poll", &pm);
+		get_prop_u32(env, argv[2], "spinUs", &spin_us);
+		s->poll_mode = pm != 0;
+		s->spin_ns = (uint64_t)spin_us * 1000;
+	}
 	if (threads < 1) threads = 1;
 	if (threads > CM_MAX_THREADS) threads = CM_MAX_THREADS;
 	log_to_stderr = debug ? 1 : 0;
@@ -2030,7 +2181,20 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 	s->mountpoint = strdup(mnt);
 
 	s->running = 0;
-	for (i = 0; i < threads; i++) {
+	if (s->poll_mode) {
+		if (poll_start(env, s) != 0) {
+			fuse_session_unmount(s->se);
+			fuse_session_destroy(s->se);
+			napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+			pthread_mutex_destroy(&s->qlock);
+			free(s->mountpoint);
+			free(s);
+			throw_err(env, "cmfuse3: could not watch /dev/fuse on the event loop");
+			return NULL;
+		}
+	}
+	spin_start(env, s);
+	for (i = 0; i < threads && !s->poll_mode; i++) {
 		pthread_mutex_lock(&s->qlock);
 		s->running++;
 		pthread_mutex_unlock(&s->qlock);
@@ -2042,7 +2206,7 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 		}
 		s->nthreads++;
 	}
-	if (s->nthreads == 0) {
+	if (s->nthreads == 0 && !s->poll_mode) {
 		fuse_session_unmount(s->se);
 		fuse_session_destroy(s->se);
 		napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
@@ -2101,6 +2265,7 @@ static napi_value n_destroy(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	for (int i = 0; i < s->nthreads; i++) pthread_join(s->threads[i], NULL);
+	spin_stop(s);
 	data_stop(s);
 	live_remove(s);
 	pthread_mutex_lock(&s->qlock);
@@ -2143,6 +2308,10 @@ static napi_value n_ref(napi_env env, napi_callback_info info)
 	if (!s->destroyed) {
 		if (on) napi_ref_threadsafe_function(env, s->tsfn);
 		else napi_unref_threadsafe_function(env, s->tsfn);
+		if (s->upoll) {
+			if (on) uv_ref((uv_handle_t *)s->upoll);
+			else uv_unref((uv_handle_t *)s->upoll);
+		}
 	}
 	return undef(env);
 }
@@ -2186,6 +2355,8 @@ static napi_value n_stats(napi_env env, napi_callback_info info)
 	set_num(env, o, "interrupts", (double)atomic_load(&s->interrupts));
 	set_num(env, o, "outstanding", s->outstanding);
 	set_num(env, o, "threads", s->nthreads);
+	set_num(env, o, "spins", (double)s->spins);
+	set_num(env, o, "spinHits", (double)s->spin_hits);
 	return o;
 }
 

@@ -189,6 +189,8 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       cacheReaddir: settings.cacheReaddir,
       ...(settings.writebackCache ? { writebackCache: true } : {}),
       ...(settings.readdirplus ? { readdirplus: settings.readdirplus } : {}),
+      ...(settings.fuseReader ? { fuseReader: settings.fuseReader } : {}),
+      ...(settings.spinUs !== undefined ? { spinUs: settings.spinUs } : {}),
     });
   } catch (e) {
     removeRecord(process.pid);

@@ -28,6 +28,10 @@ export interface MountSettings {
   writebackCache?: boolean;
   /** -o readdirplus=always|auto|off (libfuse3). */
   readdirplus?: 'always' | 'auto' | 'off';
+  /** -o fuse_reader=threads|poll (libfuse3). */
+  fuseReader?: 'threads' | 'poll';
+  /** -o spin=USEC (libfuse3): how long the event loop polls after requests before it sleeps. */
+  spinUs?: number;
 }
 
 /** The table the help text, README and the parser share. */
@@ -61,6 +65,8 @@ export const mountOptionTable: Array<{ name: string; value?: string; desc: strin
   { name: 'cache_readdir', desc: 'libfuse3: the kernel keeps a folder listing while ours is unchanged (pays off with a long kernel_timeout)' },
   { name: 'readdirplus', value: 'MODE', desc: 'libfuse3: always (default: attributes with every listing, so ls -l asks nothing more), auto (the kernel asks for them when lookups follow a listing) or off' },
   { name: 'writeback_cache', desc: 'libfuse3, experimental: the kernel gathers writes in its page cache and hands them over at close/fsync (see native-notes/lowlevel.md for what it changes)' },
+  { name: 'fuse_reader', value: 'R', desc: 'libfuse3: who reads requests from the kernel: poll (default: the JS thread itself, one thread crossing less per request) or threads (a reader thread hands them over; keeps big write copies off the JS thread)' },
+  { name: 'spin', value: 'USEC', desc: 'libfuse3: after requests, the JS thread polls this long for the next one before it sleeps, so a program\'s next call finds it awake (default 200; 0 = never; costs CPU only while requests come)' },
   { name: 'backend', value: 'B', desc: 'FUSE binding: libfuse3 (default on Linux when its addon is built) or fuse-native (libfuse 2: macOS, no addon)' },
 ];
 
@@ -144,6 +150,13 @@ export function parseMountOptions(specs: string[]): MountSettings {
         case 'writeback_cache': flag(); s.writebackCache = true; break;
         case 'readdirplus': s.readdirplus = oneOf('always', 'auto', 'off'); break;
         case 'backend': s.backend = oneOf('libfuse3', 'fuse-native'); break;
+        case 'fuse_reader': s.fuseReader = oneOf('threads', 'poll'); break;
+        case 'spin': {
+          const v = count(0);
+          if (v > 100_000) throw new UsageError(`-o spin=${v}: at most 100000 microseconds`);
+          s.spinUs = v;
+          break;
+        }
         default: {
           const known = mountOptionTable.map((o) => o.name);
           const near = didYouMean(key, known);

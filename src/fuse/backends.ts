@@ -70,6 +70,9 @@ export interface BackendConfig {
 const bounded = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), ms).unref())]);
 
+/** Long enough to cover a program's turn between two calls (wake-up, its own work); see native-notes/lowlevel.md "Spinning". */
+const DEFAULT_SPIN_US = 200;
+
 export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
   const { opts, log, mnt } = c;
   const toJs: Record<string, number> = {};
@@ -96,6 +99,8 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       negativeTimeout: opts.negativeTimeoutS ?? 0,
       ...(opts.writebackCache ? { writebackCache: true } : {}),
       ...(opts.readdirplus ? { readdirplus: opts.readdirplus } : {}),
+      reader: opts.fuseReader ?? 'poll',
+      spinUs: opts.spinUs ?? DEFAULT_SPIN_US,
       extraOptions: extra,
       initTimeoutMs: opts.mountTimeoutMs ?? 30_000,
     });
@@ -113,7 +118,7 @@ export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {
       `max_write ${conn.maxWrite}, read-ahead ${conn.readAheadKb ?? conn.maxReadahead / 1024} KiB, ${conn.features.join(' ')}`,
     stats() {
       const n = session.stats();
-      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered, attrSlotHits: n.attrSlotHits ?? 0, latency: n.latency };
+      return { received: { ...n.received }, toJs: { ...toJs }, nativeAnswered: n.nativeAnswered, attrSlotHits: n.attrSlotHits ?? 0, latency: n.latency, spins: n.spins, spinHits: n.spinHits, batches: n.batches };
     },
     async unmount(force) {
       if (force) {

@@ -88,6 +88,10 @@ export interface NativeStats {
   /** Requests JS holds and has not answered. */
   outstanding: number;
   threads: number;
+  /** Reader 'poll': times the JS thread polled its event loop before sleeping, and how many of them
+   *  ended because something arrived (a request, an answer from the threadpool, a socket). */
+  spins: number;
+  spinHits: number;
   latency: OpLatency;
 }
 
@@ -591,8 +595,14 @@ export interface MountOptions {
   readOnly?: boolean;
   /** libfuse's -d: every request and reply on stderr. */
   debug?: boolean;
-  /** Reader threads (default 1: they never wait for JS, one keeps up). */
+  /** Reader threads (default 1: they never wait for JS, one keeps up). Ignored with reader 'poll'. */
   threads?: number;
+  /** Who reads /dev/fuse: 'threads' (reader threads hand requests to JS) or 'poll' (the JS thread
+   *  reads them itself when libuv reports the fd readable: one thread crossing less per request). */
+  reader?: 'threads' | 'poll';
+  /** With reader 'poll': after requests, poll the event loop this long (microseconds) before it may
+   *  sleep, so the next request of a program finds the thread awake (default 0). */
+  spinUs?: number;
   /** Largest write request (default 1 MiB: libfuse 3 negotiates max_pages). */
   maxWrite?: number;
   /** The kernel's read-ahead for the mount, in KiB, set through /sys/class/bdi (root only; default 1024):
@@ -717,6 +727,8 @@ export class LowLevelSession extends EventEmitter {
     const init = new Promise<ConnInfo>((r) => (s.resolveInit = r));
     s._handle = b.mount(mnt, args, {
       threads: opts.threads ?? 1,
+      poll: opts.reader === 'poll' ? 1 : 0,
+      spinUs: opts.spinUs ?? 0,
       debug: opts.debug ? 1 : 0,
       wantOn: on,
       wantOff: off,

@@ -43,6 +43,10 @@ export interface MountOptions extends Partial<VfsOptions> {
   writebackCache?: boolean;
   /** libfuse3: readdirplus always (default), auto (the kernel decides per folder) or off. */
   readdirplus?: 'always' | 'auto' | 'off';
+  /** libfuse3: the JS thread itself (poll, default) or reader threads read requests (native-notes/lowlevel.md, "Spinning"). */
+  fuseReader?: 'threads' | 'poll';
+  /** libfuse3: microseconds the JS thread polls for the next request before it sleeps (default 200). */
+  spinUs?: number;
   /** Kernel cache of "no such file", seconds (default 0: the vfs keeps its own negative cache). */
   negativeTimeoutS?: number;
   /** Keep page cache across opens always (only safe when nobody else changes the files). */

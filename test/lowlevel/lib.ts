@@ -44,7 +44,9 @@ export function tmpMountpoint(tag: string): string {
 
 export async function startMemfs(t: ExecutionContext | undefined, opts: { mount?: MountOptions; fs?: MemfsOptions; mnt?: string; bigFile?: { path: string; splice: boolean; async?: boolean } } = {}): Promise<MemfsHandle> {
   const mnt = opts.mnt ?? tmpMountpoint('m');
-  const child = spawn(process.execPath, ['--expose-gc', CHILD, JSON.stringify({ mnt, mount: opts.mount, fs: opts.fs, bigFile: opts.bigFile })], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // CMLL_READER=poll: the binding's tests again with the JS thread reading requests (poll.test.ts)
+  const mount: MountOptions = { ...(process.env.CMLL_READER === 'poll' ? { reader: 'poll', spinUs: 200 } : {}), ...opts.mount };
+  const child = spawn(process.execPath, ['--expose-gc', CHILD, JSON.stringify({ mnt, mount, fs: opts.fs, bigFile: opts.bigFile })], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   const rl = readline.createInterface({ input: child.stdout! });
