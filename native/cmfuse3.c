@@ -863,6 +863,9 @@ static void spin(uv_prepare_t *h)
 	struct pollfd p;
 	uint64_t t0, until;
 	if (!s->spin_ns || s->closing) return;
+	/* JS still owes answers: it waits for the network or the disk, whose answer wakes it anyway;
+	 * spinning then only takes a CPU from the server and the program */
+	if (s->outstanding) return;
 	t0 = now_ns();
 	/* only right after requests: an idle mount never spins */
 	if (t0 - s->last_req_ns > 2000000) return;
