@@ -3,9 +3,10 @@
  *
  * Threading model (native-notes/lowlevel.md has the long version):
  *  - N reader threads block in read(/dev/fuse) and let libfuse decode each
- *    request (or, in poll mode, the JS thread reads them itself: pump()). Our op callbacks never wait for JS: they copy what the request
- *    carries into a cm_item, append it to one queue and return, so a reader is
- *    back in read() within microseconds.
+ *    request (in poll mode the JS thread reads them itself: pump()). Our op
+ *    callbacks never wait for JS: they copy what the request carries into a
+ *    cm_item, append it to one queue and return, so a reader is back in
+ *    read() within microseconds.
  *  - The JS thread is woken once per empty->non-empty transition of the queue
  *    (a napi_threadsafe_function used only as a doorbell) and takes the whole
  *    queue in one go: one wake-up serves every request queued meanwhile.
@@ -821,12 +822,13 @@ static void *reader(void *arg)
  * Poll mode. Each synchronous request a program makes (open, write, close of a
  * small file...) crosses threads twice with reader threads: kernel -> reader,
  * reader -> JS. On a VM an idle vCPU halts, and waking it costs tens of
- * microseconds per crossing (native-notes/lowlevel.md, "Poll mode"). Here the
- * JS thread reads requests itself when libuv reports the fd readable, and
- * after recent requests it polls the event loop's own epoll fd for a short
- * while before letting libuv sleep, so the program's next request finds it
- * awake. The doorbell still rings (from this thread: no cross-thread wake),
- * so JS gets requests through the same call_js path as with readers.
+ * microseconds per crossing (native-notes/lowlevel.md, "The poll reader and
+ * spinning"). Here the JS thread reads requests itself when libuv reports the
+ * fd readable, and after recent requests (spin(), both modes) it polls the
+ * event loop's own epoll fd for a short while before letting libuv sleep, so
+ * the program's next request finds it awake. The doorbell still rings (from
+ * this thread: no cross-thread wake), so JS gets requests through the same
+ * call_js path as with readers.
  */
 static void poll_end(cm_session *s);
 

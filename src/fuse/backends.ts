@@ -70,7 +70,7 @@ export interface BackendConfig {
 const bounded = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), ms).unref())]);
 
-/** Long enough to cover a program's turn between two calls (wake-up, its own work); see native-notes/lowlevel.md "Spinning". */
+/** Long enough to cover a program's turn between two calls (wake-up, its own work); see native-notes/lowlevel.md "The poll reader and spinning". */
 const DEFAULT_SPIN_US = 200;
 
 export async function mountLibfuse3(c: BackendConfig): Promise<MountedBackend> {

@@ -43,7 +43,7 @@ export interface MountOptions extends Partial<VfsOptions> {
   writebackCache?: boolean;
   /** libfuse3: readdirplus always (default), auto (the kernel decides per folder) or off. */
   readdirplus?: 'always' | 'auto' | 'off';
-  /** libfuse3: the JS thread itself (poll, default) or reader threads read requests (native-notes/lowlevel.md, "Spinning"). */
+  /** libfuse3: the JS thread itself (poll, default) or reader threads read requests (native-notes/lowlevel.md, "The poll reader and spinning"). */
   fuseReader?: 'threads' | 'poll';
   /** libfuse3: microseconds the JS thread polls for the next request before it sleeps (default 200). */
   spinUs?: number;
