@@ -2064,6 +2064,7 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 	unsigned threads = 1, debug = 0, handled_mask[2] = { 0, 0 };
 	napi_value handled;
 	int tsfn_made = 0;
+	const char *start_err = NULL;
 
 	NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 4) {
@@ -2187,40 +2188,34 @@ static napi_value n_mount(napi_env env, napi_callback_info info)
 
 	s->running = 0;
 	if (s->poll_mode) {
-		if (poll_start(env, s) != 0) {
-			fuse_session_unmount(s->se);
-			fuse_session_destroy(s->se);
-			napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-			pthread_mutex_destroy(&s->qlock);
-			free(s->mountpoint);
-			free(s);
-			throw_err(env, "cmfuse3: could not watch /dev/fuse on the event loop");
-			return NULL;
-		}
-	}
-	spin_start(env, s);
-	for (i = 0; i < threads && !s->poll_mode; i++) {
-		pthread_mutex_lock(&s->qlock);
-		s->running++;
-		pthread_mutex_unlock(&s->qlock);
-		if (pthread_create(&s->threads[i], NULL, reader, s) != 0) {
+		if (poll_start(env, s) != 0) start_err = "could not watch /dev/fuse on the event loop";
+	} else {
+		for (i = 0; i < threads; i++) {
 			pthread_mutex_lock(&s->qlock);
-			s->running--;
+			s->running++;
 			pthread_mutex_unlock(&s->qlock);
-			break;
+			if (pthread_create(&s->threads[i], NULL, reader, s) != 0) {
+				pthread_mutex_lock(&s->qlock);
+				s->running--;
+				pthread_mutex_unlock(&s->qlock);
+				break;
+			}
+			s->nthreads++;
 		}
-		s->nthreads++;
+		if (s->nthreads == 0) start_err = "could not start a reader thread";
 	}
-	if (s->nthreads == 0 && !s->poll_mode) {
+	if (start_err) {
 		fuse_session_unmount(s->se);
 		fuse_session_destroy(s->se);
 		napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
 		pthread_mutex_destroy(&s->qlock);
 		free(s->mountpoint);
 		free(s);
-		throw_err(env, "cmfuse3: could not start a reader thread");
+		throw_err(env, "cmfuse3: %s", start_err);
 		return NULL;
 	}
+	/* after the readers: nothing on the loop may point at a session freed above */
+	spin_start(env, s);
 	napi_add_env_cleanup_hook(env, env_cleanup, s);
 	s->hook_added = 1;
 	live_add(s);

@@ -88,7 +88,7 @@ export interface NativeStats {
   /** Requests JS holds and has not answered. */
   outstanding: number;
   threads: number;
-  /** Reader 'poll': times the JS thread polled its event loop before sleeping, and how many of them
+  /** spinUs > 0: times the JS thread polled its event loop before sleeping, and how many of them
    *  ended because something arrived (a request, an answer from the threadpool, a socket). */
   spins: number;
   spinHits: number;
@@ -600,8 +600,8 @@ export interface MountOptions {
   /** Who reads /dev/fuse: 'threads' (reader threads hand requests to JS) or 'poll' (the JS thread
    *  reads them itself when libuv reports the fd readable: one thread crossing less per request). */
   reader?: 'threads' | 'poll';
-  /** With reader 'poll': after requests, poll the event loop this long (microseconds) before it may
-   *  sleep, so the next request of a program finds the thread awake (default 0). */
+  /** After requests, while JS owes no answer, poll the event loop this long (microseconds) before it
+   *  may sleep, so the next request of a program finds the JS thread awake (either reader; default 0). */
   spinUs?: number;
   /** Largest write request (default 1 MiB: libfuse 3 negotiates max_pages). */
   maxWrite?: number;

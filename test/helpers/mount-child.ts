@@ -48,7 +48,7 @@ async function main() {
       backend: (process.env.CLOUDMOUNT_TEST_BACKEND as 'libfuse3' | 'fuse-native' | undefined) || 'fuse-native',
       // (measuring -o writeback_cache: the suites run with it on, not in CI; native-notes/lowlevel.md)
       ...(process.env.CLOUDMOUNT_TEST_WRITEBACK_CACHE ? { writebackCache: true } : {}),
-      // (reader threads instead of the default poll: the libfuse3 suites run once with them, test/libfuse3)
+      // (reader threads instead of the default poll reader: test/e2e/libfuse3/threads.test.ts)
       ...(process.env.CLOUDMOUNT_TEST_FUSE_READER ? { fuseReader: process.env.CLOUDMOUNT_TEST_FUSE_READER as 'threads' | 'poll' } : {}),
       ...(cfg.vfs ?? {}),
       ...(cfg.mount ?? {}),
