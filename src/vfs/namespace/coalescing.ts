@@ -142,6 +142,11 @@ export abstract class CoalescingQueue<R extends { uid: string }, J extends { don
     return this.pendingPaths.under(path).filter((k) => k !== path);
   }
 
+  /** The pending keys directly in folder dir. */
+  protected pendingIn(dir: string): string[] {
+    return this.pendingPaths.childKeys(dir);
+  }
+
   protected enqueue(r: R): void {
     this.setPending(this.key(r), r);
     if (this.queued.size === 0) this.firstQueuedAt = Date.now();

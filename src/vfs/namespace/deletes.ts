@@ -66,8 +66,7 @@ export class DeleteQueue extends CoalescingQueue<PendingDelete, DeleteJournal> {
 
   /** Whether a delete below dir is pending (it will move dir's mtime on the server). */
   below(dir: string): boolean {
-    for (const k of this.pending.keys()) if (isUnder(k, dir)) return true;
-    return false;
+    return this.pendingBelow(dir).length > 0;
   }
 
   protected key(r: PendingDelete): string {

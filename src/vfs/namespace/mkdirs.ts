@@ -73,17 +73,12 @@ export class MkdirQueue extends CoalescingQueue<PendingMkdir, MkdirJournal> {
 
   /** Whether dir or a folder below it is pending (a folder's time waits for them). */
   atOrBelow(dir: string): boolean {
-    if (this.pending.size === 0) return false;
-    for (const k of this.pending.keys()) if (k === dir || isUnder(k, dir)) return true;
-    return false;
+    return this.pending.has(dir) || this.pendingBelow(dir).length > 0;
   }
 
   /** The pending folders directly in dir. */
   childrenOf(dir: string): RemoteEntry[] {
-    const out: RemoteEntry[] = [];
-    if (this.pending.size === 0) return out;
-    for (const p of this.pending.keys()) if (parentOf(p) === dir) out.push(this.entry(p)!);
-    return out;
+    return this.pendingIn(dir).map((p) => this.entry(p)!);
   }
 
   /**
