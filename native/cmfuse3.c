@@ -855,6 +855,8 @@ static void pump(uv_poll_t *h, int status, int events)
 		if (tl_stolen) s->pbuf.mem = NULL;
 		tl_mem = NULL;
 	}
+	/* here, not only in call_js: requests answered natively (xattr probes, folder GETATTRs) reach
+	 * no call_js, and the program's next call after them is as near */
 	s->last_req_ns = now_ns();
 }
 
@@ -938,19 +940,19 @@ fail:
 	return -1;
 }
 
-static int spin_start(napi_env env, cm_session *s)
+/* Spinning is an optimisation: without a loop or memory the session runs without it. */
+static void spin_start(napi_env env, cm_session *s)
 {
 	uv_loop_t *loop = NULL;
-	if (!s->spin_ns) return 0;
-	if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) return -1;
+	if (!s->spin_ns) return;
+	if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) return;
 	s->uprep = calloc(1, sizeof *s->uprep);
-	if (!s->uprep) return -1;
+	if (!s->uprep) return;
 	uv_prepare_init(loop, s->uprep);
 	s->uprep->data = s;
 	/* never keeps the loop alive */
 	uv_unref((uv_handle_t *)s->uprep);
 	uv_prepare_start(s->uprep, spin);
-	return 0;
 }
 
 /* ---- N-API helpers ---- */
