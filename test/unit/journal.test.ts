@@ -188,6 +188,14 @@ test('journal: move records retarget what was pending, fold chains, end with a d
   await j3.close();
 });
 
+// The random journal tests: a small LCG (the same sequence every run), paths that nest and share
+// prefixes ('/a/bc' is not under '/a/b'), and the model's notion of "at or under".
+function lcg(seed: number): (n: number) => number {
+  return (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+}
+const RANDOM_PATHS = ['/a', '/a/b', '/a/b/c', '/a/bc', '/d', '/d/e', '/d/e/f', '/x', '/x/a', '/ab'];
+const under = (p: string, root: string) => p === root || p.startsWith(root + '/');
+
 /** A step of the random journal tests and of their model: an upload of p (one per path, op 0) or a metadata change of p (op 1). */
 async function uploadOrAttrs(j: Journal, m: { ups: Map<string, string>; attrs: Map<string, string>; log: string[] }, op: number, p: string, uid: string, step: number): Promise<void> {
   if (op === 0) {
@@ -203,11 +211,8 @@ async function uploadOrAttrs(j: Journal, m: { ups: Map<string, string>; attrs: M
 }
 
 test('journal: random uploads, metadata changes, cancels and renames of trees match a model (and a replay)', async (t) => {
-  // a small LCG: the same sequence every run, printed seed on failure
-  let seed = 12345;
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
-  const paths = ['/a', '/a/b', '/a/b/c', '/a/bc', '/d', '/d/e', '/d/e/f', '/x', '/x/a', '/ab'];
-  const under = (p: string, root: string) => p === root || p.startsWith(root + '/');
+  const rnd = lcg(12345);
+  const paths = RANDOM_PATHS;
   for (let round = 0; round < 20; round++) {
     const file = join(tempDir(t), `journal-${round}`);
     const j = new Journal(file, 50);
@@ -268,10 +273,8 @@ test('journal: random uploads, metadata changes, cancels and renames of trees ma
 });
 
 test('journal: random deletes, mkdirs, moves, metadata changes, uploads and dones match a model (and a replay)', async (t) => {
-  let seed = 777;
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
-  const paths = ['/a', '/a/b', '/a/b/c', '/a/bc', '/d', '/d/e', '/d/e/f', '/x', '/x/a', '/ab'];
-  const under = (p: string, root: string) => p === root || p.startsWith(root + '/');
+  const rnd = lcg(777);
+  const paths = RANDOM_PATHS;
   for (let round = 0; round < 15; round++) {
     const file = join(tempDir(t), `journal-x-${round}`);
     const j = new Journal(file, 40);
