@@ -146,6 +146,8 @@ export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { 
   };
 
   t.teardown(async () => {
+    // a failure seen only on CI is explained by the drive's own log, or not at all
+    if (!t.passed && err) process.stderr.write(`\n--- log of the mount at ${cfg.mountpoint} (test failed) ---\n${err.slice(-6000)}\n---\n`);
     if (child.exitCode === null && child.signalCode === null) await stop();
     forceUnmount(cfg.mountpoint);
     live.delete(cfg.mountpoint);
