@@ -167,6 +167,28 @@ class BoundList {
 
 const boundLists = new Map<number, BoundList>();
 
+/** EIO lines per EIO_WINDOW_MS: a server that is down fails every request, the log says so a few times. */
+const EIO_LINES = 10;
+const EIO_WINDOW_MS = 10_000;
+const eio = { windowStart: 0, lines: 0, dropped: 0 };
+
+/**
+ * An EIO reached a program: a failure without a cause it can see (the drive's other errnos say what
+ * went wrong themselves), so the cause goes to the log at warn, where a user (and a failed test's
+ * dump of the drive's log) finds it.
+ */
+function eioLine(log: Logger, line: string): void {
+  const now = Date.now();
+  if (now - eio.windowStart > EIO_WINDOW_MS) {
+    if (eio.dropped > 0) log.warn(`${eio.dropped} more requests answered EIO in the last ${EIO_WINDOW_MS / 1000} s (not logged one by one)`);
+    eio.windowStart = now;
+    eio.lines = 0;
+    eio.dropped = 0;
+  }
+  if (eio.lines++ < EIO_LINES) log.warn(line);
+  else eio.dropped++;
+}
+
 /**
  * Runs one vfs call for a FUSE request and settles it exactly once (both backends): ok() with its
  * result, fail() with its errno, or fail(EIO) when it outlives boundMs (the vfs call may settle
@@ -207,6 +229,7 @@ export function answerOnce<T>(log: Logger, op: string, what: () => string, bound
       done = true;
       bounds.settle(bound);
       const n = toErrno(e, log, op);
+      if (n === errno.EIO && !debug) eioLine(log, `${what()}: answered EIO: ${(e as Error)?.message ?? e}`);
       // Answers programs ask for all the time (a missing name, no such xattr: every exec asks for
       // security.capability) are FUSE tracing, not news: -vv stays readable.
       if (debug || log.level === 'trace' || (log.level === 'debug' && !EXPECTED_ERRNOS.has(n))) {

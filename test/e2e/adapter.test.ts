@@ -149,6 +149,21 @@ test('adapter: each request gets its own bound (one timer per bound length): ans
   t.is(a.n + q.n + l.n, 3, 'one answer each');
 });
 
+test('adapter: an EIO answer says its cause in the log at warn, a few lines per burst; other errnos do not', async (t) => {
+  const vfs = fakeVfs({
+    fsync: () => Promise.reject(new E.TransferFailed('rsync failed (exit 23): something', { path: '/f' })),
+    unlink: () => Promise.reject(new E.NotFound()),
+  });
+  const lines: string[] = [];
+  const ops = createOps(vfs, { uid: 0, gid: 0, log: createLogger('warn', (l) => lines.push(l)), opBoundMs: 1000, longOpBoundMs: 1000 });
+  t.deepEqual(await call(ops.unlink!, '/x'), [-N.ENOENT]);
+  t.deepEqual(lines, [], 'ENOENT is an answer, not news');
+  for (let i = 0; i < 30; i++) t.deepEqual(await call(ops.fsync!, '/f', 0, 7), [-N.EIO]);
+  const eio = lines.filter((l) => /fsync \/f: answered EIO: rsync failed \(exit 23\): something/.test(l));
+  t.true(eio.length >= 1 && eio.length <= 10, `${eio.length} lines for 30 EIO answers`);
+  t.true(lines.every((l) => /WARN/i.test(l)), lines.join('\n'));
+});
+
 test('adapter: a vfs method that throws synchronously is an errno, not a crash', async (t) => {
   const vfs = fakeVfs({ unlink: () => { throw new E.NotEmpty(); } });
   const ops = createOps(vfs, { uid: 0, gid: 0, log: createLogger('error', () => {}), opBoundMs: 1000, longOpBoundMs: 1000 });
