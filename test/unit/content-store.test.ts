@@ -158,12 +158,39 @@ test('the .meta index: a change that starts while it is being written leaves no 
   await w2;
   t.false(fs.existsSync(metaOf(b)));
   t.false(b.metaOnDisk);
-  // unchanged: written, and two writes at once do not trip over the shared temporary name
+  // unchanged: written, and two writes at once do not trip over each other
   const c = clean('/c', 10);
   await Promise.all([store.writeMeta(c), store.writeMeta(c), store.writeMeta(c)]);
   t.true(c.metaOnDisk);
   t.deepEqual(JSON.parse(fs.readFileSync(metaOf(c), 'utf8')).ranges, [[0, 10]]);
   t.false(fs.existsSync(metaOf(c) + '.tmp'));
+});
+
+test('the .meta index is written in place: a crash that cut it short at any byte costs the cached copy, never serves it', async (t) => {
+  const { store, dataDir, clean } = setup(t);
+  const o = clean('/f', 10);
+  await store.writeMeta(o);
+  const whole = fs.readFileSync(store.file(o) + '.meta');
+  const id = o.id;
+  for (let cut = 0; cut < whole.length; cut++) {
+    // the folder as a crash during the write would leave it: the cache file, a prefix of its index
+    const again = join(dataDir, '..', `again-${cut}`);
+    fs.mkdirSync(again);
+    fs.writeFileSync(join(again, id), Buffer.alloc(10, 1));
+    fs.writeFileSync(join(again, id + '.meta'), whole.subarray(0, cut));
+    const s2 = new ContentStore(new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() })), again, { detached: () => {} });
+    await s2.recover([], () => {});
+    t.is(s2.get('/f'), undefined, `cut at ${cut}: not served`);
+    t.deepEqual(fs.readdirSync(again), [], `cut at ${cut}: both files removed`);
+  }
+  // and the whole index is taken
+  const full = join(dataDir, '..', 'again-full');
+  fs.mkdirSync(full);
+  fs.writeFileSync(join(full, id), Buffer.alloc(10, 1));
+  fs.writeFileSync(join(full, id + '.meta'), whole);
+  const s3 = new ContentStore(new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() })), full, { detached: () => {} });
+  await s3.recover([], () => {});
+  t.is(s3.get('/f')?.ranges.bytes, 10);
 });
 
 test('the objects at or under a path and in a folder: the index matches a scan through random adds, renames, detaches and destroys', async (t) => {
