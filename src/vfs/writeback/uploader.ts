@@ -336,7 +336,7 @@ export class Uploader {
         let entry: RemoteEntry;
         try {
           // a retry goes alone: whatever made the batch fail does not hold the file back again
-          const data = this.smallContent(o);
+          const data = this.smallContent(o, uid);
           entry = await this.batcher.send({
             localFile: this.files.file(o), path, size: o.size, signal: ac.signal, markSending: () => { o.wb.sending = true; },
             ...carried, ...(data ? { data } : {}),
@@ -383,9 +383,14 @@ export class Uploader {
    * rather than at the send: newer bytes than the journalled close are fine either way (the
    * generation check after the upload sends them again), as with the file read at the send.
    */
-  private smallContent(o: Obj): Buffer | undefined {
+  private smallContent(o: Obj, uid: string): Buffer | undefined {
     const size = o.size;
     if (size > UPLOAD_FROM_MEMORY_MAX || this.ctx.remote.batchUpload) return undefined;
+    // The journal record of this close carries its bytes (small files, within the memory
+    // budget): exactly the content being uploaded, with no open, read and close of the cache
+    // file (an upload of a closed file finds its fd closed), ~60 us of the JS thread per file.
+    const rec = this.journal.forPath(o.path);
+    if (rec?.uid === uid && rec.data && rec.data.length === rec.size) return rec.data;
     let fd = o.fd;
     const own = fd < 0;
     try {
