@@ -165,7 +165,7 @@ export class Vfs implements VfsApi {
         o.ident = { ...e, name: baseOf(m.to) };
         this.meta.setInParent(m.to, o.ident);
         if (o.ranges.bytes > 0 && o.refs === 0) this.store.writeMeta(o).catch(() => {});
-        else o.metaOnDisk = false;
+        else o.metaCurrent = false;
       },
     });
     const moves = this.queues.moves;

@@ -250,7 +250,7 @@ export class Fetcher {
         while (o.recentBytes > RECENT_BYTES && o.recent.length > 1) o.recentBytes -= o.recent.shift()!.bytes;
       }
       this.store.addRange(o, pos, Math.min(pos + len, o.size));
-      o.metaOnDisk = false;
+      o.metaCurrent = false;
       wake(o);
     };
     const sink = (chunk: Buffer, pos: number, served: RangeServed): void | Promise<void> => {

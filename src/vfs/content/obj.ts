@@ -11,8 +11,12 @@
 // - epoch is bumped whenever cached bytes are thrown away (server changed, O_TRUNC, destroy): a
 //   fetch started at an older epoch drops its result and never lands bytes of two versions.
 // - ident is the server identity (size + rev or mtime) the clean bytes belong to.
-// - metaOnDisk: data/<id>.meta describes exactly these clean bytes; any change of the bytes
-//   (a fetch landing, a write, a rename of the path) clears it and removes the file first.
+// - metaOnDisk: data/<id>.meta may exist; it is removed (dropMeta) before any change of the bytes
+//   it names (a write, a truncate, content thrown away, a rename of the path). metaCurrent: it
+//   describes exactly the cached bytes (more landing since clears it: the index on disk names a
+//   subset, still true, and is written again at the next release). Only a removal clears
+//   metaOnDisk: with one flag, bytes landing before a first write left the old index on disk,
+//   and a crash before that file's close then presented the changed bytes as the server's.
 // - unlinked: the path no longer names this object; its bytes go at the last release.
 // - The write-back state (wb) belongs to writeback/ alone (see writeback/state.ts).
 //
@@ -59,6 +63,7 @@ export class Obj {
   localMtime = 0;
   unlinked = false;
   metaOnDisk = false;
+  metaCurrent = false;
   /** The .meta index being written (ContentStore.writeMeta): a removal waits for it. */
   metaWriting: Promise<void> | null = null;
   /** The I/O gate of the cache file (see the top of this file). */

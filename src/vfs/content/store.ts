@@ -203,7 +203,7 @@ export class ContentStore {
     o.ranges.add(0, size);
     this.cacheBytes += o.ranges.bytes - before;
     o.downloaded = size;
-    o.metaOnDisk = false;
+    o.metaCurrent = false;
   }
 
   // ---------------------------------------------------------------- files
@@ -233,6 +233,7 @@ export class ContentStore {
   }
 
   private removeMeta(o: Obj): Promise<void> {
+    o.metaCurrent = false;
     if (!o.metaOnDisk) return Promise.resolve();
     o.metaOnDisk = false;
     return fsp.rm(this.file(o) + '.meta', { force: true });
@@ -247,6 +248,7 @@ export class ContentStore {
     while (o.metaWriting) await o.metaWriting;
     if (!o.ident || o.authoritative) return;
     const { epoch, gen, path } = o;
+    const bytes = o.ranges.bytes;
     const m = { path, ident: o.ident, ranges: o.ranges.toPairs() };
     const meta = this.file(o) + '.meta';
     const run = (async () => {
@@ -255,9 +257,17 @@ export class ContentStore {
       // temp file renamed over it: a write cut short leaves a prefix of the JSON object, which
       // never parses, and recover() then drops the index and its cache file (content fetched
       // again, nothing wrong served); the rename cost ~100 us of mount CPU per uploaded file.
+      // (from the open on, a file is there for a removal to take away, even if the write fails)
+      o.metaOnDisk = true;
       await fsp.writeFile(meta, JSON.stringify(m), { mode: 0o600 });
-      if (o.epoch !== epoch || o.gen !== gen || o.path !== path || o.authoritative) await fsp.rm(meta, { force: true });
-      else o.metaOnDisk = true;
+      if (o.epoch !== epoch || o.gen !== gen || o.path !== path || o.authoritative) {
+        o.metaOnDisk = false;
+        o.metaCurrent = false;
+        await fsp.rm(meta, { force: true });
+      } else {
+        // bytes that landed meanwhile are not in it (a subset is still true): written again later
+        o.metaCurrent = o.ranges.bytes === bytes;
+      }
     })();
     o.metaWriting = run.then(() => {}, () => {}).finally(() => { o.metaWriting = null; });
     await run;
@@ -275,7 +285,7 @@ export class ContentStore {
       const fd = o.fd; o.fd = -1;
       try { fs.closeSync(fd); } catch (e) { this.ctx.log.debug(`closing the cache file of ${o.path}: ${errText(e)}`); }
     }
-    if (!o.authoritative && o.ranges.bytes > 0 && !o.metaOnDisk) {
+    if (!o.authoritative && o.ranges.bytes > 0 && !o.metaCurrent) {
       this.writeMeta(o).catch((e) => this.ctx.log.debug(`cache index of ${o.path}: ${errText(e)}`));
     }
     this.maybeEvict();
@@ -364,6 +374,7 @@ export class ContentStore {
         o.ident = m.ident;
         for (const [s, e] of m.ranges) o.ranges.add(s, Math.min(e, o.size));
         o.metaOnDisk = true;
+        o.metaCurrent = true;
         this.cacheBytes += o.ranges.bytes;
         this.setObj(o.path, o);
       } catch {
@@ -410,7 +421,8 @@ export class ContentStore {
       fs.rmSync(join(this.dataDir, s.id), { force: true });
     }
     for (const o of this.objs.values()) {
-      if (!o.authoritative && o.ranges.bytes > 0) await this.writeMeta(o).catch(() => {});
+      // (one on disk that describes these bytes already is not written again)
+      if (!o.authoritative && o.ranges.bytes > 0 && !o.metaCurrent) await this.writeMeta(o).catch(() => {});
       if (o.fd >= 0) { try { fs.closeSync(o.fd); } catch { /* already closed */ } o.fd = -1; }
     }
   }
