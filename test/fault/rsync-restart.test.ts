@@ -29,11 +29,16 @@ test(`maxxo: ${FILES} files survive rsync daemon kills mid-transfer (and 2% API 
       let kills = 0;
       let cut = 0;
       let restarts = 0;
-      while (!stop.aborted) {
-        await sleep(800 + r() * 1700);
+      // A kill 0.5-1.5 s after the previous one, at the first moment a transfer is in flight (the
+      // listener has a forked child): the kills then do not depend on how fast the writes go (at
+      // fixed 0.8-2.5 s intervals a faster run saw 2 kills, one CI run), and each one cuts one.
+      let wait = 500 + r() * 1000;
+      while (!stop.aborted && kills < 8) {
+        await sleep(wait);
         if (stop.aborted) break;
-        const victims = descendants(srv.pid).filter((p) => p.comm === 'rsync');
-        if (!victims.length) continue;
+        const victims = descendants(srv.pid).filter((p) => p.comm === 'rsync' && alive(p.pid));
+        if (victims.length < 2) { wait = 20; continue; }
+        wait = 500 + r() * 1000;
         for (const v of victims) {
           try { process.kill(v.pid, 'SIGKILL'); } catch { /* exited meanwhile */ }
         }
