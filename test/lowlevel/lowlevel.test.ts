@@ -438,7 +438,12 @@ run('spinning happens right after requests only: an idle mount neither spins nor
   await new Promise((res) => setTimeout(res, 1500));
   const b = await h.cmd({ cmd: 'stats' });
   const used = cpu() - c0;
-  t.is(b.native.spins, a.native.spins, 'no spin without requests');
+  // the kernel may still send a request of the loop late (a RELEASE, a FORGET: one CI run saw
+  // a spin here): spins follow requests only, a few loop turns each within the 2 ms window
+  const requests = (x: typeof a) => Object.values(x.native.received as Record<string, number>).reduce((m, n) => m + n, 0);
+  const late = requests(b) - requests(a);
+  if (late === 0) t.is(b.native.spins, a.native.spins, 'no spin without requests');
+  else t.true(b.native.spins - a.native.spins <= 20 * late, `${b.native.spins - a.native.spins} spins after ${late} late requests`);
   // 1.5 s idle: a spinning loop would use ~150 ticks; a few are the stats command's own work
   t.true(used <= 10, `${used} clock ticks of CPU while idle`);
 });
