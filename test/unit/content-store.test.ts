@@ -27,6 +27,12 @@ function setup(t: ExecutionContext, cacheMaxBytes = 1000) {
   return { store, dataDir, detached, clean };
 }
 
+/** Another store on a data folder, as the next start (after a crash) makes it. */
+function storeOn(dataDir: string): ContentStore {
+  const ctx = new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() }));
+  return new ContentStore(ctx, dataDir, { detached: () => {} });
+}
+
 test('cacheBytes follows every range change; eviction drops idle clean content in LRU order only', async (t) => {
   const { store, clean } = setup(t, 1000);
   const a = clean('/a', 400);
@@ -129,14 +135,13 @@ test('a new file takes a cache file made ahead: empty, private, removed at close
   await store.closeAll();
   t.deepEqual(fs.readdirSync(dataDir), [o.id]);
   // a crash with spares made: the next start's recover() removes them (nobody refers to them)
-  const ctx = () => new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() }));
-  const crashed = new ContentStore(ctx(), dataDir, { detached: () => {} });
+  const crashed = storeOn(dataDir);
   crashed.addNew('/x');
   const until2 = Date.now() + 10_000;
   while (crashed.spareCount < 32 && Date.now() < until2) await new Promise((r) => setTimeout(r, 10));
   const before = fs.readdirSync(dataDir);
   t.is(before.length, 33);
-  await new ContentStore(ctx(), dataDir, { detached: () => {} }).recover([], () => {});
+  await storeOn(dataDir).recover([], () => {});
   t.deepEqual(fs.readdirSync(dataDir), [], 'spares and unreferenced cache files are gone');
 });
 
@@ -178,7 +183,7 @@ test('the .meta index is written in place: a crash that cut it short at any byte
     fs.mkdirSync(again);
     fs.writeFileSync(join(again, id), Buffer.alloc(10, 1));
     fs.writeFileSync(join(again, id + '.meta'), whole.subarray(0, cut));
-    const s2 = new ContentStore(new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() })), again, { detached: () => {} });
+    const s2 = storeOn(again);
     await s2.recover([], () => {});
     t.is(s2.get('/f'), undefined, `cut at ${cut}: not served`);
     t.deepEqual(fs.readdirSync(again), [], `cut at ${cut}: both files removed`);
@@ -188,7 +193,7 @@ test('the .meta index is written in place: a crash that cut it short at any byte
   fs.mkdirSync(full);
   fs.writeFileSync(join(full, id), Buffer.alloc(10, 1));
   fs.writeFileSync(join(full, id + '.meta'), whole);
-  const s3 = new ContentStore(new Ctx({} as unknown as Remote, resolveOptions({ ...defaultVfsOptions('t'), cacheDir: join(dataDir, '..'), log: quietLog() })), full, { detached: () => {} });
+  const s3 = storeOn(full);
   await s3.recover([], () => {});
   t.is(s3.get('/f')?.ranges.bytes, 10);
 });
