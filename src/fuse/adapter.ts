@@ -170,7 +170,8 @@ const boundLists = new Map<number, BoundList>();
 /** EIO lines per EIO_WINDOW_MS: a server that is down fails every request, the log says so a few times. */
 const EIO_LINES = 10;
 const EIO_WINDOW_MS = 10_000;
-const eio = { windowStart: 0, lines: 0, dropped: 0 };
+/** Per drive (its log): a window opened by its first EIO; at its end, the count of lines left out. */
+const eioWindows = new WeakMap<Logger, { lines: number; dropped: number }>();
 
 /**
  * An EIO reached a program: a failure without a cause it can see (the drive's other errnos say what
@@ -178,15 +179,17 @@ const eio = { windowStart: 0, lines: 0, dropped: 0 };
  * dump of the drive's log) finds it.
  */
 function eioLine(log: Logger, line: string): void {
-  const now = Date.now();
-  if (now - eio.windowStart > EIO_WINDOW_MS) {
-    if (eio.dropped > 0) log.warn(`${eio.dropped} more requests answered EIO in the last ${EIO_WINDOW_MS / 1000} s (not logged one by one)`);
-    eio.windowStart = now;
-    eio.lines = 0;
-    eio.dropped = 0;
+  let w = eioWindows.get(log);
+  if (!w) {
+    const win = { lines: 0, dropped: 0 };
+    eioWindows.set(log, w = win);
+    setTimeout(() => {
+      eioWindows.delete(log);
+      if (win.dropped > 0) log.warn(`${win.dropped} more requests answered EIO in the last ${EIO_WINDOW_MS / 1000} s (not logged one by one)`);
+    }, EIO_WINDOW_MS).unref();
   }
-  if (eio.lines++ < EIO_LINES) log.warn(line);
-  else eio.dropped++;
+  if (w.lines++ < EIO_LINES) log.warn(line);
+  else w.dropped++;
 }
 
 /**
