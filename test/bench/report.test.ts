@@ -81,6 +81,16 @@ test('the table gets a new/old column per service whose both sides ran, and a le
   t.regex(table, /Rows where new is slower than old: ls_l \(Maxxo\), create \(vBoxx\)\./);
 });
 
+test('the legend says which side of the pairs ran first in each phase (the first can be slower on the same build)', (t) => {
+  const cols: ColumnId[] = ['maxxo', 'maxxo-base', 'vboxx', 'vboxx-base'];
+  const res = results(cols, { ls_l: { maxxo: cell(1), 'maxxo-base': cell(1), vboxx: cell(1), 'vboxx-base': cell(1) } });
+  t.false(formatTable(res).includes('Order by phase'));
+  const ids = (round: number) => phaseOrder(cols.map((id) => ({ id })), round).map((c) => c.id);
+  // --base-first starts at round 1: the baseline leads the first phase
+  res.phaseOrder = { find: ids(1), small: ids(2), big: ids(3) };
+  t.regex(formatTable(res), /Order by phase: new first in small; old first in find, big \(`--base-first` swaps it\)\./);
+});
+
 test('no new/old column without both sides of a pair, and none at all in a run without a baseline', (t) => {
   const half = formatTable(results(['maxxo', 'maxxo-base', 'vboxx'], { ls_l: { maxxo: cell(1), 'maxxo-base': cell(1), vboxx: cell(1) } }));
   t.true(half.includes('Maxxo new/old'));

@@ -54,6 +54,8 @@ interface Args {
   profile: string | null;
   /** --baseline: another checkout whose CLI the maxxo-base / vboxx-base columns mount. */
   baseline: string | null;
+  /** --base-first: the baseline side of each pair runs first in the first phase (ours does by default). */
+  baseFirst: boolean;
 }
 
 const USAGE = `Usage: scripts/bench [options]
@@ -71,6 +73,10 @@ const USAGE = `Usage: scripts/bench [options]
                      where new is more than 10 % slower (the noise margin); the JSON records DIR
                      and its commit. Full comparison:
                        scripts/bench --baseline DIR --columns maxxo,maxxo-base,vboxx,vboxx-base
+  --base-first       with --baseline: the baseline goes first in the first phase (find) and every
+                     other one after it, where this checkout does by default. On this kind of
+                     machine the first of a pair can be 5-15 % slower on the same build: run both
+                     ways before calling a flagged row a regression (the table says who went first)
   --keep             keep the work folder (trees, caches, logs) and print where it is
   --no-drop-caches   do not drop the kernel page cache before cold runs
   --out FILE         JSON results file (default .bench/results-<date>.json)
@@ -90,7 +96,7 @@ const USAGE = `Usage: scripts/bench [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false, rttMs: 20, only: null, columns: [...COLUMNS], keep: false, dropCaches: true, out: null,
-    workDir: null, verbose: false, ourOpts: [], newOpts: [], readme: false, scaling: false, tableFrom: null, profile: null, baseline: null,
+    workDir: null, verbose: false, ourOpts: [], newOpts: [], readme: false, scaling: false, tableFrom: null, profile: null, baseline: null, baseFirst: false,
   };
   let columnsGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -127,12 +133,14 @@ function parseArgs(argv: string[]): Args {
       case '--table-from': a.tableFrom = val(); break;
       case '--profile': a.profile = resolve(val()); break;
       case '--baseline': a.baseline = resolve(val()); break;
+      case '--base-first': a.baseFirst = true; break;
       case '-v': case '--verbose': a.verbose = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
       default: throw new Error(`unknown option ${k}\n${USAGE}`);
     }
   }
   if (!a.tableFrom) a.columns = baselineColumns(a.columns, columnsGiven, a.baseline);
+  if (a.baseFirst && !a.baseline) throw new Error('--base-first needs --baseline DIR');
   if (a.only) {
     const known = new Set(rowDefs(fullSizes, fullScale).map((r) => r.id));
     if ([...a.only].some((r) => r.startsWith('scale_'))) a.scaling = true;
@@ -1212,11 +1220,13 @@ async function main(): Promise<number> {
 
     const wanted = (phase: Phase) => rowDefs(sizes, ctx.scale?.sizes).some((r) => r.phase === phase && (!args.only || args.only.has(r.id)));
     columns.sort((a, b) => COLUMNS.indexOf(a.id) - COLUMNS.indexOf(b.id));
-    let round = 0;
+    let round = args.baseFirst ? 1 : 0;
     for (const phase of PHASES) {
       if (!wanted(phase)) continue;
       log(`phase ${phase}`);
-      for (const col of phaseOrder(columns, round++)) {
+      const order = phaseOrder(columns, round++);
+      (results.phaseOrder ??= {})[phase] = order.map((c) => c.id);
+      for (const col of order) {
         await runPhase(ctx, col, phase);
       }
     }

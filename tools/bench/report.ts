@@ -102,6 +102,8 @@ export interface Results {
   rss: Partial<Record<ColumnId, { hwmMiB: number; treePeakMiB: number }>>;
   mounts: Partial<Record<ColumnId, Record<string, { mountSeconds?: number; unmountSeconds?: number }>>>;
   notes: string[];
+  /** The order the columns ran in, by phase (a pair's first side can be slower on the same build). */
+  phaseOrder?: Record<string, ColumnId[]>;
   profiles?: Record<string, Array<{ fn: string; selfMs: number; pct: number }>>;
 }
 
@@ -182,7 +184,22 @@ function baselineLegend(res: Results): string[] {
       `a difference within ${SLOWER_MARGIN * 100} % is this machine's run-to-run noise, not a regression. ` +
       'The raw wire row compares the two server copies, not the builds: it shows that noise.',
     `Rows where new is slower than old: ${slow.length ? slow.join(', ') : 'none'}.`,
+    ...firstOfPairs(res, pairs),
   ];
+}
+
+/** Which side of the pairs ran first in each phase ("new first: find, big; old first: small, write"). */
+function firstOfPairs(res: Results, pairs: OurColumn[]): string[] {
+  if (!res.phaseOrder) return [];
+  const by: Record<'new' | 'old', string[]> = { new: [], old: [] };
+  for (const [phase, order] of Object.entries(res.phaseOrder)) {
+    const c = pairs[0]!;
+    const i = order.indexOf(c), j = order.indexOf(BASE_OF[c]);
+    if (i >= 0 && j >= 0) by[i < j ? 'new' : 'old'].push(phase);
+  }
+  const part = (k: 'new' | 'old') => (by[k].length ? [`${k} first in ${by[k].join(', ')}`] : []);
+  const parts = [...part('new'), ...part('old')];
+  return parts.length ? [`Order by phase: ${parts.join('; ')} (\`--base-first\` swaps it).`] : [];
 }
 
 function secs(c: Cell | undefined): string {
