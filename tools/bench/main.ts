@@ -73,8 +73,8 @@ const USAGE = `Usage: scripts/bench [options]
                      where new is more than 10 % slower (the noise margin); the JSON records DIR
                      and its commit. Full comparison:
                        scripts/bench --baseline DIR --columns maxxo,maxxo-base,vboxx,vboxx-base
-  --base-first       with --baseline: the baseline goes first in the first phase (find) and every
-                     other one after it, where this checkout does by default. On this kind of
+  --base-first       with --baseline: the baseline goes first in the first phase that runs and
+                     every other one after it, where this checkout does by default. On this kind of
                      machine the first of a pair can be 5-15 % slower on the same build: run both
                      ways before calling a flagged row a regression (the table says who went first)
   --keep             keep the work folder (trees, caches, logs) and print where it is

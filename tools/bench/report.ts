@@ -188,7 +188,7 @@ function baselineLegend(res: Results): string[] {
   ];
 }
 
-/** Which side of the pairs ran first in each phase ("new first: find, big; old first: small, write"). */
+/** Which side of the pairs ran first in each phase ("new first in small; old first in find, big"). */
 function firstOfPairs(res: Results, pairs: OurColumn[]): string[] {
   if (!res.phaseOrder) return [];
   const by: Record<'new' | 'old', string[]> = { new: [], old: [] };
