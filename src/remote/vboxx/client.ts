@@ -527,14 +527,12 @@ export class VboxxClient {
     // A file that shrank since (a program truncated it; its next close uploads again) fails the
     // attempt here, before anything is sent, as a retryable error the HTTP layer does not repeat:
     // repeating the same length could only fail again, while a rename or delete waits for us.
-    const body = typeof source === 'string'
-      ? () => {
-        if (size > 0 && statSync(source).size < size) throw new NetworkError('the file changed while it was being uploaded', this.ctx('PUT', p));
-        return countingStream(size > 0 ? createReadStream(source, { start: 0, end: size - 1 }) : bufferStream(Buffer.alloc(0)), progress);
-      }
-      // bytes in memory (small files) go as they are: one write with the headers, where a
-      // stream pair per upload cost the JS thread more than the file's own bytes
-      : source;
+    // Bytes in memory (small files) go as they are: one write with the headers, where a stream
+    // pair per upload cost the JS thread more than the file's own bytes. So does an empty file.
+    const body = typeof source !== 'string' ? source : size === 0 ? Buffer.alloc(0) : () => {
+      if (statSync(source).size < size) throw new NetworkError('the file changed while it was being uploaded', this.ctx('PUT', p));
+      return countingStream(createReadStream(source, { start: 0, end: size - 1 }), progress);
+    };
     const { data } = await this.getJson({
       onDispatch: o.onSend,
       method: 'PUT', path: p, body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
@@ -818,11 +816,6 @@ function countingStream(src: Readable, progress: (n: number) => void): Readable 
   src.on('error', (e) => t.destroy(e));
   t.on('close', () => { if (!src.destroyed) src.destroy(); });
   return src.pipe(t);
-}
-
-function bufferStream(b: Buffer): Readable {
-  // (an empty file read as the file sources are: a stream through countingStream)
-  return Readable.from([b], { objectMode: false });
 }
 
 /**
