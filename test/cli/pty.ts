@@ -3,6 +3,7 @@
 // what the program set, and Ctrl-C is a real SIGINT to the foreground process group).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
+import { alive } from '../support/procs.js';
 import { CLI } from './helpers.js';
 
 export const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -96,13 +97,7 @@ export function envLeak(pid: number, password: string): boolean {
   return environ(pid).split('\0').some((v) => v.includes(password) && !(isRsync && v.startsWith('RSYNC_PASSWORD=')));
 }
 
-export function alive(pid: number): boolean {
-  try {
-    // A zombie is dead for our purposes (its parent has not reaped it yet).
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch { return false; }
-}
+export { alive };
 
 /** Identity of a process that survives pid reuse: pid plus its start time. */
 export function procId(pid: number): string | undefined {

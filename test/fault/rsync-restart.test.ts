@@ -2,19 +2,9 @@
 // SIGKILLed again and again while files are written and uploaded through the mount; the server
 // supervises it and starts it again on the same port (src/emulator/rsyncd.ts). Every file is then
 // read back through a fresh mount and compared by SHA-256.
-import fs from 'node:fs';
 import test from 'ava';
+import { alive } from '../support/procs.js';
 import { descendants, faultRun, mixedSpecs, prng, sleep } from './lib.js';
-
-/** Running (not exited, not a zombie waiting to be reaped). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 const FILES = Number(process.env.CM_FAULT_FILES ?? 1000);
 
