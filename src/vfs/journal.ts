@@ -183,8 +183,19 @@ export class Journal {
   /** Bytes of inline content held by pending uploads. */
   private inlineBytes = 0;
 
-  /** Written records not yet flushed to the device (lazy mode only). */
-  private unsynced = false;
+  /**
+   * Lazy mode: batches written (writtenSeq) and covered by a finished device flush (syncedSeq).
+   * The flush runs beside the appends, never in front of them: under a large writeback (a 256 MiB
+   * file just written) one fdatasync waited 0.35-0.46 s for the file system's commit, and every
+   * close() queued behind it waited as long (a create loop measured 0.6 s for 200 files instead of
+   * 0.2). Appends need only the page cache (kill -9 safe); only durable() waiters wait for a flush.
+   */
+  private writtenSeq = 0;
+  private syncedSeq = 0;
+  private syncInFlight: Promise<void> | null = null;
+  private syncWaiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  /** rewrite() is replacing the file: no flush may start on the handle it closes. */
+  private replacing = false;
   private syncTimer: NodeJS.Timeout | null = null;
   /** Device flushes of the journal made in lazy mode (diagnostics: DriveStatus.counters). */
   syncs = 0;
@@ -377,13 +388,62 @@ export class Journal {
   async close(): Promise<void> {
     while (this.draining) await this.writing;
     if (this.syncTimer) { clearTimeout(this.syncTimer); this.syncTimer = null; }
+    await this.syncsIdle();
     if (this.fh) {
       // the zeros ahead are not needed by a reader; a next run finds the records only
       await this.fh.truncate(this.end).catch(() => {});
-      if (this.unsynced) { await this.fh.datasync().catch(() => {}); this.unsynced = false; this.syncs++; }
+      if (this.unsynced) {
+        const ok = await this.fh.datasync().then(() => true, () => false);
+        this.syncs++;
+        if (ok) this.syncedTo(this.writtenSeq);
+      }
       await this.fh.close();
       this.fh = null;
     }
+  }
+
+  /** Lazy-mode records written and not yet covered by a device flush. */
+  private get unsynced(): boolean {
+    return this.writtenSeq > this.syncedSeq;
+  }
+
+  /** Resolves once a device flush that started after batch `seq` was written has finished. */
+  private syncUpTo(seq: number): Promise<void> {
+    if (this.syncedSeq >= seq) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.syncWaiters.push({ seq, resolve, reject });
+      this.startSync();
+    });
+  }
+
+  /** One flush at a time; the next one (if anyone waits for more) starts when it ends. */
+  private startSync(): void {
+    if (this.syncInFlight || this.replacing || !this.fh || !this.syncWaiters.length) return;
+    const covers = this.writtenSeq;
+    this.syncInFlight = this.fh.datasync().then(() => {
+      this.syncs++;
+      this.syncedTo(covers);
+    }, (e: unknown) => {
+      // a failed flush leaves the records unsynced: their waiters hear it, the timer tries again
+      const failed = this.syncWaiters.filter((w) => w.seq <= covers);
+      this.syncWaiters = this.syncWaiters.filter((w) => w.seq > covers);
+      for (const w of failed) w.reject(e);
+      this.scheduleSync();
+    }).finally(() => {
+      this.syncInFlight = null;
+      this.startSync();
+    });
+  }
+
+  private syncedTo(seq: number): void {
+    this.syncedSeq = Math.max(this.syncedSeq, seq);
+    const done = this.syncWaiters.filter((w) => w.seq <= this.syncedSeq);
+    this.syncWaiters = this.syncWaiters.filter((w) => w.seq > this.syncedSeq);
+    for (const w of done) w.resolve();
+  }
+
+  private async syncsIdle(): Promise<void> {
+    while (this.syncInFlight) await this.syncInFlight;
   }
 
   private apply(rec: Rec, data?: Buffer): void {
@@ -581,15 +641,15 @@ export class Journal {
           }
           this.end += buf.length;
         }
+        if (this.lazy && text) this.writtenSeq++;
         if (this.records > this.compactAfter && this.records > 4 * this.live) await this.rewrite();
-        if (this.lazy && text) this.unsynced = true;
-        if (this.unsynced && batch.some((b) => b.sync)) {
-          await this.fh!.datasync();
-          this.unsynced = false;
-          this.syncs++;
-        }
+        // durable() waiters get the next flush; the other records are written (kill -9 safe)
+        const flushed = batch.some((b) => b.sync) ? this.syncUpTo(this.writtenSeq) : null;
         if (this.unsynced) this.scheduleSync();
-        for (const b of batch) b.resolve();
+        for (const b of batch) {
+          if (b.sync && flushed) flushed.then(b.resolve, b.reject);
+          else b.resolve();
+        }
       } catch (e) {
         for (const b of batch) b.reject(e);
       }
@@ -625,6 +685,24 @@ export class Journal {
 
   /** Replaces the file by the live state only (atomically: temp file, fsync, rename, fsync dir). */
   private async rewrite(): Promise<void> {
+    this.replacing = true;
+    try {
+      await this.syncsIdle();
+      await this.replace();
+    } catch (e) {
+      // the handle their flush was for is gone: the waiters hear it (as the batch does)
+      const waiting = this.syncWaiters;
+      this.syncWaiters = [];
+      for (const w of waiting) w.reject(e);
+      throw e;
+    } finally {
+      this.replacing = false;
+    }
+    // the new file holds the whole live state, flushed: everything written so far is covered
+    this.syncedTo(this.writtenSeq);
+  }
+
+  private async replace(): Promise<void> {
     if (this.fh) { await this.fh.close(); this.fh = null; }
     const tmp = this.file + '.tmp';
     // deletes first: each cancels what is under it, and every upload still pending came after it;
