@@ -179,6 +179,19 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
     root: t.root, readOnly: !!settings.vfs.readOnly, startedAt: now, updatedAt: now, state: 'mounting',
   };
   writeRecord(rec);
+  // From the moment the kernel mount can appear (inside mountDrive) until the handlers below are
+  // in place, a Ctrl-C must not kill the process with a mount up (the test that caught it sent
+  // SIGINT right after a first `ls` worked; Node's default then ended the process): the first
+  // signal is kept and answered as soon as the drive is up, a second exits at once.
+  let earlySignal: NodeJS.Signals | null = null;
+  const onEarlySignal = (sig: NodeJS.Signals) => {
+    if (earlySignal) { removeRecord(process.pid); void exitWhenDrained(130); return; }
+    earlySignal = sig;
+    process.stderr.write(`${sig}: unmounting as soon as the mount is up (again to exit at once)\n`);
+  };
+  const earlySigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of earlySigs) process.on(s, onEarlySignal);
+  const dropEarly = () => { for (const s of earlySigs) process.off(s, onEarlySignal); };
   const { mountDrive } = await import('../fuse/mount.js');
   let drive: Awaited<ReturnType<typeof mountDrive>>;
   try {
@@ -193,6 +206,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       ...(settings.spinUs !== undefined ? { spinUs: settings.spinUs } : {}),
     });
   } catch (e) {
+    dropEarly();
     removeRecord(process.pid);
     await remote.close().catch(() => {});
     throw new CliError(`mount of ${mountpoint} failed: ${(e as Error).message}`);
@@ -282,6 +296,8 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     process.on('SIGHUP', onSignal);
+    dropEarly();
+    if (earlySignal) onSignal(earlySignal);
     // `cloudmount unmount --force`: detach now; files still open for writing go to the journal
     process.on(FORCE_SIGNAL, () => { void stop(FORCE_SIGNAL, true); });
     process.on('exit', () => removeRecord(process.pid));

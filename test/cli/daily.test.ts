@@ -200,6 +200,24 @@ test('Ctrl-C on a foreground mount at a terminal: a moving bar of the flush, the
   t.regex(st.stdout, /no cloudmount mounts/);
 });
 
+test('SIGINT or SIGTERM the instant the mount appears (before the drive is up): a clean unmount and exit, never a kill with the mount left', async (t) => {
+  const h = home(t);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const mp = mountpoint(t);
+    const m = cliSpawn(['mount', ...vboxx(mp)], { env: h.pwEnv });
+    killOnTeardown(t, () => m.child.pid);
+    // polled tightly: the signal lands while mountDrive and the start of the foreground loop run
+    // (most of the time; the assertions hold whenever it lands)
+    const until = Date.now() + 60_000;
+    while (!readFileSync('/proc/mounts', 'utf8').includes(` ${mp} `) && m.child.exitCode === null && Date.now() < until) await sleep(1);
+    t.true(isMounted(mp), m.output());
+    m.child.kill(sig);
+    const code = await m.exited;
+    t.is(code, sig === 'SIGINT' ? 130 : 0, `${sig}: ${m.output()}`);
+    t.false(isMounted(mp), `${sig}: no mount left`);
+  }
+});
+
 // serial: its mount has a short request timeout, which the other tests of this file would load
 test.serial('status: offline while the server does not answer, and the age of the oldest pending change', async (t) => {
   const e = await ownServer(t);

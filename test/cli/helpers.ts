@@ -78,7 +78,7 @@ export function cliSpawn(args: string[], o: { env?: NodeJS.ProcessEnv; cwd?: str
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   child.stdin!.end();
-  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const exited = new Promise<number | null>((r) => child.once('exit', (c, sig) => { if (c === null) out += `\n[exit by signal ${sig}]`; r(c); }));
   return { child, output: () => out, exited };
 }
 
