@@ -40,6 +40,7 @@
  */
 import { Pool } from 'undici';
 import { PassThrough } from 'node:stream';
+import { RawGetPool } from './rawget.js';
 import PQueue from 'p-queue';
 import type { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -76,6 +77,11 @@ export interface RequestSpec {
   /** Skip the auth hook (the login request itself). */
   noAuth?: boolean;
   /**
+   * A GET whose body is file content, maybe large: read by our own connections into large
+   * buffers (rawget.ts) unless the client was made with bulkReader 'undici'.
+   */
+  bulk?: boolean;
+  /**
    * Called each time an attempt leaves the queue for the server. Before that, an abort takes the
    * request back for sure; after it, the server may apply it even if our side gives up.
    */
@@ -87,6 +93,8 @@ export interface HttpResponse {
   headers: IncomingHttpHeaders;
   /** undici body stream; consume or destroy it (it holds a queue slot until closed). */
   body: Readable;
+  /** (internal) the body's errors are typed already (a raw bulk GET's). */
+  typed?: boolean;
 }
 
 export interface JsonResponse<T> {
@@ -123,6 +131,8 @@ export interface HttpClientOptions {
   log?: Logger;
   auth?: AuthHook;
   mapError?: ErrorMapper;
+  /** Who reads bulk GET bodies (RequestSpec.bulk): our own connections (default) or undici. */
+  bulkReader?: 'raw' | 'undici';
 }
 
 const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
@@ -156,6 +166,7 @@ export class HttpClient {
   readonly counters = { requests: 0, retries: 0, refreshes: 0, pauses: 0, failFast: 0, queueTimeouts: 0, probes: 0 };
 
   private readonly pool: Pool;
+  private readonly raw: RawGetPool | null;
   private readonly queue: PQueue;
   private readonly log: Logger;
   private readonly timeoutMs: number;
@@ -201,6 +212,8 @@ export class HttpClient {
       // TLS is verified by default; `ca` adds a private CA.
       ...(origin.startsWith('https:') ? { connect: { rejectUnauthorized: true, ...(opts.ca ? { ca: opts.ca } : {}) } } : {}),
     });
+    this.raw = opts.bulkReader === 'undici' ? null
+      : new RawGetPool(origin, { connections: concurrency, connectTimeoutMs: this.timeoutMs, keepAliveMs: 30_000, ...(opts.ca ? { ca: opts.ca } : {}) });
     const rate = opts.rateLimit ?? 0;
     this.queue = new PQueue({
       concurrency,
@@ -213,6 +226,8 @@ export class HttpClient {
   /** Request whose body the caller streams. Errors (status >= 400) are thrown as typed errors. */
   async request(spec: RequestSpec): Promise<HttpResponse> {
     return this.run(spec, async (res, ctx) => {
+      // a raw body types its errors and reports its progress itself
+      if (res.typed) return { status: res.status, headers: res.headers, body: res.body };
       // Errors while the caller streams the body arrive typed too (Cancelled, Timeout, NetworkError).
       const raw = res.body;
       const out = new PassThrough({ highWaterMark: 64 * 1024 });
@@ -246,7 +261,11 @@ export class HttpClient {
 
   /** Diagnostics: the counters, the requests in flight now and at the most, the requests queued. */
   stats(): Record<string, number> {
-    return { ...this.counters, inFlight: this.inFlight, maxInFlight: this.maxInFlight, queued: this.queue.size };
+    const raw = this.raw?.counters;
+    return {
+      ...this.counters, inFlight: this.inFlight, maxInFlight: this.maxInFlight, queued: this.queue.size,
+      ...(raw ? { bulkRequests: raw.requests, bulkConnects: raw.connects, bulkStaleRetries: raw.staleRetries } : {}),
+    };
   }
 
   /**
@@ -261,6 +280,7 @@ export class HttpClient {
     if (this.resumeTimer) clearTimeout(this.resumeTimer);
     this.queue.clear();
     for (const [fail, ctx] of [...this.waiting]) fail(new AttemptFailure(new Cancelled('client closed', ctx), false, false));
+    this.raw?.close();
     await this.pool.destroy().catch(() => {});
   }
 
@@ -463,6 +483,20 @@ export class HttpClient {
     // Never wait for headers beyond the total retry budget: a stalled server fails within the bound.
     const headersTimeout = Math.max(1, Math.min(timeout, deadline - Date.now()));
     try {
+      if (spec.bulk && this.raw && spec.method === 'GET' && body === undefined) {
+        const r = await this.raw.request({
+          path: this.prefix + spec.path + (q ? '?' + q : ''),
+          headers,
+          ...(spec.signal ? { signal: spec.signal } : {}),
+          headersTimeoutMs: headersTimeout,
+          bodyTimeoutMs: timeout,
+          mapBodyError: (e) => this.transportFailure(e, ctx, spec.signal, true).error,
+          // body bytes are a sign of life (a long download must not count as a silent server)
+          onProgress: () => { this.lastProgressAt = Date.now(); },
+        });
+        this.answered();
+        return { status: r.status, headers: r.headers, body: r.body, typed: true };
+      }
       const r = await this.pool.request({
         path: this.prefix + spec.path + (q ? '?' + q : ''),
         method: spec.method,

@@ -27,6 +27,11 @@ export interface ClientOptions {
    * client is not told from the version cached). Default true.
    */
   modtimes?: boolean;
+  /**
+   * vBoxx: who reads file content from the server: our own connections, straight into large
+   * buffers (default 'raw'), or undici like every other request (remote/rawget.ts says why).
+   */
+  bulkReader?: 'raw' | 'undici';
   log?: Logger;
 }
 

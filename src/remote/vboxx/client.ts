@@ -139,6 +139,7 @@ export class VboxxClient {
       // listing) and several read-ahead ranges of a big one need that many connections at once.
       concurrency: opts.concurrency ?? 16,
       rateLimit: opts.rateLimit ?? 0,
+      ...(opts.bulkReader ? { bulkReader: opts.bulkReader } : {}),
       timeoutMs: opts.timeoutMs ?? 30_000,
       maxAttempts: this.maxAttempts,
       maxRetryTimeMs: opts.maxRetryTimeMs ?? 60_000,
@@ -302,7 +303,7 @@ export class VboxxClient {
       headers.range = `bytes=${off}-`;
     }
     if (headers.range && o.ifRange) headers['if-range'] = o.ifRange;
-    const r = await this.http.request({ method: 'GET', path: p, headers, signal: o.signal, priority: o.priority ?? Priority.normal });
+    const r = await this.http.request({ method: 'GET', path: p, headers, signal: o.signal, priority: o.priority ?? Priority.normal, bulk: true });
     const refuse = (why: string): never => {
       r.body.destroy();
       throw new BadResponse(`answer is not the file: ${why}`, { ...this.ctx('GET', p), status: r.status });
