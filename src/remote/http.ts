@@ -11,6 +11,9 @@
  *   bounded concurrency, optional rate limit (requests/s, sliding window), priorities (types.ts Priority).
  *   A queue slot is held until the response body is fully read or destroyed, so the bound counts
  *   streaming downloads too: callers of request() MUST consume or destroy `body`.
+ * - Bulk GETs (spec.bulk: file content) are read by RawGetPool (rawget.ts: sockets reading straight into
+ *   large buffers) unless the client was made with bulkReader 'undici'; queue, retries, timeouts, auth
+ *   and errors are the same for both.
  * - `path` is already percent-encoded (url.ts) and relative to the base URL's path prefix; `query` is encoded here.
  * - Timeouts: connect and response headers within timeoutMs (never beyond the retry budget), body idle timeoutMs.
  * - Retries (only for idempotent requests; default: GET/HEAD): connection errors, timeouts, 429, 500, 502, 503,
