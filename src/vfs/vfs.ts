@@ -242,8 +242,6 @@ export class Vfs implements VfsApi {
       this.uploader.lost(p, 'cache file of a pending upload is missing');
       this.log.error(`pending upload of ${p.path} cannot be replayed: its cache file is missing`);
     });
-    // a read-only drive makes no files: no pool of empty ones either
-    if (!this.opts.readOnly) this.store.startSpares();
     // closed files whose upload was not confirmed: they are the local truth until uploaded
     for (const { obj: o, rec } of restored) {
       this.uploader.restore(o, rec);

@@ -24,11 +24,13 @@ import { openRw } from './fileio.js';
 import { Obj } from './obj.js';
 
 /**
- * Empty cache files kept made ahead (see ContentStore.spares): up to SPARE_TARGET, made while no
- * file is being created (SPARE_IDLE_MS since the last), SPARE_CHUNK at a time; during a burst only
- * when fewer than SPARE_URGENT are left. Making them during a burst cost its creates: a create
- * loop (200 x 1 KiB, vBoxx, two mounts side by side, 12 loops each, twice) took a median 0.206 /
- * 0.215 s with 32 made whenever half were used, 0.180 / 0.181 s with a pool made beforehand.
+ * Empty cache files kept made ahead (see ContentStore.spares): from the drive's first new file on,
+ * up to SPARE_TARGET, made while no file is being created (SPARE_IDLE_MS since the last),
+ * SPARE_CHUNK at a time; during a burst only when fewer than SPARE_URGENT are left. Making them
+ * during a burst cost its creates: a create loop (200 x 1 KiB, vBoxx, two mounts side by side, 12
+ * loops each, twice) took a median 0.206 / 0.215 s with 32 made whenever half were used, 0.180 /
+ * 0.181 s with a pool made beforehand. Not at mount time: 256 creates cost 0.1-0.27 s of CPU here
+ * (ext4), which a drive that only reads (and every short test mount) would pay for nothing.
  */
 export const SPARE_TARGET = 256;
 const SPARE_CHUNK = 32;
@@ -119,11 +121,6 @@ export class ContentStore {
     if (this.spares.length < SPARE_URGENT && !this.sparesFilling) setImmediate(() => this.fillSpares());
     else this.sparesWhenIdle();
     return o;
-  }
-
-  /** The store is ready (after recover(), which removes spares a crash left): the pool is made now. */
-  startSpares(): void {
-    this.fillSpares();
   }
 
   private sparesWhenIdle(): void {
