@@ -123,14 +123,16 @@ export class ContentStore {
     return o;
   }
 
+  /**
+   * Fills now if no file was made for SPARE_IDLE_MS, else looks again when that will be so. A timer
+   * that finds new files made meanwhile sets the next one (creates touch only lastNewAt); a fill
+   * under way calls this when it ends.
+   */
   private sparesWhenIdle(): void {
-    if (this.sparesStopped || this.spares.length >= SPARE_TARGET) return;
-    if (this.sparesTimer) { this.sparesTimer.refresh(); return; }
-    this.sparesTimer = setTimeout(() => {
-      this.sparesTimer = null;
-      if (performance.now() - this.lastNewAt >= SPARE_IDLE_MS) this.fillSpares();
-      else this.sparesWhenIdle();
-    }, SPARE_IDLE_MS);
+    if (this.sparesTimer || this.sparesFilling || this.sparesStopped || this.spares.length >= SPARE_TARGET) return;
+    const wait = this.lastNewAt + SPARE_IDLE_MS - performance.now();
+    if (wait <= 0) { this.fillSpares(); return; }
+    this.sparesTimer = setTimeout(() => { this.sparesTimer = null; this.sparesWhenIdle(); }, wait);
     this.sparesTimer.unref();
   }
 
@@ -156,8 +158,7 @@ export class ContentStore {
         this.ctx.log.debug(`making spare cache files: ${errText((failed as PromiseRejectedResult).reason)}`);
         return;
       }
-      if (performance.now() - this.lastNewAt >= SPARE_IDLE_MS) this.fillSpares();
-      else this.sparesWhenIdle();
+      this.sparesWhenIdle();
     });
   }
 
