@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { RawGetPool, type RawGetRequest } from '../../src/remote/rawget.js';
 import { makePki } from '../helpers/tls.js';
+import { sleep } from '../support/wait.js';
 
 type T = { teardown(fn: () => void | Promise<void>): void };
 
@@ -145,7 +146,7 @@ test('a slow reader holds the socket: memory stays bounded while the server wait
   t.teardown(() => p.close());
   const r = await p.request(req('/big'));
   // nobody reads for a while: the body buffers up to its mark, the socket stops reading
-  await new Promise((res) => setTimeout(res, 300));
+  await sleep(300);
   t.true(r.body.readableLength <= 2 * 1024 * 1024, `buffered ${r.body.readableLength}`);
   t.true(sent < total / 2, `the server could send only ${sent} of ${total} (kernel buffers)`);
   let got = 0;
@@ -200,7 +201,7 @@ test('a kept connection the server closed meanwhile: the request goes on a fresh
   const p = pool(host);
   t.teardown(() => p.close());
   t.is((await readAll((await p.request(req('/a'))).body)).toString(), 'ok');
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(50);
   t.is((await readAll((await p.request(req('/b'))).body)).toString(), 'ok');
   t.is(p.counters.connects, 2);
 });

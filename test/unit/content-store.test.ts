@@ -8,7 +8,7 @@ import { Ctx } from '../../src/vfs/context.js';
 import type { Obj } from '../../src/vfs/content/obj.js';
 import { ContentStore, SPARE_TARGET } from '../../src/vfs/content/store.js';
 import { defaultVfsOptions, resolveOptions } from '../../src/vfs/options.js';
-import { quietLog, rng, tempDir } from './helpers.js';
+import { quietLog, rng, sleep, tempDir, until } from './helpers.js';
 
 function setup(t: ExecutionContext, cacheMaxBytes = 1000) {
   const dir = tempDir(t, 'cm-store-');
@@ -108,17 +108,12 @@ test('recover: clean content with its index, pending records (inline content win
   t.deepEqual(fs.readdirSync(dataDir).sort(), ['c1', 'c1.meta', 'p1']);
 });
 
-const until = async (what: () => boolean) => {
-  const end = Date.now() + 10_000;
-  while (!what() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-};
-
 test('a new file takes a cache file made ahead: empty, private, removed at close; spares a crash left are removed at start', async (t) => {
   const { store, dataDir } = setup(t);
   const first = store.addNew('/first');
   t.is(first.fd, -1, 'none made ahead yet: the first new file opens its own');
   // the filling starts after the create's answer; with no more creates it goes on to the target
-  await until(() => store.spareCount >= SPARE_TARGET);
+  await until(() => store.spareCount >= SPARE_TARGET, 'the spare pool made', 10_000);
   const spares = fs.readdirSync(dataDir);
   t.is(spares.length, SPARE_TARGET);
   for (const f of spares) {
@@ -141,7 +136,7 @@ test('a new file takes a cache file made ahead: empty, private, removed at close
   // a crash with spares made: the next start's recover() removes them (nobody refers to them)
   const crashed = storeOn(dataDir);
   crashed.addNew('/x');
-  await until(() => crashed.spareCount >= SPARE_TARGET);
+  await until(() => crashed.spareCount >= SPARE_TARGET, 'the spare pool made', 10_000);
   const before = fs.readdirSync(dataDir);
   t.is(before.length, SPARE_TARGET + 1);
   await storeOn(dataDir).recover([], () => {});
@@ -150,10 +145,10 @@ test('a new file takes a cache file made ahead: empty, private, removed at close
 
 test('spare cache files: none before the first new file, then a pool; not made during a burst until few are left, made again once the creates pause', async (t) => {
   const { store } = setup(t);
-  await new Promise((r) => setTimeout(r, 100));
+  await sleep(100);
   t.is(store.spareCount, 0, 'a drive that makes no file makes no spares');
   store.addNew('/first');
-  await until(() => store.spareCount >= SPARE_TARGET);
+  await until(() => store.spareCount >= SPARE_TARGET, 'the spare pool made', 10_000);
   t.is(store.spareCount, SPARE_TARGET, 'the pool is made after the first new file');
   // a burst: one create every 2 ms (less than the idle wait) uses the pool without making more
   const burst = SPARE_TARGET - 40;
@@ -161,7 +156,7 @@ test('spare cache files: none before the first new file, then a pool; not made d
   let last = performance.now();
   for (let i = 0; i < burst; i++) {
     t.true(store.addNew(`/b${i}`).fd >= 0);
-    await new Promise((r) => setTimeout(r, 2));
+    await sleep(2);
     maxGap = Math.max(maxGap, performance.now() - last);
     last = performance.now();
   }
@@ -170,10 +165,10 @@ test('spare cache files: none before the first new file, then a pool; not made d
   else t.log(`the burst paused ${maxGap.toFixed(0)} ms: spares may have been made in the pause`);
   // further on, few are left: made at once, during the burst
   for (let i = 0; store.spareCount > 10; i++) store.addNew(`/c${i}`);
-  await until(() => store.spareCount >= 42);
+  await until(() => store.spareCount >= 42, 'a chunk made at once', 10_000);
   t.true(store.spareCount >= 42, 'few left: a chunk is made at once, not after a pause');
   // the creates pause: the pool fills up again
-  await until(() => store.spareCount >= SPARE_TARGET);
+  await until(() => store.spareCount >= SPARE_TARGET, 'the spare pool made', 10_000);
   t.is(store.spareCount, SPARE_TARGET);
   await store.closeAll();
 });

@@ -5,7 +5,7 @@ import test from 'ava';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Journal } from '../../src/vfs/journal.js';
-import { tempDir } from './helpers.js';
+import { sleep, tempDir } from './helpers.js';
 
 interface Gate { open(err?: Error): void; restore(): void; calls: number }
 
@@ -60,7 +60,7 @@ test('journal, lazy sync: appends go on while a flush is held; only its waiters 
   gate.open();
   await f1;
   t.true(flushed);
-  await new Promise((r) => setTimeout(r, 20));
+  await sleep(20);
   t.false(flushed2, 'the held flush did not cover the records written after it began');
   t.is(gate.calls - base, 2, 'a second flush began for them');
   gate.open();
