@@ -184,8 +184,10 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   // SIGINT right after a first `ls` worked; Node's default then ended the process): the first
   // signal is kept and answered as soon as the drive is up, a second exits at once.
   let earlySignal: NodeJS.Signals | null = null;
+  // the last resort of repeated signals: leave now, without waiting for the flush
+  const exitNow = () => { removeRecord(process.pid); void exitWhenDrained(130); };
   const onEarlySignal = (sig: NodeJS.Signals) => {
-    if (earlySignal) { removeRecord(process.pid); void exitWhenDrained(130); return; }
+    if (earlySignal) { exitNow(); return; }
     earlySignal = sig;
     process.stderr.write(`${sig}: unmounting as soon as the mount is up (again to exit at once)\n`);
   };
@@ -291,7 +293,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
       if (sig === 'SIGHUP') noteHangup();
       if (signals === 1) void stop(sig, false);
       else if (signals === 2) { process.stderr.write('second signal: unmounting without waiting for uploads (journal kept)\n'); void stop(sig, true); }
-      else { removeRecord(process.pid); void exitWhenDrained(130); }
+      else exitNow();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
