@@ -118,6 +118,7 @@ export function observeRemote(inner: Remote, log: Logger): Remote {
           return r;
         }, (e) => { failed(e); throw e; });
       },
+      ...(inner.ranged.recycle ? { recycle: (chunks: readonly Buffer[]) => inner.ranged!.recycle!(chunks) } : {}),
     } } : {}),
     mkdir(path: string, opts = {}) {
       return timed(`mkdir ${path}`, () => undefined, () => inner.mkdir(path, opts));

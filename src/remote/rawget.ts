@@ -66,9 +66,63 @@ export interface RawGetResponse {
 
 type Framing = { kind: 'length'; left: number } | { kind: 'chunked' } | { kind: 'close' } | { kind: 'none' };
 
+/**
+ * Landing buffers given back: once every body chunk cut from a slab the connection has left
+ * behind was handed back by its consumer (recycleChunks), the slab carries later bodies instead
+ * of a new one being allocated. Why: a cold read of 512 MiB otherwise allocates 512 MiB of
+ * buffers, and V8 starts a major collection per ~64 MiB of such external memory (~9 % of the
+ * mount's CPU in perf), besides the first-touch faults of that much fresh memory.
+ * A chunk counts once, by its own view object (a WeakSet): a consumer that gives back a
+ * copy or a part of it, or gives it twice, changes nothing, and a slab with a chunk never given
+ * back is left to the collector like any buffer.
+ */
+const MAX_SPARE_SLABS = 32;
+const spareSlabs: Buffer[] = [];
+interface Lease { slab: Buffer; out: number; current: boolean }
+const leases = new WeakMap<ArrayBufferLike, Lease>();
+const lent = new WeakSet<Buffer>();
+
+function takeSlab(): Buffer {
+  const slab = spareSlabs.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES);
+  leases.set(slab.buffer, { slab, out: 0, current: true });
+  return slab;
+}
+
+function spareIfFree(l: Lease): void {
+  if (l.out > 0 || l.current) return;
+  leases.delete(l.slab.buffer);
+  if (spareSlabs.length < MAX_SPARE_SLABS) spareSlabs.push(l.slab);
+}
+
+/** A body chunk leaves for its consumer; counted until it comes back through recycleChunks. */
+function lend(chunk: Buffer): Buffer {
+  const l = leases.get(chunk.buffer);
+  if (l && !lent.has(chunk)) { lent.add(chunk); l.out++; }
+  return chunk;
+}
+
+/**
+ * The consumer of bulk bodies is done with these chunks (as it received them) and keeps no view
+ * of their bytes: their memory may carry later bodies. Chunks of other origin are ignored.
+ */
+export function recycleChunks(chunks: readonly Buffer[]): void {
+  for (const c of chunks) {
+    if (!lent.delete(c)) continue;
+    const l = leases.get(c.buffer);
+    if (!l) continue;
+    l.out--;
+    spareIfFree(l);
+  }
+}
+
+/** For tests: slabs waiting to be used again. */
+export function spareSlabCount(): number {
+  return spareSlabs.length;
+}
+
 /** One connection; `exchange` gets its bytes while a request is on it. */
 class Conn {
-  slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  slab = takeSlab();
   pos = 0;
   exchange: Exchange | null = null;
   idleTimer: NodeJS.Timeout | null = null;
@@ -79,7 +133,12 @@ class Conn {
   constructor(readonly socket: net.Socket) {}
 
   nextBuffer(): Buffer {
-    if (this.slab.length - this.pos < MIN_TAIL) { this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES); this.pos = 0; }
+    if (this.slab.length - this.pos < MIN_TAIL) {
+      const l = leases.get(this.slab.buffer);
+      if (l) { l.current = false; spareIfFree(l); }
+      this.slab = takeSlab();
+      this.pos = 0;
+    }
     return this.slab.subarray(this.pos);
   }
 }
@@ -326,11 +385,11 @@ class Exchange {
     const f = this.framing;
     let more = true;
     if (f.kind === 'close') {
-      more = body.push(chunk);
+      more = body.push(lend(chunk));
     } else if (f.kind === 'length') {
       const n = Math.min(f.left, chunk.length);
       f.left -= n;
-      if (n > 0) more = body.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (n > 0) more = body.push(lend(n === chunk.length ? chunk : chunk.subarray(0, n)));
       if (f.left === 0) { this.finish(n === chunk.length); return true; }
     } else if (f.kind === 'chunked') {
       more = this.chunkedData(chunk);
@@ -346,7 +405,7 @@ class Exchange {
     while (i < chunk.length && this.phase === 'body') {
       if (this.chunkState === 'data') {
         const n = Math.min(this.chunkLeft, chunk.length - i);
-        more = this.body!.push(chunk.subarray(i, i + n)) && more;
+        more = this.body!.push(lend(chunk.subarray(i, i + n))) && more;
         i += n;
         this.chunkLeft -= n;
         if (this.chunkLeft === 0) { this.chunkState = 'crlf'; this.chunkLine = ''; }

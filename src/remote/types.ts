@@ -321,6 +321,12 @@ export interface RangedReads {
    * (the sink gets them with every chunk, so it can refuse bytes of an unexpected version).
    */
   readTo(path: string, offset: number, length: number, sink: RangeSink, opts?: CallOptions): Promise<RangeRead>;
+  /**
+   * The sink is done with these chunks (the very objects it got) and nothing keeps a view of
+   * them: the remote may read later bodies into their memory. Optional both ways: a remote
+   * without it allocates per body, a sink that never calls it leaves them to the collector.
+   */
+  recycle?(chunks: readonly Buffer[]): void;
 }
 
 export interface BatchUpload {

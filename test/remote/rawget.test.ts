@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { RawGetPool, type RawGetRequest } from '../../src/remote/rawget.js';
+import { RawGetPool, recycleChunks, spareSlabCount, type RawGetRequest } from '../../src/remote/rawget.js';
 import { makePki } from '../helpers/tls.js';
 import { sleep } from '../support/wait.js';
 
@@ -125,6 +125,46 @@ test('a head that arrives byte by byte is parsed; an interim 100 is skipped', as
   t.is(r.status, 206);
   t.is(r.headers['content-range'], 'bytes 0-4/10');
   t.is((await readAll(r.body)).toString(), 'hello');
+});
+
+// serial: the spare slabs are the module's, and concurrent tests would take them
+test.serial('chunks given back carry later bodies; a chunk kept, or given back as a copy, a part or twice, is never written over', async (t) => {
+  const bodies = Array.from({ length: 24 }, () => randomBytes(2 * 1024 * 1024 + 12345));
+  const host = await listen(t, http.createServer((rq, rs) => {
+    const b = bodies[Number(rq.url!.slice(1))]!;
+    rs.setHeader('content-length', String(b.length));
+    rs.end(b);
+  }));
+  const p = pool(host, { connections: 2 });
+  t.teardown(() => p.close());
+  const kept: { chunk: Buffer; copy: Buffer }[] = [];
+  const memories = new Set<ArrayBufferLike>();
+  let chunks = 0;
+  for (let n = 0; n < bodies.length; n++) {
+    const r = await p.request(req(`/${n}`));
+    let at = 0;
+    for await (const c of r.body) {
+      const b = c as Buffer;
+      chunks++;
+      memories.add(b.buffer);
+      t.true(b.equals(bodies[n]!.subarray(at, at + b.length)), `body ${n} at ${at}`);
+      at += b.length;
+      if (n === 3) {
+        // kept by its consumer: given back only as things that are not the chunk itself
+        kept.push({ chunk: b, copy: Buffer.from(b) });
+        recycleChunks([Buffer.from(b), b.subarray(1)]);
+      } else if (n === 4) {
+        recycleChunks([b, b]);
+      } else {
+        recycleChunks([b]);
+      }
+    }
+    t.is(at, bodies[n]!.length);
+  }
+  for (const k of kept) t.true(k.chunk.equals(k.copy), 'a kept chunk was written over');
+  // without reuse 24 bodies of 2 MiB need >= 96 landing buffers of 512 KiB
+  t.true(memories.size < 30, `${memories.size} landing buffers for ${chunks} chunks`);
+  t.true(spareSlabCount() > 0);
 });
 
 test('a slow reader holds the socket: memory stays bounded while the server waits', async (t) => {

@@ -5,6 +5,7 @@ import {
   BadRequest, Forbidden, NotADirectory, NotFound, RemoteError, CrossDevice, PolicyExcludedExtension,
 } from '../../errors.js';
 import { validName } from '../names.js';
+import { recycleChunks } from '../rawget.js';
 import type {
   AttrChange, BatchMkdir, CallOptions, FileMetadata, ListResult, RangeRead, RangeSink, RangedReads, Remote, RemoteEntry, ShareLinks, StatFs, TransferOptions, UploadPolicy,
 } from '../types.js';
@@ -30,7 +31,10 @@ export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
   /** list() is /metadata, as stat() is: of a file it answers the file (NotADirectory here). */
   readonly listBeforeType = true;
-  readonly ranged: RangedReads = { readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o) };
+  readonly ranged: RangedReads = {
+    readTo: (path, offset, length, sink, o) => this.readTo(path, offset, length, sink, o),
+    recycle: recycleChunks,
+  };
   readonly shareLinks: ShareLinks = { shareLink: (path, o) => this.shareLink(path, o) };
   // client_mtime (whole seconds) on every upload; no mode at all, no folder times
   readonly fileMeta?: FileMetadata;

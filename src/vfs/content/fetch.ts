@@ -237,7 +237,10 @@ export class Fetcher {
       if (o.epoch !== epoch || o.dirty) throw STALE_RUN;
       await pwritevAll(o.fd, bufs, pos);
       if (o.epoch !== epoch) throw STALE_RUN;
-      if (!o.dirty && o.refs > 0 && o.copyReader) {
+      const keep = !o.dirty && o.refs > 0 && o.copyReader;
+      // landed and nothing else holds them: their memory carries the next bytes
+      if (!keep) this.ctx.remote.ranged!.recycle?.(bufs);
+      if (keep) {
         // bytes landed again (a run that started over) replace the older copy: copyRecent takes
         // the first segment that covers a position
         const end = Math.min(pos + len, o.size);
