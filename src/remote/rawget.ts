@@ -77,12 +77,17 @@ type Framing = { kind: 'length'; left: number } | { kind: 'chunked' } | { kind: 
  * back is left to the collector like any buffer.
  */
 const MAX_SPARE_SLABS = 32;
+/** Spares nobody took for this long are let go: a mount that read once does not keep 16 MiB. */
+export const SPARE_IDLE_MS = 5_000;
 const spareSlabs: Buffer[] = [];
 interface Lease { slab: Buffer; out: number; current: boolean }
 const leases = new WeakMap<ArrayBufferLike, Lease>();
 const lent = new WeakSet<Buffer>();
+let lastTake = 0;
+let idleTimer: NodeJS.Timeout | null = null;
 
 function takeSlab(): Buffer {
+  lastTake = Date.now();
   const slab = spareSlabs.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES);
   leases.set(slab.buffer, { slab, out: 0, current: true });
   return slab;
@@ -91,7 +96,16 @@ function takeSlab(): Buffer {
 function spareIfFree(l: Lease): void {
   if (l.out > 0 || l.current) return;
   leases.delete(l.slab.buffer);
-  if (spareSlabs.length < MAX_SPARE_SLABS) spareSlabs.push(l.slab);
+  if (spareSlabs.length >= MAX_SPARE_SLABS) return;
+  spareSlabs.push(l.slab);
+  if (!idleTimer) dropSparesWhenIdle();
+}
+
+function dropSparesWhenIdle(): void {
+  const idle = Date.now() - lastTake;
+  if (idle >= SPARE_IDLE_MS) { spareSlabs.length = 0; idleTimer = null; return; }
+  idleTimer = setTimeout(dropSparesWhenIdle, SPARE_IDLE_MS - idle);
+  idleTimer.unref();
 }
 
 /** A body chunk leaves for its consumer; counted until it comes back through recycleChunks. */

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { RawGetPool, recycleChunks, spareSlabCount, type RawGetRequest } from '../../src/remote/rawget.js';
+import { RawGetPool, SPARE_IDLE_MS, recycleChunks, spareSlabCount, type RawGetRequest } from '../../src/remote/rawget.js';
 import { makePki } from '../helpers/tls.js';
 import { sleep } from '../support/wait.js';
 
@@ -128,7 +128,7 @@ test('a head that arrives byte by byte is parsed; an interim 100 is skipped', as
 });
 
 // serial: the spare slabs are the module's, and concurrent tests would take them
-test.serial('chunks given back carry later bodies; a chunk kept, or given back as a copy, a part or twice, is never written over', async (t) => {
+test.serial('chunks given back carry later bodies; a chunk kept, or given back as a copy, a part or twice, is never written over; idle spares are let go', async (t) => {
   const bodies = Array.from({ length: 24 }, () => randomBytes(2 * 1024 * 1024 + 12345));
   const host = await listen(t, http.createServer((rq, rs) => {
     const b = bodies[Number(rq.url!.slice(1))]!;
@@ -165,6 +165,9 @@ test.serial('chunks given back carry later bodies; a chunk kept, or given back a
   // without reuse 24 bodies of 2 MiB need >= 96 landing buffers of 512 KiB
   t.true(memories.size < 30, `${memories.size} landing buffers for ${chunks} chunks`);
   t.true(spareSlabCount() > 0);
+  // nobody reads for a while: the spares are let go
+  await sleep(SPARE_IDLE_MS + 1000);
+  t.is(spareSlabCount(), 0);
 });
 
 test('a slow reader holds the socket: memory stays bounded while the server waits', async (t) => {
