@@ -237,10 +237,7 @@ export class Fetcher {
       if (o.epoch !== epoch || o.dirty) throw STALE_RUN;
       await pwritevAll(o.fd, bufs, pos);
       if (o.epoch !== epoch) throw STALE_RUN;
-      const keep = !o.dirty && o.refs > 0 && o.copyReader;
-      // landed and nothing else holds them: their memory carries the next bytes
-      if (!keep) this.ctx.remote.ranged!.recycle?.(bufs);
-      if (keep) {
+      if (!o.dirty && o.refs > 0 && o.copyReader) {
         // bytes landed again (a run that started over) replace the older copy: copyRecent takes
         // the first segment that covers a position
         const end = Math.min(pos + len, o.size);
@@ -251,6 +248,9 @@ export class Fetcher {
         o.recent.push({ pos, end, bufs, bytes: len, epoch, gen: o.gen });
         o.recentBytes += len;
         while (o.recentBytes > RECENT_BYTES && o.recent.length > 1) o.recentBytes -= o.recent.shift()!.bytes;
+      } else {
+        // landed, and nobody keeps a view of them: their memory may carry the next bytes
+        this.ctx.remote.ranged!.recycle?.(bufs);
       }
       this.store.addRange(o, pos, Math.min(pos + len, o.size));
       o.metaCurrent = false;
