@@ -75,12 +75,21 @@ test('extent reads: every chunk is given back once, after landing; bytes exact t
   t.is(stats.twice, 0);
 });
 
-test('copy reads (the fuse-native path) keep recent chunks: none given back while kept, bytes exact', async (t) => {
+test('copy reads (the fuse-native path) keep recent chunks and give them back only once dropped; bytes exact', async (t) => {
   const { remote, vfs, stats } = await withRecycleSpy(t);
   const src = bytes(6 * MiB + 99, 22);
   remote.putFile('/c.bin', src);
+  const fh = await vfs.open('/c.bin', O_RDONLY);
+  const first = Buffer.alloc(64 * 1024);
+  t.is(await vfs.read('/c.bin', fh, first, first.length, 0), first.length);
+  t.true(first.equals(src.subarray(0, first.length)));
+  // the landed chunks of that first read are kept for copies while the file is open
+  t.true(stats.given > stats.recycled, `${stats.given} given, ${stats.recycled} back`);
+  await vfs.release('/c.bin', fh);
   t.is(sha256(await readAll(vfs, '/c.bin', 128 * 1024)), sha256(src));
   t.is(sha256(await readAll(vfs, '/c.bin', 1_000_000)), sha256(src));
+  // evicted or released: every chunk came back once
+  t.is(stats.recycled, stats.given);
   t.is(stats.foreign, 0);
   t.is(stats.twice, 0);
 });
