@@ -15,7 +15,7 @@ import {
 import { cleanUnmount, findMount, isMounted, isMountedAsync, lazyUnmount } from '../util/mounts.js';
 import { run } from '../util/run.js';
 import { sleep } from '../util/sleep.js';
-import { createFlushMeter, createProgress, formatEta } from './progress.js';
+import { createFlushMeter, formatEta } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
 import type { Remote } from '../remote/types.js';

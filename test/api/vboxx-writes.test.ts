@@ -1,7 +1,7 @@
 // vBoxx reference server: files_put, chunked upload, fileops, revisions and policy enforcement.
 import test from 'ava';
 import type { Emulator } from '../../src/emulator/server.js';
-import { Api, useDemoServer, raw, login, enc, newOrg, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
+import { Api, useDemoServer, raw, enc, newOrg, DEMO_FILES_ROOT as FILES, DEMO_TEAM_ROOT as TEAM, ADMIN_ROOT } from './vboxx-lib.js';
 
 let emu: Emulator;
 let demo: Api;

@@ -80,10 +80,7 @@ function runWorker(cfg: WorkerConfig, timeoutMs: number): Promise<WorkerResult> 
       try {
         resolve(JSON.parse(out) as WorkerResult);
       } catch {
-        resolve({
-          id: cfg.id, seed: cfg.seed, ok: false, log: [], snapshot: cfg.snapshot, appended: {}, counts: {},
-          failure: `${cfg.id} (seed ${cfg.seed}): worker process ended (${sig ?? code}) without a result${sig === 'SIGKILL' ? ` after ${timeoutMs} ms` : ''}: ${err.slice(-2000)}`,
-        });
+        resolve(noResult(cfg, `worker process ended (${sig ?? code}) without a result${sig === 'SIGKILL' ? ` after ${timeoutMs} ms` : ''}: ${err.slice(-2000)}`));
       }
     });
     c.stdin.end(JSON.stringify(cfg));
