@@ -75,8 +75,9 @@ const USAGE = `Usage: scripts/bench [options]
                        scripts/bench --baseline DIR --columns maxxo,maxxo-base,vboxx,vboxx-base
   --base-first       with --baseline: the baseline goes first in the first phase that runs and
                      every other one after it, where this checkout does by default. On this kind of
-                     machine the first of a pair can be 5-15 % slower on the same build: run both
-                     ways before calling a flagged row a regression (the table says who went first)
+                     machine the order alone can move a row by 5-15 % either way (the first of a pair
+                     slower on some rows, faster on the cold read): run both ways before calling a
+                     flagged row a regression (the table says who went first)
   --keep             keep the work folder (trees, caches, logs) and print where it is
   --no-drop-caches   do not drop the kernel page cache before cold runs
   --out FILE         JSON results file (default .bench/results-<date>.json)
