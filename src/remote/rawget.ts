@@ -86,11 +86,12 @@ const lent = new WeakSet<Buffer>();
 let lastTake = 0;
 let idleTimer: NodeJS.Timeout | null = null;
 
-function takeSlab(): Buffer {
+function takeLease(): Lease {
   lastTake = Date.now();
   const slab = spareSlabs.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES);
-  leases.set(slab.buffer, { slab, out: 0, current: true });
-  return slab;
+  const l = { slab, out: 0, current: true };
+  leases.set(slab.buffer, l);
+  return l;
 }
 
 function spareIfFree(l: Lease): void {
@@ -136,7 +137,8 @@ export function spareSlabCount(): number {
 
 /** One connection; `exchange` gets its bytes while a request is on it. */
 class Conn {
-  slab = takeSlab();
+  /** The slab the socket reads into now (its lease stays until the connection moves past it). */
+  lease = takeLease();
   pos = 0;
   exchange: Exchange | null = null;
   idleTimer: NodeJS.Timeout | null = null;
@@ -146,11 +148,15 @@ class Conn {
 
   constructor(readonly socket: net.Socket) {}
 
+  get slab(): Buffer {
+    return this.lease.slab;
+  }
+
   nextBuffer(): Buffer {
     if (this.slab.length - this.pos < MIN_TAIL) {
-      const l = leases.get(this.slab.buffer);
-      if (l) { l.current = false; spareIfFree(l); }
-      this.slab = takeSlab();
+      this.lease.current = false;
+      spareIfFree(this.lease);
+      this.lease = takeLease();
       this.pos = 0;
     }
     return this.slab.subarray(this.pos);

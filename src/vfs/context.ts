@@ -57,6 +57,14 @@ export class Ctx {
     return !!this.remote.ranged;
   }
 
+  /**
+   * Chunks of a ranged read that nothing holds any more (landed, or dropped from o.recent): the
+   * remote may read later bodies into their memory (RangedReads.recycle).
+   */
+  recycle(chunks: readonly Buffer[]): void {
+    this.remote.ranged?.recycle?.(chunks);
+  }
+
   /** Runs fn with an AbortSignal and fails with Timeout after opTimeoutMs even if fn ignores it. */
   bounded<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, ms = this.opts.opTimeoutMs): Promise<T> {
     const ac = new AbortController();

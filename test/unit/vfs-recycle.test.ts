@@ -10,8 +10,8 @@ import type { Vfs } from '../../src/vfs/vfs.js';
 
 const MiB = 1024 * 1024;
 
-async function withRecycleSpy(t: Parameters<typeof setup>[0], remoteOpts = {}) {
-  const s = await setup(t, { rangedReads: true, readChunkBytes: 48 * 1024, ...remoteOpts },
+async function withRecycleSpy(t: Parameters<typeof setup>[0]) {
+  const s = await setup(t, { rangedReads: true, readChunkBytes: 48 * 1024 },
     { readBlockBytes: 64 * 1024, readAheadBytes: 256 * 1024, readAheadMaxBytes: 4 * MiB, readParallel: 3 });
   const given = new Set<Buffer>();
   const stats = { given: 0, recycled: 0, foreign: 0, twice: 0 };

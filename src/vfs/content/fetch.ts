@@ -244,18 +244,18 @@ export class Fetcher {
         // (copyRecent copies out synchronously, so a segment dropped here has no other reader)
         for (let i = o.recent.length - 1; i >= 0; i--) {
           const r = o.recent[i]!;
-          if (r.pos < end && r.end > pos) { o.recentBytes -= r.bytes; o.recent.splice(i, 1); this.ctx.remote.ranged!.recycle?.(r.bufs); }
+          if (r.pos < end && r.end > pos) { o.recentBytes -= r.bytes; o.recent.splice(i, 1); this.ctx.recycle(r.bufs); }
         }
         o.recent.push({ pos, end, bufs, bytes: len, epoch, gen: o.gen });
         o.recentBytes += len;
         while (o.recentBytes > RECENT_BYTES && o.recent.length > 1) {
           const r = o.recent.shift()!;
           o.recentBytes -= r.bytes;
-          this.ctx.remote.ranged!.recycle?.(r.bufs);
+          this.ctx.recycle(r.bufs);
         }
       } else {
         // landed, and nobody keeps a view of them: their memory may carry the next bytes
-        this.ctx.remote.ranged!.recycle?.(bufs);
+        this.ctx.recycle(bufs);
       }
       this.store.addRange(o, pos, Math.min(pos + len, o.size));
       o.metaCurrent = false;

@@ -308,7 +308,7 @@ export class ContentStore {
   /** After the last handle (or fetch) of o ended: fd closed, index written, eviction considered. */
   afterRelease(o: Obj): void {
     if (o.refs > 0) return;
-    for (const r of o.recent) this.ctx.remote.ranged?.recycle?.(r.bufs);
+    for (const r of o.recent) this.ctx.recycle(r.bufs);
     o.recent = [];
     o.recentBytes = 0;
     if (o.unlinked) { this.destroy(o); return; }
