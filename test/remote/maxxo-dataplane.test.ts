@@ -461,6 +461,27 @@ test('downloadMany: hostile names byte-exact, a missing file only missing from t
   t.deepEqual(readdirSync(local).filter((n) => n.startsWith('.rsync-run-')), []);
 });
 
+test('downloadMany into a folder removed right after: the children it would start ahead there are not started, nothing is thrown, the next batch elsewhere works', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  mkdirSync(join(folder, 'g'));
+  writeFileSync(join(folder, 'g', 'one'), 'one');
+  const gone = mkdtempSync(join(tmp, 'gone-'));
+  t.deepEqual(await remote.downloadMany!([{ path: '/g/one', localFile: join(gone, 'one') }]), ['/g/one']);
+  await sleep(300);
+  // a run that takes a child started ahead starts the next one 100 ms later, from a timer; a
+  // throw there was an uncaught exception that ended the process (the crash test removed its
+  // folder this way)
+  const warm = remote.counters().warmRuns!;
+  t.deepEqual(await remote.downloadMany!([{ path: '/g/one', localFile: join(gone, 'two') }]), ['/g/one']);
+  t.is(remote.counters().warmRuns! - warm, 1);
+  rmSync(gone, { recursive: true, force: true });
+  await sleep(400);
+  const there = mkdtempSync(join(tmp, 'there-'));
+  t.deepEqual(await remote.downloadMany!([{ path: '/g/one', localFile: join(there, 'one') }]), ['/g/one']);
+  t.is(readFileSync(join(there, 'one'), 'utf8'), 'one');
+});
+
 test('download of a file expected small (sizeHint): whole through a child started ahead, the server mtime as its version; a folder or a missing file fail as in place', async (t) => {
   const { remote, folder } = account();
   t.teardown(() => remote.close());

@@ -127,7 +127,10 @@ class WarmRuns {
     let list = this.idle.get(key);
     if (!list) this.idle.set(key, list = []);
     if (list.length < WARM_PER_KEY) {
-      const c = start();
+      let c: StartedRsync;
+      // From a timer: a throw here (the working folder's parent removed meanwhile, no process
+      // slot) would end the whole drive. A run then starts its own child, as without this pool.
+      try { c = start(); } catch { if (list.length === 0) this.idle.delete(key); return; }
       list.push(c);
       const drop = () => {
         const i = list!.indexOf(c);
