@@ -21,6 +21,23 @@ async function fileGets(): Promise<number> {
   return countRoutes(await v.servers.stats(), /^GET \/1\/files\//);
 }
 
+/** Which version each 4 KiB page from p on holds, as runs ("v2 2688K-3072K, v1 3072K-3200K, ..."). */
+function layout(got: Buffer, v1: Buffer, v2: Buffer, p: number): string {
+  const runs: string[] = [];
+  let cur = '';
+  let from = p;
+  for (let i = p; i <= got.length; i += 4096) {
+    const page = (b: Buffer) => got.subarray(i, i + 4096).equals(b.subarray(i, i + 4096));
+    const k = i >= got.length ? 'end' : page(v2) ? 'v2' : page(v1) ? 'v1' : 'other';
+    if (k !== cur) {
+      if (cur) runs.push(`${cur} ${from / 1024}K-${i / 1024}K`);
+      cur = k;
+      from = i;
+    }
+  }
+  return runs.join(', ');
+}
+
 /** Runs a Node script in a child process (the mount is in another one; sync fs is fine there). */
 async function node(t: ExecutionContext, script: string, args: string[], timeoutMs = 120_000): Promise<string> {
   const r = await run(process.execPath, ['-e', script, ...args], { timeoutMs });
@@ -140,7 +157,7 @@ test.serial('a file replaced on the server while a program reads it: old bytes u
   let p = 0;
   while (p < size && got[p] === v1[p]) p++;
   t.true(p >= 2 * MiB, `the bytes read before the change are v1 (split at ${p})`);
-  t.true(got.subarray(p).equals(v2.subarray(p)), `v2 from ${p} on, no v1 bytes after it`);
+  t.true(got.subarray(p).equals(v2.subarray(p)), `v2 from ${p} on, no v1 bytes after it: ${layout(got, v1, v2, p)}`);
   t.true(p < size, 'the change was noticed (v2 at the end)');
   // close-to-open: a new open after the attribute TTL reads the new file whole
   await new Promise((r) => setTimeout(r, 1500));
