@@ -71,7 +71,7 @@ export function registerFileRoutes(api: FastifyInstance, v: Vboxx): void {
     const { root, path } = target(req, '/files/');
     const n = v.mustNode(root.id, path);
     if (n.is_dir) fail(400, `/${path} is a folder, not a file`);
-    return serveFile(v, req, reply, n, v.disk(root.id, path));
+    return serveFile(v, req, reply, root.id, path);
   });
 
   route(api, ['GET', 'POST'], '/shares/create_link/*', async (req) => {
@@ -223,7 +223,7 @@ export function registerShareRoutes(s: FastifyInstance, v: Vboxx): void {
     const sub = v.decodePath(slash >= 0 ? after.slice(slash + 1) : '');
     const path = [share.path, sub].filter(Boolean).join('/');
     const n = v.mustNode(share.root_id, path);
-    if (!n.is_dir) return serveFile(v, req, reply, n, v.disk(share.root_id, path));
+    if (!n.is_dir) return serveFile(v, req, reply, share.root_id, path);
     const rel = (p: string) => p.slice(share.path.length).replace(/^\/?/, '/');
     const entry = (c: Node) => {
       const e = v.entry(c);
@@ -293,8 +293,24 @@ function parseRange(h: string | undefined, size: number): { start: number; end: 
   return { start, end };
 }
 
-export async function serveFile(v: Vboxx, req: FastifyRequest, reply: FastifyReply, n: Node, disk: string) {
-  const fh = await open(disk, 'r').catch(() => null);
+export async function serveFile(v: Vboxx, req: FastifyRequest, reply: FastifyReply, rootId: number, path: string) {
+  // The revision named in the answer must be the one whose bytes it carries. An upload commits
+  // (rename into place, new rev) between two turns of the event loop, so one landing while the
+  // open below runs in the thread pool gave the new bytes under the old ETag: a client that
+  // follows versions landed them next to the old version's (seen as mixed content in an e2e test).
+  // The rev is read again once the file is open; when it moved, the open is done again.
+  let n: Node | undefined;
+  let fh: Awaited<ReturnType<typeof open>> | null = null;
+  for (let attempt = 0; ; attempt++) {
+    n = v.mustNode(rootId, path);
+    if (n.is_dir) return fail(400, `/${path} is a folder, not a file`);
+    fh = await open(v.disk(rootId, path), 'r').catch(() => null);
+    const now = v.st.node.get(rootId, path);
+    if (now && now.rev === n.rev && !now.is_dir) break;
+    await fh?.close();
+    fh = null;
+    if (attempt >= 8) return fail(503, `/${path} keeps changing; try again`);
+  }
   if (!fh) return fail(404, `path /${n.path} not found`);
   let size: number;
   try { size = (await fh.stat()).size; } catch (e) { await fh.close(); throw e; }
