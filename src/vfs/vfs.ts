@@ -37,7 +37,7 @@ import { Barriers } from './namespace/barriers.js';
 import { Namespace } from './namespace/ops.js';
 import { NamespaceQueues } from './namespace/queues.js';
 import { resolveOptions, safeComponent, type ResolvedOptions } from './options.js';
-import { baseOf, joinPath, normPath, parentOf } from './paths.js';
+import { baseOf, normPath, parentOf } from './paths.js';
 import { Prefetcher } from './prefetch.js';
 import { PolicyGate } from './writeback/policy.js';
 import { Uploader } from './writeback/uploader.js';
@@ -422,9 +422,8 @@ export class Vfs implements VfsApi {
     if (seen) seen.implicit = false;
     const names: string[] = [];
     const attrs = new Map<string, Attr>();
-    for (const [name, { e: ce, o }] of kids) {
+    for (const [name, { e: ce, o, path: p }] of kids) {
       names.push(name);
-      const p = joinPath(path, name);
       attrs.set(name, this.attrTable.toAttr(p, ce, o, ce.type === 'dir' ? this.subdirs(p) : undefined));
     }
     this.prefetch.subdirs(path);

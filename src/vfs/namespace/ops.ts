@@ -82,6 +82,9 @@ export interface NamespaceDeps {
   writable(): void;
 }
 
+/** A name of a folder as the drive shows it (NamespaceOps.children). */
+export interface Kid { e: RemoteEntry; o?: Obj; path: string }
+
 export class Namespace {
   private readonly ctx: Ctx;
   private readonly meta: MetaCache;
@@ -398,23 +401,34 @@ export class Namespace {
     this.deps.attrWriter.rekey(from, to);
   }
 
-  /** Children of dir as the drive shows them: server listing plus local-only files. */
-  async children(dir: string, force = false): Promise<Map<string, { e: RemoteEntry; o?: Obj }>> {
+  /**
+   * Children of dir as the drive shows them: server listing plus local-only files, each with its
+   * full path. The paths of a listing are made once and kept with it: a path built anew per
+   * readdir is a concatenated string that every map keyed by path (objects, local attributes,
+   * inode numbers) flattens and hashes again, ~40 % of the drive's CPU in a warm `find`.
+   */
+  async children(dir: string, force = false): Promise<Map<string, Kid>> {
     const d = await this.meta.listing(dir, force);
-    const out = new Map<string, { e: RemoteEntry; o?: Obj }>();
+    let memo = this.listingPaths.get(d.entries);
+    if (!memo || memo.dir !== dir) this.listingPaths.set(d.entries, memo = { dir, paths: new Map() });
+    const out = new Map<string, Kid>();
     for (const [name, e] of d.entries) {
-      const p = joinPath(dir, name);
+      let p = memo.paths.get(name);
+      if (p === undefined) memo.paths.set(name, p = joinPath(dir, name));
       const o = this.store.objs.get(p);
-      out.set(name, { e, o });
+      out.set(name, { e, o, path: p });
     }
     // names of ours the server does not list yet (every object with local changes is registered
     // under its path, so the folder's own objects are all there is to look at)
     for (const o of this.store.objsIn(dir)) {
       if (!o.unlinked && this.store.localObjs.has(o) && o.path !== '/') {
         const name = baseOf(o.path);
-        out.set(name, { e: out.get(name)?.e ?? this.store.localEntry(o), o });
+        out.set(name, { e: out.get(name)?.e ?? this.store.localEntry(o), o, path: o.path });
       }
     }
     return out;
   }
+
+  /** Full paths of a listing's names, by the listing's entry map (see children). */
+  private readonly listingPaths = new WeakMap<Map<string, RemoteEntry>, { dir: string; paths: Map<string, string> }>();
 }
