@@ -3,13 +3,14 @@
 // (dist/src/emulator/main.js), or with `control` the servers behind a command channel
 // (emulator-child.ts) that e2e tests use to read and change their state.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Compiled server entry point: dist/test/helpers -> dist/src/emulator/main.js. */
 export const SERVE_MAIN = join(here, '..', '..', 'src', 'emulator', 'main.js');
 const CONTROL_CHILD = join(here, 'emulator-child.js');
+const EXIT_WITH_PARENT = pathToFileURL(join(here, 'exit-with-parent.js')).href;
 
 export interface EmulatorProcess {
   url: string;
@@ -53,7 +54,8 @@ export async function startEmulatorProcess(o: EmulatorProcessOptions = {}): Prom
     if (o.rateLimit) args.push('--rate-limit', String(o.rateLimit));
     if (o.args) args.push(...o.args);
   }
-  const child = spawn(process.execPath, args, { stdio: [o.control ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  // fd 3: a pipe whose end stops the server should this process die without its teardown
+  const child = spawn(process.execPath, ['--import', EXIT_WITH_PARENT, ...args], { stdio: [o.control ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe'] });
   let out = '';
   let lines = '';
   let nextId = 1;
