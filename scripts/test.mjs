@@ -33,7 +33,7 @@ function pickBase() {
 let dir;
 try {
   dir = mkdtempSync(join(pickBase(), 'cloudmount-test.'));
-} catch (e) {
+} catch {
   dir = mkdtempSync(join(tmpdir(), 'cloudmount-test.'));
 }
 // Like /tmp itself: the allow_other test lists a mount as another user.
@@ -46,7 +46,7 @@ function mountsUnder(d) {
   try { text = readFileSync('/proc/mounts', 'utf8'); } catch { return []; }
   const decode = (s) => s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
   return text.split('\n').map((l) => decode(l.split(' ')[1] ?? ''))
-    .filter((m) => m.startsWith(`${dir}/`)).sort((a, b) => b.length - a.length);
+    .filter((m) => m.startsWith(`${d}/`)).sort((a, b) => b.length - a.length);
 }
 
 function cleanUp() {

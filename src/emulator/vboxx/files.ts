@@ -69,8 +69,7 @@ export function registerFileRoutes(api: FastifyInstance, v: Vboxx): void {
 
   route(api, ['GET'], '/files/*', async (req, reply) => {
     const { root, path } = target(req, '/files/');
-    const n = v.mustNode(root.id, path);
-    if (n.is_dir) fail(400, `/${path} is a folder, not a file`);
+    // (serveFile looks the path up itself: 404 for none, 400 for a folder)
     return serveFile(v, req, reply, root.id, path);
   });
 
