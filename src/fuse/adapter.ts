@@ -289,15 +289,14 @@ export function createOps(vfs: VfsApi, o: AdapterOptions): FuseOps {
 
     readdir(path: string, cb: Cb) {
       trace('readdir', path);
-      run('readdir', path, () => vfs.readdir(path), ({ names, attrs }) => {
+      run('readdir', path, () => vfs.readdir(path), (listed) => {
         const dot: FuseStat = { mode: S_IFDIR | (0o755 & ~umask), uid, gid, size: 0, nlink: 2, blksize: BLKSIZE, blocks: 0, mtime: 0, atime: 0, ctime: 0 };
         const outNames = ['.', '..'];
         const outStats: FuseStat[] = [dot, dot];
-        for (const name of names) {
-          const a = attrs.get(name);
+        // libfuse 2 uses only the type bits of these (d_type)
+        for (const { name, attr } of listed) {
           outNames.push(name);
-          // libfuse 2 uses only the type bits of these (d_type); a missing attr still lists the name.
-          outStats.push(a ? toStat(a, uid, gid, umask) : { ...dot, mode: S_IFREG | (0o644 & ~umask), nlink: 1 });
+          outStats.push(toStat(attr, uid, gid, umask));
         }
         cb(0, outNames, outStats);
       }, (n) => cb(n));

@@ -218,6 +218,9 @@ export interface RenameFlags {
 /** An inode number (stable for the mount, root = 1) with what the drive shows for it. */
 export type InoAttr = Attr & { ino: number };
 
+/** One name of a folder listing with its attributes. */
+export interface DirEntry { name: string; attr: Attr }
+
 /** Bytes of a file as they are in the drive's cache file (readExtent): `length` bytes at `offset` of `fd`. */
 export interface FileExtent {
   fd: number;
@@ -296,7 +299,7 @@ export interface VfsApi {
   statCached(path: string): Attr | undefined;
   fgetattr(path: string, fh: number): Promise<Attr>;
   /** Names plus the attributes of each, so `ls -l` costs one listing call. */
-  readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }>;
+  readdir(path: string): Promise<DirEntry[]>;
   opendir(path: string): Promise<number>;
   releasedir(path: string, fh: number): Promise<void>;
   /** flags as open(2) (O_RDONLY/O_WRONLY/O_RDWR, O_TRUNC, O_APPEND...). Returns a handle. */

@@ -250,16 +250,15 @@ export class InodeVfs implements InodeApi {
    */
   async readdir(ino: number, fh?: number): Promise<{ self: number; parent: number; entries: { name: string; attr: InoAttr }[] }> {
     const path = this.path(ino);
-    const { names, attrs } = await this.vfs.readdir(path);
+    const listed = await this.vfs.readdir(path);
     const stamp = this.deps.listingStamp(path);
     if (stamp) this.served.set(ino, stamp); else this.served.delete(ino);
     const entries: { name: string; attr: InoAttr }[] = [];
-    for (const name of names) {
-      const a = attrs.get(name);
-      if (!a) continue;
+    for (const { name, attr: a } of listed) {
       // a number dropped while the listing was fetched (a forget in between): the name's number anew
-      const ino2 = this.table.pathOf(a.ino!) === undefined ? this.table.ino(joinPath(path, name)) : a.ino!;
-      entries.push({ name, attr: this.withIno(a, ino2) });
+      // (readdir's attributes are fresh objects: the common case passes them on without a copy)
+      if (a.ino !== undefined && this.table.pathOf(a.ino) !== undefined) entries.push({ name, attr: a as InoAttr });
+      else entries.push({ name, attr: this.withIno(a, this.table.ino(joinPath(path, name))) });
     }
     if (fh !== undefined) {
       const inos = entries.map((e) => e.attr.ino);

@@ -22,7 +22,7 @@ import {
   AlreadyExists, BadRequest, Cancelled, IsADirectory, NotFound, ReadOnly, Unsupported,
 } from '../errors.js';
 import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
-import type { Attr, DriveStatus, FileExtent, FlushResult, FsStats, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
+import type { Attr, DirEntry, DriveStatus, FileExtent, FlushResult, FsStats, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
 import { InodeVfs } from './inodes.js';
 import { Ctx, errText } from './context.js';
 import { ContentIo } from './content/io.js';
@@ -413,21 +413,20 @@ export class Vfs implements VfsApi {
     return this.attrTable.toAttr(o.path, base, o);
   }
 
-  async readdir(path: string): Promise<{ names: string[]; attrs: Map<string, Attr> }> {
+  async readdir(path: string): Promise<DirEntry[]> {
     path = normPath(path);
     this.lookups.checkDirCached(path);
     const kids = await this.ns.children(path);
     // the program has seen this listing: a name missing from it is missing (no stat per create)
     const seen = this.meta.dirs.get(path);
     if (seen) seen.implicit = false;
-    const names: string[] = [];
-    const attrs = new Map<string, Attr>();
+    // an array, not a name -> attr map: a big folder's warm listing spends its time per entry
+    const out: DirEntry[] = [];
     for (const [name, { e: ce, o, path: p }] of kids) {
-      names.push(name);
-      attrs.set(name, this.attrTable.toAttr(p, ce, o, ce.type === 'dir' ? this.subdirs(p) : undefined));
+      out.push({ name, attr: this.attrTable.toAttr(p, ce, o, ce.type === 'dir' ? this.subdirs(p) : undefined) });
     }
     this.prefetch.subdirs(path);
-    return { names, attrs };
+    return out;
   }
 
   async opendir(path: string): Promise<number> {

@@ -94,8 +94,8 @@ for (const pause of ['uploaded', 0, 150, 400] as const) {
     await writeAll(vfs, '/p2/g.txt/a.tmp', pattern(7546, 3));
     await vfs.rename('/p2/g.txt/a.tmp', '/p2/g.txt/a');
     await vfs.rename('/p2/g.txt/a', '/p2/b');
-    t.deepEqual((await vfs.readdir('/p2/g.txt')).names.filter((x) => x !== '.' && x !== '..'), []);
-    t.deepEqual((await vfs.readdir('/p2')).names.filter((x) => x !== '.' && x !== '..').sort(), ['b', 'g.txt']);
+    t.deepEqual((await vfs.readdir('/p2/g.txt')).map((e) => e.name).filter((x) => x !== '.' && x !== '..'), []);
+    t.deepEqual((await vfs.readdir('/p2')).map((e) => e.name).filter((x) => x !== '.' && x !== '..').sort(), ['b', 'g.txt']);
     const tail = pattern(84, 9);
     t.is(await vfs.write('/p2/g.txt/a', h2, tail, tail.length, 14903), 84);
     const back = Buffer.alloc(20_000);

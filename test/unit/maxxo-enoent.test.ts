@@ -62,7 +62,7 @@ test('fresh folders made and filled under faults: no create fails with ENOENT, l
   await vfs.flushAll();
   // every listed file read after its listing and attributes expired
   for (const d of dirs) {
-    const { names } = await vfs.readdir(d);
+    const names = (await vfs.readdir(d)).map((e) => e.name);
     await sleep(450);
     for (const n of names) {
       const p = `${d}/${n}`;

@@ -12,17 +12,17 @@ test('rm -rf: answered before the server hears of it; the folder folds its files
   const { remote, vfs } = await setup(t, { removeBatchMax: 100 }, HOLD);
   for (let i = 0; i < 20; i++) remote.putFile(`/d/f${i}`, 'x');
   for (let i = 0; i < 10; i++) remote.putFile(`/e/g${i}`, 'y');
-  for (const n of (await vfs.readdir('/d')).names) await vfs.unlink(`/d/${n}`);
+  for (const n of (await vfs.readdir('/d')).map((e) => e.name)) await vfs.unlink(`/d/${n}`);
   // the server still lists them: a fresh listing must not bring them back, nor make rmdir refuse
   await vfs.rmdir('/d');
-  for (const n of (await vfs.readdir('/e')).names) await vfs.unlink(`/e/${n}`);
+  for (const n of (await vfs.readdir('/e')).map((e) => e.name)) await vfs.unlink(`/e/${n}`);
   t.is(remote.calls.remove, 0);
   t.true(remote.has('/d/f3') && remote.has('/e/g3'));
-  t.deepEqual((await vfs.readdir('/')).names, ['e']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name), ['e']);
   t.is(await code(vfs.getattr('/d')), 'NOT_FOUND');
   t.is(await code(vfs.getattr('/d/f1')), 'NOT_FOUND');
   t.is(await code(vfs.getattr('/e/g1')), 'NOT_FOUND');
-  t.deepEqual((await vfs.readdir('/e')).names, []);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name), []);
   const s = vfs.status();
   t.is(s.pendingDeletes, 11);
   t.true(s.pending >= 11);
@@ -99,7 +99,7 @@ test('crash: pending deletes are replayed at the next start, before an upload of
   const release = remote.hold('remove');
   const v2 = await reopen({ deleteIdleMs: 0, writebackDelayMs: 0 });
   // still on the server, not shown
-  t.deepEqual((await v2.readdir('/')).names, ['a']);
+  t.deepEqual((await v2.readdir('/')).map((e) => e.name), ['a']);
   release();
   await v2.flushAll();
   t.deepEqual(remote.paths(), ['/', '/a']);
@@ -123,7 +123,7 @@ test('a refused delete is reported (status, fsync of its folder, flush) and the 
   const r = await vfs.flushAll();
   t.false(remote.has('/later'), 'retried after the transient failure');
   t.true(remote.has('/no'));
-  t.deepEqual((await vfs.readdir('/')).names, ['no']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name), ['no']);
   const f = vfs.status().failures;
   t.is(f.length, 1);
   t.is(f[0]!.op, 'delete');

@@ -29,15 +29,15 @@ test('mv of a folder answers with no request; its tree shows at the new name (li
     t.is(vfs.status().pendingMoves, 1);
     // listings asked of the server again (forced): it still lists /d and lacks /e
     await (vfs as unknown as Meta).meta.listing('/', true);
-    t.deepEqual((await vfs.readdir('/')).names.sort(), ['e', 'keep']);
+    t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['e', 'keep']);
     t.is((await vfs.getattr('/e')).type, 'dir');
     t.is(await code(vfs.getattr('/d')), 'NOT_FOUND');
     t.is(await code(vfs.getattr('/d/a')), 'NOT_FOUND');
     t.is(await code(vfs.readdir('/d')), 'NOT_FOUND');
     // below the new name: nothing of it is cached, all of it comes from the server's old names
-    t.deepEqual((await vfs.readdir('/e')).names.sort(), ['a', 'sub']);
+    t.deepEqual((await vfs.readdir('/e')).map((e) => e.name).sort(), ['a', 'sub']);
     t.is((await vfs.getattr('/e/sub/deep')).size, 4, `rangedReads ${rangedReads}: a stat by path`);
-    t.deepEqual((await vfs.readdir('/e/sub')).names, ['deep']);
+    t.deepEqual((await vfs.readdir('/e/sub')).map((e) => e.name), ['deep']);
     t.is((await readAll(vfs, '/e/a')).toString(), 'AAA');
     t.is((await readAll(vfs, '/e/sub/deep')).toString(), 'DEEP');
     t.deepEqual(moves(remote), []);
@@ -45,7 +45,7 @@ test('mv of a folder answers with no request; its tree shows at the new name (li
     t.deepEqual(moves(remote), ['move /d /e']);
     t.deepEqual(remote.paths(), ['/', '/e', '/e/a', '/e/sub', '/e/sub/deep', '/keep']);
     t.is(vfs.status().pending, 0);
-    t.deepEqual((await vfs.readdir('/e')).names.sort(), ['a', 'sub']);
+    t.deepEqual((await vfs.readdir('/e')).map((e) => e.name).sort(), ['a', 'sub']);
     t.deepEqual(vfs.status().failures, []);
   }
 });
@@ -64,7 +64,7 @@ test('a stat below the moved folder that races the send follows it', async (t) =
   const listing = vfs.readdir('/e/x');
   await until(() => (remote.calls.list ?? 0) + (remote.calls.stat ?? 0) >= 1, 'asked at the old name');
   release();
-  t.deepEqual((await listing).names, ['f']);
+  t.deepEqual((await listing).map((e) => e.name), ['f']);
   await flushing;
   t.deepEqual(vfs.status().failures, []);
 });
@@ -94,12 +94,12 @@ test('content written below a folder before its rename moves with it (journal re
   await writeFile(vfs, '/d/a', 'changed');
   await writeFile(vfs, '/d/new', 'local only');
   await vfs.rename('/d', '/e');
-  t.deepEqual((await vfs.readdir('/e')).names.sort(), ['a', 'new']);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name).sort(), ['a', 'new']);
   await vfs.close({ force: true });
   t.deepEqual(moves(remote), []);
   const v2 = await reopen({ writebackDelayMs: 0, moveIdleMs: 0 });
-  t.deepEqual((await v2.readdir('/')).names, ['e']);
-  t.deepEqual((await v2.readdir('/e')).names.sort(), ['a', 'new']);
+  t.deepEqual((await v2.readdir('/')).map((e) => e.name), ['e']);
+  t.deepEqual((await v2.readdir('/e')).map((e) => e.name).sort(), ['a', 'new']);
   t.is((await readAll(v2, '/e/a')).toString(), 'changed');
   await v2.flushAll();
   t.deepEqual(moves(remote), ['move /d /e']);
@@ -120,9 +120,9 @@ test('renames below the moved folder are sent after it, in order; a file moved o
   await vfs.rename('/e/a', '/e/a2');
   await vfs.rename('/e/b', '/out/b');
   await vfs.rename('/e/s', '/e/s2');
-  t.deepEqual((await vfs.readdir('/e')).names.sort(), ['a2', 's2']);
-  t.deepEqual((await vfs.readdir('/e/s2')).names, ['c']);
-  t.deepEqual((await vfs.readdir('/out')).names, ['b']);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name).sort(), ['a2', 's2']);
+  t.deepEqual((await vfs.readdir('/e/s2')).map((e) => e.name), ['c']);
+  t.deepEqual((await vfs.readdir('/out')).map((e) => e.name), ['b']);
   t.is((await readAll(vfs, '/e/a2')).toString(), 'A');
   t.is((await readAll(vfs, '/out/b')).toString(), 'B');
   t.is((await readAll(vfs, '/e/s2/c')).toString(), 'C');
@@ -144,7 +144,7 @@ test('unlink, rmdir and mkdir below the moved folder: the move goes first, then 
     await vfs.unlink('/e/gone/x');
     await vfs.rmdir('/e/gone');
     await vfs.mkdir('/e/made', 0o755);
-    t.deepEqual((await vfs.readdir('/e')).names.sort(), ['keep', 'made']);
+    t.deepEqual((await vfs.readdir('/e')).map((e) => e.name).sort(), ['keep', 'made']);
     await vfs.flushAll();
     t.deepEqual(remote.paths(), ['/', '/e', '/e/keep', '/e/made'], `batchMkdir ${batchMkdir}`);
     t.deepEqual(vfs.status().failures, []);
@@ -160,7 +160,7 @@ test('what is pending below a folder when it is renamed reaches the server first
   await vfs.mkdir('/d/m', 0o755);
   await vfs.rename('/d/b', '/d/b2');
   await vfs.rename('/d', '/e');
-  t.deepEqual((await vfs.readdir('/e')).names.sort(), ['b2', 'c', 'm']);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name).sort(), ['b2', 'c', 'm']);
   await vfs.flushAll();
   t.deepEqual(remote.paths(), ['/', '/e', '/e/b2', '/e/c', '/e/m']);
   t.deepEqual(vfs.status().failures, []);
@@ -174,7 +174,7 @@ test('a folder renamed twice, and back: the server ends where the drive does', a
   await vfs.rename('/b', '/c');
   await vfs.rename('/x', '/y');
   await vfs.rename('/y', '/x');
-  t.deepEqual((await vfs.readdir('/')).names.sort(), ['c', 'x']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['c', 'x']);
   t.is((await readAll(vfs, '/c/f')).toString(), 'F');
   await vfs.flushAll();
   t.deepEqual(remote.paths(), ['/', '/c', '/c/f', '/x', '/x/g']);
@@ -187,7 +187,7 @@ test('a folder renamed onto an empty server folder replaces it; a replay after t
   remote.mkdirp('/dst');
   await vfs.readdir('/');
   await vfs.rename('/src', '/dst');
-  t.deepEqual((await vfs.readdir('/dst')).names, ['f']);
+  t.deepEqual((await vfs.readdir('/dst')).map((e) => e.name), ['f']);
   await vfs.flushAll();
   t.deepEqual(remote.paths(), ['/', '/dst', '/dst/f']);
   await vfs.rename('/dst', '/again');
@@ -211,8 +211,8 @@ test('a refused folder move is reported and the drive shows what the server hold
   t.deepEqual(remote.paths(), ['/', '/d', '/d/f', '/e', '/e/theirs']);
   t.deepEqual(vfs.status().failures.map((f) => [f.op, f.path]), [['move', '/e']]);
   t.is(await code(vfs.fsyncdir('/')), 'TRANSFER_FAILED');
-  t.deepEqual((await vfs.readdir('/')).names.sort(), ['d', 'e']);
-  t.deepEqual((await vfs.readdir('/e')).names, ['theirs']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['d', 'e']);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name), ['theirs']);
   t.is((await readAll(vfs, '/d/f')).toString(), 'F');
 });
 
@@ -230,6 +230,6 @@ test('a refused folder move takes what was written below it back to the folder t
   t.is(remote.getFile('/d/f')?.toString(), 'changed below the new name');
   t.is(remote.getFile('/d/new')?.toString(), 'new below the new name');
   t.deepEqual(remote.paths(), ['/', '/d', '/d/f', '/d/new', '/e', '/e/theirs']);
-  t.deepEqual((await vfs.readdir('/d')).names.sort(), ['f', 'new']);
+  t.deepEqual((await vfs.readdir('/d')).map((e) => e.name).sort(), ['f', 'new']);
   t.is((await readAll(vfs, '/d/f')).toString(), 'changed below the new name');
 });

@@ -108,7 +108,7 @@ test('our own create while the listing is in flight: the name is not answered mi
   t.is(((await vfs.getattr('/w/made')) as { size: number }).size, 4);
   await sleep(20);
   t.is(((await vfs.getattr('/w/made')) as { size: number }).size, 4);
-  t.deepEqual((await vfs.readdir('/w')).names.sort(), ['a', 'made']);
+  t.deepEqual((await vfs.readdir('/w')).map((e) => e.name).sort(), ['a', 'made']);
 });
 
 test('a listing that fails leaves the lookups to their stats', async (t) => {
@@ -124,10 +124,10 @@ test('a listing that fails leaves the lookups to their stats', async (t) => {
 // Remote.listBeforeType (vBoxx): the first stat in a folder also lists the name it asks for.
 
 /** What the kernel does for a cold `ls -l /a/b/c`: a lookup per level, one after the other, then the listing. */
-async function coldLsL(vfs: { getattr(p: string): Promise<unknown>; readdir(p: string): Promise<{ names: string[] }> }, dir: string): Promise<string[]> {
+async function coldLsL(vfs: { getattr(p: string): Promise<unknown>; readdir(p: string): Promise<{ name: string }[]> }, dir: string): Promise<string[]> {
   const parts = dir.split('/').filter(Boolean);
   for (let i = 1; i <= parts.length; i++) await vfs.getattr('/' + parts.slice(0, i).join('/'));
-  return (await vfs.readdir(dir)).names;
+  return (await vfs.readdir(dir)).map((e) => e.name);
 }
 
 test('listBeforeType: a cold path walk lists each name with its stat; the next level and the last listing come from those (two round trips for three levels)', async (t) => {
@@ -157,7 +157,7 @@ test('listBeforeType: a file looked up first in its folder: its listing fails, t
   await sleep(20);
   t.deepEqual(remote.log.filter((l) => l.startsWith('list')).sort(), ['list /p', 'list /p/doc.txt']);
   t.is(((await vfs.getattr('/p/doc.txt')) as { type: string }).type, 'file');
-  t.deepEqual((await vfs.readdir('/p')).names, ['doc.txt']);
+  t.deepEqual((await vfs.readdir('/p')).map((e) => e.name), ['doc.txt']);
 });
 
 test('listBeforeType: a name known to be a big folder is stat\'ed only; without the capability nothing changes', async (t) => {
@@ -210,7 +210,7 @@ test('a folder the remote tells is one before its stat completes (Maxxo: times t
   t.true(remote.calls.statMany >= 1);
   t.is(((await a) as { type: string }).type, 'dir');
   const lists = remote.calls.list;
-  t.is((await vfs.readdir('/top/d')).names.length, 20);
+  t.is((await vfs.readdir('/top/d')).map((e) => e.name).length, 20);
   t.is(remote.calls.list, lists, 'readdir used that listing');
   // a file: nothing listed for it
   await vfs.getattr('/top/file');

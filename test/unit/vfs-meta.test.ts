@@ -14,12 +14,12 @@ test('readdir answers attributes of all entries with one listing call; getattr o
   for (let i = 0; i < 200; i++) remote.putFile(`/d/f${i}.txt`, 'x'.repeat(i));
   remote.mkdirp('/d/sub');
   remote.resetCalls();
-  const { names, attrs } = await vfs.readdir('/d');
-  t.is(names.length, 201);
-  t.is(attrs.get('f17.txt')!.size, 17);
-  t.is(attrs.get('f17.txt')!.type, 'file');
-  t.is(attrs.get('sub')!.type, 'dir');
-  for (const n of names) await vfs.getattr(`/d/${n}`);
+  const listed = await vfs.readdir('/d');
+  t.is(listed.length, 201);
+  t.is(listed.find((e) => e.name === 'f17.txt')!.attr.size, 17);
+  t.is(listed.find((e) => e.name === 'f17.txt')!.attr.type, 'file');
+  t.is(listed.find((e) => e.name === 'sub')!.attr.type, 'dir');
+  for (const { name } of listed) await vfs.getattr(`/d/${name}`);
   // /d once; the one other listing is the background prefetch of the subfolder
   t.is(remote.log.filter((l) => l === 'list /d').length, 1);
   t.deepEqual(remote.log.filter((l) => l.startsWith('list') && l !== 'list /d'), ['list /d/sub']);
@@ -71,12 +71,12 @@ test('listing revalidation with the hash: unchanged costs no re-parse, changed i
   await sleep(80);
   remote.log.length = 0;
   const r1 = await vfs.readdir('/d');
-  t.deepEqual(r1.names, ['a']);
+  t.deepEqual(r1.map((e) => e.name), ['a']);
   t.is(remote.calls.list, 2);
   remote.putFile('/d/b', '22');
   await sleep(80);
   const r2 = await vfs.readdir('/d');
-  t.deepEqual(r2.names.sort(), ['a', 'b']);
+  t.deepEqual(r2.map((e) => e.name).sort(), ['a', 'b']);
   t.is(remote.calls.list, 3);
 });
 
@@ -87,29 +87,29 @@ test('listing revalidation keeps the cached entries when the server answers unch
   await sleep(80);
   // a remote that says "unchanged" must not make the entries vanish
   const r = await vfs.readdir('/d');
-  t.deepEqual(r.names, ['a']);
-  t.is(r.attrs.get('a')!.size, 1);
+  t.deepEqual(r.map((e) => e.name), ['a']);
+  t.is(r[0]!.attr.size, 1);
 });
 
 test('own changes invalidate the caches: create, mkdir, unlink, rmdir, rename are visible at once', async (t) => {
   const { remote, vfs } = await setup(t, {}, { attrTtlMs: 60_000, dirTtlMs: 60_000, negativeTtlMs: 60_000 });
   remote.mkdirp('/d');
-  t.deepEqual((await vfs.readdir('/d')).names, []);
+  t.deepEqual((await vfs.readdir('/d')).map((e) => e.name), []);
   t.is(await code(vfs.getattr('/d/x')), 'NOT_FOUND');
   await writeFile(vfs, '/d/x', 'abc');
   t.is((await vfs.getattr('/d/x')).size, 3);
-  t.deepEqual((await vfs.readdir('/d')).names, ['x']);
+  t.deepEqual((await vfs.readdir('/d')).map((e) => e.name), ['x']);
   await vfs.mkdir('/d/sub', 0o755);
   t.is((await vfs.getattr('/d/sub')).type, 'dir');
-  t.deepEqual((await vfs.readdir('/d')).names.sort(), ['sub', 'x']);
+  t.deepEqual((await vfs.readdir('/d')).map((e) => e.name).sort(), ['sub', 'x']);
   await vfs.rename('/d/x', '/d/sub/y');
   t.is(await code(vfs.getattr('/d/x')), 'NOT_FOUND');
   t.is((await vfs.getattr('/d/sub/y')).size, 3);
-  t.deepEqual((await vfs.readdir('/d/sub')).names, ['y']);
+  t.deepEqual((await vfs.readdir('/d/sub')).map((e) => e.name), ['y']);
   await vfs.unlink('/d/sub/y');
   t.is(await code(vfs.getattr('/d/sub/y')), 'NOT_FOUND');
   await vfs.rmdir('/d/sub');
-  t.deepEqual((await vfs.readdir('/d')).names, []);
+  t.deepEqual((await vfs.readdir('/d')).map((e) => e.name), []);
   await vfs.deletesSent();
   t.deepEqual(remote.paths(), ['/', '/d']);
 });
@@ -262,7 +262,7 @@ test('stable inode numbers: one per path, kept across renames and uploads', asyn
   const ib = (await vfs.getattr('/b')).ino;
   t.is((await vfs.getattr('/')).ino, 1);
   t.true(typeof ia === 'number' && typeof ib === 'number' && ia !== ib);
-  t.is((await vfs.readdir('/')).attrs.get('a')!.ino, ia);
+  t.is((await vfs.readdir('/')).find((e) => e.name === 'a')!.attr.ino, ia);
   await vfs.rename('/a', '/c');
   t.is((await vfs.getattr('/c')).ino, ia);
   await writeFile(vfs, '/n', 'new');

@@ -67,10 +67,10 @@ test('a listing answered before a rename is not handed to a readdir after it', a
   const late = vfs.readdir('/w');
   release();
   await early;
-  t.deepEqual((await late).names.sort(), ['y']);
+  t.deepEqual((await late).map((e) => e.name).sort(), ['y']);
   // nor was the early answer cached
-  t.deepEqual((await vfs.readdir('/w')).names.sort(), ['y']);
-  t.deepEqual((await vfs.readdir('/w/y/z')).names, ['f1-moved']);
+  t.deepEqual((await vfs.readdir('/w')).map((e) => e.name).sort(), ['y']);
+  t.deepEqual((await vfs.readdir('/w/y/z')).map((e) => e.name), ['f1-moved']);
 });
 
 test('a stat answered before a folder rename is not handed to a lookup after it', async (t) => {
@@ -106,7 +106,7 @@ test('a listing of a folder below a renamed folder, answered before the rename, 
   release();
   await early.catch(() => null);
   await t.throwsAsync(vfs.readdir('/x/sub'), { code: 'NOT_FOUND' } as never);
-  t.deepEqual((await vfs.readdir('/w/sub')).names, ['a']);
+  t.deepEqual((await vfs.readdir('/w/sub')).map((e) => e.name), ['a']);
 });
 
 for (const op of ['rename', 'unlink'] as const) {
@@ -126,7 +126,7 @@ for (const op of ['rename', 'unlink'] as const) {
     await change;
     await vfs.flushAll();
     t.false(remote.has('/w/f1'), remote.log.join('\n'));
-    t.deepEqual((await vfs.readdir('/w')).names, ['y']);
+    t.deepEqual((await vfs.readdir('/w')).map((e) => e.name), ['y']);
     if (op === 'rename') {
       t.is(remote.getFile('/w/y/z/f1-moved')?.toString(), '1');
       t.is((await readAll(vfs, '/w/y/z/f1-moved')).toString(), '1');
@@ -150,7 +150,7 @@ test('folder rename while a child upload is on the wire: nothing is left under t
   await vfs.flushAll();
   t.false(remote.has('/x'), remote.paths().join(' '));
   t.is(remote.getFile('/w/f1')?.toString(), '1');
-  t.deepEqual((await vfs.readdir('/w')).names.sort(), ['f1', 'y']);
+  t.deepEqual((await vfs.readdir('/w')).map((e) => e.name).sort(), ['f1', 'y']);
 });
 
 for (const op of ['unlink', 'rename'] as const) {
@@ -174,7 +174,7 @@ for (const op of ['unlink', 'rename'] as const) {
     if (op === 'unlink') {
       t.false(remote.has('/w/f'), remote.log.join('\n'));
       await t.throwsAsync(vfs.getattr('/w/f'), { code: 'NOT_FOUND' } as never);
-      t.deepEqual((await vfs.readdir('/w')).names, []);
+      t.deepEqual((await vfs.readdir('/w')).map((e) => e.name), []);
     } else {
       t.false(remote.has('/w/f'), remote.log.join('\n'));
       t.is(remote.getFile('/w/g')?.toString(), 'v2');

@@ -30,8 +30,8 @@ test('mv answers with no request; the new name shows, the old one does not, also
   const meta = (vfs as unknown as { meta: { listing(dir: string, force?: boolean): Promise<unknown> } }).meta;
   await meta.listing('/d', true);
   await meta.listing('/e', true);
-  t.deepEqual((await vfs.readdir('/d')).names.sort(), ['keep']);
-  t.deepEqual((await vfs.readdir('/e')).names, ['b']);
+  t.deepEqual((await vfs.readdir('/d')).map((e) => e.name).sort(), ['keep']);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name), ['b']);
   t.is((await vfs.getattr('/e/b')).size, 3);
   t.is(await code(vfs.getattr('/d/a')), 'NOT_FOUND');
   // bytes not cached come from the server's old name
@@ -41,7 +41,7 @@ test('mv answers with no request; the new name shows, the old one does not, also
   t.deepEqual(moves(remote), ['move /d/a /e/b']);
   t.true(!remote.has('/d/a') && remote.getFile('/e/b')?.toString() === 'AAA');
   t.is(vfs.status().pending, 0);
-  t.deepEqual((await vfs.readdir('/e')).names, ['b']);
+  t.deepEqual((await vfs.readdir('/e')).map((e) => e.name), ['b']);
 });
 
 test('reads of the new name before the send, whole-file remote too; a read that races the send follows the file', async (t) => {
@@ -79,7 +79,7 @@ test('a chain folds into one move; a chain back to the start moves nothing; a sw
   await vfs.rename('/p', '/tmp');
   await vfs.rename('/q', '/p');
   await vfs.rename('/tmp', '/q');
-  t.deepEqual((await vfs.readdir('/')).names.sort(), ['c', 'p', 'q', 'x']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['c', 'p', 'q', 'x']);
   t.is((await readAll(vfs, '/p')).toString(), 'Q');
   t.is((await readAll(vfs, '/q')).toString(), 'P');
   await vfs.flushAll();
@@ -98,7 +98,7 @@ test('rename onto an existing server file: the target is replaced (the service r
   await vfs.rename('/new', '/orig');
   t.is((await vfs.getattr('/orig')).size, 9);
   t.is((await readAll(vfs, '/orig')).toString(), 'new bytes');
-  t.deepEqual((await vfs.readdir('/')).names, ['orig']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name), ['orig']);
   await vfs.flushAll();
   t.deepEqual(remote.paths(), ['/', '/orig']);
   t.is(remote.getFile('/orig')?.toString(), 'new bytes');
@@ -115,7 +115,7 @@ test('unlink of the target before the send: no move, the server file is deleted 
   await vfs.rename('/s', '/t');
   await vfs.unlink('/t');
   t.is(vfs.status().pendingMoves, 0);
-  t.deepEqual((await vfs.readdir('/')).names, []);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name), []);
   await vfs.flushAll();
   t.deepEqual(moves(remote), []);
   t.deepEqual(remote.paths(), ['/']);
@@ -179,8 +179,8 @@ test('crash: a pending rename is replayed at the next start (shown before it is 
   const release = remote.hold('move');
   const v2 = await reopen({ writebackDelayMs: 0, moveIdleMs: 0 });
   t.is(v2.status().pendingMoves, 2);
-  t.deepEqual((await v2.readdir('/x')).names.sort(), ['b', 'e2']);
-  t.deepEqual((await v2.readdir('/d')).names, []);
+  t.deepEqual((await v2.readdir('/x')).map((e) => e.name).sort(), ['b', 'e2']);
+  t.deepEqual((await v2.readdir('/d')).map((e) => e.name), []);
   t.is((await readAll(v2, '/x/e2')).toString(), 'E');
   release();
   await v2.flushAll();
@@ -216,7 +216,7 @@ test('a refused move is reported (status, fsync of its folder, log) and the driv
   // made on top of the refused one: /b takes the name the server keeps
   await vfs.rename('/b', '/a');
   await vfs.rename('/ok', '/ok2');
-  t.deepEqual((await vfs.readdir('/')).names.sort(), ['a', 'a2', 'ok2']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['a', 'a2', 'ok2']);
   // once per refusal: the move and the one made on top of it
   t.is(await code(vfs.fsyncdir('/')), 'TRANSFER_FAILED');
   t.is(await code(vfs.fsyncdir('/')), 'TRANSFER_FAILED');
@@ -226,7 +226,7 @@ test('a refused move is reported (status, fsync of its folder, log) and the driv
   t.is(remote.getFile('/ok2')?.toString(), 'ok', 'retried after the transient failure');
   t.deepEqual(remote.paths(), ['/', '/a', '/b', '/ok2']);
   t.is(remote.getFile('/a')?.toString(), 'A', 'the server file the refused move left is not replaced');
-  t.deepEqual((await vfs.readdir('/')).names.sort(), ['a', 'b', 'ok2']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['a', 'b', 'ok2']);
   t.is((await readAll(vfs, '/a')).toString(), 'A');
   const f = vfs.status().failures;
   t.deepEqual(f.map((x) => [x.op, x.path]).sort(), [['move', '/a'], ['move', '/a2']]);
@@ -257,7 +257,7 @@ test('what the service refuses beforehand (EXDEV) is the program\'s error at onc
   t.is(remote.getFile('/r2/y')?.toString(), 'theirs');
   t.is(remote.getFile('/r2/x')?.toString(), 'X');
   t.deepEqual(vfs.status().failures.map((f) => [f.op, f.path]), [['move', '/r2/y']]);
-  t.deepEqual((await vfs.readdir('/r2')).names.sort(), ['x', 'y']);
+  t.deepEqual((await vfs.readdir('/r2')).map((e) => e.name).sort(), ['x', 'y']);
   t.is((await readAll(vfs, '/r2/y')).toString(), 'theirs');
 });
 
@@ -381,7 +381,7 @@ test('a refused move takes the content written at its target back to the name th
   t.is(remote.getFile('/p')?.toString(), 'ours at the end of the chain');
   t.is(remote.getFile('/z')?.toString(), 'Z');
   t.deepEqual(remote.paths(), ['/', '/p', '/q', '/x', '/y', '/z']);
-  t.deepEqual((await vfs.readdir('/')).names.sort(), ['p', 'q', 'x', 'y', 'z']);
+  t.deepEqual((await vfs.readdir('/')).map((e) => e.name).sort(), ['p', 'q', 'x', 'y', 'z']);
   t.is((await readAll(vfs, '/x')).toString(), 'ours, written after the rename');
   t.is((await readAll(vfs, '/y')).toString(), 'theirs');
   t.is((await readAll(vfs, '/p')).toString(), 'ours at the end of the chain');

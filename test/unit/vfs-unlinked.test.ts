@@ -31,7 +31,7 @@ for (const ranged of [true, false]) {
       t.is(sha256(Buffer.concat(parts)), sha256(data));
       t.is(remote.calls.read + remote.calls.download, readsBefore, 'nothing fetched after the delete');
       t.is((await vfs.fgetattr(p, fh)).size, data.length);
-      t.deepEqual((await vfs.readdir('/d')).names, ['other']);
+      t.deepEqual((await vfs.readdir('/d')).map((e) => e.name), ['other']);
       if (keep) {
         t.is((await vfs.getattr(hiddenName)).size, data.length);
         await vfs.release(hiddenName, fh);
@@ -81,7 +81,7 @@ test('a hidden name moves with its folder: after the folder is renamed it is fou
   const moved = '/b/.fuse_hidden0000000400000002';
   t.is((await vfs.getattr(moved)).size, 'server text'.length);
   await t.throwsAsync(vfs.getattr(hidden), { code: 'NOT_FOUND' } as never);
-  t.deepEqual((await vfs.readdir('/b')).names, ['g.txt']);
+  t.deepEqual((await vfs.readdir('/b')).map((e) => e.name), ['g.txt']);
   // a rename the server refuses when it is sent puts it back where it was
   await vfs.flushAll();
   remote.failNext({ method: 'move', error: new Forbidden('refused', { path: '/b' }) });
@@ -118,7 +118,7 @@ test('a folder holding a file deleted while open: rename over it and rmdir of it
   await vfs.deletesSent();
   t.false(remote.has('/p0/rp0-0/e'));
   // empty as far as anyone can see, but its path is the handle's only way in
-  t.deepEqual((await vfs.readdir('/p0/rp0-0')).names, []);
+  t.deepEqual((await vfs.readdir('/p0/rp0-0')).map((e) => e.name), []);
   await t.throwsAsync(vfs.rename('/p0/e', '/p0/rp0-0'), { code: 'BUSY' } as never);
   await t.throwsAsync(vfs.rmdir('/p0/rp0-0'), { code: 'BUSY' } as never);
   t.true(remote.has('/p0/rp0-0') && remote.has('/p0/e'), 'nothing changed on the server');

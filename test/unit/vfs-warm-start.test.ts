@@ -19,7 +19,7 @@ test('warm start lists the top folder and its subfolders, no deeper, and a path 
   t.is(((await vfs.getattr('/b')) as { type: string }).type, 'dir');
   t.is(((await vfs.getattr('/b/sub1')) as { type: string }).type, 'dir');
   t.is(remote.calls.stat + remote.calls.list, 0, remote.log.join(', '));
-  t.deepEqual((await vfs.readdir('/b/sub1')).names, ['f']);
+  t.deepEqual((await vfs.readdir('/b/sub1')).map((e) => e.name), ['f']);
   t.deepEqual(remote.log, ['list /b/sub1']);
 });
 
@@ -56,7 +56,7 @@ test('likelyFolder: a name the remote believes a folder is listed together with 
   t.true(remote.log.includes('list /p/d'), remote.log.join(', '));
   await walk;
   remote.resetCalls();
-  t.is((await vfs.readdir('/p/d')).names.length, 5);
+  t.is((await vfs.readdir('/p/d')).map((e) => e.name).length, 5);
   t.is(remote.calls.list, 0, remote.log.join(', '));
   // a plain file is not guessed
   await vfs.getattr('/p/file');
