@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { Remote } from '../remote/types.js';
+import type { Remote, StatFs } from '../remote/types.js';
 import type { DriveStatus, VfsApi, VfsOptions } from '../vfs/api.js';
 import { Vfs, defaultVfsOptions } from '../vfs/vfs.js';
 import type { Logger } from '../log.js';
@@ -226,15 +226,19 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
 
   // One cheap authenticated call, so a wrong password or an unreachable server is a clear error
   // here instead of EACCES/EIO on the first ls.
+  let first: { s: StatFs; at: number };
   try {
-    await remote.statfs();
+    const at = Date.now();
+    first = { s: await remote.statfs(), at };
   } catch (e) {
     const code = (e as { code?: string }).code ?? '';
     if (/AUTH_FAILED|UNAUTHORIZED|NO_PERMISSION|FORBIDDEN/.test(code)) throw new MountError(`login to the ${remote.kind} account failed (${code}): check user and password`);
     throw new MountError(`the ${remote.kind} service is not usable: ${(e as Error).message}`);
   }
 
-  const vfs: VfsApi = new Vfs(remote, vopts);
+  const core = new Vfs(remote, vopts);
+  core.primeStatfs(first.s, first.at);
+  const vfs: VfsApi = core;
   // Journal replay first: uploads a crashed run left are queued before any program sees the drive.
   try {
     await vfs.start();

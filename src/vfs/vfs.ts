@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import {
   AlreadyExists, BadRequest, Cancelled, IsADirectory, NotFound, ReadOnly, Unsupported,
 } from '../errors.js';
-import { Priority, type Remote, type RemoteEntry } from '../remote/types.js';
+import { Priority, type Remote, type RemoteEntry, type StatFs } from '../remote/types.js';
 import type { Attr, DirEntry, DriveStatus, FileExtent, FlushResult, FsStats, RenameFlags, TimeChange, VfsApi, VfsOptions } from './api.js';
 import { InodeVfs } from './inodes.js';
 import { Ctx, errText } from './context.js';
@@ -456,7 +456,17 @@ export class Vfs implements VfsApi {
   async statfs(_path: string): Promise<FsStats> {
     const c = this.statfsCache;
     if (c && c.expires > Date.now()) return c.value;
+    const at = Date.now();
     const s = await this.ctx.bounded('statfs', (signal) => this.remote.statfs({ signal, priority: Priority.interactive }));
+    return this.primeStatfs(s, at);
+  }
+
+  /**
+   * Takes the account's figures the mount itself fetched (its login check) as statfs's first
+   * answer: `find` asks statfs of every tree it walks, and on a fresh mount that cost it a round
+   * trip more than `ls -l` of the same folder.
+   */
+  primeStatfs(s: StatFs, at: number): FsStats {
     const bsize = 4096;
     const total = s.total ?? 2 ** 50;
     const blocks = Math.max(1, Math.ceil(total / bsize));
@@ -465,7 +475,7 @@ export class Vfs implements VfsApi {
       bsize, frsize: bsize, blocks, bfree, bavail: bfree,
       files: 1_000_000, ffree: 1_000_000, favail: 1_000_000, namemax: 255,
     };
-    this.statfsCache = { value, expires: Date.now() + this.opts.attrTtlMs };
+    this.statfsCache = { value, expires: at + this.opts.attrTtlMs };
     return value;
   }
 

@@ -4,7 +4,7 @@ import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import {
-  useServers, driveMacro, mountService, KINDS, uniq, run, errCode, eventually, randomBytesSeeded, sha256,
+  useServers, driveMacro, mountService, KINDS, uniq, run, errCode, eventually, randomBytesSeeded, sha256, countRoutes,
 } from './lib/services.js';
 
 /** test/e2e/libfuse3/basic.test.ts runs this file again on the libfuse3 backend. */
@@ -199,6 +199,17 @@ for (const kind of KINDS) {
     // but the demo organization's policy caps it at 10 GiB: df shows the tighter of the two
     // (policy test: df follows a personal quota that is tighter still).
     t.true(Math.abs(size! - 10 * 1024 ** 3) < 1024 * 1024, `size ${size}`);
+  });
+
+  test.serial(`${kind}: statfs right after the mount is answered from the figures the mount fetched (find asks it of every tree)`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    await servers.resetStats();
+    const r = await run('stat', ['-f', '-c', '%b %f', d.mnt]);
+    t.is(r.code, 0, r.stderr);
+    const stats = await servers.stats();
+    t.is(countRoutes(stats, /account\/(quota|info)|policy/), 0, JSON.stringify(stats));
+    const [blocks, free] = r.stdout.trim().split(' ').map(Number);
+    t.true(blocks! > 0 && free! <= blocks!, r.stdout);
   });
 }
 
