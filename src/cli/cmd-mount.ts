@@ -18,7 +18,7 @@ import { sleep } from '../util/sleep.js';
 import { createFlushMeter, formatEta } from './progress.js';
 import { formatTable, humanBytes, out, printJson } from './output.js';
 import { logDir, privateDir } from './paths.js';
-import type { Remote } from '../remote/types.js';
+import type { Remote, StatFs } from '../remote/types.js';
 import { observeRemote } from '../remote/observed.js';
 import { checkTop, explainFirstCall } from './checks.js';
 import { exitWhenDrained } from '../util/exit.js';
@@ -165,8 +165,10 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   settings: ReturnType<typeof parseMountOptions>): Promise<number> {
   const remote: Remote = observeRemote(await createRemote(t, password, settings.client), log);
   // A wrong password is a clear error here, not an EIO from the first `ls`.
+  let checkedLogin: { statfs: StatFs; at: number };
   try {
-    try { await remote.statfs(); } catch (e) { explainFirstCall(e, t); explainRemoteError(e, t); }
+    const at = Date.now();
+    try { checkedLogin = { statfs: await remote.statfs(), at }; } catch (e) { explainFirstCall(e, t); explainRemoteError(e, t); }
     await checkTop(remote, t);
   } catch (e) {
     await remote.close().catch(() => {});
@@ -198,7 +200,7 @@ async function mountForeground(t: Target, password: string, mountpoint: string, 
   let drive: Awaited<ReturnType<typeof mountDrive>>;
   try {
     drive = await mountDrive(remote, mountpoint, {
-      ...settings.vfs, accountId: id, allowOther: settings.allowOther, allowRoot: settings.allowRoot,
+      ...settings.vfs, accountId: id, checkedLogin, allowOther: settings.allowOther, allowRoot: settings.allowRoot,
       allowNonEmpty: settings.allowNonEmpty, umask: settings.umask, debug: settings.debug, backend: settings.backend, log,
       ...(settings.kernelTimeoutS !== undefined ? { attrTimeoutS: settings.kernelTimeoutS, entryTimeoutS: settings.kernelTimeoutS } : {}),
       cacheReaddir: settings.cacheReaddir,

@@ -18,6 +18,8 @@ const IS_MAC = process.platform === 'darwin';
 
 export interface MountOptions extends Partial<VfsOptions> {
   accountId: string;
+  /** The caller's own login check (a statfs and when it was asked): no second one is made. */
+  checkedLogin?: { statfs: StatFs; at: number };
   /** allow_other: other users may use the mount (root, or user_allow_other in /etc/fuse.conf). */
   allowOther?: boolean;
   /** Log every FUSE op (at info level). */
@@ -226,10 +228,10 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
 
   // One cheap authenticated call, so a wrong password or an unreachable server is a clear error
   // here instead of EACCES/EIO on the first ls.
-  let first: { s: StatFs; at: number };
+  let first = opts.checkedLogin;
   try {
     const at = Date.now();
-    first = { s: await remote.statfs(), at };
+    first ??= { statfs: await remote.statfs(), at };
   } catch (e) {
     const code = (e as { code?: string }).code ?? '';
     if (/AUTH_FAILED|UNAUTHORIZED|NO_PERMISSION|FORBIDDEN/.test(code)) throw new MountError(`login to the ${remote.kind} account failed (${code}): check user and password`);
@@ -237,7 +239,7 @@ export async function mountDrive(remote: Remote, mountpoint: string, opts: Mount
   }
 
   const core = new Vfs(remote, vopts);
-  core.primeStatfs(first.s, first.at);
+  core.primeStatfs(first.statfs, first.at);
   const vfs: VfsApi = core;
   // Journal replay first: uploads a crashed run left are queued before any program sees the drive.
   try {

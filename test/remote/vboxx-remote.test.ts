@@ -95,6 +95,20 @@ test('list / stat: roots at the top, folders below, unicode and spaces', async (
   t.is(await code(r.list('/Files/../x')), 'BAD_REQUEST');
 });
 
+test('statfs names the roots too: a listing of the top right after it asks nothing more; one a second later asks again', async (t) => {
+  const r = remote();
+  const client = (r as unknown as { client: VboxxClient }).client;
+  let calls = 0;
+  const orig = client.accountInfo.bind(client);
+  client.accountInfo = async (o) => { calls++; return orig(o); };
+  await r.statfs();
+  t.deepEqual((await r.list('/')).entries.map((e) => e.name), ['Files', 'Team Share']);
+  t.is(calls, 1);
+  await new Promise((res) => setTimeout(res, 1100));
+  await r.list('/');
+  t.is(calls, 2, 'a root made meanwhile would show');
+});
+
 test('root option: by id or by name the one root is the top', async (t) => {
   const byName = remote({ root: 'Team Share' });
   t.deepEqual((await byName.list('/')).entries.map((e) => e.name).sort(), ['Shared Plans', 'welcome.txt']);

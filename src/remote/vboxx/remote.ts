@@ -26,6 +26,8 @@ export interface VboxxRemoteOptions extends VboxxClientOptions, Omit<VboxxClient
 }
 
 const split = (p: string) => p.split('/').filter((s) => s !== '' && s !== '.');
+/** A roots list this young counts as just asked (a listing of the top, a root not found in it). */
+const FRESH_ROOTS_MS = 1000;
 
 export class VboxxRemote implements Remote {
   readonly kind = 'vboxx' as const;
@@ -70,8 +72,9 @@ export class VboxxRemote implements Remote {
 
   // ---- roots ----
 
-  private async loadRoots(o: CallOptions = {}, force = false): Promise<MappedRoot[]> {
-    if (!force && this.roots && Date.now() - this.roots.at < this.ttl) return this.roots.list;
+  /** maxAgeMs: how old a kept list may be (default the cache TTL; 0 asks the server). */
+  private async loadRoots(o: CallOptions = {}, maxAgeMs = this.ttl): Promise<MappedRoot[]> {
+    if (this.roots && Date.now() - this.roots.at < maxAgeMs) return this.roots.list;
     if (!this.rootsLoading) {
       this.rootsLoading = (async () => {
         try {
@@ -117,8 +120,8 @@ export class VboxxRemote implements Remote {
     const r = this.resolveIn(await this.loadRoots(o), parts);
     if (r) return r;
     // The chosen root, or a root created since we last looked: refresh once before saying ENOENT.
-    if (this.rootSel || (this.roots && Date.now() - this.roots.at > 1000)) {
-      const list = await this.loadRoots(o, true);
+    if (this.rootSel || (this.roots && Date.now() - this.roots.at > FRESH_ROOTS_MS)) {
+      const list = await this.loadRoots(o, 0);
       const again = this.resolveIn(list, parts);
       if (again) return again;
       if (this.rootSel) pickRoot(list, this.rootSel); // throws, saying which root it could not find
@@ -153,7 +156,9 @@ export class VboxxRemote implements Remote {
   async list(dir: string, o: CallOptions & { hash?: string } = {}): Promise<ListResult> {
     const r = await this.resolve(dir, o);
     if (r.top) {
-      const roots = await this.loadRoots(o, true);
+      // a list asked for within the last second is as fresh as this listing (the mount's own
+      // login check, a statfs, fetched one just before the first listing of the top)
+      const roots = await this.loadRoots(o, FRESH_ROOTS_MS);
       return { entries: roots.map((x) => this.rootEntry(x)) };
     }
     const res = await this.client.metadata(r.root.id, r.sub, { ...o, ...(o.hash ? { hash: o.hash } : {}) });
@@ -378,7 +383,9 @@ export class VboxxRemote implements Remote {
 
   async statfs(o: CallOptions = {}): Promise<StatFs> {
     const [info, pol] = await Promise.all([this.client.accountInfo(o), this.policy(o)]);
-    if (this.roots) this.roots.account = info;
+    // the same answer names the roots: the mount's login check (a statfs) spares the first
+    // path lookup its own account call
+    this.roots = { at: Date.now(), list: mapRoots(info.roots), account: info };
     // `df` shows what an upload may really use: the user's own quota or the organization's
     // policy quota, whichever is tighter (the same bound checkResolved enforces).
     const totals = [info.space_quota, pol?.quota].filter((x): x is number => typeof x === 'number' && x > 0);
@@ -454,7 +461,7 @@ export class VboxxRemote implements Remote {
     const name = split(path).at(-1) ?? '';
     const pol = (await this.policy(o)) ?? effectivePolicy(null);
     let acct = this.roots?.account;
-    if (!acct || Date.now() - (this.roots?.at ?? 0) > this.ttl) { await this.loadRoots(o, true); acct = this.roots!.account; }
+    if (!acct || Date.now() - (this.roots?.at ?? 0) > this.ttl) { await this.loadRoots(o, 0); acct = this.roots!.account; }
     const { total, info } = this.quota(pol, acct);
     let replaced = 0;
     if (total !== null && info.space_usage + size > total) {
