@@ -2,6 +2,7 @@
 // them and e2e tests keep FUSE and server in different processes: `cloudmount serve` itself
 // (dist/src/emulator/main.js), or with `control` the servers behind a command channel
 // (emulator-child.ts) that e2e tests use to read and change their state.
+import { rmSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -95,7 +96,12 @@ export async function startEmulatorProcess(o: EmulatorProcessOptions = {}): Prom
   });
 
   let done = false;
-  void exited.then(() => { done = true; });
+  void exited.then(() => {
+    done = true;
+    // the control child's data folder is its own temporary one, which it removes when it closes;
+    // a child killed (stop's SIGKILL after a close that hung, a test's kill) leaves it: 12 MiB each
+    if (o.control && ready.dataDir) rmSync(ready.dataDir, { recursive: true, force: true });
+  });
   return {
     url: ready.url,
     ...(ready.dataDir ? { dataDir: ready.dataDir } : {}),
