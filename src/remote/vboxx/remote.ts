@@ -460,9 +460,9 @@ export class VboxxRemote implements Remote {
     if (!Number.isSafeInteger(size) || size < 0) throw new BadRequest('invalid size', { path });
     const name = split(path).at(-1) ?? '';
     const pol = (await this.policy(o)) ?? effectivePolicy(null);
-    let acct = this.roots?.account;
-    if (!acct || Date.now() - (this.roots?.at ?? 0) > this.ttl) { await this.loadRoots(o, 0); acct = this.roots!.account; }
-    const { total, info } = this.quota(pol, acct);
+    // the account's usage as last asked (with the roots), asked again once their TTL has passed
+    await this.loadRoots(o);
+    const { total, info } = this.quota(pol, this.roots!.account);
     let replaced = 0;
     if (total !== null && info.space_usage + size > total) {
       const cur = await this.client.metadata(r.root.id, r.sub, { ...o, list: false }).catch(() => null);
