@@ -21,7 +21,8 @@ Options:
   --demo              create the demo accounts and files (every start, idempotent)
   --latency-ms N      add N milliseconds to every response (default 0)
   --fail-rate F       answer that fraction (0..1) of requests with 500, 503 or a dropped
-                      connection (default 0)
+                      connection, at random places but never 2/F requests in a row
+                      without one (default 0)
   --rate-limit N      allow N requests per second, then 429 with Retry-After (0 = unlimited)
   --no-rsync          do not start the rsync daemon (Maxxo file content cannot move)
   --quiet             print only the "listening" line

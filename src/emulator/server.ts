@@ -11,6 +11,7 @@ import type { EmulatorContext, EmulatorOptions } from './context.js';
 import { registerMaxxo } from './maxxo/index.js';
 import { registerVboxx } from './vboxx/index.js';
 import { sleep } from '../util/sleep.js';
+import { faultSchedule } from './faults.js';
 
 export interface Emulator {
   url: string;
@@ -72,6 +73,7 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
 
   let windowStart = 0;
   let windowCount = 0;
+  const faultNow = faultSchedule();
   app.addHook('onRequest', async (req, reply) => {
     const url = req.url.split('?')[0]!;
     if (url.startsWith('/_emulator/')) return;
@@ -87,7 +89,7 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
         return reply.code(429).send({ error: 'RATE_LIMITED', status_code: 429, message: 'Too many requests', code: 'error' });
       }
     }
-    if (opts.failRate > 0 && Math.random() < opts.failRate) {
+    if (faultNow(opts.failRate)) {
       const kind = Math.floor(Math.random() * 3);
       // Counted so fault tests can report how many faults they survived.
       const fkey = `FAULT ${['500', '503', 'drop'][kind]}`;

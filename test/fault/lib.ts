@@ -216,12 +216,13 @@ export async function faultRun(t: ExecutionContext, kind: Kind, n: number, o: {
   t.is(await d.stop(), 0, 'clean unmount');
   const s = await stats(srv.url);
   const faults = faultsOf(s);
+  const requests = Object.entries(s).filter(([k]) => !k.startsWith('FAULT ')).reduce((n, [, v]) => n + v, 0);
 
   const fr = await fetch(`${srv.url}/_emulator/faults`, { method: 'POST', body: new URLSearchParams({ failRate: '0', latencyMs: '0' }) });
   t.true(fr.ok);
   const fresh = await mountAt(t, srv.url, kind);
   const c = await checkSpecs(path.join(fresh.base, top), specs);
-  t.log(`${kind}: files written ${specs.length}, bytes written ${w.bytes}, HTTP faults injected ${faults} ` +
+  t.log(`${kind}: files written ${specs.length}, bytes written ${w.bytes}, HTTP requests ${requests}, faults injected ${faults} ` +
     `(${Object.entries(s).filter(([k]) => k.startsWith('FAULT')).map(([k, v]) => `${k.slice(6)} ${v}`).join(', ') || 'none'})` +
     `${sideReport ? `, ${sideReport}` : ''}, write+upload ${writeMs} ms; ` +
     `files checked ${c.checked}, bytes checked ${c.bytes}, lost ${c.lost.length}, corrupted ${c.corrupted.length}`);
