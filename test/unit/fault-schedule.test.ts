@@ -1,6 +1,6 @@
 // The reference server's fault injection (src/emulator/faults.ts): random places, but a count that
 // follows the rate, so a fault test that checks "faults were injected" cannot fail by luck. The
-// coin flip it replaced left 150 requests at 2 % without a fault about one time in twenty.
+// coin flip it replaced left ~200 requests at 2 % without a fault one to three times in a hundred.
 import test from 'ava';
 import { faultSchedule } from '../../src/emulator/faults.js';
 import { prng } from '../helpers/random.js';
