@@ -1,6 +1,7 @@
 // What every component of the core shares, and nothing more: the remote, the options, the log,
 // whether the drive is closing, the time bound of remote calls, and the user-facing notices.
 // Components get this one small object instead of reaching into the Vfs facade.
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../log.js';
 import { RemoteError, Timeout, isRemoteError } from '../errors.js';
 import type { Remote } from '../remote/types.js';
@@ -68,6 +69,10 @@ export class Ctx {
   /** Runs fn with an AbortSignal and fails with Timeout after opTimeoutMs even if fn ignores it. */
   bounded<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, ms = this.opts.opTimeoutMs): Promise<T> {
     const ac = new AbortController();
+    // One call may fan out (vBoxx makes a batch's folders of one depth side by side): every
+    // request listens on this signal until it ends, and more than 10 at once made Node print a
+    // "possible EventTarget memory leak" warning into the mount's log.
+    setMaxListeners(0, ac.signal);
     let timer: NodeJS.Timeout | undefined;
     const t = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {

@@ -53,6 +53,10 @@ test.serial('vboxx: mkdir -p and 20 folders answer with no request; a flush make
 
   await a.flush();
   t.is(await folderCalls(), 25, 'one create_folder per folder');
+  // 20 folders of one depth go side by side under one bounded call's signal: each request's
+  // listener on it is removed when it ends, and Node's "possible memory leak" warning for more
+  // than 10 at once is noise in the user's log (seen in soaks)
+  t.notRegex(a.stderr(), /MaxListenersExceeded/);
   t.deepEqual((await a.status()).failures, []);
   t.is((await a.status()).pending, 0);
   t.is(await onServer(`${rel}/deep/a/b/c/d`), 'dir');
