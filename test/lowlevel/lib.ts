@@ -53,8 +53,10 @@ export async function startMemfs(t: ExecutionContext | undefined, opts: { mount?
   const waiting: ((v: Record<string, any>) => void)[] = [];
   rl.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
   const next = () => new Promise<Record<string, any>>((resolve, reject) => {
-    waiting.push(resolve);
-    child.once('exit', (code) => reject(new Error(`memfs child exited (${code}): ${err}`)));
+    // removed with the answer: one listener per command made Node warn at the 11th
+    const onExit = (code: number | null) => reject(new Error(`memfs child exited (${code}): ${err}`));
+    child.once('exit', onExit);
+    waiting.push((v) => { child.off('exit', onExit); resolve(v); });
   });
   let closed = false;
   const close = async () => {
