@@ -169,6 +169,13 @@ export function faultsOf(stats: Record<string, number>): number {
   return n;
 }
 
+/** Requests the server counted by route (every counter but the injected faults). */
+export function requestsOf(stats: Record<string, number>): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(stats)) if (!k.startsWith('FAULT ')) n += v;
+  return n;
+}
+
 export async function stats(url: string): Promise<Record<string, number>> {
   const r = await fetch(`${url}/_emulator/stats`);
   return (await r.json()) as Record<string, number>;
@@ -216,7 +223,7 @@ export async function faultRun(t: ExecutionContext, kind: Kind, n: number, o: {
   t.is(await d.stop(), 0, 'clean unmount');
   const s = await stats(srv.url);
   const faults = faultsOf(s);
-  const requests = Object.entries(s).filter(([k]) => !k.startsWith('FAULT ')).reduce((n, [, v]) => n + v, 0);
+  const requests = requestsOf(s);
 
   const fr = await fetch(`${srv.url}/_emulator/faults`, { method: 'POST', body: new URLSearchParams({ failRate: '0', latencyMs: '0' }) });
   t.true(fr.ok);
