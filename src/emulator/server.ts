@@ -6,6 +6,7 @@ import multipart from '@fastify/multipart';
 import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
+import { setMaxListeners } from 'node:events';
 import { tmpdir } from 'node:os';
 import type { EmulatorContext, EmulatorOptions } from './context.js';
 import { registerMaxxo } from './maxxo/index.js';
@@ -74,12 +75,16 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
   let windowStart = 0;
   let windowCount = 0;
   const faultNow = faultSchedule();
+  // A request held by injected latency must not hold the process once the server is closed (a
+  // 20 s stall kept a test's worker alive for the rest of it after its last test).
+  const closing = new AbortController();
+  setMaxListeners(0, closing.signal);
   app.addHook('onRequest', async (req, reply) => {
     const url = req.url.split('?')[0]!;
     if (url.startsWith('/_emulator/')) return;
     const key = `${req.method} ${req.routeOptions.url ?? url}`;
     ctx.stats.set(key, (ctx.stats.get(key) ?? 0) + 1);
-    if (opts.latencyMs > 0) await sleep(opts.latencyMs);
+    if (opts.latencyMs > 0) await sleep(opts.latencyMs, closing.signal);
     if (opts.rateLimit > 0) {
       const now = Date.now();
       if (now - windowStart >= 1000) { windowStart = now; windowCount = 0; }
@@ -135,6 +140,7 @@ export async function createEmulator(partial: Partial<EmulatorOptions> = {}): Pr
     async close() {
       if (closed) return;
       closed = true;
+      closing.abort(new Error('server closed'));
       for (const s of stops.reverse()) await s().catch(() => {});
       await app.close();
       db.close();

@@ -9,7 +9,8 @@ import type { ExecutionContext } from 'ava';
 import path from 'node:path';
 import fsp from 'node:fs/promises';
 import { startHttpFaultProxy, startTcpFaultProxy, type Fault } from '../helpers/fault-proxy.js';
-import { useVboxxApi, mountService, sleep, uniq, run, randomBytesSeeded, sha256 } from './lib/services.js';
+import { within } from '../support/wait.js';
+import { useVboxxApi, mountService, uniq, run, randomBytesSeeded, sha256 } from './lib/services.js';
 
 const MiB = 1024 * 1024;
 const v = useVboxxApi(test);
@@ -101,7 +102,7 @@ test.serial('maxxo: the file replaced by a shorter one while its rsync stream is
   const file = d.p(rel, 's.bin');
   const first = run('cat', [file], { timeoutMs: 120_000 });
   // bounded: a stall that never comes must fail the test, not hold the suite
-  await Promise.race([armed.fired, sleep(60_000).then(() => { throw new Error('the rsync stream was never stalled'); })]);
+  await within(armed.fired, 60_000, () => { throw new Error('the rsync stream was never stalled'); });
   // replaced whole (a new inode), as an upload would
   await fsp.writeFile(path.join(dir, 's.bin.new'), b);
   await fsp.rename(path.join(dir, 's.bin.new'), path.join(dir, 's.bin'));

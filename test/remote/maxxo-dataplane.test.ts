@@ -14,6 +14,7 @@ import { parseListLine } from '../../src/remote/maxxo/rsync.js';
 import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { eventually, sleep } from '../e2e/lib/services.js';
+import { within } from '../support/wait.js';
 
 let emu: Emulator;
 let n = 0;
@@ -271,8 +272,7 @@ printf '%s\\0' "$name" | exec rsync "$@"
   parent.catch(() => {});
   t.true(await eventually(async () => remote.counters().listRuns === 1, 10_000, 10), 'the parent\'s run started');
   const runs = remote.counters().listRuns;
-  const timeout = sleep(20_000).then(() => 'timeout' as const);
-  const st = await Promise.race([remote.statMany!(['/p/c']), timeout]);
+  const st = await within(remote.statMany!(['/p/c']), 20_000, () => 'timeout' as const);
   if (st === 'timeout') { t.fail('the lookup of /p/c waited for its parent\'s run'); return; }
   t.like(st[0], { type: 'dir', mtimeMs: 1_600_000_011_000 });
   t.is(remote.counters().listRuns - runs, 1, 'its own run');

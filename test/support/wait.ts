@@ -12,6 +12,20 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** p, or `onTimeout()` once ms pass first. The timer is cleared when p settles: a bare race
+ *  against sleep() keeps the test's worker alive (and ava waiting for it) until the sleep ends. */
+export async function within<T, U>(p: Promise<T>, ms: number, onTimeout: () => U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<U>((resolve, reject) => {
+    timer = setTimeout(() => { try { resolve(onTimeout()); } catch (e) { reject(e); } }, ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Polls cond every stepMs until it holds; throws, naming what it waited for, after ms. */
 export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 5000, stepMs = 5): Promise<void> {
   const end = Date.now() + ms;

@@ -5,7 +5,7 @@ import { createLogger, type Logger } from '../../src/log.js';
 import { MemoryRemote, type MemoryRemoteOptions } from '../helpers/memory-remote.js';
 import type { VfsOptions } from '../../src/vfs/api.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
-export { sleep, until } from '../support/wait.js';
+export { sleep, until, within } from '../support/wait.js';
 export { sha256, tempDir } from '../support/files.js';
 import { tempDir } from '../support/files.js';
 

@@ -2,7 +2,7 @@
 // per file at background priority; whole-file remotes: batches, Maxxo one rsync run each), and
 // subfolder listings after a listing. Bounded by count, size and bytes; never changes content.
 import test from 'ava';
-import { setup, readAll, until, sleep, writeFile, O_RDONLY, O_WRONLY, O_TRUNC } from './helpers.js';
+import { setup, readAll, until, sleep, within, writeFile, O_RDONLY, O_WRONLY, O_TRUNC } from './helpers.js';
 
 function fill(remote: { putFile(p: string, d: string | Buffer): void }, dir: string, n: number, size = 1024): Map<string, string> {
   const m = new Map<string, string>();
@@ -152,7 +152,7 @@ test('close() with prefetch batches still queued behind the ones in flight: they
   t.teardown(release);
   await readAll(vfs, '/big/f000');
   await until(() => remote.held('downloadMany') === 2, 'two batches in flight, the rest queued');
-  const closed = await Promise.race([vfs.close().then(() => 'closed'), sleep(10_000).then(() => 'hung')]);
+  const closed = await within(vfs.close().then(() => 'closed'), 10_000, () => 'hung');
   t.is(closed, 'closed');
   t.is(remote.held('downloadMany'), 0);
   t.is(remote.calls.downloadMany, 2, 'the queued batches never started');
