@@ -1,20 +1,33 @@
 // Password hashing, tokens and path confinement shared by both reference servers.
-import { scryptSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { scrypt, scryptSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { resolve, sep } from 'node:path';
 
-export function hashPassword(password: string): string {
+// On libuv's thread pool, not the event loop: one scrypt is ~50-70 ms of CPU, and a synchronous
+// one stalled every request of the server meanwhile (each mount's login, each demo account seeded
+// at start, where the four now run side by side).
+function scryptAsync(password: string, salt: Buffer, keylen: number): Promise<Buffer> {
+  return new Promise((res, rej) => scrypt(password, salt, keylen, (err, key) => (err ? rej(err) : res(key))));
+}
+
+export async function hashPassword(password: string): Promise<string> {
   const salt = randomBytes(16);
-  const hash = scryptSync(password, salt, 32);
+  const hash = await scryptAsync(password, salt, 32);
   return `scrypt$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
-export function verifyPassword(password: string, stored: string): boolean {
+/** hashPassword for in-process callers between their own steps (createMaxxoUser), never a route. */
+export function hashPasswordSync(password: string): string {
+  const salt = randomBytes(16);
+  return `scrypt$${salt.toString('base64')}$${scryptSync(password, salt, 32).toString('base64')}`;
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const [kind, saltB64, hashB64] = stored.split('$');
   if (kind !== 'scrypt' || !saltB64 || !hashB64) return false;
   const want = Buffer.from(hashB64, 'base64');
   // A truncated record must never verify: an empty hash would compare equal to anything.
   if (want.length !== 32) return false;
-  const got = scryptSync(password, Buffer.from(saltB64, 'base64'), want.length);
+  const got = await scryptAsync(password, Buffer.from(saltB64, 'base64'), want.length);
   return timingSafeEqual(want, got);
 }
 

@@ -100,7 +100,7 @@ test('a revoked token: concurrent callers share exactly one re-login, then all s
   t.is(stats['GET /api/1/auth/token'], 1);
   // The re-login itself fails (password changed elsewhere): AuthFailed, once, not a loop.
   emu.ctx.db.prepare('DELETE FROM maxxo_tokens').run();
-  emu.ctx.db.prepare('UPDATE maxxo_users SET password_hash = ? WHERE email = ?').run(hashPassword('changed-elsewhere'), 'demo@maxxo.test');
+  emu.ctx.db.prepare('UPDATE maxxo_users SET password_hash = ? WHERE email = ?').run(await hashPassword('changed-elsewhere'), 'demo@maxxo.test');
   await resetStats(emu.url);
   const errs = await Promise.allSettled(Array.from({ length: 5 }, () => c.quota()));
   for (const r of errs) {

@@ -54,16 +54,19 @@ function ensureTree(base: string, tree: Record<string, () => Entry>): void {
   }
 }
 
-export function ensureMaxxoDemo(ctx: EmulatorContext, create: (u: NewUser) => MaxxoUser): void {
+export async function ensureMaxxoDemo(ctx: EmulatorContext, create: (u: NewUser, passwordHash: string) => MaxxoUser): Promise<void> {
+  // the hashes side by side (thread pool), then the accounts in their documented order
+  const hashes = await Promise.all(MAXXO_DEMO_ACCOUNTS.map(async (a) => {
+    const u = getUserByEmail(ctx.db, a.email);
+    return u && await verifyPassword(a.password, u.password_hash) ? null : hashPassword(a.password);
+  }));
   const users: MaxxoUser[] = [];
-  for (const a of MAXXO_DEMO_ACCOUNTS) {
+  MAXXO_DEMO_ACCOUNTS.forEach((a, i) => {
     let u = getUserByEmail(ctx.db, a.email);
-    if (!u) u = create({ email: a.email, password: a.password, fullname: a.fullname });
-    else if (!verifyPassword(a.password, u.password_hash)) {
-      ctx.db.prepare('UPDATE maxxo_users SET password_hash = ? WHERE id = ?').run(hashPassword(a.password), u.id);
-    }
+    if (!u) u = create({ email: a.email, password: a.password, fullname: a.fullname }, hashes[i]!);
+    else if (hashes[i]) ctx.db.prepare('UPDATE maxxo_users SET password_hash = ? WHERE id = ?').run(hashes[i], u.id);
     users.push(u);
-  }
+  });
   const [demo, friend] = users as [MaxxoUser, MaxxoUser];
   ensureTree(userFolder(ctx, demo.login), DEMO_TREE);
   ensureTree(userFolder(ctx, friend.login), FRIEND_TREE);

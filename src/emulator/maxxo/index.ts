@@ -30,7 +30,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import type { EmulatorContext } from '../context.js';
-import { hashPassword, verifyPassword } from '../security.js';
+import { hashPassword, hashPasswordSync, verifyPassword } from '../security.js';
 import { startRsyncDaemon, type RsyncDaemon } from '../rsyncd.js';
 import { MaxxoError, Params, bad, errorCode, readParams, sendError, type UploadedFile } from './http.js';
 import { UserFiles, copyTree, listDir, usage, type Resolved } from './files.js';
@@ -81,8 +81,9 @@ class MaxxoServer {
     }));
   }
 
-  createUser(n: NewUser): MaxxoUser {
-    const u = insertUser(this.ctx, n);
+  /** A new account, its password hashed by the caller (off the loop, or several side by side). */
+  addUser(n: NewUser, passwordHash: string): MaxxoUser {
+    const u = insertUser(this.ctx, n, passwordHash);
     this.rsyncd?.update(this.rsyncModules());
     return u;
   }
@@ -139,11 +140,13 @@ function isSymlink(p: string): boolean {
 
 const servers = new WeakMap<EmulatorContext, MaxxoServer>();
 
-/** Creates a Maxxo account on a running emulator (tests, CLI demo); its rsync module follows. */
+/** Creates a Maxxo account on a running emulator in this process (tests); its rsync module
+ *  follows. Synchronous, so a test's helpers need not wait: it blocks this process's loop for one
+ *  hash, which a route never does. */
 export function createMaxxoUser(ctx: EmulatorContext, user: NewUser): MaxxoUser {
   const s = servers.get(ctx);
   if (!s) throw new Error('Maxxo server not registered on this context');
-  return s.createUser(user);
+  return s.addUser(user, hashPasswordSync(user.password));
 }
 
 /** Host folder of a Maxxo account (tests fill it directly, e.g. the 10,000-entry listing). */
@@ -170,7 +173,7 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
   servers.set(ctx, s);
   const db = ctx.db;
 
-  if (ctx.opts.demo) ensureMaxxoDemo(ctx, (n) => s.createUser(n));
+  if (ctx.opts.demo) await ensureMaxxoDemo(ctx, (n, hash) => s.addUser(n, hash));
 
   if (ctx.opts.rsync) {
     s.rsyncd = await startRsyncDaemon({
@@ -216,11 +219,11 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
     };
 
     // --- auth ---
-    route('GET', 'auth/token', ({ params }) => {
+    route('GET', 'auth/token', async ({ params }) => {
       const email = params.req('email');
       const password = params.req('password');
       const u = getUserByEmail(db, email);
-      if (!u || !verifyPassword(password, u.password_hash)) throw new MaxxoError('AUTH_FAILED');
+      if (!u || !(await verifyPassword(password, u.password_hash))) throw new MaxxoError('AUTH_FAILED');
       let token: string;
       try { token = issueToken(db, u.id); } catch { throw new MaxxoError('TOKEN_CANNOT_BE_GENERATED'); }
       return ok({ token });
@@ -417,7 +420,7 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
       storage: Math.floor(user.quota / (1024 * 1024)),
     }));
 
-    route('POST', 'settings/update', ({ user, params }) => {
+    route('POST', 'settings/update', async ({ user, params }) => {
       const sets: Array<[string, unknown]> = [];
       const fullname = params.get('fullname');
       if (fullname !== undefined) {
@@ -443,11 +446,11 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
       const newPassword = params.get('new_password');
       if (newPassword !== undefined) {
         const cur = params.get('current_password');
-        if (cur === undefined || !verifyPassword(cur, user.password_hash)) throw new MaxxoError('WRONG_CURRENT_PASSWORD');
+        if (cur === undefined || !(await verifyPassword(cur, user.password_hash))) throw new MaxxoError('WRONG_CURRENT_PASSWORD');
         if (newPassword.length < 6 || newPassword.length > 1024 || newPassword.includes('\0')) {
           throw new MaxxoError('INVALID_NEW_PASSWORD');
         }
-        sets.push(['password_hash', hashPassword(newPassword)]);
+        sets.push(['password_hash', await hashPassword(newPassword)]);
       }
       if (sets.length === 0) throw bad();
       db.prepare(`UPDATE maxxo_users SET ${sets.map(([k]) => `${k} = ?`).join(', ')} WHERE id = ?`)
@@ -551,11 +554,13 @@ export async function registerMaxxo(app: FastifyInstance, ctx: EmulatorContext, 
     const email = str('email');
     const password = str('password');
     if (!email || !password || !EMAIL_RE.test(email)) return reply.code(400).send({ error: 'METHOD_BAD_REQUEST' });
+    // hashed first: the check for the email and the insert stay one synchronous step
+    const hash = await hashPassword(password);
     if (getUserByEmail(db, email)) return reply.code(400).send({ error: 'EMAIL_ALREADY_EXIST' });
-    const u = s.createUser({
+    const u = s.addUser({
       email, password, fullname: str('fullname'), quota: num('quota'), receivingQuota: num('receiving_quota'),
       acceptAll: str('accept_all') === '1',
-    });
+    }, hash);
     return { email: u.email, login: u.login };
   });
 }

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { EmulatorContext } from '../context.js';
-import { hashPassword, newToken } from '../security.js';
+import { newToken } from '../security.js';
 
 export const MiB = 1024 * 1024;
 
@@ -124,14 +124,15 @@ export function allUsers(db: Database.Database): MaxxoUser[] {
   return db.prepare('SELECT * FROM maxxo_users ORDER BY id').all() as MaxxoUser[];
 }
 
-export function insertUser(ctx: EmulatorContext, u: NewUser): MaxxoUser {
+/** Synchronous from the login's choice to the insert, so two new accounts never take one login. */
+export function insertUser(ctx: EmulatorContext, u: NewUser, passwordHash: string): MaxxoUser {
   if (!EMAIL_RE.test(u.email)) throw new Error('invalid email');
   const db = ctx.db;
   const login = loginFromEmail(db, u.email);
   const info = db.prepare(`INSERT INTO maxxo_users
       (email, fullname, password_hash, login, rsync_password, accept_all, package, quota, receiving_quota, created)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
-    u.email, u.fullname ?? u.email.split('@')[0], hashPassword(u.password), login, newToken(32),
+    u.email, u.fullname ?? u.email.split('@')[0], passwordHash, login, newToken(32),
     u.acceptAll ? 1 : 0, u.package ?? 'FREE', u.quota ?? 10 * 1024 * MiB, u.receivingQuota ?? 5 * 1024 * MiB,
     pgTimestamp());
   mkdirSync(userFolder(ctx, login), { recursive: true, mode: 0o755 });

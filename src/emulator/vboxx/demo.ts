@@ -27,9 +27,17 @@ export function demoBytes(size: number, seed = 0x2545f491): Buffer {
   return buf;
 }
 
-export function seedDemo(v: Vboxx): void {
+const DEMO_PASSWORDS: Record<string, string> = { admin: 'admin-password', demo: 'demo-password' };
+
+export async function seedDemo(v: Vboxx): Promise<void> {
   const db = v.ctx.db;
   const now = isoMicro();
+  // the password hashes first, side by side on the thread pool (null: the stored one still
+  // verifies); the rest is one synchronous transaction
+  const hashes = new Map(await Promise.all(Object.entries(DEMO_PASSWORDS).map(async ([username, password]) => {
+    const p = db.prepare<[string], Person>('SELECT * FROM vboxx_persons WHERE username = ?').get(username);
+    return [username, p && await verifyPassword(password, p.password_hash) ? null : await hashPassword(password)] as const;
+  })));
   const ensureOrg = (slug: string, name: string, parent: number | null, email: string): Org => {
     let o = db.prepare<[string], Org>('SELECT * FROM vboxx_orgs WHERE slug = ?').get(slug);
     if (!o) {
@@ -43,18 +51,18 @@ export function seedDemo(v: Vboxx): void {
     }
     return o;
   };
-  const ensurePerson = (username: string, password: string, org: Org, first: string, last: string, email: string,
+  const ensurePerson = (username: string, org: Org, first: string, last: string, email: string,
     systemAdmin: boolean): Person => {
     let p = db.prepare<[string], Person>('SELECT * FROM vboxx_persons WHERE username = ?').get(username);
+    const hash = hashes.get(username);
     if (!p) {
       const id = Number(db.prepare(`INSERT INTO vboxx_persons (company_id, username, email, first_name, last_name,
         password_hash, system_admin, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(org.id, username, email, first, last, hashPassword(password), systemAdmin ? 1 : 0, now).lastInsertRowid);
+        .run(org.id, username, email, first, last, hash, systemAdmin ? 1 : 0, now).lastInsertRowid);
       p = v.st.person.get(id)!;
     } else {
-      const pwOk = verifyPassword(password, p.password_hash);
       db.prepare(`UPDATE vboxx_persons SET company_id = ?, system_admin = ?, site_admin = 0, password_hash = ? WHERE id = ?`)
-        .run(org.id, systemAdmin ? 1 : 0, pwOk ? p.password_hash : hashPassword(password), p.id);
+        .run(org.id, systemAdmin ? 1 : 0, hash ?? p.password_hash, p.id);
       p = v.st.person.get(p.id)!;
     }
     return p;
@@ -88,8 +96,8 @@ export function seedDemo(v: Vboxx): void {
   db.transaction(() => {
     const sys = ensureOrg('vboxx-system', 'vBoxx System', null, 'admin@vboxx.test');
     const demoOrg = ensureOrg('demo-organization', 'Demo Organization', sys.id, 'demo@vboxx.test');
-    const admin = ensurePerson('admin', 'admin-password', sys, 'System', 'Admin', 'admin@vboxx.test', true);
-    const demo = ensurePerson('demo', 'demo-password', demoOrg, 'Demo', 'User', 'demo@vboxx.test', false);
+    const admin = ensurePerson('admin', sys, 'System', 'Admin', 'admin@vboxx.test', true);
+    const demo = ensurePerson('demo', demoOrg, 'Demo', 'User', 'demo@vboxx.test', false);
     ensureRoot(sys, admin, 'Files', false, (r) => {
       file(r, 'admin-notes.txt', 'Notes of the system administrator.\n');
     });

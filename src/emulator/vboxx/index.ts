@@ -11,7 +11,7 @@ import { sendError, VboxxError } from './util.js';
 
 export async function registerVboxx(app: FastifyInstance, ctx: EmulatorContext, _stops: Array<() => Promise<void>>): Promise<void> {
   const v = new Vboxx(ctx);
-  if (ctx.opts.demo) seedDemo(v);
+  if (ctx.opts.demo) await seedDemo(v);
 
   const onError = (err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof VboxxError) return sendError(reply, err.status, err.message, err.extra);

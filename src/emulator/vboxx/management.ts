@@ -123,7 +123,7 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
     if (!q.username || !q.password) {
       return reply.code(400).send({ message: 'You must provide a username and password', success: false });
     }
-    const token = v.login(q.username, q.password);
+    const token = await v.login(q.username, q.password);
     if (!token) return reply.code(401).send({ message: 'Invalid username or password', success: false });
     return { success: true, session_token: token };
   });
@@ -193,6 +193,8 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
     const mspi = parseIntField(q, 'mobile_service_provider_id') ?? null;
     const createRoot = parseBoolField(q, 'create_root') ?? false;
     if (!/^[^\s@]+@[^\s@]+$/.test(q.email!)) fail(400, 'email must be an email address');
+    // hashed before the check for an existing person, so the check and the insert stay one step
+    const passwordHash = await hashPassword(q.password!);
     // Extension: `username` (the text's create has none; login also accepts the email).
     const username = q.username && q.username.trim() ? q.username.trim() : null;
     if (db.prepare('SELECT 1 FROM vboxx_persons WHERE email = ? OR (username IS NOT NULL AND username = ?)').get(q.email, username ?? q.email)) {
@@ -203,7 +205,7 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
       const pid = Number(db.prepare(`INSERT INTO vboxx_persons (company_id, username, email, first_name, last_name,
           password_hash, space_quota, mobile_phone, mobile_service_provider_id, site_admin, system_admin, created)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(companyId, username, q.email, q.first_name, q.last_name,
-        hashPassword(q.password!), spaceQuota, q.mobile_phone ?? null, mspi, siteAdmin ? 1 : 0, systemAdmin ? 1 : 0, created)
+        passwordHash, spaceQuota, q.mobile_phone ?? null, mspi, siteAdmin ? 1 : 0, systemAdmin ? 1 : 0, created)
         .lastInsertRowid);
       if (createRoot) {
         const rid = Number(db.prepare('INSERT INTO vboxx_roots (company_id, person_id, name, created) VALUES (?, ?, ?, ?)')
@@ -223,12 +225,13 @@ export function registerManagement(api: FastifyInstance, v: Vboxx): void {
     const p = who(req);
     const q = params(req);
     requireFields(q, ['id']);
+    const passwordHash = q.password ? await hashPassword(q.password) : undefined;
     const t = getPerson(parseIntField(q, 'id')!);
     const admin = v.adminsCompany(p, t.company_id);
     if (t.id !== p.id && !admin) forbid(`update person ${t.id}`);
     const fields: Record<string, unknown> = defined({
       first_name: q.first_name || undefined, last_name: q.last_name || undefined,
-      mobile_phone: q.mobile_phone, password_hash: q.password ? hashPassword(q.password) : undefined,
+      mobile_phone: q.mobile_phone, password_hash: passwordHash,
     });
     Object.assign(fields, cleared(q, ['mobile_phone', 'mobile_service_provider_id']));
     const mspi = parseIntField(q, 'mobile_service_provider_id');

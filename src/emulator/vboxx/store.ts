@@ -62,9 +62,9 @@ export class Vboxx {
 
   // ---- sessions and people -------------------------------------------------------------------
 
-  login(username: string, password: string): string | null {
+  async login(username: string, password: string): Promise<string | null> {
     const p = this.st.personByLogin.get(username, username);
-    if (!p || !verifyPassword(password, p.password_hash)) return null;
+    if (!p || !(await verifyPassword(password, p.password_hash))) return null;
     const token = newToken(128);
     this.st.addSession.run(sha256(token), p.id, Date.now());
     return token;
