@@ -3,8 +3,8 @@ import { scrypt, scryptSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { resolve, sep } from 'node:path';
 
 // On libuv's thread pool, not the event loop: one scrypt is ~50-70 ms of CPU, and a synchronous
-// one stalled every request of the server meanwhile (each mount's login, each demo account seeded
-// at start, where the four now run side by side).
+// one stalled every request of the server meanwhile (each mount's login), and the demo accounts'
+// hashes at start ran one after another (each service's now run side by side).
 function scryptAsync(password: string, salt: Buffer, keylen: number): Promise<Buffer> {
   return new Promise((res, rej) => scrypt(password, salt, keylen, (err, key) => (err ? rej(err) : res(key))));
 }
