@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startEmulator } from '../helpers/emulator.js';
+import { until } from '../support/wait.js';
 import { createEmulator, type Emulator } from '../../src/emulator/server.js';
 import { Api, raw, login, DEMO_FILES_ROOT, DEMO_TEAM_ROOT } from './vboxx-lib.js';
 
@@ -31,6 +32,21 @@ test('auth: POST form, POST query and GET all answer a 128-character token', asy
   for (const tok of [a.json.session_token, b.json.session_token]) {
     t.is((await raw(emu.url, 'GET', `/1/account/info?session_token=${tok}`)).status, 200);
   }
+});
+
+test('auth: a login hashes off the event loop: a request sent while 8 logins are hashed is answered before the last of them', async (t) => {
+  // With a synchronous scrypt each login held every other request for its whole hash (~60 ms).
+  const key = [...emu.ctx.stats.keys()].find((k) => k.endsWith(' /1/auth')) ?? 'POST /1/auth';
+  const before = emu.ctx.stats.get(key) ?? 0;
+  const done: string[] = [];
+  const logins = Array.from({ length: 8 }, () => raw(emu.url, 'POST', '/1/auth?username=demo&password=demo-password')
+    .then((r) => { t.is(r.status, 200); done.push('login'); }));
+  await until(() => (emu.ctx.stats.get(key) ?? 0) - before === 8, 'the 8 logins reached the server', 10_000, 1);
+  const info = await raw(emu.url, 'GET', `/1/account/info?session_token=${demo.token}`);
+  done.push('info');
+  t.is(info.status, 200);
+  await Promise.all(logins);
+  t.true(done.indexOf('info') < done.length - 1, done.join(' '));
 });
 
 test('auth: login by email works too', async (t) => {
