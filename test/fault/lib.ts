@@ -181,15 +181,6 @@ export async function stats(url: string): Promise<Record<string, number>> {
   return (await r.json()) as Record<string, number>;
 }
 
-/** Resolves with the value of p, or rejects after ms (the underlying call keeps running). */
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what}: no answer within ${ms} ms`)), ms); }),
-  ]);
-}
-
 /**
  * The fault run shared by the per-service files: `n` mixed files written through a mount while
  * the server injects faults, flushed, then checked through a fresh mount with faults off.

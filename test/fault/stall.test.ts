@@ -17,7 +17,8 @@ import { createVboxxRemote } from '../../src/remote/vboxx/index.js';
 import { cli, cliSpawn, makeHome, waitFor } from '../cli/helpers.js';
 import { isMounted, tempDir } from '../helpers/mount.js';
 import { startEmulatorProcess } from '../helpers/emulator-process.js';
-import { DEMO, mountAt, sleep, startServer, within } from './lib.js';
+import { DEMO, mountAt, sleep, startServer } from './lib.js';
+import { within } from '../support/wait.js';
 
 interface Timed { what: string; code: number | null; signal: string | null; stderr: string; stdout: string; ms: number }
 

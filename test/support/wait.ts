@@ -12,12 +12,18 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** p, or `onTimeout()` once ms pass first. The timer is cleared when p settles: a bare race
- *  against sleep() keeps the test's worker alive (and ava waiting for it) until the sleep ends. */
-export async function within<T, U>(p: Promise<T>, ms: number, onTimeout: () => U): Promise<T | U> {
+/** p, or once ms pass first: onTimeout()'s value, or with a string, an error "<what>: no answer
+ *  within <ms> ms" (the call behind p keeps running). The timer is cleared when p settles: a bare
+ *  race against sleep() keeps the test's worker alive (and ava waiting for it) until the sleep ends. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T>;
+export function within<T, U>(p: Promise<T>, ms: number, onTimeout: () => U): Promise<T | U>;
+export async function within<T, U>(p: Promise<T>, ms: number, onTimeout: string | (() => U)): Promise<T | U> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<U>((resolve, reject) => {
-    timer = setTimeout(() => { try { resolve(onTimeout()); } catch (e) { reject(e); } }, ms);
+    timer = setTimeout(() => {
+      if (typeof onTimeout === 'string') reject(new Error(`${onTimeout}: no answer within ${ms} ms`));
+      else try { resolve(onTimeout()); } catch (e) { reject(e); }
+    }, ms);
   });
   try {
     return await Promise.race([p, late]);

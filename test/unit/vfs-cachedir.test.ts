@@ -5,13 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryRemote } from '../helpers/memory-remote.js';
 import { Vfs, defaultVfsOptions } from '../../src/vfs/vfs.js';
-import { quietLog, tempDir } from './helpers.js';
-
-function within<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, j) => { timer = setTimeout(() => j(new Error(`no answer within ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(timer));
-}
+import { quietLog, tempDir, within } from './helpers.js';
 
 test('start() with an unusable cache folder rejects with a clear error instead of hanging', async (t) => {
   const base = tempDir(t);
@@ -24,7 +18,7 @@ test('start() with an unusable cache folder rejects with a clear error instead o
   ];
   for (const [dir, msg] of cases) {
     const vfs = new Vfs(new MemoryRemote(), { ...defaultVfsOptions('acct'), cacheDir: dir, log: quietLog() });
-    const err = await t.throwsAsync(within(vfs.start(), 10_000), undefined, dir);
+    const err = await t.throwsAsync(within(vfs.start(), 10_000, 'start()'), undefined, dir);
     t.regex(err!.message, msg);
     await vfs.close({ force: true }).catch(() => {});
   }
