@@ -9,16 +9,17 @@ function scryptAsync(password: string, salt: Buffer, keylen: number): Promise<Bu
   return new Promise((res, rej) => scrypt(password, salt, keylen, (err, key) => (err ? rej(err) : res(key))));
 }
 
+const encodeHash = (salt: Buffer, hash: Buffer) => `scrypt$${salt.toString('base64')}$${hash.toString('base64')}`;
+
 export async function hashPassword(password: string): Promise<string> {
   const salt = randomBytes(16);
-  const hash = await scryptAsync(password, salt, 32);
-  return `scrypt$${salt.toString('base64')}$${hash.toString('base64')}`;
+  return encodeHash(salt, await scryptAsync(password, salt, 32));
 }
 
 /** hashPassword for in-process callers between their own steps (createMaxxoUser), never a route. */
 export function hashPasswordSync(password: string): string {
   const salt = randomBytes(16);
-  return `scrypt$${salt.toString('base64')}$${scryptSync(password, salt, 32).toString('base64')}`;
+  return encodeHash(salt, scryptSync(password, salt, 32));
 }
 
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
