@@ -8,7 +8,7 @@ import { MetaCache } from '../../src/vfs/meta/cache.js';
 import { Lookup, type LocalView } from '../../src/vfs/meta/lookup.js';
 import { defaultVfsOptions, resolveOptions } from '../../src/vfs/options.js';
 import { parentOf, baseOf } from '../../src/vfs/paths.js';
-import { quietLog } from './helpers.js';
+import { quietLog, sleep, until, within } from './helpers.js';
 
 class FakeSource {
   readonly kind = 'memory' as const;
@@ -114,46 +114,68 @@ test('local state answers before any cache or request; hidden names too', async 
 
 test('a name missing from names told ahead of a slow listing is stat\'ed once those names are old, not held for the listing', async (t) => {
   // Maxxo's shape: ops/list names the entries at once, the mtimes take a daemon run; the first
-  // stat in the folder (a folder's, so it waits for a run too) is slow
+  // stat in the folder (a folder's, so it waits for a run too) is slow. The times are the test's:
+  // the stat answers only once the names are older than their own round trip (measured, so a
+  // starved worker whose timers fire late cannot make them fresh), and the listing ends only
+  // when the test lets it.
   const { src, lookup } = setup(t, { listAfterStats: 4 });
   src.add('/d', 'dir');
   src.add('/d/sub', 'dir');
   let listDone = false;
+  let release!: () => void;
+  const released = new Promise<void>((r) => { release = r; });
+  t.teardown(release);
+  let namesAt = 0;
+  let namesCame!: () => void;
+  const named = new Promise<void>((r) => { namesCame = r; });
   const statsDuringList: string[] = [];
   const plainStat = src.stat.bind(src);
+  const t0 = Date.now();
   src.stat = async (path: string) => {
     if (!listDone) statsDuringList.push(path);
-    if (path === '/d/sub') await new Promise((r) => setTimeout(r, 300));
+    if (path === '/d/sub') {
+      await named;
+      // the lookup's clock starts after t0: its window for the names ends before this
+      await sleep(namesAt + (namesAt - t0) + 50 - Date.now());
+    }
     return plainStat(path);
   };
   src.list = async (dir: string, o?: { onNames?: (n: ReadonlySet<string>) => void }) => {
     src.lists.push(dir);
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     const entries = [...src.files.entries()].filter(([p]) => parentOf(p) === dir).map(([, e]) => e);
+    namesAt = Date.now();
     o?.onNames?.(new Set(entries.map((e) => e.name)));
-    await new Promise((r) => setTimeout(r, 1500));
+    namesCame();
+    await released;
     listDone = true;
     return { entries };
   };
-  t.truthy(await lookup.lookup('/d/sub'));
+  t.truthy(await within(lookup.lookup('/d/sub'), 10_000, 'lookup of /d/sub'));
   t.deepEqual(src.lists, ['/d'], 'the speculative listing went with the first stat');
-  // the names came ~300 ms ago (older than their own round trip): not an answer for a miss,
-  // and the rest of the listing adds no names: the miss is asked at once (it was held for up to
-  // twice the paired stat's time, here 600 ms)
+  // the names are older than their own round trip: not an answer for a miss, and the rest of the
+  // listing adds no names: the miss is asked at once, not held until the listing ends
   const miss = lookup.lookup('/d/sub-renamed');
-  await new Promise((r) => setTimeout(r, 100));
-  t.deepEqual(statsDuringList, ['/d/sub', '/d/sub-renamed'], 'the miss was asked of the server right away');
-  t.is(await miss, null);
+  await until(() => statsDuringList.length >= 2, 'the stat of the miss', 10_000);
+  t.deepEqual(statsDuringList, ['/d/sub', '/d/sub-renamed'], 'the miss was asked of the server while the listing ran');
+  t.is(await within(miss, 10_000, 'the miss, with the listing still running'), null);
   t.false(listDone);
 });
 
-test('expired negative entries leave the attribute cache (a churn of deleted names does not hold the heap)', async (t) => {
+test.serial('expired negative entries leave the attribute cache (a churn of deleted names does not hold the heap)', (t) => {
+  // the clock is the test's (serial: no other test of the file runs meanwhile), so a worker
+  // starved between two lines cannot expire an entry early
+  const realNow = Date.now;
+  let now = realNow();
+  Date.now = () => now;
+  t.teardown(() => { Date.now = realNow; });
   const { meta } = setup(t, { negativeTtlMs: 30 });
   for (let i = 0; i < 1000; i++) meta.setInParent(`/gone/f${i}`, null);
   meta.setAttr('/known', { name: 'known', type: 'file', size: 1, mtimeMs: 1 });
   t.is(meta.attrs.size, 1001);
+  now += 29;
   t.is(meta.cached('/gone/f5'), null, 'still answered while fresh');
-  await new Promise((r) => setTimeout(r, 60));
+  now += 31;
   // a name answered again since keeps its newer answer
   meta.setAttr('/gone/f7', { name: 'f7', type: 'file', size: 2, mtimeMs: 1 });
   meta.setAttr('/later', null);
