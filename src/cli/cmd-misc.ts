@@ -176,7 +176,8 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
         try { d.rec.status = d.drive.status(); d.writer?.refresh(); } catch { /* next round */ }
       }
     }, 1000);
-    const rel = (x: string) => relative(process.cwd(), x) || '.';
+    // short under the working directory (./mnt by default); anywhere else, the path itself
+    const rel = (x: string) => { const r = relative(process.cwd(), x) || '.'; return r.startsWith('..') ? x : r; };
     const sh = (x: string) => /^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`;
     if (signals()) return exitCode;
     if (smoke) {
