@@ -35,8 +35,15 @@ export interface Servers {
 }
 
 export async function startServers(): Promise<Servers> {
+  // CM_E2E_FAIL_RATE=F runs an e2e file against servers that fail that fraction of requests
+  // (500, 503, dropped connections): a look at how its scenarios fare under faults, not in npm test
+  const failRate = Number(process.env.CM_E2E_FAIL_RATE) || 0;
   const p = await startEmulatorProcess({ control: true });
   const url = p.url;
+  if (failRate > 0) {
+    const r = await fetch(`${url}/_emulator/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ failRate }) });
+    if (!r.ok) throw new Error(`CM_E2E_FAIL_RATE: the server refused it (${r.status})`);
+  }
   return {
     url,
     dataDir: p.dataDir!,
