@@ -1,9 +1,11 @@
 // Real programs whose file patterns nothing of ours chose: git (lock files renamed over their
-// targets, loose objects packed and pruned, packed-refs) and SQLite (rollback journal created and
+// targets, loose objects packed and pruned, packed-refs), make (decisions by mtime), a shared mmap
+// (pages written back after the descriptor closed) and SQLite (rollback journal created and
 // deleted per transaction, WAL with its mmap'd -shm, fsync at every commit, vacuum). Each ends
-// checked by the program itself (git fsck, PRAGMA integrity_check) and against a model of what it
-// was asked to store, on the mount and through a fresh mount with an empty cache (only what reached
-// the server counts). The crash case kills the program mid-transaction and then the drive.
+// checked by the program itself (git fsck, make -q, PRAGMA integrity_check) and against a model of
+// what it was asked to store, on the mount and through a fresh mount with an empty cache (only
+// what reached the server counts). The crash case kills the program mid-transaction and then the
+// drive, then the drive under the program.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
@@ -22,9 +24,11 @@ const git = (dir: string, ...args: string[]) => run('git', [...GIT, '-C', dir, .
 
 // Three commits on main, a branch merged back, a move, a delete, a 1 MiB binary; then gc packs
 // and prunes every loose object (renames of temporary packs, deletes of hundreds of files).
+// $1: the folder; the rest: GIT's settings.
 const GIT_HISTORY = `set -e
-cd "$1"
-g() { git -c user.name=t -c user.email=t@example.com -c gc.auto=0 -c init.defaultBranch=main "$@"; }
+cd "$1"; shift
+cfg=("$@")
+g() { git "\${cfg[@]}" "$@"; }
 g init -q .
 mkdir -p src/a src/b docs
 for i in $(seq 1 40); do seq 1 $((i * 40)) | sed "s/^/file $i line /" > src/a/f$i.txt; done
@@ -141,7 +145,7 @@ for (const kind of KINDS) {
     const d = await mountService(t, servers, kind);
     const dir = d.p(uniq('git'));
     await fsp.mkdir(dir);
-    const r = await sh(GIT_HISTORY, [dir], { timeoutMs: 240_000 });
+    const r = await sh(GIT_HISTORY, [dir, ...GIT], { timeoutMs: 240_000 });
     t.is(r.code, 0, r.stderr);
     const here = await gitState(t, dir, 'on the mount');
     t.deepEqual(here.log, ['Merge branch \'topic\'', 'four', 'one', 'three', 'two']);
