@@ -370,7 +370,9 @@ test('management: policy, root, machine', async (t) => {
   t.is(await code(d.root(shareRoot).then(() => d.root(adminRoot))), 'FORBIDDEN');
 });
 
-test('management: activity types, list (paged, all), get, create', async (t) => {
+// serial: the other tests of the file act on the demo person too, and an activity one of them adds
+// between the first page and the whole list would change the count (seen once in CI: 13 for 12)
+test.serial('management: activity types, list (paged, all), get, create', async (t) => {
   const a = admin();
   const types = await a.activityTypes();
   t.true(types.some((x) => x.activity === 'added account'));
