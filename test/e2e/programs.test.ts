@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { mountChild } from '../helpers/mount.js';
+import { mountChild, tempDir } from '../helpers/mount.js';
 import { sleep, within } from '../support/wait.js';
 import { useServers, mountService, KINDS, uniq, run, sh, type Drive } from './lib/services.js';
 
@@ -154,6 +154,44 @@ for (const kind of KINDS) {
     const f = await mountService(t, servers, kind);
     const there = await gitState(t, twin(d, f, dir), 'through a fresh mount');
     t.deepEqual(there, here);
+  });
+
+  test.serial(`${kind}: git push to a bare repository on the drive (objects moved out of quarantine), then a clone of it through a fresh mount`, async (t) => {
+    const d = await mountService(t, servers, kind);
+    const dir = d.p(uniq('bare'));
+    await fsp.mkdir(dir);
+    const bare = path.join(dir, 'origin.git');
+    const local = path.join(tempDir(t, 'cm-git-'), 'work');
+    await fsp.mkdir(local);
+    t.is((await git(dir, 'init', '-q', '--bare', bare)).code, 0);
+    // the first push (~90 objects) is kept as a pack, the second (a handful) is unpacked into
+    // loose objects: both of receive-pack's ways out of its quarantine folder, in few folders
+    // (on Maxxo each new folder costs an rsync run or two)
+    t.is((await git(bare, 'config', 'receive.unpackLimit', '20')).code, 0);
+    const r = await sh(GIT_HISTORY, [local, ...GIT], { timeoutMs: 240_000 });
+    t.is(r.code, 0, r.stderr);
+    const push = await git(local, 'push', '-q', bare, 'main', 'topic');
+    t.is(push.code, 0, push.stderr);
+    // a second push of a few new objects
+    await fsp.appendFile(path.join(local, 'docs', 'README'), 'after the first push\n');
+    t.is((await git(local, 'commit', '-qam', 'five')).code, 0);
+    const again = await git(local, 'push', '-q', bare, 'main');
+    t.is(again.code, 0, again.stderr);
+    const counts = (await git(bare, 'count-objects', '-v')).stdout;
+    t.regex(counts, /^count: [1-9]/m, 'loose objects from the second push');
+    t.regex(counts, /^packs: 1$/m, 'the first push kept as a pack');
+    const want = (await git(local, 'rev-parse', 'main', 'topic')).stdout;
+    t.is((await git(bare, 'fsck', '--full', '--strict')).code, 0, 'fsck on the mount');
+    await d.flush();
+    const f = await mountService(t, servers, kind);
+    const clone = path.join(tempDir(t, 'cm-git-'), 'clone');
+    // --no-local: every object read through the fresh mount by pack-objects and checked by
+    // index-pack on the way in (a local clone would copy the files unread)
+    const c = await git(path.dirname(clone), 'clone', '-q', '--no-local', twin(d, f, bare), clone);
+    t.is(c.code, 0, c.stderr);
+    t.is((await git(clone, 'rev-parse', 'origin/main', 'origin/topic')).stdout, want);
+    t.is((await git(clone, 'fsck', '--full', '--strict')).code, 0, 'fsck of the clone');
+    t.is(await fsp.readFile(path.join(clone, 'docs', 'README'), 'utf8'), 'readme\non topic\nafter the first push\n');
   });
 
   test.serial(`${kind}: make: a build, an edit, a rebuild of what changed only; through a fresh mount nothing is out of date`, async (t) => {
