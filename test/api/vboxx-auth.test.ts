@@ -34,7 +34,9 @@ test('auth: POST form, POST query and GET all answer a 128-character token', asy
   }
 });
 
-test('auth: a login hashes off the event loop: a request sent while 8 logins are hashed is answered before the last of them', async (t) => {
+// serial: the file's other tests log in too, and a login of theirs counted here made the count
+// pass 8 without ever equalling it (seen once in a CI-recipe run)
+test.serial('auth: a login hashes off the event loop: a request sent while 8 logins are hashed is answered before the last of them', async (t) => {
   // With a synchronous scrypt each login held every other request for its whole hash (~60 ms).
   const key = 'POST /1/auth';
   const before = emu.ctx.stats.get(key) ?? 0;
