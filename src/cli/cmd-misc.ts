@@ -177,7 +177,7 @@ async function runDemoInner(p: Parsed, smoke: boolean, base: string, port: numbe
       }
     }, 1000);
     // short under the working directory (./mnt by default); anywhere else, the path itself
-    const rel = (x: string) => { const r = relative(process.cwd(), x) || '.'; return r.startsWith('..') ? x : r; };
+    const rel = (x: string) => { const r = relative(process.cwd(), x) || '.'; return r === '..' || r.startsWith('../') ? x : r; };
     const sh = (x: string) => /^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`;
     if (signals()) return exitCode;
     if (smoke) {

@@ -371,7 +371,7 @@ test('management: policy, root, machine', async (t) => {
 });
 
 // serial: the other tests of the file act on the demo person too, and an activity one of them adds
-// between the first page and the whole list would change the count (seen once in CI: 13 for 12)
+// between the first page and the whole list would change the count (seen once in a CI-recipe run: 13 for 12)
 test.serial('management: activity types, list (paged, all), get, create', async (t) => {
   const a = admin();
   const types = await a.activityTypes();
