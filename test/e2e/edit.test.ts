@@ -3,7 +3,7 @@
 import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { useServers, driveMacro, mountService, KINDS, uniq, run, sha256, randomBytesSeeded, type Drive } from './lib/services.js';
+import { useServers, driveMacro, mountService, KINDS, uniq, run, sha256, randomBytesSeeded, twin, type Drive } from './lib/services.js';
 
 const servers = useServers(test);
 
@@ -14,7 +14,6 @@ const onDrive = driveMacro(test, servers, async (t, d, kind): Promise<[() => Pro
 }]);
 
 /** The same file, seen through the fresh drive. */
-const twin = (d: Drive, f: Drive, file: string) => f.p(path.relative(d.base, file));
 
 for (const kind of KINDS) {
   test.serial('vim edit (backup + write-rename) and atomic save', onDrive, kind, async (t, d, fresh) => {

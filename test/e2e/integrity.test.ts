@@ -4,14 +4,11 @@ import test, { type ExecutionContext } from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import {
-  useServers, mountService, KINDS, uniq, run, sh, errCode, codeOf, eventually, sleep, type Drive, type Kind,
+  useServers, mountService, KINDS, uniq, run, sh, errCode, codeOf, eventually, sleep, twin, type Drive, type Kind,
 } from './lib/services.js';
 import { startHttpFaultProxy } from '../helpers/fault-proxy.js';
 
 const servers = useServers(test);
-
-/** The same path through another mount of the account. */
-const twin = (d: Drive, f: Drive, file: string) => f.p(path.relative(d.base, file));
 
 async function freshAfterFlush(t: ExecutionContext, d: Drive, kind: Kind): Promise<Drive> {
   await d.flush();

@@ -12,12 +12,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { mountChild, tempDir } from '../helpers/mount.js';
 import { sleep, within } from '../support/wait.js';
-import { useServers, mountService, KINDS, uniq, run, sh, type Drive } from './lib/services.js';
+import { useServers, mountService, KINDS, uniq, run, sh, twin } from './lib/services.js';
 
 const servers = useServers(test);
-
-/** The same path through another mount of the account. */
-const twin = (d: Drive, f: Drive, file: string) => f.p(path.relative(d.base, file));
 
 const GIT = ['-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'gc.auto=0', '-c', 'init.defaultBranch=main'];
 const git = (dir: string, ...args: string[]) => run('git', [...GIT, '-C', dir, ...args], { timeoutMs: 240_000 });
@@ -121,9 +118,12 @@ async function sqliteCheck(t: ExecutionContext, db: string, mode: string, seed: 
   return JSON.parse(r.stdout) as SqliteCheck;
 }
 
+/** The seed of the crash test's transaction history (its writer and its checks). */
+const CRASH_SEED = 11;
+
 /** The model program run on db until it reported `commits` more commits (then a pause of up to 0.2 s). */
 async function sqliteUntil(t: ExecutionContext, db: string, mode: string, commits: number) {
-  const prog = spawn('python3', ['-c', SQLITE_MODEL, 'run', db, mode, '11', '100000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const prog = spawn('python3', ['-c', SQLITE_MODEL, 'run', db, mode, String(CRASH_SEED), '100000'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => { prog.kill('SIGKILL'); });
   let out = '';
   let err = '';
@@ -133,7 +133,7 @@ async function sqliteUntil(t: ExecutionContext, db: string, mode: string, commit
   await within(new Promise<void>((res) => prog.stdout.on('data', (b: Buffer) => {
     out += b;
     if (done().length >= commits) res();
-  })), 120_000, `${commits} commits (stderr: ${err})`);
+  })), 120_000, () => { throw new Error(`${commits} commits: none within 120 s (stderr: ${err})`); });
   await sleep(Math.random() * 200);
   return { prog, exited, last: () => done().at(-1) ?? 0 };
 }
@@ -284,7 +284,7 @@ m.close()
       t.deepEqual((await d2.status()).failures, []);
       t.is(await d2.stop(), 0);
       const f = await mountService(t, servers, kind);
-      const got1 = await sqliteCheck(t, twin(d, f, db), mode, 11);
+      const got1 = await sqliteCheck(t, twin(d, f, db), mode, CRASH_SEED);
       t.is(got1.ok, 'ok');
       t.deepEqual(got1.bad, [], 'every row is what transactions 1..n stored');
       // the program may have died between a commit and its print of it
@@ -298,7 +298,7 @@ m.close()
       await f2.flush();
       t.deepEqual((await f2.status()).failures, []);
       const g = await mountService(t, servers, kind);
-      const got2 = await sqliteCheck(t, twin(d, g, db), mode, 11);
+      const got2 = await sqliteCheck(t, twin(d, g, db), mode, CRASH_SEED);
       t.is(got2.ok, 'ok');
       t.deepEqual(got2.bad, []);
       t.true(got2.n === last2 || got2.n === last2 + 1, `${got2.n} transactions on the server, ${last2} reported committed`);

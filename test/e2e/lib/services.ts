@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { ExecutionContext, TestFn } from 'ava';
 import { mountChild, tempDir, type ChildConfig, type MountHandle } from '../../helpers/mount.js';
 import { startEmulatorProcess } from '../../helpers/emulator-process.js';
+import { setFaults } from '../../helpers/emulator.js';
 import { createLogger } from '../../../src/log.js';
 import { VboxxClient } from '../../../src/remote/vboxx/client.js';
 export { sleep, eventually } from '../../support/wait.js';
@@ -40,10 +41,7 @@ export async function startServers(): Promise<Servers> {
   const failRate = Number(process.env.CM_E2E_FAIL_RATE) || 0;
   const p = await startEmulatorProcess({ control: true });
   const url = p.url;
-  if (failRate > 0) {
-    const r = await fetch(`${url}/_emulator/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ failRate }) });
-    if (!r.ok) throw new Error(`CM_E2E_FAIL_RATE: the server refused it (${r.status})`);
-  }
+  if (failRate > 0) await setFaults(url, { failRate });
   return {
     url,
     dataDir: p.dataDir!,
@@ -152,6 +150,11 @@ export async function mountService(t: ExecutionContext, s: Servers, kind: Kind, 
   });
   const base = kind === 'vboxx' && !o.root ? path.join(h.mnt, 'Files') : h.mnt;
   return { ...h, kind, base, p: (...parts: string[]) => path.join(base, ...parts) };
+}
+
+/** The path of `file` (under d) through another mount f of the same account. */
+export function twin(d: Drive, f: Drive, file: string): string {
+  return f.p(path.relative(d.base, file));
 }
 
 let seq = 0;
