@@ -67,6 +67,22 @@ async function vfsWrite(vfs: Vfs, path: string, data: Buffer, flags = constants.
   }
 }
 
+/**
+ * The file created and written, its close (flush + release) left to the caller. Tests that act
+ * while closes run start them after this: a create or write still in flight when they act would
+ * be a concurrent writer, whose bytes may legitimately land after theirs.
+ */
+async function vfsWritten(vfs: Vfs, path: string, data: Buffer): Promise<() => Promise<void>> {
+  const fh = await vfs.create(path, 0o644, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC);
+  try {
+    if (data.length) await vfs.write(path, fh, data, data.length, 0);
+  } catch (e) {
+    await vfs.release(path, fh);
+    throw e;
+  }
+  return async () => { try { await vfs.flush(path, fh); } finally { await vfs.release(path, fh); } };
+}
+
 
 test('uploadMany: files in several folders with hostile names arrive byte-exact in one rsync run', async (t) => {
   const { remote, folder } = account();
@@ -260,13 +276,9 @@ test('vfs write-back: a file rewritten while its batch runs ends with the newest
   // rewrite. (Written inside the closes below, a batch of the small files alone could start
   // first, and v2's open then truncated the file before v1's write landed: v2's bytes over v1's
   // tail, a legitimate order of two concurrent writers, which this test once took for a loss.)
-  const big = await vfs.create('/r/big file', 0o644, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC);
-  t.is(await vfs.write('/r/big file', big, v1, v1.length, 0), v1.length);
+  const closeBig = await vfsWritten(vfs, '/r/big file', v1);
   // writebackDelayMs 0: close waits for the upload, so the closes run side by side and batch up
-  const closes = [
-    (async () => { try { await vfs.flush('/r/big file', big); } finally { await vfs.release('/r/big file', big); } })(),
-    ...small.map((b, i) => vfsWrite(vfs, `/r/s${i}`, b)),
-  ];
+  const closes = [closeBig(), ...small.map((b, i) => vfsWrite(vfs, `/r/s${i}`, b))];
   await until(() => remote.children.size > 0, 'the batch to start');
   const runsBefore = remote.counters().rsyncRuns;
   const v2 = Buffer.concat([Buffer.from('v2 '), randomBytes(50_000)]);
@@ -322,13 +334,16 @@ test('vfs write-back: a folder renamed right after its files closed holds them a
   const vfs = await makeVfs(t, remote, 0);
   await vfs.mkdir('/from', 0o755);
   const want = new Map<string, Buffer>();
-  const closes: Promise<void>[] = [];
-  const runs = remote.counters().rsyncRuns;
+  const opened: Promise<() => Promise<void>>[] = [];
   for (let i = 0; i < 30; i++) {
     const data = randomBytes(500 + i);
     want.set(`f${i} ü`, data);
-    closes.push(vfsWrite(vfs, `/from/f${i} ü`, data));
+    opened.push(vfsWritten(vfs, `/from/f${i} ü`, data));
   }
+  // every file written before the closes start (see vfsWritten)
+  const closers = await Promise.all(opened);
+  const runs = remote.counters().rsyncRuns;
+  const closes = closers.map((close) => close());
   // some of the uploads are queued, some in a running batch, when the rename comes
   await until(() => remote.counters().rsyncRuns > runs, 'a batch to start');
   await vfs.rename('/from', '/to');
