@@ -3,7 +3,7 @@
 // few rsync runs, a failing batch falling back per file, a file rewritten while its batch runs,
 // a rename right after the closes not overtaken.
 import test, { type ExecutionContext } from 'ava';
-import { constants, mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, existsSync, lstatSync, readdirSync, statSync } from 'node:fs';
+import fs, { constants, mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, existsSync, lstatSync, readdirSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -46,8 +46,7 @@ function onServer(folder: string, path: string): Buffer | null {
   return readFileSync(f);
 }
 
-async function makeVfs(t: ExecutionContext, remote: MaxxoRemote, writebackDelayMs: number): Promise<Vfs> {
-  const cacheDir = mkdtempSync(join(tmp, 'cache-'));
+async function makeVfs(t: ExecutionContext, remote: MaxxoRemote, writebackDelayMs: number, cacheDir = mkdtempSync(join(tmp, 'cache-'))): Promise<Vfs> {
   const vfs = new Vfs(remote, {
     ...defaultVfsOptions('upbatch'), cacheDir, writebackDelayMs, uploadBackoffMs: 1, uploadAttempts: 3, opTimeoutMs: 60_000,
     log: createLogger('error', () => {}),
@@ -295,6 +294,49 @@ test('vfs write-back: a file rewritten while its batch runs ends with the newest
   for (const [i, b] of small.entries()) t.deepEqual(onServer(folder, `/r/s${i}`), b);
   t.true(remote.counters().rsyncRuns > runsBefore, 'the new content went in a run of its own');
   t.is((await vfs.getattr('/r/big file')).size, v2.length);
+});
+
+test.serial('vfs write-back: a rewrite sharing the first writer\'s stalled cache-file open: the server holds what the drive shows, an order POSIX allows', async (t) => {
+  // The interleaving the rewrite test above once met by chance, made certain: the first writer's
+  // cache-file open stalls (a busy threadpool), the second open of the name (O_TRUNC) waits for
+  // that same open, and the two writers' steps may then land in any order their calls allow.
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const cacheDir = mkdtempSync(join(tmp, 'cache-'));
+  const vfs = await makeVfs(t, remote, 0, cacheDir);
+  await vfs.mkdir('/st', 0o755);
+  const realOpen = fs.open;
+  let stall = true;
+  // serial: no other test of this file runs meanwhile; only this drive's own cache files stall
+  (fs as { open: unknown }).open = (...a: unknown[]) => {
+    if (stall && typeof a[0] === 'string' && a[0].startsWith(cacheDir)) {
+      stall = false;
+      setTimeout(() => (realOpen as (...x: unknown[]) => void)(...a), 300);
+      return;
+    }
+    return (realOpen as (...x: unknown[]) => void)(...a);
+  };
+  t.teardown(() => { fs.open = realOpen; });
+  const v1 = randomBytes(600_000);
+  const v2 = Buffer.concat([Buffer.from('v2 '), randomBytes(50_000)]);
+  const first = vfsWrite(vfs, '/st/f', v1);
+  // the first create is past its lookups and waiting for the stalled open
+  await until(() => !stall, 'the stalled open');
+  await Promise.all([first, vfsWrite(vfs, '/st/f', v2)]);
+  fs.open = realOpen;
+  t.deepEqual((await vfs.flushAll()).failed, []);
+  t.is(vfs.status().pending, 0);
+  const fh = await vfs.open('/st/f', constants.O_RDONLY);
+  const shown = Buffer.alloc(700_000);
+  const n = await vfs.read('/st/f', fh, shown, shown.length, 0);
+  await vfs.release('/st/f', fh);
+  const server = onServer(folder, '/st/f');
+  t.deepEqual(server, shown.subarray(0, n), 'the server holds what the drive shows');
+  // v1's write before v2's truncate, between it and v2's write, or after v2's write
+  const allowed = { v2, 'v2 over v1': Buffer.concat([v2, v1.subarray(v2.length)]), v1 };
+  const which = Object.entries(allowed).find(([, b]) => b.equals(shown.subarray(0, n)))?.[0];
+  t.truthy(which, `the drive shows ${n} bytes, none of the orders POSIX allows`);
+  t.log(`order seen: ${which}`);
 });
 
 test('vfs write-back: a failing batch falls back per file; the others arrive, the bad one is reported', async (t) => {
