@@ -2,7 +2,7 @@
 // remote against the reference server and its rsync daemon, no FUSE: what the model soak seeds
 // 810107 and 810065 found on the first merge of mkdir write-back, step by step.
 import test, { type ExecutionContext } from 'ava';
-import { constants, mkdtempSync, mkdirSync, rmSync, existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, mkdtempSync, mkdirSync, rmSync, existsSync, lstatSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmulator } from '../helpers/emulator.js';
@@ -111,6 +111,35 @@ for (const pause of ['uploaded', 0, 150, 400] as const) {
     t.is(serverKind(folder, 'p2/g.txt/a'), null);
   });
 }
+
+/** The working folders of this process's rsync children under its private stages (push.ts). */
+function childFolders(): string[] {
+  const out: string[] = [];
+  for (const stage of readdirSync(tmpdir()).filter((n) => n.startsWith(`cloudmount-up-${process.pid}-`))) {
+    for (const d of readdirSync(join(tmpdir(), stage)).filter((n) => n.startsWith('.rsync-run-'))) out.push(join(tmpdir(), stage, d));
+  }
+  return out;
+}
+
+test.serial('mkdirMany: later runs of a burst take rsync children started ahead; hostile names made exactly; no skeleton left behind', async (t) => {
+  const { remote, folder } = account();
+  t.teardown(() => remote.close());
+  const names = ['/w a', '/w a/-x [1] *', '/w a/new\nline', '/w a/ü €'];
+  t.deepEqual(await remote.batchMkdir!.mkdirMany(names, {}), names.map(() => undefined));
+  for (const p of names) t.is(serverKind(folder, p), 'dir', p);
+  const warm = remote.counters().warmRuns!;
+  // a burst: each run after the first finds a child connected and waiting for its list
+  for (let i = 0; i < 4; i++) {
+    t.deepEqual(await remote.batchMkdir!.mkdirMany([`/b${i}`, `/b${i}/c`], {}), [undefined, undefined]);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  for (let i = 0; i < 4; i++) t.is(serverKind(folder, `/b${i}/c`), 'dir');
+  t.true(remote.counters().warmRuns! - warm >= 2, `${remote.counters().warmRuns! - warm} of 4 runs took a started child`);
+  // the children waiting hold empty folders; the runs' skeletons are gone
+  for (const d of childFolders()) t.deepEqual(readdirSync(d), [], d);
+  await remote.close();
+  t.deepEqual(childFolders(), [], 'closed: no working folder left');
+});
 
 test('a folder an upload carried before its mkdir went is not taken for empty: the file in it keeps its mtime for revalidation', async (t) => {
   const { remote, folder } = account();

@@ -40,6 +40,7 @@ const STAGE_PREFIX = 'cloudmount-up-';
  */
 export class UploadStages {
   private swept = false;
+  private kept?: Promise<string>;
 
   async make(): Promise<string> {
     if (!this.swept) {
@@ -47,6 +48,27 @@ export class UploadStages {
       await sweepStaleStages().catch(() => {});
     }
     return mkdtemp(join(tmpdir(), `${STAGE_PREFIX}${process.pid}-`));
+  }
+
+  /**
+   * One private folder kept for the remote's life: where rsync children started ahead work
+   * (RunOptions.workdirIn must stay the same for a started child to fit the next run).
+   */
+  workBase(): Promise<string> {
+    if (!this.kept) {
+      const p = this.make();
+      this.kept = p;
+      p.catch(() => { if (this.kept === p) this.kept = undefined; });
+    }
+    return this.kept;
+  }
+
+  /** Removes the kept folder (the remote closed: its children were ended). */
+  async dispose(): Promise<void> {
+    const p = this.kept;
+    this.kept = undefined;
+    const dir = await p?.catch(() => undefined);
+    if (dir) await rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
 

@@ -72,8 +72,8 @@ export class MaxxoRemote implements Remote {
   readonly batchUpload: BatchUpload = { uploadMany: (items, o) => this.uploadMany(items, o) };
   /** Many folders with one rsync run (mkdirs.ts): the drive writes mkdirs back. */
   readonly batchMkdir: BatchMkdir = batchMkdir({
-    wire: toWire, sizes: (p, o) => this.sizes(p, o), rsync: (path, o, args) => this.rsync(path, o, args, undefined),
-    stage: () => this.uploadStage(), made: (p, since) => this.listings.madeFolder(p, since),
+    wire: toWire, sizes: (p, o) => this.sizes(p, o), rsync: (path, o, args, run) => this.rsync(path, o, args, undefined, run),
+    workBase: () => this.stages.workBase(), made: (p, since) => this.listings.madeFolder(p, since),
   });
   readonly revalidation: Revalidation = {
     cacheTtls: (t) => this.cacheTtls(t),
@@ -477,6 +477,7 @@ export class MaxxoRemote implements Remote {
     if (this.closed) return;
     this.closed = true;
     this.transport.close();
+    await this.stages.dispose();
     await this.client.close();
   }
 }
