@@ -101,7 +101,7 @@ export class Downloads {
       let error: unknown;
       // files-from names are literal (no wildcards); -s keeps them from the remote shell
       await this.rsync(first, opts, BATCH_ARGS, undefined, {
-        input: rels.join('\0') + '\0', workdirIn: dirname(resolvePath(near)), onWorkdir: (d) => workdirs.push(d),
+        input: rels.join('\0') + '\0', workdirIn: dirname(resolvePath(near)), onWorkdir: (d) => { workdirs.push(d); },
       }).catch((e: unknown) => { error = e; });
       const last = workdirs[workdirs.length - 1];
       return await take(last === undefined ? undefined : join(last, 'd'), error);

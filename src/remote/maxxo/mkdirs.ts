@@ -1,8 +1,9 @@
 // Maxxo folders made many at a time: an rsync run costs a process start, a connection and the
 // daemon's auth (~200 ms against the reference daemon), far more than a folder itself, so the
 // drive's write-back (vfs/namespace/mkdirs.ts) hands over every folder made meanwhile and they go
-// as one run: a skeleton of empty folders in a private stage, named literally in a NUL-separated
-// --files-from list (implies -d: no recursion, and --relative: the names are made below the
+// as one run: a skeleton of empty folders in the working folder of the rsync child that takes
+// the run (one started ahead fits: push.ts warmRun), named literally in a NUL-separated
+// --files-from list on its stdin (implies -d: no recursion, and --relative: the names are made below the
 // module, so a deep path needs no short destination as push() does), --no-implied-dirs: a parent
 // is made only when it is listed itself (the caller lists parents first), never over another
 // client's file.
@@ -12,13 +13,13 @@
 // way is a refusal (rsync would replace it by the folder: another client's data); a parent gone
 // (or a file) is a refusal too. After a run that failed for some items (exit 23), filesize tells
 // which were made.
-import { mkdirSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { mkdir as fsMkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AlreadyExists, NotADirectory, NotFound, RemoteError, TransferFailed } from '../../errors.js';
 import type { BatchMkdir, CallOptions, RemoteEntry } from '../types.js';
 import { pathParts } from '../url.js';
 import { parentOf } from './listings.js';
+import { warmRun, type WarmRun } from './push.js';
 
 export interface MkdirPorts {
   /** Mount path -> wire path; throws InvalidName for a name the service does not take. */
@@ -29,7 +30,7 @@ export interface MkdirPorts {
    * DaemonTransport.run's RunOptions (the list on stdin, each child's own working folder).
    */
   rsync(path: string, opts: CallOptions, args: (url: string) => string[],
-    run: { input: string; workdirIn: string; onWorkdir: (dir: string) => void }): Promise<unknown>;
+    run: WarmRun): Promise<unknown>;
   /** A private folder kept for the remote's life, where the runs' children work. */
   workBase(): Promise<string>;
   /**
@@ -86,19 +87,12 @@ async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions):
   }
   if (toMake.length === 0) return out;
   const rels = toMake.map((i) => pathParts(paths[i]!).join('/'));
-  // The list goes on stdin and the skeleton into the working folder of the child that takes the
-  // run, so one started ahead (connected, authenticated: WarmRuns) fits: a burst of mkdirs (git's
-  // objects/NN, tar x) paid a cold run each, ~55 ms on the loopback, 125+ ms at 20 ms RTT. The
-  // skeleton is made before the list is written (synchronously: onWorkdir comes just before).
   const workdirs: string[] = [];
-  const base = await ports.workBase();
   try {
     let failed: unknown;
     try {
-      await ports.rsync(paths[toMake[0]!]!, opts, (url) => ['-d', '--no-implied-dirs', '--from0', '--files-from=-', './', `${url}/`], {
-        input: rels.join('\0') + '\0', workdirIn: base,
-        onWorkdir: (d) => { workdirs.push(d); for (const r of rels) mkdirSync(join(d, r), { recursive: true }); },
-      });
+      const run = await warmRun(ports, rels, workdirs, async (d) => { for (const r of rels) await fsMkdir(join(d, r), { recursive: true }); });
+      await ports.rsync(paths[toMake[0]!]!, opts, (url) => ['-d', '--no-implied-dirs', '--from0', '--files-from=-', './', `${url}/`], run);
     } catch (e) {
       failed = e;
     }

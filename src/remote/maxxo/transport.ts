@@ -54,7 +54,8 @@ export interface RunOptions {
    * failed attempts too. Folders of children no run took are removed here.
    */
   workdirIn?: string;
-  onWorkdir?: (dir: string) => void;
+  /** May fill the folder first: the list is written once what it returns settled. */
+  onWorkdir?: (dir: string) => void | Promise<void>;
 }
 
 /** One rsync run against the daemon: argv from the module URL, each output line to onLine. */
@@ -236,13 +237,16 @@ export class DaemonTransport {
           warmed = child !== undefined;
           if (warmed) this.counts.warmRuns++;
           const workdir = () => (o.workdirIn !== undefined ? mkdtempSync(join(o.workdirIn, '.rsync-run-')) : undefined);
-          child ??= new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, o.input !== undefined, workdir());
-          if (child.cwd !== undefined) o.onWorkdir?.(child.cwd);
-          const running = child.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
+          const c = child ?? new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, o.input !== undefined, workdir());
+          const attach = () => c.attach({ signal: opts.signal, onLine, children: this.children, input: o.input }, ctx).then((res) => {
             // -vv: one line per run; the password is in the child's environment only, never here
             this.log.debug(`rsync run for ${path}: exit ${res.code ?? res.signal} in ${Date.now() - startedAt} ms${warmed ? ' (started ahead)' : ''}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
             return res;
           });
+          // the caller fills the child's folder before the list goes out; a child it failed to
+          // fill is ended (it would wait for a list that never comes)
+          const filling = c.cwd !== undefined ? o.onWorkdir?.(c.cwd) : undefined;
+          const running = filling ? filling.then(attach, (e: unknown) => { c.kill(); throw e; }) : attach();
           // after the run's list went out: see WarmRuns.refill
           if (warmKey !== undefined) {
             this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
