@@ -1,12 +1,12 @@
 // Changes of a file's mtime or executability alone, or of a folder's mtime (FileMetadata.setAttrs).
-import { mkdir, rm, stat as fsStat, utimes } from 'node:fs/promises';
+import { mkdir, rm, stat as fsStat, utimes, writeFile } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { Priority, type AttrChange, type CallOptions, type RemoteEntry } from '../types.js';
 import { toWholeSecond } from '../types.js';
 import { IsADirectory, BadRequest, TransferFailed } from '../../errors.js';
 import { pathParts } from '../url.js';
 import { parentOf, baseName, modeOf, FILE_MODE_BITS } from './listings.js';
-import { carryAttrs, push, warmRun, type TransferPorts } from './push.js';
+import { carryAttrs, push, type TransferPorts } from './push.js';
 import { toWire } from './wire.js';
 
 export class AttrChanges {
@@ -145,18 +145,18 @@ export class AttrChanges {
       for (const s of signals) s.addEventListener('abort', check, { once: true });
     }
     const priority = Math.max(...asks.map((a) => a.opts.priority ?? Priority.background));
-    const workdirs: string[] = [];
+    const stage = await this.p.stages.make();
     try {
-      // in the working folder of the child that takes the run (one started ahead fits: mkdirs.ts)
-      const run = await warmRun(this.p.stages, rels, workdirs, async (d) => {
-        for (const r of rels) await mkdir(join(d, r), { recursive: true });
-        // after every folder is made: making a child moves its parent's time in the stage too
-        for (const [k, r] of rels.entries()) await utimes(join(d, r), asks[k]!.mtimeMs / 1000, asks[k]!.mtimeMs / 1000);
-      });
+      const root = join(stage, 'd');
+      for (const r of rels) await mkdir(join(root, r), { recursive: true });
+      // after every folder is made: making a child moves its parent's time in the stage too
+      for (const [k, r] of rels.entries()) await utimes(join(root, r), asks[k]!.mtimeMs / 1000, asks[k]!.mtimeMs / 1000);
+      const list = join(stage, 'list');
+      await writeFile(list, rels.join('\0') + '\0', { mode: 0o600 });
       await this.p.rsync(asks[0]!.path, { signal: ac.signal, priority },
-        (url) => ['-d', '-t', '--existing', '--no-implied-dirs', '--from0', '--files-from=-', './', `${url}/`], undefined, { folderTimes: true, ...run });
+        (url) => ['-d', '-t', '--existing', '--no-implied-dirs', '--from0', `--files-from=${list}`, root + '/', `${url}/`], undefined, { folderTimes: true });
     } finally {
-      await Promise.all(workdirs.map((d) => rm(d, { recursive: true, force: true })));
+      await rm(stage, { recursive: true, force: true });
     }
     for (const a of asks) this.p.listings.folderTime(a.path, a.mtimeMs);
   }
