@@ -57,13 +57,8 @@ async function makeVfs(t: ExecutionContext, remote: MaxxoRemote, writebackDelayM
 }
 
 async function vfsWrite(vfs: Vfs, path: string, data: Buffer, flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC): Promise<void> {
-  const fh = await vfs.create(path, 0o644, flags);
-  try {
-    if (data.length) await vfs.write(path, fh, data, data.length, 0);
-    await vfs.flush(path, fh);
-  } finally {
-    await vfs.release(path, fh);
-  }
+  const close = await vfsWritten(vfs, path, data, flags);
+  await close();
 }
 
 /**
@@ -71,8 +66,8 @@ async function vfsWrite(vfs: Vfs, path: string, data: Buffer, flags = constants.
  * while closes run start them after this: a create or write still in flight when they act would
  * be a concurrent writer, whose bytes may legitimately land after theirs.
  */
-async function vfsWritten(vfs: Vfs, path: string, data: Buffer): Promise<() => Promise<void>> {
-  const fh = await vfs.create(path, 0o644, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC);
+async function vfsWritten(vfs: Vfs, path: string, data: Buffer, flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC): Promise<() => Promise<void>> {
+  const fh = await vfs.create(path, 0o644, flags);
   try {
     if (data.length) await vfs.write(path, fh, data, data.length, 0);
   } catch (e) {

@@ -2,7 +2,7 @@
 // daemon's auth (~200 ms against the reference daemon), far more than a folder itself, so the
 // drive's write-back (vfs/namespace/mkdirs.ts) hands over every folder made meanwhile and they go
 // as one run: a skeleton of empty folders in the working folder of the rsync child that takes
-// the run (one started ahead fits: push.ts warmRun), named literally in a NUL-separated
+// the run (so one started ahead fits, see mkdirMany), named literally in a NUL-separated
 // --files-from list on its stdin (implies -d: no recursion, and --relative: the names are made below the
 // module, so a deep path needs no short destination as push() does), --no-implied-dirs: a parent
 // is made only when it is listed itself (the caller lists parents first), never over another
@@ -19,18 +19,14 @@ import { AlreadyExists, NotADirectory, NotFound, RemoteError, TransferFailed } f
 import type { BatchMkdir, CallOptions, RemoteEntry } from '../types.js';
 import { pathParts } from '../url.js';
 import { parentOf } from './listings.js';
-import { warmRun, type WarmRun } from './push.js';
+import type { RunOptions } from './transport.js';
 
 export interface MkdirPorts {
   /** Mount path -> wire path; throws InvalidName for a name the service does not take. */
   wire(path: string): string;
   sizes(paths: string[], opts: CallOptions): Promise<(RemoteEntry | null)[]>;
-  /**
-   * One rsync run (with the remote's retries), args built around the daemon URL; `run` as
-   * DaemonTransport.run's RunOptions (the list on stdin, each child's own working folder).
-   */
-  rsync(path: string, opts: CallOptions, args: (url: string) => string[],
-    run: WarmRun): Promise<unknown>;
+  /** One rsync run (with the remote's retries), args built around the daemon URL. */
+  rsync(path: string, opts: CallOptions, args: (url: string) => string[], run: RunOptions): Promise<unknown>;
   /** A private folder kept for the remote's life, where the runs' children work. */
   workBase(): Promise<string>;
   /**
@@ -87,12 +83,20 @@ async function mkdirMany(ports: MkdirPorts, paths: string[], opts: CallOptions):
   }
   if (toMake.length === 0) return out;
   const rels = toMake.map((i) => pathParts(paths[i]!).join('/'));
+  // The argv names no path of this run (the list goes on stdin, the source is the child's own
+  // working folder), so an rsync child started ahead (connected, authenticated: WarmRuns) can take
+  // it; the folders are made there before the list is written. A burst of mkdirs (git's
+  // objects/NN) paid a cold run each: ~55 ms on the loopback, 125+ ms at 20 ms RTT. Children are
+  // started ahead only within a burst (RunOptions.aheadInBursts). workdirs collects the children's
+  // folders, of failed attempts too.
   const workdirs: string[] = [];
   try {
     let failed: unknown;
     try {
-      const run = await warmRun(ports, rels, workdirs, async (d) => { for (const r of rels) await fsMkdir(join(d, r), { recursive: true }); });
-      await ports.rsync(paths[toMake[0]!]!, opts, (url) => ['-d', '--no-implied-dirs', '--from0', '--files-from=-', './', `${url}/`], run);
+      await ports.rsync(paths[toMake[0]!]!, opts, (url) => ['-d', '--no-implied-dirs', '--from0', '--files-from=-', './', `${url}/`], {
+        input: rels.join('\0') + '\0', workdirIn: await ports.workBase(), aheadInBursts: true,
+        onWorkdir: async (d) => { workdirs.push(d); for (const r of rels) await fsMkdir(join(d, r), { recursive: true }); },
+      });
     } catch (e) {
       failed = e;
     }

@@ -150,22 +150,3 @@ export interface TransferPorts {
   inflight: InflightUploads;
   log: Logger;
 }
-
-export interface WarmRun { input: string; workdirIn: string; onWorkdir: (dir: string) => Promise<void>; aheadInBursts: true }
-
-/**
- * How a push of folders named by rels runs so that an rsync child started ahead (connected and
- * authenticated: WarmRuns) can take it: its argv names no path of this run (the list goes on
- * stdin, the source is the child's own working folder, `./`), and fill() makes the folders there
- * before the list is written (the child reads the list, then looks). A burst of mkdirs (git's
- * objects/NN) paid a cold run each: ~55 ms on the loopback, 125+ ms at 20 ms RTT. Children are
- * started ahead only within a burst of such runs (RunOptions.aheadInBursts).
- * workdirs collects the children's folders, of failed attempts too (the caller removes them).
- */
-export async function warmRun(ports: { workBase(): Promise<string> }, rels: string[], workdirs: string[],
-  fill: (dir: string) => Promise<void>): Promise<WarmRun> {
-  return {
-    input: rels.join('\0') + '\0', workdirIn: await ports.workBase(),
-    onWorkdir: (d) => { workdirs.push(d); return fill(d); }, aheadInBursts: true,
-  };
-}

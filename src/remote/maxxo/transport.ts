@@ -258,7 +258,7 @@ export class DaemonTransport {
           // fill is ended (it would wait for a list that never comes)
           const filling = c.cwd !== undefined ? o.onWorkdir?.(c.cwd) : undefined;
           const running = filling ? filling.then(attach, (e: unknown) => { c.kill(); throw e; }) : attach();
-          // after the run's list went out: see WarmRuns.refill
+          // children for the next runs of this argv, started a little later: see WarmRuns.refill
           if (warmKey !== undefined && (!o.aheadInBursts || this.inBurst(warmKey))) {
             this.warm.refill(warmKey, Math.min(WARM_MAX_MS, secs * 500), () => new StartedRsync(argv, slice.rsync, this.opts.rsyncPath, true, workdir()));
           }
