@@ -30,6 +30,8 @@ export interface InodeDeps {
   listingStamp(path: string): { slot: object; gen: number } | undefined;
   /** What the drive shows for a content object (as fgetattr). */
   objAttr(o: Obj): Attr;
+  /** chmod / utimens of a content object no name holds any more (deleted or replaced while open). */
+  setObjAttrs(o: Obj, c: { mode?: number; atime?: TimeChange; mtime?: TimeChange }): void;
 }
 
 export class InodeVfs implements InodeApi {
@@ -169,16 +171,22 @@ export class InodeVfs implements InodeApi {
 
   async setattr(ino: number, c: SetAttrChanges, fh?: number): Promise<InoAttr> {
     const viaHandle = fh !== undefined && this.handleObj(fh) !== undefined;
-    // a file deleted while open has no path: only what its handle can do applies to it
-    const gone = viaHandle ? this.handleObj(fh!)!.unlinked : this.orphans.size > 0 && this.orphan(ino) !== undefined;
+    // a file deleted while open has no path: its size, mode and times are its content object's
+    const orphan = viaHandle ? this.handleObj(fh!)! : this.orphans.size > 0 ? this.orphan(ino) : undefined;
+    const gone = !!orphan?.unlinked;
     if (gone && !viaHandle && c.size !== undefined) throw new NotFound(`inode ${ino} was deleted`);
     const named = gone ? undefined : this.path(ino);
     if (c.size !== undefined) {
       if (viaHandle) await this.vfs.ftruncate(named ?? '', fh!, c.size);
       else await this.truncate(ino, c.size);
     }
-    // A number that names nothing by now (deleted meanwhile) gets no mode or times: getattr below
-    // answers for it (an open orphan) or fails (ENOENT).
+    // fchmod and futimens arrive without a handle (the kernel passes none): by number, for an
+    // orphan too
+    if (gone && (c.mode !== undefined || c.atime !== undefined || c.mtime !== undefined)) {
+      this.deps.setObjAttrs(orphan!, { mode: c.mode, atime: c.atime, mtime: c.mtime });
+    }
+    // A number that names nothing by now (deleted meanwhile, no open orphan) gets no mode or
+    // times: getattr below fails (ENOENT).
     if (!gone) {
       const mode = c.mode;
       if (mode !== undefined) await this.changed(ino, 'its mode was set', (p, names) => this.vfs.chmodNamed(p, mode & 0o7777, names));

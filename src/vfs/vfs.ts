@@ -213,6 +213,7 @@ export class Vfs implements VfsApi {
       handleObj: (fh) => this.handles.get(fh)?.obj,
       objAt: (path) => this.store.objs.get(path),
       objAttr: (o) => this.objAttr(o),
+      setObjAttrs: (o, c) => this.setObjAttrs(o, c),
       listingStamp: (path) => {
         const slot = this.meta.freshListing(path);
         return slot ? { slot, gen: this.meta.dirGen(path) } : undefined;
@@ -384,7 +385,9 @@ export class Vfs implements VfsApi {
 
   /** What the drive shows at path, whose entry is e. */
   private attrOf(path: string, e: RemoteEntry): Attr {
-    return this.attrTable.toAttr(path, e, this.store.objs.get(path), e.type === 'dir' ? this.subdirs(path) : undefined);
+    // a hidden name (libfuse 2) shows its unlinked file's own mode and times
+    const o = this.store.objs.get(path) ?? (this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined);
+    return this.attrTable.toAttr(path, e, o, e.type === 'dir' ? this.subdirs(path) : undefined);
   }
 
   /** Subfolders of dir when its listing is cached (for nlink), else undefined. */
@@ -501,6 +504,8 @@ export class Vfs implements VfsApi {
   async setTimesNamed(path: string, times: { atime?: TimeChange; mtime?: TimeChange }, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
+    const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
+    if (hid) { this.setObjAttrs(hid, times); return true; }
     const e = await this.existingNamed(path, names);
     if (!e) return false;
     // one clock reading: "now" in both slots is the same instant (touch sets atime == mtime)
@@ -539,6 +544,25 @@ export class Vfs implements VfsApi {
     return e.type === 'file' || (e.type === 'dir' && !!this.remote.fileMeta?.folderTimes);
   }
 
+  /**
+   * chmod / utimens of a file deleted (or replaced) while open, through its handle, its inode
+   * number or its hidden name: its own attributes change (Obj.ownAttrs); nothing is sent, the
+   * server no longer has it.
+   */
+  private setObjAttrs(o: Obj, c: { mode?: number; atime?: TimeChange; mtime?: TimeChange }): void {
+    if (!o.unlinked) throw new Error(`setObjAttrs of ${o.path}, which a name still holds`);
+    const now = Date.now();
+    const ms = (t: TimeChange) => (t === 'now' ? now : t);
+    // an mtime set alone must not drag the shown atime along (as in setTimesNamed)
+    const shownAtime = c.atime === undefined && c.mtime !== undefined && o.ownAttrs?.atimeMs === undefined ? this.objAttr(o).atimeMs : undefined;
+    const la = o.ownAttrs ??= {};
+    if (c.mode !== undefined) la.perm = c.mode & 0o7777;
+    if (c.atime !== undefined) la.atimeMs = ms(c.atime);
+    else if (shownAtime !== undefined) la.atimeMs = shownAtime;
+    if (c.mtime !== undefined) la.mtimeMs = ms(c.mtime);
+    la.ctimeMs = now;
+  }
+
   /** Bits the service cannot hold are accepted without effect (see AttrTable.toAttr). */
   async chmod(path: string, mode: number): Promise<void> {
     await this.chmodNamed(path, mode);
@@ -548,6 +572,8 @@ export class Vfs implements VfsApi {
   async chmodNamed(path: string, mode: number, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
+    const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
+    if (hid) { this.setObjAttrs(hid, { mode }); return true; }
     const e = await this.existingNamed(path, names);
     if (!e || (names && !names())) return false;
     this.attrTable.update(path, { perm: mode & 0o7777, ctimeMs: Date.now() });
@@ -699,7 +725,10 @@ export class Vfs implements VfsApi {
     // a name the service refuses fails here, not at close() after the program wrote it all
     await this.policy.checkName(path);
     const stale = this.store.objs.get(path);
-    if (stale) this.store.detach(stale);
+    if (stale) {
+      stale.ownAttrs = this.attrTable.copyOf(path);
+      this.store.detach(stale);
+    }
     const o = this.store.addNew(path);
     // what the creator writes through its handle is what the drive holds
     o.kernelEpoch = o.epoch;

@@ -1,6 +1,6 @@
 // AttrTable's local attributes (src/vfs/meta/attrs.ts): kept per path for the mount's life, moved
-// with renames of files and folders, dropped with the path; checked against a plain map that
-// rekeys by scanning every key (what the table did before it was indexed).
+// with renames of files and folders (a replaced target's go), dropped with the path; checked
+// against a plain map that rekeys by scanning every key (what the table did before it was indexed).
 import test from 'ava';
 import { AttrTable, type LocalAttrs } from '../../src/vfs/meta/attrs.js';
 import { isUnder, rebase } from '../../src/vfs/paths.js';
@@ -35,6 +35,8 @@ test('local attributes follow random updates, creates, renames of files and tree
         const to = pick();
         if (to === p || isUnder(to, p)) continue;
         table.rekey(p, to);
+        // what the target held is replaced, whether or not the moved tree brings its own
+        for (const k of [...model.keys()]) if (k === to || isUnder(k, to)) model.delete(k);
         const moved = [...model].filter(([k]) => k === p || isUnder(k, p));
         for (const [k] of moved) model.delete(k);
         for (const [k, v] of moved) model.set(rebase(k, p, to), v);

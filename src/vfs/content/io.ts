@@ -44,7 +44,7 @@ export class ContentIo {
   private modified(o: Obj): void {
     o.gen++;
     o.localMtime = Date.now();
-    this.attrs.contentModified(o.path);
+    this.attrs.contentModified(o);
     this.store.markLocal(o);
   }
 
@@ -163,10 +163,10 @@ export class ContentIo {
         if (n > 0) {
           o.gen++;
           o.localMtime = Date.now();
-          if (!this.store.localObjs.has(o)) {
-            this.store.markLocal(o);
-            this.attrs.contentModified(o.path);
-          }
+          // every write, not only the first of dirty content: a utimens between two writes (touch
+          // -d, then >>) would otherwise keep its time over the later data, here and on the server
+          this.attrs.contentModified(o);
+          if (!this.store.localObjs.has(o)) this.store.markLocal(o);
         }
       }
       return n;

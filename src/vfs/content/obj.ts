@@ -32,6 +32,7 @@
 // a condition reads calls wake(o): a fetch landing bytes, a download's progress, the last shared
 // write ending.
 import type { RemoteEntry } from '../../remote/types.js';
+import type { LocalAttrs } from '../meta/attrs.js';
 import { RangeSet } from '../ranges.js';
 import { WriteState } from '../writeback/state.js';
 
@@ -62,6 +63,12 @@ export class Obj {
   readonly wb: WriteState;
   localMtime = 0;
   unlinked = false;
+  /**
+   * Once unlinked (deleted or replaced while open): the mode and times that were kept for its path,
+   * now its own. The path's entry in the attribute table belongs to whatever takes the name next;
+   * fstat, fchmod, futimens and writes through the handles still open read and change these.
+   */
+  ownAttrs: LocalAttrs | undefined = undefined;
   metaOnDisk = false;
   metaCurrent = false;
   /** The .meta index being written (ContentStore.writeMeta): a removal waits for it. */

@@ -26,7 +26,12 @@ export interface ContentView {
   readonly localMtime: number;
   readonly refs: number;
   readonly ident: RemoteEntry | null;
+  readonly unlinked: boolean;
+  readonly ownAttrs: LocalAttrs | undefined;
 }
+
+/** What contentModified needs of a content object. */
+export interface ModifiedView { readonly path: string; readonly unlinked: boolean; readonly ownAttrs: LocalAttrs | undefined }
 
 export class AttrTable {
   /** The path/inode table: one stable number per path seen, moved by renames. */
@@ -142,6 +147,10 @@ export class AttrTable {
   }
 
   rekey(from: string, to: string): void {
+    // what was kept for a replaced target (its mode, an explicit mtime) is not the moved file's:
+    // left in place, a save by rename over a file that had been chmod'ed or `cp -p`'d showed (and
+    // sent) the old file's mode and mtime for the new content
+    for (const k of this.localPaths.under(to)) deleteIndexed(this.local, this.localPaths, k);
     rekeyIndexed(this.local, this.localPaths, from, to);
     rekeyIndexed(this.inos, this.inoPaths, from, to, (ino, nk) => {
       // a replaced target's number names nothing any more
@@ -161,6 +170,20 @@ export class AttrTable {
   setLocal(path: string, la: LocalAttrs | undefined): void {
     if (la) setIndexed(this.local, this.localPaths, path, la);
     else deleteIndexed(this.local, this.localPaths, path);
+  }
+
+  /**
+   * path's content replaces a server file it is not (a local-only file renamed over it): where the
+   * service keeps modes, its mode is sent with it even when it is the default.
+   */
+  ownMode(path: string): void {
+    if (this.meta?.modeBits && this.local.get(path)?.perm === undefined) this.update(path, { perm: 0o644 });
+  }
+
+  /** A copy of what is kept for path, for a content object that is losing the name (Obj.ownAttrs). */
+  copyOf(path: string): LocalAttrs | undefined {
+    const la = this.local.get(path);
+    return la && { ...la };
   }
 
   /** What is kept locally of path (undefined: nothing). */
@@ -201,14 +224,14 @@ export class AttrTable {
   }
 
   /** The content changed: an explicit mtime (utimens) no longer holds. */
-  contentModified(path: string): void {
-    const la = this.local.get(path);
+  contentModified(o: ModifiedView): void {
+    const la = o.unlinked ? o.ownAttrs : this.local.get(o.path);
     if (la && la.mtimeMs !== undefined) la.mtimeMs = undefined;
   }
 
   /** subdirs: the folder's number of subfolders, when its listing is known (nlink = 2 + that). */
   toAttr(path: string, e: RemoteEntry, o?: ContentView, subdirs?: number): Attr {
-    const la = this.local.get(path);
+    const la = o?.unlinked ? o.ownAttrs : this.local.get(path);
     const isDir = e.type === 'dir';
     let mtimeMs: number;
     let size: number;

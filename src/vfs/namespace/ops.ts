@@ -206,6 +206,8 @@ export class Namespace {
         }
       }
       if (o) {
+        // its handles keep their mode and times; the table's entry for the path goes below
+        o.ownAttrs = this.attrTable.copyOf(path);
         this.store.detach(o);
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
       }
@@ -288,7 +290,10 @@ export class Namespace {
       await this.keepReplaced(this.store.objs.get(to), to);
       // written back: the move record retargets the journal, then the local table moves
       const rec = this.moves.add(from, to, moved, dstOnServer, noReplace, dir);
-      if (replaced) this.store.detach(replaced);
+      if (replaced) {
+        replaced.ownAttrs = this.attrTable.copyOf(to);
+        this.store.detach(replaced);
+      }
       this.rekey(from, to, moving);
       await rec;
       this.renamed(from, to, src, dst, moved);
@@ -301,7 +306,10 @@ export class Namespace {
     await this.keepReplaced(this.store.objs.get(to), to);
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
-    if (replaced) this.store.unregister(replaced);
+    if (replaced) {
+      replaced.ownAttrs = this.attrTable.copyOf(to);
+      this.store.unregister(replaced);
+    }
     this.rekey(from, to, moving);
     try {
       await jr;
@@ -309,14 +317,23 @@ export class Namespace {
       this.rekey(to, from, moving);
       await this.uploader.retarget(to, from).catch(() => {});
       if (replaced) {
-        // the target was not replaced after all: its own pending content is kept
+        // the target was not replaced after all: its own pending content is kept, and its mode
+        // and times (the rename took them off the name)
+        this.attrTable.setLocal(to, replaced.ownAttrs);
+        replaced.ownAttrs = undefined;
         this.store.register(replaced);
         if (replacedPending) await this.uploader.putBack(replacedPending).catch(() => {});
       }
       throw err;
     }
     if (replaced) this.store.detach(replaced);
-    if (dstOnServer) this.uploader.shadowsServer(so!);
+    if (dstOnServer) {
+      this.uploader.shadowsServer(so!);
+      // its upload lands on the server's file, whose mode the service would keep (Maxxo without
+      // -E): the new file's own mode goes with it, the default too (else a script it replaced
+      // left it executable)
+      if (src.type === 'file') this.attrTable.ownMode(to);
+    }
     this.renamed(from, to, src, dst, moved);
   }
 

@@ -325,8 +325,9 @@ export class AttrWriter {
         t.sending = false;
         t.abort = null;
         this.failures.delete(path);
-        // gone or changed by another client: its own state stands, our change has nothing to apply to
-        if (!e) this.ctx.log.info(`metadata change of ${path} dropped: the file is gone or was changed on the server`);
+        // gone or changed by another client: its own state stands, our change has nothing to apply
+        // to; or written here since: its upload carries the times and mode (AttrTable.toSend)
+        if (!e) this.ctx.log.info(`metadata change of ${path} dropped: the file is gone or was changed since (on the server, or here: its upload carries it)`);
         else this.ports.landed(path, e, o);
         if (this.journal.attrs.get(path)?.uid === rec.uid) {
           this.folders.delete(path);
