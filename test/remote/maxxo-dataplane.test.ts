@@ -225,6 +225,10 @@ test('fileMeta: an upload keeps the mtime and executability asked; setAttrs chan
   utimesSync(server, 1_700_000_000, 1_700_000_000);
   t.is(await remote.fileMeta!.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { localFile: src, serverMtimeMs: 1_600_000_000_000 }), null);
   t.is(statSync(server).mtimeMs, 1_700_000_000_000);
+  // a copy that is not the server's version by size (written here since): nothing to do, no error
+  writeFileSync(src, 'meta content 2, and more written since');
+  t.is(await remote.fileMeta!.setAttrs('/m/f', { mtimeMs: 1_650_000_000_000 }, { localFile: src }), null);
+  t.is(statSync(server).mtimeMs, 1_700_000_000_000);
   // content not cached: fetched into scratch first (so that a size change meanwhile sends real bytes)
   const scratch = join(tmp, `scratch-${n}`);
   runs = remote.counters().rsyncRuns - remote.counters().listRuns;

@@ -45,7 +45,11 @@ export class AttrChanges {
     const entry: RemoteEntry = { ...cur, mtimeMs, ...(exec !== undefined ? { mode: modeOf(exec) } : {}) };
     if (mtimeMs === row.mtimeMs && exec === row.exec) return entry;
     let source = o.localFile !== undefined ? resolvePath(o.localFile) : undefined;
-    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) source = undefined;
+    // The caller's copy is not the server's version (by size): written here since it asked (that
+    // upload carries the times and mode) or changed there; either way not this change's to make.
+    // It used to want a scratch download instead, which callers with a copy do not give: a
+    // non-retryable error, the change left pending until another one came (soak seed 271520).
+    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) return null;
     const stage = await this.p.stages.make();
     try {
       if (source === undefined) {
