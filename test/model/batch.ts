@@ -13,8 +13,8 @@ import type { ExecutionContext } from 'ava';
 import { prng } from '../helpers/random.js';
 import { mountService, uniq, type Kind, type Servers } from '../e2e/lib/services.js';
 import {
-  WORKER, compareTree, derive, readTree, runWorkload, vboxxServerTree,
-  type SequenceOptions, type SequenceReport, type Tree, type Workload,
+  WORKER, compareTree, derive, modeRules, readTree, runWorkload, vboxxServerTree,
+  type SequenceOptions, type SequenceReport, type Tree, type TreeMeta, type Workload,
 } from './harness.js';
 import type { WorkerConfig, WorkerResult } from './worker.js';
 
@@ -152,9 +152,9 @@ export interface BatchReport {
   logFile?: string;
 }
 
-/** The subtree of `name` in a tree read at the session's top folder. */
-function subTree(tree: Tree, name: string): Tree {
-  const out: Tree = new Map();
+/** The subtree of `name` in a tree (or its meta) read at the session's top folder. */
+function subTree<T>(tree: Map<string, T>, name: string): Map<string, T> {
+  const out = new Map<string, T>();
   for (const [k, v] of tree) {
     if (k === name) out.set('', v);
     else if (k.startsWith(`${name}/`)) out.set(k.slice(name.length + 1), v);
@@ -163,12 +163,12 @@ function subTree(tree: Tree, name: string): Tree {
 }
 
 /** readTree of root, its top-level entries read `lanes` at once; the same map and errors. */
-async function readTreeParallel(root: string, errors: string[], where: string, lanes: number): Promise<Tree> {
+async function readTreeParallel(root: string, errors: string[], where: string, lanes: number, meta: TreeMeta): Promise<Tree> {
   const out: Tree = new Map();
   let names: string[];
   try {
     const st = await fsp.lstat(root);
-    if (!st.isDirectory()) return readTree(root, errors, where);
+    if (!st.isDirectory()) return readTree(root, errors, where, meta);
     names = (await fsp.readdir(root)).sort();
   } catch (e) {
     errors.push(`${where}: (run folder): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
@@ -182,7 +182,9 @@ async function readTreeParallel(root: string, errors: string[], where: string, l
       const i = next++;
       const n = names[i]!;
       const errs: string[] = [];
-      const sub = await readTree(path.join(root, n), errs, where);
+      const subMeta: TreeMeta = new Map();
+      const sub = await readTree(path.join(root, n), errs, where, subMeta);
+      for (const [k, v] of subMeta) meta.set(k ? `${n}/${k}` : n, v);
       // readTree names paths relative to the folder it reads: put the sequence folder in front
       for (const e of errs) {
         errors.push(e.startsWith(`${where}: (run folder)`) ? e.replace(`${where}: (run folder)`, `${where}: ${n}`) : e.replace(`${where}: `, `${where}: ${n}/`));
@@ -210,6 +212,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
   const topAbs = d.p(top);
   await fsp.mkdir(topAbs);
   const pool = new WorkerPool();
+  const rules = modeRules(kind);
 
   interface Seq { seed: number; name: string; w?: Workload; problems: string[]; ms: number; mountLog?: string }
   const seqs: Seq[] = seeds.map((seed) => ({ seed, name: `s${seed}`, problems: [], ms: 0 }));
@@ -224,8 +227,9 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
         await fsp.mkdir(runAbs);
         s.w = await runWorkload(runAbs, { seed: s.seed, ...batchShape(s.seed), runWorker: pool.run }, waitMs);
         s.problems.push(...s.w.problems);
-        const live = await readTree(runAbs, s.problems, 'live mount');
-        if (live.has('')) s.problems.push(...compareTree('live mount', s.w.exp, live, s.w.context));
+        const liveMeta: TreeMeta = new Map();
+        const live = await readTree(runAbs, s.problems, 'live mount', liveMeta);
+        if (live.has('')) s.problems.push(...compareTree('live mount', s.w.exp, live, s.w.context, liveMeta, rules.live));
       } catch (e) {
         s.problems.push(`sequence aborted: ${(e as Error).stack ?? e}`);
       }
@@ -250,11 +254,13 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
   const errors: string[] = [];
   const fresh = await mountService(t, servers, kind);
   // The sequence folders are read several at once (a Maxxo file is a whole rsync transfer).
-  const freshTree = await readTreeParallel(fresh.p(top), errors, 'fresh mount', 8);
+  const freshMeta: TreeMeta = new Map();
+  const freshTree = await readTreeParallel(fresh.p(top), errors, 'fresh mount', 8, freshMeta);
   await fresh.stop();
+  const serverMeta: TreeMeta = new Map();
   const serverTree = kind === 'maxxo'
-    ? await readTreeParallel(path.join(await servers.maxxoFolder(), top), errors, 'server', 4)
-    : await vboxxServerTree(servers, top);
+    ? await readTreeParallel(path.join(await servers.maxxoFolder(), top), errors, 'server', 4, serverMeta)
+    : await vboxxServerTree(servers, top, serverMeta);
   if (!serverTree.has('')) errors.push(`server: the session folder ${top} is missing`);
 
   // Read errors belong to the sequence whose folder they name.
@@ -265,7 +271,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
     if (s) s.problems.push(e);
     else runProblems.push(e);
   }
-  for (const [where, tree] of [['fresh mount', freshTree], ['server', serverTree]] as const) {
+  for (const [where, tree, meta, rule] of [['fresh mount', freshTree, freshMeta, rules.fresh], ['server', serverTree, serverMeta, rules.server]] as const) {
     if (!tree.has('')) continue;
     for (const k of tree.keys()) {
       if (k && !k.includes('/') && !byName.has(k)) runProblems.push(`${where}: ${top}/${k} exists, no sequence made it`);
@@ -274,7 +280,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
       if (!s.w) continue;
       const sub = subTree(tree, s.name);
       if (!sub.has('')) s.problems.push(`${where}: the sequence folder ${s.name} is missing`);
-      else s.problems.push(...compareTree(where, s.w.exp, sub, s.w.context));
+      else s.problems.push(...compareTree(where, s.w.exp, sub, s.w.context, subTree(meta, s.name), rule));
     }
   }
 

@@ -16,9 +16,9 @@ import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import { prng } from '../helpers/random.js';
 import { mountService, uniq, type Kind, type Servers } from '../e2e/lib/services.js';
-import type { Snap } from './posix.js';
+import type { FileMeta, Snap } from './posix.js';
 import { PosixModel } from './posix.js';
-import type { WorkerConfig, WorkerResult } from './worker.js';
+import { metaDiff, seenMeta, type SeenMeta, type WorkerConfig, type WorkerResult } from './worker.js';
 
 export const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
@@ -58,6 +58,28 @@ export interface SequenceReport {
 }
 
 export type Tree = Map<string, 'dir' | Buffer>;
+/** Each file's mode and mtime as read (the same paths as its Tree); mode -1: the place keeps none. */
+export type TreeMeta = Map<string, SeenMeta>;
+
+/**
+ * What a place shows of a file's mode, given the mode set on the mount (null: nothing to check):
+ * the live mount shows it exactly; after a remount Maxxo keeps whether it is executable (0755 or
+ * 0644) and vBoxx nothing (0644); Maxxo's server file is compared by its owner x bit alone.
+ */
+export type ModeRule = 'exact' | 'exec' | 'default' | 'xbit' | 'none';
+const modeOf: Record<ModeRule, (m: number) => number | null> = {
+  exact: (m) => m,
+  exec: (m) => (m & 0o111 ? 0o755 : 0o644),
+  default: () => 0o644,
+  xbit: () => null,
+  none: () => null,
+};
+/** The rules of a place, by service: the live mount, a fresh mount, the server's own storage. */
+export const modeRules = (kind: Kind) => ({
+  live: 'exact' as ModeRule,
+  fresh: (kind === 'maxxo' ? 'exec' : 'default') as ModeRule,
+  server: (kind === 'maxxo' ? 'xbit' : 'none') as ModeRule,
+});
 
 /** Deterministic per-process seeds from the sequence seed. */
 export const derive = (seed: number, i: number) => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(i + 1, 0xc2b2ae35)) >>> 0 || 1;
@@ -106,7 +128,7 @@ function runSh(args: string[], timeoutMs: number): Promise<string | null> {
  * Every path under root ('' = root): folders as 'dir', files as their bytes. A name listed but not
  * found (or not readable) goes to `errors` and the walk goes on.
  */
-export async function readTree(root: string, errors: string[], where: string): Promise<Tree> {
+export async function readTree(root: string, errors: string[], where: string, meta?: TreeMeta): Promise<Tree> {
   const out: Tree = new Map();
   const walk = async (rel: string) => {
     const abs = path.join(root, rel);
@@ -117,6 +139,7 @@ export async function readTree(root: string, errors: string[], where: string): P
         for (const n of (await fsp.readdir(abs)).sort()) await walk(rel ? `${rel}/${n}` : n);
       } else {
         out.set(rel, await fsp.readFile(abs));
+        meta?.set(rel, seenMeta(st));
       }
     } catch (e) {
       errors.push(`${where}: ${rel || '(run folder)'}${rel ? ' (listed by its folder)' : ''}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
@@ -127,11 +150,11 @@ export async function readTree(root: string, errors: string[], where: string): P
 }
 
 /** The vBoxx server's own view: the tree rows of its database, the bytes from its data dir. */
-export async function vboxxServerTree(servers: Servers, top: string): Promise<Tree> {
+export async function vboxxServerTree(servers: Servers, top: string, meta?: TreeMeta): Promise<Tree> {
   const [root] = await servers.sql<Array<{ id: number }>>(
     `SELECT r.id FROM vboxx_roots r JOIN vboxx_persons p ON r.person_id = p.id WHERE p.username = 'demo' AND r.name = 'Files'`);
-  const rows = await servers.sql<Array<{ path: string; is_dir: number; bytes: number }>>(
-    'SELECT path, is_dir, bytes FROM vboxx_nodes WHERE root_id = ? AND (path = ? OR substr(path, 1, ?) = ?) ORDER BY path',
+  const rows = await servers.sql<Array<{ path: string; is_dir: number; bytes: number; client_mtime: number | null; mtime: number }>>(
+    'SELECT path, is_dir, bytes, client_mtime, mtime FROM vboxx_nodes WHERE root_id = ? AND (path = ? OR substr(path, 1, ?) = ?) ORDER BY path',
     [root!.id, top, top.length + 1, `${top}/`]);
   const out: Tree = new Map();
   for (const r of rows) {
@@ -140,6 +163,8 @@ export async function vboxxServerTree(servers: Servers, top: string): Promise<Tr
       out.set(rel, 'dir');
       continue;
     }
+    // client_mtime: the writer's mtime in seconds; without it the server's own (ms)
+    meta?.set(rel, { mtime: r.client_mtime ?? Math.floor(r.mtime / 1000), mode: -1 });
     const disk = path.join(servers.dataDir, 'files', 'vboxx', `root-${root!.id}`, r.path);
     const b = await fsp.readFile(disk).catch((e: Error) => Buffer.from(`<server row without bytes on disk: ${e.message}>`));
     if (b.length !== r.bytes) out.set(rel, Buffer.concat([b, Buffer.from(` <database says ${r.bytes} bytes, disk has ${b.length}>`)]));
@@ -206,13 +231,16 @@ export function checkLog(name: string, data: Buffer, writers: Map<string, string
 
 export interface Expected {
   tree: Tree;
+  /** Every file's times and mode, by the tree's paths. */
+  meta: Map<string, FileMeta>;
   /** Shared logs (relative paths) and their writers' lines. */
   logs: Map<string, Map<string, string[]>>;
   /** Subtrees whose process failed: their state is unknown, so they are not compared. */
   unknown: string[];
 }
 
-export function compareTree(where: string, exp: Expected, got: Tree, context: (rel: string) => string): string[] {
+export function compareTree(where: string, exp: Expected, got: Tree, context: (rel: string) => string,
+  gotMeta?: TreeMeta, rule: ModeRule = 'exact'): string[] {
   const problems: string[] = [];
   const skip = (p: string) => exp.unknown.some((u) => p === u || p.startsWith(`${u}/`));
   const keys = [...new Set([...exp.tree.keys(), ...got.keys(), ...exp.logs.keys()])].sort();
@@ -234,6 +262,16 @@ export function compareTree(where: string, exp: Expected, got: Tree, context: (r
     else if (w === 'dir' && g !== 'dir') problems.push(`${where}: ${k} is a file, the model has a folder${context(k)}`);
     else if (w !== 'dir' && g === 'dir') problems.push(`${where}: ${k} is a folder, the model has a file${context(k)}`);
     else if (w !== 'dir' && !w.equals(g as Buffer)) problems.push(`${where}: ${k} differs: ${diffBytes(w, g as Buffer)}${context(k)}`);
+    else if (w !== 'dir' && gotMeta) {
+      const want = exp.meta.get(k);
+      const seen = gotMeta.get(k);
+      if (!want || !seen) continue;
+      if (rule === 'xbit' && !!(want.mode & 0o111) !== !!(seen.mode & 0o100)) {
+        problems.push(`${where}: ${k}: executable ${!!(want.mode & 0o111)} in the model (${want.mode.toString(8)}), mode ${seen.mode.toString(8)} there${context(k)}`);
+      }
+      const d = metaDiff(want, seen, modeOf[rule]);
+      if (d) problems.push(`${where}: ${k}: ${d}${context(k)}`);
+    }
   }
   return problems;
 }
@@ -269,7 +307,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   const workerTimeout = 240_000;
   const cfgs: WorkerConfig[] = ids.map((id, i) => ({
     id, seed: derive(o.seed, i), root: priv, snapshot: { dir: { [id]: { dir: {} } } }, base: id,
-    ops: o.ops ?? 150, shared: logAbs, waitMs, pathBoundHandles: PATH_BOUND_HANDLES,
+    ops: o.ops ?? 150, shared: logAbs, waitMs, pathBoundHandles: PATH_BOUND_HANDLES, atimeInBothSlots: PATH_BOUND_HANDLES,
   }));
   // The sh loops all append to log0, so that one writer's close often meets another's write.
   const shN = o.shAppenders ?? 3;
@@ -297,7 +335,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   let final: Snap = merged;
   const all: WorkerResult[] = [...results];
   if (unknown.length === 0 && (o.crossOps ?? 80) > 0) {
-    const x = await run({ id: 'x', seed: derive(o.seed, 99), root: priv, snapshot: merged, base: '', ops: o.crossOps ?? 80, shared: [], waitMs, pathBoundHandles: PATH_BOUND_HANDLES }, workerTimeout);
+    const x = await run({ id: 'x', seed: derive(o.seed, 99), root: priv, snapshot: merged, base: '', ops: o.crossOps ?? 80, shared: [], waitMs, pathBoundHandles: PATH_BOUND_HANDLES, atimeInBothSlots: PATH_BOUND_HANDLES }, workerTimeout);
     all.push(x);
     if (x.ok) final = x.snapshot;
     else {
@@ -307,7 +345,7 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
   }
   for (const r of all) for (const [k, v] of Object.entries(r.counts)) counts[k] = (counts[k] ?? 0) + v;
 
-  const exp: Expected = { tree: new Map(), logs: new Map(), unknown };
+  const exp: Expected = { tree: new Map(), meta: PosixModel.fromSnap(final).meta('priv'), logs: new Map(), unknown };
   exp.tree.set('', 'dir');
   exp.tree.set('shared', 'dir');
   for (const [k, v] of PosixModel.fromSnap(final).flatten('priv')) exp.tree.set(k, v);
@@ -331,8 +369,9 @@ export async function runWorkload(runAbs: string, o: Omit<SequenceOptions, 'kind
 /** Checks a finished workload's folder (e.g. on a local file system) against its model. */
 export async function checkTree(where: string, root: string, w: Workload): Promise<string[]> {
   const problems: string[] = [];
-  const tree = await readTree(root, problems, where);
-  if (tree.has('')) problems.push(...compareTree(where, w.exp, tree, w.context));
+  const meta: TreeMeta = new Map();
+  const tree = await readTree(root, problems, where, meta);
+  if (tree.has('')) problems.push(...compareTree(where, w.exp, tree, w.context, meta));
   return problems;
 }
 
@@ -351,8 +390,10 @@ export async function runSequence(t: ExecutionContext, servers: Servers, o: Sequ
 
   // Phase 3: the live mount, then (after a clean stop, which flushes) a fresh mount and the server.
   // An unreadable run folder is one finding already (e.g. ENOTCONN): no list of everything missing.
-  const live = await readTree(runAbs, problems, 'live mount');
-  if (live.has('')) problems.push(...compareTree('live mount', exp, live, context));
+  const rules = modeRules(o.kind);
+  const liveMeta: TreeMeta = new Map();
+  const live = await readTree(runAbs, problems, 'live mount', liveMeta);
+  if (live.has('')) problems.push(...compareTree('live mount', exp, live, context, liveMeta, rules.live));
   const st = await d.status().catch(() => null);
   if (st?.failures.length) problems.push(`live mount: upload failures reported: ${JSON.stringify(st.failures).slice(0, 1000)}`);
   const code = await d.stop();
@@ -360,14 +401,16 @@ export async function runSequence(t: ExecutionContext, servers: Servers, o: Sequ
   if (code !== 0) problems.push(`the mount child exited ${code} on a clean stop: ${d.stderr().slice(-1500)}`);
 
   const fresh = await mountService(t, servers, o.kind);
-  const again = await readTree(fresh.p(top), problems, 'fresh mount');
+  const freshMeta: TreeMeta = new Map();
+  const again = await readTree(fresh.p(top), problems, 'fresh mount', freshMeta);
   await fresh.stop();
-  if (again.has('')) problems.push(...compareTree('fresh mount', exp, again, context));
+  if (again.has('')) problems.push(...compareTree('fresh mount', exp, again, context, freshMeta, rules.fresh));
 
+  const serverMeta: TreeMeta = new Map();
   const server = o.kind === 'maxxo'
-    ? await readTree(path.join(await servers.maxxoFolder(), top), problems, 'server')
-    : await vboxxServerTree(servers, top);
-  if (server.has('')) problems.push(...compareTree('server', exp, server, context));
+    ? await readTree(path.join(await servers.maxxoFolder(), top), problems, 'server', serverMeta)
+    : await vboxxServerTree(servers, top, serverMeta);
+  if (server.has('')) problems.push(...compareTree('server', exp, server, context, serverMeta, rules.server));
   else if (o.kind === 'vboxx') problems.push(`server: the run folder ${top} is missing`);
 
   let logFile: string | undefined;

@@ -19,7 +19,13 @@ const fail = (...codes: Errno[]): never => {
   throw new Fail(codes);
 };
 
-export interface FileNode { kind: 'file'; data: Buffer }
+/**
+ * Whole seconds an mtime may hold: [lo, hi]. A change to the data puts "now" there, which the
+ * model knows only as the wall-clock window around the call; null: not known (no check).
+ */
+export type TimeRange = [number, number];
+
+export interface FileNode { kind: 'file'; data: Buffer; mtime: TimeRange | null; mode: number }
 export interface DirNode { kind: 'dir'; entries: Map<string, Node> }
 export type Node = FileNode | DirNode;
 
@@ -39,9 +45,15 @@ export interface Handle {
 }
 
 /** A serializable copy of a tree: files as base64. */
-export type Snap = { dir: Record<string, Snap> } | { file: string };
+export type Snap = { dir: Record<string, Snap> } | { file: string; mtime?: TimeRange | null; mode?: number };
 
 export type Stat = { type: 'dir' } | { type: 'file'; size: number };
+
+/** What the model knows of a file's times and mode (folders: none). */
+export interface FileMeta { mtime: TimeRange | null; mode: number }
+
+/** open(2)'s default mode (0666) under the umask the worker sets (022). */
+export const CREATE_MODE = 0o644;
 
 export const split = (p: string): string[] => p.split('/').filter((s) => s !== '');
 
@@ -51,7 +63,7 @@ export class PosixModel {
   static fromSnap(s: Snap): PosixModel {
     const m = new PosixModel();
     const load = (x: Snap): Node => ('file' in x
-      ? { kind: 'file', data: Buffer.from(x.file, 'base64') }
+      ? { kind: 'file', data: Buffer.from(x.file, 'base64'), mtime: x.mtime ?? null, mode: x.mode ?? CREATE_MODE }
       : { kind: 'dir', entries: new Map(Object.entries(x.dir).map(([k, v]) => [k, load(v)])) });
     const r = load(s);
     if (r.kind !== 'dir') throw new Error('snapshot root must be a folder');
@@ -60,7 +72,7 @@ export class PosixModel {
   }
 
   snap(node: Node = this.root): Snap {
-    if (node.kind === 'file') return { file: node.data.toString('base64') };
+    if (node.kind === 'file') return { file: node.data.toString('base64'), mtime: node.mtime, mode: node.mode };
     const dir: Record<string, Snap> = {};
     for (const [k, v] of [...node.entries].sort(([a], [b]) => (a < b ? -1 : 1))) dir[k] = this.snap(v);
     return { dir };
@@ -79,6 +91,46 @@ export class PosixModel {
     };
     walk(this.root, prefix);
     return out;
+  }
+
+  /** Every file's times and mode, by the same paths as flatten(). */
+  meta(prefix = ''): Map<string, FileMeta> {
+    const out = new Map<string, FileMeta>();
+    const walk = (n: Node, p: string) => {
+      if (n.kind === 'file') out.set(p, { mtime: n.mtime, mode: n.mode });
+      else for (const [k, v] of n.entries) walk(v, p ? `${p}/${k}` : k);
+    };
+    walk(this.root, prefix);
+    return out;
+  }
+
+  // ---- times ---------------------------------------------------------------------------------
+
+  /**
+   * Files whose mtime the last operation set to "now" (sure), or may have (a truncate that kept
+   * the size: Linux's FUSE leaves that to the file system, POSIX asks it only when the size
+   * changed). The caller knows when the call ran and stamps them (stamp()).
+   */
+  private touched: Array<{ node: FileNode; sure: boolean }> = [];
+
+  private touch(node: FileNode, sure: boolean): void {
+    this.touched.push({ node, sure });
+  }
+
+  /** Gives the files the last operation changed the window `now`; returns how many. */
+  stamp(now: TimeRange): number {
+    for (const { node, sure } of this.touched) {
+      if (sure) node.mtime = [now[0], now[1]];
+      else if (node.mtime) node.mtime = [Math.min(node.mtime[0], now[0]), Math.max(node.mtime[1], now[1])];
+    }
+    const n = this.touched.length;
+    this.touched = [];
+    return n;
+  }
+
+  /** Forgets what a failed (or abandoned) operation touched. */
+  clearTouched(): void {
+    this.touched = [];
   }
 
   // ---- resolution ----------------------------------------------------------------------------
@@ -125,9 +177,11 @@ export class PosixModel {
       fail('EISDIR');
     }
     if (!n) {
-      n = { kind: 'file', data: Buffer.alloc(0) };
+      n = { kind: 'file', data: Buffer.alloc(0), mtime: null, mode: CREATE_MODE };
       dir.entries.set(name, n);
+      this.touch(n, true);
     } else if (f.trunc && f.write) {
+      this.touch(n as FileNode, (n as FileNode).data.length > 0);
       (n as FileNode).data = Buffer.alloc(0);
     }
     return { node: n as FileNode, pos: 0, flags: f };
@@ -150,6 +204,7 @@ export class PosixModel {
       file.data = grown;
     }
     buf.copy(file.data, at);
+    if (buf.length > 0) this.touch(file, true);
     if (pos === null || h.flags.append) h.pos = end;
     return buf.length;
   }
@@ -163,6 +218,7 @@ export class PosixModel {
   }
 
   private resize(file: FileNode, len: number): void {
+    this.touch(file, len !== file.data.length);
     const next = Buffer.alloc(len);
     file.data.copy(next, 0, 0, Math.min(len, file.data.length));
     file.data = next;
@@ -206,6 +262,34 @@ export class PosixModel {
     const parts = split(path);
     if (parts.length === 0) return [...this.root.entries.keys()].sort();
     return [...this.dir(parts).entries.keys()].sort();
+  }
+
+  /** utimes(2) with a whole-second mtime: a folder's times are not modelled. */
+  utimes(path: string, mtime: number): void {
+    const { dir, name } = this.parentOf(path);
+    const n = dir.entries.get(name);
+    if (!n) return fail('ENOENT');
+    if (n.kind === 'file') n.mtime = [mtime, mtime];
+  }
+
+  futimes(h: Handle, mtime: number): void {
+    h.node.mtime = [mtime, mtime];
+  }
+
+  chmod(path: string, mode: number): void {
+    const { dir, name } = this.parentOf(path);
+    const n = dir.entries.get(name);
+    if (!n) return fail('ENOENT');
+    if (n.kind === 'dir') throw new Error(`model: chmod of the folder ${path} is not modelled`);
+    n.mode = mode;
+  }
+
+  fchmod(h: Handle, mode: number): void {
+    h.node.mode = mode;
+  }
+
+  fileMeta(h: Handle): FileMeta {
+    return { mtime: h.node.mtime, mode: h.node.mode };
   }
 
   mkdir(path: string): void {

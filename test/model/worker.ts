@@ -10,7 +10,7 @@ import fs, { constants as C } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { prng, type Rng } from '../helpers/random.js';
-import { Fail, PosixModel, type Handle, type OpenFlags, type Snap, type Stat } from './posix.js';
+import { Fail, PosixModel, type FileMeta, type Handle, type OpenFlags, type Snap, type Stat, type TimeRange } from './posix.js';
 
 export interface WorkerConfig {
   /** Names the process in logs and in the lines it appends ('p0', 'x', ...). */
@@ -35,6 +35,11 @@ export interface WorkerConfig {
    * expects exactly that where it would have let the folder go (see busyFolder).
    */
   pathBoundHandles?: boolean;
+  /**
+   * The mount's utimens takes the atime for both times (fuse-native, native-notes/fuse.md): the
+   * worker's utimes then passes its mtime in both, so that the mtime asked is the one set.
+   */
+  atimeInBothSlots?: boolean;
 }
 
 export interface WorkerResult {
@@ -80,7 +85,33 @@ export type Op =
   | { op: 'rename'; from: string; to: string }
   | { op: 'shappend'; path: string; len: number; seed: number }
   | { op: 'wait' }
-  | { op: 'logline'; log: number; keepOpen: boolean };
+  | { op: 'logline'; log: number; keepOpen: boolean }
+  // mtime in seconds (frac: the call passes a fraction more, which whole-second times drop)
+  | { op: 'utimes'; path: string; mtime: number; frac: number }
+  | { op: 'futimes'; h: HRef; mtime: number; frac: number }
+  | { op: 'chmod'; path: string; mode: number }
+  | { op: 'fchmod'; h: HRef; mode: number };
+
+/** Modes the generator sets: each keeps the owner's read and write, so no open is refused. */
+const MODES = [0o644, 0o600, 0o755, 0o700, 0o640, 0o744, 0o664, 0o775, 0o754, 0o611];
+
+/** A file's mode and mtime (whole seconds) as stat shows them. */
+export interface SeenMeta { mtime: number; mode: number }
+
+export const seenMeta = (s: fs.Stats): SeenMeta => ({ mtime: Math.floor(s.mtimeMs / 1000), mode: s.mode & 0o7777 });
+
+const showRange = (r: TimeRange) => (r[0] === r[1] ? `${r[0]}` : `${r[0]}..${r[1]}`);
+
+/** null when what stat shows fits the model; else what differs. */
+export function metaDiff(want: FileMeta, got: SeenMeta, mode: (m: number) => number | null = (m) => m): string | null {
+  const out: string[] = [];
+  const wm = mode(want.mode);
+  if (wm !== null && wm !== got.mode) out.push(`mode: model ${wm.toString(8)}, actual ${got.mode.toString(8)}`);
+  if (want.mtime && (got.mtime < want.mtime[0] || got.mtime > want.mtime[1])) {
+    out.push(`mtime: model ${showRange(want.mtime)}, actual ${got.mtime} (${got.mtime < want.mtime[0] ? want.mtime[0] - got.mtime : got.mtime - want.mtime[1]} s ${got.mtime < want.mtime[0] ? 'early' : 'late'})`);
+  }
+  return out.length ? out.join('; ') : null;
+}
 
 type Outcome<T> = { ok: true; v: T } | { ok: false; codes: string[] };
 
@@ -146,6 +177,8 @@ export class Worker {
   private uniq = 0;
 
   constructor(readonly cfg: WorkerConfig) {
+    // The model's create mode is 0666 under this umask (CREATE_MODE).
+    process.umask(0o022);
     this.m = PosixModel.fromSnap(cfg.snapshot);
     this.rng = prng(cfg.seed);
     for (const s of cfg.shared) this.appended[s] = [];
@@ -220,8 +253,9 @@ export class Worker {
     if (planned) return planned;
     const open = [...this.handles.keys()];
     const writable = open.filter((h) => this.handles.get(h)!.mh.flags.write);
-    const r = this.int(100);
     if (open.length > 8) return { op: 'close', h: this.pick(open) };
+    if (this.chance(0.08)) return this.metaOp(open);
+    const r = this.int(100);
     if (r < 12) {
       const flags = this.pick<FlagName>(['r', 'rw', 'creat-rw', 'creat-excl', 'creat-trunc', 'creat-trunc', 'append', 'append-rw']);
       let p = flags === 'r' || flags === 'rw' ? this.existingFile() : this.chance(0.5) ? this.existingFile() : this.newPath();
@@ -264,6 +298,20 @@ export class Worker {
     if (r < 97 && (this.cfg.base === '' || this.chance(0.25))) return this.planOrphan();
     if (this.cfg.shared.length) return { op: 'logline', log: this.int(this.cfg.shared.length), keepOpen: this.chance(0.6) };
     return { op: 'stat', path: this.anyPath() };
+  }
+
+  /** Times and modes: utimes/futimes (cp -p, tar, rsync -t, touch -d) and chmod/fchmod. */
+  private metaOp(open: number[]): Op {
+    const r = this.rng();
+    const mtime = 1_000_000_000 + this.int(900_000_000);
+    const frac = this.chance(0.25) ? 0.25 + this.int(50) / 100 : 0;
+    if (r < 0.2 && open.length) return { op: 'futimes', h: this.pick(open), mtime, frac };
+    if (r < 0.55) return { op: 'utimes', path: this.anyPath(), mtime, frac };
+    if (r < 0.75 && open.length) return { op: 'fchmod', h: this.pick(open), mode: this.pick(MODES) };
+    let p = this.existingFile();
+    // chmod of folders is outside the model
+    if (this.m.lookup(p)?.kind === 'dir') p = this.badPath();
+    return { op: 'chmod', path: p, mode: this.pick(MODES) };
   }
 
   /**
@@ -362,6 +410,10 @@ export class Worker {
       case 'shappend': return `sh: printf >> ${op.path} len ${op.len} seed ${op.seed}`;
       case 'wait': return `wait ${this.cfg.waitMs} ms`;
       case 'logline': return `append a line to ${this.cfg.shared[op.log]} (${op.keepOpen ? 'kept-open fd' : 'open, write, close'})`;
+      case 'utimes': return `utimes ${op.path} mtime ${op.mtime + op.frac}`;
+      case 'futimes': return `futimes ${h(op.h)} mtime ${op.mtime + op.frac}`;
+      case 'chmod': return `chmod ${op.path} ${op.mode.toString(8)}`;
+      case 'fchmod': return `fchmod ${h(op.h)} ${op.mode.toString(8)}`;
       default: return `${op.op} ${op.path}`;
     }
   }
@@ -406,8 +458,20 @@ export class Worker {
     return off;
   }
 
-  /** Runs one op on the drive and on the model; throws Mismatch when they disagree. */
+  /**
+   * Runs one op on the drive and on the model; throws Mismatch when they disagree. The files it
+   * changed get the window of wall-clock seconds around the call as their mtime (50 ms of slack
+   * each side for the clocks' granularity).
+   */
   exec(op: Op): string {
+    this.m.clearTouched();
+    const t0 = Date.now();
+    const r = this.execOp(op);
+    this.m.stamp([Math.floor((t0 - 50) / 1000), Math.floor((Date.now() + 50) / 1000)]);
+    return r;
+  }
+
+  private execOp(op: Op): string {
     const bytesEq = (a: Buffer, b: Buffer) => (a.equals(b) ? null : describeBytes(a, b));
     const statEq = (a: Stat, b: Stat) => (JSON.stringify(a) === JSON.stringify(b) ? null : `model ${JSON.stringify(a)}, actual ${JSON.stringify(b)}`);
     const realStat = (s: fs.Stats): Stat => (s.isDirectory() ? { type: 'dir' } : { type: 'file', size: s.size });
@@ -457,8 +521,9 @@ export class Worker {
       }
       case 'fstat': {
         const e = needHandle(op.h);
-        out = real(() => realStat(fs.fstatSync(e.fd)));
-        this.check(`fstat of ${e.path}`, model(() => this.m.fstat(e.mh)), out as Outcome<Stat>, statEq);
+        const got = real(() => fs.fstatSync(e.fd));
+        this.check(`fstat of ${e.path}`, model(() => this.m.fstat(e.mh)), got, (a, b) => statEq(a, realStat(b)) ?? metaDiff(this.m.fileMeta(e.mh), seenMeta(b)));
+        out = got;
         break;
       }
       case 'fsync': {
@@ -486,10 +551,37 @@ export class Worker {
         out = real(() => fs.truncateSync(this.abs(op.path), op.len));
         this.check('truncate', model(() => this.m.truncate(op.path, op.len)), out);
         break;
-      case 'stat':
-        out = real(() => realStat(fs.statSync(this.abs(op.path))));
-        this.check('stat', model(() => this.m.stat(op.path)), out as Outcome<Stat>, statEq);
+      case 'stat': {
+        const got = real(() => fs.statSync(this.abs(op.path)));
+        const n = this.m.lookup(op.path);
+        this.check('stat', model(() => this.m.stat(op.path)), got, (a, b) => statEq(a, realStat(b)) ??
+          (n?.kind === 'file' ? metaDiff({ mtime: n.mtime, mode: n.mode }, seenMeta(b)) : null));
+        out = got;
         break;
+      }
+      case 'utimes': {
+        const mt = op.mtime + op.frac;
+        out = real(() => fs.utimesSync(this.abs(op.path), this.cfg.atimeInBothSlots ? mt : mt + 86_400, mt));
+        this.check('utimes', model(() => this.m.utimes(op.path, op.mtime)), out);
+        break;
+      }
+      case 'futimes': {
+        const e = needHandle(op.h);
+        const mt = op.mtime + op.frac;
+        out = real(() => fs.futimesSync(e.fd, this.cfg.atimeInBothSlots ? mt : mt + 86_400, mt));
+        this.check('futimes', model(() => this.m.futimes(e.mh, op.mtime)), out);
+        break;
+      }
+      case 'chmod':
+        out = real(() => fs.chmodSync(this.abs(op.path), op.mode));
+        this.check('chmod', model(() => this.m.chmod(op.path, op.mode)), out);
+        break;
+      case 'fchmod': {
+        const e = needHandle(op.h);
+        out = real(() => fs.fchmodSync(e.fd, op.mode));
+        this.check('fchmod', model(() => this.m.fchmod(e.mh, op.mode)), out);
+        break;
+      }
       case 'readdir': {
         const want = model(() => this.m.readdir(op.path));
         const got = real(() => fs.readdirSync(this.abs(op.path)).sort());
