@@ -98,9 +98,14 @@ export async function mountChild(t: ExecutionContext, cfg: ChildConfig, opts: { 
   let err = '';
   let out = '';
   const waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  // CM_E2E_MOUNT_LOG_DIR: every mount's whole log in a file of its own (with CM_E2E_LOG=debug, for
+  // a soak's rare finding: the in-memory tail keeps 100-200 KB)
+  const logDir = process.env.CM_E2E_MOUNT_LOG_DIR;
+  const logFile = logDir ? `${logDir}/${cfg.mountpoint.split('/').filter(Boolean).join('_')}.log` : undefined;
   child.stderr!.on('data', (d) => {
     err += d;
     if (err.length > 200_000) err = err.slice(-100_000);
+    if (logFile) fs.appendFileSync(logFile, d);
   });
   child.stdout!.on('data', (d) => {
     out += d;
