@@ -82,8 +82,9 @@ export interface FileMetadata {
    * attrsNeedContent use localFile when given (the whole content the caller believes is on the
    * server, revision `rev`, written at `written`, with mtime `serverMtimeMs` there), else fetch
    * the content into `scratch` first.
-   * Resolves with the entry now on the server, or null when the file is gone or its content
-   * changed on the server since (then nothing was changed: the newer content's times stand).
+   * Resolves with the entry now on the server, or null when the file is gone, its content
+   * changed on the server since, or localFile is not the server's version any more (written here
+   * since: its upload carries the change); then nothing was changed.
    * `folder`: the caller changes a folder's time; null when path is no folder now (another client
    * put a file there: its time is not ours to change).
    */

@@ -55,3 +55,17 @@ test('local attributes follow random updates, creates, renames of files and tree
   }
   t.pass();
 });
+
+test('a file entry without a time shows the time of the version held when it is the same size, else the mount time', (t) => {
+  const table = new AttrTable({ mtimeResolutionMs: 1000, modeBits: 0o111, setAttrs: async () => null });
+  const ident = { name: 'f', type: 'file' as const, size: 10, mtimeMs: 1_500_000_000_000 };
+  const held = { authoritative: false, size: 10, localMtime: 1_500_000_000_400, refs: 0, ident, unlinked: false, ownAttrs: undefined };
+  // the listing's row was missing (no mtime): the version held tells it
+  t.is(table.toAttr('/f', { name: 'f', type: 'file', size: 10 }, held).mtimeMs, 1_500_000_000_000);
+  // another size: not the version held; the mount's time stands in (nothing better is known)
+  const other = table.toAttr('/f', { name: 'f', type: 'file', size: 11 }, held).mtimeMs;
+  t.not(other, 1_500_000_000_000);
+  t.true(Math.abs(other - Date.now()) < 60_000);
+  // an entry with a time of its own: that time
+  t.is(table.toAttr('/f', { name: 'f', type: 'file', size: 10, mtimeMs: 1_600_000_000_000 }, held).mtimeMs, 1_600_000_000_000);
+});

@@ -243,7 +243,11 @@ export class AttrTable {
       // Our own upload must not move the mtime a program saw while the file was local:
       // editors (vim E949 "file changed while writing") compare it before they save.
       const own = o && o.localMtime && !isDir && sameIdent(o.ident, e) ? o.localMtime : undefined;
-      mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? this.mountTime;
+      // An entry without a time (Maxxo: the daemon's row missing or of another size, e.g. a
+      // listing that began before our own move into the folder landed) says nothing new of the
+      // file: the time of the version we hold, if it is the same size, rather than the mount's.
+      const held = !isDir && e.mtimeMs === undefined && o?.ident?.mtimeMs !== undefined && o.ident.size === e.size ? o.ident.mtimeMs : undefined;
+      mtimeMs = la?.mtimeMs ?? own ?? e.mtimeMs ?? held ?? this.mountTime;
     }
     const res = this.meta?.mtimeResolutionMs ?? 1;
     // a folder's too where the service keeps it: the time our own changes moved is sent, and what
