@@ -285,3 +285,19 @@ test('hostile names are dropped with a warning; malformed answers are errors, ne
   t.is(await code(r.stat('/Bad/x')), 'BAD_RESPONSE');
   t.deepEqual(await r.statfs(), { total: 100, used: 10 });
 });
+
+test('fileMeta.setAttrs: the time of the version held goes up with its bytes; a copy no longer that version (by size) changes nothing', async (t) => {
+  const r = remote();
+  const src = join(dir, 'attrs.txt');
+  writeFileSync(src, 'version one');
+  const e = await r.upload(src, '/Files/attrs/f.txt', { mtimeMs: 1_500_000_000_000 });
+  const set = await r.fileMeta!.setAttrs('/Files/attrs/f.txt', { mtimeMs: 1_600_000_000_000 }, { localFile: src, rev: e.rev, written: e.written });
+  t.is(set?.mtimeMs, 1_600_000_000_000);
+  t.is((await r.stat('/Files/attrs/f.txt'))?.mtimeMs, 1_600_000_000_000);
+  // written here since the caller looked (its upload will carry the time): nothing to do, no error
+  writeFileSync(src, 'version one, and more written since');
+  const now = await r.stat('/Files/attrs/f.txt');
+  t.is(await r.fileMeta!.setAttrs('/Files/attrs/f.txt', { mtimeMs: 1_700_000_000_000 }, { localFile: src, rev: now!.rev, written: now!.written }), null);
+  t.is((await r.stat('/Files/attrs/f.txt'))?.mtimeMs, 1_600_000_000_000);
+  t.is((await readRange(r, '/Files/attrs/f.txt', 0, 100)).toString(), 'version one');
+});

@@ -247,7 +247,9 @@ export class VboxxRemote implements Remote {
     if (o.rev !== undefined && cur.rev !== undefined && cur.rev !== o.rev && !moved) return null;
     if (attrs.mtimeMs === undefined || cur.mtimeMs === toWholeSecond(attrs.mtimeMs)) return cur;
     let source = o.localFile;
-    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) source = undefined;
+    // the caller's copy is not this version any more (written here since: its upload carries the
+    // time), as on Maxxo (remote/maxxo/attrs.ts; model soak seed 273264)
+    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) return null;
     let scratch: string | undefined;
     try {
       if (source === undefined) {
