@@ -182,3 +182,28 @@ for (const op of ['unlink', 'rename'] as const) {
     t.is(vfs.status().pending, 0);
   });
 }
+
+test('a rename that stops one upload does not fail another waiting for the same parent-folder check (soak seed 271845)', async (t) => {
+  const remote = new MemoryRemote();
+  const { vfs, logs } = await setup(t, {}, { writebackDelayMs: 5 }, remote);
+  remote.mkdirp('/d');
+  // (the rename's own lookups are answered from the cache: only the uploads' check is held)
+  await vfs.readdir('/d');
+  const release = remote.hold('stat');
+  // a's upload asks whether /d is still there (held); b's comes while that answer is pending
+  await writeFile(vfs, '/d/a', 'aaa');
+  await until(() => remote.held('stat') === 1, "a's parent-folder check asked");
+  await writeFile(vfs, '/d/b', 'bbb');
+  await sleep(30);
+  // the rename stops a's upload, which has sent nothing yet
+  const renamed = vfs.rename('/d/a', '/d/a2');
+  await sleep(30);
+  release();
+  await renamed;
+  await vfs.flushAll();
+  t.deepEqual(vfs.status().failures, []);
+  t.deepEqual(logs.filter((l) => /failed after/.test(l)), []);
+  t.is(remote.getFile('/d/b')?.toString(), 'bbb');
+  t.is(remote.getFile('/d/a2')?.toString(), 'aaa');
+  t.false(remote.has('/d/a'));
+});

@@ -23,7 +23,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { BadResponse, Timeout, isRemoteError } from '../../errors.js';
 import { Priority, type AttrChange, type RemoteEntry } from '../../remote/types.js';
-import { sleep } from '../../util/sleep.js';
+import { sleep, untilAborted } from '../../util/sleep.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { UploadFailure } from '../api.js';
 import { CLOSING, MUTATION, errText, type Ctx } from '../context.js';
@@ -418,17 +418,20 @@ export class Uploader {
     const now = Date.now();
     let c = this.parentChecks.get(dir);
     if (!c || now - c.at > PARENT_CHECK_MS) {
-      const p = this.ctx.remote.stat(dir, { signal, priority: Priority.background }).then((e) => e?.type === 'dir', (err) => {
+      // Shared by the uploads into dir, so it carries none of their signals: with the first one's,
+      // a rename that stopped that upload failed every other waiting for the answer (CANCELLED,
+      // not retried: "upload failed after 1 attempt(s)", soak seed 271845). Each waits until its
+      // own signal ends instead.
+      const p = this.ctx.remote.stat(dir, { priority: Priority.background }).then((e) => e?.type === 'dir', () => {
         // no answer is no evidence: the upload goes ahead and the next one asks again
         if (this.parentChecks.get(dir)?.p === p) this.parentChecks.delete(dir);
-        if (signal.aborted) throw err;
         return true;
       });
       c = { at: now, p };
       this.parentChecks.set(dir, c);
       if (this.parentChecks.size > 1000) this.parentChecks.delete(this.parentChecks.keys().next().value!);
     }
-    if (await c.p) return;
+    if (await untilAborted(c.p, signal)) return;
     // gone: said once per folder and burst (the uploads that follow make it exist again)
     if (this.parentChecks.get(dir) === c) this.parentChecks.set(dir, { at: now, p: Promise.resolve(true) });
     const message = `folder ${dir} was deleted on the server by another client while ${path} had changes not uploaded yet; ` +
