@@ -12,7 +12,7 @@ import type { Emulator } from '../../src/emulator/server.js';
 import type { Remote } from '../../src/remote/types.js';
 import { createMaxxoUser, maxxoUserFolder } from '../../src/emulator/maxxo/index.js';
 import { createMaxxoRemote, type MaxxoRemoteOptions } from '../../src/remote/maxxo/index.js';
-import { escapeSource, parseProgress } from '../../src/remote/maxxo/rsync.js';
+import { escapeSource, parseProgress, rsyncFailure } from '../../src/remote/maxxo/rsync.js';
 import { RemoteError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 
@@ -267,6 +267,13 @@ test('rsync helpers: source escaping and progress parsing', (t) => {
   t.is(escapeSource('a\\b[1]'), 'a?b\\[1]');
   t.is(parseProgress('     10,485,760 100%  526.32MB/s    0:00:00 (xfr#1, to-chk=0/1)'), 10485760);
   t.is(parseProgress('sending incremental file list'), undefined);
+  // a parent folder another run made in the same moment: worth the retry
+  const raced = rsyncFailure({ code: 11, signal: null, stdout: '', stderr: 'rsync: [Receiver] mkdir "b/s1/shared/" (in demo) failed: File exists (17)\nrsync error: error in file IO (code 11)\n' }, { path: '/b/s1/shared/log1' }, '');
+  t.true(raced.transient);
+  t.true(raced.error.retryable);
+  // and a file I/O error of another kind stays final
+  const other = rsyncFailure({ code: 11, signal: null, stdout: '', stderr: 'rsync: [Receiver] write failed on "x": Input/output error (5)\n' }, { path: '/x' }, '');
+  t.false(other.transient);
 });
 
 test('likelyFolder: a folder the kept daemon listing of its parent has; files and unknown names are not', async (t) => {

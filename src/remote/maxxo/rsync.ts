@@ -142,6 +142,11 @@ export function rsyncFailure(r: RsyncResult, ctx: ErrorContext, secret: string):
   if ((r.code === 23 || r.code === 11) && /No such file or directory/.test(text)) {
     return { error: new NotFound(msg, ctx), transient: false, ...no };
   }
+  // --mkpath of a folder another run of ours made in the same moment (the daemon's mkdir raced it:
+  // soak seed 271304, an upload into a folder whose mkdir run was on its way): it is there now
+  if ((r.code === 11 || r.code === 23) && /mkdir .* failed: File exists \(17\)/.test(text)) {
+    return { error: new TransferFailed(msg, ctx), transient: true, ...no };
+  }
   // a listing of a name that is a file (a drive's guess that it is a folder, Remote.likelyFolder)
   if (r.code === 23 && /change_dir .* failed: Not a directory \(20\)/.test(text)) {
     return { error: new NotADirectory(msg, ctx), transient: false, ...no };
