@@ -13,7 +13,7 @@ import type { ExecutionContext } from 'ava';
 import { prng } from '../helpers/random.js';
 import { mountService, uniq, type Kind, type Servers } from '../e2e/lib/services.js';
 import {
-  WORKER, compareTree, derive, modeRules, readTree, runWorkload, vboxxServerTree,
+  WORKER, compareTree, derive, loggedErrors, modeRules, readTree, runWorkload, vboxxServerTree,
   type SequenceOptions, type SequenceReport, type Tree, type TreeMeta, type Workload,
 } from './harness.js';
 import type { WorkerConfig, WorkerResult } from './worker.js';
@@ -250,6 +250,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
   const code = await d.stop();
   const mountLog = d.stderr();
   if (code !== 0) runProblems.push(`the mount child exited ${code} on a clean stop: ${mountLog.slice(-1500)}`);
+  runProblems.push(...loggedErrors('live mount', mountLog));
 
   const errors: string[] = [];
   const fresh = await mountService(t, servers, kind);
@@ -257,6 +258,7 @@ export async function runBatch(t: ExecutionContext, servers: Servers, o: BatchOp
   const freshMeta: TreeMeta = new Map();
   const freshTree = await readTreeParallel(fresh.p(top), errors, 'fresh mount', 8, freshMeta);
   await fresh.stop();
+  runProblems.push(...loggedErrors('fresh mount', fresh.stderr()));
   const serverMeta: TreeMeta = new Map();
   const serverTree = kind === 'maxxo'
     ? await readTreeParallel(path.join(await servers.maxxoFolder(), top), errors, 'server', 4, serverMeta)
