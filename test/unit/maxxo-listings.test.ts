@@ -250,3 +250,27 @@ test('a listing for lookups (source with deep false, prime the same) runs one le
   run2.end();
   await q;
 });
+
+test('a change of ours with no known row landing while a run is in flight: that run\'s waiters get the next run', async (t) => {
+  const { listings, runs, next } = scripted();
+  let served = false;
+  const p = listings.since('/d', -Infinity).then((v) => { served = true; return v; });
+  const first = await next();
+  first.row('.', 'dir');
+  // a file moved into /d from a folder never listed (its row unknown) lands now; the run may
+  // have listed /d before it
+  listings.own('/d/moved', undefined);
+  first.row('old');
+  first.end();
+  await settle();
+  t.false(served, 'not the run that began before the move landed');
+  const second = await next();
+  t.is(second.dir, '/d');
+  second.row('.', 'dir');
+  second.row('old');
+  second.row('moved');
+  second.end();
+  const v = await p;
+  t.deepEqual([...v!.rows.keys()].sort(), ['moved', 'old']);
+  t.is(runs.length, 2);
+});

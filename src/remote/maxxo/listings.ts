@@ -58,6 +58,11 @@ interface Slot {
   own: Map<string, ListedRow | null>;
   /** The folder's own time, set by us while a run was in flight. */
   ownSelf?: number;
+  /**
+   * A change of ours whose row is unknown landed while the run was in flight (own(path,
+   * undefined)): the run may have listed the folder before it, so its waiters take the next one.
+   */
+  staleSince?: number;
   /** The run in flight is told the folder's names (expect()). */
   expect?: (names: ReadonlySet<string>) => void;
   /** The run in flight's "." row: the folder's own time (undefined if the run ended without it). */
@@ -461,6 +466,7 @@ export class DaemonListings {
         this.slots.set(dir, slot);
       }
       if (deep && got === whole) this.adoptSubfolders(dir, at, dirs, subs);
+      if (slot.staleSince !== undefined) return this.since(dir, slot.staleSince, deep);
       return value;
     })();
     slot.inflight = p;
@@ -561,7 +567,14 @@ export class DaemonListings {
   own(path: string, row: ListedRow | null | undefined): void {
     const name = baseName(path);
     this.noteTouched(parentOf(path));
-    if (row === undefined) this.slots.delete(parentOf(path));
+    if (row === undefined) {
+      // (its run in flight would still answer the callers waiting for it, with the folder as it
+      // was before this change: an entry without a time (model soak seeds 275248, 275279), which
+      // the drive then kept as the identity of the file it opened)
+      const was = this.slots.get(parentOf(path));
+      if (was?.inflight) was.staleSince = Date.now();
+      this.slots.delete(parentOf(path));
+    }
     const s = this.slots.get(parentOf(path));
     if (s) {
       if (s.inflight) s.own.set(name, row!);
