@@ -6,7 +6,7 @@ import { DaemonListings } from '../../src/remote/maxxo/listings.js';
 import type { ListedRow } from '../../src/remote/maxxo/rsync.js';
 import { silentLogger } from '../../src/log.js';
 
-interface Run { dir: string; deep: boolean; row: (name: string, type?: 'file' | 'dir', size?: number) => void; end: () => void }
+interface Run { dir: string; deep: boolean; row: (name: string, type?: 'file' | 'dir', size?: number, exec?: boolean) => void; end: () => void }
 
 function scripted(bounds: { deepRowsMax?: number; deepRowsHard?: number } = {}) {
   const runs: Run[] = [];
@@ -17,7 +17,7 @@ function scripted(bounds: { deepRowsMax?: number; deepRowsHard?: number } = {}) 
       o?.signal?.addEventListener('abort', () => reject(o.signal!.reason), { once: true });
       const r: Run = {
         dir, deep: !!o?.deep,
-        row: (name, type = 'file', size = 1) => onRow({ name, type, size, mtimeMs: 1000 * (name.length + 1) } as ListedRow),
+        row: (name, type = 'file', size = 1, exec?: boolean) => onRow({ name, type, size, mtimeMs: 1000 * (name.length + 1), ...(exec !== undefined ? { exec } : {}) } as ListedRow),
         end: resolve,
       };
       runs.push(r);
@@ -273,4 +273,23 @@ test('a change of ours with no known row landing while a run is in flight: that 
   const v = await p;
   t.deepEqual([...v!.rows.keys()].sort(), ['moved', 'old']);
   t.is(runs.length, 2);
+});
+
+test('a download\'s row (executability unknown) landing while a run is in flight keeps what the run lists of the same version', async (t) => {
+  const { listings, next } = scripted();
+  const p = listings.since('/d', -Infinity);
+  const run = await next();
+  run.row('.', 'dir');
+  // the drive downloaded /d/tool (size 1, mtime 5000 as the scripted rows give a 4-letter name)
+  listings.own('/d/tool', { name: 'tool', type: 'file', size: 1, mtimeMs: 5000 });
+  run.row('tool', 'file', 1, true);
+  run.row('other', 'file', 1, false);
+  run.end();
+  const v = await p;
+  t.is(v!.rows.get('tool')?.exec, true);
+  t.is(v!.rows.get('other')?.exec, false);
+  // another version (another size): what our row says stands, executability unknown
+  listings.own('/d/other', { name: 'other', type: 'file', size: 2, mtimeMs: 6000 });
+  t.is(listings.row('/d/other')?.exec, undefined);
+  t.is(listings.row('/d/other')?.size, 2);
 });

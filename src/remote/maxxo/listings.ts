@@ -638,12 +638,20 @@ function firstDefined<T>(ps: Promise<T | undefined>[]): Promise<T | undefined> {
   });
 }
 
-/** A row of ours (null: none there now) into a listing's maps. */
+/**
+ * A row of ours (null: none there now) into a listing's maps. A row that does not say whether the
+ * file is executable (a download's: rsync into a cache file carries no -E) keeps what the listing
+ * says of the same version (size and mtime): without that, a download while the folder's run was
+ * in flight made the file show 0644 for its listing's life (model soak seed 275005).
+ */
 function setRow(rows: Map<string, ListedRow>, dirs: Map<string, number>, name: string, row: ListedRow | null): void {
+  const had = rows.get(name);
   rows.delete(name);
   dirs.delete(name);
-  if (row?.type === 'file') rows.set(name, row);
-  else if (row) dirs.set(name, row.mtimeMs);
+  if (row?.type === 'file') {
+    const same = row.exec === undefined && had?.exec !== undefined && had.size === row.size && had.mtimeMs === row.mtimeMs;
+    rows.set(name, same ? { ...row, exec: had.exec } : row);
+  } else if (row) dirs.set(name, row.mtimeMs);
 }
 
 /** Same file, same size: the daemon's row is of the version ops/list or ops/filesize described. */
