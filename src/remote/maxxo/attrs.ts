@@ -33,13 +33,16 @@ export class AttrChanges {
     }
     if (cur?.type === 'dir') return this.setFolderTime(path, cur, attrs, o);
     if (o.folder) return null;
-    if (!cur || cur.type !== 'file') return null;
+    if (!cur || cur.type !== 'file') { this.p.log.debug(`maxxo: times/mode of ${path} not set: ${cur ? 'a folder' : 'no file'} there now`); return null; }
     // the version on the server now: a listing that started after this call did (the changes of
     // many files of a folder, as `touch *` makes them, share the next one)
     const listed = await this.p.listings.since(parentOf(path), asked);
     const row = listed?.rows.get(baseName(path));
     if (!row || row.size !== cur.size) throw new TransferFailed('the daemon listing does not show the file as ops/filesize does', { path });
-    if (o.serverMtimeMs !== undefined && row.mtimeMs !== toWholeSecond(o.serverMtimeMs)) return null;
+    if (o.serverMtimeMs !== undefined && row.mtimeMs !== toWholeSecond(o.serverMtimeMs)) {
+      this.p.log.debug(`maxxo: times/mode of ${path} not set: the server's version has mtime ${row.mtimeMs}, the caller's ${o.serverMtimeMs}`);
+      return null;
+    }
     const mtimeMs = attrs.mtimeMs !== undefined ? toWholeSecond(attrs.mtimeMs) : row.mtimeMs;
     const exec = attrs.mode !== undefined ? (attrs.mode & FILE_MODE_BITS) !== 0 : row.exec;
     const entry: RemoteEntry = { ...cur, mtimeMs, ...(exec !== undefined ? { mode: modeOf(exec) } : {}) };
@@ -49,7 +52,10 @@ export class AttrChanges {
     // upload carries the times and mode) or changed there; either way not this change's to make.
     // It used to want a scratch download instead, which callers with a copy do not give: a
     // non-retryable error, the change left pending until another one came (soak seed 271520).
-    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) return null;
+    if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) {
+      this.p.log.debug(`maxxo: times/mode of ${path} not set: the caller's copy is not the server's ${cur.size} bytes`);
+      return null;
+    }
     const stage = await this.p.stages.make();
     try {
       if (source === undefined) {
