@@ -362,17 +362,30 @@ run('process.exit() without unmount leaves no mount behind; SIGKILL neither with
   const exited = new Promise((r) => a.child.once('exit', r));
   a.child.stdin!.write(JSON.stringify({ cmd: 'exit' }) + '\n');
   t.is(await exited, 3);
-  // the exit hook's unmount may reach /proc/mounts a moment after the exit (a loaded machine)
-  for (let i = 0; i < 30 && mountedNow(a.mnt); i++) await new Promise((r) => setTimeout(r, 100));
-  t.false(mountedNow(a.mnt));
+  // the exit hook's unmount may reach /proc/mounts a moment after the exit (a loaded machine: one
+  // CI run under the full suite still saw a mount here after 3 s; which of the two asserts failed
+  // was not said then)
+  let waited = 0;
+  for (; waited < 100 && mountedNow(a.mnt); waited++) await new Promise((r) => setTimeout(r, 100));
+  t.false(mountedNow(a.mnt), `the exit hook's unmount: still mounted after ${waited / 10} s`);
+  if (waited > 10) t.log(`the exit hook's unmount showed after ${waited / 10} s`);
   const b = await startMemfs(t, { mount: { autoUnmount: true } });
   t.true(mountedNow(b.mnt));
   const killed = new Promise((r) => b.child.once('exit', r));
   b.child.kill('SIGKILL');
   await killed;
   // fusermount3's auto_unmount helper sees /dev/fuse close and unmounts: bounded, not instant
-  for (let i = 0; i < 100 && mountedNow(b.mnt); i++) await new Promise((r) => setTimeout(r, 100));
-  t.false(mountedNow(b.mnt));
+  waited = 0;
+  for (; waited < 150 && mountedNow(b.mnt); waited++) await new Promise((r) => setTimeout(r, 100));
+  if (mountedNow(b.mnt)) {
+    // libfuse's own helper, not ours: under load (4 busy loops on 2 cores) fusermount3 exited
+    // without unmounting in 5 of 25 SIGKILLs (native-notes/lowlevel.md). The drive does not use
+    // auto_unmount (a dead mount is cut at the next mount); a helper still alive and not
+    // unmounting would be a failure of ours to understand, so only its absence is tolerated.
+    const helper = (await sh(`pgrep -f '[f]usermount3 .*auto_unmount.* -- ${b.mnt}$'`)).out.trim();
+    t.is(helper, '', `auto_unmount after SIGKILL: still mounted after ${waited / 10} s with its fusermount3 helper alive`);
+    t.log(`fusermount3's auto_unmount helper exited without unmounting ${b.mnt} (upstream, under load)`);
+  } else if (waited > 30) t.log(`auto_unmount after SIGKILL showed after ${waited / 10} s`);
 });
 
 run('a mount that cannot happen says why (libfuse\'s own message)', async (t) => {
