@@ -109,7 +109,7 @@ export class Vfs implements VfsApi {
     });
     this.lookups = new Lookup(this.ctx, this.meta, {
       hidden: (path) => {
-        const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
+        const hid = this.hiddenAt(path);
         return hid && { name: baseOf(path), type: 'file', size: hid.size, mtimeMs: hid.localMtime || hid.ident?.mtimeMs };
       },
       local: (path) => {
@@ -120,7 +120,15 @@ export class Vfs implements VfsApi {
     });
     this.log = opts.log;
     this.root = join(opts.cacheDir, safeComponent(opts.accountId));
-    this.store = new ContentStore(this.ctx, join(this.root, 'data'), { detached: (o) => this.uploader.detached(o) });
+    this.store = new ContentStore(this.ctx, join(this.root, 'data'), {
+      detached: (o) => {
+        // its handles keep its mode and times (Obj.ownAttrs): the path's entry is the next file's.
+        // Every detach comes before the table's entry for the path is dropped or replaced, except
+        // a local-only rename's target, which takes its copy itself before the table moves.
+        o.ownAttrs ??= this.attrTable.copyOf(o.path);
+        this.uploader.detached(o);
+      },
+    });
     this.fetcher = new Fetcher(this.ctx, this.store, (path, e) => {
       this.meta.setInParent(path, e);
       this.inodes.serverChanged(path, 'attr');
@@ -383,10 +391,15 @@ export class Vfs implements VfsApi {
     return e ? this.attrOf(path, e) : null;
   }
 
+  /** The unlinked open file libfuse 2 names path (.fuse_hidden*), if any. */
+  private hiddenAt(path: string): Obj | undefined {
+    return this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
+  }
+
   /** What the drive shows at path, whose entry is e. */
   private attrOf(path: string, e: RemoteEntry): Attr {
     // a hidden name (libfuse 2) shows its unlinked file's own mode and times
-    const o = this.store.objs.get(path) ?? (this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined);
+    const o = this.store.objs.get(path) ?? this.hiddenAt(path);
     return this.attrTable.toAttr(path, e, o, e.type === 'dir' ? this.subdirs(path) : undefined);
   }
 
@@ -504,7 +517,7 @@ export class Vfs implements VfsApi {
   async setTimesNamed(path: string, times: { atime?: TimeChange; mtime?: TimeChange }, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
-    const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
+    const hid = this.hiddenAt(path);
     if (hid) { this.setObjAttrs(hid, times); return true; }
     const e = await this.existingNamed(path, names);
     if (!e) return false;
@@ -572,7 +585,7 @@ export class Vfs implements VfsApi {
   async chmodNamed(path: string, mode: number, names?: () => boolean): Promise<boolean> {
     path = normPath(path);
     this.assertWritable();
-    const hid = this.store.hidden.size > 0 ? this.store.hidden.get(path) : undefined;
+    const hid = this.hiddenAt(path);
     if (hid) { this.setObjAttrs(hid, { mode }); return true; }
     const e = await this.existingNamed(path, names);
     if (!e || (names && !names())) return false;
@@ -725,10 +738,7 @@ export class Vfs implements VfsApi {
     // a name the service refuses fails here, not at close() after the program wrote it all
     await this.policy.checkName(path);
     const stale = this.store.objs.get(path);
-    if (stale) {
-      stale.ownAttrs = this.attrTable.copyOf(path);
-      this.store.detach(stale);
-    }
+    if (stale) this.store.detach(stale);
     const o = this.store.addNew(path);
     // what the creator writes through its handle is what the drive holds
     o.kernelEpoch = o.epoch;

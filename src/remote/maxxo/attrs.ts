@@ -33,15 +33,15 @@ export class AttrChanges {
     }
     if (cur?.type === 'dir') return this.setFolderTime(path, cur, attrs, o);
     if (o.folder) return null;
-    if (!cur || cur.type !== 'file') { this.p.log.debug(`maxxo: times/mode of ${path} not set: ${cur ? 'a folder' : 'no file'} there now`); return null; }
+    const notSet = (why: string) => { this.p.log.debug(`maxxo: times/mode of ${path} not set: ${why}`); return null; };
+    if (!cur || cur.type !== 'file') return notSet(`${cur ? 'a folder' : 'no file'} there now`);
     // the version on the server now: a listing that started after this call did (the changes of
     // many files of a folder, as `touch *` makes them, share the next one)
     const listed = await this.p.listings.since(parentOf(path), asked);
     const row = listed?.rows.get(baseName(path));
     if (!row || row.size !== cur.size) throw new TransferFailed('the daemon listing does not show the file as ops/filesize does', { path });
     if (o.serverMtimeMs !== undefined && row.mtimeMs !== toWholeSecond(o.serverMtimeMs)) {
-      this.p.log.debug(`maxxo: times/mode of ${path} not set: the server's version has mtime ${row.mtimeMs}, the caller's ${o.serverMtimeMs}`);
-      return null;
+      return notSet(`the server's version has mtime ${row.mtimeMs}, the caller's ${o.serverMtimeMs}`);
     }
     const mtimeMs = attrs.mtimeMs !== undefined ? toWholeSecond(attrs.mtimeMs) : row.mtimeMs;
     const exec = attrs.mode !== undefined ? (attrs.mode & FILE_MODE_BITS) !== 0 : row.exec;
@@ -53,8 +53,7 @@ export class AttrChanges {
     // It used to want a scratch download instead, which callers with a copy do not give: a
     // non-retryable error, the change left pending until another one came (soak seed 271520).
     if (source !== undefined && (await fsStat(source).catch(() => null))?.size !== cur.size) {
-      this.p.log.debug(`maxxo: times/mode of ${path} not set: the caller's copy is not the server's ${cur.size} bytes`);
-      return null;
+      return notSet(`the caller's copy is not the server's ${cur.size} bytes`);
     }
     const stage = await this.p.stages.make();
     try {

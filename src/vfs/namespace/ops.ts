@@ -206,8 +206,6 @@ export class Namespace {
         }
       }
       if (o) {
-        // its handles keep their mode and times; the table's entry for the path goes below
-        o.ownAttrs = this.attrTable.copyOf(path);
         this.store.detach(o);
         if (opts.keepOpenAs && o.refs > 0) this.store.hidden.set(normPath(opts.keepOpenAs), o);
       }
@@ -290,10 +288,7 @@ export class Namespace {
       await this.keepReplaced(this.store.objs.get(to), to);
       // written back: the move record retargets the journal, then the local table moves
       const rec = this.moves.add(from, to, moved, dstOnServer, noReplace, dir);
-      if (replaced) {
-        replaced.ownAttrs = this.attrTable.copyOf(to);
-        this.store.detach(replaced);
-      }
+      if (replaced) this.store.detach(replaced);
       this.rekey(from, to, moving);
       await rec;
       this.renamed(from, to, src, dst, moved);
@@ -307,6 +302,8 @@ export class Namespace {
     const jr = this.uploader.retarget(from, to);
     // local view first, so a close() journaling meanwhile already records the new name
     if (replaced) {
+      // detached only once the journal moved (below): its mode and times are taken before the
+      // table's entry for `to` becomes the moved file's
       replaced.ownAttrs = this.attrTable.copyOf(to);
       this.store.unregister(replaced);
     }
