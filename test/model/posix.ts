@@ -52,6 +52,9 @@ export type Stat = { type: 'dir' } | { type: 'file'; size: number };
 /** What the model knows of a file's times and mode (folders: none). */
 export interface FileMeta { mtime: TimeRange | null; mode: number }
 
+/** A file's times and mode as the model knows them. */
+export const metaOf = (n: FileNode): FileMeta => ({ mtime: n.mtime, mode: n.mode });
+
 /** open(2)'s default mode (0666) under the umask the worker sets (022). */
 export const CREATE_MODE = 0o644;
 
@@ -97,7 +100,7 @@ export class PosixModel {
   meta(prefix = ''): Map<string, FileMeta> {
     const out = new Map<string, FileMeta>();
     const walk = (n: Node, p: string) => {
-      if (n.kind === 'file') out.set(p, { mtime: n.mtime, mode: n.mode });
+      if (n.kind === 'file') out.set(p, metaOf(n));
       else for (const [k, v] of n.entries) walk(v, p ? `${p}/${k}` : k);
     };
     walk(this.root, prefix);
@@ -286,10 +289,6 @@ export class PosixModel {
 
   fchmod(h: Handle, mode: number): void {
     h.node.mode = mode;
-  }
-
-  fileMeta(h: Handle): FileMeta {
-    return { mtime: h.node.mtime, mode: h.node.mode };
   }
 
   mkdir(path: string): void {

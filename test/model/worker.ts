@@ -10,7 +10,7 @@ import fs, { constants as C } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { prng, type Rng } from '../helpers/random.js';
-import { Fail, PosixModel, type FileMeta, type Handle, type OpenFlags, type Snap, type Stat, type TimeRange } from './posix.js';
+import { Fail, PosixModel, metaOf, type FileMeta, type Handle, type OpenFlags, type Snap, type Stat, type TimeRange } from './posix.js';
 
 export interface WorkerConfig {
   /** Names the process in logs and in the lines it appends ('p0', 'x', ...). */
@@ -441,6 +441,12 @@ export class Worker {
     }
   }
 
+  /** The atime and mtime a utimes/futimes passes (see WorkerConfig.atimeInBothSlots). */
+  private times(op: { mtime: number; frac: number }): [number, number] {
+    const mt = op.mtime + op.frac;
+    return [this.cfg.atimeInBothSlots ? mt : mt + 86_400, mt];
+  }
+
   private readFully(fd: number, len: number, pos: number | null): Buffer {
     const buf = Buffer.alloc(len);
     let off = 0;
@@ -522,7 +528,7 @@ export class Worker {
       case 'fstat': {
         const e = needHandle(op.h);
         const got = real(() => fs.fstatSync(e.fd));
-        this.check(`fstat of ${e.path}`, model(() => this.m.fstat(e.mh)), got, (a, b) => statEq(a, realStat(b)) ?? metaDiff(this.m.fileMeta(e.mh), seenMeta(b)));
+        this.check(`fstat of ${e.path}`, model(() => this.m.fstat(e.mh)), got, (a, b) => statEq(a, realStat(b)) ?? metaDiff(metaOf(e.mh.node), seenMeta(b)));
         out = got;
         break;
       }
@@ -555,20 +561,20 @@ export class Worker {
         const got = real(() => fs.statSync(this.abs(op.path)));
         const n = this.m.lookup(op.path);
         this.check('stat', model(() => this.m.stat(op.path)), got, (a, b) => statEq(a, realStat(b)) ??
-          (n?.kind === 'file' ? metaDiff({ mtime: n.mtime, mode: n.mode }, seenMeta(b)) : null));
+          (n?.kind === 'file' ? metaDiff(metaOf(n), seenMeta(b)) : null));
         out = got;
         break;
       }
       case 'utimes': {
-        const mt = op.mtime + op.frac;
-        out = real(() => fs.utimesSync(this.abs(op.path), this.cfg.atimeInBothSlots ? mt : mt + 86_400, mt));
+        const [at, mt] = this.times(op);
+        out = real(() => fs.utimesSync(this.abs(op.path), at, mt));
         this.check('utimes', model(() => this.m.utimes(op.path, op.mtime)), out);
         break;
       }
       case 'futimes': {
         const e = needHandle(op.h);
-        const mt = op.mtime + op.frac;
-        out = real(() => fs.futimesSync(e.fd, this.cfg.atimeInBothSlots ? mt : mt + 86_400, mt));
+        const [at, mt] = this.times(op);
+        out = real(() => fs.futimesSync(e.fd, at, mt));
         this.check('futimes', model(() => this.m.futimes(e.mh, op.mtime)), out);
         break;
       }
